@@ -1,0 +1,29 @@
+"""ketasim: fast population pharmacokinetics of ketamine, esketamine and metabolites.
+
+The public surface is re-exported here; everything else is private. Importing ketasim
+compiles nothing: numba kernels compile (or load from numba's cache) on first use.
+"""
+
+__version__ = "0.1.0"
+
+from .dosing import Dose, DoseError, Regimen
+from .model import Model
+from .modelfile import ModelFileError, list_models, load_model, model_from_dict
+from .simulate import SolveError, grid, simulate
+from .units import UnitError
+
+__all__ = [
+    "Dose",
+    "DoseError",
+    "Model",
+    "ModelFileError",
+    "Regimen",
+    "SolveError",
+    "UnitError",
+    "__version__",
+    "grid",
+    "list_models",
+    "load_model",
+    "model_from_dict",
+    "simulate",
+]

@@ -1,0 +1,1 @@
+"""Numba kernels. Private: array-only, preallocated outputs, status codes, never raise."""

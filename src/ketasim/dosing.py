@@ -1,0 +1,248 @@
+"""Doses and regimens.
+
+A :class:`Dose` is one administration: an amount (``mg`` or ``mg/kg``), a route the
+model defines, a start time, and for intravenous infusions a duration or a rate.
+Amounts are in the base form unless ``salt="hcl"`` (ketamine/esketamine
+hydrochloride, converted with × 0.867). A :class:`Regimen` is an ordered tuple of
+doses. Times are hours after the start of the simulation (t = 0); strings such as
+``"40 min"`` or ``"3 d"`` are accepted wherever a time is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
+
+__all__ = ["Dose", "DoseError", "Regimen"]
+
+SALT_FORMS = ("base", "hcl")
+
+
+class DoseError(ValueError):
+    """A dose or regimen is invalid; the message says what, got what, and the fix."""
+
+
+def _amount(value, what: str) -> tuple[float, str]:
+    q = parse_quantity(value, what=what)
+    u = parse_unit(q.unit)
+    if u.dimension != "amount":
+        raise DoseError(f"{what} must be a drug amount in mg or mg/kg; got {value!r}")
+    if not math.isfinite(q.value) or q.value < 0:
+        raise DoseError(f"{what} must be a finite amount >= 0; got {value!r}. "
+                        "Nothing is clamped: fix the value.")
+    return q.value * u.factor, ("mg/kg" if u.per_kg else "mg")
+
+
+@dataclass(frozen=True)
+class Dose:
+    """One administration.
+
+    Parameters
+    ----------
+    amount : str, tuple or Quantity
+        ``"35 mg"``, ``"0.5 mg/kg"``, ``(0.5, "mg/kg")``. A bare number is rejected:
+        the unit decides whether body weight scales the dose.
+    route : str
+        A route the model defines (``"iv"``, ``"intranasal"``, ...).
+    time : float or str, default 0
+        Start, hours after t = 0 (``"3 d"``, ``"90 min"`` accepted).
+    duration : float or str, optional
+        Infusion duration (intravenous routes only), hours or ``"40 min"``.
+        ``None`` is a bolus (or the route's own input profile for extravascular
+        routes).
+    salt : {"base", "hcl"}, default "base"
+        ``"hcl"`` converts a hydrochloride mass to base (× 237.73/274.19 = 0.867).
+
+    Examples
+    --------
+    >>> Dose("0.5 mg/kg", route="iv", duration="40 min", salt="hcl")
+    Dose(0.5 mg/kg HCl iv at 0 h over 0.6667 h)
+    """
+
+    amount: float
+    unit: str
+    route: str
+    time: float = 0.0
+    duration: float | None = None
+    salt: str = "base"
+
+    def __init__(self, amount, *, route: str, time=0.0, duration=None,
+                 salt: str = "base"):
+        value, unit = _amount(amount, "amount")
+        object.__setattr__(self, "amount", value)
+        object.__setattr__(self, "unit", unit)
+        object.__setattr__(self, "route", route)
+        object.__setattr__(self, "time", to_hours(time, what="time"))
+        if duration is not None:
+            duration = to_hours(duration, what="duration")
+        object.__setattr__(self, "duration", duration)
+        object.__setattr__(self, "salt", salt)
+        self.__post_init__()
+
+    def __post_init__(self):
+        if not isinstance(self.route, str) or not self.route:
+            raise DoseError(f"route must be a route name such as 'iv'; got "
+                            f"{self.route!r}")
+        if self.time < 0:
+            raise DoseError(f"time must be >= 0 h (hours after the start of the "
+                            f"simulation); got {self.time:g} h")
+        if self.duration is not None and not self.duration > 0:
+            raise DoseError(f"duration must be > 0 h; got {self.duration:g} h. For a "
+                            "bolus leave duration=None (Dose.bolus).")
+        if self.salt not in SALT_FORMS:
+            raise DoseError(f"salt must be 'base' or 'hcl'; got {self.salt!r}")
+
+    # ---- constructors ---------------------------------------------------------
+    @classmethod
+    def bolus(cls, amount, *, route: str = "iv", time=0.0, salt: str = "base") -> Dose:
+        """An instantaneous dose (``route`` defaults to ``"iv"``)."""
+        return cls(amount, route=route, time=time, salt=salt)
+
+    @classmethod
+    def infusion(cls, amount=None, *, duration=None, rate=None, route: str = "iv",
+                 time=0.0, salt: str = "base") -> Dose:
+        """A zero-order infusion given by two of ``amount``, ``duration``, ``rate``.
+
+        ``rate`` is ``"mg/h"`` or ``"mg/kg/h"`` (``"mg/min"`` etc. accepted).
+
+        Examples
+        --------
+        >>> Dose.infusion("0.5 mg/kg", duration="40 min").duration
+        0.6666666666666666
+        >>> Dose.infusion(rate="0.75 mg/kg/h", duration="40 min").amount
+        0.5
+        """
+        given = sum(x is not None for x in (amount, duration, rate))
+        if given != 2:
+            raise DoseError("an infusion needs exactly two of amount, duration and "
+                            f"rate; got amount={amount!r}, duration={duration!r}, "
+                            f"rate={rate!r}")
+        if rate is not None:
+            q = parse_quantity(rate, what="rate")
+            u = parse_unit(q.unit)
+            if u.dimension != "amount rate" or not math.isfinite(q.value) \
+                    or q.value <= 0:
+                raise DoseError(f"rate must be a positive amount per time such as "
+                                f"'0.75 mg/kg/h' or '26 mg/h'; got {rate!r}")
+            r = q.value * u.factor
+            unit = "mg/kg" if u.per_kg else "mg"
+            if duration is not None:
+                d = to_hours(duration, what="duration")
+                amount = Quantity(r * d, unit)
+            else:
+                a, aunit = _amount(amount, "amount")
+                if aunit != unit:
+                    raise DoseError(f"amount ({aunit}) and rate ({unit}/h) must both "
+                                    "be per kg or both absolute")
+                duration = a / r
+        return cls(amount, route=route, time=time, duration=duration, salt=salt)
+
+    # ---- derived --------------------------------------------------------------
+    @property
+    def per_kg(self) -> bool:
+        return self.unit == "mg/kg"
+
+    @property
+    def base_factor(self) -> float:
+        """Multiplier from the amount as given to mg (or mg/kg) of base."""
+        return SALT_TO_BASE if self.salt == "hcl" else 1.0
+
+    def at(self, time) -> Dose:
+        """The same dose at another time."""
+        new = object.__new__(Dose)
+        new.__dict__.update(self.__dict__, time=to_hours(time, what="time"))
+        new.__post_init__()
+        return new
+
+    def __repr__(self) -> str:
+        s = f"{self.amount:g} {self.unit}"
+        if self.salt == "hcl":
+            s += " HCl"
+        s += f" {self.route} at {self.time:g} h"
+        if self.duration is not None:
+            s += f" over {self.duration:.4g} h"
+        return f"Dose({s})"
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """An ordered sequence of doses (times nondecreasing).
+
+    Examples
+    --------
+    >>> d = Dose.infusion("0.5 mg/kg", duration="40 min", salt="hcl")
+    >>> course = Regimen.at(["0 d", "3 d", "7 d", "10 d", "14 d", "17 d"], d)
+    >>> len(course), course.doses[-1].time
+    (6, 408.0)
+    >>> Regimen.every(d, interval="3.5 d", n=2).times
+    (0.0, 84.0)
+    """
+
+    doses: tuple[Dose, ...]
+
+    def __init__(self, doses: Iterable[Dose] = ()):
+        object.__setattr__(self, "doses", tuple(doses))
+        self.__post_init__()
+
+    def __post_init__(self):
+        for i, d in enumerate(self.doses):
+            if not isinstance(d, Dose):
+                raise DoseError(f"doses[{i}] must be a Dose; got {type(d).__name__}")
+        for i in range(1, len(self.doses)):
+            if self.doses[i].time < self.doses[i - 1].time:
+                raise DoseError(
+                    f"doses must be in time order: doses[{i}] at "
+                    f"{self.doses[i].time:g} h comes after doses[{i - 1}] at "
+                    f"{self.doses[i - 1].time:g} h. Sort them, or combine regimens "
+                    "with `+`, which merges by time.")
+
+    @classmethod
+    def at(cls, times: Sequence, dose: Dose, *, unit: str = "h") -> Regimen:
+        """``dose`` at each of ``times`` (numbers in ``unit``, or strings)."""
+        out = []
+        for i, t in enumerate(times):
+            if not isinstance(t, str):
+                t = (t, unit)
+            out.append(dose.at(to_hours(t, what=f"times[{i}]")))
+        return cls(out)
+
+    @classmethod
+    def every(cls, dose: Dose, *, interval, n: int) -> Regimen:
+        """``n`` copies of ``dose`` every ``interval``, the first at ``dose.time``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DoseError(f"n must be a whole number >= 1; got {n!r}")
+        step = to_hours(interval, what="interval")
+        if not step > 0:
+            raise DoseError(f"interval must be > 0 h; got {interval!r}")
+        return cls(dose.at(dose.time + k * step) for k in range(n))
+
+    def then(self, other: Regimen, *, after) -> Regimen:
+        """This regimen followed by ``other``, whose t = 0 is placed ``after`` the
+        start of this regimen's last dose."""
+        if not self.doses:
+            raise DoseError("cannot use .then() on an empty regimen")
+        offset = self.doses[-1].time + to_hours(after, what="after")
+        return Regimen(self.doses + tuple(d.at(d.time + offset) for d in other.doses))
+
+    def __add__(self, other: Regimen) -> Regimen:
+        if not isinstance(other, Regimen):
+            return NotImplemented
+        merged = sorted(self.doses + other.doses, key=lambda d: d.time)  # stable
+        return Regimen(merged)
+
+    def __len__(self) -> int:
+        return len(self.doses)
+
+    def __iter__(self):
+        return iter(self.doses)
+
+    @property
+    def times(self) -> tuple[float, ...]:
+        return tuple(d.time for d in self.doses)
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(d.route for d in self.doses))

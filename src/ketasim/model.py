@@ -1,0 +1,377 @@
+"""The model: immutable description of a compartmental PK model.
+
+A :class:`Model` is built from a model file (see :mod:`ketasim.modelfile`) and never
+changes. Everything numeric is stored in canonical units (h, mg, L, L/h, 1/h).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .units import MG_PER_L_TO_NG_PER_ML
+
+__all__ = [
+    "Analyte",
+    "Compartment",
+    "CovariateEffect",
+    "Flow",
+    "Model",
+    "Parameter",
+    "Pathway",
+    "Reference",
+    "Route",
+    "Variability",
+]
+
+#: Covariates a model may use, with their units. A fixed menu so a typo is an error.
+KNOWN_COVARIATES: dict[str, str] = {
+    "weight": "kg",
+    "height": "cm",
+    "age": "y",
+    "bmi": "kg/m2",
+    "female": "0/1",
+    "asian": "0/1",
+    "japanese": "0/1",
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    key: str
+    citation: str
+    doi: str | None = None
+    year: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A typical value. ``value`` is in canonical units (``canonical_unit``);
+    ``per_kg`` values are multiplied by the subject's weight (kg)."""
+
+    name: str
+    value: float
+    unit: str
+    canonical_unit: str
+    dimension: str
+    per_kg: bool
+    description: str
+    reference: str | None
+    source: str
+    grade: str
+
+
+@dataclass(frozen=True)
+class Compartment:
+    name: str
+    role: str
+    volume: str | None
+    analyte: str | None
+
+
+@dataclass(frozen=True)
+class Flow:
+    """First-order transfer ``source -> target`` (``target=None``: elimination).
+
+    ``kind`` is ``"k"`` (``rate`` is a rate constant) or ``"cl"`` (``rate`` is a
+    clearance divided by the source compartment's volume). ``fraction`` (a parameter
+    name or a number) of the flow reaches ``target``; the rest is eliminated.
+    """
+
+    source: str
+    target: str | None
+    kind: str
+    rate: str
+    fraction: str | float | None = None
+
+
+@dataclass(frozen=True)
+class Pathway:
+    """Where a route puts a dose: ``fraction`` of it into ``target`` after ``lag``,
+    over ``duration`` (zero-order) or at once. Each is a parameter name or None."""
+
+    target: str
+    fraction: str | float | None = None
+    lag: str | None = None
+    duration: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    kind: str  # "intravenous" or "extravascular"
+    pathways: tuple[Pathway, ...]
+    description: str = ""
+
+    @property
+    def intravenous(self) -> bool:
+        return self.kind == "intravenous"
+
+
+@dataclass(frozen=True)
+class Analyte:
+    """A measured species: concentration = amount in ``compartment`` / its volume.
+
+    ``formation`` is ``"molar"`` when amounts are true masses of this species (a
+    flow from another species is scaled by the ratio of molecular weights) or
+    ``"apparent"`` when the published metabolite parameters are apparent ones
+    (V/fm, CL/fm) that absorb the conversion, so no scaling is applied.
+    """
+
+    name: str
+    compartment: str
+    mw: float
+    formation: str = "molar"
+    long_name: str = ""
+
+
+@dataclass(frozen=True)
+class Variability:
+    parameter: str
+    distribution: str  # "lognormal" or "logitnormal"
+    omega: float  # SD of eta (IIV)
+    iov_omega: float = 0.0
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class CovariateEffect:
+    """Multiplicative effect of a covariate on a parameter.
+
+    ``power``: (c/ref)^coef; ``linear``: 1 + coef (c - ref); ``hinge``:
+    1 + coef max(c - ref, 0); ``exponential``: exp(coef (c - ref));
+    ``categorical``: coef where c == ref, else 1.
+    """
+
+    parameter: str
+    covariate: str
+    kind: str
+    reference: float
+    coefficient: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    """An immutable compartmental model. Build it with :func:`ketasim.load_model`."""
+
+    id: str
+    name: str
+    drug: str
+    enantiomer: str
+    population: str
+    sampling: str
+    grade: str
+    description: str
+    parameters: Mapping[str, Parameter]
+    compartments: tuple[Compartment, ...]
+    flows: tuple[Flow, ...]
+    routes: Mapping[str, Route]
+    analytes: tuple[Analyte, ...]
+    variability: tuple[Variability, ...] = ()
+    correlations: tuple[tuple[str, str, float], ...] = ()
+    covariate_effects: tuple[CovariateEffect, ...] = ()
+    covariates: Mapping[str, float] = field(default_factory=dict)
+    validity: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    residual: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()
+    path: Path | None = None
+    sha256: str = ""
+    rhs: Callable | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        for name in ("parameters", "routes", "covariates", "validity", "residual"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def __repr__(self) -> str:
+        return (f"Model({self.id!r}: {self.drug} ({self.enantiomer}), "
+                f"{len(self.compartments)} compartments, routes "
+                f"{sorted(self.routes)}, analytes {[a.name for a in self.analytes]})")
+
+    def with_rhs(self, rhs: Callable) -> Model:
+        """This model with a user right-hand side ``rhs(t, x, p, dxdt)``.
+
+        ``x`` holds the amounts (mg) in :attr:`compartment_names` order, ``p`` the
+        subject's individual parameters in :attr:`parameter_names` order (canonical
+        units: h, mg, L, L/h, 1/h), and ``rhs`` writes ``dxdt`` (mg/h) in place. Dose
+        inputs are added by ketasim; the rhs must not model them. The function is
+        compiled with numba on first use, so it must be numba-compatible.
+        """
+        if not callable(rhs):
+            raise TypeError(f"rhs must be a function rhs(t, x, p, dxdt); got {rhs!r}")
+        return replace(self, rhs=rhs)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(self.parameters)
+
+    def parameter_index(self, name: str) -> int:
+        """Position of parameter ``name`` in the ``p`` vector a user rhs receives."""
+        return self.parameter_names.index(name)
+
+    # ---- structure -------------------------------------------------------------
+    @property
+    def compartment_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.compartments)
+
+    def compartment_index(self, name: str) -> int:
+        return self.compartment_names.index(name)
+
+    @property
+    def analyte_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.analytes)
+
+    def _species(self, compartment: str) -> str | None:
+        for c in self.compartments:
+            if c.name == compartment:
+                return c.analyte
+        raise KeyError(compartment)
+
+    def _analyte(self, name: str | None) -> Analyte | None:
+        for a in self.analytes:
+            if a.name == name:
+                return a
+        return None
+
+    # ---- individual parameters -------------------------------------------------
+    def individual_parameters(
+        self,
+        covariates: Mapping[str, np.ndarray],
+        etas: Mapping[str, np.ndarray] | None = None,
+        overrides: Mapping[str, np.ndarray] | None = None,
+        n: int = 1,
+    ) -> dict[str, np.ndarray]:
+        """Individual parameter values in canonical units, arrays of shape (n,).
+
+        typical value × weight (per-kg units) × covariate effects, then the random
+        effect (log- or logit-normal). ``overrides`` replace the result outright and
+        are in the model file's units for that parameter.
+        """
+        from .units import parse_unit
+
+        etas = etas or {}
+        overrides = overrides or {}
+        out: dict[str, np.ndarray] = {}
+        weight = np.asarray(covariates.get("weight", np.nan), dtype=float)
+        for name, p in self.parameters.items():
+            if name in overrides:
+                u = parse_unit(p.unit)
+                v = np.asarray(overrides[name], dtype=float) * u.factor
+                if p.per_kg:
+                    v = v * weight
+                out[name] = np.broadcast_to(v, (n,)).astype(float)
+                continue
+            v = np.full(n, p.value)
+            if p.per_kg:
+                v = v * weight
+            for eff in self.covariate_effects:
+                if eff.parameter != name:
+                    continue
+                c = np.asarray(covariates[eff.covariate], dtype=float)
+                v = v * _covariate_factor(eff, c)
+            var = self._variability_for(name)
+            if var is not None and name in etas:
+                eta = np.asarray(etas[name], dtype=float)
+                if var.distribution == "lognormal":
+                    v = v * np.exp(eta)
+                else:  # logit-normal: typical value is the median probability
+                    logit = np.log(v / (1.0 - v)) + eta
+                    v = 1.0 / (1.0 + np.exp(-logit))
+            out[name] = np.broadcast_to(v, (n,)).astype(float)
+        return out
+
+    def _variability_for(self, name: str) -> Variability | None:
+        for v in self.variability:
+            if v.parameter == name:
+                return v
+        return None
+
+    def value_of(self, ref: str | float | None, params: Mapping[str, np.ndarray],
+                 n: int, default: float) -> np.ndarray:
+        """A parameter reference (name, number or None) as an (n,) array."""
+        if ref is None:
+            return np.full(n, default)
+        if isinstance(ref, str):
+            return params[ref]
+        return np.full(n, float(ref))
+
+    def rate_matrices(self, params: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        """Rate matrices ``A`` (n, ncmt, ncmt) in 1/h with ``dx/dt = A x + r``.
+
+        Metabolite formation into a ``molar`` analyte is scaled by the ratio of
+        molecular weights, so amounts stay true masses of each species.
+        """
+        names = self.compartment_names
+        ncmt = len(names)
+        A = np.zeros((n, ncmt, ncmt))
+        vol = {c.name: c.volume for c in self.compartments}
+        for f in self.flows:
+            i = names.index(f.source)
+            k = params[f.rate]
+            if f.kind == "cl":
+                k = k / params[vol[f.source]]
+            A[:, i, i] -= k
+            if f.target is not None:
+                j = names.index(f.target)
+                frac = self.value_of(f.fraction, params, n, 1.0)
+                A[:, j, i] += k * frac * self._mw_ratio(f.source, f.target)
+        return A
+
+    def _mw_ratio(self, source: str, target: str) -> float:
+        a_from = self._analyte(self._species(source))
+        a_to = self._analyte(self._species(target))
+        if a_from is None or a_to is None or a_from.name == a_to.name:
+            return 1.0
+        if a_to.formation == "apparent":
+            return 1.0
+        return a_to.mw / a_from.mw
+
+    def observation(self, params: Mapping[str, np.ndarray], n: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(compartment index per analyte, scale (n, n_analytes)) with
+        concentration in ng/mL = amount (mg) × scale."""
+        cmts = np.array([self.compartment_index(a.compartment) for a in self.analytes],
+                        dtype=np.int64)
+        scale = np.empty((n, len(self.analytes)))
+        for k, a in enumerate(self.analytes):
+            v = self._volume_param(a.compartment)
+            scale[:, k] = MG_PER_L_TO_NG_PER_ML / params[v]
+        return cmts, scale
+
+    def _volume_param(self, compartment: str) -> str:
+        for c in self.compartments:
+            if c.name == compartment:
+                assert c.volume is not None  # checked by the loader
+                return c.volume
+        raise KeyError(compartment)
+
+
+def _covariate_factor(eff: CovariateEffect, c: np.ndarray) -> np.ndarray:
+    if eff.kind == "power":
+        return (c / eff.reference) ** eff.coefficient
+    if eff.kind == "linear":
+        return 1.0 + eff.coefficient * (c - eff.reference)
+    if eff.kind == "hinge":
+        return 1.0 + eff.coefficient * np.maximum(c - eff.reference, 0.0)
+    if eff.kind == "exponential":
+        return np.exp(eff.coefficient * (c - eff.reference))
+    if eff.kind == "categorical":
+        return np.where(c == eff.reference, eff.coefficient, 1.0)
+    raise ValueError(eff.kind)  # unreachable: the loader checks the menu
+
+
+def omega_from(cv: float | None = None, omega: float | None = None,
+               omega2: float | None = None) -> float:
+    """SD of eta from a log-normal CV, an SD or a variance (exactly one given)."""
+    if cv is not None:
+        return math.sqrt(math.log1p(cv * cv))
+    if omega2 is not None:
+        return math.sqrt(omega2)
+    assert omega is not None
+    return omega

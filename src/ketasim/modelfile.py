@@ -1,0 +1,483 @@
+"""Model files: TOML -> :class:`~ketasim.model.Model`, validated strictly.
+
+Every problem raises :class:`ModelFileError` naming the file, the key path and how to
+fix it. Unknown keys are errors, never warnings: a misspelt ``omgea`` must not silently
+drop a variance. The schema is described in ``models/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .model import (
+    KNOWN_COVARIATES,
+    Analyte,
+    Compartment,
+    CovariateEffect,
+    Flow,
+    Model,
+    Parameter,
+    Pathway,
+    Reference,
+    Route,
+    Variability,
+    omega_from,
+)
+from .units import UnitError, parse_unit
+
+__all__ = ["ModelFileError", "list_models", "load_model", "models_dir"]
+
+SCHEMA_VERSION = 1
+ROLES = ("depot", "central", "peripheral", "liver", "transit", "metabolite")
+ENANTIOMERS = ("racemic", "S", "R")
+SAMPLING = ("arterial", "venous", "mixed", "unknown")
+GRADES = ("P", "T", "C", "U", "choice")
+EFFECT_KINDS = {"power": "exponent", "linear": "slope", "hinge": "slope",
+                "exponential": "slope", "categorical": "factor"}
+
+
+class ModelFileError(ValueError):
+    """A model file is malformed. ``file`` and ``key`` say where."""
+
+    def __init__(self, file: str | Path | None, key: str, message: str, hint: str = ""):
+        self.file = str(file) if file is not None else "<dict>"
+        self.key = key
+        self.hint = hint
+        text = f"{self.file}: [{key}] {message}"
+        if hint:
+            text += f" — {hint}"
+        super().__init__(text)
+
+
+def models_dir() -> Path:
+    """Directory of the bundled model files (inside the wheel, or the source tree)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "models", here.parents[1] / "models"):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(f"bundled models not found next to {here}")
+
+
+def list_models() -> list[str]:
+    """Names of the bundled models (file stems in ``models/``), sorted."""
+    return sorted(p.stem for p in models_dir().glob("*.toml"))
+
+
+def load_model(name_or_path: str | Path) -> Model:
+    """Load a bundled model by name (``"domino"``) or a model file by path.
+
+    Raises
+    ------
+    ModelFileError
+        The file is malformed; the message names the file, the key path and a fix.
+    FileNotFoundError
+        No bundled model of that name and no such file.
+    """
+    if isinstance(name_or_path, Model):
+        return name_or_path
+    p = Path(name_or_path)
+    if p.suffix != ".toml" and not p.exists():
+        cand = models_dir() / f"{name_or_path}.toml"
+        if not cand.exists():
+            raise FileNotFoundError(
+                f"no bundled model {str(name_or_path)!r}; bundled models: "
+                f"{', '.join(list_models())}. To load your own, pass a path to a "
+                f".toml file.")
+        p = cand
+    raw = p.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelFileError(p, "<toml>", f"not valid TOML: {exc}") from None
+    return model_from_dict(data, file=p, sha256=hashlib.sha256(raw).hexdigest())
+
+
+class _Table:
+    """A TOML table being read: ``take`` each key; ``done`` rejects the rest."""
+
+    def __init__(self, data: Any, path: str, file: Path | None):
+        self.file = file
+        self.path = path
+        if not isinstance(data, dict):
+            self.fail(f"must be a table; got {type(data).__name__} {data!r}")
+        self.data = data
+        self.used: set[str] = set()
+
+    def fail(self, message: str, key: str | None = None, hint: str = ""):
+        k = f"{self.path}.{key}" if key and self.path else (key or self.path)
+        raise ModelFileError(self.file, k or "<top>", message, hint)
+
+    def sub(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def take(self, key: str, types, *, required: bool = True, default=None,
+             choices=None):
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                self.fail("is missing", key, f"add `{key} = ...`")
+            return default
+        v = self.data[key]
+        if types is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, types) or isinstance(v, bool) and types is not bool:
+            tn = types.__name__ if isinstance(types, type) else \
+                " or ".join(t.__name__ for t in types)
+            self.fail(f"must be {tn}; got {type(v).__name__} {v!r}", key)
+        if choices is not None and v not in choices:
+            self.fail(f"must be one of {', '.join(map(repr, choices))}; got {v!r}",
+                      key)
+        return v
+
+    def table(self, key: str, *, required: bool = True) -> dict:
+        v = self.take(key, dict, required=required, default={})
+        return v
+
+    def done(self):
+        extra = [k for k in self.data if k not in self.used]
+        if extra:
+            self.fail(f"unknown key {extra[0]!r}", extra[0],
+                      f"allowed keys here: {', '.join(sorted(self.used))}")
+
+
+def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -> Model:
+    """Build a :class:`Model` from a parsed model-file dictionary (strict)."""
+    top = _Table(data, "", file)
+    version = top.take("schema_version", int)
+    if version != SCHEMA_VERSION:
+        top.fail(f"unsupported schema version {version}", "schema_version",
+                 f"this ketasim reads schema_version = {SCHEMA_VERSION}")
+    mid = top.take("id", str)
+    name = top.take("name", str)
+    drug = top.take("drug", str, choices=("ketamine", "esketamine", "arketamine"))
+    enantiomer = top.take("enantiomer", str, choices=ENANTIOMERS)
+    population = top.take("population", str)
+    sampling = top.take("sampling", str, choices=SAMPLING)
+    grade = top.take("grade", str, choices=GRADES)
+    description = top.take("description", str, required=False, default="")
+
+    references = []
+    for i, r in enumerate(top.take("references", list)):
+        t = _Table(r, f"references[{i}]", file)
+        references.append(Reference(
+            key=t.take("key", str), citation=t.take("citation", str),
+            doi=t.take("doi", str, required=False),
+            year=t.take("year", int, required=False),
+            note=t.take("note", str, required=False, default="")))
+        t.done()
+    ref_keys = {r.key for r in references}
+    if not references:
+        top.fail("is empty", "references", "cite the paper every number comes from")
+
+    covariates: dict[str, float] = {}
+    ctab = _Table(top.table("covariates", required=False), "covariates", file)
+    for cname in list(ctab.data):
+        t = _Table(ctab.take(cname, dict), f"covariates.{cname}", file)
+        if cname not in KNOWN_COVARIATES:
+            ctab.fail("is not a known covariate", cname,
+                      f"known covariates: {', '.join(KNOWN_COVARIATES)}")
+        unit = t.take("unit", str)
+        if unit != KNOWN_COVARIATES[cname]:
+            t.fail(f"must be {KNOWN_COVARIATES[cname]!r}; got {unit!r}", "unit")
+        covariates[cname] = t.take("reference", float)
+        t.take("description", str, required=False)
+        t.done()
+    ctab.done()
+
+    validity: dict[str, tuple[float, float]] = {}
+    vtab = _Table(top.table("validity", required=False), "validity", file)
+    for cname in list(vtab.data):
+        rng = vtab.take(cname, list)
+        if cname not in covariates:
+            vtab.fail("names a covariate not declared under [covariates]", cname)
+        if len(rng) != 2 or not all(isinstance(x, int | float) for x in rng) \
+                or rng[0] > rng[1]:
+            vtab.fail(f"must be [low, high]; got {rng!r}", cname)
+        validity[cname] = (float(rng[0]), float(rng[1]))
+    vtab.done()
+
+    parameters: dict[str, Parameter] = {}
+    ptab = _Table(top.table("parameters"), "parameters", file)
+    for pname in list(ptab.data):
+        t = _Table(ptab.take(pname, dict), f"parameters.{pname}", file)
+        value = t.take("value", float)
+        unit = t.take("unit", str)
+        try:
+            u = parse_unit(unit)
+        except UnitError as exc:
+            t.fail(str(exc), "unit")
+        if u.dimension is None or u.dims[3] not in (0, -1):
+            t.fail(f"unit {unit!r} is not a volume, clearance, rate constant, time "
+                   f"or fraction", "unit")
+        if u.per_kg and "weight" not in covariates:
+            t.fail(f"per-kg unit {unit!r} needs the weight covariate", "unit",
+                   "declare [covariates.weight] with unit = 'kg' and a reference")
+        ref = t.take("reference", str, required=False)
+        if ref is not None and ref not in ref_keys:
+            t.fail(f"names an unknown reference {ref!r}", "reference",
+                   f"references: {', '.join(sorted(ref_keys))}")
+        parameters[pname] = Parameter(
+            name=pname, value=value * u.factor, unit=unit, canonical_unit=u.canonical,
+            dimension=u.dimension, per_kg=u.per_kg,
+            description=t.take("description", str),
+            reference=ref, source=t.take("source", str),
+            grade=t.take("grade", str, choices=GRADES))
+        t.done()
+    ptab.done()
+
+    def need_param(t: _Table, key: str, dimension: str, *, number_ok: bool = False,
+                   required: bool = True):
+        types = (str, int, float) if number_ok else str
+        v = t.take(key, types, required=required)
+        if v is None:
+            return None
+        if isinstance(v, int | float):
+            v = float(v)
+            if v < 0:
+                t.fail(f"must be >= 0; got {v}", key)
+            return v
+        if v not in parameters:
+            t.fail(f"names an undefined parameter {v!r}", key,
+                   f"define [parameters.{v}] or use one of "
+                   f"{', '.join(parameters) or '(none)'}")
+        if parameters[v].dimension != dimension:
+            p = parameters[v]
+            t.fail(f"needs a {dimension}; parameter {v!r} is a {p.dimension} "
+                   f"({p.unit})", key)
+        return v
+
+    analyte_of: dict[str, str] = {}
+    compartments: list[Compartment] = []
+    cmt_tab = _Table(top.table("compartments"), "compartments", file)
+    for cname in list(cmt_tab.data):
+        t = _Table(cmt_tab.take(cname, dict), f"compartments.{cname}", file)
+        role = t.take("role", str, choices=ROLES)
+        vol = need_param(t, "volume", "volume", required=False)
+        an = t.take("analyte", str, required=False)
+        t.take("description", str, required=False)
+        t.done()
+        compartments.append(Compartment(cname, role, vol, an))
+        if an is not None:
+            analyte_of[cname] = an
+    cmt_tab.done()
+    cnames = [c.name for c in compartments]
+    if not any(c.role == "central" for c in compartments):
+        top.fail("has no compartment with role = 'central'", "compartments")
+
+    def need_cmt(t: _Table, key: str, *, required: bool = True):
+        v = t.take(key, str, required=required)
+        if v is not None and v not in cnames:
+            t.fail(f"names an undefined compartment {v!r}", key,
+                   f"compartments: {', '.join(cnames)}")
+        return v
+
+    vol_of = {c.name: c.volume for c in compartments}
+    flows: list[Flow] = []
+    for i, f in enumerate(top.take("flows", list, required=False,
+                                               default=[])):
+        t = _Table(f, f"flows[{i}]", file)
+        src = need_cmt(t, "from")
+        dst = need_cmt(t, "to", required=False)
+        has_k, has_cl = "k" in t.data, "cl" in t.data
+        if has_k == has_cl:
+            t.fail("needs exactly one of `k` (rate constant) or `cl` (clearance)")
+        if has_k:
+            kind, rate = "k", need_param(t, "k", "rate constant")
+        else:
+            kind, rate = "cl", need_param(t, "cl", "clearance")
+            if vol_of[src] is None:
+                t.fail(f"a clearance flow needs a volume on compartment {src!r}",
+                       "cl", f"add `volume = ...` to [compartments.{src}] or use k")
+        frac = need_param(t, "fraction", "dimensionless", number_ok=True,
+                          required=False)
+        if isinstance(frac, float) and frac > 1:
+            t.fail(f"must be <= 1; got {frac}", "fraction")
+        if frac is not None and dst is None:
+            t.fail("a fraction needs a target `to`", "fraction")
+        if dst == src:
+            t.fail("`from` and `to` are the same compartment", "to")
+        t.done()
+        flows.append(Flow(src, dst, kind, rate, frac))
+
+    routes: dict[str, Route] = {}
+    rtab = _Table(top.table("routes"), "routes", file)
+    for rname in list(rtab.data):
+        t = _Table(rtab.take(rname, dict), f"routes.{rname}", file)
+        kind = t.take("kind", str, choices=("intravenous", "extravascular"))
+        desc = t.take("description", str, required=False, default="")
+        if "pathways" in t.data and "target" in t.data:
+            t.fail("give either `target` (one pathway) or `pathways`, not both")
+        items = t.take("pathways", list) if "pathways" in t.data else [None]
+        pathways = []
+        for j, item in enumerate(items):
+            pt = t if item is None else _Table(item, f"routes.{rname}.pathways[{j}]",
+                                              file)
+            pw = Pathway(
+                target=need_cmt(pt, "target"),
+                fraction=need_param(pt, "fraction", "dimensionless", number_ok=True,
+                                    required=False),
+                lag=need_param(pt, "lag", "time", required=False),
+                duration=need_param(pt, "duration", "time", required=False))
+            if item is not None:
+                pt.done()
+            if kind == "intravenous" and (pw.fraction, pw.lag, pw.duration) != (
+                    None, None, None):
+                pt.fail("an intravenous route takes only `target`; bioavailability, "
+                        "lag and duration belong to extravascular routes")
+            pathways.append(pw)
+        t.done()
+        routes[rname] = Route(rname, kind, tuple(pathways), desc)
+    rtab.done()
+    if not routes:
+        top.fail("is empty", "routes", "define at least [routes.iv]")
+
+    analytes: list[Analyte] = []
+    atab = _Table(top.table("analytes"), "analytes", file)
+    for aname in list(atab.data):
+        t = _Table(atab.take(aname, dict), f"analytes.{aname}", file)
+        cmt = need_cmt(t, "compartment")
+        mw = t.take("mw", float)
+        if mw <= 0:
+            t.fail(f"must be > 0 g/mol; got {mw}", "mw")
+        if vol_of[cmt] is None:
+            t.fail(f"compartment {cmt!r} has no volume, so no concentration",
+                   "compartment")
+        if analyte_of.get(cmt) != aname:
+            t.fail(f"compartment {cmt!r} must declare analyte = {aname!r}",
+                   "compartment")
+        analytes.append(Analyte(
+            aname, cmt, mw,
+            formation=t.take("formation", str, required=False, default="molar",
+                             choices=("molar", "apparent")),
+            long_name=t.take("long_name", str, required=False, default=aname)))
+        t.done()
+    atab.done()
+    anames = {a.name for a in analytes}
+    for cname, an in analyte_of.items():
+        if an not in anames:
+            cmt_tab.fail(f"names an undefined analyte {an!r}", f"{cname}.analyte",
+                         f"define [analytes.{an}]")
+
+    variability: list[Variability] = []
+    var_tab = _Table(top.table("variability", required=False), "variability", file)
+    for pname in list(var_tab.data):
+        t = _Table(var_tab.take(pname, dict), f"variability.{pname}", file)
+        if pname not in parameters:
+            var_tab.fail("is not a defined parameter", pname)
+        dist = t.take("distribution", str, choices=("lognormal", "logitnormal"))
+        iiv = _omega(t, "")
+        iov = _omega(t, "iov_")
+        if iiv is None and iov is None:
+            t.fail("gives no variance", hint="add one of cv, omega, omega2 (IIV) or "
+                   "iov_cv, iov_omega, iov_omega2 (IOV)")
+        if dist == "logitnormal" and not 0 < parameters[pname].value < 1:
+            t.fail("logit-normal needs a typical value strictly between 0 and 1",
+                   "distribution")
+        variability.append(Variability(pname, dist, iiv or 0.0, iov or 0.0,
+                                       t.take("source", str)))
+        t.done()
+    var_tab.done()
+
+    correlations = []
+    for i, c in enumerate(top.take("correlations", list, required=False, default=[])):
+        t = _Table(c, f"correlations[{i}]", file)
+        pair = t.take("parameters", list)
+        if len(pair) != 2 or any(p not in {v.parameter for v in variability}
+                                 for p in pair):
+            t.fail(f"must name two parameters with IIV; got {pair!r}", "parameters")
+        rho = t.take("correlation", float, required=False)
+        cov = t.take("covariance", float, required=False)
+        if (rho is None) == (cov is None):
+            t.fail("needs exactly one of `correlation` or `covariance`")
+        if rho is None:
+            oa = next(v.omega for v in variability if v.parameter == pair[0])
+            ob = next(v.omega for v in variability if v.parameter == pair[1])
+            rho = cov / (oa * ob)
+        if not -1 < rho < 1:
+            t.fail(f"correlation must lie in (-1, 1); got {rho:.4g}")
+        t.take("source", str)
+        t.done()
+        correlations.append((pair[0], pair[1], float(rho)))
+
+    effects = []
+    for i, e in enumerate(top.take("covariate_effects", list, required=False,
+                                   default=[])):
+        t = _Table(e, f"covariate_effects[{i}]", file)
+        pname = t.take("parameter", str)
+        if pname not in parameters:
+            t.fail(f"names an undefined parameter {pname!r}", "parameter")
+        cov = t.take("covariate", str)
+        if cov not in covariates:
+            t.fail(f"names covariate {cov!r} not declared under [covariates]",
+                   "covariate")
+        kind = t.take("model", str, choices=tuple(EFFECT_KINDS))
+        coef = t.take(EFFECT_KINDS[kind], float)
+        ref = t.take("reference", float, required=kind != "categorical",
+                     default=1.0)
+        effects.append(CovariateEffect(pname, cov, kind, ref, coef,
+                                       t.take("source", str)))
+        t.done()
+
+    residual: dict[str, dict[str, float]] = {}
+    res_tab = _Table(top.table("residual", required=False), "residual", file)
+    for aname in list(res_tab.data):
+        t = _Table(res_tab.take(aname, dict), f"residual.{aname}", file)
+        if aname not in anames:
+            res_tab.fail("is not a defined analyte", aname)
+        entry = {}
+        for key in ("proportional", "exponential"):
+            v = t.take(key, float, required=False)
+            if v is not None:
+                entry[key] = v
+        add = t.take("additive", float, required=False)
+        if add is not None:
+            unit = t.take("additive_unit", str)
+            entry["additive_ng_per_ml"] = _to_ng_per_ml(
+                t, add, unit, next(a.mw for a in analytes if a.name == aname))
+        t.take("source", str)
+        if not entry:
+            t.fail("gives no error model", hint="add proportional, exponential or "
+                   "additive (+ additive_unit)")
+        t.done()
+        residual[aname] = entry
+    res_tab.done()
+    top.done()
+
+    return Model(
+        id=mid, name=name, drug=drug, enantiomer=enantiomer, population=population,
+        sampling=sampling, grade=grade, description=description,
+        parameters=parameters, compartments=tuple(compartments), flows=tuple(flows),
+        routes=routes, analytes=tuple(analytes), variability=tuple(variability),
+        correlations=tuple(correlations), covariate_effects=tuple(effects),
+        covariates=covariates, validity=validity, residual=residual,
+        references=tuple(references), path=file, sha256=sha256)
+
+
+def _omega(t: _Table, prefix: str) -> float | None:
+    given = {k: t.take(prefix + k, float, required=False)
+             for k in ("cv", "omega", "omega2")}
+    given = {k: v for k, v in given.items() if v is not None}
+    if len(given) > 1:
+        t.fail(f"give only one of {', '.join(prefix + k for k in given)}")
+    if not given:
+        return None
+    (k, v), = given.items()
+    if v < 0:
+        t.fail(f"must be >= 0; got {v}", prefix + k)
+    return omega_from(**{k: v})
+
+
+def _to_ng_per_ml(t: _Table, value: float, unit: str, mw: float) -> float:
+    try:
+        u = parse_unit(unit)
+    except UnitError as exc:
+        t.fail(str(exc), "additive_unit")
+    if u.dimension == "concentration":
+        return value * u.factor * 1000.0
+    if u.dimension == "molar concentration":
+        return value * u.factor * mw * 1e6  # mol/L × g/mol = g/L; ×1e6 → ng/mL
+    t.fail(f"must be a mass or molar concentration; got {unit!r}", "additive_unit")
+    raise AssertionError

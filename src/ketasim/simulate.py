@@ -1,0 +1,396 @@
+"""``simulate``: validate -> individual parameters -> lower -> kernel -> Dataset."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from ._lower import Lowered, lower, with_auc
+from .dosing import Dose, Regimen
+from .model import KNOWN_COVARIATES, Model
+from .modelfile import load_model
+from .units import parse_quantity, parse_unit
+
+__all__ = ["SolveError", "grid", "simulate"]
+
+SOLVERS = ("auto", "exact", "ode")
+ODE_METHODS = {"auto": 0, "dopri5": 1, "rosenbrock": 2}
+_STATUS = {
+    1: "the ODE solver reached max_steps; raise max_steps or loosen rtol/atol",
+    2: "the ODE step size underflowed; the problem may be ill-posed or need the "
+       "stiff method (ode_method='rosenbrock')",
+    3: "the state became non-finite (NaN/inf); check the parameters and the rhs",
+    4: "the rate matrix or the inputs are non-finite; check the parameters",
+}
+
+
+class SolveError(RuntimeError):
+    """A kernel reported failure for one or more subjects."""
+
+
+def grid(end, step, *, start=0.0) -> np.ndarray:
+    """Output times in hours from ``start`` to ``end`` inclusive every ``step``.
+
+    Multiples are formed as ``k * value / divisor`` in the step's own unit, so whole
+    hours land exactly (``grid("24 h", "5 min")[12] == 1.0``) and event times such as
+    day 3 coincide with grid points instead of missing them by an ulp.
+
+    Examples
+    --------
+    >>> grid("1 h", "20 min")
+    array([0.        , 0.33333333, 0.66666667, 1.        ])
+    """
+    q = parse_quantity(step, what="step", default_unit="h")
+    u = parse_unit(q.unit)
+    if u.dimension != "time" or not q.value > 0 or not math.isfinite(q.value):
+        raise ValueError(f"step must be a positive time such as '5 min'; got {step!r}")
+    from .units import to_hours
+
+    t0 = to_hours(start, what="start")
+    t1 = to_hours(end, what="end")
+    if t1 < t0:
+        raise ValueError(f"end ({t1:g} h) must not be before start ({t0:g} h)")
+    h = q.value * u.factor
+    n = int(math.floor((t1 - t0) / h * (1 + 1e-12))) + 1
+    k = np.arange(n, dtype=float)
+    if u.factor < 1:  # min, s: divide by the whole number of units per hour
+        return t0 + k * q.value / round(1.0 / u.factor)
+    return t0 + k * (q.value * u.factor)
+
+
+def _default_times(regimen: Regimen) -> np.ndarray:
+    last = max((d.time + (d.duration or 0.0) for d in regimen.doses), default=0.0)
+    return grid(last + 24.0, "5 min")
+
+
+def _check_times(times) -> np.ndarray:
+    t = np.asarray(times, dtype=float)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"times must be a non-empty 1-D array of hours; got shape "
+                         f"{t.shape}")
+    bad = ~np.isfinite(t)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"times must be finite; times[{i}] = {t[i]}")
+    if t[0] < 0:
+        raise ValueError(f"times are hours after t = 0 and must be >= 0; got "
+                         f"times[0] = {t[0]:g}")
+    dec = np.diff(t) < 0
+    if dec.any():
+        i = int(np.argmax(dec)) + 1
+        raise ValueError(f"times must be sorted: times[{i}] = {t[i]:g} h comes after "
+                         f"times[{i - 1}] = {t[i - 1]:g} h; use np.sort(times)")
+    return np.ascontiguousarray(t)
+
+
+def _subjects(model: Model, covariates, parameters):
+    """Number of subjects, covariate arrays and parameter overrides, validated."""
+    covariates = dict(covariates or {})
+    parameters = dict(parameters or {})
+    for name in covariates:
+        if name not in KNOWN_COVARIATES:
+            raise ValueError(f"unknown covariate {name!r}; known covariates: "
+                             f"{', '.join(KNOWN_COVARIATES)}")
+    for name in parameters:
+        if name not in model.parameters:
+            raise ValueError(f"model {model.id!r} has no parameter {name!r}; its "
+                             f"parameters: {', '.join(model.parameters)}")
+    arrays = {}
+    for kind, table in (("covariate", covariates), ("parameter", parameters)):
+        for name, v in table.items():
+            a = np.asarray(v, dtype=float)
+            if a.ndim > 1:
+                raise ValueError(f"{kind} {name!r} must be a scalar or 1-D array (one "
+                                 f"value per subject); got shape {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{kind} {name!r} has non-finite values")
+            arrays[(kind, name)] = np.atleast_1d(a)
+    sizes = {a.size for a in arrays.values() if a.size != 1}
+    if len(sizes) > 1:
+        lens = {f"{k[1]}": a.size for k, a in arrays.items() if a.size != 1}
+        raise ValueError(f"per-subject arrays must all have the same length; got {lens}")
+    n = sizes.pop() if sizes else 1
+    cov = {}
+    used = set(model.covariates) | {"weight"}
+    for name in used:
+        if name in covariates:
+            cov[name] = np.broadcast_to(arrays[("covariate", name)], (n,)).copy()
+        elif name in model.covariates:
+            cov[name] = np.full(n, model.covariates[name])
+        else:
+            cov[name] = np.full(n, 70.0)  # only matters for mg/kg doses; see below
+    for name in covariates:
+        cov.setdefault(name, np.broadcast_to(arrays[("covariate", name)], (n,)).copy())
+    if np.any(cov["weight"] <= 0):
+        raise ValueError("weight must be > 0 kg for every subject")
+    over = {name: np.broadcast_to(arrays[("parameter", name)], (n,))
+            for name in parameters}
+    for name, v in over.items():
+        p = model.parameters[name]
+        if np.any(v < 0) or (p.dimension in ("volume", "clearance") and np.any(v <= 0)):
+            raise ValueError(f"parameter {name!r} must be positive; got min "
+                             f"{v.min():g} {p.unit}")
+    return n, cov, over
+
+
+def simulate(
+    model: Model | str | Path,
+    regimen: Regimen | Dose,
+    *,
+    times=None,
+    covariates: Mapping | None = None,
+    parameters: Mapping | None = None,
+    solver: str = "auto",
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    ode_method: str = "auto",
+    max_steps: int = 100_000,
+    amounts: bool = False,
+    auc: bool = False,
+    out: np.ndarray | None = None,
+    errors: str = "raise",
+) -> xr.Dataset:
+    """Simulate plasma concentrations for one subject or a table of subjects.
+
+    Parameters
+    ----------
+    model : Model, str or Path
+        A model, a bundled model name (``"domino"``) or a model-file path.
+    regimen : Regimen or Dose
+        The doses; routes must be defined by the model.
+    times : array_like, optional
+        Output times in h after t = 0, sorted, >= 0. Default: every 5 min until
+        24 h after the end of the last dose.
+    covariates : mapping, optional
+        Covariate name -> scalar or per-subject array (``weight`` in kg, ``age`` in
+        years, ...). Missing covariates take the model's reference values.
+    parameters : mapping, optional
+        Parameter name -> scalar or per-subject array of *individual* values in the
+        model file's unit for that parameter (per-kg units are still scaled by
+        weight). They replace typical value × covariates × random effect.
+    solver : {"auto", "exact", "ode"}
+        ``"exact"``: matrix-exponential propagation (linear models, no tolerance).
+        ``"ode"``: adaptive integration with ``rtol``/``atol``. ``"auto"`` picks
+        exact for linear models and ODE for models with a user rhs.
+    rtol, atol : float
+        ODE tolerances (``atol`` in mg); recorded in the output attributes.
+    ode_method : {"auto", "dopri5", "rosenbrock"}
+        ``"auto"`` starts with Dormand–Prince 5(4) and switches to the stiff
+        Rosenbrock method when stiffness is detected.
+    max_steps : int
+        Accepted ODE steps allowed per subject.
+    amounts : bool
+        Also return compartment amounts (mg) as ``amount``.
+    auc : bool
+        Also return ``auc`` (subject, analyte, time): the exact cumulative area under
+        the concentration curve from 0 to t in ng·h/mL, integrated by the kernel as
+        extra states (linear models only). AUC over [t1, t2] is the difference.
+    out : ndarray, optional
+        Preallocated float64 C-contiguous buffer (subjects, analytes, times) for the
+        concentrations; reusing one avoids page-fault cost on large runs.
+    errors : {"raise", "keep"}
+        On solver failure raise :class:`SolveError`, or keep NaN rows and report
+        them in ``status``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``concentration`` (subject, analyte, time) in ng/mL, ``parameters``,
+        ``status``, the dose table, covariates as ``subject`` coordinates and
+        provenance attributes (see DESIGN §6).
+
+    Examples
+    --------
+    >>> import ketasim as ks
+    >>> dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    >>> ds = ks.simulate("domino", dose, times=ks.grid("2 h", "20 min"))
+    >>> print(ds.concentration.sel(analyte="ketamine").round(1).values)
+    [[  0.  148.3 160.6  66.4  49.6  43.9  40.4]]
+    """
+    model = load_model(model)
+    if isinstance(regimen, Dose):
+        regimen = Regimen([regimen])
+    if not isinstance(regimen, Regimen):
+        raise TypeError(f"regimen must be a Regimen or a Dose; got "
+                        f"{type(regimen).__name__}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
+    if ode_method not in ODE_METHODS:
+        raise ValueError(f"ode_method must be one of {tuple(ODE_METHODS)}; got "
+                         f"{ode_method!r}")
+    if errors not in ("raise", "keep"):
+        raise ValueError(f"errors must be 'raise' or 'keep'; got {errors!r}")
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
+    if model.rhs is None and not model.flows:
+        raise ValueError(f"model {model.id!r} has no flows and no rhs; add flows to "
+                         "the model file or attach an rhs with model.with_rhs(f)")
+    if solver == "auto":
+        solver = "exact" if model.rhs is None else "ode"
+    if solver == "exact" and model.rhs is not None:
+        raise ValueError("the exact solver needs a linear model built from flows; "
+                         "this model has a user rhs, so use solver='ode'")
+    t = _check_times(_default_times(regimen) if times is None else times)
+    n, cov, over = _subjects(model, covariates, parameters)
+    params = model.individual_parameters(cov, overrides=over, n=n)
+
+    low = lower(model, regimen, params, cov["weight"], n, prune=model.rhs is None)
+    K = low.obs_cmt.size
+    A, obs_cmt, obs_scale = low.A, low.obs_cmt, low.obs_scale
+    ncmt = len(low.compartments)
+    if auc:
+        if model.rhs is not None:
+            raise ValueError("auc=True needs a linear model; for a user rhs integrate "
+                             "the returned concentrations (e.g. scipy's trapezoid)")
+        A, auc_cmt, auc_scale = with_auc(low)
+        obs_cmt = np.concatenate([obs_cmt, auc_cmt])
+        obs_scale = np.ascontiguousarray(np.hstack([obs_scale, auc_scale]))
+    if amounts:
+        obs_cmt = np.concatenate([obs_cmt, np.arange(ncmt, dtype=np.int64)])
+        obs_scale = np.ascontiguousarray(np.hstack([obs_scale, np.ones((n, ncmt))]))
+    shape = (n, obs_cmt.size, t.size)
+    extra = amounts or auc
+    if out is not None and not extra:
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float64
+                and out.shape == shape and out.flags.c_contiguous):
+            got = (f"{type(out).__name__} {getattr(out, 'dtype', '')} "
+                   f"{getattr(out, 'shape', '')}")
+            raise ValueError(f"out must be a C-contiguous float64 array of shape "
+                             f"{shape} (subjects, analytes, times); got {got}")
+        buf = out
+    elif out is not None:
+        raise ValueError("out= holds concentrations only; it cannot be combined "
+                         "with amounts=True or auc=True")
+    else:
+        buf = np.empty(shape)
+    status = np.zeros(n, dtype=np.int64)
+
+    if solver == "exact":
+        from ._kernels.linear import population_linear
+
+        population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value, t,
+                          obs_cmt, obs_scale, buf, status)
+        solver_desc = "exact: matrix-exponential propagation (Pade 13 scaling-squaring)"
+        nsteps = None
+    else:
+        from ._kernels import ode
+
+        if model.rhs is None:
+            rhs = ode.rhs_linear
+            p = np.ascontiguousarray(A.reshape(n, -1))
+        else:
+            rhs = _compiled(model.rhs)
+            p = np.ascontiguousarray(np.stack([params[k] for k in model.parameters],
+                                              axis=1))
+        x0 = np.zeros((n, A.shape[1] if model.rhs is None else ncmt))
+        nsteps = np.zeros(n, dtype=np.int64)
+        ode.solve_population(rhs, p, x0, low.ev_time, low.ev_cmt, low.ev_kind,
+                             low.ev_value, t, obs_cmt, obs_scale, float(rtol),
+                             float(atol), ODE_METHODS[ode_method], int(max_steps), buf,
+                             status, nsteps)
+        solver_desc = f"ode: {ode_method} (DOPRI5(4) / Rosenbrock)"
+    bad = np.flatnonzero(status)
+    if bad.size and errors == "raise":
+        codes = sorted(set(status[bad].tolist()))
+        why = "; ".join(f"status {c}: {_STATUS.get(c, 'unknown')}" for c in codes)
+        raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
+                         f"{bad[0]}): {why}. Pass errors='keep' to keep NaN rows.")
+    return _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
+                       nsteps, solver_desc, rtol, atol, solver)
+
+
+_rhs_cache: dict = {}
+
+
+def _compiled(rhs):
+    """One numba dispatcher per user function: a new wrapper per call would make
+    numba recompile the whole population kernel each time."""
+    from numba.core.registry import CPUDispatcher
+
+    if isinstance(rhs, CPUDispatcher):
+        return rhs
+    hit = _rhs_cache.get(rhs)
+    if hit is None:
+        import numba
+
+        hit = _rhs_cache[rhs] = numba.njit(rhs)
+    return hit
+
+
+def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, status,
+                nsteps, solver_desc, rtol, atol, solver) -> xr.Dataset:
+    n = buf.shape[0]
+    analytes = list(model.analyte_names)
+    coords = {
+        "subject": ("subject", np.arange(n)),
+        "analyte": ("analyte", analytes),
+        "time": ("time", t, {"units": "h", "long_name": "time after t = 0"}),
+        "molecular_weight": ("analyte", [a.mw for a in model.analytes],
+                             {"units": "g/mol"}),
+        "parameter": ("parameter", list(params)),
+        "parameter_unit": ("parameter", [model.parameters[k].canonical_unit.replace(
+            "/kg", "") for k in params]),
+        "dose": ("dose", np.arange(len(regimen.doses))),
+    }
+    for name, v in cov.items():
+        coords[name] = ("subject", v, {"units": KNOWN_COVARIATES[name]})
+    conc = buf[:, :K, :] if buf.shape[1] != K else buf
+    data = {
+        "concentration": (("subject", "analyte", "time"), conc,
+                          {"units": "ng/mL", "long_name": "plasma concentration"}),
+        "parameters": (("subject", "parameter"),
+                       np.stack([params[k] for k in params], axis=1),
+                       {"long_name": "individual parameters (canonical units, see "
+                        "parameter_unit)"}),
+        "status": ("subject", status, {"long_name": "solver status (0 = ok)"}),
+        "dose_time": ("dose", np.array(regimen.times, dtype=float),
+                      {"units": "h", "long_name": "dose start"}),
+        "dose_amount": ("dose", np.array([d.amount for d in regimen.doses]),
+                        {"long_name": "dose as prescribed (see dose_unit, dose_salt)"}),
+        "dose_unit": ("dose", [d.unit for d in regimen.doses]),
+        "dose_salt": ("dose", [d.salt for d in regimen.doses]),
+        "dose_route": ("dose", [d.route for d in regimen.doses]),
+        "dose_duration": ("dose", np.array([np.nan if d.duration is None
+                                            else d.duration for d in regimen.doses]),
+                          {"units": "h", "long_name": "infusion duration (NaN: bolus "
+                           "or route-defined input)"}),
+        "dose_mg": (("subject", "dose"), low.dose_mg,
+                    {"units": "mg", "long_name": "base amount given, before "
+                     "bioavailability"}),
+    }
+    k2 = K
+    if auc:
+        k2 = 2 * K
+        data["auc"] = (("subject", "analyte", "time"), buf[:, K:k2, :],
+                       {"units": "ng*h/mL", "long_name": "cumulative AUC from t = 0"})
+    if buf.shape[1] != k2:
+        data["amount"] = (("subject", "compartment", "time"), buf[:, k2:, :],
+                          {"units": "mg", "long_name": "amount in compartment"})
+        coords["compartment"] = ("compartment", list(low.compartments))
+    if nsteps is not None:
+        data["ode_steps"] = ("subject", nsteps, {"long_name": "accepted ODE steps"})
+    attrs = {
+        "model_id": model.id,
+        "model_name": model.name,
+        "model_drug": model.drug,
+        "model_enantiomer": model.enantiomer,
+        "model_sampling": model.sampling,
+        "model_grade": model.grade,
+        "model_file": str(model.path) if model.path else "",
+        "model_sha256": model.sha256,
+        "references": "\n".join(
+            r.citation + (f" doi:{r.doi}" if r.doi else "") for r in model.references),
+        "ketasim_version": __version__,
+        "solver": solver_desc,
+        "time_convention": "value at a dose time is the state after the dose",
+    }
+    if solver == "ode":
+        attrs["rtol"] = float(rtol)
+        attrs["atol"] = float(atol)
+        attrs["atol_units"] = "mg"
+    return xr.Dataset(data, coords=coords, attrs=attrs)

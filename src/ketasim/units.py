@@ -1,0 +1,234 @@
+"""Units: parsing, canonical forms and conversions.
+
+Canonical units inside ketasim: time in h, drug amount in mg, volume in L, clearance in
+L/h, rate constants in 1/h, concentration in ng/mL (= µg/L), body weight in kg.
+Amounts inside the kernels are mg; mg/L × 1000 = ng/mL.
+
+A unit string is a product of factors separated by ``/`` (every factor after the first
+is a divisor), e.g. ``"L/h"``, ``"mL/min/kg"``, ``"1/min"``, ``"mg/kg"``.
+A trailing ``/kg`` (body weight) marks a per-kilogram quantity that is multiplied by the
+subject's weight when individual parameters are formed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "MW_KETAMINE",
+    "SALT_TO_BASE",
+    "Quantity",
+    "UnitError",
+    "parse_quantity",
+    "parse_unit",
+    "to_hours",
+]
+
+#: Molecular weight of ketamine base, C13H16ClNO (g/mol), LITERATURE.md §3.
+MW_KETAMINE = 237.73
+#: Molecular weight of ketamine hydrochloride, C13H16ClNO·HCl (g/mol).
+MW_KETAMINE_HCL = 274.19
+#: Multiply a ketamine/esketamine HCl mass by this to get the base mass (237.73/274.19).
+SALT_TO_BASE = MW_KETAMINE / MW_KETAMINE_HCL
+
+#: MG_PER_L_TO_NG_PER_ML: 1 mg/L = 1000 ng/mL.
+MG_PER_L_TO_NG_PER_ML = 1000.0
+
+
+class UnitError(ValueError):
+    """A unit or quantity string could not be understood."""
+
+
+# dimension vector: (mass of drug, volume, time, body mass, amount of substance)
+_BASE: dict[str, tuple[float, tuple[int, int, int, int, int]]] = {
+    "1": (1.0, (0, 0, 0, 0, 0)),
+    "%": (0.01, (0, 0, 0, 0, 0)),
+    "g": (1e3, (1, 0, 0, 0, 0)),
+    "mg": (1.0, (1, 0, 0, 0, 0)),
+    "ug": (1e-3, (1, 0, 0, 0, 0)),
+    "µg": (1e-3, (1, 0, 0, 0, 0)),
+    "ng": (1e-6, (1, 0, 0, 0, 0)),
+    "L": (1.0, (0, 1, 0, 0, 0)),
+    "dL": (0.1, (0, 1, 0, 0, 0)),
+    "mL": (1e-3, (0, 1, 0, 0, 0)),
+    "h": (1.0, (0, 0, 1, 0, 0)),
+    "min": (1.0 / 60.0, (0, 0, 1, 0, 0)),
+    "s": (1.0 / 3600.0, (0, 0, 1, 0, 0)),
+    "d": (24.0, (0, 0, 1, 0, 0)),
+    "day": (24.0, (0, 0, 1, 0, 0)),
+    "days": (24.0, (0, 0, 1, 0, 0)),
+    "week": (168.0, (0, 0, 1, 0, 0)),
+    "weeks": (168.0, (0, 0, 1, 0, 0)),
+    "kg": (1.0, (0, 0, 0, 1, 0)),
+    "mol": (1.0, (0, 0, 0, 0, 1)),
+    "mmol": (1e-3, (0, 0, 0, 0, 1)),
+    "umol": (1e-6, (0, 0, 0, 0, 1)),
+    "µmol": (1e-6, (0, 0, 0, 0, 1)),
+    "nmol": (1e-9, (0, 0, 0, 0, 1)),
+}
+_ALIASES = {"hour": "h", "hours": "h", "hr": "h", "minute": "min", "minutes": "min",
+            "mins": "min", "l": "L", "ml": "mL", "sec": "s", "µL": "uL"}
+
+# Named dimensions the model schema checks against.
+DIMENSIONS: dict[str, tuple[int, int, int, int, int]] = {
+    "dimensionless": (0, 0, 0, 0, 0),
+    "time": (0, 0, 1, 0, 0),
+    "volume": (0, 1, 0, 0, 0),
+    "clearance": (0, 1, -1, 0, 0),
+    "rate constant": (0, 0, -1, 0, 0),
+    "amount": (1, 0, 0, 0, 0),
+    "amount rate": (1, 0, -1, 0, 0),
+    "concentration": (1, -1, 0, 0, 0),
+    "molar concentration": (0, -1, 0, 0, 1),
+}
+_CANONICAL = {
+    (0, 0, 0, 0, 0): "1",
+    (0, 0, 1, 0, 0): "h",
+    (0, 1, 0, 0, 0): "L",
+    (0, 1, -1, 0, 0): "L/h",
+    (0, 0, -1, 0, 0): "1/h",
+    (1, 0, 0, 0, 0): "mg",
+    (1, 0, -1, 0, 0): "mg/h",
+    (1, -1, 0, 0, 0): "mg/L",
+    (0, -1, 0, 0, 1): "mol/L",
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A parsed unit: ``value_in_unit * factor`` is the value in canonical units."""
+
+    text: str
+    factor: float
+    dims: tuple[int, int, int, int, int]
+
+    @property
+    def per_kg(self) -> bool:
+        """True for per-body-weight units such as ``L/kg`` or ``mg/kg``."""
+        return self.dims[3] == -1
+
+    @property
+    def dimension(self) -> str | None:
+        """Name of the dimension once any per-kg factor is removed (``None`` if odd)."""
+        d = self.dims[:3] + (0,) + self.dims[4:]
+        for name, dims in DIMENSIONS.items():
+            if dims == d:
+                return name
+        return None
+
+    @property
+    def canonical(self) -> str:
+        d = self.dims[:3] + (0,) + self.dims[4:]
+        base = _CANONICAL.get(d, "?")
+        return base + ("/kg" if self.per_kg else "")
+
+
+_cache: dict[str, Unit] = {}
+
+
+def parse_unit(text: str) -> Unit:
+    """Parse a unit string such as ``"L/h"``, ``"mL/min/kg"`` or ``"1/min"``.
+
+    Raises
+    ------
+    UnitError
+        For an unknown unit, saying which units are understood.
+    """
+    if not isinstance(text, str):
+        raise UnitError(f"a unit must be a string such as 'L/h'; got {text!r} "
+                        f"({type(text).__name__})")
+    hit = _cache.get(text)
+    if hit is not None:
+        return hit
+    parts = [p.strip() for p in text.strip().split("/")]
+    if not parts or any(p == "" for p in parts):
+        raise UnitError(f"cannot read unit {text!r}: empty factor; write e.g. 'L/h'")
+    factor = 1.0
+    dims = [0, 0, 0, 0, 0]
+    for i, part in enumerate(parts):
+        name = _ALIASES.get(part, part)
+        if name not in _BASE:
+            known = ", ".join(sorted(k for k in _BASE if k not in ("1", "%")))
+            raise UnitError(f"unknown unit {part!r} in {text!r}; known units: {known}")
+        f, d = _BASE[name]
+        sign = 1 if i == 0 else -1
+        factor = factor * f if sign == 1 else factor / f
+        for j in range(5):
+            dims[j] += sign * d[j]
+    unit = Unit(text, factor, tuple(dims))  # type: ignore[arg-type]
+    _cache[text] = unit
+    return unit
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number with its unit, e.g. ``Quantity(0.5, "mg/kg")``."""
+
+    value: float
+    unit: str
+
+    def to(self, dimension: str) -> float:
+        """The value in canonical units of ``dimension`` (per-kg kept as per-kg)."""
+        u = parse_unit(self.unit)
+        if u.dimension != dimension:
+            raise UnitError(f"expected a {dimension}; got {self.value} {self.unit} "
+                            f"(a {u.dimension or 'quantity of unknown dimension'})")
+        return self.value * u.factor
+
+    def __str__(self) -> str:
+        return f"{self.value:g} {self.unit}"
+
+
+_QTY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*)?$")
+
+
+def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quantity:
+    """Read ``"40 min"``, ``"0.5 mg/kg"``, ``(40, "min")`` or a bare number.
+
+    A bare number takes ``default_unit``; when that is ``None`` a unit is required.
+    ``what`` names the argument in error messages.
+    """
+    if isinstance(value, Quantity):
+        return value
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number or a string with a unit such as "
+                        f"'40 min'; got {value!r} (bool)")
+    if isinstance(value, tuple) and len(value) == 2:
+        num, unit = value
+        q = parse_quantity(num, what=what, default_unit=unit)
+        parse_unit(q.unit)
+        return q
+    if isinstance(value, str):
+        m = _QTY.match(value)
+        if m is None:
+            raise UnitError(f"cannot read {what} {value!r}; write a number and a unit, "
+                            f"e.g. '40 min' or '0.5 mg/kg'")
+        num = float(m.group(1))
+        unit = m.group(2).strip() if m.group(2) else default_unit
+        if unit is None:
+            raise UnitError(f"{what} {value!r} has no unit; write e.g. '{num:g} mg'")
+        parse_unit(unit)
+        return Quantity(num, unit)
+    try:
+        num = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number or a string with a unit; got "
+                        f"{value!r} ({type(value).__name__})") from None
+    if default_unit is None:
+        raise UnitError(f"{what} {value!r} has no unit; give a string such as "
+                        f"'{num:g} mg'")
+    return Quantity(num, default_unit)
+
+
+def to_hours(value, *, what: str) -> float:
+    """A time or duration in hours: a number is hours; ``"40 min"``/``"3 d"`` convert."""
+    q = parse_quantity(value, what=what, default_unit="h")
+    u = parse_unit(q.unit)
+    if u.dimension != "time":
+        raise UnitError(f"{what} must be a time (h, min, d, week); got {value!r}")
+    h = q.value * u.factor
+    if not math.isfinite(h):
+        raise ValueError(f"{what} must be finite; got {value!r}")
+    return h
