@@ -76,8 +76,26 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray],
         if d.per_kg:
             mg = mg * weight
         dose_mg[:, di] = mg
-        for pw in model.routes[d.route].pathways:
-            amount = mg * model.value_of(pw.fraction, params, n, 1.0)
+        route = model.routes[d.route]
+        fracs = []
+        for pw in route.pathways:
+            f = np.ones(n) if pw.fraction == "rest" else \
+                model.value_of(pw.fraction, params, n, 1.0)
+            if pw.later_devices is not None and (d.device or 1) >= 2:
+                f = f * params[pw.later_devices]
+            fracs.append(f)
+        for pi, pw in enumerate(route.pathways):
+            if pw.fraction == "rest":
+                f = 1.0 - sum(x for j, x in enumerate(fracs) if j != pi)
+                if np.any(f < 0):
+                    s = int(np.argmax(f < 0))
+                    raise DoseError(
+                        f"route {d.route!r}: the other pathways take more than the "
+                        f"whole dose for subject {s} (rest = {f[s]:.3g}); check the "
+                        "fraction parameters")
+                fracs[pi] = f
+        for pw, frac in zip(route.pathways, fracs, strict=True):
+            amount = mg * frac
             start = d.time + model.value_of(pw.lag, params, n, 0.0)
             c = np.full(n, index[pw.target], dtype=np.int64)
             if d.duration is not None:

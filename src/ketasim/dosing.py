@@ -55,6 +55,10 @@ class Dose:
         routes).
     salt : {"base", "hcl"}, default "base"
         ``"hcl"`` converts a hydrochloride mass to base (× 237.73/274.19 = 0.867).
+    device : int, optional
+        Position of this administration among the devices of one session (1 = the
+        first nasal-spray device). Routes with a per-device effect (Perez-Ruixo 2021:
+        less is absorbed nasally from the second device on) use it.
 
     Examples
     --------
@@ -68,9 +72,10 @@ class Dose:
     time: float = 0.0
     duration: float | None = None
     salt: str = "base"
+    device: int | None = None
 
     def __init__(self, amount, *, route: str, time=0.0, duration=None,
-                 salt: str = "base"):
+                 salt: str = "base", device: int | None = None):
         value, unit = _amount(amount, "amount")
         object.__setattr__(self, "amount", value)
         object.__setattr__(self, "unit", unit)
@@ -80,6 +85,7 @@ class Dose:
             duration = to_hours(duration, what="duration")
         object.__setattr__(self, "duration", duration)
         object.__setattr__(self, "salt", salt)
+        object.__setattr__(self, "device", device)
         self.__post_init__()
 
     def __post_init__(self):
@@ -92,14 +98,19 @@ class Dose:
         if self.duration is not None and not self.duration > 0:
             raise DoseError(f"duration must be > 0 h; got {self.duration:g} h. For a "
                             "bolus leave duration=None (Dose.bolus).")
+        if self.device is not None and (isinstance(self.device, bool) or not
+                                        isinstance(self.device, int) or self.device < 1):
+            raise DoseError(f"device must be a whole number >= 1 (1 = first device of "
+                            f"the session); got {self.device!r}")
         if self.salt not in SALT_FORMS:
             raise DoseError(f"salt must be 'base' or 'hcl'; got {self.salt!r}")
 
     # ---- constructors ---------------------------------------------------------
     @classmethod
-    def bolus(cls, amount, *, route: str = "iv", time=0.0, salt: str = "base") -> Dose:
+    def bolus(cls, amount, *, route: str = "iv", time=0.0, salt: str = "base",
+              device: int | None = None) -> Dose:
         """An instantaneous dose (``route`` defaults to ``"iv"``)."""
-        return cls(amount, route=route, time=time, salt=salt)
+        return cls(amount, route=route, time=time, salt=salt, device=device)
 
     @classmethod
     def infusion(cls, amount=None, *, duration=None, rate=None, route: str = "iv",
@@ -164,6 +175,8 @@ class Dose:
         s += f" {self.route} at {self.time:g} h"
         if self.duration is not None:
             s += f" over {self.duration:.4g} h"
+        if self.device is not None:
+            s += f", device {self.device}"
         return f"Dose({s})"
 
 

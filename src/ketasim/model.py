@@ -79,9 +79,11 @@ class Compartment:
 class Flow:
     """First-order transfer ``source -> target`` (``target=None``: elimination).
 
-    ``kind`` is ``"k"`` (``rate`` is a rate constant) or ``"cl"`` (``rate`` is a
-    clearance divided by the source compartment's volume). ``fraction`` (a parameter
-    name or a number) of the flow reaches ``target``; the rest is eliminated.
+    ``kind`` is ``"k"`` (``rate`` is a rate constant), ``"cl"`` (``rate`` is a
+    clearance divided by the source compartment's volume) or ``"mtt"`` (``rate`` is
+    the mean transit time of a chain of ``count`` compartments: k = count / MTT).
+    ``fraction`` (a parameter name or a number) of the flow reaches ``target``; the
+    rest is eliminated.
     """
 
     source: str
@@ -89,17 +91,24 @@ class Flow:
     kind: str
     rate: str
     fraction: str | float | None = None
+    count: int = 1
 
 
 @dataclass(frozen=True)
 class Pathway:
     """Where a route puts a dose: ``fraction`` of it into ``target`` after ``lag``,
-    over ``duration`` (zero-order) or at once. Each is a parameter name or None."""
+    over ``duration`` (zero-order) or at once. Each is a parameter name or None.
+
+    ``fraction = "rest"`` takes what the route's other pathways leave (1 − their
+    sum). ``later_devices`` scales ``fraction`` for the second and later device of a
+    session (``Dose.device >= 2``), as for nasal-spray devices.
+    """
 
     target: str
     fraction: str | float | None = None
     lag: str | None = None
     duration: str | None = None
+    later_devices: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,7 @@ class Model:
     references: tuple[Reference, ...] = ()
     path: Path | None = None
     sha256: str = ""
+    time_effects: tuple[tuple[str, float], ...] = ()
     rhs: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -301,27 +311,47 @@ class Model:
             return params[ref]
         return np.full(n, float(ref))
 
-    def rate_matrices(self, params: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    @property
+    def linear_time_invariant(self) -> bool:
+        """True when the exact matrix-exponential solver applies."""
+        return self.rhs is None and not self.time_effects
+
+    def rate_matrices(self, params: Mapping[str, np.ndarray], n: int,
+                      only: str | None = None, factor: float = 1.0) -> np.ndarray:
         """Rate matrices ``A`` (n, ncmt, ncmt) in 1/h with ``dx/dt = A x + r``.
 
         Metabolite formation into a ``molar`` analyte is scaled by the ratio of
-        molecular weights, so amounts stay true masses of each species.
+        molecular weights, so amounts stay true masses of each species. With
+        ``only``, just the flows whose rate parameter is ``only``, times ``factor``
+        (the time-derivative part of a time-varying clearance).
         """
         names = self.compartment_names
         ncmt = len(names)
         A = np.zeros((n, ncmt, ncmt))
         vol = {c.name: c.volume for c in self.compartments}
         for f in self.flows:
+            if only is not None and f.rate != only:
+                continue
             i = names.index(f.source)
-            k = params[f.rate]
+            k = params[f.rate] * factor
             if f.kind == "cl":
                 k = k / params[vol[f.source]]
+            elif f.kind == "mtt":
+                k = f.count / k
             A[:, i, i] -= k
             if f.target is not None:
                 j = names.index(f.target)
                 frac = self.value_of(f.fraction, params, n, 1.0)
                 A[:, j, i] += k * frac * self._mw_ratio(f.source, f.target)
         return A
+
+    def time_derivative_matrices(self, params, n: int) -> np.ndarray:
+        """``A1`` with ``A(t) = A + t A1`` for the model's linear time effects
+        (parameter × (1 + slope t))."""
+        A1 = np.zeros((n, len(self.compartments), len(self.compartments)))
+        for name, slope in self.time_effects:
+            A1 += self.rate_matrices(params, n, only=name, factor=slope)
+        return A1
 
     def _mw_ratio(self, source: str, target: str) -> float:
         a_from = self._analyte(self._species(source))

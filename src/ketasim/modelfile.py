@@ -251,21 +251,41 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
 
     analyte_of: dict[str, str] = {}
     compartments: list[Compartment] = []
+    chains: dict[str, int] = {}  # transit chain name -> number of compartments
     cmt_tab = _Table(top.table("compartments"), "compartments", file)
     for cname in list(cmt_tab.data):
         t = _Table(cmt_tab.take(cname, dict), f"compartments.{cname}", file)
         role = t.take("role", str, choices=ROLES)
         vol = need_param(t, "volume", "volume", required=False)
         an = t.take("analyte", str, required=False)
+        count = t.take("count", int, required=False)
         t.take("description", str, required=False)
+        if count is not None:
+            if role != "transit":
+                t.fail("only role = 'transit' compartments take a count", "count")
+            if count < 1:
+                t.fail(f"must be >= 1; got {count}", "count")
+            if vol is not None or an is not None:
+                t.fail("a transit chain holds no volume or analyte")
+            chains[cname] = count
         t.done()
-        compartments.append(Compartment(cname, role, vol, an))
+        if count is None:
+            compartments.append(Compartment(cname, role, vol, an))
+        else:
+            compartments += [Compartment(f"{cname}_{i + 1}", role, None, None)
+                             for i in range(count)]
         if an is not None:
             analyte_of[cname] = an
     cmt_tab.done()
-    cnames = [c.name for c in compartments]
+    cnames = [c.name for c in compartments] + list(chains)
     if not any(c.role == "central" for c in compartments):
         top.fail("has no compartment with role = 'central'", "compartments")
+
+    def first(c):  # a transit chain is entered at its first compartment
+        return f"{c}_1" if c in chains else c
+
+    def last(c):
+        return f"{c}_{chains[c]}" if c in chains else c
 
     def need_cmt(t: _Table, key: str, *, required: bool = True):
         v = t.take(key, str, required=required)
@@ -276,21 +296,23 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
 
     vol_of = {c.name: c.volume for c in compartments}
     flows: list[Flow] = []
-    for i, f in enumerate(top.take("flows", list, required=False,
-                                               default=[])):
+    for i, f in enumerate(top.take("flows", list, required=False, default=[])):
         t = _Table(f, f"flows[{i}]", file)
         src = need_cmt(t, "from")
         dst = need_cmt(t, "to", required=False)
-        has_k, has_cl = "k" in t.data, "cl" in t.data
-        if has_k == has_cl:
-            t.fail("needs exactly one of `k` (rate constant) or `cl` (clearance)")
-        if has_k:
-            kind, rate = "k", need_param(t, "k", "rate constant")
-        else:
-            kind, rate = "cl", need_param(t, "cl", "clearance")
-            if vol_of[src] is None:
-                t.fail(f"a clearance flow needs a volume on compartment {src!r}",
-                       "cl", f"add `volume = ...` to [compartments.{src}] or use k")
+        given = [k for k in ("k", "cl", "mtt") if k in t.data]
+        if len(given) != 1:
+            t.fail("needs exactly one of `k` (rate constant), `cl` (clearance) or "
+                   "`mtt` (mean transit time)")
+        kind = given[0]
+        rate = need_param(t, kind, {"k": "rate constant", "cl": "clearance",
+                                    "mtt": "time"}[kind])
+        if kind == "cl" and vol_of.get(src) is None:
+            t.fail(f"a clearance flow needs a volume on compartment {src!r}",
+                   "cl", f"add `volume = ...` to [compartments.{src}] or use k")
+        if src in chains and kind != "mtt":
+            t.fail(f"flows out of transit chain {src!r} are set by its mean transit "
+                   "time", kind, "use `mtt = ...`")
         frac = need_param(t, "fraction", "dimensionless", number_ok=True,
                           required=False)
         if isinstance(frac, float) and frac > 1:
@@ -300,7 +322,12 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         if dst == src:
             t.fail("`from` and `to` are the same compartment", "to")
         t.done()
-        flows.append(Flow(src, dst, kind, rate, frac))
+        n = chains.get(src, 1)
+        if src in chains:
+            flows += [Flow(f"{src}_{j}", f"{src}_{j + 1}", "mtt", rate, None, n)
+                      for j in range(1, n)]
+        flows.append(Flow(last(src), None if dst is None else first(dst), kind, rate,
+                          frac, n))
 
     routes: dict[str, Route] = {}
     rtab = _Table(top.table("routes"), "routes", file)
@@ -315,19 +342,26 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         for j, item in enumerate(items):
             pt = t if item is None else _Table(item, f"routes.{rname}.pathways[{j}]",
                                               file)
+            rest = pt.data.get("fraction") == "rest"
+            if rest:
+                pt.take("fraction", str)
             pw = Pathway(
-                target=need_cmt(pt, "target"),
-                fraction=need_param(pt, "fraction", "dimensionless", number_ok=True,
-                                    required=False),
+                target=first(need_cmt(pt, "target")),
+                fraction="rest" if rest else need_param(
+                    pt, "fraction", "dimensionless", number_ok=True, required=False),
                 lag=need_param(pt, "lag", "time", required=False),
-                duration=need_param(pt, "duration", "time", required=False))
+                duration=need_param(pt, "duration", "time", required=False),
+                later_devices=need_param(pt, "later_devices", "dimensionless",
+                                         required=False))
             if item is not None:
                 pt.done()
-            if kind == "intravenous" and (pw.fraction, pw.lag, pw.duration) != (
-                    None, None, None):
+            if kind == "intravenous" and (pw.fraction, pw.lag, pw.duration,
+                                          pw.later_devices) != (None,) * 4:
                 pt.fail("an intravenous route takes only `target`; bioavailability, "
                         "lag and duration belong to extravascular routes")
             pathways.append(pw)
+        if sum(pw.fraction == "rest" for pw in pathways) > 1:
+            t.fail("only one pathway may take fraction = 'rest'", "pathways")
         t.done()
         routes[rname] = Route(rname, kind, tuple(pathways), desc)
     rtab.done()
@@ -342,7 +376,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         mw = t.take("mw", float)
         if mw <= 0:
             t.fail(f"must be > 0 g/mol; got {mw}", "mw")
-        if vol_of[cmt] is None:
+        if vol_of.get(cmt) is None:
             t.fail(f"compartment {cmt!r} has no volume, so no concentration",
                    "compartment")
         if analyte_of.get(cmt) != aname:
@@ -421,6 +455,28 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
                                        t.take("source", str)))
         t.done()
 
+    time_effects = []
+    for i, e in enumerate(top.take("time_effects", list, required=False,
+                                   default=[])):
+        t = _Table(e, f"time_effects[{i}]", file)
+        pname = t.take("parameter", str)
+        if pname not in parameters:
+            t.fail(f"names an undefined parameter {pname!r}", "parameter")
+        if not any(f.rate == pname for f in flows):
+            t.fail(f"parameter {pname!r} sets no flow; only flow rates may vary in "
+                   "time", "parameter")
+        slope = t.take("slope", float)
+        unit = t.take("unit", str)
+        try:
+            u = parse_unit(unit)
+        except UnitError as exc:
+            t.fail(str(exc), "unit")
+        if u.dimension != "rate constant":
+            t.fail(f"must be per time (e.g. '1/h'); got {unit!r}", "unit")
+        t.take("source", str)
+        t.done()
+        time_effects.append((pname, slope * u.factor))
+
     residual: dict[str, dict[str, float]] = {}
     res_tab = _Table(top.table("residual", required=False), "residual", file)
     for aname in list(res_tab.data):
@@ -453,6 +509,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         routes=routes, analytes=tuple(analytes), variability=tuple(variability),
         correlations=tuple(correlations), covariate_effects=tuple(effects),
         covariates=covariates, validity=validity, residual=residual,
+        time_effects=tuple(time_effects),
         references=tuple(references), path=file, sha256=sha256)
 
 

@@ -231,10 +231,11 @@ def simulate(
         raise ValueError(f"model {model.id!r} has no flows and no rhs; add flows to "
                          "the model file or attach an rhs with model.with_rhs(f)")
     if solver == "auto":
-        solver = "exact" if model.rhs is None else "ode"
-    if solver == "exact" and model.rhs is not None:
-        raise ValueError("the exact solver needs a linear model built from flows; "
-                         "this model has a user rhs, so use solver='ode'")
+        solver = "exact" if model.linear_time_invariant else "ode"
+    if solver == "exact" and not model.linear_time_invariant:
+        why = "a user rhs" if model.rhs is not None else "time-varying parameters"
+        raise ValueError(f"the exact solver needs a linear time-invariant model; "
+                         f"this model has {why}, so use solver='ode'")
     t = _check_times(_default_times(regimen) if times is None else times)
     n, cov, over = _subjects(model, covariates, parameters)
     params = model.individual_parameters(cov, overrides=over, n=n)
@@ -245,8 +246,9 @@ def simulate(
     ncmt = len(low.compartments)
     if auc:
         if model.rhs is not None:
-            raise ValueError("auc=True needs a linear model; for a user rhs integrate "
-                             "the returned concentrations (e.g. scipy's trapezoid)")
+            raise ValueError("auc=True needs a model built from flows; for a user rhs "
+                             "integrate the returned concentrations (e.g. scipy's "
+                             "trapezoid)")
         A, auc_cmt, auc_scale = with_auc(low)
         obs_cmt = np.concatenate([obs_cmt, auc_cmt])
         obs_scale = np.ascontiguousarray(np.hstack([obs_scale, auc_scale]))
@@ -280,9 +282,19 @@ def simulate(
     else:
         from ._kernels import ode
 
-        if model.rhs is None:
+        if model.rhs is None and not model.time_effects:
             rhs = ode.rhs_linear
             p = np.ascontiguousarray(A.reshape(n, -1))
+        elif model.rhs is None:
+            from ._kernels.ltv import rhs_ltv
+
+            A1 = model.time_derivative_matrices(params, n)
+            sel = [model.compartment_index(c) for c in low.compartments]
+            A1 = A1[:, sel][:, :, sel]
+            if auc:
+                A1 = np.pad(A1, ((0, 0), (0, K), (0, K)))
+            rhs = rhs_ltv
+            p = np.ascontiguousarray(np.hstack([A.reshape(n, -1), A1.reshape(n, -1)]))
         else:
             rhs = _compiled(model.rhs)
             p = np.ascontiguousarray(np.stack([params[k] for k in model.parameters],

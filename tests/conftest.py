@@ -1,0 +1,20 @@
+import numpy as np
+import pytest
+
+# DESIGN §8 base model, per hour: independent of the model file on purpose.
+V1_PER_KG = 0.063
+K_PER_MIN = {"k10": 0.4381, "k12": 0.5921, "k21": 0.2470, "k13": 0.5900, "k31": 0.0146}
+
+
+def design_rate_matrix():
+    k = {n: v * 60.0 for n, v in K_PER_MIN.items()}
+    return np.array([
+        [-(k["k10"] + k["k12"] + k["k13"]), k["k21"], k["k31"]],
+        [k["k12"], -k["k21"], 0.0],
+        [k["k13"], 0.0, -k["k31"]],
+    ])
+
+
+@pytest.fixture
+def rate_matrix():
+    return design_rate_matrix()
