@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 from .dosing import Dose, DoseError, Regimen
 from .model import Model
 from .modelfile import ModelFileError, list_models, load_model, model_from_dict
-from .simulate import SolveError, grid, simulate
+from .population import Population
+from .simulate import SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "DoseError",
     "Model",
     "ModelFileError",
+    "Population",
     "Regimen",
     "SolveError",
     "UnitError",
+    "ValidityWarning",
     "__version__",
     "grid",
     "list_models",

@@ -15,12 +15,24 @@ import numpy as np
 from .dosing import DoseError, Regimen
 from .model import Model
 
-BOLUS, RATE, PAD = 0, 1, 2
+BOLUS, RATE, PAD, OCCASION = 0, 1, 2, 3
+
+
+def sessions(regimen: Regimen) -> np.ndarray:
+    """Session (occasion) index of each dose: a dose opens a new session unless it
+    is the second or later device of one (``Dose.device >= 2``)."""
+    out = np.empty(len(regimen.doses), dtype=np.int64)
+    k = -1
+    for i, d in enumerate(regimen.doses):
+        if not (d.device is not None and d.device >= 2 and k >= 0):
+            k += 1
+        out[i] = k
+    return out
 
 
 @dataclass(frozen=True)
 class Lowered:
-    A: np.ndarray  # (S, n, n) 1/h
+    A: np.ndarray  # (S, M, n, n) 1/h, one matrix per occasion
     ev_time: np.ndarray  # (S, E) h
     ev_cmt: np.ndarray  # (S, E) int64, index into `compartments`
     ev_kind: np.ndarray  # (S, E) int64
@@ -61,9 +73,19 @@ def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:
     return tuple(c for c in model.compartment_names if c in seen)
 
 
-def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray],
+def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
           weight: np.ndarray, n: int, *, prune: bool = True) -> Lowered:
+    """``params``: individual parameters, or a list of them per occasion (session)
+    when inter-occasion variability is drawn; then the rate matrix switches at the
+    start of each session."""
     check_routes(model, regimen)
+    occ_params = params if isinstance(params, list) else [params]
+    sess = sessions(regimen)
+    # the rate matrix switches per session only if IOV touches a flow or volume
+    rate_names = {f.rate for f in model.flows} | {c.volume for c in model.compartments}
+    switch = len(occ_params) > 1 and any(
+        not np.array_equal(occ_params[0][k], p[k])
+        for p in occ_params[1:] for k in rate_names if k is not None)
     targets = {pw.target for d in regimen.doses
                for pw in model.routes[d.route].pathways}
     keep = reachable(model, targets) if prune else model.compartment_names
@@ -72,6 +94,12 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray],
     times, cmts, kinds, values = [], [], [], []
     dose_mg = np.empty((n, len(regimen.doses)))
     for di, d in enumerate(regimen.doses):
+        params = occ_params[sess[di]] if len(occ_params) > 1 else occ_params[0]
+        if switch and (di == 0 or sess[di] != sess[di - 1]):
+            times.append(np.full(n, d.time))
+            cmts.append(np.zeros(n, dtype=np.int64))
+            kinds.append(np.full(n, OCCASION, dtype=np.int64))
+            values.append(np.full(n, float(sess[di])))
         mg = np.full(n, d.amount * d.base_factor)
         if d.per_kg:
             mg = mg * weight
@@ -129,10 +157,11 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray],
         ev_kind = np.zeros((n, 0), dtype=np.int64)
         ev_value = np.zeros((n, 0))
 
-    A_full = model.rate_matrices(params, n)
     sel = np.array([model.compartment_index(c) for c in keep], dtype=np.int64)
-    A = np.ascontiguousarray(A_full[:, sel][:, :, sel])
-    obs_full, scale = model.observation(params, n)
+    A = np.stack([model.rate_matrices(p, n)[:, sel][:, :, sel]
+                  for p in (occ_params if switch else occ_params[:1])], axis=1)
+    A = np.ascontiguousarray(A)
+    obs_full, scale = model.observation(occ_params[0], n)
     obs = np.array([index[model.compartment_names[i]] for i in obs_full],
                    dtype=np.int64)
     return Lowered(A, ev_time, ev_cmt, ev_kind, ev_value, obs,
@@ -145,10 +174,10 @@ def with_auc(low: Lowered) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d(AUC_k)/dt = concentration_k = scale_k × x[obs_k], so the exact propagation
     returns the exact cumulative AUC (ng·h/mL) at every output time, not a
     trapezoid on the grid. Returns (A, extra obs_cmt, extra obs_scale)."""
-    S, n, _ = low.A.shape
+    S, M, n, _ = low.A.shape
     K = low.obs_cmt.size
-    A = np.zeros((S, n + K, n + K))
-    A[:, :n, :n] = low.A
+    A = np.zeros((S, M, n + K, n + K))
+    A[:, :, :n, :n] = low.A
     for k in range(K):
-        A[:, n + k, low.obs_cmt[k]] = low.obs_scale[:, k]
+        A[:, :, n + k, low.obs_cmt[k]] = low.obs_scale[:, k, None]
     return A, np.arange(n, n + K, dtype=np.int64), np.ones((S, K))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from ._lower import Lowered, lower, with_auc
 from .dosing import Dose, Regimen
 from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
+from .population import Population
 from .units import parse_quantity, parse_unit
 
-__all__ = ["SolveError", "grid", "simulate"]
+__all__ = ["SolveError", "ValidityWarning", "grid", "simulate"]
 
 SOLVERS = ("auto", "exact", "ode")
 ODE_METHODS = {"auto": 0, "dopri5": 1, "rosenbrock": 2}
@@ -31,6 +33,10 @@ _STATUS = {
 
 class SolveError(RuntimeError):
     """A kernel reported failure for one or more subjects."""
+
+
+class ValidityWarning(UserWarning):
+    """Patients lie outside the covariate ranges a model was estimated on."""
 
 
 def grid(end, step, *, start=0.0) -> np.ndarray:
@@ -143,8 +149,10 @@ def simulate(
     regimen: Regimen | Dose,
     *,
     times=None,
+    population: Population | None = None,
     covariates: Mapping | None = None,
     parameters: Mapping | None = None,
+    residual: bool = False,
     solver: str = "auto",
     rtol: float = 1e-6,
     atol: float = 1e-9,
@@ -166,9 +174,15 @@ def simulate(
     times : array_like, optional
         Output times in h after t = 0, sorted, >= 0. Default: every 5 min until
         24 h after the end of the last dose.
+    population : Population, optional
+        Virtual patients: covariates, inter-individual variability and
+        inter-occasion variability (one draw per dosing session) from one seed.
+        Without it, one subject (or one per row of ``covariates``/``parameters``)
+        with typical parameters.
     covariates : mapping, optional
         Covariate name -> scalar or per-subject array (``weight`` in kg, ``age`` in
-        years, ...). Missing covariates take the model's reference values.
+        years, ...). Missing covariates take the model's reference values. Not
+        combined with ``population`` (give the table to ``Population`` instead).
     parameters : mapping, optional
         Parameter name -> scalar or per-subject array of *individual* values in the
         model file's unit for that parameter (per-kg units are still scaled by
@@ -177,6 +191,9 @@ def simulate(
         ``"exact"``: matrix-exponential propagation (linear models, no tolerance).
         ``"ode"``: adaptive integration with ``rtol``/``atol``. ``"auto"`` picks
         exact for linear models and ODE for models with a user rhs.
+    residual : bool
+        Also return ``observed``: concentrations with the model's residual error
+        (simulated samples), drawn from the population's seed (stream "residual").
     rtol, atol : float
         ODE tolerances (``atol`` in mg); recorded in the output attributes.
     ode_method : {"auto", "dopri5", "rosenbrock"}
@@ -237,10 +254,25 @@ def simulate(
         raise ValueError(f"the exact solver needs a linear time-invariant model; "
                          f"this model has {why}, so use solver='ode'")
     t = _check_times(_default_times(regimen) if times is None else times)
-    n, cov, over = _subjects(model, covariates, parameters)
-    params = model.individual_parameters(cov, overrides=over, n=n)
+    if population is not None:
+        if not isinstance(population, Population):
+            raise TypeError(f"population must be a ketasim.Population; got "
+                            f"{type(population).__name__}")
+        if covariates is not None:
+            raise ValueError("give covariates either to Population(covariates=...) or "
+                             "to simulate(covariates=...), not both")
+        n, cov, over, params = _population_params(model, regimen, population,
+                                                  parameters)
+    else:
+        n, cov, over = _subjects(model, covariates, parameters)
+        params = model.individual_parameters(cov, overrides=over, n=n)
+    if residual and not model.residual:
+        raise ValueError(f"model {model.id!r} defines no residual error model; "
+                         "residual=True needs a [residual.<analyte>] table")
 
     low = lower(model, regimen, params, cov["weight"], n, prune=model.rhs is None)
+    if isinstance(params, list):
+        params = params[0]  # report occasion 1's values in `parameters`
     K = low.obs_cmt.size
     A, obs_cmt, obs_scale = low.A, low.obs_cmt, low.obs_scale
     ncmt = len(low.compartments)
@@ -282,6 +314,10 @@ def simulate(
     else:
         from ._kernels import ode
 
+        if A.shape[1] != 1:
+            raise ValueError("inter-occasion variability on rate parameters needs "
+                             "the exact solver (solver='exact')")
+        A = A[:, 0]
         if model.rhs is None and not model.time_effects:
             rhs = ode.rhs_linear
             p = np.ascontiguousarray(A.reshape(n, -1))
@@ -299,7 +335,7 @@ def simulate(
             rhs = _compiled(model.rhs)
             p = np.ascontiguousarray(np.stack([params[k] for k in model.parameters],
                                               axis=1))
-        x0 = np.zeros((n, A.shape[1] if model.rhs is None else ncmt))
+        x0 = np.zeros((n, A.shape[-1] if model.rhs is None else ncmt))
         nsteps = np.zeros(n, dtype=np.int64)
         ode.solve_population(rhs, p, x0, low.ev_time, low.ev_cmt, low.ev_kind,
                              low.ev_value, t, obs_cmt, obs_scale, float(rtol),
@@ -312,8 +348,63 @@ def simulate(
         why = "; ".join(f"status {c}: {_STATUS.get(c, 'unknown')}" for c in codes)
         raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
                          f"{bad[0]}): {why}. Pass errors='keep' to keep NaN rows.")
-    return _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
-                       nsteps, solver_desc, rtol, atol, solver)
+    ds = _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
+                     nsteps, solver_desc, rtol, atol, solver)
+    if population is not None:
+        ds.attrs["seed"] = int(population.seed)
+        ds.attrs["population"] = repr(population)
+    if residual:
+        seed = population.seed if population is not None else 0
+        ds["observed"] = _observed(model, ds.concentration, seed)
+    return ds
+
+
+def _population_params(model, regimen, population, parameters):
+    """Covariates, IIV and per-session IOV for every patient of ``population``."""
+    from ._lower import sessions
+
+    n = population.n
+    idx = population.subjects
+    cov = population.covariates_for(idx)
+    for msg in population.check_validity(model, cov):
+        warnings.warn(msg, ValidityWarning, stacklevel=3)
+    _, _, over = _subjects(model, None, parameters)
+    for name, v in over.items():
+        if v.size not in (1, n):
+            raise ValueError(f"parameter {name!r} needs 1 or {n} values; got {v.size}")
+    over = {k: np.broadcast_to(v, (n,)) for k, v in over.items()}
+    etas = population.etas(model, idx)
+    n_occ = int(sessions(regimen).max()) + 1 if regimen.doses else 1
+    iov = population.iov_etas(model, idx, n_occ)
+    if not iov:
+        return n, cov, over, model.individual_parameters(cov, etas, over, n=n)
+    per_occ = []
+    for m in range(n_occ):
+        e = dict(etas)
+        for name, z in iov.items():
+            e[name] = e.get(name, 0.0) + z[:, m]
+        per_occ.append(model.individual_parameters(cov, e, over, n=n))
+    return n, cov, over, per_occ
+
+
+def _observed(model, conc: xr.DataArray, seed: int) -> xr.DataArray:
+    """Concentrations with residual error: C (1 + prop ε1) exp(exp ε2) + add ε3."""
+    from .population import normals
+
+    S, K, T = conc.shape
+    out = np.array(conc.values)
+    for k, name in enumerate(model.analyte_names):
+        spec = model.residual.get(name)
+        if spec is None:
+            continue
+        z = normals(seed, "residual", np.arange(S), 3 * T, offset=3 * T * k)
+        c = out[:, k, :]
+        c *= 1.0 + spec.get("proportional", 0.0) * z[:, :T]
+        c *= np.exp(spec.get("exponential", 0.0) * z[:, T:2 * T])
+        c += spec.get("additive_ng_per_ml", 0.0) * z[:, 2 * T:]
+    return xr.DataArray(out, dims=conc.dims, attrs={
+        "units": "ng/mL", "long_name": "simulated observed concentration (with "
+        "residual error; may be negative with an additive error, not censored)"})
 
 
 _rhs_cache: dict = {}

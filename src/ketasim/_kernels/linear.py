@@ -9,6 +9,8 @@ exact to rounding at every output time: no tolerances to tune, and on a uniform 
 grid every step reuses one cached ``(E, G)`` pair, so a step costs two small
 matrix-vector products.
 
+Events (rows sorted by time): kind 0 bolus (mg into ``cmt``), 1 change of a
+zero-order input rate (mg/h), 2 padding, 3 switch to occasion ``int(value)``.
 Status codes (``status[s]``): 0 ok, 4 non-finite rate matrix or input.
 """
 
@@ -58,16 +60,18 @@ def _step(E, G, slot, x, r, y, active, n):
 @njit(cache=True, nogil=True)
 def subject_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
                    out_s):
-    """Simulate one subject into ``out_s`` (K, T); returns a status code."""
-    n = A.shape[0]
+    """Simulate one subject into ``out_s`` (K, T); returns a status code.
+
+    ``A`` is (M, n, n): one rate matrix per occasion; an event of kind 3 switches
+    to occasion ``int(value)`` (inter-occasion variability on rate parameters)."""
+    n = A.shape[1]
     T = times.shape[0]
     K = obs_cmt.shape[0]
     nev = ev_time.shape[0]
-    for i in range(n):
-        for j in range(n):
-            if not np.isfinite(A[i, j]):
-                out_s[:, :] = np.nan
-                return NONFINITE
+    if not np.all(np.isfinite(A)):
+        out_s[:, :] = np.nan
+        return NONFINITE
+    occ = 0
     cache_h = np.empty(_NCACHE)
     cache_E = np.empty((_NCACHE, n, n))
     cache_G = np.empty((_NCACHE, n, n))
@@ -93,7 +97,7 @@ def subject_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_sc
                     slot = _find(cache_h, nused, h, t)
                     if slot < 0:
                         slot = nextslot
-                        propagators(A, h, cache_E[slot], cache_G[slot])
+                        propagators(A[occ], h, cache_E[slot], cache_G[slot])
                         cache_h[slot] = h
                         nextslot = (nextslot + 1) % _NCACHE
                         if nused < _NCACHE:
@@ -112,6 +116,10 @@ def subject_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_sc
                 for i in range(n):
                     if r[i] != 0.0:
                         active = True
+            elif kind == 3:
+                occ = int(ev_value[e])
+                nused = 0  # new rate matrix: cached propagators are stale
+                last = -1
             e += 1
         for k in range(K):
             out_s[k, j] = x[obs_cmt[k]] * obs_scale[k]
@@ -134,10 +142,11 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     matrix-vector products across subjects: about 10x faster on W2.
     """
     B = _BLOCK  # a compile-time constant: fixed-length inner loops vectorise best
-    n = A.shape[1]
+    n = A.shape[2]
     T = times.shape[0]
     K = obs_cmt.shape[0]
     nev = ev_time.shape[1]
+    occ = 0
     cache_h = np.empty(_NCACHE)
     cache_E = np.empty((_NCACHE, n, n, B))
     cache_G = np.empty((_NCACHE, n, n, B))
@@ -155,10 +164,8 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             scale[k, b] = obs_scale[s0 + b, k]
     bad = np.zeros(B, dtype=np.bool_)
     for b in range(B):
-        for i in range(n):
-            for j in range(n):
-                if not np.isfinite(A[s0 + b, i, j]):
-                    bad[b] = True
+        if not np.all(np.isfinite(A[s0 + b])):
+            bad[b] = True
     active = False
     t = 0.0
     e = 0
@@ -177,7 +184,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                     if slot < 0:
                         slot = nextslot
                         for b in range(B):
-                            propagators(A[s0 + b], h, Etmp, Gtmp)
+                            propagators(A[s0 + b, occ], h, Etmp, Gtmp)
                             for i in range(n):
                                 for k in range(n):
                                     cache_E[slot, i, k, b] = Etmp[i, k]
@@ -211,6 +218,10 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                     x[ev_cmt[s0 + b, e], b] += ev_value[s0 + b, e]
                 elif kind == 1:
                     r[ev_cmt[s0 + b, e], b] += ev_value[s0 + b, e]
+            if ev_kind[s0, e] == 3:  # occasions come from the shared regimen
+                occ = int(ev_value[s0, e])
+                nused = 0
+                last = -1
             active = False
             for i in range(n):
                 for b in range(B):
@@ -241,7 +252,8 @@ def _same_events(ev_time, s0, B):
 @njit(parallel=True, cache=True)
 def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                       obs_scale, out, status):
-    """All subjects in parallel: ``A`` (S, n, n) 1/h; events (S, E) sorted per row;
+    """All subjects in parallel: ``A`` (S, M, n, n) 1/h (M occasions); events (S, E)
+    sorted per row;
     ``times`` (T,) h; ``obs_scale`` (S, K); writes ``out`` (S, K, T), ``status`` (S,).
 
     Blocks of subjects whose event times coincide (the usual case: one regimen, no

@@ -1,0 +1,230 @@
+"""Virtual populations: covariates, inter-individual and inter-occasion variability.
+
+Random numbers are counter-based: the k-th standard normal of subject i in stream
+``s`` is a pure function of (seed, s, i, k). A SplitMix64 output mix of the counter,
+keyed by ``numpy.random.SeedSequence(seed)``, gives a uniform that the inverse normal
+CDF maps to N(0, 1). So one seed gives identical patients for any thread count, chunk
+size or Dask partitioning, subject 17 is the same patient in a population of 100 or
+1 000 000, and a million patients take well under a second (a Generator per subject
+costs ~13 µs here, 13 s per million).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import ndtri
+
+from .model import KNOWN_COVARIATES, Model
+
+__all__ = ["Population"]
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+STREAMS = {"covariates": 1, "iiv": 2, "iov": 3, "residual": 4}
+_MAX_DRAWS = 1 << 24
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def normals(seed: int, stream: str, subjects: np.ndarray, ndraws: int,
+            offset: int = 0) -> np.ndarray:
+    """Standard normals (len(subjects), ndraws): draw ``offset + k`` of each subject.
+
+    Deterministic in (seed, stream, subject index, draw index) only."""
+    return ndtri(uniforms(seed, stream, subjects, ndraws, offset))
+
+
+def uniforms(seed: int, stream: str, subjects: np.ndarray, ndraws: int,
+             offset: int = 0) -> np.ndarray:
+    key = np.random.SeedSequence([int(seed), STREAMS[stream]]).generate_state(
+        1, np.uint64)[0]
+    subj = np.asarray(subjects, dtype=np.uint64)[:, None]
+    draw = np.arange(offset, offset + ndraws, dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        ctr = subj * np.uint64(_MAX_DRAWS) + draw + np.uint64(1)
+        z = _mix(key + ctr * _GAMMA)
+    # 53 random bits -> (0, 1), never 0 or 1, so ndtri stays finite
+    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+
+
+def _truncnorm(u, mean, sd, lo, hi):
+    from scipy.special import ndtr
+
+    a, b = ndtr((lo - mean) / sd), ndtr((hi - mean) / sd)
+    return mean + sd * ndtri(a + u * (b - a))
+
+
+@dataclass(frozen=True)
+class Population:
+    """``n`` virtual patients drawn reproducibly from ``seed``.
+
+    Parameters
+    ----------
+    n : int
+        Number of patients.
+    seed : int
+        One seed for everything random (covariates, IIV, IOV, residual error).
+    covariates : mapping, optional
+        A table of covariates (name -> array of length ``n``): weight in kg, age in
+        years, height in cm, female/asian/japanese as 0/1. Missing ones are drawn
+        from the adult distribution below. Use it to supply a real cohort.
+    female : float
+        Proportion of women (adult distribution).
+    age : (float, float)
+        Age range in years; ages are uniform on it.
+    asian, japanese : float
+        Proportions flagged Asian / Japanese (Japanese implies Asian).
+    iiv, iov : bool
+        Draw inter-individual / inter-occasion random effects (False gives
+        typical-value patients differing only by covariates).
+
+    Notes
+    -----
+    The adult distribution is a modelling choice meant to be realistic, not a survey:
+    height normal by sex (men 176 ± 7 cm, women 163 ± 6.5 cm, truncated to
+    145–205 cm), body-mass index log-normal (median 25.5 kg/m², CV 17 %, truncated to
+    17–45), weight = BMI × height², so weight correlates with sex and height.
+
+    Examples
+    --------
+    >>> pop = Population(1000, seed=1)
+    >>> cov = pop.covariates_for(range(3))
+    >>> sorted(cov)
+    ['age', 'asian', 'bmi', 'female', 'height', 'japanese', 'weight']
+    """
+
+    n: int
+    seed: int
+    covariates: Mapping[str, np.ndarray] | None = field(default=None, repr=False)
+    female: float = 0.5
+    age: tuple[float, float] = (18.0, 65.0)
+    asian: float = 0.0
+    japanese: float = 0.0
+    iiv: bool = True
+    iov: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) \
+                or self.n < 1:
+            raise ValueError(f"n must be a whole number >= 1; got {self.n!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) \
+                or self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0; got {self.seed!r}")
+        for name in ("female", "asian", "japanese"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} is a proportion in [0, 1]; got {v!r}")
+        if self.japanese > self.asian and self.japanese > 0:
+            raise ValueError(f"japanese ({self.japanese}) cannot exceed asian "
+                             f"({self.asian}): Japanese patients are flagged Asian too")
+        lo, hi = self.age
+        if not 0 <= lo <= hi:
+            raise ValueError(f"age must be (low, high) years with 0 <= low <= high; "
+                             f"got {self.age!r}")
+        if self.covariates is not None:
+            table = {}
+            for name, v in dict(self.covariates).items():
+                if name not in KNOWN_COVARIATES:
+                    raise ValueError(f"unknown covariate {name!r}; known covariates: "
+                                     f"{', '.join(KNOWN_COVARIATES)}")
+                a = np.asarray(v, dtype=float)
+                if a.shape != (self.n,):
+                    raise ValueError(f"covariate {name!r} needs {self.n} values (one "
+                                     f"per patient); got shape {a.shape}")
+                if not np.all(np.isfinite(a)):
+                    raise ValueError(f"covariate {name!r} has non-finite values")
+                table[name] = a
+            if "weight" in table and np.any(table["weight"] <= 0):
+                raise ValueError("weight must be > 0 kg for every patient")
+            object.__setattr__(self, "covariates", table)
+
+    @property
+    def subjects(self) -> np.ndarray:
+        return np.arange(self.n)
+
+    def covariates_for(self, subjects) -> dict[str, np.ndarray]:
+        """Covariates of the given subject indices (drawn, or from the table)."""
+        idx = np.asarray(subjects, dtype=np.int64)
+        u = uniforms(self.seed, "covariates", idx, 6)
+        female = (u[:, 0] < self.female).astype(float)
+        height = np.where(
+            female == 1.0, _truncnorm(u[:, 1], 163.0, 6.5, 145.0, 205.0),
+            _truncnorm(u[:, 1], 176.0, 7.0, 145.0, 205.0))
+        sd = np.sqrt(np.log1p(0.17**2))
+        bmi = np.exp(_truncnorm(u[:, 2], np.log(25.5), sd, np.log(17.0), np.log(45.0)))
+        lo, hi = self.age
+        out = {
+            "female": female,
+            "height": height,
+            "bmi": bmi,
+            "weight": bmi * (height / 100.0) ** 2,
+            "age": lo + (hi - lo) * u[:, 3],
+            "japanese": (u[:, 4] < self.japanese).astype(float),
+        }
+        # Japanese patients are Asian: draw Asian given not Japanese
+        rest = (self.asian - self.japanese) / max(1e-300, 1.0 - self.japanese)
+        out["asian"] = np.maximum(out["japanese"], (u[:, 5] < rest).astype(float))
+        if self.covariates is not None:
+            for name, v in self.covariates.items():
+                out[name] = v[idx]
+            if "weight" in self.covariates and "bmi" not in self.covariates \
+                    and "height" in out:
+                out["bmi"] = out["weight"] / (out["height"] / 100.0) ** 2
+        return out
+
+    def etas(self, model: Model, subjects) -> dict[str, np.ndarray]:
+        """Inter-individual random effects per parameter (correlated as the model
+        says), shape (len(subjects),)."""
+        idx = np.asarray(subjects, dtype=np.int64)
+        var = [v for v in model.variability if v.omega > 0]
+        if not self.iiv or not var:
+            return {}
+        z = normals(self.seed, "iiv", idx, len(var))
+        L = np.linalg.cholesky(_omega_matrix(model, var))
+        eta = z @ L.T
+        return {v.parameter: eta[:, i] for i, v in enumerate(var)}
+
+    def iov_etas(self, model: Model, subjects, n_occasions: int
+                 ) -> dict[str, np.ndarray]:
+        """Inter-occasion random effects, shape (len(subjects), n_occasions)."""
+        idx = np.asarray(subjects, dtype=np.int64)
+        var = [v for v in model.variability if v.iov_omega > 0]
+        if not self.iov or not var:
+            return {}
+        z = normals(self.seed, "iov", idx, len(var) * n_occasions)
+        return {v.parameter: z[:, i * n_occasions:(i + 1) * n_occasions] * v.iov_omega
+                for i, v in enumerate(var)}
+
+    def check_validity(self, model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
+        """Messages for covariates outside the model's validity ranges."""
+        msgs = []
+        for name, (lo, hi) in model.validity.items():
+            if name not in cov:
+                continue
+            v = cov[name]
+            out = (v < lo) | (v > hi)
+            if out.any():
+                msgs.append(f"{int(out.sum())} of {v.size} patients have {name} "
+                            f"outside [{lo:g}, {hi:g}] {KNOWN_COVARIATES[name]}, the "
+                            f"range model {model.id!r} was estimated on (observed "
+                            f"{v.min():.3g}-{v.max():.3g})")
+        return msgs
+
+
+def _omega_matrix(model: Model, var) -> np.ndarray:
+    names = [v.parameter for v in var]
+    om = np.diag([v.omega**2 for v in var])
+    sd = {v.parameter: v.omega for v in var}
+    for a, b, rho in model.correlations:
+        if a in names and b in names:
+            i, j = names.index(a), names.index(b)
+            om[i, j] = om[j, i] = rho * sd[a] * sd[b]
+    return om
