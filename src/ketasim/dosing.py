@@ -232,9 +232,10 @@ class Regimen:
             raise DoseError(f"interval must be > 0 h; got {interval!r}")
         return cls(dose.at(dose.time + k * step) for k in range(n))
 
-    def then(self, other: Regimen, *, after) -> Regimen:
+    def then(self, other: Regimen, *, after=0.0) -> Regimen:
         """This regimen followed by ``other``, whose t = 0 is placed ``after`` the
-        start of this regimen's last dose."""
+        start of this regimen's last dose (builders such as ``boosters`` start at
+        their first interval, so the default ``after=0`` is usually right)."""
         if not self.doses:
             raise DoseError("cannot use .then() on an empty regimen")
         offset = self.doses[-1].time + to_hours(after, what="after")

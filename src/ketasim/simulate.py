@@ -227,7 +227,7 @@ def simulate(
     >>> dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
     >>> ds = ks.simulate("domino", dose, times=ks.grid("2 h", "20 min"))
     >>> print(ds.concentration.sel(analyte="ketamine").round(1).values)
-    [[  0.  148.3 160.6  66.4  49.6  43.9  40.4]]
+    [[  0.  209.6 240.3  55.1  45.8  40.4  35.8]]
     """
     model = load_model(model)
     if isinstance(regimen, Dose):

@@ -1,35 +1,77 @@
 """Matrix exponential in numba (scipy's ``expm`` cannot be called from numba).
 
-Scaling and squaring with Padé approximants of degree 3, 5, 7, 9 or 13 chosen by the
-1-norm, as in Higham, "The scaling and squaring method for the matrix exponential
-revisited", SIAM J Matrix Anal Appl 26(4):1179-1193 (2005), Algorithm 2.3 — the same
-method as ``scipy.linalg.expm`` (without its norm-estimation refinements), so the two
-agree to rounding on PK rate matrices. Small dense matrices only (n up to a few dozen):
-plain loops beat BLAS calls at these sizes and need no LAPACK bindings.
+Method
+------
+Scaling and squaring with diagonal Padé approximants, exactly Algorithm 2.3 of
+
+    N. J. Higham, "The scaling and squaring method for the matrix exponential
+    revisited", SIAM J. Matrix Anal. Appl. 26(4):1179-1193 (2005).
+
+The Padé degree ``m`` is the smallest of 3, 5, 7, 9 whose threshold ``theta_m`` bounds
+the 1-norm of ``A``; beyond ``theta_9`` the degree is 13 and ``A`` is scaled by
+``2**-s`` so that its norm is at most ``theta_13``. The thresholds are where the
+backward error of ``r_m`` is ``2**-53`` (unit roundoff), so the result is backward
+stable to rounding. ``r_m(A) = (V - U)^{-1} (V + U)`` with ``U`` odd and ``V`` even
+polynomials in ``A``; the solve uses an LU factorisation with partial pivoting written
+here, so the kernel needs no LAPACK bindings. ``r_m`` is then squared ``s`` times.
+
+``scipy.linalg.expm`` uses the later refinement of Al-Mohy & Higham (2009), which
+can take fewer squarings for very non-normal matrices; on PK rate matrices the two
+agree to about ``1e-13`` relative (see ``tests/test_expm.py``).
+
+All functions are ``@njit`` (``fastmath=False``: the Padé/LU error analysis assumes
+IEEE arithmetic), keep no global mutable state and never raise, so they can be
+called from other kernels, including inside ``prange`` loops. They are meant for the
+small dense matrices of compartmental models (``n`` up to a few dozen), where plain
+loops beat BLAS calls.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit
 
-_THETA = (1.495585217958292e-2, 2.539398330063230e-1, 9.504178996162932e-1,
-          2.097847961257068e0, 5.371920351148152e0)
-_B3 = np.array([120.0, 60.0, 12.0, 1.0])
-_B5 = np.array([30240.0, 15120.0, 3360.0, 420.0, 30.0, 1.0])
-_B7 = np.array([17297280.0, 8648640.0, 1995840.0, 277200.0, 25200.0, 1512.0, 56.0,
-                1.0])
-_B9 = np.array([17643225600.0, 8821612800.0, 2075673600.0, 302702400.0, 30270240.0,
-                2162160.0, 110880.0, 3960.0, 90.0, 1.0])
-_B13 = np.array([64764752532480000.0, 32382376266240000.0, 7771770303897600.0,
-                 1187353796428800.0, 129060195264000.0, 10559470521600.0,
-                 670442572800.0, 33522128640.0, 1323241920.0, 40840800.0, 960960.0,
-                 16380.0, 182.0, 1.0])
+# Higham (2005), Table 2.3: largest 1-norm for which r_m has backward error <= 2**-53.
+THETA_3 = 1.495585217958292e-2
+THETA_5 = 2.539398330063230e-1
+THETA_7 = 9.504178996162932e-1
+THETA_9 = 2.097847961257068e0
+THETA_13 = 5.371920351148152e0
+
+# Coefficients b_0..b_m of the Padé numerator p_m(x) = sum_j b_j x^j (denominator
+# q_m(x) = p_m(-x)), scaled to integers as in Higham (2005) and scipy. Degrees 3, 5,
+# 7 and 9 are concatenated into one immutable tuple (numba cannot pick between
+# tuples of different lengths at run time); _LOW_OFFSET gives where each starts.
+_B_LOW = (
+    # m = 3
+    120.0, 60.0, 12.0, 1.0,
+    # m = 5
+    30240.0, 15120.0, 3360.0, 420.0, 30.0, 1.0,
+    # m = 7
+    17297280.0, 8648640.0, 1995840.0, 277200.0, 25200.0, 1512.0, 56.0, 1.0,
+    # m = 9
+    17643225600.0, 8821612800.0, 2075673600.0, 302702400.0, 30270240.0,
+    2162160.0, 110880.0, 3960.0, 90.0, 1.0,
+)  # fmt: skip
+_B13 = (
+    64764752532480000.0, 32382376266240000.0, 7771770303897600.0,
+    1187353796428800.0, 129060195264000.0, 10559470521600.0, 670442572800.0,
+    33522128640.0, 1323241920.0, 40840800.0, 960960.0, 16380.0, 182.0, 1.0,
+)  # fmt: skip
+
+#: Number of (n, n) scratch matrices :func:`expm_into` needs.
+EXPM_WORK = 6
+#: Number of (2n, 2n) scratch matrices :func:`propagators_into` needs.
+PROPAGATORS_WORK = EXPM_WORK + 2
 
 
-@njit(cache=True, nogil=True)
-def _mm(A, B, C):
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _matmul(A, B, C):
+    """``C = A @ B`` for square matrices; ``C`` must not alias ``A`` or ``B``."""
     n = A.shape[0]
+    # i-k-j order: the innermost loop runs along rows of B and C (contiguous, so it
+    # vectorises). Zero entries of A are skipped: rate matrices and the augmented
+    # matrix of `propagators` are sparse (the bottom half of its powers is zero).
     for i in range(n):
         for j in range(n):
             C[i, j] = 0.0
@@ -40,146 +82,349 @@ def _mm(A, B, C):
                     C[i, j] += a * B[k, j]
 
 
-@njit(cache=True, nogil=True)
-def _norm1(A):
-    n = A.shape[0]
-    best = 0.0
-    for j in range(n):
-        s = 0.0
-        for i in range(n):
-            s += abs(A[i, j])
-        if s > best:
-            best = s
-    return best
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _fill_nan(out):
+    n = out.shape[0]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = np.nan
 
 
-@njit(cache=True, nogil=True)
-def _solve(P, Q):
-    """Overwrite Q with P^{-1} Q (LU with partial pivoting; P is destroyed)."""
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _lu_solve(P, Q):
+    """Overwrite ``Q`` with ``P^{-1} Q``; ``P`` is destroyed. False if singular.
+
+    Gaussian elimination with partial pivoting, the row swaps and multipliers applied
+    to ``Q`` as they are made, so no pivot vector or separate L is stored. ``P`` is
+    the Padé denominator ``q_m(A)``, whose condition number Higham (2005) bounds for
+    ``||A||_1 <= theta_m``, so partial pivoting is ample. An exactly zero pivot can only
+    come from overflow/underflow upstream; it is reported instead of dividing (numba's
+    default error model would raise ZeroDivisionError, and kernels never raise).
+    """
     n = P.shape[0]
     for k in range(n):
         p = k
         big = abs(P[k, k])
         for i in range(k + 1, n):
-            if abs(P[i, k]) > big:
-                big = abs(P[i, k])
+            v = abs(P[i, k])
+            if v > big:
+                big = v
                 p = i
+        if not big > 0.0:  # zero or NaN pivot column
+            return False
         if p != k:
             for j in range(n):
-                P[k, j], P[p, j] = P[p, j], P[k, j]
-                Q[k, j], Q[p, j] = Q[p, j], Q[k, j]
-        piv = P[k, k]
+                t = P[k, j]
+                P[k, j] = P[p, j]
+                P[p, j] = t
+                t = Q[k, j]
+                Q[k, j] = Q[p, j]
+                Q[p, j] = t
+        inv = 1.0 / P[k, k]
         for i in range(k + 1, n):
-            f = P[i, k] / piv
+            f = P[i, k] * inv
             if f != 0.0:
                 for j in range(k + 1, n):
                     P[i, j] -= f * P[k, j]
                 for j in range(n):
                     Q[i, j] -= f * Q[k, j]
+    # back substitution, row by row so the innermost loop runs along rows of Q
     for k in range(n - 1, -1, -1):
+        for i in range(k + 1, n):
+            f = P[k, i]
+            if f != 0.0:
+                for j in range(n):
+                    Q[k, j] -= f * Q[i, j]
+        inv = 1.0 / P[k, k]
         for j in range(n):
-            s = Q[k, j]
-            for i in range(k + 1, n):
-                s -= P[k, i] * Q[i, j]
-            Q[k, j] = s / P[k, k]
+            Q[k, j] *= inv
+    return True
 
 
-@njit(cache=True, nogil=True)
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def expm_into(A, out, work):
+    """Matrix exponential ``out = exp(A)`` without allocating.
+
+    Parameters
+    ----------
+    A : ndarray, float64, shape (n, n)
+        Input matrix. Not modified.
+    out : ndarray, float64, shape (n, n)
+        Receives ``exp(A)``. May be ``A`` itself (``A`` is no longer read once
+        ``out`` is written).
+    work : ndarray, float64, shape (k, n, n) with ``k >= EXPM_WORK``
+        Scratch space; contents on entry are ignored, on exit undefined. Must not
+        overlap ``A`` or ``out``.
+
+    Returns
+    -------
+    ok : bool
+        False, with ``out`` filled with NaN, if ``A`` has a non-finite entry, its
+        1-norm overflows, or the Padé denominator is numerically singular (possible
+        only after overflow). Never raises.
+
+    Notes
+    -----
+    Algorithm 2.3 of Higham, "The scaling and squaring method for the matrix
+    exponential revisited", SIAM J. Matrix Anal. Appl. 26(4):1179-1193 (2005): Padé
+    degree ``m`` in {3, 5, 7, 9} if ``||A||_1 <= theta_m``, otherwise ``m = 13`` on
+    ``A / 2**s`` with ``s = ceil(log2(||A||_1 / theta_13))``, followed by ``s``
+    squarings. Diagonal matrices (including 1x1) take ``exp`` of the diagonal, which
+    is exact to rounding (scaling and squaring would amplify the rounding error by up
+    to ``||A||``; scipy special-cases them the same way).
+    """
+    n = A.shape[0]
+    nrm = 0.0
+    diagonal = True
+    for j in range(n):
+        col = 0.0
+        for i in range(n):
+            a = A[i, j]
+            if not np.isfinite(a):
+                _fill_nan(out)
+                return False
+            col += abs(a)
+            if a != 0.0 and i != j:
+                diagonal = False
+        if col > nrm:
+            nrm = col
+    if not np.isfinite(nrm):  # finite entries whose column sums overflow
+        _fill_nan(out)
+        return False
+    if diagonal:  # also covers n = 1 and the zero matrix (exp(0) = I exactly)
+        for i in range(n):
+            d = np.exp(A[i, i])
+            for j in range(n):
+                out[i, j] = 0.0
+            out[i, i] = d
+        return True
+
+    X = work[0]  # U, then the denominator V - U (destroyed by the LU)
+    A2 = work[1]
+    A4 = work[2]
+    A6 = work[3]
+    W1 = work[4]
+    W2 = work[5]
+
+    s = 0
+    if nrm <= THETA_9:
+        if nrm <= THETA_3:
+            m = 3
+            off = 0
+        elif nrm <= THETA_5:
+            m = 5
+            off = 4
+        elif nrm <= THETA_7:
+            m = 7
+            off = 10
+        else:
+            m = 9
+            off = 18
+        # Even powers A^(2k), k = 1..(m-1)/2, in work[1..4] (A^8 lands in W1).
+        _matmul(A, A, A2)
+        if m >= 5:
+            _matmul(A2, A2, A4)
+        if m >= 7:
+            _matmul(A4, A2, A6)
+        if m >= 9:
+            _matmul(A4, A4, W1)
+        # U = A (b_1 I + b_3 A^2 + ... + b_m A^(m-1)); accumulated in W2.
+        for i in range(n):
+            for j in range(n):
+                W2[i, j] = 0.0
+            W2[i, i] = _B_LOW[off + 1]
+        for k in range(1, (m - 1) // 2 + 1):
+            b = _B_LOW[off + 2 * k + 1]
+            Pk = work[k]
+            for i in range(n):
+                for j in range(n):
+                    W2[i, j] += b * Pk[i, j]
+        _matmul(A, W2, X)  # last read of A, so `out` may alias it from here on
+        # V = b_0 I + b_2 A^2 + ... + b_(m-1) A^(m-1), straight into out.
+        for i in range(n):
+            for j in range(n):
+                out[i, j] = 0.0
+            out[i, i] = _B_LOW[off]
+        for k in range(1, (m - 1) // 2 + 1):
+            b = _B_LOW[off + 2 * k]
+            Pk = work[k]
+            for i in range(n):
+                for j in range(n):
+                    out[i, j] += b * Pk[i, j]
+    else:
+        # Degree 13 after scaling A by 2**-s (exact: a power of two) so that
+        # ||A / 2**s||_1 <= theta_13. nrm is finite here, so s <= 1022.
+        s = int(np.ceil(np.log2(nrm / THETA_13)))
+        if s < 0:
+            s = 0
+        scale = 2.0 ** (-s)
+        As = X  # the scaled copy lives in X until U overwrites it
+        for i in range(n):
+            for j in range(n):
+                As[i, j] = A[i, j] * scale
+        _matmul(As, As, A2)
+        _matmul(A2, A2, A4)
+        _matmul(A4, A2, A6)
+        b = _B13
+        # U = A [A6 (b13 A6 + b11 A4 + b9 A2) + b7 A6 + b5 A4 + b3 A2 + b1 I]
+        for i in range(n):
+            for j in range(n):
+                W1[i, j] = b[13] * A6[i, j] + b[11] * A4[i, j] + b[9] * A2[i, j]
+        _matmul(A6, W1, W2)
+        for i in range(n):
+            for j in range(n):
+                W2[i, j] += b[7] * A6[i, j] + b[5] * A4[i, j] + b[3] * A2[i, j]
+            W2[i, i] += b[1]
+        _matmul(As, W2, W1)  # W1 = U
+        # V = A6 (b12 A6 + b10 A4 + b8 A2) + b6 A6 + b4 A4 + b2 A2 + b0 I
+        for i in range(n):
+            for j in range(n):
+                W2[i, j] = b[12] * A6[i, j] + b[10] * A4[i, j] + b[8] * A2[i, j]
+        _matmul(A6, W2, out)
+        for i in range(n):
+            for j in range(n):
+                out[i, j] += b[6] * A6[i, j] + b[4] * A4[i, j] + b[2] * A2[i, j]
+            out[i, i] += b[0]
+        for i in range(n):
+            for j in range(n):
+                X[i, j] = W1[i, j]  # X = U (As is no longer needed)
+
+    # r_m = (V - U)^{-1} (V + U): X <- V - U (denominator), out <- V + U (numerator).
+    for i in range(n):
+        for j in range(n):
+            u = X[i, j]
+            v = out[i, j]
+            X[i, j] = v - u
+            out[i, j] = v + u
+    if not _lu_solve(X, out):
+        _fill_nan(out)
+        return False
+
+    # Undo the scaling: exp(A) = r_13(A / 2**s)^(2**s), squaring back and forth
+    # between out and W1.
+    src = out
+    dst = W1
+    for _ in range(s):
+        _matmul(src, src, dst)
+        src, dst = dst, src
+    if s % 2 == 1:
+        for i in range(n):
+            for j in range(n):
+                out[i, j] = W1[i, j]
+    return True
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
 def expm(A):
-    """``exp(A)`` for a square float64 matrix; NaN matrix if ``A`` is not finite."""
+    """Matrix exponential of a square float64 matrix.
+
+    Parameters
+    ----------
+    A : ndarray, float64, shape (n, n)
+
+    Returns
+    -------
+    ndarray, float64, shape (n, n)
+        ``exp(A)``; all NaN if ``A`` has a non-finite entry (never raises).
+
+    Notes
+    -----
+    Scaling and squaring with Padé approximants of degree 3, 5, 7, 9 or 13, Algorithm
+    2.3 of Higham, SIAM J. Matrix Anal. Appl. 26(4):1179-1193 (2005); see
+    :func:`expm_into`, which this wraps with freshly allocated output and scratch.
+    """
     n = A.shape[0]
     out = np.empty((n, n))
+    work = np.empty((EXPM_WORK, n, n))
+    expm_into(A, out, work)
+    return out
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def propagators_into(A, h, E, G, work):
+    """Exact one-step propagators of ``dx/dt = A x + r`` without allocating.
+
+    Parameters
+    ----------
+    A : ndarray, float64, shape (n, n)
+        Rate matrix.
+    h : float
+        Step length, ``h >= 0``.
+    E, G : ndarray, float64, shape (n, n)
+        Receive ``E = exp(A h)`` and ``G = integral_0^h exp(A s) ds``.
+    work : ndarray, float64, shape (k, 2n, 2n) with ``k >= PROPAGATORS_WORK``
+        Scratch space.
+
+    Returns
+    -------
+    ok : bool
+        False, with ``E`` and ``G`` all NaN, if ``A`` or ``h`` is not finite (or the
+        exponential overflows). Never raises.
+
+    Notes
+    -----
+    ``exp([[A, I], [0, 0]] h) = [[E, G], [0, I]]`` (Van Loan, "Computing integrals
+    involving the matrix exponential", IEEE Trans. Autom. Control 23(3):395-404,
+    1978), so one ``expm`` of size ``2n`` gives both blocks. Unlike the closed form
+    ``G = A^{-1} (E - I)`` this needs no inverse: it is accurate for singular ``A``
+    (no elimination from a compartment) and suffers no cancellation when ``||A h||``
+    is small.
+    """
+    n = A.shape[0]
     for i in range(n):
         for j in range(n):
             if not np.isfinite(A[i, j]):
-                out[:, :] = np.nan
-                return out
-    nrm = _norm1(A)
-    if nrm == 0.0:
-        out[:, :] = 0.0
+                _fill_nan(E)
+                _fill_nan(G)
+                return False
+    if h == 0.0:  # exp(0) = I and an empty integral, exactly
         for i in range(n):
-            out[i, i] = 1.0
-        return out
-    A2 = np.empty((n, n))
-    _mm(A, A, A2)
-    U = np.empty((n, n))
-    V = np.empty((n, n))
-    T = np.empty((n, n))
-    s = 0
-    if nrm <= _THETA[3]:
-        if nrm <= _THETA[0]:
-            b = _B3
-        elif nrm <= _THETA[1]:
-            b = _B5
-        elif nrm <= _THETA[2]:
-            b = _B7
-        else:
-            b = _B9
-        m = b.shape[0] - 1
-        # U = A * sum b[odd] A^(2k); V = sum b[even] A^(2k)
-        P = np.eye(n)  # A^(2k)
-        U[:, :] = 0.0
-        V[:, :] = 0.0
-        for k in range(0, m // 2 + 1):
-            if 2 * k + 1 <= m:
-                U += b[2 * k + 1] * P
-            V += b[2 * k] * P
-            _mm(P, A2, T)
-            P[:, :] = T
-        _mm(A, U, T)
-        U[:, :] = T
-    else:
-        s = max(0, int(np.ceil(np.log2(nrm / _THETA[4]))))
-        scale = 2.0 ** (-s)
-        As = A * scale
-        A2 *= scale * scale
-        A4 = np.empty((n, n))
-        A6 = np.empty((n, n))
-        _mm(A2, A2, A4)
-        _mm(A4, A2, A6)
-        b = _B13
-        W = b[13] * A6 + b[11] * A4 + b[9] * A2
-        _mm(A6, W, T)
-        T += b[7] * A6 + b[5] * A4 + b[3] * A2
-        for i in range(n):
-            T[i, i] += b[1]
-        _mm(As, T, U)
-        W = b[12] * A6 + b[10] * A4 + b[8] * A2
-        _mm(A6, W, V)
-        V += b[6] * A6 + b[4] * A4 + b[2] * A2
-        for i in range(n):
-            V[i, i] += b[0]
-    P = V - U
-    Q = V + U
-    _solve(P, Q)
-    for _ in range(s):
-        _mm(Q, Q, T)
-        Q[:, :] = T
-    return Q
-
-
-@njit(cache=True, nogil=True)
-def propagators(A, h, E, G):
-    """Fill ``E = expm(A h)`` and ``G = ∫0^h expm(A s) ds`` (both (n, n)).
-
-    Both are blocks of ``expm([[A, I], [0, 0]] h)``, so one call gives the exact
-    step ``x(t+h) = E x(t) + G r`` for a constant input rate ``r``; no inverse of A
-    is needed, so singular and nearly defective rate matrices are fine.
-    """
-    n = A.shape[0]
-    if h == 0.0:
-        E[:, :] = 0.0
-        G[:, :] = 0.0
-        for i in range(n):
+            for j in range(n):
+                E[i, j] = 0.0
+                G[i, j] = 0.0
             E[i, i] = 1.0
-        return
-    M = np.zeros((2 * n, 2 * n))
+        return True
+    M = work[0]
+    X = work[1]
+    for i in range(2 * n):
+        for j in range(2 * n):
+            M[i, j] = 0.0
     for i in range(n):
         for j in range(n):
             M[i, j] = A[i, j] * h
         M[i, n + i] = h
-    X = expm(M)
+    ok = expm_into(M, X, work[2:])
     for i in range(n):
         for j in range(n):
             E[i, j] = X[i, j]
             G[i, j] = X[i, n + j]
+    return ok
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def propagators(A, h, E, G):
+    """Fill ``E = exp(A h)`` and ``G = integral_0^h exp(A s) ds``.
+
+    With these, ``x(t + h) = E x(t) + G r`` exactly for ``dx/dt = A x + r`` with a
+    constant input rate ``r`` (infusions, zero-order absorption).
+
+    Parameters
+    ----------
+    A : ndarray, float64, shape (n, n)
+        Rate matrix (per unit time).
+    h : float
+        Step length, ``h >= 0``. ``h == 0`` gives ``E = I``, ``G = 0`` exactly.
+    E, G : ndarray, float64, shape (n, n)
+        Preallocated outputs, overwritten. All NaN if ``A`` or ``h`` is not finite.
+
+    Notes
+    -----
+    ``E`` and ``G`` are the top-left and top-right blocks of
+    ``exp([[A, I], [0, 0]] h)`` (Van Loan 1978), computed by :func:`expm_into`
+    (Higham 2005 scaling and squaring). Allocates one scratch buffer of
+    ``PROPAGATORS_WORK * (2n)**2`` floats per call; use :func:`propagators_into` to
+    reuse one.
+    """
+    n = A.shape[0]
+    work = np.empty((PROPAGATORS_WORK, 2 * n, 2 * n))
+    propagators_into(A, h, E, G, work)

@@ -1,0 +1,155 @@
+"""Clinic protocols as :class:`~ketasim.Regimen` builders.
+
+Sessions fall on fixed weekdays (twice weekly = days 0 and 3 of each week, three
+times = days 0, 2, 4) at a clock time; regimen times are hours after the first
+session starts, so t = 0 is the first dose.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .dosing import Dose, DoseError, Regimen
+from .units import to_hours
+
+__all__ = ["boosters", "clinic_course", "esketamine_induction", "six_infusion_course"]
+
+_WEEKLY_DAYS = {1: (0,), 2: (0, 3), 3: (0, 2, 4), 4: (0, 1, 3, 4), 5: (0, 1, 2, 3, 4)}
+
+
+def _clock(value: str, what: str = "clock") -> float:
+    m = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*", str(value))
+    if m is None:
+        raise DoseError(f"{what} must be a time of day 'HH:MM'; got {value!r}")
+    return int(m.group(1)) + int(m.group(2)) / 60.0
+
+
+def session_days(sessions_per_week: int, n: int) -> list[int]:
+    """Day numbers (day 0 = first session) of ``n`` sessions at a weekly rhythm."""
+    if sessions_per_week not in _WEEKLY_DAYS:
+        raise DoseError(f"sessions_per_week must be 1-5; got {sessions_per_week!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DoseError(f"the number of sessions must be a whole number >= 1; got {n!r}")
+    pattern = _WEEKLY_DAYS[sessions_per_week]
+    return [7 * (i // len(pattern)) + pattern[i % len(pattern)] for i in range(n)]
+
+
+def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
+                  clock: str | list[str] = "09:00") -> Regimen:
+    """``dose`` given in ``sessions`` sessions at ``sessions_per_week``.
+
+    ``clock`` is the session time of day, or one per session (e.g. a Thursday
+    afternoon slot); times are hours after the first session.
+
+    Examples
+    --------
+    >>> d = Dose.bolus("25 mg", route="sublingual")
+    >>> clinic_course(d, sessions_per_week=2, sessions=4).times
+    (0.0, 72.0, 168.0, 240.0)
+    """
+    days = session_days(sessions_per_week, sessions)
+    clocks = [clock] * sessions if isinstance(clock, str) else list(clock)
+    if len(clocks) != sessions:
+        raise DoseError(f"clock needs one time per session ({sessions}); got "
+                        f"{len(clocks)}")
+    hours = [_clock(c, f"clock[{i}]") for i, c in enumerate(clocks)]
+    t0 = hours[0]
+    return Regimen(dose.at(d * 24.0 + h - t0) for d, h in zip(days, hours, strict=True))
+
+
+def six_infusion_course(dose="0.5 mg/kg", *, duration="40 min", sessions_per_week=2,
+                        sessions: int = 6, salt: str = "hcl", route: str = "iv",
+                        clock: str | list[str] = "09:00") -> Regimen:
+    """The racemic ketamine course for depression: six 0.5 mg/kg infusions over
+    40 min, twice weekly (days 0, 3, 7, 10, 14, 17), as ketamine HCl by default.
+
+    Examples
+    --------
+    >>> six_infusion_course().times
+    (0.0, 72.0, 168.0, 240.0, 336.0, 408.0)
+    >>> six_infusion_course(sessions_per_week=3).times[-1] / 24
+    11.0
+    """
+    d = Dose.infusion(dose, duration=duration, route=route, salt=salt)
+    return clinic_course(d, sessions_per_week=sessions_per_week, sessions=sessions,
+                         clock=clock)
+
+
+def boosters(dose: Dose | None = None, *, every="2 weeks", count: int = 3) -> Regimen:
+    """``count`` booster sessions, the first ``every`` after t = 0 (so that
+    ``course.then(boosters(...))`` places the first booster ``every`` after the
+    course's last session). Default dose: one 0.5 mg/kg HCl 40-min infusion.
+
+    Examples
+    --------
+    >>> course = six_infusion_course().then(boosters(every="2 weeks", count=2))
+    >>> [round(t / 24) for t in course.times[-3:]]
+    [17, 31, 45]
+    """
+    if dose is None:
+        dose = Dose.infusion("0.5 mg/kg", duration="40 min", salt="hcl")
+    step = to_hours(every, what="every")
+    if not step > 0:
+        raise DoseError(f"every must be > 0; got {every!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise DoseError(f"count must be a whole number >= 1; got {count!r}")
+    return Regimen(dose.at(dose.time + k * step) for k in range(1, count + 1))
+
+
+def _session(amount_mg: float, t: float, device_mg: float, gap: float, route: str
+             ) -> list[Dose]:
+    n = round(amount_mg / device_mg)
+    if n < 1 or abs(n * device_mg - amount_mg) > 1e-9:
+        raise DoseError(f"an esketamine nasal dose must be a multiple of the "
+                        f"{device_mg:g} mg device; got {amount_mg:g} mg")
+    return [Dose.bolus(f"{device_mg} mg", route=route, time=t + k * gap, device=k + 1)
+            for k in range(n)]
+
+
+def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
+                         continuation_weeks: int = 4, maintenance_every="2 weeks",
+                         maintenance_sessions: int = 0, maintenance_dose=None,
+                         device="28 mg", device_interval="5 min",
+                         route: str = "intranasal") -> Regimen:
+    """Esketamine nasal spray (Spravato) schedule from the label.
+
+    Induction weeks 1-4: twice weekly, ``first_dose`` (56 mg) on day 1, then
+    ``dose`` (56 or 84 mg). Weeks 5-8 (``continuation_weeks``): weekly ``dose``.
+    Then ``maintenance_sessions`` sessions every ``maintenance_every`` (weekly or
+    every 2 weeks). Each session is one 28-mg device after another,
+    ``device_interval`` apart (Dose.device = 1, 2, 3), so models with a per-device
+    nasal effect see each device. Doses are esketamine base, as labelled.
+
+    Examples
+    --------
+    >>> r = esketamine_induction("84 mg")
+    >>> len(r), r.doses[2].device, r.doses[2].time, r.doses[3].device
+    (35, 1, 72.0, 2)
+    """
+    def mg(v):
+        from .dosing import _amount
+
+        a, unit = _amount(v, "dose")
+        if unit != "mg":
+            raise DoseError(f"esketamine doses are fixed, in mg; got {v!r}")
+        return a
+
+    dev = mg(device)
+    gap = to_hours(device_interval, what="device_interval")
+    main = mg(maintenance_dose if maintenance_dose is not None else dose)
+    plan: list[tuple[float, float]] = []
+    for i, day in enumerate(session_days(2, 2 * weeks)):
+        plan.append((day * 24.0, mg(first_dose) if i == 0 else mg(dose)))
+    t = 7 * weeks * 24.0
+    for _ in range(continuation_weeks):
+        plan.append((t, mg(dose)))
+        t += 168.0
+    step = to_hours(maintenance_every, what="maintenance_every")
+    t = t - 168.0 + step if continuation_weeks else t
+    for _ in range(maintenance_sessions):
+        plan.append((t, main))
+        t += step
+    doses = []
+    for start, amount in plan:
+        doses += _session(amount, start, dev, gap, route)
+    return Regimen(doses)
