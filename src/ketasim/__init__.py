@@ -6,10 +6,13 @@ compiles nothing: numba kernels compile (or load from numba's cache) on first us
 
 __version__ = "0.1.0"
 
+from . import accessor as _accessor  # registers ds.pk
 from .dosing import Dose, DoseError, Regimen
+from .metrics import metrics, pta, summary
 from .model import Model
 from .modelfile import ModelFileError, list_models, load_model, model_from_dict
 from .population import Population
+from .protocols import boosters, clinic_course, esketamine_induction, six_infusion_course
 from .simulate import SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
 
@@ -24,9 +27,16 @@ __all__ = [
     "UnitError",
     "ValidityWarning",
     "__version__",
+    "boosters",
+    "clinic_course",
+    "esketamine_induction",
+    "six_infusion_course",
+    "summary",
     "grid",
     "list_models",
     "load_model",
+    "metrics",
     "model_from_dict",
+    "pta",
     "simulate",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from . import __version__
-from ._lower import Lowered, lower, with_auc
+from ._lower import Lowered, lower, sessions, with_auc
 from .dosing import Dose, Regimen
 from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
@@ -311,6 +311,7 @@ def simulate(
                           obs_cmt, obs_scale, buf, status)
         solver_desc = "exact: matrix-exponential propagation (Pade 13 scaling-squaring)"
         nsteps = None
+        windows = _dose_windows(low, regimen, t, n) if regimen.doses else None
     else:
         from ._kernels import ode
 
@@ -342,6 +343,7 @@ def simulate(
                              float(atol), ODE_METHODS[ode_method], int(max_steps), buf,
                              status, nsteps)
         solver_desc = f"ode: {ode_method} (DOPRI5(4) / Rosenbrock)"
+        windows = None
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":
         codes = sorted(set(status[bad].tolist()))
@@ -350,6 +352,13 @@ def simulate(
                          f"{bad[0]}): {why}. Pass errors='keep' to keep NaN rows.")
     ds = _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
                      nsteps, solver_desc, rtol, atol, solver)
+    if windows is not None:
+        predose, dose_auc = windows
+        ds["predose"] = (("subject", "analyte", "dose"), predose, {
+            "units": "ng/mL", "long_name": "concentration just before the dose"})
+        ds["dose_auc"] = (("subject", "analyte", "dose"), dose_auc, {
+            "units": "ng*h/mL", "long_name": "exact AUC from the dose to the next "
+            "dose (the last: to the last output time)"})
     if population is not None:
         ds.attrs["seed"] = int(population.seed)
         ds.attrs["population"] = repr(population)
@@ -361,8 +370,6 @@ def simulate(
 
 def _population_params(model, regimen, population, parameters):
     """Covariates, IIV and per-session IOV for every patient of ``population``."""
-    from ._lower import sessions
-
     n = population.n
     idx = population.subjects
     cov = population.covariates_for(idx)
@@ -405,6 +412,36 @@ def _observed(model, conc: xr.DataArray, seed: int) -> xr.DataArray:
     return xr.DataArray(out, dims=conc.dims, attrs={
         "units": "ng/mL", "long_name": "simulated observed concentration (with "
         "residual error; may be negative with an additive error, not censored)"})
+
+
+def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
+    """Exact per-dose quantities from a second, cheap kernel run whose only output
+    times are the dose times: the concentration just before each dose and the AUC
+    between consecutive doses (integrator states, not trapezoids)."""
+    from ._kernels.linear import population_linear
+
+    starts = np.array(regimen.times)
+    end = t[-1]
+    before = np.nextafter(starts, -np.inf).clip(0.0)
+    aux_t = np.concatenate([before, starts.clip(max=end), [end]])
+    order = np.argsort(aux_t, kind="stable")
+    A, auc_cmt, auc_scale = with_auc(low)
+    K = low.obs_cmt.size
+    obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
+    obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
+    aux = np.empty((n, 2 * K, aux_t.size))
+    status = np.zeros(n, dtype=np.int64)
+    population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value,
+                      np.ascontiguousarray(aux_t[order]), obs_cmt, obs_scale, aux,
+                      status)
+    vals = np.empty_like(aux)
+    vals[:, :, order] = aux
+    D = starts.size
+    predose = vals[:, :K, :D]
+    predose[:, :, starts <= 0.0] = 0.0  # nothing is in the body before t = 0
+    cum = vals[:, K:, D:]  # AUC at each dose start (clipped to end), then at end
+    dose_auc = cum[:, :, 1:] - cum[:, :, :-1]
+    return np.ascontiguousarray(predose), np.ascontiguousarray(dose_auc)
 
 
 _rhs_cache: dict = {}
@@ -458,6 +495,8 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, statu
         "dose_unit": ("dose", [d.unit for d in regimen.doses]),
         "dose_salt": ("dose", [d.salt for d in regimen.doses]),
         "dose_route": ("dose", [d.route for d in regimen.doses]),
+        "dose_session": ("dose", sessions(regimen), {
+            "long_name": "dosing session (devices of one session share it)"}),
         "dose_duration": ("dose", np.array([np.nan if d.duration is None
                                             else d.duration for d in regimen.doses]),
                           {"units": "h", "long_name": "infusion duration (NaN: bolus "

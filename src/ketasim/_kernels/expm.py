@@ -153,8 +153,8 @@ def expm_into(A, out, work):
         Receives ``exp(A)``. May be ``A`` itself (``A`` is no longer read once
         ``out`` is written).
     work : ndarray, float64, shape (k, n, n) with ``k >= EXPM_WORK``
-        Scratch space; contents on entry are ignored, on exit undefined. Must not
-        overlap ``A`` or ``out``.
+        Scratch space: ``work[0:EXPM_WORK]`` is overwritten and must not overlap ``A``
+        or ``out``; any further entries are not touched.
 
     Returns
     -------
@@ -302,11 +302,11 @@ def expm_into(A, out, work):
 
     # Undo the scaling: exp(A) = r_13(A / 2**s)^(2**s), squaring back and forth
     # between out and W1.
-    src = out
-    dst = W1
-    for _ in range(s):
-        _matmul(src, src, dst)
-        src, dst = dst, src
+    for k in range(s):
+        if k % 2 == 0:
+            _matmul(out, out, W1)
+        else:
+            _matmul(W1, W1, out)
     if s % 2 == 1:
         for i in range(n):
             for j in range(n):
@@ -384,8 +384,10 @@ def propagators_into(A, h, E, G, work):
                 G[i, j] = 0.0
             E[i, i] = 1.0
         return True
-    M = work[0]
-    X = work[1]
+    # M and X sit after the EXPM_WORK matrices expm_into uses (indexing work rather
+    # than slicing it keeps every matrix a C-contiguous 2-D view).
+    M = work[EXPM_WORK]
+    X = work[EXPM_WORK + 1]
     for i in range(2 * n):
         for j in range(2 * n):
             M[i, j] = 0.0
@@ -393,7 +395,7 @@ def propagators_into(A, h, E, G, work):
         for j in range(n):
             M[i, j] = A[i, j] * h
         M[i, n + i] = h
-    ok = expm_into(M, X, work[2:])
+    ok = expm_into(M, X, work)
     for i in range(n):
         for j in range(n):
             E[i, j] = X[i, j]
