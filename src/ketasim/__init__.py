@@ -12,6 +12,7 @@ from .metrics import metrics, pta, summary
 from .model import Model
 from .modelfile import ModelFileError, list_models, load_model, model_from_dict
 from .population import Population
+from .scenario import Scenario, compare, run_scenarios
 from .protocols import boosters, clinic_course, esketamine_induction, six_infusion_course
 from .simulate import SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
@@ -23,12 +24,14 @@ __all__ = [
     "ModelFileError",
     "Population",
     "Regimen",
+    "Scenario",
     "SolveError",
     "UnitError",
     "ValidityWarning",
     "__version__",
     "boosters",
     "clinic_course",
+    "compare",
     "esketamine_induction",
     "six_infusion_course",
     "summary",
@@ -38,5 +41,6 @@ __all__ = [
     "metrics",
     "model_from_dict",
     "pta",
+    "run_scenarios",
     "simulate",
 ]

@@ -4,10 +4,12 @@ Windows: a dose's window runs from its start to the next dose's start (the last 
 the last output time); a session's from its first dose to the next session; the
 course's from t = 0 to the last output time.
 
-- Cmax and Tmax are read on the output grid (use a fine grid around peaks); Tmax is
-  the FIRST time the maximum is reached (repeated equal doses give peaks equal to
-  ~1e-16, so a tie rule is needed; first maximum is what NCA software does), in h
-  after the window start.
+- Cmax and Tmax are read on the output grid (use a fine grid around peaks). Tie
+  rule: Tmax is the FIRST output time at which the concentration comes within a
+  relative 1e-9 of the window's maximum, in h after the window start. Repeated
+  equal doses give peaks that differ by rounding (~1e-16 relative) or by a residue
+  of earlier doses far below clinical relevance; without the tolerance the course
+  Tmax would jump to whichever session happened to round highest.
 - AUC is exact for linear models: ``simulate`` integrates the concentration as an
   extra kernel state and stores ``dose_auc``; without it (ODE models) the trapezoid
   rule on the output grid is used and the result says so in ``attrs["method"]``.
@@ -23,6 +25,7 @@ import xarray as xr
 __all__ = ["course_windows", "metrics", "pta", "summary"]
 
 PER = ("dose", "session", "course")
+TIE_RTOL = 1e-9
 
 
 def _windows(ds: xr.Dataset, per: str) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -84,8 +87,9 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
         a, b = edges[w], edges[w + 1]
         if b > a:
             seg = cv[:, :, a:b]
-            j = np.argmax(seg, axis=2)  # first maximum
-            cmax[:, :, w] = np.take_along_axis(seg, j[:, :, None], axis=2)[:, :, 0]
+            top = seg.max(axis=2)
+            cmax[:, :, w] = top
+            j = np.argmax(seg >= top[:, :, None] * (1.0 - TIE_RTOL), axis=2)
             tmax[:, :, w] = t[a + j] - starts[w]
     dim = per
     out = xr.Dataset(coords={"subject": ds.subject, "analyte": ds.analyte})

@@ -1,0 +1,195 @@
+"""Scenarios: model + regimen + population + output times, run side by side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .dosing import Dose, Regimen
+from .metrics import metrics
+from .model import Model
+from .modelfile import load_model
+from .population import Population
+
+__all__ = ["Scenario", "compare", "run_scenarios"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One arm of a comparison.
+
+    Parameters
+    ----------
+    name : str
+        Label in the ``scenario`` dimension and in tables.
+    model : Model, str or Path
+        Model (or bundled name / file).
+    regimen : Regimen or Dose
+    population : Population, optional
+        Default: one typical 70 kg subject.
+    times : array_like, optional
+        Output times (h); default every 5 min to 24 h after the last dose.
+    """
+
+    name: str
+    model: Model | str | Path
+    regimen: Regimen | Dose
+    population: Population | None = None
+    times: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"scenario name must be a non-empty string; got "
+                             f"{self.name!r}")
+        object.__setattr__(self, "model", load_model(self.model))
+        if isinstance(self.regimen, Dose):
+            object.__setattr__(self, "regimen", Regimen([self.regimen]))
+        if not isinstance(self.regimen, Regimen):
+            raise TypeError(f"regimen must be a Regimen or Dose; got "
+                            f"{type(self.regimen).__name__}")
+
+    def run(self, **kw) -> xr.Dataset:
+        from .simulate import simulate
+
+        return simulate(self.model, self.regimen, population=self.population,
+                        times=self.times, **kw)
+
+
+def run_scenarios(scenarios, *, progress: bool = False, **kw) -> xr.Dataset:
+    """Run each scenario; return one Dataset with a ``scenario`` dimension.
+
+    Scenarios may use different models, routes and analytes (missing analytes are
+    NaN) and different doses (``dose`` is padded with NaN); output times must agree
+    (give each the same ``times``) so the curves share one axis.
+
+    Examples
+    --------
+    >>> import ketasim as ks
+    >>> t = ks.grid("2 d", "10 min")
+    >>> ds = ks.run_scenarios([
+    ...     ks.Scenario("iv 35 mg", "domino", ks.Dose.bolus("35 mg"), times=t),
+    ...     ks.Scenario("nasal 56 mg", "domino",
+    ...                 ks.Dose.bolus("56 mg", route="intranasal"), times=t)])
+    >>> ds.concentration.dims
+    ('scenario', 'subject', 'analyte', 'time')
+    """
+    scenarios = list(scenarios)
+    if not scenarios:
+        raise ValueError("run_scenarios needs at least one Scenario")
+    names = [s.name for s in scenarios]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scenario names must be unique; got {names}")
+    parts = []
+    times = None
+    for sc in scenarios:
+        if not isinstance(sc, Scenario):
+            raise TypeError(f"expected Scenario objects; got {type(sc).__name__}")
+        ds = sc.run(**kw)
+        if times is None:
+            times = ds.time.values
+        elif not np.array_equal(times, ds.time.values):
+            raise ValueError(f"scenario {sc.name!r} has different output times from "
+                             f"{names[0]!r}; give every scenario the same times=")
+        ds = ds.drop_vars([v for v in ("parameters", "parameter", "parameter_unit")
+                           if v in ds.variables])
+        ds.attrs = {f"{sc.name}: {k}" if k.startswith("model") else k: v
+                    for k, v in ds.attrs.items()}
+        parts.append(ds)
+        if progress:
+            print(f"scenario {sc.name!r} done", flush=True)
+    out = xr.concat(parts, dim="scenario", join="outer", combine_attrs="drop_conflicts",
+                    coords="minimal", compat="override", data_vars="all")
+    out = out.assign_coords(scenario=("scenario", names))
+    out.attrs["scenarios"] = "; ".join(
+        f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
+        f"{s.population.n if s.population else 1} subjects" for s in scenarios)
+    return out
+
+
+def compare(ds: xr.Dataset, *, per: str = "course", analyte: str | None = None,
+            above: float | None = None, q=(5, 50, 95)) -> ComparisonTable:
+    """Scenario × metric table: median [P5, P95] over subjects.
+
+    Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``) or the first
+    session's values (``per="session"``), plus the time above ``above`` ng/mL.
+    """
+    if "scenario" not in ds.dims:
+        ds = ds.expand_dims(scenario=["scenario"])
+    analyte = analyte or str(ds.analyte.values[0])
+    rows = []
+    for s in ds.scenario.values:
+        one = ds.sel(scenario=s)
+        if "dose" in one.dims:
+            one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
+            one = one.assign(dose_session=one.dose_session.astype(np.int64))
+        if np.all(np.isnan(one.concentration.sel(analyte=analyte).values)):
+            raise ValueError(f"scenario {s!r} has no analyte {analyte!r}")
+        m = metrics(one, per, above=above).sel(analyte=analyte)
+        if per != "course":
+            m = m.isel({per: 0})
+        else:
+            m = m.isel(course=0)
+        rows.append((str(s), m))
+    cols = [("Cmax", "cmax"), ("Tmax", "tmax"), ("AUC", "auc")]
+    if above is not None:
+        cols.append((f"time > {above:g}", "time_above"))
+    return ComparisonTable(rows, cols, q, analyte, per)
+
+
+def _fmt(v: float) -> str:
+    """Three significant digits without scientific notation in the usual range."""
+    if not np.isfinite(v):
+        return "nan"
+    if v == 0 or 1e-3 <= abs(v) < 1e7:
+        digits = max(0, 2 - int(np.floor(np.log10(abs(v))))) if v else 0
+        return f"{round(v, digits):.{digits}f}"
+    return f"{v:.3g}"
+
+
+class ComparisonTable:
+    """The result of :func:`compare`: prints as text, renders as HTML in notebooks,
+    and converts to an xarray Dataset (``.to_dataset()``)."""
+
+    def __init__(self, rows, cols, q, analyte, per):
+        self.q = q
+        self.analyte = analyte
+        self.per = per
+        self.columns = [f"{label} ({rows[0][1][var].attrs['units']})"
+                        for label, var in cols]
+        self.data = {}
+        for name, m in rows:
+            self.data[name] = [np.nanpercentile(m[var].values, q) for _, var in cols]
+
+    def to_dataset(self) -> xr.Dataset:
+        names = list(self.data)
+        arr = np.array([self.data[n] for n in names])  # (scenario, metric, q)
+        return xr.Dataset({"value": (("scenario", "metric", "percentile"), arr)},
+                          coords={"scenario": names, "metric": self.columns,
+                                  "percentile": list(self.q)})
+
+    def _cells(self):
+        for name, vals in self.data.items():
+            yield name, [f"{_fmt(v[1])} [{_fmt(v[0])}, {_fmt(v[2])}]" for v in vals]
+
+    def __str__(self) -> str:
+        head = ["scenario"] + self.columns
+        body = [[n] + c for n, c in self._cells()]
+        w = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{x}}}" for x in w)
+        lines = [f"{self.analyte}, per {self.per}: median [P{self.q[0]}, "
+                 f"P{self.q[2]}] over patients", fmt.format(*head),
+                 fmt.format(*["-" * x for x in w])]
+        lines += [fmt.format(*r) for r in body]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in ["scenario"] + self.columns)
+        body = "".join("<tr><td>" + n + "</td>" + "".join(f"<td>{c}</td>" for c in cs)
+                       + "</tr>" for n, cs in self._cells())
+        return (f"<p>{self.analyte}, per {self.per}: median [P{self.q[0]}, "
+                f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>")
