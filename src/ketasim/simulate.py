@@ -340,9 +340,9 @@ def simulate(
         nsteps = np.zeros(n, dtype=np.int64)
         ode.solve_population(rhs, p, x0, low.ev_time, low.ev_cmt, low.ev_kind,
                              low.ev_value, t, obs_cmt, obs_scale, float(rtol),
-                             float(atol), ODE_METHODS[ode_method], int(max_steps), buf,
-                             status, nsteps)
-        solver_desc = f"ode: {ode_method} (DOPRI5(4) / Rosenbrock)"
+                             float(atol), ODE_METHODS[ode_method],
+                             rhs is ode.rhs_linear, int(max_steps), buf, status, nsteps)
+        solver_desc = f"ode: {ode_method} (Dormand-Prince 5(4) / Rodas4)"
         windows = None
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":

@@ -9,15 +9,19 @@ Scaling and squaring with diagonal Padé approximants, exactly Algorithm 2.3 of
 
 The Padé degree ``m`` is the smallest of 3, 5, 7, 9 whose threshold ``theta_m`` bounds
 the 1-norm of ``A``; beyond ``theta_9`` the degree is 13 and ``A`` is scaled by
-``2**-s`` so that its norm is at most ``theta_13``. The thresholds are where the
-backward error of ``r_m`` is ``2**-53`` (unit roundoff), so the result is backward
-stable to rounding. ``r_m(A) = (V - U)^{-1} (V + U)`` with ``U`` odd and ``V`` even
+``2**-s`` so that its norm is at most ``theta_13``. Below ``theta_m`` the backward
+error of ``r_m`` (in exact arithmetic) is at most the unit roundoff ``2**-53``, so
+truncation adds nothing to the rounding error. ``r_m(A) = (V - U)^{-1} (V + U)`` with ``U`` odd and ``V`` even
 polynomials in ``A``; the solve uses an LU factorisation with partial pivoting written
 here, so the kernel needs no LAPACK bindings. ``r_m`` is then squared ``s`` times.
 
-``scipy.linalg.expm`` uses the later refinement of Al-Mohy & Higham (2009), which
-can take fewer squarings for very non-normal matrices; on PK rate matrices the two
-agree to about ``1e-13`` relative (see ``tests/test_expm.py``).
+Accuracy: the Padé step is accurate to a few ulps; each squaring can double the
+relative error of eigenvalues near 1 of ``r_m(A / 2**s)`` (the slow modes of a rate
+matrix), so the result is good to about ``4 * 2**s`` ulps: ``1e-13`` for ``||A||_1``
+up to ~5e3, but ~2e-9 for stiff rate matrices with ``||A h||_1 = 3e7`` (``s = 23``;
+rates 1e4 /h over h = 1e3 h). ``scipy.linalg.expm`` (Al-Mohy & Higham 2009, which can
+take fewer squarings for very non-normal matrices) behaves alike on such matrices;
+see ``tests/test_expm.py`` for the measured agreement.
 
 All functions are ``@njit`` (``fastmath=False``: the Padé/LU error analysis assumes
 IEEE arithmetic), keep no global mutable state and never raise, so they can be
@@ -31,7 +35,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Higham (2005), Table 2.3: largest 1-norm for which r_m has backward error <= 2**-53.
+# Higham (2005): largest 1-norm of A for which the backward error bound of r_m(A) is
+# the unit roundoff 2**-53.
 THETA_3 = 1.495585217958292e-2
 THETA_5 = 2.539398330063230e-1
 THETA_7 = 9.504178996162932e-1
@@ -41,7 +46,7 @@ THETA_13 = 5.371920351148152e0
 # Coefficients b_0..b_m of the Padé numerator p_m(x) = sum_j b_j x^j (denominator
 # q_m(x) = p_m(-x)), scaled to integers as in Higham (2005) and scipy. Degrees 3, 5,
 # 7 and 9 are concatenated into one immutable tuple (numba cannot pick between
-# tuples of different lengths at run time); _LOW_OFFSET gives where each starts.
+# tuples of different lengths at run time); they start at offsets 0, 4, 10 and 18.
 _B_LOW = (
     # m = 3
     120.0, 60.0, 12.0, 1.0,
@@ -62,7 +67,7 @@ _B13 = (
 #: Number of (n, n) scratch matrices :func:`expm_into` needs.
 EXPM_WORK = 6
 #: Number of (2n, 2n) scratch matrices :func:`propagators_into` needs.
-PROPAGATORS_WORK = EXPM_WORK + 2
+PROPAGATORS_WORK = EXPM_WORK + 1
 
 
 @numba.njit(cache=True, fastmath=False, nogil=True)
@@ -97,9 +102,14 @@ def _lu_solve(P, Q):
     Gaussian elimination with partial pivoting, the row swaps and multipliers applied
     to ``Q`` as they are made, so no pivot vector or separate L is stored. ``P`` is
     the Padé denominator ``q_m(A)``, whose condition number Higham (2005) bounds for
-    ``||A||_1 <= theta_m``, so partial pivoting is ample. An exactly zero pivot can only
-    come from overflow/underflow upstream; it is reported instead of dividing (numba's
-    default error model would raise ZeroDivisionError, and kernels never raise).
+    ``||A||_1 <= theta_m``, so partial pivoting is ample.
+
+    Dividing by the pivot (not multiplying by its reciprocal) is correctly rounded:
+    the identity blocks of ``propagators`` for ``A = 0`` then come out exactly (a
+    reciprocal's rounding, doubled by every squaring, cost up to ``2**s`` ulps), and
+    the ``n**2`` divisions cost nothing at these sizes. A zero pivot can only come
+    from overflow upstream; it is reported instead of divided by (numba's default
+    error model would raise ZeroDivisionError, and kernels never raise).
     """
     n = P.shape[0]
     for k in range(n):
@@ -120,9 +130,9 @@ def _lu_solve(P, Q):
                 t = Q[k, j]
                 Q[k, j] = Q[p, j]
                 Q[p, j] = t
-        inv = 1.0 / P[k, k]
+        piv = P[k, k]
         for i in range(k + 1, n):
-            f = P[i, k] * inv
+            f = P[i, k] / piv
             if f != 0.0:
                 for j in range(k + 1, n):
                     P[i, j] -= f * P[k, j]
@@ -135,9 +145,9 @@ def _lu_solve(P, Q):
             if f != 0.0:
                 for j in range(n):
                     Q[k, j] -= f * Q[i, j]
-        inv = 1.0 / P[k, k]
+        piv = P[k, k]
         for j in range(n):
-            Q[k, j] *= inv
+            Q[k, j] /= piv
     return True
 
 
@@ -170,8 +180,8 @@ def expm_into(A, out, work):
     degree ``m`` in {3, 5, 7, 9} if ``||A||_1 <= theta_m``, otherwise ``m = 13`` on
     ``A / 2**s`` with ``s = ceil(log2(||A||_1 / theta_13))``, followed by ``s``
     squarings. Diagonal matrices (including 1x1) take ``exp`` of the diagonal, which
-    is exact to rounding (scaling and squaring would amplify the rounding error by up
-    to ``||A||``; scipy special-cases them the same way).
+    is exact to rounding (the ``s`` squarings would amplify the rounding error by up
+    to ``2**s ~ ||A||_1 / theta_13``; scipy special-cases them the same way).
     """
     n = A.shape[0]
     nrm = 0.0
@@ -258,7 +268,9 @@ def expm_into(A, out, work):
         if s < 0:
             s = 0
         scale = 2.0 ** (-s)
-        As = X  # the scaled copy lives in X until U overwrites it
+        # The scaled copy As lives in `out` until V overwrites it. This is the last
+        # read of A (elementwise, so `out` may alias A).
+        As = out
         for i in range(n):
             for j in range(n):
                 As[i, j] = A[i, j] * scale
@@ -266,7 +278,7 @@ def expm_into(A, out, work):
         _matmul(A2, A2, A4)
         _matmul(A4, A2, A6)
         b = _B13
-        # U = A [A6 (b13 A6 + b11 A4 + b9 A2) + b7 A6 + b5 A4 + b3 A2 + b1 I]
+        # U = As [A6 (b13 A6 + b11 A4 + b9 A2) + b7 A6 + b5 A4 + b3 A2 + b1 I]
         for i in range(n):
             for j in range(n):
                 W1[i, j] = b[13] * A6[i, j] + b[11] * A4[i, j] + b[9] * A2[i, j]
@@ -275,19 +287,16 @@ def expm_into(A, out, work):
             for j in range(n):
                 W2[i, j] += b[7] * A6[i, j] + b[5] * A4[i, j] + b[3] * A2[i, j]
             W2[i, i] += b[1]
-        _matmul(As, W2, W1)  # W1 = U
+        _matmul(As, W2, X)  # X = U
         # V = A6 (b12 A6 + b10 A4 + b8 A2) + b6 A6 + b4 A4 + b2 A2 + b0 I
         for i in range(n):
             for j in range(n):
                 W2[i, j] = b[12] * A6[i, j] + b[10] * A4[i, j] + b[8] * A2[i, j]
-        _matmul(A6, W2, out)
+        _matmul(A6, W2, out)  # As is no longer needed
         for i in range(n):
             for j in range(n):
                 out[i, j] += b[6] * A6[i, j] + b[4] * A4[i, j] + b[2] * A2[i, j]
             out[i, i] += b[0]
-        for i in range(n):
-            for j in range(n):
-                X[i, j] = W1[i, j]  # X = U (As is no longer needed)
 
     # r_m = (V - U)^{-1} (V + U): X <- V - U (denominator), out <- V + U (numerator).
     for i in range(n):
@@ -384,10 +393,10 @@ def propagators_into(A, h, E, G, work):
                 G[i, j] = 0.0
             E[i, i] = 1.0
         return True
-    # M and X sit after the EXPM_WORK matrices expm_into uses (indexing work rather
-    # than slicing it keeps every matrix a C-contiguous 2-D view).
+    # M sits after the EXPM_WORK matrices expm_into uses (indexing work rather than
+    # slicing it keeps every matrix a C-contiguous 2-D view) and is exponentiated in
+    # place.
     M = work[EXPM_WORK]
-    X = work[EXPM_WORK + 1]
     for i in range(2 * n):
         for j in range(2 * n):
             M[i, j] = 0.0
@@ -395,11 +404,11 @@ def propagators_into(A, h, E, G, work):
         for j in range(n):
             M[i, j] = A[i, j] * h
         M[i, n + i] = h
-    ok = expm_into(M, X, work)
+    ok = expm_into(M, M, work)
     for i in range(n):
         for j in range(n):
-            E[i, j] = X[i, j]
-            G[i, j] = X[i, n + j]
+            E[i, j] = M[i, j]
+            G[i, j] = M[i, n + j]
     return ok
 
 

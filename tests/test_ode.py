@@ -1,0 +1,143 @@
+"""The ODE path: against the exact path, scipy's solve_ivp, and its status codes."""
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import ketasim as ks
+from ketasim import Dose, Regimen
+
+from .test_simulate import one_compartment
+
+RTOL, ATOL = 1e-7, 1e-10
+
+
+def _cases():
+    for name in ks.list_models():
+        m = ks.load_model(name)
+        for route, r in m.routes.items():
+            yield pytest.param(name, route, id=f"{name}-{route}")
+
+
+def _dose(model, route):
+    if model.routes[route].intravenous:
+        return Dose.infusion("0.5 mg/kg", duration="40 min", route=route)
+    return Dose.bolus("28 mg", route=route)
+
+
+@pytest.mark.parametrize("name,route", list(_cases()))
+def test_ode_matches_exact_for_every_bundled_model(name, route):
+    """Global error scored against the requested tolerance: the per-step error is
+    held below atol + rtol|x|; over a run the errors add up, so allow 50x."""
+    m = ks.load_model(name)
+    reg = Regimen([_dose(m, route), _dose(m, route).at("12 h")])
+    times = ks.grid("36 h", "15 min")
+    ode = ks.simulate(m, reg, times=times, solver="ode", rtol=RTOL, atol=ATOL)
+    assert ode.attrs["rtol"] == RTOL and ode.attrs["atol"] == ATOL
+    if not m.linear_time_invariant:
+        pytest.skip(f"{name} has time-varying parameters: no exact reference "
+                    "(checked against solve_ivp in test_time_varying_clearance)")
+    ex = ks.simulate(m, reg, times=times, solver="exact")
+    c_ode = ode.concentration.values
+    c_ex = ex.concentration.values
+    scale = np.nanmax(np.abs(c_ex), axis=2, keepdims=True)
+    err = np.abs(c_ode - c_ex) / (RTOL * scale + RTOL * np.abs(c_ex) + 1e-12)
+    assert np.nanmax(err) <= 50.0
+
+
+@pytest.mark.parametrize("method", ["auto", "dopri5", "rosenbrock"])
+def test_each_method_matches_exact_w1(method):
+    times = ks.grid("24 h", "1 min")
+    d = Dose.infusion("0.5 mg/kg", duration="40 min")
+    ex = ks.simulate("domino", d, times=times).concentration.values
+    ode = ks.simulate("domino", d, times=times, solver="ode", ode_method=method,
+                      rtol=1e-6, atol=1e-9).concentration.values
+    peak = ex.max()
+    assert np.max(np.abs(ode - ex)) <= 20 * 1e-6 * peak
+
+
+def test_auto_switches_to_the_stiff_method():
+    """Domino's fast distribution (k ~ 97 /h) with a 24 h horizon is stiff: DOPRI5
+    alone needs many more steps than the automatic choice."""
+    d = Dose.infusion("0.5 mg/kg", duration="40 min")
+    times = ks.grid("72 h", "30 min")
+    auto = ks.simulate("domino", d, times=times, solver="ode", ode_method="auto")
+    dp = ks.simulate("domino", d, times=times, solver="ode", ode_method="dopri5")
+    assert auto.ode_steps.item() < dp.ode_steps.item() / 3
+
+
+def _mm_model():
+    from examples.michaelis_menten import MODEL, rhs
+
+    return ks.model_from_dict(MODEL).with_rhs(rhs), MODEL
+
+
+def test_michaelis_menten_against_solve_ivp():
+    model, _ = _mm_model()
+    v, vmax, km = 3.0 * 80.0, 40.0, 0.15
+    dose_mg = 0.5 * 80.0
+    times = ks.grid("10 h", "10 min")
+    ds = ks.simulate(model, Dose.infusion("0.5 mg/kg", duration="40 min"),
+                     times=times, covariates={"weight": 80.0}, rtol=1e-9, atol=1e-12)
+    t_inf = 40 / 60
+
+    def f(t, x, rate):
+        return [rate - vmax * (x[0] / v) / (km + x[0] / v)]
+
+    a = solve_ivp(f, (0, t_inf), [0.0], args=(dose_mg / t_inf,), method="Radau",
+                  rtol=1e-12, atol=1e-14, dense_output=True)
+    b = solve_ivp(f, (t_inf, 10.0), a.y[:, -1], args=(0.0,), method="Radau",
+                  rtol=1e-12, atol=1e-14, dense_output=True)
+    ref = np.where(times <= t_inf, a.sol(np.minimum(times, t_inf))[0],
+                   b.sol(np.maximum(times, t_inf))[0]) / v * 1000
+    got = ds.concentration.values[0, 0]
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_time_varying_clearance(tmp_path):
+    """CL(t) = CL (1 + 0.01 t): dA/dt = -CL(1+0.01t)/V A has a closed form."""
+    m = one_compartment(tmp_path)
+    p = tmp_path / "tv.toml"
+    p.write_text(m.path.read_text() + """
+[[time_effects]]
+parameter = "CL"
+slope = 0.01
+unit = "1/h"
+source = "test"
+""")
+    mt = ks.load_model(p)
+    assert not mt.linear_time_invariant
+    times = np.array([0.5, 2.0, 8.0, 20.0])
+    ds = ks.simulate(mt, Dose.bolus("100 mg"), times=times, rtol=1e-10, atol=1e-12)
+    k = 10.0 / 50.0
+    ref = 100.0 / 50.0 * np.exp(-k * (times + 0.005 * times**2)) * 1000
+    np.testing.assert_allclose(ds.concentration.values[0, 0], ref, rtol=1e-7)
+    with pytest.raises(ValueError, match="time-varying parameters"):
+        ks.simulate(mt, Dose.bolus("100 mg"), times=times, solver="exact")
+
+
+def test_status_max_steps_and_keep():
+    d = Dose.infusion("0.5 mg/kg", duration="40 min")
+    times = ks.grid("24 h", "1 h")
+    with pytest.raises(ks.SolveError, match="max_steps"):
+        ks.simulate("domino", d, times=times, solver="ode", max_steps=5)
+    ds = ks.simulate("domino", d, times=times, solver="ode", max_steps=5,
+                     errors="keep")
+    assert ds.status.item() == 1
+    assert np.isnan(ds.concentration.values[0, 0, -1])
+
+
+def test_status_nonfinite_rhs(tmp_path):
+    model, _ = _mm_model()
+
+    def bad(t, x, p, dxdt):
+        dxdt[0] = np.nan
+
+    with pytest.raises(ks.SolveError, match="non-finite"):
+        ks.simulate(model.with_rhs(bad), Dose.bolus("10 mg"), times=[0.0, 1.0])
+
+
+def test_user_rhs_cannot_use_exact():
+    model, _ = _mm_model()
+    with pytest.raises(ValueError, match="user rhs"):
+        ks.simulate(model, Dose.bolus("10 mg"), times=[1.0], solver="exact")
