@@ -9,12 +9,14 @@ from pathlib import Path
 DEFAULT_MODEL = "domino"
 
 DEMO_HELP = """\
-Simulate a course of six 0.5 mg/kg 40-minute ketamine infusions (days 0, 3, 7, 10,
-14, 17) for a 70 kg adult on the bundled default racemic model, print per-infusion
-Cmax, Tmax and AUC, and write a PNG plot and a NetCDF file.
+The main job. (1) A 70 kg adult on the bundled default racemic model receives six
+0.5 mg/kg (ketamine HCl) 40-minute infusions on days 0, 3, 7, 10, 14 and 17: per-infusion
+Cmax, Tmax and AUC are printed. (2) The same course in 1 000 virtual adults is compared
+with twice-weekly esketamine nasal spray (56 mg, then 84 mg) when the esketamine
+model is bundled: a summary table is printed, a PNG figure and a NetCDF file written.
 
 example:
-  ketasim demo --out-dir results/
+  ketasim demo --out-dir results/ --n 1000 --seed 1
 """
 
 
@@ -24,61 +26,51 @@ def _demo(args) -> int:
     import ketasim as ks
 
     model = ks.load_model(args.model)
-    dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min", salt=args.salt)
-    days = [0, 3, 7, 10, 14, 17]
-    course = ks.Regimen.at(days, dose, unit="d")
+    course = ks.six_infusion_course(salt=args.salt)
+    days = [round(t / 24) for t in course.times]
     times = ks.grid("21 d", "1 min")
-    ds = ks.simulate(model, course, times=times, covariates={"weight": args.weight},
-                     auc=True)
+    ds = ks.simulate(model, course, times=times, covariates={"weight": args.weight})
     analyte = model.analyte_names[0]
-    c = ds.concentration.sel(analyte=analyte).isel(subject=0).values
-    cum = ds.auc.sel(analyte=analyte).isel(subject=0).values
-    starts = np.array(course.times)
-    edges = np.searchsorted(times, np.append(starts, times[-1] + 1.0))
-    print(f"ketasim {ks.__version__} demo — model {model.id!r} ({model.name})")
-    print(f"six infusions of 0.5 mg/kg {args.salt} over 40 min, days "
-          f"{', '.join(map(str, days))}; weight {args.weight:g} kg; "
-          f"{analyte} in plasma\n")
+    m = ks.metrics(ds, per="dose").sel(analyte=analyte).isel(subject=0)
+    print(f"ketasim {ks.__version__} demo — model {model.id!r}: {model.name}")
+    print(f"sampling: {model.sampling}; six infusions of 0.5 mg/kg {args.salt} over "
+          f"40 min on days {', '.join(map(str, days))}; weight {args.weight:g} kg\n")
     print(f"{'infusion':>8} {'day':>4} {'Cmax (ng/mL)':>13} {'Tmax (min)':>11} "
-          f"{'AUC to next (ng·h/mL)':>22}")
-    for i in range(len(starts)):
-        a, b = edges[i], min(edges[i + 1], times.size - 1)
-        j = a + int(np.argmax(c[a:b]))  # first maximum on ties
-        print(f"{i + 1:>8} {days[i]:>4} {c[j]:>13.1f} {(times[j] - starts[i]) * 60:>11.0f}"
-              f" {cum[b] - cum[a]:>22.1f}")
+          f"{'AUC to next infusion (ng·h/mL)':>31}")
+    for i in range(len(days)):
+        print(f"{i + 1:>8} {days[i]:>4} {float(m.cmax[i]):>13.1f} "
+              f"{float(m.tmax[i]) * 60:>11.0f} {float(m.auc[i]):>31.1f}")
+
+    pop = ks.Population(args.n, seed=args.seed)
+    t = ks.grid("21 d", "5 min")
+    scenarios = [ks.Scenario("ketamine 6 x 0.5 mg/kg IV", model, course,
+                             population=pop, times=t)]
+    if "perez_ruixo_2021" in ks.list_models():
+        spray = ks.esketamine_induction("84 mg", weeks=3, continuation_weeks=0)
+        scenarios.append(ks.Scenario("esketamine spray 56/84 mg", "perez_ruixo_2021",
+                                     spray, population=pop, times=t))
+    print(f"\n{args.n} virtual adults (seed {args.seed}), days 0-21:")
+    res = ks.run_scenarios(scenarios)
+    for name in res.scenario.values:
+        one = res.sel(scenario=name)
+        an = str(one.analyte.values[np.flatnonzero(
+            ~np.all(np.isnan(one.concentration.values), axis=(0, 2)))[0]])
+        print()
+        print(ks.compare(res.sel(scenario=[name]), per="session", analyte=an))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     nc = out / "ketasim-demo.nc"
-    ds.to_netcdf(nc, engine="h5netcdf")
+    res.to_netcdf(nc, engine="netcdf4")
     png = out / "ketasim-demo.png"
-    _demo_plot(ds, analyte, course, png)
-    print(f"\nwrote {nc} and {png}")
-    return 0
-
-
-def _demo_plot(ds, analyte, course, png):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import plot_scenarios
 
-    c = ds.concentration.sel(analyte=analyte).isel(subject=0)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[2, 1])
-    ax1.plot(ds.time / 24.0, c, lw=1)
-    ax1.set_xlabel("time (days)")
-    ax1.set_ylabel(f"{analyte} (ng/mL)")
-    ax1.set_title("six-infusion course")
-    first = ds.time <= 6.0
-    ax2.plot(ds.time[first] * 60.0, c[first], lw=1.5)
-    ax2.set_xlabel("time after first infusion start (min)")
-    ax2.set_ylabel(f"{analyte} (ng/mL)")
-    ax2.set_title("first infusion")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{ds.attrs['model_name']}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    fig = plot_scenarios(res, sharey=False)
+    fig.savefig(png, dpi=110)
+    print(f"\nwrote {nc} and {png}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--salt", choices=("base", "hcl"), default="hcl",
                       help="whether 0.5 mg/kg is ketamine HCl (default, as dispensed "
                       "in depression trials) or base")
+    demo.add_argument("--n", type=int, default=1000, help="virtual patients "
+                      "(default 1000)")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     models = sub.add_parser("models", help="list the bundled models")
     models.set_defaults()
     args = parser.parse_args(argv)

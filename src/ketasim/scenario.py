@@ -95,14 +95,20 @@ def run_scenarios(scenarios, *, progress: bool = False, **kw) -> xr.Dataset:
                              f"{names[0]!r}; give every scenario the same times=")
         ds = ds.drop_vars([v for v in ("parameters", "parameter", "parameter_unit")
                            if v in ds.variables])
-        ds.attrs = {f"{sc.name}: {k}" if k.startswith("model") else k: v
-                    for k, v in ds.attrs.items()}
-        parts.append(ds)
+        per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
+        ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
+        parts.append((ds, per_scenario))
         if progress:
             print(f"scenario {sc.name!r} done", flush=True)
-    out = xr.concat(parts, dim="scenario", join="outer", combine_attrs="drop_conflicts",
-                    coords="minimal", compat="override", data_vars="all")
+    out = xr.concat([p[0] for p in parts], dim="scenario", join="outer",
+                    combine_attrs="drop_conflicts", coords="minimal", compat="override",
+                    data_vars="all")
     out = out.assign_coords(scenario=("scenario", names))
+    # provenance differs per scenario: keep it as coordinates along `scenario`
+    keys = dict.fromkeys(k for _, a in parts for k in a)
+    for k in keys:
+        vals = [a.get(k, "") for _, a in parts]
+        out.coords[k] = ("scenario", [str(v) for v in vals])
     out.attrs["scenarios"] = "; ".join(
         f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
         f"{s.population.n if s.population else 1} subjects" for s in scenarios)

@@ -11,9 +11,10 @@ The Padé degree ``m`` is the smallest of 3, 5, 7, 9 whose threshold ``theta_m``
 the 1-norm of ``A``; beyond ``theta_9`` the degree is 13 and ``A`` is scaled by
 ``2**-s`` so that its norm is at most ``theta_13``. Below ``theta_m`` the backward
 error of ``r_m`` (in exact arithmetic) is at most the unit roundoff ``2**-53``, so
-truncation adds nothing to the rounding error. ``r_m(A) = (V - U)^{-1} (V + U)`` with ``U`` odd and ``V`` even
-polynomials in ``A``; the solve uses an LU factorisation with partial pivoting written
-here, so the kernel needs no LAPACK bindings. ``r_m`` is then squared ``s`` times.
+truncation adds nothing to the rounding error. ``r_m(A) = (V - U)^{-1} (V + U)``
+with ``U`` odd and ``V`` even polynomials in ``A``; the solve uses an LU factorisation
+with partial pivoting written here, so the kernel needs no LAPACK bindings. ``r_m`` is
+then squared ``s`` times.
 
 Accuracy: the Padé step is accurate to a few ulps; each squaring can double the
 relative error of eigenvalues near 1 of ``r_m(A / 2**s)`` (the slow modes of a rate

@@ -1,0 +1,108 @@
+"""Matplotlib figures for simulation Datasets. Every function returns the Figure
+(so notebooks display it) and labels axes with units."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["plot_bands", "plot_exposure", "plot_scenarios"]
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _time_axis(t: np.ndarray) -> tuple[np.ndarray, str]:
+    return (t / 24.0, "time (days)") if t[-1] > 72 else (t, "time (h)")
+
+
+def _band(ax, ds, analyte, color, label, spaghetti, q):
+    c = ds.concentration.sel(analyte=analyte)
+    x, xlabel = _time_axis(ds.time.values)
+    lo, med, hi = np.nanpercentile(c.values, q, axis=0)
+    if c.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
+                        label=f"{label} P{q[0]}–P{q[2]}")
+    ax.plot(x, med, color=color, lw=1.5, label=f"{label} median")
+    for i in range(min(spaghetti, c.shape[0])):
+        ax.plot(x, c.values[i], color=color, lw=0.5, alpha=0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{analyte} ({c.attrs.get('units', 'ng/mL')})")
+    ax.grid(alpha=0.3)
+
+
+def plot_bands(ds: xr.Dataset, analyte: str | None = None, *, spaghetti: int = 5,
+               q=(5, 50, 95), ax=None, log: bool = False):
+    """Median and percentile band over subjects, with a few individual curves."""
+    plt = _plt()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4))
+    fig = ax.figure
+    analyte = analyte or str(ds.analyte.values[0])
+    _band(ax, ds, analyte, "C0", "", spaghetti, q)
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *, q=(5, 50, 95),
+                   spaghetti: int = 0, log: bool = False, sharey: bool = True):
+    """One panel per scenario (shared axes), median and percentile band."""
+    plt = _plt()
+    names = [str(s) for s in ds.scenario.values]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4),
+                             sharey=sharey, squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        one = ds.sel(scenario=name)
+        an = analyte or str(one.analyte.values[
+            np.flatnonzero(~np.all(np.isnan(one.concentration.values), axis=(0, 2)))[0]])
+        _band(ax, one, an, "C0", "", spaghetti, q)
+        ax.set_title(name, fontsize=10)
+        if log:
+            ax.set_yscale("log")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
+                  analyte: str | None = None):
+    """Distribution over patients of a per-session (or per-dose) metric: one box per
+    session, scenarios side by side."""
+    from .metrics import metrics
+
+    plt = _plt()
+    if "scenario" not in ds.dims:
+        ds = ds.expand_dims(scenario=["scenario"])
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = [str(s) for s in ds.scenario.values]
+    width = 0.8 / len(names)
+    units = ""
+    for k, name in enumerate(names):
+        one = ds.sel(scenario=name)
+        if "dose" in one.dims:
+            one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
+            one = one.assign(dose_session=one.dose_session.astype(np.int64))
+        an = analyte or str(one.analyte.values[0])
+        m = metrics(one, per)[metric].sel(analyte=an)
+        units = m.attrs.get("units", "")
+        data = [m.values[:, w][np.isfinite(m.values[:, w])] for w in range(m.shape[1])]
+        pos = np.arange(len(data)) + 1 + (k - (len(names) - 1) / 2) * width
+        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
+                        showfliers=False)
+        for patch in bp["boxes"]:
+            patch.set_facecolor(f"C{k}")
+            patch.set_alpha(0.5)
+        ax.plot([], [], color=f"C{k}", lw=6, alpha=0.5, label=name)
+    ax.set_xticks(np.arange(1, len(data) + 1))
+    ax.set_xticklabels([str(i) for i in range(1, len(data) + 1)])
+    ax.set_xlabel(per)
+    ax.set_ylabel(f"{metric} ({units})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
