@@ -1,0 +1,54 @@
+"""The command line and the figures: produced, labelled, written."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+import ketasim as ks  # noqa: E402
+from ketasim.cli import main  # noqa: E402
+from ketasim.plotting import plot_bands, plot_exposure, plot_scenarios  # noqa: E402
+
+
+def test_demo_writes_outputs(tmp_path, capsys):
+    assert main(["demo", "--out-dir", str(tmp_path), "--n", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "Cmax (ng/mL)" in out and "AUC to next infusion" in out
+    assert out.count("\n") > 10
+    ds = xr.open_dataset(tmp_path / "ketasim-demo.nc")
+    assert ds.concentration.attrs["units"] == "ng/mL"
+    assert ds.sizes["subject"] == 20
+    ds.close()
+    assert (tmp_path / "ketasim-demo.png").stat().st_size > 10_000
+
+
+def test_models_command(capsys):
+    assert main(["models"]) == 0
+    assert "domino" in capsys.readouterr().out
+
+
+def test_bad_model_exit_code(tmp_path, capsys):
+    assert main(["demo", "--model", "nope", "--out-dir", str(tmp_path)]) == 1
+    assert "no bundled model 'nope'" in capsys.readouterr().err
+
+
+def test_figures_are_labelled():
+    t = ks.grid("4 d", "30 min")
+    pop = ks.Population(30, seed=1)
+    ds = ks.run_scenarios([
+        ks.Scenario("a", "domino", ks.six_infusion_course(sessions=2), population=pop,
+                    times=t),
+        ks.Scenario("b", "domino", ks.clinic_course(
+            ks.Dose.bolus("56 mg", route="intranasal"), sessions=2), population=pop,
+            times=t)])
+    fig = plot_scenarios(ds)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "ketamine (ng/mL)" and ax.get_xlabel() == "time (days)"
+    assert [a.get_title() for a in fig.axes] == ["a", "b"]
+    fig = plot_exposure(ds, "auc")
+    assert fig.axes[0].get_ylabel() == "auc (ng*h/mL)"
+    fig = plot_bands(ds.sel(scenario="a"))
+    assert fig.axes[0].get_ylabel() == "ketamine (ng/mL)"
+    assert np.isfinite(fig.axes[0].lines[0].get_ydata()).all()

@@ -1,0 +1,125 @@
+"""Population sampling: reproducible, chunk-invariant, correlated as specified."""
+
+import numpy as np
+import pytest
+
+import ketasim as ks
+from ketasim.population import normals
+
+from .test_simulate import METABOLITE_MODEL
+
+
+def iiv_model(tmp_path):
+    p = tmp_path / "iiv.toml"
+    p.write_text(METABOLITE_MODEL + """
+[variability.CL]
+distribution = "lognormal"
+cv = 0.3
+source = "test"
+[variability.V]
+distribution = "lognormal"
+omega2 = 0.04
+source = "test"
+[variability.fm]
+distribution = "logitnormal"
+omega = 0.5
+iov_omega = 0.2
+source = "test"
+[[correlations]]
+parameters = ["CL", "V"]
+correlation = 0.6
+source = "test"
+[residual.ketamine]
+proportional = 0.1
+source = "test"
+""")
+    return ks.load_model(p)
+
+
+def test_same_seed_same_patients_any_chunking():
+    a = normals(7, "iiv", np.arange(1000), 4)
+    b = np.vstack([normals(7, "iiv", np.arange(s, min(s + 137, 1000)), 4)
+                   for s in range(0, 1000, 137)])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, normals(8, "iiv", np.arange(1000), 4))
+
+
+def test_normals_are_standard_normal():
+    z = normals(1, "iiv", np.arange(200_000), 2).ravel()
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    # Kolmogorov–Smirnov against N(0, 1)
+    from scipy import stats
+
+    assert stats.kstest(z[:20000], "norm").pvalue > 1e-3
+
+
+def test_iiv_correlation_and_cv(tmp_path):
+    m = iiv_model(tmp_path)
+    pop = ks.Population(20000, seed=2)
+    eta = pop.etas(m, pop.subjects)
+    assert np.std(eta["CL"]) == pytest.approx(np.sqrt(np.log1p(0.09)), rel=0.03)
+    assert np.std(eta["V"]) == pytest.approx(0.2, rel=0.03)
+    assert np.corrcoef(eta["CL"], eta["V"])[0, 1] == pytest.approx(0.6, abs=0.02)
+
+
+def test_covariates_realistic_and_correlated():
+    cov = ks.Population(20000, seed=3).covariates_for(np.arange(20000))
+    assert 70 < np.median(cov["weight"]) < 80
+    assert np.corrcoef(cov["weight"], cov["height"])[0, 1] > 0.3
+    men = cov["female"] == 0
+    assert cov["weight"][men].mean() > cov["weight"][~men].mean() + 5
+    assert cov["age"].min() >= 18 and cov["age"].max() <= 65
+
+
+def test_population_simulation_reproducible_and_sliced(tmp_path):
+    m = iiv_model(tmp_path)
+    reg = ks.Regimen.every(ks.Dose.bolus("100 mg"), interval="1 d", n=3)
+    times = ks.grid("3 d", "1 h")
+    a = ks.simulate(m, reg, population=ks.Population(50, seed=4), times=times)
+    b = ks.simulate(m, reg, population=ks.Population(80, seed=4), times=times)
+    np.testing.assert_array_equal(a.concentration.values,
+                                  b.concentration.values[:50])
+    assert a.attrs["seed"] == 4
+    # typical values when variability is off
+    c = ks.simulate(m, reg, population=ks.Population(5, seed=4, iiv=False, iov=False),
+                    times=times)
+    np.testing.assert_allclose(c.parameters.sel(parameter="CL").values, 60.0)
+
+
+def test_residual_error_observed(tmp_path):
+    m = iiv_model(tmp_path)
+    ds = ks.simulate(m, ks.Dose.bolus("100 mg"), times=ks.grid("12 h", "1 h")[1:],
+                     population=ks.Population(4000, seed=5, iiv=False), residual=True)
+    ratio = (ds.observed / ds.concentration).sel(analyte="ketamine").values
+    assert np.std(ratio) == pytest.approx(0.1, rel=0.05)
+    np.testing.assert_array_equal(ds.observed.sel(analyte="norketamine"),
+                                  ds.concentration.sel(analyte="norketamine"))
+
+
+def test_validity_warning(tmp_path):
+    m = iiv_model(tmp_path)
+    p = tmp_path / "valid.toml"
+    p.write_text(m.path.read_text().replace(
+        "[parameters.V]", "[covariates.age]\nunit = 'y'\nreference = 40\n"
+        "[validity]\nage = [18, 40]\n[parameters.V]"))
+    with pytest.warns(ks.ValidityWarning, match="have age outside"):
+        ks.simulate(ks.load_model(p), ks.Dose.bolus("1 mg"), times=[1.0],
+                    population=ks.Population(100, seed=1))
+
+
+BAD = [
+    (lambda: ks.Population(0, seed=1), "n must be a whole number >= 1"),
+    (lambda: ks.Population(10, seed=-1), "seed must be a whole number >= 0"),
+    (lambda: ks.Population(10, seed=1, female=1.5), "female is a proportion"),
+    (lambda: ks.Population(3, seed=1, covariates={"weight": [70, 80]}),
+     "needs 3 values"),
+    (lambda: ks.Population(2, seed=1, covariates={"wt": [70, 80]}),
+     "unknown covariate 'wt'"),
+    (lambda: ks.Population(2, seed=1, japanese=0.2, asian=0.1), "cannot exceed"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD)
+def test_population_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
