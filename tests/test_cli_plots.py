@@ -4,12 +4,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import numpy as np
+import xarray as xr
 
-import ketasim as ks  # noqa: E402
-from ketasim.cli import main  # noqa: E402
-from ketasim.plotting import plot_bands, plot_exposure, plot_scenarios  # noqa: E402
+import ketasim as ks
+from ketasim.cli import main
+from ketasim.plotting import plot_bands, plot_exposure, plot_scenarios
 
 
 def test_demo_writes_outputs(tmp_path, capsys):

@@ -128,7 +128,7 @@ def test_per_kg_needs_weight(tmp_path, domino_dict):
 
 
 def test_unknown_model_name_lists_models():
-    with pytest.raises(FileNotFoundError, match="bundled models: .*domino"):
+    with pytest.raises(FileNotFoundError, match=r"bundled models: .*domino"):
         ks.load_model("dominoo")
 
 

@@ -15,7 +15,7 @@ RTOL, ATOL = 1e-7, 1e-10
 def _cases():
     for name in ks.list_models():
         m = ks.load_model(name)
-        for route, r in m.routes.items():
+        for route in m.routes:
             yield pytest.param(name, route, id=f"{name}-{route}")
 
 

@@ -6,14 +6,19 @@ compiles nothing: numba kernels compile (or load from numba's cache) on first us
 
 __version__ = "0.1.0"
 
-from . import accessor as _accessor  # registers ds.pk
+from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
 from .dosing import Dose, DoseError, Regimen
 from .metrics import metrics, pta, summary
 from .model import Model
-from .modelfile import ModelFileError, list_models, load_model, model_from_dict
+from .modelfile import ModelFileError, cite, list_models, load_model, model_from_dict
 from .population import Population
+from .protocols import (
+    boosters,
+    clinic_course,
+    esketamine_induction,
+    six_infusion_course,
+)
 from .scenario import Scenario, compare, run_scenarios
-from .protocols import boosters, clinic_course, esketamine_induction, six_infusion_course
 from .simulate import SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
 
@@ -30,11 +35,10 @@ __all__ = [
     "ValidityWarning",
     "__version__",
     "boosters",
+    "cite",
     "clinic_course",
     "compare",
     "esketamine_induction",
-    "six_infusion_course",
-    "summary",
     "grid",
     "list_models",
     "load_model",
@@ -43,4 +47,6 @@ __all__ = [
     "pta",
     "run_scenarios",
     "simulate",
+    "six_infusion_course",
+    "summary",
 ]

@@ -55,7 +55,8 @@ def check_routes(model: Model, regimen: Regimen) -> None:
             raise DoseError(
                 f"doses[{i}]: route {d.route!r} is extravascular; its input profile "
                 f"(bioavailability, lag, zero-order duration) comes from the model, so "
-                f"a dose duration ({d.duration:g} h) cannot be applied. Drop duration=.")
+                f"a dose duration ({d.duration:g} h) cannot be applied. Drop "
+                "duration=.")
 
 
 def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:

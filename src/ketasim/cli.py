@@ -10,10 +10,11 @@ DEFAULT_MODEL = "domino"
 
 DEMO_HELP = """\
 The main job. (1) A 70 kg adult on the bundled default racemic model receives six
-0.5 mg/kg (ketamine HCl) 40-minute infusions on days 0, 3, 7, 10, 14 and 17: per-infusion
-Cmax, Tmax and AUC are printed. (2) The same course in 1 000 virtual adults is compared
-with twice-weekly esketamine nasal spray (56 mg, then 84 mg) when the esketamine
-model is bundled: a summary table is printed, a PNG figure and a NetCDF file written.
+0.5 mg/kg (ketamine HCl) 40-minute infusions on days 0, 3, 7, 10, 14 and 17;
+per-infusion Cmax, Tmax and AUC are printed. (2) The same course in 1 000 virtual
+adults is compared with twice-weekly esketamine nasal spray (56 mg, then 84 mg) when
+the esketamine model is bundled: a summary table is printed, a PNG figure and a
+NetCDF file written.
 
 example:
   ketasim demo --out-dir results/ --n 1000 --seed 1
@@ -95,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--n", type=int, default=1000, help="virtual patients "
                       "(default 1000)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    models = sub.add_parser("models", help="list the bundled models")
-    models.set_defaults()
+    sub.add_parser("models", help="list the bundled models",
+                   description="List the bundled models: drug, enantiomer, evidence "
+                   "grade, routes, analytes, population.\n\nexample:\n  ketasim "
+                   "models", formatter_class=argparse.RawDescriptionHelpFormatter)
+    cite = sub.add_parser("cite", help="print BibTeX for a model's references",
+                          description="example:\n  ketasim cite domino",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    cite.add_argument("model", help="bundled model name or model-file path")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -104,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "cite":
+            import ketasim as ks
+
+            print(ks.cite(args.model))
+            return 0
         if args.command == "models":
             import ketasim as ks
 

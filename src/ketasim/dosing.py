@@ -11,8 +11,8 @@ doses. Times are hours after the start of the simulation (t = 0); strings such a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
 
@@ -98,8 +98,9 @@ class Dose:
         if self.duration is not None and not self.duration > 0:
             raise DoseError(f"duration must be > 0 h; got {self.duration:g} h. For a "
                             "bolus leave duration=None (Dose.bolus).")
-        if self.device is not None and (isinstance(self.device, bool) or not
-                                        isinstance(self.device, int) or self.device < 1):
+        dev = self.device
+        if dev is not None and (isinstance(dev, bool) or not isinstance(dev, int)
+                                or dev < 1):
             raise DoseError(f"device must be a whole number >= 1 (1 = first device of "
                             f"the session); got {self.device!r}")
         if self.salt not in SALT_FORMS:

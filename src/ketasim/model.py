@@ -7,10 +7,10 @@ changes. Everything numeric is stored in canonical units (h, mg, L, L/h, 1/h).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 import numpy as np
 

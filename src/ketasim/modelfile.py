@@ -28,7 +28,7 @@ from .model import (
 )
 from .units import UnitError, parse_unit
 
-__all__ = ["ModelFileError", "list_models", "load_model", "models_dir"]
+__all__ = ["ModelFileError", "cite", "list_models", "load_model", "models_dir"]
 
 SCHEMA_VERSION = 1
 ROLES = ("depot", "central", "peripheral", "liver", "transit", "metabolite")
@@ -123,7 +123,7 @@ class _Table:
         v = self.data[key]
         if types is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if not isinstance(v, types) or isinstance(v, bool) and types is not bool:
+        if not isinstance(v, types) or (isinstance(v, bool) and types is not bool):
             tn = types.__name__ if isinstance(types, type) else \
                 " or ".join(t.__name__ for t in types)
             self.fail(f"must be {tn}; got {type(v).__name__} {v!r}", key)
@@ -538,3 +538,25 @@ def _to_ng_per_ml(t: _Table, value: float, unit: str, mw: float) -> float:
         return value * u.factor * mw * 1e6  # mol/L × g/mol = g/L; ×1e6 → ng/mL
     t.fail(f"must be a mass or molar concentration; got {unit!r}", "additive_unit")
     raise AssertionError
+
+
+def cite(model) -> str:
+    """BibTeX entries for a model's references (bundled name, path or Model).
+
+    Examples
+    --------
+    >>> print(cite("domino").splitlines()[0])
+    @misc{domino,
+    """
+    m = load_model(model)
+    entries = []
+    for r in m.references:
+        fields = [f"  note = {{{r.citation}}}"]
+        if r.doi:
+            fields.append(f"  doi = {{{r.doi}}}")
+        if r.year:
+            fields.append(f"  year = {{{r.year}}}")
+        if r.note:
+            fields.append(f"  annote = {{{r.note}}}")
+        entries.append(f"@misc{{{r.key},\n" + ",\n".join(fields) + "\n}")
+    return "\n\n".join(entries)

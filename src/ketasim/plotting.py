@@ -58,8 +58,8 @@ def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *, q=(5, 50, 95),
                              sharey=sharey, squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         one = ds.sel(scenario=name)
-        an = analyte or str(one.analyte.values[
-            np.flatnonzero(~np.all(np.isnan(one.concentration.values), axis=(0, 2)))[0]])
+        present = ~np.all(np.isnan(one.concentration.values), axis=(0, 2))
+        an = analyte or str(one.analyte.values[np.flatnonzero(present)[0]])
         _band(ax, one, an, "C0", "", spaghetti, q)
         ax.set_title(name, fontsize=10)
         if log:

@@ -29,7 +29,8 @@ def session_days(sessions_per_week: int, n: int) -> list[int]:
     if sessions_per_week not in _WEEKLY_DAYS:
         raise DoseError(f"sessions_per_week must be 1-5; got {sessions_per_week!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DoseError(f"the number of sessions must be a whole number >= 1; got {n!r}")
+        raise DoseError(f"the number of sessions must be a whole number >= 1; got "
+                        f"{n!r}")
     pattern = _WEEKLY_DAYS[sessions_per_week]
     return [7 * (i // len(pattern)) + pattern[i % len(pattern)] for i in range(n)]
 

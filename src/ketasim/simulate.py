@@ -119,7 +119,8 @@ def _subjects(model: Model, covariates, parameters):
     sizes = {a.size for a in arrays.values() if a.size != 1}
     if len(sizes) > 1:
         lens = {f"{k[1]}": a.size for k, a in arrays.items() if a.size != 1}
-        raise ValueError(f"per-subject arrays must all have the same length; got {lens}")
+        raise ValueError(f"per-subject arrays must all have the same length; got "
+                         f"{lens}")
     n = sizes.pop() if sizes else 1
     cov = {}
     used = set(model.covariates) | {"weight"}

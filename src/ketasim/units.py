@@ -223,7 +223,8 @@ def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quan
 
 
 def to_hours(value, *, what: str) -> float:
-    """A time or duration in hours: a number is hours; ``"40 min"``/``"3 d"`` convert."""
+    """A time or duration in hours: a number is hours; ``"40 min"``, ``"3 d"``
+    convert."""
     q = parse_quantity(value, what=what, default_unit="h")
     u = parse_unit(q.unit)
     if u.dimension != "time":

@@ -1,1 +1,2 @@
-"""Numba kernels. Private: array-only, preallocated outputs, status codes, never raise."""
+"""Numba kernels. Private: array-only, preallocated outputs, status codes; they
+never raise."""

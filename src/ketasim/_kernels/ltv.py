@@ -2,6 +2,7 @@
 
 from numba import njit
 
+
 @njit(cache=True)
 def rhs_ltv(t, x, p, dxdt):
     """``dxdt = (A0 + t A1) x`` with ``p = [A0.ravel(), A1.ravel()]`` (row-major)."""
