@@ -66,11 +66,13 @@ def scipy_patient(p: dict[str, float], times: np.ndarray, weight: float = 70.0
     x = [0.0, 0.0, 0.0]
     for a, b in itertools.pairwise(edges):
         on = any(d * 24.0 <= a < d * 24.0 + 40 / 60 for d in W2_DAYS)
-        mask = (times >= a) & (times <= b)
+        mask = (times >= a) & (times < b)
+        # one solve per segment: the output times plus the segment end, whose state
+        # starts the next segment
+        t_eval = np.append(times[mask], b)
         sol = solve_ivp(f, (a, b), x, method="LSODA", rtol=1e-6, atol=1e-9,
-                        t_eval=times[mask], args=(rate if on else 0.0,))
-        out[mask] = sol.y[0] / v1 * 1000.0
-        end = solve_ivp(f, (a, b), x, method="LSODA", rtol=1e-6, atol=1e-9,
-                        args=(rate if on else 0.0,))
-        x = end.y[:, -1]
+                        t_eval=t_eval, args=(rate if on else 0.0,))
+        out[mask] = sol.y[0, :-1] / v1 * 1000.0
+        x = sol.y[:, -1]
+    out[times == times[-1]] = x[0] / v1 * 1000.0
     return out

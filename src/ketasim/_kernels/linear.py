@@ -157,7 +157,6 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     last = -1
     x = np.zeros((n, B))
     r = np.zeros((n, B))
-    y = np.empty(B)
     scale = np.empty((K, B))
     for b in range(B):
         for k in range(K):
@@ -194,21 +193,19 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                         if nused < _NCACHE:
                             nused += 1
                     last = slot
+                Es = cache_E[slot]
                 for i in range(n):
                     for b in range(B):
-                        y[b] = 0.0
+                        xn[i, b] = 0.0
                     for k in range(n):
                         for b in range(B):
-                            y[b] += cache_E[slot, i, k, b] * x[k, b]
+                            xn[i, b] += Es[i, k, b] * x[k, b]
                     if active:
+                        Gs = cache_G[slot]
                         for k in range(n):
                             for b in range(B):
-                                y[b] += cache_G[slot, i, k, b] * r[k, b]
-                    for b in range(B):
-                        xn[i, b] = y[b]
-                for i in range(n):
-                    for b in range(B):
-                        x[i, b] = xn[i, b]
+                                xn[i, b] += Gs[i, k, b] * r[k, b]
+                x, xn = xn, x  # swap buffers instead of copying
                 t = target
             if not is_event:
                 break
