@@ -82,15 +82,10 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
     W = starts.size
     cmax = np.full(c.shape[:2] + (W,), np.nan)
     tmax = np.full_like(cmax, np.nan)
-    cv = c.values
-    for w in range(W):
-        a, b = edges[w], edges[w + 1]
-        if b > a:
-            seg = cv[:, :, a:b]
-            top = seg.max(axis=2)
-            cmax[:, :, w] = top
-            j = np.argmax(seg >= top[:, :, None] * (1.0 - TIE_RTOL), axis=2)
-            tmax[:, :, w] = t[a + j] - starts[w]
+    from ._kernels.metrics import window_peaks
+
+    window_peaks(np.ascontiguousarray(c.values), t, edges.astype(np.int64),
+                 np.asarray(starts, dtype=float), TIE_RTOL, cmax, tmax)
     dim = per
     out = xr.Dataset(coords={"subject": ds.subject, "analyte": ds.analyte})
     out.coords[dim] = np.arange(W)

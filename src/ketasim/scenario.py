@@ -58,12 +58,13 @@ class Scenario:
                         times=self.times, **kw)
 
 
-def run_scenarios(scenarios, *, progress: bool = False, **kw) -> xr.Dataset:
+def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Dataset:
     """Run each scenario; return one Dataset with a ``scenario`` dimension.
 
     Scenarios may use different models, routes and analytes (missing analytes are
     NaN) and different doses (``dose`` is padded with NaN); output times must agree
-    (give each the same ``times``) so the curves share one axis.
+    (give each the same ``times``) so the curves share one axis. Keyword arguments
+    (``solver``, ``rtol``, ``progress``, ...) go to :func:`simulate`.
 
     Examples
     --------
@@ -87,7 +88,7 @@ def run_scenarios(scenarios, *, progress: bool = False, **kw) -> xr.Dataset:
     for sc in scenarios:
         if not isinstance(sc, Scenario):
             raise TypeError(f"expected Scenario objects; got {type(sc).__name__}")
-        ds = sc.run(**kw)
+        ds = sc.run(progress=progress, **kw)
         if times is None:
             times = ds.time.values
         elif not np.array_equal(times, ds.time.values):
@@ -98,11 +99,15 @@ def run_scenarios(scenarios, *, progress: bool = False, **kw) -> xr.Dataset:
         per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
         ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
         parts.append((ds, per_scenario))
-        if progress:
-            print(f"scenario {sc.name!r} done", flush=True)
-    out = xr.concat([p[0] for p in parts], dim="scenario", join="outer",
-                    combine_attrs="drop_conflicts", coords="minimal", compat="override",
-                    data_vars="all")
+    if len(parts) == 1:  # no copy of a possibly large result
+        out = parts[0][0].expand_dims("scenario")
+        for name in ("concentration", "auc", "amount", "observed"):
+            if name in out:
+                out[name].attrs = dict(parts[0][0][name].attrs)
+    else:
+        out = xr.concat([p[0] for p in parts], dim="scenario", join="outer",
+                        combine_attrs="drop_conflicts", coords="minimal",
+                        compat="override", data_vars="all")
     out = out.assign_coords(scenario=("scenario", names))
     # provenance differs per scenario: keep it as coordinates along `scenario`
     keys = dict.fromkeys(k for _, a in parts for k in a)

@@ -163,6 +163,7 @@ def simulate(
     auc: bool = False,
     out: np.ndarray | None = None,
     errors: str = "raise",
+    progress: bool | str = "auto",
 ) -> xr.Dataset:
     """Simulate plasma concentrations for one subject or a table of subjects.
 
@@ -214,6 +215,9 @@ def simulate(
     errors : {"raise", "keep"}
         On solver failure raise :class:`SolveError`, or keep NaN rows and report
         them in ``status``.
+    progress : bool or "auto"
+        A progress bar on stderr for long runs. ``"auto"``: only in a terminal or a
+        notebook, never when output is redirected (tests, batch jobs).
 
     Returns
     -------
@@ -308,8 +312,12 @@ def simulate(
     if solver == "exact":
         from ._kernels.linear import population_linear
 
-        population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value, t,
-                          obs_cmt, obs_scale, buf, status)
+        for a, b, bar in _chunks(n, n * t.size * (8 if n < 2 else 1), progress,
+                                 "simulating"):
+            population_linear(A[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
+                              low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt,
+                              obs_scale[a:b], buf[a:b], status[a:b])
+            bar.update(b - a)
         solver_desc = "exact: matrix-exponential propagation (Pade 13 scaling-squaring)"
         nsteps = None
         windows = _dose_windows(low, regimen, t, n) if regimen.doses else None
@@ -339,10 +347,13 @@ def simulate(
                                               axis=1))
         x0 = np.zeros((n, A.shape[-1] if model.rhs is None else ncmt))
         nsteps = np.zeros(n, dtype=np.int64)
-        ode.solve_population(rhs, p, x0, low.ev_time, low.ev_cmt, low.ev_kind,
-                             low.ev_value, t, obs_cmt, obs_scale, float(rtol),
-                             float(atol), ODE_METHODS[ode_method],
-                             rhs is ode.rhs_linear, int(max_steps), buf, status, nsteps)
+        for a, b, bar in _chunks(n, n * 3000, progress, "integrating"):
+            ode.solve_population(rhs, p[a:b], x0[a:b], low.ev_time[a:b],
+                                 low.ev_cmt[a:b], low.ev_kind[a:b], low.ev_value[a:b],
+                                 t, obs_cmt, obs_scale[a:b], float(rtol), float(atol),
+                                 ODE_METHODS[ode_method], rhs is ode.rhs_linear,
+                                 int(max_steps), buf[a:b], status[a:b], nsteps[a:b])
+            bar.update(b - a)
         solver_desc = f"ode: {ode_method} (Dormand-Prince 5(4) / Rodas4)"
         windows = None
     bad = np.flatnonzero(status)
@@ -443,6 +454,23 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     cum = vals[:, K:, D:]  # AUC at each dose start (clipped to end), then at end
     dose_auc = cum[:, :, 1:] - cum[:, :, :-1]
     return np.ascontiguousarray(predose), np.ascontiguousarray(dose_auc)
+
+
+PROGRESS_MIN_WORK = 5e7  # output values (or ODE work units) before a bar is shown
+
+
+def _chunks(n: int, work: float, progress, label: str):
+    """Subject slices for the kernel; with a progress bar, about 50 of them when the
+    run is long (> ~50 M output values), otherwise one slice. Results do not depend
+    on the slicing: each subject's arithmetic is the same."""
+    from ._progress import Bar, wanted
+
+    show = wanted(progress) and work > PROGRESS_MIN_WORK
+    step = max(1, -(-n // 50)) if show else n
+    step = max(step, min(n, 64))  # keep the kernel's subject blocks full
+    with Bar(n, label, show) as bar:
+        for a in range(0, n, step):
+            yield a, min(n, a + step), bar
 
 
 _rhs_cache: dict = {}
