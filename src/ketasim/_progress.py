@@ -18,7 +18,7 @@ def wanted(progress) -> bool:
 
         if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
             return True
-    except Exception:  # noqa: BLE001 - IPython absent or not a kernel
+    except Exception:  # IPython absent, or not running a kernel
         pass
     return sys.stderr.isatty()
 
