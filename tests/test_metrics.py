@@ -108,3 +108,25 @@ def test_protocol_builders():
         ks.esketamine_induction("70 mg")
     both = ks.six_infusion_course().then(ks.boosters(every="4 weeks", count=2))
     assert [t / 24 for t in both.times[-2:]] == [17 + 28, 17 + 56]
+
+
+def test_metrics_only_mode_matches_trajectories():
+    """output='metrics' streams the same per-dose metrics the post-hoc path computes
+    from stored curves, without storing them."""
+    pop = ks.Population(70, seed=1)  # 4 full blocks of 16 + 6 single subjects
+    reg = ks.six_infusion_course()
+    t = ks.grid("21 d", "10 min")
+    model = "benchmarks/w2_iiv.toml"
+    m = ks.simulate(model, reg, population=pop, times=t, output="metrics", above=50,
+                    chunk=32)
+    assert "concentration" not in m
+    ds = ks.simulate(model, reg, population=pop, times=t)
+    ref = ks.metrics(ds, "dose", above=50)
+    np.testing.assert_allclose(m.cmax, ref.cmax, rtol=1e-11)
+    np.testing.assert_array_equal(m.tmax, ref.tmax)
+    np.testing.assert_allclose(m.auc, ref.auc, rtol=1e-11)
+    np.testing.assert_allclose(m.time_above, ref.time_above, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(m.predose, ds.predose, rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(m.weight, ds.weight)
+    with pytest.raises(ValueError, match="needs the exact solver"):
+        ks.simulate(model, reg, times=t, output="metrics", solver="ode")

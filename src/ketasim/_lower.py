@@ -15,7 +15,7 @@ import numpy as np
 from .dosing import DoseError, Regimen
 from .model import Model
 
-BOLUS, RATE, PAD, OCCASION = 0, 1, 2, 3
+BOLUS, RATE, PAD, OCCASION, MARK = 0, 1, 2, 3, 4
 
 
 def sessions(regimen: Regimen) -> np.ndarray:
@@ -75,10 +75,12 @@ def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:
 
 
 def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
-          weight: np.ndarray, n: int, *, prune: bool = True) -> Lowered:
+          weight: np.ndarray, n: int, *, prune: bool = True,
+          markers: bool = False) -> Lowered:
     """``params``: individual parameters, or a list of them per occasion (session)
     when inter-occasion variability is drawn; then the rate matrix switches at the
-    start of each session."""
+    start of each session. ``markers`` adds a kind-4 event at each dose start (the
+    metrics-only kernel's window boundaries), ahead of that dose's own events."""
     check_routes(model, regimen)
     occ_params = params if isinstance(params, list) else [params]
     sess = sessions(regimen)
@@ -101,6 +103,11 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
             cmts.append(np.zeros(n, dtype=np.int64))
             kinds.append(np.full(n, OCCASION, dtype=np.int64))
             values.append(np.full(n, float(sess[di])))
+        if markers:
+            times.append(np.full(n, d.time))
+            cmts.append(np.zeros(n, dtype=np.int64))
+            kinds.append(np.full(n, MARK, dtype=np.int64))
+            values.append(np.full(n, float(di)))
         mg = np.full(n, d.amount * d.base_factor)
         if d.per_kg:
             mg = mg * weight

@@ -5,11 +5,13 @@ the last output time); a session's from its first dose to the next session; the
 course's from t = 0 to the last output time.
 
 - Cmax and Tmax are read on the output grid (use a fine grid around peaks). Tie
-  rule: Tmax is the FIRST output time at which the concentration comes within a
-  relative 1e-9 of the window's maximum, in h after the window start. Repeated
-  equal doses give peaks that differ by rounding (~1e-16 relative) or by a residue
-  of earlier doses far below clinical relevance; without the tolerance the course
-  Tmax would jump to whichever session happened to round highest.
+  rule: walking forward in time, Tmax moves to a later output time only when the
+  concentration exceeds the running maximum by more than a relative 1e-9; so of
+  equal peaks the first wins. Repeated equal doses give peaks that differ by
+  rounding (~1e-16 relative) or by a residue of earlier doses far below clinical
+  relevance; without the tolerance the course Tmax would jump to whichever session
+  happened to round highest. The streaming metrics-only kernel applies the same
+  rule, so both paths give the same Tmax. Tmax is in h after the window start.
 - AUC is exact for linear models: ``simulate`` integrates the concentration as an
   extra kernel state and stores ``dose_auc``; without it (ODE models) the trapezoid
   rule on the output grid is used and the result says so in ``attrs["method"]``.

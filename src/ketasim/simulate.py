@@ -164,6 +164,9 @@ def simulate(
     out: np.ndarray | None = None,
     errors: str = "raise",
     progress: bool | str = "auto",
+    output: str = "trajectories",
+    above: float | None = None,
+    chunk: int = 65_536,
 ) -> xr.Dataset:
     """Simulate plasma concentrations for one subject or a table of subjects.
 
@@ -218,6 +221,16 @@ def simulate(
     progress : bool or "auto"
         A progress bar on stderr for long runs. ``"auto"``: only in a terminal or a
         notebook, never when output is redirected (tests, batch jobs).
+    output : {"trajectories", "metrics"}
+        ``"metrics"`` stores no concentration curves: per dose (subject, analyte,
+        dose) the kernel streams Cmax, Tmax (on the ``times`` grid), exact AUC,
+        the pre-dose level and, with ``above``, the time above that level, working
+        through ``chunk`` subjects at a time, so memory stays bounded for millions
+        of patients. Linear models only.
+    above : float, optional
+        Threshold (ng/mL) for the time-above metric in metrics mode.
+    chunk : int
+        Subjects per chunk in metrics mode.
 
     Returns
     -------
@@ -259,6 +272,20 @@ def simulate(
         raise ValueError(f"the exact solver needs a linear time-invariant model; "
                          f"this model has {why}, so use solver='ode'")
     t = _check_times(_default_times(regimen) if times is None else times)
+    if output not in ("trajectories", "metrics"):
+        raise ValueError(f"output must be 'trajectories' or 'metrics'; got {output!r}")
+    if output == "metrics":
+        if solver == "ode" or not model.linear_time_invariant:
+            raise ValueError("output='metrics' needs the exact solver (a linear "
+                             "time-invariant model)")
+        if any(x is not None for x in (out,)) or amounts or auc or residual:
+            raise ValueError("output='metrics' stores no trajectories: out=, "
+                             "amounts=, auc= and residual= do not apply")
+        return _simulate_metrics(model, regimen, t, population, covariates,
+                                 parameters, above, chunk, progress, errors)
+    if above is not None:
+        raise ValueError("above= applies to output='metrics'; for trajectories use "
+                         "ks.metrics(ds, above=...)")
     if population is not None:
         if not isinstance(population, Population):
             raise TypeError(f"population must be a ketasim.Population; got "
@@ -380,18 +407,117 @@ def simulate(
     return ds
 
 
-def _population_params(model, regimen, population, parameters):
-    """Covariates, IIV and per-session IOV for every patient of ``population``."""
-    n = population.n
-    idx = population.subjects
+def _simulate_metrics(model, regimen, t, population, covariates, parameters, above,
+                      chunk, progress, errors) -> xr.Dataset:
+    """Metrics-only simulation, chunk by chunk over subjects (bounded memory)."""
+    from ._kernels.linear import population_linear_metrics
+    from ._lower import with_auc
+    from ._progress import Bar, wanted
+    from .metrics import TIE_RTOL
+
+    if not regimen.doses:
+        raise ValueError("output='metrics' needs at least one dose")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a whole number >= 1; got {chunk!r}")
+    if population is not None:
+        if covariates is not None:
+            raise ValueError("give covariates either to Population(covariates=...) "
+                             "or to simulate(covariates=...), not both")
+        n = population.n
+        cov_all = None
+    else:
+        n, cov_all, over_all = _subjects(model, covariates, parameters)
+    starts = np.array(regimen.times, dtype=float)
+    W = starts.size
+    K = len(model.analytes)
+    shape = (n, K, W)
+    cmax, tmax = np.full(shape, -np.inf), np.full(shape, np.nan)
+    tab = np.zeros(shape)
+    pre = np.full(shape, np.nan)
+    aucs = np.full((n, K, W + 1), np.nan)
+    status = np.zeros(n, dtype=np.int64)
+    level = np.nan if above is None else float(above)
+    covs: dict[str, np.ndarray] = {}
+    with Bar(n, "simulating (metrics)", wanted(progress) and n * t.size > 5e7) as bar:
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            idx = np.arange(a, b)
+            if population is not None:
+                _, cov, _, params = _population_params(model, regimen, population,
+                                                       parameters, idx, warn=a == 0)
+            else:
+                cov = {k: v[a:b] for k, v in cov_all.items()}
+                params = model.individual_parameters(
+                    cov, overrides={k: v[a:b] for k, v in over_all.items()}, n=b - a)
+            for k, v in cov.items():
+                covs.setdefault(k, np.empty(n))[a:b] = v
+            low = lower(model, regimen, params, cov["weight"], b - a, markers=True)
+            A, auc_cmt, auc_scale = with_auc(low)
+            obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
+            obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
+            population_linear_metrics(
+                A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value, t, obs_cmt,
+                obs_scale, starts, TIE_RTOL, level, cmax[a:b], tmax[a:b], tab[a:b],
+                aucs[a:b], pre[a:b], status[a:b])
+            bar.update(b - a)
+    bad = np.flatnonzero(status)
+    if bad.size and errors == "raise":
+        raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
+                         f"{bad[0]}): {_STATUS[4]}")
+    # windows that start after the last output time were never reached
+    late = starts > t[-1]
+    cmax[:, :, late] = np.nan
+    pre[:, :, starts <= 0.0] = 0.0
+    auc_w = aucs[:, :, 1:] - aucs[:, :, :-1]
+    dims = ("subject", "analyte", "dose")
+    data = {
+        "cmax": (dims, cmax, {"units": "ng/mL", "long_name": "Cmax per dose "
+                              "(output grid)"}),
+        "tmax": (dims, tmax, {"units": "h", "long_name": "Tmax after dose start "
+                              "(tie rule: first of equal peaks)"}),
+        "auc": (dims, auc_w, {"units": "ng*h/mL", "long_name": "exact AUC from the "
+                              "dose to the next (last: to the last output time)",
+                              "method": "exact (integrated in the kernel)"}),
+        "predose": (dims, pre, {"units": "ng/mL", "long_name": "concentration just "
+                                "before the dose"}),
+        "status": ("subject", status, {"long_name": "solver status (0 = ok)"}),
+        "dose_time": ("dose", starts, {"units": "h"}),
+        "dose_session": ("dose", sessions(regimen)),
+    }
+    if above is not None:
+        data["time_above"] = (dims, tab, {"units": "h", "long_name": f"time above "
+                                          f"{above:g} ng/mL (linear interpolation)"})
+    coords = {"subject": np.arange(n), "analyte": list(model.analyte_names),
+              "dose": np.arange(W),
+              "molecular_weight": ("analyte", [x.mw for x in model.analytes],
+                                   {"units": "g/mol"})}
+    for k, v in covs.items():
+        coords[k] = ("subject", v, {"units": KNOWN_COVARIATES[k]})
+    attrs = {"model_id": model.id, "model_sha256": model.sha256,
+             "ketasim_version": __version__, "output": "metrics",
+             "solver": "exact: matrix-exponential propagation, metrics streamed",
+             "grid": f"{t.size} output times from {t[0]:g} to {t[-1]:g} h"}
+    if population is not None:
+        attrs["seed"] = int(population.seed)
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _population_params(model, regimen, population, parameters, idx=None,
+                       warn=True):
+    """Covariates, IIV and per-session IOV for the patients ``idx`` (default: all)
+    of ``population``; ``parameters`` overrides have 1 or population.n values."""
+    idx = population.subjects if idx is None else idx
+    n = idx.size
     cov = population.covariates_for(idx)
-    for msg in population.check_validity(model, cov):
-        warnings.warn(msg, ValidityWarning, stacklevel=3)
+    if warn:
+        for msg in population.check_validity(model, cov):
+            warnings.warn(msg, ValidityWarning, stacklevel=3)
     _, _, over = _subjects(model, None, parameters)
     for name, v in over.items():
-        if v.size not in (1, n):
-            raise ValueError(f"parameter {name!r} needs 1 or {n} values; got {v.size}")
-    over = {k: np.broadcast_to(v, (n,)) for k, v in over.items()}
+        if v.size not in (1, population.n):
+            raise ValueError(f"parameter {name!r} needs 1 or {population.n} values; "
+                             f"got {v.size}")
+    over = {k: np.broadcast_to(v, (population.n,))[idx] for k, v in over.items()}
     etas = population.etas(model, idx)
     n_occ = int(sessions(regimen).max()) + 1 if regimen.doses else 1
     iov = population.iov_etas(model, idx, n_occ)

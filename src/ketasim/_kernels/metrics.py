@@ -1,8 +1,8 @@
 """Per-window Cmax / Tmax over stored concentrations (numba, parallel over subjects).
 
-Tie rule (documented in ketasim.metrics): Tmax is the first time the concentration
-comes within a relative ``tie`` of the window maximum. One pass for the maximum and
-one for the first time within the tolerance, both over contiguous rows.
+Tie rule (documented in ketasim.metrics, shared with the streaming metrics-only
+kernel): walking forward in time, Tmax moves only when the concentration exceeds the
+running maximum by more than a relative ``tie``; Cmax is the exact maximum.
 """
 
 import numpy as np
@@ -24,12 +24,12 @@ def window_peaks(c, t, edges, starts, tie, cmax, tmax):
                     tmax[s, k, w] = np.nan
                     continue
                 top = c[s, k, a]
+                tm = t[a]
                 for j in range(a + 1, b):
-                    if c[s, k, j] > top:
-                        top = c[s, k, j]
-                thr = top * (1.0 - tie)
-                for j in range(a, b):
-                    if c[s, k, j] >= thr:
-                        tmax[s, k, w] = t[j] - starts[w]
-                        break
+                    v = c[s, k, j]
+                    if v > top * (1.0 + tie):
+                        tm = t[j]
+                    if v > top:
+                        top = v
+                tmax[s, k, w] = tm - starts[w]
                 cmax[s, k, w] = top
