@@ -72,6 +72,16 @@ def _interval_above(c0, c1, dt, level):
 
 
 @njit(cache=True, nogil=True)
+def _flush(ms, s0, B, KC, w, lmax, ltm, lab):
+    cmax, tmax, tab = ms
+    for b in range(B):
+        for k in range(KC):
+            cmax[s0 + b, k, w] = lmax[k, b]
+            tmax[s0 + b, k, w] = ltm[k, b]
+            tab[s0 + b, k, w] = lab[k, b]
+
+
+@njit(cache=True, nogil=True)
 def emit_metrics(ms, s, b, x, obs_cmt, scale_k, K, j, times, wi, wprev, cprev, above,
                  tie, starts):
     """Streaming per-window Cmax, Tmax and time above ``above`` for subject ``s``
@@ -236,6 +246,9 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     xn = np.empty((n, B))
     KC = K // 2 if mode == 1 else K
     cprev = np.zeros((KC, B))
+    lmax = np.full((KC, B), -np.inf)
+    ltm = np.full((KC, B), np.nan)
+    lab = np.zeros((KC, B))
     wi = -1
     W = 0 if mode == 0 else starts.shape[0]
     for j in range(T):
@@ -306,12 +319,38 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 for b in range(B):
                     out[s0 + b, k, j] = x[c, b] * scale[k, b]
         else:
+            # streaming metrics, vectorised over the block: the current window's
+            # running values live in (KC, B) locals and are flushed when it ends
             wprev = wi
             while wi + 1 < W and tj >= starts[wi + 1]:
                 wi += 1
-            for b in range(B):
-                emit_metrics(ms, s0 + b, b, x, obs_cmt, scale, KC, j, times, wi, wprev,
-                             cprev, above, tie, starts)
+            if j > 0 and wprev >= 0 and above == above:
+                dt = tj - times[j - 1]
+                for k in range(KC):
+                    ck = obs_cmt[k]
+                    for b in range(B):
+                        lab[k, b] += _interval_above(cprev[k, b], x[ck, b] * scale[k, b],
+                                                     dt, above)
+            if wi != wprev:
+                if wprev >= 0:
+                    _flush(ms, s0, B, KC, wprev, lmax, ltm, lab)
+                for k in range(KC):
+                    for b in range(B):
+                        lmax[k, b] = -np.inf
+                        ltm[k, b] = np.nan
+                        lab[k, b] = 0.0
+            for k in range(KC):
+                ck = obs_cmt[k]
+                for b in range(B):
+                    c = x[ck, b] * scale[k, b]
+                    if wi >= 0:
+                        if c > lmax[k, b] * (1.0 + tie) or ltm[k, b] != ltm[k, b]:
+                            ltm[k, b] = tj - starts[wi]
+                        if c > lmax[k, b]:
+                            lmax[k, b] = c
+                    cprev[k, b] = c
+    if mode == 1 and wi >= 0:
+        _flush(ms, s0, B, KC, wi, lmax, ltm, lab)
     for b in range(B):
         status[s0 + b] = OK
         if mode == 1:
