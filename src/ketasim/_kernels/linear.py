@@ -329,8 +329,8 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 for k in range(KC):
                     ck = obs_cmt[k]
                     for b in range(B):
-                        lab[k, b] += _interval_above(cprev[k, b], x[ck, b] * scale[k, b],
-                                                     dt, above)
+                        c = x[ck, b] * scale[k, b]
+                        lab[k, b] += _interval_above(cprev[k, b], c, dt, above)
             if wi != wprev:
                 if wprev >= 0:
                     _flush(ms, s0, B, KC, wprev, lmax, ltm, lab)
