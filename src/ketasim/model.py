@@ -204,6 +204,15 @@ class Model:
                 f"{len(self.compartments)} compartments, routes "
                 f"{sorted(self.routes)}, analytes {[a.name for a in self.analytes]})")
 
+    def __getstate__(self):  # mapping proxies do not pickle (Dask ships models)
+        return {k: dict(v) if isinstance(v, MappingProxyType) else v
+                for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        self.__post_init__()
+
     def with_rhs(self, rhs: Callable) -> Model:
         """This model with a user right-hand side ``rhs(t, x, p, dxdt)``.
 

@@ -110,6 +110,7 @@ class Population:
     japanese: float = 0.0
     iiv: bool = True
     iov: bool = True
+    offset: int = 0
 
     def __post_init__(self):
         if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) \
@@ -148,7 +149,20 @@ class Population:
 
     @property
     def subjects(self) -> np.ndarray:
-        return np.arange(self.n)
+        """Subject indices: the random streams are keyed by these."""
+        return np.arange(self.offset, self.offset + self.n)
+
+    def subset(self, start: int, stop: int) -> Population:
+        """Patients ``start .. stop-1`` of this population, the same patients (same
+        random streams): how Dask chunks and metrics-only chunks split a run."""
+        if not 0 <= start < stop <= self.n:
+            raise ValueError(f"subset needs 0 <= start < stop <= {self.n}; got "
+                             f"{start}, {stop}")
+        table = None if self.covariates is None else {
+            k: v[start:stop] for k, v in self.covariates.items()}
+        return Population(stop - start, self.seed, table, self.female, self.age,
+                          self.asian, self.japanese, self.iiv, self.iov,
+                          self.offset + start)
 
     def covariates_for(self, subjects) -> dict[str, np.ndarray]:
         """Covariates of the given subject indices (drawn, or from the table)."""
@@ -174,7 +188,7 @@ class Population:
         out["asian"] = np.maximum(out["japanese"], (u[:, 5] < rest).astype(float))
         if self.covariates is not None:
             for name, v in self.covariates.items():
-                out[name] = v[idx]
+                out[name] = v[idx - self.offset]
             if "weight" in self.covariates and "bmi" not in self.covariates \
                     and "height" in out:
                 out["bmi"] = out["weight"] / (out["height"] / 100.0) ** 2

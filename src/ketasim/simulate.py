@@ -167,6 +167,7 @@ def simulate(
     output: str = "trajectories",
     above: float | None = None,
     chunk: int = 65_536,
+    chunks: int | None = None,
 ) -> xr.Dataset:
     """Simulate plasma concentrations for one subject or a table of subjects.
 
@@ -231,6 +232,12 @@ def simulate(
         Threshold (ng/mL) for the time-above metric in metrics mode.
     chunk : int
         Subjects per chunk in metrics mode.
+    chunks : int, optional
+        Return a Dask-backed Dataset whose per-subject variables are computed
+        ``chunks`` subjects at a time, lazily, on whatever Dask scheduler is active
+        (threads by default, or a ``dask.distributed`` cluster once a ``Client`` is
+        created). Same numbers as the in-memory run. Write it with
+        ``ds.to_zarr(...)`` or ``ds.to_netcdf(...)`` to stream to disk.
 
     Returns
     -------
@@ -272,6 +279,16 @@ def simulate(
         raise ValueError(f"the exact solver needs a linear time-invariant model; "
                          f"this model has {why}, so use solver='ode'")
     t = _check_times(_default_times(regimen) if times is None else times)
+    if chunks is not None:
+        if out is not None:
+            raise ValueError("chunks= builds a lazy Dask result; it cannot fill out=")
+        return _simulate_dask(model, regimen, t, chunks, population, covariates,
+                              parameters, dict(
+                                  residual=residual, solver=solver, rtol=rtol,
+                                  atol=atol, ode_method=ode_method,
+                                  max_steps=max_steps, amounts=amounts, auc=auc,
+                                  errors=errors, output=output, above=above,
+                                  chunk=chunk))
     if output not in ("trajectories", "metrics"):
         raise ValueError(f"output must be 'trajectories' or 'metrics'; got {output!r}")
     if output == "metrics":
@@ -407,6 +424,69 @@ def simulate(
     return ds
 
 
+def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters,
+                   kw) -> xr.Dataset:
+    """A lazy Dataset: one Dask task per subject chunk runs the ordinary in-memory
+    simulation of those subjects (counter-based random streams make a chunk's
+    patients identical to the same patients in a whole run)."""
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:
+        raise ImportError("chunks= needs Dask: pip install 'ketasim[dask]'") from None
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunks must be a whole number of subjects >= 1; got "
+                         f"{chunks!r}")
+    if population is not None:
+        n = population.n
+    else:
+        n, cov_all, over_all = _subjects(model, covariates, parameters)
+        cov_all = {k: v for k, v in cov_all.items() if k in (covariates or {})}
+    over = {k: np.broadcast_to(np.atleast_1d(np.asarray(v, dtype=float)), (n,))
+            for k, v in (parameters or {}).items()}
+
+    def part(a, b):
+        p = {k: v[a:b] for k, v in over.items()}
+        if population is not None:
+            return simulate(model, regimen, times=t, population=population.subset(
+                a, b), parameters=p or None, progress=False, **kw)
+        c = {k: v[a:b] for k, v in cov_all.items()}
+        return simulate(model, regimen, times=t, covariates=c or None,
+                        parameters=p or None, progress=False, **kw)
+
+    bounds = [(a, min(n, a + chunks)) for a in range(0, n, chunks)]
+    with warnings.catch_warnings():  # validity warnings are issued once, below
+        warnings.simplefilter("ignore", ValidityWarning)
+        head = part(0, 1)  # metadata only: one subject
+    if population is not None:
+        cov = population.covariates_for(population.subjects)
+        for msg in population.check_validity(model, cov):
+            warnings.warn(msg, ValidityWarning, stacklevel=3)
+    tasks = [dask.delayed(part, pure=True)(a, b) for a, b in bounds]
+    data = {}
+    for name, var in head.data_vars.items():
+        if "subject" not in var.dims:
+            data[name] = var
+            continue
+        assert var.dims[0] == "subject"
+        blocks = [da.from_delayed(tk[name].data, shape=(b - a,) + var.shape[1:],
+                                  dtype=var.dtype)
+                  for tk, (a, b) in zip(tasks, bounds, strict=True)]
+        data[name] = (var.dims, da.concatenate(blocks, axis=0), var.attrs)
+    coords = {k: v for k, v in head.coords.items() if "subject" not in v.dims}
+    coords["subject"] = ("subject", (population.subjects if population is not None
+                                     else np.arange(n)))
+    for k, v in head.coords.items():
+        if "subject" in v.dims and k != "subject":
+            vals = (population.covariates_for(population.subjects)[k]
+                    if population is not None else
+                    np.broadcast_to(cov_all.get(k, v.values[:1]), (n,)))
+            coords[k] = ("subject", np.asarray(vals), v.attrs)
+    ds = xr.Dataset(data, coords=coords, attrs=dict(head.attrs))
+    ds.attrs["dask_chunks"] = int(chunks)
+    return ds
+
+
 def _simulate_metrics(model, regimen, t, population, covariates, parameters, above,
                       chunk, progress, errors) -> xr.Dataset:
     """Metrics-only simulation, chunk by chunk over subjects (bounded memory)."""
@@ -441,8 +521,8 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     with Bar(n, "simulating (metrics)", wanted(progress) and n * t.size > 5e7) as bar:
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
-            idx = np.arange(a, b)
             if population is not None:
+                idx = population.subjects[a:b]
                 _, cov, _, params = _population_params(model, regimen, population,
                                                        parameters, idx, warn=a == 0)
             else:
@@ -517,7 +597,8 @@ def _population_params(model, regimen, population, parameters, idx=None,
         if v.size not in (1, population.n):
             raise ValueError(f"parameter {name!r} needs 1 or {population.n} values; "
                              f"got {v.size}")
-    over = {k: np.broadcast_to(v, (population.n,))[idx] for k, v in over.items()}
+    rel = idx - population.offset
+    over = {k: np.broadcast_to(v, (population.n,))[rel] for k, v in over.items()}
     etas = population.etas(model, idx)
     n_occ = int(sessions(regimen).max()) + 1 if regimen.doses else 1
     iov = population.iov_etas(model, idx, n_occ)
