@@ -74,6 +74,82 @@ def _demo(args) -> int:
     return 0
 
 
+RUN_HELP = """\
+Run the scenarios of a scenario file (TOML; see examples/*.toml), print the
+comparison table (median [P5, P95] over patients per scenario and metric) and
+optionally write the results and a figure.
+
+examples:
+  ketasim run examples/six_infusions_boosters.toml
+  ketasim run examples/route_comparison.toml --out results.nc --plot fig.png
+"""
+
+SIMULATE_HELP = """\
+One-off population simulation from flags: a single dose (or an every/count series)
+of one route, summary of Cmax, Tmax and AUC per dose over patients.
+
+examples:
+  ketasim simulate --model domino --route iv --dose "0.5 mg/kg" --duration "40 min" \\
+      --n 1000 --seed 1
+  ketasim simulate --model domino --route intranasal --dose "56 mg" --every "3.5 d" \\
+      --count 4 --n 500 --seed 2 --out nasal.nc
+"""
+
+
+def _run(args) -> int:
+    import ketasim as ks
+    from ketasim.scenariofile import load_scenarios
+
+    sf = load_scenarios(args.scenario_file)
+    print(f"{sf.title}: {len(sf.scenarios)} scenario(s), {sf.times.size} output times "
+          f"to {sf.times[-1] / 24:g} d")
+    ds = ks.run_scenarios(sf.scenarios)
+    print()
+    print(ks.compare(ds, per=sf.per, above=sf.above, analyte=sf.analyte))
+    _write(ds, args)
+    return 0
+
+
+def _write(ds, args) -> None:
+    if args.out:
+        ds.to_netcdf(args.out, engine="netcdf4")
+        print(f"\nwrote {args.out}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .plotting import plot_bands, plot_scenarios
+
+        fig = (plot_scenarios(ds, sharey=False) if "scenario" in ds.dims
+               else plot_bands(ds))
+        fig.savefig(args.plot, dpi=110)
+        print(f"wrote {args.plot}")
+
+
+def _simulate(args) -> int:
+    import ketasim as ks
+    from ketasim.units import to_hours
+
+    model = ks.load_model(args.model)
+    if args.duration:
+        dose = ks.Dose.infusion(args.dose, duration=args.duration, route=args.route,
+                                salt=args.salt)
+    else:
+        dose = ks.Dose.bolus(args.dose, route=args.route, salt=args.salt)
+    reg = (ks.Regimen.every(dose, interval=args.every, n=args.count) if args.every
+           else ks.Regimen([dose]))
+    last = reg.doses[-1].time + (dose.duration or 0.0)
+    times = ks.grid(last + to_hours(args.horizon, what="--horizon"),
+                    args.step)
+    pop = ks.Population(args.n, seed=args.seed)
+    ds = ks.simulate(model, reg, population=pop, times=times)
+    print(f"model {model.id!r}, {len(reg)} dose(s) of {dose}, {args.n} patients "
+          f"(seed {args.seed})\n")
+    print(ks.compare(ds, per="dose" if len(reg) > 1 else "course"))
+    _write(ds, args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ketasim",
@@ -100,6 +176,31 @@ def main(argv: list[str] | None = None) -> int:
                    description="List the bundled models: drug, enantiomer, evidence "
                    "grade, routes, analytes, population.\n\nexample:\n  ketasim "
                    "models", formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser("run", help="run a scenario file and compare scenarios",
+                         description=RUN_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("scenario_file", help="scenario file (TOML)")
+    run.add_argument("--out", help="write the results to this NetCDF file")
+    run.add_argument("--plot", help="write a figure (PNG) to this file")
+    simp = sub.add_parser("simulate", help="one-off population run from flags",
+                          description=SIMULATE_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    simp.add_argument("--model", default=DEFAULT_MODEL, help="bundled model or path")
+    simp.add_argument("--route", default="iv", help="a route the model defines")
+    simp.add_argument("--dose", required=True, help="amount with unit: '35 mg', "
+                      "'0.5 mg/kg'")
+    simp.add_argument("--duration", help="infusion duration, e.g. '40 min' (IV only)")
+    simp.add_argument("--salt", choices=("base", "hcl"), default="base")
+    simp.add_argument("--every", help="repeat the dose at this interval, e.g. '3.5 d'")
+    simp.add_argument("--count", type=int, default=1, help="number of doses with "
+                      "--every")
+    simp.add_argument("--n", type=int, default=1000, help="patients (default 1000)")
+    simp.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    simp.add_argument("--horizon", default="24 h", help="simulate this long after "
+                      "the last dose (default 24 h)")
+    simp.add_argument("--step", default="5 min", help="output step (default 5 min)")
+    simp.add_argument("--out", help="write the results to this NetCDF file")
+    simp.add_argument("--plot", help="write a figure (PNG) to this file")
     cite = sub.add_parser("cite", help="print BibTeX for a model's references",
                           description="example:\n  ketasim cite domino",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "simulate":
+            return _simulate(args)
         if args.command == "cite":
             import ketasim as ks
 

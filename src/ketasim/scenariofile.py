@@ -1,0 +1,223 @@
+"""Scenario files (TOML): scenarios, regimens, populations, output times, metrics.
+
+Validated as strictly as model files: unknown keys, wrong types and bad values raise
+:class:`ScenarioFileError` naming the file and the key path. See
+``examples/*.toml`` for complete files.
+
+```toml
+schema_version = 1
+title = "six infusions with boosters"
+
+[output]
+end = "42 d"            # output times: 0 to end every step
+step = "5 min"
+per = "session"         # metrics table: per "dose", "session" or "course"
+above = 100.0           # optional: time above this concentration (ng/mL)
+analyte = "ketamine"    # optional: default, each scenario's first analyte
+
+[population]            # default for every scenario; a scenario may override
+n = 1000
+seed = 1
+female = 0.5
+age = [18, 65]
+
+[[scenarios]]
+name = "course + boosters"
+model = "domino"        # bundled name or path (relative to this file)
+[scenarios.regimen]
+protocol = "six_infusion_course"   # | clinic_course | esketamine_induction | doses
+dose = "0.5 mg/kg"
+[scenarios.regimen.then]           # optional continuation
+protocol = "boosters"
+every = "2 weeks"
+count = 3
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import protocols
+from .dosing import Dose, Regimen
+from .modelfile import ModelFileError, _Table
+from .population import Population
+from .scenario import Scenario
+
+__all__ = ["ScenarioFile", "ScenarioFileError", "load_scenarios"]
+
+PROTOCOLS = ("six_infusion_course", "clinic_course", "esketamine_induction", "boosters",
+             "doses")
+
+
+class ScenarioFileError(ModelFileError):
+    """A scenario file is malformed; ``file`` and ``key`` say where."""
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    title: str
+    scenarios: tuple[Scenario, ...]
+    times: np.ndarray
+    per: str
+    above: float | None
+    analyte: str | None
+    path: Path | None
+
+
+class _T(_Table):
+    def fail(self, message, key=None, hint=""):
+        k = f"{self.path}.{key}" if key and self.path else (key or self.path)
+        raise ScenarioFileError(self.file, k or "<top>", message, hint)
+
+
+def _call(t: _T, fn, **kw):
+    try:
+        return fn(**kw)
+    except (ValueError, TypeError) as exc:
+        t.fail(str(exc))
+        raise AssertionError from exc
+
+
+def _dose(t: _T) -> Dose:
+    kw = {"route": t.take("route", str, required=False, default="iv"),
+          "time": t.take("time", (str, int, float), required=False, default=0.0),
+          "salt": t.take("salt", str, required=False, default="base")}
+    amount = t.take("amount", (str, list))
+    dur = t.take("duration", (str, int, float), required=False)
+    dev = t.take("device", int, required=False)
+    t.done()
+    if isinstance(amount, list):
+        amount = tuple(amount)
+    return _call(t, Dose, amount=amount, duration=dur, device=dev, **kw)
+
+
+def _regimen(t: _T) -> Regimen:
+    proto = t.take("protocol", str, choices=PROTOCOLS)
+    then = t.take("then", dict, required=False)
+    after = t.take("after", (str, int, float), required=False, default=0.0)
+    if proto == "doses":
+        items = t.take("doses", list)
+        reg = Regimen(_dose(_T(d, f"{t.path}.doses[{i}]", t.file))
+                      for i, d in enumerate(items))
+    elif proto == "six_infusion_course":
+        kw = _kwargs(t, {"dose": str, "duration": str, "sessions_per_week": int,
+                         "sessions": int, "salt": str, "route": str,
+                         "clock": (str, list)})
+        reg = _call(t, protocols.six_infusion_course, **kw)
+    elif proto == "clinic_course":
+        dose = _dose(_T(t.take("dose", dict), f"{t.path}.dose", t.file))
+        kw = _kwargs(t, {"sessions_per_week": int, "sessions": int,
+                         "clock": (str, list)})
+        reg = _call(t, protocols.clinic_course, dose=dose, **kw)
+    elif proto == "esketamine_induction":
+        kw = _kwargs(t, {"dose": str, "first_dose": str, "weeks": int,
+                         "continuation_weeks": int, "maintenance_every": str,
+                         "maintenance_sessions": int, "maintenance_dose": str,
+                         "device": str, "device_interval": str, "route": str})
+        reg = _call(t, protocols.esketamine_induction, **kw)
+    else:  # boosters
+        d = t.take("dose", dict, required=False)
+        dose = None if d is None else _dose(_T(d, f"{t.path}.dose", t.file))
+        kw = _kwargs(t, {"every": str, "count": int})
+        reg = _call(t, protocols.boosters, dose=dose, **kw)
+    t.done()
+    if then is not None:
+        nxt = _regimen(_T(then, f"{t.path}.then", t.file))
+        reg = _call(t, reg.then, other=nxt, after=after)
+    return reg
+
+
+def _kwargs(t: _T, spec: dict) -> dict:
+    out = {}
+    for key, typ in spec.items():
+        v = t.take(key, typ, required=False)
+        if v is not None:
+            out[key] = v
+    return out
+
+
+def _population(t: _T, base: dict | None) -> Population | None:
+    spec = dict(base or {})
+    for key, typ in (("n", int), ("seed", int), ("female", float), ("asian", float),
+                     ("japanese", float), ("iiv", bool), ("iov", bool)):
+        v = t.take(key, typ, required=False)
+        if v is not None:
+            spec[key] = v
+    age = t.take("age", list, required=False)
+    if age is not None:
+        if len(age) != 2:
+            t.fail(f"must be [low, high] years; got {age!r}", "age")
+        spec["age"] = (float(age[0]), float(age[1]))
+    t.done()
+    if not spec:
+        return None
+    for key in ("n", "seed"):
+        if key not in spec:
+            t.fail("is missing (a population needs n and seed)", key)
+    return _call(t, Population, **spec), spec
+
+
+def load_scenarios(path: str | Path) -> ScenarioFile:
+    """Read and validate a scenario file.
+
+    Raises
+    ------
+    ScenarioFileError
+        Naming the file, the key path and how to fix it.
+    """
+    from .modelfile import load_model
+    from .simulate import grid
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioFileError(p, "<toml>", f"not valid TOML: {exc}") from None
+    top = _T(data, "", p)
+    if top.take("schema_version", int) != 1:
+        top.fail("unsupported schema version", "schema_version",
+                 "this ketasim reads schema_version = 1")
+    title = top.take("title", str, required=False, default=p.stem)
+    o = _T(top.take("output", dict), "output", p)
+    end = o.take("end", str)
+    step = o.take("step", str, required=False, default="5 min")
+    per = o.take("per", str, required=False, default="session",
+                 choices=("dose", "session", "course"))
+    above = o.take("above", float, required=False)
+    analyte = o.take("analyte", str, required=False)
+    o.done()
+    times = _call(o, grid, end=end, step=step)
+    base = None
+    pop_default = None
+    if "population" in data:
+        res = _population(_T(top.take("population", dict), "population", p), None)
+        if res is not None:
+            pop_default, base = res
+    scenarios = []
+    for i, item in enumerate(top.take("scenarios", list)):
+        t = _T(item, f"scenarios[{i}]", p)
+        name = t.take("name", str)
+        mref = t.take("model", str)
+        cand = p.parent / mref
+        try:
+            model = load_model(cand if mref.endswith(".toml") else mref)
+        except FileNotFoundError as exc:
+            t.fail(str(exc), "model")
+        reg = _regimen(_T(t.take("regimen", dict), f"scenarios[{i}].regimen", p))
+        pop = pop_default
+        if "population" in item:
+            res = _population(_T(t.take("population", dict),
+                                 f"scenarios[{i}].population", p), base)
+            pop = None if res is None else res[0]
+        t.done()
+        scenarios.append(_call(t, Scenario, name=name, model=model, regimen=reg,
+                               population=pop, times=times))
+    if not scenarios:
+        top.fail("is empty", "scenarios", "add at least one [[scenarios]] table")
+    top.done()
+    return ScenarioFile(title, tuple(scenarios), times, per, above, analyte, p)

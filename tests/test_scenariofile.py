@@ -1,0 +1,142 @@
+"""Scenario files: examples load and run; malformed files fail with file + key."""
+
+import copy
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import ketasim as ks
+from ketasim.cli import main
+from ketasim.scenariofile import ScenarioFileError, load_scenarios
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FILES = sorted(EXAMPLES.glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_examples_run_from_the_cli(path, tmp_path, capsys):
+    sf = load_scenarios(path)
+    assert sf.scenarios
+    out = tmp_path / "r.nc"
+    png = tmp_path / "r.png"
+    assert main(["run", str(path), "--out", str(out), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    for sc in sf.scenarios:
+        assert sc.name in text
+    assert out.stat().st_size > 0 and png.stat().st_size > 10_000
+
+
+def test_regimen_protocols_resolved():
+    sf = load_scenarios(EXAMPLES / "six_infusions_boosters.toml")
+    reg = sf.scenarios[0].regimen
+    assert [round(t / 24) for t in reg.times] == [0, 3, 7, 10, 14, 17, 31, 45, 59]
+    assert reg.doses[0].salt == "hcl" and sf.above == 100.0
+
+
+def write(tmp_path, data):
+    import json
+
+    def val(v):
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    lines = [f"{k} = {val(v)}" for k, v in data.items() if not isinstance(v, list)
+             or not v or not isinstance(v[0], dict)]
+    for k, v in data.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"[[{k}]]")
+                lines += [f"{a} = {val(b)}" for a, b in item.items()]
+    p = tmp_path / "s.toml"
+    p.write_text("\n".join(lines))
+    return p
+
+
+BASE = {
+    "schema_version": 1,
+    "output": {"end": "2 d", "step": "30 min"},
+    "population": {"n": 10, "seed": 1},
+    "scenarios": [{"name": "a", "model": "domino",
+                   "regimen": {"protocol": "six_infusion_course", "sessions": 1}}],
+}
+
+
+def mutate(path, value, delete=False):
+    d = copy.deepcopy(BASE)
+    node = d
+    for key in path[:-1]:
+        node = node[key]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return d
+
+
+def test_minimal_file_runs(tmp_path):
+    sf = load_scenarios(write(tmp_path, BASE))
+    ds = ks.run_scenarios(sf.scenarios)
+    assert ds.sizes["subject"] == 10
+
+
+CASES = [
+    (("colour",), "red", "[colour] unknown key"),
+    (("output", "stpe"), "5 min", "[output.stpe] unknown key"),
+    (("output", "end"), None, "[output.end] is missing"),
+    (("output", "per"), "week", "[output.per] must be one of"),
+    (("population", "seed"), -1, "seed must be a whole number >= 0"),
+    (("scenarios", 0, "model"), "nope", "[scenarios[0].model] no bundled model"),
+    (("scenarios", 0, "regimen", "protocol"), "weekly", "[scenarios[0].regimen."
+     "protocol] must be one of"),
+    (("scenarios", 0, "regimen", "sessions"), "six", "[scenarios[0].regimen."
+     "sessions] must be int"),
+    (("scenarios", 0, "regimen", "dose"), "0.5 mL/kg", "must be a drug amount"),
+    (("scenarios", 0, "regimen", "colour"), "x", "[scenarios[0].regimen.colour] "
+     "unknown key"),
+    (("scenarios", 0, "name"), 3, "[scenarios[0].name] must be str"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", CASES)
+def test_errors_name_file_and_key(tmp_path, path, value, message):
+    p = write(tmp_path, mutate(path, value, delete=value is None))
+    with pytest.raises(ScenarioFileError) as info:
+        load_scenarios(p)
+    assert str(p) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_cli_run_error_exit_code(tmp_path, capsys):
+    p = write(tmp_path, mutate(("colour",), "red"))
+    assert main(["run", str(p)]) == 1
+    assert "unknown key 'colour'" in capsys.readouterr().err
+
+
+def test_cli_simulate(tmp_path, capsys):
+    assert main(["simulate", "--model", "domino", "--dose", "0.5 mg/kg", "--duration",
+                 "40 min", "--n", "20", "--seed", "1", "--out",
+                 str(tmp_path / "x.nc")]) == 0
+    out = capsys.readouterr().out
+    assert "Cmax (ng/mL)" in out and "20 patients" in out
+    assert main(["simulate", "--dose", "5 mg", "--route", "rectal"]) == 1
+    assert "does not define" in capsys.readouterr().err
+
+
+def test_toml_is_what_tomllib_reads():
+    # the example files are plain TOML any tool can read
+    for p in FILES:
+        assert tomllib.loads(p.read_text())["schema_version"] == 1
+
+
+def test_python_examples_run():
+    from examples import michaelis_menten
+
+    michaelis_menten.main(n=5)
