@@ -6,6 +6,9 @@ compiles nothing: numba kernels compile (or load from numba's cache) on first us
 
 __version__ = "0.1.0"
 
+#: The bundled model ``ketasim demo`` and the examples use for racemic ketamine.
+DEFAULT_MODEL = "domino"
+
 from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
 from .dosing import Dose, DoseError, Regimen
 from .metrics import metrics, pta, summary
@@ -23,6 +26,7 @@ from .simulate import SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
 
 __all__ = [
+    "DEFAULT_MODEL",
     "Dose",
     "DoseError",
     "Model",
