@@ -19,15 +19,16 @@ def main(n: int = 20_000, chunks: int = 5_000) -> None:
     pop = ks.Population(n, seed=3)
     course = ks.six_infusion_course()
     times = ks.grid("21 d", "15 min")
-    lazy = ks.simulate(ks.DEFAULT_MODEL, course, population=pop, times=times, chunks=chunks)
+    model = ks.DEFAULT_MODEL
+    lazy = ks.simulate(model, course, population=pop, times=times, chunks=chunks)
     print(lazy.concentration.data)  # nothing computed yet
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "run.zarr"
-        lazy.to_zarr(store, zarr_format=2)  # computed chunk by chunk, written as it goes
+        lazy.to_zarr(store, zarr_format=2)  # computed and written chunk by chunk
         back = xr.open_zarr(store)
         print(back.concentration.attrs["units"], back.sizes["subject"], "patients")
     # metrics only: no curves at all, bounded memory for millions of patients
-    m = ks.simulate(ks.DEFAULT_MODEL, course, population=pop, times=times, output="metrics",
+    m = ks.simulate(model, course, population=pop, times=times, output="metrics",
                     above=100.0)
     print(ks.summary(m.auc.sum("dose").sel(analyte="ketamine")).round(0).values,
           "ng*h/mL (P5, median, P95 course AUC)")

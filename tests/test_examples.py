@@ -37,6 +37,6 @@ def test_notebook_cells_execute(path, monkeypatch):
         if cell["cell_type"] != "code":
             continue
         src = "".join(cell["source"]).replace("Population(1000,", "Population(40,")
-        exec(compile(src, f"{path.name}", "exec"), ns)  # noqa: S102
+        exec(compile(src, f"{path.name}", "exec"), ns)
     plt.close("all")
     assert "ds" in ns

@@ -6,14 +6,18 @@ compiles nothing: numba kernels compile (or load from numba's cache) on first us
 
 __version__ = "0.1.0"
 
-#: The bundled model ``ketasim demo`` and the examples use for racemic ketamine.
-DEFAULT_MODEL = "domino"
-
 from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
 from .dosing import Dose, DoseError, Regimen
 from .metrics import metrics, pta, summary
 from .model import Model
-from .modelfile import ModelFileError, cite, list_models, load_model, model_from_dict
+from .modelfile import (
+    DEFAULT_MODEL,
+    ModelFileError,
+    cite,
+    list_models,
+    load_model,
+    model_from_dict,
+)
 from .population import Population
 from .protocols import (
     boosters,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import DEFAULT_MODEL
+from .modelfile import DEFAULT_MODEL
 
 DEMO_HELP = """\
 The main job. (1) A 70 kg adult on the bundled default racemic model receives six

@@ -31,6 +31,8 @@ from .units import UnitError, parse_unit
 __all__ = ["ModelFileError", "cite", "list_models", "load_model", "models_dir"]
 
 SCHEMA_VERSION = 1
+#: The bundled model ``ketasim demo`` and the examples use for racemic ketamine.
+DEFAULT_MODEL = "domino"
 ROLES = ("depot", "central", "peripheral", "liver", "transit", "metabolite")
 ENANTIOMERS = ("racemic", "S", "R")
 SAMPLING = ("arterial", "venous", "mixed", "unknown")
