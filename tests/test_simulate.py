@@ -337,3 +337,21 @@ ERRORS = [
 def test_errors(call, exc, message):
     with pytest.raises(exc, match=message):
         call()
+
+
+def test_racemic_dose_to_enantiomer_model(tmp_path):
+    src = one_compartment(tmp_path).path.read_text()
+    s_model = tmp_path / "s.toml"
+    s_model.write_text(src.replace('drug = "ketamine"\nenantiomer = "racemic"',
+                                   'drug = "esketamine"\nenantiomer = "S"'))
+    with pytest.raises(ks.DoseError, match="is ketamine but model 'one' describes "
+                       r"esketamine \(S\) and declares no share"):
+        ks.simulate(s_model, Dose.bolus("100 mg", drug="ketamine"), times=[1.0])
+    split = tmp_path / "split.toml"
+    split.write_text(src.replace('drug = "ketamine"\nenantiomer = "racemic"',
+                                 'drug = "esketamine"\nenantiomer = "S"\n'
+                                 'racemic_fraction = 0.5'))
+    half = ks.simulate(split, Dose.bolus("100 mg", drug="ketamine"), times=[1.0])
+    s50 = ks.simulate(split, Dose.bolus("50 mg"), times=[1.0])
+    np.testing.assert_allclose(half.concentration, s50.concentration, rtol=1e-15)
+    assert half.dose_mg.item() == 50.0

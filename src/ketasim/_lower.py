@@ -43,9 +43,26 @@ class Lowered:
     dose_mg: np.ndarray  # (S, D) base mg actually given per dose, before F
 
 
+def drug_factor(model: Model, i: int, d) -> float:
+    """Share of dose ``d`` the model describes: 1, or ``racemic_fraction`` for a
+    racemic dose given to an enantiomer model that declares one; else an error."""
+    if d.drug is None or d.drug == model.drug:
+        return 1.0
+    if d.drug == "ketamine" and model.racemic_fraction is not None:
+        return model.racemic_fraction
+    hint = ("give the enantiomer amount (e.g. half the racemic dose) with "
+            f"drug={model.drug!r}, or use a racemic model" if d.drug == "ketamine"
+            else f"use a model of {d.drug}")
+    raise DoseError(f"doses[{i}] is {d.drug} but model {model.id!r} describes "
+                    f"{model.drug} ({model.enantiomer}) and declares no share of a "
+                    f"racemic dose (racemic_fraction); {hint}")
+
+
 def check_routes(model: Model, regimen: Regimen) -> None:
-    """Every dose's route exists in the model and fits it (duration only for IV)."""
+    """Every dose's route exists in the model and fits it (duration only for IV),
+    and its drug is the model's (or a racemic dose the model knows how to split)."""
     for i, d in enumerate(regimen.doses):
+        drug_factor(model, i, d)
         route = model.routes.get(d.route)
         if route is None:
             raise DoseError(
@@ -108,7 +125,7 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
             cmts.append(np.zeros(n, dtype=np.int64))
             kinds.append(np.full(n, MARK, dtype=np.int64))
             values.append(np.full(n, float(di)))
-        mg = np.full(n, d.amount * d.base_factor)
+        mg = np.full(n, d.amount * d.base_factor * drug_factor(model, di, d))
         if d.per_kg:
             mg = mg * weight
         dose_mg[:, di] = mg

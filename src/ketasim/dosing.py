@@ -59,6 +59,11 @@ class Dose:
         Position of this administration among the devices of one session (1 = the
         first nasal-spray device). Routes with a per-device effect (Perez-Ruixo 2021:
         less is absorbed nasally from the second device on) use it.
+    drug : {"ketamine", "esketamine", "arketamine"}, optional
+        What is given, when it may differ from the model's drug: racemic
+        ``"ketamine"`` given to an S-ketamine model is an error unless the model
+        declares the share of a racemic dose it describes (``racemic_fraction``).
+        Default: the model's own drug.
 
     Examples
     --------
@@ -73,9 +78,11 @@ class Dose:
     duration: float | None = None
     salt: str = "base"
     device: int | None = None
+    drug: str | None = None
 
     def __init__(self, amount, *, route: str, time=0.0, duration=None,
-                 salt: str = "base", device: int | None = None):
+                 salt: str = "base", device: int | None = None,
+                 drug: str | None = None):
         value, unit = _amount(amount, "amount")
         object.__setattr__(self, "amount", value)
         object.__setattr__(self, "unit", unit)
@@ -86,6 +93,7 @@ class Dose:
         object.__setattr__(self, "duration", duration)
         object.__setattr__(self, "salt", salt)
         object.__setattr__(self, "device", device)
+        object.__setattr__(self, "drug", drug)
         self.__post_init__()
 
     def __post_init__(self):
@@ -103,19 +111,23 @@ class Dose:
                                 or dev < 1):
             raise DoseError(f"device must be a whole number >= 1 (1 = first device of "
                             f"the session); got {self.device!r}")
+        if self.drug not in (None, "ketamine", "esketamine", "arketamine"):
+            raise DoseError(f"drug must be 'ketamine' (racemic), 'esketamine' or "
+                            f"'arketamine'; got {self.drug!r}")
         if self.salt not in SALT_FORMS:
             raise DoseError(f"salt must be 'base' or 'hcl'; got {self.salt!r}")
 
     # ---- constructors ---------------------------------------------------------
     @classmethod
     def bolus(cls, amount, *, route: str = "iv", time=0.0, salt: str = "base",
-              device: int | None = None) -> Dose:
+              device: int | None = None, drug: str | None = None) -> Dose:
         """An instantaneous dose (``route`` defaults to ``"iv"``)."""
-        return cls(amount, route=route, time=time, salt=salt, device=device)
+        return cls(amount, route=route, time=time, salt=salt, device=device,
+                   drug=drug)
 
     @classmethod
     def infusion(cls, amount=None, *, duration=None, rate=None, route: str = "iv",
-                 time=0.0, salt: str = "base") -> Dose:
+                 time=0.0, salt: str = "base", drug: str | None = None) -> Dose:
         """A zero-order infusion given by two of ``amount``, ``duration``, ``rate``.
 
         ``rate`` is ``"mg/h"`` or ``"mg/kg/h"`` (``"mg/min"`` etc. accepted).
@@ -150,7 +162,8 @@ class Dose:
                     raise DoseError(f"amount ({aunit}) and rate ({unit}/h) must both "
                                     "be per kg or both absolute")
                 duration = a / r
-        return cls(amount, route=route, time=time, duration=duration, salt=salt)
+        return cls(amount, route=route, time=time, duration=duration, salt=salt,
+                   drug=drug)
 
     # ---- derived --------------------------------------------------------------
     @property
@@ -178,6 +191,8 @@ class Dose:
             s += f" over {self.duration:.4g} h"
         if self.device is not None:
             s += f", device {self.device}"
+        if self.drug is not None:
+            s += f", {self.drug}"
         return f"Dose({s})"
 
 

@@ -193,6 +193,7 @@ class Model:
     path: Path | None = None
     sha256: str = ""
     time_effects: tuple[tuple[str, float], ...] = ()
+    racemic_fraction: float | None = None
     rhs: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):

@@ -160,6 +160,12 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
     sampling = top.take("sampling", str, choices=SAMPLING)
     grade = top.take("grade", str, choices=GRADES)
     description = top.take("description", str, required=False, default="")
+    racemic_fraction = top.take("racemic_fraction", float, required=False)
+    if racemic_fraction is not None and (enantiomer == "racemic" or
+                                         not 0 < racemic_fraction <= 1):
+        top.fail("applies to enantiomer models, as the share (0-1] of a racemic "
+                 f"dose they describe; got {racemic_fraction!r} for a {enantiomer} "
+                 "model", "racemic_fraction", "S or R ketamine: 0.5")
 
     references = []
     for i, r in enumerate(top.take("references", list)):
@@ -511,7 +517,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         routes=routes, analytes=tuple(analytes), variability=tuple(variability),
         correlations=tuple(correlations), covariate_effects=tuple(effects),
         covariates=covariates, validity=validity, residual=residual,
-        time_effects=tuple(time_effects),
+        time_effects=tuple(time_effects), racemic_fraction=racemic_fraction,
         references=tuple(references), path=file, sha256=sha256)
 
 
