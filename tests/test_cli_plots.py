@@ -52,3 +52,16 @@ def test_figures_are_labelled():
     fig = plot_bands(ds.sel(scenario="a"))
     assert fig.axes[0].get_ylabel() == "ketamine (ng/mL)"
     assert np.isfinite(fig.axes[0].lines[0].get_ydata()).all()
+
+
+def test_docs_pages_for_every_model_and_route(tmp_path, capsys):
+    assert main(["docs", "--out", str(tmp_path)]) == 0
+    for name in ks.list_models():
+        m = ks.load_model(name)
+        page = (tmp_path / "models" / f"{name}.md").read_text()
+        assert m.references[0].citation[:30] in page
+        for route in m.routes:
+            assert (tmp_path / "models" / f"{name}-{route}.png").stat().st_size > 5000
+            assert f"![{route}]" in page
+    api = (tmp_path / "api.md").read_text()
+    assert "ketasim.simulate(" in api and "ng/mL" in api

@@ -201,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     simp.add_argument("--step", default="5 min", help="output step (default 5 min)")
     simp.add_argument("--out", help="write the results to this NetCDF file")
     simp.add_argument("--plot", help="write a figure (PNG) to this file")
+    docs = sub.add_parser("docs", help="write the model pages and API reference",
+                          description="example:\n  ketasim docs --out docs",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    docs.add_argument("--out", default="docs", help="output directory")
     cite = sub.add_parser("cite", help="print BibTeX for a model's references",
                           description="example:\n  ketasim cite domino",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "docs":
+            from .docs import write_api_reference, write_model_pages
+
+            pages = write_model_pages(Path(args.out) / "models")
+            api = write_api_reference(Path(args.out) / "api.md")
+            print(f"wrote {len(pages)} model pages and {api}")
+            return 0
         if args.command == "cite":
             import ketasim as ks
 

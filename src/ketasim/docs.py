@@ -1,0 +1,144 @@
+"""Generated documentation: one page per bundled model (with a plot of the typical
+profile for each route) and an API reference from the docstrings.
+
+``ketasim docs --out docs`` writes them; the pages in the repository were made so.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_api_reference", "write_model_pages"]
+
+
+def _route_regimen(model, route):
+    from .dosing import Dose, Regimen
+
+    r = model.routes[route]
+    if r.intravenous:
+        return Regimen([Dose.infusion("0.5 mg/kg", duration="40 min", route=route)]), \
+            "0.5 mg/kg over 40 min"
+    if any(pw.later_devices for pw in r.pathways):
+        return Regimen([Dose.bolus("28 mg", route=route, device=1),
+                        Dose.bolus("28 mg", route=route, time="5 min", device=2)]), \
+            "56 mg as two 28-mg devices 5 min apart"
+    return Regimen([Dose.bolus("0.5 mg/kg", route=route)]), "0.5 mg/kg"
+
+
+def model_page(model, outdir: Path) -> Path:
+    """Write ``<id>.md`` and one PNG per route into ``outdir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .simulate import grid, simulate
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {model.id}: {model.name}", "",
+             f"- drug: {model.drug} ({model.enantiomer})",
+             f"- population: {model.population}",
+             f"- sampling: {model.sampling}",
+             f"- evidence grade: {model.grade}",
+             f"- routes: {', '.join(model.routes)}",
+             f"- analytes: {', '.join(model.analyte_names)}", ""]
+    if model.description:
+        lines += [model.description.strip(), ""]
+    lines += ["## References", ""]
+    for r in model.references:
+        lines.append(f"- `{r.key}`: {r.citation}" + (f" doi:{r.doi}" if r.doi else ""))
+    lines += ["", "## Parameters", "", "| name | value | unit | description | source "
+              "| grade |", "|---|---|---|---|---|---|"]
+    from .units import parse_unit
+
+    for p in model.parameters.values():
+        shown = p.value / parse_unit(p.unit).factor
+        lines.append(f"| {p.name} | {shown:.4g} | {p.unit} | {p.description} | "
+                     f"{p.source} | {p.grade} |")
+    if model.variability:
+        lines += ["", "## Variability", "", "| parameter | distribution | IIV ω | "
+                  "IOV ω |", "|---|---|---|---|"]
+        for v in model.variability:
+            lines.append(f"| {v.parameter} | {v.distribution} | {v.omega:.4g} | "
+                         f"{v.iov_omega:.4g} |")
+    if model.covariate_effects:
+        lines += ["", "## Covariate effects", "", "| parameter | covariate | model | "
+                  "reference | coefficient |", "|---|---|---|---|---|"]
+        for e in model.covariate_effects:
+            lines.append(f"| {e.parameter} | {e.covariate} | {e.kind} | "
+                         f"{e.reference:g} | {e.coefficient:g} |")
+    if model.validity:
+        lines += ["", "Validity: " + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi)
+                                                in model.validity.items())]
+    who = ", ".join(f"{k} {v:g}" for k, v in model.covariates.items()) or "reference"
+    lines += ["", "## Typical profiles", "",
+              f"Typical subject ({who}), no random effects:", ""]
+    for route in model.routes:
+        reg, what = _route_regimen(model, route)
+        t = grid("24 h", "2 min")
+        ds = simulate(model, reg, times=t, progress=False)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for a in model.analyte_names:
+            c = ds.concentration.sel(analyte=a).isel(subject=0)
+            ax.plot(t, c, label=a)
+        ax.set_xlabel("time (h)")
+        ax.set_ylabel("concentration (ng/mL)")
+        ax.set_title(f"{model.id}, {route}: {what}", fontsize=9)
+        ax.set_yscale("log")
+        top = float(np.nanmax(ds.concentration.values))
+        ax.set_ylim(top * 1e-3, top * 2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        png = outdir / f"{model.id}-{route}.png"
+        fig.savefig(png, dpi=90)
+        plt.close(fig)
+        cmax = ds.concentration.max("time").isel(subject=0).values
+        lines += [f"### {route}: {what}", "", f"![{route}]({png.name})", "",
+                  "Cmax: " + ", ".join(f"{a} {c:.3g} ng/mL" for a, c in
+                                       zip(model.analyte_names, cmax, strict=True)),
+                  ""]
+    page = outdir / f"{model.id}.md"
+    page.write_text("\n".join(lines) + "\n")
+    return page
+
+
+def write_model_pages(outdir: str | Path) -> list[Path]:
+    """One page per bundled model, plus ``index.md``."""
+    from .modelfile import list_models, load_model
+
+    outdir = Path(outdir)
+    pages = [model_page(load_model(name), outdir) for name in list_models()]
+    index = ["# Bundled models", "", "| model | drug | population | routes | grade |",
+             "|---|---|---|---|---|"]
+    for name in list_models():
+        m = load_model(name)
+        index.append(f"| [{m.id}]({m.id}.md) | {m.drug} ({m.enantiomer}) | "
+                     f"{m.population} | {', '.join(m.routes)} | {m.grade} |")
+    (outdir / "index.md").write_text("\n".join(index) + "\n")
+    return pages
+
+
+def write_api_reference(path: str | Path) -> Path:
+    """The public API (``ketasim.__all__``) with signatures and docstrings."""
+    import ketasim
+
+    out = ["# ketasim API reference", "",
+           "Generated from the docstrings (`ketasim docs`). Units: h, mg, L, ng/mL.",
+           ""]
+    for name in ketasim.__all__:
+        obj = getattr(ketasim, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        try:
+            sig = str(inspect.signature(obj))
+        except (TypeError, ValueError):
+            sig = "(...)"
+        out += [f"## `ketasim.{name}{sig}`", "", inspect.getdoc(obj) or "", ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out))
+    return path
