@@ -17,6 +17,12 @@ the subject once stiffness is detected; 1 and 2 force one method. Doses are know
 discontinuities: integration restarts at every event time and never steps across
 one. Steps are free; output times are filled by dense output. Kernels never raise:
 ``status`` 0 ok, 1 max_steps exceeded, 2 step size underflow, 3 non-finite state.
+
+Functions that take ``rhs`` as an argument are not cached on disk: numba's cache
+index would record the user's function by module and name, and a later process
+that cannot import that module (a notebook, a script elsewhere) fails to load the
+index. They compile once per process instead (about 15 s here); the exact
+linear path, which most runs use, stays cached.
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ def rhs_linear(t, x, p, dxdt):
         dxdt[i] = acc
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=False, nogil=True, inline="always")
 def _f(rhs, t, x, p, r, dxdt):
     rhs(t, x, p, dxdt)
     for i in range(x.shape[0]):
@@ -149,8 +155,8 @@ def _write(out_s, j, x, obs_cmt, obs_scale):
         out_s[k, j] = x[obs_cmt[k]] * obs_scale[k]
 
 
-@njit(cache=True, nogil=True)
-def _initial_step(rhs, t, x, p, r, f0, rtol, atol, span, order):
+@njit(cache=False, nogil=True)
+def _initial_step(rhs, t, x, p, r, f0, rtol, atol, span, order, x1, f1):
     n = x.shape[0]
     d0 = 0.0
     d1 = 0.0
@@ -166,8 +172,8 @@ def _initial_step(rhs, t, x, p, r, f0, rtol, atol, span, order):
         h = 0.01 * d0 / d1
     h = min(h, span)
     # one explicit Euler probe for the second derivative (Hairer's heuristic)
-    x1 = x + h * f0
-    f1 = np.empty(n)
+    for i in range(n):
+        x1[i] = x[i] + h * f0[i]
     _f(rhs, t + h, x1, p, r, f1)
     d2 = 0.0
     for i in range(n):
@@ -184,15 +190,27 @@ def _initial_step(rhs, t, x, p, r, f0, rtol, atol, span, order):
     return min(span, max(min(100 * h, h1), 1e-8 * span, 64 * 2.2e-16 * abs(t)))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=False, nogil=True)
 def _segment(rhs, p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
-             stiff, auto, jac_const, max_steps, counters):
+             stiff, auto, jac_const, max_steps, counters, wk, J, W, K, piv):
     """Integrate x from t0 to t1 (no events inside), writing outputs with
     t0 < times[j] < t1 by dense output. counters = [steps, status, stiff]."""
     n = x.shape[0]
     T = times.shape[0]
     span = t1 - t0
-    f0 = np.empty(n)
+    # work arrays come from the caller: allocated once per subject, not per segment
+    f0 = wk[0]
+    k2 = wk[1]
+    k3 = wk[2]
+    k4 = wk[3]
+    k5 = wk[4]
+    k6 = wk[5]
+    k7 = wk[6]
+    xs = wk[7]
+    xn = wk[8]
+    err = wk[9]
+    fdt = wk[10]
+    ftmp = wk[11]
     _f(rhs, t0, x, p, r, f0)
     if span <= 1e-12 * max(1.0, abs(t0)):
         # events a few ulps apart (e.g. an infusion end on a rounded grid time):
@@ -201,23 +219,8 @@ def _segment(rhs, p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, at
             x[i] += span * f0[i]
         return j
     order = 3 if stiff else 4
-    h = _initial_step(rhs, t0, x, p, r, f0, rtol, atol, span, order)
+    h = _initial_step(rhs, t0, x, p, r, f0, rtol, atol, span, order, xs, ftmp)
     t = t0
-    k2 = np.empty(n)
-    k3 = np.empty(n)
-    k4 = np.empty(n)
-    k5 = np.empty(n)
-    k6 = np.empty(n)
-    k7 = np.empty(n)
-    xs = np.empty(n)
-    xn = np.empty(n)
-    err = np.empty(n)
-    J = np.empty((n, n))
-    W = np.empty((n, n))
-    piv = np.empty(n, dtype=np.int64)
-    K = np.empty((6, n))
-    fdt = np.empty(n)
-    ftmp = np.empty(n)
     nstiff = 0
     nonstiff = 0
     have_J = False
@@ -400,7 +403,7 @@ def _segment(rhs, p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, at
     return j
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=False, nogil=True)
 def solve_subject(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                   obs_scale, rtol, atol, method, jac_const, max_steps, out_s):
     """One subject; returns (status, accepted steps)."""
@@ -414,6 +417,11 @@ def solve_subject(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt
     j = 0
     counters = np.zeros(3, dtype=np.int64)
     counters[2] = 1 if method == 2 else 0
+    wk = np.empty((12, n))
+    J = np.empty((n, n))
+    W = np.empty((n, n))
+    K = np.empty((6, n))
+    piv = np.empty(n, dtype=np.int64)
     while True:
         while e < nev and ev_time[e] <= t:
             k = ev_kind[e]
@@ -432,7 +440,7 @@ def solve_subject(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt
             t1 = ev_time[e]
         j = _segment(rhs, p, r, x, t, t1, times, j, out_s, obs_cmt, obs_scale,
                      rtol, atol, counters[2] == 1, method == 0, jac_const, max_steps,
-                     counters)
+                     counters, wk, J, W, K, piv)
         if counters[1] != OK:
             for jj in range(j, T):
                 for k in range(obs_cmt.shape[0]):
@@ -442,7 +450,7 @@ def solve_subject(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt
     return OK, counters[0]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=False)
 def solve_population(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                      obs_scale, rtol, atol, method, jac_const, max_steps, out, status,
                      nsteps):
