@@ -1,12 +1,13 @@
 """Model files: the strict loader rejects every malformed file with file + key path."""
 
-import copy
 import tomllib
 
 import pytest
 
 import ketasim as ks
 from ketasim.modelfile import ModelFileError, models_dir
+
+from .tomlwrite import dumps, mutate
 
 
 @pytest.fixture(scope="module")
@@ -15,40 +16,8 @@ def domino_dict():
 
 
 def write(tmp_path, data):
-    import json
-
-    # minimal TOML writer for the subset the model files use
-    lines = []
-
-    def val(v):
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
-        return repr(v)
-
-    for k, v in data.items():
-        if not isinstance(v, dict | list) or (isinstance(v, list) and v and
-                                              not isinstance(v[0], dict)):
-            lines.append(f"{k} = {val(v)}")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            for sk, sv in v.items():
-                lines.append(f"[{k}.{sk}]" if isinstance(sv, dict) else f"[{k}]")
-                if isinstance(sv, dict):
-                    lines += [f"{a} = {val(b)}" for a, b in sv.items()]
-                else:
-                    lines.append(f"{sk} = {val(sv)}")
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"[[{k}]]")
-                lines += [f"{a} = {val(b)}" for a, b in item.items()]
     p = tmp_path / "model.toml"
-    p.write_text("\n".join(lines))
+    p.write_text(dumps(data))
     return p
 
 
@@ -64,18 +33,6 @@ def test_bundled_models_load():
     assert "domino" in names
     for name in names:
         assert ks.load_model(name).references
-
-
-def mutate(d, path, value=None, delete=False):
-    d = copy.deepcopy(d)
-    node = d
-    for key in path[:-1]:
-        node = node[key]
-    if delete:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return d
 
 
 CASES = [

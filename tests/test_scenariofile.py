@@ -1,6 +1,5 @@
 """Scenario files: examples load and run; malformed files fail with file + key."""
 
-import copy
 import tomllib
 from pathlib import Path
 
@@ -9,6 +8,8 @@ import pytest
 import ketasim as ks
 from ketasim.cli import main
 from ketasim.scenariofile import ScenarioFileError, load_scenarios
+
+from .tomlwrite import dumps, mutate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FILES = sorted(EXAMPLES.glob("*.toml"))
@@ -35,28 +36,8 @@ def test_regimen_protocols_resolved():
 
 
 def write(tmp_path, data):
-    import json
-
-    def val(v):
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, bool):
-            return str(v).lower()
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
-        return repr(v)
-
-    lines = [f"{k} = {val(v)}" for k, v in data.items() if not isinstance(v, list)
-             or not v or not isinstance(v[0], dict)]
-    for k, v in data.items():
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"[[{k}]]")
-                lines += [f"{a} = {val(b)}" for a, b in item.items()]
     p = tmp_path / "s.toml"
-    p.write_text("\n".join(lines))
+    p.write_text(dumps(data))
     return p
 
 
@@ -67,18 +48,6 @@ BASE = {
     "scenarios": [{"name": "a", "model": "domino",
                    "regimen": {"protocol": "six_infusion_course", "sessions": 1}}],
 }
-
-
-def mutate(path, value, delete=False):
-    d = copy.deepcopy(BASE)
-    node = d
-    for key in path[:-1]:
-        node = node[key]
-    if delete:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return d
 
 
 def test_minimal_file_runs(tmp_path):
@@ -107,7 +76,7 @@ CASES = [
 
 @pytest.mark.parametrize("path,value,message", CASES)
 def test_errors_name_file_and_key(tmp_path, path, value, message):
-    p = write(tmp_path, mutate(path, value, delete=value is None))
+    p = write(tmp_path, mutate(BASE, path, value, delete=value is None))
     with pytest.raises(ScenarioFileError) as info:
         load_scenarios(p)
     assert str(p) in str(info.value)
@@ -115,7 +84,7 @@ def test_errors_name_file_and_key(tmp_path, path, value, message):
 
 
 def test_cli_run_error_exit_code(tmp_path, capsys):
-    p = write(tmp_path, mutate(("colour",), "red"))
+    p = write(tmp_path, mutate(BASE, ("colour",), "red"))
     assert main(["run", str(p)]) == 1
     assert "unknown key 'colour'" in capsys.readouterr().err
 

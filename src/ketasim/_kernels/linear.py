@@ -43,6 +43,20 @@ def _find(cache_h, nused, h, t):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _slot(cache_h, nused, nextslot, last, h, t):
+    """Cache slot for step ``h``: (slot, new, nused, nextslot). ``new`` means the
+    caller must fill the slot's propagators (round-robin replacement)."""
+    if last >= 0 and abs(cache_h[last] - h) <= 1e-12 * h + 8.0 * _EPS * t:
+        return last, False, nused, nextslot
+    slot = _find(cache_h, nused, h, t)
+    if slot >= 0:
+        return slot, False, nused, nextslot
+    slot = nextslot
+    cache_h[slot] = h
+    return slot, True, min(nused + 1, _NCACHE), (nextslot + 1) % _NCACHE
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _step(E, G, slot, x, r, y, active, n):
     # index the 3-D caches directly: slicing out E[slot] would create an array view,
     # and numba's reference counting of views costs more than the step itself
@@ -148,18 +162,10 @@ def subject_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_sc
             target = ev_time[e] if is_event else tj
             h = target - t
             if h > 0.0:
-                if last >= 0 and abs(cache_h[last] - h) <= 1e-12 * h + 8.0 * _EPS * t:
-                    slot = last
-                else:
-                    slot = _find(cache_h, nused, h, t)
-                    if slot < 0:
-                        slot = nextslot
-                        propagators(A[occ], h, cache_E[slot], cache_G[slot])
-                        cache_h[slot] = h
-                        nextslot = (nextslot + 1) % _NCACHE
-                        if nused < _NCACHE:
-                            nused += 1
-                    last = slot
+                slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
+                if new:
+                    propagators(A[occ], h, cache_E[slot], cache_G[slot])
+                last = slot
                 _step(cache_E, cache_G, slot, x, r, y, active, n)
                 t = target
             if not is_event:
@@ -258,23 +264,15 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             target = ev_time[s0, e] if is_event else tj
             h = target - t
             if h > 0.0:
-                if last >= 0 and abs(cache_h[last] - h) <= 1e-12 * h + 8.0 * _EPS * t:
-                    slot = last
-                else:
-                    slot = _find(cache_h, nused, h, t)
-                    if slot < 0:
-                        slot = nextslot
-                        for b in range(B):
-                            propagators(A[s0 + b, occ], h, Etmp, Gtmp)
-                            for i in range(n):
-                                for k in range(n):
-                                    cache_E[slot, i, k, b] = Etmp[i, k]
-                                    cache_G[slot, i, k, b] = Gtmp[i, k]
-                        cache_h[slot] = h
-                        nextslot = (nextslot + 1) % _NCACHE
-                        if nused < _NCACHE:
-                            nused += 1
-                    last = slot
+                slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
+                if new:
+                    for b in range(B):
+                        propagators(A[s0 + b, occ], h, Etmp, Gtmp)
+                        for i in range(n):
+                            for k in range(n):
+                                cache_E[slot, i, k, b] = Etmp[i, k]
+                                cache_G[slot, i, k, b] = Gtmp[i, k]
+                last = slot
                 Es = cache_E[slot]
                 for i in range(n):
                     for b in range(B):
