@@ -1,0 +1,107 @@
+"""Model library validation by simulation: each model reproduces the published facts
+LITERATURE.md gives for it (not by reading parameters back)."""
+
+import numpy as np
+import pytest
+
+import ketasim as ks
+from ketasim import Dose, Regimen
+
+LONG = ks.grid("400 h", "10 min")  # > 30 terminal half-lives for every model here
+
+
+def auc_inf(model, regimen, analyte=0, **kw):
+    ds = ks.simulate(model, regimen, times=LONG, auc=True, **kw)
+    return ds.auc.isel(subject=0, analyte=analyte, time=-1).item()
+
+
+def nasal(mg):
+    n = mg // 28
+    return Regimen([Dose.bolus("28 mg", route="intranasal", device=k + 1,
+                               time=f"{5 * k} min") for k in range(n)])
+
+
+# ---- Perez-Ruixo 2021 (esketamine) ---------------------------------------------------
+@pytest.mark.parametrize("mg,published", [(28, 0.622), (56, 0.538), (84, 0.509)])
+def test_perez_ruixo_nasal_bioavailability(mg, published):
+    """Absolute F = AUC(nasal)/AUC(IV) per dose mass. Published: 54 % / 51 % for
+    56 / 84 mg (abstract); 0.622 / 0.538 / 0.509 for 28 / 56 / 84 mg computed from
+    Table 3 (LITERATURE §1.3.1; for one device, 54 % nasal plus 46 % swallowed x
+    0.178). Tolerance 0.005: the abstract rounds to whole percent."""
+    m = "perez_ruixo_2021"
+    f = auc_inf(m, nasal(mg)) / auc_inf(m, Dose.bolus(f"{mg} mg"))
+    assert f == pytest.approx(published, abs=0.005)
+
+
+def test_perez_ruixo_oral_and_clearance():
+    m = "perez_ruixo_2021"
+    iv = auc_inf(m, Dose.infusion("28 mg", duration="40 min"))
+    po = auc_inf(m, Dose.bolus("84 mg", route="oral")) / 3
+    assert po / iv == pytest.approx(0.178, abs=0.002)  # Fgut (1 - E), Table 3
+    cl = 28.0 / iv * 1000  # mg / (ng h/mL) -> L/h
+    # abstract: CL 114 L/h (a population summary); Table 3 gives Qh E = 109 L/h
+    assert cl == pytest.approx(109, rel=0.01)
+    assert cl == pytest.approx(114, rel=0.06)
+
+
+@pytest.mark.parametrize("mg", [56, 84])
+def test_spravato_label_tmax_and_half_life(mg):
+    """Label: Tmax 20-40 min after the last spray; terminal t1/2 7-12 h."""
+    t = ks.grid("72 h", "1 min")
+    c = ks.simulate("perez_ruixo_2021", nasal(mg), times=t).concentration.values[0, 0]
+    last = (mg // 28 - 1) * 5 / 60
+    tmax_min = (t[np.argmax(c)] - last) * 60
+    assert 20 <= tmax_min <= 40
+    i, j = np.searchsorted(t, 24), np.searchsorted(t, 48)
+    half = np.log(2) / (np.log(c[i] / c[j]) / 24)
+    assert 7 <= half <= 12
+
+
+def test_spravato_label_bioavailability_and_no_accumulation():
+    """Label: mean absolute F about 48 %. The popPK typical 56/84-mg values (54 %,
+    51 %) sit above a study mean that includes patients with low nasal uptake
+    (logit-normal IIV on FRn pulls the mean below the typical value). The label's
+    figure is a study mean from a different analysis, the model's own abstract says
+    54 %; the test asks for the population mean F over 2 000 virtual patients
+    within 6 percentage points of 48 % (measured: 53 %).
+    Twice-weekly dosing: no accumulation (session Cmax within 2 % of session 2)."""
+    m = "perez_ruixo_2021"
+    pop = ks.Population(2000, seed=4, iov=False)
+    iv = ks.simulate(m, Dose.bolus("56 mg"), times=LONG, auc=True, population=pop)
+    nz = ks.simulate(m, nasal(56), times=LONG, auc=True, population=pop)
+    f = (nz.auc[:, 0, -1] / iv.auc[:, 0, -1]).values
+    assert abs(f.mean() - 0.48) <= 0.06
+    ind = ks.esketamine_induction("84 mg", weeks=4, continuation_weeks=0)
+    ds = ks.simulate(m, ind, times=ks.grid("28 d", "5 min"))
+    cmax = ks.metrics(ds, "session").cmax.values[0, 0]
+    np.testing.assert_allclose(cmax[2:], cmax[1], rtol=0.02)
+
+
+def test_perez_ruixo_covariates():
+    m = "perez_ruixo_2021"
+    t = ks.grid("200 h", "10 min")
+    base = auc_inf(m, Dose.bolus("28 mg"))
+    asian = ks.simulate(m, Dose.bolus("28 mg"), times=LONG, auc=True,
+                        covariates={"asian": 1.0}).auc[0, 0, -1].item()
+    assert asian > base  # kel x 0.36 lowers hepatic extraction
+    old = ks.simulate(m, Dose.bolus("28 mg"), times=t,
+                      covariates={"age": 80.0}).parameters.sel(parameter="Qh").item()
+    assert old == pytest.approx(151 - 2.19 * 20, rel=1e-6)
+
+
+def test_esketamine_model_rejects_racemic_dose():
+    with pytest.raises(ks.DoseError, match="declares no share of a racemic dose"):
+        ks.simulate("perez_ruixo_2021", Dose.bolus("50 mg", drug="ketamine"),
+                    times=[1.0])
+
+
+# ---- Domino (racemic, code-sourced) ------------------------------------------------
+def test_domino_derived_facts():
+    """LITERATURE §1.1.1 derived: CL 1.656 L/h/kg (116 L/h at 70 kg), terminal
+    t1/2 1.91 h."""
+    a = auc_inf("domino", Dose.bolus("35 mg"))
+    assert 35 / a * 1000 == pytest.approx(115.9, rel=0.005)
+    t = ks.grid("24 h", "1 min")
+    c = ks.simulate("domino", Dose.bolus("35 mg"), times=t).concentration.values[0, 0]
+    i, j = np.searchsorted(t, 12), np.searchsorted(t, 20)
+    assert np.log(2) / (np.log(c[i] / c[j]) / 8) == pytest.approx(1.91, abs=0.01)
