@@ -105,3 +105,34 @@ def test_domino_derived_facts():
     c = ks.simulate("domino", Dose.bolus("35 mg"), times=t).concentration.values[0, 0]
     i, j = np.searchsorted(t, 12), np.searchsorted(t, 20)
     assert np.log(2) / (np.log(c[i] / c[j]) / 8) == pytest.approx(1.91, abs=0.01)
+
+
+# ---- Clements & Nimmo 1981 (racemic default, code-sourced) -----------------------
+def test_clements_derived_facts_and_default():
+    """LITERATURE §1.1.2 derived: CL 1.146 L/h/kg (80 L/h at 70 kg), t1/2 beta
+    3.05 h; Vss 4.13 L/kg. Kamp 2020 meta-analysis (P): CL 79 L/h (95 % CI 69-90)."""
+    m = "clements_nimmo_1981"
+    assert ks.DEFAULT_MODEL == m
+    a = auc_inf(m, Dose.bolus("35 mg"))  # typical 70 kg subject, no random effects
+    cl = 35 / a * 1000
+    assert cl == pytest.approx(80.2, rel=0.005)
+    assert 69 <= cl <= 90
+    t = ks.grid("30 h", "1 min")
+    c = ks.simulate(m, Dose.bolus("35 mg"), times=t).concentration.values[0, 0]
+    i, j = np.searchsorted(t, 15), np.searchsorted(t, 25)
+    assert np.log(2) / (np.log(c[i] / c[j]) / 10) == pytest.approx(3.05, abs=0.02)
+
+
+@pytest.mark.parametrize("route,f,tmax_h", [("intranasal", 0.45, 0.30),
+                                            ("sublingual", 0.29, 0.75),
+                                            ("oral", 0.24, 0.96)])
+def test_clements_extravascular_routes(route, f, tmax_h):
+    """Bioavailability as the AUC ratio (published: 45 %, 29 %, 24 %) and Tmax
+    within 2 min of the published median/mean the absorption rate was chosen for."""
+    m = "clements_nimmo_1981"
+    ratio = auc_inf(m, Dose.bolus("25 mg", route=route)) / auc_inf(
+        m, Dose.bolus("25 mg"))
+    assert ratio == pytest.approx(f, rel=1e-6)
+    t = ks.grid("6 h", "0.5 min")
+    c = ks.simulate(m, Dose.bolus("25 mg", route=route), times=t).concentration
+    assert abs(t[int(np.argmax(c.values[0, 0]))] - tmax_h) <= 2 / 60

@@ -32,7 +32,7 @@ __all__ = ["ModelFileError", "cite", "list_models", "load_model", "models_dir"]
 
 SCHEMA_VERSION = 1
 #: The bundled model ``ketasim demo`` and the examples use for racemic ketamine.
-DEFAULT_MODEL = "domino"
+DEFAULT_MODEL = "clements_nimmo_1981"
 ROLES = ("depot", "central", "peripheral", "liver", "transit", "metabolite")
 ENANTIOMERS = ("racemic", "S", "R")
 SAMPLING = ("arterial", "venous", "mixed", "unknown")
