@@ -180,3 +180,38 @@ def test_every_model_cites_and_grades_every_number():
         assert m.references and all(r.citation for r in m.references)
         for p in m.parameters.values():
             assert p.source and p.grade in ("P", "T", "C", "U", "choice")
+
+
+# ---- Fanta 2015 / Otto 2021 (S-ketamine) -------------------------------------------
+def test_fanta_clearance_oral_f_half_life_vss():
+    """Fanta abstract: CL 95 L/h/70 kg, oral F 8 %; derived (LITERATURE): terminal
+    t1/2 7.4 h, Vss 419 L. Vss from a 300-h infusion: amount in the S-ketamine
+    compartments / plasma concentration at steady state."""
+    m = "fanta_2015"
+    a = auc_inf(m, Dose.bolus("10 mg"))
+    assert 10 / a * 1000 == pytest.approx(95.2, rel=1e-6)
+    assert auc_inf(m, Dose.bolus("10 mg", route="oral")) / a == pytest.approx(0.08,
+                                                                               rel=1e-6)
+    t = ks.grid("60 h", "5 min")
+    c = ks.simulate(m, Dose.bolus("10 mg"), times=t).concentration.values[0, 0]
+    i, j = np.searchsorted(t, 30), np.searchsorted(t, 50)
+    assert np.log(2) / (np.log(c[i] / c[j]) / 20) == pytest.approx(7.4, abs=0.05)
+    ds = ks.simulate(m, Dose.infusion(rate="10 mg/h", duration="300 h"),
+                     times=[299.0], amounts=True)
+    body = ds.amount.sel(compartment=["central", "p1", "p2"]).sum("compartment")
+    vss = (body / ds.concentration.sel(analyte="esketamine") * 1000).item()
+    assert vss == pytest.approx(418.8, rel=0.01)
+
+
+# ---- Flint 2017 (S-ketamine, children, time-varying NK clearance) ------------------
+def test_flint_norketamine_clearance_rises_with_time():
+    """With V/Fm = 1 L the metabolite is in quasi-steady state, so
+    C_NK / C_ket = CL / (CL_NK (1 + 0.0087 t)) at any time of a long infusion."""
+    t = np.array([24.0, 48.0])
+    ds = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="72 h"),
+                     times=t, covariates={"weight": 7.0, "age": 0.42}, rtol=1e-9,
+                     atol=1e-12)
+    c = ds.concentration.values[0]
+    ratio = c[1] / c[0]
+    np.testing.assert_allclose(ratio, 112 / (53.2 * (1 + 0.0087 * t)), rtol=0.01)
+    assert ds.attrs["solver"].startswith("ode")
