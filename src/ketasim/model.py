@@ -69,10 +69,15 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Compartment:
+    """``analyte``: the species measured here; ``species``: the species whose mass
+    the compartment holds when it is not measured (a metabolism chain or a
+    metabolite's peripheral compartment), so flows convert by molecular weight."""
+
     name: str
     role: str
     volume: str | None
     analyte: str | None
+    species: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,7 +255,7 @@ class Model:
     def _species(self, compartment: str) -> str | None:
         for c in self.compartments:
             if c.name == compartment:
-                return c.analyte
+                return c.analyte or c.species
         raise KeyError(compartment)
 
     def _analyte(self, name: str | None) -> Analyte | None:

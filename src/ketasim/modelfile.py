@@ -258,6 +258,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         return v
 
     analyte_of: dict[str, str] = {}
+    species_of: dict[str, str] = {}
     compartments: list[Compartment] = []
     chains: dict[str, int] = {}  # transit chain name -> number of compartments
     cmt_tab = _Table(top.table("compartments"), "compartments", file)
@@ -266,6 +267,12 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         role = t.take("role", str, choices=ROLES)
         vol = need_param(t, "volume", "volume", required=False)
         an = t.take("analyte", str, required=False)
+        sp = t.take("species", str, required=False)
+        if sp is not None and an is not None:
+            t.fail("give `analyte` (measured here) or `species` (mass held, not "
+                   "measured), not both", "species")
+        if sp is not None:
+            species_of[cname] = sp
         count = t.take("count", int, required=False)
         t.take("description", str, required=False)
         if count is not None:
@@ -274,13 +281,13 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
             if count < 1:
                 t.fail(f"must be >= 1; got {count}", "count")
             if vol is not None or an is not None:
-                t.fail("a transit chain holds no volume or analyte")
+                t.fail("a transit chain holds no volume or analyte (use `species`)")
             chains[cname] = count
         t.done()
         if count is None:
-            compartments.append(Compartment(cname, role, vol, an))
+            compartments.append(Compartment(cname, role, vol, an, sp))
         else:
-            compartments += [Compartment(f"{cname}_{i + 1}", role, None, None)
+            compartments += [Compartment(f"{cname}_{i + 1}", role, None, None, sp)
                              for i in range(count)]
         if an is not None:
             analyte_of[cname] = an
@@ -402,6 +409,10 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         if an not in anames:
             cmt_tab.fail(f"names an undefined analyte {an!r}", f"{cname}.analyte",
                          f"define [analytes.{an}]")
+    for cname, sp in species_of.items():
+        if sp not in anames:
+            cmt_tab.fail(f"names an undefined analyte {sp!r}", f"{cname}.species",
+                         f"define [analytes.{sp}]")
 
     variability: list[Variability] = []
     var_tab = _Table(top.table("variability", required=False), "variability", file)
