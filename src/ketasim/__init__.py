@@ -18,6 +18,7 @@ from .modelfile import (
     load_model,
     model_from_dict,
 )
+from .nonmem import read_nonmem, simulate_nonmem, write_nonmem
 from .population import Population
 from .protocols import (
     boosters,
@@ -53,8 +54,11 @@ __all__ = [
     "metrics",
     "model_from_dict",
     "pta",
+    "read_nonmem",
     "run_scenarios",
     "simulate",
+    "simulate_nonmem",
     "six_infusion_course",
     "summary",
+    "write_nonmem",
 ]

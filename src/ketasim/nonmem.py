@@ -1,0 +1,321 @@
+"""NONMEM-style event tables: read dosing records into per-subject regimens, write
+simulated results back in the same layout.
+
+Columns (case-insensitive): ID, TIME (h), EVID (0 observation, 1 dose, 2 other —
+ignored), AMT (mg), RATE (mg/h; 0 bolus; -2 duration from DUR, h), CMT, II (h), ADDL,
+SS (0, 1, 2), MDV, DV, and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT, BMI,
+FEMALE, ASIAN, JAPANESE; the first value per subject is used). Row numbers in errors
+count the header as row 1, so they match a spreadsheet or ``nl -ba``.
+
+Steady state (SS = 1 or 2) is exact for linear models: the state just before the
+steady-state dose is ``x_ss = (I - E(II))^-1 b``, with ``E(II) = expm(A II)`` and
+``b`` the state one interval after a single dose from zero, both for that subject.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .dosing import Dose, Regimen
+from .model import Model
+from .modelfile import load_model
+
+__all__ = ["EventTable", "read_nonmem", "simulate_nonmem", "write_nonmem"]
+
+COVARIATE_COLUMNS = {"WT": "weight", "WEIGHT": "weight", "AGE": "age",
+                     "HT": "height", "HEIGHT": "height", "BMI": "bmi",
+                     "FEMALE": "female", "ASIAN": "asian", "JAPANESE": "japanese"}
+KNOWN = {"ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV", "DV",
+         "DUR"}
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """Per-subject regimens, covariates, observation times and steady-state doses."""
+
+    ids: tuple
+    regimens: dict
+    covariates: dict[str, np.ndarray]
+    observations: dict
+    steady_state: dict = field(default_factory=dict)  # id -> (dose index, II, SS)
+
+
+def _route_map(model: Model, route_by_cmt):
+    if route_by_cmt is not None:
+        return {int(k): v for k, v in route_by_cmt.items()}
+    iv = [r for r in model.routes.values() if r.intravenous]
+    if not iv:
+        raise ValueError(f"model {model.id!r} has no intravenous route; give "
+                         "route_by_cmt={1: 'oral', ...} to map CMT to routes")
+    return {1: iv[0].name}
+
+
+def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTable:
+    """Read a NONMEM-style CSV (path) into an :class:`EventTable`.
+
+    ``route_by_cmt`` maps CMT numbers to model routes; default ``{1: <the model's
+    intravenous route>}``. Malformed rows raise ``ValueError`` naming the row, the
+    column and the reason; nothing is dropped silently.
+    """
+    model = load_model(model)
+    routes = _route_map(model, route_by_cmt)
+    path = Path(source)
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError(f"{path}: empty file")
+    header = [h.strip().upper() for h in rows[0]]
+    for need in ("ID", "TIME", "EVID", "AMT"):
+        if need not in header:
+            raise ValueError(f"{path}: row 1 (header) has no {need} column; found "
+                             f"{', '.join(header)}")
+    col = {h: i for i, h in enumerate(header)}
+    known = ", ".join(sorted(KNOWN | set(COVARIATE_COLUMNS)))
+    for h in header:
+        if h not in KNOWN and h not in COVARIATE_COLUMNS:
+            raise ValueError(f"{path}: row 1 (header): unknown column {h!r}; "
+                             f"known: {known}")
+
+    def num(r, i, name, default=None):
+        if name not in col:
+            return default
+        text = r[col[name]].strip()
+        if text in ("", "."):
+            return default
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError(f"{path}: row {i}: column {name} is not a number: "
+                             f"{text!r}") from None
+        if not np.isfinite(v):
+            raise ValueError(f"{path}: row {i}: column {name} must be finite; got "
+                             f"{text!r}")
+        return v
+
+    ids: list = []
+    doses: dict = {}
+    obs: dict = {}
+    cov: dict = {}
+    ss: dict = {}
+    last_time: dict = {}
+    for i, r in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in r):
+            continue
+        if len(r) != len(header):
+            raise ValueError(f"{path}: row {i}: {len(r)} fields, the header has "
+                             f"{len(header)}")
+        sid = num(r, i, "ID")
+        t = num(r, i, "TIME")
+        if sid is None or t is None:
+            raise ValueError(f"{path}: row {i}: ID and TIME are required")
+        sid = int(sid) if float(sid).is_integer() else sid
+        if t < 0:
+            raise ValueError(f"{path}: row {i}: TIME must be >= 0 h; got {t:g}")
+        if sid not in doses:
+            ids.append(sid)
+            doses[sid], obs[sid] = [], []
+            for h, name in COVARIATE_COLUMNS.items():
+                if h in col:
+                    cov.setdefault(name, {})[sid] = num(r, i, h)
+        if t < last_time.get(sid, -np.inf):
+            raise ValueError(f"{path}: row {i}: TIME {t:g} h is before the previous "
+                             f"record of ID {sid} ({last_time[sid]:g} h); sort each "
+                             "subject's records by time")
+        last_time[sid] = t
+        evid = num(r, i, "EVID", 0.0)
+        if evid == 0:
+            obs[sid].append(t)
+            continue
+        if evid == 2:
+            continue
+        if evid != 1:
+            raise ValueError(f"{path}: row {i}: EVID {evid:g} is not supported "
+                             "(0 observation, 1 dose, 2 other); resets (3, 4) are not "
+                             "implemented")
+        amt = num(r, i, "AMT")
+        if amt is None or amt <= 0:
+            raise ValueError(f"{path}: row {i}: a dose needs AMT > 0 mg; got "
+                             f"{r[col['AMT']]!r}")
+        cmt = int(num(r, i, "CMT", 1.0))
+        if cmt not in routes:
+            raise ValueError(f"{path}: row {i}: CMT {cmt} has no route; map it with "
+                             f"route_by_cmt (now {routes})")
+        rate = num(r, i, "RATE", 0.0)
+        dur = None
+        if rate == -2:
+            dur = num(r, i, "DUR")
+            if dur is None or dur <= 0:
+                raise ValueError(f"{path}: row {i}: RATE = -2 needs DUR > 0 h")
+        elif rate > 0:
+            dur = amt / rate
+        elif rate != 0:
+            raise ValueError(f"{path}: row {i}: RATE must be 0, > 0 or -2; got "
+                             f"{rate:g}")
+        ii = num(r, i, "II", 0.0)
+        addl = int(num(r, i, "ADDL", 0.0))
+        ssv = int(num(r, i, "SS", 0.0))
+        if addl < 0 or (addl > 0 and ii <= 0):
+            raise ValueError(f"{path}: row {i}: ADDL {addl} needs II > 0 h; got "
+                             f"II {ii:g}")
+        if ssv not in (0, 1, 2):
+            raise ValueError(f"{path}: row {i}: SS must be 0, 1 or 2; got {ssv}")
+        if ssv and ii <= 0:
+            raise ValueError(f"{path}: row {i}: SS {ssv} needs II > 0 h")
+        if ssv == 1 and doses[sid]:
+            raise ValueError(f"{path}: row {i}: SS = 1 resets the subject, which is "
+                             "supported only on its first dose record; use SS = 2")
+        route = routes[cmt]
+        try:
+            d = Dose((amt, "mg"), route=route, time=t, duration=dur)
+        except ValueError as exc:
+            raise ValueError(f"{path}: row {i}: {exc}") from None
+        if ssv:
+            ss[sid] = (len(doses[sid]), ii, ssv)
+        doses[sid] += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
+    regimens = {}
+    for sid in ids:
+        ds = sorted(doses[sid], key=lambda d: d.time)
+        regimens[sid] = Regimen(ds)
+    covs = {name: np.array([v.get(sid, np.nan) for sid in ids], dtype=float)
+            for name, v in cov.items()}
+    for name, v in covs.items():
+        if np.any(np.isnan(v)):
+            raise ValueError(f"{path}: covariate {name} is missing for ID "
+                             f"{ids[int(np.argmax(np.isnan(v)))]}")
+    return EventTable(tuple(ids), regimens, covs,
+                      {k: np.array(v) for k, v in obs.items()}, ss)
+
+
+def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
+    """Simulate every subject of ``table`` (its own regimen and covariates), at its
+    observation times (or ``times``), with exact steady state for SS records.
+    Returns a Dataset with ``subject`` = the table's IDs and a ``observed_time``
+    mask; subjects are stacked on the union of their times."""
+    from ._kernels.linear import population_linear
+    from ._lower import lower
+    from .simulate import _check_times, _subjects
+
+    model = load_model(model)
+    if not model.linear_time_invariant:
+        raise ValueError("simulate_nonmem needs a linear time-invariant model")
+    all_t = times if times is not None else np.unique(np.concatenate(
+        [v for v in table.observations.values() if v.size] or [np.array([0.0])]))
+    t = _check_times(all_t)
+    out = np.empty((len(table.ids), len(model.analytes), t.size))
+    for k, sid in enumerate(table.ids):
+        cov = {n: v[k] for n, v in table.covariates.items()}
+        n, c, over = _subjects(model, cov, None)
+        params = model.individual_parameters(c, overrides=over, n=1)
+        reg = table.regimens[sid]
+        low = lower(model, reg, params, c["weight"], 1)
+        ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
+        if sid in table.steady_state:
+            ev = _with_steady_state(model, reg, params, c, low, ev,
+                                    table.steady_state[sid])
+        status = np.zeros(1, dtype=np.int64)
+        buf = np.empty((1, len(model.analytes), t.size))
+        population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status)
+        out[k] = buf[0]
+    ds = xr.Dataset(
+        {"concentration": (("subject", "analyte", "time"), out,
+                           {"units": "ng/mL", "long_name": "plasma concentration"})},
+        coords={"subject": list(table.ids), "analyte": list(model.analyte_names),
+                "time": ("time", t, {"units": "h"})},
+        attrs={"model_id": model.id, "source": "NONMEM event table"})
+    for name, v in table.covariates.items():
+        ds.coords[name] = ("subject", v)
+    return ds
+
+
+def _with_steady_state(model, reg, params, cov, low, ev, spec):
+    """Events plus the exact steady-state state added as boluses just before the
+    SS dose (the kernel then continues exactly)."""
+    import scipy.linalg
+
+    from ._lower import lower
+
+    idx, ii, _ = spec
+    d = reg.doses[idx]
+    one = lower(model, Regimen([d.at(0.0)]), params, cov["weight"], 1)
+    # state one interval after a single dose from zero, via the exact propagator
+    A = one.A[0, 0]
+    n = A.shape[0]
+    x = np.zeros(n)
+    tcur = 0.0
+    r = np.zeros(n)
+    times = list(one.ev_time[0]) + [ii]
+    kinds = list(one.ev_kind[0]) + [-1]
+    for te, kd, cm, vl in zip(times, kinds, list(one.ev_cmt[0]) + [0],
+                              list(one.ev_value[0]) + [0.0], strict=True):
+        te = min(te, ii)
+        h = te - tcur
+        if h > 0:
+            M = np.zeros((2 * n, 2 * n))
+            M[:n, :n] = A * h
+            M[:n, n:] = np.eye(n) * h
+            P = scipy.linalg.expm(M)
+            x = P[:n, :n] @ x + P[:n, n:] @ r
+            tcur = te
+        if kd == 0:
+            x[cm] += vl
+        elif kd == 1:
+            r[cm] += vl
+    E = scipy.linalg.expm(A * ii)
+    x_ss = np.linalg.solve(np.eye(n) - E, x)
+    # compartments of `one` and `low` may differ (pruning): map by name
+    names_low = list(low.compartments)
+    add_t, add_c, add_v = [], [], []
+    for j, name in enumerate(one.compartments):
+        if x_ss[j] != 0.0:
+            add_t.append(d.time)
+            add_c.append(names_low.index(name))
+            add_v.append(x_ss[j])
+    et = np.concatenate([np.array(add_t), ev[0][0]])
+    ec = np.concatenate([np.array(add_c, dtype=np.int64), ev[1][0]])
+    ek = np.concatenate([np.zeros(len(add_t), dtype=np.int64), ev[2][0]])
+    evv = np.concatenate([np.array(add_v), ev[3][0]])
+    order = np.argsort(et, kind="stable")  # the state comes before the SS dose
+    return [a[order][None, :].copy() for a in (et, ec, ek, evv)]
+
+
+def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
+                 cmt_by_route: dict | None = None) -> Path:
+    """Write a simulation Dataset as a NONMEM-style CSV: per subject its dose
+    records (AMT in mg of base actually given, RATE in mg/h, CMT) and one
+    observation record per output time with DV = concentration (ng/mL)."""
+    an = analyte or str(ds.analyte.values[0])
+    routes = [str(r) for r in ds.dose_route.values] if "dose_route" in ds else []
+    cmt_by_route = cmt_by_route or {r: i + 1 for i, r in
+                                    enumerate(dict.fromkeys(routes))}
+    covs = [c for c in ("weight", "age", "height", "female", "asian", "japanese")
+            if c in ds.coords]
+    head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + [
+        {"weight": "WT", "age": "AGE", "height": "HT"}.get(c, c.upper()) for c in covs]
+    c = ds.concentration.sel(analyte=an).values
+    t = ds.time.values
+    path = Path(path)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(head)
+        for s in range(ds.sizes["subject"]):
+            sid = ds.subject.values[s]
+            cv = [f"{float(ds[k].values[s]):g}" for k in covs]
+            recs = []
+            for i, route in enumerate(routes):
+                amt = float(ds.dose_mg.values[s, i])
+                dur = float(ds.dose_duration.values[i])
+                rate = amt / dur if np.isfinite(dur) else 0.0
+                recs.append((float(ds.dose_time.values[i]), 0, [
+                    sid, f"{ds.dose_time.values[i]:.10g}", 1, f"{amt:.10g}",
+                    f"{rate:.10g}", cmt_by_route[route], 1, "."] + cv))
+            for j in range(t.size):
+                recs.append((float(t[j]), 1, [sid, f"{t[j]:.10g}", 0, ".", ".", ".",
+                                              0, f"{c[s, j]:.10g}"] + cv))
+            for _, _, row in sorted(recs, key=lambda x: (x[0], x[1])):
+                w.writerow(row)
+    return path

@@ -1,0 +1,115 @@
+"""NONMEM-style event tables: reading, exact steady state, writing, errors."""
+
+import numpy as np
+import pytest
+
+import ketasim as ks
+from ketasim.nonmem import read_nonmem, simulate_nonmem, write_nonmem
+
+from .test_simulate import one_compartment
+
+CSV = """ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,MDV,DV,WT,AGE
+1,0,1,35,52.5,1,0,0,0,1,.,70,40
+1,1,0,.,.,.,.,.,.,0,.,70,40
+1,72,1,35,52.5,1,72,2,0,1,.,70,40
+2,0,1,20,0,1,0,0,0,1,.,55,30
+2,2,0,.,.,.,.,.,.,0,.,55,30
+"""
+
+
+def write(tmp_path, text, name="data.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_read_regimens_and_covariates(tmp_path):
+    tab = read_nonmem(write(tmp_path, CSV), "domino")
+    assert tab.ids == (1, 2)
+    r1 = tab.regimens[1]
+    assert r1.times == (0.0, 72.0, 144.0, 216.0)  # ADDL 2 every II 72 h
+    assert r1.doses[0].duration == pytest.approx(35 / 52.5)
+    assert tab.regimens[2].doses[0].duration is None
+    np.testing.assert_array_equal(tab.covariates["weight"], [70, 55])
+    np.testing.assert_array_equal(tab.observations[1], [1.0])
+
+
+def test_simulate_matches_simulate(tmp_path):
+    tab = read_nonmem(write(tmp_path, CSV), "domino")
+    ds = simulate_nonmem("domino", tab, times=[1.0, 2.0])
+    ref = ks.simulate("domino", tab.regimens[2], times=[1.0, 2.0],
+                      covariates={"weight": 55, "age": 30})
+    np.testing.assert_allclose(ds.concentration.values[1], ref.concentration.values[0],
+                               rtol=1e-12)
+
+
+def test_steady_state_exact_one_compartment(tmp_path):
+    """SS=1 bolus D every tau into CL 10 L/h, V 50 L: peak D/V / (1 - e^-k tau),
+    trough the peak times e^-k tau; also equals 200 repeated doses."""
+    m = one_compartment(tmp_path)
+    text = ("ID,TIME,EVID,AMT,CMT,II,SS\n1,0,1,100,1,12,1\n1,6,0,.,.,.,.\n"
+            "1,11.999,0,.,.,.,.\n")
+    tab = read_nonmem(write(tmp_path, text), m)
+    ds = simulate_nonmem(m, tab, times=[0.0, 6.0, 12.0 - 1e-9])
+    k = 10 / 50
+    peak = 100 / 50 / (1 - np.exp(-k * 12)) * 1000
+    ref = peak * np.exp(-k * np.array([0.0, 6.0, 12.0 - 1e-9]))
+    np.testing.assert_allclose(ds.concentration.values[0, 0], ref, rtol=1e-10)
+    many = ks.simulate(m, ks.Regimen.every(ks.Dose.bolus("100 mg"), interval=12,
+                                           n=200), times=[199 * 12 + 6.0])
+    assert many.concentration.item() == pytest.approx(ref[1], rel=1e-10)
+
+
+def test_steady_state_infusion_multicompartment(tmp_path):
+    """SS=2 infusion on a 3-compartment model: equals a long run of the same
+    infusion (200 intervals), to 1e-9."""
+    text = "ID,TIME,EVID,AMT,RATE,CMT,II,SS,WT\n1,0,1,35,52.5,1,24,2,70\n"
+    tab = read_nonmem(write(tmp_path, text), "domino")
+    t = np.array([0.5, 3.0, 20.0])
+    ds = simulate_nonmem("domino", tab, times=t)
+    reg = ks.Regimen.every(ks.Dose.infusion("35 mg", duration=35 / 52.5),
+                           interval=24, n=300)
+    long = ks.simulate("domino", reg, times=299 * 24 + t)
+    np.testing.assert_allclose(ds.concentration.values[0, 0],
+                               long.concentration.values[0, 0], rtol=1e-9)
+
+
+def test_round_trip(tmp_path):
+    pop = ks.Population(3, seed=1)
+    reg = ks.Regimen([ks.Dose.infusion("35 mg", duration="40 min"),
+                      ks.Dose.bolus("10 mg", time="24 h")])
+    ds = ks.simulate("domino", reg, population=pop, times=ks.grid("30 h", "1 h"))
+    p = write_nonmem(ds, tmp_path / "out.csv")
+    tab = read_nonmem(p, "domino")
+    assert tab.ids == (0, 1, 2)
+    for sid in tab.ids:
+        got = tab.regimens[sid]
+        assert got.times == reg.times
+        assert [d.duration for d in got] == pytest.approx([40 / 60, None])
+        assert [d.amount for d in got] == pytest.approx([35.0, 10.0])
+    np.testing.assert_allclose(tab.covariates["weight"], ds.weight.values, rtol=1e-5)
+    text = p.read_text().splitlines()
+    assert text[0].startswith("ID,TIME,EVID,AMT,RATE,CMT,MDV,DV")
+
+
+BAD = [
+    ("ID,TIME,EVID,AMT,FOO\n1,0,1,5,1\n", "row 1 (header): unknown column 'FOO'"),
+    ("ID,TIME,EVID,AMT\n1,0,1,abc\n", "row 2: column AMT is not a number: 'abc'"),
+    ("ID,TIME,EVID,AMT\n1,5,1,5\n1,2,0,.\n", "row 3: TIME 2 h is before"),
+    ("ID,TIME,EVID,AMT\n1,0,3,5\n", "row 2: EVID 3 is not supported"),
+    ("ID,TIME,EVID,AMT\n1,0,1,0\n", "row 2: a dose needs AMT > 0 mg"),
+    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,7\n", "row 2: CMT 7 has no route"),
+    ("ID,TIME,EVID,AMT,ADDL\n1,0,1,5,3\n", "row 2: ADDL 3 needs II > 0 h"),
+    ("ID,TIME,EVID,AMT\n1,-1,1,5\n", "row 2: TIME must be >= 0 h"),
+    ("ID,TIME,EVID,AMT,RATE\n1,0,1,5,-2\n", "row 2: RATE = -2 needs DUR > 0 h"),
+    ("ID,TIME,EVID,AMT,SS,II\n1,0,1,5,0,0\n1,1,1,5,1,12\n",
+     "row 3: SS = 1 resets the subject"),
+    ("ID,TIME,AMT\n1,0,5\n", "row 1 (header) has no EVID column"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_malformed_rows(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(
+            ")", r"\)")):
+        read_nonmem(write(tmp_path, text), "domino")
