@@ -65,3 +65,21 @@ def test_docs_pages_for_every_model_and_route(tmp_path, capsys):
             assert f"![{route}]" in page
     api = (tmp_path / "api.md").read_text()
     assert "ketasim.simulate(" in api and "ng/mL" in api
+
+
+def test_saved_run_reopens_with_attributes_and_replots(tmp_path):
+    ds = ks.simulate(ks.DEFAULT_MODEL, ks.six_infusion_course(sessions=2),
+                     population=ks.Population(10, seed=9), times=ks.grid("4 d", "1 h"))
+    ds.to_netcdf(tmp_path / "run.nc", engine="netcdf4")
+    ds.to_zarr(tmp_path / "run.zarr", zarr_format=2)
+    for back in (xr.open_dataset(tmp_path / "run.nc"),
+                 xr.open_zarr(tmp_path / "run.zarr")):
+        for key in ("model_id", "model_sha256", "references", "seed", "solver"):
+            assert back.attrs[key] == ds.attrs[key]
+        assert back.concentration.attrs["units"] == "ng/mL"
+        assert back.time.attrs["units"] == "h" and back.weight.attrs["units"] == "kg"
+        np.testing.assert_array_equal(back.concentration.values,
+                                      ds.concentration.values)
+        fig = plot_bands(back)
+        assert fig.axes[0].get_ylabel() == "ketamine (ng/mL)"
+        back.close()
