@@ -285,6 +285,9 @@ def simulate(
         raise ValueError(f"the exact solver needs a linear time-invariant model; "
                          f"this model has {why}, so use solver='ode'")
     t = _check_times(_default_times(regimen) if times is None else times)
+    if population is not None and not isinstance(population, Population):
+        raise TypeError(f"population must be a ketasim.Population; got "
+                        f"{type(population).__name__}")
     if chunks is not None:
         if out is not None:
             raise ValueError("chunks= builds a lazy Dask result; it cannot fill out=")
@@ -301,7 +304,7 @@ def simulate(
         if solver == "ode" or not model.linear_time_invariant:
             raise ValueError("output='metrics' needs the exact solver (a linear "
                              "time-invariant model)")
-        if any(x is not None for x in (out,)) or amounts or auc or residual:
+        if out is not None or amounts or auc or residual:
             raise ValueError("output='metrics' stores no trajectories: out=, "
                              "amounts=, auc= and residual= do not apply")
         return _simulate_metrics(model, regimen, t, population, covariates,
@@ -310,9 +313,6 @@ def simulate(
         raise ValueError("above= applies to output='metrics'; for trajectories use "
                          "ks.metrics(ds, above=...)")
     if population is not None:
-        if not isinstance(population, Population):
-            raise TypeError(f"population must be a ketasim.Population; got "
-                            f"{type(population).__name__}")
         if covariates is not None:
             raise ValueError("give covariates either to Population(covariates=...) or "
                              "to simulate(covariates=...), not both")
