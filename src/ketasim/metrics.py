@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-__all__ = ["course_windows", "metrics", "pta", "summary"]
+__all__ = ["metrics", "pta", "summary"]
 
 PER = ("dose", "session", "course")
 TIE_RTOL = 1e-9
@@ -43,10 +43,6 @@ def _windows(ds: xr.Dataset, per: str) -> tuple[np.ndarray, list[np.ndarray]]:
     sess = ds.dose_session.values
     firsts = [int(np.flatnonzero(sess == k)[0]) for k in np.unique(sess)]
     return starts[firsts], [np.flatnonzero(sess == k) for k in np.unique(sess)]
-
-
-def course_windows(ds, per):  # public for plotting
-    return _windows(ds, per)
 
 
 def _edges(ds, starts):
