@@ -1,16 +1,141 @@
-"""Full-size benchmarks are marked ``slow`` and skipped unless ``-m slow`` is given
-or KETASIM_FULL_BENCH=1; the small-size smoke of every benchmark always runs."""
+"""Benchmark sizes and session fixtures.
+
+Every benchmark is parametrised by size: a small *smoke* size that always runs (the
+default ``--benchmark-disable`` run executes each body once and checks its result)
+and the DESIGN §8 *full* size, marked ``slow`` and skipped unless ``-m slow`` is given
+or ``KETASIM_FULL_BENCH=1`` is set. Nothing here fails on wall time.
+
+Session fixtures:
+
+* ``first_call``: the first ``simulate`` of each solver path in this process, timed
+  apart from the benchmarks (numba compile or on-disk cache load + a tiny W1 run),
+  with what it was (compile / cache load / already compiled by earlier tests).
+* ``scipy_times``: the scipy LSODA loop's seconds per patient for each workload,
+  measured in this run (shared with ``test_scipy_lsoda_baseline``), from which the
+  ketasim benchmarks record "scipy extrapolated / ketasim" ratios.
+"""
+
+from __future__ import annotations
 
 import os
+import statistics
+import time
 
+import numpy as np
 import pytest
+
+from . import workloads as w
+
+
+def _full_requested(config) -> bool:
+    markexpr = (config.getoption("-m") or "").replace(" ", "")
+    wants_slow = "slow" in markexpr and "notslow" not in markexpr
+    return wants_slow or os.environ.get("KETASIM_FULL_BENCH") == "1"
 
 
 def pytest_collection_modifyitems(config, items):
-    markexpr = config.getoption("-m") or ""
-    if "slow" in markexpr or os.environ.get("KETASIM_FULL_BENCH") == "1":
+    if _full_requested(config):
         return
-    skip = pytest.mark.skip(reason="full size: run with -m slow")
+    skip = pytest.mark.skip(reason="full size: run with -m slow or "
+                                   "KETASIM_FULL_BENCH=1")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def _dispatcher(path: str):
+    if path == "ode":
+        from ketasim._kernels.ode import solve_population
+        return solve_population
+    from ketasim._kernels import linear
+    return (linear.population_linear_metrics if path == "metrics"
+            else linear.population_linear)
+
+
+class FirstCall:
+    """First ``simulate`` in this process per path: "exact", "ode" or "metrics"
+    (exact, ``output="metrics"``), on W1."""
+
+    def __init__(self):
+        self._seen: dict[str, dict] = {}
+
+    def __call__(self, path: str) -> dict:
+        if path not in self._seen:
+            import ketasim as ks
+
+            disp = _dispatcher(path)
+            compiled_before = bool(disp.signatures)
+            dose, times = w.w1()
+
+            if path == "metrics":
+                kw = {"output": "metrics", "above": 100.0}
+            else:
+                kw = {"solver": path}
+
+            def run():
+                return ks.simulate(w.MODEL, dose, times=times, progress=False, **kw)
+
+            t = time.perf_counter()
+            run()
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            run()
+            second = time.perf_counter() - t
+            stats = disp.stats
+            if compiled_before:
+                kind = "already compiled in this process (earlier tests)"
+            elif sum(stats.cache_hits.values()):
+                kind = "numba cache load"
+            elif stats.cache_path is None:
+                kind = "numba compile (this path is not disk-cached)"
+            else:
+                kind = "numba compile (cold cache)"
+            self._seen[path] = {
+                "first_call_s": first,
+                "first_call_kind": kind,
+                "first_call_workload": "W1, one patient",
+                "second_call_s": second,
+            }
+        return self._seen[path]
+
+
+@pytest.fixture(scope="session")
+def first_call() -> FirstCall:
+    return FirstCall()
+
+
+class ScipyTimes:
+    """Seconds per patient of the hand-written scipy LSODA loop, per workload."""
+
+    def __init__(self):
+        self._per_patient: dict[str, tuple[float, int]] = {}
+
+    def record(self, name: str, per_patient_s: float, patients: int) -> None:
+        old = self._per_patient.get(name)
+        if old is None or patients >= old[1]:
+            self._per_patient[name] = (per_patient_s, patients)
+
+    def get(self, name: str, patients: int = 20, rounds: int = 3) -> tuple[float, int]:
+        """(seconds per patient, patients timed); times the loop if not yet done."""
+        if name not in self._per_patient:
+            m = 1 if name == "W1" else patients
+            params, times = scipy_inputs(name, m)
+            ts = []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                w.scipy_loop(params, w.COURSES[name], times, m)
+                ts.append(time.perf_counter() - t)
+            self.record(name, statistics.median(ts) / m, m)
+        return self._per_patient[name]
+
+
+def scipy_inputs(name: str, m: int):
+    """(per-patient parameters, output times) for the scipy loop on ``m`` patients."""
+    params = ({k: np.full(m, v) for k, v in w.TYPICAL.items()} if name == "W1"
+              else w.w2_parameters(m))
+    return params, w.COURSES[name].times()
+
+
+@pytest.fixture(scope="session")
+def scipy_times() -> ScipyTimes:
+    return ScipyTimes()

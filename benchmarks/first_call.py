@@ -1,0 +1,80 @@
+"""Compile time apart from run time: the first ``simulate`` calls in fresh processes.
+
+    python benchmarks/first_call.py          # prints a Markdown table
+
+Two fresh Python processes share one new, empty ``NUMBA_CACHE_DIR``:
+
+* **cold**: nothing cached, every kernel is compiled by numba;
+* **warm**: the second process, which loads what the first one cached on disk.
+
+Each process times ``import ketasim``, then, on W1 (one patient), the first and the
+second ``simulate`` for the exact path, the ODE path (``solver="ode"``) and the
+metrics-only path, in that order. first − second is the compile (or cache-load) cost;
+the second call is the run time. The ODE kernels take the right-hand side as an
+argument and are deliberately not disk-cached (``cache=False`` in
+``ketasim/_kernels/ode.py``), so they compile in every process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, time
+t0 = time.perf_counter()
+import ketasim as ks
+res = {"import_s": time.perf_counter() - t0}
+dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+times = ks.grid("24 h", "1 min")
+paths = {"exact": {"solver": "exact"}, "ode": {"solver": "ode"},
+         "metrics": {"output": "metrics", "above": 100.0}}
+for name, kw in paths.items():
+    for which in ("first", "second"):
+        t = time.perf_counter()
+        ks.simulate("domino", dose, times=times, progress=False, **kw)
+        res[f"{name}_{which}_s"] = time.perf_counter() - t
+print(json.dumps(res))
+"""
+
+
+def measure() -> dict[str, dict[str, float]]:
+    """{"cold": {...}, "warm": {...}} seconds, from two fresh processes."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="ketasim-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold", "warm"):
+            r = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env,
+                               capture_output=True, text=True, check=True)
+            out[label] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+def table(res: dict[str, dict[str, float]]) -> str:
+    rows = [
+        "| numba cache | import ketasim (s) | exact: 1st call (s) | exact: 2nd (s) "
+        "| ODE: 1st call (s) | ODE: 2nd (s) | metrics: 1st call (s) "
+        "| metrics: 2nd (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"cold": "cold (empty NUMBA_CACHE_DIR)", "warm": "warm (2nd process)"}
+    for label, r in res.items():
+        cells = [f"{r['import_s']:.2f}"]
+        for p in ("exact", "ode", "metrics"):
+            cells += [f"{r[f'{p}_first_s']:.2f}", f"{r[f'{p}_second_s']:.4f}"]
+        rows.append(f"| {names[label]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    print(table(measure()))
+
+
+if __name__ == "__main__":
+    main()
