@@ -54,7 +54,7 @@ def test_step_unrolled_equals_generic(n):
     np.testing.assert_array_equal(d, a)
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 7, 12])
+@pytest.mark.parametrize("n", [1, 3, 4, 7, _codegen.NMAX])
 def test_run_out_unrolled_equals_generic(n):
     E, c, x = _inputs(n, 100 + n)
     m, j0, T = 41, 3, 50  # 41 steps: more than two tiles of 16
@@ -80,24 +80,32 @@ def test_run_out_unrolled_equals_generic(n):
                                        rtol=1e-11, atol=1e-9)
 
 
-@pytest.mark.parametrize("n", [2, 4, 12])
-def test_run_met_unrolled_equals_generic(n):
-    """Streamed window metrics against the same quantities computed from the stored
-    trajectory with the rules of ketasim.metrics (max, tie rule, linear interpolation
-    for time above)."""
+@pytest.mark.parametrize("nd", [1, 3, _codegen.NMAX, _codegen.NMAX + 2])
+def test_run_met_unrolled_equals_generic(nd):
+    """Streamed window metrics (nd stepped states and one AUC state, the layout of
+    metrics mode) against the same quantities computed from the stored trajectory
+    with the rules of ketasim.metrics (max, tie rule, linear interpolation for time
+    above) and against numpy's full (nd+1)-state step."""
+    n = nd + 1
     rng = np.random.default_rng(7)
-    A = -np.diag(rng.uniform(0.05, 0.3, n))
+    A = -np.diag(rng.uniform(0.05, 0.3, nd))
     A[0, 1:] = 0.02
-    E = np.repeat(np.eye(n)[:, :, None] + 0.5 * A[:, :, None], B, axis=2)
-    E *= rng.uniform(0.9, 1.0, (1, 1, B))
+    E = np.zeros((n, n, B))
+    E[:nd, :nd] = (np.eye(nd) + 0.5 * A)[:, :, None] * rng.uniform(0.9, 1.0, (1, 1, B))
+    E[nd, 0] = 0.4  # the AUC row: integrates state 0
+    E[nd, nd] = 1.0
     c = np.zeros((n, B))
+    c[nd] = 0.01
     x = rng.uniform(0.0, 100.0, (n, B))
     times = np.arange(60) * 0.5
-    obs = np.array([0], dtype=np.int64)
-    scale = np.ones((1, B))
+    obs = np.array([0, nd], dtype=np.int64)
+    scale = np.ones((2, B))
     above, tstart = 20.0, 0.25
+    fns = [_unrolled.run_met_generic]
+    if nd <= _codegen.NMAX:
+        fns.append(getattr(_unrolled, f"run_met_{nd}"))
     res = []
-    for fn in (getattr(_unrolled, f"run_met_{n}"), _unrolled.run_met_generic):
+    for fn in fns:
         xx = x.copy()
         cprev = x[:1].copy()
         cur = np.zeros((1, B))
@@ -106,14 +114,15 @@ def test_run_met_unrolled_equals_generic(n):
         fn(E, c, xx, 1, 59, times, obs, scale, 1, tstart, above, 1.0 + TIE_RTOL,
            cprev, cur, lmax, ltm, lab)
         res.append((xx, lmax, ltm, lab))
-    for a, g in zip(*res, strict=True):
+    for a, g in zip(res[0], res[-1], strict=True):
         np.testing.assert_array_equal(a, g)
-    xx, lmax, ltm, lab = res[0]
+    xx, lmax, ltm, lab = res[-1]
     traj = [x[0].copy()]
     ref = x.copy()
     for _ in range(59):
         ref = _numpy_step(E, c, ref)
         traj.append(ref[0].copy())
+    np.testing.assert_allclose(xx, ref, rtol=1e-12)  # the AUC state too
     traj = np.array(traj)  # (60, B)
     np.testing.assert_allclose(lmax[0], traj.max(axis=0), rtol=1e-12)
     first = np.argmax(traj, axis=0)

@@ -170,12 +170,20 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
             values += [np.where(zero, amount, amount / safe),
                        np.where(zero, 0.0, -amount / safe)]
     if times:
-        ev_time = np.stack(times, axis=1)
-        order = np.argsort(ev_time, axis=1, kind="stable")
-        ev_time = np.ascontiguousarray(np.take_along_axis(ev_time, order, axis=1))
-        ev_cmt, ev_kind, ev_value = (
-            np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order, axis=1))
-            for a in (cmts, kinds, values))
+        if all(_shared(t) for t in times):  # the usual case: one shared table
+            order = np.argsort([t[0] for t in times], kind="stable")
+            ev_time, ev_cmt, ev_kind, ev_value = (
+                np.tile(np.array([a[i][0] for i in order]), (n, 1))
+                if all(_shared(x) for x in a)
+                else np.stack([a[i] for i in order], axis=1)
+                for a in (times, cmts, kinds, values))
+        else:
+            ev_time = np.stack(times, axis=1)
+            order = np.argsort(ev_time, axis=1, kind="stable")
+            ev_time, ev_cmt, ev_kind, ev_value = (
+                np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order,
+                                                        axis=1))
+                for a in (times, cmts, kinds, values))
     else:
         ev_time = np.zeros((n, 0))
         ev_cmt = np.zeros((n, 0), dtype=np.int64)
@@ -191,6 +199,11 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                    dtype=np.int64)
     return Lowered(A, ev_time, ev_cmt, ev_kind, ev_value, obs,
                    np.ascontiguousarray(scale), keep, dose_mg)
+
+
+def _shared(a: np.ndarray) -> bool:
+    """Every subject has the same value (one row serves them all)."""
+    return bool(np.all(a == a[0]))
 
 
 def with_auc(low: Lowered) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NMAX = 12
+NMAX = 8
 TARGET = Path(__file__).with_name("_unrolled.py")
 
 HEADER = '''\
@@ -40,6 +40,8 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={{"contract"}
 '''
 
 # Per-step metrics of run_met_*: identical for every n (indentation: 8 spaces).
+# Tmax is never NaN here: the first output of a window takes the generic path in
+# linear.block_linear, which sets it.
 METRICS = """\
         ncross = 0
         for k in range(KC):
@@ -52,19 +54,17 @@ METRICS = """\
                 ncross += 1 if (a > 0.0) != (d > 0.0) else 0
                 lm = lmax[k, b]
                 tm = ltm[k, b]
-                ltm[k, b] = trel if (cv > lm * tie1) | (tm != tm) else tm
+                ltm[k, b] = trel if cv > lm * tie1 else tm
                 lmax[k, b] = cv if cv > lm else lm
-                cur[k, b] = cv
+                cur[k, b] = cprev[k, b]  # the old value, for the fix-up below
+                cprev[k, b] = cv
         if ncross > 0:  # rare: a crossing of `above`, interpolate (scalar)
             for k in range(KC):
                 for b in range(B):
-                    a = cprev[k, b] - above
-                    d = cur[k, b] - above
+                    a = cur[k, b] - above
+                    d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
-        for k in range(KC):
-            for b in range(B):
-                cprev[k, b] = cur[k, b]
 """
 
 
@@ -106,20 +106,49 @@ def _functions(n: int | None) -> str:
             "                for jj in range(mm):",
             "                    out[s0 + b, k, j0 + done + jj] = tile[k, jj, b]",
             "        done += mm"]
+    # metrics: the last KC states are the AUC integrators of with_auc (their columns
+    # of E are the unit vectors), so only the first nd = n - KC states are stepped
+    # by the unrolled body, and each AUC row reads the old state (nd FMAs).
+    pre_d = ["    nd = x.shape[0] - KC", "    y = np.empty(nd)"] if n is None else []
+    if n is None:
+        loop = ["        for q in range(KC):", "            ra = nd + q",
+                "            for b in range(B):", "                acc = c[ra, b]",
+                "                for k in range(nd):",
+                "                    acc += E[ra, k, b] * x[k, b]",
+                "                x[ra, b] += acc",
+                "        for b in range(B):",
+                *[ln.replace("range(n)", "range(nd)")
+                  for ln in _body(None, "            ")]]
+    else:
+        # one analyte (KC == 1, the common case): its AUC row is fused into the lane
+        # loop, between the loads of the old state and the stores of the new one;
+        # more analytes: AUC rows in a loop of their own ahead of the step
+        body = _body(n, "            ")
+        terms = "".join(f" + E[{n}, {k}, b] * x{k}" for k in range(n))
+        one = ["        if KC == 1:", "            for b in range(B):",
+               *["    " + ln for ln in body[:n]],
+               f"                x[{n}, b] += c[{n}, b]{terms}",
+               *["    " + ln for ln in body[n:]]]
+        many = ["        else:", "            for q in range(KC):",
+                f"                ra = {n} + q", "                for b in range(B):",
+                "                    x[ra, b] += c[ra, b]"
+                + "".join(f" + E[ra, {k}, b] * x[{k}, b]" for k in range(n)),
+                "            for b in range(B):", *["    " + ln for ln in body]]
+        loop = [*one, *many]
     out += ["", "", "@njit(**_OPTS)",
             f"def run_met_{suffix}(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,",
             "                 above, tie1, cprev, cur, lmax, ltm, lab):",
-            '    """m steps inside one metrics window (see linear.block_linear)."""',
-            "    B = x.shape[1]", *pre, "    for jj in range(m):",
+            '    """m steps inside one metrics window (see linear.block_linear); x'
+            ' holds\n    the stepped states, then KC AUC states."""',
+            "    B = x.shape[1]", *pre_d, "    for jj in range(m):",
             "        j = j0 + jj", "        dt = times[j] - times[j - 1]",
-            "        trel = times[j] - tstart",
-            "        for b in range(B):", *_body(n, "            "),
+            "        trel = times[j] - tstart", *loop,
             METRICS.rstrip("\n")]
     return "\n".join(out)
 
 
-def _dispatch(name: str, args: str) -> str:
-    lines = ["", "", "@njit(**_OPTS)", f"def {name}({args}):", "    n = x.shape[0]"]
+def _dispatch(name: str, args: str, size: str = "x.shape[0]") -> str:
+    lines = ["", "", "@njit(**_OPTS)", f"def {name}({args}):", f"    n = {size}"]
     for n in range(1, NMAX + 1):
         kw = "if" if n == 1 else "elif"
         lines += [f"    {kw} n == {n}:", f"        {name}_{n}({args})"]
@@ -135,7 +164,7 @@ def source() -> str:
     parts.append(_dispatch("run_out", "E, c, x, out, s0, j0, m, obs_cmt, scale, tile"))
     parts.append(_dispatch("run_met", "E, c, x, j0, m, times, obs_cmt, scale, KC, "
                                       "tstart, above, tie1, cprev, cur, lmax, ltm, "
-                                      "lab"))
+                                      "lab", "x.shape[0] - KC"))
     return "\n".join(parts) + "\n"
 
 

@@ -140,9 +140,12 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
         for k in range(K):
             scale[k, b] = obs_scale[s0 + b, k]
     bad = np.zeros(B, dtype=np.bool_)
-    for b in range(B):
-        if not np.all(np.isfinite(A[s0 + b])):
-            bad[b] = True
+    for b in range(B):  # loops, not np.isfinite(A[s0 + b]): no temporary per lane
+        for o in range(A.shape[1]):
+            for i in range(n):
+                for k in range(n):
+                    if not np.isfinite(A[s0 + b, o, i, k]):
+                        bad[b] = True
     active = False
     t = 0.0
     e = 0
