@@ -80,12 +80,14 @@ def test_run_out_unrolled_equals_generic(n):
                                        rtol=1e-11, atol=1e-9)
 
 
+@pytest.mark.parametrize("inp", [True, False])
 @pytest.mark.parametrize("nd", [1, 3, _codegen.NMAX, _codegen.NMAX + 2])
-def test_run_met_unrolled_equals_generic(nd):
+def test_run_met_unrolled_equals_generic(nd, inp):
     """Streamed window metrics (nd stepped states and one AUC state, the layout of
     metrics mode) against the same quantities computed from the stored trajectory
     with the rules of ketasim.metrics (max, tie rule, linear interpolation for time
-    above) and against numpy's full (nd+1)-state step."""
+    above) and against numpy's full (nd+1)-state step. ``inp=False`` (no input,
+    c == 0) takes the unrolled variant without the c loads."""
     n = nd + 1
     rng = np.random.default_rng(7)
     A = -np.diag(rng.uniform(0.05, 0.3, nd))
@@ -95,7 +97,9 @@ def test_run_met_unrolled_equals_generic(nd):
     E[nd, 0] = 0.4  # the AUC row: integrates state 0
     E[nd, nd] = 1.0
     c = np.zeros((n, B))
-    c[nd] = 0.01
+    if inp:
+        c[:nd] = rng.uniform(0.0, 1.0, (nd, B))
+        c[nd] = 0.01
     x = rng.uniform(0.0, 100.0, (n, B))
     times = np.arange(60) * 0.5
     obs = np.array([0, nd], dtype=np.int64)
@@ -112,7 +116,7 @@ def test_run_met_unrolled_equals_generic(nd):
         lmax, ltm = cprev.copy(), np.zeros((1, B))
         lab = np.zeros((1, B))
         fn(E, c, xx, 1, 59, times, obs, scale, 1, tstart, above, 1.0 + TIE_RTOL,
-           cprev, cur, lmax, ltm, lab)
+           cprev, cur, lmax, ltm, lab, inp)
         res.append((xx, lmax, ltm, lab))
     for a, g in zip(res[0], res[-1], strict=True):
         np.testing.assert_array_equal(a, g)

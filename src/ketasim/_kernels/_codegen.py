@@ -20,6 +20,7 @@ result does not depend on the block it is simulated in (tests/test_blocking.py).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 NMAX = 8
@@ -125,10 +126,19 @@ def _functions(n: int | None) -> str:
         # more analytes: AUC rows in a loop of their own ahead of the step
         body = _body(n, "            ")
         terms = "".join(f" + E[{n}, {k}, b] * x{k}" for k in range(n))
-        one = ["        if KC == 1:", "            for b in range(B):",
-               *["    " + ln for ln in body[:n]],
-               f"                x[{n}, b] += c[{n}, b]{terms}",
-               *["    " + ln for ln in body[n:]]]
+        # without input (c == 0, most steps: between infusions) the c loads go
+        one = []
+        for cond, keep_c in (("if KC == 1 and not inp", False),
+                             ("elif KC == 1", True)):
+            auc_row = f"                x[{n}, b] += c[{n}, b]{terms}"
+            lines = ["    " + ln for ln in body]
+            if not keep_c:
+                # c -> 0.0 (a constant, no load) keeps the fma chain of every row
+                # exactly as with c: fma(e0, x0, 0.0) rounds as e0 * x0 does
+                auc_row = auc_row.replace(f"c[{n}, b] + ", "0.0 + ")
+                lines = [re.sub(r"c\[\d+, b\] \+ ", "0.0 + ", ln) for ln in lines]
+            one += [f"        {cond}:", "            for b in range(B):",
+                    *lines[:n], auc_row, *lines[n:]]
         many = ["        else:", "            for q in range(KC):",
                 f"                ra = {n} + q", "                for b in range(B):",
                 "                    x[ra, b] += c[ra, b]"
@@ -137,9 +147,10 @@ def _functions(n: int | None) -> str:
         loop = [*one, *many]
     out += ["", "", "@njit(**_OPTS)",
             f"def run_met_{suffix}(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,",
-            "                 above, tie1, cprev, cur, lmax, ltm, lab):",
+            "                 above, tie1, cprev, cur, lmax, ltm, lab, inp):",
             '    """m steps inside one metrics window (see linear.block_linear); x'
-            ' holds\n    the stepped states, then KC AUC states."""',
+            ' holds\n    the stepped states, then KC AUC states; inp: c may be nonzero.'
+            '"""',
             "    B = x.shape[1]", *pre_d, "    for jj in range(m):",
             "        j = j0 + jj", "        dt = times[j] - times[j - 1]",
             "        trel = times[j] - tstart", *loop,
@@ -164,7 +175,7 @@ def source() -> str:
     parts.append(_dispatch("run_out", "E, c, x, out, s0, j0, m, obs_cmt, scale, tile"))
     parts.append(_dispatch("run_met", "E, c, x, j0, m, times, obs_cmt, scale, KC, "
                                       "tstart, above, tie1, cprev, cur, lmax, ltm, "
-                                      "lab", "x.shape[0] - KC"))
+                                      "lab, inp", "x.shape[0] - KC"))
     return "\n".join(parts) + "\n"
 
 

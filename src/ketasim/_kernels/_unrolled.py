@@ -48,15 +48,21 @@ def run_out_1(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_1(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x[1, b] += 0.0 + E[1, 0, b] * x0
+                y0 = 0.0 + E[0, 0, b] * x0
+                x[0, b] = y0
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x[1, b] += c[1, b] + E[1, 0, b] * x0
@@ -137,15 +143,24 @@ def run_out_2(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_2(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x[2, b] += 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1
+                x[0, b] = y0
+                x[1, b] = y1
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -238,15 +253,27 @@ def run_out_3(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_3(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x2 = x[2, b]
+                x[3, b] += 0.0 + E[3, 0, b] * x0 + E[3, 1, b] * x1 + E[3, 2, b] * x2
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1 + E[0, 2, b] * x2
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1 + E[1, 2, b] * x2
+                y2 = 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1 + E[2, 2, b] * x2
+                x[0, b] = y0
+                x[1, b] = y1
+                x[2, b] = y2
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -351,15 +378,30 @@ def run_out_4(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_4(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x2 = x[2, b]
+                x3 = x[3, b]
+                x[4, b] += 0.0 + E[4, 0, b] * x0 + E[4, 1, b] * x1 + E[4, 2, b] * x2 + E[4, 3, b] * x3
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1 + E[0, 2, b] * x2 + E[0, 3, b] * x3
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1 + E[1, 2, b] * x2 + E[1, 3, b] * x3
+                y2 = 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1 + E[2, 2, b] * x2 + E[2, 3, b] * x3
+                y3 = 0.0 + E[3, 0, b] * x0 + E[3, 1, b] * x1 + E[3, 2, b] * x2 + E[3, 3, b] * x3
+                x[0, b] = y0
+                x[1, b] = y1
+                x[2, b] = y2
+                x[3, b] = y3
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -476,15 +518,33 @@ def run_out_5(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_5(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x2 = x[2, b]
+                x3 = x[3, b]
+                x4 = x[4, b]
+                x[5, b] += 0.0 + E[5, 0, b] * x0 + E[5, 1, b] * x1 + E[5, 2, b] * x2 + E[5, 3, b] * x3 + E[5, 4, b] * x4
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1 + E[0, 2, b] * x2 + E[0, 3, b] * x3 + E[0, 4, b] * x4
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1 + E[1, 2, b] * x2 + E[1, 3, b] * x3 + E[1, 4, b] * x4
+                y2 = 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1 + E[2, 2, b] * x2 + E[2, 3, b] * x3 + E[2, 4, b] * x4
+                y3 = 0.0 + E[3, 0, b] * x0 + E[3, 1, b] * x1 + E[3, 2, b] * x2 + E[3, 3, b] * x3 + E[3, 4, b] * x4
+                y4 = 0.0 + E[4, 0, b] * x0 + E[4, 1, b] * x1 + E[4, 2, b] * x2 + E[4, 3, b] * x3 + E[4, 4, b] * x4
+                x[0, b] = y0
+                x[1, b] = y1
+                x[2, b] = y2
+                x[3, b] = y3
+                x[4, b] = y4
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -613,15 +673,36 @@ def run_out_6(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_6(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x2 = x[2, b]
+                x3 = x[3, b]
+                x4 = x[4, b]
+                x5 = x[5, b]
+                x[6, b] += 0.0 + E[6, 0, b] * x0 + E[6, 1, b] * x1 + E[6, 2, b] * x2 + E[6, 3, b] * x3 + E[6, 4, b] * x4 + E[6, 5, b] * x5
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1 + E[0, 2, b] * x2 + E[0, 3, b] * x3 + E[0, 4, b] * x4 + E[0, 5, b] * x5
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1 + E[1, 2, b] * x2 + E[1, 3, b] * x3 + E[1, 4, b] * x4 + E[1, 5, b] * x5
+                y2 = 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1 + E[2, 2, b] * x2 + E[2, 3, b] * x3 + E[2, 4, b] * x4 + E[2, 5, b] * x5
+                y3 = 0.0 + E[3, 0, b] * x0 + E[3, 1, b] * x1 + E[3, 2, b] * x2 + E[3, 3, b] * x3 + E[3, 4, b] * x4 + E[3, 5, b] * x5
+                y4 = 0.0 + E[4, 0, b] * x0 + E[4, 1, b] * x1 + E[4, 2, b] * x2 + E[4, 3, b] * x3 + E[4, 4, b] * x4 + E[4, 5, b] * x5
+                y5 = 0.0 + E[5, 0, b] * x0 + E[5, 1, b] * x1 + E[5, 2, b] * x2 + E[5, 3, b] * x3 + E[5, 4, b] * x4 + E[5, 5, b] * x5
+                x[0, b] = y0
+                x[1, b] = y1
+                x[2, b] = y2
+                x[3, b] = y3
+                x[4, b] = y4
+                x[5, b] = y5
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -762,15 +843,39 @@ def run_out_7(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_7(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x2 = x[2, b]
+                x3 = x[3, b]
+                x4 = x[4, b]
+                x5 = x[5, b]
+                x6 = x[6, b]
+                x[7, b] += 0.0 + E[7, 0, b] * x0 + E[7, 1, b] * x1 + E[7, 2, b] * x2 + E[7, 3, b] * x3 + E[7, 4, b] * x4 + E[7, 5, b] * x5 + E[7, 6, b] * x6
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1 + E[0, 2, b] * x2 + E[0, 3, b] * x3 + E[0, 4, b] * x4 + E[0, 5, b] * x5 + E[0, 6, b] * x6
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1 + E[1, 2, b] * x2 + E[1, 3, b] * x3 + E[1, 4, b] * x4 + E[1, 5, b] * x5 + E[1, 6, b] * x6
+                y2 = 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1 + E[2, 2, b] * x2 + E[2, 3, b] * x3 + E[2, 4, b] * x4 + E[2, 5, b] * x5 + E[2, 6, b] * x6
+                y3 = 0.0 + E[3, 0, b] * x0 + E[3, 1, b] * x1 + E[3, 2, b] * x2 + E[3, 3, b] * x3 + E[3, 4, b] * x4 + E[3, 5, b] * x5 + E[3, 6, b] * x6
+                y4 = 0.0 + E[4, 0, b] * x0 + E[4, 1, b] * x1 + E[4, 2, b] * x2 + E[4, 3, b] * x3 + E[4, 4, b] * x4 + E[4, 5, b] * x5 + E[4, 6, b] * x6
+                y5 = 0.0 + E[5, 0, b] * x0 + E[5, 1, b] * x1 + E[5, 2, b] * x2 + E[5, 3, b] * x3 + E[5, 4, b] * x4 + E[5, 5, b] * x5 + E[5, 6, b] * x6
+                y6 = 0.0 + E[6, 0, b] * x0 + E[6, 1, b] * x1 + E[6, 2, b] * x2 + E[6, 3, b] * x3 + E[6, 4, b] * x4 + E[6, 5, b] * x5 + E[6, 6, b] * x6
+                x[0, b] = y0
+                x[1, b] = y1
+                x[2, b] = y2
+                x[3, b] = y3
+                x[4, b] = y4
+                x[5, b] = y5
+                x[6, b] = y6
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -923,15 +1028,42 @@ def run_out_8(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_8(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     for jj in range(m):
         j = j0 + jj
         dt = times[j] - times[j - 1]
         trel = times[j] - tstart
-        if KC == 1:
+        if KC == 1 and not inp:
+            for b in range(B):
+                x0 = x[0, b]
+                x1 = x[1, b]
+                x2 = x[2, b]
+                x3 = x[3, b]
+                x4 = x[4, b]
+                x5 = x[5, b]
+                x6 = x[6, b]
+                x7 = x[7, b]
+                x[8, b] += 0.0 + E[8, 0, b] * x0 + E[8, 1, b] * x1 + E[8, 2, b] * x2 + E[8, 3, b] * x3 + E[8, 4, b] * x4 + E[8, 5, b] * x5 + E[8, 6, b] * x6 + E[8, 7, b] * x7
+                y0 = 0.0 + E[0, 0, b] * x0 + E[0, 1, b] * x1 + E[0, 2, b] * x2 + E[0, 3, b] * x3 + E[0, 4, b] * x4 + E[0, 5, b] * x5 + E[0, 6, b] * x6 + E[0, 7, b] * x7
+                y1 = 0.0 + E[1, 0, b] * x0 + E[1, 1, b] * x1 + E[1, 2, b] * x2 + E[1, 3, b] * x3 + E[1, 4, b] * x4 + E[1, 5, b] * x5 + E[1, 6, b] * x6 + E[1, 7, b] * x7
+                y2 = 0.0 + E[2, 0, b] * x0 + E[2, 1, b] * x1 + E[2, 2, b] * x2 + E[2, 3, b] * x3 + E[2, 4, b] * x4 + E[2, 5, b] * x5 + E[2, 6, b] * x6 + E[2, 7, b] * x7
+                y3 = 0.0 + E[3, 0, b] * x0 + E[3, 1, b] * x1 + E[3, 2, b] * x2 + E[3, 3, b] * x3 + E[3, 4, b] * x4 + E[3, 5, b] * x5 + E[3, 6, b] * x6 + E[3, 7, b] * x7
+                y4 = 0.0 + E[4, 0, b] * x0 + E[4, 1, b] * x1 + E[4, 2, b] * x2 + E[4, 3, b] * x3 + E[4, 4, b] * x4 + E[4, 5, b] * x5 + E[4, 6, b] * x6 + E[4, 7, b] * x7
+                y5 = 0.0 + E[5, 0, b] * x0 + E[5, 1, b] * x1 + E[5, 2, b] * x2 + E[5, 3, b] * x3 + E[5, 4, b] * x4 + E[5, 5, b] * x5 + E[5, 6, b] * x6 + E[5, 7, b] * x7
+                y6 = 0.0 + E[6, 0, b] * x0 + E[6, 1, b] * x1 + E[6, 2, b] * x2 + E[6, 3, b] * x3 + E[6, 4, b] * x4 + E[6, 5, b] * x5 + E[6, 6, b] * x6 + E[6, 7, b] * x7
+                y7 = 0.0 + E[7, 0, b] * x0 + E[7, 1, b] * x1 + E[7, 2, b] * x2 + E[7, 3, b] * x3 + E[7, 4, b] * x4 + E[7, 5, b] * x5 + E[7, 6, b] * x6 + E[7, 7, b] * x7
+                x[0, b] = y0
+                x[1, b] = y1
+                x[2, b] = y2
+                x[3, b] = y3
+                x[4, b] = y4
+                x[5, b] = y5
+                x[6, b] = y6
+                x[7, b] = y7
+        elif KC == 1:
             for b in range(B):
                 x0 = x[0, b]
                 x1 = x[1, b]
@@ -1058,9 +1190,9 @@ def run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 @njit(**_OPTS)
 def run_met_generic(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
-                 above, tie1, cprev, cur, lmax, ltm, lab):
+                 above, tie1, cprev, cur, lmax, ltm, lab, inp):
     """m steps inside one metrics window (see linear.block_linear); x holds
-    the stepped states, then KC AUC states."""
+    the stepped states, then KC AUC states; inp: c may be nonzero."""
     B = x.shape[1]
     nd = x.shape[0] - KC
     y = np.empty(nd)
@@ -1153,23 +1285,23 @@ def run_out(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):
 
 
 @njit(**_OPTS)
-def run_met(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab):
+def run_met(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp):
     n = x.shape[0] - KC
     if n == 1:
-        run_met_1(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_1(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 2:
-        run_met_2(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_2(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 3:
-        run_met_3(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_3(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 4:
-        run_met_4(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_4(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 5:
-        run_met_5(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_5(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 6:
-        run_met_6(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_6(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 7:
-        run_met_7(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_7(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     elif n == 8:
-        run_met_8(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_8(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     else:
-        run_met_generic(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab)
+        run_met_generic(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)

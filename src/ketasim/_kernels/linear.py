@@ -233,7 +233,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
         # coincide with an event and j == 0 take the generic path below
         if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
             run_met(cache_E[slot], c, x, j, m, times, obs_cmt, scale, KC,
-                    starts[wi], above, tie1, cprev, cur, lmax, ltm, lab)
+                    starts[wi], above, tie1, cprev, cur, lmax, ltm, lab, active)
             t = times[j + m - 1]
             j += m
             continue
