@@ -162,9 +162,9 @@ def _one(params, i):
 
 @pytest.mark.parametrize("output", ["trajectories", "metrics"])
 def test_result_independent_of_block(lag_model, output):
-    """70 subjects: two full blocks and a partial one; the lag differs for a few
-    subjects, which splits their blocks into sub-blocks. Each subject alone gives
-    bit-identical numbers."""
+    """70 subjects: two full blocks of 32 and a partial one (metrics: one block of
+    128); the lag differs for a few subjects, which splits their blocks into
+    sub-blocks. Each subject alone gives bit-identical numbers."""
     n = 70
     rng = np.random.default_rng(3)
     tlag = np.full(n, 0.1)
