@@ -49,10 +49,16 @@ def _find(cache_h, nused, h, t):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _same_h(h0, h, t):
+    """h is the step h0 up to rounding of grid times near t (see _find)."""
+    return abs(h - h0) <= 1e-12 * h0 + 8.0 * _EPS * t
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _slot(cache_h, nused, nextslot, last, h, t):
     """Cache slot for step ``h``: (slot, new, nused, nextslot). ``new`` means the
     caller must fill the slot's propagators (round-robin replacement)."""
-    if last >= 0 and abs(cache_h[last] - h) <= 1e-12 * h + 8.0 * _EPS * t:
+    if last >= 0 and _same_h(h, cache_h[last], t):
         return last, False, nused, nextslot
     slot = _find(cache_h, nused, h, t)
     if slot >= 0:
@@ -60,11 +66,6 @@ def _slot(cache_h, nused, nextslot, last, h, t):
     slot = nextslot
     cache_h[slot] = h
     return slot, True, min(nused + 1, _NCACHE), (nextslot + 1) % _NCACHE
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _same_h(h0, h, t):
-    return abs(h - h0) <= 1e-12 * h0 + 8.0 * _EPS * t
 
 
 @njit(cache=True, nogil=True, inline="always")
