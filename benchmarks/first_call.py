@@ -12,7 +12,8 @@ second ``simulate`` for the exact path, the ODE path (``solver="ode"``) and the
 metrics-only path, in that order. first − second is the compile (or cache-load) cost;
 the second call is the run time. The ODE kernels take the right-hand side as an
 argument and are deliberately not disk-cached (``cache=False`` in
-``ketasim/_kernels/ode.py``), so they compile in every process.
+``ketasim/_kernels/ode.py``), so they compile in every process (once per state
+count).
 """
 
 from __future__ import annotations
