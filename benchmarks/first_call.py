@@ -10,10 +10,9 @@ Two fresh Python processes share one new, empty ``NUMBA_CACHE_DIR``:
 Each process times ``import ketasim``, then, on W1 (one patient), the first and the
 second ``simulate`` for the exact path, the ODE path (``solver="ode"``) and the
 metrics-only path, in that order. first − second is the compile (or cache-load) cost;
-the second call is the run time. The ODE kernels take the right-hand side as an
-argument and are deliberately not disk-cached (``cache=False`` in
-``ketasim/_kernels/ode.py``), so they compile in every process (once per state
-count).
+the second call is the run time. The ODE kernels are built per state count and
+right-hand side and deliberately not disk-cached (``cache=False`` in
+``ketasim/_kernels/ode.py``), so they compile in every process.
 """
 
 from __future__ import annotations

@@ -144,3 +144,28 @@ def test_user_rhs_cannot_use_exact():
     model, _ = _mm_model()
     with pytest.raises(ValueError, match="user rhs"):
         ks.simulate(model, Dose.bolus("10 mg"), times=[1.0], solver="exact")
+
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_rosenbrock_inverse_against_numpy(n):
+    """Rodas4 multiplies by inv(I/(h g) - J) formed by the kernels' own Gauss-Jordan
+    elimination: compare with numpy on stiff-like matrices, on one that needs row
+    exchanges (zero leading pivot), and check a singular matrix is reported."""
+    from ketasim._kernels import ode
+
+    inverse = ode.solver(n).inverse
+    rng = np.random.default_rng(n)
+    cases = []
+    for h in (1e-4, 1e-1, 1e2):  # the Rodas4 matrix over a range of step lengths
+        J = -np.abs(rng.normal(size=(n, n))) * 50.0
+        cases.append(np.eye(n) / (h * 0.25) - J)
+    if n > 1:
+        P = np.roll(np.eye(n), 1, axis=0) + 0.1 * rng.normal(size=(n, n))
+        P[0, 0] = 0.0
+        cases.append(P)
+    for M in cases:
+        Wi = np.empty((n, n))
+        assert inverse(M.copy(), Wi)
+        ref = np.linalg.inv(M)
+        assert np.max(np.abs(Wi - ref)) <= 1e-12 * np.linalg.cond(M) * np.abs(ref).max()
+    assert not inverse(np.zeros((n, n)), np.empty((n, n)))

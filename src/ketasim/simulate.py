@@ -379,10 +379,10 @@ def simulate(
             raise ValueError("inter-occasion variability on rate parameters needs "
                              "the exact solver (solver='exact')")
         A = A[:, 0]
-        kernels = ode.solver(A.shape[-1] if model.rhs is None else ncmt)
+        nstate = A.shape[-1] if model.rhs is None else ncmt
         jac_const = model.rhs is None and not model.time_effects
         if jac_const:
-            rhs = kernels.rhs_linear
+            rhs = None  # the kernels' own dxdt = A x
             p = np.ascontiguousarray(A.reshape(n, -1))
         elif model.rhs is None:
             from ._kernels.ltv import rhs_ltv
@@ -398,10 +398,11 @@ def simulate(
             rhs = _compiled(model.rhs)
             p = np.ascontiguousarray(np.stack([params[k] for k in model.parameters],
                                               axis=1))
-        x0 = np.zeros((n, kernels.n))
+        kernels = ode.solver(nstate, rhs)
+        x0 = np.zeros((n, nstate))
         nsteps = np.zeros(n, dtype=np.int64)
         for a, b, bar in _chunks(n, n * 3000, progress, "integrating"):
-            kernels.solve_population(rhs, p[a:b], x0[a:b], low.ev_time[a:b],
+            kernels.solve_population(p[a:b], x0[a:b], low.ev_time[a:b],
                                      low.ev_cmt[a:b], low.ev_kind[a:b],
                                      low.ev_value[a:b], t, obs_cmt, obs_scale[a:b],
                                      float(rtol), float(atol), ODE_METHODS[ode_method],

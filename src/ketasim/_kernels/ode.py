@@ -21,13 +21,14 @@ discontinuities: integration restarts at every event time and never steps across
 one. Steps are free; output times are filled by dense output. Kernels never raise:
 ``status`` 0 ok, 1 max_steps exceeded, 2 step size underflow, 3 non-finite state.
 
-Functions that take ``rhs`` as an argument are not cached on disk: numba's cache
-index would record the user's function by module and name, and a later process
-that cannot import that module (a notebook, a script elsewhere) fails to load the
-index. They are built per state count (:func:`solver`: constant trip counts that
-LLVM unrolls, about 3x faster per step) and compile once per process and state
-count (about 12 s here); the exact linear path, which most runs use, stays
-cached.
+The kernels are built per state count and right-hand side (:func:`solver`): both
+are compile-time constants inside them, so loops over the states have constant trip
+counts that LLVM unrolls (about 3x faster per step than the same code with the
+count read from an array shape). They are not cached on disk: numba's cache index
+would record a user's right-hand side by module and name, and a later process that
+cannot import that module (a notebook, a script elsewhere) fails to load the index.
+They compile once per process, state count and right-hand side instead (about 12 s
+here); the exact linear path, which most runs use, stays cached.
 """
 
 from __future__ import annotations
@@ -88,41 +89,49 @@ def _write(out_s, j, x, obs_cmt, obs_scale):
 
 
 
-_SOLVERS: dict[int, SimpleNamespace] = {}
+_SOLVERS: dict[tuple, SimpleNamespace] = {}
+_LINEAR: dict[int, object] = {}
 
 
-def solver(n: int) -> SimpleNamespace:
-    """The kernels specialised for ``n`` states, built (and compiled on first call)
-    once per process.
+def linear_rhs(n: int):
+    """``dxdt = A x`` for ``n`` states with ``p = A.ravel()`` (row-major)."""
+    if n not in _LINEAR:
+        @njit(cache=False, nogil=True)
+        def rhs_linear(t, x, p, dxdt):
+            for i in range(n):
+                acc = 0.0
+                for j in range(n):
+                    acc += p[i * n + j] * x[j]
+                dxdt[i] = acc
 
-    ``n`` is a compile-time constant inside them, so every loop over the states has
-    a constant trip count that LLVM unrolls into registers: about 3x faster per
-    Rosenbrock step for three states than the same code with ``n`` read from an
-    array shape. Returns a namespace with ``solve_population``, ``solve_subject``
-    and ``rhs_linear`` (``dxdt = A x``, ``p = A.ravel()``)."""
-    if n not in _SOLVERS:
-        _SOLVERS[n] = _build(int(n))
-    return _SOLVERS[n]
-
-
-def _build(N):
-    @njit(cache=False, nogil=True)
-    def rhs_linear(t, x, p, dxdt):
-        """``dxdt = A x`` with ``p = A.ravel()`` (row-major)."""
-        n = N
-        for i in range(n):
-            acc = 0.0
-            for j in range(n):
-                acc += p[i * n + j] * x[j]
-            dxdt[i] = acc
+        _LINEAR[n] = rhs_linear
+    return _LINEAR[n]
 
 
+def solver(n: int, rhs=None) -> SimpleNamespace:
+    """The kernels for ``n`` states and the right-hand side ``rhs(t, x, p, dxdt)``
+    (a numba function; default :func:`linear_rhs`), built once per process and
+    compiled on first call.
+
+    ``n`` and ``rhs`` are compile-time constants inside them: every loop over the
+    states has a constant trip count that LLVM unrolls into registers (about 3x
+    faster per Rosenbrock step for three states than with ``n`` read from an array
+    shape), and ``rhs`` can be inlined. Returns a namespace with ``n``, ``rhs``,
+    ``inverse`` (the Gauss–Jordan inverse Rodas4 uses), ``solve_subject`` and
+    ``solve_population``."""
+    rhs = linear_rhs(n) if rhs is None else rhs
+    key = (int(n), rhs)
+    if key not in _SOLVERS:
+        _SOLVERS[key] = _build(int(n), rhs)
+    return _SOLVERS[key]
+
+
+def _build(N, rhs):
     @njit(cache=False, nogil=True, inline="always")
-    def _f(rhs, t, x, p, r, dxdt):
+    def _f(t, x, p, r, dxdt):
         rhs(t, x, p, dxdt)
         for i in range(N):
             dxdt[i] += r[i]
-
 
     @njit(cache=False, nogil=True)
     def _errnorm(err, x0, x1, rtol, atol):
@@ -177,7 +186,7 @@ def _build(N):
 
 
     @njit(cache=False, nogil=True)
-    def _initial_step(rhs, t, x, p, r, f0, rtol, atol, span, order, x1, f1):
+    def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
         n = N
         d0 = 0.0
         d1 = 0.0
@@ -195,7 +204,7 @@ def _build(N):
         # one explicit Euler probe for the second derivative (Hairer's heuristic)
         for i in range(n):
             x1[i] = x[i] + h * f0[i]
-        _f(rhs, t + h, x1, p, r, f1)
+        _f(t + h, x1, p, r, f1)
         d2 = 0.0
         for i in range(n):
             sc = atol + rtol * abs(x[i])
@@ -212,7 +221,7 @@ def _build(N):
 
 
     @njit(cache=False, nogil=True)
-    def _segment(rhs, p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
+    def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                  stiff, auto, jac_const, max_steps, counters, wk, J, W, Wi, K):
         """Integrate x from t0 to t1 (no events inside), writing outputs with
         t0 < times[j] < t1 by dense output. counters = [steps, status, stiff]."""
@@ -233,7 +242,7 @@ def _build(N):
         fdt = wk[10]
         ftmp = wk[11]
         y = wk[12]
-        _f(rhs, t0, x, p, r, f0)
+        _f(t0, x, p, r, f0)
         if span <= 1e-12 * max(1.0, abs(t0)):
             # events a few ulps apart (e.g. an infusion end on a rounded grid time):
             # one Euler step is exact to rounding over such a span
@@ -241,7 +250,7 @@ def _build(N):
                 x[i] += span * f0[i]
             return j
         order = 3 if stiff else 4
-        h = _initial_step(rhs, t0, x, p, r, f0, rtol, atol, span, order, xs, ftmp)
+        h = _initial_step(t0, x, p, r, f0, rtol, atol, span, order, xs, ftmp)
         t = t0
         nstiff = 0
         nonstiff = 0
@@ -263,25 +272,25 @@ def _build(N):
                 # ---- Dormand–Prince 5(4) ----
                 for i in range(n):
                     xs[i] = x[i] + h * A21 * f0[i]
-                _f(rhs, t + C2 * h, xs, p, r, k2)
+                _f(t + C2 * h, xs, p, r, k2)
                 for i in range(n):
                     xs[i] = x[i] + h * (A31 * f0[i] + A32 * k2[i])
-                _f(rhs, t + C3 * h, xs, p, r, k3)
+                _f(t + C3 * h, xs, p, r, k3)
                 for i in range(n):
                     xs[i] = x[i] + h * (A41 * f0[i] + A42 * k2[i] + A43 * k3[i])
-                _f(rhs, t + C4 * h, xs, p, r, k4)
+                _f(t + C4 * h, xs, p, r, k4)
                 for i in range(n):
                     xs[i] = x[i] + h * (A51 * f0[i] + A52 * k2[i] + A53 * k3[i]
                                         + A54 * k4[i])
-                _f(rhs, t + C5 * h, xs, p, r, k5)
+                _f(t + C5 * h, xs, p, r, k5)
                 for i in range(n):
                     xs[i] = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
                                         + A64 * k4[i] + A65 * k5[i])
-                _f(rhs, t + h, xs, p, r, k6)
+                _f(t + h, xs, p, r, k6)
                 for i in range(n):
                     xn[i] = x[i] + h * (B1 * f0[i] + B3 * k3[i] + B4 * k4[i]
                                         + B5 * k5[i] + B6 * k6[i])
-                _f(rhs, t + h, xn, p, r, k7)
+                _f(t + h, xn, p, r, k7)
                 for i in range(n):
                     err[i] = h * (E1 * f0[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i]
                                   + E6 * k6[i] + E7 * k7[i])
@@ -380,7 +389,7 @@ def _build(N):
                             for q in range(st):
                                 acc += RA[st, q] * K[q, i]
                             xs[i] = acc
-                        _f(rhs, t + RALPHA[st] * h, xs, p, r, ftmp)
+                        _f(t + RALPHA[st] * h, xs, p, r, ftmp)
                     gh = RGAMMA[st] * h
                     for i in range(n):
                         acc = 0.0
@@ -408,7 +417,7 @@ def _build(N):
                 if en <= 1.0:
                     counters[0] += 1
                     # f at the new point: Hermite dense output and the next f0
-                    _f(rhs, t + h, xn, p, r, k7)
+                    _f(t + h, xn, p, r, k7)
                     while j < T and times[j] < t + h and times[j] < t1:
                         if times[j] > t:
                             th = (times[j] - t) / h
@@ -443,7 +452,7 @@ def _build(N):
 
 
     @njit(cache=False, nogil=True)
-    def solve_subject(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
+    def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                       obs_scale, rtol, atol, method, jac_const, max_steps, out_s):
         """One subject; returns (status, accepted steps)."""
         n = N
@@ -477,7 +486,7 @@ def _build(N):
             t1 = times[T - 1]
             if e < nev and ev_time[e] < t1:
                 t1 = ev_time[e]
-            j = _segment(rhs, p, r, x, t, t1, times, j, out_s, obs_cmt, obs_scale,
+            j = _segment(p, r, x, t, t1, times, j, out_s, obs_cmt, obs_scale,
                          rtol, atol, counters[2] == 1, method == 0, jac_const,
                          max_steps, counters, wk, J, W, Wi, K)
             if counters[1] != OK:
@@ -490,18 +499,19 @@ def _build(N):
 
 
     @njit(parallel=True, cache=False)
-    def solve_population(rhs, p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
+    def solve_population(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
                          obs_cmt, obs_scale, rtol, atol, method, jac_const, max_steps,
                          out, status, nsteps):
         """All subjects in parallel; see the module docstring for the arguments."""
         S = p.shape[0]
         for s in prange(S):
-            st, ns = solve_subject(rhs, p[s], x0[s], ev_time[s], ev_cmt[s],
+            st, ns = solve_subject(p[s], x0[s], ev_time[s], ev_cmt[s],
                                    ev_kind[s], ev_value[s], times, obs_cmt,
                                    obs_scale[s], rtol, atol, method, jac_const,
                                    max_steps, out[s])
             status[s] = st
             nsteps[s] = ns
 
-    return SimpleNamespace(n=N, rhs_linear=rhs_linear, solve_subject=solve_subject,
+    return SimpleNamespace(n=N, rhs=rhs, inverse=_inverse,
+                           solve_subject=solve_subject,
                            solve_population=solve_population)
