@@ -308,14 +308,14 @@ def _build(N, rhs):
                         if times[j] > t:
                             th = (times[j] - t) / h
                             th1 = 1.0 - th
-                            for i in range(n):
+                            for k in range(obs_cmt.shape[0]):  # observed states only
+                                i = obs_cmt[k]
                                 dx = xn[i] - x[i]
                                 bspl = h * f0[i] - dx
                                 rc5 = h * (D1 * f0[i] + D3 * k3[i] + D4 * k4[i]
                                            + D5 * k5[i] + D6 * k6[i] + D7 * k7[i])
-                                xs[i] = x[i] + th * (dx + th1 * (bspl + th * (
-                                    dx - h * k7[i] - bspl + th1 * rc5)))
-                            _write(out_s, j, xs, obs_cmt, obs_scale)
+                                out_s[k, j] = (x[i] + th * (dx + th1 * (bspl + th * (
+                                    dx - h * k7[i] - bspl + th1 * rc5)))) * obs_scale[k]
                         j += 1
                     if auto:
                         # Hairer's stiffness test: h*|lambda| ~ h |k7-k6| / |xn-xs|
@@ -421,13 +421,13 @@ def _build(N, rhs):
                     while j < T and times[j] < t + h and times[j] < t1:
                         if times[j] > t:
                             th = (times[j] - t) / h
-                            for i in range(n):
+                            for k in range(obs_cmt.shape[0]):  # observed states only
+                                i = obs_cmt[k]
                                 d = xn[i] - x[i]
-                                xs[i] = (1.0 - th) * x[i] + th * xn[i] + th * (
+                                out_s[k, j] = ((1.0 - th) * x[i] + th * xn[i] + th * (
                                     th - 1.0) * ((1.0 - 2.0 * th) * d
                                                  + (th - 1.0) * h * f0[i]
-                                                 + th * h * k7[i])
-                            _write(out_s, j, xs, obs_cmt, obs_scale)
+                                                 + th * h * k7[i])) * obs_scale[k]
                         j += 1
                     t = t1 if last else t + h
                     for i in range(n):
