@@ -8,8 +8,9 @@ Two methods, chosen automatically per subject:
   last two stages, > 3.25 on 15 accepted steps means stiff).
 - Rodas4, the stiffly accurate L-stable Rosenbrock method of order 4(3) with 6
   stages (Hairer & Wanner, Solving ODEs II, 2nd ed., VI.4), cubic Hermite dense
-  output, a finite-difference Jacobian (held for the whole subject when
-  ``jac_const``: linear time-invariant right-hand sides). The six stage solves
+  output, a finite-difference Jacobian (formed once per segment between events
+  when ``jac_const``: linear time-invariant right-hand sides; otherwise every
+  step). The six stage solves
   multiply by an explicit inverse of ``I/(h g) - J`` (Gauss–Jordan, written here:
   small systems, no LAPACK bindings needed), formed again only when h or J
   changes; an accepted step keeps its h when the controller would grow it by less
@@ -95,6 +96,7 @@ _LINEAR: dict[int, object] = {}
 
 def linear_rhs(n: int):
     """``dxdt = A x`` for ``n`` states with ``p = A.ravel()`` (row-major)."""
+    n = int(n)
     if n not in _LINEAR:
         @njit(cache=False, nogil=True)
         def rhs_linear(t, x, p, dxdt):
@@ -376,6 +378,7 @@ def _build(N, rhs):
                             W[i, c] = -J[i, c]
                         W[i, i] += diag
                     if not _inverse(W, Wi):
+                        h_W = -1.0  # Wi is partly overwritten
                         h *= 0.5
                         continue
                     h_W = h
@@ -438,8 +441,9 @@ def _build(N, rhs):
                     # en ** (-1/4) as two square roots: pow costs several times more
                     fac = 0.9 / np.sqrt(np.sqrt(en)) if en > 0 else 5.0
                     # keep h (and Wi) when it would grow by less than 20 % (Hairer's
-                    # RADAU5 rule): forming Wi costs as much as a whole step
-                    if fac < 1.0 or fac > 1.2:
+                    # RADAU5 rule): forming Wi costs as much as a whole step. Only
+                    # with a constant Jacobian: otherwise Wi is formed anew anyway
+                    if not jac_const or fac < 1.0 or fac > 1.2:
                         h *= min(5.0, max(0.2, fac))
                 else:
                     h *= max(0.2, 0.9 / np.sqrt(np.sqrt(en)))
@@ -502,7 +506,13 @@ def _build(N, rhs):
     def solve_population(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
                          obs_cmt, obs_scale, rtol, atol, method, jac_const, max_steps,
                          out, status, nsteps):
-        """All subjects in parallel; see the module docstring for the arguments."""
+        """All subjects in parallel (prange). Per subject s: ``p[s]`` the rhs
+        parameters, ``x0[s]`` (N,) initial state, events ``ev_*[s]`` sorted by time
+        (kind 0 bolus into ``ev_cmt``, 1 rate change), ``obs_scale[s]`` (K,);
+        shared: ``times`` (T,) h, ``obs_cmt`` (K,) observed states, tolerances,
+        ``method`` (0 auto, 1 DOPRI5, 2 Rodas4), ``jac_const``, ``max_steps``.
+        Writes ``out[s]`` (K, T), ``status[s]`` and ``nsteps[s]`` (accepted
+        steps)."""
         S = p.shape[0]
         for s in prange(S):
             st, ns = solve_subject(p[s], x0[s], ev_time[s], ev_cmt[s],
