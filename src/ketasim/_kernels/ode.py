@@ -10,11 +10,11 @@ Two methods, chosen automatically per subject:
   stages (Hairer & Wanner, Solving ODEs II, 2nd ed., VI.4), cubic Hermite dense
   output, a finite-difference Jacobian (formed once per segment between events
   when ``jac_const``: linear time-invariant right-hand sides; otherwise every
-  step). The six stage solves
-  multiply by an explicit inverse of ``I/(h g) - J`` (Gauss–Jordan, written here:
-  small systems, no LAPACK bindings needed), formed again only when h or J
-  changes; an accepted step keeps its h when the controller would grow it by less
-  than 20 % (the rule of Hairer's RADAU5), so the inverse is reused.
+  step). The six stage solves multiply by an explicit inverse of ``I/(h g) - J``
+  (Gauss–Jordan, written here: small systems, no LAPACK bindings needed), formed
+  again only when h or J changes; with a constant Jacobian an accepted step keeps
+  its h when the controller would grow it by less than 20 % (the rule of Hairer's
+  RADAU5), so the inverse is reused.
 
 ``method`` 0 starts with DOPRI5 and switches to Rodas4 for the rest of
 the subject once stiffness is detected; 1 and 2 force one method. Doses are known
@@ -89,7 +89,6 @@ def _write(out_s, j, x, obs_cmt, obs_scale):
         out_s[k, j] = x[obs_cmt[k]] * obs_scale[k]
 
 
-
 _SOLVERS: dict[tuple, SimpleNamespace] = {}
 _LINEAR: dict[int, object] = {}
 
@@ -145,7 +144,6 @@ def _build(N, rhs):
             acc += v * v
         return np.sqrt(acc / n)
 
-
     @njit(cache=False, nogil=True)
     def _inverse(T, Wi):
         """``Wi = inv(T)`` by Gauss–Jordan elimination with partial pivoting; T is
@@ -186,7 +184,6 @@ def _build(N, rhs):
                         Wi[i, j] -= f * Wi[k, j]
         return True
 
-
     @njit(cache=False, nogil=True)
     def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
         n = N
@@ -220,7 +217,6 @@ def _build(N, rhs):
         # estimate can fall below the resolution of t (1e-15 h at t = 72 h); the error
         # control shrinks a too-large first step anyway
         return min(span, max(min(100 * h, h1), 1e-8 * span, 64 * 2.2e-16 * abs(t)))
-
 
     @njit(cache=False, nogil=True)
     def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
@@ -454,7 +450,6 @@ def _build(N, rhs):
             counters[2] = 1
         return j
 
-
     @njit(cache=False, nogil=True)
     def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                       obs_scale, rtol, atol, method, jac_const, max_steps, out_s):
@@ -500,7 +495,6 @@ def _build(N, rhs):
                 return counters[1], counters[0]
             t = t1
         return OK, counters[0]
-
 
     @njit(parallel=True, cache=False)
     def solve_population(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
