@@ -3,6 +3,8 @@
 * the committed file is what the generator writes;
 * every unrolled variant (n = 1 … NMAX) is bit-identical to the plain generic loop
   and agrees with numpy's ``E @ x + c``;
+* the power path of trajectories (runs of equal steps read from rows of E^p)
+  agrees with numpy matrix powers and with stepping;
 * a subject's result does not depend on the block it is stepped in: alone, in a full
   block of 32, or in a block split by per-subject event times (a lag).
 """
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 import ketasim as ks
-from ketasim._kernels import _codegen, _unrolled
+from ketasim._kernels import _codegen, _unrolled, linear
 from ketasim.metrics import TIE_RTOL
 
 B = 37  # lanes: not a multiple of the vector width, so a scalar remainder runs too
@@ -139,6 +141,89 @@ def test_run_met_unrolled_equals_generic(nd, inp):
     np.testing.assert_allclose(lab[0], (0.5 * frac).sum(axis=0), rtol=1e-12,
                                atol=1e-12)
 
+
+
+def _stable_E(n, seed, lanes=B):
+    """Per-lane step propagators expm(A h) of random stable compartmental A (n, n,
+    lanes): the kind of matrix the power path sees."""
+    from scipy.linalg import expm
+    rng = np.random.default_rng(seed)
+    E = np.empty((n, n, lanes))
+    for b in range(lanes):
+        A = rng.uniform(0.0, 0.3, (n, n))
+        np.fill_diagonal(A, 0.0)
+        A -= np.diag(A.sum(axis=0) + rng.uniform(0.01, 0.2, n))
+        E[:, :, b] = expm(A * 0.5)
+    return E
+
+
+def _powers(E, obs, nr, P=linear._POW):
+    lanes = E.shape[2]
+    n = E.shape[0]
+    K = len(obs)
+    R, Q = np.empty((lanes, K, nr, P)), np.empty((lanes, K, nr, P))
+    EP, SP = np.empty((lanes, n, n)), np.empty((lanes, n, n))
+    w = [np.empty((n, n)) for _ in range(3)]
+    linear.fill_powers(E, np.asarray(obs, dtype=np.int64), R, Q, EP, SP, *w)
+    return R, Q, EP, SP
+
+
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_fill_powers_against_matrix_power(n):
+    """R, Q, EP, SP against numpy matrix powers and sums of powers."""
+    E = _stable_E(n, 11 + n, lanes=3)
+    obs = [0, n - 1]
+    R, Q, EP, SP = _powers(E, obs, n)
+    P = R.shape[3]
+    for b in range(3):
+        Eb = E[:, :, b]
+        pw = [np.linalg.matrix_power(Eb, p) for p in range(P + 1)]
+        np.testing.assert_allclose(EP[b], pw[P], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(SP[b], sum(pw[:P]), rtol=1e-12, atol=1e-15)
+        for k, ck in enumerate(obs):
+            for p in range(P):
+                np.testing.assert_allclose(R[b, k, :, p], pw[p + 1][ck], rtol=1e-12,
+                                           atol=1e-15)
+                np.testing.assert_allclose(Q[b, k, :, p], sum(pw[:p + 1])[ck],
+                                           rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("inp", [True, False])
+@pytest.mark.parametrize("n", [1, 3, 4, _codegen.NMAX, _codegen.NMAX + 1])
+def test_run_pow_against_stepping(n, inp):
+    """Trajectories from powers (two chunks): the unrolled variant equals the generic
+    loop bit for bit and both agree with numpy stepping x <- E x + c, outputs and
+    end state; nothing outside the run's columns is written."""
+    E = _stable_E(n, 40 + n)
+    rng = np.random.default_rng(n)
+    c = rng.uniform(0.0, 2.0, (n, B)) if inp else np.zeros((n, B))
+    x = rng.uniform(0.0, 50.0, (n, B))
+    obs = np.array([0, n - 1], dtype=np.int64)
+    scale = rng.uniform(0.5, 2.0, (2, B))
+    R, Q, EP, SP = _powers(E, obs, n)
+    P = R.shape[3]
+    m, j0, T = 2 * P, 3, 2 * P + 6
+    fns = [_unrolled.run_pow_generic]
+    if n <= _codegen.NMAX:
+        fns.append(getattr(_unrolled, f"run_pow_{n}"))
+    res = []
+    for fn in fns:
+        out = np.full((B + 2, 2, T), -1.0)
+        xx = x.copy()
+        fn(R, Q, EP, SP, c, xx, out, 2, j0, m, scale, inp, np.empty(n))
+        res.append((out, xx))
+    for a, g in zip(res[0], res[-1], strict=True):
+        np.testing.assert_array_equal(a, g)
+    out, xx = res[-1]
+    assert np.all(out[:2] == -1.0) and np.all(out[:, :, :j0] == -1.0)
+    assert np.all(out[:, :, j0 + m:] == -1.0)
+    ref = x.copy()
+    for jj in range(m):
+        ref = _numpy_step(E, c, ref)
+        for k, ck in enumerate(obs):
+            np.testing.assert_allclose(out[2:, k, j0 + jj], ref[ck] * scale[k],
+                                       rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(xx, ref, rtol=1e-11, atol=1e-12)
 
 LAGGED = "tlag"
 

@@ -12,6 +12,11 @@ not vectorised, and a lane loop inside ``i, k`` is too short to pay for its loop
 overhead, hence one unrolled body per ``n``. Models with more than ``NMAX`` states
 use the same arithmetic in a generic loop.
 
+``run_pow_<n>`` is the trajectory path for long runs of equal steps: per lane, the
+outputs of a chunk of P steps are rows of E^(p+1) times the state at the chunk start
+(tables from ``linear.fill_powers``), a loop over p that vectorises with the lane
+loop outside, and the state jumps by E^P per chunk.
+
 Every lane computes ``y_i = fma(E[i, n-1], x_{n-1}, … fma(E[i, 0], x_0, c_i))`` in
 the same order whether it runs in a vector or a scalar remainder loop, so a subject's
 result does not depend on the block it is simulated in (tests/test_blocking.py).
@@ -158,6 +163,97 @@ def _functions(n: int | None) -> str:
     return "\n".join(out)
 
 
+def _level(n: int | None, target: str, inp: bool, ind: str) -> list[str]:
+    """Lines computing ``target`` = the level p + 1 steps into a chunk,
+    ``sc * (Q[b, k, :, p] · c + R[b, k, :, p] · x)``, for p in range(P)."""
+    if n is None:
+        lines = [f"{ind}for p in range(P):", f"{ind}    acc = 0.0"]
+        if inp:
+            lines += [f"{ind}    for i in range(nr):",
+                      f"{ind}        acc += Qk[i, p] * c[i, b]"]
+        return lines + [f"{ind}    for i in range(nr):",
+                        f"{ind}        acc += Rk[i, p] * xs[i]",
+                        f"{ind}    {target} = sc * acc"]
+    cs = "".join(f" + Qk[{i}, p] * c{i}" for i in range(n)) if inp else ""
+    terms = "0.0" + cs + "".join(f" + Rk[{i}, p] * x{i}" for i in range(n))
+    return [f"{ind}for p in range(P):", f"{ind}    {target} = sc * ({terms})"]
+
+
+def _advance(names: list[str], ind: str) -> list[str]:
+    """Unrolled ``x <- EP[b] x + SP[b] c`` over the registers ``names`` (the order of
+    advance_pow's loops, so that both round alike)."""
+    n = len(names)
+    cn = [v.replace("x", "c", 1) for v in names]
+    out = []
+    for inp in (True, False):
+        out.append(f"{ind}if inp:" if inp else f"{ind}else:")
+        for i in range(n):
+            terms = "".join(f" + EP[b, {i}, {k}] * {names[k]}" for k in range(n))
+            if inp:
+                terms += "".join(f" + SP[b, {i}, {k}] * {cn[k]}" for k in range(n))
+            out.append(f"{ind}    y{i} = 0.0{terms}")
+    return out + [f"{ind}{names[i]} = y{i}" for i in range(n)]
+
+
+def _pow_functions(n: int | None) -> str:
+    """run_pow_* for R.shape[2] == n: the states live in registers through the
+    chunks of a lane."""
+    suffix = str(n) if n is not None else "generic"
+    xs = [f"x{i}" for i in range(n)] if n is not None else []
+    if n is None:
+        pre = ["    nr = R.shape[2]", "    xs = np.empty(nr)"]
+        load = ["        for i in range(nr):", "            xs[i] = x[i, b]"]
+        save = ["            for i in range(nr):", "                x[i, b] = xs[i]"]
+        reload = ["            for i in range(nr):", "                xs[i] = x[i, b]"]
+    else:
+        pre = []
+        load = [f"        {v} = x[{i}, b]" for i, v in enumerate(xs)]
+        load += [f"        c{i} = c[{i}, b]" for i in range(n)]
+        save = [f"            x[{i}, b] = {v}" for i, v in enumerate(xs)]
+        reload = [f"            {v} = x[{i}, b]" for i, v in enumerate(xs)]
+    generic_adv = [*save, "            advance_pow(EP, SP, c, x, b, y, inp)", *reload]
+    # trajectories: R covers every state
+    adv = generic_adv if n is None else _advance(xs, "            ")
+    end = [] if n is None else [ln[4:] for ln in save]
+    out = ["", "", "@njit(**_OPTS)",
+           f"def run_pow_{suffix}(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):",
+           '    """m outputs, a multiple of P = R.shape[3], from powers of the step'
+           ' propagator\n    (see linear.fill_powers): the output p + 1 steps into a'
+           ' chunk is\n    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x)'
+           ' with x the state at the\n    start of the chunk; x <- EP x + SP c per'
+           ' chunk."""',
+           "    B = x.shape[1]", "    K = R.shape[1]", "    P = R.shape[3]", *pre,
+           "    for b in range(B):", *load,
+           "        for q in range(m // P):", "            base = j0 + q * P",
+           "            for k in range(K):", "                sc = scale[k, b]",
+           "                o = out[s0 + b, k, base:base + P]",
+           "                Rk = R[b, k]", "                Qk = Q[b, k]",
+           "                if inp:", *_level(n, "o[p]", True, "                    "),
+           "                else:", *_level(n, "o[p]", False, "                    "),
+           *adv, *end]
+    return "\n".join(out)
+
+
+ADVANCE = """
+
+@njit(**_OPTS)
+def advance_pow(EP, SP, c, x, b, y, inp):
+    \"\"\"x[:, b] <- EP[b] x[:, b] + SP[b] c[:, b] (one chunk of P steps; without
+    input, c == 0 and its terms are left out).\"\"\"
+    n = x.shape[0]
+    for i in range(n):
+        acc = 0.0
+        for k in range(n):
+            acc += EP[b, i, k] * x[k, b]
+        if inp:
+            for k in range(n):
+                acc += SP[b, i, k] * c[k, b]
+        y[i] = acc
+    for i in range(n):
+        x[i, b] = y[i]
+"""
+
+
 def _dispatch(name: str, args: str, size: str = "x.shape[0]") -> str:
     lines = ["", "", "@njit(**_OPTS)", f"def {name}({args}):", f"    n = {size}"]
     for n in range(1, NMAX + 1):
@@ -168,14 +264,17 @@ def _dispatch(name: str, args: str, size: str = "x.shape[0]") -> str:
 
 
 def source() -> str:
-    parts = [HEADER.format(nmax=NMAX)]
+    parts = [HEADER.format(nmax=NMAX), ADVANCE]
     for n in [*range(1, NMAX + 1), None]:
         parts.append(_functions(n))
+        parts.append(_pow_functions(n))
     parts.append(_dispatch("step", "E, c, x"))
     parts.append(_dispatch("run_out", "E, c, x, out, s0, j0, m, obs_cmt, scale, tile"))
     parts.append(_dispatch("run_met", "E, c, x, j0, m, times, obs_cmt, scale, KC, "
                                       "tstart, above, tie1, cprev, cur, lmax, ltm, "
                                       "lab, inp", "x.shape[0] - KC"))
+    parts.append(_dispatch("run_pow", "R, Q, EP, SP, c, x, out, s0, j0, m, scale, "
+                                      "inp, y", "R.shape[2]"))
     return "\n".join(parts) + "\n"
 
 

@@ -13,6 +13,24 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 @njit(**_OPTS)
+def advance_pow(EP, SP, c, x, b, y, inp):
+    """x[:, b] <- EP[b] x[:, b] + SP[b] c[:, b] (one chunk of P steps; without
+    input, c == 0 and its terms are left out)."""
+    n = x.shape[0]
+    for i in range(n):
+        acc = 0.0
+        for k in range(n):
+            acc += EP[b, i, k] * x[k, b]
+        if inp:
+            for k in range(n):
+                acc += SP[b, i, k] * c[k, b]
+        y[i] = acc
+    for i in range(n):
+        x[i, b] = y[i]
+
+
+
+@njit(**_OPTS)
 def step_1(E, c, x):
     B = x.shape[1]
     for b in range(B):
@@ -99,6 +117,39 @@ def run_met_1(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_1(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        c0 = c[0, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Rk[0, p] * x0)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + SP[b, 0, 0] * c0
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0
+            x0 = y0
+        x[0, b] = x0
 
 
 @njit(**_OPTS)
@@ -203,6 +254,45 @@ def run_met_2(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_2(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Rk[0, p] * x0 + Rk[1, p] * x1)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1
+            x0 = y0
+            x1 = y1
+        x[0, b] = x0
+        x[1, b] = x1
 
 
 @njit(**_OPTS)
@@ -322,6 +412,51 @@ def run_met_3(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_3(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        x2 = x[2, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        c2 = c[2, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Qk[2, p] * c2 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1 + SP[b, 0, 2] * c2
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1 + SP[b, 1, 2] * c2
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + SP[b, 2, 0] * c0 + SP[b, 2, 1] * c1 + SP[b, 2, 2] * c2
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2
+            x0 = y0
+            x1 = y1
+            x2 = y2
+        x[0, b] = x0
+        x[1, b] = x1
+        x[2, b] = x2
 
 
 @njit(**_OPTS)
@@ -456,6 +591,57 @@ def run_met_4(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_4(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        x2 = x[2, b]
+        x3 = x[3, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        c2 = c[2, b]
+        c3 = c[3, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Qk[2, p] * c2 + Qk[3, p] * c3 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1 + SP[b, 0, 2] * c2 + SP[b, 0, 3] * c3
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1 + SP[b, 1, 2] * c2 + SP[b, 1, 3] * c3
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + SP[b, 2, 0] * c0 + SP[b, 2, 1] * c1 + SP[b, 2, 2] * c2 + SP[b, 2, 3] * c3
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + SP[b, 3, 0] * c0 + SP[b, 3, 1] * c1 + SP[b, 3, 2] * c2 + SP[b, 3, 3] * c3
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3
+            x0 = y0
+            x1 = y1
+            x2 = y2
+            x3 = y3
+        x[0, b] = x0
+        x[1, b] = x1
+        x[2, b] = x2
+        x[3, b] = x3
 
 
 @njit(**_OPTS)
@@ -605,6 +791,63 @@ def run_met_5(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_5(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        x2 = x[2, b]
+        x3 = x[3, b]
+        x4 = x[4, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        c2 = c[2, b]
+        c3 = c[3, b]
+        c4 = c[4, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Qk[2, p] * c2 + Qk[3, p] * c3 + Qk[4, p] * c4 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1 + SP[b, 0, 2] * c2 + SP[b, 0, 3] * c3 + SP[b, 0, 4] * c4
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1 + SP[b, 1, 2] * c2 + SP[b, 1, 3] * c3 + SP[b, 1, 4] * c4
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + SP[b, 2, 0] * c0 + SP[b, 2, 1] * c1 + SP[b, 2, 2] * c2 + SP[b, 2, 3] * c3 + SP[b, 2, 4] * c4
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + SP[b, 3, 0] * c0 + SP[b, 3, 1] * c1 + SP[b, 3, 2] * c2 + SP[b, 3, 3] * c3 + SP[b, 3, 4] * c4
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + SP[b, 4, 0] * c0 + SP[b, 4, 1] * c1 + SP[b, 4, 2] * c2 + SP[b, 4, 3] * c3 + SP[b, 4, 4] * c4
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4
+            x0 = y0
+            x1 = y1
+            x2 = y2
+            x3 = y3
+            x4 = y4
+        x[0, b] = x0
+        x[1, b] = x1
+        x[2, b] = x2
+        x[3, b] = x3
+        x[4, b] = x4
 
 
 @njit(**_OPTS)
@@ -769,6 +1012,69 @@ def run_met_6(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_6(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        x2 = x[2, b]
+        x3 = x[3, b]
+        x4 = x[4, b]
+        x5 = x[5, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        c2 = c[2, b]
+        c3 = c[3, b]
+        c4 = c[4, b]
+        c5 = c[5, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Qk[2, p] * c2 + Qk[3, p] * c3 + Qk[4, p] * c4 + Qk[5, p] * c5 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4 + Rk[5, p] * x5)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4 + Rk[5, p] * x5)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + EP[b, 0, 5] * x5 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1 + SP[b, 0, 2] * c2 + SP[b, 0, 3] * c3 + SP[b, 0, 4] * c4 + SP[b, 0, 5] * c5
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + EP[b, 1, 5] * x5 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1 + SP[b, 1, 2] * c2 + SP[b, 1, 3] * c3 + SP[b, 1, 4] * c4 + SP[b, 1, 5] * c5
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + EP[b, 2, 5] * x5 + SP[b, 2, 0] * c0 + SP[b, 2, 1] * c1 + SP[b, 2, 2] * c2 + SP[b, 2, 3] * c3 + SP[b, 2, 4] * c4 + SP[b, 2, 5] * c5
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + EP[b, 3, 5] * x5 + SP[b, 3, 0] * c0 + SP[b, 3, 1] * c1 + SP[b, 3, 2] * c2 + SP[b, 3, 3] * c3 + SP[b, 3, 4] * c4 + SP[b, 3, 5] * c5
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + EP[b, 4, 5] * x5 + SP[b, 4, 0] * c0 + SP[b, 4, 1] * c1 + SP[b, 4, 2] * c2 + SP[b, 4, 3] * c3 + SP[b, 4, 4] * c4 + SP[b, 4, 5] * c5
+                y5 = 0.0 + EP[b, 5, 0] * x0 + EP[b, 5, 1] * x1 + EP[b, 5, 2] * x2 + EP[b, 5, 3] * x3 + EP[b, 5, 4] * x4 + EP[b, 5, 5] * x5 + SP[b, 5, 0] * c0 + SP[b, 5, 1] * c1 + SP[b, 5, 2] * c2 + SP[b, 5, 3] * c3 + SP[b, 5, 4] * c4 + SP[b, 5, 5] * c5
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + EP[b, 0, 5] * x5
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + EP[b, 1, 5] * x5
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + EP[b, 2, 5] * x5
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + EP[b, 3, 5] * x5
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + EP[b, 4, 5] * x5
+                y5 = 0.0 + EP[b, 5, 0] * x0 + EP[b, 5, 1] * x1 + EP[b, 5, 2] * x2 + EP[b, 5, 3] * x3 + EP[b, 5, 4] * x4 + EP[b, 5, 5] * x5
+            x0 = y0
+            x1 = y1
+            x2 = y2
+            x3 = y3
+            x4 = y4
+            x5 = y5
+        x[0, b] = x0
+        x[1, b] = x1
+        x[2, b] = x2
+        x[3, b] = x3
+        x[4, b] = x4
+        x[5, b] = x5
 
 
 @njit(**_OPTS)
@@ -948,6 +1254,75 @@ def run_met_7(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
                     d = cprev[k, b] - above
                     if (a > 0.0) != (d > 0.0):
                         lab[k, b] += dt * max(a, d) / abs(d - a)
+
+
+@njit(**_OPTS)
+def run_pow_7(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        x2 = x[2, b]
+        x3 = x[3, b]
+        x4 = x[4, b]
+        x5 = x[5, b]
+        x6 = x[6, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        c2 = c[2, b]
+        c3 = c[3, b]
+        c4 = c[4, b]
+        c5 = c[5, b]
+        c6 = c[6, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Qk[2, p] * c2 + Qk[3, p] * c3 + Qk[4, p] * c4 + Qk[5, p] * c5 + Qk[6, p] * c6 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4 + Rk[5, p] * x5 + Rk[6, p] * x6)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4 + Rk[5, p] * x5 + Rk[6, p] * x6)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + EP[b, 0, 5] * x5 + EP[b, 0, 6] * x6 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1 + SP[b, 0, 2] * c2 + SP[b, 0, 3] * c3 + SP[b, 0, 4] * c4 + SP[b, 0, 5] * c5 + SP[b, 0, 6] * c6
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + EP[b, 1, 5] * x5 + EP[b, 1, 6] * x6 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1 + SP[b, 1, 2] * c2 + SP[b, 1, 3] * c3 + SP[b, 1, 4] * c4 + SP[b, 1, 5] * c5 + SP[b, 1, 6] * c6
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + EP[b, 2, 5] * x5 + EP[b, 2, 6] * x6 + SP[b, 2, 0] * c0 + SP[b, 2, 1] * c1 + SP[b, 2, 2] * c2 + SP[b, 2, 3] * c3 + SP[b, 2, 4] * c4 + SP[b, 2, 5] * c5 + SP[b, 2, 6] * c6
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + EP[b, 3, 5] * x5 + EP[b, 3, 6] * x6 + SP[b, 3, 0] * c0 + SP[b, 3, 1] * c1 + SP[b, 3, 2] * c2 + SP[b, 3, 3] * c3 + SP[b, 3, 4] * c4 + SP[b, 3, 5] * c5 + SP[b, 3, 6] * c6
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + EP[b, 4, 5] * x5 + EP[b, 4, 6] * x6 + SP[b, 4, 0] * c0 + SP[b, 4, 1] * c1 + SP[b, 4, 2] * c2 + SP[b, 4, 3] * c3 + SP[b, 4, 4] * c4 + SP[b, 4, 5] * c5 + SP[b, 4, 6] * c6
+                y5 = 0.0 + EP[b, 5, 0] * x0 + EP[b, 5, 1] * x1 + EP[b, 5, 2] * x2 + EP[b, 5, 3] * x3 + EP[b, 5, 4] * x4 + EP[b, 5, 5] * x5 + EP[b, 5, 6] * x6 + SP[b, 5, 0] * c0 + SP[b, 5, 1] * c1 + SP[b, 5, 2] * c2 + SP[b, 5, 3] * c3 + SP[b, 5, 4] * c4 + SP[b, 5, 5] * c5 + SP[b, 5, 6] * c6
+                y6 = 0.0 + EP[b, 6, 0] * x0 + EP[b, 6, 1] * x1 + EP[b, 6, 2] * x2 + EP[b, 6, 3] * x3 + EP[b, 6, 4] * x4 + EP[b, 6, 5] * x5 + EP[b, 6, 6] * x6 + SP[b, 6, 0] * c0 + SP[b, 6, 1] * c1 + SP[b, 6, 2] * c2 + SP[b, 6, 3] * c3 + SP[b, 6, 4] * c4 + SP[b, 6, 5] * c5 + SP[b, 6, 6] * c6
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + EP[b, 0, 5] * x5 + EP[b, 0, 6] * x6
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + EP[b, 1, 5] * x5 + EP[b, 1, 6] * x6
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + EP[b, 2, 5] * x5 + EP[b, 2, 6] * x6
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + EP[b, 3, 5] * x5 + EP[b, 3, 6] * x6
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + EP[b, 4, 5] * x5 + EP[b, 4, 6] * x6
+                y5 = 0.0 + EP[b, 5, 0] * x0 + EP[b, 5, 1] * x1 + EP[b, 5, 2] * x2 + EP[b, 5, 3] * x3 + EP[b, 5, 4] * x4 + EP[b, 5, 5] * x5 + EP[b, 5, 6] * x6
+                y6 = 0.0 + EP[b, 6, 0] * x0 + EP[b, 6, 1] * x1 + EP[b, 6, 2] * x2 + EP[b, 6, 3] * x3 + EP[b, 6, 4] * x4 + EP[b, 6, 5] * x5 + EP[b, 6, 6] * x6
+            x0 = y0
+            x1 = y1
+            x2 = y2
+            x3 = y3
+            x4 = y4
+            x5 = y5
+            x6 = y6
+        x[0, b] = x0
+        x[1, b] = x1
+        x[2, b] = x2
+        x[3, b] = x3
+        x[4, b] = x4
+        x[5, b] = x5
+        x[6, b] = x6
 
 
 @njit(**_OPTS)
@@ -1145,6 +1520,81 @@ def run_met_8(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
 
 
 @njit(**_OPTS)
+def run_pow_8(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    for b in range(B):
+        x0 = x[0, b]
+        x1 = x[1, b]
+        x2 = x[2, b]
+        x3 = x[3, b]
+        x4 = x[4, b]
+        x5 = x[5, b]
+        x6 = x[6, b]
+        x7 = x[7, b]
+        c0 = c[0, b]
+        c1 = c[1, b]
+        c2 = c[2, b]
+        c3 = c[3, b]
+        c4 = c[4, b]
+        c5 = c[5, b]
+        c6 = c[6, b]
+        c7 = c[7, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Qk[0, p] * c0 + Qk[1, p] * c1 + Qk[2, p] * c2 + Qk[3, p] * c3 + Qk[4, p] * c4 + Qk[5, p] * c5 + Qk[6, p] * c6 + Qk[7, p] * c7 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4 + Rk[5, p] * x5 + Rk[6, p] * x6 + Rk[7, p] * x7)
+                else:
+                    for p in range(P):
+                        o[p] = sc * (0.0 + Rk[0, p] * x0 + Rk[1, p] * x1 + Rk[2, p] * x2 + Rk[3, p] * x3 + Rk[4, p] * x4 + Rk[5, p] * x5 + Rk[6, p] * x6 + Rk[7, p] * x7)
+            if inp:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + EP[b, 0, 5] * x5 + EP[b, 0, 6] * x6 + EP[b, 0, 7] * x7 + SP[b, 0, 0] * c0 + SP[b, 0, 1] * c1 + SP[b, 0, 2] * c2 + SP[b, 0, 3] * c3 + SP[b, 0, 4] * c4 + SP[b, 0, 5] * c5 + SP[b, 0, 6] * c6 + SP[b, 0, 7] * c7
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + EP[b, 1, 5] * x5 + EP[b, 1, 6] * x6 + EP[b, 1, 7] * x7 + SP[b, 1, 0] * c0 + SP[b, 1, 1] * c1 + SP[b, 1, 2] * c2 + SP[b, 1, 3] * c3 + SP[b, 1, 4] * c4 + SP[b, 1, 5] * c5 + SP[b, 1, 6] * c6 + SP[b, 1, 7] * c7
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + EP[b, 2, 5] * x5 + EP[b, 2, 6] * x6 + EP[b, 2, 7] * x7 + SP[b, 2, 0] * c0 + SP[b, 2, 1] * c1 + SP[b, 2, 2] * c2 + SP[b, 2, 3] * c3 + SP[b, 2, 4] * c4 + SP[b, 2, 5] * c5 + SP[b, 2, 6] * c6 + SP[b, 2, 7] * c7
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + EP[b, 3, 5] * x5 + EP[b, 3, 6] * x6 + EP[b, 3, 7] * x7 + SP[b, 3, 0] * c0 + SP[b, 3, 1] * c1 + SP[b, 3, 2] * c2 + SP[b, 3, 3] * c3 + SP[b, 3, 4] * c4 + SP[b, 3, 5] * c5 + SP[b, 3, 6] * c6 + SP[b, 3, 7] * c7
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + EP[b, 4, 5] * x5 + EP[b, 4, 6] * x6 + EP[b, 4, 7] * x7 + SP[b, 4, 0] * c0 + SP[b, 4, 1] * c1 + SP[b, 4, 2] * c2 + SP[b, 4, 3] * c3 + SP[b, 4, 4] * c4 + SP[b, 4, 5] * c5 + SP[b, 4, 6] * c6 + SP[b, 4, 7] * c7
+                y5 = 0.0 + EP[b, 5, 0] * x0 + EP[b, 5, 1] * x1 + EP[b, 5, 2] * x2 + EP[b, 5, 3] * x3 + EP[b, 5, 4] * x4 + EP[b, 5, 5] * x5 + EP[b, 5, 6] * x6 + EP[b, 5, 7] * x7 + SP[b, 5, 0] * c0 + SP[b, 5, 1] * c1 + SP[b, 5, 2] * c2 + SP[b, 5, 3] * c3 + SP[b, 5, 4] * c4 + SP[b, 5, 5] * c5 + SP[b, 5, 6] * c6 + SP[b, 5, 7] * c7
+                y6 = 0.0 + EP[b, 6, 0] * x0 + EP[b, 6, 1] * x1 + EP[b, 6, 2] * x2 + EP[b, 6, 3] * x3 + EP[b, 6, 4] * x4 + EP[b, 6, 5] * x5 + EP[b, 6, 6] * x6 + EP[b, 6, 7] * x7 + SP[b, 6, 0] * c0 + SP[b, 6, 1] * c1 + SP[b, 6, 2] * c2 + SP[b, 6, 3] * c3 + SP[b, 6, 4] * c4 + SP[b, 6, 5] * c5 + SP[b, 6, 6] * c6 + SP[b, 6, 7] * c7
+                y7 = 0.0 + EP[b, 7, 0] * x0 + EP[b, 7, 1] * x1 + EP[b, 7, 2] * x2 + EP[b, 7, 3] * x3 + EP[b, 7, 4] * x4 + EP[b, 7, 5] * x5 + EP[b, 7, 6] * x6 + EP[b, 7, 7] * x7 + SP[b, 7, 0] * c0 + SP[b, 7, 1] * c1 + SP[b, 7, 2] * c2 + SP[b, 7, 3] * c3 + SP[b, 7, 4] * c4 + SP[b, 7, 5] * c5 + SP[b, 7, 6] * c6 + SP[b, 7, 7] * c7
+            else:
+                y0 = 0.0 + EP[b, 0, 0] * x0 + EP[b, 0, 1] * x1 + EP[b, 0, 2] * x2 + EP[b, 0, 3] * x3 + EP[b, 0, 4] * x4 + EP[b, 0, 5] * x5 + EP[b, 0, 6] * x6 + EP[b, 0, 7] * x7
+                y1 = 0.0 + EP[b, 1, 0] * x0 + EP[b, 1, 1] * x1 + EP[b, 1, 2] * x2 + EP[b, 1, 3] * x3 + EP[b, 1, 4] * x4 + EP[b, 1, 5] * x5 + EP[b, 1, 6] * x6 + EP[b, 1, 7] * x7
+                y2 = 0.0 + EP[b, 2, 0] * x0 + EP[b, 2, 1] * x1 + EP[b, 2, 2] * x2 + EP[b, 2, 3] * x3 + EP[b, 2, 4] * x4 + EP[b, 2, 5] * x5 + EP[b, 2, 6] * x6 + EP[b, 2, 7] * x7
+                y3 = 0.0 + EP[b, 3, 0] * x0 + EP[b, 3, 1] * x1 + EP[b, 3, 2] * x2 + EP[b, 3, 3] * x3 + EP[b, 3, 4] * x4 + EP[b, 3, 5] * x5 + EP[b, 3, 6] * x6 + EP[b, 3, 7] * x7
+                y4 = 0.0 + EP[b, 4, 0] * x0 + EP[b, 4, 1] * x1 + EP[b, 4, 2] * x2 + EP[b, 4, 3] * x3 + EP[b, 4, 4] * x4 + EP[b, 4, 5] * x5 + EP[b, 4, 6] * x6 + EP[b, 4, 7] * x7
+                y5 = 0.0 + EP[b, 5, 0] * x0 + EP[b, 5, 1] * x1 + EP[b, 5, 2] * x2 + EP[b, 5, 3] * x3 + EP[b, 5, 4] * x4 + EP[b, 5, 5] * x5 + EP[b, 5, 6] * x6 + EP[b, 5, 7] * x7
+                y6 = 0.0 + EP[b, 6, 0] * x0 + EP[b, 6, 1] * x1 + EP[b, 6, 2] * x2 + EP[b, 6, 3] * x3 + EP[b, 6, 4] * x4 + EP[b, 6, 5] * x5 + EP[b, 6, 6] * x6 + EP[b, 6, 7] * x7
+                y7 = 0.0 + EP[b, 7, 0] * x0 + EP[b, 7, 1] * x1 + EP[b, 7, 2] * x2 + EP[b, 7, 3] * x3 + EP[b, 7, 4] * x4 + EP[b, 7, 5] * x5 + EP[b, 7, 6] * x6 + EP[b, 7, 7] * x7
+            x0 = y0
+            x1 = y1
+            x2 = y2
+            x3 = y3
+            x4 = y4
+            x5 = y5
+            x6 = y6
+            x7 = y7
+        x[0, b] = x0
+        x[1, b] = x1
+        x[2, b] = x2
+        x[3, b] = x3
+        x[4, b] = x4
+        x[5, b] = x5
+        x[6, b] = x6
+        x[7, b] = x7
+
+
+@njit(**_OPTS)
 def step_generic(E, c, x):
     B = x.shape[1]
     n = x.shape[0]
@@ -1239,6 +1689,48 @@ def run_met_generic(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,
 
 
 @njit(**_OPTS)
+def run_pow_generic(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    """m outputs, a multiple of P = R.shape[3], from powers of the step propagator
+    (see linear.fill_powers): the output p + 1 steps into a chunk is
+    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x) with x the state at the
+    start of the chunk; x <- EP x + SP c per chunk."""
+    B = x.shape[1]
+    K = R.shape[1]
+    P = R.shape[3]
+    nr = R.shape[2]
+    xs = np.empty(nr)
+    for b in range(B):
+        for i in range(nr):
+            xs[i] = x[i, b]
+        for q in range(m // P):
+            base = j0 + q * P
+            for k in range(K):
+                sc = scale[k, b]
+                o = out[s0 + b, k, base:base + P]
+                Rk = R[b, k]
+                Qk = Q[b, k]
+                if inp:
+                    for p in range(P):
+                        acc = 0.0
+                        for i in range(nr):
+                            acc += Qk[i, p] * c[i, b]
+                        for i in range(nr):
+                            acc += Rk[i, p] * xs[i]
+                        o[p] = sc * acc
+                else:
+                    for p in range(P):
+                        acc = 0.0
+                        for i in range(nr):
+                            acc += Rk[i, p] * xs[i]
+                        o[p] = sc * acc
+            for i in range(nr):
+                x[i, b] = xs[i]
+            advance_pow(EP, SP, c, x, b, y, inp)
+            for i in range(nr):
+                xs[i] = x[i, b]
+
+
+@njit(**_OPTS)
 def step(E, c, x):
     n = x.shape[0]
     if n == 1:
@@ -1305,3 +1797,26 @@ def run_met(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cpre
         run_met_8(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
     else:
         run_met_generic(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+
+
+@njit(**_OPTS)
+def run_pow(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
+    n = R.shape[2]
+    if n == 1:
+        run_pow_1(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 2:
+        run_pow_2(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 3:
+        run_pow_3(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 4:
+        run_pow_4(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 5:
+        run_pow_5(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 6:
+        run_pow_6(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 7:
+        run_pow_7(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 8:
+        run_pow_8(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    else:
+        run_pow_generic(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
