@@ -52,7 +52,8 @@ LABELS = {
     "test_two_scenario_comparison": "two-scenario comparison (ks.compare)",
 }
 ORDER = ["test_w1_exact", "test_w2_exact_fresh", "test_w2_exact_out_buffer",
-         "test_w2_ode", "test_w3_exact", "test_w4_metrics",
+         "test_w2_ode", "test_w3_exact", "test_w3_exact_out_buffer",
+         "test_w4_metrics",
          "test_w2_population_scenario_metrics", "test_two_scenario_comparison",
          "test_scipy_lsoda_baseline"]
 

@@ -262,6 +262,29 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
     _ratio(benchmark, scipy_times, "W3", n)
 
 
+@pytest.mark.parametrize("n", sizes(SMOKE, FULL))
+def test_w3_exact_out_buffer(benchmark, first_call, scipy_times, n):
+    """W3 into one caller-owned buffer reused every round, concentrations only
+    (``dose_windows=False``), as the W2 row of the same name."""
+    params = _params(n)
+    reg, times = w.w3_regimen()
+    out = np.zeros((n, 1, times.size))
+
+    def fn():
+        return ks.simulate(w.MODEL, reg, times=times, parameters=params, out=out,
+                           dose_windows=False, progress=False)
+
+    first = first_call("exact")
+    ds = _time(benchmark, fn, ROUNDS["W3"])
+    assert np.shares_memory(ds.concentration.values, out)
+    fresh = ks.simulate(w.MODEL, reg, times=times, parameters=params, progress=False)
+    np.testing.assert_array_equal(out, fresh.concentration.values)
+    err = _check_vs_reference("W3", out[:, 0], EXACT_TOL)
+    _info(benchmark, "W3 exact, into a reused out= buffer (concentrations only)", n,
+          times, first, max_rel_error_vs_reference=err)
+    _ratio(benchmark, scipy_times, "W3", n)
+
+
 def _window_metrics(conc: np.ndarray, times: np.ndarray, starts: np.ndarray,
                     above: float):
     """Per-dose Cmax, Tmax and time above from one trajectory on its grid."""

@@ -421,9 +421,9 @@ def simulate(
                      nsteps, solver_desc, rtol, atol, solver)
     if windows is not None:
         predose, dose_auc = windows
-        ds["predose"] = (("subject", "analyte", "dose"), predose, {
+        ds["predose"] = _var(("subject", "analyte", "dose"), predose, {
             "units": "ng/mL", "long_name": "concentration just before the dose"})
-        ds["dose_auc"] = (("subject", "analyte", "dose"), dose_auc, {
+        ds["dose_auc"] = _var(("subject", "analyte", "dose"), dose_auc, {
             "units": "ng*h/mL", "long_name": "exact AUC from the dose to the next "
             "dose (the last: to the last output time)"})
     if population is not None:
@@ -709,6 +709,15 @@ def _compiled(rhs):
     return hit
 
 
+def _var(dims, data, attrs=None) -> xr.Variable:
+    """A Variable of a plain numpy array, built on xarray's fast path: it skips the
+    duck-array checks that import dask.array (~0.5 s of the first simulate when
+    dask is installed); everything here is already a numpy array of its final
+    dtype, the only thing those checks would convert."""
+    dims = (dims,) if isinstance(dims, str) else dims
+    return xr.Variable(dims, np.asarray(data), attrs, fastpath=True)
+
+
 def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, status,
                 nsteps, solver_desc, rtol, atol, solver) -> xr.Dataset:
     n = buf.shape[0]
@@ -782,4 +791,5 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, statu
         attrs["rtol"] = float(rtol)
         attrs["atol"] = float(atol)
         attrs["atol_units"] = "mg"
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return xr.Dataset({k: _var(*v) for k, v in data.items()},
+                      coords={k: _var(*v) for k, v in coords.items()}, attrs=attrs)
