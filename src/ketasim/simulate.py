@@ -712,8 +712,8 @@ def _compiled(rhs):
 def _var(dims, data, attrs=None) -> xr.Variable:
     """A Variable of a plain numpy array, built on xarray's fast path: it skips the
     duck-array checks that import dask.array (~0.5 s of the first simulate when
-    dask is installed); everything here is already a numpy array of its final
-    dtype, the only thing those checks would convert."""
+    dask is installed). Everything passed here is already a numpy array of its
+    final dtype, so those checks would change nothing."""
     dims = (dims,) if isinstance(dims, str) else dims
     return xr.Variable(dims, np.asarray(data), attrs, fastpath=True)
 

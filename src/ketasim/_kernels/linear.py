@@ -337,8 +337,8 @@ def _fill(A, s0, B, occ, h, Es, Gs, Etmp, Gtmp, work):
 def fill_powers(E, obs_cmt, R, Q, EP, SP, M, S, T):
     """Power-path tables of one step propagator ``E`` (n, n, B), per lane b: R[b, k,
     :, p] is row ``obs_cmt[k]`` of E^(p+1) and Q[b, k, :, p] the same row of
-    I + E + … + E^p, over the first nr = R.shape[2] states (states beyond nr, the
-    AUC integrators of metrics mode, never feed back); EP[b] = E^P and
+    I + E + … + E^p, over the first nr = R.shape[2] states (all of them on the
+    trajectory path; fewer only if the others never feed back); EP[b] = E^P and
     SP[b] = I + E + … + E^(P-1) with P = R.shape[3] a power of two (by doubling:
     S <- S + M S, M <- M M). M, S, T: (n, n) scratch."""
     n = E.shape[0]
