@@ -142,7 +142,6 @@ def test_run_met_unrolled_equals_generic(nd, inp):
                                atol=1e-12)
 
 
-
 def _stable_E(n, seed, lanes=B):
     """Per-lane step propagators expm(A h) of random stable compartmental A (n, n,
     lanes): the kind of matrix the power path sees."""
@@ -157,11 +156,11 @@ def _stable_E(n, seed, lanes=B):
     return E
 
 
-def _powers(E, obs, nr, P=linear._POW):
+def _powers(E, obs, P=linear._POW):
     lanes = E.shape[2]
     n = E.shape[0]
     K = len(obs)
-    R, Q = np.empty((lanes, K, nr, P)), np.empty((lanes, K, nr, P))
+    R, Q = np.empty((lanes, K, n, P)), np.empty((lanes, K, n, P))
     EP, SP = np.empty((lanes, n, n)), np.empty((lanes, n, n))
     w = [np.empty((n, n)) for _ in range(3)]
     linear.fill_powers(E, np.asarray(obs, dtype=np.int64), R, Q, EP, SP, *w)
@@ -173,7 +172,7 @@ def test_fill_powers_against_matrix_power(n):
     """R, Q, EP, SP against numpy matrix powers and sums of powers."""
     E = _stable_E(n, 11 + n, lanes=3)
     obs = [0, n - 1]
-    R, Q, EP, SP = _powers(E, obs, n)
+    R, Q, EP, SP = _powers(E, obs)
     P = R.shape[3]
     for b in range(3):
         Eb = E[:, :, b]
@@ -200,7 +199,7 @@ def test_run_pow_against_stepping(n, inp):
     x = rng.uniform(0.0, 50.0, (n, B))
     obs = np.array([0, n - 1], dtype=np.int64)
     scale = rng.uniform(0.5, 2.0, (2, B))
-    R, Q, EP, SP = _powers(E, obs, n)
+    R, Q, EP, SP = _powers(E, obs)
     P = R.shape[3]
     m, j0, T = 2 * P, 3, 2 * P + 6
     fns = [_unrolled.run_pow_generic]

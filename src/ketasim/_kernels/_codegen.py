@@ -211,9 +211,8 @@ def _pow_functions(n: int | None) -> str:
         load += [f"        c{i} = c[{i}, b]" for i in range(n)]
         save = [f"            x[{i}, b] = {v}" for i, v in enumerate(xs)]
         reload = [f"            {v} = x[{i}, b]" for i, v in enumerate(xs)]
-    generic_adv = [*save, "            advance_pow(EP, SP, c, x, b, y, inp)", *reload]
-    # trajectories: R covers every state
-    adv = generic_adv if n is None else _advance(xs, "            ")
+    adv = ([*save, "            advance_pow(EP, SP, c, x, b, y, inp)", *reload]
+           if n is None else _advance(xs, "            "))
     end = [] if n is None else [ln[4:] for ln in save]
     out = ["", "", "@njit(**_OPTS)",
            f"def run_pow_{suffix}(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):",
