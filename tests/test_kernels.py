@@ -224,6 +224,123 @@ def test_run_pow_against_stepping(n, inp):
                                        rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(xx, ref, rtol=1e-11, atol=1e-12)
 
+
+
+def _met_tables(E, obs, P=linear._PMET):
+    n, _, lanes = E.shape
+    K = len(obs)
+    R, Q = np.empty((K, n, P, lanes)), np.empty((K, n, P, lanes))
+    Bd = np.empty((4, K, n, lanes))
+    EP, SP = np.empty((n, n, lanes)), np.empty((n, n, lanes))
+    linear.fill_met_tables(E, np.asarray(obs, dtype=np.int64), R, Q, Bd, EP, SP,
+                           np.empty((3, n, n, lanes)))
+    return R, Q, Bd, EP, SP
+
+
+def test_fill_met_tables_against_matrix_power():
+    """Metrics power-path tables (lanes innermost) against numpy matrix powers, and
+    the bounds are the extremes of the rows over the chunk."""
+    n = 4
+    E = _stable_E(n, 5, lanes=3)
+    obs = [0, 2]
+    R, Q, Bd, EP, SP = _met_tables(E, obs)
+    P = R.shape[2]
+    for b in range(3):
+        pw = [np.linalg.matrix_power(E[:, :, b], p) for p in range(P + 1)]
+        np.testing.assert_allclose(EP[:, :, b], pw[P], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(SP[:, :, b], sum(pw[:P]), rtol=1e-12, atol=1e-15)
+        for k, ck in enumerate(obs):
+            rows = np.array([pw[p + 1][ck] for p in range(P)]).T  # (n, P)
+            sums = np.array([sum(pw[:p + 1])[ck] for p in range(P)]).T
+            np.testing.assert_allclose(R[k, :, :, b], rows, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(Q[k, :, :, b], sums, rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(Bd[0, k, :, b], R[k, :, :, b].max(axis=1))
+            np.testing.assert_array_equal(Bd[1, k, :, b], R[k, :, :, b].min(axis=1))
+            np.testing.assert_array_equal(Bd[2, k, :, b], Q[k, :, :, b].max(axis=1))
+            np.testing.assert_array_equal(Bd[3, k, :, b], Q[k, :, :, b].min(axis=1))
+
+
+def _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart,
+                   above):
+    """The metrics rules of run_met, stepping x <- E x + c in numpy (one analyte,
+    observed state 0)."""
+    x, cprev, lmax, ltm, lab = (v.copy() for v in (x, cprev, lmax, ltm, lab))
+    for j in range(j0, j0 + m):
+        x = _numpy_step(E, c, x)
+        cv = x[0] * scale
+        dt = times[j] - times[j - 1]
+        a, d = cprev - above, cv - above
+        both = (a > 0) & (d > 0)
+        cross = (a > 0) != (d > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lab += np.where(both, dt, np.where(cross, dt * np.maximum(a, d)
+                                               / np.abs(d - a), 0.0))
+        ltm = np.where(cv > lmax * (1 + TIE_RTOL), times[j] - tstart, ltm)
+        lmax = np.maximum(lmax, cv)
+        cprev = cv
+    return x, cprev, lmax, ltm, lab
+
+
+def _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart, above):
+    n, B_ = x.shape
+    R, Q, Bd, EP, SP = _met_tables(E, [0])
+    st = [v.copy()[None] for v in (cprev, lmax, ltm, lab)]
+    xx = x.copy()
+    linear.met_chunks(R, Q, Bd, EP, SP, c, xx, j0, m, times, scale[None].copy(),
+                      tstart, above, 1.0 + TIE_RTOL, *st, bool(np.any(c != 0)),
+                      np.empty(B_), np.empty((1, B_), dtype=np.bool_),
+                      np.empty((n, B_)), np.empty((3, B_)))
+    return (xx,) + tuple(v[0] for v in st)
+
+
+@pytest.mark.parametrize("case", ["mixed", "all_skip", "input"])
+def test_met_chunks_against_stepping(case):
+    """Metrics over chunks of equal steps (skipping the chunks whose bounds show
+    they change nothing) equal the stepped rules of run_met: Cmax and the state to
+    rounding, Tmax exactly, time above to rounding; and each lane alone gives the
+    same bits as in the block, whichever branch the block took."""
+    n, lanes, P = 4, 6, linear._PMET
+    E = _stable_E(n, 21, lanes=lanes)
+    rng = np.random.default_rng(4)
+    x = rng.uniform(1.0, 50.0, (n, lanes))
+    c = np.zeros((n, lanes))
+    scale = rng.uniform(0.5, 2.0, lanes)
+    lmax = np.full(lanes, -np.inf)
+    above = 5.0
+    if case == "all_skip":  # far above the threshold, or far below it, with a
+        # higher earlier peak: no lane needs its outputs, time above still grows
+        x[:, :3] *= 1e6
+        x[:, 3:] *= 1e-3
+        lmax[:] = 1e12
+    elif case == "input":  # a constant input: levels rise to a plateau
+        c = rng.uniform(0.5, 2.0, (n, lanes))
+        x[:] = 0.1
+    ltm = np.where(np.isfinite(lmax), 0.25, np.nan)
+    cprev = x[0] * scale
+    lab = np.zeros(lanes)
+    j0, m = 1, 3 * P
+    times = 0.5 * np.arange(j0 + m + 2)
+    got = _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0, above)
+    ref = _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0,
+                         above)
+    names = ["state", "last level", "cmax", "tmax", "time above"]
+    for name, g, r in zip(names, got, ref, strict=True):
+        if name == "tmax":
+            np.testing.assert_array_equal(g, r)
+        else:
+            np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-12, err_msg=name)
+    if case == "all_skip":
+        np.testing.assert_array_equal(got[4][:3], m * 0.5)
+        np.testing.assert_array_equal(got[4][3:], 0.0)
+    for b in range(lanes):
+        one = _met_run(np.ascontiguousarray(E[:, :, b:b + 1]), c[:, b:b + 1].copy(),
+                       x[:, b:b + 1].copy(), cprev[b:b + 1], lmax[b:b + 1],
+                       ltm[b:b + 1], lab[b:b + 1], times, j0, m, scale[b:b + 1],
+                       0.0, above)
+        for name, g, o in zip(names, got, one, strict=True):
+            np.testing.assert_array_equal(g[..., b], o[..., 0], err_msg=f"{name} {b}")
+
+
 LAGGED = "tlag"
 
 

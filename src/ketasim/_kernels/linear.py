@@ -3,7 +3,8 @@
 For ``dx/dt = A x + r`` with a piecewise-constant input rate ``r`` (infusions and
 zero-order absorption), the state after a step ``h`` is exactly
 ``x(t+h) = E(h) x(t) + G(h) r`` with ``E = expm(A h)`` and ``G = ∫0^h expm(A s) ds``,
-both read off ``expm([[A, I], [0, 0]] h)`` (:func:`.expm.propagators`). Steps are
+computed for a whole block of subjects at once by a Taylor polynomial with scaling
+and squaring (:func:`.expm.lane_propagators`). Steps are
 split at event times (boluses jump ``x``; rate changes step ``r``), so the solution is
 exact to rounding at every output time: no tolerances to tune, and on a uniform output
 grid every step reuses one cached ``(E, G)`` pair, so a step costs two small
@@ -21,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._unrolled import run_met, run_out, run_pow, step
-from .expm import PROPAGATORS_WORK, propagators_into
+from .expm import LANE_WORK, lane_propagators
 
 OK = 0
 NONFINITE = 4
@@ -43,6 +44,15 @@ _TILE = 64  # outputs buffered per lane before the contiguous stores to out (512
 # chunk of levels) measured slower there than the lane-vectorised run_met
 # (2.7 vs 1.7 ns per output, one thread), so metrics keep stepping.
 _POW = 64
+# Metrics mode, runs of >= _PMET equal steps inside a dose window: the outputs of a
+# chunk of _PMET steps are again rows of powers of E times the chunk's start state,
+# and per-state bounds of those rows over the chunk bound every output of the chunk.
+# A chunk whose bounds show that it cannot raise the running maximum nor cross the
+# time-above threshold (the long decay between doses) is jumped over with E^P
+# without evaluating its outputs; see met_chunks.
+_PMET = 32
+# relative margin of those bounds, far above the rounding of the bounded sums
+_BOUND_RTOL = 1e-12
 
 
 @njit(cache=True, nogil=True)
@@ -140,9 +150,9 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     cache_h = np.empty(_NCACHE)
     cache_E = np.empty((_NCACHE, n, n, B))
     cache_G = np.empty((_NCACHE, n, n, B))
-    Etmp = np.empty((n, n))
-    Gtmp = np.empty((n, n))
-    work = np.empty((PROPAGATORS_WORK, 2 * n, 2 * n))
+    Al = np.empty((n, n, B))
+    work = np.empty((LANE_WORK, n, n, B))
+    sq = np.empty(B, dtype=np.int64)
     nused = 0
     nextslot = 0
     last = -1
@@ -183,6 +193,20 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     Tw = np.empty((npow, npow))
     ypow = np.empty(npow)
     rslot = -1
+    # metrics power path: tables of the propagator in cache slot mslot
+    nm = n if mode == 1 else 0
+    KM = KC if mode == 1 else 0
+    Rm = np.empty((KM, nm, _PMET, B))
+    Qm = np.empty((KM, nm, _PMET, B))
+    Bm = np.empty((4, KM, nm, B))
+    EPm = np.empty((nm, nm, B))
+    SPm = np.empty((nm, nm, B))
+    Mm = np.empty((3, nm, nm, B))
+    ym = np.empty((nm, B))
+    bnd = np.empty((3, B))
+    acc = np.empty(B)
+    allab = np.empty((KM, B), dtype=np.bool_)
+    mslot = -1
     wi = -1
     W = 0 if mode == 0 else starts.shape[0]
     j = 0
@@ -194,9 +218,9 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             if h > 0.0:
                 slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
                 if new:
-                    _fill(A, s0, B, occ, h, cache_E[slot], cache_G[slot], Etmp, Gtmp,
-                          work)
+                    _fill(A, s0, occ, h, cache_E[slot], cache_G[slot], Al, work, sq)
                     rslot = -1 if slot == rslot else rslot
+                    mslot = -1 if slot == mslot else mslot
                 last = slot
                 _input_term(cache_G[slot], r, active, c)
                 step(cache_E[slot], c, x)
@@ -210,6 +234,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             if ev_kind[s0, e] == 3:  # occasions come from the shared regimen
                 occ = int(ev_value[s0, e])
                 nused = 0  # new rate matrix: cached propagators are stale
+                nextslot = 0  # refill from slot 0 (_find looks at slots < nused)
                 last = -1
             elif ev_kind[s0, e] == 4 and mode == 1:
                 w = int(ev_value[s0, e])
@@ -241,8 +266,9 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 m += 1
             slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
             if new:
-                _fill(A, s0, B, occ, h, cache_E[slot], cache_G[slot], Etmp, Gtmp, work)
+                _fill(A, s0, occ, h, cache_E[slot], cache_G[slot], Al, work, sq)
                 rslot = -1 if slot == rslot else rslot
+                mslot = -1 if slot == mslot else mslot
             last = slot
             _input_term(cache_G[slot], r, active, c)
             full = m - m % _POW
@@ -271,6 +297,19 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
         # flush is streamed by run_met; the first output of a window, outputs that
         # coincide with an event and j == 0 take the generic path below
         if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
+            full = m - m % _PMET
+            if full > 0:
+                if mslot != slot:
+                    fill_met_tables(cache_E[slot], obs_cmt, Rm, Qm, Bm, EPm, SPm, Mm)
+                    mslot = slot
+                met_chunks(Rm, Qm, Bm, EPm, SPm, c, x, j, full, times, scale,
+                           starts[wi], above, tie1, cprev, lmax, ltm, lab, active,
+                           acc, allab, ym, bnd)
+                t = times[j + full - 1]
+                j += full
+                m -= full
+                if m == 0:
+                    continue
             run_met(cache_E[slot], c, x, j, m, times, obs_cmt, scale, KC,
                     starts[wi], above, tie1, cprev, cur, lmax, ltm, lab, active)
             t = times[j + m - 1]
@@ -322,15 +361,16 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
 
 
 @njit(cache=True, nogil=True)
-def _fill(A, s0, B, occ, h, Es, Gs, Etmp, Gtmp, work):
-    """Propagators of step h for every lane into Es, Gs (n, n, B)."""
-    n = Etmp.shape[0]
+def _fill(A, s0, occ, h, Es, Gs, Al, work, sq):
+    """Propagators of step h for every lane into Es, Gs (n, n, B), all lanes at
+    once (:func:`.expm.lane_propagators`). Al: (n, n, B) scratch."""
+    n = Al.shape[0]
+    B = Al.shape[2]
     for b in range(B):
-        propagators_into(A[s0 + b, occ], h, Etmp, Gtmp, work)
         for i in range(n):
             for k in range(n):
-                Es[i, k, b] = Etmp[i, k]
-                Gs[i, k, b] = Gtmp[i, k]
+                Al[i, k, b] = A[s0 + b, occ, i, k]
+    lane_propagators(Al, h, Es, Gs, work, sq)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -384,6 +424,220 @@ def fill_powers(E, obs_cmt, R, Q, EP, SP, M, S, T):
             for k in range(n):
                 EP[b, i, k] = M[i, k]
                 SP[b, i, k] = S[i, k]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def fill_met_tables(E, obs_cmt, R, Q, Bd, EP, SP, W):
+    """Metrics power-path tables of the step propagator ``E`` (n, n, B), lanes
+    innermost: R[k, :, p, b] is row ``obs_cmt[k]`` of E^(p+1) and Q[k, :, p, b] the
+    same row of I + E + … + E^p (p < P = R.shape[2], k < KC = R.shape[0]); Bd[0/1]
+    the largest / smallest entry of R over p and Bd[2/3] those of Q; EP = E^P and
+    SP = I + E + … + E^(P-1) (P a power of two, by doubling). W: (3, n, n, B)
+    scratch."""
+    n = E.shape[0]
+    B = E.shape[2]
+    KC = R.shape[0]
+    P = R.shape[2]
+    for k in range(KC):
+        ck = obs_cmt[k]
+        for i in range(n):
+            for b in range(B):
+                R[k, i, 0, b] = E[ck, i, b]
+                Q[k, i, 0, b] = 1.0 if i == ck else 0.0
+        for p in range(1, P):
+            for i in range(n):
+                for b in range(B):
+                    R[k, i, p, b] = 0.0
+                for q in range(n):
+                    for b in range(B):
+                        R[k, i, p, b] += R[k, q, p - 1, b] * E[q, i, b]
+                for b in range(B):
+                    Q[k, i, p, b] = Q[k, i, p - 1, b] + R[k, i, p - 1, b]
+        for i in range(n):
+            for b in range(B):
+                Bd[0, k, i, b] = R[k, i, 0, b]
+                Bd[1, k, i, b] = R[k, i, 0, b]
+                Bd[2, k, i, b] = Q[k, i, 0, b]
+                Bd[3, k, i, b] = Q[k, i, 0, b]
+            for p in range(1, P):
+                for b in range(B):
+                    Bd[0, k, i, b] = max(Bd[0, k, i, b], R[k, i, p, b])
+                    Bd[1, k, i, b] = min(Bd[1, k, i, b], R[k, i, p, b])
+                    Bd[2, k, i, b] = max(Bd[2, k, i, b], Q[k, i, p, b])
+                    Bd[3, k, i, b] = min(Bd[3, k, i, b], Q[k, i, p, b])
+    M = W[0]
+    S = W[1]
+    T = W[2]
+    for i in range(n):
+        for q in range(n):
+            for b in range(B):
+                M[i, q, b] = E[i, q, b]
+                S[i, q, b] = 1.0 if i == q else 0.0
+    size = 1
+    while size < P:
+        _mul_add(M, S, S, T)  # S <- S + M S
+        S[:, :, :] = T
+        _mul_add(M, M, None, T)  # M <- M M
+        M[:, :, :] = T
+        size *= 2
+    EP[:, :, :] = M
+    SP[:, :, :] = S
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _mul_add(X, Y, Z, T):
+    """T = Z + X Y per lane (Z None: T = X Y); all (n, n, B)."""
+    n = X.shape[0]
+    B = X.shape[2]
+    for i in range(n):
+        for k in range(n):
+            if Z is None:
+                for b in range(B):
+                    T[i, k, b] = 0.0
+            else:
+                for b in range(B):
+                    T[i, k, b] = Z[i, k, b]
+            for q in range(n):
+                for b in range(B):
+                    T[i, k, b] += X[i, q, b] * Y[q, k, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _met_values(R, Q, x, c, k, p, inp, acc):
+    """acc[b] = R[k, :, p, b] · x[:, b] (+ Q[k, :, p, b] · c[:, b] with input): the
+    unscaled output p + 1 steps into a chunk, one fixed order of operations."""
+    n = x.shape[0]
+    B = x.shape[1]
+    for b in range(B):
+        acc[b] = 0.0
+    for i in range(n):
+        for b in range(B):
+            acc[b] += R[k, i, p, b] * x[i, b]
+    if inp:
+        for i in range(n):
+            for b in range(B):
+                acc[b] += Q[k, i, p, b] * c[i, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
+               cprev, lmax, ltm, lab, inp, acc, allab, y, bnd):
+    """Metrics of m outputs j0 .. j0+m-1 (m a multiple of P = R.shape[2]) inside
+    one dose window, by chunks of P equal steps (tables: :func:`fill_met_tables`).
+
+    Each output of a chunk is ``scale * (R[p] · x + Q[p] · c)`` with x the state
+    at the chunk start. Per lane and analyte, the entries of R and Q over the chunk
+    lie between Bd's bounds, so ``lo <= output <= hi`` for every output of the
+    chunk (widened by ``_BOUND_RTOL`` of the magnitudes, far above the rounding of
+    the sums). A lane needs the chunk's outputs only if ``hi`` could raise its
+    running maximum (or move Tmax under the tie rule) or the chunk could cross
+    ``above``. If no lane of the block needs them, the chunk costs a few dot
+    products: time above grows by each step for the lanes that stay above
+    (``lo > above`` and the previous output above), by nothing for those that stay
+    below, and the state jumps by x <- EP x + SP c. Otherwise every lane's outputs
+    are evaluated and the metrics updated as in ``run_met``.
+
+    A lane's arithmetic is the same on both branches (skipping only leaves out
+    updates that provably change nothing), so its metrics do not depend on the
+    other lanes of the block, on B or on the thread count.
+    """
+    KC = R.shape[0]
+    n = R.shape[1]
+    P = R.shape[2]
+    B = x.shape[1]
+    check = above == above
+    hi = bnd[0]
+    lo = bnd[1]
+    mag = bnd[2]
+    for q0 in range(0, m, P):
+        j = j0 + q0
+        nfull = 0
+        nab = 0
+        for k in range(KC):
+            for b in range(B):
+                hi[b] = 0.0
+                lo[b] = 0.0
+                mag[b] = 0.0
+            for i in range(n):
+                for b in range(B):
+                    a1 = Bd[0, k, i, b] * x[i, b]
+                    a2 = Bd[1, k, i, b] * x[i, b]
+                    hi[b] += max(a1, a2)
+                    lo[b] += min(a1, a2)
+                    mag[b] += max(abs(a1), abs(a2))
+            if inp:
+                for i in range(n):
+                    for b in range(B):
+                        a1 = Bd[2, k, i, b] * c[i, b]
+                        a2 = Bd[3, k, i, b] * c[i, b]
+                        hi[b] += max(a1, a2)
+                        lo[b] += min(a1, a2)
+                        mag[b] += max(abs(a1), abs(a2))
+            for b in range(B):
+                sc = scale[k, b]
+                u = (hi[b] + _BOUND_RTOL * mag[b]) * sc
+                v = (lo[b] - _BOUND_RTOL * mag[b]) * sc
+                top = max(u, v)
+                bot = min(u, v)
+                lm = lmax[k, b]
+                cp = cprev[k, b]
+                # stays above / stays below the threshold (both False if it is NaN)
+                ab = (cp > above) & (bot > above)
+                below = (cp <= above) & (top <= above)
+                # could set a new maximum or move Tmax, or could cross `above`
+                # (NaN bounds need nothing: NaN outputs change no metric)
+                need = (top > min(lm, lm * tie1)) | (check & (ab == below))
+                allab[k, b] = ab
+                nab += 1 if ab else 0
+                nfull += 1 if need else 0
+        if nfull > 0:
+            for p in range(P):
+                jj = j + p
+                dt = times[jj] - times[jj - 1]
+                trel = times[jj] - tstart
+                for k in range(KC):
+                    _met_values(R, Q, x, c, k, p, inp, acc)
+                    for b in range(B):
+                        cv = acc[b] * scale[k, b]
+                        a = cprev[k, b] - above
+                        d = cv - above
+                        if (a > 0.0) & (d > 0.0):
+                            inc = dt
+                        elif (a > 0.0) != (d > 0.0):
+                            inc = dt * max(a, d) / abs(d - a)
+                        else:
+                            inc = 0.0
+                        lab[k, b] += inc
+                        lm = lmax[k, b]
+                        tm = ltm[k, b]
+                        ltm[k, b] = trel if cv > lm * tie1 else tm
+                        lmax[k, b] = cv if cv > lm else lm
+                        cprev[k, b] = cv
+        else:
+            if nab > 0:
+                for p in range(P):
+                    dt = times[j + p] - times[j + p - 1]
+                    for k in range(KC):
+                        for b in range(B):
+                            lab[k, b] += dt if allab[k, b] else 0.0
+            for k in range(KC):
+                _met_values(R, Q, x, c, k, P - 1, inp, acc)
+                for b in range(B):
+                    cprev[k, b] = acc[b] * scale[k, b]
+        for i in range(n):
+            for b in range(B):
+                y[i, b] = 0.0
+            for q in range(n):
+                for b in range(B):
+                    y[i, b] += EP[i, q, b] * x[q, b]
+            if inp:
+                for q in range(n):
+                    for b in range(B):
+                        y[i, b] += SP[i, q, b] * c[q, b]
+        for i in range(n):
+            for b in range(B):
+                x[i, b] = y[i, b]
 
 
 @njit(cache=True, nogil=True)
