@@ -40,16 +40,18 @@ _TILE = 64  # outputs buffered per lane before the contiguous stores to out (512
 # E^(p+1) times the state at the start of the chunk, independent of its neighbours,
 # so the loop over p vectorises, the stores to out are contiguous and the n x n
 # step per output becomes n FMAs. W2 into out= on an AVX2 EPYC: kernel 0.14 ->
-# 0.09 s. The same idea for metrics mode (counts and an in-order Tmax scan over a
-# chunk of levels) measured slower there than the lane-vectorised run_met
-# (2.7 vs 1.7 ns per output, one thread), so metrics keep stepping.
+# 0.09 s. (Evaluating every output this way in metrics mode measured slower than
+# the lane-vectorised run_met, 2.7 vs 1.7 ns per output; metrics use powers to
+# skip outputs instead, below.)
 _POW = 64
 # Metrics mode, runs of >= _PMET equal steps inside a dose window: the outputs of a
 # chunk of _PMET steps are again rows of powers of E times the chunk's start state,
 # and per-state bounds of those rows over the chunk bound every output of the chunk.
 # A chunk whose bounds show that it cannot raise the running maximum nor cross the
 # time-above threshold (the long decay between doses) is jumped over with E^P
-# without evaluating its outputs; see met_chunks.
+# without evaluating its outputs; see met_chunks. W4 (1 M patients, 2 threads, AVX2
+# EPYC): 10.6 -> ~3.7 s together with lane_propagators; 32 measured a little
+# faster than 64 (fewer outputs in the chunks that must be evaluated).
 _PMET = 32
 # relative margin of those bounds, far above the rounding of the bounded sums
 _BOUND_RTOL = 1e-12
@@ -438,33 +440,54 @@ def fill_met_tables(E, obs_cmt, R, Q, Bd, EP, SP, W):
     B = E.shape[2]
     KC = R.shape[0]
     P = R.shape[2]
+    acc = W[0, 0, 0]  # scratch row (W[0] is reused below)
+    # lane loops over 1-d rows, a separate accumulator and selects instead of
+    # max()/min(): each inner loop vectorises (3.0 -> ~1.2 us per lane, n = 5)
     for k in range(KC):
         ck = obs_cmt[k]
         for i in range(n):
+            R0 = R[k, i, 0]
+            Q0 = Q[k, i, 0]
+            Ei = E[ck, i]
             for b in range(B):
-                R[k, i, 0, b] = E[ck, i, b]
-                Q[k, i, 0, b] = 1.0 if i == ck else 0.0
+                R0[b] = Ei[b]
+                Q0[b] = 1.0 if i == ck else 0.0
+        for i in range(n):
+            hR = Bd[0, k, i]
+            lR = Bd[1, k, i]
+            hQ = Bd[2, k, i]
+            lQ = Bd[3, k, i]
+            for b in range(B):
+                hR[b] = R[k, i, 0, b]
+                lR[b] = R[k, i, 0, b]
+                hQ[b] = Q[k, i, 0, b]
+                lQ[b] = Q[k, i, 0, b]
         for p in range(1, P):
             for i in range(n):
                 for b in range(B):
-                    R[k, i, p, b] = 0.0
+                    acc[b] = 0.0
                 for q in range(n):
+                    Rq = R[k, q, p - 1]
+                    Eq = E[q, i]
                     for b in range(B):
-                        R[k, i, p, b] += R[k, q, p - 1, b] * E[q, i, b]
+                        acc[b] += Rq[b] * Eq[b]
+                Rp = R[k, i, p]
+                Rm1 = R[k, i, p - 1]
+                Qp = Q[k, i, p]
+                Qm1 = Q[k, i, p - 1]
+                hR = Bd[0, k, i]
+                lR = Bd[1, k, i]
+                hQ = Bd[2, k, i]
+                lQ = Bd[3, k, i]
                 for b in range(B):
-                    Q[k, i, p, b] = Q[k, i, p - 1, b] + R[k, i, p - 1, b]
-        for i in range(n):
-            for b in range(B):
-                Bd[0, k, i, b] = R[k, i, 0, b]
-                Bd[1, k, i, b] = R[k, i, 0, b]
-                Bd[2, k, i, b] = Q[k, i, 0, b]
-                Bd[3, k, i, b] = Q[k, i, 0, b]
-            for p in range(1, P):
-                for b in range(B):
-                    Bd[0, k, i, b] = max(Bd[0, k, i, b], R[k, i, p, b])
-                    Bd[1, k, i, b] = min(Bd[1, k, i, b], R[k, i, p, b])
-                    Bd[2, k, i, b] = max(Bd[2, k, i, b], Q[k, i, p, b])
-                    Bd[3, k, i, b] = min(Bd[3, k, i, b], Q[k, i, p, b])
+                    r = acc[b]
+                    u = Qm1[b] + Rm1[b]
+                    Rp[b] = r
+                    Qp[b] = u
+                    hR[b] = r if r > hR[b] else hR[b]
+                    lR[b] = r if r < lR[b] else lR[b]
+                    hQ[b] = u if u > hQ[b] else hQ[b]
+                    lQ[b] = u if u < lQ[b] else lQ[b]
     M = W[0]
     S = W[1]
     T = W[2]
