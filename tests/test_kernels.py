@@ -11,6 +11,7 @@
 
 import numpy as np
 import pytest
+from numba import njit
 
 import ketasim as ks
 from ketasim._kernels import _codegen, _unrolled, linear
@@ -37,6 +38,11 @@ def _numpy_step(E, c, x):
     return np.einsum("ikb,kb->ib", E, x) + c
 
 
+@njit
+def _dispatched_step(E, c, x, ns):
+    _unrolled.step(E, c, x, ns)
+
+
 @pytest.mark.parametrize("n", range(1, _codegen.NMAX + 1))
 def test_step_unrolled_equals_generic(n):
     E, c, x = _inputs(n, n)
@@ -49,10 +55,10 @@ def test_step_unrolled_equals_generic(n):
     for _ in range(5):
         ref = _numpy_step(E, c, ref)
     np.testing.assert_allclose(a, ref, rtol=1e-12, atol=1e-9)
-    # the dispatcher picks the same code
+    # the state-count dispatch picks the same code
     d = x.copy()
     for _ in range(5):
-        _unrolled.step(E, c, d)
+        _dispatched_step(E, c, d, linear.states(n))
     np.testing.assert_array_equal(d, a)
 
 
@@ -276,7 +282,7 @@ def _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart,
             lab += np.where(both, dt, np.where(cross, dt * np.maximum(a, d)
                                                / np.abs(d - a), 0.0))
         ltm = np.where(cv > lmax * (1 + TIE_RTOL), times[j] - tstart, ltm)
-        lmax = np.maximum(lmax, cv)
+        lmax = np.where(cv > lmax, cv, lmax)  # a NaN level changes nothing
         cprev = cv
     return x, cprev, lmax, ltm, lab
 
@@ -286,19 +292,24 @@ def _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart, above)
     R, Q, Bd, EP, SP = _met_tables(E, [0])
     st = [v.copy()[None] for v in (cprev, lmax, ltm, lab)]
     xx = x.copy()
-    linear.met_chunks(R, Q, Bd, EP, SP, c, xx, j0, m, times, scale[None].copy(),
-                      tstart, above, 1.0 + TIE_RTOL, *st, bool(np.any(c != 0)),
-                      np.empty(B_), np.empty((1, B_), dtype=np.bool_),
-                      np.empty((n, B_)), np.empty((3, B_)))
-    return (xx,) + tuple(v[0] for v in st)
+    skipped = linear.met_chunks(R, Q, Bd, EP, SP, c, xx, j0, m, times,
+                                scale[None].copy(), tstart, above, 1.0 + TIE_RTOL,
+                                *st, bool(np.any(c != 0)), np.empty(B_),
+                                np.empty((1, B_), dtype=np.bool_), np.empty((n, B_)),
+                                np.empty((3, B_)))
+    return (xx,) + tuple(v[0] for v in st), skipped
 
 
-@pytest.mark.parametrize("case", ["mixed", "all_skip", "input"])
+@pytest.mark.parametrize("case", ["mixed", "all_skip", "input", "plateau",
+                                  "nan_lane"])
 def test_met_chunks_against_stepping(case):
     """Metrics over chunks of equal steps (skipping the chunks whose bounds show
     they change nothing) equal the stepped rules of run_met: Cmax and the state to
     rounding, Tmax exactly, time above to rounding; and each lane alone gives the
-    same bits as in the block, whichever branch the block took."""
+    same bits as in the block, whichever branch the block took. "all_skip" and
+    "plateau" (a running infusion at steady state) must skip every chunk; with a
+    NaN lane the block evaluates every chunk, and the other lanes still get the
+    numbers they get alone (where they skip)."""
     n, lanes, P = 4, 6, linear._PMET
     E = _stable_E(n, 21, lanes=lanes)
     rng = np.random.default_rng(4)
@@ -307,11 +318,22 @@ def test_met_chunks_against_stepping(case):
     scale = rng.uniform(0.5, 2.0, lanes)
     lmax = np.full(lanes, -np.inf)
     above = 5.0
-    if case == "all_skip":  # far above the threshold, or far below it, with a
-        # higher earlier peak: no lane needs its outputs, time above still grows
+    if case in ("all_skip", "nan_lane"):  # far above the threshold, or far
+        # below it, with a higher earlier peak: no lane needs its outputs, time
+        # above still grows
         x[:, :3] *= 1e6
         x[:, 3:] *= 1e-3
         lmax[:] = 1e12
+        if case == "nan_lane":
+            x[:, 4] = np.nan
+    elif case == "plateau":  # x = E x + c: constant levels, above the threshold
+        c = rng.uniform(0.5, 2.0, (n, lanes))
+        for b in range(lanes):
+            x[:, b] = np.linalg.solve(np.eye(n) - E[:, :, b], c[:, b])
+        # the chunk bounds lie within [c, 2 x] of the level (rows of powers and
+        # of their sums), so these leave no doubt
+        lmax[:] = 3.0 * x[0] * scale
+        above = 0.5 * float(np.min(c[0] * scale))
     elif case == "input":  # a constant input: levels rise to a plateau
         c = rng.uniform(0.5, 2.0, (n, lanes))
         x[:] = 0.1
@@ -320,7 +342,12 @@ def test_met_chunks_against_stepping(case):
     lab = np.zeros(lanes)
     j0, m = 1, 3 * P
     times = 0.5 * np.arange(j0 + m + 2)
-    got = _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0, above)
+    got, skipped = _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0,
+                            above)
+    if case in ("all_skip", "plateau"):
+        assert skipped == m // P
+    elif case == "nan_lane":
+        assert skipped == 0
     ref = _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0,
                          above)
     names = ["state", "last level", "cmax", "tmax", "time above"]
@@ -332,11 +359,15 @@ def test_met_chunks_against_stepping(case):
     if case == "all_skip":
         np.testing.assert_array_equal(got[4][:3], m * 0.5)
         np.testing.assert_array_equal(got[4][3:], 0.0)
+    if case == "plateau":
+        np.testing.assert_array_equal(got[4], m * 0.5)
     for b in range(lanes):
-        one = _met_run(np.ascontiguousarray(E[:, :, b:b + 1]), c[:, b:b + 1].copy(),
-                       x[:, b:b + 1].copy(), cprev[b:b + 1], lmax[b:b + 1],
-                       ltm[b:b + 1], lab[b:b + 1], times, j0, m, scale[b:b + 1],
-                       0.0, above)
+        one, alone_skipped = _met_run(
+            np.ascontiguousarray(E[:, :, b:b + 1]), c[:, b:b + 1].copy(),
+            x[:, b:b + 1].copy(), cprev[b:b + 1], lmax[b:b + 1], ltm[b:b + 1],
+            lab[b:b + 1], times, j0, m, scale[b:b + 1], 0.0, above)
+        if case == "nan_lane" and b != 4:
+            assert alone_skipped == m // P
         for name, g, o in zip(names, got, one, strict=True):
             np.testing.assert_array_equal(g[..., b], o[..., 0], err_msg=f"{name} {b}")
 

@@ -113,7 +113,7 @@ def test_protocol_builders():
 def test_metrics_only_mode_matches_trajectories():
     """output='metrics' streams the same per-dose metrics the post-hoc path computes
     from stored curves, without storing them."""
-    pop = ks.Population(70, seed=1)  # 4 full blocks of 16 + 6 single subjects
+    pop = ks.Population(70, seed=1)  # one block (metrics blocks hold 128)
     reg = ks.six_infusion_course()
     t = ks.grid("21 d", "10 min")
     model = "benchmarks/w2_iiv.toml"

@@ -196,7 +196,7 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     observation times (or ``times``), with exact steady state for SS records.
     Returns a Dataset with ``subject`` = the table's IDs and a ``observed_time``
     mask; subjects are stacked on the union of their times."""
-    from ._kernels.linear import population_linear
+    from ._kernels.linear import population_linear, states
     from ._lower import lower
     from .simulate import _check_times, _subjects
 
@@ -219,7 +219,8 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
                                     table.steady_state[sid])
         status = np.zeros(1, dtype=np.int64)
         buf = np.empty((1, len(model.analytes), t.size))
-        population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status)
+        population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
+                          states(low.A.shape[2]))
         out[k] = buf[0]
     ds = xr.Dataset(
         {"concentration": (("subject", "analyte", "time"), out,

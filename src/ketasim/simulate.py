@@ -360,15 +360,17 @@ def simulate(
     status = np.zeros(n, dtype=np.int64)
 
     if solver == "exact":
-        from ._kernels.linear import population_linear
+        from ._kernels.linear import population_linear, states
 
         for a, b, bar in _chunks(n, n * t.size * (8 if n < 2 else 1), progress,
                                  "simulating"):
             population_linear(A[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
                               low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt,
-                              obs_scale[a:b], buf[a:b], status[a:b])
+                              obs_scale[a:b], buf[a:b], status[a:b],
+                              states(A.shape[2]))
             bar.update(b - a)
-        solver_desc = "exact: matrix-exponential propagation (Pade 13 scaling-squaring)"
+        solver_desc = ("exact: matrix-exponential propagation (Taylor polynomial with "
+                       "scaling and squaring)")
         nsteps = None
         windows = (_dose_windows(low, regimen, t, n)
                    if regimen.doses and dose_windows else None)
@@ -501,7 +503,7 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
 def _simulate_metrics(model, regimen, t, population, covariates, parameters, above,
                       chunk, progress, errors) -> xr.Dataset:
     """Metrics-only simulation, chunk by chunk over subjects (bounded memory)."""
-    from ._kernels.linear import population_linear_metrics
+    from ._kernels.linear import population_linear_metrics, states
     from ._lower import with_auc
     from ._progress import Bar, wanted
     from .metrics import TIE_RTOL
@@ -549,7 +551,8 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
             population_linear_metrics(
                 A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value, t, obs_cmt,
                 obs_scale, starts, TIE_RTOL, level, cmax[a:b], tmax[a:b], tab[a:b],
-                aucs[a:b], pre[a:b], status[a:b])
+                aucs[a:b], pre[a:b], status[a:b], states(A.shape[2]),
+                states(A.shape[2] - K))
             bar.update(b - a)
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":
@@ -648,7 +651,7 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     """Exact per-dose quantities from a second, cheap kernel run whose only output
     times are the dose times: the concentration just before each dose and the AUC
     between consecutive doses (integrator states, not trapezoids)."""
-    from ._kernels.linear import population_linear
+    from ._kernels.linear import population_linear, states
 
     starts = np.array(regimen.times)
     end = t[-1]
@@ -663,7 +666,7 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     status = np.zeros(n, dtype=np.int64)
     population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value,
                       np.ascontiguousarray(aux_t[order]), obs_cmt, obs_scale, aux,
-                      status)
+                      status, states(A.shape[2]))
     vals = np.empty_like(aux)
     vals[:, :, order] = aux
     D = starts.size

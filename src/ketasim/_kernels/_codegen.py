@@ -41,6 +41,7 @@ step for the B lanes (subjects) of ``x`` (n, B), which is updated in place.
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={{"contract"}})
 '''
@@ -253,13 +254,33 @@ def advance_pow(EP, SP, c, x, b, y, inp):
 """
 
 
-def _dispatch(name: str, args: str, size: str = "x.shape[0]") -> str:
-    lines = ["", "", "@njit(**_OPTS)", f"def {name}({args}):", f"    n = {size}"]
-    for n in range(1, NMAX + 1):
-        kw = "if" if n == 1 else "elif"
-        lines += [f"    {kw} n == {n}:", f"        {name}_{n}({args})"]
-    lines += ["    else:", f"        {name}_generic({args})"]
-    return "\n".join(lines)
+def _dispatch(name: str, args: str, what: str) -> str:
+    """``name(args, nt)`` for the kernels: an overload that picks the variant for
+    n = len(nt) *at compile time* (nt: a tuple of n zeros), so a kernel compiles
+    only the unrolled loops of the state count it is called with; n = 0 compiles a
+    no-op (a path the kernel does not take), n > NMAX the generic loop."""
+    table = ", ".join(f"{n}: {name}_{n}" for n in range(1, NMAX + 1))
+    return "\n".join([
+        "", "",
+        f"def {name}({args}, nt):",
+        f'    """{what}, for n = len(nt) states (numba kernels only)."""',
+        '    raise NotImplementedError("called from numba kernels only")',
+        "", "",
+        f"_{name.upper()} = {{{table}}}",
+        "", "",
+        f"@overload({name}, jit_options=_OPTS)",
+        f"def _{name}_variant({args}, nt):",
+        "    n = len(nt.types)",
+        "    if n == 0:",
+        f"        def nothing({args}, nt):",
+        "            pass",
+        "        return nothing",
+        f"    fn = _{name.upper()}.get(n, {name}_generic)",
+        "",
+        f"    def impl({args}, nt):",
+        f"        fn({args})",
+        "    return impl",
+    ])
 
 
 def source() -> str:
@@ -267,13 +288,15 @@ def source() -> str:
     for n in [*range(1, NMAX + 1), None]:
         parts.append(_functions(n))
         parts.append(_pow_functions(n))
-    parts.append(_dispatch("step", "E, c, x"))
-    parts.append(_dispatch("run_out", "E, c, x, out, s0, j0, m, obs_cmt, scale, tile"))
+    parts.append(_dispatch("step", "E, c, x", "One step x <- E x + c"))
+    parts.append(_dispatch("run_out", "E, c, x, out, s0, j0, m, obs_cmt, scale, tile",
+                           "A run of m steps into out"))
     parts.append(_dispatch("run_met", "E, c, x, j0, m, times, obs_cmt, scale, KC, "
                                       "tstart, above, tie1, cprev, cur, lmax, ltm, "
-                                      "lab, inp", "x.shape[0] - KC"))
+                                      "lab, inp", "A run of m steps into the metrics "
+                                      "(n stepped states, then KC AUC states)"))
     parts.append(_dispatch("run_pow", "R, Q, EP, SP, c, x, out, s0, j0, m, scale, "
-                                      "inp, y", "R.shape[2]"))
+                                      "inp, y", "m outputs from powers"))
     return "\n".join(parts) + "\n"
 
 

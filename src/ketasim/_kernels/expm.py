@@ -455,10 +455,12 @@ def propagators(A, h, E, G):
 #
 # Truncation: the first omitted terms are Y^19/19! (E) and Y^18/19! (h phi), below
 # 1e-17 for ||Y||_1 <= 1, so the polynomial is exact to rounding and the squarings
-# dominate the error, as for the Padé method (s is one or two more here: ~4 * 2**s
-# ulps, 1e-14 for ||A h||_1 ~ 100). A zero column of A (an AUC state, a state that
-# feeds nothing) gives an exact unit column in E and h in G; A = 0 gives E = I and
-# G = h I exactly.
+# dominate the error, as for the Padé method; s = ceil(log2 ||A h||_1) is two or
+# three more than Padé-13 takes, so the bound is ~4-8 * 2**s ulps (~1e-13 for
+# ||A h||_1 ~ 100; tests/test_expm.py checks 8 * 2**s). A zero column of A (an AUC
+# state, a state that feeds nothing) gives an exact unit column in E and h in G;
+# A = 0 gives E = I and G = h I exactly. A lane with a non-finite entry or
+# ||A h||_1 > 2**60 gets NaN (no squarings).
 #
 # Each lane has its own s; the squaring loop runs max(s) times and a lane takes the
 # squarings of its last s iterations only, so a lane's arithmetic is the same in
@@ -499,24 +501,28 @@ def lane_propagators(A, h, E, G, work, s):
     smax = 0
     for b in range(B):
         norm = 0.0
+        finite = True
         for k in range(n):
             col = 0.0
             for i in range(n):
                 col += abs(A[i, k, b])
+            finite = finite and col <= 1e308  # False for inf and NaN
             norm = max(norm, col)
-        norm *= h
+        norm = norm * h if finite else np.nan
         sb = 0
-        if np.isfinite(norm):
-            while norm > _TAYLOR_THETA and sb < 1000:
+        if norm <= 2.0**60:
+            while norm > _TAYLOR_THETA:
                 norm *= 0.5
                 sb += 1
+        else:
+            sb = -1  # non-finite or absurd: NaN below
         s[b] = sb
         smax = max(smax, sb)
     for b in range(B):
-        hs = h * 0.5 ** s[b]  # exact: a power of two
+        hs = h * 0.5 ** max(s[b], 0)  # exact: a power of two
         for i in range(n):
             for k in range(n):
-                Y[i, k, b] = A[i, k, b] * hs
+                Y[i, k, b] = A[i, k, b] * hs if s[b] >= 0 else np.nan
                 F[i, k, b] = 1.0 if i == k else 0.0
     for d in range(_TAYLOR_DEGREE + 1, 1, -1):  # F <- I + Y F / d
         _lane_mul(Y, F, T)
@@ -528,7 +534,7 @@ def lane_propagators(A, h, E, G, work, s):
                     F[i, k, b] = one + T[i, k, b] * inv
     _lane_mul(Y, F, T)
     for b in range(B):
-        hs = h * 0.5 ** s[b]
+        hs = h * 0.5 ** max(s[b], 0) if s[b] >= 0 else np.nan
         for i in range(n):
             for k in range(n):
                 E[i, k, b] = (1.0 if i == k else 0.0) + T[i, k, b]

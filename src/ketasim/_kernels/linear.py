@@ -57,6 +57,15 @@ _PMET = 32
 _BOUND_RTOL = 1e-12
 
 
+def states(n: int) -> tuple:
+    """The state-count argument of the population kernels: a tuple of n zeros. Its
+    length is part of the kernel's type, so numba compiles (and caches) one kernel
+    per state count, holding only that count's unrolled loops; the first model
+    with a new state count pays one compile of a few tens of seconds, not all of
+    them at once."""
+    return (0,) * n
+
+
 @njit(cache=True, nogil=True)
 def _find(cache_h, nused, h, t):
     # Output grids such as k*5/60 give step lengths that differ in the last bits
@@ -129,20 +138,26 @@ def _input_term(Gs, r, active, c):
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                 out, status, s0, B, mode, starts, tie, above, ms, mauc, mpre):
+                 out, status, s0, B, mode, starts, tie, above, ms, mauc, mpre, ns, no,
+                 nm):
     """Subjects ``s0 .. s0+B-1``, which share their event times, stepped together.
 
-    The state is (n, B) with the subject (lane) index innermost, and every step is
-    the generated, unrolled ``x <- E x + c`` of :mod:`._unrolled`, which LLVM
+    The state is (n, B) with the subject (lane) index innermost; a step is the
+    generated, unrolled ``x <- E x + c`` of :mod:`._unrolled`, which LLVM
     vectorises across the lanes. Between events, the output times that follow with
-    the same step length form a *run* stepped by one call (``run_out`` writes
-    through a small tile so that the stores to ``out`` are contiguous; ``run_met``
-    updates the metrics of the current window). Which steps are taken depends only
-    on the event times and the grid, and every lane's arithmetic is the same in a
-    vector or scalar loop, so a subject's result does not depend on ``B``.
+    the same step length form a *run*: trajectories take chunks of ``_POW`` outputs
+    from powers of E (``run_pow``) and the rest by steps through a small tile
+    (``run_out``, contiguous stores to ``out``); metrics take chunks of ``_PMET``
+    steps with ``met_chunks`` (skipping those that change no metric) and the rest
+    by ``run_met``. Which path a run takes depends only on the event times and the
+    grid, and every lane's arithmetic is the same in a vector or scalar loop, so a
+    subject's result does not depend on ``B``.
 
     ``mode`` 0 writes trajectories into ``out`` (S, K, T); mode 1 streams per-window
-    metrics (see :func:`population_linear_metrics`).
+    metrics (see :func:`population_linear_metrics`). ``ns``, ``no``, ``nm``
+    (:func:`states`) select the unrolled variants at compile time: of ``step`` (all
+    n states), of ``run_out``/``run_pow`` (n, or () in mode 1) and of ``run_met``
+    (n minus the AUC states, or () in mode 0).
     """
     n = A.shape[2]
     T = times.shape[0]
@@ -196,15 +211,15 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     ypow = np.empty(npow)
     rslot = -1
     # metrics power path: tables of the propagator in cache slot mslot
-    nm = n if mode == 1 else 0
+    nmet = n if mode == 1 else 0
     KM = KC if mode == 1 else 0
-    Rm = np.empty((KM, nm, _PMET, B))
-    Qm = np.empty((KM, nm, _PMET, B))
-    Bm = np.empty((4, KM, nm, B))
-    EPm = np.empty((nm, nm, B))
-    SPm = np.empty((nm, nm, B))
-    Mm = np.empty((3, nm, nm, B))
-    ym = np.empty((nm, B))
+    Rm = np.empty((KM, nmet, _PMET, B))
+    Qm = np.empty((KM, nmet, _PMET, B))
+    Bm = np.empty((4, KM, nmet, B))
+    EPm = np.empty((nmet, nmet, B))
+    SPm = np.empty((nmet, nmet, B))
+    Mm = np.empty((3, nmet, nmet, B))
+    ym = np.empty((nmet, B))
     bnd = np.empty((3, B))
     acc = np.empty(B)
     allab = np.empty((KM, B), dtype=np.bool_)
@@ -225,7 +240,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                     mslot = -1 if slot == mslot else mslot
                 last = slot
                 _input_term(cache_G[slot], r, active, c)
-                step(cache_E[slot], c, x)
+                step(cache_E[slot], c, x, ns)
                 t = ev_time[s0, e]
             for b in range(B):
                 kind = ev_kind[s0 + b, e]
@@ -278,7 +293,8 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 if rslot != slot:
                     fill_powers(cache_E[slot], obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
                     rslot = slot
-                run_pow(Rp, Qp, EP, SP, c, x, out, s0, j, full, scale, active, ypow)
+                run_pow(Rp, Qp, EP, SP, c, x, out, s0, j, full, scale, active, ypow,
+                        no)
                 t = times[j + full - 1]
                 j += full
                 m -= full
@@ -286,7 +302,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                     continue
         if mode == 0:
             if h > 0.0:
-                run_out(cache_E[slot], c, x, out, s0, j, m, obs_cmt, scale, tile)
+                run_out(cache_E[slot], c, x, out, s0, j, m, obs_cmt, scale, tile, no)
             else:
                 for k in range(K):
                     ck = obs_cmt[k]
@@ -296,7 +312,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             j += m
             continue
         # metrics: a run of m > 1 (or one step) inside window wi with nothing to
-        # flush is streamed by run_met; the first output of a window, outputs that
+        # flush goes to met_chunks / run_met; the first output of a window, outputs that
         # coincide with an event and j == 0 take the generic path below
         if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
             full = m - m % _PMET
@@ -313,12 +329,12 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 if m == 0:
                     continue
             run_met(cache_E[slot], c, x, j, m, times, obs_cmt, scale, KC,
-                    starts[wi], above, tie1, cprev, cur, lmax, ltm, lab, active)
+                    starts[wi], above, tie1, cprev, cur, lmax, ltm, lab, active, nm)
             t = times[j + m - 1]
             j += m
             continue
         if h > 0.0:
-            step(cache_E[slot], c, x)
+            step(cache_E[slot], c, x, ns)
             t = tj
         if j > 0 and wprev >= 0 and above == above:
             dt = tj - times[j - 1]
@@ -563,7 +579,8 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
 
     A lane's arithmetic is the same on both branches (skipping only leaves out
     updates that provably change nothing), so its metrics do not depend on the
-    other lanes of the block, on B or on the thread count.
+    other lanes of the block, on B or on the thread count. Returns the number of
+    chunks jumped over without evaluating their outputs.
     """
     KC = R.shape[0]
     n = R.shape[1]
@@ -573,6 +590,7 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
     hi = bnd[0]
     lo = bnd[1]
     mag = bnd[2]
+    skipped = 0
     for q0 in range(0, m, P):
         j = j0 + q0
         nfull = 0
@@ -599,8 +617,10 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
                         mag[b] += max(abs(a1), abs(a2))
             for b in range(B):
                 sc = scale[k, b]
-                u = (hi[b] + _BOUND_RTOL * mag[b]) * sc
-                v = (lo[b] - _BOUND_RTOL * mag[b]) * sc
+                # relative margin, plus an absolute one for subnormal levels
+                wide = _BOUND_RTOL * mag[b] + 1e-300
+                u = (hi[b] + wide) * sc
+                v = (lo[b] - wide) * sc
                 top = max(u, v)
                 bot = min(u, v)
                 lm = lmax[k, b]
@@ -608,8 +628,10 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
                 # stays above / stays below the threshold (both False if it is NaN)
                 ab = (cp > above) & (bot > above)
                 below = (cp <= above) & (top <= above)
-                # could set a new maximum or move Tmax, or could cross `above`
-                # (NaN bounds need nothing: NaN outputs change no metric)
+                # could set a new maximum or move Tmax, or could cross `above`.
+                # A NaN level or bound is never skipped while `above` is set
+                # (neither "stays above" nor "stays below" holds): slower for a
+                # block holding a failed subject, never different.
                 need = (top > min(lm, lm * tie1)) | (check & (ab == below))
                 allab[k, b] = ab
                 nab += 1 if ab else 0
@@ -638,6 +660,7 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
                         lmax[k, b] = cv if cv > lm else lm
                         cprev[k, b] = cv
         else:
+            skipped += 1
             if nab > 0:
                 for p in range(P):
                     dt = times[j + p] - times[j + p - 1]
@@ -661,11 +684,12 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
         for i in range(n):
             for b in range(B):
                 x[i, b] = y[i, b]
+    return skipped
 
 
 @njit(cache=True, nogil=True)
 def _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale, out,
-               status, ib, mode, starts, tie, above, ms, mauc, mpre):
+               status, ib, mode, starts, tie, above, ms, mauc, mpre, ns, no, nm):
     """Block ``ib`` of up to ``_BLOCK`` subjects (metrics: ``_BLOCK_METRICS``),
     split into runs of consecutive subjects with identical event times (all of them
     for one shared regimen)."""
@@ -687,16 +711,18 @@ def _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
                 break
             b += 1
         block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                     out, status, a, b - a, mode, starts, tie, above, ms, mauc, mpre)
+                     out, status, a, b - a, mode, starts, tie, above, ms, mauc, mpre,
+                     ns, no, nm)
         a = b
 
 
 @njit(parallel=True, cache=True)
 def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
-                      obs_scale, out, status):
+                      obs_scale, out, status, ns):
     """All subjects in parallel: ``A`` (S, M, n, n) 1/h (M occasions); events (S, E)
     sorted per row; ``times`` (T,) h; ``obs_scale`` (S, K); writes ``out`` (S, K, T),
-    ``status`` (S,).
+    ``status`` (S,). ``ns = states(n)``: the kernel is compiled (and cached) per
+    state count, with only that count's unrolled loops.
 
     Blocks of subjects whose event times coincide (the usual case: one regimen, no
     per-subject lag) are stepped together; other subjects one at a time. Every
@@ -709,13 +735,14 @@ def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
     ms = (none3, none3, none3)
     for ib in prange(nb):
         _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                   out, status, ib, 0, none1, 0.0, np.nan, ms, none3, none3)
+                   out, status, ib, 0, none1, 0.0, np.nan, ms, none3, none3, ns, ns,
+                   ())
 
 
 @njit(parallel=True, cache=True)
 def population_linear_metrics(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                               obs_scale, starts, tie, above, cmax, tmax, tabove, auc,
-                              pre, status):
+                              pre, status, ns, nm):
     """Metrics-only mode: no trajectories are stored. ``obs_cmt``/``obs_scale`` list
     K concentration outputs then K cumulative-AUC states; events of kind 4 (value w)
     mark the start of window w (a dose). Per subject, analyte and window: ``cmax``,
@@ -723,11 +750,13 @@ def population_linear_metrics(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_
     it exceeds the running maximum by more than a relative ``tie``), ``tabove``
     (h above ``above`` ng/mL, NaN to skip), ``pre`` (level just before the window),
     and ``auc`` (W+1,) the cumulative AUC at each window start and at the end.
-    Output times are the grid on which Cmax, Tmax and time above are read."""
+    Output times are the grid on which Cmax, Tmax and time above are read.
+    ``ns = states(n)`` for the n states including the K AUC states, ``nm =
+    states(n - K)``."""
     S = A.shape[0]
     nb = (S + _BLOCK_METRICS - 1) // _BLOCK_METRICS
     dummy = np.empty((1, 0, 0))
     ms = (cmax, tmax, tabove)
     for ib in prange(nb):
         _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                   dummy, status, ib, 1, starts, tie, above, ms, auc, pre)
+                   dummy, status, ib, 1, starts, tie, above, ms, auc, pre, ns, (), nm)
