@@ -17,6 +17,12 @@ outputs of a chunk of P steps are rows of E^(p+1) times the state at the chunk s
 (tables from ``linear.fill_powers``), a loop over p that vectorises with the lane
 loop outside, and the state jumps by E^P per chunk.
 
+The kernels call ``step(..., nt)``, ``run_out``, ``run_met`` and ``run_pow`` with a
+state-count tuple ``nt`` (``linear.states(n)``); each is a numba ``overload`` that
+picks the variant for ``len(nt)`` while the kernel is compiled, so a kernel holds
+(and compiles) the loops of one state count only, and a model with a new state count
+compiles its own kernel once (cached on disk).
+
 Every lane computes ``y_i = fma(E[i, n-1], x_{n-1}, … fma(E[i, 0], x_0, c_i))`` in
 the same order whether it runs in a vector or a scalar remainder loop, so a subject's
 result does not depend on the block it is simulated in (tests/test_blocking.py).
