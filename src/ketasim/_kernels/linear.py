@@ -559,6 +559,23 @@ def _met_values(R, Q, x, c, k, p, inp, acc):
                 acc[b] += Q[k, i, p, b] * c[i, b]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _add_bounds(top, bot, v, hi, lo, mag):
+    """Per lane b: hi += the largest and lo += the smallest of top[i] v[i] and
+    bot[i] v[i] over the states i (bounds of a row of coefficients between bot and
+    top, times v); mag += their magnitudes."""
+    n = v.shape[0]
+    B = v.shape[1]
+    for i in range(n):
+        for b in range(B):
+            a1 = top[i, b] * v[i, b]
+            a2 = bot[i, b] * v[i, b]
+            hi[b] += max(a1, a2)
+            lo[b] += min(a1, a2)
+            mag[b] += max(abs(a1), abs(a2))
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
                cprev, lmax, ltm, lab, inp, acc, allab, y, bnd):
@@ -600,21 +617,9 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
                 hi[b] = 0.0
                 lo[b] = 0.0
                 mag[b] = 0.0
-            for i in range(n):
-                for b in range(B):
-                    a1 = Bd[0, k, i, b] * x[i, b]
-                    a2 = Bd[1, k, i, b] * x[i, b]
-                    hi[b] += max(a1, a2)
-                    lo[b] += min(a1, a2)
-                    mag[b] += max(abs(a1), abs(a2))
+            _add_bounds(Bd[0, k], Bd[1, k], x, hi, lo, mag)
             if inp:
-                for i in range(n):
-                    for b in range(B):
-                        a1 = Bd[2, k, i, b] * c[i, b]
-                        a2 = Bd[3, k, i, b] * c[i, b]
-                        hi[b] += max(a1, a2)
-                        lo[b] += min(a1, a2)
-                        mag[b] += max(abs(a1), abs(a2))
+                _add_bounds(Bd[2, k], Bd[3, k], c, hi, lo, mag)
             for b in range(B):
                 sc = scale[k, b]
                 # relative margin, plus an absolute one for subnormal levels
