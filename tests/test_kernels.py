@@ -38,6 +38,20 @@ def _numpy_step(E, c, x):
     return np.einsum("ikb,kb->ib", E, x) + c
 
 
+def _check_run(out, E, c, x, obs, scale, j0, m, atol):
+    """A run wrote outputs j0 .. j0+m-1 of lanes 2.. (and nothing else, -1 stays)
+    equal to numpy stepping from x; returns the stepped end state."""
+    assert np.all(out[:2] == -1.0) and np.all(out[:, :, :j0] == -1.0)
+    assert np.all(out[:, :, j0 + m:] == -1.0)
+    ref = x.copy()
+    for jj in range(m):
+        ref = _numpy_step(E, c, ref)
+        for k, ck in enumerate(obs):
+            np.testing.assert_allclose(out[2:, k, j0 + jj], ref[ck] * scale[k],
+                                       rtol=1e-11, atol=atol)
+    return ref
+
+
 @njit
 def _dispatched_step(E, c, x, ns):
     _unrolled.step(E, c, x, ns)
@@ -76,16 +90,8 @@ def test_run_out_unrolled_equals_generic(n):
         outs.append((out, xx))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
-    out = outs[0][0]
     # untouched outside rows 2.. and columns j0 .. j0+m-1
-    assert np.all(out[:2] == -1.0) and np.all(out[:, :, :j0] == -1.0)
-    assert np.all(out[:, :, j0 + m:] == -1.0)
-    ref = x.copy()
-    for jj in range(m):
-        ref = _numpy_step(E, c, ref)
-        for k, ck in enumerate(obs):
-            np.testing.assert_allclose(out[2:, k, j0 + jj], ref[ck] * scale[k],
-                                       rtol=1e-11, atol=1e-9)
+    _check_run(outs[0][0], E, c, x, obs, scale, j0, m, atol=1e-9)
 
 
 @pytest.mark.parametrize("inp", [True, False])
@@ -220,16 +226,8 @@ def test_run_pow_against_stepping(n, inp):
     for a, g in zip(res[0], res[-1], strict=True):
         np.testing.assert_array_equal(a, g)
     out, xx = res[-1]
-    assert np.all(out[:2] == -1.0) and np.all(out[:, :, :j0] == -1.0)
-    assert np.all(out[:, :, j0 + m:] == -1.0)
-    ref = x.copy()
-    for jj in range(m):
-        ref = _numpy_step(E, c, ref)
-        for k, ck in enumerate(obs):
-            np.testing.assert_allclose(out[2:, k, j0 + jj], ref[ck] * scale[k],
-                                       rtol=1e-11, atol=1e-12)
+    ref = _check_run(out, E, c, x, obs, scale, j0, m, atol=1e-12)
     np.testing.assert_allclose(xx, ref, rtol=1e-11, atol=1e-12)
-
 
 
 def _met_tables(E, obs, P=linear._PMET):

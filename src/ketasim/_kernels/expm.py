@@ -473,14 +473,18 @@ LANE_WORK = 4
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _lane_mul(X, Y, T):
-    """T = X Y per lane; (n, n, B) arrays, lanes innermost."""
+def lane_mul_add(X, Y, Z, T):
+    """T = Z + X Y per lane (Z None: T = X Y); (n, n, B) arrays, lanes innermost."""
     n = X.shape[0]
     B = X.shape[2]
     for i in range(n):
         for k in range(n):
-            for b in range(B):
-                T[i, k, b] = 0.0
+            if Z is None:
+                for b in range(B):
+                    T[i, k, b] = 0.0
+            else:
+                for b in range(B):
+                    T[i, k, b] = Z[i, k, b]
             for q in range(n):
                 for b in range(B):
                     T[i, k, b] += X[i, q, b] * Y[q, k, b]
@@ -525,14 +529,14 @@ def lane_propagators(A, h, E, G, work, s):
                 Y[i, k, b] = A[i, k, b] * hs if s[b] >= 0 else np.nan
                 F[i, k, b] = 1.0 if i == k else 0.0
     for d in range(_TAYLOR_DEGREE + 1, 1, -1):  # F <- I + Y F / d
-        _lane_mul(Y, F, T)
+        lane_mul_add(Y, F, None, T)
         inv = 1.0 / d
         for i in range(n):
             for k in range(n):
                 one = 1.0 if i == k else 0.0
                 for b in range(B):
                     F[i, k, b] = one + T[i, k, b] * inv
-    _lane_mul(Y, F, T)
+    lane_mul_add(Y, F, None, T)
     for b in range(B):
         hs = h * 0.5 ** max(s[b], 0) if s[b] >= 0 else np.nan
         for i in range(n):
@@ -540,8 +544,8 @@ def lane_propagators(A, h, E, G, work, s):
                 E[i, k, b] = (1.0 if i == k else 0.0) + T[i, k, b]
                 G[i, k, b] = F[i, k, b] * hs
     for it in range(smax):
-        _lane_mul(E, E, T)
-        _lane_mul(E, G, U)
+        lane_mul_add(E, E, None, T)
+        lane_mul_add(E, G, None, U)
         first = smax - it  # lanes with s >= first square in this iteration
         for i in range(n):
             for k in range(n):

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._unrolled import run_met, run_out, run_pow, step
-from .expm import LANE_WORK, lane_propagators
+from .expm import LANE_WORK, lane_mul_add, lane_propagators
 
 OK = 0
 NONFINITE = 4
@@ -465,19 +465,14 @@ def fill_met_tables(E, obs_cmt, R, Q, Bd, EP, SP, W):
             R0 = R[k, i, 0]
             Q0 = Q[k, i, 0]
             Ei = E[ck, i]
+            q0 = 1.0 if i == ck else 0.0
             for b in range(B):
                 R0[b] = Ei[b]
-                Q0[b] = 1.0 if i == ck else 0.0
-        for i in range(n):
-            hR = Bd[0, k, i]
-            lR = Bd[1, k, i]
-            hQ = Bd[2, k, i]
-            lQ = Bd[3, k, i]
-            for b in range(B):
-                hR[b] = R[k, i, 0, b]
-                lR[b] = R[k, i, 0, b]
-                hQ[b] = Q[k, i, 0, b]
-                lQ[b] = Q[k, i, 0, b]
+                Q0[b] = q0
+                Bd[0, k, i, b] = Ei[b]
+                Bd[1, k, i, b] = Ei[b]
+                Bd[2, k, i, b] = q0
+                Bd[3, k, i, b] = q0
         for p in range(1, P):
             for i in range(n):
                 for b in range(B):
@@ -514,31 +509,13 @@ def fill_met_tables(E, obs_cmt, R, Q, Bd, EP, SP, W):
                 S[i, q, b] = 1.0 if i == q else 0.0
     size = 1
     while size < P:
-        _mul_add(M, S, S, T)  # S <- S + M S
+        lane_mul_add(M, S, S, T)  # S <- S + M S
         S[:, :, :] = T
-        _mul_add(M, M, None, T)  # M <- M M
+        lane_mul_add(M, M, None, T)  # M <- M M
         M[:, :, :] = T
         size *= 2
     EP[:, :, :] = M
     SP[:, :, :] = S
-
-
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _mul_add(X, Y, Z, T):
-    """T = Z + X Y per lane (Z None: T = X Y); all (n, n, B)."""
-    n = X.shape[0]
-    B = X.shape[2]
-    for i in range(n):
-        for k in range(n):
-            if Z is None:
-                for b in range(B):
-                    T[i, k, b] = 0.0
-            else:
-                for b in range(B):
-                    T[i, k, b] = Z[i, k, b]
-            for q in range(n):
-                for b in range(B):
-                    T[i, k, b] += X[i, q, b] * Y[q, k, b]
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
