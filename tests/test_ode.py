@@ -169,3 +169,77 @@ def test_rosenbrock_inverse_against_numpy(n):
         ref = np.linalg.inv(M)
         assert np.max(np.abs(Wi - ref)) <= 1e-12 * np.linalg.cond(M) * np.abs(ref).max()
     assert not inverse(np.zeros((n, n)), np.empty((n, n)))
+
+
+FRESH_PROCESS = """
+import json, sys
+import numpy as np
+from ketasim._kernels import ode
+k = ode.solver(1)
+S, T = 2, 5
+out = np.zeros((S, 1, T))
+status = np.zeros(S, dtype=np.int64)
+nsteps = np.zeros(S, dtype=np.int64)
+k.solve_population(np.array([[-0.7], [-2.0]]), np.zeros((S, 1)),
+                   np.array([[0.0, 1.0]] * S), np.zeros((S, 2), dtype=np.int64),
+                   np.array([[1, 1]] * S), np.array([[5.0, -5.0]] * S),
+                   np.linspace(0.0, 4.0, T), np.zeros(1, dtype=np.int64),
+                   np.ones((S, 1)), 1e-8, 1e-12, 0, True, 10000, out, status,
+                   nsteps)
+st = k.solve_population.stats
+print(json.dumps({"cached": k.cached, "hits": sum(st.cache_hits.values()),
+                  "misses": sum(st.cache_misses.values()),
+                  "status": status.tolist(), "out": out.ravel().tolist()}))
+"""
+
+
+def test_linear_ode_kernels_load_from_the_cache_in_a_new_process(tmp_path):
+    """ketasim's own right-hand sides get ODE kernels numba caches on disk: a second
+    process loads them (no compile) and computes the same numbers."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [json.loads(subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True,
+        text=True, check=True).stdout.splitlines()[-1]) for _ in range(2)]
+    assert [r["cached"] for r in runs] == [True, True]
+    assert (runs[0]["hits"], runs[0]["misses"]) == (0, 1)
+    assert (runs[1]["hits"], runs[1]["misses"]) == (1, 0)
+    assert runs[0]["status"] == [0, 0] and runs[0]["out"] == runs[1]["out"]
+    # a 1-hour infusion of 5 mg/h into one compartment with k = 0.7 and 2 per hour
+    t = np.linspace(0.0, 4.0, 5)
+    for s, k in enumerate((0.7, 2.0)):
+        on = 5.0 / k * (1.0 - np.exp(-k * np.minimum(t, 1.0)))
+        ref = np.where(t <= 1.0, on, on * np.exp(-k * np.clip(t - 1.0, 0.0, None)))
+        got = np.array(runs[0]["out"][s * 5:(s + 1) * 5])
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-12)
+    assert (tmp_path / "ketasim_ode" / "linear_n1.py").is_file()
+
+
+def test_cached_module_file_follows_its_source(tmp_path, monkeypatch):
+    """The module file is rewritten when its text would change (a new ketasim),
+    which also invalidates numba's cache entries for it; a user's right-hand side,
+    or a cache directory that cannot be written, gets kernels that are not cached."""
+    from ketasim._kernels import ode
+    from ketasim._kernels.ltv import rhs_ltv
+
+    monkeypatch.setattr(ode, "cache_dir", lambda: tmp_path)
+    path = tmp_path / "linear_n2.py"
+    path.write_text("stale = True\n")
+    names = ode._cached_module(2, None)
+    assert names["CACHE"] is True and names["N"] == 2 and "stale" not in names
+    text = path.read_text()
+    assert text.endswith(ode.SOURCE.read_text())
+    mtime = path.stat().st_mtime_ns
+    ode._cached_module(2, None)  # same text: the file (and numba's cache) is kept
+    assert path.stat().st_mtime_ns == mtime
+    ltv = ode._cached_module(2, rhs_ltv)
+    assert ltv["rhs"] is rhs_ltv and (tmp_path / "ltv_n2.py").is_file()
+    assert ode._cached_module(2, ode._run_source(2, None)["linear_rhs"]) is None
+    (tmp_path / "blocked").write_text("a file where the directory would go")
+    monkeypatch.setattr(ode, "cache_dir", lambda: tmp_path / "blocked" / "ode")
+    assert ode._cached_module(3, None) is None
+    assert ode._run_source(3, None)["CACHE"] is False

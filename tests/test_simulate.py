@@ -1,5 +1,8 @@
 """simulate() on the exact path against independent oracles and invariants."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -53,6 +56,47 @@ def test_units_and_provenance():
     assert ds.attrs["ketasim_version"] == ks.__version__
     assert ds.attrs["solver"].startswith("exact")
     assert ds.weight.attrs["units"] == "kg"
+
+
+COORDS_SRC = """{
+    "subject": ("subject", np.arange(3)),
+    "analyte": ("analyte", ["ketamine", "norketamine"]),
+    "time": ("time", np.array([0.0, 0.5, 2.0]), {"units": "h"}),
+    "label": ("dose", np.array(["a", None], dtype=object)),
+    "dose": ("dose", np.array(["first", 2], dtype=object)),
+    "weight": ("subject", np.array([60.0, 70.0, 80.0]), {"units": "kg"}),
+}"""
+COORDS = eval(COORDS_SRC)  # also run in a fresh process below
+
+
+def test_prebuilt_indexes_equal_xarray_defaults():
+    """simulate builds the dimension coordinates' indexes itself (to keep dask out of
+    the first call); they must be what xarray builds from the same values."""
+    import xarray as xr
+
+    sim = sys.modules["ketasim.simulate"]  # the package's `simulate` is the function
+    ours = xr.Dataset(coords=sim._coords(COORDS))
+    plain = xr.Dataset(coords=COORDS)
+    xr.testing.assert_identical(ours, plain)
+    assert set(ours.xindexes) == set(plain.xindexes) == {"subject", "analyte", "time",
+                                                          "dose"}
+    for name in plain.xindexes:
+        a, b = ours.xindexes[name], plain.xindexes[name]
+        assert type(a) is type(b)
+        assert a.coord_dtype == b.coord_dtype and a.index.dtype == b.index.dtype
+        assert a.index.equals(b.index)
+        assert ours[name].dtype == plain[name].dtype
+
+
+def test_building_coordinates_does_not_import_dask():
+    code = ("import sys, numpy as np, xarray as xr\n"
+            "import ketasim\n"
+            "sim = sys.modules['ketasim.simulate']\n"
+            f"xr.Dataset(coords=sim._coords({COORDS_SRC}))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dask'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_bolus_at_time_zero_is_post_dose():

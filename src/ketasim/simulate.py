@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from . import __version__
@@ -581,8 +582,9 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     if above is not None:
         data["time_above"] = (dims, tab, {"units": "h", "long_name": f"time above "
                                           f"{above:g} ng/mL (linear interpolation)"})
-    coords = {"subject": np.arange(n), "analyte": list(model.analyte_names),
-              "dose": np.arange(W),
+    coords = {"subject": ("subject", np.arange(n)),
+              "analyte": ("analyte", list(model.analyte_names)),
+              "dose": ("dose", np.arange(W)),
               "molecular_weight": ("analyte", [x.mw for x in model.analytes],
                                    {"units": "g/mol"})}
     for k, v in covs.items():
@@ -593,7 +595,8 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
              "grid": f"{t.size} output times from {t[0]:g} to {t[-1]:g} h"}
     if population is not None:
         attrs["seed"] = int(population.seed)
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return xr.Dataset({k: _var(*v) for k, v in data.items()}, coords=_coords(coords),
+                      attrs=attrs)
 
 
 def _population_params(model, regimen, population, parameters, idx=None,
@@ -721,6 +724,27 @@ def _var(dims, data, attrs=None) -> xr.Variable:
     return xr.Variable(dims, np.asarray(data), attrs, fastpath=True)
 
 
+def _coords(coords: Mapping) -> xr.Coordinates:
+    """Coordinates from ``{name: (dims, values[, attrs])}`` with the pandas index of
+    every dimension coordinate built here, as xarray would build it: ``pd.Index``
+    of the values, and the coordinate keeps the values' numpy dtype. xarray's own
+    path first asks whether the values are a dask collection, which imports dask
+    (~0.1 s of the first simulate when it is installed)."""
+    from xarray.indexes import PandasIndex
+
+    variables, indexes = {}, {}
+    for name, spec in coords.items():
+        var = _var(*spec)
+        if var.dims == (name,):
+            values = var.values
+            index = pd.Index(values, dtype=object if values.dtype.kind == "O" else None)
+            built = PandasIndex(index, name, coord_dtype=values.dtype)
+            var = built.create_variables({name: var})[name]
+            indexes[name] = built
+        variables[name] = var
+    return xr.Coordinates(variables, indexes=indexes)
+
+
 def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, status,
                 nsteps, solver_desc, rtol, atol, solver) -> xr.Dataset:
     n = buf.shape[0]
@@ -795,4 +819,4 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, statu
         attrs["atol"] = float(atol)
         attrs["atol_units"] = "mg"
     return xr.Dataset({k: _var(*v) for k, v in data.items()},
-                      coords={k: _var(*v) for k, v in coords.items()}, attrs=attrs)
+                      coords=_coords(coords), attrs=attrs)
