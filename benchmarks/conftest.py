@@ -20,11 +20,17 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from . import workloads as w
+
+# ketasim writes the module files of its cached ODE kernels to KETASIM_CACHE_DIR:
+# keep the test run's inside the checkout (git-ignored), not in the user's cache
+os.environ.setdefault("KETASIM_CACHE_DIR", str(Path(__file__).resolve().parents[1]
+                                               / ".ketasim-cache"))
 
 
 def _full_requested(config) -> bool:

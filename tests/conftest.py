@@ -1,5 +1,13 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+# ketasim writes the module files of its cached ODE kernels to KETASIM_CACHE_DIR:
+# keep the test run's inside the checkout (git-ignored), not in the user's cache
+os.environ.setdefault("KETASIM_CACHE_DIR", str(Path(__file__).resolve().parents[1]
+                                               / ".ketasim-cache"))
 
 # DESIGN §8 base model, per hour: independent of the model file on purpose.
 V1_PER_KG = 0.063

@@ -201,7 +201,8 @@ def test_linear_ode_kernels_load_from_the_cache_in_a_new_process(tmp_path):
     import subprocess
     import sys
 
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+               KETASIM_CACHE_DIR=str(tmp_path / "ketasim"))
     runs = [json.loads(subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True,
         text=True, check=True).stdout.splitlines()[-1]) for _ in range(2)]
@@ -216,30 +217,47 @@ def test_linear_ode_kernels_load_from_the_cache_in_a_new_process(tmp_path):
         ref = np.where(t <= 1.0, on, on * np.exp(-k * np.clip(t - 1.0, 0.0, None)))
         got = np.array(runs[0]["out"][s * 5:(s + 1) * 5])
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-12)
-    assert (tmp_path / "ketasim_ode" / "linear_n1.py").is_file()
+    assert [p.name[:10] for p in (tmp_path / "ketasim" / "ode").glob("*.py")] == [
+        "linear_n1_"]
 
 
-def test_cached_module_file_follows_its_source(tmp_path, monkeypatch):
-    """The module file is rewritten when its text would change (a new ketasim),
-    which also invalidates numba's cache entries for it; a user's right-hand side,
-    or a cache directory that cannot be written, gets kernels that are not cached."""
+def test_cached_module_files(tmp_path, monkeypatch):
+    """One module file per text (state count, right-hand side, solver source),
+    written once and never rewritten (numba's cache entries for it stay valid); a
+    changed source gives a new file. A user's right-hand side, or a cache directory
+    that cannot be written, gets kernels that are not cached."""
+    import sys
+
     from ketasim._kernels import ode
     from ketasim._kernels.ltv import rhs_ltv
 
+    def load(n, rhs):
+        names = ode._cached_module(n, rhs)
+        if names is not None:
+            monkeypatch.delitem(sys.modules, names["__name__"])
+        return names
+
     monkeypatch.setattr(ode, "cache_dir", lambda: tmp_path)
-    path = tmp_path / "linear_n2.py"
-    path.write_text("stale = True\n")
-    names = ode._cached_module(2, None)
-    assert names["CACHE"] is True and names["N"] == 2 and "stale" not in names
-    text = path.read_text()
-    assert text.endswith(ode.SOURCE.read_text())
+    names = load(2, None)
+    assert names["CACHE"] is True and names["N"] == 2 and names["rhs"] is not None
+    (path,) = tmp_path.glob("linear_n2_*.py")
+    assert path.read_text().endswith(ode.SOURCE.read_text())
+    assert path.stem == ode.module_text(2, None)[0]
     mtime = path.stat().st_mtime_ns
-    ode._cached_module(2, None)  # same text: the file (and numba's cache) is kept
-    assert path.stat().st_mtime_ns == mtime
-    ltv = ode._cached_module(2, rhs_ltv)
-    assert ltv["rhs"] is rhs_ltv and (tmp_path / "ltv_n2.py").is_file()
-    assert ode._cached_module(2, ode._run_source(2, None)["linear_rhs"]) is None
+    load(2, None)
+    assert path.stat().st_mtime_ns == mtime and len(list(tmp_path.glob("*.py"))) == 1
+    changed = tmp_path / "changed" / ode.SOURCE.name
+    changed.parent.mkdir()
+    changed.write_text(ode.SOURCE.read_text() + "\nCHANGED = True\n")
+    monkeypatch.setattr(ode, "SOURCE", changed)
+    assert load(2, None)["CHANGED"] is True
+    assert len(list(tmp_path.glob("linear_n2_*.py"))) == 2
+    assert load(2, rhs_ltv)["rhs"] is rhs_ltv
+    assert len(list(tmp_path.glob("ltv_n2_*.py"))) == 1
+    assert load(2, ode._run_source(2, None)["linear_rhs"]) is None
+    assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / "blocked").write_text("a file where the directory would go")
     monkeypatch.setattr(ode, "cache_dir", lambda: tmp_path / "blocked" / "ode")
-    assert ode._cached_module(3, None) is None
+    before = set(sys.modules)
+    assert load(3, None) is None and set(sys.modules) == before
     assert ode._run_source(3, None)["CACHE"] is False

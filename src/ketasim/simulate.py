@@ -653,8 +653,10 @@ def _observed(model, conc: xr.DataArray, seed: int) -> xr.DataArray:
 def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     """Exact per-dose quantities from a second, cheap kernel run whose only output
     times are the dose times: the concentration just before each dose and the AUC
-    between consecutive doses (integrator states, not trapezoids)."""
-    from ._kernels.linear import population_linear, states
+    between consecutive doses (integrator states, not trapezoids). With so few
+    outputs its speed hardly matters, so it runs the generic loops: one kernel for
+    every model, not one more compile per state count."""
+    from ._kernels.linear import generic_states, population_linear
 
     starts = np.array(regimen.times)
     end = t[-1]
@@ -669,7 +671,7 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     status = np.zeros(n, dtype=np.int64)
     population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value,
                       np.ascontiguousarray(aux_t[order]), obs_cmt, obs_scale, aux,
-                      status, states(A.shape[2]))
+                      status, generic_states())
     vals = np.empty_like(aux)
     vals[:, :, order] = aux
     D = starts.size

@@ -50,6 +50,8 @@ from numba import njit
 from numba.extending import overload
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={{"contract"}})
+
+NMAX = {nmax}  # a state-count tuple longer than this selects the generic loops
 '''
 
 # Per-step metrics of run_met_*: identical for every n (indentation: 8 spaces).

@@ -11,6 +11,8 @@ from numba.extending import overload
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
+NMAX = 8  # a state-count tuple longer than this selects the generic loops
+
 
 
 @njit(**_OPTS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._unrolled import run_met, run_out, run_pow, step
+from ._unrolled import NMAX, run_met, run_out, run_pow, step
 from .expm import LANE_WORK, lane_mul_add, lane_propagators
 
 OK = 0
@@ -64,6 +64,13 @@ def states(n: int) -> tuple:
     with a new state count pays one compile of a few tens of seconds, not all of
     them at once."""
     return (0,) * n
+
+
+def generic_states() -> tuple:
+    """The state-count argument that selects the generic loops (the count read from
+    the arrays) for any model: one kernel, compiled once, for passes whose speed
+    does not matter (a few output times per subject)."""
+    return states(NMAX + 1)
 
 
 @njit(cache=True, nogil=True)

@@ -29,11 +29,13 @@ count read from an array shape). Their source is ``_ode_solver.py``. For ketasim
 own right-hand sides (the linear ``dxdt = A x`` and the linearly time-varying
 :func:`ketasim._kernels.ltv.rhs_ltv`) that source is written, with the state count
 and right-hand side assigned at its top, to a module file per state count in the
-cache directory (``$NUMBA_CACHE_DIR/ketasim_ode`` if set, else the user cache
-directory, e.g. ``~/.cache/ketasim/ode``), and numba caches the kernels of that
-file like any other: a later process loads them instead of compiling (~12 s). The
-file is rewritten only when its text changes (a new ketasim version), which is
-also what makes numba recompile. A user's right-hand side cannot be cached this
+cache directory (:func:`cache_dir`: ``$KETASIM_CACHE_DIR/ode``, else
+``$NUMBA_CACHE_DIR/ketasim_ode``, else the user cache directory, e.g.
+``~/.cache/ketasim/ode``), and numba caches the kernels of that file like any
+other: a later process loads them instead of compiling (~12 s). The file name
+carries a hash of the text and a file is never rewritten, so a new ketasim version
+(or a changed ``ltv.py``) writes a new file and numba compiles for it once.
+A user's right-hand side cannot be cached this
 way (numba's cache index would record it by module and name, and a later process
 that cannot import that module, a notebook or a script elsewhere, fails to load the
 index): its kernels compile once per process, and so do the others when the cache
@@ -46,6 +48,8 @@ import hashlib
 import importlib.util
 import os
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +58,7 @@ import numba
 SOURCE = Path(__file__).with_name("_ode_solver.py")
 
 _SOLVERS: dict[tuple, SimpleNamespace] = {}
+_LOCK = threading.Lock()  # dask's threaded scheduler may build solvers concurrently
 
 
 def solver(n: int, rhs=None) -> SimpleNamespace:
@@ -69,14 +74,15 @@ def solver(n: int, rhs=None) -> SimpleNamespace:
     ``inverse`` (the Gauss–Jordan inverse Rodas4 uses), ``solve_subject``,
     ``solve_population`` and ``cached`` (whether numba caches them on disk)."""
     key = (int(n), rhs)
-    if key not in _SOLVERS:
-        kernels = _cached_module(int(n), rhs) or _run_source(int(n), rhs)
-        _SOLVERS[key] = SimpleNamespace(
-            n=int(n), rhs=kernels["rhs"], inverse=kernels["_inverse"],
-            solve_subject=kernels["solve_subject"],
-            solve_population=kernels["solve_population"],
-            cached=kernels["CACHE"])
-    return _SOLVERS[key]
+    with _LOCK:
+        if key not in _SOLVERS:
+            kernels = _cached_module(int(n), rhs) or _run_source(int(n), rhs)
+            _SOLVERS[key] = SimpleNamespace(
+                n=int(n), rhs=kernels["rhs"], inverse=kernels["_inverse"],
+                solve_subject=kernels["solve_subject"],
+                solve_population=kernels["solve_population"],
+                cached=kernels["CACHE"])
+        return _SOLVERS[key]
 
 
 def _run_source(N: int, rhs) -> dict:
@@ -88,22 +94,27 @@ def _run_source(N: int, rhs) -> dict:
 
 
 def cache_dir() -> Path:
-    """Where the module files of the cached ODE kernels are written."""
+    """Where the module files of the cached ODE kernels are written:
+    ``$KETASIM_CACHE_DIR/ode``, else ``$NUMBA_CACHE_DIR/ketasim_ode``, else the
+    user cache directory (``~/.cache/ketasim/ode`` on Linux)."""
+    if os.environ.get("KETASIM_CACHE_DIR"):
+        return Path(os.environ["KETASIM_CACHE_DIR"]).resolve() / "ode"
     if numba.config.CACHE_DIR:
-        return Path(numba.config.CACHE_DIR) / "ketasim_ode"
+        return Path(numba.config.CACHE_DIR).resolve() / "ketasim_ode"
     if sys.platform == "win32":
         root = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData/Local")
     elif sys.platform == "darwin":
         root = Path.home() / "Library" / "Caches"
     else:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "ketasim" / "ode"
+    return root.resolve() / "ketasim" / "ode"
 
 
-def _cached_module(N: int, rhs) -> dict | None:
-    """The kernels from a module file of their own (numba caches those), for
-    ketasim's own right-hand sides; None for any other, or if the file cannot be
-    written."""
+def module_text(N: int, rhs) -> tuple[str, str] | None:
+    """(file stem, text) of the module file for ketasim's own right-hand sides;
+    None for any other. The stem carries a hash of the text: a file is never
+    rewritten, so numba's cache entries for it (keyed on the file's time stamp
+    and size) stay valid, and a new ketasim writes a new file."""
     from .ltv import rhs_ltv
 
     if rhs is None:
@@ -112,7 +123,7 @@ def _cached_module(N: int, rhs) -> dict | None:
         dep = Path(sys.modules[rhs_ltv.__module__].__file__)
         digest = hashlib.sha256(dep.read_bytes()).hexdigest()
         tag = "ltv"
-        head = (f"# {dep.name} sha256 {digest}: a new version rewrites this file\n"
+        head = (f"# {dep.name} sha256 {digest}\n"
                 f"from {rhs_ltv.__module__} import rhs_ltv as rhs\n")
     else:
         return None
@@ -120,19 +131,42 @@ def _cached_module(N: int, rhs) -> dict | None:
             f"# Written from {SOURCE.name} by ketasim._kernels.ode; do not edit.\n"
             f"N, CACHE = {N}, True\n" + head
             + SOURCE.read_text(encoding="utf-8"))
-    path = cache_dir() / f"{tag}_n{N}.py"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            # a new file replaces the old at once: another process never reads half
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-    except OSError:
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{tag}_n{N}_{digest}", text
+
+
+def _cached_module(N: int, rhs) -> dict | None:
+    """The kernels from a module file of their own (numba caches those), for
+    ketasim's own right-hand sides; None for any other, or if anything about the
+    file fails (the caller then builds kernels that are not cached)."""
+    made = module_text(N, rhs)
+    if made is None:
         return None
-    name = f"_ketasim_ode_{tag}_n{N}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return vars(module)
+    stem, text = made
+    name = f"_ketasim_ode_{stem}"
+    tmp = None
+    try:
+        path = cache_dir() / f"{stem}.py"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # written aside, then linked in place: never read half written
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            try:  # the first process to get here makes the file; it never changes
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system
+                os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return vars(module)
+    except Exception:
+        sys.modules.pop(name, None)
+        return None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
