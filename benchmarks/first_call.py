@@ -66,6 +66,7 @@ def measure(warm_runs: int = 3) -> dict[str, dict[str, float]]:
 
     with tempfile.TemporaryDirectory(prefix="ketasim-numba-cache-") as cache:
         env["NUMBA_CACHE_DIR"] = cache
+        env["KETASIM_CACHE_DIR"] = cache  # the ODE kernels' module files
         out = {"cold": run()}
         warm = [run() for _ in range(warm_runs)]
     out["warm"] = {k: (statistics.median(r[k] for r in warm)
