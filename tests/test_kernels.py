@@ -57,6 +57,19 @@ def _dispatched_step(E, c, x, ns):
     _unrolled.step(E, c, x, ns)
 
 
+def test_state_counts_above_nmax_share_one_kernel_type():
+    """Each count up to NMAX has its own argument type (its own compiled kernel);
+    every larger count, and the generic per-dose pass, the same one."""
+    import numba
+
+    nmax = _codegen.NMAX
+    types = {n: numba.typeof(linear.states(n)) for n in range(1, 3 * nmax)}
+    assert len({types[n] for n in range(1, nmax + 1)}) == nmax
+    assert {types[n] for n in range(nmax + 1, 3 * nmax)} == {
+        numba.typeof(linear.generic_states())}
+    assert len(linear.generic_states()) == nmax + 1
+
+
 @pytest.mark.parametrize("n", range(1, _codegen.NMAX + 1))
 def test_step_unrolled_equals_generic(n):
     E, c, x = _inputs(n, n)

@@ -58,12 +58,13 @@ _BOUND_RTOL = 1e-12
 
 
 def states(n: int) -> tuple:
-    """The state-count argument of the population kernels: a tuple of n zeros. Its
-    length is part of the kernel's type, so numba compiles (and caches) one kernel
-    per state count, holding only that count's unrolled loops; the first model
-    with a new state count pays one compile of a few tens of seconds, not all of
-    them at once."""
-    return (0,) * n
+    """The state-count argument of the population kernels: a tuple of zeros, n long
+    up to NMAX. Its length is part of the kernel's type, so numba compiles (and
+    caches) one kernel per state count, holding only that count's unrolled loops;
+    the first model with a new state count pays one compile of a few tens of
+    seconds, not all of them at once. Every count above NMAX gets the same tuple
+    (NMAX + 1 long): they all run the generic loops, so they share one kernel."""
+    return (0,) * min(n, NMAX + 1)
 
 
 def generic_states() -> tuple:
