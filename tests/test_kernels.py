@@ -432,3 +432,81 @@ def test_result_independent_of_block(lag_model, output):
         c = whole.concentration.values[:, 0]
         j = np.searchsorted(times, 0.15)
         assert c[40, j] == 0.0 and c[0, j] > 0.0
+
+
+# -- paths left out of a kernel's compile ------------------------------------------
+
+
+@njit
+def _would_not_type(x):
+    return x.no_such_attribute  # a typing error, if this were ever compiled
+
+
+@njit
+def _count(flag):
+    flag[0] += 1.0
+    return 5
+
+
+_gated_count = linear._with_states(_count)
+_gated_broken = linear._with_states(_would_not_type)
+
+
+@njit
+def _call_gated(flag, nt):
+    return _gated_count(nt, flag)
+
+
+@njit
+def _call_broken(flag, nt):
+    return _gated_broken(nt, flag)
+
+
+def test_with_states_leaves_the_call_out_for_an_empty_tuple():
+    """``_with_states(fn)(nt, ...)`` is fn(...) for a state-count tuple and nothing
+    for ``()``: not even compiled (a function that cannot be typed is fine)."""
+    flag = np.zeros(1)
+    assert _call_gated(flag, ()) == 0 and flag[0] == 0.0
+    assert _call_gated(flag, linear.states(3)) == 5 and flag[0] == 1.0
+    assert _call_broken(flag, ()) == 0
+    with pytest.raises(Exception, match="no_such_attribute"):
+        _call_broken(flag, (0,))
+
+
+def test_kernel_without_output_loops_matches_the_full_kernel():
+    """``no = ()`` (the per-dose pass) takes one step per output and compiles no
+    power path or run_out. On a 1-min grid, where the full kernel reads long runs
+    from rows of E^p, both give the same trajectories to rounding; subjects whose
+    runs are all short (a 97-min grid: 60 outputs in all, fewer than _POW) match
+    bit for bit, as step and run_out do the same arithmetic."""
+    from ketasim._lower import lower
+    from ketasim.simulate import _subjects
+
+    model = ks.load_model("domino")
+    reg = ks.six_infusion_course(sessions=2)
+    n = 40
+    rng = np.random.default_rng(11)
+    k, cov, over = _subjects(model, {"weight": rng.uniform(50, 110, n)}, None)
+    params = model.individual_parameters(cov, overrides=over, n=k)
+    low = lower(model, reg, params, cov["weight"], n)
+    full_ns = linear.states(low.A.shape[2])
+    for step_h, exact in ((1 / 60, False), (97 / 60, True)):
+        t = np.arange(0.0, 4 * 24 + 1e-9, step_h)
+        got = {}
+        for name, ns, no in (("full", full_ns, full_ns),
+                             ("steps", linear.generic_states(), ())):
+            out = np.empty((n, low.obs_cmt.size, t.size))
+            status = np.zeros(n, dtype=np.int64)
+            linear.population_linear(low.A, low.ev_time, low.ev_cmt, low.ev_kind,
+                                     low.ev_value, t, low.obs_cmt, low.obs_scale,
+                                     out, status, ns, no)
+            assert not status.any()
+            got[name] = out
+        if exact:
+            assert t.size < linear._POW  # no run is long enough for the power path
+            np.testing.assert_array_equal(got["steps"], got["full"])
+        else:
+            scale = np.abs(got["full"]).max()
+            np.testing.assert_allclose(got["steps"], got["full"], rtol=1e-12,
+                                       atol=1e-13 * scale)
+            assert not np.array_equal(got["steps"], got["full"])  # power path ran

@@ -220,7 +220,7 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         status = np.zeros(1, dtype=np.int64)
         buf = np.empty((1, len(model.analytes), t.size))
         population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
-                          states(low.A.shape[2]))
+                          states(low.A.shape[2]), states(low.A.shape[2]))
         out[k] = buf[0]
     ds = xr.Dataset(
         {"concentration": (("subject", "analyte", "time"), out,

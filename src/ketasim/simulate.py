@@ -368,7 +368,7 @@ def simulate(
             population_linear(A[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
                               low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt,
                               obs_scale[a:b], buf[a:b], status[a:b],
-                              states(A.shape[2]))
+                              states(A.shape[2]), states(A.shape[2]))
             bar.update(b - a)
         solver_desc = ("exact: matrix-exponential propagation (Taylor polynomial with "
                        "scaling and squaring)")
@@ -654,8 +654,9 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     """Exact per-dose quantities from a second, cheap kernel run whose only output
     times are the dose times: the concentration just before each dose and the AUC
     between consecutive doses (integrator states, not trapezoids). With so few
-    outputs its speed hardly matters, so it runs the generic loops: one kernel for
-    every model, not one more compile per state count."""
+    outputs its speed hardly matters, so it runs the generic loops, one step per
+    output (no output loops for long runs): one small kernel for every model, not
+    one more compile per state count."""
     from ._kernels.linear import generic_states, population_linear
 
     starts = np.array(regimen.times)
@@ -671,7 +672,7 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     status = np.zeros(n, dtype=np.int64)
     population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value,
                       np.ascontiguousarray(aux_t[order]), obs_cmt, obs_scale, aux,
-                      status, generic_states())
+                      status, generic_states(), ())
     vals = np.empty_like(aux)
     vals[:, :, order] = aux
     D = starts.size

@@ -25,7 +25,8 @@ compiles its own kernel once (cached on disk).
 
 Every lane computes ``y_i = fma(E[i, n-1], x_{n-1}, … fma(E[i, 0], x_0, c_i))`` in
 the same order whether it runs in a vector or a scalar remainder loop, so a subject's
-result does not depend on the block it is simulated in (tests/test_blocking.py).
+result does not depend on the block it is simulated in
+(tests/test_kernels.py::test_result_independent_of_block).
 ``tests/test_kernels.py`` checks that the committed file is what this script writes.
 """
 

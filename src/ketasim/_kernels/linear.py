@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
 
 from ._unrolled import NMAX, run_met, run_out, run_pow, step
 from .expm import LANE_WORK, lane_mul_add, lane_propagators
@@ -72,6 +73,28 @@ def generic_states() -> tuple:
     the arrays) for any model: one kernel, compiled once, for passes whose speed
     does not matter (a few output times per subject)."""
     return states(NMAX + 1)
+
+
+def _with_states(fn):
+    """``g(nt, *args)``, for the kernels: ``fn(*args)``, or nothing at all when the
+    state-count tuple ``nt`` is empty. Like the unrolled variants (``nt = ()``
+    selects their no-op), this leaves a path the kernel never takes out of its
+    compile: the trajectory kernel holds no metrics tables, the metrics kernel no
+    trajectory power path."""
+    def g(nt, *args):
+        raise NotImplementedError("called from numba kernels only")
+
+    @overload(g, jit_options=dict(cache=True, nogil=True))
+    def _g(nt, *args):
+        if len(nt.types) == 0:
+            def nothing(nt, *args):
+                return 0
+            return nothing
+
+        def impl(nt, *args):
+            return fn(*args)
+        return impl
+    return g
 
 
 @njit(cache=True, nogil=True)
@@ -164,8 +187,10 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     ``mode`` 0 writes trajectories into ``out`` (S, K, T); mode 1 streams per-window
     metrics (see :func:`population_linear_metrics`). ``ns``, ``no``, ``nm``
     (:func:`states`) select the unrolled variants at compile time: of ``step`` (all
-    n states), of ``run_out``/``run_pow`` (n, or () in mode 1) and of ``run_met``
-    (n minus the AUC states, or () in mode 0).
+    n states), of ``run_out``/``run_pow`` and the power tables (n, or () in mode 1)
+    and of ``run_met`` and the metrics chunks (n minus the AUC states, or () in
+    mode 0). An empty tuple compiles a path to nothing, so the trajectory kernel
+    holds no metrics code and the metrics kernel no trajectory power path.
     """
     n = A.shape[2]
     T = times.shape[0]
@@ -297,9 +322,9 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             last = slot
             _input_term(cache_G[slot], r, active, c)
             full = m - m % _POW
-            if mode == 0 and full > 0:
+            if mode == 0 and full > 0 and len(no) > 0:
                 if rslot != slot:
-                    fill_powers(cache_E[slot], obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
+                    _pow_tables(no, cache_E[slot], obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
                     rslot = slot
                 run_pow(Rp, Qp, EP, SP, c, x, out, s0, j, full, scale, active, ypow,
                         no)
@@ -309,7 +334,14 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 if m == 0:
                     continue
         if mode == 0:
-            if h > 0.0:
+            if h > 0.0 and len(no) == 0:  # no output path compiled: plain steps
+                for jj in range(m):
+                    step(cache_E[slot], c, x, ns)
+                    for k in range(K):
+                        ck = obs_cmt[k]
+                        for b in range(B):
+                            out[s0 + b, k, j + jj] = x[ck, b] * scale[k, b]
+            elif h > 0.0:
                 run_out(cache_E[slot], c, x, out, s0, j, m, obs_cmt, scale, tile, no)
             else:
                 for k in range(K):
@@ -326,11 +358,12 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             full = m - m % _PMET
             if full > 0:
                 if mslot != slot:
-                    fill_met_tables(cache_E[slot], obs_cmt, Rm, Qm, Bm, EPm, SPm, Mm)
+                    _met_tables(nm, cache_E[slot], obs_cmt, Rm, Qm, Bm, EPm, SPm,
+                                Mm)
                     mslot = slot
-                met_chunks(Rm, Qm, Bm, EPm, SPm, c, x, j, full, times, scale,
-                           starts[wi], above, tie1, cprev, lmax, ltm, lab, active,
-                           acc, allab, ym, bnd)
+                _met_chunks(nm, Rm, Qm, Bm, EPm, SPm, c, x, j, full, times, scale,
+                            starts[wi], above, tie1, cprev, lmax, ltm, lab, active,
+                            acc, allab, ym, bnd)
                 t = times[j + full - 1]
                 j += full
                 m -= full
@@ -386,6 +419,23 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 status[s0 + b] = NONFINITE
 
 
+# Element loops, not ``dst[:, :] = src``: a slice copy from an array compiles numba's
+# shape-mismatch error path (string formatting), ~9 s of every cold compile.
+@njit(cache=True, nogil=True, inline="always")
+def _copy2(src, dst):
+    for i in range(src.shape[0]):
+        for k in range(src.shape[1]):
+            dst[i, k] = src[i, k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy3(src, dst):
+    for i in range(src.shape[0]):
+        for k in range(src.shape[1]):
+            for b in range(src.shape[2]):
+                dst[i, k, b] = src[i, k, b]
+
+
 @njit(cache=True, nogil=True)
 def _fill(A, s0, occ, h, Es, Gs, Al, work, sq):
     """Propagators of step h for every lane into Es, Gs (n, n, B), all lanes at
@@ -437,14 +487,14 @@ def fill_powers(E, obs_cmt, R, Q, EP, SP, M, S, T):
                     for q in range(n):
                         acc += M[i, q] * S[q, k]
                     T[i, k] = acc
-            S[:, :] = T
+            _copy2(T, S)
             for i in range(n):
                 for k in range(n):
                     acc = 0.0
                     for q in range(n):
                         acc += M[i, q] * M[q, k]
                     T[i, k] = acc
-            M[:, :] = T
+            _copy2(T, M)
             size *= 2
         for i in range(n):
             for k in range(n):
@@ -518,12 +568,12 @@ def fill_met_tables(E, obs_cmt, R, Q, Bd, EP, SP, W):
     size = 1
     while size < P:
         lane_mul_add(M, S, S, T)  # S <- S + M S
-        S[:, :, :] = T
+        _copy3(T, S)
         lane_mul_add(M, M, None, T)  # M <- M M
-        M[:, :, :] = T
+        _copy3(T, M)
         size *= 2
-    EP[:, :, :] = M
-    SP[:, :, :] = S
+    _copy3(M, EP)
+    _copy3(S, SP)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
@@ -677,6 +727,13 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
     return skipped
 
 
+# the mode-specific paths of block_linear, compiled only into the kernel that takes
+# them (no: trajectory outputs, nm: metrics)
+_pow_tables = _with_states(fill_powers)
+_met_tables = _with_states(fill_met_tables)
+_met_chunks = _with_states(met_chunks)
+
+
 @njit(cache=True, nogil=True)
 def _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale, out,
                status, ib, mode, starts, tie, above, ms, mauc, mpre, ns, no, nm):
@@ -708,11 +765,14 @@ def _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
 
 @njit(parallel=True, cache=True)
 def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
-                      obs_scale, out, status, ns):
+                      obs_scale, out, status, ns, no):
     """All subjects in parallel: ``A`` (S, M, n, n) 1/h (M occasions); events (S, E)
     sorted per row; ``times`` (T,) h; ``obs_scale`` (S, K); writes ``out`` (S, K, T),
     ``status`` (S,). ``ns = states(n)``: the kernel is compiled (and cached) per
-    state count, with only that count's unrolled loops.
+    state count, with only that count's unrolled loops. ``no``: ``ns`` again for
+    the output loops of long trajectories (the power path and ``run_out``), or
+    ``()`` for a few outputs per subject, which then take one ``step`` each and
+    leave those loops out of the compile.
 
     Blocks of subjects whose event times coincide (the usual case: one regimen, no
     per-subject lag) are stepped together; other subjects one at a time. Every
@@ -724,9 +784,11 @@ def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
     none3 = np.empty((0, 0, 0))
     ms = (none3, none3, none3)
     for ib in prange(nb):
+        # int64(ib): numba types the loop index int64 before the parfor pass and
+        # uint64 after it; one type means one compile of _run_block, not two
         _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                   out, status, ib, 0, none1, 0.0, np.nan, ms, none3, none3, ns, ns,
-                   ())
+                   out, status, np.int64(ib), 0, none1, 0.0, np.nan, ms, none3, none3,
+                   ns, no, ())
 
 
 @njit(parallel=True, cache=True)
@@ -749,4 +811,5 @@ def population_linear_metrics(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_
     ms = (cmax, tmax, tabove)
     for ib in prange(nb):
         _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                   dummy, status, ib, 1, starts, tie, above, ms, auc, pre, ns, (), nm)
+                   dummy, status, np.int64(ib), 1, starts, tie, above, ms, auc, pre,
+                   ns, (), nm)
