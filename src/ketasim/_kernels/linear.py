@@ -420,7 +420,8 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
 
 
 # Element loops, not ``dst[:, :] = src``: a slice copy from an array compiles numba's
-# shape-mismatch error path (string formatting), ~9 s of every cold compile.
+# shape-mismatch error message (string formatting), ~9 s in every process that
+# compiles a kernel cold.
 @njit(cache=True, nogil=True, inline="always")
 def _copy2(src, dst):
     for i in range(src.shape[0]):
@@ -788,7 +789,7 @@ def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
     ms = (none3, none3, none3)
     for ib in prange(nb):
         # int64(ib): numba types the loop index int64 before the parfor pass and
-        # uint64 after it; one type means one compile of block_linear, not two
+        # uint64 after it; with one type the block code compiles once per kernel
         _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
                    out, status, np.int64(ib), 0, none1, 0.0, np.nan, ms, none3, none3,
                    ns, no, ())
