@@ -476,9 +476,9 @@ def test_with_states_leaves_the_call_out_for_an_empty_tuple():
 def test_kernel_without_output_loops_matches_the_full_kernel():
     """``no = ()`` (the per-dose pass) takes one step per output and compiles no
     power path or run_out. On a 1-min grid, where the full kernel reads long runs
-    from rows of E^p, both give the same trajectories to rounding; subjects whose
-    runs are all short (a 97-min grid: 60 outputs in all, fewer than _POW) match
-    bit for bit, as step and run_out do the same arithmetic."""
+    from rows of E^p, both give the same trajectories to rounding; on a grid with
+    only short runs (97 min: 60 outputs in all, fewer than _POW) they match bit for
+    bit, as step and run_out do the same arithmetic."""
     from ketasim._lower import lower
     from ketasim.simulate import _subjects
 

@@ -334,20 +334,17 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 if m == 0:
                     continue
         if mode == 0:
-            if h > 0.0 and len(no) == 0:  # no output path compiled: plain steps
+            if h > 0.0 and len(no) > 0:
+                run_out(cache_E[slot], c, x, out, s0, j, m, obs_cmt, scale, tile, no)
+            else:  # an output at the current time (m == 1), or no output loops
+                # compiled (no == ()): a plain step per output
                 for jj in range(m):
-                    step(cache_E[slot], c, x, ns)
+                    if h > 0.0:
+                        step(cache_E[slot], c, x, ns)
                     for k in range(K):
                         ck = obs_cmt[k]
                         for b in range(B):
                             out[s0 + b, k, j + jj] = x[ck, b] * scale[k, b]
-            elif h > 0.0:
-                run_out(cache_E[slot], c, x, out, s0, j, m, obs_cmt, scale, tile, no)
-            else:
-                for k in range(K):
-                    ck = obs_cmt[k]
-                    for b in range(B):
-                        out[s0 + b, k, j] = x[ck, b] * scale[k, b]
             t = times[j + m - 1]
             j += m
             continue
