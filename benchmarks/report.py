@@ -59,21 +59,31 @@ ORDER = ["test_w1_exact", "test_w2_exact_fresh", "test_w2_exact_out_buffer",
 
 
 def machine() -> str:
+    """CPU (with the name LLVM compiles for and its widest vector unit: "AMD EPYC"
+    alone names several generations), cores, numba threads and versions."""
     cpu = platform.processor() or "unknown CPU"
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
                 break
     except OSError:
         pass
     import numba
     import numpy
     import scipy
+    from llvmlite import binding
 
+    vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
+                                           ("avx", "AVX")) if flag in flags), "")
+    host = binding.get_host_cpu_name() + (f", {vector}" if vector else "")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    return (f"{cpu}, {os.cpu_count()} cores ({usable} usable), numba threads "
-            f"{numba.get_num_threads()}; Python {platform.python_version()}, "
+    return (f"{cpu} ({host}), {os.cpu_count()} cores ({usable} usable), numba "
+            f"threads {numba.get_num_threads()}; Python {platform.python_version()}, "
             f"numba {numba.__version__}, numpy {numpy.__version__}, "
             f"scipy {scipy.__version__}")
 
