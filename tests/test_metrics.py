@@ -88,6 +88,7 @@ def test_scenarios_and_compare():
     table = ks.compare(ds, above=50)
     text = str(table)
     assert "Cmax (ng/mL)" in text and "AUC (ng*h/mL)" in text and "nasal" in text
+    assert all(line == line.rstrip() for line in text.splitlines())  # no padding
     tab = table.to_dataset()
     direct = ks.metrics(ds.sel(scenario="iv"), "course").cmax
     assert tab.value.sel(scenario="iv", percentile=50).values[0] == pytest.approx(

@@ -194,7 +194,7 @@ class ComparisonTable:
                  f"P{self.q[2]}] over patients", fmt.format(*head),
                  fmt.format(*["-" * x for x in w])]
         lines += [fmt.format(*r) for r in body]
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
     __repr__ = __str__
 
