@@ -81,3 +81,22 @@ def test_explicit_parameter_tables_chunk_too():
                     covariates={"weight": np.linspace(50, 90, 11)})
     np.testing.assert_array_equal(a.concentration.values, b.concentration.values)
     np.testing.assert_array_equal(a.weight.values, b.weight.values)
+
+
+def test_doses_after_the_grid_warn_once_not_per_chunk(case):
+    """The GridWarning comes from the call, not from each chunk's task (which would
+    repeat it per chunk, or raise inside the scheduler's threads)."""
+    import warnings
+
+    pop, _, reg, _ = case
+    t = ks.grid("2 d", "30 min")  # the second session (day 3) lies after it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = ks.simulate(MODEL, reg, population=pop, times=t, chunks=25).compute()
+    grid = [w for w in caught if issubclass(w.category, ks.GridWarning)]
+    assert len(grid) == 1, [str(w.message) for w in caught]
+    with pytest.warns(ks.GridWarning):
+        want = ks.simulate(MODEL, reg, population=pop, times=t)
+    for name in ("concentration", "dose_auc", "predose"):
+        np.testing.assert_array_equal(got[name].values, want[name].values)
+    assert np.isnan(got.dose_auc.values[:, :, 1]).all()

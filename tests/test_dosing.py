@@ -71,6 +71,9 @@ BAD = [
      "interval must be > 0 h"),
     (lambda: Regimen.every(Dose.bolus("1 mg"), interval="1 h", n=0), DoseError,
      "n must be a whole number >= 1"),
+    (lambda: Regimen.at([0, 3], Dose.bolus("1 mg", time="5 min")), DoseError,
+     r"Regimen.at places the dose at the given times, so its own time \(0.0833333 h\)"
+     r" would be lost"),
     (lambda: Regimen.at([0, math.inf], Dose.bolus("1 mg")), ValueError,
      "must be finite"),
 ]

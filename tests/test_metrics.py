@@ -94,6 +94,19 @@ def test_scenarios_and_compare():
     assert tab.value.sel(scenario="iv", percentile=50).values[0] == pytest.approx(
         float(direct.median()))
     assert "<table>" in table._repr_html_()
+    assert text.startswith("ketamine, over the course: median [P5, P95]")
+    # one session: the first by default, any other by window=, named in the title
+    sess = ks.metrics(ds.sel(scenario="nasal"), "session").sel(analyte="ketamine")
+    for window, title in ((0, "session 1"), (1, "session 2"), (-1, "last session")):
+        t_w = ks.compare(ds, per="session", window=window)
+        assert str(t_w).startswith(f"ketamine, {title}: median")
+        got = t_w.to_dataset().value.sel(scenario="nasal", percentile=50).values[0]
+        assert got == pytest.approx(float(sess.cmax.isel(session=window).median()))
+    with pytest.raises(ValueError, match=r"window=2 but scenario 'iv' has 2 sessions"):
+        ks.compare(ds, per="session", window=2)
+    with pytest.raises(ValueError, match=r"no analyte 'norketamine' in these "
+                       r"results; they have 'ketamine'"):
+        ks.compare(ds, analyte="norketamine")
     with pytest.raises(ValueError, match="different output times"):
         ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("1 mg"), times=t),
                           ks.Scenario("b", "domino", ks.Dose.bolus("1 mg"))])
@@ -131,3 +144,89 @@ def test_metrics_only_mode_matches_trajectories():
     np.testing.assert_array_equal(m.weight, ds.weight)
     with pytest.raises(ValueError, match="needs the exact solver"):
         ks.simulate(model, reg, times=t, output="metrics", solver="ode")
+
+
+def test_doses_after_the_last_output_time(tmp_path):
+    """A dose that starts after the last output time is not simulated: simulate
+    warns (GridWarning), its per-dose metrics are NaN on every path, and the doses
+    inside the grid get exactly what they get without it (the last one's AUC and
+    time above run to the last output time)."""
+    m = one_compartment(tmp_path)
+    t = ks.grid("30 h", "10 min")
+    inside = ks.Regimen.at([0, 12], ks.Dose.bolus("100 mg"), unit="h")
+    with_late = ks.Regimen.at([0, 12, 40, 52], ks.Dose.bolus("100 mg"), unit="h")
+    cov = {"weight": [60.0, 80.0]}
+    kw = dict(times=t, covariates=cov)
+    ref = ks.simulate(m, inside, **kw)
+    ref_m = ks.metrics(ref, "dose", above=500)
+    # closed form for the last simulated dose: bolus 100 mg on top of the residue of
+    # the first, AUC from 12 h to 30 h of (c(12) + 2000) e^{-k (t - 12)}
+    k = 10 / 50
+    c12 = 2000 * np.exp(-12 * k)
+    auc_last = (c12 + 2000) * (1 - np.exp(-18 * k)) / k
+    np.testing.assert_allclose(ref_m.auc.values[:, 0, 1], auc_last, rtol=1e-12)
+
+    with pytest.warns(ks.GridWarning, match=r"2 of 4 doses start after the last "
+                      r"output time \(30 h = 1.25 d\), the first of them doses\[2\]"):
+        traj = ks.simulate(m, with_late, **kw)
+    with pytest.warns(ks.GridWarning):
+        streamed = ks.simulate(m, with_late, output="metrics", above=500, **kw)
+    with pytest.warns(ks.GridWarning):
+        ode = ks.simulate(m, with_late, solver="ode", rtol=1e-10, atol=1e-10, **kw)
+    np.testing.assert_array_equal(traj.concentration, ref.concentration)
+    # the ODE path's AUC is the trapezoid on the grid: its reference is its own run
+    ode_ref = ks.metrics(ks.simulate(m, inside, solver="ode", rtol=1e-10, atol=1e-10,
+                                     **kw), "dose", above=500)
+    for got, want in ((ks.metrics(traj, "dose", above=500), ref_m),
+                      (streamed, ref_m), (ks.metrics(ode, "dose", above=500), ode_ref)):
+        for v in ("cmax", "tmax", "auc", "time_above"):
+            np.testing.assert_allclose(got[v].values[:, :, :2], want[v].values,
+                                       rtol=1e-12)
+            assert np.isnan(got[v].values[:, :, 2:]).all(), v
+    assert np.isnan(traj.dose_auc.values[:, :, 2:]).all()
+    assert np.isnan(traj.predose.values[:, :, 2:]).all()
+    assert np.isnan(streamed.predose.values[:, :, 2:]).all()
+    # the trough of the last simulated dose would be the level before dose 3: NaN
+    trough = ks.metrics(traj, "dose").trough.values
+    np.testing.assert_allclose(trough[:, :, 0], ref_m.trough.values[:, :, 0])
+    assert np.isnan(trough[:, :, 1:]).all()
+    # a course metric is unaffected
+    np.testing.assert_allclose(ks.metrics(traj, "course").auc,
+                               ks.metrics(ref, "course").auc, rtol=1e-12)
+
+
+def test_compare_names_each_scenarios_analytes():
+    t = ks.grid("1 d", "30 min")
+    pop = ks.Population(5, seed=1)
+    ds = ks.run_scenarios([
+        ks.Scenario("iv", "domino", ks.Dose.infusion("0.5 mg/kg", duration="40 min"),
+                    population=pop, times=t),
+        ks.Scenario("spray", "perez_ruixo_2021",
+                    ks.Dose.bolus("28 mg", route="intranasal"), population=pop,
+                    times=t)])
+    with pytest.raises(ValueError, match=r"scenario 'spray' has no analyte 'ketamine' "
+                       r"\(it has 'esketamine', 'noresketamine'\); compare scenarios "
+                       r"of one analyte at a time with analyte=\.\.\."):
+        ks.compare(ds, analyte="ketamine")
+    assert "spray" in str(ks.compare(ds.sel(scenario=["spray"]), analyte="esketamine"))
+
+
+def test_levels_take_units():
+    """above= and within= are ng/mL; strings with a concentration unit convert."""
+    t = ks.grid("1 d", "10 min")
+    d = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    kw = dict(times=t, output="metrics")
+    ref = ks.simulate("domino", d, above=100, **kw).time_above.values
+    assert ref.item() > 0
+    for level in ("100 ng/mL", "0.1 mg/L", "100 ug/L"):
+        np.testing.assert_array_equal(
+            ks.simulate("domino", d, above=level, **kw).time_above.values, ref)
+    ds = ks.simulate("domino", d, times=t)
+    m = ks.metrics(ds, "dose", above="0.1 mg/L", within=("50 ng/mL", 150))
+    np.testing.assert_allclose(m.time_above.values, ref, rtol=1e-12)
+    both = ks.metrics(ds, "dose", above=50).time_above - ks.metrics(
+        ds, "dose", above=150).time_above
+    np.testing.assert_allclose(m.time_within, both, rtol=1e-12)
+    with pytest.raises(ValueError, match="low < high"):
+        ks.metrics(ds, "dose", within=(150, 50))
+

@@ -63,6 +63,15 @@ CASES = [
      "unsupported schema version 7"),
     ("analyte without volume", ("analytes", "ketamine", "compartment"), "peripheral1",
      False, "has no volume"),
+    ("per-device effect without a device amount",
+     ("routes", "intranasal", "later_devices"), "F_IN", False,
+     "[routes.intranasal.device] is missing"),
+    ("device on an intravenous route", ("routes", "iv", "device"), "28 mg", False,
+     "[routes.iv.device] only extravascular routes have devices"),
+    ("device per kg", ("routes", "intranasal", "device"), "0.4 mg/kg", False,
+     "[routes.intranasal.device] must be a fixed amount > 0"),
+    ("device not an amount", ("routes", "intranasal", "device"), "28 min", False,
+     "[routes.intranasal.device] must be a fixed amount > 0"),
 ]
 
 

@@ -33,6 +33,18 @@ def test_perez_ruixo_nasal_bioavailability(mg, published):
     assert f == pytest.approx(published, abs=0.005)
 
 
+def test_perez_ruixo_nasal_dose_is_one_device():
+    """Its nasal route absorbs per 28-mg device (less from the second on): a 56-mg
+    Dose would silently get a first device's F on all of it, so it is rejected."""
+    m = "perez_ruixo_2021"
+    assert ks.load_model(m).routes["intranasal"].device_mg == 28.0
+    for bad, got in (("56 mg", "got 56 mg"), ("0.4 mg/kg", "got 0.4 mg/kg")):
+        with pytest.raises(ks.DoseError, match=rf"takes one 28-mg device per Dose.*"
+                           rf"{got}\. Give one Dose per device"):
+            ks.simulate(m, Dose.bolus(bad, route="intranasal"))
+    ks.simulate(m, Dose.bolus("28 mg", route="intranasal"))  # one device: fine
+
+
 def test_perez_ruixo_oral_and_clearance():
     m = "perez_ruixo_2021"
     iv = auc_inf(m, Dose.infusion("28 mg", duration="40 min"))

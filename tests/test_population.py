@@ -107,6 +107,35 @@ def test_validity_warning(tmp_path):
                     population=ks.Population(100, seed=1))
 
 
+def test_validity_warning_for_given_covariates_once_per_call(tmp_path):
+    """Covariates given to simulate are checked as a Population's are, on every
+    path, once per call (a Dask run does not repeat it per chunk), and the warning
+    points at the caller's line."""
+    import warnings
+
+    m = iiv_model(tmp_path)
+    p = tmp_path / "valid.toml"
+    p.write_text(m.path.read_text().replace(
+        "[parameters.V]", "[covariates.age]\nunit = 'y'\nreference = 40\n"
+        "[validity]\nage = [18, 40]\n[parameters.V]"))
+    model = ks.load_model(p)
+    cov = {"age": [10.0, 30.0, 50.0, 35.0]}
+    for kw in ({}, {"output": "metrics"}, {"chunks": 1}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ks.simulate(model, ks.Dose.bolus("1 mg"), times=[0.0, 1.0],
+                        covariates=cov, **kw)
+        hits = [w for w in caught if issubclass(w.category, ks.ValidityWarning)]
+        assert len(hits) == 1, (kw, [str(w.message) for w in caught])
+        assert "2 of 4 patients have age outside [18, 40] y" in str(hits[0].message)
+        assert hits[0].filename == __file__, kw
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ks.simulate(model, ks.Dose.bolus("1 mg"), times=[1.0], chunks=10,
+                    population=ks.Population(100, seed=1)).compute()
+    assert len([w for w in caught if issubclass(w.category, ks.ValidityWarning)]) == 1
+
+
 BAD = [
     (lambda: ks.Population(0, seed=1), "n must be a whole number >= 1"),
     (lambda: ks.Population(10, seed=-1), "seed must be a whole number >= 0"),

@@ -61,6 +61,7 @@ CASES = [
     (("output", "stpe"), "5 min", "[output.stpe] unknown key"),
     (("output", "end"), None, "[output.end] is missing"),
     (("output", "per"), "week", "[output.per] must be one of"),
+    (("output", "window"), "last", "[output.window] must be int"),
     (("population", "seed"), -1, "seed must be a whole number >= 0"),
     (("scenarios", 0, "model"), "nope", "[scenarios[0].model] no bundled model"),
     (("scenarios", 0, "regimen", "protocol"), "weekly", "[scenarios[0].regimen."
@@ -83,6 +84,17 @@ def test_errors_name_file_and_key(tmp_path, path, value, message):
     assert message in str(info.value)
 
 
+def test_window_picks_the_session_and_needs_a_per_window_table(tmp_path):
+    two = mutate(mutate(BASE, ("scenarios", 0, "regimen", "sessions"), 2),
+                 ("output", "end"), "5 d")
+    sf = load_scenarios(write(tmp_path, mutate(two, ("output", "window"), -1)))
+    assert (sf.per, sf.window) == ("session", -1)
+    course = mutate(mutate(two, ("output", "per"), "course"), ("output", "window"), 1)
+    with pytest.raises(ScenarioFileError, match=r"\[output.window\] applies to per "
+                       r"= 'dose' or 'session'"):
+        load_scenarios(write(tmp_path, course))
+
+
 def test_cli_run_error_exit_code(tmp_path, capsys):
     p = write(tmp_path, mutate(BASE, ("colour",), "red"))
     assert main(["run", str(p)]) == 1
@@ -97,6 +109,16 @@ def test_cli_simulate(tmp_path, capsys):
     assert "Cmax (ng/mL)" in out and "20 patients" in out
     assert main(["simulate", "--dose", "5 mg", "--route", "rectal"]) == 1
     assert "does not define" in capsys.readouterr().err
+    for flags in (["--count", "3"], ["--every", "1 d"]):
+        assert main(["simulate", "--dose", "5 mg", *flags]) == 1
+        assert "--every and --count go together" in capsys.readouterr().err
+    assert main(["simulate", "--dose", "5 mg", "--horizon", "-1 h"]) == 1
+    assert "--horizon must be a positive time" in capsys.readouterr().err
+    assert main(["simulate", "--model", "domino", "--dose", "5 mg", "--every", "12 h",
+                 "--count", "3", "--n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "3 dose(s)" in out and "ketamine, dose 1: median" in out
+    assert "ketamine, last dose: median" in out
 
 
 def test_toml_is_what_tomllib_reads():

@@ -382,6 +382,24 @@ ERRORS = [
      "rtol and atol must be > 0"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"V1": -1}),
      ValueError, "parameter 'V1' must be positive"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"F_IN": 1.5}),
+     ValueError, r"parameter 'F_IN' is a fraction .* must be <= 1; got max 1.5"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), times="24 h"), TypeError,
+     r"times must be an array of hours; got the string '24 h'. For a regular grid "
+     r"use ks.grid\('24 h', '5 min'\)"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), times=["0 h", "1 h"]),
+     TypeError, r"times must be an array of hours \(numbers\); got list"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics",
+                         above=np.nan), ValueError,
+     "above must be a finite concentration >= 0 ng/mL; got nan"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics", above=-5),
+     ValueError, "above must be a finite concentration >= 0 ng/mL; got -5"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics",
+                         above=[50, 100]), TypeError,
+     "above must be one concentration in ng/mL"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics",
+                         above="100 min"), ks.UnitError,
+     "above must be a concentration such as 100 or '100 ng/mL'; got '100 min'"),
 ]
 
 

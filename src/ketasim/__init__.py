@@ -27,13 +27,14 @@ from .protocols import (
     six_infusion_course,
 )
 from .scenario import Scenario, compare, run_scenarios
-from .simulate import SolveError, ValidityWarning, grid, simulate
+from .simulate import GridWarning, SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
 
 __all__ = [
     "DEFAULT_MODEL",
     "Dose",
     "DoseError",
+    "GridWarning",
     "Model",
     "ModelFileError",
     "Population",

@@ -74,6 +74,17 @@ def check_routes(model: Model, regimen: Regimen) -> None:
                 f"(bioavailability, lag, zero-order duration) comes from the model, so "
                 f"a dose duration ({d.duration:g} h) cannot be applied. Drop "
                 "duration=.")
+        if route.device_mg is not None:
+            dev = route.device_mg
+            mg = d.amount * d.base_factor * drug_factor(model, i, d)
+            if d.per_kg or abs(mg - dev) > 1e-9 * dev:
+                got = f"{d.amount:g} mg/kg" if d.per_kg else f"{mg:g} mg"
+                raise DoseError(
+                    f"doses[{i}]: route {d.route!r} of model {model.id!r} takes one "
+                    f"{dev:g}-mg device per Dose, because what it absorbs depends on "
+                    f"the device's place in the session; got {got}. Give one Dose "
+                    f"per device (device=1, 2, ... a few minutes apart), as "
+                    f"ks.esketamine_induction does.")
 
 
 def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:

@@ -105,7 +105,8 @@ def _run(args) -> int:
           f"to {sf.times[-1] / 24:g} d")
     ds = ks.run_scenarios(sf.scenarios)
     print()
-    print(ks.compare(ds, per=sf.per, above=sf.above, analyte=sf.analyte))
+    print(ks.compare(ds, per=sf.per, window=sf.window, above=sf.above,
+                     analyte=sf.analyte))
     _write(ds, args)
     return 0
 
@@ -136,16 +137,27 @@ def _simulate(args) -> int:
                                 salt=args.salt)
     else:
         dose = ks.Dose.bolus(args.dose, route=args.route, salt=args.salt)
+    if (args.every is None) != (args.count is None):
+        raise ValueError("--every and --count go together: --every '3.5 d' --count 4 "
+                         "gives four doses 3.5 days apart")
     reg = (ks.Regimen.every(dose, interval=args.every, n=args.count) if args.every
            else ks.Regimen([dose]))
+    horizon = to_hours(args.horizon, what="--horizon")
+    if not horizon > 0:
+        raise ValueError(f"--horizon must be a positive time such as '24 h'; got "
+                         f"{args.horizon!r}")
     last = reg.doses[-1].time + (dose.duration or 0.0)
-    times = ks.grid(last + to_hours(args.horizon, what="--horizon"),
-                    args.step)
+    times = ks.grid(last + horizon, args.step)
     pop = ks.Population(args.n, seed=args.seed)
     ds = ks.simulate(model, reg, population=pop, times=times)
     print(f"model {model.id!r}, {len(reg)} dose(s) of {dose}, {args.n} patients "
           f"(seed {args.seed})\n")
-    print(ks.compare(ds, per="dose" if len(reg) > 1 else "course"))
+    if len(reg) > 1:
+        print(ks.compare(ds, per="dose", window=0))
+        print()
+        print(ks.compare(ds, per="dose", window=-1))
+    else:
+        print(ks.compare(ds, per="course"))
     _write(ds, args)
     return 0
 
@@ -192,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     simp.add_argument("--duration", help="infusion duration, e.g. '40 min' (IV only)")
     simp.add_argument("--salt", choices=("base", "hcl"), default="base")
     simp.add_argument("--every", help="repeat the dose at this interval, e.g. '3.5 d'")
-    simp.add_argument("--count", type=int, default=1, help="number of doses with "
-                      "--every")
+    simp.add_argument("--count", type=int, help="number of doses, with --every")
     simp.add_argument("--n", type=int, default=1000, help="patients (default 1000)")
     simp.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     simp.add_argument("--horizon", default="24 h", help="simulate this long after "

@@ -21,10 +21,11 @@ def _route_regimen(model, route):
     if r.intravenous:
         return Regimen([Dose.infusion("0.5 mg/kg", duration="40 min", route=route)]), \
             "0.5 mg/kg over 40 min"
-    if any(pw.later_devices for pw in r.pathways):
-        return Regimen([Dose.bolus("28 mg", route=route, device=1),
-                        Dose.bolus("28 mg", route=route, time="5 min", device=2)]), \
-            "56 mg as two 28-mg devices 5 min apart"
+    if r.device_mg is not None:
+        dev = f"{r.device_mg:g} mg"
+        return Regimen([Dose.bolus(dev, route=route, device=1),
+                        Dose.bolus(dev, route=route, time="5 min", device=2)]), \
+            f"{2 * r.device_mg:g} mg as two {dev} devices 5 min apart"
     return Regimen([Dose.bolus("0.5 mg/kg", route=route)]), "0.5 mg/kg"
 
 

@@ -230,7 +230,14 @@ class Regimen:
 
     @classmethod
     def at(cls, times: Sequence, dose: Dose, *, unit: str = "h") -> Regimen:
-        """``dose`` at each of ``times`` (numbers in ``unit``, or strings)."""
+        """``dose`` at each of ``times`` (numbers in ``unit``, or strings). The
+        times replace the dose's own, so a dose given with ``time=`` is rejected
+        rather than silently moved."""
+        if isinstance(dose, Dose) and dose.time != 0.0:
+            raise DoseError(f"Regimen.at places the dose at the given times, so its "
+                            f"own time ({dose.time:g} h) would be lost; build the dose "
+                            f"without time=, add the offset to the times, or use "
+                            f"Regimen.every(dose, ...), which starts at dose.time")
         out = []
         for i, t in enumerate(times):
             if not isinstance(t, str):

@@ -2,7 +2,9 @@
 
 Windows: a dose's window runs from its start to the next dose's start (the last to
 the last output time); a session's from its first dose to the next session; the
-course's from t = 0 to the last output time.
+course's from t = 0 to the last output time. A window that starts after the last
+output time was not simulated: all its metrics are NaN (``simulate`` warns with a
+``GridWarning``), and so is the trough of the window before it.
 
 - Cmax and Tmax are read on the output grid (use a fine grid around peaks). Tie
   rule: walking forward in time, Tmax moves to a later output time only when the
@@ -67,6 +69,18 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
     >>> m.auc.attrs["units"], m.auc.attrs["method"]
     ('ng*h/mL', 'exact (integrated in the kernel)')
     """
+    from .units import to_ng_per_ml
+
+    if above is not None:
+        above = to_ng_per_ml(above, what="above")
+    if within is not None:
+        if not (isinstance(within, (tuple, list)) and len(within) == 2):
+            raise TypeError(f"within must be a pair (low, high) of concentrations in "
+                            f"ng/mL; got {within!r}")
+        within = tuple(to_ng_per_ml(w, what="within") for w in within)
+        if not within[0] < within[1]:
+            raise ValueError(f"within must be (low, high) with low < high; got "
+                             f"{within!r}")
     if "scenario" in ds.dims:
         parts = [metrics(ds.sel(scenario=s).dropna("dose", how="all")
                          if "dose" in ds.dims else ds.sel(scenario=s), per,
@@ -103,13 +117,23 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
         lo, hi = within
         out["time_within"] = _time_between(ds, edges, lo, hi, dim,
                                            f"time within [{lo:g}, {hi:g}] ng/mL")
+    late = starts > t[-1]  # windows not simulated
+    for name in ("auc", "time_above", "time_within"):
+        if name in out:
+            out[name].values[:, :, late] = np.nan
+    if "trough" in out:
+        out["trough"].values[:, :, :-1][:, :, late[1:]] = np.nan
     return out
 
 
 def _auc(ds, groups, edges, dim) -> xr.DataArray:
     if "dose_auc" in ds:
+        # doses after the last output time have no AUC (NaN); a window's AUC sums
+        # its simulated doses (the last of them runs to the last output time)
         da = ds.dose_auc.values
-        vals = np.stack([da[:, :, g].sum(axis=2) for g in groups], axis=2)
+        simulated = ds.dose_time.values <= ds.time.values[-1]
+        vals = np.stack([da[:, :, g[simulated[g]]].sum(axis=2) for g in groups],
+                        axis=2)
         method = "exact (integrated in the kernel)"
     else:
         t = ds.time.values
@@ -156,7 +180,8 @@ def _time_between(ds, edges, lo, hi, dim, name) -> xr.DataArray:
         cum = np.concatenate([np.zeros(c.shape[:2] + (1,)), np.cumsum(inside, 2)], 2)
         for w in range(W):
             a, b = edges[w], min(edges[w + 1], t.size - 1)
-            out[s0:s0 + 512, :, w] = cum[:, :, max(b, a)] - cum[:, :, a]
+            if a < t.size:  # else the window starts after the last output time
+                out[s0:s0 + 512, :, w] = cum[:, :, max(b, a)] - cum[:, :, a]
     return xr.DataArray(out, dims=("subject", "analyte", dim),
                         attrs={"units": "h", "long_name": name})
 

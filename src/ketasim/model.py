@@ -118,10 +118,15 @@ class Pathway:
 
 @dataclass(frozen=True)
 class Route:
+    """``device_mg``: the amount of one device (nasal spray) when the route models
+    one device per Dose, as routes with a per-device effect (``later_devices``)
+    do; a Dose on such a route must be exactly one device."""
+
     name: str
     kind: str  # "intravenous" or "extravascular"
     pathways: tuple[Pathway, ...]
     description: str = ""
+    device_mg: float | None = None
 
     @property
     def intravenous(self) -> bool:

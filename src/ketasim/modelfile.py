@@ -26,7 +26,7 @@ from .model import (
     Variability,
     omega_from,
 )
-from .units import UnitError, parse_unit
+from .units import UnitError, parse_quantity, parse_unit
 
 __all__ = ["ModelFileError", "cite", "list_models", "load_model", "models_dir"]
 
@@ -143,6 +143,18 @@ class _Table:
         if extra:
             self.fail(f"unknown key {extra[0]!r}", extra[0],
                       f"allowed keys here: {', '.join(sorted(self.used))}")
+
+
+def _device_mg(t: _Table, text: str) -> float:
+    """A route's ``device = "28 mg"``: a fixed amount > 0, in mg."""
+    try:
+        q = parse_quantity(text, what="device")
+        u = parse_unit(q.unit)
+    except (UnitError, TypeError) as e:
+        t.fail(str(e), "device", 'write an amount, e.g. "28 mg"')
+    if u.dimension != "amount" or u.per_kg or not q.value * u.factor > 0:
+        t.fail(f"must be a fixed amount > 0 such as \"28 mg\"; got {text!r}", "device")
+    return q.value * u.factor
 
 
 def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -> Model:
@@ -377,8 +389,16 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
             pathways.append(pw)
         if sum(pw.fraction == "rest" for pw in pathways) > 1:
             t.fail("only one pathway may take fraction = 'rest'", "pathways")
+        device = t.take("device", str, required=False)
+        device_mg = None if device is None else _device_mg(t, device)
+        if device_mg is None and any(pw.later_devices for pw in pathways):
+            t.fail("is missing", "device", "a pathway with `later_devices` models "
+                   "one device per Dose: give the device's amount, e.g. "
+                   "`device = \"28 mg\"`")
+        if device_mg is not None and kind == "intravenous":
+            t.fail("only extravascular routes have devices", "device")
         t.done()
-        routes[rname] = Route(rname, kind, tuple(pathways), desc)
+        routes[rname] = Route(rname, kind, tuple(pathways), desc, device_mg)
     rtab.done()
     if not routes:
         top.fail("is empty", "routes", "define at least [routes.iv]")

@@ -220,18 +220,23 @@ class Population:
 
     def check_validity(self, model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
         """Messages for covariates outside the model's validity ranges."""
-        msgs = []
-        for name, (lo, hi) in model.validity.items():
-            if name not in cov:
-                continue
-            v = cov[name]
-            out = (v < lo) | (v > hi)
-            if out.any():
-                msgs.append(f"{int(out.sum())} of {v.size} patients have {name} "
-                            f"outside [{lo:g}, {hi:g}] {KNOWN_COVARIATES[name]}, the "
-                            f"range model {model.id!r} was estimated on (observed "
-                            f"{v.min():.3g}-{v.max():.3g})")
-        return msgs
+        return validity_messages(model, cov)
+
+
+def validity_messages(model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
+    """Messages for covariates outside the ranges ``model`` was estimated on."""
+    msgs = []
+    for name, (lo, hi) in model.validity.items():
+        if name not in cov:
+            continue
+        v = np.asarray(cov[name], dtype=float)
+        out = (v < lo) | (v > hi)
+        if out.any():
+            msgs.append(f"{int(out.sum())} of {v.size} patients have {name} "
+                        f"outside [{lo:g}, {hi:g}] {KNOWN_COVARIATES[name]}, the "
+                        f"range model {model.id!r} was estimated on (observed "
+                        f"{v.min():.3g}-{v.max():.3g})")
+    return msgs
 
 
 def _omega_matrix(model: Model, var) -> np.ndarray:

@@ -120,16 +120,25 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     return out
 
 
-def compare(ds: xr.Dataset, *, per: str = "course", analyte: str | None = None,
-            above: float | None = None, q=(5, 50, 95)) -> ComparisonTable:
+def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
+            analyte: str | None = None, above: float | None = None,
+            q=(5, 50, 95)) -> ComparisonTable:
     """Scenario × metric table: median [P5, P95] over subjects.
 
-    Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``) or the first
-    session's values (``per="session"``), plus the time above ``above`` ng/mL.
+    Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``), or of one
+    session or dose (``per="session"`` / ``"dose"``): ``window`` picks which, 0 for
+    the first (default), -1 for each scenario's last; plus the time above
+    ``above`` ng/mL. The table's title names the window.
     """
     if "scenario" not in ds.dims:
         ds = ds.expand_dims(scenario=["scenario"])
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
+        raise TypeError(f"window must be a whole number (0 = first, -1 = last); got "
+                        f"{window!r}")
     analyte = analyte or str(ds.analyte.values[0])
+    if analyte not in ds.analyte.values:
+        raise ValueError(f"no analyte {analyte!r} in these results; they have "
+                         f"{', '.join(repr(str(a)) for a in ds.analyte.values)}")
     rows = []
     for s in ds.scenario.values:
         one = ds.sel(scenario=s)
@@ -137,17 +146,29 @@ def compare(ds: xr.Dataset, *, per: str = "course", analyte: str | None = None,
             one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
             one = one.assign(dose_session=one.dose_session.astype(np.int64))
         if np.all(np.isnan(one.concentration.sel(analyte=analyte).values)):
-            raise ValueError(f"scenario {s!r} has no analyte {analyte!r}")
+            have = [str(a) for a in one.analyte.values
+                    if not np.all(np.isnan(one.concentration.sel(analyte=a).values))]
+            raise ValueError(f"scenario {str(s)!r} has no analyte {analyte!r} (it has "
+                             f"{', '.join(map(repr, have))}); compare scenarios of "
+                             f"one analyte at a time with analyte=...")
         m = metrics(one, per, above=above).sel(analyte=analyte)
-        if per != "course":
-            m = m.isel({per: 0})
-        else:
+        if per == "course":
             m = m.isel(course=0)
+        else:
+            count = m.sizes[per]
+            if not -count <= window < count:
+                raise ValueError(f"window={window} but scenario {str(s)!r} has "
+                                 f"{count} {per}s (window 0 to {count - 1}, or "
+                                 f"-1 for the last)")
+            m = m.isel({per: window})
         rows.append((str(s), m))
     cols = [("Cmax", "cmax"), ("Tmax", "tmax"), ("AUC", "auc")]
     if above is not None:
         cols.append((f"time > {above:g}", "time_above"))
-    return ComparisonTable(rows, cols, q, analyte, per)
+    label = ("over the course" if per == "course" else f"{per} {window + 1}"
+             if window >= 0 else f"last {per}" if window == -1
+             else f"{per} {window} from the end")
+    return ComparisonTable(rows, cols, q, analyte, label)
 
 
 def _fmt(v: float) -> str:
@@ -164,10 +185,10 @@ class ComparisonTable:
     """The result of :func:`compare`: prints as text, renders as HTML in notebooks,
     and converts to an xarray Dataset (``.to_dataset()``)."""
 
-    def __init__(self, rows, cols, q, analyte, per):
+    def __init__(self, rows, cols, q, analyte, label):
         self.q = q
         self.analyte = analyte
-        self.per = per
+        self.label = label  # which window: "over the course", "session 1", ...
         self.columns = [f"{label} ({rows[0][1][var].attrs['units']})"
                         for label, var in cols]
         self.data = {}
@@ -190,7 +211,7 @@ class ComparisonTable:
         body = [[n] + c for n, c in self._cells()]
         w = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{x}}}" for x in w)
-        lines = [f"{self.analyte}, per {self.per}: median [P{self.q[0]}, "
+        lines = [f"{self.analyte}, {self.label}: median [P{self.q[0]}, "
                  f"P{self.q[2]}] over patients", fmt.format(*head),
                  fmt.format(*["-" * x for x in w])]
         lines += [fmt.format(*r) for r in body]
@@ -202,5 +223,5 @@ class ComparisonTable:
         head = "".join(f"<th>{h}</th>" for h in ["scenario"] + self.columns)
         body = "".join("<tr><td>" + n + "</td>" + "".join(f"<td>{c}</td>" for c in cs)
                        + "</tr>" for n, cs in self._cells())
-        return (f"<p>{self.analyte}, per {self.per}: median [P{self.q[0]}, "
+        return (f"<p>{self.analyte}, {self.label}: median [P{self.q[0]}, "
                 f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>")

@@ -12,6 +12,7 @@ title = "six infusions with boosters"
 end = "42 d"            # output times: 0 to end every step
 step = "5 min"
 per = "session"         # metrics table: per "dose", "session" or "course"
+window = 0              # optional, per dose/session: which one (0 first, -1 last)
 above = 100.0           # optional: time above this concentration (ng/mL)
 analyte = "ketamine"    # optional: default, each scenario's first analyte
 
@@ -64,6 +65,7 @@ class ScenarioFile:
     scenarios: tuple[Scenario, ...]
     times: np.ndarray
     per: str
+    window: int
     above: float | None
     analyte: str | None
     path: Path | None
@@ -188,6 +190,9 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
     step = o.take("step", str, required=False, default="5 min")
     per = o.take("per", str, required=False, default="session",
                  choices=("dose", "session", "course"))
+    window = o.take("window", int, required=False, default=0)
+    if per == "course" and "window" in o.data:
+        o.fail("applies to per = 'dose' or 'session', not to the course", "window")
     above = o.take("above", float, required=False)
     analyte = o.take("analyte", str, required=False)
     o.done()
@@ -220,4 +225,5 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
     if not scenarios:
         top.fail("is empty", "scenarios", "add at least one [[scenarios]] table")
     top.done()
-    return ScenarioFile(title, tuple(scenarios), times, per, above, analyte, p)
+    return ScenarioFile(title, tuple(scenarios), times, per, window, above, analyte,
+                        p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import warnings
 from collections.abc import Mapping
@@ -17,9 +18,9 @@ from .dosing import Dose, Regimen
 from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
 from .population import Population
-from .units import parse_quantity, parse_unit
+from .units import parse_quantity, parse_unit, to_ng_per_ml
 
-__all__ = ["SolveError", "ValidityWarning", "grid", "simulate"]
+__all__ = ["GridWarning", "SolveError", "ValidityWarning", "grid", "simulate"]
 
 SOLVERS = ("auto", "exact", "ode")
 ODE_METHODS = {"auto": 0, "dopri5": 1, "rosenbrock": 2}
@@ -38,6 +39,43 @@ class SolveError(RuntimeError):
 
 class ValidityWarning(UserWarning):
     """Patients lie outside the covariate ranges a model was estimated on."""
+
+
+class GridWarning(UserWarning):
+    """Doses start after the last output time: they are not simulated, and their
+    per-dose metrics are NaN."""
+
+
+# set while a Dask task simulates its chunk: the whole call has warned already
+_IN_CHUNK = contextvars.ContextVar("ketasim_in_chunk", default=False)
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def _stacklevel() -> int:
+    """``warnings.warn`` stacklevel of the first caller outside ketasim, so that a
+    warning points at the user's line whichever path issued it."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_late_doses(regimen: Regimen, t: np.ndarray) -> None:
+    starts = np.array(regimen.times, dtype=float)
+    late = np.flatnonzero(starts > t[-1])
+    if late.size and not _IN_CHUNK.get():
+        end = t[-1]
+        need = math.ceil(starts[-1] / 24.0)
+        warnings.warn(
+            f"{late.size} of {starts.size} doses start after the last output time "
+            f"({end:g} h = {end / 24:g} d), the first of them doses[{late[0]}] at "
+            f"{starts[late[0]]:g} h: they are not simulated and their per-dose "
+            f"metrics (Cmax, Tmax, AUC, pre-dose level, time above) are NaN. Extend "
+            f"the output times past {starts[-1]:g} h (e.g. ks.grid(\"{need + 1} d\", "
+            f"\"5 min\")) or leave those doses out of the regimen.",
+            GridWarning, stacklevel=_stacklevel())
 
 
 def grid(end, step, *, start=0.0) -> np.ndarray:
@@ -76,7 +114,14 @@ def _default_times(regimen: Regimen) -> np.ndarray:
 
 
 def _check_times(times) -> np.ndarray:
-    t = np.asarray(times, dtype=float)
+    if isinstance(times, str):
+        raise TypeError(f"times must be an array of hours; got the string {times!r}. "
+                        f"For a regular grid use ks.grid({times!r}, '5 min')")
+    try:
+        t = np.asarray(times, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"times must be an array of hours (numbers); got "
+                        f"{type(times).__name__} {times!r:.80}") from None
     if t.ndim != 1 or t.size == 0:
         raise ValueError(f"times must be a non-empty 1-D array of hours; got shape "
                          f"{t.shape}")
@@ -136,13 +181,24 @@ def _subjects(model: Model, covariates, parameters):
         cov.setdefault(name, np.broadcast_to(arrays[("covariate", name)], (n,)).copy())
     if np.any(cov["weight"] <= 0):
         raise ValueError("weight must be > 0 kg for every subject")
+    if not _IN_CHUNK.get():  # the covariates given, as for a Population's
+        from .population import validity_messages
+
+        for msg in validity_messages(model, {k: cov[k] for k in covariates}):
+            warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
     over = {name: np.broadcast_to(arrays[("parameter", name)], (n,))
             for name in parameters}
+    fractions = {pw.fraction for r in model.routes.values() for pw in r.pathways} | \
+        {f.fraction for f in model.flows}
     for name, v in over.items():
         p = model.parameters[name]
         if np.any(v < 0) or (p.dimension in ("volume", "clearance") and np.any(v <= 0)):
             raise ValueError(f"parameter {name!r} must be positive; got min "
                              f"{v.min():g} {p.unit}")
+        if name in fractions and np.any(v > 1):
+            raise ValueError(f"parameter {name!r} is a fraction of a dose or a flow "
+                             f"(bioavailability, formation share) and must be <= 1; "
+                             f"got max {v.max():g}")
     return n, cov, over
 
 
@@ -286,6 +342,7 @@ def simulate(
         raise ValueError(f"the exact solver needs a linear time-invariant model; "
                          f"this model has {why}, so use solver='ode'")
     t = _check_times(_default_times(regimen) if times is None else times)
+    _warn_late_doses(regimen, t)
     if population is not None and not isinstance(population, Population):
         raise TypeError(f"population must be a ketasim.Population; got "
                         f"{type(population).__name__}")
@@ -438,6 +495,16 @@ def simulate(
     return ds
 
 
+def _chunk(*args, **kw) -> xr.Dataset:
+    """One Dask task's ``simulate``, without the call's warnings (issued once by
+    the call itself). Module level, so that workers import it by name."""
+    token = _IN_CHUNK.set(True)
+    try:
+        return simulate(*args, **kw)
+    finally:
+        _IN_CHUNK.reset(token)
+
+
 def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters,
                    kw) -> xr.Dataset:
     """A lazy Dataset: one Dask task per subject chunk runs the ordinary in-memory
@@ -462,20 +529,18 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
     def part(a, b):
         p = {k: v[a:b] for k, v in over.items()}
         if population is not None:
-            return simulate(model, regimen, times=t, population=population.subset(
+            return _chunk(model, regimen, times=t, population=population.subset(
                 a, b), parameters=p or None, progress=False, **kw)
         c = {k: v[a:b] for k, v in cov_all.items()}
-        return simulate(model, regimen, times=t, covariates=c or None,
-                        parameters=p or None, progress=False, **kw)
+        return _chunk(model, regimen, times=t, covariates=c or None,
+                      parameters=p or None, progress=False, **kw)
 
     bounds = [(a, min(n, a + chunks)) for a in range(0, n, chunks)]
-    with warnings.catch_warnings():  # validity warnings are issued once, below
-        warnings.simplefilter("ignore", ValidityWarning)
-        head = part(0, 1)  # metadata only: one subject
+    head = part(0, 1)  # metadata only: one subject (chunks do not warn; this does)
     if population is not None:
         cov = population.covariates_for(population.subjects)
         for msg in population.check_validity(model, cov):
-            warnings.warn(msg, ValidityWarning, stacklevel=3)
+            warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
     tasks = [dask.delayed(part, pure=True)(a, b) for a, b in bounds]
     data = {}
     for name, var in head.data_vars.items():
@@ -530,7 +595,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     pre = np.full(shape, np.nan)
     aucs = np.full((n, K, W + 1), np.nan)
     status = np.zeros(n, dtype=np.int64)
-    level = np.nan if above is None else float(above)
+    level = np.nan if above is None else to_ng_per_ml(above, what="above")
     covs: dict[str, np.ndarray] = {}
     with Bar(n, "simulating (metrics)", wanted(progress) and n * t.size > 5e7) as bar:
         for a in range(0, n, chunk):
@@ -559,11 +624,15 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     if bad.size and errors == "raise":
         raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
                          f"{bad[0]}): {_STATUS[4]}")
-    # windows that start after the last output time were never reached
+    # windows that start after the last output time were never reached: the last
+    # reached dose's AUC runs to the last output time (the kernel's final slot),
+    # and every metric of an unreached window is NaN
     late = starts > t[-1]
-    cmax[:, :, late] = np.nan
+    aucs[:, :, :-1][:, :, late] = aucs[:, :, -1:]
     pre[:, :, starts <= 0.0] = 0.0
     auc_w = aucs[:, :, 1:] - aucs[:, :, :-1]
+    for a in (cmax, tmax, tab, pre, auc_w):
+        a[:, :, late] = np.nan
     dims = ("subject", "analyte", "dose")
     data = {
         "cmax": (dims, cmax, {"units": "ng/mL", "long_name": "Cmax per dose "
@@ -581,7 +650,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     }
     if above is not None:
         data["time_above"] = (dims, tab, {"units": "h", "long_name": f"time above "
-                                          f"{above:g} ng/mL (linear interpolation)"})
+                                          f"{level:g} ng/mL (linear interpolation)"})
     coords = {"subject": ("subject", np.arange(n)),
               "analyte": ("analyte", list(model.analyte_names)),
               "dose": ("dose", np.arange(W)),
@@ -606,9 +675,9 @@ def _population_params(model, regimen, population, parameters, idx=None,
     idx = population.subjects if idx is None else idx
     n = idx.size
     cov = population.covariates_for(idx)
-    if warn:
+    if warn and not _IN_CHUNK.get():  # a Dask call warns once, for all chunks
         for msg in population.check_validity(model, cov):
-            warnings.warn(msg, ValidityWarning, stacklevel=3)
+            warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
     _, _, over = _subjects(model, None, parameters)
     for name, v in over.items():
         if v.size not in (1, population.n):
@@ -680,6 +749,9 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     predose[:, :, starts <= 0.0] = 0.0  # nothing is in the body before t = 0
     cum = vals[:, K:, D:]  # AUC at each dose start (clipped to end), then at end
     dose_auc = cum[:, :, 1:] - cum[:, :, :-1]
+    late = starts > end  # not simulated (GridWarning): no per-dose values
+    predose[:, :, late] = np.nan
+    dose_auc[:, :, late] = np.nan
     return np.ascontiguousarray(predose), np.ascontiguousarray(dose_auc)
 
 

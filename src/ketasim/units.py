@@ -13,6 +13,7 @@ subject's weight when individual parameters are formed.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -217,8 +218,9 @@ def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quan
         raise TypeError(f"{what} must be a number or a string with a unit; got "
                         f"{value!r} ({type(value).__name__})") from None
     if default_unit is None:
+        example = f"{num:g} mg" if math.isfinite(num) and num >= 0 else "35 mg"
         raise UnitError(f"{what} {value!r} has no unit; give a string such as "
-                        f"'{num:g} mg'")
+                        f"'{example}'")
     return Quantity(num, default_unit)
 
 
@@ -233,3 +235,25 @@ def to_hours(value, *, what: str) -> float:
     if not math.isfinite(h):
         raise ValueError(f"{what} must be finite; got {value!r}")
     return h
+
+
+def to_ng_per_ml(value, *, what: str) -> float:
+    """A concentration level in ng/mL: a number is ng/mL; ``"100 ng/mL"``,
+    ``"0.1 mg/L"`` convert. Finite and >= 0, or an error naming ``what``."""
+    if isinstance(value, str):
+        q = parse_quantity(value, what=what, default_unit="ng/mL")
+        u = parse_unit(q.unit)
+        if u.dimension != "concentration":
+            raise UnitError(f"{what} must be a concentration such as 100 or "
+                            f"'100 ng/mL'; got {value!r}")
+        level = q.value * (u.factor / parse_unit("ng/mL").factor)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        level = float(value)
+    else:
+        raise TypeError(f"{what} must be one concentration in ng/mL (a number, or a "
+                        f"string such as '100 ng/mL'); got {type(value).__name__} "
+                        f"{value!r}")
+    if not (math.isfinite(level) and level >= 0):
+        raise ValueError(f"{what} must be a finite concentration >= 0 ng/mL; got "
+                         f"{value!r}")
+    return level
