@@ -95,15 +95,6 @@ def test_scenarios_and_compare():
         float(direct.median()))
     assert "<table>" in table._repr_html_()
     assert text.startswith("ketamine, over the course: median [P5, P95]")
-    # one session: the first by default, any other by window=, named in the title
-    sess = ks.metrics(ds.sel(scenario="nasal"), "session").sel(analyte="ketamine")
-    for window, title in ((0, "session 1"), (1, "session 2"), (-1, "last session")):
-        t_w = ks.compare(ds, per="session", window=window)
-        assert str(t_w).startswith(f"ketamine, {title}: median")
-        got = t_w.to_dataset().value.sel(scenario="nasal", percentile=50).values[0]
-        assert got == pytest.approx(float(sess.cmax.isel(session=window).median()))
-    with pytest.raises(ValueError, match=r"window=2 but scenario 'iv' has 2 sessions"):
-        ks.compare(ds, per="session", window=2)
     with pytest.raises(ValueError, match=r"no analyte 'norketamine' in these "
                        r"results; they have 'ketamine'"):
         ks.compare(ds, analyte="norketamine")
@@ -229,4 +220,79 @@ def test_levels_take_units():
     np.testing.assert_allclose(m.time_within, both, rtol=1e-12)
     with pytest.raises(ValueError, match="low < high"):
         ks.metrics(ds, "dose", within=(150, 50))
+    # numpy scalars and arrays as a user gets them from other results
+    np.testing.assert_array_equal(
+        ks.metrics(ds, "dose", above=np.float64(100), within=np.array([50, 150]))
+        .time_within, m.time_within)
+    with pytest.raises(ks.UnitError, match="must be a concentration"):
+        ks.metrics(ds, "dose", above="100 ng/mL/kg")
+
+
+def test_compare_one_window():
+    """per='session' reports one session, the first by default, any other by
+    window= (negative from the end), and its title says which."""
+    t = ks.grid("8 d", "10 min")
+    pop = ks.Population(20, seed=4)
+    reg = ks.Regimen([ks.Dose.bolus(f"{mg} mg", route="intranasal", time=f"{day} d")
+                      for mg, day in ((28, 0), (56, 3), (84, 7))])
+    ds = ks.run_scenarios([ks.Scenario("up", "domino", reg, population=pop,
+                                       times=t)])
+    cmax = ks.metrics(ds.sel(scenario="up"), "session").cmax.sel(analyte="ketamine")
+    med = [float(cmax.isel(session=k).median()) for k in range(3)]
+    assert med[0] < med[1] < med[2]  # three different sessions, told apart
+    for window, title, k in ((0, "session 1", 0), (1, "session 2", 1),
+                             (-1, "last session", 2),
+                             (-2, "session -2 (-1 is the last)", 1)):
+        table = ks.compare(ds, per="session", window=window)
+        assert str(table).startswith(f"ketamine, {title}: median")
+        got = table.to_dataset().value.sel(scenario="up", percentile=50).values[0]
+        assert got == pytest.approx(med[k], rel=1e-12)
+    with pytest.raises(ValueError, match=r"window=3 but scenario 'up' has 3 sessions"):
+        ks.compare(ds, per="session", window=3)
+    with pytest.raises(ValueError, match=r"window=1 picks a dose or a session"):
+        ks.compare(ds, window=1)
+    # levels in units
+    assert str(ks.compare(ds, above="0.05 mg/L")) == str(ks.compare(ds, above=50))
+
+
+def test_dose_at_the_last_output_time(tmp_path):
+    """A dose at the last output time is simulated (its pre-dose level is the
+    previous window's trough, no warning) but its window is empty: NaN metrics."""
+    import warnings
+
+    m = one_compartment(tmp_path)
+    t = ks.grid("24 h", "10 min")
+    reg = ks.Regimen.at([0, 24], ks.Dose.bolus("100 mg"), unit="h")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        traj = ks.simulate(m, reg, times=t)
+        streamed = ks.simulate(m, reg, times=t, output="metrics", above=500)
+    level = 2000 * np.exp(-24 * 10 / 50)  # just before the second dose
+    auc0 = 2000 * (1 - np.exp(-24 * 10 / 50)) / (10 / 50)
+    for got in (ks.metrics(traj, "dose", above=500), streamed):
+        np.testing.assert_allclose(got.auc.values[0, 0], [auc0, np.nan], rtol=1e-12)
+        for v in ("cmax", "tmax", "time_above"):
+            assert np.isnan(got[v].values[0, 0, 1]) and np.isfinite(
+                got[v].values[0, 0, 0]), v
+    np.testing.assert_allclose(traj.predose.values[0, 0], [0, level], rtol=1e-12)
+    np.testing.assert_allclose(streamed.predose.values[0, 0], [0, level], rtol=1e-12)
+    np.testing.assert_allclose(ks.metrics(traj, "dose").trough.values[0, 0, 0], level,
+                               rtol=1e-12)
+
+
+def test_session_with_some_doses_after_the_grid(tmp_path):
+    """A session whose later device falls after the last output time sums what was
+    simulated: its AUC is the AUC from its start to the last output time."""
+    m = one_compartment(tmp_path)
+    t = ks.grid("30 h", "10 min")
+    reg = ks.Regimen([ks.Dose.bolus("100 mg"),
+                      ks.Dose.bolus("100 mg", time="31 h", device=2)])
+    with pytest.warns(ks.GridWarning, match="1 of 2 doses"):
+        ds = ks.simulate(m, reg, times=t)
+    sess = ks.metrics(ds, "session")
+    assert sess.sizes["session"] == 1
+    want = 2000 * (1 - np.exp(-30 * 10 / 50)) / (10 / 50)
+    np.testing.assert_allclose(sess.auc.values[0, 0], [want], rtol=1e-12)
+    np.testing.assert_allclose(ks.metrics(ds, "course").auc.values[0, 0], [want],
+                               rtol=1e-12)
 

@@ -43,6 +43,10 @@ def test_perez_ruixo_nasal_dose_is_one_device():
                            rf"{got}\. Give one Dose per device"):
             ks.simulate(m, Dose.bolus(bad, route="intranasal"))
     ks.simulate(m, Dose.bolus("28 mg", route="intranasal"))  # one device: fine
+    # the label's salt amount, 32.3 mg HCl, is 28.005 mg of base: one device
+    ks.simulate(m, Dose.bolus("32.3 mg", route="intranasal", salt="hcl"))
+    with pytest.raises(ks.DoseError, match=r"got 28.61 mg of base \(from 33 mg hcl\)"):
+        ks.simulate(m, Dose.bolus("33 mg", route="intranasal", salt="hcl"))
 
 
 def test_perez_ruixo_oral_and_clearance():

@@ -25,7 +25,7 @@ def _route_regimen(model, route):
         dev = f"{r.device_mg:g} mg"
         return Regimen([Dose.bolus(dev, route=route, device=1),
                         Dose.bolus(dev, route=route, time="5 min", device=2)]), \
-            f"{2 * r.device_mg:g} mg as two {dev} devices 5 min apart"
+            f"{2 * r.device_mg:g} mg as two {r.device_mg:g}-mg devices 5 min apart"
     return Regimen([Dose.bolus("0.5 mg/kg", route=route)]), "0.5 mg/kg"
 
 

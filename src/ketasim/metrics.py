@@ -4,7 +4,9 @@ Windows: a dose's window runs from its start to the next dose's start (the last 
 the last output time); a session's from its first dose to the next session; the
 course's from t = 0 to the last output time. A window that starts after the last
 output time was not simulated: all its metrics are NaN (``simulate`` warns with a
-``GridWarning``), and so is the trough of the window before it.
+``GridWarning``), and so is the trough of the window before it. A window that starts
+at the last output time is empty: its metrics are NaN, while the level just before
+it is the previous window's trough.
 
 - Cmax and Tmax are read on the output grid (use a fine grid around peaks). Tie
   rule: walking forward in time, Tmax moves to a later output time only when the
@@ -53,8 +55,8 @@ def _edges(ds, starts):
     return np.append(e, t.size)
 
 
-def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
-            within: tuple[float, float] | None = None) -> xr.Dataset:
+def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None = None,
+            within: tuple | None = None) -> xr.Dataset:
     """Cmax, Tmax, AUC and trough (and time above/within thresholds, ng/mL) per
     ``per`` window, as a Dataset (subject, analyte, ``per``) with units.
 
@@ -74,7 +76,8 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
     if above is not None:
         above = to_ng_per_ml(above, what="above")
     if within is not None:
-        if not (isinstance(within, (tuple, list)) and len(within) == 2):
+        if isinstance(within, str) or not hasattr(within, "__len__") or \
+                len(within) != 2:
             raise TypeError(f"within must be a pair (low, high) of concentrations in "
                             f"ng/mL; got {within!r}")
         within = tuple(to_ng_per_ml(w, what="within") for w in within)
@@ -117,12 +120,12 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | None = None,
         lo, hi = within
         out["time_within"] = _time_between(ds, edges, lo, hi, dim,
                                            f"time within [{lo:g}, {hi:g}] ng/mL")
-    late = starts > t[-1]  # windows not simulated
-    for name in ("auc", "time_above", "time_within"):
+    empty = starts >= t[-1]  # windows with no output time after their start
+    for name in ("cmax", "tmax", "auc", "time_above", "time_within"):
         if name in out:
-            out[name].values[:, :, late] = np.nan
-    if "trough" in out:
-        out["trough"].values[:, :, :-1][:, :, late[1:]] = np.nan
+            out[name].values[:, :, empty] = np.nan
+    if "trough" in out:  # the level before a window that was not simulated
+        out["trough"].values[:, :, :-1][:, :, starts[1:] > t[-1]] = np.nan
     return out
 
 
@@ -131,7 +134,7 @@ def _auc(ds, groups, edges, dim) -> xr.DataArray:
         # doses after the last output time have no AUC (NaN); a window's AUC sums
         # its simulated doses (the last of them runs to the last output time)
         da = ds.dose_auc.values
-        simulated = ds.dose_time.values <= ds.time.values[-1]
+        simulated = ds.dose_time.values < ds.time.values[-1]  # non-empty windows
         vals = np.stack([da[:, :, g[simulated[g]]].sum(axis=2) for g in groups],
                         axis=2)
         method = "exact (integrated in the kernel)"

@@ -206,10 +206,12 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     all_t = times if times is not None else np.unique(np.concatenate(
         [v for v in table.observations.values() if v.size] or [np.array([0.0])]))
     t = _check_times(all_t)
+    # validity: once for the whole table, not once per subject
+    _subjects(model, dict(table.covariates), None)
     out = np.empty((len(table.ids), len(model.analytes), t.size))
     for k, sid in enumerate(table.ids):
         cov = {n: v[k] for n, v in table.covariates.items()}
-        n, c, over = _subjects(model, cov, None)
+        n, c, over = _subjects(model, cov, None, warn=False)
         params = model.individual_parameters(c, overrides=over, n=1)
         reg = table.regimens[sid]
         low = lower(model, reg, params, c["weight"], 1)

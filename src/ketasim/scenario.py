@@ -121,7 +121,7 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
 
 
 def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
-            analyte: str | None = None, above: float | None = None,
+            analyte: str | None = None, above: float | str | None = None,
             q=(5, 50, 95)) -> ComparisonTable:
     """Scenario × metric table: median [P5, P95] over subjects.
 
@@ -135,6 +135,13 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
         raise TypeError(f"window must be a whole number (0 = first, -1 = last); got "
                         f"{window!r}")
+    if per == "course" and window != 0:
+        raise ValueError(f"window={window} picks a dose or a session; give "
+                         f"per='dose' or per='session' with it")
+    if above is not None:
+        from .units import to_ng_per_ml
+
+        above = to_ng_per_ml(above, what="above")
     analyte = analyte or str(ds.analyte.values[0])
     if analyte not in ds.analyte.values:
         raise ValueError(f"no analyte {analyte!r} in these results; they have "
@@ -167,7 +174,7 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
         cols.append((f"time > {above:g}", "time_above"))
     label = ("over the course" if per == "course" else f"{per} {window + 1}"
              if window >= 0 else f"last {per}" if window == -1
-             else f"{per} {window} from the end")
+             else f"{per} {window} (-1 is the last)")
     return ComparisonTable(rows, cols, q, analyte, label)
 
 

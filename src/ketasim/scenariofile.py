@@ -48,6 +48,7 @@ from .dosing import Dose, Regimen
 from .modelfile import ModelFileError, _Table
 from .population import Population
 from .scenario import Scenario
+from .units import to_ng_per_ml
 
 __all__ = ["ScenarioFile", "ScenarioFileError", "load_scenarios"]
 
@@ -193,7 +194,9 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
     window = o.take("window", int, required=False, default=0)
     if per == "course" and "window" in o.data:
         o.fail("applies to per = 'dose' or 'session', not to the course", "window")
-    above = o.take("above", float, required=False)
+    above = o.take("above", (float, str), required=False)
+    if above is not None:
+        above = _call(o, to_ng_per_ml, value=above, what="output.above")
     analyte = o.take("analyte", str, required=False)
     o.done()
     times = _call(o, grid, end=end, step=step)

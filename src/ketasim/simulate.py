@@ -48,7 +48,6 @@ class GridWarning(UserWarning):
 
 # set while a Dask task simulates its chunk: the whole call has warned already
 _IN_CHUNK = contextvars.ContextVar("ketasim_in_chunk", default=False)
-_PACKAGE = str(Path(__file__).resolve().parent)
 
 
 def _stacklevel() -> int:
@@ -57,20 +56,29 @@ def _stacklevel() -> int:
     import sys
 
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame is not None and (
+            frame.f_globals.get("__name__", "") + ".").startswith("ketasim."):
         frame, level = frame.f_back, level + 1
     return level
 
 
+def _late(starts: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Doses that start after the last output time: not simulated (GridWarning;
+    every per-dose value NaN). A dose at the last output time is simulated (its
+    pre-dose level is the previous window's trough) but its window is empty, so
+    its window metrics are NaN too (``starts >= t[-1]``)."""
+    return np.asarray(starts, dtype=float) > t[-1]
+
+
 def _warn_late_doses(regimen: Regimen, t: np.ndarray) -> None:
     starts = np.array(regimen.times, dtype=float)
-    late = np.flatnonzero(starts > t[-1])
+    late = np.flatnonzero(_late(starts, t))
     if late.size and not _IN_CHUNK.get():
         end = t[-1]
         need = math.ceil(starts[-1] / 24.0)
         warnings.warn(
             f"{late.size} of {starts.size} doses start after the last output time "
-            f"({end:g} h = {end / 24:g} d), the first of them doses[{late[0]}] at "
+            f"({end:g} h = {end / 24:.3g} d), the first of them doses[{late[0]}] at "
             f"{starts[late[0]]:g} h: they are not simulated and their per-dose "
             f"metrics (Cmax, Tmax, AUC, pre-dose level, time above) are NaN. Extend "
             f"the output times past {starts[-1]:g} h (e.g. ks.grid(\"{need + 1} d\", "
@@ -140,8 +148,9 @@ def _check_times(times) -> np.ndarray:
     return np.ascontiguousarray(t)
 
 
-def _subjects(model: Model, covariates, parameters):
-    """Number of subjects, covariate arrays and parameter overrides, validated."""
+def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
+    """Number of subjects, covariate arrays and parameter overrides, validated;
+    a ValidityWarning for given covariates outside the model's ranges (``warn``)."""
     covariates = dict(covariates or {})
     parameters = dict(parameters or {})
     for name in covariates:
@@ -181,7 +190,7 @@ def _subjects(model: Model, covariates, parameters):
         cov.setdefault(name, np.broadcast_to(arrays[("covariate", name)], (n,)).copy())
     if np.any(cov["weight"] <= 0):
         raise ValueError("weight must be > 0 kg for every subject")
-    if not _IN_CHUNK.get():  # the covariates given, as for a Population's
+    if warn and not _IN_CHUNK.get():  # the covariates given, as a Population's
         from .population import validity_messages
 
         for msg in validity_messages(model, {k: cov[k] for k in covariates}):
@@ -222,7 +231,7 @@ def simulate(
     errors: str = "raise",
     progress: bool | str = "auto",
     output: str = "trajectories",
-    above: float | None = None,
+    above: float | str | None = None,
     chunk: int = 65_536,
     chunks: int | None = None,
     dose_windows: bool = True,
@@ -286,8 +295,9 @@ def simulate(
         the pre-dose level and, with ``above``, the time above that level, working
         through ``chunk`` subjects at a time, so memory stays bounded for millions
         of patients. Linear models only.
-    above : float, optional
-        Threshold (ng/mL) for the time-above metric in metrics mode.
+    above : float or str, optional
+        Threshold for the time-above metric in metrics mode: ng/mL, or a string
+        with a concentration unit such as ``"0.1 mg/L"``.
     chunk : int
         Subjects per chunk in metrics mode.
     dose_windows : bool
@@ -603,7 +613,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
             if population is not None:
                 idx = population.subjects[a:b]
                 _, cov, _, params = _population_params(model, regimen, population,
-                                                       parameters, idx, warn=a == 0)
+                                                       parameters, idx, warn=False)
             else:
                 cov = {k: v[a:b] for k, v in cov_all.items()}
                 params = model.individual_parameters(
@@ -620,19 +630,26 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
                 aucs[a:b], pre[a:b], status[a:b], states(A.shape[2]),
                 states(A.shape[2] - K))
             bar.update(b - a)
+    if population is not None and not _IN_CHUNK.get():  # all subjects, once
+        from .population import validity_messages
+
+        for msg in validity_messages(model, covs):
+            warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":
         raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
                          f"{bad[0]}): {_STATUS[4]}")
-    # windows that start after the last output time were never reached: the last
-    # reached dose's AUC runs to the last output time (the kernel's final slot),
-    # and every metric of an unreached window is NaN
-    late = starts > t[-1]
+    # windows that start after the last output time were not simulated: the last
+    # simulated dose's AUC runs to the last output time (the kernel's final slot);
+    # their metrics, and those of a window starting at t[-1] (empty), are NaN
+    late = _late(starts, t)
+    empty = starts >= t[-1]
     aucs[:, :, :-1][:, :, late] = aucs[:, :, -1:]
     pre[:, :, starts <= 0.0] = 0.0
     auc_w = aucs[:, :, 1:] - aucs[:, :, :-1]
-    for a in (cmax, tmax, tab, pre, auc_w):
-        a[:, :, late] = np.nan
+    for a in (cmax, tmax, tab, auc_w):
+        a[:, :, empty] = np.nan
+    pre[:, :, late] = np.nan
     dims = ("subject", "analyte", "dose")
     data = {
         "cmax": (dims, cmax, {"units": "ng/mL", "long_name": "Cmax per dose "
@@ -749,9 +766,8 @@ def _dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     predose[:, :, starts <= 0.0] = 0.0  # nothing is in the body before t = 0
     cum = vals[:, K:, D:]  # AUC at each dose start (clipped to end), then at end
     dose_auc = cum[:, :, 1:] - cum[:, :, :-1]
-    late = starts > end  # not simulated (GridWarning): no per-dose values
-    predose[:, :, late] = np.nan
-    dose_auc[:, :, late] = np.nan
+    predose[:, :, _late(starts, t)] = np.nan  # not simulated (GridWarning)
+    dose_auc[:, :, starts >= end] = np.nan  # and an empty window at t[-1]
     return np.ascontiguousarray(predose), np.ascontiguousarray(dose_auc)
 
 

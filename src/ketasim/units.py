@@ -240,10 +240,12 @@ def to_hours(value, *, what: str) -> float:
 def to_ng_per_ml(value, *, what: str) -> float:
     """A concentration level in ng/mL: a number is ng/mL; ``"100 ng/mL"``,
     ``"0.1 mg/L"`` convert. Finite and >= 0, or an error naming ``what``."""
+    if getattr(value, "ndim", None) == 0:  # numpy or xarray scalar
+        value = value.item()
     if isinstance(value, str):
         q = parse_quantity(value, what=what, default_unit="ng/mL")
         u = parse_unit(q.unit)
-        if u.dimension != "concentration":
+        if u.dimension != "concentration" or u.per_kg:
             raise UnitError(f"{what} must be a concentration such as 100 or "
                             f"'100 ng/mL'; got {value!r}")
         level = q.value * (u.factor / parse_unit("ng/mL").factor)
