@@ -113,3 +113,21 @@ def test_malformed_rows(tmp_path, text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(
             ")", r"\)")):
         read_nonmem(write(tmp_path, text), "domino")
+
+
+def test_validity_warning_once_per_table(tmp_path):
+    """A table with subjects outside the model's covariate ranges gets one
+    ValidityWarning counting all of them, not one per subject."""
+    import warnings
+
+    text = ("ID,TIME,EVID,AMT,CMT,AGE,WT\n"
+            + "".join(f"{i},0,1,5,1,{age},30\n{i},1,0,.,.,{age},30\n"
+                      for i, age in ((1, 8), (2, 30), (3, 40), (4, 10))))
+    tab = read_nonmem(write(tmp_path, text), "herd_2007")  # valid for age 1-14 y
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        simulate_nonmem("herd_2007", tab)
+    msgs = [str(w.message) for w in caught if issubclass(w.category,
+                                                         ks.ValidityWarning)]
+    assert msgs == ["2 of 4 patients have age outside [1, 14] y, the range model "
+                    "'herd_2007' was estimated on (observed 8-40)"]

@@ -267,3 +267,22 @@ def test_iov_block_path_equals_single_path(tmp_path):
     small = ks.simulate(p, reg, population=ks.Population(3, seed=8), times=times)
     np.testing.assert_array_equal(big.concentration.values[:3],
                                   small.concentration.values)
+
+
+def test_metrics_mode_validity_counts_every_chunk():
+    """output='metrics' runs a population chunk by chunk; the ValidityWarning counts
+    the patients of all chunks (it used to count the first chunk's)."""
+    import warnings
+
+    pop = ks.Population(30, seed=1)  # adults; herd_2007 is valid for age 1-14 y
+    kw = dict(population=pop, times=ks.grid("6 h", "30 min"), output="metrics")
+    with warnings.catch_warnings(record=True) as whole:
+        warnings.simplefilter("always")
+        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), **kw)
+    with warnings.catch_warnings(record=True) as chunked:
+        warnings.simplefilter("always")
+        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), chunk=10, **kw)
+    msgs = [str(w.message) for w in chunked]
+    assert msgs == [str(w.message) for w in whole]
+    assert any(m.startswith("30 of 30 patients have age outside") for m in msgs)
+    assert any("of 30 patients have weight outside" in m for m in msgs)
