@@ -87,7 +87,7 @@ def test_round_trip(tmp_path):
         assert got.times == reg.times
         assert [d.duration for d in got] == pytest.approx([40 / 60, None])
         assert [d.amount for d in got] == pytest.approx([35.0, 10.0])
-    np.testing.assert_allclose(tab.covariates["weight"], ds.weight.values, rtol=1e-5)
+    np.testing.assert_array_equal(tab.covariates["weight"], ds.weight.values)
     text = p.read_text().splitlines()
     assert text[0].startswith("ID,TIME,EVID,AMT,RATE,CMT,MDV,DV")
 
@@ -105,6 +105,14 @@ BAD = [
     ("ID,TIME,EVID,AMT,SS,II\n1,0,1,5,0,0\n1,1,1,5,1,12\n",
      "row 3: SS = 1 resets the subject"),
     ("ID,TIME,AMT\n1,0,5\n", "row 1 (header) has no EVID column"),
+    ("ID,TIME,EVID,AMT\n1,0,.,50\n", "row 2: EVID is empty"),
+    ("ID,TIME,EVID,AMT\n1,0,0,50\n", "row 2: AMT is set on an EVID 0 record"),
+    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,1.7\n", "row 2: column CMT must be a whole "
+     "number; got '1.7'"),
+    ("ID,TIME,EVID,AMT,ADDL,II\n1,0,1,5,1.5,12\n", "row 2: column ADDL must be a "
+     "whole number"),
+    ("ID,TIME,EVID,AMT,DUR\n1,0,1,5,2\n", "row 2: DUR is set but RATE is 0"),
+    ("ID,TIME,EVID,AMT,II\n1,0,1,5,-12\n", "row 2: II must be >= 0 h"),
 ]
 
 
@@ -131,3 +139,87 @@ def test_validity_warning_once_per_table(tmp_path):
                                                          ks.ValidityWarning)]
     assert msgs == ["2 of 4 patients have age outside [1, 14] y, the range model "
                     "'herd_2007' was estimated on (observed 8-40)"]
+
+
+def one_cpt_bolus(t, doses):
+    """ng/mL of 1-compartment boluses (V 50 L, CL 10 L/h): (time, mg) pairs."""
+    k = 10 / 50
+    return sum(mg / 50 * 1000 * np.exp(-k * (t - td)) * (t >= td) for td, mg in doses)
+
+
+def ss_history(t, t_ss, mg, ii):
+    """The steady state an SS record adds: the same dose every ii before t_ss."""
+    k = 10 / 50
+    return mg / 50 * 1000 * np.exp(-k * (t - t_ss)) * np.exp(-k * ii) / (
+        1 - np.exp(-k * ii)) * (t >= t_ss)
+
+
+def test_steady_state_after_addl_doses_and_twice(tmp_path):
+    """The SS record's own dose gets the steady state, also when ADDL copies of an
+    earlier record sort before it, and every SS record of a subject counts."""
+    m = one_compartment(tmp_path)
+    text = ("ID,TIME,EVID,AMT,CMT,II,ADDL,SS\n"
+            "1,0,1,50,1,12,3,0\n1,24,1,20,1,24,0,2\n"  # SS at 24 h after 0, 12 h
+            "2,0,1,10,1,12,0,1\n2,24,1,20,1,24,0,2\n")  # two SS records
+    tab = read_nonmem(write(tmp_path, text), m)
+    t = np.array([1.0, 25.0, 37.0, 50.0])
+    ds = simulate_nonmem(m, tab, times=t)
+    want1 = one_cpt_bolus(t, [(0, 50), (12, 50), (24, 50), (36, 50), (24, 20)]) + \
+        ss_history(t, 24.0, 20, 24.0)
+    want2 = one_cpt_bolus(t, [(0, 10), (24, 20)]) + ss_history(t, 0.0, 10, 12.0) + \
+        ss_history(t, 24.0, 20, 24.0)
+    np.testing.assert_allclose(ds.concentration.values[:, 0], [want1, want2],
+                               rtol=1e-10)
+
+
+def test_steady_state_with_input_longer_than_the_interval_is_rejected(tmp_path):
+    text = "ID,TIME,EVID,AMT,RATE,CMT,II,SS\n1,0,1,50,2.5,1,12,1\n"  # 20 h > 12 h
+    tab = read_nonmem(write(tmp_path, text), "domino")
+    with pytest.raises(ValueError, match=r"input lasts 20 h .* longer than II = 12 h"):
+        simulate_nonmem("domino", tab, times=[1.0])
+
+
+def test_devices_are_read_and_written(tmp_path):
+    """A route that absorbs per device needs DEVICE; with it, a table gives what
+    simulate gives for the same regimen, and write_nonmem writes it back."""
+    reg = ks.esketamine_induction("84 mg", weeks=1, continuation_weeks=0)
+    t = ks.grid("4 d", "30 min")
+    ds = ks.simulate("perez_ruixo_2021", reg, times=t, covariates={"weight": 70})
+    p = write_nonmem(ds, tmp_path / "spray.csv", analyte="esketamine")
+    routes = {1: "intranasal"}
+    tab = read_nonmem(p, "perez_ruixo_2021", route_by_cmt=routes)
+    assert [d.device for d in tab.regimens[0]] == [d.device for d in reg]
+    back = simulate_nonmem("perez_ruixo_2021", tab)
+    np.testing.assert_allclose(back.concentration.values[0], ds.concentration.values[0],
+                               rtol=1e-12)
+    assert back.observed_time.values.all()
+    lines = [x.split(",") for x in p.read_text().splitlines()]
+    assert lines[0][8] == "DEVICE"
+    lines = [",".join(x[:8] + x[9:]) for x in lines]  # the table without DEVICE
+    with pytest.raises(ValueError, match="add a DEVICE column"):
+        read_nonmem(write(tmp_path, "\n".join(lines) + "\n", "nodev.csv"),
+                    "perez_ruixo_2021", route_by_cmt=routes)
+    with pytest.raises(ValueError, match=r"2 analytes \(esketamine, noresketamine\)"):
+        write_nonmem(ds, tmp_path / "x.csv")
+
+
+def test_write_needs_one_scenario(tmp_path):
+    t = ks.grid("1 d", "1 h")
+    ds = ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), times=t),
+                           ks.Scenario("b", "domino", ks.Regimen.at(
+                               [0, 12], ks.Dose.bolus("5 mg"), unit="h"), times=t)])
+    with pytest.raises(ValueError, match=r"select it first, e.g. "
+                       r"ds.sel\(scenario='a'\)"):
+        write_nonmem(ds, tmp_path / "x.csv")
+    p = write_nonmem(ds.sel(scenario="a"), tmp_path / "a.csv")  # padding dropped
+    tab = read_nonmem(p, "domino")
+    assert tab.regimens[0].times == (0.0,)
+
+
+def test_observed_time_marks_each_subjects_records(tmp_path):
+    tab = read_nonmem(write(tmp_path, CSV), "domino")
+    ds = simulate_nonmem("domino", tab)
+    np.testing.assert_array_equal(ds.time.values, [1.0, 2.0])
+    np.testing.assert_array_equal(ds.observed_time.values, [[True, False],
+                                                            [False, True]])
+

@@ -257,6 +257,28 @@ def test_iov_switches_rate_matrix_per_session(tmp_path, times):
                                    np.array(ref) / 50 * 1000, rtol=1e-10)
 
 
+def test_adding_sessions_leaves_earlier_sessions_alone(tmp_path):
+    """A patient's first sessions get the same inter-occasion effects whether or not
+    more sessions follow, so 'course' vs 'course + boosters' on one Population
+    differ only by the boosters (they used to be drawn in an order that depended on
+    the number of sessions)."""
+    p = tmp_path / "iov.toml"
+    p.write_text(IOV_MODEL)
+    m = ks.load_model(p)
+    pop = ks.Population(50, seed=3)
+    two, five = pop.iov_etas(m, pop.subjects, 2), pop.iov_etas(m, pop.subjects, 5)
+    for name in ("ka", "F"):
+        np.testing.assert_array_equal(five[name][:, :2], two[name])
+        assert np.std(five[name][:, 2:]) > 0.1  # later sessions drawn, not zero
+    short = ks.Regimen([ks.Dose.bolus("100 mg", route="oral")])
+    long = short + ks.Regimen([ks.Dose.bolus("100 mg", route="oral", time="3 d")])
+    t = ks.grid("2 d", "1 h")
+    a = ks.simulate(m, short, population=pop, times=t)
+    with pytest.warns(ks.GridWarning):
+        b = ks.simulate(m, long, population=pop, times=t)
+    np.testing.assert_array_equal(a.concentration.values, b.concentration.values)
+
+
 def test_iov_block_path_equals_single_path(tmp_path):
     p = tmp_path / "iov.toml"
     p.write_text(IOV_MODEL)

@@ -3,13 +3,19 @@ simulated results back in the same layout.
 
 Columns (case-insensitive): ID, TIME (h), EVID (0 observation, 1 dose, 2 other —
 ignored), AMT (mg), RATE (mg/h; 0 bolus; -2 duration from DUR, h), CMT, II (h), ADDL,
-SS (0, 1, 2), MDV, DV, and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT, BMI,
+SS (0, 1, 2), MDV (1 on an EVID 0 row: not an observation), DV, DEVICE (position of
+a nasal-spray device within its session, 1, 2, ...; required for routes whose
+absorption depends on it), and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT, BMI,
 FEMALE, ASIAN, JAPANESE; the first value per subject is used). Row numbers in errors
 count the header as row 1, so they match a spreadsheet or ``nl -ba``.
 
 Steady state (SS = 1 or 2) is exact for linear models: the state just before the
 steady-state dose is ``x_ss = (I - E(II))^-1 b``, with ``E(II) = expm(A II)`` and
 ``b`` the state one interval after a single dose from zero, both for that subject.
+Each SS record adds its own steady state (SS = 1 only on a subject's first dose).
+A dose whose input outlasts II (an infusion, zero-order absorption or lag longer
+than the interval) has overlapping doses at steady state, which is not implemented:
+it is rejected.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ COVARIATE_COLUMNS = {"WT": "weight", "WEIGHT": "weight", "AGE": "age",
                      "HT": "height", "HEIGHT": "height", "BMI": "bmi",
                      "FEMALE": "female", "ASIAN": "asian", "JAPANESE": "japanese"}
 KNOWN = {"ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV", "DV",
-         "DUR"}
+         "DUR", "DEVICE"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ class EventTable:
     regimens: dict
     covariates: dict[str, np.ndarray]
     observations: dict
-    steady_state: dict = field(default_factory=dict)  # id -> (dose index, II, SS)
+    # id -> [(dose index, II, SS), ...] in time order
+    steady_state: dict = field(default_factory=dict)
 
 
 def _route_map(model: Model, route_by_cmt):
@@ -97,6 +104,16 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
                              f"{text!r}")
         return v
 
+    def whole(r, i, name, default=None):
+        v = num(r, i, name, default)
+        if v is not None and not float(v).is_integer():
+            raise ValueError(f"{path}: row {i}: column {name} must be a whole number; "
+                             f"got {r[col[name]].strip()!r}")
+        return None if v is None else int(v)
+
+    def given(r, name):
+        return name in col and r[col[name]].strip() not in ("", ".")
+
     ids: list = []
     doses: dict = {}
     obs: dict = {}
@@ -127,11 +144,20 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
                              f"record of ID {sid} ({last_time[sid]:g} h); sort each "
                              "subject's records by time")
         last_time[sid] = t
-        evid = num(r, i, "EVID", 0.0)
-        if evid == 0:
+        if "EVID" in col and not given(r, "EVID"):
+            raise ValueError(f"{path}: row {i}: EVID is empty; write 0 (observation), "
+                             "1 (dose) or 2 (other)")
+        evid = whole(r, i, "EVID", 0)
+        if evid in (0, 2):
+            for name in ("AMT", "RATE", "DUR", "II", "ADDL", "SS", "DEVICE"):
+                if given(r, name) and num(r, i, name) != 0:
+                    raise ValueError(f"{path}: row {i}: {name} is set on an EVID "
+                                     f"{evid} record (not a dose); make it a dose "
+                                     "record (EVID 1) or clear the column")
+        if evid == 0 and whole(r, i, "MDV", 0) == 0:
             obs[sid].append(t)
             continue
-        if evid == 2:
+        if evid in (0, 2):
             continue
         if evid != 1:
             raise ValueError(f"{path}: row {i}: EVID {evid:g} is not supported "
@@ -141,12 +167,15 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if amt is None or amt <= 0:
             raise ValueError(f"{path}: row {i}: a dose needs AMT > 0 mg; got "
                              f"{r[col['AMT']]!r}")
-        cmt = int(num(r, i, "CMT", 1.0))
+        cmt = whole(r, i, "CMT", 1)
         if cmt not in routes:
             raise ValueError(f"{path}: row {i}: CMT {cmt} has no route; map it with "
                              f"route_by_cmt (now {routes})")
         rate = num(r, i, "RATE", 0.0)
         dur = None
+        if given(r, "DUR") and rate != -2:
+            raise ValueError(f"{path}: row {i}: DUR is set but RATE is {rate:g}; a "
+                             "duration applies with RATE = -2")
         if rate == -2:
             dur = num(r, i, "DUR")
             if dur is None or dur <= 0:
@@ -157,8 +186,11 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
             raise ValueError(f"{path}: row {i}: RATE must be 0, > 0 or -2; got "
                              f"{rate:g}")
         ii = num(r, i, "II", 0.0)
-        addl = int(num(r, i, "ADDL", 0.0))
-        ssv = int(num(r, i, "SS", 0.0))
+        addl = whole(r, i, "ADDL", 0)
+        ssv = whole(r, i, "SS", 0)
+        device = whole(r, i, "DEVICE")
+        if ii < 0:
+            raise ValueError(f"{path}: row {i}: II must be >= 0 h; got {ii:g}")
         if addl < 0 or (addl > 0 and ii <= 0):
             raise ValueError(f"{path}: row {i}: ADDL {addl} needs II > 0 h; got "
                              f"II {ii:g}")
@@ -170,17 +202,26 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
             raise ValueError(f"{path}: row {i}: SS = 1 resets the subject, which is "
                              "supported only on its first dose record; use SS = 2")
         route = routes[cmt]
+        if model.routes[route].device_mg is not None and device is None:
+            raise ValueError(
+                f"{path}: row {i}: route {route!r} of model {model.id!r} absorbs "
+                f"per device (less from the second of a session): add a DEVICE "
+                f"column, 1 for the first device of a session, 2, 3, ... after it")
         try:
-            d = Dose((amt, "mg"), route=route, time=t, duration=dur)
+            d = Dose((amt, "mg"), route=route, time=t, duration=dur, device=device)
         except ValueError as exc:
             raise ValueError(f"{path}: row {i}: {exc}") from None
         if ssv:
-            ss[sid] = (len(doses[sid]), ii, ssv)
+            ss.setdefault(sid, []).append((d, ii, ssv))
         doses[sid] += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
     regimens = {}
+    steady = {}
     for sid in ids:
         ds = sorted(doses[sid], key=lambda d: d.time)
         regimens[sid] = Regimen(ds)
+        if sid in ss:  # the SS doses' places after sorting in the ADDL copies
+            steady[sid] = [(next(k for k, x in enumerate(ds) if x is d), ii, v)
+                           for d, ii, v in ss[sid]]
     covs = {name: np.array([v.get(sid, np.nan) for sid in ids], dtype=float)
             for name, v in cov.items()}
     for name, v in covs.items():
@@ -188,14 +229,17 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
             raise ValueError(f"{path}: covariate {name} is missing for ID "
                              f"{ids[int(np.argmax(np.isnan(v)))]}")
     return EventTable(tuple(ids), regimens, covs,
-                      {k: np.array(v) for k, v in obs.items()}, ss)
+                      {k: np.array(v) for k, v in obs.items()}, steady)
 
 
 def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     """Simulate every subject of ``table`` (its own regimen and covariates), at its
     observation times (or ``times``), with exact steady state for SS records.
-    Returns a Dataset with ``subject`` = the table's IDs and a ``observed_time``
-    mask; subjects are stacked on the union of their times."""
+    Returns a Dataset with ``subject`` = the table's IDs on the union of all
+    subjects' observation times (or ``times``), and ``observed_time`` (subject,
+    time), True where that subject has an observation record. It has no dose
+    table (each subject has its own regimen), so ``write_nonmem`` writes its
+    observation records only."""
     from ._kernels.linear import population_linear, states
     from ._lower import lower
     from .simulate import _check_times, _subjects
@@ -216,17 +260,20 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         reg = table.regimens[sid]
         low = lower(model, reg, params, c["weight"], 1)
         ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
-        if sid in table.steady_state:
-            ev = _with_steady_state(model, reg, params, c, low, ev,
-                                    table.steady_state[sid])
+        for spec in table.steady_state.get(sid, ()):
+            ev = _with_steady_state(model, reg, params, c, low, ev, spec)
         status = np.zeros(1, dtype=np.int64)
         buf = np.empty((1, len(model.analytes), t.size))
         population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
                           states(low.A.shape[2]), states(low.A.shape[2]))
         out[k] = buf[0]
+    seen = np.array([np.isin(t, table.observations[sid]) for sid in table.ids])
     ds = xr.Dataset(
         {"concentration": (("subject", "analyte", "time"), out,
-                           {"units": "ng/mL", "long_name": "plasma concentration"})},
+                           {"units": "ng/mL", "long_name": "plasma concentration"}),
+         "observed_time": (("subject", "time"), seen,
+                           {"long_name": "the subject has an observation record at "
+                            "this time"})},
         coords={"subject": list(table.ids), "analyte": list(model.analyte_names),
                 "time": ("time", t, {"units": "h"})},
         attrs={"model_id": model.id, "source": "NONMEM event table"})
@@ -245,6 +292,12 @@ def _with_steady_state(model, reg, params, cov, low, ev, spec):
     idx, ii, _ = spec
     d = reg.doses[idx]
     one = lower(model, Regimen([d.at(0.0)]), params, cov["weight"], 1)
+    if one.ev_time.size and one.ev_time.max() > ii:
+        raise ValueError(
+            f"steady state (SS) at {d.time:g} h: the dose's input lasts "
+            f"{one.ev_time.max():g} h (infusion, zero-order absorption or lag), longer "
+            f"than II = {ii:g} h, so doses overlap at steady state, which is not "
+            f"implemented; give the doses explicitly (ADDL) instead of SS")
     # state one interval after a single dose from zero, via the exact propagator
     A = one.A[0, 0]
     n = A.shape[0]
@@ -289,15 +342,43 @@ def _with_steady_state(model, reg, params, cov, low, ev, spec):
 def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                  cmt_by_route: dict | None = None) -> Path:
     """Write a simulation Dataset as a NONMEM-style CSV: per subject its dose
-    records (AMT in mg of base actually given, RATE in mg/h, CMT) and one
-    observation record per output time with DV = concentration (ng/mL)."""
-    an = analyte or str(ds.analyte.values[0])
-    routes = [str(r) for r in ds.dose_route.values] if "dose_route" in ds else []
+    records (AMT in mg of base actually given, RATE in mg/h, CMT, and DEVICE when
+    doses carry one) and one observation record per output time with DV =
+    concentration (ng/mL) of ``analyte``. A Dataset with several analytes needs
+    ``analyte=`` (one DV per file); a scenario Dataset needs one scenario selected.
+    A Dataset without a dose table (``simulate_nonmem``'s) gives observation
+    records only."""
+    if "scenario" in ds.dims:
+        raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
+                         f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
+    names = [str(a) for a in ds.analyte.values]
+    if analyte is None:
+        have = [a for a in names
+                if not np.all(np.isnan(ds.concentration.sel(analyte=a).values))]
+        if len(have) > 1:
+            raise ValueError(f"this Dataset has {len(have)} analytes "
+                             f"({', '.join(have)}); a NONMEM file holds one DV: pass "
+                             f"analyte=... (and write one file per analyte)")
+        an = have[0] if have else names[0]
+    elif analyte not in names:
+        raise ValueError(f"no analyte {analyte!r}; the Dataset has "
+                         f"{', '.join(names)}")
+    else:
+        an = analyte
+    if "dose_route" in ds:  # a scenario's padding doses have no time
+        keep = np.flatnonzero(np.isfinite(ds.dose_time.values.astype(float)))
+    else:
+        keep = np.array([], dtype=int)
+    routes = [str(ds.dose_route.values[i]) for i in keep]
     cmt_by_route = cmt_by_route or {r: i + 1 for i, r in
                                     enumerate(dict.fromkeys(routes))}
-    covs = [c for c in ("weight", "age", "height", "female", "asian", "japanese")
-            if c in ds.coords]
-    head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + [
+    devices = (ds.dose_device.values if "dose_device" in ds
+               else np.zeros(ds.sizes.get("dose", 0), dtype=np.int64))
+    with_device = bool(np.any(devices[keep] > 0)) if keep.size else False
+    covs = [c for c in ("weight", "age", "height", "bmi", "female", "asian",
+                        "japanese") if c in ds.coords]
+    head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + \
+        (["DEVICE"] if with_device else []) + [
         {"weight": "WT", "age": "AGE", "height": "HT"}.get(c, c.upper()) for c in covs]
     c = ds.concentration.sel(analyte=an).values
     t = ds.time.values
@@ -307,18 +388,21 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
         w.writerow(head)
         for s in range(ds.sizes["subject"]):
             sid = ds.subject.values[s]
-            cv = [f"{float(ds[k].values[s]):g}" for k in covs]
+            cv = [f"{float(ds[k].values[s]):.17g}" for k in covs]
+            nodev = ["."] if with_device else []
             recs = []
-            for i, route in enumerate(routes):
+            for i, route in zip(keep, routes, strict=True):
                 amt = float(ds.dose_mg.values[s, i])
                 dur = float(ds.dose_duration.values[i])
                 rate = amt / dur if np.isfinite(dur) else 0.0
+                dev = [int(devices[i]) if devices[i] > 0 else "."] if with_device \
+                    else []
                 recs.append((float(ds.dose_time.values[i]), 0, [
-                    sid, f"{ds.dose_time.values[i]:.10g}", 1, f"{amt:.10g}",
-                    f"{rate:.10g}", cmt_by_route[route], 1, "."] + cv))
+                    sid, f"{ds.dose_time.values[i]:.17g}", 1, f"{amt:.17g}",
+                    f"{rate:.17g}", cmt_by_route[route], 1, "."] + dev + cv))
             for j in range(t.size):
-                recs.append((float(t[j]), 1, [sid, f"{t[j]:.10g}", 0, ".", ".", ".",
-                                              0, f"{c[s, j]:.10g}"] + cv))
+                recs.append((float(t[j]), 1, [sid, f"{t[j]:.17g}", 0, ".", ".", ".",
+                                              0, f"{c[s, j]:.17g}"] + nodev + cv))
             for _, _, row in sorted(recs, key=lambda x: (x[0], x[1])):
                 w.writerow(row)
     return path

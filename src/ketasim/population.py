@@ -209,14 +209,19 @@ class Population:
 
     def iov_etas(self, model: Model, subjects, n_occasions: int
                  ) -> dict[str, np.ndarray]:
-        """Inter-occasion random effects, shape (len(subjects), n_occasions)."""
+        """Inter-occasion random effects, shape (len(subjects), n_occasions).
+
+        Draws are laid out occasion by occasion (draw ``m * len(var) + i`` for
+        occasion m, variable i), so a patient's first sessions get the same effects
+        whether or not more sessions follow: a course and the same course with
+        boosters differ only by the boosters."""
         idx = np.asarray(subjects, dtype=np.int64)
         var = [v for v in model.variability if v.iov_omega > 0]
         if not self.iov or not var:
             return {}
-        z = normals(self.seed, "iov", idx, len(var) * n_occasions)
-        return {v.parameter: z[:, i * n_occasions:(i + 1) * n_occasions] * v.iov_omega
-                for i, v in enumerate(var)}
+        z = normals(self.seed, "iov", idx, len(var) * n_occasions).reshape(
+            idx.size, n_occasions, len(var))
+        return {v.parameter: z[:, :, i] * v.iov_omega for i, v in enumerate(var)}
 
     def check_validity(self, model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
         """Messages for covariates outside the model's validity ranges."""

@@ -254,8 +254,10 @@ def simulate(
         with typical parameters.
     covariates : mapping, optional
         Covariate name -> scalar or per-subject array (``weight`` in kg, ``age`` in
-        years, ...). Missing covariates take the model's reference values. Not
-        combined with ``population`` (give the table to ``Population`` instead).
+        years, ...). Missing covariates take the model's reference values; a
+        missing weight is the model's reference weight, or 70 kg when the model
+        has none (it scales mg/kg doses). Not combined with ``population`` (give
+        the table to ``Population`` instead).
     parameters : mapping, optional
         Parameter name -> scalar or per-subject array of *individual* values in the
         model file's unit for that parameter (per-kg units are still scaled by
@@ -871,6 +873,10 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, statu
         "dose_route": ("dose", [d.route for d in regimen.doses]),
         "dose_session": ("dose", sessions(regimen), {
             "long_name": "dosing session (devices of one session share it)"}),
+        "dose_device": ("dose", np.array([d.device or 0 for d in regimen.doses],
+                                         dtype=np.int64),
+                        {"long_name": "nasal-spray device within its session (0: "
+                         "not a device)"}),
         "dose_duration": ("dose", np.array([np.nan if d.duration is None
                                             else d.duration for d in regimen.doses]),
                           {"units": "h", "long_name": "infusion duration (NaN: bolus "
