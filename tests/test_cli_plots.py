@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pytest
 import xarray as xr
 
 import ketasim as ks
@@ -48,10 +49,39 @@ def test_figures_are_labelled():
     assert ax.get_ylabel() == "ketamine (ng/mL)" and ax.get_xlabel() == "time (days)"
     assert [a.get_title() for a in fig.axes] == ["a", "b"]
     fig = plot_exposure(ds, "auc")
-    assert fig.axes[0].get_ylabel() == "auc (ng*h/mL)"
+    assert fig.axes[0].get_ylabel() == "ketamine auc (ng*h/mL)"
     fig = plot_bands(ds.sel(scenario="a"))
     assert fig.axes[0].get_ylabel() == "ketamine (ng/mL)"
     assert np.isfinite(fig.axes[0].lines[0].get_ydata()).all()
+    with pytest.raises(ValueError, match="plot_bands draws one result; for a "
+                       "scenario Dataset use plot_scenarios"):
+        plot_bands(ds)
+    fig = plot_scenarios(ds.sel(scenario="a"))  # one panel, named
+    assert [a.get_title() for a in fig.axes] == ["a"]
+    one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t)
+    assert [a.get_title() for a in plot_scenarios(one).axes] == ["domino"]
+
+
+def test_figures_of_mixed_drugs_and_single_times():
+    """Each scenario is drawn with its own drug; one output time still shows."""
+    t = ks.grid("8 d", "1 h")
+    pop = ks.Population(10, seed=1)
+    ds = ks.run_scenarios([
+        ks.Scenario("ket", "domino", ks.six_infusion_course(sessions=2),
+                    population=pop, times=t),
+        ks.Scenario("esk", "perez_ruixo_2021",
+                    ks.esketamine_induction("56 mg", weeks=1, continuation_weeks=0),
+                    population=pop, times=t)])
+    fig = plot_exposure(ds, "cmax")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "esketamine / ketamine cmax (ng/mL)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "ket (ketamine)", "esk (esketamine)"]
+    boxes = [p for p in ax.patches]
+    assert len(boxes) == 4  # two sessions each, none empty
+    one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[1.0])
+    fig = plot_bands(one)
+    assert fig.axes[0].lines[0].get_marker() == "o"
 
 
 def test_docs_pages_for_every_model_and_route(tmp_path, capsys):

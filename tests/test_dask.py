@@ -100,3 +100,30 @@ def test_doses_after_the_grid_warn_once_not_per_chunk(case):
     for name in ("concentration", "dose_auc", "predose"):
         np.testing.assert_array_equal(got[name].values, want[name].values)
     assert np.isnan(got.dose_auc.values[:, :, 1]).all()
+
+
+def test_chunked_runs_label_and_draw_by_patient():
+    """Residual noise, subject labels and provenance depend on the patient, not on
+    the chunk: a chunked run equals the in-memory run, and a subset is labelled
+    with its patients' indices either way."""
+    pop = ks.Population(40, seed=6)
+    t = ks.grid("1 d", "2 h")
+    dose = ks.Dose.infusion("20 mg", duration="40 min")
+    kw = dict(population=pop, times=t, residual=True)
+    full = ks.simulate("fanta_2015", dose, **kw)
+    lazy = ks.simulate("fanta_2015", dose, chunks=10, **kw)
+    assert lazy.attrs["population"] == full.attrs["population"] == repr(pop)
+    got = lazy.compute()
+    np.testing.assert_array_equal(got.observed.values, full.observed.values)
+    ratio = full.observed.values[:, 0, 3] / full.concentration.values[:, 0, 3]
+    assert np.unique(ratio).size == 40  # every patient its own noise
+    part = pop.subset(10, 20)
+    mem = ks.simulate("fanta_2015", dose, population=part, times=t, residual=True)
+    dsk = ks.simulate("fanta_2015", dose, population=part, times=t, residual=True,
+                      chunks=5).compute()
+    np.testing.assert_array_equal(mem.subject.values, np.arange(10, 20))
+    np.testing.assert_array_equal(dsk.subject.values, np.arange(10, 20))
+    np.testing.assert_array_equal(mem.observed.values, full.observed.values[10:20])
+    np.testing.assert_array_equal(dsk.observed.values, mem.observed.values)
+    m = ks.simulate("fanta_2015", dose, population=part, times=t, output="metrics")
+    np.testing.assert_array_equal(m.subject.values, np.arange(10, 20))

@@ -308,3 +308,24 @@ def test_metrics_mode_validity_counts_every_chunk():
     assert msgs == [str(w.message) for w in whole]
     assert any(m.startswith("30 of 30 patients have age outside") for m in msgs)
     assert any("of 30 patients have weight outside" in m for m in msgs)
+
+
+def test_iov_on_an_observed_volume_is_rejected(tmp_path):
+    """The kernels convert amounts to concentrations with one volume per subject;
+    a per-session volume of the observed compartment would be used for session 1
+    only, so it is an error rather than a silently wrong concentration."""
+    p = tmp_path / "iov_v.toml"
+    p.write_text(IOV_MODEL.replace("[variability.ka]", "[variability.V]\n"
+                                   "distribution = \"lognormal\"\niov_omega = 0.3\n"
+                                   "source = \"test\"\n[variability.ka]"))
+    m = ks.load_model(p)
+    reg = ks.Regimen([ks.Dose.bolus("100 mg", route="oral"),
+                      ks.Dose.bolus("100 mg", route="oral", time="6 h")])
+    with pytest.raises(ValueError, match=r"changes the volume of an observed "
+                       r"compartment \(V\) from occasion 1 to 2"):
+        ks.simulate(m, reg, population=ks.Population(3, seed=1), times=[1.0, 8.0])
+    one = ks.simulate(m, reg.doses[0], population=ks.Population(3, seed=1),
+                      times=[1.0])  # one session: nothing switches
+    assert np.all(one.concentration.values > 0)
+    ks.simulate(m, reg, population=ks.Population(3, seed=1, iov=False),
+                times=[1.0, 8.0])

@@ -425,3 +425,26 @@ def test_racemic_dose_to_enantiomer_model(tmp_path):
     s50 = ks.simulate(split, Dose.bolus("50 mg"), times=[1.0])
     np.testing.assert_allclose(half.concentration, s50.concentration, rtol=1e-15)
     assert half.dose_mg.item() == 50.0
+
+
+def test_weight_from_height_and_bmi():
+    """Given height and BMI but no weight, weight is BMI x height^2 (as Population
+    derives it), not the 70-kg default; a mg/kg dose scales with it."""
+    h, bmi = np.array([150.0, 190.0]), np.array([20.0, 30.0])
+    ds = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
+                     covariates={"height": h, "bmi": bmi})
+    w = bmi * (h / 100) ** 2
+    np.testing.assert_allclose(ds.weight.values, w, rtol=1e-15)
+    np.testing.assert_allclose(ds.dose_mg.values[:, 0], w, rtol=1e-15)
+    lazy = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
+                       covariates={"height": h, "bmi": bmi}, chunks=1)
+    np.testing.assert_allclose(lazy.weight.values, w, rtol=1e-15)
+
+
+def test_metrics_mode_carries_the_models_provenance():
+    m = ks.simulate("domino", Dose.bolus("5 mg"), times=[0.0, 1.0], output="metrics")
+    ds = ks.simulate("domino", Dose.bolus("5 mg"), times=[0.0, 1.0])
+    for key in ("model_id", "model_name", "references", "model_sha256",
+                "ketasim_version", "model_grade"):
+        assert m.attrs[key] == ds.attrs[key], key
+    assert "Domino" in m.attrs["references"]

@@ -210,6 +210,16 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                   for p in (occ_params if switch else occ_params[:1])], axis=1)
     A = np.ascontiguousarray(A)
     obs_full, scale = model.observation(occ_params[0], n)
+    for m, p in enumerate(occ_params[1:], start=2):
+        if not np.array_equal(model.observation(p, n)[1], scale):
+            vols = sorted({c.volume for c in model.compartments
+                           if c.analyte is not None and c.volume is not None})
+            raise ValueError(
+                f"model {model.id!r}: inter-occasion variability changes the volume "
+                f"of an observed compartment ({', '.join(vols)}) from occasion 1 to "
+                f"{m}; the exact kernels convert amounts with one volume per "
+                f"subject, so this is not supported. Put the IOV on clearances or "
+                f"absorption, or simulate with Population(iov=False)")
     obs = np.array([index[model.compartment_names[i]] for i in obs_full],
                    dtype=np.int64)
     return Lowered(A, ev_time, ev_cmt, ev_kind, ev_value, obs,

@@ -19,16 +19,23 @@ def _time_axis(t: np.ndarray) -> tuple[np.ndarray, str]:
     return (t / 24.0, "time (days)") if t[-1] > 72 else (t, "time (h)")
 
 
+def _present(ds: xr.Dataset) -> list[str]:
+    """Analytes with any value (a scenario Dataset pads other models' with NaN)."""
+    keep = ~np.all(np.isnan(ds.concentration.values), axis=(0, 2))
+    return [str(a) for a in ds.analyte.values[keep]] or [str(ds.analyte.values[0])]
+
+
 def _band(ax, ds, analyte, color, label, spaghetti, q):
     c = ds.concentration.sel(analyte=analyte)
     x, xlabel = _time_axis(ds.time.values)
     lo, med, hi = np.nanpercentile(c.values, q, axis=0)
+    marker = "o" if x.size < 3 else None  # a line needs two points
     if c.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
                         label=f"{label} P{q[0]}–P{q[2]}")
-    ax.plot(x, med, color=color, lw=1.5, label=f"{label} median")
+    ax.plot(x, med, color=color, lw=1.5, marker=marker, label=f"{label} median")
     for i in range(min(spaghetti, c.shape[0])):
-        ax.plot(x, c.values[i], color=color, lw=0.5, alpha=0.5)
+        ax.plot(x, c.values[i], color=color, lw=0.5, alpha=0.5, marker=marker)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{analyte} ({c.attrs.get('units', 'ng/mL')})")
     ax.grid(alpha=0.3)
@@ -37,11 +44,15 @@ def _band(ax, ds, analyte, color, label, spaghetti, q):
 def plot_bands(ds: xr.Dataset, analyte: str | None = None, *, spaghetti: int = 5,
                q=(5, 50, 95), ax=None, log: bool = False):
     """Median and percentile band over subjects, with a few individual curves."""
+    if "scenario" in ds.dims:
+        raise ValueError("plot_bands draws one result; for a scenario Dataset use "
+                         "plot_scenarios(ds), or select one scenario first: "
+                         f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
     plt = _plt()
     if ax is None:
         fig, ax = plt.subplots(figsize=(8, 4))
     fig = ax.figure
-    analyte = analyte or str(ds.analyte.values[0])
+    analyte = analyte or _present(ds)[0]
     _band(ax, ds, analyte, "C0", "", spaghetti, q)
     if log:
         ax.set_yscale("log")
@@ -53,13 +64,15 @@ def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *, q=(5, 50, 95),
                    spaghetti: int = 0, log: bool = False, sharey: bool = True):
     """One panel per scenario (shared axes), median and percentile band."""
     plt = _plt()
+    if "scenario" not in ds.dims:  # one result: one panel
+        ds = (ds.expand_dims("scenario") if "scenario" in ds.coords  # ds.sel(...)
+              else ds.expand_dims(scenario=[ds.attrs.get("model_id", "result")]))
     names = [str(s) for s in ds.scenario.values]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4),
                              sharey=sharey, squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         one = ds.sel(scenario=name)
-        present = ~np.all(np.isnan(one.concentration.values), axis=(0, 2))
-        an = analyte or str(one.analyte.values[np.flatnonzero(present)[0]])
+        an = analyte or _present(one)[0]
         _band(ax, one, an, "C0", "", spaghetti, q)
         ax.set_title(name, fontsize=10)
         if log:
@@ -82,12 +95,15 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
     names = [str(s) for s in ds.scenario.values]
     width = 0.8 / len(names)
     units = ""
+    windows = 0
+    analytes = set()
     for k, name in enumerate(names):
         one = ds.sel(scenario=name)
         if "dose" in one.dims:
             one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
             one = one.assign(dose_session=one.dose_session.astype(np.int64))
-        an = analyte or str(one.analyte.values[0])
+        an = analyte or _present(one)[0]  # each scenario's own drug
+        analytes.add(an)
         m = metrics(one, per)[metric].sel(analyte=an)
         units = m.attrs.get("units", "")
         data = [m.values[:, w][np.isfinite(m.values[:, w])] for w in range(m.shape[1])]
@@ -97,11 +113,14 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
         for patch in bp["boxes"]:
             patch.set_facecolor(f"C{k}")
             patch.set_alpha(0.5)
-        ax.plot([], [], color=f"C{k}", lw=6, alpha=0.5, label=name)
-    ax.set_xticks(np.arange(1, len(data) + 1))
-    ax.set_xticklabels([str(i) for i in range(1, len(data) + 1)])
+        windows = max(windows, len(data))
+        ax.plot([], [], color=f"C{k}", lw=6, alpha=0.5,
+                label=name if analyte or len(names) == 1 else f"{name} ({an})")
+    ax.set_xticks(np.arange(1, windows + 1))
+    ax.set_xticklabels([str(i) for i in range(1, windows + 1)])
     ax.set_xlabel(per)
-    ax.set_ylabel(f"{metric} ({units})")
+    what = " / ".join(sorted(analytes))
+    ax.set_ylabel(f"{what} {metric} ({units})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()

@@ -161,6 +161,10 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         if name not in model.parameters:
             raise ValueError(f"model {model.id!r} has no parameter {name!r}; its "
                              f"parameters: {', '.join(model.parameters)}")
+    if "weight" not in covariates and {"height", "bmi"} <= set(covariates):
+        # as Population does: weight from height (cm) and BMI (kg/m^2)
+        covariates["weight"] = np.asarray(covariates["bmi"], dtype=float) * (
+            np.asarray(covariates["height"], dtype=float) / 100.0) ** 2
     arrays = {}
     for kind, table in (("covariate", covariates), ("parameter", parameters)):
         for name, v in table.items():
@@ -489,8 +493,9 @@ def simulate(
         why = "; ".join(f"status {c}: {_STATUS.get(c, 'unknown')}" for c in codes)
         raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
                          f"{bad[0]}): {why}. Pass errors='keep' to keep NaN rows.")
+    subjects = population.subjects if population is not None else np.arange(n)
     ds = _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
-                     nsteps, solver_desc, rtol, atol, solver)
+                     nsteps, solver_desc, rtol, atol, solver, subjects)
     if windows is not None:
         predose, dose_auc = windows
         ds["predose"] = _var(("subject", "analyte", "dose"), predose, {
@@ -503,7 +508,7 @@ def simulate(
         ds.attrs["population"] = repr(population)
     if residual:
         seed = population.seed if population is not None else 0
-        ds["observed"] = _observed(model, ds.concentration, seed)
+        ds["observed"] = _observed(model, ds.concentration, seed, subjects)
     return ds
 
 
@@ -533,8 +538,9 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
     if population is not None:
         n = population.n
     else:
+        # every covariate, given or defaulted (reference values, weight derived
+        # from height and BMI): each chunk then sees exactly its patients' values
         n, cov_all, over_all = _subjects(model, covariates, parameters)
-        cov_all = {k: v for k, v in cov_all.items() if k in (covariates or {})}
     over = {k: np.broadcast_to(np.atleast_1d(np.asarray(v, dtype=float)), (n,))
             for k, v in (parameters or {}).items()}
 
@@ -575,6 +581,8 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
             coords[k] = ("subject", np.asarray(vals), v.attrs)
     ds = xr.Dataset(data, coords=coords, attrs=dict(head.attrs))
     ds.attrs["dask_chunks"] = int(chunks)
+    if population is not None:  # the head chunk's attrs describe one patient
+        ds.attrs["population"] = repr(population)
     return ds
 
 
@@ -670,19 +678,20 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     if above is not None:
         data["time_above"] = (dims, tab, {"units": "h", "long_name": f"time above "
                                           f"{level:g} ng/mL (linear interpolation)"})
-    coords = {"subject": ("subject", np.arange(n)),
+    coords = {"subject": ("subject", population.subjects if population is not None
+                          else np.arange(n)),
               "analyte": ("analyte", list(model.analyte_names)),
               "dose": ("dose", np.arange(W)),
               "molecular_weight": ("analyte", [x.mw for x in model.analytes],
                                    {"units": "g/mol"})}
     for k, v in covs.items():
         coords[k] = ("subject", v, {"units": KNOWN_COVARIATES[k]})
-    attrs = {"model_id": model.id, "model_sha256": model.sha256,
-             "ketasim_version": __version__, "output": "metrics",
+    attrs = {**_model_attrs(model), "output": "metrics",
              "solver": "exact: matrix-exponential propagation, metrics streamed",
              "grid": f"{t.size} output times from {t[0]:g} to {t[-1]:g} h"}
     if population is not None:
         attrs["seed"] = int(population.seed)
+        attrs["population"] = repr(population)
     return xr.Dataset({k: _var(*v) for k, v in data.items()}, coords=_coords(coords),
                       attrs=attrs)
 
@@ -718,8 +727,10 @@ def _population_params(model, regimen, population, parameters, idx=None,
     return n, cov, over, per_occ
 
 
-def _observed(model, conc: xr.DataArray, seed: int) -> xr.DataArray:
-    """Concentrations with residual error: C (1 + prop ε1) exp(exp ε2) + add ε3."""
+def _observed(model, conc: xr.DataArray, seed: int,
+              subjects: np.ndarray) -> xr.DataArray:
+    """Concentrations with residual error: C (1 + prop ε1) exp(exp ε2) + add ε3,
+    drawn per subject index (a patient's noise is the same in any chunking)."""
     from .population import normals
 
     S, K, T = conc.shape
@@ -728,7 +739,7 @@ def _observed(model, conc: xr.DataArray, seed: int) -> xr.DataArray:
         spec = model.residual.get(name)
         if spec is None:
             continue
-        z = normals(seed, "residual", np.arange(S), 3 * T, offset=3 * T * k)
+        z = normals(seed, "residual", subjects, 3 * T, offset=3 * T * k)
         c = out[:, k, :]
         c *= 1.0 + spec.get("proportional", 0.0) * z[:, :T]
         c *= np.exp(spec.get("exponential", 0.0) * z[:, T:2 * T])
@@ -838,12 +849,28 @@ def _coords(coords: Mapping) -> xr.Coordinates:
     return xr.Coordinates(variables, indexes=indexes)
 
 
+def _model_attrs(model: Model) -> dict:
+    """Provenance every result carries: the model, its paper, ketasim's version."""
+    return {
+        "model_id": model.id,
+        "model_name": model.name,
+        "model_drug": model.drug,
+        "model_enantiomer": model.enantiomer,
+        "model_sampling": model.sampling,
+        "model_grade": model.grade,
+        "model_file": str(model.path) if model.path else "",
+        "model_sha256": model.sha256,
+        "references": "\n".join(
+            r.citation + (f" doi:{r.doi}" if r.doi else "") for r in model.references),
+        "ketasim_version": __version__,
+    }
+
+
 def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, status,
-                nsteps, solver_desc, rtol, atol, solver) -> xr.Dataset:
-    n = buf.shape[0]
+                nsteps, solver_desc, rtol, atol, solver, subjects) -> xr.Dataset:
     analytes = list(model.analyte_names)
     coords = {
-        "subject": ("subject", np.arange(n)),
+        "subject": ("subject", np.asarray(subjects, dtype=np.int64)),
         "analyte": ("analyte", analytes),
         "time": ("time", t, {"units": "h", "long_name": "time after t = 0"}),
         "molecular_weight": ("analyte", [a.mw for a in model.analytes],
@@ -897,17 +924,7 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, statu
     if nsteps is not None:
         data["ode_steps"] = ("subject", nsteps, {"long_name": "accepted ODE steps"})
     attrs = {
-        "model_id": model.id,
-        "model_name": model.name,
-        "model_drug": model.drug,
-        "model_enantiomer": model.enantiomer,
-        "model_sampling": model.sampling,
-        "model_grade": model.grade,
-        "model_file": str(model.path) if model.path else "",
-        "model_sha256": model.sha256,
-        "references": "\n".join(
-            r.citation + (f" doi:{r.doi}" if r.doi else "") for r in model.references),
-        "ketasim_version": __version__,
+        **_model_attrs(model),
         "solver": solver_desc,
         "time_convention": "value at a dose time is the state after the dose",
     }
