@@ -127,3 +127,11 @@ def test_chunked_runs_label_and_draw_by_patient():
     np.testing.assert_array_equal(dsk.observed.values, mem.observed.values)
     m = ks.simulate("fanta_2015", dose, population=part, times=t, output="metrics")
     np.testing.assert_array_equal(m.subject.values, np.arange(10, 20))
+    # subjects from covariates, no Population: the same, chunked or not
+    cov = {"weight": np.linspace(50, 90, 8)}
+    mem = ks.simulate("fanta_2015", dose, covariates=cov, times=t, residual=True)
+    dsk = ks.simulate("fanta_2015", dose, covariates=cov, times=t, residual=True,
+                      chunks=4).compute()
+    np.testing.assert_array_equal(dsk.observed.values, mem.observed.values)
+    noise = mem.observed.values[:, 0, 3] / mem.concentration.values[:, 0, 3]
+    assert np.unique(noise).size == 8  # chunk 2 does not repeat chunk 1's noise

@@ -113,6 +113,20 @@ def test_protocol_builders():
         ks.esketamine_induction("70 mg")
     both = ks.six_infusion_course().then(ks.boosters(every="4 weeks", count=2))
     assert [t / 24 for t in both.times[-2:]] == [17 + 28, 17 + 56]
+    # nothing given is dropped or clamped
+    for call, message in (
+            (lambda: ks.clinic_course(ks.Dose.bolus("1 mg", time="2 h")),
+             "its own time"),
+            (lambda: ks.esketamine_induction(weeks=2.5), "weeks must be a whole"),
+            (lambda: ks.esketamine_induction(maintenance_sessions=-1),
+             "maintenance_sessions must be a whole number >= 0"),
+            (lambda: ks.esketamine_induction(continuation_weeks=-1),
+             "continuation_weeks must be a whole number >= 0"),
+            (lambda: ks.esketamine_induction(maintenance_every="0 h",
+                                             maintenance_sessions=2),
+             "maintenance_every must be > 0")):
+        with pytest.raises(ks.DoseError, match=message):
+            call()
 
 
 def test_metrics_only_mode_matches_trajectories():
@@ -295,4 +309,24 @@ def test_session_with_some_doses_after_the_grid(tmp_path):
     np.testing.assert_allclose(sess.auc.values[0, 0], [want], rtol=1e-12)
     np.testing.assert_allclose(ks.metrics(ds, "course").auc.values[0, 0], [want],
                                rtol=1e-12)
+
+
+def test_scenarios_with_different_populations_keep_their_covariates():
+    """Covariates that differ between scenarios get a scenario dimension (they were
+    the first scenario's for every scenario); a shared population keeps them 1-D."""
+    t = ks.grid("1 d", "2 h")
+    small, other = ks.Population(2, seed=1), ks.Population(3, seed=9)
+    ds = ks.run_scenarios([
+        ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
+        ks.Scenario("b", "domino", ks.Dose.bolus("5 mg"), population=other, times=t)])
+    assert ds.weight.dims == ("scenario", "subject")
+    for name, pop in (("a", small), ("b", other)):
+        want = pop.covariates_for(pop.subjects)["weight"]
+        got = ds.sel(scenario=name).weight.values
+        np.testing.assert_array_equal(got[:pop.n], want)
+        assert np.isnan(got[pop.n:]).all()
+    same = ks.run_scenarios([
+        ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
+        ks.Scenario("b", "domino", ks.Dose.bolus("9 mg"), population=small, times=t)])
+    assert same.weight.dims == ("subject",)
 

@@ -110,3 +110,15 @@ def test_units_canonical():
     assert m.parameters["k12"].canonical_unit == "1/h"
     assert m.parameters["V1"].canonical_unit == "L/kg"
     assert len(m.sha256) == 64
+
+
+def test_time_effect_on_a_transit_time_is_rejected(tmp_path):
+    """parameter x (1 + slope t) is linear in the rate only for clearances and
+    rate constants; on a mean transit time (rate = n / MTT) it would not be."""
+    data = tomllib.loads((models_dir() / "simons_2022.toml").read_text())
+    mtt = next(f for f in data["flows"] if "mtt" in f)["mtt"]
+    data["time_effects"] = [{"parameter": mtt, "slope": 0.01, "unit": "1/h",
+                             "source": "test"}]
+    with pytest.raises(ModelFileError, match=rf"parameter {mtt!r} is a mean transit "
+                       "time"):
+        ks.load_model(write(tmp_path, data))

@@ -233,6 +233,20 @@ def test_flint_norketamine_clearance_rises_with_time():
     assert ds.attrs["solver"].startswith("ode")
 
 
+def test_flint_clock_starts_at_the_first_dose():
+    """CL_NK (1 + 0.0087 t) counts t from the first dose (the model file's
+    definition): the same infusion started 10 h later gives the same curve 10 h
+    later (it used to run on the simulation clock: 7 % low S-norketamine)."""
+    kw = dict(covariates={"weight": 10.0, "age": 0.42}, rtol=1e-10, atol=1e-13)
+    t = np.array([6.0, 24.0, 30.0])
+    now = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="24 h"),
+                      times=t, **kw)
+    later = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="24 h",
+                                                     time=10.0), times=t + 10.0, **kw)
+    np.testing.assert_allclose(later.concentration.values, now.concentration.values,
+                               rtol=1e-7)
+
+
 # ---- Simons 2022 (S-ketamine oral thin film, S-NK, S-HNK) --------------------------
 def test_simons_film_bioavailability_tmax_and_metabolite_fractions():
     """Abstract (P): F = 26 +/- 1 %; 80 % of S-ketamine becomes S-norketamine and

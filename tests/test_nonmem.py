@@ -207,13 +207,34 @@ def test_write_needs_one_scenario(tmp_path):
     t = ks.grid("1 d", "1 h")
     ds = ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), times=t),
                            ks.Scenario("b", "domino", ks.Regimen.at(
-                               [0, 12], ks.Dose.bolus("5 mg"), unit="h"), times=t)])
+                               [0, 12], ks.Dose.bolus("5 mg"), unit="h"), times=t,
+                               population=ks.Population(3, seed=1))])
     with pytest.raises(ValueError, match=r"select it first, e.g. "
                        r"ds.sel\(scenario='a'\)"):
         write_nonmem(ds, tmp_path / "x.csv")
-    p = write_nonmem(ds.sel(scenario="a"), tmp_path / "a.csv")  # padding dropped
-    tab = read_nonmem(p, "domino")
-    assert tab.regimens[0].times == (0.0,)
+    p = write_nonmem(ds.sel(scenario="a"), tmp_path / "a.csv")  # padding dropped:
+    tab = read_nonmem(p, "domino")  # scenario a has one subject and one dose
+    assert tab.ids == (0,) and tab.regimens[0].times == (0.0,)
+    assert "nan" not in p.read_text()
+    assert tuple(read_nonmem(write_nonmem(ds.sel(scenario="b"), tmp_path / "b.csv"),
+                             "domino").ids) == (0, 1, 2)
+
+
+def test_device_zero_is_no_device_and_numbers_read_back(tmp_path):
+    """DEVICE 0 (as write_nonmem and dose_device write it) means 'not a device':
+    an IV dose beside sprays; values are written in the shortest exact form."""
+    text = ("ID,TIME,EVID,AMT,RATE,CMT,DEVICE,WT\n"
+            "1,0,1,28,56,1,0,70.1\n1,24,1,28,0,2,1,70.1\n"
+            "1,24.083333333333332,1,28,0,2,2,70.1\n1,30,0,.,.,.,.,70.1\n")
+    routes = {1: "iv", 2: "intranasal"}
+    tab = read_nonmem(write(tmp_path, text), "perez_ruixo_2021", route_by_cmt=routes)
+    assert [d.device for d in tab.regimens[1]] == [None, 1, 2]
+    empty = text.replace("1,24,1,28,0,2,1,", "1,24,1,28,0,2,.,")
+    with pytest.raises(ValueError, match=r"row 3: .* give this dose's DEVICE"):
+        read_nonmem(write(tmp_path, empty, "e.csv"), "perez_ruixo_2021",
+                    route_by_cmt=routes)
+    ds = simulate_nonmem("perez_ruixo_2021", tab)
+    assert ds.weight.values[0] == 70.1
 
 
 def test_observed_time_marks_each_subjects_records(tmp_path):

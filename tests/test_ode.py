@@ -140,6 +140,31 @@ def test_status_nonfinite_rhs(tmp_path):
         ks.simulate(model.with_rhs(bad), Dose.bolus("10 mg"), times=[0.0, 1.0])
 
 
+def test_iov_on_a_user_rhs_parameter_is_rejected():
+    """The rhs sees one parameter value per subject; per-session values would be
+    silently dropped, so inter-occasion variability on them is an error."""
+    import copy
+
+    from examples.michaelis_menten import MODEL, rhs
+
+    spec = copy.deepcopy(MODEL)
+    spec["variability"] = {"Vmax": {"distribution": "lognormal", "iov_cv": 0.8,
+                                    "source": "test"}}
+    model = ks.model_from_dict(spec).with_rhs(rhs)
+    reg = ks.Regimen.at([0, 24], Dose.bolus("10 mg"), unit="h")
+    with pytest.raises(ValueError, match="inter-occasion variability on the "
+                       "parameters of a user rhs is not implemented"):
+        ks.simulate(model, reg, times=[1.0, 25.0], population=ks.Population(3, seed=1))
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(atol=np.inf), "rtol must be in"), (dict(rtol=10.0), "rtol must be in"),
+    (dict(max_steps=0), "max_steps must be a whole number >= 1")])
+def test_ode_settings_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        ks.simulate("domino", Dose.bolus("10 mg"), times=[1.0], solver="ode", **kw)
+
+
 def test_user_rhs_cannot_use_exact():
     model, _ = _mm_model()
     with pytest.raises(ValueError, match="user rhs"):

@@ -62,6 +62,9 @@ CASES = [
     (("output", "end"), None, "[output.end] is missing"),
     (("output", "per"), "week", "[output.per] must be one of"),
     (("output", "window"), "last", "[output.window] must be int"),
+    (("output", "above"), "100 min", "above must be a concentration"),
+    (("scenarios", 0, "regimen", "after"), "1 d", "[scenarios[0].regimen.after] "
+     "applies to a `then` continuation"),
     (("population", "seed"), -1, "seed must be a whole number >= 0"),
     (("scenarios", 0, "model"), "nope", "[scenarios[0].model] no bundled model"),
     (("scenarios", 0, "regimen", "protocol"), "weekly", "[scenarios[0].regimen."
@@ -93,6 +96,17 @@ def test_window_picks_the_session_and_needs_a_per_window_table(tmp_path):
     with pytest.raises(ScenarioFileError, match=r"\[output.window\] applies to per "
                        r"= 'dose' or 'session'"):
         load_scenarios(write(tmp_path, course))
+
+
+def test_integer_level_and_unordered_doses(tmp_path):
+    sf = load_scenarios(write(tmp_path, mutate(BASE, ("output", "above"), 100)))
+    assert sf.above == 100.0
+    doses = {"protocol": "doses", "doses": [{"amount": "5 mg", "time": "2 h"},
+                                            {"amount": "5 mg", "time": "1 h"}]}
+    with pytest.raises(ScenarioFileError, match=r"\[scenarios\[0\].regimen\].*"
+                       r"nondecreasing|\[scenarios\[0\].regimen\].*order"):
+        load_scenarios(write(tmp_path, mutate(BASE, ("scenarios", 0, "regimen"),
+                                              doses)))
 
 
 def test_cli_run_error_exit_code(tmp_path, capsys):

@@ -379,7 +379,7 @@ ERRORS = [
     (lambda: ks.simulate("domino", [Dose.bolus("5 mg")]), TypeError,
      "regimen must be a Regimen or a Dose; got list"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), rtol=0), ValueError,
-     "rtol and atol must be > 0"),
+     r"rtol must be in \(0, 1\) and atol finite and > 0"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"V1": -1}),
      ValueError, "parameter 'V1' must be positive"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"F_IN": 1.5}),
@@ -439,6 +439,11 @@ def test_weight_from_height_and_bmi():
     lazy = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
                        covariates={"height": h, "bmi": bmi}, chunks=1)
     np.testing.assert_allclose(lazy.weight.values, w, rtol=1e-15)
+    np.testing.assert_allclose(lazy.dose_mg.values[:, 0], w, rtol=1e-15)
+    with pytest.raises(ValueError, match="per-subject arrays must all have the same "
+                       "length"):
+        ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
+                    covariates={"height": [150.0, 160.0, 170.0], "bmi": bmi})
 
 
 def test_metrics_mode_carries_the_models_provenance():
@@ -448,3 +453,14 @@ def test_metrics_mode_carries_the_models_provenance():
                 "ketasim_version", "model_grade"):
         assert m.attrs[key] == ds.attrs[key], key
     assert "Domino" in m.attrs["references"]
+
+
+def test_unit_spellings():
+    """Greek mu and the micro sign both read as micro; a unit with kg twice is not
+    an amount (it used to read as a flat mg)."""
+    from ketasim.units import parse_unit
+
+    assert parse_unit("\u03bcg/L").factor == parse_unit("\u00b5g/L").factor == 1e-3
+    assert parse_unit("\u00b5L").factor == parse_unit("uL").factor == 1e-6
+    with pytest.raises(ks.DoseError, match="must be a drug amount"):
+        Dose.bolus("1 mg/kg/kg")

@@ -55,3 +55,18 @@ def test_chunking_bit_identical(monkeypatch, capsys):
     assert "simulating" in capsys.readouterr().err
     np.testing.assert_array_equal(whole.concentration.values,
                                   sliced.concentration.values)
+
+
+def test_progress_true_forces_a_bar_and_no_stderr_is_harmless(capsys, monkeypatch):
+    """progress=True shows a bar even on a short run; 'auto' does not here (no
+    terminal); without a stderr at all (pythonw, some services) nothing breaks."""
+    import ketasim as ks
+
+    d = ks.Dose.bolus("5 mg")
+    ks.simulate("domino", d, times=[1.0], progress=True)
+    assert "simulating" in capsys.readouterr().err
+    ks.simulate("domino", d, times=[1.0], progress="auto")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys, "stderr", None)
+    ks.simulate("domino", d, times=[1.0], progress="auto")
+    ks.simulate("domino", d, times=[1.0], progress=True)

@@ -211,9 +211,10 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
     A = np.ascontiguousarray(A)
     obs_full, scale = model.observation(occ_params[0], n)
     for m, p in enumerate(occ_params[1:], start=2):
-        if not np.array_equal(model.observation(p, n)[1], scale):
-            vols = sorted({c.volume for c in model.compartments
-                           if c.analyte is not None and c.volume is not None})
+        moved = np.any(model.observation(p, n)[1] != scale, axis=0)
+        if moved.any():
+            cmts = {model.compartment_names[obs_full[k]] for k in np.flatnonzero(moved)}
+            vols = sorted({c.volume for c in model.compartments if c.name in cmts})
             raise ValueError(
                 f"model {model.id!r}: inter-occasion variability changes the volume "
                 f"of an observed compartment ({', '.join(vols)}) from occasion 1 to "

@@ -8,7 +8,8 @@ import time
 
 def wanted(progress) -> bool:
     """``progress="auto"``: on only when stderr is a terminal or a notebook; never
-    under pytest (no tty) or in batch jobs."""
+    under pytest (no tty) or in batch jobs. Callers show a bar for ``"auto"`` only
+    on long runs, for ``True`` always (see :func:`show`)."""
     if progress in (True, False):
         return bool(progress)
     if progress != "auto":
@@ -20,7 +21,13 @@ def wanted(progress) -> bool:
             return True
     except Exception:  # IPython absent, or not running a kernel
         pass
-    return sys.stderr.isatty()
+    return sys.stderr is not None and sys.stderr.isatty()  # None under pythonw
+
+
+def show(progress, long: bool) -> bool:
+    """A bar for this run: ``progress=True`` forces it, ``"auto"`` wants a terminal
+    or notebook and a long run, ``False`` never."""
+    return progress is True or (wanted(progress) and long)
 
 
 class Bar:
@@ -39,7 +46,7 @@ class Bar:
 
     def update(self, k: int) -> None:
         self.done += k
-        if not self.enabled:
+        if not self.enabled or sys.stderr is None:
             return
         f = min(self.done / self.total, 1.0)
         fill = int(f * self.width)
@@ -51,6 +58,6 @@ class Bar:
         sys.stderr.flush()
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.enabled and sys.stderr is not None:
             sys.stderr.write("\n")
             sys.stderr.flush()

@@ -504,6 +504,10 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         if not any(f.rate == pname for f in flows):
             t.fail(f"parameter {pname!r} sets no flow; only flow rates may vary in "
                    "time", "parameter")
+        if any(f.rate == pname and f.kind == "mtt" for f in flows):
+            t.fail(f"parameter {pname!r} is a mean transit time; a linear time "
+                   "effect applies to clearances and rate constants only",
+                   "parameter")
         slope = t.take("slope", float)
         unit = t.take("unit", str)
         try:

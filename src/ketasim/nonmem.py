@@ -188,7 +188,7 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         ii = num(r, i, "II", 0.0)
         addl = whole(r, i, "ADDL", 0)
         ssv = whole(r, i, "SS", 0)
-        device = whole(r, i, "DEVICE")
+        device = whole(r, i, "DEVICE") or None  # 0: not a device dose
         if ii < 0:
             raise ValueError(f"{path}: row {i}: II must be >= 0 h; got {ii:g}")
         if addl < 0 or (addl > 0 and ii <= 0):
@@ -203,10 +203,12 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
                              "supported only on its first dose record; use SS = 2")
         route = routes[cmt]
         if model.routes[route].device_mg is not None and device is None:
+            fix = ("give this dose's DEVICE" if "DEVICE" in col
+                   else "add a DEVICE column")
             raise ValueError(
                 f"{path}: row {i}: route {route!r} of model {model.id!r} absorbs "
-                f"per device (less from the second of a session): add a DEVICE "
-                f"column, 1 for the first device of a session, 2, 3, ... after it")
+                f"per device (less from the second of a session): {fix}, 1 for "
+                f"the first device of a session, 2, 3, ... after it")
         try:
             d = Dose((amt, "mg"), route=route, time=t, duration=dur, device=device)
         except ValueError as exc:
@@ -375,20 +377,23 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     devices = (ds.dose_device.values if "dose_device" in ds
                else np.zeros(ds.sizes.get("dose", 0), dtype=np.int64))
     with_device = bool(np.any(devices[keep] > 0)) if keep.size else False
-    covs = [c for c in ("weight", "age", "height", "bmi", "female", "asian",
-                        "japanese") if c in ds.coords]
+    c = ds.concentration.sel(analyte=an).values
+    rows = [s for s in range(ds.sizes["subject"])  # not a scenario's padding
+            if not np.all(np.isnan(c[s]))]
+    covs = [k for k in ("weight", "age", "height", "bmi", "female", "asian",
+                        "japanese")  # those known for every subject written
+            if k in ds.coords and np.all(np.isfinite(ds[k].values[rows]))]
     head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + \
         (["DEVICE"] if with_device else []) + [
         {"weight": "WT", "age": "AGE", "height": "HT"}.get(c, c.upper()) for c in covs]
-    c = ds.concentration.sel(analyte=an).values
     t = ds.time.values
     path = Path(path)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(head)
-        for s in range(ds.sizes["subject"]):
+        for s in rows:
             sid = ds.subject.values[s]
-            cv = [f"{float(ds[k].values[s]):.17g}" for k in covs]
+            cv = [_num(ds[k].values[s]) for k in covs]
             nodev = ["."] if with_device else []
             recs = []
             for i, route in zip(keep, routes, strict=True):
@@ -398,11 +403,18 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                 dev = [int(devices[i]) if devices[i] > 0 else "."] if with_device \
                     else []
                 recs.append((float(ds.dose_time.values[i]), 0, [
-                    sid, f"{ds.dose_time.values[i]:.17g}", 1, f"{amt:.17g}",
-                    f"{rate:.17g}", cmt_by_route[route], 1, "."] + dev + cv))
+                    sid, _num(ds.dose_time.values[i]), 1, _num(amt), _num(rate),
+                    cmt_by_route[route], 1, "."] + dev + cv))
             for j in range(t.size):
-                recs.append((float(t[j]), 1, [sid, f"{t[j]:.17g}", 0, ".", ".", ".",
-                                              0, f"{c[s, j]:.17g}"] + nodev + cv))
+                recs.append((float(t[j]), 1, [sid, _num(t[j]), 0, ".", ".", ".", 0,
+                                              _num(c[s, j])] + nodev + cv))
             for _, _, row in sorted(recs, key=lambda x: (x[0], x[1])):
                 w.writerow(row)
     return path
+
+
+def _num(x) -> str:
+    """The shortest text that reads back as the same float (70.1, not
+    70.099999999999994)."""
+    return repr(float(x))
+

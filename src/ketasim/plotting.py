@@ -90,20 +90,21 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
 
     plt = _plt()
     if "scenario" not in ds.dims:
-        ds = ds.expand_dims(scenario=["scenario"])
+        ds = (ds.expand_dims("scenario") if "scenario" in ds.coords  # ds.sel(...)
+              else ds.expand_dims(scenario=[ds.attrs.get("model_id", "result")]))
     fig, ax = plt.subplots(figsize=(9, 4))
     names = [str(s) for s in ds.scenario.values]
     width = 0.8 / len(names)
     units = ""
     windows = 0
-    analytes = set()
+    drugs = {name: analyte or _present(ds.sel(scenario=name))[0] for name in names}
+    mixed = len(set(drugs.values())) > 1
     for k, name in enumerate(names):
         one = ds.sel(scenario=name)
         if "dose" in one.dims:
             one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
             one = one.assign(dose_session=one.dose_session.astype(np.int64))
-        an = analyte or _present(one)[0]  # each scenario's own drug
-        analytes.add(an)
+        an = drugs[name]  # each scenario's own drug
         m = metrics(one, per)[metric].sel(analyte=an)
         units = m.attrs.get("units", "")
         data = [m.values[:, w][np.isfinite(m.values[:, w])] for w in range(m.shape[1])]
@@ -115,11 +116,11 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
             patch.set_alpha(0.5)
         windows = max(windows, len(data))
         ax.plot([], [], color=f"C{k}", lw=6, alpha=0.5,
-                label=name if analyte or len(names) == 1 else f"{name} ({an})")
+                label=f"{name} ({an})" if mixed else name)
     ax.set_xticks(np.arange(1, windows + 1))
     ax.set_xticklabels([str(i) for i in range(1, windows + 1)])
     ax.set_xlabel(per)
-    what = " / ".join(sorted(analytes))
+    what = " / ".join(sorted(set(drugs.values())))
     ax.set_ylabel(f"{what} {metric} ({units})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")

@@ -48,6 +48,10 @@ def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
     >>> clinic_course(d, sessions_per_week=2, sessions=4).times
     (0.0, 72.0, 168.0, 240.0)
     """
+    if isinstance(dose, Dose) and dose.time != 0.0:
+        raise DoseError(f"clinic_course places the dose at the session times, so its "
+                        f"own time ({dose.time:g} h) would be lost; build the dose "
+                        f"without time= (use clock= for the time of day)")
     days = session_days(sessions_per_week, sessions)
     clocks = [clock] * sessions if isinstance(clock, str) else list(clock)
     if len(clocks) != sessions:
@@ -135,8 +139,15 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
             raise DoseError(f"esketamine doses are fixed, in mg; got {v!r}")
         return a
 
+    for name, v, low in (("weeks", weeks, 1), ("continuation_weeks",
+                                                continuation_weeks, 0),
+                         ("maintenance_sessions", maintenance_sessions, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise DoseError(f"{name} must be a whole number >= {low}; got {v!r}")
     dev = mg(device)
     gap = to_hours(device_interval, what="device_interval")
+    if not gap > 0:
+        raise DoseError(f"device_interval must be > 0; got {device_interval!r}")
     main = mg(maintenance_dose if maintenance_dose is not None else dose)
     plan: list[tuple[float, float]] = []
     for i, day in enumerate(session_days(2, 2 * weeks)):
@@ -146,6 +157,8 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
         plan.append((t, mg(dose)))
         t += 168.0
     step = to_hours(maintenance_every, what="maintenance_every")
+    if not step > 0:
+        raise DoseError(f"maintenance_every must be > 0; got {maintenance_every!r}")
     t = t - 168.0 + step if continuation_weeks else t
     for _ in range(maintenance_sessions):
         plan.append((t, main))

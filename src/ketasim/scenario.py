@@ -99,6 +99,18 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
         ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
         parts.append((ds, per_scenario))
+    # per-subject coordinates (covariates) that differ between scenarios, e.g.
+    # different Populations, get a scenario dimension; concat would keep the first
+    # scenario's values for all of them
+    per_subject = dict.fromkeys(k for p, _ in parts for k, v in p.coords.items()
+                                if k != "subject" and v.dims == ("subject",))
+    differ = [k for k in per_subject
+              if not all(k in p.coords and p[k].shape == parts[0][0][k].shape and
+                         np.array_equal(p[k].values, parts[0][0][k].values,
+                                        equal_nan=True) for p, _ in parts)]
+    if differ:
+        parts = [(p.reset_coords([k for k in differ if k in p.coords]), a)
+                 for p, a in parts]
     if len(parts) == 1:  # no copy of a possibly large result
         out = parts[0][0].expand_dims("scenario")
         for name in ("concentration", "auc", "amount", "observed"):
@@ -108,7 +120,7 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         out = xr.concat([p[0] for p in parts], dim="scenario", join="outer",
                         combine_attrs="drop_conflicts", coords="minimal",
                         compat="override", data_vars="all")
-    out = out.assign_coords(scenario=("scenario", names))
+    out = out.assign_coords(scenario=("scenario", names)).set_coords(differ)
     # provenance differs per scenario: keep it as coordinates along `scenario`
     keys = dict.fromkeys(k for _, a in parts for k in a)
     for k in keys:

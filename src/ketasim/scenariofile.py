@@ -103,10 +103,14 @@ def _regimen(t: _T) -> Regimen:
     proto = t.take("protocol", str, choices=PROTOCOLS)
     then = t.take("then", dict, required=False)
     after = t.take("after", (str, int, float), required=False, default=0.0)
+    if "after" in t.data and then is None:
+        t.fail("applies to a `then` continuation; add [....then] or drop `after`",
+               "after")
     if proto == "doses":
         items = t.take("doses", list)
-        reg = Regimen(_dose(_T(d, f"{t.path}.doses[{i}]", t.file))
-                      for i, d in enumerate(items))
+        doses = [_dose(_T(d, f"{t.path}.doses[{i}]", t.file))
+                 for i, d in enumerate(items)]
+        reg = _call(t, Regimen, doses=doses)
     elif proto == "six_infusion_course":
         kw = _kwargs(t, {"dose": str, "duration": str, "sessions_per_week": int,
                          "sessions": int, "salt": str, "route": str,
@@ -194,7 +198,7 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
     window = o.take("window", int, required=False, default=0)
     if per == "course" and "window" in o.data:
         o.fail("applies to per = 'dose' or 'session', not to the course", "window")
-    above = o.take("above", (float, str), required=False)
+    above = o.take("above", (float, int, str), required=False)
     if above is not None:
         above = _call(o, to_ng_per_ml, value=above, what="output.above")
     analyte = o.take("analyte", str, required=False)

@@ -46,8 +46,9 @@ class GridWarning(UserWarning):
     per-dose metrics are NaN."""
 
 
-# set while a Dask task simulates its chunk: the whole call has warned already
-_IN_CHUNK = contextvars.ContextVar("ketasim_in_chunk", default=False)
+# while a Dask task simulates its chunk: the index of the chunk's first subject in
+# the whole run (the call itself has warned already); None outside chunks
+_CHUNK_START = contextvars.ContextVar("ketasim_chunk_start", default=None)
 
 
 def _stacklevel() -> int:
@@ -73,7 +74,7 @@ def _late(starts: np.ndarray, t: np.ndarray) -> np.ndarray:
 def _warn_late_doses(regimen: Regimen, t: np.ndarray) -> None:
     starts = np.array(regimen.times, dtype=float)
     late = np.flatnonzero(_late(starts, t))
-    if late.size and not _IN_CHUNK.get():
+    if late.size and _CHUNK_START.get() is None:
         end = t[-1]
         need = math.ceil(starts[-1] / 24.0)
         warnings.warn(
@@ -161,10 +162,6 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         if name not in model.parameters:
             raise ValueError(f"model {model.id!r} has no parameter {name!r}; its "
                              f"parameters: {', '.join(model.parameters)}")
-    if "weight" not in covariates and {"height", "bmi"} <= set(covariates):
-        # as Population does: weight from height (cm) and BMI (kg/m^2)
-        covariates["weight"] = np.asarray(covariates["bmi"], dtype=float) * (
-            np.asarray(covariates["height"], dtype=float) / 100.0) ** 2
     arrays = {}
     for kind, table in (("covariate", covariates), ("parameter", parameters)):
         for name, v in table.items():
@@ -192,12 +189,17 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
             cov[name] = np.full(n, 70.0)  # only matters for mg/kg doses; see below
     for name in covariates:
         cov.setdefault(name, np.broadcast_to(arrays[("covariate", name)], (n,)).copy())
+    derived = "weight" not in covariates and {"height", "bmi"} <= set(covariates)
+    if derived:  # as Population does: weight from height (cm) and BMI (kg/m^2)
+        cov["weight"] = cov["bmi"] * (cov["height"] / 100.0) ** 2
     if np.any(cov["weight"] <= 0):
         raise ValueError("weight must be > 0 kg for every subject")
-    if warn and not _IN_CHUNK.get():  # the covariates given, as a Population's
+    if warn and _CHUNK_START.get() is None:  # the covariates given (as a
+        # Population's) and weight when derived from them
         from .population import validity_messages
 
-        for msg in validity_messages(model, {k: cov[k] for k in covariates}):
+        given = set(covariates) | ({"weight"} if derived else set())
+        for msg in validity_messages(model, {k: cov[k] for k in given}):
             warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
     over = {name: np.broadcast_to(arrays[("parameter", name)], (n,))
             for name in parameters}
@@ -346,8 +348,12 @@ def simulate(
                          f"{ode_method!r}")
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep'; got {errors!r}")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0; got rtol={rtol}, atol={atol}")
+    if not (0 < rtol < 1 and 0 < atol < math.inf):
+        raise ValueError(f"rtol must be in (0, 1) and atol finite and > 0; got "
+                         f"rtol={rtol}, atol={atol}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) \
+            or max_steps < 1:
+        raise ValueError(f"max_steps must be a whole number >= 1; got {max_steps!r}")
     if model.rhs is None and not model.flows:
         raise ValueError(f"model {model.id!r} has no flows and no rhs; add flows to "
                          "the model file or attach an rhs with model.with_rhs(f)")
@@ -401,6 +407,13 @@ def simulate(
 
     low = lower(model, regimen, params, cov["weight"], n, prune=model.rhs is None)
     if isinstance(params, list):
+        if model.rhs is not None and any(
+                not np.array_equal(params[0][k], q[k])
+                for q in params[1:] for k in model.parameters):
+            raise ValueError("inter-occasion variability on the parameters of a "
+                             "user rhs is not implemented: the rhs sees one value per "
+                             "subject. Simulate with Population(iov=False), or one "
+                             "session at a time")
         params = params[0]  # report occasion 1's values in `parameters`
     K = low.obs_cmt.size
     A, obs_cmt, obs_scale = low.A, low.obs_cmt, low.obs_scale
@@ -469,7 +482,11 @@ def simulate(
             if auc:
                 A1 = np.pad(A1, ((0, 0), (0, K), (0, K)))
             rhs = rhs_ltv
-            p = np.ascontiguousarray(np.hstack([A.reshape(n, -1), A1.reshape(n, -1)]))
+            # parameter x (1 + slope t), t in h after the first dose:
+            # A(t) = A + (t - t0) A1 = (A - t0 A1) + t A1
+            t0 = float(regimen.times[0]) if regimen.doses else 0.0
+            p = np.ascontiguousarray(np.hstack([(A - t0 * A1).reshape(n, -1),
+                                                A1.reshape(n, -1)]))
         else:
             rhs = _compiled(model.rhs)
             p = np.ascontiguousarray(np.stack([params[k] for k in model.parameters],
@@ -493,7 +510,8 @@ def simulate(
         why = "; ".join(f"status {c}: {_STATUS.get(c, 'unknown')}" for c in codes)
         raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
                          f"{bad[0]}): {why}. Pass errors='keep' to keep NaN rows.")
-    subjects = population.subjects if population is not None else np.arange(n)
+    subjects = (population.subjects if population is not None
+                else np.arange(n) + (_CHUNK_START.get() or 0))
     ds = _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
                      nsteps, solver_desc, rtol, atol, solver, subjects)
     if windows is not None:
@@ -512,14 +530,16 @@ def simulate(
     return ds
 
 
-def _chunk(*args, **kw) -> xr.Dataset:
-    """One Dask task's ``simulate``, without the call's warnings (issued once by
-    the call itself). Module level, so that workers import it by name."""
-    token = _IN_CHUNK.set(True)
+def _chunk(start: int, *args, **kw) -> xr.Dataset:
+    """One Dask task's ``simulate`` of the subjects from ``start`` on, without the
+    call's warnings (issued once by the call itself); subjects keep their indices
+    in the whole run (their residual noise is drawn by index). Module level, so
+    that workers import it by name."""
+    token = _CHUNK_START.set(start)
     try:
         return simulate(*args, **kw)
     finally:
-        _IN_CHUNK.reset(token)
+        _CHUNK_START.reset(token)
 
 
 def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters,
@@ -547,10 +567,10 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
     def part(a, b):
         p = {k: v[a:b] for k, v in over.items()}
         if population is not None:
-            return _chunk(model, regimen, times=t, population=population.subset(
+            return _chunk(a, model, regimen, times=t, population=population.subset(
                 a, b), parameters=p or None, progress=False, **kw)
         c = {k: v[a:b] for k, v in cov_all.items()}
-        return _chunk(model, regimen, times=t, covariates=c or None,
+        return _chunk(a, model, regimen, times=t, covariates=c or None,
                       parameters=p or None, progress=False, **kw)
 
     bounds = [(a, min(n, a + chunks)) for a in range(0, n, chunks)]
@@ -591,7 +611,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     """Metrics-only simulation, chunk by chunk over subjects (bounded memory)."""
     from ._kernels.linear import population_linear_metrics, states
     from ._lower import with_auc
-    from ._progress import Bar, wanted
+    from ._progress import Bar, show
     from .metrics import TIE_RTOL
 
     if not regimen.doses:
@@ -617,7 +637,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     status = np.zeros(n, dtype=np.int64)
     level = np.nan if above is None else to_ng_per_ml(above, what="above")
     covs: dict[str, np.ndarray] = {}
-    with Bar(n, "simulating (metrics)", wanted(progress) and n * t.size > 5e7) as bar:
+    with Bar(n, "simulating (metrics)", show(progress, n * t.size > 5e7)) as bar:
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
             if population is not None:
@@ -640,7 +660,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
                 aucs[a:b], pre[a:b], status[a:b], states(A.shape[2]),
                 states(A.shape[2] - K))
             bar.update(b - a)
-    if population is not None and not _IN_CHUNK.get():  # all subjects, once
+    if population is not None and _CHUNK_START.get() is None:  # all, once
         from .population import validity_messages
 
         for msg in validity_messages(model, covs):
@@ -703,7 +723,7 @@ def _population_params(model, regimen, population, parameters, idx=None,
     idx = population.subjects if idx is None else idx
     n = idx.size
     cov = population.covariates_for(idx)
-    if warn and not _IN_CHUNK.get():  # a Dask call warns once, for all chunks
+    if warn and _CHUNK_START.get() is None:  # a Dask call warns once, for all
         for msg in population.check_validity(model, cov):
             warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
     _, _, over = _subjects(model, None, parameters)
@@ -788,15 +808,16 @@ PROGRESS_MIN_WORK = 5e7  # output values (or ODE work units) before a bar is sho
 
 
 def _chunks(n: int, work: float, progress, label: str):
-    """Subject slices for the kernel; with a progress bar, about 50 of them when the
-    run is long (> ~50 M output values), otherwise one slice. Results do not depend
-    on the slicing: each subject's arithmetic is the same."""
-    from ._progress import Bar, wanted
+    """Subject slices for the kernel; with a progress bar (a long run, > ~50 M
+    output values, in a terminal or notebook; or progress=True), about 50 of them,
+    otherwise one slice. Results do not depend on the slicing: each subject's
+    arithmetic is the same."""
+    from ._progress import Bar, show
 
-    show = wanted(progress) and work > PROGRESS_MIN_WORK
-    step = max(1, -(-n // 50)) if show else n
+    bar_on = show(progress, work > PROGRESS_MIN_WORK)
+    step = max(1, -(-n // 50)) if bar_on else n
     step = max(step, min(n, 64))  # keep the kernel's subject blocks full
-    with Bar(n, label, show) as bar:
+    with Bar(n, label, bar_on) as bar:
         for a in range(0, n, step):
             yield a, min(n, a + step), bar
 

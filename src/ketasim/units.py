@@ -54,6 +54,8 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int, int]]] = {
     "L": (1.0, (0, 1, 0, 0, 0)),
     "dL": (0.1, (0, 1, 0, 0, 0)),
     "mL": (1e-3, (0, 1, 0, 0, 0)),
+    "uL": (1e-6, (0, 1, 0, 0, 0)),
+    "µL": (1e-6, (0, 1, 0, 0, 0)),
     "h": (1.0, (0, 0, 1, 0, 0)),
     "min": (1.0 / 60.0, (0, 0, 1, 0, 0)),
     "s": (1.0 / 3600.0, (0, 0, 1, 0, 0)),
@@ -70,7 +72,7 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int, int]]] = {
     "nmol": (1e-9, (0, 0, 0, 0, 1)),
 }
 _ALIASES = {"hour": "h", "hours": "h", "hr": "h", "minute": "min", "minutes": "min",
-            "mins": "min", "l": "L", "ml": "mL", "sec": "s", "µL": "uL"}
+            "mins": "min", "l": "L", "ml": "mL", "sec": "s", "ul": "uL"}
 
 # Named dimensions the model schema checks against.
 DIMENSIONS: dict[str, tuple[int, int, int, int, int]] = {
@@ -112,7 +114,10 @@ class Unit:
 
     @property
     def dimension(self) -> str | None:
-        """Name of the dimension once any per-kg factor is removed (``None`` if odd)."""
+        """Name of the dimension once any per-kg factor is removed (``None`` if odd,
+        e.g. ``mg/kg/kg``)."""
+        if self.dims[3] not in (0, -1):
+            return None
         d = self.dims[:3] + (0,) + self.dims[4:]
         for name, dims in DIMENSIONS.items():
             if dims == d:
@@ -143,7 +148,8 @@ def parse_unit(text: str) -> Unit:
     hit = _cache.get(text)
     if hit is not None:
         return hit
-    parts = [p.strip() for p in text.strip().split("/")]
+    # Greek mu (U+03BC) and the micro sign (U+00B5) look the same: read both
+    parts = [p.strip().replace("\u03bc", "\u00b5") for p in text.strip().split("/")]
     if not parts or any(p == "" for p in parts):
         raise UnitError(f"cannot read unit {text!r}: empty factor; write e.g. 'L/h'")
     factor = 1.0
