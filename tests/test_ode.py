@@ -165,6 +165,30 @@ def test_ode_settings_are_checked(kw, message):
         ks.simulate("domino", Dose.bolus("10 mg"), times=[1.0], solver="ode", **kw)
 
 
+def test_user_rhs_misuse_is_explained():
+    """A model with flows cannot take an rhs (the flows would be ignored); an rhs
+    with the wrong arguments is caught before numba; one numba cannot compile
+    gives a message about the rhs, not only numba's."""
+    model, _ = _mm_model()
+    with pytest.raises(ValueError, match="model 'domino' defines flows; a user rhs "
+                       "replaces all of its dynamics"):
+        ks.load_model("domino").with_rhs(lambda t, x, p, dxdt: None)
+
+    def three(t, x, p):
+        pass
+
+    with pytest.raises(TypeError, match=r"rhs must take four arguments \(t, x, p, "
+                       r"dxdt\); three takes \(t, x, p\)"):
+        model.with_rhs(three)
+
+    def pythonic(t, x, p, dxdt):
+        dxdt[0] = -float(object() is None)  # a Python object: not numba code
+
+    with pytest.raises(TypeError, match=r"numba could not compile the model's rhs "
+                       r"pythonic\(t, x, p, dxdt\)"):
+        ks.simulate(model.with_rhs(pythonic), Dose.bolus("10 mg"), times=[1.0])
+
+
 def test_user_rhs_cannot_use_exact():
     model, _ = _mm_model()
     with pytest.raises(ValueError, match="user rhs"):

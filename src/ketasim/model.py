@@ -235,6 +235,22 @@ class Model:
         """
         if not callable(rhs):
             raise TypeError(f"rhs must be a function rhs(t, x, p, dxdt); got {rhs!r}")
+        import inspect
+
+        try:
+            inspect.signature(getattr(rhs, "py_func", rhs)).bind(0.0, None, None, None)
+        except TypeError:
+            raise TypeError(f"rhs must take four arguments (t, x, p, dxdt); "
+                            f"{getattr(rhs, '__name__', 'rhs')} takes "
+                            f"{inspect.signature(getattr(rhs, 'py_func', rhs))}") \
+                from None
+        except ValueError:  # no signature to read (a builtin): numba will say
+            pass
+        if self.flows:
+            raise ValueError(f"model {self.id!r} defines flows; a user rhs replaces "
+                             f"all of its dynamics, so they would be ignored. Write "
+                             f"them into the rhs and build the model without flows "
+                             f"(compartments, routes and analytes stay)")
         return replace(self, rhs=rhs)
 
     @property

@@ -494,14 +494,26 @@ def simulate(
         kernels = ode.solver(nstate, rhs)
         x0 = np.zeros((n, nstate))
         nsteps = np.zeros(n, dtype=np.int64)
-        for a, b, bar in _chunks(n, n * 3000, progress, "integrating"):
-            kernels.solve_population(p[a:b], x0[a:b], low.ev_time[a:b],
-                                     low.ev_cmt[a:b], low.ev_kind[a:b],
-                                     low.ev_value[a:b], t, obs_cmt, obs_scale[a:b],
-                                     float(rtol), float(atol), ODE_METHODS[ode_method],
-                                     jac_const, int(max_steps), buf[a:b], status[a:b],
-                                     nsteps[a:b])
-            bar.update(b - a)
+        from numba.core.errors import NumbaError
+
+        try:
+            for a, b, bar in _chunks(n, n * 3000, progress, "integrating"):
+                kernels.solve_population(
+                    p[a:b], x0[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
+                    low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt, obs_scale[a:b],
+                    float(rtol), float(atol), ODE_METHODS[ode_method], jac_const,
+                    int(max_steps), buf[a:b], status[a:b], nsteps[a:b])
+                bar.update(b - a)
+        except NumbaError as exc:
+            if model.rhs is None:
+                raise
+            name = getattr(model.rhs, "__name__", "rhs")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise TypeError(
+                f"numba could not compile the model's rhs {name}(t, x, p, dxdt): "
+                f"{first} -- the rhs must be plain numeric code numba can compile "
+                f"(numpy arrays and math; no Python objects), writing dxdt in "
+                f"place; numba's full message follows") from exc
         solver_desc = f"ode: {ode_method} (Dormand-Prince 5(4) / Rodas4)"
         windows = None
     bad = np.flatnonzero(status)
