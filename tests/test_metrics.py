@@ -329,4 +329,16 @@ def test_scenarios_with_different_populations_keep_their_covariates():
         ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
         ks.Scenario("b", "domino", ks.Dose.bolus("9 mg"), population=small, times=t)])
     assert same.weight.dims == ("subject",)
+    # the same covariates on other patients (a later slice): labels differ
+    later = ks.Population(4, seed=1).subset(2, 4)
+    shifted = ks.run_scenarios([
+        ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
+        ks.Scenario("b", "domino", ks.Dose.bolus("5 mg"), population=later, times=t)])
+    np.testing.assert_array_equal(
+        shifted.sel(scenario="b").weight.sel(subject=[2, 3]).values,
+        later.covariates_for(later.subjects)["weight"])
+    with pytest.raises(ValueError, match="run_scenarios combines concentration "
+                       "curves"):
+        ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"),
+                                      times=t)], output="metrics")
 

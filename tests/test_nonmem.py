@@ -244,3 +244,19 @@ def test_observed_time_marks_each_subjects_records(tmp_path):
     np.testing.assert_array_equal(ds.observed_time.values, [[True, False],
                                                             [False, True]])
 
+
+def test_failed_subjects_are_written_with_missing_values(tmp_path):
+    """errors='keep' leaves a failed subject's values NaN: it is still written
+    (doses, and observations with MDV 1 and no DV), not dropped."""
+    d = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    ds = ks.simulate("domino", d, times=[1.0, 2.0], solver="ode", max_steps=1,
+                     errors="keep", covariates={"weight": [60.0, 80.0]})
+    assert (ds.status.values != 0).all()
+    p = write_nonmem(ds, tmp_path / "failed.csv")
+    lines = p.read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3  # per subject: a dose and two observations
+    obs = [x.split(",") for x in lines[1:] if x.split(",")[2] == "0"]
+    assert all(r[6:8] == ["1", "."] for r in obs)  # MDV 1, DV missing
+    tab = read_nonmem(p, "domino")
+    assert tab.ids == (0, 1) and all(v.size == 0 for v in tab.observations.values())
+

@@ -180,6 +180,10 @@ def test_user_rhs_misuse_is_explained():
     with pytest.raises(TypeError, match=r"rhs must take four arguments \(t, x, p, "
                        r"dxdt\); three takes \(t, x, p\)"):
         model.with_rhs(three)
+    import functools
+
+    with pytest.raises(TypeError, match="rhs must be a plain Python function"):
+        model.with_rhs(functools.partial(three, 0.0))
 
     def pythonic(t, x, p, dxdt):
         dxdt[0] = -float(object() is None)  # a Python object: not numba code

@@ -27,7 +27,7 @@ def wanted(progress) -> bool:
 def show(progress, long: bool) -> bool:
     """A bar for this run: ``progress=True`` forces it, ``"auto"`` wants a terminal
     or notebook and a long run, ``False`` never."""
-    return progress is True or (wanted(progress) and long)
+    return wanted(progress) and (long or not isinstance(progress, str))
 
 
 class Bar:

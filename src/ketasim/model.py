@@ -233,19 +233,18 @@ class Model:
         inputs are added by ketasim; the rhs must not model them. The function is
         compiled with numba on first use, so it must be numba-compatible.
         """
-        if not callable(rhs):
-            raise TypeError(f"rhs must be a function rhs(t, x, p, dxdt); got {rhs!r}")
         import inspect
 
+        fn = getattr(rhs, "py_func", rhs)  # a numba dispatcher's Python function
+        if not inspect.isfunction(fn):
+            raise TypeError(f"rhs must be a plain Python function (def or lambda) "
+                            f"rhs(t, x, p, dxdt), or one decorated with numba.njit, "
+                            f"which numba compiles; got {type(rhs).__name__} {rhs!r}")
         try:
-            inspect.signature(getattr(rhs, "py_func", rhs)).bind(0.0, None, None, None)
+            inspect.signature(fn).bind(0.0, None, None, None)
         except TypeError:
             raise TypeError(f"rhs must take four arguments (t, x, p, dxdt); "
-                            f"{getattr(rhs, '__name__', 'rhs')} takes "
-                            f"{inspect.signature(getattr(rhs, 'py_func', rhs))}") \
-                from None
-        except ValueError:  # no signature to read (a builtin): numba will say
-            pass
+                            f"{fn.__name__} takes {inspect.signature(fn)}") from None
         if self.flows:
             raise ValueError(f"model {self.id!r} defines flows; a user rhs replaces "
                              f"all of its dynamics, so they would be ignored. Write "

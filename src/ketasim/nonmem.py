@@ -378,8 +378,11 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                else np.zeros(ds.sizes.get("dose", 0), dtype=np.int64))
     with_device = bool(np.any(devices[keep] > 0)) if keep.size else False
     c = ds.concentration.sel(analyte=an).values
-    rows = [s for s in range(ds.sizes["subject"])  # not a scenario's padding
-            if not np.all(np.isnan(c[s]))]
+    # a scenario's padding subjects have no status (NaN); failed subjects
+    # (errors="keep") are written, their missing values with MDV 1
+    status = (ds.status.values.astype(float) if "status" in ds
+              else np.zeros(ds.sizes["subject"]))
+    rows = [s for s in range(ds.sizes["subject"]) if np.isfinite(status[s])]
     covs = [k for k in ("weight", "age", "height", "bmi", "female", "asian",
                         "japanese")  # those known for every subject written
             if k in ds.coords and np.all(np.isfinite(ds[k].values[rows]))]
@@ -406,8 +409,9 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                     sid, _num(ds.dose_time.values[i]), 1, _num(amt), _num(rate),
                     cmt_by_route[route], 1, "."] + dev + cv))
             for j in range(t.size):
-                recs.append((float(t[j]), 1, [sid, _num(t[j]), 0, ".", ".", ".", 0,
-                                              _num(c[s, j])] + nodev + cv))
+                dv = [0, _num(c[s, j])] if np.isfinite(c[s, j]) else [1, "."]
+                recs.append((float(t[j]), 1, [sid, _num(t[j]), 0, ".", ".", "."] +
+                             dv + nodev + cv))
             for _, _, row in sorted(recs, key=lambda x: (x[0], x[1])):
                 w.writerow(row)
     return path

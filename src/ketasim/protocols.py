@@ -7,6 +7,7 @@ session starts, so t = 0 is the first dose.
 
 from __future__ import annotations
 
+import numbers
 import re
 
 from .dosing import Dose, DoseError, Regimen
@@ -142,8 +143,10 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
     for name, v, low in (("weeks", weeks, 1), ("continuation_weeks",
                                                 continuation_weeks, 0),
                          ("maintenance_sessions", maintenance_sessions, 0)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
             raise DoseError(f"{name} must be a whole number >= {low}; got {v!r}")
+    weeks, continuation_weeks = int(weeks), int(continuation_weeks)
+    maintenance_sessions = int(maintenance_sessions)
     dev = mg(device)
     gap = to_hours(device_interval, what="device_interval")
     if not gap > 0:

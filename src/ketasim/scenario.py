@@ -80,6 +80,10 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     scenarios = list(scenarios)
     if not scenarios:
         raise ValueError("run_scenarios needs at least one Scenario")
+    if kw.get("output", "trajectories") != "trajectories":
+        raise ValueError("run_scenarios combines concentration curves; for "
+                         "metrics-only runs call ks.simulate(..., output='metrics') "
+                         "for each scenario (sc.model, sc.regimen, sc.population)")
     names = [s.name for s in scenarios]
     if len(set(names)) != len(names):
         raise ValueError(f"scenario names must be unique; got {names}")
@@ -104,10 +108,14 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     # scenario's values for all of them
     per_subject = dict.fromkeys(k for p, _ in parts for k, v in p.coords.items()
                                 if k != "subject" and v.dims == ("subject",))
+    first = parts[0][0]
+    same_subjects = all(np.array_equal(p.subject.values, first.subject.values)
+                        for p, _ in parts)
     differ = [k for k in per_subject
-              if not all(k in p.coords and p[k].shape == parts[0][0][k].shape and
-                         np.array_equal(p[k].values, parts[0][0][k].values,
-                                        equal_nan=True) for p, _ in parts)]
+              if not same_subjects or not all(
+                  k in p.coords and k in first.coords and
+                  p[k].shape == first[k].shape and _equal(p[k].values, first[k].values)
+                  for p, _ in parts)]
     if differ:
         parts = [(p.reset_coords([k for k in differ if k in p.coords]), a)
                  for p, a in parts]
@@ -130,6 +138,13 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
         f"{s.population.n if s.population else 1} subjects" for s in scenarios)
     return out
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    try:
+        return np.array_equal(a, b, equal_nan=True)
+    except TypeError:  # strings: NaN does not arise
+        return np.array_equal(a, b)
 
 
 def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,

@@ -72,7 +72,8 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int, int]]] = {
     "nmol": (1e-9, (0, 0, 0, 0, 1)),
 }
 _ALIASES = {"hour": "h", "hours": "h", "hr": "h", "minute": "min", "minutes": "min",
-            "mins": "min", "l": "L", "ml": "mL", "sec": "s", "ul": "uL"}
+            "mins": "min", "l": "L", "ml": "mL", "sec": "s", "ul": "uL",
+            "µl": "µL"}
 
 # Named dimensions the model schema checks against.
 DIMENSIONS: dict[str, tuple[int, int, int, int, int]] = {
