@@ -22,9 +22,9 @@ example:
 
 
 def _demo(args) -> int:
-    import numpy as np
-
     import ketasim as ks
+
+    from .metrics import present_analytes
 
     model = ks.load_model(args.model)
     course = ks.six_infusion_course(salt=args.salt)
@@ -53,9 +53,7 @@ def _demo(args) -> int:
     print(f"\n{args.n} virtual adults (seed {args.seed}), days 0-21:")
     res = ks.run_scenarios(scenarios)
     for name in res.scenario.values:
-        one = res.sel(scenario=name)
-        an = str(one.analyte.values[np.flatnonzero(
-            ~np.all(np.isnan(one.concentration.values), axis=(0, 2)))[0]])
+        an = present_analytes(res.sel(scenario=name))[0]
         print()
         print(ks.compare(res.sel(scenario=[name]), per="session", analyte=an))
     out = Path(args.out_dir)

@@ -34,6 +34,15 @@ PER = ("dose", "session", "course")
 TIE_RTOL = 1e-9
 
 
+def present_analytes(ds: xr.Dataset) -> list[str]:
+    """Analytes with any value in ``ds`` (a scenario Dataset pads the analytes of
+    other scenarios' models with NaN), in the Dataset's order."""
+    c = ds.concentration
+    other = [d for d in c.dims if d != "analyte"]
+    keep = np.asarray(c.notnull().any(dim=other))
+    return [str(a) for a in ds.analyte.values[keep]]
+
+
 def _windows(ds: xr.Dataset, per: str) -> tuple[np.ndarray, list[np.ndarray]]:
     """Window start times (h) and, per window, the dose indices it spans."""
     if per not in PER:

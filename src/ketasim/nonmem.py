@@ -355,8 +355,9 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                          f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
     names = [str(a) for a in ds.analyte.values]
     if analyte is None:
-        have = [a for a in names
-                if not np.all(np.isnan(ds.concentration.sel(analyte=a).values))]
+        from .metrics import present_analytes
+
+        have = present_analytes(ds)
         if len(have) > 1:
             raise ValueError(f"this Dataset has {len(have)} analytes "
                              f"({', '.join(have)}); a NONMEM file holds one DV: pass "

@@ -20,9 +20,9 @@ def _time_axis(t: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def _present(ds: xr.Dataset) -> list[str]:
-    """Analytes with any value (a scenario Dataset pads other models' with NaN)."""
-    keep = ~np.all(np.isnan(ds.concentration.values), axis=(0, 2))
-    return [str(a) for a in ds.analyte.values[keep]] or [str(ds.analyte.values[0])]
+    from .metrics import present_analytes
+
+    return present_analytes(ds) or [str(ds.analyte.values[0])]
 
 
 def _band(ax, ds, analyte, color, label, spaghetti, q):

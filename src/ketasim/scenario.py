@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .dosing import Dose, Regimen
-from .metrics import metrics
+from .metrics import metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
 from .population import Population
@@ -179,9 +179,8 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
         if "dose" in one.dims:
             one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
             one = one.assign(dose_session=one.dose_session.astype(np.int64))
-        if np.all(np.isnan(one.concentration.sel(analyte=analyte).values)):
-            have = [str(a) for a in one.analyte.values
-                    if not np.all(np.isnan(one.concentration.sel(analyte=a).values))]
+        have = present_analytes(one)
+        if analyte not in have:
             raise ValueError(f"scenario {str(s)!r} has no analyte {analyte!r} (it has "
                              f"{', '.join(map(repr, have))}); compare scenarios of "
                              f"one analyte at a time with analyte=...")
