@@ -63,7 +63,7 @@ def check_routes(model: Model, regimen: Regimen) -> None:
     """Every dose's route exists in the model and fits it (duration only for IV),
     and its drug is the model's (or a racemic dose the model knows how to split)."""
     for i, d in enumerate(regimen.doses):
-        drug_factor(model, i, d)
+        share = drug_factor(model, i, d)
         route = model.routes.get(d.route)
         if route is None:
             raise DoseError(
@@ -78,7 +78,7 @@ def check_routes(model: Model, regimen: Regimen) -> None:
         if route.device_mg is not None:
             # a label's salt amount (32.3 mg HCl for 28 mg base) rounds to 0.02 %
             dev = route.device_mg
-            mg = d.amount * d.base_factor * drug_factor(model, i, d)
+            mg = d.amount * d.base_factor * share
             if d.per_kg or abs(mg - dev) > DEVICE_RTOL * dev:
                 got = (f"{d.amount:g} mg/kg" if d.per_kg else f"{mg:.4g} mg" +
                        (f" of base (from {d.amount:g} mg {d.salt})"

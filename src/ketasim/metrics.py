@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .units import to_ng_per_ml
+
 __all__ = ["metrics", "pta", "summary"]
 
 PER = ("dose", "session", "course")
@@ -80,8 +82,6 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
     >>> m.auc.attrs["units"], m.auc.attrs["method"]
     ('ng*h/mL', 'exact (integrated in the kernel)')
     """
-    from .units import to_ng_per_ml
-
     if above is not None:
         above = to_ng_per_ml(above, what="above")
     if within is not None:

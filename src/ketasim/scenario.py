@@ -13,6 +13,7 @@ from .metrics import metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
 from .population import Population
+from .units import to_ng_per_ml
 
 __all__ = ["Scenario", "compare", "run_scenarios"]
 
@@ -166,8 +167,6 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
         raise ValueError(f"window={window} picks a dose or a session; give "
                          f"per='dose' or per='session' with it")
     if above is not None:
-        from .units import to_ng_per_ml
-
         above = to_ng_per_ml(above, what="above")
     analyte = analyte or str(ds.analyte.values[0])
     if analyte not in ds.analyte.values:
