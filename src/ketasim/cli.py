@@ -136,8 +136,8 @@ def _simulate(args) -> int:
     else:
         dose = ks.Dose.bolus(args.dose, route=args.route, salt=args.salt)
     if (args.every is None) != (args.count is None):
-        raise ValueError("--every and --count go together: --every '3.5 d' --count 4 "
-                         "gives four doses 3.5 days apart")
+        raise _UsageError("--every and --count go together: --every '3.5 d' --count "
+                          "4 gives four doses 3.5 days apart")
     reg = (ks.Regimen.every(dose, interval=args.every, n=args.count) if args.every
            else ks.Regimen([dose]))
     horizon = to_hours(args.horizon, what="--horizon")
@@ -160,12 +160,66 @@ def _simulate(args) -> int:
     return 0
 
 
+class _UsageError(Exception):
+    """A command line argparse refuses (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is raised (and reported by :func:`main` on one
+    line) instead of printing the usage block and calling ``sys.exit``: ``main``
+    then returns 2 to its caller, a test or the console script."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# What main() reports on one line, ``ketasim: error: <message>``, exit status 1:
+# ketasim's own errors (DoseError, ModelFileError, ScenarioFileError and UnitError
+# are ValueErrors; SolveError), the ValueError/TypeError of its input validation,
+# and OSError (a missing model or scenario file, an output path that cannot be
+# written). Any other exception (KeyError, IndexError, AttributeError, ...) is a
+# bug in ketasim: it propagates with its full traceback. --traceback shows the
+# traceback of the errors above too.
+_REPORTED = (ValueError, TypeError, OSError)
+
+EPILOG = """\
+errors: a refused input or a failed simulation prints one line
+'ketasim: error: <message>' on stderr and exits with status 1 (2 for a wrong
+command line); --traceback shows the full traceback instead. Any other exception
+is a bug in ketasim and is shown with its traceback.
+
+example:
+  ketasim demo
+  ketasim models"""
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a message over several lines, such as
+    a table of values, is joined with spaces)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """Run the ``ketasim`` command with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns the exit status: 0 on success, 1 when ketasim refuses an input or a
+    simulation fails (one line ``ketasim: error: <message>`` on stderr), 2 for a
+    command line argparse refuses. Exceptions of any other type are bugs and
+    propagate with their traceback; ``--traceback`` re-raises the reported ones
+    too."""
+    from .simulate import SolveError
+
+    parser = _Parser(
         prog="ketasim",
         description="Pharmacokinetic simulation of ketamine and esketamine.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  ketasim demo\n  ketasim models")
+        epilog=EPILOG)
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error show the full Python traceback instead "
+                        "of one line")
     sub = parser.add_subparsers(dest="command", metavar="command")
     demo = sub.add_parser("demo", help="run the six-infusion demonstration course",
                           description=DEMO_HELP,
@@ -218,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                           description="example:\n  ketasim cite domino",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     cite.add_argument("model", help="bundled model name or model-file path")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"ketasim: error: {exc}", file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2
@@ -250,8 +308,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"routes: {', '.join(m.routes)}; analytes: "
                       f"{', '.join(m.analyte_names)}; {m.population}")
             return 0
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"ketasim {args.command}: error: {exc}", file=sys.stderr)
+    except _UsageError as exc:
+        print(f"ketasim: error: {exc}", file=sys.stderr)
+        return 2
+    except (*_REPORTED, SolveError) as exc:
+        if args.traceback:
+            raise
+        print(f"ketasim: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 2
 
