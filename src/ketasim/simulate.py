@@ -87,12 +87,20 @@ def _warn_late_doses(regimen: Regimen, t: np.ndarray) -> None:
             GridWarning, stacklevel=_stacklevel())
 
 
+GRID_MAX_POINTS = 10_000_000  # a year every 5 s; 80 MB of times, 80 MB per subject
+# and analyte of results: more is a mistyped step (a '1e-9 h' step over a day would
+# be 179 GiB), so grid() refuses it with the count rather than trying to allocate
+
+
 def grid(end, step, *, start=0.0) -> np.ndarray:
     """Output times in hours from ``start`` to ``end`` inclusive every ``step``.
 
     Multiples are formed as ``k * value / divisor`` in the step's own unit, so whole
     hours land exactly (``grid("24 h", "5 min")[12] == 1.0``) and event times such as
     day 3 coincide with grid points instead of missing them by an ulp.
+
+    At most :data:`GRID_MAX_POINTS` (10 million) points: a longer grid raises a
+    ValueError giving the count, before anything is allocated.
 
     Examples
     --------
@@ -110,7 +118,15 @@ def grid(end, step, *, start=0.0) -> np.ndarray:
     if t1 < t0:
         raise ValueError(f"end ({t1:g} h) must not be before start ({t0:g} h)")
     h = q.value * u.factor
-    n = int(math.floor((t1 - t0) / h * (1 + 1e-12))) + 1
+    count = math.floor((t1 - t0) / h * (1 + 1e-12)) + 1
+    if count > GRID_MAX_POINTS:
+        raise ValueError(
+            f"grid from {t0:g} h to {t1:g} h every {step!r} would have {count:.4g} "
+            f"points; at most {GRID_MAX_POINTS:,} are allowed ({count * 8 / 2**30:.3g} "
+            f"GiB for the times alone, that much again per subject and analyte). "
+            f"Use a longer step or a shorter span, or pass the times you need as "
+            f"an array")
+    n = int(count)
     k = np.arange(n, dtype=float)
     if u.factor < 1:  # min, s: divide by the whole number of units per hour
         return t0 + k * q.value / round(1.0 / u.factor)
@@ -118,8 +134,49 @@ def grid(end, step, *, start=0.0) -> np.ndarray:
 
 
 def _default_times(regimen: Regimen) -> np.ndarray:
+    """Every 5 min until 24 h after the end of the last dose; a regimen so long
+    that this would exceed GRID_MAX_POINTS (95 years) asks for ``times=``."""
     last = max((d.time + (d.duration or 0.0) for d in regimen.doses), default=0.0)
+    count = (last + 24.0) * 12 + 1
+    if count > GRID_MAX_POINTS:
+        raise ValueError(
+            f"the default output times (every 5 min until 24 h after the last dose "
+            f"ends at {last:g} h) would be {count:.4g} points, more than "
+            f"{GRID_MAX_POINTS:,}; pass times= (e.g. ks.grid(...) with a longer "
+            f"step)")
     return grid(last + 24.0, "5 min")
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the OS does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # e.g. Windows
+        return None
+
+
+# The largest in-memory result simulate() allocates (its float64 output buffer,
+# subjects × outputs × times × 8 bytes): half the machine's physical memory, or
+# 8 GiB where that is unknown. A larger request is refused before allocating, with
+# the size and the ways to proceed (fewer times, output="metrics", chunks=).
+RESULT_MAX_BYTES = (_physical_memory() or 16 * 2**30) // 2
+
+
+def _check_result_size(shape: tuple[int, int, int], what: str) -> None:
+    """Refuse a result buffer of ``shape`` (subjects, outputs, times) larger than
+    :data:`RESULT_MAX_BYTES`, before it is allocated."""
+    size = 8 * math.prod(shape)
+    if size > RESULT_MAX_BYTES:
+        n, k, T = shape
+        raise ValueError(
+            f"the result would need {size / 2**30:.3g} GiB ({n} subjects x {k} "
+            f"outputs ({what}) x {T} times x 8 bytes), more than the limit of "
+            f"{RESULT_MAX_BYTES / 2**30:.3g} GiB (half of this machine's memory). "
+            f"Use fewer output times (a longer step, or only the times you need), "
+            f"output='metrics' (per-dose metrics in bounded memory), or chunks= (a "
+            f"lazy Dask result computed and written chunk by chunk)")
 
 
 def _check_times(times) -> np.ndarray:
@@ -151,7 +208,20 @@ def _check_times(times) -> np.ndarray:
 
 def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
     """Number of subjects, covariate arrays and parameter overrides, validated;
-    a ValidityWarning for given covariates outside the model's ranges (``warn``)."""
+    a ValidityWarning for given covariates outside the model's ranges (``warn``).
+
+    Covariates are checked by ``_validate.covariate_values`` (finite, plausible,
+    flags 0/1). Overrides come back in canonical units (``_validate.parameter_values``
+    reads the user's units): ``name`` -> absolute values (L, L/h, 1/h, h, fraction),
+    ``name + "/kg"`` -> values per kg of body weight, which
+    ``Model.individual_parameters`` multiplies by each subject's weight (a
+    population's patients have theirs only there)."""
+    from ._validate import check_derived_weight, covariate_values, parameter_values
+
+    for arg, table in (("covariates", covariates), ("parameters", parameters)):
+        if table is not None and not isinstance(table, Mapping):
+            raise TypeError(f"{arg} must be a mapping (name -> value or per-subject "
+                            f"array), e.g. a dict; got {type(table).__name__}")
     covariates = dict(covariates or {})
     parameters = dict(parameters or {})
     for name in covariates:
@@ -163,15 +233,12 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
             raise ValueError(f"model {model.id!r} has no parameter {name!r}; its "
                              f"parameters: {', '.join(model.parameters)}")
     arrays = {}
-    for kind, table in (("covariate", covariates), ("parameter", parameters)):
-        for name, v in table.items():
-            a = np.asarray(v, dtype=float)
-            if a.ndim > 1:
-                raise ValueError(f"{kind} {name!r} must be a scalar or 1-D array (one "
-                                 f"value per subject); got shape {a.shape}")
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{kind} {name!r} has non-finite values")
-            arrays[(kind, name)] = np.atleast_1d(a)
+    for name, v in covariates.items():
+        arrays[("covariate", name)] = np.atleast_1d(covariate_values(name, v))
+    per_kg = {}
+    for name, v in parameters.items():
+        a, per_kg[name] = parameter_values(model, name, v)
+        arrays[("parameter", name)] = np.atleast_1d(a)
     sizes = {a.size for a in arrays.values() if a.size != 1}
     if len(sizes) > 1:
         lens = {f"{k[1]}": a.size for k, a in arrays.items() if a.size != 1}
@@ -192,8 +259,7 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
     derived = "weight" not in covariates and {"height", "bmi"} <= set(covariates)
     if derived:  # as Population does: weight from height (cm) and BMI (kg/m^2)
         cov["weight"] = cov["bmi"] * (cov["height"] / 100.0) ** 2
-    if np.any(cov["weight"] <= 0):
-        raise ValueError("weight must be > 0 kg for every subject")
+        check_derived_weight(cov["weight"])
     if warn and _CHUNK_START.get() is None:  # the covariates given (as a
         # Population's) and weight when derived from them
         from .population import validity_messages
@@ -201,20 +267,45 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         given = set(covariates) | ({"weight"} if derived else set())
         for msg in validity_messages(model, {k: cov[k] for k in given}):
             warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
-    over = {name: np.broadcast_to(arrays[("parameter", name)], (n,))
-            for name in parameters}
     fractions = {pw.fraction for r in model.routes.values() for pw in r.pathways} | \
+        {pw.later_devices for r in model.routes.values() for pw in r.pathways} | \
         {f.fraction for f in model.flows}
-    for name, v in over.items():
+    mtt = {f.rate for f in model.flows if f.kind == "mtt"}
+    over = {}
+    for name in parameters:
+        v = np.broadcast_to(arrays[("parameter", name)], (n,))
         p = model.parameters[name]
-        if np.any(v < 0) or (p.dimension in ("volume", "clearance") and np.any(v <= 0)):
-            raise ValueError(f"parameter {name!r} must be positive; got min "
-                             f"{v.min():g} {p.unit}")
+        unit = p.canonical_unit.removesuffix("/kg") + ("/kg" if per_kg[name] else "")
+        strict = p.dimension in ("volume", "clearance", "rate constant") or name in mtt
+        if np.any(v <= 0) if strict else np.any(v < 0):
+            i = int(np.argmax(v <= 0 if strict else v < 0))
+            why = ("a mean transit time" if name in mtt and p.dimension == "time"
+                   else f"a {p.dimension}")
+            raise ValueError(f"parameters[{name!r}] is {why} and must be "
+                             f"{'> 0' if strict else '>= 0'}; got {v[i]:g} {unit} "
+                             f"(subject {i})")
         if name in fractions and np.any(v > 1):
-            raise ValueError(f"parameter {name!r} is a fraction of a dose or a flow "
+            i = int(np.argmax(v > 1))
+            raise ValueError(f"parameters[{name!r}] is a fraction of a dose or a flow "
                              f"(bioavailability, formation share) and must be <= 1; "
-                             f"got max {v.max():g}")
+                             f"got {v[i]:g} (subject {i})")
+        over[name + "/kg" if per_kg[name] else name] = v
     return n, cov, over
+
+
+def _with_units(model: Model, over: dict, n: int) -> dict:
+    """``_subjects``' overrides as ``name -> (values (n,), canonical unit)``, the
+    form a Dask chunk's ``simulate(parameters=...)`` reads back unchanged (factor
+    1, so bit for bit)."""
+    out = {}
+    for key, v in over.items():
+        name = key.removesuffix("/kg")
+        if v.size not in (1, n):
+            raise ValueError(f"parameters[{name!r}] needs 1 or {n} values (one per "
+                             f"subject); got {v.size}")
+        unit = model.parameters[name].canonical_unit.removesuffix("/kg")
+        out[name] = (np.broadcast_to(v, (n,)), unit + ("/kg" if key != name else ""))
+    return out
 
 
 def simulate(
@@ -259,15 +350,32 @@ def simulate(
         Without it, one subject (or one per row of ``covariates``/``parameters``)
         with typical parameters.
     covariates : mapping, optional
-        Covariate name -> scalar or per-subject array (``weight`` in kg, ``age`` in
-        years, ...). Missing covariates take the model's reference values; a
+        Covariate name -> scalar or per-subject array of plain numbers (``weight``
+        in kg, ``height`` in cm, ``age`` in years, ``bmi`` in kg/m², flags
+        ``female``/``asian``/``japanese`` exactly 0 or 1). Values must be finite and
+        humanly plausible (``ketasim._validate.COVARIATE_RANGES``: age 0–120 y,
+        height 30–250 cm, weight 0.3–400 kg, BMI 8–100 kg/m², neonates included);
+        strings such as ``"70 kg"`` are refused. Missing covariates take the
+        model's reference values; a
         missing weight is the model's reference weight, or 70 kg when the model
         has none (it scales mg/kg doses). Not combined with ``population`` (give
         the table to ``Population`` instead).
     parameters : mapping, optional
-        Parameter name -> scalar or per-subject array of *individual* values in the
-        model file's unit for that parameter (per-kg units are still scaled by
-        weight). They replace typical value × covariates × random effect.
+        Parameter name -> *individual* values, which replace typical value ×
+        covariates × random effect: a value with its unit, ``"80 L/h"``,
+        ``(80, "L/h")``, ``Quantity(80, "L/h")`` or per subject ``(array, "L/h")``.
+        Any unit of the parameter's dimension converts (``"1.33 L/min"``); a per-kg
+        unit (``"1.15 L/h/kg"``) is multiplied by each subject's weight, an
+        absolute one is that subject's value. The dimension must match (a volume
+        given in L/h is an error). A bare number (or array) is read in the unit
+        ``Model.parameters[name]`` and the model pages print (L, L/h, 1/h, h) and
+        is accepted only where it cannot be mistaken: for fractions, and for
+        parameters the model file states in that same unit. It is refused, with
+        both ways to write it, for per-kg parameters (``CL`` of
+        ``clements_nimmo_1981``: this subject's clearance, or per kg?) and for
+        parameters the file states in another unit (``k10`` of ``domino`` in
+        1/min). Volumes, clearances, rate constants and mean transit times must be
+        > 0, other times >= 0, fractions in [0, 1], all finite.
     solver : {"auto", "exact", "ode"}
         ``"exact"``: matrix-exponential propagation (linear models, no tolerance).
         ``"ode"``: adaptive integration with ``rtol``/``atol``. ``"auto"`` picks
@@ -335,6 +443,11 @@ def simulate(
     >>> print(ds.concentration.sel(analyte="ketamine").round(1).values)
     [[  0.  209.6 240.3  55.1  45.8  40.4  35.8]]
     """
+    from ._validate import check_bool
+
+    for flag, value in (("residual", residual), ("amounts", amounts), ("auc", auc),
+                        ("dose_windows", dose_windows)):
+        check_bool(value, flag)  # a string such as "no" would read as True
     model = load_model(model)
     if isinstance(regimen, Dose):
         regimen = Regimen([regimen])
@@ -443,6 +556,8 @@ def simulate(
         raise ValueError("out= holds concentrations only; it cannot be combined "
                          "with amounts=True or auc=True")
     else:
+        _check_result_size(shape, "concentrations" + ", AUC" * auc
+                           + ", amounts" * amounts)
         buf = np.empty(shape)
     status = np.zeros(n, dtype=np.int64)
 
@@ -569,15 +684,15 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
                          f"{chunks!r}")
     if population is not None:
         n = population.n
+        _, _, over_all = _subjects(model, None, parameters, warn=False)
     else:
         # every covariate, given or defaulted (reference values, weight derived
         # from height and BMI): each chunk then sees exactly its patients' values
         n, cov_all, over_all = _subjects(model, covariates, parameters)
-    over = {k: np.broadcast_to(np.atleast_1d(np.asarray(v, dtype=float)), (n,))
-            for k, v in (parameters or {}).items()}
+    over = _with_units(model, over_all, n)
 
     def part(a, b):
-        p = {k: v[a:b] for k, v in over.items()}
+        p = {k: (v[a:b], u) for k, (v, u) in over.items()}
         if population is not None:
             return _chunk(a, model, regimen, times=t, population=population.subset(
                 a, b), parameters=p or None, progress=False, **kw)
