@@ -51,14 +51,16 @@ def model_page(model, outdir: Path) -> Path:
     lines += ["## References", ""]
     for r in model.references:
         lines.append(f"- `{r.key}`: {r.citation}" + (f" doi:{r.doi}" if r.doi else ""))
-    lines += ["", "## Parameters", "", "| name | value | unit | description | source "
-              "| grade |", "|---|---|---|---|---|---|"]
+    # value and unit as ketasim reads them (simulate(parameters=...) takes a bare
+    # number in this unit where it is unambiguous), then as the model file states them
+    lines += ["", "## Parameters", "", "| name | value | unit | in the model file | "
+              "description | source | grade |", "|---|---|---|---|---|---|---|"]
     from .units import parse_unit
 
     for p in model.parameters.values():
         shown = p.value / parse_unit(p.unit).factor
-        lines.append(f"| {p.name} | {shown:.4g} | {p.unit} | {p.description} | "
-                     f"{p.source} | {p.grade} |")
+        lines.append(f"| {p.name} | {p.value:.4g} | {p.canonical_unit} | {shown:.4g} "
+                     f"{p.unit} | {p.description} | {p.source} | {p.grade} |")
     if model.variability:
         lines += ["", "## Variability", "", "| parameter | distribution | IIV ω | "
                   "IOV ω |", "|---|---|---|---|"]

@@ -66,6 +66,17 @@ class Parameter:
     source: str
     grade: str
 
+    def __repr__(self) -> str:
+        # the value in the unit printed next to it: canonical (what
+        # simulate(parameters=...) reads a bare number in), and the file's own
+        # statement when its unit differs
+        from .units import parse_unit
+
+        s = f"{self.name} = {self.value:.4g} {self.canonical_unit}"
+        if self.unit != self.canonical_unit:
+            s += f" [file: {self.value / parse_unit(self.unit).factor:.4g} {self.unit}]"
+        return f"Parameter({s}, {self.dimension}: {self.description})"
+
 
 @dataclass(frozen=True)
 class Compartment:
@@ -296,20 +307,21 @@ class Model:
 
         typical value × weight (per-kg units) × covariate effects, then the random
         effect (log- or logit-normal). ``overrides`` replace the result outright and
-        are in the model file's units for that parameter.
+        arrive converted and checked (``simulate`` reads the user's units): ``name``
+        -> values in canonical absolute units (L, L/h, 1/h, h, fraction), used as
+        they are; ``name + "/kg"`` -> values per kg of body weight (L/kg, L/h/kg),
+        multiplied by ``covariates["weight"]`` (kg).
         """
-        from .units import parse_unit
-
         etas = etas or {}
         overrides = overrides or {}
         out: dict[str, np.ndarray] = {}
         weight = np.asarray(covariates.get("weight", np.nan), dtype=float)
         for name, p in self.parameters.items():
-            if name in overrides:
-                u = parse_unit(p.unit)
-                v = np.asarray(overrides[name], dtype=float) * u.factor
-                if p.per_kg:
-                    v = v * weight
+            if name in overrides or name + "/kg" in overrides:
+                if name in overrides:
+                    v = np.asarray(overrides[name], dtype=float)
+                else:
+                    v = np.asarray(overrides[name + "/kg"], dtype=float) * weight
                 out[name] = np.broadcast_to(v, (n,)).astype(float)
                 continue
             v = np.full(n, p.value)

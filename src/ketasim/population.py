@@ -74,18 +74,23 @@ class Population:
     seed : int
         One seed for everything random (covariates, IIV, IOV, residual error).
     covariates : mapping, optional
-        A table of covariates (name -> array of length ``n``): weight in kg, age in
-        years, height in cm, female/asian/japanese as 0/1. Missing ones are drawn
-        from the adult distribution below. Use it to supply a real cohort.
+        A table of covariates (name -> array of length ``n``, plain numbers): weight
+        in kg, age in years, height in cm, bmi in kg/m², female/asian/japanese
+        exactly 0 or 1. Finite and humanly plausible (age 0–120 y, height
+        30–250 cm, weight 0.3–400 kg, BMI 8–100 kg/m²), else an error naming the
+        covariate and the patient. Missing ones are drawn from the adult
+        distribution below; weight missing but height or BMI given is BMI ×
+        height². Use it to supply a real cohort.
     female : float
-        Proportion of women (adult distribution).
+        Proportion of women (adult distribution), in [0, 1].
     age : (float, float)
-        Age range in years; ages are uniform on it.
+        Age range in years, 0 <= low <= high <= 120; ages are uniform on it.
     asian, japanese : float
-        Proportions flagged Asian / Japanese (Japanese implies Asian).
+        Proportions flagged Asian / Japanese (Japanese implies Asian), in [0, 1].
     iiv, iov : bool
         Draw inter-individual / inter-occasion random effects (False gives
-        typical-value patients differing only by covariates).
+        typical-value patients differing only by covariates). Booleans only:
+        ``iiv="no"`` is an error, not a true value.
 
     Notes
     -----
@@ -114,38 +119,55 @@ class Population:
     offset: int = 0
 
     def __post_init__(self):
-        if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer) \
-                or self.n < 1:
+        from ._validate import (
+            check_bool,
+            check_derived_weight,
+            check_proportion,
+            covariate_values,
+            finite_number,
+            is_whole,
+        )
+
+        if not is_whole(self.n) or self.n < 1:
             raise ValueError(f"n must be a whole number >= 1; got {self.n!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) \
-                or self.seed < 0:
+        if not is_whole(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a whole number >= 0; got {self.seed!r}")
+        if not is_whole(self.offset) or self.offset < 0:
+            raise ValueError(f"offset must be a whole number >= 0; got "
+                             f"{self.offset!r}")
         for name in ("female", "asian", "japanese"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} is a proportion in [0, 1]; got {v!r}")
+            object.__setattr__(self, name, check_proportion(getattr(self, name), name))
         if self.japanese > self.asian and self.japanese > 0:
             raise ValueError(f"japanese ({self.japanese}) cannot exceed asian "
                              f"({self.asian}): Japanese patients are flagged Asian too")
-        lo, hi = self.age
-        if not 0 <= lo <= hi:
-            raise ValueError(f"age must be (low, high) years with 0 <= low <= high; "
-                             f"got {self.age!r}")
+        if not isinstance(self.age, tuple | list) or len(self.age) != 2:
+            raise TypeError(f"age must be a (low, high) range in years such as "
+                            f"(18, 65); got {self.age!r}")
+        lo, hi = (finite_number(v, f"age[{i}]") for i, v in enumerate(self.age))
+        amax = 120.0  # _validate.COVARIATE_RANGES["age"]
+        if not 0 <= lo <= hi <= amax:
+            raise ValueError(f"age must be (low, high) years with 0 <= low <= high <= "
+                             f"{amax:g}; got {self.age!r}")
+        object.__setattr__(self, "age", (lo, hi))
+        for name in ("iiv", "iov"):  # Population(iiv="no") must not mean yes
+            object.__setattr__(self, name, check_bool(getattr(self, name), name))
         if self.covariates is not None:
+            if not isinstance(self.covariates, Mapping):
+                raise TypeError(f"covariates must be a mapping (name -> array of "
+                                f"{self.n} values), e.g. a dict or a DataFrame's "
+                                f"columns; got {type(self.covariates).__name__}")
             table = {}
             for name, v in dict(self.covariates).items():
                 if name not in KNOWN_COVARIATES:
                     raise ValueError(f"unknown covariate {name!r}; known covariates: "
                                      f"{', '.join(KNOWN_COVARIATES)}")
-                a = np.asarray(v, dtype=float)
+                a = covariate_values(name, v)
                 if a.shape != (self.n,):
                     raise ValueError(f"covariate {name!r} needs {self.n} values (one "
                                      f"per patient); got shape {a.shape}")
-                if not np.all(np.isfinite(a)):
-                    raise ValueError(f"covariate {name!r} has non-finite values")
                 table[name] = a
-            if "weight" in table and np.any(table["weight"] <= 0):
-                raise ValueError("weight must be > 0 kg for every patient")
+            if "weight" not in table and {"height", "bmi"} <= set(table):
+                check_derived_weight(table["bmi"] * (table["height"] / 100.0) ** 2)
             object.__setattr__(self, "covariates", table)
 
     @property
@@ -190,9 +212,13 @@ class Population:
         if self.covariates is not None:
             for name, v in self.covariates.items():
                 out[name] = v[idx - self.offset]
-            if "weight" in self.covariates and "bmi" not in self.covariates \
-                    and "height" in out:
+            given = set(self.covariates)
+            if "weight" in given and "bmi" not in given:
                 out["bmi"] = out["weight"] / (out["height"] / 100.0) ** 2
+            elif "weight" not in given and given & {"height", "bmi"}:
+                # weight = BMI x height^2 with the table's height or BMI, not the
+                # drawn ones (the drawn weight would contradict the table)
+                out["weight"] = out["bmi"] * (out["height"] / 100.0) ** 2
         return out
 
     def etas(self, model: Model, subjects) -> dict[str, np.ndarray]:

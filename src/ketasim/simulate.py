@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from . import __version__
-from ._lower import Lowered, lower, sessions, with_auc
+from ._lower import Lowered, check_magnitude, lower, sessions, with_auc
 from .dosing import Dose, Regimen
 from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
@@ -560,6 +560,9 @@ def simulate(
                            + ", amounts" * amounts)
         buf = np.empty(shape)
     status = np.zeros(n, dtype=np.int64)
+    # doses whose concentrations or AUC would overflow are refused by name here;
+    # the kernels' status codes stay a last line of defence
+    check_magnitude(model, regimen, low, t[-1])
 
     if solver == "exact":
         from ._kernels.linear import population_linear, states
@@ -757,8 +760,10 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     W = starts.size
     K = len(model.analytes)
     shape = (n, K, W)
-    cmax, tmax = np.full(shape, -np.inf), np.full(shape, np.nan)
-    tab = np.zeros(shape)
+    # the kernel writes every window that holds an output time; the others (no
+    # output time between the dose and the next) keep NaN, as on the post-hoc path
+    cmax, tmax = np.full(shape, np.nan), np.full(shape, np.nan)
+    tab = np.full(shape, np.nan)
     pre = np.full(shape, np.nan)
     aucs = np.full((n, K, W + 1), np.nan)
     status = np.zeros(n, dtype=np.int64)
