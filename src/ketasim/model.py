@@ -40,6 +40,28 @@ KNOWN_COVARIATES: dict[str, str] = {
     "japanese": "0/1",
 }
 
+#: Plausible human range of each covariate (inclusive), in the units above: wide
+#: enough for a 0.3-kg preterm neonate and the heaviest recorded adult. A model file's
+#: covariate references and validity ranges must lie inside these, and a covariate
+#: effect is checked over this range when the model declares no validity range.
+COVARIATE_RANGES: dict[str, tuple[float, float]] = {
+    "weight": (0.2, 700.0),
+    "height": (20.0, 280.0),
+    "age": (0.0, 130.0),
+    "bmi": (2.0, 250.0),
+    "female": (0.0, 1.0),
+    "asian": (0.0, 1.0),
+    "japanese": (0.0, 1.0),
+}
+
+#: What each parameter rule of :func:`parameter_roles` requires, for messages.
+RULE_TEXT = {
+    "positive": "finite and > 0",
+    "nonnegative": "finite and >= 0",
+    "fraction": "between 0 and 1",
+    "finite": "finite",
+}
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -215,6 +237,10 @@ class Model:
     sha256: str = ""
     time_effects: tuple[tuple[str, float], ...] = ()
     racemic_fraction: float | None = None
+    #: dimensionless parameters the model file lets exceed 1 where they are used
+    #: as a fraction (``above_one = "why"``): a published apparent fraction such
+    #: as a relative bioavailability of 116 %
+    fractions_above_one: tuple[str, ...] = ()
     rhs: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -327,20 +353,26 @@ class Model:
             v = np.full(n, p.value)
             if p.per_kg:
                 v = v * weight
-            for eff in self.covariate_effects:
-                if eff.parameter != name:
-                    continue
-                c = np.asarray(covariates[eff.covariate], dtype=float)
-                v = v * _covariate_factor(eff, c)
-            var = self._variability_for(name)
-            if var is not None and name in etas:
-                eta = np.asarray(etas[name], dtype=float)
-                if var.distribution == "lognormal":
-                    v = v * np.exp(eta)
-                else:  # logit-normal: typical value is the median probability
-                    logit = np.log(v / (1.0 - v)) + eta
-                    v = 1.0 / (1.0 + np.exp(-logit))
+            # overflow or a 0 ** -x here gives inf/nan, which check_individual
+            # below reports with the parameter, subject and covariates at fault
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                for eff in self.covariate_effects:
+                    if eff.parameter != name:
+                        continue
+                    c = np.asarray(covariates[eff.covariate], dtype=float)
+                    v = v * _covariate_factor(eff, c)
+                var = self._variability_for(name)
+                if var is not None and name in etas:
+                    eta = np.asarray(etas[name], dtype=float)
+                    if var.distribution == "lognormal":
+                        v = v * np.exp(eta)
+                    else:  # logit-normal: typical value is the median probability
+                        logit = np.log(v / (1.0 - v)) + eta
+                        v = 1.0 / (1.0 + np.exp(-logit))
             out[name] = np.broadcast_to(v, (n,)).astype(float)
+        # one vectorised pass: a model's own numbers (covariate effects, random
+        # effects) must not hand the solver a negative volume or a fraction above 1
+        check_individual(self, out, covariates, etas, overrides)
         return out
 
     def _variability_for(self, name: str) -> Variability | None:
@@ -427,6 +459,167 @@ class Model:
                 assert c.volume is not None  # checked by the loader
                 return c.volume
         raise KeyError(compartment)
+
+
+def parameter_roles(model: Model) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The range each parameter must lie in, from its dimension and its uses.
+
+    Returns
+    -------
+    dict
+        parameter name -> ``(rule, uses)``. ``rule`` is one of
+
+        ``"positive"``
+            finite and > 0: volumes, clearances, rate constants, mean transit times
+            and zero-order input durations.
+        ``"nonnegative"``
+            finite and >= 0: other times (a lag may be 0).
+        ``"fraction"``
+            in [0, 1]: a flow's or a route pathway's fraction and the later-device
+            factor (``"nonnegative"`` instead for a parameter the model lists in
+            ``fractions_above_one``).
+        ``"finite"``
+            any other dimensionless or unused number.
+
+        ``uses`` are phrases saying where the model uses the parameter, for messages.
+    """
+    rank = {"finite": 0, "nonnegative": 1, "fraction": 2, "positive": 3}
+    rules: dict[str, str] = {}
+    uses: dict[str, list[str]] = {}
+    for name, p in model.parameters.items():
+        rules[name] = ("positive" if p.dimension in ("volume", "clearance",
+                                                     "rate constant")
+                       else "nonnegative" if p.dimension == "time" else "finite")
+        uses[name] = []
+
+    def use(name, rule: str, text: str):
+        if not isinstance(name, str) or name not in rules:
+            return  # None, a literal number or "rest"
+        if rule == "fraction" and name in model.fractions_above_one:
+            rule = "nonnegative"
+        if rank[rule] > rank[rules[name]]:
+            rules[name] = rule
+        if text not in uses[name]:
+            uses[name].append(text)
+
+    for c in model.compartments:
+        use(c.volume, "positive", f"the volume of compartment {c.name!r}")
+    what = {"k": "rate constant", "cl": "clearance", "mtt": "mean transit time"}
+    for f in model.flows:
+        use(f.rate, "positive", f"the {what[f.kind]} of the flow from {f.source!r}")
+        use(f.fraction, "fraction",
+            f"the fraction of the flow from {f.source!r} reaching {f.target!r}")
+    for r in model.routes.values():
+        for pw in r.pathways:
+            into = f"route {r.name!r} into {pw.target!r}"
+            use(pw.fraction, "fraction", f"the fraction of {into}")
+            use(pw.later_devices, "fraction", f"the later-device factor of {into}")
+            use(pw.lag, "nonnegative", f"the lag time of {into}")
+            use(pw.duration, "positive", f"the input duration of {into}")
+    return {name: (rules[name], tuple(uses[name])) for name in rules}
+
+
+def _rule_ok(rule: str, v: np.ndarray) -> np.ndarray:
+    """Where ``v`` satisfies ``rule`` (NaN never does)."""
+    if rule == "positive":
+        return (v > 0.0) & (v < np.inf)
+    if rule == "nonnegative":
+        return (v >= 0.0) & (v < np.inf)
+    if rule == "fraction":
+        return (v >= 0.0) & (v <= 1.0)
+    return np.isfinite(v)
+
+
+def check_individual(model: Model, params: Mapping[str, np.ndarray],
+                     covariates: Mapping[str, np.ndarray],
+                     etas: Mapping[str, np.ndarray] | None = None,
+                     overrides: Mapping[str, np.ndarray] | None = None) -> None:
+    """Refuse individual parameters the model cannot use.
+
+    One vectorised pass per parameter (cheap next to the solve): each value must
+    satisfy its rule from :func:`parameter_roles`, and the fractions of a route's
+    pathways must not add up to more than the whole dose.
+
+    Parameters
+    ----------
+    model : Model
+    params : mapping of str to array, shape (n,)
+        Individual parameters in canonical units (h, L, L/h, 1/h, fraction).
+    covariates, etas, overrides : mappings of str to array
+        What the parameters were computed from, named in the message.
+
+    Raises
+    ------
+    ValueError
+        Names the parameter, the first subject at fault (its position in the
+        arrays), its value, the rule and the covariates and random effect behind it.
+    """
+    etas = etas or {}
+    overrides = overrides or {}
+    for name, (rule, uses) in parameter_roles(model).items():
+        v = params.get(name)
+        if v is None:
+            continue
+        v = np.asarray(v, dtype=float)
+        ok = _rule_ok(rule, v)
+        if ok.all():
+            continue
+        s = int(np.argmin(ok))
+        p = model.parameters[name]
+        where = uses[0] if uses else f"a {p.dimension}"
+        raise ValueError(
+            f"individual parameter {name!r} of subject {s} is {v.flat[s]:.6g} "
+            f"{p.canonical_unit.removesuffix('/kg')} ({int(v.size - ok.sum())} of "
+            f"{v.size} subjects affected); it must be {RULE_TEXT[rule]} as "
+            f"{where}. {_origin(model, name, s, covariates, etas, overrides)}")
+    for route in model.routes.values():
+        named = [pw.fraction for pw in route.pathways
+                 if pw.fraction is not None and pw.fraction != "rest"]
+        if len(named) < 2 or any(f in model.fractions_above_one for f in named):
+            continue
+        n = np.size(next(iter(params.values()))) if params else 1
+        fracs = [np.broadcast_to(model.value_of(f, params, n, 1.0), (n,))
+                 for f in named]
+        total = sum(fracs)
+        ok = total <= 1.0 + 1e-12  # rounding of fractions meant to sum to 1
+        if not np.all(ok):
+            s = int(np.argmin(ok))
+            parts = " + ".join(f"{f} {x[s]:.4g}" for f, x in zip(named, fracs,
+                                                                   strict=True))
+            raise ValueError(
+                f"the pathway fractions of route {route.name!r} add up to "
+                f"{total[s]:.6g} > 1 for subject {s} ({parts}): more than the whole "
+                f"dose would be absorbed. Check the fraction parameters and their "
+                f"covariate and random effects")
+
+
+def _origin(model: Model, name: str, s: int, covariates, etas, overrides) -> str:
+    """How individual parameter ``name`` of subject ``s`` was computed, in words."""
+    def at(a):
+        a = np.asarray(a, dtype=float)
+        return float(a.flat[s]) if a.size > 1 else float(a.flat[0])
+
+    if name in overrides or name + "/kg" in overrides:
+        return "It was given in parameters=; give a value in the range above"
+    p = model.parameters[name]
+    parts = [f"typical value {p.value:.6g} {p.canonical_unit}"]
+    covs = []
+    if p.per_kg:
+        parts.append(f"weight {at(covariates.get('weight', np.nan)):.6g} kg")
+    for eff in model.covariate_effects:
+        if eff.parameter == name:
+            c = at(covariates[eff.covariate])
+            parts.append(f"{eff.kind} effect of {eff.covariate} = {c:.6g} "
+                         f"{KNOWN_COVARIATES[eff.covariate]} (factor "
+                         f"{float(_covariate_factor(eff, np.asarray(c))):.6g})")
+            covs.append(eff.covariate)
+    var = model._variability_for(name)
+    if var is not None and name in etas:
+        parts.append(f"{var.distribution} random effect eta = {at(etas[name]):.4g}")
+    hint = (f"check the covariates given ({', '.join(dict.fromkeys(covs))}) against "
+            "the model's validity ranges, or the model's covariate effects"
+            if covs else "check the model's parameter values and variability")
+    return f"It comes from {' × '.join(parts)}; {hint}"
 
 
 def _covariate_factor(eff: CovariateEffect, c: np.ndarray) -> np.ndarray:

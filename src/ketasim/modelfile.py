@@ -8,12 +8,17 @@ drop a variance. The schema is described in ``models/README.md``.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .model import (
+    COVARIATE_RANGES,
     KNOWN_COVARIATES,
+    RULE_TEXT,
     Analyte,
     Compartment,
     CovariateEffect,
@@ -24,7 +29,9 @@ from .model import (
     Reference,
     Route,
     Variability,
+    _covariate_factor,
     omega_from,
+    parameter_roles,
 )
 from .units import UnitError, parse_quantity, parse_unit
 
@@ -152,9 +159,35 @@ def _device_mg(t: _Table, text: str) -> float:
         u = parse_unit(q.unit)
     except (UnitError, TypeError) as e:
         t.fail(str(e), "device", 'write an amount, e.g. "28 mg"')
-    if u.dimension != "amount" or u.per_kg or not q.value * u.factor > 0:
+    if u.dimension != "amount" or u.per_kg or not 0 < q.value * u.factor < math.inf:
         t.fail(f"must be a fixed amount > 0 such as \"28 mg\"; got {text!r}", "device")
     return q.value * u.factor
+
+
+def _number(t: _Table, key: str, v: float, rule: str, unit: str = "",
+            hint: str = "") -> float:
+    """``v`` (read at ``key`` of ``t``) checked against a :data:`RULE_TEXT` rule."""
+    ok = {"positive": v > 0, "nonnegative": v >= 0, "fraction": 0 <= v <= 1,
+          "finite": True}[rule] and math.isfinite(v)
+    if not ok:
+        t.fail(f"must be {RULE_TEXT[rule]}{' ' + unit if unit else ''}; got {v!r}",
+               key, hint)
+    return v
+
+
+def _covariate_value(t: _Table, key: str, v: float, cname: str) -> float:
+    """A value of covariate ``cname`` read at ``key``: 0 or 1 for a flag, else
+    finite and inside the plausible human range (:data:`COVARIATE_RANGES`)."""
+    unit = KNOWN_COVARIATES[cname]
+    if unit == "0/1":
+        if v not in (0, 1):
+            t.fail(f"must be 0 or 1 ({cname} is a 0/1 flag); got {v!r}", key)
+        return float(v)
+    lo, hi = COVARIATE_RANGES[cname]
+    if not (math.isfinite(v) and lo <= v <= hi):
+        t.fail(f"must be a plausible {cname}, within [{lo:g}, {hi:g}] {unit}; got "
+               f"{v!r}", key, f"{cname} is in {unit}")
+    return float(v)
 
 
 def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -> Model:
@@ -202,7 +235,8 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         unit = t.take("unit", str)
         if unit != KNOWN_COVARIATES[cname]:
             t.fail(f"must be {KNOWN_COVARIATES[cname]!r}; got {unit!r}", "unit")
-        covariates[cname] = t.take("reference", float)
+        covariates[cname] = _covariate_value(t, "reference", t.take("reference",
+                                                                     float), cname)
         t.take("description", str, required=False)
         t.done()
     ctab.done()
@@ -213,17 +247,24 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         rng = vtab.take(cname, list)
         if cname not in covariates:
             vtab.fail("names a covariate not declared under [covariates]", cname)
-        if len(rng) != 2 or not all(isinstance(x, int | float) for x in rng) \
-                or rng[0] > rng[1]:
-            vtab.fail(f"must be [low, high]; got {rng!r}", cname)
+        if len(rng) != 2 or not all(isinstance(x, int | float) and
+                                    not isinstance(x, bool) for x in rng):
+            vtab.fail(f"must be [low, high], two numbers; got {rng!r}", cname)
+        for x in rng:
+            _covariate_value(vtab, cname, x, cname)
+        if rng[0] > rng[1]:
+            vtab.fail(f"must be [low, high] with low <= high; got {rng!r}", cname,
+                      f"write [{rng[1]!r}, {rng[0]!r}]")
         validity[cname] = (float(rng[0]), float(rng[1]))
     vtab.done()
 
     parameters: dict[str, Parameter] = {}
+    raw_values: dict[str, float] = {}  # as written, in the file's unit
+    above_one: list[str] = []  # fractions the file lets exceed 1, with a reason
     ptab = _Table(top.table("parameters"), "parameters", file)
     for pname in list(ptab.data):
         t = _Table(ptab.take(pname, dict), f"parameters.{pname}", file)
-        value = t.take("value", float)
+        value = _number(t, "value", t.take("value", float), "finite")
         unit = t.take("unit", str)
         try:
             u = parse_unit(unit)
@@ -235,6 +276,13 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         if u.per_kg and "weight" not in covariates:
             t.fail(f"per-kg unit {unit!r} needs the weight covariate", "unit",
                    "declare [covariates.weight] with unit = 'kg' and a reference")
+        above = t.take("above_one", str, required=False)
+        if above is not None:
+            if u.dimension != "dimensionless":
+                t.fail(f"applies to fractions (unit '1' or '%'); {pname!r} is a "
+                       f"{u.dimension} ({unit})", "above_one")
+            above_one.append(pname)
+        raw_values[pname] = value
         ref = t.take("reference", str, required=False)
         if ref is not None and ref not in ref_keys:
             t.fail(f"names an unknown reference {ref!r}", "reference",
@@ -254,11 +302,9 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         v = t.take(key, types, required=required)
         if v is None:
             return None
-        if isinstance(v, int | float):
-            v = float(v)
-            if v < 0:
-                t.fail(f"must be >= 0; got {v}", key)
-            return v
+        if isinstance(v, int | float):  # only fractions may be written as numbers
+            return _number(t, key, float(v), "fraction",
+                           hint="a fraction of the dose or flow, e.g. 0.5")
         if v not in parameters:
             t.fail(f"names an undefined parameter {v!r}", key,
                    f"define [parameters.{v}] or use one of "
@@ -342,8 +388,6 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
                    "time", kind, "use `mtt = ...`")
         frac = need_param(t, "fraction", "dimensionless", number_ok=True,
                           required=False)
-        if isinstance(frac, float) and frac > 1:
-            t.fail(f"must be <= 1; got {frac}", "fraction")
         if frac is not None and dst is None:
             t.fail("a fraction needs a target `to`", "fraction")
         if dst == src:
@@ -408,9 +452,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
     for aname in list(atab.data):
         t = _Table(atab.take(aname, dict), f"analytes.{aname}", file)
         cmt = need_cmt(t, "compartment")
-        mw = t.take("mw", float)
-        if mw <= 0:
-            t.fail(f"must be > 0 g/mol; got {mw}", "mw")
+        mw = _number(t, "mw", t.take("mw", float), "positive", "g/mol")
         if vol_of.get(cmt) is None:
             t.fail(f"compartment {cmt!r} has no volume, so no concentration",
                    "compartment")
@@ -454,26 +496,48 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         t.done()
     var_tab.done()
 
-    correlations = []
+    correlations: list[tuple[str, str, float]] = []
+    omega_of = {v.parameter: v.omega for v in variability}
     for i, c in enumerate(top.take("correlations", list, required=False, default=[])):
         t = _Table(c, f"correlations[{i}]", file)
         pair = t.take("parameters", list)
-        if len(pair) != 2 or any(p not in {v.parameter for v in variability}
-                                 for p in pair):
+        if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
             t.fail(f"must name two parameters with IIV; got {pair!r}", "parameters")
+        if pair[0] == pair[1]:
+            t.fail(f"names {pair[0]!r} twice; its variance belongs in "
+                   f"[variability.{pair[0]}]", "parameters")
+        for p in pair:
+            if p not in omega_of:
+                t.fail(f"names {p!r}, which has no [variability.{p}]; got {pair!r}",
+                       "parameters", "a correlation is between two parameters with "
+                       "inter-individual variability")
+            if omega_of[p] == 0:
+                t.fail(f"names {p!r}, whose inter-individual variance is 0 (it has "
+                       f"only IOV or omega = 0), so it cannot be correlated",
+                       "parameters", f"give [variability.{p}] a non-zero cv, omega "
+                       f"or omega2, or remove this correlation")
+        if any({a, b} == set(pair) for a, b, _ in correlations):
+            t.fail(f"repeats the pair {pair!r} of an earlier correlation",
+                   "parameters")
         rho = t.take("correlation", float, required=False)
         cov = t.take("covariance", float, required=False)
         if (rho is None) == (cov is None):
             t.fail("needs exactly one of `correlation` or `covariance`")
+        key = "correlation" if cov is None else "covariance"
+        _number(t, key, rho if cov is None else cov, "finite")
         if rho is None:
-            oa = next(v.omega for v in variability if v.parameter == pair[0])
-            ob = next(v.omega for v in variability if v.parameter == pair[1])
-            rho = cov / (oa * ob)
+            sd = omega_of[pair[0]] * omega_of[pair[1]]
+            rho = cov / sd
+            if not -1 < rho < 1:
+                t.fail(f"gives correlation {rho:.4g} = {cov!r} / ({pair[0]} omega × "
+                       f"{pair[1]} omega = {sd:.4g}); a correlation lies in (-1, 1)",
+                       key, "check the covariance against the variances")
         if not -1 < rho < 1:
-            t.fail(f"correlation must lie in (-1, 1); got {rho:.4g}")
+            t.fail(f"must lie in (-1, 1); got {rho!r}", key)
         t.take("source", str)
         t.done()
         correlations.append((pair[0], pair[1], float(rho)))
+        _positive_definite(t, variability, correlations)
 
     effects = []
     for i, e in enumerate(top.take("covariate_effects", list, required=False,
@@ -487,9 +551,21 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
             t.fail(f"names covariate {cov!r} not declared under [covariates]",
                    "covariate")
         kind = t.take("model", str, choices=tuple(EFFECT_KINDS))
-        coef = t.take(EFFECT_KINDS[kind], float)
-        ref = t.take("reference", float, required=kind != "categorical",
-                     default=1.0)
+        coef = _number(t, EFFECT_KINDS[kind], t.take(EFFECT_KINDS[kind], float),
+                       "nonnegative" if kind == "categorical" else "finite",
+                       hint="a multiplicative factor on the parameter"
+                       if kind == "categorical" else "")
+        ref = _number(t, "reference", t.take("reference", float,
+                                             required=kind != "categorical",
+                                             default=1.0), "finite")
+        if kind == "power" and ref <= 0:
+            t.fail(f"must be > 0 for a power effect, (c / reference)^exponent; got "
+                   f"{ref!r}", "reference", f"the typical {cov}, e.g. "
+                   f"{covariates[cov]:g} {KNOWN_COVARIATES[cov]}")
+        if kind == "categorical" and KNOWN_COVARIATES[cov] == "0/1" \
+                and ref not in (0, 1):
+            t.fail(f"must be 0 or 1 ({cov} is a 0/1 flag); got {ref!r}", "reference",
+                   f"reference = 1 applies the factor where {cov} = 1")
         effects.append(CovariateEffect(pname, cov, kind, ref, coef,
                                        t.take("source", str)))
         t.done()
@@ -508,7 +584,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
             t.fail(f"parameter {pname!r} is a mean transit time; a linear time "
                    "effect applies to clearances and rate constants only",
                    "parameter")
-        slope = t.take("slope", float)
+        slope = _number(t, "slope", t.take("slope", float), "finite")
         unit = t.take("unit", str)
         try:
             u = parse_unit(unit)
@@ -530,9 +606,10 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         for key in ("proportional", "exponential"):
             v = t.take(key, float, required=False)
             if v is not None:
-                entry[key] = v
+                entry[key] = _number(t, key, v, "nonnegative")
         add = t.take("additive", float, required=False)
         if add is not None:
+            _number(t, "additive", add, "nonnegative")
             unit = t.take("additive_unit", str)
             entry["additive_ng_per_ml"] = _to_ng_per_ml(
                 t, add, unit, next(a.mw for a in analytes if a.name == aname))
@@ -545,7 +622,7 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
     res_tab.done()
     top.done()
 
-    return Model(
+    model = Model(
         id=mid, name=name, drug=drug, enantiomer=enantiomer, population=population,
         sampling=sampling, grade=grade, description=description,
         parameters=parameters, compartments=tuple(compartments), flows=tuple(flows),
@@ -553,7 +630,165 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         correlations=tuple(correlations), covariate_effects=tuple(effects),
         covariates=covariates, validity=validity, residual=residual,
         time_effects=tuple(time_effects), racemic_fraction=racemic_fraction,
-        references=tuple(references), path=file, sha256=sha256)
+        references=tuple(references), path=file, sha256=sha256,
+        fractions_above_one=tuple(above_one))
+    _check_numbers(model, file, raw_values)
+    return model
+
+
+def _positive_definite(t: _Table, variability: list[Variability],
+                       correlations: list[tuple[str, str, float]]) -> None:
+    """The IIV covariance matrix with the correlations so far must have a Cholesky
+    factor, as ``Population.etas`` needs to draw correlated random effects. It is
+    built as ``population._omega_matrix`` builds it: parameters with omega > 0 in
+    file order, variances omega² on the diagonal, rho omega_a omega_b off it."""
+    var = [v for v in variability if v.omega > 0]
+    names = [v.parameter for v in var]
+    sd = {v.parameter: v.omega for v in var}
+    om = np.diag([v.omega ** 2 for v in var])
+    for a, b, rho in correlations:
+        i, j = names.index(a), names.index(b)
+        om[i, j] = om[j, i] = rho * sd[a] * sd[b]
+    try:
+        np.linalg.cholesky(om)
+        return
+    except np.linalg.LinAlgError:
+        pass
+    w, vec = np.linalg.eigh(om)
+    involved = [names[k] for k in np.flatnonzero(np.abs(vec[:, 0]) > 0.1)]
+    t.fail(f"makes the inter-individual covariance matrix of "
+           f"{', '.join(involved)} not positive definite (smallest eigenvalue "
+           f"{w[0]:.3g}), so no random effects can be drawn from it",
+           hint="these correlations cannot all hold at once; check their signs "
+           "and sizes against the source")
+
+
+def _check_numbers(model: Model, file: Path | None, raw: dict[str, float]) -> None:
+    """Typical values against how the model uses each parameter
+    (:func:`~ketasim.model.parameter_roles`), each route's fractions against the
+    whole dose, and covariate effects over the model's validity ranges."""
+    roles = parameter_roles(model)
+    fraction_refs = {f.fraction for f in model.flows} | {
+        x for r in model.routes.values() for pw in r.pathways
+        for x in (pw.fraction, pw.later_devices)}
+    for name in model.fractions_above_one:
+        if name not in fraction_refs:
+            raise ModelFileError(
+                file, f"parameters.{name}.above_one", f"{name!r} is not used as a "
+                "fraction (of a flow or a route pathway)", "remove above_one")
+    for name, (rule, uses) in roles.items():
+        p = model.parameters[name]
+        v = p.value
+        ok = {"positive": v > 0, "nonnegative": v >= 0, "fraction": 0 <= v <= 1,
+              "finite": True}[rule] and math.isfinite(v)
+        if ok:
+            continue
+        got = f"{raw[name]!r}" + (f" {p.unit}" if p.unit != "1" else "")
+        if raw[name] != v:
+            got += f" (= {v:.6g} {p.canonical_unit})"
+        where = uses[0] if uses else f"a {p.dimension}"
+        hint = ("a fraction, e.g. 0.45 (unit '1') or 45 (unit '%'); a published "
+                "apparent fraction above 1 needs above_one = \"why\""
+                if rule == "fraction" else
+                "check the value and its unit against the source")
+        raise ModelFileError(file, f"parameters.{name}.value",
+                             f"must be {RULE_TEXT[rule]} as {where}; got {got}", hint)
+    for rname, r in model.routes.items():
+        named = [pw.fraction for pw in r.pathways
+                 if pw.fraction is not None and pw.fraction != "rest"]
+        if len(named) < 2 or any(f in model.fractions_above_one for f in named):
+            continue
+        vals = [model.parameters[f].value if isinstance(f, str) else f for f in named]
+        if sum(vals) > 1.0 + 1e-12:  # rounding of fractions meant to sum to 1
+            parts = " + ".join(f"{f} {x:.4g}" if isinstance(f, str) else f"{x:.4g}"
+                               for f, x in zip(named, vals, strict=True))
+            raise ModelFileError(
+                file, f"routes.{rname}.pathways", f"fractions add up to "
+                f"{sum(vals):.6g} > 1 ({parts}): more than the whole dose would be "
+                "absorbed", "the pathways share one dose; a published apparent "
+                "fraction above 1 needs above_one = \"why\" on its parameter")
+    _check_effects(model, file, roles)
+
+
+def _check_effects(model: Model, file: Path | None,
+                   roles: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    """No covariate effect may make a parameter break its rule anywhere in the
+    box of its covariates' validity ranges.
+
+    Each covariate's combined factor (the product of its effects on the parameter)
+    is evaluated on a grid of its range plus the hinge and categorical reference
+    points (each effect is monotone between them, so the grid holds the extremes).
+    A covariate without a [validity] range is checked over its plausible human
+    range (:data:`~ketasim.model.COVARIATE_RANGES`): a file must then declare the
+    range where a linear or hinge effect holds. Every factor must be finite and
+    >= 0 (> 0 for volumes, clearances, rates and durations), so the extremes of
+    the parameter are the typical value times the products of each covariate's
+    smallest and largest factor; a fraction's largest value must stay <= 1 (< 1 and
+    > 0 under a logit-normal random effect, whose logit must exist)."""
+    by: dict[str, dict[str, list[int]]] = {}
+    for i, e in enumerate(model.covariate_effects):
+        by.setdefault(e.parameter, {}).setdefault(e.covariate, []).append(i)
+    for pname, per_cov in by.items():
+        p = model.parameters[pname]
+        rule, uses = roles[pname]
+        var = model._variability_for(pname)
+        logit = var is not None and var.distribution == "logitnormal"
+        lo_v = hi_v = p.value
+        at_max: list[str] = []
+        worst = (0.0, 0)  # (largest factor, its effect index)
+        for cov, idx in per_cov.items():
+            effs = [model.covariate_effects[i] for i in idx]
+            unit = KNOWN_COVARIATES[cov]
+            shown = "" if unit == "0/1" else f" {unit}"
+            declared = cov in model.validity
+            lo, hi = model.validity[cov] if declared else COVARIATE_RANGES[cov]
+            if unit == "0/1":
+                pts = np.array([x for x in (0.0, 1.0) if lo <= x <= hi])
+            else:
+                refs = [e.reference for e in effs if lo <= e.reference <= hi]
+                pts = np.unique(np.concatenate([np.linspace(lo, hi, 257), refs]))
+            with np.errstate(all="ignore"):  # overflow and 0 ** -x are reported
+                f = np.ones_like(pts)
+                for e in effs:
+                    f = f * _covariate_factor(e, pts)
+            bad = ~np.isfinite(f) | (f < 0) | ((f == 0) & (rule == "positive"))
+            i = idx[-1]
+            e = model.covariate_effects[i]
+            key = f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}"
+            rng = (f"the model's validity range [{lo:g}, {hi:g}] {unit}" if declared
+                   else f"the plausible human range [{lo:g}, {hi:g}] {unit} ({cov} "
+                   f"has no [validity] range)")
+            fix = (f"check the {EFFECT_KINDS[e.kind]} and reference, or narrow "
+                   f"[validity] {cov} to where the effect holds" if declared else
+                   f"declare [validity] {cov} = [low, high], the range where the "
+                   f"effect holds, or check the {EFFECT_KINDS[e.kind]}")
+            if bad.any():  # report the worst point: the first non-finite or the min
+                k = int(np.argmax(~np.isfinite(f))) if not np.isfinite(f).all() \
+                    else int(np.argmin(f))
+                what = ("non-finite" if not np.isfinite(f[k]) else "negative"
+                        if f[k] < 0 else "zero")
+                raise ModelFileError(
+                    file, key, f"makes parameter {pname!r} {what} (factor "
+                    f"{f[k]:.4g}) at {cov} = {pts[k]:g}{shown}, inside {rng}; it "
+                    f"must stay {RULE_TEXT[rule]} as "
+                    f"{uses[0] if uses else 'a ' + p.dimension}", fix)
+            lo_v, hi_v = lo_v * f.min(), hi_v * f.max()
+            at_max.append(f"{cov} = {pts[np.argmax(f)]:g}{shown}")
+            worst = max(worst, (float(f.max()), i))
+        too_big = hi_v > 1 if rule == "fraction" else False
+        if logit and not 0 < lo_v <= hi_v < 1:
+            too_big = True
+        if too_big:
+            i = worst[1]
+            e = model.covariate_effects[i]
+            need = "strictly between 0 and 1 under its logit-normal variability" \
+                if logit else RULE_TEXT["fraction"]
+            raise ModelFileError(
+                file, f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}",
+                f"makes fraction parameter {pname!r} range over [{lo_v:.4g}, "
+                f"{hi_v:.4g}] (largest at {', '.join(at_max)}) within the "
+                f"covariates' ranges; it must be {need}",
+                "check the covariate effects on it against the source")
 
 
 def _omega(t: _Table, prefix: str) -> float | None:
@@ -565,8 +800,7 @@ def _omega(t: _Table, prefix: str) -> float | None:
     if not given:
         return None
     (k, v), = given.items()
-    if v < 0:
-        t.fail(f"must be >= 0; got {v}", prefix + k)
+    _number(t, prefix + k, v, "nonnegative")
     return omega_from(**{k: v})
 
 
