@@ -40,20 +40,6 @@ KNOWN_COVARIATES: dict[str, str] = {
     "japanese": "0/1",
 }
 
-#: Plausible human range of each covariate (inclusive), in the units above: wide
-#: enough for a 0.3-kg preterm neonate and the heaviest recorded adult. A model file's
-#: covariate references and validity ranges must lie inside these, and a covariate
-#: effect is checked over this range when the model declares no validity range.
-COVARIATE_RANGES: dict[str, tuple[float, float]] = {
-    "weight": (0.2, 700.0),
-    "height": (20.0, 280.0),
-    "age": (0.0, 130.0),
-    "bmi": (2.0, 250.0),
-    "female": (0.0, 1.0),
-    "asian": (0.0, 1.0),
-    "japanese": (0.0, 1.0),
-}
-
 #: What each parameter rule of :func:`parameter_roles` requires, for messages.
 RULE_TEXT = {
     "positive": "finite and > 0",

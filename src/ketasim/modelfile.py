@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import COVARIATE_RANGES
 from .model import (
-    COVARIATE_RANGES,
     KNOWN_COVARIATES,
     RULE_TEXT,
     Analyte,
@@ -177,7 +177,8 @@ def _number(t: _Table, key: str, v: float, rule: str, unit: str = "",
 
 def _covariate_value(t: _Table, key: str, v: float, cname: str) -> float:
     """A value of covariate ``cname`` read at ``key``: 0 or 1 for a flag, else
-    finite and inside the plausible human range (:data:`COVARIATE_RANGES`)."""
+    finite and inside the plausible human range ``simulate`` accepts for it
+    (:data:`ketasim._validate.COVARIATE_RANGES`)."""
     unit = KNOWN_COVARIATES[cname]
     if unit == "0/1":
         if v not in (0, 1):
@@ -719,7 +720,8 @@ def _check_effects(model: Model, file: Path | None,
     is evaluated on a grid of its range plus the hinge and categorical reference
     points (each effect is monotone between them, so the grid holds the extremes).
     A covariate without a [validity] range is checked over its plausible human
-    range (:data:`~ketasim.model.COVARIATE_RANGES`): a file must then declare the
+    range (:data:`ketasim._validate.COVARIATE_RANGES`, the range ``simulate``
+    accepts): a file must then declare the
     range where a linear or hinge effect holds. Every factor must be finite and
     >= 0 (> 0 for volumes, clearances, rates and durations), so the extremes of
     the parameter are the typical value times the products of each covariate's
@@ -741,7 +743,8 @@ def _check_effects(model: Model, file: Path | None,
             unit = KNOWN_COVARIATES[cov]
             shown = "" if unit == "0/1" else f" {unit}"
             declared = cov in model.validity
-            lo, hi = model.validity[cov] if declared else COVARIATE_RANGES[cov]
+            lo, hi = model.validity[cov] if declared else \
+                COVARIATE_RANGES.get(cov, (0.0, 1.0))  # flags: 0 or 1
             if unit == "0/1":
                 pts = np.array([x for x in (0.0, 1.0) if lo <= x <= hi])
             else:
