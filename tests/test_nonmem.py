@@ -1,5 +1,7 @@
 """NONMEM-style event tables: reading, exact steady state, writing, errors."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -93,34 +95,143 @@ def test_round_trip(tmp_path):
 
 
 BAD = [
-    ("ID,TIME,EVID,AMT,FOO\n1,0,1,5,1\n", "row 1 (header): unknown column 'FOO'"),
-    ("ID,TIME,EVID,AMT\n1,0,1,abc\n", "row 2: column AMT is not a number: 'abc'"),
-    ("ID,TIME,EVID,AMT\n1,5,1,5\n1,2,0,.\n", "row 3: TIME 2 h is before"),
-    ("ID,TIME,EVID,AMT\n1,0,3,5\n", "row 2: EVID 3 is not supported"),
-    ("ID,TIME,EVID,AMT\n1,0,1,0\n", "row 2: a dose needs AMT > 0 mg"),
-    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,7\n", "row 2: CMT 7 has no route"),
-    ("ID,TIME,EVID,AMT,ADDL\n1,0,1,5,3\n", "row 2: ADDL 3 needs II > 0 h"),
-    ("ID,TIME,EVID,AMT\n1,-1,1,5\n", "row 2: TIME must be >= 0 h"),
-    ("ID,TIME,EVID,AMT,RATE\n1,0,1,5,-2\n", "row 2: RATE = -2 needs DUR > 0 h"),
+    ("ID,TIME,EVID,AMT,FOO\n1,0,1,5,1\n",
+     "line 1 (header), column 5: unknown column 'FOO'"),
+    ("ID,TIME,EVID,AMT\n1,0,1,abc\n", "line 2, ID 1, column AMT: not a number: 'abc'"),
+    ("ID,TIME,EVID,AMT\n1,5,1,5\n1,2,0,.\n",
+     "line 3, ID 1, column TIME: 2 h is before the previous record of ID 1 (5 h)"),
+    ("ID,TIME,EVID,AMT\n1,0,3,5\n",
+     "line 2, ID 1, column EVID: EVID 3 is not supported (0 observation, 1 dose, "
+     "2 other)"),
+    ("ID,TIME,EVID,AMT\n1,0,1,0\n",
+     "line 2, ID 1, column AMT: a dose needs AMT > 0 mg; got '0'"),
+    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,7\n",
+     "line 2, ID 1, column CMT: CMT 7 maps to no route; map it with route_by_cmt "
+     "(now {1: 'iv'})"),
+    ("ID,TIME,EVID,AMT,ADDL\n1,0,1,5,3\n",
+     "line 2, ID 1, column ADDL: ADDL 3 needs II > 0 h"),
+    ("ID,TIME,EVID,AMT\n1,-1,1,5\n", "line 2, ID 1, column TIME: must be >= 0 h; "
+     "got -1"),
+    ("ID,TIME,EVID,AMT,RATE\n1,0,1,5,-2\n",
+     "line 2, ID 1, column DUR: RATE = -2 needs DUR > 0 h"),
     ("ID,TIME,EVID,AMT,SS,II\n1,0,1,5,0,0\n1,1,1,5,1,12\n",
-     "row 3: SS = 1 resets the subject"),
-    ("ID,TIME,AMT\n1,0,5\n", "row 1 (header) has no EVID column"),
-    ("ID,TIME,EVID,AMT\n1,0,.,50\n", "row 2: EVID is empty"),
-    ("ID,TIME,EVID,AMT\n1,0,0,50\n", "row 2: AMT is set on an EVID 0 record"),
-    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,1.7\n", "row 2: column CMT must be a whole "
-     "number; got '1.7'"),
-    ("ID,TIME,EVID,AMT,ADDL,II\n1,0,1,5,1.5,12\n", "row 2: column ADDL must be a "
-     "whole number"),
-    ("ID,TIME,EVID,AMT,DUR\n1,0,1,5,2\n", "row 2: DUR is set but RATE is 0"),
-    ("ID,TIME,EVID,AMT,II\n1,0,1,5,-12\n", "row 2: II must be >= 0 h"),
+     "line 3, ID 1, column SS: SS = 1 resets the subject"),
+    ("ID,TIME,AMT\n1,0,5\n", "line 1 (header) has no EVID column"),
+    ("ID,TIME,EVID,AMT\n1,0,.,50\n", "line 2, ID 1, column EVID: empty; write 0"),
+    ("ID,TIME,EVID,AMT\n1,0,0,50\n",
+     "line 2, ID 1, column AMT: set on an EVID 0 record (not a dose)"),
+    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,1.7\n",
+     "line 2, ID 1, column CMT: must be a whole number; got '1.7'"),
+    ("ID,TIME,EVID,AMT,ADDL,II\n1,0,1,5,1.5,12\n",
+     "line 2, ID 1, column ADDL: must be a whole number; got '1.5'"),
+    ("ID,TIME,EVID,AMT,DUR\n1,0,1,5,2\n",
+     "line 2, ID 1, column DUR: DUR is set but RATE is 0"),
+    ("ID,TIME,EVID,AMT,II\n1,0,1,5,-12\n", "line 2, ID 1, column II: must be >= 0 h; "
+     "got -12"),
+    # MDV is 0 or 1: other values used to drop the observation silently
+    ("ID,TIME,EVID,AMT,MDV\n1,0,1,5,1\n1,1,0,.,2\n",
+     "line 3, ID 1, column MDV: must be 0 (observation) or 1 (no observation); "
+     "got '2'"),
+    ("ID,TIME,EVID,AMT,MDV\n1,0,1,5,1\n1,1,0,.,-1\n",
+     "line 3, ID 1, column MDV: must be 0 (observation) or 1 (no observation); "
+     "got '-1'"),
+    ("ID,TIME,EVID,AMT,MDV\n1,0,1,5,1\n1,1,0,.,0.5\n",
+     "line 3, ID 1, column MDV: must be a whole number; got '0.5'"),
+    ("ID,TIME,EVID,AMT,MDV\n1,0,1,5,0\n",
+     "line 2, ID 1, column MDV: MDV 0 on an EVID 1 record; NONMEM (PREDPP) needs "
+     "MDV 1"),
+    ("ID,TIME,EVID,AMT,MDV\n1,0,1,5,1\n1,1,2,.,0\n",
+     "line 3, ID 1, column MDV: MDV 0 on an EVID 2 record"),
+    ("ID,TIME,EVID,AMT\n1,0,1,5\n1,1,-1,.\n",
+     "line 3, ID 1, column EVID: EVID -1 is not supported"),
+    ("ID,TIME,EVID,AMT\n1,0,1,5\n1,1,0.5,.\n",
+     "line 3, ID 1, column EVID: must be a whole number; got '0.5'"),
+    ("ID,TIME,EVID,AMT,CMT\n1,0,1,5,1\n1,1,2,.,2\n",
+     "line 3, ID 1, column CMT: CMT on an EVID 2 record switches a compartment on "
+     "or off in NONMEM"),
+    # duplicated columns, also under two names or in two cases
+    ("ID,TIME,EVID,AMT,AMT\n1,0,1,5,6\n",
+     "line 1 (header): column AMT is given twice (columns 4 and 5); keep one"),
+    ("ID,TIME,EVID,AMT,wt,WT\n1,0,1,5,70,80\n",
+     "line 1 (header): column WT is given twice (columns 5 and 6)"),
+    ("ID,TIME,EVID,AMT,WT,WEIGHT\n1,0,1,5,70,70\n",
+     "line 1 (header): columns WT and WEIGHT both give covariate weight"),
+    # an ID that comes back is refused (NONMEM: a new individual)
+    ("ID,TIME,EVID,AMT\n1,0,1,5\n2,0,1,5\n\n1,1,0,.\n",
+     "line 5, ID 1, column ID: ID 1 comes back after the records of ID 2 (its "
+     "records began on line 2). NONMEM would start a new individual here"),
+    # ADDL expansion is bounded (per subject, over all its records)
+    ("ID,TIME,EVID,AMT,II,ADDL\n1,0,1,5,1,2000000\n",
+     "line 2, ID 1, column ADDL: ADDL 2000000 would give ID 1 2000001 doses; at "
+     "most 100000 per subject"),
+    ("ID,TIME,EVID,AMT,II,ADDL\n7,0,1,5,1,60000\n7,1,1,5,1,60000\n",
+     "line 3, ID 7, column ADDL: ADDL 60000 would give ID 7 120002 doses"),
+    ("ID,TIME,EVID,AMT,II,ADDL\n1,0,1,5,1,-1\n",
+     "line 2, ID 1, column ADDL: ADDL -1 needs II > 0 h and ADDL >= 0"),
+    # numbers: finite, named by line and column
+    ("ID,TIME,EVID,AMT\n1,0,1,inf\n", "line 2, ID 1, column AMT: must be finite; "
+     "got 'inf'"),
+    ("ID,TIME,EVID,AMT\n1,nan,1,5\n", "line 2, ID 1, column TIME: must be finite; "
+     "got 'nan'"),
+    ("ID,TIME,EVID,AMT,RATE\n1,0,1,5,1e999\n",
+     "line 2, ID 1, column RATE: must be finite; got '1e999'"),
+    ("ID,TIME,EVID,AMT,DV\n1,0,1,5,.\n1,1,0,.,BLQ\n",
+     "line 3, ID 1, column DV: not a number: 'BLQ'"),
+    ("ID,TIME,EVID,AMT\nA,0,1,5\n", "line 2, column ID: not a number: 'A'"),
+    ("ID,TIME,EVID,AMT\n.,0,1,5\n", "line 2, column ID: empty"),
+    ("ID,TIME,EVID,AMT\n3,.,1,5\n", "line 2, ID 3, column TIME: empty"),
+    ("ID,TIME,EVID,AMT,RATE\n1,0,1,5,-1\n",
+     "line 2, ID 1, column RATE: must be 0 (bolus), > 0 (mg/h) or -2 (duration "
+     "from DUR); got -1"),
+    ("ID,TIME,EVID,AMT,SS,II\n1,0,1,5,3,12\n",
+     "line 2, ID 1, column SS: must be 0, 1 or 2; got 3"),
+    ("ID,TIME,EVID,AMT,DEVICE\n1,0,1,5,-1\n",
+     "line 2, ID 1, column DEVICE: must be 0 (not a device dose) or 1, 2, ...; "
+     "got -1"),
+    ("ID,TIME,EVID,AMT\n1,0,1\n", "line 2: 3 fields, the header has 4"),
+    # an observation before a dose at the same time is NONMEM's pre-dose level
+    ("ID,TIME,EVID,AMT\n1,0,1,5\n1,2,0,.\n1,2,0,.\n1,2,1,5\n",
+     "line 5, ID 1, column TIME: this dose at 2 h comes after an observation record "
+     "at the same time (lines 3-4), which NONMEM reads as the level before the "
+     "dose"),
+    # covariates: one value per subject, on every record
+    ("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,1,0,.,70\n1,2,0,.,72\n1,3,0,.,70\n",
+     "ID 1, column WT: changes within the subject (70 on lines 2-3, 5; 72 on line "
+     "4). Time-varying covariates are not supported yet"),
+    ("ID,TIME,EVID,AMT,AGE\n1,0,1,5,40\n2,0,1,5,30\n2,1,0,.,.\n",
+     "ID 2, column AGE: changes within the subject (30 on line 3; empty on line "
+     "4)"),
+    ("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n2,0,1,5,.\n2,1,0,.,.\n",
+     "ID 2, column WT: covariate weight is missing (empty on lines 3-4); give its "
+     "value"),
+    ("", "empty file"),
 ]
 
 
 @pytest.mark.parametrize("text,message", BAD)
 def test_malformed_rows(tmp_path, text, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(
-            ")", r"\)")):
-        read_nonmem(write(tmp_path, text), "domino")
+    """Each error names the file, the line, the ID and the column."""
+    p = write(tmp_path, text)
+    with pytest.raises(ValueError, match=re.escape(f"{p}: {message}")):
+        read_nonmem(p, "domino")
+
+
+def test_mdv_one_and_evid_two_records_are_not_observations(tmp_path):
+    text = ("ID,TIME,EVID,AMT,MDV,CMT\n1,0,1,5,1,1\n1,1,0,.,1,.\n1,2,2,.,1,0\n"
+            "1,3,0,.,0,1\n1,4,0,.,.,.\n")
+    tab = read_nonmem(write(tmp_path, text), "domino")
+    np.testing.assert_array_equal(tab.observations[1], [3.0, 4.0])
+
+
+def test_addl_bound_is_inclusive(tmp_path):
+    """MAX_DOSES_PER_SUBJECT doses (a record and its ADDL copies) are read."""
+    from ketasim.nonmem import MAX_DOSES_PER_SUBJECT
+
+    n = MAX_DOSES_PER_SUBJECT
+    text = f"ID,TIME,EVID,AMT,II,ADDL\n1,0,1,5,1,{n - 2}\n1,{n},1,5,0,0\n"
+    tab = read_nonmem(write(tmp_path, text), "domino")
+    assert len(tab.regimens[1]) == n
+    assert tab.regimens[1].times[-2:] == (n - 2.0, float(n))
 
 
 def test_validity_warning_once_per_table(tmp_path):
@@ -230,7 +341,8 @@ def test_device_zero_is_no_device_and_numbers_read_back(tmp_path):
     tab = read_nonmem(write(tmp_path, text), "perez_ruixo_2021", route_by_cmt=routes)
     assert [d.device for d in tab.regimens[1]] == [None, 1, 2]
     empty = text.replace("1,24,1,28,0,2,1,", "1,24,1,28,0,2,.,")
-    with pytest.raises(ValueError, match=r"row 3: .* give this dose's DEVICE"):
+    with pytest.raises(ValueError, match=r"line 3, ID 1, column DEVICE: .* give "
+                       r"this dose's DEVICE"):
         read_nonmem(write(tmp_path, empty, "e.csv"), "perez_ruixo_2021",
                     route_by_cmt=routes)
     ds = simulate_nonmem("perez_ruixo_2021", tab)

@@ -3,11 +3,19 @@ simulated results back in the same layout.
 
 Columns (case-insensitive): ID, TIME (h), EVID (0 observation, 1 dose, 2 other —
 ignored), AMT (mg), RATE (mg/h; 0 bolus; -2 duration from DUR, h), CMT, II (h), ADDL,
-SS (0, 1, 2), MDV (1 on an EVID 0 row: not an observation), DV, DEVICE (position of
-a nasal-spray device within its session, 1, 2, ...; required for routes whose
-absorption depends on it), and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT, BMI,
-FEMALE, ASIAN, JAPANESE; the first value per subject is used). Row numbers in errors
-count the header as row 1, so they match a spreadsheet or ``nl -ba``.
+SS (0, 1, 2), MDV (0 or 1; 1 on an EVID 0 row: not an observation), DV, DEVICE
+(position of a nasal-spray device within its session, 1, 2, ...; required for routes
+whose absorption depends on it), and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT,
+BMI, FEMALE, ASIAN, JAPANESE; one value per subject: a covariate that changes within
+a subject is an error, time-varying covariates are not supported yet). Each
+subject's records are contiguous (an ID that comes back after another is an error,
+where NONMEM would start a new individual). Errors name the file, the line (1-based
+line of the file, the header being line 1, so they match a spreadsheet or
+``nl -ba``), the ID and the column; :func:`read_nonmem` lists every rule.
+
+A table read, simulated with :func:`simulate_nonmem` and written with
+:func:`write_nonmem` reads back as the same table (dose records as read, observation
+times, covariates), with the simulated DV.
 
 Steady state (SS = 1 or 2) is exact for linear models: the state just before the
 steady-state dose is ``x_ss = (I - E(II))^-1 b``, with ``E(II) = expm(A II)`` and
@@ -31,18 +39,60 @@ from .dosing import Dose, Regimen
 from .model import Model
 from .modelfile import load_model
 
-__all__ = ["EventTable", "read_nonmem", "simulate_nonmem", "write_nonmem"]
+__all__ = ["MAX_DOSES_PER_SUBJECT", "DoseRecord", "EventTable", "read_nonmem",
+           "simulate_nonmem", "write_nonmem"]
+
+MAX_DOSES_PER_SUBJECT = 100_000
+"""Most dose records one subject may expand to (its records plus their ADDL
+copies): a bound on memory and time, far above any real course."""
 
 COVARIATE_COLUMNS = {"WT": "weight", "WEIGHT": "weight", "AGE": "age",
                      "HT": "height", "HEIGHT": "height", "BMI": "bmi",
                      "FEMALE": "female", "ASIAN": "asian", "JAPANESE": "japanese"}
 KNOWN = {"ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV", "DV",
          "DUR", "DEVICE"}
+# the columns of a dose record as read, in the order write_nonmem keeps them
+DOSE_ITEMS = ("TIME", "AMT", "RATE", "DUR", "CMT", "II", "ADDL", "SS", "DEVICE")
+
+
+@dataclass(frozen=True)
+class DoseRecord:
+    """One EVID 1 record as read, before its ADDL copies are expanded.
+
+    ``time`` (h), ``amt`` (mg), ``rate`` (mg/h; 0 bolus, -2 duration from
+    ``dur``), ``dur`` (h, only with RATE -2, else None), ``cmt``, ``ii`` (h),
+    ``addl``, ``ss`` (0, 1, 2), ``device`` (None when not a device dose) and
+    ``line``, the record's line in the file (1-based, the header is line 1).
+    """
+
+    time: float
+    amt: float
+    rate: float
+    dur: float | None
+    cmt: int
+    ii: float
+    addl: int
+    ss: int
+    device: int | None
+    line: int
+
+    def items(self) -> tuple:
+        """The record's values in :data:`DOSE_ITEMS` order (NaN for no DUR or
+        DEVICE)."""
+        return (self.time, self.amt, self.rate,
+                np.nan if self.dur is None else self.dur, self.cmt, self.ii,
+                self.addl, self.ss, np.nan if self.device is None else self.device)
 
 
 @dataclass(frozen=True)
 class EventTable:
-    """Per-subject regimens, covariates, observation times and steady-state doses."""
+    """Per-subject regimens, covariates, observation times and steady-state doses.
+
+    ``regimens`` has every dose (ADDL copies expanded); ``records`` the dose
+    records as read (id -> tuple of :class:`DoseRecord`), which ``write_nonmem``
+    writes back; ``observations`` each subject's observation times (h), one per
+    observation record, in file order (repeats kept).
+    """
 
     ids: tuple
     regimens: dict
@@ -50,6 +100,7 @@ class EventTable:
     observations: dict
     # id -> [(dose index, II, SS), ...] in time order
     steady_state: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)
 
 
 def _route_map(model: Model, route_by_cmt):
@@ -62,33 +113,121 @@ def _route_map(model: Model, route_by_cmt):
     return {1: iv[0].name}
 
 
-def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTable:
-    """Read a NONMEM-style CSV (path) into an :class:`EventTable`.
+def _lines(lines) -> str:
+    """``[2, 3, 4, 7]`` -> ``"lines 2-4, 7"`` (the first ranges only when many)."""
+    runs: list[list[int]] = []
+    for x in sorted(lines):
+        if runs and x == runs[-1][1] + 1:
+            runs[-1][1] = x
+        else:
+            runs.append([x, x])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:6]]
+    more = ", ..." if len(runs) > 6 else ""
+    word = "line" if len(lines) == 1 else "lines"
+    return f"{word} {', '.join(text)}{more}"
 
-    ``route_by_cmt`` maps CMT numbers to model routes; default ``{1: <the model's
-    intravenous route>}``. Malformed rows raise ``ValueError`` naming the row, the
-    column and the reason; nothing is dropped silently.
+
+def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTable:
+    """Read a NONMEM-style CSV event table into an :class:`EventTable`.
+
+    Parameters
+    ----------
+    source : str or Path
+        The CSV file: a header line, then one record per line.
+    model : str, Path or Model
+        The model the doses are for (it supplies the routes).
+    route_by_cmt : dict, optional
+        CMT number -> route of ``model``; default ``{1: <the model's intravenous
+        route>}``.
+
+    Returns
+    -------
+    EventTable
+        Per subject (in file order): the regimen (ADDL copies expanded), the
+        dose records as read, the observation times (h) and the covariates.
+
+    Notes
+    -----
+    Columns (case-insensitive; any other column is an error, and so is a column
+    given twice, also under two names such as WT and WEIGHT):
+
+    - ID (required): a number; all records of one subject must be contiguous.
+      NONMEM starts a new individual when an ID comes back after another ID;
+      ketasim labels subjects by ID, so an ID that comes back is an error (give
+      that individual its own ID).
+    - TIME (required, h): finite, >= 0 and nondecreasing within a subject, as
+      PREDPP requires (no resets).
+    - EVID (required): 0 observation, 1 dose, 2 other event (ignored; with a
+      CMT it would switch a compartment on or off, which is refused). Resets
+      (3, 4) and any other value are errors.
+    - MDV: 0 or 1 (values such as 2, -1, 0.5, or NONMEM 7's 100/101, are
+      errors). An EVID 0 record with MDV 1 is not an observation. PREDPP needs
+      MDV 1 on EVID 1 and 2 records; MDV 0 there is an error.
+    - AMT (mg, > 0), RATE (mg/h; 0 bolus, > 0 infusion, -2 duration from DUR in
+      h; -1, a modelled rate, is an error), CMT (a whole number mapped by
+      ``route_by_cmt``), II (h, >= 0), ADDL (whole, >= 0, needs II > 0),
+      SS (0, 1, 2; SS 1 only on a subject's first dose), DEVICE (0 or empty: not
+      a device dose; 1, 2, ...: the device's place in its session; required for
+      a route that absorbs per device). On EVID 0 and 2 records the dose columns
+      must be empty or 0.
+    - DV: ignored, but must be empty or a finite number.
+    - Covariates WT/WEIGHT (kg), AGE (y), HT/HEIGHT (cm), BMI (kg/m^2), FEMALE,
+      ASIAN, JAPANESE: one value per subject, given on every record. A
+      covariate that changes within a subject (time-varying covariates are not
+      supported yet) or is empty on some of its records is an error naming the
+      column, the ID and the lines; nothing is reduced to a first value.
+
+    Every dose expands to its record plus ADDL copies; a subject may have at
+    most :data:`MAX_DOSES_PER_SUBJECT` (100 000) doses in all.
+
+    An observation record at the same TIME as a later dose record of the same
+    subject is, in NONMEM, the level before that dose; ketasim's value at a dose
+    time is the level after it, so such an observation is an error (put the
+    observation after the dose, or give the sample its actual earlier time).
+    Observations at the time of an ADDL copy are, in ketasim, after that dose.
+
+    Errors are ``ValueError`` naming the file, the line (1-based line of the
+    file; the header is line 1, so it matches a spreadsheet's row number or
+    ``nl -ba``), the subject's ID and the column. Nothing is dropped silently.
     """
     model = load_model(model)
     routes = _route_map(model, route_by_cmt)
     path = Path(source)
     with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+        reader = csv.reader(fh)
+        rows = []  # (line where the record starts, fields)
+        prev = 0
+        for r in reader:
+            rows.append((prev + 1, r))
+            prev = reader.line_num
     if not rows:
-        raise ValueError(f"{path}: empty file")
-    header = [h.strip().upper() for h in rows[0]]
+        raise ValueError(f"{path}: empty file; the first line must be a header "
+                         "(ID,TIME,EVID,AMT,...)")
+    header = [h.strip().upper() for h in rows[0][1]]
+    known = ", ".join(sorted(KNOWN | set(COVARIATE_COLUMNS)))
+    for k, h in enumerate(header):
+        if h not in KNOWN and h not in COVARIATE_COLUMNS:
+            raise ValueError(f"{path}: line 1 (header), column {k + 1}: unknown "
+                             f"column {h!r}; known: {known}")
+        if h in header[:k]:
+            raise ValueError(f"{path}: line 1 (header): column {h} is given twice "
+                             f"(columns {header.index(h) + 1} and {k + 1}); keep one")
+        same = [g for g in header[:k] if COVARIATE_COLUMNS.get(g, g) ==
+                COVARIATE_COLUMNS.get(h)]
+        if same:
+            raise ValueError(f"{path}: line 1 (header): columns {same[0]} and {h} "
+                             f"both give covariate {COVARIATE_COLUMNS[h]}; keep one")
     for need in ("ID", "TIME", "EVID", "AMT"):
         if need not in header:
-            raise ValueError(f"{path}: row 1 (header) has no {need} column; found "
+            raise ValueError(f"{path}: line 1 (header) has no {need} column; found "
                              f"{', '.join(header)}")
     col = {h: i for i, h in enumerate(header)}
-    known = ", ".join(sorted(KNOWN | set(COVARIATE_COLUMNS)))
-    for h in header:
-        if h not in KNOWN and h not in COVARIATE_COLUMNS:
-            raise ValueError(f"{path}: row 1 (header): unknown column {h!r}; "
-                             f"known: {known}")
 
-    def num(r, i, name, default=None):
+    def where(i, name, sid=None):
+        who = "" if sid is None else f", ID {sid}"
+        return f"{path}: line {i}{who}, column {name}"
+
+    def num(r, i, name, sid, default=None):
         if name not in col:
             return default
         text = r[col[name]].strip()
@@ -97,18 +236,17 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         try:
             v = float(text)
         except ValueError:
-            raise ValueError(f"{path}: row {i}: column {name} is not a number: "
-                             f"{text!r}") from None
+            raise ValueError(f"{where(i, name, sid)}: not a number: {text!r}") \
+                from None
         if not np.isfinite(v):
-            raise ValueError(f"{path}: row {i}: column {name} must be finite; got "
-                             f"{text!r}")
+            raise ValueError(f"{where(i, name, sid)}: must be finite; got {text!r}")
         return v
 
-    def whole(r, i, name, default=None):
-        v = num(r, i, name, default)
+    def whole(r, i, name, sid, default=None):
+        v = num(r, i, name, sid, default)
         if v is not None and not float(v).is_integer():
-            raise ValueError(f"{path}: row {i}: column {name} must be a whole number; "
-                             f"got {r[col[name]].strip()!r}")
+            raise ValueError(f"{where(i, name, sid)}: must be a whole number; got "
+                             f"{r[col[name]].strip()!r}")
         return None if v is None else int(v)
 
     def given(r, name):
@@ -116,106 +254,184 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
 
     ids: list = []
     doses: dict = {}
+    records: dict = {}
     obs: dict = {}
-    cov: dict = {}
+    obs_lines: dict = {}  # id -> {time: [line, ...]} of observation records
+    cov_seen: dict = {}  # (id, column) -> {value or None: [line, ...]}
     ss: dict = {}
     last_time: dict = {}
-    for i, r in enumerate(rows[1:], start=2):
+    first_line: dict = {}
+    n_doses: dict = {}
+    current = None
+    for i, r in rows[1:]:
         if not any(c.strip() for c in r):
             continue
         if len(r) != len(header):
-            raise ValueError(f"{path}: row {i}: {len(r)} fields, the header has "
+            raise ValueError(f"{path}: line {i}: {len(r)} fields, the header has "
                              f"{len(header)}")
-        sid = num(r, i, "ID")
-        t = num(r, i, "TIME")
-        if sid is None or t is None:
-            raise ValueError(f"{path}: row {i}: ID and TIME are required")
+        sid = num(r, i, "ID", None)
+        if sid is None:
+            raise ValueError(f"{where(i, 'ID')}: empty; every record needs its "
+                             "subject's ID")
         sid = int(sid) if float(sid).is_integer() else sid
+        if sid != current and sid in doses:
+            raise ValueError(
+                f"{where(i, 'ID', sid)}: ID {sid} comes back after the records of "
+                f"ID {current} (its records began on line {first_line[sid]}). "
+                f"NONMEM would start a new individual here; ketasim labels subjects "
+                f"by ID and refuses it: give this individual its own ID, or keep "
+                f"all records of ID {sid} together")
+        current = sid
+        t = num(r, i, "TIME", sid)
+        if t is None:
+            raise ValueError(f"{where(i, 'TIME', sid)}: empty; every record needs "
+                             "a TIME (h)")
         if t < 0:
-            raise ValueError(f"{path}: row {i}: TIME must be >= 0 h; got {t:g}")
+            raise ValueError(f"{where(i, 'TIME', sid)}: must be >= 0 h; got {t:g}")
         if sid not in doses:
             ids.append(sid)
-            doses[sid], obs[sid] = [], []
-            for h, name in COVARIATE_COLUMNS.items():
-                if h in col:
-                    cov.setdefault(name, {})[sid] = num(r, i, h)
+            doses[sid], obs[sid], records[sid] = [], [], []
+            obs_lines[sid] = {}
+            first_line[sid] = i
+            n_doses[sid] = 0
+        for h in COVARIATE_COLUMNS:
+            if h in col:
+                cov_seen.setdefault((sid, h), {}).setdefault(
+                    num(r, i, h, sid), []).append(i)
+        num(r, i, "DV", sid)  # not used, but a non-number there is a broken file
         if t < last_time.get(sid, -np.inf):
-            raise ValueError(f"{path}: row {i}: TIME {t:g} h is before the previous "
-                             f"record of ID {sid} ({last_time[sid]:g} h); sort each "
-                             "subject's records by time")
+            raise ValueError(f"{where(i, 'TIME', sid)}: {t:g} h is before the "
+                             f"previous record of ID {sid} ({last_time[sid]:g} h); "
+                             "sort each subject's records by time (resets, EVID 3 "
+                             "and 4, are not supported)")
         last_time[sid] = t
-        if "EVID" in col and not given(r, "EVID"):
-            raise ValueError(f"{path}: row {i}: EVID is empty; write 0 (observation), "
-                             "1 (dose) or 2 (other)")
-        evid = whole(r, i, "EVID", 0)
+        if not given(r, "EVID"):
+            raise ValueError(f"{where(i, 'EVID', sid)}: empty; write 0 "
+                             "(observation), 1 (dose) or 2 (other)")
+        evid = whole(r, i, "EVID", sid)
+        if evid not in (0, 1, 2):
+            raise ValueError(f"{where(i, 'EVID', sid)}: EVID {evid} is not "
+                             "supported (0 observation, 1 dose, 2 other); resets "
+                             "(3, 4) are not implemented")
+        mdv = whole(r, i, "MDV", sid)
+        if mdv is not None and mdv not in (0, 1):
+            raise ValueError(f"{where(i, 'MDV', sid)}: must be 0 (observation) or 1 "
+                             f"(no observation); got {r[col['MDV']].strip()!r}")
         if evid in (0, 2):
             for name in ("AMT", "RATE", "DUR", "II", "ADDL", "SS", "DEVICE"):
-                if given(r, name) and num(r, i, name) != 0:
-                    raise ValueError(f"{path}: row {i}: {name} is set on an EVID "
-                                     f"{evid} record (not a dose); make it a dose "
-                                     "record (EVID 1) or clear the column")
-        if evid == 0 and whole(r, i, "MDV", 0) == 0:
-            obs[sid].append(t)
+                if given(r, name) and num(r, i, name, sid) != 0:
+                    raise ValueError(f"{where(i, name, sid)}: set on an EVID {evid} "
+                                     "record (not a dose); make it a dose record "
+                                     "(EVID 1) or clear the column")
+            whole(r, i, "CMT", sid)
+        if evid in (1, 2) and mdv == 0:
+            raise ValueError(f"{where(i, 'MDV', sid)}: MDV 0 on an EVID {evid} "
+                             "record; NONMEM (PREDPP) needs MDV 1 on dose and other "
+                             "records: write 1, and put an observation on its own "
+                             "EVID 0 record")
+        if evid == 2 and (whole(r, i, "CMT", sid) or 0) != 0:
+            raise ValueError(f"{where(i, 'CMT', sid)}: CMT on an EVID 2 record "
+                             "switches a compartment on or off in NONMEM, which "
+                             "ketasim does not implement; clear CMT (or 0)")
+        if evid == 0:
+            if not mdv:
+                obs[sid].append(t)
+                obs_lines[sid].setdefault(t, []).append(i)
             continue
-        if evid in (0, 2):
+        if evid == 2:
             continue
-        if evid != 1:
-            raise ValueError(f"{path}: row {i}: EVID {evid:g} is not supported "
-                             "(0 observation, 1 dose, 2 other); resets (3, 4) are not "
-                             "implemented")
-        amt = num(r, i, "AMT")
+        if t in obs_lines[sid]:
+            raise ValueError(
+                f"{where(i, 'TIME', sid)}: this dose at {t:g} h comes after an "
+                f"observation record at the same time ({_lines(obs_lines[sid][t])}),"
+                " which NONMEM reads as the level before the dose; ketasim gives the "
+                "level after doses at a time, so this is not supported: put the "
+                "observation after the dose (the level after it) or give the sample "
+                "its actual, earlier time")
+        amt = num(r, i, "AMT", sid)
         if amt is None or amt <= 0:
-            raise ValueError(f"{path}: row {i}: a dose needs AMT > 0 mg; got "
-                             f"{r[col['AMT']]!r}")
-        cmt = whole(r, i, "CMT", 1)
+            raise ValueError(f"{where(i, 'AMT', sid)}: a dose needs AMT > 0 mg; got "
+                             f"{r[col['AMT']].strip()!r}")
+        cmt = whole(r, i, "CMT", sid, 1)
         if cmt not in routes:
-            raise ValueError(f"{path}: row {i}: CMT {cmt} has no route; map it with "
-                             f"route_by_cmt (now {routes})")
-        rate = num(r, i, "RATE", 0.0)
+            raise ValueError(f"{where(i, 'CMT', sid)}: CMT {cmt} maps to no route; "
+                             f"map it with route_by_cmt (now {routes})")
+        rate = num(r, i, "RATE", sid, 0.0)
         dur = None
         if given(r, "DUR") and rate != -2:
-            raise ValueError(f"{path}: row {i}: DUR is set but RATE is {rate:g}; a "
-                             "duration applies with RATE = -2")
+            raise ValueError(f"{where(i, 'DUR', sid)}: DUR is set but RATE is "
+                             f"{rate:g}; a duration applies with RATE = -2")
         if rate == -2:
-            dur = num(r, i, "DUR")
+            dur = num(r, i, "DUR", sid)
             if dur is None or dur <= 0:
-                raise ValueError(f"{path}: row {i}: RATE = -2 needs DUR > 0 h")
+                raise ValueError(f"{where(i, 'DUR', sid)}: RATE = -2 needs DUR > 0 "
+                                 "h")
         elif rate > 0:
             dur = amt / rate
         elif rate != 0:
-            raise ValueError(f"{path}: row {i}: RATE must be 0, > 0 or -2; got "
-                             f"{rate:g}")
-        ii = num(r, i, "II", 0.0)
-        addl = whole(r, i, "ADDL", 0)
-        ssv = whole(r, i, "SS", 0)
-        device = whole(r, i, "DEVICE") or None  # 0: not a device dose
+            raise ValueError(f"{where(i, 'RATE', sid)}: must be 0 (bolus), > 0 "
+                             f"(mg/h) or -2 (duration from DUR); got {rate:g}")
+        ii = num(r, i, "II", sid, 0.0)
+        addl = whole(r, i, "ADDL", sid, 0)
+        ssv = whole(r, i, "SS", sid, 0)
+        device = whole(r, i, "DEVICE", sid)
         if ii < 0:
-            raise ValueError(f"{path}: row {i}: II must be >= 0 h; got {ii:g}")
+            raise ValueError(f"{where(i, 'II', sid)}: must be >= 0 h; got {ii:g}")
         if addl < 0 or (addl > 0 and ii <= 0):
-            raise ValueError(f"{path}: row {i}: ADDL {addl} needs II > 0 h; got "
-                             f"II {ii:g}")
+            raise ValueError(f"{where(i, 'ADDL', sid)}: ADDL {addl} needs II > 0 h "
+                             f"and ADDL >= 0; got II {ii:g}")
+        if n_doses[sid] + 1 + addl > MAX_DOSES_PER_SUBJECT:
+            raise ValueError(
+                f"{where(i, 'ADDL', sid)}: ADDL {addl} would give ID {sid} "
+                f"{n_doses[sid] + 1 + addl} doses; at most {MAX_DOSES_PER_SUBJECT} "
+                f"per subject (MAX_DOSES_PER_SUBJECT). Check ADDL; a very long "
+                f"regular course is better given as a steady state (SS)")
+        n_doses[sid] += 1 + addl
         if ssv not in (0, 1, 2):
-            raise ValueError(f"{path}: row {i}: SS must be 0, 1 or 2; got {ssv}")
+            raise ValueError(f"{where(i, 'SS', sid)}: must be 0, 1 or 2; got {ssv}")
         if ssv and ii <= 0:
-            raise ValueError(f"{path}: row {i}: SS {ssv} needs II > 0 h")
+            raise ValueError(f"{where(i, 'SS', sid)}: SS {ssv} needs II > 0 h")
         if ssv == 1 and doses[sid]:
-            raise ValueError(f"{path}: row {i}: SS = 1 resets the subject, which is "
-                             "supported only on its first dose record; use SS = 2")
+            raise ValueError(f"{where(i, 'SS', sid)}: SS = 1 resets the subject, "
+                             "which is supported only on its first dose record; use "
+                             "SS = 2")
+        if device is not None and device < 0:
+            raise ValueError(f"{where(i, 'DEVICE', sid)}: must be 0 (not a device "
+                             f"dose) or 1, 2, ...; got {device}")
+        device = device or None  # 0: not a device dose
         route = routes[cmt]
         if model.routes[route].device_mg is not None and device is None:
             fix = ("give this dose's DEVICE" if "DEVICE" in col
                    else "add a DEVICE column")
             raise ValueError(
-                f"{path}: row {i}: route {route!r} of model {model.id!r} absorbs "
-                f"per device (less from the second of a session): {fix}, 1 for "
-                f"the first device of a session, 2, 3, ... after it")
+                f"{where(i, 'DEVICE', sid)}: route {route!r} of model {model.id!r} "
+                f"absorbs per device (less from the second of a session): {fix}, 1 "
+                f"for the first device of a session, 2, 3, ... after it")
         try:
             d = Dose((amt, "mg"), route=route, time=t, duration=dur, device=device)
         except ValueError as exc:
-            raise ValueError(f"{path}: row {i}: {exc}") from None
+            raise ValueError(f"{path}: line {i}, ID {sid}: {exc}") from None
+        records[sid].append(DoseRecord(t, amt, rate, None if rate != -2 else dur,
+                                       cmt, ii, addl, ssv, device, i))
         if ssv:
             ss.setdefault(sid, []).append((d, ii, ssv))
         doses[sid] += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
+    cov: dict = {}
+    for (sid, h), seen in cov_seen.items():
+        name = COVARIATE_COLUMNS[h]
+        if len(seen) > 1:
+            parts = "; ".join(f"{'empty' if v is None else f'{v:.15g}'} on "
+                              f"{_lines(ls)}" for v, ls in seen.items())
+            raise ValueError(
+                f"{path}: ID {sid}, column {h}: changes within the subject ({parts})."
+                f" Time-varying covariates are not supported yet: ketasim gives each "
+                f"subject one {name}, and does not pick one for you. Give every "
+                f"record of ID {sid} the same {h}")
+        (v, ls), = seen.items()
+        if v is None:
+            raise ValueError(f"{path}: ID {sid}, column {h}: covariate {name} is "
+                             f"missing (empty on {_lines(ls)}); give its value")
+        cov.setdefault(name, {})[sid] = v
     regimens = {}
     steady = {}
     for sid in ids:
@@ -224,27 +440,31 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if sid in ss:  # the SS doses' places after sorting in the ADDL copies
             steady[sid] = [(next(k for k, x in enumerate(ds) if x is d), ii, v)
                            for d, ii, v in ss[sid]]
-    covs = {name: np.array([v.get(sid, np.nan) for sid in ids], dtype=float)
+    covs = {name: np.array([v[sid] for sid in ids], dtype=float)
             for name, v in cov.items()}
-    for name, v in covs.items():
-        if np.any(np.isnan(v)):
-            raise ValueError(f"{path}: covariate {name} is missing for ID "
-                             f"{ids[int(np.argmax(np.isnan(v)))]}")
     return EventTable(tuple(ids), regimens, covs,
-                      {k: np.array(v) for k, v in obs.items()}, steady)
+                      {k: np.array(v, dtype=float) for k, v in obs.items()}, steady,
+                      {k: tuple(v) for k, v in records.items()})
 
 
 def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     """Simulate every subject of ``table`` (its own regimen and covariates), at its
     observation times (or ``times``), with exact steady state for SS records.
+
     Returns a Dataset with ``subject`` = the table's IDs on the union of all
-    subjects' observation times (or ``times``), and ``observed_time`` (subject,
-    time), True where that subject has an observation record. It has no dose
-    table (each subject has its own regimen), so ``write_nonmem`` writes its
-    observation records only."""
+    subjects' observation times (or ``times``, h), and ``observed_time``
+    (subject, time), True where that subject has an observation record. It
+    carries the table itself, so that ``write_nonmem`` writes it back: the dose
+    records as read (``nonmem_doses``: subject, nonmem_dose, nonmem_item with
+    items TIME, AMT, RATE, DUR, CMT, II, ADDL, SS, DEVICE; NaN where a subject has
+    fewer records, or no DUR/DEVICE) and each subject's observation times
+    (``nonmem_observations``: subject, nonmem_observation; h, NaN padded).
+
+    A subject the kernel cannot solve raises ``SolveError`` naming its ID.
+    """
     from ._kernels.linear import population_linear, states
     from ._lower import lower
-    from .simulate import _check_times, _subjects
+    from .simulate import _STATUS, SolveError, _check_times, _subjects
 
     model = load_model(model)
     if not model.linear_time_invariant:
@@ -268,6 +488,9 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         buf = np.empty((1, len(model.analytes), t.size))
         population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
                           states(low.A.shape[2]), states(low.A.shape[2]))
+        if status[0]:
+            raise SolveError(f"ID {sid}: status {int(status[0])}: "
+                             f"{_STATUS.get(int(status[0]), 'unknown')}")
         out[k] = buf[0]
     seen = np.array([np.isin(t, table.observations[sid]) for sid in table.ids])
     ds = xr.Dataset(
@@ -281,6 +504,23 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         attrs={"model_id": model.id, "source": "NONMEM event table"})
     for name, v in table.covariates.items():
         ds.coords[name] = ("subject", v)
+    recs = [table.records.get(sid, ()) for sid in table.ids]
+    doses = np.full((len(recs), max(map(len, recs), default=0), len(DOSE_ITEMS)),
+                    np.nan)
+    for k, rs in enumerate(recs):
+        for j, rec in enumerate(rs):
+            doses[k, j] = rec.items()
+    ds["nonmem_doses"] = (("subject", "nonmem_dose", "nonmem_item"), doses, {
+        "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
+        "DUR h, II h); NaN: no such record or item"})
+    ds.coords["nonmem_item"] = list(DOSE_ITEMS)
+    ot = [table.observations.get(sid, np.array([])) for sid in table.ids]
+    times_ = np.full((len(ot), max((v.size for v in ot), default=0)), np.nan)
+    for k, v in enumerate(ot):
+        times_[k, :v.size] = v
+    ds["nonmem_observations"] = (("subject", "nonmem_observation"), times_, {
+        "units": "h", "long_name": "the table's observation records' times; NaN "
+        "where a subject has fewer"})
     return ds
 
 
@@ -342,17 +582,66 @@ def _with_steady_state(model, reg, params, cov, low, ev, spec):
 
 
 def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
-                 cmt_by_route: dict | None = None) -> Path:
-    """Write a simulation Dataset as a NONMEM-style CSV: per subject its dose
-    records (AMT in mg of base actually given, RATE in mg/h, CMT, and DEVICE when
-    doses carry one) and one observation record per output time with DV =
-    concentration (ng/mL) of ``analyte``. A Dataset with several analytes needs
-    ``analyte=`` (one DV per file); a scenario Dataset needs one scenario selected.
-    A Dataset without a dose table (``simulate_nonmem``'s) gives observation
-    records only."""
+                 cmt_by_route: dict | None = None,
+                 observations: str = "records") -> Path:
+    """Write a simulation Dataset as a NONMEM-style CSV that ``read_nonmem`` reads
+    back.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From ``simulate`` (one scenario selected, for ``run_scenarios``) or
+        ``simulate_nonmem``.
+    path : str or Path
+        The CSV file to write.
+    analyte : str, optional
+        Whose concentration (ng/mL) is DV; required when several analytes have
+        values (a NONMEM file holds one DV: write one file per analyte).
+    cmt_by_route : dict, optional
+        Route -> CMT for a ``simulate`` Dataset (default: 1, 2, ... in order of
+        first use). Not for a ``simulate_nonmem`` Dataset, whose CMT values are
+        written as read.
+    observations : {"records", "times"}, default "records"
+        For a ``simulate_nonmem`` Dataset: ``"records"`` writes each subject's own
+        observation records (the table's), ``"times"`` one observation record per
+        output time for every subject. A ``simulate`` Dataset always gets one per
+        output time.
+
+    Returns
+    -------
+    Path
+
+    Notes
+    -----
+    Columns: ID, TIME (h), EVID (1 dose, 0 observation), AMT (mg of base
+    actually given), RATE (mg/h; 0 bolus, -2 with DUR as read), CMT, then for a
+    ``simulate_nonmem`` Dataset II (h), ADDL, SS and DUR (h, when a record had
+    one), MDV, DV (ng/mL, written in the shortest form that reads back as the
+    same float), DEVICE (when a dose has one) and the covariates known for every
+    subject (WT kg, AGE y, HT cm, BMI, FEMALE, ...), one value per subject.
+
+    A ``simulate_nonmem`` Dataset is written as its table was read: each
+    subject's dose records (EVID 1 with AMT, RATE, DUR, CMT, II, ADDL, SS and
+    DEVICE as read, ADDL not expanded) and its observation records, each with
+    the simulated DV at its time; ``read_nonmem`` on the file gives back the
+    same doses, observation times and covariates, and ``simulate_nonmem`` the
+    same DV. An observation record whose time was not simulated (``times=``
+    without it) is an error, not a record left out. A ``simulate`` Dataset gets
+    its dose table (one record per dose) and one observation record per output
+    time.
+
+    At one time, dose records come before observation records: an observation
+    at a dose time is the level after the dose, as ketasim computes it. A
+    subject that failed (``errors="keep"``) is written with MDV 1 and no DV on
+    its observation records; a scenario's padding subjects and doses are left
+    out.
+    """
     if "scenario" in ds.dims:
         raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
                          f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
+    if observations not in ("records", "times"):
+        raise ValueError(f"observations must be 'records' (the table's own) or "
+                         f"'times' (every output time); got {observations!r}")
     names = [str(a) for a in ds.analyte.values]
     if analyte is None:
         from .metrics import present_analytes
@@ -368,17 +657,13 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                          f"{', '.join(names)}")
     else:
         an = analyte
-    if "dose_route" in ds:  # a scenario's padding doses have no time
-        keep = np.flatnonzero(np.isfinite(ds.dose_time.values.astype(float)))
-    else:
-        keep = np.array([], dtype=int)
-    routes = [str(ds.dose_route.values[i]) for i in keep]
-    cmt_by_route = cmt_by_route or {r: i + 1 for i, r in
-                                    enumerate(dict.fromkeys(routes))}
-    devices = (ds.dose_device.values if "dose_device" in ds
-               else np.zeros(ds.sizes.get("dose", 0), dtype=np.int64))
-    with_device = bool(np.any(devices[keep] > 0)) if keep.size else False
+    table = "nonmem_doses" in ds
+    if table and cmt_by_route is not None:
+        raise ValueError("cmt_by_route is for a simulate() Dataset; this one is from "
+                         "simulate_nonmem, whose CMT values are written as read "
+                         "(read it with the same route_by_cmt)")
     c = ds.concentration.sel(analyte=an).values
+    t = ds.time.values
     # a scenario's padding subjects have no status (NaN); failed subjects
     # (errors="keep") are written, their missing values with MDV 1
     status = (ds.status.values.astype(float) if "status" in ds
@@ -387,19 +672,77 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     covs = [k for k in ("weight", "age", "height", "bmi", "female", "asian",
                         "japanese")  # those known for every subject written
             if k in ds.coords and np.all(np.isfinite(ds[k].values[rows]))]
-    head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + \
-        (["DEVICE"] if with_device else []) + [
-        {"weight": "WT", "age": "AGE", "height": "HT"}.get(c, c.upper()) for c in covs]
-    t = ds.time.values
+    cov_head = [{"weight": "WT", "age": "AGE", "height": "HT"}.get(k, k.upper())
+                for k in covs]
+
+    def obs_row(sid, s, j, cv, nodev, extra):
+        dv = [0, _num(c[s, j])] if np.isfinite(c[s, j]) else [1, "."]
+        return [sid, _num(t[j]), 0, ".", ".", "."] + extra + dv + nodev + cv
+
+    if table:
+        nd = ds.nonmem_doses.transpose("subject", "nonmem_dose", "nonmem_item")
+        item = {str(k): j for j, k in enumerate(ds.nonmem_item.values)}
+        rec = nd.values
+        with_dur = bool(np.any(np.isfinite(rec[..., item["DUR"]])))
+        with_device = bool(np.any(rec[..., item["DEVICE"]] > 0))
+        head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS"] + \
+            (["DUR"] if with_dur else []) + ["MDV", "DV"] + \
+            (["DEVICE"] if with_device else []) + cov_head
+        ot = ds.nonmem_observations.transpose("subject", "nonmem_observation").values
+    else:
+        if "dose_route" in ds:  # a scenario's padding doses have no time
+            keep = np.flatnonzero(np.isfinite(ds.dose_time.values.astype(float)))
+        else:
+            keep = np.array([], dtype=int)
+        routes = [str(ds.dose_route.values[i]) for i in keep]
+        cmt_by_route = cmt_by_route or {r: i + 1 for i, r in
+                                        enumerate(dict.fromkeys(routes))}
+        missing = [r for r in dict.fromkeys(routes) if r not in cmt_by_route]
+        if missing:
+            raise ValueError(f"cmt_by_route has no CMT for route {missing[0]!r} "
+                             f"(given: {cmt_by_route})")
+        devices = (ds.dose_device.values if "dose_device" in ds
+                   else np.zeros(ds.sizes.get("dose", 0), dtype=np.int64))
+        with_device = bool(np.any(devices[keep] > 0)) if keep.size else False
+        head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + \
+            (["DEVICE"] if with_device else []) + cov_head
     path = Path(path)
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(head)
-        for s in rows:
-            sid = ds.subject.values[s]
-            cv = [_num(ds[k].values[s]) for k in covs]
-            nodev = ["."] if with_device else []
-            recs = []
+    out = []
+    for s in rows:
+        sid = ds.subject.values[s]
+        cv = [_num(ds[k].values[s]) for k in covs]
+        nodev = ["."] if with_device else []
+        recs = []  # (time, 0 dose / 1 observation, fields); sorted stably
+        if table:
+            for x in rec[s]:
+                if not np.isfinite(x[item["TIME"]]):
+                    continue  # padding: this subject has fewer records
+                dur = x[item["DUR"]]
+                dev = x[item["DEVICE"]]
+                recs.append((x[item["TIME"]], 0, [
+                    sid, _num(x[item["TIME"]]), 1, _num(x[item["AMT"]]),
+                    _num(x[item["RATE"]]), int(x[item["CMT"]]), _num(x[item["II"]]),
+                    int(x[item["ADDL"]]), int(x[item["SS"]])] +
+                    ([_num(dur) if np.isfinite(dur) else "."] if with_dur else []) +
+                    [1, "."] + ([int(dev) if dev > 0 else "."] if with_device
+                                else []) + cv))
+            extra = [".", ".", "."] + (["."] if with_dur else [])
+            if observations == "times":
+                want = t
+            else:
+                want = ot[s][np.isfinite(ot[s])]
+            for tj in want:
+                j = int(np.searchsorted(t, tj))
+                if j == t.size or t[j] != tj:
+                    raise ValueError(
+                        f"subject {sid} has an observation record at {tj:g} h that "
+                        f"was not simulated (the Dataset's times run "
+                        f"{t[0]:g}-{t[-1]:g} h and do not include it); simulate "
+                        f"without times= (every observation record), or with times "
+                        f"that include it, or pass observations='times' to write one "
+                        f"record per output time instead")
+                recs.append((tj, 1, obs_row(sid, s, j, cv, nodev, extra)))
+        else:
             for i, route in zip(keep, routes, strict=True):
                 amt = float(ds.dose_mg.values[s, i])
                 dur = float(ds.dose_duration.values[i])
@@ -410,11 +753,13 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                     sid, _num(ds.dose_time.values[i]), 1, _num(amt), _num(rate),
                     cmt_by_route[route], 1, "."] + dev + cv))
             for j in range(t.size):
-                dv = [0, _num(c[s, j])] if np.isfinite(c[s, j]) else [1, "."]
-                recs.append((float(t[j]), 1, [sid, _num(t[j]), 0, ".", ".", "."] +
-                             dv + nodev + cv))
-            for _, _, row in sorted(recs, key=lambda x: (x[0], x[1])):
-                w.writerow(row)
+                recs.append((float(t[j]), 1, obs_row(sid, s, j, cv, nodev, [])))
+        out += [row for _, _, row in sorted(recs, key=lambda x: (x[0], x[1]))]
+    # written only once every record is known: an error leaves no partial file
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(head)
+        w.writerows(out)
     return path
 
 
