@@ -17,6 +17,143 @@ from .model import Model
 
 BOLUS, RATE, PAD, OCCASION, MARK = 0, 1, 2, 3, 4
 DEVICE_RTOL = 1e-3  # a Dose counts as one device within 0.1 % of its amount
+# Largest concentration (ng/mL) or AUC (ng·h/mL) bound a run may reach: doses whose
+# total, times the largest amount -> concentration factor (and the horizon, for the
+# AUC), exceeds it are refused (check_magnitude). Doubles overflow at 1.8e308; the
+# 8 decades left are headroom for the kernels' intermediate sums (Taylor terms,
+# Runge-Kutta stages), so a run that passes cannot overflow to inf.
+MAX_MAGNITUDE = 1e300
+
+
+def _subjects_text(bad: np.ndarray, limit: int = 5) -> str:
+    """'subject 3' or 'subjects 0, 4, 9 (of 12 affected)' for a boolean mask."""
+    idx = np.flatnonzero(bad)
+    if idx.size == 1:
+        return f"subject {idx[0]}"
+    shown = ", ".join(str(i) for i in idx[:limit])
+    return f"subjects {shown}" + (f" ... ({idx.size} affected)" if idx.size > limit
+                                  else "")
+
+
+def _dose_text(i: int, d) -> str:
+    """'doses[2] (0.5 mg/kg hcl by route 'iv' at 72 h)'."""
+    salt = f" {d.salt}" if d.salt != "base" else ""
+    return (f"doses[{i}] ({d.amount:g} {d.unit}{salt} by route {d.route!r} at "
+            f"{d.time:g} h)")
+
+
+def _check_dose_values(values: np.ndarray, what: str, i: int, d, unit: str) -> None:
+    """Event values of doses[i] (mg, mg/h or h), after weight, salt and
+    bioavailability scaling, must be finite: an overflow there (1e307 mg times a
+    weight) would reach the kernels as inf."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        s = int(np.argmax(bad))
+        raise DoseError(
+            f"{_dose_text(i, d)}: its {what} is {values[s]} {unit} "
+            f"for {_subjects_text(bad)} after weight, salt and bioavailability "
+            f"scaling, not a finite number. Check the dose amount and unit, the "
+            f"weight and the route's parameters")
+
+
+def _flow_parameters(model: Model, f) -> list[str]:
+    """Names of the parameters a flow's rate constant is computed from."""
+    names = [f.rate]
+    if f.kind == "cl":
+        names += [c.volume for c in model.compartments if c.name == f.source]
+    if isinstance(f.fraction, str):
+        names.append(f.fraction)
+    return [x for x in names if x is not None]
+
+
+def _flow_rates(model: Model, f, params, n: int) -> np.ndarray:
+    """A flow's rate constant (1/h) per subject, as Model.rate_matrices forms it."""
+    k = np.broadcast_to(np.asarray(params[f.rate], dtype=float), (n,))
+    with np.errstate(all="ignore"):  # a zero volume or mean transit time: inf
+        if f.kind == "cl":
+            vol = next(c.volume for c in model.compartments if c.name == f.source)
+            k = k / params[vol]
+        elif f.kind == "mtt":
+            k = f.count / k
+    return np.broadcast_to(k, (n,))
+
+
+def _check_rates(model: Model, occ_params: list, A: np.ndarray, keep, n: int) -> None:
+    """Every flow's rate constant is finite and >= 0 and its fraction in [0, 1],
+    for every subject (and occasion); otherwise name the flow, the parameters
+    behind it with their values, and the subjects. Then, as a backstop, the
+    lowered rate matrices (S, M, n, n) must be finite and compartmental
+    (off-diagonal >= 0, diagonal <= 0). Vectorised: O(flows × S + S n^2)."""
+    reasons = []
+    for params in occ_params:
+        for f in model.flows:
+            if f.source not in keep:
+                continue
+            k = _flow_rates(model, f, params, n)
+            frac = np.broadcast_to(model.value_of(f.fraction, params, n, 1.0), (n,))
+            wrong = ~(np.isfinite(k) & (k >= 0) & (frac >= 0) & (frac <= 1))
+            if not wrong.any():
+                continue
+            s = int(np.argmax(wrong))
+            names = _flow_parameters(model, f)
+            shown = ", ".join(
+                f"{x} = {np.broadcast_to(params[x], (n,))[s]:g}" for x in names)
+            what = ("fraction" if np.isfinite(k[s]) and k[s] >= 0
+                    else "non-finite rate" if not np.isfinite(k[s])
+                    else "negative rate")
+            reasons.append(
+                f"the flow {f.source} -> {f.target or 'elimination'} has a {what} "
+                f"for {_subjects_text(wrong)} ({shown}; rate constant {k[s]:g} 1/h"
+                + (f", fraction {frac[s]:g}" if what == "fraction" else "") + ")")
+        if reasons:
+            raise ValueError(
+                f"model {model.id!r}: {'; '.join(reasons)}. Rate constants must be "
+                f"finite and >= 0 (volumes, clearances and mean transit times > 0) "
+                f"and fractions in [0, 1]; check these individual parameter values "
+                f"and the overrides or covariates that produced them")
+    finite = np.isfinite(A).all(axis=(2, 3))
+    diag = np.diagonal(A, axis1=2, axis2=3)
+    off = A.copy()
+    ii = np.arange(A.shape[-1])
+    off[:, :, ii, ii] = 0.0
+    ok = finite & (diag <= 0).all(axis=2) & (off >= 0).all(axis=(2, 3))
+    if not ok.all():
+        bad = ~ok.all(axis=1)
+        s = int(np.argmax(bad))
+        raise ValueError(
+            f"model {model.id!r}: the rate matrix of {_subjects_text(bad)} is not "
+            f"finite and compartmental (off-diagonal entries >= 0, diagonal <= 0): "
+            f"{A[s].tolist()} 1/h; check the individual parameter values")
+
+
+def check_magnitude(model: Model, regimen: Regimen, low: Lowered,
+                    t_end: float) -> None:
+    """Refuse doses whose results would overflow double precision.
+
+    For a compartmental rate matrix (checked by :func:`lower`) no amount exceeds
+    the total input, so a subject's concentrations are at most total mg × its
+    largest obs_scale (ng/mL per mg), and its AUC that times ``t_end`` (h). Either
+    above :data:`MAX_MAGNITUDE` raises a DoseError naming the largest dose.
+    O(subjects × doses)."""
+    if not low.dose_mg.size:
+        return
+    total = np.abs(low.dose_mg).sum(axis=1)
+    scale = np.abs(low.obs_scale).max(axis=1) if low.obs_scale.size else np.ones(1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = total * scale
+        bound = peak * max(1.0, float(t_end))
+    bad = ~(bound <= MAX_MAGNITUDE)
+    if not bad.any():
+        return
+    s = int(np.argmax(bad))
+    i = int(np.argmax(np.abs(low.dose_mg[s])))
+    d = regimen.doses[i]
+    raise DoseError(
+        f"{_dose_text(i, d)} gives {low.dose_mg[s, i]:.4g} mg to "
+        f"{_subjects_text(bad)} ({total[s]:.4g} mg in all): concentrations could "
+        f"reach {peak[s]:.3g} ng/mL and AUCs {bound[s]:.3g} ng*h/mL, above "
+        f"{MAX_MAGNITUDE:g}, where double precision overflows to inf. Check the "
+        f"amount and its unit")
 
 
 def sessions(regimen: Regimen) -> np.ndarray:
@@ -142,7 +279,9 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
             values.append(np.full(n, float(di)))
         mg = np.full(n, d.amount * d.base_factor * drug_factor(model, di, d))
         if d.per_kg:
-            mg = mg * weight
+            with np.errstate(over="ignore", invalid="ignore"):
+                mg = mg * weight
+        _check_dose_values(mg, "amount", di, d, "mg")
         dose_mg[:, di] = mg
         route = model.routes[d.route]
         fracs = []
@@ -163,7 +302,9 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                         "fraction parameters")
                 fracs[pi] = f
         for pw, frac in zip(route.pathways, fracs, strict=True):
-            amount = mg * frac
+            with np.errstate(over="ignore", invalid="ignore"):
+                amount = mg * frac
+            _check_dose_values(amount, f"amount into {pw.target!r}", di, d, "mg")
             start = d.time + model.value_of(pw.lag, params, n, 0.0)
             c = np.full(n, index[pw.target], dtype=np.int64)
             if d.duration is not None:
@@ -181,9 +322,10 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
             times += [start, start + np.where(zero, 0.0, dur)]
             cmts += [c, c]
             kinds += [np.where(zero, BOLUS, RATE).astype(np.int64),
+            _check_dose_values(start, f"start into {pw.target!r} (after the lag)",
+                               di, d, "h")
                       np.where(zero, PAD, RATE).astype(np.int64)]
-            values += [np.where(zero, amount, amount / safe),
-                       np.where(zero, 0.0, -amount / safe)]
+            values += [np.where(zero, amount, rate), np.where(zero, 0.0, -rate)]
     if times:
         if all(_shared(t) for t in times):  # the usual case: one shared table
             order = np.argsort([t[0] for t in times], kind="stable")
@@ -194,6 +336,10 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                 for a in (times, cmts, kinds, values))
         else:
             ev_time = np.stack(times, axis=1)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                rate = amount / safe
+            _check_dose_values(np.where(zero, 0.0, dur), "duration", di, d, "h")
+            _check_dose_values(rate, f"input rate into {pw.target!r}", di, d, "mg/h")
             order = np.argsort(ev_time, axis=1, kind="stable")
             ev_time, ev_cmt, ev_kind, ev_value = (
                 np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order,
@@ -206,10 +352,23 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
         ev_value = np.zeros((n, 0))
 
     sel = np.array([model.compartment_index(c) for c in keep], dtype=np.int64)
-    A = np.stack([model.rate_matrices(p, n)[:, sel][:, :, sel]
-                  for p in (occ_params if switch else occ_params[:1])], axis=1)
+    with np.errstate(all="ignore"):  # non-finite rates are named just below
+        A = np.stack([model.rate_matrices(p, n)[:, sel][:, :, sel]
+                      for p in (occ_params if switch else occ_params[:1])], axis=1)
     A = np.ascontiguousarray(A)
-    obs_full, scale = model.observation(occ_params[0], n)
+    _check_rates(model, occ_params if switch else occ_params[:1], A, keep, n)
+    with np.errstate(all="ignore"):  # a zero volume: named just below
+        obs_full, scale = model.observation(occ_params[0], n)
+    bad = ~(np.isfinite(scale) & (scale > 0))
+    if bad.any():
+        s, k = (int(x[0]) for x in np.nonzero(bad))
+        vol = model._volume_param(model.analytes[k].compartment)
+        v = occ_params[0][vol]
+        raise ValueError(
+            f"model {model.id!r}: the volume {vol!r} of analyte "
+            f"{model.analytes[k].name!r} is {np.broadcast_to(v, (n,))[s]:g} L for "
+            f"{_subjects_text(bad[:, k])}; concentrations need a finite volume > 0. "
+            f"Check that parameter's individual values")
     for m, p in enumerate(occ_params[1:], start=2):
         moved = np.any(model.observation(p, n)[1] != scale, axis=0)
         if moved.any():

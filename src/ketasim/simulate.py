@@ -29,12 +29,100 @@ _STATUS = {
     2: "the ODE step size underflowed; the problem may be ill-posed or need the "
        "stiff method (ode_method='rosenbrock')",
     3: "the state became non-finite (NaN/inf); check the parameters and the rhs",
-    4: "the rate matrix or the inputs are non-finite; check the parameters",
+    4: "the exact propagation gave a non-finite value: the doses or rates overflow "
+       "double precision; check the dose amounts and units and the parameters",
+    5: "a compartment amount went negative beyond the tolerance (below -(atol + "
+       "rtol x its largest amount so far) after an accepted step), so the solution "
+       "is not trustworthy from there on; use ode_method='rosenbrock' for a stiff "
+       "model, tighter rtol/atol, or check that the rhs never removes more drug "
+       "than a compartment holds",
 }
 
 
 class SolveError(RuntimeError):
-    """A kernel reported failure for one or more subjects."""
+    """A kernel reported failure for one or more subjects (``status`` codes, see
+    ``_STATUS``), or a user's rhs raised an exception inside the ODE kernel."""
+
+
+def _subject_list(idx: np.ndarray, limit: int = 5) -> str:
+    """'subject 3' or 'subjects 0, 4, 9 ... (12 in all)'."""
+    if idx.size == 1:
+        return f"subject {idx[0]}"
+    more = f" ... ({idx.size} in all)" if idx.size > limit else ""
+    return "subjects " + ", ".join(str(i) for i in idx[:limit]) + more
+
+
+def _failure_message(model: Model, status: np.ndarray, buf: np.ndarray,
+                     t: np.ndarray, solver: str) -> str:
+    """SolveError text: per status code, the subjects (first few), from which
+    output time their values are NaN, and what produced it."""
+    bad = np.flatnonzero(status)
+    parts = []
+    for c in sorted(set(status[bad].tolist())):
+        idx = np.flatnonzero(status == c)
+        why = _STATUS.get(c, "unknown status")
+        if c == 3 and model.rhs is not None:
+            name = getattr(model.rhs, "__name__", "rhs")
+            why = (f"the state became non-finite (NaN/inf): the model's rhs {name} "
+                   f"returned non-finite derivatives (e.g. a division by a state or "
+                   f"parameter that reached 0) or the parameters are extreme")
+        s = idx[0]
+        nan = np.isnan(buf[s, 0]) if buf.shape[1] else np.zeros(t.size, bool)
+        since = ""
+        if nan.any() and solver == "ode":  # the ODE kernel fills NaN from there
+            since = (f" (NaN from t = {t[int(np.argmax(nan))]:g} h" +
+                     (f" for subject {s})" if idx.size > 1 else ")"))
+        parts.append(f"status {c} for {_subject_list(idx)}{since}: {why}")
+    return (f"{bad.size} of {status.size} subjects failed: {'; '.join(parts)}. "
+            f"Pass errors='keep' to keep their rows (NaN) with the status.")
+
+
+def _check_rhs_parameters(model: Model, p: np.ndarray) -> None:
+    """The parameter vectors a user rhs receives (S, P) are finite; else name the
+    parameter and the subjects."""
+    bad = ~np.isfinite(p)
+    if bad.any():
+        s, k = (int(x[0]) for x in np.nonzero(bad))
+        name = model.parameter_names[k]
+        raise ValueError(
+            f"parameter {name!r} is {p[s, k]} for "
+            f"{_subject_list(np.flatnonzero(bad[:, k]))}; the model's rhs needs "
+            f"finite parameter values. Check the overrides or covariates that "
+            f"produced it")
+
+
+def _kernel_exception(model, kernels, exc, span, p, x0, low, obs_scale,
+                      args) -> SolveError:
+    """A SolveError for an exception raised inside the ODE kernel (by a user's
+    rhs: ketasim's own kernels never raise). The chunk is run again one subject
+    at a time, serially, to name the first subject whose integration raises."""
+    orig = exc.__cause__ or exc.__context__ if isinstance(exc, SystemError) else exc
+    orig = orig or exc
+    a, b = span
+    t, obs_cmt, rtol, atol, method, jac_const, max_steps = args
+    subject = ""
+    out = np.empty((obs_cmt.size, t.size))
+    for s in range(a, b):
+        try:
+            kernels.solve_subject(p[s], x0[s], low.ev_time[s], low.ev_cmt[s],
+                                  low.ev_kind[s], low.ev_value[s], t, obs_cmt,
+                                  obs_scale[s], rtol, atol, method, jac_const,
+                                  max_steps, out)
+        except Exception as again:  # the same failure, now attributable
+            subject = f" for subject {s}"
+            orig = again
+            break
+    what = f"{type(orig).__name__}: {orig}" if str(orig) else type(orig).__name__
+    if model.rhs is None:
+        return SolveError(f"the ODE kernel raised {what}{subject}; ketasim's own "
+                          f"kernels never should (a bug: please report it with the "
+                          f"call)")
+    name = getattr(model.rhs, "__name__", "rhs")
+    return SolveError(
+        f"the model's rhs {name}(t, x, p, dxdt) raised {what}{subject} while "
+        f"integrating. The rhs is called at any time and state the solver tries "
+        f"(amounts may be slightly below 0 within atol), so it must not raise: "
+        f"return finite derivatives for every such input")
 
 
 class ValidityWarning(UserWarning):
@@ -609,11 +697,16 @@ def simulate(
             rhs = _compiled(model.rhs)
             p = np.ascontiguousarray(np.stack([params[k] for k in model.parameters],
                                               axis=1))
+        if model.rhs is not None:
+            _check_rhs_parameters(model, p)
         kernels = ode.solver(nstate, rhs)
         x0 = np.zeros((n, nstate))
         nsteps = np.zeros(n, dtype=np.int64)
         from numba.core.errors import NumbaError
 
+        args = (t, obs_cmt, float(rtol), float(atol), ODE_METHODS[ode_method],
+                jac_const, int(max_steps))
+        a = b = 0
         try:
             for a, b, bar in _chunks(n, n * 3000, progress, "integrating"):
                 kernels.solve_population(
@@ -632,14 +725,16 @@ def simulate(
                 f"{first} -- the rhs must be plain numeric code numba can compile "
                 f"(numpy arrays and math; no Python objects), writing dxdt in "
                 f"place; numba's full message follows") from exc
+        except Exception as exc:  # raised inside the kernel: by a user's rhs
+            # (numba's parallel kernel wraps it in a SystemError, the original
+            # as its cause)
+            raise _kernel_exception(model, kernels, exc, (a, b), p, x0, low,
+                                    obs_scale, args) from exc
         solver_desc = f"ode: {ode_method} (Dormand-Prince 5(4) / Rodas4)"
         windows = None
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":
-        codes = sorted(set(status[bad].tolist()))
-        why = "; ".join(f"status {c}: {_STATUS.get(c, 'unknown')}" for c in codes)
-        raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
-                         f"{bad[0]}): {why}. Pass errors='keep' to keep NaN rows.")
+        raise SolveError(_failure_message(model, status, buf, t, solver))
     subjects = (population.subjects if population is not None
                 else np.arange(n) + (_CHUNK_START.get() or 0))
     ds = _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,

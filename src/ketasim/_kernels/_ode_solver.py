@@ -19,7 +19,13 @@ try:  # set by ode.py before this source runs
 except NameError:  # imported as a module (by a tool, or doctest collection)
     N, CACHE, rhs = 1, False, None
 
-OK, MAXSTEPS, UNDERFLOW, NONFINITE = 0, 1, 2, 3
+OK, MAXSTEPS, UNDERFLOW, NONFINITE, NEGATIVE = 0, 1, 2, 3, 5
+# (status 4 is the exact kernels' non-finite rate matrix or input)
+# Every kernel is compiled with error_model="numpy": a division by zero in the
+# solver's own arithmetic (e.g. a step that underflows to 0 under a huge state)
+# gives inf or NaN, which the status codes report, instead of raising from inside
+# a parallel kernel. A user rhs keeps numba's default (Python) error model, so its
+# ZeroDivisionError is raised and named by simulate().
 
 # Dormand–Prince 5(4) tableau
 C2, C3, C4, C5 = 1 / 5, 3 / 10, 4 / 5, 8 / 9
@@ -63,7 +69,7 @@ for _i in range(1, 6):
 RM = np.array([_a[6], _a[7], _a[8], _a[9], 1.0, 1.0])
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def linear_rhs(t, x, p, dxdt):
     """``dxdt = A x`` for ``N`` states with ``p = A.ravel()`` (row-major)."""
     for i in range(N):
@@ -77,20 +83,38 @@ if rhs is None:
     rhs = linear_rhs
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _write(out_s, j, x, obs_cmt, obs_scale):
     for k in range(obs_cmt.shape[0]):
         out_s[k, j] = x[obs_cmt[k]] * obs_scale[k]
 
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always", error_model="numpy")
 def _f(t, x, p, r, dxdt):
     rhs(t, x, p, dxdt)
     for i in range(N):
         dxdt[i] += r[i]
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
+def _negative(x, xn, peak, rtol, atol):
+    """After an accepted step from ``x`` to ``xn``: True if a state (an amount,
+    mg, which is never negative) is below -(atol + rtol × its largest magnitude
+    so far in this subject's run). The error control keeps each state's local
+    error within atol + rtol |x_i|, so an amount that far below zero is not
+    rounding or tolerance but a failure (typically an explicit method on a stiff
+    system, or an rhs that removes more than is there). ``peak`` (N,) holds the
+    running largest |x_i|, updated here."""
+    for i in range(N):
+        a = abs(x[i])
+        if a > peak[i]:
+            peak[i] = a
+        if xn[i] < -(atol + rtol * peak[i]):
+            return True
+    return False
+
+
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _errnorm(err, x0, x1, rtol, atol):
     n = N
     acc = 0.0
@@ -100,7 +124,7 @@ def _errnorm(err, x0, x1, rtol, atol):
         acc += v * v
     return np.sqrt(acc / n)
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _inverse(T, Wi):
     """``Wi = inv(T)`` by Gauss–Jordan elimination with partial pivoting; T is
     overwritten. Returns False for a singular T.
@@ -140,7 +164,7 @@ def _inverse(T, Wi):
                     Wi[i, j] -= f * Wi[k, j]
     return True
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
     n = N
     d0 = 0.0
@@ -174,7 +198,7 @@ def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
     # control shrinks a too-large first step anyway
     return min(span, max(min(100 * h, h1), 1e-8 * span, 64 * 2.2e-16 * abs(t)))
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
              stiff, auto, jac_const, max_steps, counters, wk, J, W, Wi, K):
     """Integrate x from t0 to t1 (no events inside), writing outputs with
@@ -196,6 +220,7 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
     fdt = wk[10]
     ftmp = wk[11]
     y = wk[12]
+    peak = wk[13]
     _f(t0, x, p, r, f0)
     if span <= 1e-12 * max(1.0, abs(t0)):
         # events a few ulps apart (e.g. an infusion end on a rounded grid time):
@@ -257,6 +282,9 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                 continue
             if en <= 1.0:
                 counters[0] += 1
+                if _negative(x, xn, peak, rtol, atol):
+                    counters[1] = NEGATIVE
+                    return j
                 # dense output for outputs inside (t, t+h)
                 while j < T and times[j] < t + h and times[j] < t1:
                     if times[j] > t:
@@ -371,6 +399,9 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                 continue
             if en <= 1.0:
                 counters[0] += 1
+                if _negative(x, xn, peak, rtol, atol):
+                    counters[1] = NEGATIVE
+                    return j
                 # f at the new point: Hermite dense output and the next f0
                 _f(t + h, xn, p, r, k7)
                 while j < T and times[j] < t + h and times[j] < t1:
@@ -406,7 +437,7 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
         counters[2] = 1
     return j
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, error_model="numpy")
 def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
                   obs_scale, rtol, atol, method, jac_const, max_steps, out_s):
     """One subject; returns (status, accepted steps)."""
@@ -420,7 +451,8 @@ def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
     j = 0
     counters = np.zeros(3, dtype=np.int64)
     counters[2] = 1 if method == 2 else 0
-    wk = np.empty((13, n))
+    wk = np.empty((14, n))
+    wk[13, :] = 0.0  # running largest |x_i| (see _negative)
     J = np.empty((n, n))
     W = np.empty((n, n))
     K = np.empty((6, n))
@@ -452,7 +484,7 @@ def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
         t = t1
     return OK, counters[0]
 
-@njit(parallel=True, cache=CACHE)
+@njit(parallel=True, cache=CACHE, error_model="numpy")
 def solve_population(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
                      obs_cmt, obs_scale, rtol, atol, method, jac_const, max_steps,
                      out, status, nsteps):

@@ -19,8 +19,13 @@ Two methods, chosen automatically per subject:
 ``method`` 0 starts with DOPRI5 and switches to Rodas4 for the rest of
 the subject once stiffness is detected; 1 and 2 force one method. Doses are known
 discontinuities: integration restarts at every event time and never steps across
-one. Steps are free; output times are filled by dense output. Kernels never raise:
-``status`` 0 ok, 1 max_steps exceeded, 2 step size underflow, 3 non-finite state.
+one. Steps are free; output times are filled by dense output. Kernels never raise
+(they are compiled with numba's numpy error model: a division by zero gives inf or
+NaN, not an exception): ``status`` 0 ok, 1 max_steps exceeded, 2 step size
+underflow, 3 non-finite state, 5 a negative amount beyond the tolerance (a state
+below -(atol + rtol × its largest magnitude so far) after an accepted step). An
+exception raised by a user's rhs cannot be turned into a status; simulate()
+catches it and names the rhs.
 
 The kernels are built per state count and right-hand side (:func:`solver`): both
 are compile-time constants inside them, so loops over the states have constant trip
