@@ -19,21 +19,39 @@ it is the previous window's trough.
 - AUC is exact for linear models: ``simulate`` integrates the concentration as an
   extra kernel state and stores ``dose_auc``; without it (ODE models) the trapezoid
   rule on the output grid is used and the result says so in ``attrs["method"]``.
-- Trough: the exact concentration just before the next session's first dose.
+- Trough: the exact concentration just before the next session's first dose (before
+  every dose given at that time: a value at a dose time is the state after it).
 - Time above / within a window: linear interpolation between grid points.
+- A window with no output time between its start and the next window's start has
+  NaN Cmax, Tmax and time above / within (they are read on the grid), and a NaN
+  trapezoid AUC; the exact AUC is still given. The streaming metrics-only kernel
+  gives the same NaN.
+
+Units: ``metrics`` reads ``concentration`` in ng/mL, as ``simulate`` returns it, and
+refuses a Dataset whose ``units`` attributes say otherwise (e.g. concentrations
+replaced by ``ds.pk.molar()``). ``unit="nmol/L"`` gives Cmax and trough in nmol/L and
+AUC in nmol·h/L: the ng/mL values (the exact per-dose AUC and pre-dose levels
+included) divided by each analyte's ``molecular_weight`` (g/mol) × 1000.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import xarray as xr
 
-from .units import to_ng_per_ml
+from .units import UnitError, parse_quantity, parse_unit, to_ng_per_ml
 
 __all__ = ["metrics", "pta", "summary"]
 
 PER = ("dose", "session", "course")
 TIE_RTOL = 1e-9
+#: result units: concentration unit -> its AUC unit
+UNITS = {"ng/mL": "ng*h/mL", "nmol/L": "nmol*h/L"}
+# what metrics reads: the variables simulate writes, in the units it writes them
+_INPUT_UNITS = {"concentration": "ng/mL", "predose": "ng/mL", "dose_auc": "ng*h/mL"}
 
 
 def present_analytes(ds: xr.Dataset) -> list[str]:
@@ -67,9 +85,30 @@ def _edges(ds, starts):
 
 
 def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None = None,
-            within: tuple | None = None) -> xr.Dataset:
-    """Cmax, Tmax, AUC and trough (and time above/within thresholds, ng/mL) per
-    ``per`` window, as a Dataset (subject, analyte, ``per``) with units.
+            within: tuple | None = None, unit: str = "ng/mL") -> xr.Dataset:
+    """Cmax, Tmax, AUC and trough (and time above/within thresholds) per ``per``
+    window, as a Dataset (subject, analyte, ``per``) with units.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A trajectories result of :func:`ketasim.simulate` or
+        :func:`ketasim.run_scenarios`: ``concentration`` in ng/mL (as simulate
+        returns it; a Dataset labelled otherwise is refused), ``dose_time`` and
+        ``dose_session``, and, from the exact solver, ``dose_auc`` and ``predose``.
+    per : {"dose", "session", "course"}
+        The windows (see the module documentation).
+    above : float or str, optional
+        Level for ``time_above`` (h): a number is ng/mL; a string carries its unit,
+        a mass concentration (``"0.1 mg/L"``) or a molar one (``"400 nmol/L"``,
+        converted per analyte by its molecular weight). With ``unit="nmol/L"`` a
+        bare number is refused: write the unit.
+    within : (low, high), optional
+        Levels for ``time_within`` (h), each as for ``above``; low < high.
+    unit : {"ng/mL", "nmol/L"}
+        Unit of Cmax and trough; AUC is in ng·h/mL or nmol·h/L. Molar values are
+        the ng/mL ones (the exact per-dose AUC and pre-dose levels included)
+        divided by the analyte's ``molecular_weight`` (g/mol) × 1000.
 
     Examples
     --------
@@ -81,24 +120,38 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
     [208.4 208.4 208.4 208.4 208.4 208.4]
     >>> m.auc.attrs["units"], m.auc.attrs["method"]
     ('ng*h/mL', 'exact (integrated in the kernel)')
+    >>> ks.metrics(ds, per="session", unit="nmol/L").auc.attrs["units"]
+    'nmol*h/L'
     """
-    if above is not None:
-        above = to_ng_per_ml(above, what="above")
-    if within is not None:
-        if isinstance(within, str) or not hasattr(within, "__len__") or \
-                len(within) != 2:
-            raise TypeError(f"within must be a pair (low, high) of concentrations in "
-                            f"ng/mL; got {within!r}")
-        within = tuple(to_ng_per_ml(w, what="within") for w in within)
-        if not within[0] < within[1]:
-            raise ValueError(f"within must be (low, high) with low < high; got "
-                             f"{within!r}")
-    if "scenario" in ds.dims:
+    _check_input(ds)
+    if not isinstance(unit, str) or unit not in UNITS:
+        raise UnitError(f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax and "
+                        f"trough; AUC follows); got {unit!r}")
+    if within is not None and (isinstance(within, str)
+                               or not hasattr(within, "__len__") or len(within) != 2):
+        raise TypeError(f"within must be a pair (low, high) of concentrations in "
+                        f"ng/mL or strings with a unit; got {within!r}")
+    if "scenario" in ds.dims:  # levels convert per scenario (its analytes' weights)
         parts = [metrics(ds.sel(scenario=s).dropna("dose", how="all")
                          if "dose" in ds.dims else ds.sel(scenario=s), per,
-                         above=above, within=within)
+                         above=above, within=within, unit=unit)
+                 .drop_vars("molecular_weight", errors="ignore")
                  for s in ds.scenario.values]
-        return xr.concat(parts, dim="scenario", join="outer")
+        out = xr.concat(parts, dim="scenario", join="outer", coords="different",
+                        compat="equals")
+        if unit != "ng/mL":
+            out.coords["molecular_weight"] = ds.molecular_weight
+        return out
+    if above is not None:
+        above, above_text = _level(ds, above, "above", unit)
+    if within is not None:
+        (lo, lo_text), (hi, hi_text) = (_level(ds, w, "within", unit) for w in within)
+        wrong = np.flatnonzero(~(lo < hi) & np.isfinite(lo) & np.isfinite(hi))
+        if wrong.size:
+            raise ValueError(f"within must be (low, high) with low < high; got "
+                             f"{within!r} (for analyte "
+                             f"{str(ds.analyte.values[wrong[0]])!r}: {lo[wrong[0]]:g} "
+                             f"and {hi[wrong[0]]:g} ng/mL)")
     starts, groups = _windows(ds, per)
     edges = _edges(ds, starts)
     c = ds.concentration
@@ -110,6 +163,7 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
 
     window_peaks(np.ascontiguousarray(c.values), t, edges.astype(np.int64),
                  np.asarray(starts, dtype=float), TIE_RTOL, cmax, tmax)
+    tmax[np.isnan(cmax)] = np.nan  # no values (failed subject, padded analyte)
     dim = per
     out = xr.Dataset(coords={"subject": ds.subject, "analyte": ds.analyte})
     out.coords[dim] = np.arange(W)
@@ -123,19 +177,131 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
     if per != "course":
         out["trough"] = _trough(ds, groups, dim)
     if above is not None:
-        out["time_above"] = _time_between(ds, edges, above, np.inf, dim,
-                                          f"time above {above:g} ng/mL")
+        out["time_above"] = _time_between(ds, edges, above, np.full_like(above, np.inf),
+                                          dim, f"time above {above_text}")
     if within is not None:
-        lo, hi = within
         out["time_within"] = _time_between(ds, edges, lo, hi, dim,
-                                           f"time within [{lo:g}, {hi:g}] ng/mL")
-    empty = starts >= t[-1]  # windows with no output time after their start
+                                           f"time within [{lo_text}, {hi_text}]")
+    # windows with no output time from their start to the next window's start:
+    # nothing to read on the grid (the exact AUC still holds); a window at or after
+    # the last output time: not simulated, or empty
+    nogrid = edges[1:] <= edges[:-1]
+    empty = starts >= t[-1]
     for name in ("cmax", "tmax", "auc", "time_above", "time_within"):
         if name in out:
             out[name].values[:, :, empty] = np.nan
+            if name != "auc" or "dose_auc" not in ds:
+                out[name].values[:, :, nogrid] = np.nan
     if "trough" in out:  # the level before a window that was not simulated
         out["trough"].values[:, :, :-1][:, :, starts[1:] > t[-1]] = np.nan
+    if unit != "ng/mL":
+        mw = _molecular_weights(ds, f"unit={unit!r}")
+        out.coords["molecular_weight"] = ds.molecular_weight
+        for name in ("cmax", "trough", "auc"):
+            if name in out:  # as ds.pk.molar(): ng/mL / (g/mol) x 1000 = nmol/L
+                out[name].values[...] = out[name].values / mw[None, :, None] * 1000.0
+                out[name].attrs["units"] = unit if name != "auc" else UNITS[unit]
     return out
+
+
+def _check_input(ds) -> None:
+    """Refuse what is not a ketasim trajectories Dataset in the units metrics
+    reads (a relabelled or converted one would give numbers under a false unit)."""
+    if isinstance(ds, xr.DataArray):
+        molar = ds.attrs.get("units") == "nmol/L"
+        raise TypeError(
+            "metrics needs the Dataset from ks.simulate (concentrations with their "
+            f"dose table); got a DataArray{' in nmol/L' if molar else ''} "
+            f"{ds.name or ''}".rstrip() + ". For molar metrics pass the simulate "
+            "Dataset and unit='nmol/L'")
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"metrics needs an xarray Dataset from ks.simulate or "
+                        f"ks.run_scenarios; got {type(ds).__name__}")
+    if "concentration" not in ds:
+        if ds.attrs.get("output") == "metrics" or "cmax" in ds:
+            raise ValueError(
+                "ds holds metrics already (cmax, tmax, auc, predose per dose, from "
+                "simulate(output='metrics')), not concentration curves; for metrics "
+                "per session or course simulate with output='trajectories'")
+        raise ValueError(f"ds has no 'concentration' variable; metrics needs a "
+                         f"result of ks.simulate or ks.run_scenarios (got variables "
+                         f"{', '.join(map(str, ds.data_vars)) or 'none'})")
+    for name in ("dose_time", "dose_session"):
+        if name not in ds.variables:
+            raise ValueError(f"ds has no {name!r}: metrics needs the dose table of "
+                             f"ks.simulate's result to find the windows")
+    for name, want in _INPUT_UNITS.items():
+        if name not in ds:
+            continue
+        got = ds[name].attrs.get("units")
+        if got == want:
+            continue
+        if got is None:
+            raise UnitError(f"ds.{name} has no units attribute; metrics reads it in "
+                            f"{want}. If the values are {want}, set "
+                            f"ds.{name}.attrs['units'] = {want!r}")
+        hint = (" (for molar metrics pass the ng/mL Dataset from ks.simulate with "
+                "unit='nmol/L'; ds.pk.molar() is for the curves)"
+                if "mol" in str(got) else f"; convert the values to {want} and set "
+                f"ds.{name}.attrs['units'] = {want!r}")
+        raise UnitError(f"metrics reads ds.{name} in {want}, as ks.simulate returns "
+                        f"it; its units attribute is {got!r}{hint}")
+
+
+def _molecular_weights(ds: xr.Dataset, why: str) -> np.ndarray:
+    """Each analyte's molecular weight (g/mol) from the ``molecular_weight``
+    coordinate; NaN for analytes without values (a scenario's padding)."""
+    if "molecular_weight" not in ds.variables:
+        raise ValueError(f"{why} needs each analyte's molecular weight; ds has no "
+                         f"'molecular_weight' (g/mol, on analyte) as ks.simulate "
+                         f"results have")
+    mw = ds["molecular_weight"]
+    if mw.dims != ("analyte",):
+        raise ValueError(f"{why}: ds.molecular_weight must be one value per analyte; "
+                         f"got dimensions {mw.dims}")
+    if mw.attrs.get("units") != "g/mol":
+        raise UnitError(f"{why}: ds.molecular_weight must be in g/mol; its units "
+                        f"attribute is {mw.attrs.get('units')!r}")
+    vals = np.array(mw.values, dtype=float)
+    names = [str(a) for a in ds.analyte.values]
+    have = set(present_analytes(ds))
+    for k, name in enumerate(names):
+        if name not in have:
+            vals[k] = np.nan
+        elif not (np.isfinite(vals[k]) and vals[k] > 0):
+            raise ValueError(f"{why}: analyte {name!r} has molecular_weight "
+                             f"{vals[k]!r} g/mol; it must be finite and > 0")
+    return vals
+
+
+def _level(ds: xr.Dataset, value, what: str, unit: str) -> tuple[np.ndarray, str]:
+    """A concentration level as ng/mL per analyte, and its text for labels. A
+    number is ng/mL; a string carries its unit (mass, or molar: converted by each
+    analyte's molecular weight). With a molar ``unit`` a bare number is refused."""
+    if getattr(value, "ndim", None) == 0:  # numpy or xarray scalar
+        value = value.item()
+    K = ds.analyte.size
+    bare = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(value, str):
+        try:
+            float(value)
+            bare = True
+        except ValueError:
+            q = parse_quantity(value, what=what, default_unit="ng/mL")
+            u = parse_unit(q.unit)
+            if u.dimension == "molar concentration" and not u.per_kg:
+                nmol = q.value * (u.factor / parse_unit("nmol/L").factor)
+                if not (math.isfinite(nmol) and nmol >= 0):
+                    raise ValueError(f"{what} must be a finite concentration >= 0; "
+                                     f"got {value!r}") from None
+                mw = _molecular_weights(ds, f"{what}={value!r}")
+                return nmol * mw / 1000.0, f"{nmol:g} nmol/L"
+    if bare and unit != "ng/mL":
+        raise UnitError(f"{what}={value!r} has no unit; with unit={unit!r} write it, "
+                        f"e.g. '{value} {unit}' or '{value} ng/mL' (a bare number "
+                        f"is ng/mL)")
+    ng = to_ng_per_ml(value, what=what)
+    return np.full(K, ng), f"{ng:g} ng/mL"
 
 
 def _auc(ds, groups, edges, dim) -> xr.DataArray:
@@ -168,7 +334,9 @@ def _trough(ds, groups, dim) -> xr.DataArray:
         pre = ds.predose.values
         for w in range(len(groups) - 1):
             vals[:, :, w] = pre[:, :, groups[w + 1][0]]
-    else:  # ODE models: interpolate on the grid
+        method = "exact (the level just before the dose)"
+    else:  # ODE models: the last output before the next dose
+        method = "the last output time before the next dose"
         t = ds.time.values
         cv = ds.concentration.values
         starts = ds.dose_time.values
@@ -177,10 +345,13 @@ def _trough(ds, groups, dim) -> xr.DataArray:
             j = np.searchsorted(t, tn, side="left")
             vals[:, :, w] = cv[:, :, max(j - 1, 0)]
     return xr.DataArray(vals, dims=("subject", "analyte", dim), attrs={
-        "units": "ng/mL", "long_name": f"trough before the next {dim}"})
+        "units": "ng/mL", "long_name": f"trough before the next {dim}",
+        "method": method})
 
 
 def _time_between(ds, edges, lo, hi, dim, name) -> xr.DataArray:
+    """Time (h) per window with the concentration above ``lo`` and not above
+    ``hi`` (ng/mL, one level per analyte)."""
     t = ds.time.values
     cv = ds.concentration.values
     S, K = cv.shape[:2]
@@ -199,10 +370,13 @@ def _time_between(ds, edges, lo, hi, dim, name) -> xr.DataArray:
 
 
 def _interval_time(c, t, level):
-    """Time within each grid interval during which the linear interpolant > level."""
+    """Time within each grid interval during which the linear interpolant > level
+    (``c`` (subject, analyte, time), ``level`` one per analyte; inf: never)."""
     dt = np.diff(t)
-    if not np.isfinite(level):
+    level = np.asarray(level, dtype=float)
+    if np.all(np.isposinf(level)):
         return np.zeros(c.shape[:2] + (t.size - 1,))
+    level = level[None, :, None]
     a, b = c[:, :, :-1] - level, c[:, :, 1:] - level
     both = (a > 0) & (b > 0)
     cross = (a > 0) != (b > 0)

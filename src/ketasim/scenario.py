@@ -13,7 +13,6 @@ from .metrics import metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
 from .population import Population
-from .units import to_ng_per_ml
 
 __all__ = ["Scenario", "compare", "run_scenarios"]
 
@@ -120,6 +119,18 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     if differ:
         parts = [(p.reset_coords([k for k in differ if k in p.coords]), a)
                  for p, a in parts]
+    # molecular weights on the union of the analytes (concat would keep the first
+    # scenario's, NaN for the analytes only other scenarios have)
+    mw_attrs = first.molecular_weight.attrs if "molecular_weight" in first.coords \
+        else {}
+    weights: dict[str, set] = {}
+    for p, _ in parts:
+        if "molecular_weight" in p.coords:
+            for a, w in zip(p.analyte.values, p.molecular_weight.values, strict=True):
+                weights.setdefault(str(a), set()).add(float(w))
+    if len(parts) > 1 and weights:
+        parts = [(p.drop_vars("molecular_weight", errors="ignore"), a)
+                 for p, a in parts]
     if len(parts) == 1:  # no copy of a possibly large result
         out = parts[0][0].expand_dims("scenario")
         for name in ("concentration", "auc", "amount", "observed"):
@@ -130,6 +141,16 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
                         combine_attrs="drop_conflicts", coords="minimal",
                         compat="override", data_vars="all")
     out = out.assign_coords(scenario=("scenario", names)).set_coords(differ)
+    if len(parts) > 1 and weights:
+        if any(len(w) > 1 for w in weights.values()):  # one analyte, two weights
+            out.coords["molecular_weight"] = (("scenario", "analyte"), [
+                [float(sc.model.analytes[sc.model.analyte_names.index(str(a))].mw)
+                 if str(a) in sc.model.analyte_names else np.nan
+                 for a in out.analyte.values] for sc in scenarios], mw_attrs)
+        else:
+            out.coords["molecular_weight"] = ("analyte", [
+                next(iter(weights[str(a)])) if str(a) in weights else np.nan
+                for a in out.analyte.values], mw_attrs)
     # provenance differs per scenario: keep it as coordinates along `scenario`
     keys = dict.fromkeys(k for _, a in parts for k in a)
     for k in keys:
@@ -150,13 +171,15 @@ def _equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
             analyte: str | None = None, above: float | str | None = None,
-            q=(5, 50, 95)) -> ComparisonTable:
+            q=(5, 50, 95), unit: str = "ng/mL") -> ComparisonTable:
     """Scenario × metric table: median [P5, P95] over subjects.
 
     Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``), or of one
     session or dose (``per="session"`` / ``"dose"``): ``window`` picks which, 0 for
     the first (default), -1 for each scenario's last; plus the time above
-    ``above`` ng/mL. The table's title names the window.
+    ``above`` (ng/mL, or a string with its unit, as in :func:`ketasim.metrics`).
+    ``unit``: "ng/mL" (Cmax in ng/mL, AUC in ng·h/mL) or "nmol/L" (nmol/L,
+    nmol·h/L). The table's title names the window; each column its unit.
     """
     if "scenario" not in ds.dims:
         ds = ds.expand_dims(scenario=["scenario"])
@@ -166,8 +189,6 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     if per == "course" and window != 0:
         raise ValueError(f"window={window} picks a dose or a session; give "
                          f"per='dose' or per='session' with it")
-    if above is not None:
-        above = to_ng_per_ml(above, what="above")
     analyte = analyte or str(ds.analyte.values[0])
     if analyte not in ds.analyte.values:
         raise ValueError(f"no analyte {analyte!r} in these results; they have "
@@ -183,7 +204,7 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
             raise ValueError(f"scenario {str(s)!r} has no analyte {analyte!r} (it has "
                              f"{', '.join(map(repr, have))}); compare scenarios of "
                              f"one analyte at a time with analyte=...")
-        m = metrics(one, per, above=above).sel(analyte=analyte)
+        m = metrics(one, per, above=above, unit=unit).sel(analyte=analyte)
         if per == "course":
             m = m.isel(course=0)
         else:
@@ -195,8 +216,9 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
             m = m.isel({per: window})
         rows.append((str(s), m))
     cols = [("Cmax", "cmax"), ("Tmax", "tmax"), ("AUC", "auc")]
-    if above is not None:
-        cols.append((f"time > {above:g}", "time_above"))
+    if above is not None:  # the level as metrics read it ("time above 50 ng/mL")
+        level = rows[0][1].time_above.attrs["long_name"].removeprefix("time above ")
+        cols.append((f"time > {level}", "time_above"))
     label = ("over the course" if per == "course" else f"{per} {window + 1}"
              if window >= 0 else f"last {per}" if window == -1
              else f"{per} {window} (-1 is the last)")

@@ -257,6 +257,11 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     acc = np.empty(B)
     allab = np.empty((KM, B), dtype=np.bool_)
     mslot = -1
+    # metrics: the state just before the events of the latest event time, so that
+    # a dose's pre-dose level excludes other doses (or lagged inputs) given at the
+    # same time: a value at a dose time is the state after the dose
+    xpre = np.zeros((nmet, B))
+    tpre = -1.0
     wi = -1
     W = 0 if mode == 0 else starts.shape[0]
     j = 0
@@ -275,6 +280,9 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 _input_term(cache_G[slot], r, active, c)
                 step(cache_E[slot], c, x, ns)
                 t = ev_time[s0, e]
+            if mode == 1 and ev_time[s0, e] != tpre:
+                _copy2(x, xpre)
+                tpre = ev_time[s0, e]
             for b in range(B):
                 kind = ev_kind[s0 + b, e]
                 if kind == 0:
@@ -290,7 +298,7 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 w = int(ev_value[s0, e])
                 for b in range(B):
                     for k in range(KC):
-                        mpre[s0 + b, k, w] = x[obs_cmt[k], b] * scale[k, b]
+                        mpre[s0 + b, k, w] = xpre[obs_cmt[k], b] * scale[k, b]
                         mauc[s0 + b, k, w] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
             active = False
             for i in range(n):
