@@ -824,8 +824,9 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
                     if population is not None else
                     np.broadcast_to(cov_all.get(k, v.values[:1]), (n,)))
             coords[k] = ("subject", np.asarray(vals), v.attrs)
+    # the attributes of the in-memory result, nothing more: a computed lazy result
+    # is identical to it (the chunking is in ds.chunks)
     ds = xr.Dataset(data, coords=coords, attrs=dict(head.attrs))
-    ds.attrs["dask_chunks"] = int(chunks)
     if population is not None:  # the head chunk's attrs describe one patient
         ds.attrs["population"] = repr(population)
     return ds
