@@ -490,9 +490,14 @@ def parameter_roles(model: Model) -> dict[str, tuple[str, tuple[str, ...]]]:
 
     for c in model.compartments:
         use(c.volume, "positive", f"the volume of compartment {c.name!r}")
-    what = {"k": "rate constant", "cl": "clearance", "mtt": "mean transit time"}
+    what = {"k": "rate constant", "cl": "clearance"}
     for f in model.flows:
-        use(f.rate, "positive", f"the {what[f.kind]} of the flow from {f.source!r}")
+        if f.kind == "mtt":  # a chain's compartments are named <chain>_1 ... _count
+            use(f.rate, "positive", f"the mean transit time of transit chain "
+                f"{f.source.rsplit('_', 1)[0]!r}")
+        else:
+            use(f.rate, "positive", f"the {what[f.kind]} of the flow from "
+                f"{f.source!r}")
         use(f.fraction, "fraction",
             f"the fraction of the flow from {f.source!r} reaching {f.target!r}")
     for r in model.routes.values():
