@@ -634,7 +634,8 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     at a dose time is the level after the dose, as ketasim computes it. A
     subject that failed (``errors="keep"``) is written with MDV 1 and no DV on
     its observation records; a scenario's padding subjects and doses are left
-    out.
+    out. A table's subject without dose or observation records is written as one
+    EVID 2 record at TIME 0, so that it keeps its ID and covariates.
     """
     if "scenario" in ds.dims:
         raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
@@ -709,7 +710,7 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     path = Path(path)
     out = []
     for s in rows:
-        sid = ds.subject.values[s]
+        sid = _id(ds.subject.values[s])
         cv = [_num(ds[k].values[s]) for k in covs]
         nodev = ["."] if with_device else []
         recs = []  # (time, 0 dose / 1 observation, fields); sorted stably
@@ -742,6 +743,10 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                         f"that include it, or pass observations='times' to write one "
                         f"record per output time instead")
                 recs.append((tj, 1, obs_row(sid, s, j, cv, nodev, extra)))
+            if not recs:  # no dose, no observation: an EVID 2 record keeps the
+                # subject (its ID and covariates) in the table
+                recs.append((0.0, 2, [sid, "0.0", 2, ".", ".", "."] + extra +
+                             [1, "."] + nodev + cv))
         else:
             for i, route in zip(keep, routes, strict=True):
                 amt = float(ds.dose_mg.values[s, i])
@@ -761,6 +766,14 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
         w.writerow(head)
         w.writerows(out)
     return path
+
+
+def _id(x):
+    """A subject label as NONMEM text: 2, not 2.0 (a table with IDs 2 and 3.5
+    has a float subject coordinate)."""
+    if isinstance(x, (int, float, np.integer, np.floating)) and np.isfinite(x):
+        return str(int(x)) if float(x).is_integer() else _num(x)
+    return x
 
 
 def _num(x) -> str:

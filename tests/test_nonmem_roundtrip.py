@@ -1,0 +1,257 @@
+"""NONMEM round trip: read_nonmem -> simulate_nonmem -> write_nonmem -> read_nonmem
+gives back the same table (dose records as read, observation times, covariates),
+and simulating it again gives exactly the DV written."""
+
+import csv
+import dataclasses
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ketasim as ks
+from ketasim.nonmem import read_nonmem, simulate_nonmem, write_nonmem
+
+MODEL = "perez_ruixo_2021"
+ROUTES = {1: "iv", 2: "intranasal", 3: "oral"}
+
+# every kind of record the reader takes: an infusion (RATE > 0), repeated and
+# MDV 1 observations, an EVID 2 record, nasal devices with an observation at
+# the dose time (after the dose), ADDL copies, SS 1 with ADDL, RATE -2 with DUR,
+# SS 2 after a bolus, a subject without observations, a non-integer ID
+TABLE = """\
+ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,DUR,MDV,DV,DEVICE,WT,AGE
+1,0,1,28,56,1,0,0,0,.,1,.,0,70,40
+1,0.25,0,.,.,1,.,.,.,.,0,12.5,.,70,40
+1,0.5,0,.,.,1,.,.,.,.,0,3,.,70,40
+1,0.5,0,.,.,1,.,.,.,.,0,3.1,.,70,40
+1,0.75,0,.,.,1,.,.,.,.,1,.,.,70,40
+1,1,2,.,.,.,.,.,.,.,1,.,.,70,40
+1,24,1,28,0,2,0,0,0,.,1,.,1,70,40
+1,24,0,.,.,.,.,.,.,.,0,.,.,70,40
+1,24.083333333333332,1,28,0,2,0,0,0,.,1,.,2,70,40
+1,48,1,56,0,3,24,2,0,.,1,.,.,70,40
+1,50,0,.,.,.,.,.,.,.,0,.,.,70,40
+1,73,0,.,.,.,.,.,.,.,.,.,.,70,40
+1,100,0,.,.,.,.,.,.,.,0,.,.,70,40
+2,0,1,10,0,1,12,3,1,.,1,.,.,55.5,30
+2,1,0,.,.,.,.,.,.,.,0,.,.,55.5,30
+2,13,0,.,.,.,.,.,.,.,0,.,.,55.5,30
+2,20,1,7.5,-2,1,0,0,0,0.5,1,.,.,55.5,30
+2,40,0,.,.,.,.,.,.,.,0,.,.,55.5,30
+3.5,0,1,20,0,1,0,0,0,.,1,.,.,80,61
+3.5,24,1,20,40,1,24,0,2,.,1,.,.,80,61
+3.5,25,0,.,.,.,.,.,.,.,0,.,.,80,61
+3.5,30,0,.,.,.,.,.,.,.,0,.,.,80,61
+4,2,1,5,10,1,0,0,0,.,1,.,.,90,50
+"""
+
+
+def same_table(a, b):
+    """Field by field: IDs, dose records as read (not their line), regimens, SS
+    doses, observation times (repeats and order kept) and covariates."""
+    assert a.ids == b.ids
+    for sid in a.ids:
+        ra = [dataclasses.replace(r, line=0) for r in a.records[sid]]
+        rb = [dataclasses.replace(r, line=0) for r in b.records[sid]]
+        assert ra == rb, sid
+        assert a.regimens[sid] == b.regimens[sid], sid
+        assert a.steady_state.get(sid) == b.steady_state.get(sid), sid
+        np.testing.assert_array_equal(a.observations[sid], b.observations[sid])
+    assert a.covariates.keys() == b.covariates.keys()
+    for name in a.covariates:
+        np.testing.assert_array_equal(a.covariates[name], b.covariates[name])
+
+
+def written(path):
+    """The written file's records as dicts of text."""
+    with Path(path).open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture()
+def table(tmp_path):
+    p = tmp_path / "in.csv"
+    p.write_text(TABLE)
+    return read_nonmem(p, MODEL, route_by_cmt=ROUTES)
+
+
+def test_the_table_as_read(table):
+    """The reader's own view of TABLE, written out by hand."""
+    assert table.ids == (1, 2, 3.5, 4)
+    np.testing.assert_array_equal(table.observations[1], [0.25, 0.5, 0.5, 24, 50, 73,
+                                                          100])
+    assert table.observations[4].size == 0
+    assert table.regimens[1].times == (0.0, 24.0, 24.083333333333332, 48.0, 72.0,
+                                       96.0)
+    assert [d.device for d in table.regimens[1]] == [None, 1, 2, None, None, None]
+    assert table.regimens[2].times == (0.0, 12.0, 20.0, 24.0, 36.0)
+    assert table.regimens[2].doses[2].duration == 0.5
+    assert table.steady_state == {2: [(0, 12.0, 1)], 3.5: [(1, 24.0, 2)]}
+    r = table.records[2]
+    assert [(x.time, x.amt, x.rate, x.dur, x.cmt, x.ii, x.addl, x.ss, x.device,
+             x.line) for x in r] == [(0.0, 10.0, 0.0, None, 1, 12.0, 3, 1, None, 15),
+                                     (20.0, 7.5, -2.0, 0.5, 1, 0.0, 0, 0, None, 18)]
+    np.testing.assert_array_equal(table.covariates["weight"], [70, 55.5, 80, 90])
+
+
+def test_round_trip(tmp_path, table):
+    ds = simulate_nonmem(MODEL, table)
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    back = read_nonmem(p, MODEL, route_by_cmt=ROUTES)
+    same_table(table, back)
+    again = simulate_nonmem(MODEL, back)
+    rows = written(p)
+    obs = [r for r in rows if r["EVID"] == "0"]
+    assert len(obs) == sum(v.size for v in table.observations.values())
+    t = list(again.time.values)
+    subjects = list(again.subject.values)
+    for r in obs:  # exact to the written precision (the shortest exact form)
+        sid = float(r["ID"])
+        want = again.concentration.sel(analyte="esketamine").values[
+            subjects.index(sid), t.index(float(r["TIME"]))]
+        assert r["MDV"] == "0" and float(r["DV"]) == want
+    doses = [r for r in rows if r["EVID"] == "1"]
+    assert len(doses) == sum(len(v) for v in table.records.values())
+    row = next(r for r in doses if (r["ID"], r["TIME"]) == ("2", "20.0"))
+    assert [row[k] for k in ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "DUR",
+                             "DEVICE", "MDV", "DV", "WT", "AGE")] == [
+        "7.5", "-2.0", "1", "0.0", "0", "0", "0.5", ".", "1", ".", "55.5", "30.0"]
+
+
+def test_written_dv_is_the_simulated_value(tmp_path, table):
+    """Independently of the reader: each observation record's DV is the
+    concentration simulate gives for that subject's regimen and covariates."""
+    ds = simulate_nonmem(MODEL, table)
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    rows = [r for r in written(p) if r["ID"] == "1" and r["EVID"] == "0"]
+    ref = ks.simulate(MODEL, table.regimens[1], times=[float(r["TIME"]) for r in rows],
+                      covariates={"weight": 70, "age": 40})
+    np.testing.assert_allclose([float(r["DV"]) for r in rows],
+                               ref.concentration.sel(analyte="esketamine").values[0],
+                               rtol=1e-12)
+
+
+def test_round_trip_through_netcdf(tmp_path, table):
+    ds = simulate_nonmem(MODEL, table)
+    ds.to_netcdf(tmp_path / "r.nc")
+    import xarray as xr
+
+    with xr.open_dataset(tmp_path / "r.nc") as back:
+        p = write_nonmem(back.load(), tmp_path / "out.csv", analyte="esketamine")
+    same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
+
+
+def test_times_that_include_the_records(tmp_path, table):
+    """Extra output times are not written as observation records."""
+    grid = np.union1d(np.concatenate(list(table.observations.values())),
+                      ks.grid("5 d", "1 h"))
+    ds = simulate_nonmem(MODEL, table, times=grid)
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
+
+
+def test_times_without_a_record_is_an_error(tmp_path, table):
+    ds = simulate_nonmem(MODEL, table, times=ks.grid("5 d", "1 h"))
+    with pytest.raises(ValueError, match=re.escape(
+            "subject 1 has an observation record at 0.25 h that was not simulated "
+            "(the Dataset's times run 0-120 h and do not include it)")):
+        write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    assert not (tmp_path / "out.csv").exists()  # no partial file
+
+
+def test_observations_times_writes_every_output_time(tmp_path, table):
+    t = np.array([1.0, 30.0])
+    ds = simulate_nonmem(MODEL, table, times=t)
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine",
+                     observations="times")
+    back = read_nonmem(p, MODEL, route_by_cmt=ROUTES)
+    for sid in table.ids:
+        np.testing.assert_array_equal(back.observations[sid], t)
+        assert back.regimens[sid] == table.regimens[sid]
+    with pytest.raises(ValueError, match=r"observations must be 'records' .* got "
+                       r"'all'"):
+        write_nonmem(ds, tmp_path / "x.csv", analyte="esketamine",
+                     observations="all")
+
+
+def test_cmt_by_route_is_for_simulate_datasets(tmp_path, table):
+    ds = simulate_nonmem(MODEL, table)
+    with pytest.raises(ValueError, match="cmt_by_route is for a simulate\\(\\) "
+                       "Dataset; this one is from simulate_nonmem"):
+        write_nonmem(ds, tmp_path / "x.csv", analyte="esketamine",
+                     cmt_by_route={"iv": 1})
+
+
+def test_failed_subject_is_named(tmp_path, table, monkeypatch):
+    """A kernel failure raises SolveError naming the ID (the kernel's status used
+    to be ignored). The kernel is replaced by one that reports status 4 for the
+    third subject, as a non-finite rate matrix would."""
+    from ketasim._kernels import linear
+
+    calls = []
+    real = linear.population_linear
+
+    def failing(*args):
+        real(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            args[-3][0] = 4  # the status array
+
+    monkeypatch.setattr(linear, "population_linear", failing)
+    with pytest.raises(ks.SolveError, match=r"^ID 3\.5: status 4: "):
+        simulate_nonmem(MODEL, table)
+
+
+def _write(tmp_path, text, name="t.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# generated tables: boluses and infusions (RATE or DUR), ADDL, observations;
+# each must read back as itself with exactly the simulated DV
+_dose = st.tuples(st.sampled_from(["bolus", "rate", "dur"]),
+                  st.integers(1, 200), st.integers(0, 3), st.integers(1, 48))
+_subject = st.tuples(st.lists(_dose, min_size=0, max_size=3),
+                     st.lists(st.integers(0, 400), min_size=0, max_size=5),
+                     st.integers(30, 120))
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_subject, min_size=1, max_size=3))
+def test_generated_tables_round_trip(subjects):
+    lines = ["ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,DUR,MDV,DV,WT"]
+    for k, (doses, obs, wt) in enumerate(subjects, start=1):
+        ev = []
+        for j, (kind, mg, addl, ii) in enumerate(doses):
+            t = 6.0 * j
+            rate = {"bolus": "0", "rate": str(mg * 2), "dur": "-2"}[kind]
+            dur = "0.75" if kind == "dur" else "."
+            ev.append((t, 0, f"{k},{t},1,{mg},{rate},1,{ii if addl else 0},{addl},"
+                             f"{dur},1,.,{wt}"))
+        for o in obs:
+            ev.append((o / 4, 1, f"{k},{o / 4},0,.,.,.,.,.,.,0,.,{wt}"))
+        if not ev:
+            ev.append((0.0, 2, f"{k},0,2,.,.,.,.,.,.,1,.,{wt}"))
+        lines += [x for _, _, x in sorted(ev)]
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "in.csv"
+        src.write_text("\n".join(lines) + "\n")
+        tab = read_nonmem(src, "domino")
+        ds = simulate_nonmem("domino", tab)
+        p = write_nonmem(ds, Path(d) / "out.csv")
+        back = read_nonmem(p, "domino")
+        same_table(tab, back)
+        again = simulate_nonmem("domino", back)
+        t = list(again.time.values)
+        for r in written(p):
+            if r["EVID"] == "0":
+                want = again.concentration.values[int(r["ID"]) - 1, 0,
+                                                  t.index(float(r["TIME"]))]
+                assert float(r["DV"]) == want
