@@ -204,6 +204,15 @@ BAD = [
     ("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n2,0,1,5,.\n2,1,0,.,.\n",
      "ID 2, column WT: covariate weight is missing (empty on lines 3-4); give its "
      "value"),
+    ("ID,TIME,EVID,AMT,DEVICE\n1,0,1,5,1\n",
+     "line 2, ID 1, column DEVICE: DEVICE 1 on route 'iv' (CMT 1) of model 'domino', "
+     "which does not absorb per device; write 0 or leave it empty"),
+    # covariates in the plausible range simulate accepts (flags 0 or 1)
+    ("ID,TIME,EVID,AMT,WT\n1,0,1,5,-70\n1,1,0,.,-70\n",
+     "lines 2-3, ID 1, column WT: covariate 'weight' must be in [0.3, 400] kg"),
+    ("ID,TIME,EVID,AMT,FEMALE\n1,0,1,5,2\n",
+     "line 2, ID 1, column FEMALE: covariate 'female' is a 0/1 flag (1 = yes); "
+     "got 2"),
     ("", "empty file"),
 ]
 

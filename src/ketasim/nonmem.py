@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ._validate import covariate_values
 from .dosing import Dose, Regimen
 from .model import Model
 from .modelfile import load_model
@@ -168,14 +169,15 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
       ``route_by_cmt``), II (h, >= 0), ADDL (whole, >= 0, needs II > 0),
       SS (0, 1, 2; SS 1 only on a subject's first dose), DEVICE (0 or empty: not
       a device dose; 1, 2, ...: the device's place in its session; required for
-      a route that absorbs per device). On EVID 0 and 2 records the dose columns
-      must be empty or 0.
+      a route that absorbs per device, refused on any other route). On EVID 0
+      and 2 records the dose columns must be empty or 0.
     - DV: ignored, but must be empty or a finite number.
     - Covariates WT/WEIGHT (kg), AGE (y), HT/HEIGHT (cm), BMI (kg/m^2), FEMALE,
       ASIAN, JAPANESE: one value per subject, given on every record. A
       covariate that changes within a subject (time-varying covariates are not
       supported yet) or is empty on some of its records is an error naming the
-      column, the ID and the lines; nothing is reduced to a first value.
+      column, the ID and the lines; nothing is reduced to a first value. Values
+      must be plausible (the ranges ``simulate`` accepts; flags 0 or 1).
 
     Every dose expands to its record plus ADDL copies; a subject may have at
     most :data:`MAX_DOSES_PER_SUBJECT` (100 000) doses in all.
@@ -407,6 +409,11 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
                 f"{where(i, 'DEVICE', sid)}: route {route!r} of model {model.id!r} "
                 f"absorbs per device (less from the second of a session): {fix}, 1 "
                 f"for the first device of a session, 2, 3, ... after it")
+        if model.routes[route].device_mg is None and device is not None:
+            raise ValueError(
+                f"{where(i, 'DEVICE', sid)}: DEVICE {device} on route {route!r} (CMT "
+                f"{cmt}) of model {model.id!r}, which does not absorb per device; "
+                f"write 0 or leave it empty")
         try:
             d = Dose((amt, "mg"), route=route, time=t, duration=dur, device=device)
         except ValueError as exc:
@@ -431,6 +438,12 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if v is None:
             raise ValueError(f"{path}: ID {sid}, column {h}: covariate {name} is "
                              f"missing (empty on {_lines(ls)}); give its value")
+        try:  # the plausible-range and 0/1-flag rules simulate applies
+            covariate_values(name, v)
+        except (ValueError, TypeError) as exc:
+            why = str(exc).replace(" for subject 0", "")
+            raise ValueError(f"{path}: {_lines(ls)}, ID {sid}, column {h}: {why}") \
+                from None
         cov.setdefault(name, {})[sid] = v
     regimens = {}
     steady = {}
