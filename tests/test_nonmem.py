@@ -225,6 +225,22 @@ def test_malformed_rows(tmp_path, text, message):
         read_nonmem(p, "domino")
 
 
+@pytest.mark.parametrize("routes,error,message", [
+    ({1: "nasal"}, ValueError, "route_by_cmt[1] = 'nasal' is not a route of model "
+     "'domino'; its routes: iv, intranasal"),
+    ({"1": "iv"}, TypeError, "route_by_cmt keys are CMT numbers (int); got '1' (str)"),
+    ([(1, "iv")], TypeError, "route_by_cmt must be a dict {CMT: route}"),
+])
+def test_route_by_cmt_is_checked(tmp_path, routes, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        read_nonmem(write(tmp_path, CSV), "domino", route_by_cmt=routes)
+
+
+def test_simulate_nonmem_needs_an_event_table():
+    with pytest.raises(TypeError, match=r"table must be an EventTable .*; got dict"):
+        simulate_nonmem("domino", {1: ks.Regimen([])})
+
+
 def test_mdv_one_and_evid_two_records_are_not_observations(tmp_path):
     text = ("ID,TIME,EVID,AMT,MDV,CMT\n1,0,1,5,1,1\n1,1,0,.,1,.\n1,2,2,.,1,0\n"
             "1,3,0,.,0,1\n1,4,0,.,.,.\n")

@@ -106,7 +106,20 @@ class EventTable:
 
 def _route_map(model: Model, route_by_cmt):
     if route_by_cmt is not None:
-        return {int(k): v for k, v in route_by_cmt.items()}
+        if not isinstance(route_by_cmt, dict):
+            raise TypeError(f"route_by_cmt must be a dict {{CMT: route}}, e.g. "
+                            f"{{1: 'iv'}}; got {type(route_by_cmt).__name__}")
+        out = {}
+        for k, v in route_by_cmt.items():
+            if isinstance(k, bool) or not isinstance(k, int | np.integer):
+                raise TypeError(f"route_by_cmt keys are CMT numbers (int); got "
+                                f"{k!r} ({type(k).__name__})")
+            if not isinstance(v, str) or v not in model.routes:
+                raise ValueError(f"route_by_cmt[{k}] = {v!r} is not a route of "
+                                 f"model {model.id!r}; its routes: "
+                                 f"{', '.join(model.routes)}")
+            out[int(k)] = v
+        return out
     iv = [r for r in model.routes.values() if r.intravenous]
     if not iv:
         raise ValueError(f"model {model.id!r} has no intravenous route; give "
@@ -480,6 +493,9 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     from .simulate import _STATUS, SolveError, _check_times, _subjects
 
     model = load_model(model)
+    if not isinstance(table, EventTable):
+        raise TypeError(f"table must be an EventTable (from read_nonmem); got "
+                        f"{type(table).__name__}")
     if not model.linear_time_invariant:
         raise ValueError("simulate_nonmem needs a linear time-invariant model")
     all_t = times if times is not None else np.unique(np.concatenate(
