@@ -39,9 +39,10 @@ from benchmarks import workloads as w
 reg, times = w.w2_regimen()
 p = w.w2_parameters(1_000_000)
 kw = dict(times=times, output="metrics", above=100.0, progress=False)
-ks.simulate(w.MODEL, reg, parameters={k: v[:1000] for k, v in p.items()}, **kw)
+ks.simulate(w.MODEL, reg, parameters=w.with_units({k: v[:1000] for k, v in p.items()}),
+            **kw)
 t = time.perf_counter()
-ks.simulate(w.MODEL, reg, parameters=p, **kw)
+ks.simulate(w.MODEL, reg, parameters=w.with_units(p), **kw)
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

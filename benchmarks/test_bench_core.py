@@ -87,8 +87,9 @@ def _ratio(benchmark, scipy_times, name: str, n: int, note: str = "") -> None:
     })
 
 
-def _params(n: int) -> dict[str, np.ndarray]:
-    return w.w2_parameters(n)
+def _params(n: int) -> dict[str, tuple]:
+    """W2 parameters as ``simulate(parameters=...)`` takes them: (values, unit)."""
+    return w.with_units(w.w2_parameters(n))
 
 
 # --- the hand-written scipy baseline --------------------------------------------
@@ -114,7 +115,8 @@ def test_scipy_lsoda_baseline(benchmark, first_call, scipy_times, name, m, n):
     # the baseline solves the same problem as ketasim (same patients, same doses)
     reg, ks_times = w.ketasim_inputs(name)
     np.testing.assert_array_equal(ks_times, times)
-    ds = ks.simulate(w.MODEL, reg, times=times, parameters=params, progress=False)
+    ds = ks.simulate(w.MODEL, reg, times=times, parameters=w.with_units(params),
+                     progress=False)
     assert w.rel_error(conc, ds.concentration.values[:, 0]) < BASELINE_TOL
     benchmark.extra_info.update({
         "workload": f"{name} scipy LSODA loop (rtol 1e-6, atol 1e-9)",
@@ -250,7 +252,7 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
     assert conc.shape == (n, times.size) and np.all(np.isfinite(conc))
     err = _check_vs_reference("W3", conc, EXACT_TOL)
     # bioavailability on the first patient: AUC(nasal) / AUC(IV bolus) = F exactly
-    one = {k: v[:1] for k, v in params.items()}
+    one = {k: (v[:1], u) for k, (v, u) in params.items()}
     t = ks.grid("300 h", "1 h")
     a = ks.simulate(w.MODEL, ks.Dose.bolus("56 mg", route="intranasal"), times=t,
                     parameters=one, auc=True, progress=False).auc[0, 0, -1]
@@ -319,14 +321,15 @@ def test_w4_metrics(benchmark, first_call, scipy_times, n):
                            above=W4_ABOVE, progress=False)
 
     first = first_call("metrics")
-    run({k: v[:W4_SMOKE] for k, v in params.items()})  # warm-up at the smoke size
+    # warm-up at the smoke size
+    run({k: (v[:W4_SMOKE], u) for k, (v, u) in params.items()})
     m = benchmark.pedantic(run, args=(params,), rounds=ROUNDS["W4"], iterations=1,
                            warmup_rounds=0)
     assert m.cmax.shape == (n, 1, 6) and np.all(m.status.values == 0)
     # patients 0, 1 and n-1 against their W2 trajectories (exact path, same patients)
     idx = [0, 1, n - 1]
     ds = ks.simulate(w.MODEL, reg, times=times,
-                     parameters={k: v[idx] for k, v in params.items()},
+                     parameters={k: (v[idx], u) for k, (v, u) in params.items()},
                      progress=False)
     starts = np.array(reg.times)
     for row, i in enumerate(idx):

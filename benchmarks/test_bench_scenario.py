@@ -40,14 +40,14 @@ def test_w2_population_scenario_metrics(benchmark, n):
     one = ds.sel(scenario="W2")
     with pytest.warns(ks.GridWarning):  # two output times: only parameters needed
         pars = ks.simulate(model, reg, population=pop, times=times[:2]).parameters
-    explicit = {k: pars.sel(parameter=k).values / 60.0 / one.weight.values
-                if k in ("CL", "Q2", "Q3") else pars.sel(parameter=k).values
-                / one.weight.values for k in ("V1", "CL", "Q2", "V2", "Q3", "V3")}
+    # read back in canonical absolute units (L, L/h), as `parameters` reports them
+    explicit = {k: (pars.sel(parameter=k).values, pars.parameter_unit.sel(
+        parameter=k).item()) for k in ("V1", "CL", "Q2", "V2", "Q3", "V3")}
     core = lambda: ks.simulate(model, reg, times=times, parameters=explicit,  # noqa: E731
                                covariates={"weight": one.weight.values},
                                progress=False)
     ref = core()
-    # parameters went through a unit round trip (L/h -> L/min/kg): rounding only
+    # the same numbers by both paths: rounding only
     np.testing.assert_allclose(one.concentration.values, ref.concentration.values,
                                rtol=1e-10, atol=1e-9)
     benchmark.extra_info["core_kernel_s"] = _median_time(core)

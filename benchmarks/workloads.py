@@ -124,6 +124,17 @@ def w2_parameters(n: int, seed: int = SEED) -> dict[str, np.ndarray]:
             "k13": Q3 / v1, "k31": Q3 / V3}
 
 
+#: Units of ``w2_parameters`` (the model file's): ketasim refuses bare numbers for
+#: per-kg parameters and for parameters stated in a unit other than its canonical one.
+W2_UNITS = {"V1": "L/kg", "k10": "1/min", "k12": "1/min", "k21": "1/min",
+            "k13": "1/min", "k31": "1/min"}
+
+
+def with_units(params: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """``params`` as ``simulate(parameters=...)`` takes them: (values, unit) pairs."""
+    return {k: (v, W2_UNITS[k]) for k, v in params.items()}
+
+
 def subject(params: dict[str, np.ndarray], i: int) -> dict[str, float]:
     """Patient ``i``'s parameters as scalars."""
     return {k: float(v[i]) for k, v in params.items()}

@@ -74,7 +74,7 @@ def test_stream_to_zarr_and_netcdf(case, tmp_path):
 
 def test_explicit_parameter_tables_chunk_too():
     t = ks.grid("1 d", "1 h")
-    k10 = np.linspace(0.3, 0.6, 11)
+    k10 = (np.linspace(0.3, 0.6, 11), "1/min")
     a = ks.simulate("domino", ks.Dose.bolus("10 mg"), times=t, parameters={"k10": k10},
                     covariates={"weight": np.linspace(50, 90, 11)}, chunks=4)
     b = ks.simulate("domino", ks.Dose.bolus("10 mg"), times=t, parameters={"k10": k10},

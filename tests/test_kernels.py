@@ -400,7 +400,8 @@ def lag_model(tmp_path_factory):
 
 
 def _one(params, i):
-    return {k: v[i:i + 1] for k, v in params.items()}
+    return {k: (v[0][i:i + 1], v[1]) if isinstance(v, tuple) else v[i:i + 1]
+            for k, v in params.items()}
 
 
 @pytest.mark.parametrize("output", ["trajectories", "metrics"])
@@ -412,8 +413,8 @@ def test_result_independent_of_block(lag_model, output):
     rng = np.random.default_rng(3)
     tlag = np.full(n, 0.1)
     tlag[[5, 6, 40, 69]] = [0.2, 0.2, 0.3, 0.05]
-    params = {"TLAG": tlag, "k10": rng.uniform(0.3, 0.6, n),
-              "V1": rng.uniform(0.05, 0.08, n)}
+    params = {"TLAG": tlag, "k10": (rng.uniform(0.3, 0.6, n), "1/min"),
+              "V1": (rng.uniform(0.05, 0.08, n), "L/kg")}
     reg = (ks.Regimen.at(["0 h", "26 h"], ks.Dose.bolus("56 mg", route="intranasal"))
            + ks.Regimen.at(["50 h"], ks.Dose.infusion("0.5 mg/kg", duration="40 min")))
     times = ks.grid("3 d", "5 min")

@@ -239,10 +239,12 @@ def test_parameter_table_equals_single_runs():
     v1 = 0.063 * np.exp(rng.normal(0, 0.3, n))
     reg = Regimen.at([0, 3], Dose.infusion("0.5 mg/kg", duration="40 min"), unit="d")
     times = ks.grid("4 d", "30 min")
-    pop = ks.simulate("domino", reg, times=times, parameters={"k10": k10, "V1": v1})
+    pop = ks.simulate("domino", reg, times=times,
+                      parameters={"k10": (k10, "1/min"), "V1": (v1, "L/kg")})
     for i in range(n):
         one = ks.simulate("domino", reg, times=times,
-                          parameters={"k10": k10[i], "V1": v1[i]})
+                          parameters={"k10": (k10[i], "1/min"),
+                                      "V1": (v1[i], "L/kg")})
         np.testing.assert_array_equal(pop.concentration[i], one.concentration[0])
     assert pop.parameters.sel(parameter="k10").values == pytest.approx(k10 * 60)
 
@@ -369,10 +371,11 @@ ERRORS = [
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), covariates={"wieght": 3}),
      ValueError, "unknown covariate 'wieght'"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), covariates={"weight": -3}),
-     ValueError, "weight must be > 0 kg"),
+     ValueError, r"covariate 'weight' must be in \[0.3, 400\] kg \(a plausible human "
+     r"value; check the unit\); got -3 for subject 0"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
                          covariates={"weight": [60, 70]},
-                         parameters={"k10": [1, 2, 3]}),
+                         parameters={"k10": ([1, 2, 3], "1/h")}),
      ValueError, "per-subject arrays must all have the same length"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), solver="magic"), ValueError,
      "solver must be one of"),
@@ -380,10 +383,11 @@ ERRORS = [
      "regimen must be a Regimen or a Dose; got list"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), rtol=0), ValueError,
      r"rtol must be in \(0, 1\) and atol finite and > 0"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"V1": -1}),
-     ValueError, "parameter 'V1' must be positive"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"V1": "-1 L/kg"}),
+     ValueError, r"parameters\['V1'\] is a volume and must be > 0; got -1 L/kg"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"F_IN": 1.5}),
-     ValueError, r"parameter 'F_IN' is a fraction .* must be <= 1; got max 1.5"),
+     ValueError, r"parameters\['F_IN'\] is a fraction .* must be <= 1; got 1.5 "
+     r"\(subject 0\)"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), times="24 h"), TypeError,
      r"times must be an array of hours; got the string '24 h'. For a regular grid "
      r"use ks.grid\('24 h', '5 min'\)"),

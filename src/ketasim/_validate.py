@@ -43,6 +43,11 @@ def is_whole(value) -> bool:
         value, bool | np.bool_)
 
 
+def is_real(value) -> bool:
+    """A Python or NumPy real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def check_proportion(value, what: str) -> float:
     """A real number in [0, 1] (finite), as float."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):

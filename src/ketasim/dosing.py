@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ._validate import is_real, is_whole
 from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
 
 __all__ = ["Dose", "DoseError", "Regimen"]
@@ -30,6 +31,9 @@ def _amount(value, what: str) -> tuple[float, str]:
     u = parse_unit(q.unit)
     if u.dimension != "amount":
         raise DoseError(f"{what} must be a drug amount in mg or mg/kg; got {value!r}")
+    if not is_real(q.value):  # a Quantity built by hand may hold anything
+        raise DoseError(f"{what} must be a number with a unit such as '35 mg'; got "
+                        f"{value!r}")
     if not math.isfinite(q.value) or q.value < 0:
         raise DoseError(f"{what} must be a finite amount >= 0; got {value!r}. "
                         "Nothing is clamped: fix the value.")
@@ -107,10 +111,11 @@ class Dose:
             raise DoseError(f"duration must be > 0 h; got {self.duration:g} h. For a "
                             "bolus leave duration=None (Dose.bolus).")
         dev = self.device
-        if dev is not None and (isinstance(dev, bool) or not isinstance(dev, int)
-                                or dev < 1):
+        if dev is not None and (not is_whole(dev) or dev < 1):
             raise DoseError(f"device must be a whole number >= 1 (1 = first device of "
                             f"the session); got {self.device!r}")
+        if dev is not None:
+            object.__setattr__(self, "device", int(dev))  # numpy ints too
         if self.drug not in (None, "ketamine", "esketamine", "arketamine"):
             raise DoseError(f"drug must be 'ketamine' (racemic), 'esketamine' or "
                             f"'arketamine'; got {self.drug!r}")
@@ -147,8 +152,8 @@ class Dose:
         if rate is not None:
             q = parse_quantity(rate, what="rate")
             u = parse_unit(q.unit)
-            if u.dimension != "amount rate" or not math.isfinite(q.value) \
-                    or q.value <= 0:
+            if u.dimension != "amount rate" or not is_real(q.value) \
+                    or not math.isfinite(q.value) or q.value <= 0:
                 raise DoseError(f"rate must be a positive amount per time such as "
                                 f"'0.75 mg/kg/h' or '26 mg/h'; got {rate!r}")
             r = q.value * u.factor
@@ -213,6 +218,13 @@ class Regimen:
     doses: tuple[Dose, ...]
 
     def __init__(self, doses: Iterable[Dose] = ()):
+        if isinstance(doses, Dose):
+            doses = (doses,)
+        try:
+            doses = tuple(doses)
+        except TypeError:
+            raise DoseError(f"doses must be a sequence of Dose objects; got "
+                            f"{type(doses).__name__} {doses!r:.80}") from None
         object.__setattr__(self, "doses", tuple(doses))
         self.__post_init__()
 
@@ -238,6 +250,14 @@ class Regimen:
                             f"own time ({dose.time:g} h) would be lost; build the dose "
                             f"without time=, add the offset to the times, or use "
                             f"Regimen.every(dose, ...), which starts at dose.time")
+        if not isinstance(dose, Dose):
+            raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
+        if isinstance(times, str) or not isinstance(times, Iterable):
+            raise DoseError(f"times must be a sequence of times such as [0, 3, 7] "
+                            f"(in {unit!r}) or ['0 d', '3 d']; got {times!r:.80}")
+        if not isinstance(unit, str) or parse_unit(unit).dimension != "time":
+            raise DoseError(f"unit must be a time unit such as 'h' or 'd'; got "
+                            f"{unit!r}")
         out = []
         for i, t in enumerate(times):
             if not isinstance(t, str):
@@ -248,7 +268,9 @@ class Regimen:
     @classmethod
     def every(cls, dose: Dose, *, interval, n: int) -> Regimen:
         """``n`` copies of ``dose`` every ``interval``, the first at ``dose.time``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if not isinstance(dose, Dose):
+            raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
+        if not is_whole(n) or n < 1:
             raise DoseError(f"n must be a whole number >= 1; got {n!r}")
         step = to_hours(interval, what="interval")
         if not step > 0:
@@ -261,6 +283,9 @@ class Regimen:
         their first interval, so the default ``after=0`` is usually right)."""
         if not self.doses:
             raise DoseError("cannot use .then() on an empty regimen")
+        if not isinstance(other, Regimen):
+            raise DoseError(f"then() takes a Regimen; got {type(other).__name__} "
+                            f"(wrap a Dose as Regimen([dose]))")
         offset = self.doses[-1].time + to_hours(after, what="after")
         return Regimen(self.doses + tuple(d.at(d.time + offset) for d in other.doses))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import re
 
+from ._validate import is_whole
 from .dosing import Dose, DoseError, Regimen
 from .units import to_hours
 
@@ -27,9 +28,10 @@ def _clock(value: str, what: str = "clock") -> float:
 
 def session_days(sessions_per_week: int, n: int) -> list[int]:
     """Day numbers (day 0 = first session) of ``n`` sessions at a weekly rhythm."""
-    if sessions_per_week not in _WEEKLY_DAYS:
-        raise DoseError(f"sessions_per_week must be 1-5; got {sessions_per_week!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_whole(sessions_per_week) or sessions_per_week not in _WEEKLY_DAYS:
+        raise DoseError(f"sessions_per_week must be a whole number 1-5; got "
+                        f"{sessions_per_week!r}")
+    if not is_whole(n) or n < 1:
         raise DoseError(f"the number of sessions must be a whole number >= 1; got "
                         f"{n!r}")
     pattern = _WEEKLY_DAYS[sessions_per_week]
@@ -49,11 +51,16 @@ def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
     >>> clinic_course(d, sessions_per_week=2, sessions=4).times
     (0.0, 72.0, 168.0, 240.0)
     """
-    if isinstance(dose, Dose) and dose.time != 0.0:
+    if not isinstance(dose, Dose):
+        raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
+    if dose.time != 0.0:
         raise DoseError(f"clinic_course places the dose at the session times, so its "
                         f"own time ({dose.time:g} h) would be lost; build the dose "
                         f"without time= (use clock= for the time of day)")
     days = session_days(sessions_per_week, sessions)
+    if not isinstance(clock, str | list | tuple):
+        raise DoseError(f"clock must be 'HH:MM' or a list of them, one per session; "
+                        f"got {clock!r}")
     clocks = [clock] * sessions if isinstance(clock, str) else list(clock)
     if len(clocks) != sessions:
         raise DoseError(f"clock needs one time per session ({sessions}); got "
@@ -97,7 +104,9 @@ def boosters(dose: Dose | None = None, *, every="2 weeks", count: int = 3) -> Re
     step = to_hours(every, what="every")
     if not step > 0:
         raise DoseError(f"every must be > 0; got {every!r}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    if not isinstance(dose, Dose):
+        raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
+    if not is_whole(count) or count < 1:
         raise DoseError(f"count must be a whole number >= 1; got {count!r}")
     return Regimen(dose.at(dose.time + k * step) for k in range(1, count + 1))
 

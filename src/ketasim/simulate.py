@@ -209,8 +209,9 @@ def grid(end, step, *, start=0.0) -> np.ndarray:
     count = math.floor((t1 - t0) / h * (1 + 1e-12)) + 1
     if count > GRID_MAX_POINTS:
         raise ValueError(
-            f"grid from {t0:g} h to {t1:g} h every {step!r} would have {count:.4g} "
-            f"points; at most {GRID_MAX_POINTS:,} are allowed ({count * 8 / 2**30:.3g} "
+            f"grid from {t0:g} h to {t1:g} h every {step!r} would have "
+            f"{count:,} points; at most {GRID_MAX_POINTS:,} are allowed "
+            f"({count * 8 / 2**30:.3g} "
             f"GiB for the times alone, that much again per subject and analyte). "
             f"Use a longer step or a shorter span, or pass the times you need as "
             f"an array")
@@ -533,9 +534,10 @@ def simulate(
     """
     from ._validate import check_bool
 
-    for flag, value in (("residual", residual), ("amounts", amounts), ("auc", auc),
-                        ("dose_windows", dose_windows)):
-        check_bool(value, flag)  # a string such as "no" would read as True
+    # a string such as "no" would read as True; numpy booleans become bools
+    residual, amounts, auc, dose_windows = (
+        check_bool(v, k) for k, v in (("residual", residual), ("amounts", amounts),
+                                      ("auc", auc), ("dose_windows", dose_windows)))
     model = load_model(model)
     if isinstance(regimen, Dose):
         regimen = Regimen([regimen])

@@ -1,0 +1,364 @@
+"""Inputs are read in the user's units or refused with a message naming the field:
+simulate(parameters=...), covariates, Population fields, boolean flags, doses and
+devices (issue 16, items 2, 3 and 7)."""
+
+import numpy as np
+import pytest
+
+import ketasim as ks
+from ketasim import Dose, DoseError, Regimen, UnitError
+from ketasim._validate import COVARIATE_RANGES, covariate_values
+from ketasim.units import Quantity
+
+from .test_simulate import one_compartment
+
+T = [0.0, 1.0, 2.0, 4.0]
+
+
+def _conc(model, params, dose="100 mg", **kw):
+    return ks.simulate(model, Dose.bolus(dose), times=T, parameters=params,
+                       **kw).concentration.values[:, 0]
+
+
+def _exact(cl, v, dose=100.0):
+    """One compartment, IV bolus: C = dose / V exp(-CL/V t), mg/L -> ng/mL."""
+    return 1000.0 * dose / v * np.exp(-cl / v * np.asarray(T))
+
+
+# ---- item 2: parameters in the user's units --------------------------------------
+@pytest.mark.parametrize("cl", [
+    "20 L/h", (20, "L/h"), Quantity(20, "L/h"), "0.3333333333333333 L/min",
+    (20000, "mL/h"), 20, 20.0, np.float64(20)])
+def test_parameter_units_convert_to_the_exact_solution(tmp_path, cl):
+    """Every spelling of 20 L/h (a bare number is L/h: the file states CL in L/h)
+    gives the analytic one-compartment curve."""
+    m = one_compartment(tmp_path)
+    got = _conc(m, {"CL": cl, "V": "40 L"})
+    np.testing.assert_allclose(got[0], _exact(20.0, 40.0), rtol=1e-12)
+
+
+def test_per_kg_unit_scales_with_each_subjects_weight(tmp_path):
+    m = one_compartment(tmp_path)
+    w = np.array([50.0, 80.0])
+    ds = ks.simulate(m, Dose.bolus("100 mg"), times=T, covariates={"weight": w},
+                     parameters={"CL": "0.25 L/h/kg", "V": (np.array([0.5, 0.6]),
+                                                            "L/kg")})
+    np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values, 0.25 * w)
+    np.testing.assert_allclose(ds.parameters.sel(parameter="V").values,
+                               [25.0, 48.0])
+    for i in range(2):
+        np.testing.assert_allclose(ds.concentration.values[i, 0],
+                                   _exact(0.25 * w[i], [25.0, 48.0][i]), rtol=1e-12)
+
+
+def test_absolute_unit_on_a_per_kg_parameter_is_the_subjects_value():
+    """clements_nimmo_1981 states CL per kg: '80 L/h' is 80 L/h at any weight,
+    '1.146 L/h/kg' scales."""
+    d = Dose.bolus("10 mg")
+    ds = ks.simulate("clements_nimmo_1981", d, times=T,
+                     covariates={"weight": [50.0, 90.0]},
+                     parameters={"CL": "80 L/h"})
+    np.testing.assert_array_equal(ds.parameters.sel(parameter="CL").values, [80, 80])
+    ds = ks.simulate("clements_nimmo_1981", d, times=T,
+                     covariates={"weight": [50.0, 90.0]},
+                     parameters={"CL": "0.0191 L/min/kg"})
+    np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values,
+                               [0.0191 * 60 * 50, 0.0191 * 60 * 90], rtol=1e-14)
+
+
+def test_per_kg_override_in_a_population_uses_each_patients_weight():
+    pop = ks.Population(6, seed=3, iiv=False, iov=False)
+    ds = ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg"), times=T,
+                     population=pop, parameters={"CL": "1 L/h/kg"})
+    np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values,
+                               ds.weight.values, rtol=1e-14)
+
+
+def test_units_in_metrics_mode_and_dask_chunks_match_the_plain_run():
+    d = Dose.bolus("10 mg")
+    w = np.array([60.0, 70.0, 80.0])
+    kw = dict(times=ks.grid("6 h", "1 h"), covariates={"weight": w})
+    per_kg = {"CL": ("1.2 L/h/kg"), "V1": (np.array([1.5, 1.7, 1.9]), "L/kg")}
+    absolute = {"CL": (1.2 * w, "L/h"), "V1": (np.array([1.5, 1.7, 1.9]) * w, "L")}
+    a = ks.simulate("clements_nimmo_1981", d, parameters=per_kg, **kw)
+    b = ks.simulate("clements_nimmo_1981", d, parameters=absolute, **kw)
+    np.testing.assert_allclose(a.concentration.values, b.concentration.values,
+                               rtol=1e-13)
+    m = ks.simulate("clements_nimmo_1981", d, parameters=per_kg, output="metrics",
+                    **kw)
+    np.testing.assert_allclose(m.cmax.values[:, 0, 0],
+                               a.concentration.values[:, 0].max(axis=1), rtol=1e-12)
+    pytest.importorskip("dask")
+    c = ks.simulate("clements_nimmo_1981", d, parameters=per_kg, chunks=2, **kw)
+    np.testing.assert_array_equal(c.concentration.values, a.concentration.values)
+
+
+def test_bare_fraction_and_canonical_unit_are_accepted():
+    ds = ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg", route="intranasal"),
+                     times=T, parameters={"F_IN": 0.5, "ka_IN": 3})
+    assert ds.parameters.sel(parameter="F_IN").item() == 0.5
+    assert ds.parameters.sel(parameter="ka_IN").item() == 3.0
+
+
+@pytest.mark.parametrize("model,params,exc,message", [
+    ("clements_nimmo_1981", {"CL": 80.2}, UnitError,
+     r"parameters\['CL'\] = 80.2 has no unit, and CL is per kg in model "
+     r"'clements_nimmo_1981' \(typical 0.0191 L/min/kg = 1.146 L/h/kg\): write "
+     r"'80.2 L/h' for this subject's clearance or '1.146 L/h/kg' to scale with "
+     r"weight"),
+    ("clements_nimmo_1981", {"CL": np.array([80.0, 90.0])}, UnitError,
+     r"parameters\['CL'\] = an array of 2 numbers has no unit, .* write "
+     r"\(values, 'L/h'\) for each subject's clearance or \(values, 'L/h/kg'\)"),
+    ("domino", {"k10": 0.3}, UnitError,
+     r"parameters\['k10'\] = 0.3 has no unit, and model 'domino' states k10 in "
+     r"1/min \(typical 0.4381 1/min = 26.29 1/h\) while ketasim prints it in 1/h, "
+     r"so a bare number is ambiguous: write '0.3 1/h' or '0.3 1/min'"),
+    ("domino", {"V1": "80 L/h"}, UnitError,
+     r"parameters\['V1'\] = '80 L/h' is a clearance, but V1 is a volume in model "
+     r"'domino' \(typical 0.063 L/kg\); give it in L or L/kg"),
+    ("domino", {"F_IN": "0.5 1/kg"}, UnitError,
+     r"parameters\['F_IN'\] = '0.5 1/kg' is a dimensionless per kg, but F_IN is a "
+     r"dimensionless in model 'domino'"),
+    ("domino", {"V1": "5 Lx"}, UnitError,
+     r"parameters\['V1'\] = '5 Lx': unknown unit 'Lx'"),
+    ("domino", {"V1": "five L"}, UnitError,
+     r"cannot read parameters\['V1'\] = 'five L'; write a number and a unit such "
+     r"as '0.063 L/kg'"),
+    ("domino", {"V1": ["5 L", "6 L"]}, TypeError,
+     r"parameters\['V1'\] must be a number with a unit .* got \['5 L', '6 L'\] "
+     r"\(list\). Per-subject values with a unit are one \(array, unit\) pair"),
+    ("domino", {"V1": (np.ones((2, 2)), "L")}, ValueError,
+     r"parameters\['V1'\] must be a scalar or 1-D array .* got shape \(2, 2\)"),
+    ("domino", {"V1": (np.array([5.0, np.inf]), "L")}, ValueError,
+     r"parameters\['V1'\] must be finite; got inf \(subject 1\)"),
+    ("domino", {"V1": (True, "L")}, TypeError,
+     r"parameters\['V1'\] must be a number with a unit"),
+    ("domino", {"V1": "0 L"}, ValueError,
+     r"parameters\['V1'\] is a volume and must be > 0; got 0 L \(subject 0\)"),
+    ("domino", {"k10": "-1 1/h"}, ValueError,
+     r"parameters\['k10'\] is a rate constant and must be > 0; got -1 1/h"),
+    ("domino", {"F_IN": -0.1}, ValueError,
+     r"parameters\['F_IN'\] is a dimensionless and must be >= 0; got -0.1"),
+    ("perez_ruixo_2021", {"FRn_dose": 1.2}, ValueError,
+     r"parameters\['FRn_dose'\] is a fraction of a dose or a flow .* must be <= 1; "
+     r"got 1.2 \(subject 0\)"),
+    ("simons_2022", {"MTTG": "0 min"}, ValueError,
+     r"parameters\['MTTG'\] is a mean transit time and must be > 0; got 0 h"),
+    ("domino", ["k10"], TypeError,
+     "parameters must be a mapping .* got list"),
+])
+def test_parameter_errors(model, params, exc, message):
+    with pytest.raises(exc, match=message):
+        ks.simulate(model, Dose.bolus("10 mg"), times=T, parameters=params)
+
+
+def test_population_parameter_size_is_checked_in_dask_too():
+    pytest.importorskip("dask")
+    with pytest.raises(ValueError, match=r"parameters\['k10'\] needs 1 or 4 values "
+                                         r"\(one per subject\); got 3"):
+        ks.simulate("domino", Dose.bolus("10 mg"), times=T,
+                    population=ks.Population(4, seed=1),
+                    parameters={"k10": ([1.0, 2.0, 3.0], "1/h")}, chunks=2)
+
+
+def test_parameter_repr_prints_values_in_the_unit_shown():
+    m = ks.load_model("clements_nimmo_1981")
+    assert repr(m.parameters["CL"]) == (
+        "Parameter(CL = 1.146 L/h/kg [file: 0.0191 L/min/kg], clearance: "
+        "elimination clearance (= k10 V1, k10 = 0.0109 /min))")
+    assert repr(ks.load_model("elkomy_2015").parameters["CL"]).startswith(
+        "Parameter(CL = ")
+    assert "[file:" not in repr(ks.load_model("elkomy_2015").parameters["CL"])
+
+
+def test_individual_parameters_contract():
+    """Overrides arrive canonical: 'CL' as it is, 'CL/kg' times the weight."""
+    m = ks.load_model("clements_nimmo_1981")
+    cov = {"weight": np.array([50.0, 100.0]), "age": np.array([40.0, 40.0])}
+    a = m.individual_parameters(cov, overrides={"CL": np.array([7.0, 8.0])}, n=2)
+    b = m.individual_parameters(cov, overrides={"CL/kg": np.array([1.0, 2.0])}, n=2)
+    np.testing.assert_array_equal(a["CL"], [7.0, 8.0])
+    np.testing.assert_array_equal(b["CL"], [50.0, 200.0])
+
+
+# ---- item 3: covariates, flags, booleans -----------------------------------------
+@pytest.mark.parametrize("cov,exc,message", [
+    ({"age": -1}, ValueError,
+     r"covariate 'age' must be in \[0, 120\] y \(a plausible human value; check the "
+     r"unit\); got -1 for subject 0"),
+    ({"height": [170, -170]}, ValueError,
+     r"covariate 'height' must be in \[30, 250\] cm .* got -170 for subject 1"),
+    ({"weight": 1e300}, ValueError,
+     r"covariate 'weight' must be in \[0.3, 400\] kg .* got 1e\+300 for subject 0"),
+    ({"bmi": 5}, ValueError, r"covariate 'bmi' must be in \[8, 100\] kg/m2"),
+    ({"female": 2}, ValueError,
+     r"covariate 'female' is a 0/1 flag \(1 = yes\); got 2 for subject 0"),
+    ({"asian": [0, 0.5]}, ValueError,
+     r"covariate 'asian' is a 0/1 flag \(1 = yes\); got 0.5 for subject 1"),
+    ({"weight": "70 kg"}, TypeError,
+     r"covariate 'weight' must be a number in kg, or an array of them \(one per "
+     r"subject\); got '70 kg' \(str\). Write the number alone, in kg: 70"),
+    ({"female": "yes"}, TypeError, r"covariate 'female' must be 1 \(yes\) or 0 "
+                                   r"\(no\).* Write 1 or 0"),
+    ({"age": [40, np.nan]}, ValueError,
+     r"covariate 'age' must be finite; got nan for subject 1"),
+    ({"weight": True}, TypeError,
+     r"covariate 'weight' must be a number in kg; got the boolean True"),
+    ({"weight": [[70]]}, ValueError, r"covariate 'weight' must be a scalar or 1-D"),
+    ({"height": 250, "bmi": 100}, ValueError,
+     r"weight derived from bmi x \(height/100\)\^2 is 625 kg for subject 0, outside "
+     r"\[0.3, 400\] kg"),
+])
+def test_covariate_errors(cov, exc, message):
+    with pytest.raises(exc, match=message):
+        ks.simulate("domino", Dose.bolus("10 mg"), times=T, covariates=cov)
+
+
+@pytest.mark.parametrize("name", sorted(COVARIATE_RANGES))
+def test_covariate_range_ends_are_accepted(name):
+    lo, hi = COVARIATE_RANGES[name]
+    np.testing.assert_array_equal(covariate_values(name, [lo, hi]), [lo, hi])
+
+
+def test_a_neonate_passes():
+    """flint_2017 is estimated on infants from 0.02 y and 3.4 kg."""
+    ds = ks.simulate("flint_2017", Dose.bolus("1 mg/kg"), times=T,
+                     covariates={"weight": 3.5, "age": 0.02, "female": True})
+    assert ds.status.item() == 0 and ds.weight.item() == 3.5
+
+
+@pytest.mark.parametrize("kw,exc,message", [
+    (dict(iiv="no"), TypeError, r"iiv must be True or False; got 'no' \(str\)"),
+    (dict(iov=1), TypeError, r"iov must be True or False; got 1 \(int\)"),
+    (dict(female=np.nan), ValueError, r"female is a proportion in \[0, 1\]; got nan"),
+    (dict(asian="0.2"), TypeError, r"asian is a proportion, a number in \[0, 1\]; "
+                                   r"got '0.2' \(str\)"),
+    (dict(japanese=1.5, asian=1.0), ValueError,
+     r"japanese is a proportion in \[0, 1\]; got 1.5"),
+    (dict(age=(np.nan, 60)), ValueError, r"age\[0\] must be finite; got nan"),
+    (dict(age=(18, 200)), ValueError,
+     r"age must be \(low, high\) years with 0 <= low <= high <= 120; got \(18, 200\)"),
+    (dict(age=40), TypeError, r"age must be a \(low, high\) range in years"),
+    (dict(offset=-1), ValueError, r"offset must be a whole number >= 0; got -1"),
+    (dict(covariates={"weight": ["70 kg"] * 3}), TypeError,
+     r"covariate 'weight' must be a number in kg.* Write the number alone, in kg: "
+     r"70"),
+    (dict(covariates={"female": [0, 1, 2]}), ValueError,
+     r"covariate 'female' is a 0/1 flag \(1 = yes\); got 2 for subject 2"),
+    (dict(covariates={"weight": [70, 80]}), ValueError,
+     r"covariate 'weight' needs 3 values \(one per patient\); got shape \(2,\)"),
+    (dict(covariates=[70, 80, 90]), TypeError, r"covariates must be a mapping"),
+])
+def test_population_errors(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ks.Population(3, seed=1, **kw)
+
+
+def test_population_accepts_numpy_types_and_derives_weight_from_a_table():
+    pop = ks.Population(np.int64(3), seed=np.int64(2), iiv=np.False_, iov=np.True_,
+                        covariates={"height": [150.0, 170.0, 190.0]})
+    assert pop.iiv is False and pop.iov is True
+    cov = pop.covariates_for(pop.subjects)
+    height = np.array([150.0, 170.0, 190.0])
+    np.testing.assert_allclose(cov["weight"], cov["bmi"] * (height / 100) ** 2)
+
+
+@pytest.mark.parametrize("flag", ["residual", "amounts", "auc", "dose_windows"])
+@pytest.mark.parametrize("value", ["yes", "no", 1, None])
+def test_boolean_arguments_take_booleans(flag, value):
+    with pytest.raises(TypeError, match=rf"{flag} must be True or False; got "
+                                        rf"{value!r} \({type(value).__name__}\)"):
+        ks.simulate("domino", Dose.bolus("10 mg"), times=T, **{flag: value})
+
+
+def test_numpy_booleans_are_booleans():
+    ds = ks.simulate("domino", Dose.bolus("10 mg"), times=T, auc=np.True_,
+                     dose_windows=np.False_)
+    assert "auc" in ds and "dose_auc" not in ds
+
+
+# ---- doses and regimens ------------------------------------------------------
+@pytest.mark.parametrize("call,exc,message", [
+    (lambda: Dose.bolus("1 mg", time=np.nan), ValueError, "time must be finite"),
+    (lambda: Dose.bolus("1 mg", time=float("inf")), ValueError,
+     "time must be finite"),
+    (lambda: Dose.bolus("1 mg", time=True), TypeError, r"time must be a number .*"
+                                                       r"got True \(bool\)"),
+    (lambda: Dose.infusion("1 mg", duration=np.nan), ValueError,
+     "duration must be finite"),
+    (lambda: Dose.infusion("1 mg", duration="-40 min"), DoseError,
+     r"duration must be > 0 h; got -0.666667 h. For a bolus leave duration=None"),
+    (lambda: Dose.infusion("1 mg", rate=(np.nan, "mg/h")), DoseError,
+     r"rate must be a positive amount per time"),
+    (lambda: Dose.bolus(Quantity(np.nan, "mg")), DoseError,
+     r"amount must be a finite amount >= 0"),
+    (lambda: Dose.bolus(Quantity("5", "mg")), DoseError,
+     r"amount must be a number with a unit such as '35 mg'"),
+    (lambda: Dose.bolus("28 mg", route="intranasal", device=1.0), DoseError,
+     r"device must be a whole number >= 1 \(1 = first device of the session\); "
+     r"got 1.0"),
+    (lambda: Dose.bolus("28 mg", route="intranasal", device=True), DoseError,
+     r"device must be a whole number >= 1"),
+    (lambda: Dose.bolus("28 mg", route="intranasal", device=np.int64(0)), DoseError,
+     r"device must be a whole number >= 1"),
+    (lambda: Dose.bolus("1 mg", route=5), DoseError,
+     r"route must be a route name such as 'iv'; got 5"),
+    (lambda: Dose.bolus("1 mg", salt="HCl"), DoseError,
+     r"salt must be 'base' or 'hcl'; got 'HCl'"),
+    (lambda: Regimen(5), DoseError,
+     r"doses must be a sequence of Dose objects; got int 5"),
+    (lambda: Regimen.at("0 d", Dose.bolus("1 mg")), DoseError,
+     r"times must be a sequence of times"),
+    (lambda: Regimen.at([0, 1], Dose.bolus("1 mg"), unit="kg"), DoseError,
+     r"unit must be a time unit such as 'h' or 'd'; got 'kg'"),
+    (lambda: Regimen.every(Dose.bolus("1 mg"), interval="1 d", n=2.0), DoseError,
+     r"n must be a whole number >= 1; got 2.0"),
+    (lambda: Regimen([Dose.bolus("1 mg")]).then(Dose.bolus("1 mg")), DoseError,
+     r"then\(\) takes a Regimen; got Dose"),
+    (lambda: ks.boosters("0.5 mg/kg"), DoseError, r"dose must be a Dose; got str"),
+    (lambda: ks.clinic_course(Dose.bolus("1 mg"), sessions_per_week=2.5), DoseError,
+     r"sessions_per_week must be a whole number 1-5; got 2.5"),
+    (lambda: ks.clinic_course(Dose.bolus("1 mg"), clock=9), DoseError,
+     r"clock must be 'HH:MM' or a list of them"),
+])
+def test_dose_errors(call, exc, message):
+    with pytest.raises(exc, match=message):
+        call()
+
+
+def test_numpy_integers_are_whole_numbers():
+    d = Dose.bolus("28 mg", route="intranasal", device=np.int64(2))
+    assert d.device == 2 and type(d.device) is int
+    assert len(Regimen.every(Dose.bolus("1 mg"), interval="1 d", n=np.int64(3))) == 3
+    assert len(ks.clinic_course(Dose.bolus("1 mg"), sessions=np.int32(4))) == 4
+    assert len(ks.boosters(count=np.int64(2))) == 2
+
+
+# ---- item 7: devices -----------------------------------------------------------
+def test_a_spray_without_device_is_refused():
+    with pytest.raises(DoseError, match=(
+            r"doses\[1\] on route 'intranasal' of model 'perez_ruixo_2021' has no "
+            r"device=: this route absorbs per 28-mg device, less from the second "
+            r"device of a session on. Give each Dose its place in the session "
+            r"\(device=1, 2, ... a few minutes apart\), or build the schedule with "
+            r"ks.esketamine_induction, which sets them")):
+        ks.simulate("perez_ruixo_2021", Regimen([
+            Dose.bolus("28 mg", route="intranasal", device=1),
+            Dose.bolus("28 mg", route="intranasal", time="5 min")]), times=T)
+
+
+@pytest.mark.parametrize("model,route", [("domino", "iv"), ("domino", "intranasal"),
+                                         ("perez_ruixo_2021", "iv")])
+def test_device_on_a_route_without_devices_is_refused(model, route):
+    with pytest.raises(DoseError, match=(
+            rf"doses\[0\] has device=2, but route '{route}' of model '{model}' does "
+            rf"not absorb per device \(it declares no device amount\), so the device "
+            rf"would only regroup sessions silently. Drop device=")):
+        ks.simulate(model, Dose.bolus("10 mg", route=route, device=2), times=T)
+
+
+def test_esketamine_induction_sets_devices():
+    reg = ks.esketamine_induction("84 mg", weeks=1, continuation_weeks=0)
+    assert [d.device for d in reg][:3] == [1, 2, 1]
+    ds = ks.simulate("perez_ruixo_2021", reg, times=ks.grid("4 d", "1 h"))
+    assert ds.status.item() == 0
