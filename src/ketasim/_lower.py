@@ -197,8 +197,9 @@ def drug_factor(model: Model, i: int, d) -> float:
 
 
 def check_routes(model: Model, regimen: Regimen) -> None:
-    """Every dose's route exists in the model and fits it (duration only for IV),
-    and its drug is the model's (or a racemic dose the model knows how to split)."""
+    """Every dose's route exists in the model and fits it (duration only for IV;
+    ``device=`` exactly on routes that absorb per device), and its drug is the
+    model's (or a racemic dose the model knows how to split)."""
     for i, d in enumerate(regimen.doses):
         share = drug_factor(model, i, d)
         route = model.routes.get(d.route)
@@ -212,6 +213,21 @@ def check_routes(model: Model, regimen: Regimen) -> None:
                 f"(bioavailability, lag, zero-order duration) comes from the model, so "
                 f"a dose duration ({d.duration:g} h) cannot be applied. Drop "
                 "duration=.")
+        if route.device_mg is None and d.device is not None:
+            raise DoseError(
+                f"doses[{i}] has device={d.device}, but route {d.route!r} of model "
+                f"{model.id!r} does not absorb per device (it declares no device "
+                f"amount), so the device would only regroup sessions silently. Drop "
+                f"device=")
+        if route.device_mg is not None and d.device is None:
+            # counting every spray as the first device would overstate what the
+            # later devices of a session deliver
+            raise DoseError(
+                f"doses[{i}] on route {d.route!r} of model {model.id!r} has no "
+                f"device=: this route absorbs per {route.device_mg:g}-mg device, less "
+                f"from the second device of a session on. Give each Dose its place "
+                f"in the session (device=1, 2, ... a few minutes apart), or build "
+                f"the schedule with ks.esketamine_induction, which sets them")
         if route.device_mg is not None:
             # a label's salt amount (32.3 mg HCl for 28 mg base) rounds to 0.02 %
             dev = route.device_mg
@@ -306,6 +322,8 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                 amount = mg * frac
             _check_dose_values(amount, f"amount into {pw.target!r}", di, d, "mg")
             start = d.time + model.value_of(pw.lag, params, n, 0.0)
+            _check_dose_values(start, f"start into {pw.target!r} (after the lag)",
+                               di, d, "h")
             c = np.full(n, index[pw.target], dtype=np.int64)
             if d.duration is not None:
                 dur = np.full(n, d.duration)
@@ -319,11 +337,13 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                 continue
             zero = dur <= 0.0  # a zero duration is a bolus; keep rows rectangular
             safe = np.where(zero, 1.0, dur)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                rate = amount / safe
+            _check_dose_values(np.where(zero, 0.0, dur), "duration", di, d, "h")
+            _check_dose_values(rate, f"input rate into {pw.target!r}", di, d, "mg/h")
             times += [start, start + np.where(zero, 0.0, dur)]
             cmts += [c, c]
             kinds += [np.where(zero, BOLUS, RATE).astype(np.int64),
-            _check_dose_values(start, f"start into {pw.target!r} (after the lag)",
-                               di, d, "h")
                       np.where(zero, PAD, RATE).astype(np.int64)]
             values += [np.where(zero, amount, rate), np.where(zero, 0.0, -rate)]
     if times:
@@ -336,10 +356,6 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                 for a in (times, cmts, kinds, values))
         else:
             ev_time = np.stack(times, axis=1)
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                rate = amount / safe
-            _check_dose_values(np.where(zero, 0.0, dur), "duration", di, d, "h")
-            _check_dose_values(rate, f"input rate into {pw.target!r}", di, d, "mg/h")
             order = np.argsort(ev_time, axis=1, kind="stable")
             ev_time, ev_cmt, ev_kind, ev_value = (
                 np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order,
