@@ -199,6 +199,9 @@ SCALAR_CASES = [
      "[variability.V1.omega2] must be finite and >= 0; got nan"),
     ("perez_ruixo_2021", ("variability", "ka_n", "cv"), INF,
      "[variability.ka_n.cv] must be finite and >= 0; got inf"),
+    ("perez_ruixo_2021", ("variability", "ka_n", "cv"), 1e300,
+     "[variability.ka_n.cv] gives an infinite SD of eta; got 1e+300 — a CV is a "
+     "ratio"),
     ("simons_2022", ("variability", "F1", "iov_omega2"), -0.06,
      "[variability.F1.iov_omega2] must be finite and >= 0; got -0.06"),
     ("perez_ruixo_2021", ("residual", "esketamine", "exponential"), -0.276,
@@ -517,3 +520,40 @@ def test_simulate_refuses_a_patient_the_model_turns_negative(tmp_path):
                           r"is -15\.1 L/h .* hinge effect of age = 115 y"):
         ks.simulate(m, ks.Dose.bolus("28 mg", route="iv"), times=[0.0, 1.0],
                     covariates={"age": 115.0})
+
+
+# ---- magnitudes no pharmacokinetic model reaches --------------------------------
+
+MAGNITUDE_CASES = [
+    ("flint_2017", ("parameters", "Q", "value"), 1e300,
+     "[parameters.Q.value] must be within [1e-09, 1e+09] L/h as the clearance of the "
+     "flow from 'central'; got 1e+300 L/h — check the value and its unit"),
+    ("herd_2007", ("parameters", "V2", "value"), 1e-300,
+     "[parameters.V2.value] must be within [1e-09, 1e+09] L as the volume of "
+     "compartment 'peripheral'; got 1e-300 L"),
+    ("flint_2017", ("covariate_effects", 2, "reference"), 1e300,
+     "[covariate_effects[2].reference] must be a plausible weight, within [0.3, 400] "
+     "kg; got 1e+300"),
+    ("elkomy_2015", ("covariate_effects", 1, "reference"), 1e-300,
+     "[covariate_effects[1].reference] must be a plausible weight, within [0.3, 400] "
+     "kg; got 1e-300"),
+    ("fanta_2015", ("covariate_effects", 0, "exponent"), 40.0,
+     "[covariate_effects[0].exponent] makes parameter 'CL' range over ["),
+]
+
+
+@pytest.mark.parametrize("name,path,value,message", MAGNITUDE_CASES,
+                         ids=[f"{c[0]}-{c[1][-1]}={c[2]}" for c in MAGNITUDE_CASES])
+def test_magnitudes(name, path, value, message):
+    refused(mutate(model_dict(name), path, value), message)
+
+
+def test_individual_magnitude():
+    """exp(40) × 192 L is finite but beyond any volume: refused before the solver."""
+    m = ks.load_model("perez_ruixo_2021")
+    with pytest.raises(ValueError, match=r"individual parameter 'Vc' of subject 0 is "
+                       r"4\.5\d*e\+19 L \(1 of 1 subjects affected\); it must be "
+                       r"within \[1e-12, 1e\+12\] L as the volume of compartment "
+                       r"'central'"):
+        m.individual_parameters(perez_covariates([40.0]), etas={"Vc": np.array([40.0])},
+                                n=1)

@@ -40,6 +40,15 @@ KNOWN_COVARIATES: dict[str, str] = {
     "japanese": "0/1",
 }
 
+#: Magnitudes (canonical units: L, L/h, 1/h, h, per kg where per kg) no
+#: pharmacokinetic model reaches: a typical volume, clearance, rate constant or
+#: time outside [1e-9, 1e9] is refused at load (a unit slip or a corrupted number),
+#: and an individual value outside [1e-12, 1e12] at run time, before the solver
+#: overflows on it. Zero stays governed by the parameter's rule (a lag may be 0).
+TYPICAL_MAGNITUDE = (1e-9, 1e9)
+INDIVIDUAL_MAGNITUDE = (1e-12, 1e12)
+SCALED_DIMENSIONS = ("volume", "clearance", "rate constant", "time")
+
 #: What each parameter rule of :func:`parameter_roles` requires, for messages.
 RULE_TEXT = {
     "positive": "finite and > 0",
@@ -552,16 +561,21 @@ def check_individual(model: Model, params: Mapping[str, np.ndarray],
         if v is None:
             continue
         v = np.asarray(v, dtype=float)
+        p = model.parameters[name]
         ok = _rule_ok(rule, v)
+        need = RULE_TEXT[rule]
+        if ok.all() and p.dimension in SCALED_DIMENSIONS:
+            lo, hi = INDIVIDUAL_MAGNITUDE
+            ok = (v == 0) | ((v >= lo) & (v <= hi))
+            need = f"within [{lo:g}, {hi:g}] {p.canonical_unit.removesuffix('/kg')}"
         if ok.all():
             continue
         s = int(np.argmin(ok))
-        p = model.parameters[name]
         where = uses[0] if uses else f"a {p.dimension}"
         raise ValueError(
             f"individual parameter {name!r} of subject {s} is {v.flat[s]:.6g} "
             f"{p.canonical_unit.removesuffix('/kg')} ({int(v.size - ok.sum())} of "
-            f"{v.size} subjects affected); it must be {RULE_TEXT[rule]} as "
+            f"{v.size} subjects affected); it must be {need} as "
             f"{where}. {_origin(model, name, s, covariates, etas, overrides)}")
     for route in model.routes.values():
         named = [pw.fraction for pw in route.pathways

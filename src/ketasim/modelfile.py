@@ -19,6 +19,8 @@ from ._validate import COVARIATE_RANGES
 from .model import (
     KNOWN_COVARIATES,
     RULE_TEXT,
+    SCALED_DIMENSIONS,
+    TYPICAL_MAGNITUDE,
     Analyte,
     Compartment,
     CovariateEffect,
@@ -563,6 +565,8 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
             t.fail(f"must be > 0 for a power effect, (c / reference)^exponent; got "
                    f"{ref!r}", "reference", f"the typical {cov}, e.g. "
                    f"{covariates[cov]:g} {KNOWN_COVARIATES[cov]}")
+        if KNOWN_COVARIATES[cov] != "0/1" and "reference" in t.data:
+            _covariate_value(t, "reference", ref, cov)  # a value of the covariate
         if kind == "categorical" and KNOWN_COVARIATES[cov] == "0/1" \
                 and ref not in (0, 1):
             t.fail(f"must be 0 or 1 ({cov} is a 0/1 flag); got {ref!r}", "reference",
@@ -682,18 +686,25 @@ def _check_numbers(model: Model, file: Path | None, raw: dict[str, float]) -> No
         v = p.value
         ok = {"positive": v > 0, "nonnegative": v >= 0, "fraction": 0 <= v <= 1,
               "finite": True}[rule] and math.isfinite(v)
+        need = RULE_TEXT[rule]
+        lo, hi = TYPICAL_MAGNITUDE
+        if ok and p.dimension in SCALED_DIMENSIONS and v != 0 \
+                and not lo <= v <= hi:
+            ok = False
+            need = f"within [{lo:g}, {hi:g}] {p.canonical_unit}"
         if ok:
             continue
         got = f"{raw[name]!r}" + (f" {p.unit}" if p.unit != "1" else "")
         if raw[name] != v:
-            got += f" (= {v:.6g} {p.canonical_unit})"
+            got += f" (= {v:.6g}" + (f" {p.canonical_unit})" if p.canonical_unit
+                                     != "1" else ")")
         where = uses[0] if uses else f"a {p.dimension}"
         hint = ("a fraction, e.g. 0.45 (unit '1') or 45 (unit '%'); a published "
                 "apparent fraction above 1 needs above_one = \"why\""
                 if rule == "fraction" else
                 "check the value and its unit against the source")
         raise ModelFileError(file, f"parameters.{name}.value",
-                             f"must be {RULE_TEXT[rule]} as {where}; got {got}", hint)
+                             f"must be {need} as {where}; got {got}", hint)
     for rname, r in model.routes.items():
         named = [pw.fraction for pw in r.pathways
                  if pw.fraction is not None and pw.fraction != "rest"]
@@ -778,6 +789,17 @@ def _check_effects(model: Model, file: Path | None,
             lo_v, hi_v = lo_v * f.min(), hi_v * f.max()
             at_max.append(f"{cov} = {pts[np.argmax(f)]:g}{shown}")
             worst = max(worst, (float(f.max()), i))
+        lo_m, hi_m = TYPICAL_MAGNITUDE
+        if p.dimension in SCALED_DIMENSIONS and (0 < lo_v < lo_m or hi_v > hi_m):
+            i = worst[1]
+            e = model.covariate_effects[i]
+            raise ModelFileError(
+                file, f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}",
+                f"makes parameter {pname!r} range over [{lo_v:.4g}, {hi_v:.4g}] "
+                f"{p.canonical_unit} within the covariates' ranges, beyond "
+                f"[{lo_m:g}, {hi_m:g}] {p.canonical_unit}, where no "
+                f"pharmacokinetic model goes", "check the covariate effects on it "
+                "against the source")
         too_big = hi_v > 1 if rule == "fraction" else False
         if logit and not 0 < lo_v <= hi_v < 1:
             too_big = True
@@ -804,7 +826,11 @@ def _omega(t: _Table, prefix: str) -> float | None:
         return None
     (k, v), = given.items()
     _number(t, prefix + k, v, "nonnegative")
-    return omega_from(**{k: v})
+    omega = omega_from(**{k: v})
+    if not math.isfinite(omega):  # cv = 1e300: cv² overflows
+        t.fail(f"gives an infinite SD of eta; got {v!r}", prefix + k,
+               "a CV is a ratio, e.g. 0.3 for 30 %")
+    return omega
 
 
 def _to_ng_per_ml(t: _Table, value: float, unit: str, mw: float) -> float:
