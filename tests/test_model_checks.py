@@ -193,6 +193,9 @@ SCALAR_CASES = [
      "[analytes.ketamine.mw] must be finite and > 0 g/mol; got inf"),
     ("domino", ("analytes", "ketamine", "mw"), NAN,
      "[analytes.ketamine.mw] must be finite and > 0 g/mol; got nan"),
+    ("simons_2022", ("analytes", "esketamine", "mw"), 1e-300,
+     "[analytes.esketamine.mw] must be a molecular weight within [1, 1e6] g/mol; got "
+     "1e-300 — ketamine is 237.73 g/mol"),
     ("fanta_2015", ("variability", "V1", "omega2"), -0.1,
      "[variability.V1.omega2] must be finite and >= 0; got -0.1"),
     ("fanta_2015", ("variability", "V1", "omega2"), NAN,

@@ -456,6 +456,9 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         t = _Table(atab.take(aname, dict), f"analytes.{aname}", file)
         cmt = need_cmt(t, "compartment")
         mw = _number(t, "mw", t.take("mw", float), "positive", "g/mol")
+        if not 1.0 <= mw <= 1e6:  # hydrogen to a large protein: a slip otherwise
+            t.fail(f"must be a molecular weight within [1, 1e6] g/mol; got {mw!r}",
+                   "mw", "ketamine is 237.73 g/mol")
         if vol_of.get(cmt) is None:
             t.fail(f"compartment {cmt!r} has no volume, so no concentration",
                    "compartment")
