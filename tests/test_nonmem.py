@@ -241,6 +241,19 @@ def test_simulate_nonmem_needs_an_event_table():
         simulate_nonmem("domino", {1: ks.Regimen([])})
 
 
+def test_byte_order_mark_and_blank_lines(tmp_path):
+    """A spreadsheet's UTF-8 byte-order mark is not part of the ID column's name;
+    blank lines are skipped but still counted in line numbers."""
+    p = tmp_path / "bom.csv"
+    p.write_bytes(b"\xef\xbb\xbfID,TIME,EVID,AMT\r\n1,0,1,5\r\n\r\n1,1,0,.\r\n")
+    tab = read_nonmem(p, "domino")
+    assert tab.ids == (1,) and tab.records[1][0].line == 2
+    np.testing.assert_array_equal(tab.observations[1], [1.0])
+    p.write_bytes(b"\xef\xbb\xbfID,TIME,EVID,AMT\r\n1,0,1,5\r\n\r\n1,1,0,x\r\n")
+    with pytest.raises(ValueError, match="line 4, ID 1, column AMT: not a number"):
+        read_nonmem(p, "domino")
+
+
 def test_mdv_one_and_evid_two_records_are_not_observations(tmp_path):
     text = ("ID,TIME,EVID,AMT,MDV,CMT\n1,0,1,5,1,1\n1,1,0,.,1,.\n1,2,2,.,1,0\n"
             "1,3,0,.,0,1\n1,4,0,.,.,.\n")

@@ -208,7 +208,8 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
     model = load_model(model)
     routes = _route_map(model, route_by_cmt)
     path = Path(source)
-    with path.open(newline="") as fh:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first name
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         rows = []  # (line where the record starts, fields)
         prev = 0
