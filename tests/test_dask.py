@@ -26,7 +26,29 @@ def test_lazy_until_computed(case):
 
     assert isinstance(lazy.concentration.data, da.Array)
     assert lazy.concentration.data.chunks[0] == (25, 25, 25, 15)
-    assert lazy.attrs["dask_chunks"] == 25
+    assert lazy.chunks["subject"] == (25, 25, 25, 15)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(auc=True), dict(output="metrics", above=50), dict(errors="keep"),
+    dict(amounts=True)], ids=["auc", "metrics", "keep", "amounts"])
+def test_computed_lazy_result_is_identical_to_the_in_memory_one(case, kw):
+    """Values, coordinates and every attribute (of the Dataset and of each
+    variable) are those of the in-memory run: nothing says how it was computed."""
+    pop, t, reg, _ = case
+    eager = ks.simulate(MODEL, reg, population=pop, times=t, **kw)
+    lazy = ks.simulate(MODEL, reg, population=pop, times=t, chunks=40, **kw)
+    xr.testing.assert_identical(lazy.compute(), eager)
+
+
+@pytest.mark.parametrize("more", [dict(residual=True), dict(output="metrics")],
+                         ids=["trajectories", "metrics"])
+def test_lazy_result_from_covariates_is_identical(more):
+    kw = dict(times=ks.grid("1 d", "1 h"), covariates={
+        "weight": np.linspace(50, 90, 7), "age": 40.0}, **more)
+    eager = ks.simulate("fanta_2015", ks.Dose.bolus("10 mg"), **kw)
+    lazy = ks.simulate("fanta_2015", ks.Dose.bolus("10 mg"), chunks=3, **kw)
+    xr.testing.assert_identical(lazy.compute(), eager)
 
 
 def test_threads_scheduler_matches_in_memory(case):

@@ -207,8 +207,8 @@ def test_compare_names_each_scenarios_analytes():
         ks.Scenario("iv", "domino", ks.Dose.infusion("0.5 mg/kg", duration="40 min"),
                     population=pop, times=t),
         ks.Scenario("spray", "perez_ruixo_2021",
-                    ks.Dose.bolus("28 mg", route="intranasal"), population=pop,
-                    times=t)])
+                    ks.Dose.bolus("28 mg", route="intranasal", device=1),
+                    population=pop, times=t)])
     with pytest.raises(ValueError, match=r"scenario 'spray' has no analyte 'ketamine' "
                        r"\(it has 'esketamine', 'noresketamine'\); compare scenarios "
                        r"of one analyte at a time with analyte=\.\.\."):
@@ -298,9 +298,14 @@ def test_session_with_some_doses_after_the_grid(tmp_path):
     """A session whose later device falls after the last output time sums what was
     simulated: its AUC is the AUC from its start to the last output time."""
     m = one_compartment(tmp_path)
+    # devices (which group doses into a session) need a route that declares one
+    p = tmp_path / "spray.toml"
+    p.write_text(m.path.read_text() + '[routes.spray]\nkind = "extravascular"\n'
+                 'target = "central"\ndevice = "100 mg"\n')
+    m = ks.load_model(p)
     t = ks.grid("30 h", "10 min")
-    reg = ks.Regimen([ks.Dose.bolus("100 mg"),
-                      ks.Dose.bolus("100 mg", time="31 h", device=2)])
+    reg = ks.Regimen([ks.Dose.bolus("100 mg", route="spray", device=1),
+                      ks.Dose.bolus("100 mg", route="spray", time="31 h", device=2)])
     with pytest.warns(ks.GridWarning, match="1 of 2 doses"):
         ds = ks.simulate(m, reg, times=t)
     sess = ks.metrics(ds, "session")
@@ -342,3 +347,268 @@ def test_scenarios_with_different_populations_keep_their_covariates():
         ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"),
                                       times=t)], output="metrics")
 
+
+
+# --- units of the results (issue 16, item 5) -------------------------------------
+
+def _two_analytes():
+    """fanta_2015: esketamine (237.73 g/mol) and S-norketamine (223.70 g/mol)."""
+    reg = ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min"),
+                      ks.Dose.infusion("20 mg", duration="40 min", time="1 d")])
+    return ks.simulate("fanta_2015", reg, times=ks.grid("2 d", "10 min"),
+                       covariates={"weight": [60.0, 85.0]})
+
+
+def test_molar_metrics_are_the_molar_curves_metrics():
+    """unit='nmol/L': Cmax is the maximum of the nmol/L curves (ds.pk.molar()),
+    trough and AUC the exact ng/mL values / (g/mol) x 1000, per analyte."""
+    ds = _two_analytes()
+    mw = np.array([237.73, 223.70])
+    np.testing.assert_array_equal(ds.molecular_weight.values, mw)
+    ng = ks.metrics(ds, "dose")
+    mol = ks.metrics(ds, "dose", unit="nmol/L")
+    assert (mol.cmax.attrs["units"], mol.trough.attrs["units"],
+            mol.auc.attrs["units"], mol.tmax.attrs["units"]) == (
+        "nmol/L", "nmol/L", "nmol*h/L", "h")
+    assert (ng.cmax.attrs["units"], ng.auc.attrs["units"]) == ("ng/mL", "ng*h/mL")
+    curves = ds.pk.molar().values  # (subject, analyte, time)
+    t = ds.time.values
+    first = (t >= 0) & (t < 24)
+    second = t >= 24
+    for w, sel in enumerate((first, second)):
+        np.testing.assert_array_equal(mol.cmax.values[:, :, w],
+                                      curves[:, :, sel].max(axis=2))
+    np.testing.assert_allclose(mol.auc.values,
+                               ds.dose_auc.values / mw[None, :, None] * 1000,
+                               rtol=1e-15)
+    np.testing.assert_allclose(mol.trough.values[:, :, 0],
+                               ds.predose.values[:, :, 1] / mw * 1000, rtol=1e-15)
+    np.testing.assert_array_equal(mol.tmax.values, ng.tmax.values)
+    np.testing.assert_array_equal(mol.molecular_weight.values, mw)
+    # the accessor and compare say the same
+    np.testing.assert_array_equal(ds.pk.cmax("dose", unit="nmol/L"), mol.cmax)
+    np.testing.assert_array_equal(ds.pk.auc("dose", unit="nmol/L"), mol.auc)
+    assert ds.pk.trough("dose", unit="nmol/L").attrs["units"] == "nmol/L"
+    table = ks.compare(ds, unit="nmol/L", analyte="s_norketamine", per="dose")
+    assert table.columns == ["Cmax (nmol/L)", "Tmax (h)", "AUC (nmol*h/L)"]
+    got = table.to_dataset().value.sel(percentile=50).values[0]
+    np.testing.assert_allclose(
+        got[[0, 2]], [np.median(mol.cmax.values[:, 1, 0]),
+                      np.median(mol.auc.values[:, 1, 0])], rtol=1e-12)
+    assert ks.summary(mol.auc).attrs["units"] == "nmol*h/L"
+
+
+def test_molar_auc_closed_form(tmp_path):
+    """Bolus D into CL: AUC to infinity is D / CL; in nmol*h/L, D / CL / MW."""
+    m = one_compartment(tmp_path)
+    ds = ks.simulate(m, ks.Dose.bolus("100 mg"), times=ks.grid("20 d", "1 h"))
+    auc = ks.metrics(ds, "course", unit="nmol/L").auc.item()
+    want = 100 / 10 * 1000 / 237.73 * 1000  # mg / (L/h) -> ng*h/mL -> nmol*h/L
+    assert auc == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("level,unit", [
+    ("150 nmol/L", "ng/mL"), ("0.15 umol/L", "nmol/L"), ("150 nmol/L", "nmol/L")])
+def test_molar_levels_convert_per_analyte(level, unit):
+    """A molar level is a different mass level for each analyte: 150 nmol/L is
+    150 x MW / 1000 ng/mL."""
+    ds = _two_analytes()
+    got = ks.metrics(ds, "dose", above=level, unit=unit)
+    assert got.time_above.attrs == {"units": "h", "long_name": "time above 150 nmol/L"}
+    for k, mw in enumerate((237.73, 223.70)):
+        want = ks.metrics(ds, "dose", above=150 * mw / 1000).time_above
+        np.testing.assert_allclose(got.time_above.values[:, k], want.values[:, k],
+                                   rtol=1e-12, atol=1e-12)
+    assert got.time_above.values.min() > 0  # the level is crossed
+    within = ks.metrics(ds, "dose", within=("20 ng/mL", level), unit=unit)
+    np.testing.assert_allclose(
+        within.time_within.values,
+        ks.metrics(ds, "dose", above=20).time_above.values - got.time_above.values,
+        rtol=1e-12, atol=1e-12)
+
+
+def _relabelled(units):
+    ds = ks.simulate("domino", ks.Dose.bolus("10 mg"), times=ks.grid("6 h", "1 h"))
+    c = ds.pk.molar() if units == "nmol/L" else ds.concentration.copy()
+    c.attrs = {} if units is None else {**c.attrs, "units": units}
+    return ds.assign(concentration=c)
+
+
+@pytest.mark.parametrize("make,kw,exc,message", [
+    (lambda: _relabelled("nmol/L"), {}, ks.UnitError,
+     r"metrics reads ds.concentration in ng/mL, as ks.simulate returns it; its "
+     r"units attribute is 'nmol/L' \(for molar metrics pass the ng/mL Dataset from "
+     r"ks.simulate with unit='nmol/L'"),
+    (lambda: _relabelled("mg/L"), {}, ks.UnitError,
+     r"its units attribute is 'mg/L'; convert the values to ng/mL and set "
+     r"ds.concentration.attrs\['units'\] = 'ng/mL'"),
+    (lambda: _relabelled(None), {}, ks.UnitError,
+     r"ds.concentration has no units attribute; metrics reads it in ng/mL"),
+    (lambda: _relabelled("ng/mL").assign(
+        dose_auc=lambda d: d.dose_auc.assign_attrs(units="nmol*h/L")), {},
+     ks.UnitError, r"metrics reads ds.dose_auc in ng\*h/mL"),
+    (lambda: _relabelled("nmol/L").concentration, {}, TypeError,
+     r"metrics needs the Dataset from ks.simulate .*got a DataArray in nmol/L"),
+    (lambda: ks.simulate("domino", ks.Dose.bolus("10 mg"), times=[0.0, 1.0],
+                         output="metrics"), {}, ValueError,
+     r"ds holds metrics already .*simulate with output='trajectories'"),
+    (lambda: _relabelled("ng/mL"), {"unit": "nM"}, ks.UnitError,
+     r"unit must be 'ng/mL' or 'nmol/L' .*got 'nM'"),
+    (lambda: _relabelled("ng/mL"), {"unit": "nmol/L", "above": 100}, ks.UnitError,
+     r"above=100 has no unit; with unit='nmol/L' write it, e.g. '100 nmol/L' or "
+     r"'100 ng/mL'"),
+    (lambda: _relabelled("ng/mL"), {"unit": "nmol/L", "within": ("5", "9 nmol/L")},
+     ks.UnitError, r"within='5' has no unit"),
+    (lambda: _relabelled("ng/mL").drop_vars("molecular_weight"), {"unit": "nmol/L"},
+     ValueError, r"unit='nmol/L' needs each analyte's molecular weight; ds has no "
+     r"'molecular_weight'"),
+    (lambda: _relabelled("ng/mL").drop_vars("molecular_weight"),
+     {"above": "5 nmol/L"}, ValueError, r"above='5 nmol/L' needs each analyte's "
+     r"molecular weight"),
+    (lambda: _relabelled("ng/mL"), {"within": ("900 nmol/L", "100 ng/mL")},
+     ValueError, r"within must be \(low, high\) with low < high; got "
+     r"\('900 nmol/L', '100 ng/mL'\) \(for analyte 'ketamine': 213.957 and 100 "
+     r"ng/mL\)"),
+])
+def test_metrics_refuse_what_they_cannot_label_truly(make, kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ks.metrics(make(), "dose", **kw)
+
+
+def test_molar_curves_are_not_converted_twice():
+    with pytest.raises(ks.UnitError, match=r"molar\(\) converts ng/mL; "
+                       r"ds.concentration has units 'nmol/L'"):
+        _relabelled("nmol/L").pk.molar()
+
+
+def test_scenarios_keep_every_models_molecular_weights():
+    """Scenarios of different models keep each analyte's weight (the concatenation
+    kept the first scenario's, NaN for the others' analytes), so molar metrics of
+    any scenario work."""
+    t = ks.grid("1 d", "30 min")
+    ds = ks.run_scenarios([
+        ks.Scenario("iv", "domino", ks.Dose.bolus("10 mg"), times=t),
+        ks.Scenario("es", "fanta_2015", ks.Dose.bolus("10 mg"), times=t)])
+    got = dict(zip(ds.analyte.values, ds.molecular_weight.values, strict=True))
+    assert got == {"esketamine": 237.73, "ketamine": 237.73, "s_norketamine": 223.70}
+    m = ks.metrics(ds, "course", unit="nmol/L")
+    for name in ("iv", "es"):
+        one = ks.metrics(ds.sel(scenario=name).dropna("dose", how="all"), "course")
+        np.testing.assert_allclose(
+            m.cmax.sel(scenario=name).values,
+            one.cmax.values / ds.molecular_weight.values[None, :, None] * 1000,
+            rtol=1e-15)
+    # Tmax of an analyte a scenario does not have is NaN, as its Cmax
+    assert np.isnan(m.tmax.sel(scenario="iv", analyte="esketamine")).all()
+    assert "time > 50 nmol/L (h)" in str(ks.compare(ds.sel(scenario=["es"]),
+                                                    above="50 nmol/L",
+                                                    analyte="esketamine"))
+
+
+# --- metrics mode agrees with post-hoc metrics (issue 16, item 9) ----------------
+
+def _lag_model(tmp_path):
+    """One compartment with an extravascular route whose bolus arrives 1 h late."""
+    p = tmp_path / "lag.toml"
+    text = one_compartment(tmp_path).path.read_text().replace("[routes.iv]", """
+[parameters.TLAG]
+value = 1
+unit = "h"
+description = "lag"
+source = "test"
+grade = "choice"
+[routes.late]
+kind = "extravascular"
+target = "central"
+lag = "TLAG"
+[routes.iv]""")
+    p.write_text(text.replace('id = "one"', 'id = "lag"'))
+    return ks.load_model(p)
+
+
+def _regimen(case):
+    B, inf = ks.Dose.bolus, ks.Dose.infusion
+    return {
+        "simultaneous": ks.Regimen([
+            B("10 mg"), B("10 mg"), inf("20 mg", duration="1 h", time="5 h"),
+            B("5 mg", time="5 h")]),
+        "at the last output time": ks.Regimen([B("10 mg"), B("10 mg", time="24 h")]),
+        "after the last output time": ks.Regimen([B("10 mg"), B("10 mg", time="12 h"),
+                                                  B("10 mg", time="30 h")]),
+        "no output time in a window": ks.Regimen(
+            [B("10 mg", time=f"{h} h") for h in (2.2, 2.5, 2.7, 9.0)]),
+        "infusions spanning windows": ks.Regimen([
+            inf("30 mg", duration="3 h"), B("5 mg", time="1 h"),
+            inf("10 mg", duration="1 h", time="2 h"), B("5 mg", time="2.5 h")]),
+        "lagged dose arrives at a dose time": ks.Regimen([
+            B("10 mg", route="late"), B("10 mg", time="1 h")]),
+    }[case]
+
+
+CASES = [  # case, model, output times, levels
+    ("simultaneous", "domino", ("24 h", "10 min"), 50),
+    ("at the last output time", "domino", ("24 h", "10 min"), "0.05 mg/L"),
+    ("after the last output time", "domino", ("24 h", "10 min"), 20),
+    ("no output time in a window", "domino", ("24 h", "1 h"), 20),
+    ("infusions spanning windows", "domino", ("24 h", "20 min"), 100),
+    ("infusions spanning windows", "fanta_2015", ("24 h", "20 min"), 10),
+    ("simultaneous", "fanta_2015", ("24 h", "7 min"), 5),
+    ("lagged dose arrives at a dose time", "lag", ("24 h", "15 min"), 100),
+]
+
+
+@pytest.mark.parametrize("case,model,grid,above", CASES)
+def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
+                                                   tmp_path):
+    """Cmax, Tmax, exact AUC, time above and the pre-dose level per dose from
+    output='metrics' equal those from the stored curves, NaN where NaN (a window
+    with no output time, a dose after the grid); and a pre-dose level is the level
+    before every dose of that time."""
+    import contextlib
+
+    m = _lag_model(tmp_path) if model == "lag" else model
+    reg = _regimen(case)
+    kw = dict(times=ks.grid(*grid), covariates={"weight": [55.0, 70.0, 95.0]})
+    late = case == "after the last output time"
+
+    def run(**more):
+        with pytest.warns(ks.GridWarning) if late else contextlib.nullcontext():
+            return ks.simulate(m, reg, **kw, **more)
+
+    ds = run()
+    streamed = run(output="metrics", above=above)
+    post = ks.metrics(ds, "dose", above=above)
+    for v in ("cmax", "tmax", "auc", "time_above"):
+        assert streamed[v].attrs["units"] == post[v].attrs["units"], v
+        np.testing.assert_allclose(streamed[v].values, post[v].values, rtol=1e-11,
+                                   atol=1e-12, err_msg=v)
+    np.testing.assert_array_equal(streamed.tmax.values, post.tmax.values)
+    np.testing.assert_allclose(streamed.predose.values, ds.predose.values,
+                               rtol=1e-12, atol=1e-15)
+    # no output time in [start, next start): nothing read on the grid
+    t = ds.time.values
+    starts = np.array(reg.times)
+    nxt = np.append(starts[1:], np.inf)
+    empty = np.array([not np.any((t >= a) & (t < b)) or a >= t[-1]
+                      for a, b in zip(starts, nxt, strict=True)])
+    for got in (streamed, post):
+        for v in ("cmax", "tmax", "time_above"):
+            assert np.isnan(got[v].values[:, :, empty]).all(), v
+            assert np.isfinite(got[v].values[:, :, ~empty]).all(), v
+    if model == "lag":  # the lagged first dose lands at 1 h, after the level
+        # just before the second dose: nothing was in the body before it
+        np.testing.assert_array_equal(streamed.predose.values[:, 0, :], 0.0)
+        return
+    # the pre-dose level is the level before the dose time: the run without the
+    # doses from that time on, read at that time (an output time of its own)
+    for i in np.flatnonzero(starts <= t[-1]):
+        before = ks.Regimen([d for d in reg.doses if d.time < starts[i]]) \
+            if starts[i] > 0 else None
+        if before is None or not before.doses:
+            want = np.zeros(streamed.predose.shape[:2])
+        else:
+            want = ks.simulate(m, before, times=[0.0, starts[i]],
+                               covariates=kw["covariates"]).concentration.values
+            want = want[:, :, 1]
+        np.testing.assert_allclose(streamed.predose.values[:, :, i], want, rtol=1e-11,
+                                   atol=1e-13, err_msg=f"dose {i}")
