@@ -189,11 +189,10 @@ BAD = [
      "line 2, ID 1, column DEVICE: must be 0 (not a device dose) or 1, 2, ...; "
      "got -1"),
     ("ID,TIME,EVID,AMT\n1,0,1\n", "line 2: 3 fields, the header has 4"),
-    # an observation before a dose at the same time is NONMEM's pre-dose level
-    ("ID,TIME,EVID,AMT\n1,0,1,5\n1,2,0,.\n1,2,0,.\n1,2,1,5\n",
-     "line 5, ID 1, column TIME: this dose at 2 h comes after an observation record "
-     "at the same time (lines 3-4), which NONMEM reads as the level before the "
-     "dose"),
+    # an observation between two doses given at one time
+    ("ID,TIME,EVID,AMT\n1,2,1,5\n1,2,0,.\n1,2,0,.\n1,2,1,5\n",
+     "line 5, ID 1, column TIME: this dose at 2 h follows an observation record "
+     "(lines 3-4) that itself follows a dose at the same time"),
     # covariates: one value per subject, on every record
     ("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,1,0,.,70\n1,2,0,.,72\n1,3,0,.,70\n",
      "ID 1, column WT: changes within the subject (70 on lines 2-3, 5; 72 on line "

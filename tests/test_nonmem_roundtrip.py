@@ -4,7 +4,6 @@ and simulating it again gives exactly the DV written."""
 
 import csv
 import dataclasses
-import re
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ketasim as ks
-from ketasim.nonmem import read_nonmem, simulate_nonmem, write_nonmem
+from ketasim.nonmem import _id, read_nonmem, simulate_nonmem, write_nonmem
 
 MODEL = "perez_ruixo_2021"
 ROUTES = {1: "iv", 2: "intranasal", 3: "oral"}
@@ -22,7 +21,8 @@ ROUTES = {1: "iv", 2: "intranasal", 3: "oral"}
 # every kind of record the reader takes: an infusion (RATE > 0), repeated and
 # MDV 1 observations, an EVID 2 record, nasal devices with an observation at
 # the dose time (after the dose), ADDL copies, SS 1 with ADDL, RATE -2 with DUR,
-# SS 2 after a bolus, a subject without observations, a non-integer ID
+# SS 2 after a bolus, pre-dose samples (listed before the dose at their time), a
+# subject without observations, a non-integer ID
 TABLE = """\
 ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,DUR,MDV,DV,DEVICE,WT,AGE
 1,0,1,28,56,1,0,0,0,.,1,.,0,70,40
@@ -43,7 +43,9 @@ ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,DUR,MDV,DV,DEVICE,WT,AGE
 2,13,0,.,.,.,.,.,.,.,0,.,.,55.5,30
 2,20,1,7.5,-2,1,0,0,0,0.5,1,.,.,55.5,30
 2,40,0,.,.,.,.,.,.,.,0,.,.,55.5,30
+3.5,0,0,.,.,.,.,.,.,.,0,0,.,80,61
 3.5,0,1,20,0,1,0,0,0,.,1,.,.,80,61
+3.5,24,0,.,.,.,.,.,.,.,0,.,.,80,61
 3.5,24,1,20,40,1,24,0,2,.,1,.,.,80,61
 3.5,25,0,.,.,.,.,.,.,.,0,.,.,80,61
 3.5,30,0,.,.,.,.,.,.,.,0,.,.,80,61
@@ -62,6 +64,7 @@ def same_table(a, b):
         assert a.regimens[sid] == b.regimens[sid], sid
         assert a.steady_state.get(sid) == b.steady_state.get(sid), sid
         np.testing.assert_array_equal(a.observations[sid], b.observations[sid])
+        np.testing.assert_array_equal(a.predose[sid], b.predose[sid])
     assert a.covariates.keys() == b.covariates.keys()
     for name in a.covariates:
         np.testing.assert_array_equal(a.covariates[name], b.covariates[name])
@@ -86,6 +89,9 @@ def test_the_table_as_read(table):
     np.testing.assert_array_equal(table.observations[1], [0.25, 0.5, 0.5, 24, 50, 73,
                                                           100])
     assert table.observations[4].size == 0
+    np.testing.assert_array_equal(table.observations[3.5], [0, 24, 25, 30])
+    np.testing.assert_array_equal(table.predose[3.5], [True, True, False, False])
+    assert not table.predose[1].any()  # its sample at 24 h follows the dose
     assert table.regimens[1].times == (0.0, 24.0, 24.083333333333332, 48.0, 72.0,
                                        96.0)
     assert [d.device for d in table.regimens[1]] == [None, 1, 2, None, None, None]
@@ -108,13 +114,17 @@ def test_round_trip(tmp_path, table):
     rows = written(p)
     obs = [r for r in rows if r["EVID"] == "0"]
     assert len(obs) == sum(v.size for v in table.observations.values())
-    t = list(again.time.values)
-    subjects = list(again.subject.values)
-    for r in obs:  # exact to the written precision (the shortest exact form)
-        sid = float(r["ID"])
-        want = again.concentration.sel(analyte="esketamine").values[
-            subjects.index(sid), t.index(float(r["TIME"]))]
-        assert r["MDV"] == "0" and float(r["DV"]) == want
+    subjects = [_id(x) for x in again.subject.values]
+    dv = again.nonmem_dv.sel(analyte="esketamine").values
+    for sid in table.ids:  # exact to the written precision (the shortest form)
+        got = [float(r["DV"]) for r in obs if r["ID"] == _id(sid)]
+        assert all(r["MDV"] == "0" for r in obs)
+        want = dv[subjects.index(_id(sid)), :len(got)]
+        assert got == want.tolist()
+    # the level after a dose at the observation's time: the concentration too
+    c = again.concentration.sel(analyte="esketamine", subject=1.0, time=24.0)
+    assert float(next(r["DV"] for r in obs if (r["ID"], r["TIME"]) == (
+        "1", "24.0"))) == c.item()
     doses = [r for r in rows if r["EVID"] == "1"]
     assert len(doses) == sum(len(v) for v in table.records.values())
     row = next(r for r in doses if (r["ID"], r["TIME"]) == ("2", "20.0"))
@@ -155,13 +165,59 @@ def test_times_that_include_the_records(tmp_path, table):
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
 
 
-def test_times_without_a_record_is_an_error(tmp_path, table):
+def test_records_are_written_whatever_times_were_simulated(tmp_path, table):
+    """Each observation record gets its own prediction even when ``times`` does
+    not include its time."""
     ds = simulate_nonmem(MODEL, table, times=ks.grid("5 d", "1 h"))
-    with pytest.raises(ValueError, match=re.escape(
-            "subject 1 has an observation record at 0.25 h that was not simulated "
-            "(the Dataset's times run 0-120 h and do not include it)")):
-        write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
-    assert not (tmp_path / "out.csv").exists()  # no partial file
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
+    ref = write_nonmem(simulate_nonmem(MODEL, table), tmp_path / "ref.csv",
+                       analyte="esketamine")
+    a, b = written(p), written(ref)
+    assert [{k: v for k, v in r.items() if k != "DV"} for r in a] == \
+        [{k: v for k, v in r.items() if k != "DV"} for r in b]
+    # the kernel steps through other times: equal to rounding
+    np.testing.assert_allclose([float(r["DV"]) for r in a if r["DV"] != "."],
+                               [float(r["DV"]) for r in b if r["DV"] != "."],
+                               rtol=1e-12)
+
+
+def test_predose_samples_against_closed_form(tmp_path):
+    """One compartment (V 50 L, CL 10 L/h), 100 mg boluses: a sample listed
+    before a dose at its time is the level just before it (NONMEM's order),
+    after it the level after; also before an SS 2 record (without its steady
+    state) and through the written file."""
+    from .test_nonmem import ss_history
+    from .test_simulate import one_compartment
+
+    m = one_compartment(tmp_path)
+    text = ("ID,TIME,EVID,AMT,CMT,II,SS\n"
+            "1,0,0,.,.,.,.\n1,0,1,100,1,0,0\n1,0,0,.,.,.,.\n"
+            "1,12,0,.,.,.,.\n1,12,0,.,.,.,.\n1,12,1,100,1,12,2\n1,12,0,.,.,.,.\n"
+            "1,13,0,.,.,.,.\n")
+    tab = read_nonmem(_write(tmp_path, text), m)
+    np.testing.assert_array_equal(tab.predose[1], [1, 0, 1, 1, 0, 0])
+    ds = simulate_nonmem(m, tab)
+    k = 10 / 50
+    c0 = 100 / 50 * 1000
+    trough = c0 * np.exp(-k * 12)
+    after = trough + c0 + ss_history(12.0, 12.0, 100, 12.0)
+    want = [0.0, c0, trough, trough, after, after * np.exp(-k)]
+    np.testing.assert_allclose(ds.nonmem_dv.values[0, 0], want, rtol=1e-12)
+    # the concentration variable holds ketasim's level after the dose
+    np.testing.assert_allclose(ds.concentration.values[0, 0], [c0, after,
+                                                               after * np.exp(-k)],
+                               rtol=1e-12)
+    p = write_nonmem(ds, tmp_path / "out.csv")
+    rows = [(r["TIME"], r["EVID"], r["DV"]) for r in written(p)]
+    assert [(x, e) for x, e, _ in rows] == [
+        ("0.0", "0"), ("0.0", "1"), ("0.0", "0"), ("12.0", "0"), ("12.0", "0"),
+        ("12.0", "1"), ("12.0", "0"), ("13.0", "0")]
+    np.testing.assert_allclose([float(v) for _, e, v in rows if e == "0"], want,
+                               rtol=1e-12)
+    back = read_nonmem(p, m)
+    same_table(tab, back)
+    assert simulate_nonmem(m, back).nonmem_dv.identical(ds.nonmem_dv)
 
 
 def test_observations_times_writes_every_output_time(tmp_path, table):
@@ -218,7 +274,8 @@ def _write(tmp_path, text, name="t.csv"):
 _dose = st.tuples(st.sampled_from(["bolus", "rate", "dur"]),
                   st.integers(1, 200), st.integers(0, 3), st.integers(1, 48))
 _subject = st.tuples(st.lists(_dose, min_size=0, max_size=3),
-                     st.lists(st.integers(0, 400), min_size=0, max_size=5),
+                     st.lists(st.tuples(st.integers(0, 60), st.booleans()),
+                              min_size=0, max_size=5),
                      st.integers(30, 120))
 
 
@@ -235,8 +292,9 @@ def test_generated_tables_round_trip(subjects):
             dur = "0.75" if kind == "dur" else "."
             ev.append((t, 0, f"{k},{t},1,{mg},{rate},1,{ii if addl else 0},{addl},"
                              f"{dur},1,.,{wt}"))
-        for o in obs:
-            ev.append((o / 4, 1, f"{k},{o / 4},0,.,.,.,.,.,.,0,.,{wt}"))
+        for o, before in obs:  # at 6 h steps some fall on a dose time
+            ev.append((o / 2, -1 if before else 1,
+                       f"{k},{o / 2},0,.,.,.,.,.,.,0,.,{wt}"))
         if not ev:
             ev.append((0.0, 2, f"{k},0,2,.,.,.,.,.,.,1,.,{wt}"))
         lines += [x for _, _, x in sorted(ev)]
@@ -248,10 +306,8 @@ def test_generated_tables_round_trip(subjects):
         p = write_nonmem(ds, Path(d) / "out.csv")
         back = read_nonmem(p, "domino")
         same_table(tab, back)
-        again = simulate_nonmem("domino", back)
-        t = list(again.time.values)
-        for r in written(p):
-            if r["EVID"] == "0":
-                want = again.concentration.values[int(r["ID"]) - 1, 0,
-                                                  t.index(float(r["TIME"]))]
-                assert float(r["DV"]) == want
+        dv = simulate_nonmem("domino", back).nonmem_dv.values[:, 0]
+        for k in range(len(subjects)):
+            got = [float(r["DV"]) for r in written(p)
+                   if r["EVID"] == "0" and r["ID"] == str(k + 1)]
+            assert got == dv[k, :len(got)].tolist()

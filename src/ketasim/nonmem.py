@@ -92,7 +92,9 @@ class EventTable:
     ``regimens`` has every dose (ADDL copies expanded); ``records`` the dose
     records as read (id -> tuple of :class:`DoseRecord`), which ``write_nonmem``
     writes back; ``observations`` each subject's observation times (h), one per
-    observation record, in file order (repeats kept).
+    observation record, in file order (repeats kept); ``predose`` per
+    observation, True when the record comes before a dose record at its time (as
+    in NONMEM, the level just before that dose).
     """
 
     ids: tuple
@@ -102,6 +104,8 @@ class EventTable:
     # id -> [(dose index, II, SS), ...] in time order
     steady_state: dict = field(default_factory=dict)
     records: dict = field(default_factory=dict)
+    # id -> bool per observation: listed before a dose record at its time
+    predose: dict = field(default_factory=dict)
 
 
 def _route_map(model: Model, route_by_cmt):
@@ -195,11 +199,11 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
     Every dose expands to its record plus ADDL copies; a subject may have at
     most :data:`MAX_DOSES_PER_SUBJECT` (100 000) doses in all.
 
-    An observation record at the same TIME as a later dose record of the same
-    subject is, in NONMEM, the level before that dose; ketasim's value at a dose
-    time is the level after it, so such an observation is an error (put the
-    observation after the dose, or give the sample its actual earlier time).
-    Observations at the time of an ADDL copy are, in ketasim, after that dose.
+    Order at one TIME follows NONMEM: an observation record before a dose record
+    at its time is the level just before the dose (``predose``; e.g. a baseline
+    or trough sample listed before the dose), one after it the level after it.
+    An observation between two dose records at one time is an error. An
+    observation at the time of an ADDL copy is the level after that copy.
 
     Errors are ``ValueError`` naming the file, the line (1-based line of the
     file; the header is line 1, so it matches a spreadsheet's row number or
@@ -272,7 +276,12 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
     doses: dict = {}
     records: dict = {}
     obs: dict = {}
-    obs_lines: dict = {}  # id -> {time: [line, ...]} of observation records
+    # id -> {time: [index into obs[id], ...]}: observations no dose at their time
+    # has followed yet (before one, they are pre-dose levels)
+    waiting: dict = {}
+    after_dose: dict = {}  # id -> {time: [line, ...]}: observations after a dose
+    dose_times: dict = {}  # id -> times of its dose records
+    predose: dict = {}  # id -> [bool per observation]
     cov_seen: dict = {}  # (id, column) -> {value or None: [line, ...]}
     ss: dict = {}
     last_time: dict = {}
@@ -307,7 +316,8 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if sid not in doses:
             ids.append(sid)
             doses[sid], obs[sid], records[sid] = [], [], []
-            obs_lines[sid] = {}
+            waiting[sid], after_dose[sid], dose_times[sid] = {}, {}, set()
+            predose[sid] = []
             first_line[sid] = i
             n_doses[sid] = 0
         for h in COVARIATE_COLUMNS:
@@ -351,19 +361,25 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
                              "ketasim does not implement; clear CMT (or 0)")
         if evid == 0:
             if not mdv:
+                if t in dose_times[sid]:
+                    after_dose[sid].setdefault(t, []).append(i)
+                else:
+                    waiting[sid].setdefault(t, []).append(len(obs[sid]))
                 obs[sid].append(t)
-                obs_lines[sid].setdefault(t, []).append(i)
+                predose[sid].append(False)
             continue
         if evid == 2:
             continue
-        if t in obs_lines[sid]:
+        if t in after_dose[sid]:
             raise ValueError(
-                f"{where(i, 'TIME', sid)}: this dose at {t:g} h comes after an "
-                f"observation record at the same time ({_lines(obs_lines[sid][t])}),"
-                " which NONMEM reads as the level before the dose; ketasim gives the "
-                "level after doses at a time, so this is not supported: put the "
-                "observation after the dose (the level after it) or give the sample "
-                "its actual, earlier time")
+                f"{where(i, 'TIME', sid)}: this dose at {t:g} h follows an "
+                f"observation record ({_lines(after_dose[sid][t])}) that itself "
+                f"follows a dose at the same time; a level between two doses given "
+                f"at one time is not supported: put the observation before or after "
+                f"both doses")
+        for k in waiting[sid].pop(t, ()):  # NONMEM: the level before this dose
+            predose[sid][k] = True
+        dose_times[sid].add(t)
         amt = num(r, i, "AMT", sid)
         if amt is None or amt <= 0:
             raise ValueError(f"{where(i, 'AMT', sid)}: a dose needs AMT > 0 mg; got "
@@ -471,27 +487,46 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
             for name, v in cov.items()}
     return EventTable(tuple(ids), regimens, covs,
                       {k: np.array(v, dtype=float) for k, v in obs.items()}, steady,
-                      {k: tuple(v) for k, v in records.items()})
+                      {k: tuple(v) for k, v in records.items()},
+                      {k: np.array(v, dtype=bool) for k, v in predose.items()})
 
 
 def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     """Simulate every subject of ``table`` (its own regimen and covariates), at its
     observation times (or ``times``), with exact steady state for SS records.
 
-    Returns a Dataset with ``subject`` = the table's IDs on the union of all
-    subjects' observation times (or ``times``, h), and ``observed_time``
-    (subject, time), True where that subject has an observation record. It
-    carries the table itself, so that ``write_nonmem`` writes it back: the dose
-    records as read (``nonmem_doses``: subject, nonmem_dose, nonmem_item with
-    items TIME, AMT, RATE, DUR, CMT, II, ADDL, SS, DEVICE; NaN where a subject has
-    fewer records, or no DUR/DEVICE) and each subject's observation times
-    (``nonmem_observations``: subject, nonmem_observation; h, NaN padded).
+    Parameters
+    ----------
+    model : str, Path or Model
+        A linear time-invariant model.
+    table : EventTable
+        From :func:`read_nonmem`.
+    times : array of float, optional
+        Output times (h); default the union of all subjects' observation times.
 
-    A subject the kernel cannot solve raises ``SolveError`` naming its ID.
+    Returns
+    -------
+    xarray.Dataset
+        ``concentration`` (subject, analyte, time; ng/mL) with ``subject`` = the
+        table's IDs, on ``times`` (or the union of the observation times); at a
+        dose time it is the level after the dose. ``observed_time`` (subject,
+        time) is True where that subject has an observation record. The table
+        itself, so that ``write_nonmem`` writes it back: the dose records as read
+        (``nonmem_doses``: subject, nonmem_dose, nonmem_item with items TIME, AMT,
+        RATE, DUR, CMT, II, ADDL, SS, DEVICE; NaN where a subject has fewer
+        records, or no DUR/DEVICE), each subject's observation times
+        (``nonmem_observations``: subject, nonmem_observation; h, NaN padded),
+        which of them are pre-dose (``nonmem_predose``) and each observation
+        record's own prediction (``nonmem_dv``: subject, analyte,
+        nonmem_observation; ng/mL), computed whether or not ``times`` has its
+        time, and for a pre-dose record the level just before the dose.
+
+    Raises
+    ------
+    SolveError
+        A subject the kernel cannot solve, named by its ID.
     """
-    from ._kernels.linear import population_linear, states
-    from ._lower import lower
-    from .simulate import _STATUS, SolveError, _check_times, _subjects
+    from .simulate import _check_times, _subjects
 
     model = load_model(model)
     if not isinstance(table, EventTable):
@@ -499,29 +534,41 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
                         f"{type(table).__name__}")
     if not model.linear_time_invariant:
         raise ValueError("simulate_nonmem needs a linear time-invariant model")
-    all_t = times if times is not None else np.unique(np.concatenate(
-        [v for v in table.observations.values() if v.size] or [np.array([0.0])]))
-    t = _check_times(all_t)
+    obs_all = [v for v in table.observations.values() if v.size]
+    t = _check_times(times if times is not None else np.unique(np.concatenate(
+        obs_all or [np.array([0.0])])))
+    # the kernel runs on the output times and every observation time, so each
+    # record has its prediction whatever ``times`` is
+    t_run = np.union1d(t, np.concatenate(obs_all)) if obs_all else t
+    at_t = np.searchsorted(t_run, t)
     # validity: once for the whole table, not once per subject
     _subjects(model, dict(table.covariates), None)
-    out = np.empty((len(table.ids), len(model.analytes), t.size))
+    n_an = len(model.analytes)
+    n_obs = max((table.observations[sid].size for sid in table.ids), default=0)
+    out = np.empty((len(table.ids), n_an, t.size))
+    dv = np.full((len(table.ids), n_an, n_obs), np.nan)
+    pre = np.zeros((len(table.ids), n_obs), dtype=bool)
     for k, sid in enumerate(table.ids):
         cov = {n: v[k] for n, v in table.covariates.items()}
         n, c, over = _subjects(model, cov, None, warn=False)
         params = model.individual_parameters(c, overrides=over, n=1)
         reg = table.regimens[sid]
-        low = lower(model, reg, params, c["weight"], 1)
-        ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
-        for spec in table.steady_state.get(sid, ()):
-            ev = _with_steady_state(model, reg, params, c, low, ev, spec)
-        status = np.zeros(1, dtype=np.int64)
-        buf = np.empty((1, len(model.analytes), t.size))
-        population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
-                          states(low.A.shape[2]), states(low.A.shape[2]))
-        if status[0]:
-            raise SolveError(f"ID {sid}: status {int(status[0])}: "
-                             f"{_STATUS.get(int(status[0]), 'unknown')}")
-        out[k] = buf[0]
+        steady = table.steady_state.get(sid, ())
+        full = _run(model, reg, params, c, steady, t_run, sid)
+        out[k] = full[:, at_t]
+        ot = table.observations[sid]
+        dv[k, :, :ot.size] = full[:, np.searchsorted(t_run, ot)]
+        flags = table.predose.get(sid, np.zeros(ot.size, dtype=bool))
+        pre[k, :ot.size] = flags
+        for tau in np.unique(ot[flags]):  # the level just before the doses at tau
+            m = sum(d.time < tau for d in reg.doses)  # doses are in time order
+            if m == 0:
+                level = np.zeros(n_an)
+            else:
+                level = _run(model, Regimen(reg.doses[:m]), params, c,
+                             [s for s in steady if s[0] < m],
+                             np.array([tau]), sid)[:, 0]
+            dv[k][:, :ot.size][:, flags & (ot == tau)] = level[:, None]
     seen = np.array([np.isin(t, table.observations[sid]) for sid in table.ids])
     ds = xr.Dataset(
         {"concentration": (("subject", "analyte", "time"), out,
@@ -544,14 +591,41 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
         "DUR h, II h); NaN: no such record or item"})
     ds.coords["nonmem_item"] = list(DOSE_ITEMS)
-    ot = [table.observations.get(sid, np.array([])) for sid in table.ids]
-    times_ = np.full((len(ot), max((v.size for v in ot), default=0)), np.nan)
-    for k, v in enumerate(ot):
-        times_[k, :v.size] = v
-    ds["nonmem_observations"] = (("subject", "nonmem_observation"), times_, {
+    ot = np.full((len(table.ids), n_obs), np.nan)
+    for k, sid in enumerate(table.ids):
+        v = table.observations[sid]
+        ot[k, :v.size] = v
+    ds["nonmem_observations"] = (("subject", "nonmem_observation"), ot, {
         "units": "h", "long_name": "the table's observation records' times; NaN "
         "where a subject has fewer"})
+    ds["nonmem_predose"] = (("subject", "nonmem_observation"), pre, {
+        "long_name": "the observation record comes before a dose record at its "
+        "time (the level just before that dose)"})
+    ds["nonmem_dv"] = (("subject", "analyte", "nonmem_observation"), dv, {
+        "units": "ng/mL", "long_name": "prediction for each observation record "
+        "(pre-dose records: just before the dose)"})
     return ds
+
+
+def _run(model, reg, params, cov, steady, t, sid) -> np.ndarray:
+    """One subject's concentrations (analyte, time) with its SS records; a kernel
+    failure raises SolveError naming the ID."""
+    from ._kernels.linear import population_linear, states
+    from ._lower import lower
+    from .simulate import _STATUS, SolveError
+
+    low = lower(model, reg, params, cov["weight"], 1)
+    ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
+    for spec in steady:
+        ev = _with_steady_state(model, reg, params, cov, low, ev, spec)
+    status = np.zeros(1, dtype=np.int64)
+    buf = np.empty((1, len(model.analytes), t.size))
+    population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
+                      states(low.A.shape[2]), states(low.A.shape[2]))
+    if status[0]:
+        raise SolveError(f"ID {sid}: status {int(status[0])}: "
+                         f"{_STATUS.get(int(status[0]), 'unknown')}")
+    return buf[0]
 
 
 def _with_steady_state(model, reg, params, cov, low, ev, spec):
@@ -653,16 +727,16 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     A ``simulate_nonmem`` Dataset is written as its table was read: each
     subject's dose records (EVID 1 with AMT, RATE, DUR, CMT, II, ADDL, SS and
     DEVICE as read, ADDL not expanded) and its observation records, each with
-    the simulated DV at its time; ``read_nonmem`` on the file gives back the
-    same doses, observation times and covariates, and ``simulate_nonmem`` the
-    same DV. An observation record whose time was not simulated (``times=``
-    without it) is an error, not a record left out. A ``simulate`` Dataset gets
-    its dose table (one record per dose) and one observation record per output
-    time.
+    its own prediction as DV (``nonmem_dv``, whatever ``times`` was simulated);
+    ``read_nonmem`` on the file gives back the same doses, observation times,
+    pre-dose flags and covariates, and ``simulate_nonmem`` the same DV. A
+    ``simulate`` Dataset gets its dose table (one record per dose) and one
+    observation record per output time.
 
-    At one time, dose records come before observation records: an observation
-    at a dose time is the level after the dose, as ketasim computes it. A
-    subject that failed (``errors="keep"``) is written with MDV 1 and no DV on
+    At one time, records are written as NONMEM reads them: pre-dose observations
+    (listed before the dose in the table read), then doses, then the other
+    observations, whose DV is the level after the dose, as ketasim computes it.
+    A subject that failed (``errors="keep"``) is written with MDV 1 and no DV on
     its observation records; a scenario's padding subjects and doses are left
     out. A table's subject without dose or observation records is written as one
     EVID 2 record at TIME 0, so that it keeps its ID and covariates.
@@ -706,9 +780,9 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     cov_head = [{"weight": "WT", "age": "AGE", "height": "HT"}.get(k, k.upper())
                 for k in covs]
 
-    def obs_row(sid, s, j, cv, nodev, extra):
-        dv = [0, _num(c[s, j])] if np.isfinite(c[s, j]) else [1, "."]
-        return [sid, _num(t[j]), 0, ".", ".", "."] + extra + dv + nodev + cv
+    def obs_row(sid, tj, value, cv, nodev, extra):
+        dv = [0, _num(value)] if np.isfinite(value) else [1, "."]
+        return [sid, _num(tj), 0, ".", ".", "."] + extra + dv + nodev + cv
 
     if table:
         nd = ds.nonmem_doses.transpose("subject", "nonmem_dose", "nonmem_item")
@@ -720,6 +794,9 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
             (["DUR"] if with_dur else []) + ["MDV", "DV"] + \
             (["DEVICE"] if with_device else []) + cov_head
         ot = ds.nonmem_observations.transpose("subject", "nonmem_observation").values
+        pre = ds.nonmem_predose.transpose("subject", "nonmem_observation").values
+        dvs = ds.nonmem_dv.sel(analyte=an).transpose(
+            "subject", "nonmem_observation").values
     else:
         if "dose_route" in ds:  # a scenario's padding doses have no time
             keep = np.flatnonzero(np.isfinite(ds.dose_time.values.astype(float)))
@@ -743,14 +820,16 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
         sid = _id(ds.subject.values[s])
         cv = [_num(ds[k].values[s]) for k in covs]
         nodev = ["."] if with_device else []
-        recs = []  # (time, 0 dose / 1 observation, fields); sorted stably
+        # (time, order, fields), sorted stably; at one time: pre-dose
+        # observations (0), doses (1), observations (2)
+        recs = []
         if table:
             for x in rec[s]:
                 if not np.isfinite(x[item["TIME"]]):
                     continue  # padding: this subject has fewer records
                 dur = x[item["DUR"]]
                 dev = x[item["DEVICE"]]
-                recs.append((x[item["TIME"]], 0, [
+                recs.append((x[item["TIME"]], 1, [
                     sid, _num(x[item["TIME"]]), 1, _num(x[item["AMT"]]),
                     _num(x[item["RATE"]]), int(x[item["CMT"]]), _num(x[item["II"]]),
                     int(x[item["ADDL"]]), int(x[item["SS"]])] +
@@ -759,23 +838,15 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                                 else []) + cv))
             extra = [".", ".", "."] + (["."] if with_dur else [])
             if observations == "times":
-                want = t
+                recs += [(t[j], 2, obs_row(sid, t[j], c[s, j], cv, nodev, extra))
+                         for j in range(t.size)]
             else:
-                want = ot[s][np.isfinite(ot[s])]
-            for tj in want:
-                j = int(np.searchsorted(t, tj))
-                if j == t.size or t[j] != tj:
-                    raise ValueError(
-                        f"subject {sid} has an observation record at {tj:g} h that "
-                        f"was not simulated (the Dataset's times run "
-                        f"{t[0]:g}-{t[-1]:g} h and do not include it); simulate "
-                        f"without times= (every observation record), or with times "
-                        f"that include it, or pass observations='times' to write one "
-                        f"record per output time instead")
-                recs.append((tj, 1, obs_row(sid, s, j, cv, nodev, extra)))
+                recs += [(ot[s, m], 0 if pre[s, m] else 2,
+                          obs_row(sid, ot[s, m], dvs[s, m], cv, nodev, extra))
+                         for m in range(ot.shape[1]) if np.isfinite(ot[s, m])]
             if not recs:  # no dose, no observation: an EVID 2 record keeps the
                 # subject (its ID and covariates) in the table
-                recs.append((0.0, 2, [sid, "0.0", 2, ".", ".", "."] + extra +
+                recs.append((0.0, 3, [sid, "0.0", 2, ".", ".", "."] + extra +
                              [1, "."] + nodev + cv))
         else:
             for i, route in zip(keep, routes, strict=True):
@@ -784,11 +855,12 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                 rate = amt / dur if np.isfinite(dur) else 0.0
                 dev = [int(devices[i]) if devices[i] > 0 else "."] if with_device \
                     else []
-                recs.append((float(ds.dose_time.values[i]), 0, [
+                recs.append((float(ds.dose_time.values[i]), 1, [
                     sid, _num(ds.dose_time.values[i]), 1, _num(amt), _num(rate),
                     cmt_by_route[route], 1, "."] + dev + cv))
             for j in range(t.size):
-                recs.append((float(t[j]), 1, obs_row(sid, s, j, cv, nodev, [])))
+                recs.append((float(t[j]), 2, obs_row(sid, t[j], c[s, j], cv, nodev,
+                                                     [])))
         out += [row for _, _, row in sorted(recs, key=lambda x: (x[0], x[1]))]
     # written only once every record is known: an error leaves no partial file
     with path.open("w", newline="") as fh:
