@@ -194,7 +194,20 @@ def _covariate_value(t: _Table, key: str, v: float, cname: str) -> float:
 
 
 def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -> Model:
-    """Build a :class:`Model` from a parsed model-file dictionary (strict)."""
+    """Build a :class:`Model` from a parsed model-file dictionary (strict).
+
+    Besides the structure, every number is checked against how the model uses it
+    (``models/README.md``, "Number checks"): finite values; volumes, clearances,
+    rate constants, mean transit times and durations > 0, lags >= 0, fractions in
+    [0, 1]; plausible covariate references and validity ranges; covariate effects
+    that keep each parameter valid over its covariates' validity ranges; a positive
+    definite IIV covariance matrix.
+
+    Raises
+    ------
+    ModelFileError
+        Names the file (``<dict>`` here), the key path, what is wrong and a fix.
+    """
     top = _Table(data, "", file)
     version = top.take("schema_version", int)
     if version != SCHEMA_VERSION:
