@@ -13,9 +13,11 @@ where NONMEM would start a new individual). Errors name the file, the line (1-ba
 line of the file, the header being line 1, so they match a spreadsheet or
 ``nl -ba``), the ID and the column; :func:`read_nonmem` lists every rule.
 
-A table read, simulated with :func:`simulate_nonmem` and written with
+Records at one TIME keep NONMEM's order: an observation listed before a dose is
+the level just before it (a baseline or trough sample), one listed after it the
+level after. A table read, simulated with :func:`simulate_nonmem` and written with
 :func:`write_nonmem` reads back as the same table (dose records as read, observation
-times, covariates), with the simulated DV.
+times and their order around doses, covariates), with the simulated DV.
 
 Steady state (SS = 1 or 2) is exact for linear models: the state just before the
 steady-state dose is ``x_ss = (I - E(II))^-1 b``, with ``E(II) = expm(A II)`` and
