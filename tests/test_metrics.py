@@ -612,3 +612,36 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
             want = want[:, :, 1]
         np.testing.assert_allclose(streamed.predose.values[:, :, i], want, rtol=1e-11,
                                    atol=1e-13, err_msg=f"dose {i}")
+
+
+@pytest.mark.parametrize("units,threshold,want", [
+    ("ng/mL", 90, 11 / 101), ("ng/mL", "0.09 mg/L", 11 / 101),
+    ("ng*h/mL", "0.09 mg*h/L", 11 / 101), ("h", "5400 min", 11 / 101),
+    ("nmol/L", "0.09 umol/L", 11 / 101)])
+def test_pta_thresholds_in_the_metrics_units(units, threshold, want):
+    import xarray as xr
+
+    da = xr.DataArray(np.arange(101.0), dims="subject", attrs={"units": units},
+                      name="m")
+    got = ks.pta(da, threshold)
+    assert got.item() == pytest.approx(want)
+    assert got.attrs == {"units": "1", "long_name": f"P(m >= 90 {units})"}
+
+
+@pytest.mark.parametrize("units,threshold,exc,message", [
+    ("ng/mL", "90 nmol/L", ks.UnitError, r"threshold '90 nmol/L' is not in a unit of "
+     r"the metric's kind \(ng/mL\); compute the metric with unit="),
+    ("ng/mL", "90 furlong", ks.UnitError, r"threshold '90 furlong': unknown unit"),
+    ("ng/mL", True, TypeError, r"threshold must be a number in the metric's units "
+     r"or a string with a unit; got bool True"),
+    ("h", float("nan"), ValueError, r"threshold must be finite; got nan"),
+    (None, "1 h", ks.UnitError, r"threshold '1 h' has a unit, but the metric has no "
+     r"units attribute"),
+])
+def test_pta_refuses_thresholds_it_cannot_compare(units, threshold, exc, message):
+    import xarray as xr
+
+    attrs = {} if units is None else {"units": units}
+    da = xr.DataArray(np.arange(5.0), dims="subject", attrs=attrs)
+    with pytest.raises(exc, match=message):
+        ks.pta(da, threshold)

@@ -68,7 +68,8 @@ class PKAccessor:
         """Population percentiles of a metric, keeping its units."""
         return _m.summary(da, q)
 
-    def pta(self, da: xr.DataArray, threshold: float, above: bool = True
+    def pta(self, da: xr.DataArray, threshold: float | str, above: bool = True
             ) -> xr.DataArray:
-        """Fraction of subjects with ``da`` >= ``threshold`` (in ``da``'s units)."""
+        """Fraction of subjects with ``da`` >= ``threshold`` (a number in ``da``'s
+        units, or a string with a unit of that kind)."""
         return _m.pta(da, threshold, above=above)

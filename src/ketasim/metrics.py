@@ -42,7 +42,7 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from .units import UnitError, parse_quantity, parse_unit, to_ng_per_ml
+from .units import Quantity, UnitError, parse_quantity, parse_unit, to_ng_per_ml
 
 __all__ = ["metrics", "pta", "summary"]
 
@@ -393,13 +393,75 @@ def summary(da: xr.DataArray, q=(5, 50, 95), dim: str = "subject") -> xr.DataArr
     return out
 
 
-def pta(da: xr.DataArray, threshold: float, *, above: bool = True,
+def pta(da: xr.DataArray, threshold: float | str, *, above: bool = True,
         dim: str = "subject") -> xr.DataArray:
     """Probability of target attainment: fraction of subjects with the metric
-    >= ``threshold`` (or <= when ``above=False``), in the metric's units."""
-    hit = (da >= threshold) if above else (da <= threshold)
+    >= ``threshold`` (or <= when ``above=False``).
+
+    ``threshold`` is a number in the metric's units (``da.attrs["units"]``), or a
+    string with a unit of the same kind, converted to them (``"30 min"`` for a Tmax
+    in h, ``"0.1 mg/L"`` for a Cmax in ng/mL). A mass level for a molar metric (or
+    the reverse) is refused: compute the metric with ``unit=`` in the level's unit.
+    """
+    if not isinstance(above, (bool, np.bool_)):
+        raise TypeError(f"above must be True or False; got {above!r}")
+    level = _threshold(da, threshold)
+    hit = (da >= level) if above else (da <= level)
     out = hit.where(da.notnull()).mean(dim)
     op = ">=" if above else "<="
-    out.attrs = {"units": "1", "long_name": f"P({da.name or 'metric'} {op} "
-                 f"{threshold:g} {da.attrs.get('units', '')})"}
+    text = f"{da.name or 'metric'} {op} {level:g} {da.attrs.get('units', '')}"
+    out.attrs = {"units": "1", "long_name": f"P({text.rstrip()})"}
     return out
+
+
+def _unit(text: str):
+    """Factor and dimensions of a unit that may multiply factors before its first
+    ``/``, as metrics write AUC units (``"ng*h/mL"``)."""
+    num, _, den = text.partition("/")
+    parts = [parse_unit(p) for p in num.split("*")]
+    if den:
+        parts.append(parse_unit("1/" + den))
+    factor, dims = 1.0, np.zeros(5, dtype=int)
+    for u in parts:
+        factor *= u.factor
+        dims += u.dims
+    return factor, tuple(int(d) for d in dims)
+
+
+def _threshold(da: xr.DataArray, value) -> float:
+    """A pta threshold in the units of ``da``."""
+    if getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise TypeError(f"threshold must be a number in the metric's units or a "
+                        f"string with a unit; got {type(value).__name__} {value!r}")
+    units = da.attrs.get("units")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            num, _, text = value.strip().partition(" ")
+            try:
+                num = float(num)
+            except ValueError:
+                raise UnitError(f"cannot read threshold {value!r}; write a number "
+                                f"and a unit, e.g. '100 ng/mL'") from None
+            q = Quantity(num, text.strip())
+            if units is None:
+                raise UnitError(f"threshold {value!r} has a unit, but the metric has "
+                                f"no units attribute to convert it to; give a number "
+                                f"in the metric's units") from None
+            try:
+                got = _unit(q.unit)
+            except UnitError as exc:
+                raise UnitError(f"threshold {value!r}: {exc}") from None
+            want = _unit(units)
+            if got[1] != want[1]:
+                raise UnitError(f"threshold {value!r} is not in a unit of the "
+                                f"metric's kind ({units}); compute the metric with "
+                                f"unit= in the threshold's unit, or convert the "
+                                f"threshold") from None
+            value = q.value * got[0] / want[0]
+    if not math.isfinite(value):
+        raise ValueError(f"threshold must be finite; got {value!r}")
+    return float(value)
