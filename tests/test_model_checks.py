@@ -560,3 +560,12 @@ def test_individual_magnitude():
                        r"'central'"):
         m.individual_parameters(perez_covariates([40.0]), etas={"Vc": np.array([40.0])},
                                 n=1)
+
+
+def test_unknown_reference_names_the_uncited_entry():
+    """A renamed [[references]] key: the parameter citing the old key is named, and
+    so is the entry nothing cites (the likely misspelling)."""
+    d = mutate(model_dict("herd_2007"), ("references", 0, "key"), "zzz")
+    refused(d, "[parameters.V1.reference] names an unknown reference 'herd2007' — "
+            "references: opentiva, zzz; references[0] (key 'zzz') is cited by no "
+            "parameter")

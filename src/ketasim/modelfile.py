@@ -301,8 +301,14 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         raw_values[pname] = value
         ref = t.take("reference", str, required=False)
         if ref is not None and ref not in ref_keys:
+            # an entry no parameter cites is the likely misspelling: name it too
+            cited = {x.get("reference") for x in ptab.data.values()
+                     if isinstance(x, dict)}
+            odd = "".join(f"; references[{i}] (key {r.key!r}) is cited by no "
+                          f"parameter" for i, r in enumerate(references)
+                          if r.key not in cited)
             t.fail(f"names an unknown reference {ref!r}", "reference",
-                   f"references: {', '.join(sorted(ref_keys))}")
+                   f"references: {', '.join(sorted(ref_keys))}{odd}")
         parameters[pname] = Parameter(
             name=pname, value=value * u.factor, unit=unit, canonical_unit=u.canonical,
             dimension=u.dimension, per_kg=u.per_kg,
