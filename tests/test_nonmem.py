@@ -213,6 +213,7 @@ BAD = [
      "line 2, ID 1, column FEMALE: covariate 'female' is a 0/1 flag (1 = yes); "
      "got 2"),
     ("", "empty file"),
+    ("ID,TIME,EVID,AMT\n\n", "no records after the header (line 1)"),
 ]
 
 

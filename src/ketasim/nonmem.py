@@ -455,6 +455,9 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if ssv:
             ss.setdefault(sid, []).append((d, ii, ssv))
         doses[sid] += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
+    if not ids:
+        raise ValueError(f"{path}: no records after the header (line 1); a table "
+                         "needs at least one record")
     cov: dict = {}
     for (sid, h), seen in cov_seen.items():
         name = COVARIATE_COLUMNS[h]
