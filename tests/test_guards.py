@@ -1,0 +1,266 @@
+"""Numerical guards: overflowing doses, non-finite or negative rates, exceptions in
+a user rhs, negative amounts from the ODE solver and absurd output grids are
+refused or reported by name, never returned as silent inf, NaN or garbage."""
+
+import copy
+import importlib
+
+import numba
+import numpy as np
+import pytest
+from examples.michaelis_menten import MODEL
+
+import ketasim as ks
+from ketasim._kernels import ode
+from ketasim._lower import MAX_MAGNITUDE, check_magnitude, lower
+from ketasim.dosing import DoseError
+
+# the module (ketasim.simulate, the attribute, is the function)
+sim = importlib.import_module("ketasim.simulate")
+T = np.array([0.0, 0.5, 1.0, 2.0])
+
+
+# -- grids and result sizes ----------------------------------------------------------
+
+
+def test_grid_refuses_an_absurd_step_with_the_count():
+    with pytest.raises(ValueError, match=r"grid from 0 h to 24 h every '1e-9 h' would "
+                       r"have 24,000,000,001 points; at most 10,000,000 are allowed "
+                       r"\(179 GiB for the times alone"):
+        ks.grid("1 d", "1e-9 h")
+
+
+def test_grid_limit_is_inclusive():
+    """10 million points pass (a year every ~3 s), one more is refused."""
+    assert ks.grid("9999999 s", "1 s").size == sim.GRID_MAX_POINTS
+    with pytest.raises(ValueError, match=r"would have 10,000,001 points"):
+        ks.grid("10000000 s", "1 s")
+
+
+def test_default_times_of_a_very_long_regimen_ask_for_times():
+    dose = ks.Dose.bolus("5 mg", time="100 week")  # 16 800 h: 201 601 points, fine
+    assert ks.simulate("domino", dose).time.size == (16800 + 24) * 12 + 1
+    far = ks.Dose.bolus("5 mg", time=1e6)
+    with pytest.raises(ValueError, match=r"the default output times \(every 5 min "
+                       r"until 24 h after the last dose ends at 1e\+06 h\) would be "
+                       r"1\.2e\+07 points, more than 10,000,000; pass times="):
+        ks.simulate("domino", far)
+
+
+def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 1000)
+    t = np.linspace(0.0, 10.0, 100)
+    cov = {"weight": [60.0, 80.0]}
+    with pytest.raises(ValueError, match=r"the result would need 1\.49e-06 GiB \(2 "
+                       r"subjects x 1 outputs \(concentrations\) x 100 times x 8 "
+                       r"bytes\), more than the limit of 9\.31e-07 GiB .* "
+                       r"output='metrics' .* chunks="):
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov)
+    with pytest.raises(ValueError, match=r"x 2 outputs \(concentrations, AUC\) x 40 "):
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:40], auc=True,
+                    covariates=cov)
+    # the ways out the message names work under the same bound
+    m = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov,
+                    output="metrics")
+    assert m.cmax.shape == (2, 1, 1)
+    one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:50])
+    assert one.concentration.shape == (1, 1, 50)
+
+
+def test_memory_bound_is_half_the_physical_memory():
+    mem = sim._physical_memory()
+    assert sim.RESULT_MAX_BYTES == (mem or 16 * 2**30) // 2
+
+
+# -- doses that overflow ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount, message", [
+    ("1e307 mg", r"doses\[0\] \(1e\+307 mg by route 'iv' at 0 h\) gives 1e\+307 mg "
+                 r"to subject 0 \(1e\+307 mg in all\): concentrations could reach "
+                 r"inf ng/mL"),
+    ("1e300 mg", r"doses\[0\] \(1e\+300 mg by route 'iv' at 0 h\) gives 1e\+300 mg "
+                 r"to subject 0 \(1e\+300 mg in all\): concentrations could reach "
+                 r"2\.27e\+302 ng/mL and AUCs 2\.27e\+302 ng\*h/mL, above 1e\+300"),
+    ("1e306 mg/kg", r"doses\[0\] \(1e\+306 mg/kg by route 'iv' at 0 h\) gives "
+                    r"7e\+307 mg to subject 0"),
+])
+def test_overflowing_dose_is_refused_by_name(amount, message):
+    with pytest.raises(DoseError, match=message):
+        ks.simulate("domino", ks.Dose.bolus(amount), times=T[:3])
+
+
+@pytest.mark.parametrize("solver", ["exact", "ode"])
+def test_large_but_representable_dose_is_linear(solver):
+    """1e290 mg is absurd but representable: the result is exactly linear in the
+    dose (an independent invariant), finite, with status 0."""
+    small = ks.simulate("domino", ks.Dose.bolus("1 mg"), times=T, solver=solver,
+                        rtol=1e-10, atol=1e-14)
+    big = ks.simulate("domino", ks.Dose.bolus("1e290 mg"), times=T, solver=solver,
+                      rtol=1e-10, atol=1e-14 * 1e290)
+    assert big.status.item() == 0
+    assert np.isfinite(big.concentration.values).all()
+    np.testing.assert_allclose(big.concentration.values / 1e290,
+                               small.concentration.values, rtol=1e-8)
+
+
+def test_check_magnitude_names_the_largest_dose():
+    m = ks.load_model("domino")
+    reg = ks.Regimen([ks.Dose.bolus("5 mg"), ks.Dose.bolus("1e296 mg", time=1.0),
+                      ks.Dose.bolus("1e295 mg", time=2.0)])
+    w = np.array([70.0, 70.0])
+    low = lower(m, reg, m.individual_parameters({"weight": w}, n=2), w, 2)
+    # 1.1e296 mg in V1 = 4.41 L: 2.5e298 ng/mL, so the AUC bound decides
+    check_magnitude(m, reg, low, 1.0)
+    with pytest.raises(DoseError, match=r"doses\[1\] \(1e\+296 mg by route 'iv' at "
+                       r"1 h\) gives 1e\+296 mg to subjects 0, 1 \(1\.1e\+296 mg in "
+                       r"all\): concentrations could reach 2\.49e\+298 ng/mL and AUCs "
+                       r"1\.2e\+300 ng\*h/mL"):
+        check_magnitude(m, reg, low, 48.0)
+    assert MAX_MAGNITUDE == 1e300
+
+
+def test_non_finite_dose_amount_after_weight_scaling_is_named():
+    """1e307 mg/kg x 70 kg is inf mg before any kernel sees it."""
+    m = ks.load_model("domino")
+    reg = ks.Regimen([ks.Dose.bolus("5 mg"),
+                      ks.Dose.infusion("1e307 mg/kg", duration="1 h", time=3.0)])
+    w = np.array([1.0, 70.0])
+    with pytest.raises(DoseError, match=r"doses\[1\] \(1e\+307 mg/kg by route 'iv' "
+                       r"at 3 h\): its amount is inf mg for subject 1 after weight, "
+                       r"salt and bioavailability scaling"):
+        lower(m, reg, m.individual_parameters({"weight": w}, n=2), w, 2)
+
+
+# -- rate matrices ---------------------------------------------------------------------
+
+
+def _params(model, n, **changes):
+    w = np.full(n, 70.0)
+    p = {k: np.array(np.broadcast_to(v, (n,)), dtype=float)
+         for k, v in model.individual_parameters({"weight": w}, n=n).items()}
+    for name, value in changes.items():
+        p[name][1:] = value  # subject 0 keeps its valid value
+    return p, w
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"k10": -1.0}, r"the flow central -> elimination has a negative rate for "
+                    r"subjects 1, 2 \(k10 = -1; rate constant -1 1/h\)"),
+    ({"k12": np.inf}, r"the flow central -> peripheral1 has a non-finite rate for "
+                      r"subjects 1, 2 \(k12 = inf; rate constant inf 1/h\)"),
+    ({"k31": np.nan}, r"the flow peripheral2 -> central has a non-finite rate for "
+                      r"subjects 1, 2 \(k31 = nan; rate constant nan 1/h\)"),
+    ({"V1": 0.0}, r"the volume 'V1' of analyte 'ketamine' is 0 L for subjects 1, 2; "
+                  r"concentrations need a finite volume > 0"),
+])
+def test_bad_rates_are_named_before_the_kernel(change, message):
+    """Checked on the lowered arrays whatever produced the individual values (the
+    parameter checks upstream refuse most of them earlier)."""
+    m = ks.load_model("domino")
+    p, w = _params(m, 3, **change)
+    with pytest.raises(ValueError, match=message):
+        lower(m, ks.Regimen([ks.Dose.bolus("5 mg")]), p, w, 3)
+
+
+def test_valid_rates_pass_and_lower_is_unchanged():
+    m = ks.load_model("domino")
+    p, w = _params(m, 2)
+    low = lower(m, ks.Regimen([ks.Dose.bolus("5 mg")]), p, w, 2)
+    assert np.isfinite(low.A).all() and (np.diagonal(low.A, axis1=2, axis2=3) < 0).all()
+
+
+# -- the ODE kernels -------------------------------------------------------------------
+
+
+def _mm():
+    return ks.model_from_dict(copy.deepcopy(MODEL))
+
+
+def test_exception_in_a_user_rhs_names_the_rhs_and_the_subject():
+    def raising_rhs(t, x, p, dxdt):
+        if p[0] > 250.0:  # V = 3 L/kg: only the 90 kg subject (270 L)
+            raise ValueError("volume too large for this rhs")
+        dxdt[0] = -x[0]
+
+    model = _mm().with_rhs(raising_rhs)
+    with pytest.raises(ks.SolveError, match=r"the model's rhs raising_rhs\(t, x, p, "
+                       r"dxdt\) raised ValueError: volume too large for this rhs for "
+                       r"subject 1 while integrating.*must not raise") as info:
+        ks.simulate(model, ks.Dose.bolus("10 mg"), times=T,
+                    covariates={"weight": [70.0, 90.0]})
+    assert not isinstance(info.value, SystemError)
+
+
+def test_out_of_bounds_index_in_a_boundschecked_rhs_is_named():
+    @numba.njit(boundscheck=True)
+    def oob_rhs(t, x, p, dxdt):
+        dxdt[0] = -p[1] * x[3]  # one state only
+
+    with pytest.raises(ks.SolveError, match=r"the model's rhs oob_rhs\(t, x, p, "
+                       r"dxdt\) raised IndexError: index is out of bounds for "
+                       r"subject 0"):
+        ks.simulate(_mm().with_rhs(oob_rhs), ks.Dose.bolus("10 mg"), times=T)
+
+
+def test_own_ode_kernel_returns_a_status_under_a_huge_state():
+    """A 1e300 mg bolus in domino's three states made the solver divide by a step
+    that had underflowed to 0: a ZeroDivisionError inside the parallel kernel,
+    surfacing as SystemError. Compiled with the numpy error model the kernel
+    returns (a finite result or a status) instead of raising. Called directly:
+    simulate() refuses this dose before the kernel (check_magnitude)."""
+    m = ks.load_model("domino")
+    w = np.array([70.0])
+    low = lower(m, ks.Regimen([ks.Dose.bolus("1e300 mg")]),
+                m.individual_parameters({"weight": w}, n=1), w, 1)
+    k = ode.solver(3)
+    out = np.zeros((1, 1, T.size))
+    status = np.zeros(1, dtype=np.int64)
+    steps = np.zeros(1, dtype=np.int64)
+    k.solve_population(np.ascontiguousarray(low.A[:, 0].reshape(1, -1)),
+                       np.zeros((1, 3)), low.ev_time, low.ev_cmt, low.ev_kind,
+                       low.ev_value, T, low.obs_cmt, low.obs_scale, 1e-6, 1e-9, 0,
+                       True, 100_000, out, status, steps)
+    assert status[0] in (0, 3)
+    if status[0] == 0:  # linear in the dose: 1e300 x the 1 mg result
+        ref = ks.simulate(m, ks.Dose.bolus("1 mg"), times=T).concentration.values
+        np.testing.assert_allclose(out / 1e300, ref, rtol=1e-4)
+
+
+def _draining_rhs(t, x, p, dxdt):
+    dxdt[0] = -100.0  # removes 100 mg/h whatever is left: wrong below 0 mg
+
+
+def test_negative_amount_is_status_5_not_a_silent_result():
+    model = _mm().with_rhs(_draining_rhs)
+    times = np.array([0.0, 0.05, 0.2, 1.0])
+    with pytest.raises(ks.SolveError, match=r"1 of 1 subjects failed: status 5 for "
+                       r"subject 0 \(NaN from t = 0\.2 h\): a compartment amount went "
+                       r"negative beyond the tolerance"):
+        ks.simulate(model, ks.Dose.bolus("10 mg"), times=times)
+    ds = ks.simulate(model, ks.Dose.bolus("10 mg"), times=times, errors="keep")
+    assert ds.status.item() == 5
+    c = ds.concentration.values[0, 0]
+    # 10 mg - 100 mg/h t in V = 210 L, exact for a linear-in-t amount
+    np.testing.assert_allclose(c[:2], [10 / 210 * 1000, 5 / 210 * 1000], rtol=1e-9)
+    assert np.isnan(c[2:]).all()
+
+
+def test_decay_to_zero_is_not_flagged_negative():
+    """Fast elimination over 20 half-lives ends near 0 with rounding-size values
+    of either sign; the tolerance (atol + rtol x the state's peak) lets them be."""
+    ds = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=ks.grid("72 h", "1 h"),
+                     solver="ode", ode_method="dopri5")
+    assert ds.status.item() == 0
+    ref = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=ks.grid("72 h", "1 h"))
+    np.testing.assert_allclose(ds.concentration.values, ref.concentration.values,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_solve_error_names_every_failing_subject_per_status():
+    d = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    with pytest.raises(ks.SolveError, match=r"3 of 3 subjects failed: status 1 for "
+                       r"subjects 0, 1, 2 \(NaN from t = 1 h for subject 0\): the ODE "
+                       r"solver reached max_steps.*errors='keep'"):
+        ks.simulate("domino", d, times=ks.grid("4 h", "1 h"), solver="ode",
+                    max_steps=5, covariates={"weight": [60.0, 70.0, 80.0]})
