@@ -91,18 +91,22 @@ def _check_rhs_parameters(model: Model, p: np.ndarray) -> None:
             f"produced it")
 
 
-def _kernel_exception(model, kernels, exc, span, p, x0, low, obs_scale,
+def _kernel_exception(model, kernels, exc, status, span, p, x0, low, obs_scale,
                       args) -> SolveError:
     """A SolveError for an exception raised inside the ODE kernel (by a user's
-    rhs: ketasim's own kernels never raise). The chunk is run again one subject
-    at a time, serially, to name the first subject whose integration raises."""
-    orig = exc.__cause__ or exc.__context__ if isinstance(exc, SystemError) else exc
-    orig = orig or exc
+    rhs: ketasim's own kernels never raise), re-raised by numba (``exc``, a
+    SystemError whose cause is the original) or lost in a worker thread (None;
+    ``status`` -1 marks the subjects it cut short). Those subjects are run again
+    one at a time, serially, to name the first whose integration raises."""
+    orig = exc
+    if isinstance(exc, SystemError):
+        orig = exc.__cause__ or exc.__context__ or exc
     a, b = span
     t, obs_cmt, rtol, atol, method, jac_const, max_steps = args
     subject = ""
     out = np.empty((obs_cmt.size, t.size))
-    for s in range(a, b):
+    cut = np.flatnonzero(status[a:b] == -1) + a
+    for s in (cut if cut.size else range(a, b)):
         try:
             kernels.solve_subject(p[s], x0[s], low.ev_time[s], low.ev_cmt[s],
                                   low.ev_kind[s], low.ev_value[s], t, obs_cmt,
@@ -112,6 +116,10 @@ def _kernel_exception(model, kernels, exc, span, p, x0, low, obs_scale,
             subject = f" for subject {s}"
             orig = again
             break
+    if orig is None:  # the serial run did not raise again: nothing to name
+        return SolveError(
+            f"the ODE kernel stopped early for {_subject_list(cut)} without a "
+            f"status (an exception in the model's rhs that numba did not pass on)")
     what = f"{type(orig).__name__}: {orig}" if str(orig) else type(orig).__name__
     if model.rhs is None:
         return SolveError(f"the ODE kernel raised {what}{subject}; ketasim's own "
@@ -311,8 +319,8 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         if table is not None and not isinstance(table, Mapping):
             raise TypeError(f"{arg} must be a mapping (name -> value or per-subject "
                             f"array), e.g. a dict; got {type(table).__name__}")
-    covariates = dict(covariates or {})
-    parameters = dict(parameters or {})
+    covariates = {} if covariates is None else dict(covariates)  # a DataFrame too
+    parameters = {} if parameters is None else dict(parameters)
     for name in covariates:
         if name not in KNOWN_COVARIATES:
             raise ValueError(f"unknown covariate {name!r}; known covariates: "
@@ -716,12 +724,21 @@ def simulate(
                     low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt, obs_scale[a:b],
                     float(rtol), float(atol), ODE_METHODS[ode_method], jac_const,
                     int(max_steps), buf[a:b], status[a:b], nsteps[a:b])
+                # the kernel writes every subject's status; one left at -1 was cut
+                # short by an exception in the rhs, which numba's parallel kernel
+                # does not always re-raise (from a worker thread it can be lost)
+                status[a:b] = -1
                 bar.update(b - a)
         except NumbaError as exc:
             if model.rhs is None:
                 raise
             name = getattr(model.rhs, "__name__", "rhs")
+                if (status[a:b] == -1).any():
+                    raise _kernel_exception(model, kernels, None, status, (a, b), p,
+                                            x0, low, obs_scale, args)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        except SolveError:
+            raise
             raise TypeError(
                 f"numba could not compile the model's rhs {name}(t, x, p, dxdt): "
                 f"{first} -- the rhs must be plain numeric code numba can compile "
@@ -730,7 +747,7 @@ def simulate(
         except Exception as exc:  # raised inside the kernel: by a user's rhs
             # (numba's parallel kernel wraps it in a SystemError, the original
             # as its cause)
-            raise _kernel_exception(model, kernels, exc, (a, b), p, x0, low,
+            raise _kernel_exception(model, kernels, exc, status, (a, b), p, x0, low,
                                     obs_scale, args) from exc
         solver_desc = f"ode: {ode_method} (Dormand-Prince 5(4) / Rodas4)"
         windows = None
