@@ -645,3 +645,20 @@ def test_pta_refuses_thresholds_it_cannot_compare(units, threshold, exc, message
     da = xr.DataArray(np.arange(5.0), dims="subject", attrs=attrs)
     with pytest.raises(exc, match=message):
         ks.pta(da, threshold)
+
+
+def test_scenario_of_an_ode_model_gets_its_grid_auc_not_nan():
+    """Next to an exact scenario, an ODE scenario's dose_auc is NaN padding: its
+    AUC comes from its own curves, as when it runs alone, and the method says
+    which scenario got which."""
+    t = ks.grid("1 d", "10 min")
+    dose = ks.Dose.bolus("10 mg")
+    ds = ks.run_scenarios([ks.Scenario("exact", "fanta_2015", dose, times=t),
+                           ks.Scenario("ode", "flint_2017", dose, times=t)])
+    m = ks.metrics(ds, "course")
+    alone = ks.metrics(ks.simulate("flint_2017", dose, times=t), "course")
+    np.testing.assert_allclose(m.auc.sel(scenario="ode").values, alone.auc.values,
+                               rtol=1e-12)
+    assert alone.auc.attrs["method"] == "trapezoid on the output grid"
+    assert m.auc.attrs["method"] == ("exact: exact (integrated in the kernel); ode: "
+                                     "trapezoid on the output grid")

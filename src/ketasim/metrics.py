@@ -139,9 +139,16 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
                  for s in ds.scenario.values]
         out = xr.concat(parts, dim="scenario", join="outer", coords="different",
                         compat="equals")
+        for name in ("auc", "trough"):  # exact in one scenario, on the grid in another
+            methods = [p[name].attrs.get("method") for p in parts if name in p]
+            if len(set(methods)) > 1:
+                out[name].attrs["method"] = "; ".join(
+                    f"{s}: {m}" for s, m in zip(ds.scenario.values, methods,
+                                                strict=True))
         if unit != "ng/mL":
             out.coords["molecular_weight"] = ds.molecular_weight
         return out
+    ds = _without_padding(ds)
     if above is not None:
         above, above_text = _level(ds, above, "above", unit)
     if within is not None:
@@ -246,6 +253,21 @@ def _check_input(ds) -> None:
                 f"ds.{name}.attrs['units'] = {want!r}")
         raise UnitError(f"metrics reads ds.{name} in {want}, as ks.simulate returns "
                         f"it; its units attribute is {got!r}{hint}")
+
+
+def _without_padding(ds: xr.Dataset) -> xr.Dataset:
+    """A scenario of a model without exact dose windows (ODE) inside a scenario
+    Dataset has ``dose_auc`` and ``predose`` all NaN, padding from the other
+    scenarios: drop them, so that its AUC and troughs come from its curves instead
+    of being NaN under an "exact" label. (A simulated dose always has a pre-dose
+    level; only doses after the last output time have NaN.)"""
+    if "predose" not in ds:
+        return ds
+    simulated = ds.dose_time.values <= ds.time.values[-1]
+    if simulated.any() and ds.predose.isel(dose=simulated).isnull().all() \
+            and ds.concentration.notnull().any():
+        return ds.drop_vars([v for v in ("predose", "dose_auc") if v in ds])
+    return ds
 
 
 def _molecular_weights(ds: xr.Dataset, why: str) -> np.ndarray:
