@@ -41,12 +41,13 @@ def test_perez_ruixo_nasal_dose_is_one_device():
     for bad, got in (("56 mg", "got 56 mg"), ("0.4 mg/kg", "got 0.4 mg/kg")):
         with pytest.raises(ks.DoseError, match=rf"takes one 28-mg device per Dose.*"
                            rf"{got}\. Give one Dose per device"):
-            ks.simulate(m, Dose.bolus(bad, route="intranasal"))
-    ks.simulate(m, Dose.bolus("28 mg", route="intranasal"))  # one device: fine
+            ks.simulate(m, Dose.bolus(bad, route="intranasal", device=1))
+    ks.simulate(m, Dose.bolus("28 mg", route="intranasal", device=1))  # fine
     # the label's salt amount, 32.3 mg HCl, is 28.005 mg of base: one device
-    ks.simulate(m, Dose.bolus("32.3 mg", route="intranasal", salt="hcl"))
+    ks.simulate(m, Dose.bolus("32.3 mg", route="intranasal", salt="hcl", device=1))
     with pytest.raises(ks.DoseError, match=r"got 28.61 mg of base \(from 33 mg hcl\)"):
-        ks.simulate(m, Dose.bolus("33 mg", route="intranasal", salt="hcl"))
+        ks.simulate(m, Dose.bolus("33 mg", route="intranasal", salt="hcl",
+                                  device=1))
 
 
 def test_perez_ruixo_oral_and_clearance():

@@ -43,6 +43,19 @@ def is_whole(value) -> bool:
         value, bool | np.bool_)
 
 
+def is_table(value) -> bool:
+    """A mapping of name -> values: a dict, an xarray Dataset, or a pandas
+    DataFrame (its columns), which is not a ``Mapping`` but reads as one."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return True
+    import sys
+
+    pd = sys.modules.get("pandas")  # a DataFrame exists only if pandas is loaded
+    return pd is not None and isinstance(value, pd.DataFrame)
+
+
 def is_real(value) -> bool:
     """A Python or NumPy real number (not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)

@@ -120,11 +120,13 @@ class Population:
 
     def __post_init__(self):
         from ._validate import (
+            COVARIATE_RANGES,
             check_bool,
             check_derived_weight,
             check_proportion,
             covariate_values,
             finite_number,
+            is_table,
             is_whole,
         )
 
@@ -144,7 +146,7 @@ class Population:
             raise TypeError(f"age must be a (low, high) range in years such as "
                             f"(18, 65); got {self.age!r}")
         lo, hi = (finite_number(v, f"age[{i}]") for i, v in enumerate(self.age))
-        amax = 120.0  # _validate.COVARIATE_RANGES["age"]
+        amax = COVARIATE_RANGES["age"][1]
         if not 0 <= lo <= hi <= amax:
             raise ValueError(f"age must be (low, high) years with 0 <= low <= high <= "
                              f"{amax:g}; got {self.age!r}")
@@ -152,7 +154,7 @@ class Population:
         for name in ("iiv", "iov"):  # Population(iiv="no") must not mean yes
             object.__setattr__(self, name, check_bool(getattr(self, name), name))
         if self.covariates is not None:
-            if not isinstance(self.covariates, Mapping):
+            if not is_table(self.covariates):
                 raise TypeError(f"covariates must be a mapping (name -> array of "
                                 f"{self.n} values), e.g. a dict or a DataFrame's "
                                 f"columns; got {type(self.covariates).__name__}")

@@ -313,10 +313,15 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
     ``name + "/kg"`` -> values per kg of body weight, which
     ``Model.individual_parameters`` multiplies by each subject's weight (a
     population's patients have theirs only there)."""
-    from ._validate import check_derived_weight, covariate_values, parameter_values
+    from ._validate import (
+        check_derived_weight,
+        covariate_values,
+        is_table,
+        parameter_values,
+    )
 
     for arg, table in (("covariates", covariates), ("parameters", parameters)):
-        if table is not None and not isinstance(table, Mapping):
+        if table is not None and not is_table(table):
             raise TypeError(f"{arg} must be a mapping (name -> value or per-subject "
                             f"array), e.g. a dict; got {type(table).__name__}")
     covariates = {} if covariates is None else dict(covariates)  # a DataFrame too
@@ -719,26 +724,26 @@ def simulate(
         a = b = 0
         try:
             for a, b, bar in _chunks(n, n * 3000, progress, "integrating"):
+                # the kernel writes every subject's status; one left at -1 was cut
+                # short by an exception in the rhs, which numba's parallel kernel
+                # does not always re-raise (from a worker thread it can be lost)
+                status[a:b] = -1
                 kernels.solve_population(
                     p[a:b], x0[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
                     low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt, obs_scale[a:b],
                     float(rtol), float(atol), ODE_METHODS[ode_method], jac_const,
                     int(max_steps), buf[a:b], status[a:b], nsteps[a:b])
-                # the kernel writes every subject's status; one left at -1 was cut
-                # short by an exception in the rhs, which numba's parallel kernel
-                # does not always re-raise (from a worker thread it can be lost)
-                status[a:b] = -1
+                if (status[a:b] == -1).any():
+                    raise _kernel_exception(model, kernels, None, status, (a, b), p,
+                                            x0, low, obs_scale, args)
                 bar.update(b - a)
+        except SolveError:
+            raise
         except NumbaError as exc:
             if model.rhs is None:
                 raise
             name = getattr(model.rhs, "__name__", "rhs")
-                if (status[a:b] == -1).any():
-                    raise _kernel_exception(model, kernels, None, status, (a, b), p,
-                                            x0, low, obs_scale, args)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        except SolveError:
-            raise
             raise TypeError(
                 f"numba could not compile the model's rhs {name}(t, x, p, dxdt): "
                 f"{first} -- the rhs must be plain numeric code numba can compile "
