@@ -10,7 +10,11 @@ import xarray as xr
 
 import ketasim as ks
 from ketasim.cli import main
+from ketasim.dosing import DoseError
+from ketasim.modelfile import ModelFileError
 from ketasim.plotting import plot_bands, plot_exposure, plot_scenarios
+from ketasim.scenariofile import ScenarioFileError
+from ketasim.units import UnitError
 
 
 def test_demo_writes_outputs(tmp_path, capsys):
@@ -33,6 +37,87 @@ def test_models_command(capsys):
 def test_bad_model_exit_code(tmp_path, capsys):
     assert main(["demo", "--model", "nope", "--out-dir", str(tmp_path)]) == 1
     assert "no bundled model 'nope'" in capsys.readouterr().err
+
+
+def _files(tmp_path):
+    (tmp_path / "model.toml").write_text("schema_version = 1\n")
+    (tmp_path / "scenarios.toml").write_text('title = "x"\n')
+    return str(tmp_path / "model.toml"), str(tmp_path / "scenarios.toml")
+
+
+# (command line, error class ketasim raises, the message printed after "ketasim:
+# error: "); {model}/{scenarios} are broken files, {missing} a file that is not there
+CLI_ERRORS = [
+    (["simulate", "--dose", "5 mg", "--route", "nasal", "--n", "2"], DoseError,
+     "doses[0] uses route 'nasal', which model 'clements_nimmo_1981' does not "
+     "define; its routes are intranasal, iv, oral, sublingual"),
+    (["simulate", "--dose", "5 parsecs", "--n", "2"], UnitError,
+     "amount '5 parsecs': unknown unit 'parsecs' in 'parsecs'; known units: L, d,"),
+    (["simulate", "--dose", "5 mg", "--model", "{model}"], ModelFileError,
+     "{model}: [id] is missing — add `id = ...`"),
+    (["run", "{scenarios}"], ScenarioFileError,
+     "{scenarios}: [schema_version] is missing — add `schema_version = ...`"),
+    (["simulate", "--dose", "5 mg", "--horizon", "-5 h", "--n", "2"], ValueError,
+     "--horizon must be a positive time such as '24 h'; got '-5 h'"),
+    (["run", "{missing}"], FileNotFoundError, "No such file or directory: {missing}"),
+    (["demo", "--model", "{missing}"], FileNotFoundError,
+     "No such file or directory: {missing}"),
+]
+
+
+@pytest.mark.parametrize("argv, cls, message", CLI_ERRORS)
+def test_every_ketasim_error_is_one_line(tmp_path, capsys, argv, cls, message):
+    model, scenarios = _files(tmp_path)
+    names = {"model": model, "scenarios": scenarios,
+             "missing": str(tmp_path / "missing.toml")}
+    argv = [a.format(**names) for a in argv]
+    message = message.format(**names)
+    with pytest.raises(cls) as info:  # --traceback: the error itself, raised
+        main(["--traceback", *argv])
+    assert type(info.value) is cls
+    capsys.readouterr()
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert out.err.startswith(f"ketasim: error: {message}")
+    assert out.err.count("\n") == 1 and "Traceback" not in out.err
+
+
+@pytest.mark.parametrize("cls", [ks.SolveError, TypeError, ValueError])
+def test_solve_and_type_errors_are_one_line(monkeypatch, capsys, cls):
+    """A SolveError (whose message may run over several lines) and a TypeError
+    from validation print one line too; simulate is replaced to raise them."""
+    def fails(*args, **kwargs):
+        raise cls("2 of 5 subjects failed:\n  status 1 for subjects 0, 3")
+
+    monkeypatch.setattr(ks, "simulate", fails)
+    assert main(["simulate", "--dose", "5 mg", "--n", "5"]) == 1
+    assert capsys.readouterr().err == ("ketasim: error: 2 of 5 subjects failed: status "
+                                       "1 for subjects 0, 3\n")
+
+
+def test_unexpected_exception_keeps_its_traceback(monkeypatch):
+    """A KeyError is not a ketasim error but a bug: it is not reduced to a line."""
+    def bug(*args, **kwargs):
+        raise KeyError("parameter")
+
+    monkeypatch.setattr(ks, "simulate", bug)
+    with pytest.raises(KeyError, match="parameter"):
+        main(["simulate", "--dose", "5 mg", "--n", "5"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate"], "the following arguments are required: --dose (see 'ketasim "
+     "simulate --help')"),
+    (["simulate", "--dose", "5 mg", "--n", "x"], "argument --n: invalid int value: "
+     "'x' (see 'ketasim simulate --help')"),
+    (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
+    (["simulate", "--dose", "5 mg", "--every", "1 d"], "--every and --count go "
+     "together: --every '3.5 d' --count 4 gives four doses 3.5 days apart"),
+])
+def test_usage_errors_exit_2_on_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ketasim: error: {message}") and err.count("\n") == 1
 
 
 def test_figures_are_labelled():
