@@ -662,3 +662,14 @@ def test_scenario_of_an_ode_model_gets_its_grid_auc_not_nan():
     assert alone.auc.attrs["method"] == "trapezoid on the output grid"
     assert m.auc.attrs["method"] == ("exact: exact (integrated in the kernel); ode: "
                                      "trapezoid on the output grid")
+
+
+def test_metrics_mode_refuses_a_molar_level():
+    """The streaming kernel compares every analyte with one ng/mL level; a molar
+    level is a different mass level per analyte, so it is refused with the way to
+    get it (post-hoc metrics take it)."""
+    with pytest.raises(ks.UnitError, match=r"above='400 nmol/L' is a molar level; in "
+                       r"output='metrics' above= is one level in ng/mL for every "
+                       r"analyte .*ks.metrics\(ds, 'dose', above='400 nmol/L'\)"):
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[0.0, 1.0],
+                    output="metrics", above="400 nmol/L")

@@ -887,7 +887,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     pre = np.full(shape, np.nan)
     aucs = np.full((n, K, W + 1), np.nan)
     status = np.zeros(n, dtype=np.int64)
-    level = np.nan if above is None else to_ng_per_ml(above, what="above")
+    level = np.nan if above is None else _metrics_level(above)
     covs: dict[str, np.ndarray] = {}
     with Bar(n, "simulating (metrics)", show(progress, n * t.size > 5e7)) as bar:
         for a in range(0, n, chunk):
@@ -966,6 +966,28 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
         attrs["population"] = repr(population)
     return xr.Dataset({k: _var(*v) for k, v in data.items()}, coords=_coords(coords),
                       attrs=attrs)
+
+
+def _metrics_level(above) -> float:
+    """The time-above level of metrics mode: one level in ng/mL for every analyte
+    (the kernel's), so a molar level, a different mass level per analyte, is
+    refused here with the way to get it."""
+    if isinstance(above, str):
+        from .units import UnitError
+
+        try:
+            molar = parse_unit(parse_quantity(above, what="above",
+                                              default_unit="ng/mL").unit
+                               ).dimension == "molar concentration"
+        except UnitError:
+            molar = False  # to_ng_per_ml says what is wrong
+        if molar:
+            raise UnitError(
+                f"above={above!r} is a molar level; in output='metrics' above= is "
+                f"one level in ng/mL for every analyte (a molar level is a different "
+                f"mass level per analyte). Give it in ng/mL, or simulate the curves "
+                f"and use ks.metrics(ds, 'dose', above={above!r})")
+    return to_ng_per_ml(above, what="above")
 
 
 def _population_params(model, regimen, population, parameters, idx=None,
