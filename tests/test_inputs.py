@@ -93,9 +93,10 @@ def test_units_in_metrics_mode_and_dask_chunks_match_the_plain_run():
     np.testing.assert_array_equal(c.concentration.values, a.concentration.values)
 
 
-def test_bare_fraction_and_canonical_unit_are_accepted():
+@pytest.mark.parametrize("f_in", [0.5, "50 %", (50, "%")])
+def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
     ds = ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg", route="intranasal"),
-                     times=T, parameters={"F_IN": 0.5, "ka_IN": 3})
+                     times=T, parameters={"F_IN": f_in, "ka_IN": 3})
     assert ds.parameters.sel(parameter="F_IN").item() == 0.5
     assert ds.parameters.sel(parameter="ka_IN").item() == 3.0
 
@@ -117,8 +118,9 @@ def test_bare_fraction_and_canonical_unit_are_accepted():
      r"parameters\['V1'\] = '80 L/h' is a clearance, but V1 is a volume in model "
      r"'domino' \(typical 0.063 L/kg\); give it in L or L/kg"),
     ("domino", {"F_IN": "0.5 1/kg"}, UnitError,
-     r"parameters\['F_IN'\] = '0.5 1/kg' is a dimensionless per kg, but F_IN is a "
-     r"dimensionless in model 'domino'"),
+     r"parameters\['F_IN'\] = '0.5 1/kg' is a fraction \(dimensionless\) per kg, "
+     r"but F_IN is a fraction \(dimensionless\) in model 'domino' \(typical 0.48 "
+     r"1\); give a bare number in \[0, 1\] \(or a percentage, '50 %'\)"),
     ("domino", {"V1": "5 Lx"}, UnitError,
      r"parameters\['V1'\] = '5 Lx': unknown unit 'Lx'"),
     ("domino", {"V1": "five L"}, UnitError,
@@ -138,7 +140,8 @@ def test_bare_fraction_and_canonical_unit_are_accepted():
     ("domino", {"k10": "-1 1/h"}, ValueError,
      r"parameters\['k10'\] is a rate constant and must be > 0; got -1 1/h"),
     ("domino", {"F_IN": -0.1}, ValueError,
-     r"parameters\['F_IN'\] is a dimensionless and must be >= 0; got -0.1"),
+     r"parameters\['F_IN'\] is a fraction \(dimensionless\) and must be >= 0; got "
+     r"-0.1"),
     ("perez_ruixo_2021", {"FRn_dose": 1.2}, ValueError,
      r"parameters\['FRn_dose'\] is a fraction of a dose or a flow .* must be <= 1; "
      r"got 1.2 \(subject 0\)"),

@@ -153,6 +153,11 @@ def finite_number(value, what: str) -> float:
     return v
 
 
+def noun(dimension: str) -> str:
+    """A dimension's name as a noun for messages ("a fraction", "a clearance")."""
+    return "fraction (dimensionless)" if dimension == "dimensionless" else dimension
+
+
 def _shown(value) -> str:
     """A short, readable rendering of a user's value for a message."""
     a = np.asarray(value) if not isinstance(value, str) else None
@@ -242,11 +247,13 @@ def parameter_values(model, name: str, value) -> tuple[np.ndarray, bool]:
         raise UnitError(f"{what} = {_shown(value)}: {exc}") from None
     if u.dimension != p.dimension or u.dims[3] not in (0, -1) or (
             u.per_kg and p.dimension == "dimensionless"):
-        kind = (f"a {u.dimension}" if u.dimension else "a quantity of another kind")
+        kind = (f"a {noun(u.dimension)}" if u.dimension
+                else "a quantity of another kind")
         if u.per_kg and u.dimension:
             kind += " per kg"
+        fix = (f"give it in {base} or {base}/kg" if p.dimension != "dimensionless"
+               else "give a bare number in [0, 1] (or a percentage, '50 %')")
         raise UnitError(f"{what} = {_shown(value)} is {kind}, but {name} is a "
-                        f"{p.dimension} in model {model.id!r} (typical {typical}); "
-                        f"give it in {base}" + (f" or {base}/kg" if p.dimension !=
-                                                "dimensionless" else ""))
+                        f"{noun(p.dimension)} in model {model.id!r} (typical "
+                        f"{typical}); {fix}")
     return a * u.factor, u.per_kg

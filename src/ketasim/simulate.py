@@ -317,6 +317,7 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         check_derived_weight,
         covariate_values,
         is_table,
+        noun,
         parameter_values,
     )
 
@@ -382,7 +383,7 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         if np.any(v <= 0) if strict else np.any(v < 0):
             i = int(np.argmax(v <= 0 if strict else v < 0))
             why = ("a mean transit time" if name in mtt and p.dimension == "time"
-                   else f"a {p.dimension}")
+                   else f"a {noun(p.dimension)}")
             raise ValueError(f"parameters[{name!r}] is {why} and must be "
                              f"{'> 0' if strict else '>= 0'}; got {v[i]:g} {unit} "
                              f"(subject {i})")
