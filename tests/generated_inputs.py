@@ -337,7 +337,9 @@ def doses(draw):
             ("35 mL", _I), ("35 min", _I), ("35 kg", _I), ("lots", _I), (None, _I),
             (True, _I), ([35, "mg"], _I), ((NAN, "mg"), _I), ((-1, "mg/kg"), _I),
             ("1e307 mg", _E), ("35 mg/L", _I), ("35", _I), ((35, "L"), _I),
-            ("0.5 mg/kg/h", _I)]))
+            ("0.5 mg/kg/h", _I), (("5 min", "mg"), _I), ((35, 3), _I),
+            (Quantity("abc", "mg"), _I), (Quantity(35.0, "furlong"), _I),
+            ("35 furlongs", _I), ("35 mg extra", _I), ((35, "mg/kg/kg"), _I)]))
     elif bad == "route":
         route_arg, expect = draw(st.sampled_from([
             ("rectal", _I), ("", _I), (None, _I), (3, _I), ("IV", _I)]))
@@ -436,8 +438,9 @@ def regimens(draw):
         after = draw(st.sampled_from([0, "3 d", 12.0]))
         expect, field_ = "valid", ("after",)
         if bad:
-            after = draw(st.sampled_from([-1, "-3 d", NAN, "3 mg", "later", None]))
-            expect = _I
+            after, expect = draw(st.sampled_from([
+                (-1, _E), ("-3 d", _E), (NAN, _I), ("3 mg", _I), ("later", _I),
+                (None, _I)]))
         label = ("six_infusion_course(sessions=1).then(boosters(count=1), "
                  f"after={after!r})")
 
@@ -705,8 +708,8 @@ def _string_mutations(d: dict, path: tuple, value) -> list[tuple[str, object, st
         return [("undefined", "zzz", _I), ("number 0.5", 0.5, _E),
                 ("number 1.5", 1.5, _I), ("number -0.5", -0.5, _I),
                 ("nan", NAN, _I), ("inf", INF, _I)]
-    if leaf == "key":
-        return [("number", 3, _I), ("other key", "zzz", _E)]
+    if leaf == "key":  # a renamed key breaks the entries citing it: they are named
+        return [("number", 3, _I), ("other key", "zzz-renamed", _E)]
     return [("number", 3, _I), ("empty", "", _I), ("undefined", "zzz", _I)]
 
 
@@ -805,6 +808,8 @@ def model_mutations(draw):
         fields = (str(path[-1]), _fmt_path(path))
     else:
         fields = _field_names(path)
+    if value == "zzz-renamed":
+        fields = (*fields, value)
     shown = "<deleted>" if label == "removed" else repr(value)
     area = "modelfile.py / model.py"
 

@@ -66,7 +66,19 @@ CASES = [
     (("scenarios", 0, "regimen", "after"), "1 d", "[scenarios[0].regimen.after] "
      "applies to a `then` continuation"),
     (("population", "seed"), -1, "seed must be a whole number >= 0"),
-    (("scenarios", 0, "model"), "nope", "[scenarios[0].model] no bundled model"),
+    (("scenarios", 0, "model"), "nope", "[scenarios[0].model] cannot load model "
+     "'nope': no bundled model"),
+    (("scenarios", 0, "model"), "", "[scenarios[0].model] is empty"),
+    (("scenarios", 0, "model"), ".", "[scenarios[0].model] cannot load model '.': "
+     "[Errno 21] Is a directory"),
+    (("population", "age"), ["a", "b"], "[population.age] must be [low, high] years "
+     "(two numbers); got ['a', 'b']"),
+    (("population", "age"), [True, 40], "[population.age] must be [low, high] years "
+     "(two numbers); got [True, 40]"),
+    (("output", "step"), "0 min", "[output] end = '2 d', step = '0 min': step must "
+     "be a positive time"),
+    (("scenarios", 0, "regimen"), {"protocol": "doses", "doses": []},
+     "[scenarios[0].regimen.doses] is empty"),
     (("scenarios", 0, "regimen", "protocol"), "weekly", "[scenarios[0].regimen."
      "protocol] must be one of"),
     (("scenarios", 0, "regimen", "sessions"), "six", "[scenarios[0].regimen."
@@ -123,8 +135,8 @@ def test_cli_simulate(tmp_path, capsys):
     assert "Cmax (ng/mL)" in out and "20 patients" in out
     assert main(["simulate", "--dose", "5 mg", "--route", "rectal"]) == 1
     assert "does not define" in capsys.readouterr().err
-    for flags in (["--count", "3"], ["--every", "1 d"]):
-        assert main(["simulate", "--dose", "5 mg", *flags]) == 1
+    for flags in (["--count", "3"], ["--every", "1 d"]):  # a usage error: exit 2
+        assert main(["simulate", "--dose", "5 mg", *flags]) == 2
         assert "--every and --count go together" in capsys.readouterr().err
     assert main(["simulate", "--dose", "5 mg", "--horizon", "-1 h"]) == 1
     assert "--horizon must be a positive time" in capsys.readouterr().err

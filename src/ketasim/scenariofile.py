@@ -108,6 +108,9 @@ def _regimen(t: _T) -> Regimen:
                "after")
     if proto == "doses":
         items = t.take("doses", list)
+        if not items:  # a scenario without doses would simulate zeros silently
+            t.fail("is empty", "doses", "add at least one [[....doses]] table with "
+                   "an amount")
         doses = [_dose(_T(d, f"{t.path}.doses[{i}]", t.file))
                  for i, d in enumerate(items)]
         reg = _call(t, Regimen, doses=doses)
@@ -157,8 +160,10 @@ def _population(t: _T, base: dict | None) -> Population | None:
             spec[key] = v
     age = t.take("age", list, required=False)
     if age is not None:
-        if len(age) != 2:
-            t.fail(f"must be [low, high] years; got {age!r}", "age")
+        if len(age) != 2 or not all(isinstance(a, int | float) and
+                                    not isinstance(a, bool) for a in age):
+            t.fail(f"must be [low, high] years (two numbers); got {age!r}", "age",
+                   "e.g. age = [18, 65]")
         spec["age"] = (float(age[0]), float(age[1]))
     t.done()
     if not spec:
@@ -203,7 +208,10 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         above = _call(o, to_ng_per_ml, value=above, what="output.above")
     analyte = o.take("analyte", str, required=False)
     o.done()
-    times = _call(o, grid, end=end, step=step)
+    try:
+        times = grid(end=end, step=step)
+    except (ValueError, TypeError) as exc:  # name both keys: either may be at fault
+        o.fail(f"end = {end!r}, step = {step!r}: {exc}")
     base = None
     pop_default = None
     if "population" in data:
@@ -215,11 +223,16 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         t = _T(item, f"scenarios[{i}]", p)
         name = t.take("name", str)
         mref = t.take("model", str)
+        if not mref.strip():
+            t.fail("is empty", "model", "give a bundled model name such as "
+                   "'domino' or the path of a .toml model file")
         cand = p.parent / mref
         try:
             model = load_model(cand if mref.endswith(".toml") else mref)
-        except FileNotFoundError as exc:
-            t.fail(str(exc), "model")
+        except OSError as exc:  # no such file, a directory, unreadable
+            t.fail(f"cannot load model {mref!r}: {exc}", "model",
+                   "give a bundled model name such as 'domino' or the path of a "
+                   ".toml model file, relative to the scenario file")
         reg = _regimen(_T(t.take("regimen", dict), f"scenarios[{i}].regimen", p))
         pop = pop_default
         if "population" in item:

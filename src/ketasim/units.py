@@ -192,22 +192,57 @@ class Quantity:
 _QTY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S.*)?$")
 
 
+def _unit_for(unit, *, what: str, value) -> Unit:
+    """``parse_unit(unit)``, its error prefixed with the argument it came from."""
+    try:
+        return parse_unit(unit)
+    except UnitError as exc:
+        raise UnitError(f"{what} {value!r}: {exc}") from None
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quantity:
-    """Read ``"40 min"``, ``"0.5 mg/kg"``, ``(40, "min")`` or a bare number.
+    """Read ``"40 min"``, ``"0.5 mg/kg"``, ``(40, "min")``, a :class:`Quantity` or a
+    bare number.
 
     A bare number takes ``default_unit``; when that is ``None`` a unit is required.
-    ``what`` names the argument in error messages.
+    ``what`` names the argument in error messages. The number of a ``(number,
+    unit)`` pair or a Quantity must be a number (or a string holding only one):
+    ``("5 mg", "mg/kg")`` is refused rather than read with one of its two units
+    dropped. Finiteness and ranges are
+    the caller's to check.
+
+    Raises
+    ------
+    UnitError
+        An unknown unit or unreadable string, naming ``what``.
+    TypeError
+        Neither a number, a string, a pair nor a Quantity, naming ``what``.
     """
     if isinstance(value, Quantity):
+        if not _is_number(value.value):
+            raise TypeError(f"{what} {value!r}: the value of a Quantity must be a "
+                            f"number; got {type(value.value).__name__} "
+                            f"{value.value!r}")
+        _unit_for(value.unit, what=what, value=value)
         return value
     if isinstance(value, bool):
         raise TypeError(f"{what} must be a number or a string with a unit such as "
                         f"'40 min'; got {value!r} (bool)")
     if isinstance(value, tuple) and len(value) == 2:
         num, unit = value
-        q = parse_quantity(num, what=what, default_unit=unit)
-        parse_unit(q.unit)
-        return q
+        bare = _QTY.match(num) if isinstance(num, str) else None
+        if bare is not None and not bare.group(2):  # ("40", "min"): a plain number
+            num = float(bare.group(1))
+        if not _is_number(num):
+            raise TypeError(f"{what} {value!r}: a (number, unit) pair needs a number "
+                            f"first, such as (40, 'min'); got {type(num).__name__} "
+                            f"{num!r}")
+        _unit_for(unit, what=what, value=value)
+        return Quantity(num, unit)
     if isinstance(value, str):
         m = _QTY.match(value)
         if m is None:
@@ -217,7 +252,7 @@ def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quan
         unit = m.group(2).strip() if m.group(2) else default_unit
         if unit is None:
             raise UnitError(f"{what} {value!r} has no unit; write e.g. '{num:g} mg'")
-        parse_unit(unit)
+        _unit_for(unit, what=what, value=value)
         return Quantity(num, unit)
     try:
         num = float(value)
