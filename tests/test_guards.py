@@ -264,3 +264,31 @@ def test_solve_error_names_every_failing_subject_per_status():
                        r"solver reached max_steps.*errors='keep'"):
         ks.simulate("domino", d, times=ks.grid("4 h", "1 h"), solver="ode",
                     max_steps=5, covariates={"weight": [60.0, 70.0, 80.0]})
+
+
+def test_non_finite_rhs_parameter_is_named():
+    """The parameter vectors a user rhs receives are checked before the kernel
+    (called directly: the parameter checks upstream refuse such values first)."""
+    model = _mm()
+    p = np.array([[210.0, 40.0, 0.15], [210.0, np.inf, 0.15], [210.0, np.inf, 0.15]])
+    with pytest.raises(ValueError, match=r"parameter 'Vmax' is inf for subjects 1, 2; "
+                       r"the model's rhs needs finite parameter values"):
+        sim._check_rhs_parameters(model, p)
+    sim._check_rhs_parameters(model, p[:1])  # finite: passes
+
+
+def test_backstop_refuses_a_non_compartmental_matrix():
+    """A negative off-diagonal entry no single flow explains (here: written into
+    the lowered matrix directly) is still refused, with the matrix."""
+    from ketasim._lower import _check_rates
+
+    m = ks.load_model("domino")
+    p, w = _params(m, 2)
+    low = lower(m, ks.Regimen([ks.Dose.bolus("5 mg")]), p, w, 2)
+    A = low.A.copy()
+    A[1, 0, 1, 0] = -1.0
+    with pytest.raises(ValueError, match=r"the rate matrix of subject 1 is not finite "
+                       r"and compartmental \(off-diagonal entries >= 0, diagonal <= "
+                       r"0\)"):
+        _check_rates(m, [p], A, low.compartments, 2)
+    _check_rates(m, [p], low.A, low.compartments, 2)
