@@ -113,11 +113,11 @@ def _check_rates(model: Model, occ_params: list, A: np.ndarray, keep, n: int) ->
                 f"and the overrides or covariates that produced them")
     # boolean temporaries only (1/8 of A's size; no copy of A for 1e6 subjects)
     finite = np.isfinite(A).all(axis=(2, 3))
-    diag = np.diagonal(A, axis1=2, axis2=3)
-    off = A.copy()
+    negative = A < 0
     ii = np.arange(A.shape[-1])
-    off[:, :, ii, ii] = 0.0
-    ok = finite & (diag <= 0).all(axis=2) & (off >= 0).all(axis=(2, 3))
+    negative[:, :, ii, ii] = False  # diagonal entries are outflows: <= 0
+    ok = (finite & ~negative.any(axis=(2, 3))
+          & ~(np.diagonal(A, axis1=2, axis2=3) > 0).any(axis=2))
     if not ok.all():
         bad = ~ok.all(axis=1)
         s = int(np.argmax(bad))
