@@ -40,8 +40,16 @@ _STATUS = {
 
 
 class SolveError(RuntimeError):
-    """A kernel reported failure for one or more subjects (``status`` codes, see
-    ``_STATUS``), or a user's rhs raised an exception inside the ODE kernel."""
+    """A kernel reported failure for one or more subjects, or a user's rhs raised
+    an exception inside the ODE kernel.
+
+    Status codes (``status`` in a result kept with ``errors="keep"``): 1 the ODE
+    solver reached ``max_steps``; 2 its step size underflowed; 3 a state became
+    non-finite; 4 the exact propagation gave a non-finite value; 5 an amount went
+    negative beyond the tolerance, below -(atol + rtol × that state's largest
+    magnitude so far in the subject's run), after an accepted ODE step. The values
+    of a failed subject are NaN from the failure on. An exception in a user rhs
+    has no status: it raises SolveError whatever ``errors`` says."""
 
 
 def _subject_list(idx: np.ndarray, limit: int = 5) -> str:
