@@ -103,6 +103,21 @@ def test_generated_nonmem_tables(case):
     check(case)
 
 
+@pytest.mark.parametrize("name", list(gi.GENERATORS))
+def test_generators_make_valid_and_invalid_inputs(name):
+    """Each generator draws inputs that must be refused and inputs that may be
+    accepted (drawing runs nothing), so a passing run is not vacuous."""
+    seen = set()
+
+    @settings(SMALL, max_examples=60)
+    @given(case=gi.GENERATORS[name]())
+    def collect(case):
+        seen.add(case.expect)
+
+    collect()
+    assert "invalid" in seen and seen & {"valid", "either"}, seen
+
+
 @pytest.mark.parametrize("kind,message", [
     ("silent-acceptance", "accepted"),
     ("refused-unnamed", "status 4: check the parameters"),
