@@ -91,7 +91,9 @@ def _check_rates(model: Model, occ_params: list, A: np.ndarray, keep, n: int) ->
                 continue
             k = _flow_rates(model, f, params, n)
             frac = np.broadcast_to(model.value_of(f.fraction, params, n, 1.0), (n,))
-            wrong = ~(np.isfinite(k) & (k >= 0) & (frac >= 0) & (frac <= 1))
+            # a fraction the model file declares may exceed 1 (above_one) may
+            top = np.inf if f.fraction in model.fractions_above_one else 1.0
+            wrong = ~(np.isfinite(k) & (k >= 0) & (frac >= 0) & (frac <= top))
             if not wrong.any():
                 continue
             s = int(np.argmax(wrong))
