@@ -912,6 +912,7 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
             for k, v in cov.items():
                 covs.setdefault(k, np.empty(n))[a:b] = v
             low = lower(model, regimen, params, cov["weight"], b - a, markers=True)
+            check_magnitude(model, regimen, low, t[-1])  # an overflow, by name
             A, auc_cmt, auc_scale = with_auc(low)
             obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
             obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
