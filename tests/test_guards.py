@@ -292,3 +292,9 @@ def test_backstop_refuses_a_non_compartmental_matrix():
                        r"0\)"):
         _check_rates(m, [p], A, low.compartments, 2)
     _check_rates(m, [p], low.A, low.compartments, 2)
+
+
+def test_overflowing_dose_is_refused_in_metrics_mode_too():
+    with pytest.raises(DoseError, match=r"doses\[0\] \(1e\+307 mg by route 'iv' at 0 "
+                       r"h\) gives 1e\+307 mg to subject 0"):
+        ks.simulate("domino", ks.Dose.bolus("1e307 mg"), times=T, output="metrics")
