@@ -649,7 +649,7 @@ def model_category(d: dict, path: tuple) -> str | None:
             return "finite"
         if dim == "dimensionless":
             if "above_one" in d["parameters"][path[1]]:  # an apparent fraction the
-                return "positive"  # file lets exceed 1, with its reason
+                return "nonnegative"  # file lets exceed 1, with its reason
             return "fraction" if path[1] in _fraction_parameters(d) else "finite"
         return "positive"
     if top in ("variability", "residual"):
