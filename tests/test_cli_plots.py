@@ -113,6 +113,8 @@ def test_unexpected_exception_keeps_its_traceback(monkeypatch):
     (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
     (["simulate", "--dose", "5 mg", "--every", "1 d"], "--every and --count go "
      "together: --every '3.5 d' --count 4 gives four doses 3.5 days apart"),
+    (["simulate", "--dose", "5 mg", "--duration", "40 min", "--device", "1"],
+     "--device applies to nasal-spray devices, not to an infusion (--duration)"),
 ])
 def test_usage_errors_exit_2_on_one_line(capsys, argv, message):
     assert main(argv) == 2
@@ -198,3 +200,14 @@ def test_saved_run_reopens_with_attributes_and_replots(tmp_path):
         fig = plot_bands(back)
         assert fig.axes[0].get_ylabel() == "ketamine (ng/mL)"
         back.close()
+
+
+def test_device_option_runs_a_per_device_spray(capsys):
+    """perez_ruixo_2021's intranasal route absorbs per device: without --device
+    the dose is refused (it used to count as device 1); with it, it runs."""
+    argv = ["simulate", "--model", "perez_ruixo_2021", "--route", "intranasal",
+            "--dose", "28 mg", "--n", "3", "--horizon", "2 h"]
+    assert main(argv) == 1
+    assert "device=" in capsys.readouterr().err
+    assert main([*argv, "--device", "1"]) == 0
+    assert "1 dose(s) of Dose(28 mg intranasal" in capsys.readouterr().out

@@ -373,3 +373,17 @@ def test_esketamine_induction_sets_devices():
     assert [d.device for d in reg][:3] == [1, 2, 1]
     ds = ks.simulate("perez_ruixo_2021", reg, times=ks.grid("4 d", "1 h"))
     assert ds.status.item() == 0
+
+
+def test_mg_per_kg_dose_without_any_weight_is_refused(tmp_path):
+    """A model without a weight covariate and no weight given: an mg/kg dose used
+    to be scaled by a silent 70 kg; now it names the dose and asks for a weight."""
+    m = one_compartment(tmp_path)
+    with pytest.raises(DoseError, match=r"doses\[0\] .* is per kg, but no body weight "
+                       r"is known: model 'one' has no weight covariate and none was "
+                       r"given\. Pass covariates=\{'weight': 70\} \(kg\)"):
+        ks.simulate(m, Dose.bolus("1 mg/kg"), times=T)
+    got = ks.simulate(m, Dose.bolus("1 mg/kg"), times=T, covariates={"weight": 80})
+    np.testing.assert_allclose(got.concentration.values[0, 0], _exact(10.0, 50.0, 80.0),
+                               rtol=1e-12)
+    assert np.isnan(ks.simulate(m, Dose.bolus("5 mg"), times=T).weight.values).all()

@@ -297,6 +297,12 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
             kinds.append(np.full(n, MARK, dtype=np.int64))
             values.append(np.full(n, float(di)))
         mg = np.full(n, d.amount * d.base_factor * drug_factor(model, di, d))
+        if d.per_kg and np.isnan(weight).any():
+            raise DoseError(
+                f"{_dose_text(di, d)} is per kg, but no body weight is known: model "
+                f"{model.id!r} has no weight covariate and none was given. Pass "
+                f"covariates={{'weight': 70}} (kg) or a Population, or give the dose "
+                f"in mg")
         if d.per_kg:
             with np.errstate(over="ignore", invalid="ignore"):
                 mg = mg * weight

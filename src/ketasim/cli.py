@@ -130,11 +130,15 @@ def _simulate(args) -> int:
     from ketasim.units import to_hours
 
     model = ks.load_model(args.model)
+    if args.duration and args.device is not None:
+        raise _UsageError("--device applies to nasal-spray devices, not to an "
+                          "infusion (--duration)")
     if args.duration:
         dose = ks.Dose.infusion(args.dose, duration=args.duration, route=args.route,
                                 salt=args.salt)
     else:
-        dose = ks.Dose.bolus(args.dose, route=args.route, salt=args.salt)
+        dose = ks.Dose.bolus(args.dose, route=args.route, salt=args.salt,
+                             device=args.device)
     if (args.every is None) != (args.count is None):
         raise _UsageError("--every and --count go together: --every '3.5 d' --count "
                           "4 gives four doses 3.5 days apart")
@@ -255,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                       "'0.5 mg/kg'")
     simp.add_argument("--duration", help="infusion duration, e.g. '40 min' (IV only)")
     simp.add_argument("--salt", choices=("base", "hcl"), default="base")
+    simp.add_argument("--device", type=int, help="routes that absorb per device "
+                      "(perez_ruixo_2021 intranasal): the dose is this device of its "
+                      "session (1 = first); --dose is then one device's amount")
     simp.add_argument("--every", help="repeat the dose at this interval, e.g. '3.5 d'")
     simp.add_argument("--count", type=int, help="number of doses, with --every")
     simp.add_argument("--n", type=int, default=1000, help="patients (default 1000)")

@@ -364,7 +364,9 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
         elif name in model.covariates:
             cov[name] = np.full(n, model.covariates[name])
         else:
-            cov[name] = np.full(n, 70.0)  # only matters for mg/kg doses; see below
+            # no weight given and none in the model: unknown, so an mg/kg dose is
+            # refused by name (lower) instead of being scaled by a made-up weight
+            cov[name] = np.full(n, np.nan)
     for name in covariates:
         cov.setdefault(name, np.broadcast_to(arrays[("covariate", name)], (n,)).copy())
     derived = "weight" not in covariates and {"height", "bmi"} <= set(covariates)
@@ -395,7 +397,8 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
             raise ValueError(f"parameters[{name!r}] is {why} and must be "
                              f"{'> 0' if strict else '>= 0'}; got {v[i]:g} {unit} "
                              f"(subject {i})")
-        if name in fractions and np.any(v > 1):
+        if name in fractions and name not in model.fractions_above_one \
+                and np.any(v > 1):
             i = int(np.argmax(v > 1))
             raise ValueError(f"parameters[{name!r}] is a fraction of a dose or a flow "
                              f"(bioavailability, formation share) and must be <= 1; "
@@ -468,8 +471,8 @@ def simulate(
         height 30–250 cm, weight 0.3–400 kg, BMI 8–100 kg/m², neonates included);
         strings such as ``"70 kg"`` are refused. Missing covariates take the
         model's reference values; a
-        missing weight is the model's reference weight, or 70 kg when the model
-        has none (it scales mg/kg doses). Not combined with ``population`` (give
+        missing weight is the model's reference weight; a model with no weight
+        covariate needs one for mg/kg doses (an error says so). Not combined with ``population`` (give
         the table to ``Population`` instead).
     parameters : mapping, optional
         Parameter name -> *individual* values, which replace typical value ×
