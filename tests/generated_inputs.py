@@ -131,6 +131,14 @@ def check_result(res) -> str | None:
     for ds in items:
         if ds is None:
             continue
+        if "cmax" in ds and "concentration" not in ds:  # a metrics table
+            for name in ("cmax", "auc", "tmax"):
+                if not ds[name].attrs.get("units"):
+                    return f"{name} has no units attribute"
+                v = np.asarray(ds[name].values, dtype=float)
+                if np.any(np.isinf(v)) or np.any(v[np.isfinite(v)] < 0):
+                    return f"{name} has infinite or negative values"
+            continue
         if "concentration" not in ds:
             return "no concentration variable"
         c = ds.concentration
@@ -610,6 +618,60 @@ def simulate_args(draw):
         return ks.simulate(kw.pop("model"), kw.pop("regimen"), **kw)
 
     return Case("simulate_args", label, run, field_, expect, area)
+
+
+# ---------------------------------------------------------------------------------
+# metrics arguments
+
+@cache
+def _curves():
+    """Two sessions on domino, every 30 min for 5 days (computed once)."""
+    return ks.simulate("domino", ks.six_infusion_course(sessions=2),
+                       times=ks.grid("5 d", "30 min"))
+
+
+METRICS_ARGS = {  # argument -> (valid values, invalid values)
+    "per": (["dose", "session", "course"], ["week", 1, None, "Session"]),
+    "above": ([None, 10, 10.5, "0.1 mg/L", "400 nmol/L", np.float64(20)],
+              [-1, NAN, INF, "100 min", "high", True, "10 ng/mL/kg", [10, 20]]),
+    "within": ([(10, 100), ("10 ng/mL", "0.1 mg/L")],
+               [(100, 10), (NAN, 1), (1,), "10-100", (10, "1 h"), (-5, 10)]),
+    "unit": (["ng/mL", "nmol/L"], ["mg/L", "nM", 3, "ng/ml/kg", None]),
+}
+
+
+@st.composite
+def metrics_args(draw):
+    """ks.metrics on a simulated result with one argument possibly invalid; also
+    ks.pta thresholds and molar curves (ds.pk.molar()) fed to metrics."""
+    kw = {"per": "session"}
+    what = draw(st.sampled_from([*METRICS_ARGS, "pta", "molar input"]))
+    bad = draw(st.booleans())
+    expect = _I if bad else "valid"
+    fields: tuple = (what,)
+    if what in METRICS_ARGS:
+        good, wrong = METRICS_ARGS[what]
+        kw[what] = draw(st.sampled_from(wrong if bad else good))
+        label = f"ks.metrics(ds, **{kw!r})"
+
+        def run():
+            return ks.metrics(_curves(), **kw)
+    elif what == "pta":
+        thr = draw(st.sampled_from(["-1 ng/mL", NAN, "1 h", "x", True]) if bad
+                   else st.sampled_from([100, "100 ng/mL", "0.1 mg/L"]))
+        fields = ("threshold",)
+        label = f"ks.pta(ks.metrics(ds).cmax, {thr!r})"
+
+        def run():
+            ks.pta(ks.metrics(_curves()).cmax, thr)
+            return None
+    else:
+        expect, fields = _I, ("concentration", "ng/mL", "nmol/L")
+        label = "ks.metrics(ds.pk.molar())"
+
+        def run():
+            return ks.metrics(_curves().pk.molar())
+    return Case("metrics_args", label, run, fields, expect, "metrics.py")
 
 
 # ---------------------------------------------------------------------------------
@@ -1096,12 +1158,14 @@ GENERATORS = {
     "doses": doses,
     "regimens": regimens,
     "simulate_args": simulate_args,
+    "metrics_args": metrics_args,
     "model_mutations": model_mutations,
     "scenario_mutations": scenario_mutations,
     "nonmem_tables": nonmem_tables,
 }
 #: share of ``--n`` each generator gets
-WEIGHTS = {"doses": 2, "regimens": 1, "simulate_args": 1, "model_mutations": 4,
+WEIGHTS = {"doses": 2, "regimens": 1, "simulate_args": 1, "metrics_args": 1,
+           "model_mutations": 4,
            "scenario_mutations": 1, "nonmem_tables": 1}
 
 

@@ -3,7 +3,7 @@
 Two kinds:
 
 * Generated inputs (``tests/generated_inputs.py``): doses, regimens, simulate
-  arguments, model-file mutations, scenario-file mutations and NONMEM tables, valid
+  and metrics arguments, model-file mutations, scenario-file mutations and NONMEM tables, valid
   and invalid. Each must be accepted with a valid result (finite, >= 0, status 0,
   units attributes) or refused with a documented error class whose message names the
   field. This is the small profile; the large one (>= 10 000 inputs, a table of
@@ -82,6 +82,12 @@ def test_generated_regimens(case):
 @SMALL
 @given(case=gi.simulate_args())
 def test_generated_simulate_arguments(case):
+    check(case)
+
+
+@SMALL
+@given(case=gi.metrics_args())
+def test_generated_metrics_arguments(case):
     check(case)
 
 
