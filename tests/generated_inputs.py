@@ -675,6 +675,81 @@ def metrics_args(draw):
 
 
 # ---------------------------------------------------------------------------------
+# the command line
+
+class CliOutputError(Exception):
+    """``ketasim`` printed a traceback or more than one line for an error, or raised
+    (not a documented error class: a defect)."""
+
+
+CLI_FLAGS = {  # flag -> (valid values, invalid values, names a message may use)
+    "--dose": (["35 mg", "0.5 mg/kg"], ["-5 mg", "5 parsecs", "5", "lots", "nan mg",
+                                        "5 mL"], ("--dose", "dose", "amount")),
+    "--duration": (["40 min", "1 h"], ["0 min", "-40 min", "40 mg", "soon"],
+                   ("--duration", "duration")),
+    "--route": (["iv", "intranasal"], ["rectal", ""], ("--route", "route")),
+    "--salt": (["base", "hcl"], ["sulfate", ""], ("--salt", "salt")),
+    "--device": ([], ["1", "0", "-1", "x"], ("--device", "device")),
+    "--every": (["12 h", "1 d"], ["0 h", "-1 d", "1 mg", "often"],
+                ("--every", "every", "interval")),
+    "--count": (["2", "3"], ["0", "-1", "1.5", "x"], ("--count", "count")),
+    "--n": (["2", "5"], ["0", "-3", "2.5", "x"], ("--n", "n must", "patients")),
+    "--seed": (["0", "7"], ["-1", "x"], ("--seed", "seed")),
+    "--horizon": (["6 h", "1 d"], ["-1 h", "0 h", "1 kg", "x", "nan h"],
+                  ("--horizon", "horizon")),
+    "--step": (["30 min", "1 h"], ["0 min", "-5 min", "5 kg", "1e-9 h"],
+               ("--step", "step")),
+    "--model": (["domino", "clements_nimmo_1981"], ["nope", "", "."],
+                ("--model", "model")),
+}
+
+
+@st.composite
+def cli_args(draw):
+    """``ketasim simulate`` with one flag possibly invalid: exit 0, or exit 1/2 with
+    one line ``ketasim: error: ...`` naming the flag."""
+    argv = {"--model": "domino", "--dose": "35 mg", "--n": "3", "--seed": "1",
+            "--horizon": "6 h", "--step": "30 min"}
+    flag = draw(st.sampled_from(sorted(CLI_FLAGS)))
+    good, wrong, fields = CLI_FLAGS[flag]
+    bad = draw(st.booleans()) or not good
+    argv[flag] = draw(st.sampled_from(wrong if bad else good))
+    if flag == "--duration" and not bad:
+        argv["--dose"] = "0.5 mg/kg"
+    if flag in ("--every", "--count"):  # they go together
+        argv.setdefault("--every", "12 h")
+        argv.setdefault("--count", "2")
+    expect = _I if bad else "valid"
+    line = ["simulate"] + [x for k, v in argv.items() for x in (k, v)]
+
+    def run():
+        import contextlib
+        import io
+
+        from ketasim.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = main(line)
+        except SystemExit as exc:  # argparse outside the one-line path
+            raise CliOutputError(f"SystemExit {exc.code}: {err.getvalue()!r}") from None
+        except Exception as exc:
+            raise CliOutputError(f"ketasim raised {type(exc).__name__}: {exc}") \
+                from None
+        text = err.getvalue().strip()
+        if rc == 0:
+            return None
+        if len(text.splitlines()) != 1 or not text.startswith("ketasim: error: "):
+            raise CliOutputError(f"exit {rc} with stderr {text[:300]!r}")
+        raise ValueError(text)
+
+    return Case("cli_args", "ketasim " + " ".join(repr(x) if " " in x or not x else x
+                                                   for x in line),
+                run, fields, expect, "cli.py")
+
+
+# ---------------------------------------------------------------------------------
 # model-file mutations
 
 FREE_TEXT = {"description", "source", "citation", "note", "long_name", "name",
@@ -1159,13 +1234,14 @@ GENERATORS = {
     "regimens": regimens,
     "simulate_args": simulate_args,
     "metrics_args": metrics_args,
+    "cli_args": cli_args,
     "model_mutations": model_mutations,
     "scenario_mutations": scenario_mutations,
     "nonmem_tables": nonmem_tables,
 }
 #: share of ``--n`` each generator gets
 WEIGHTS = {"doses": 2, "regimens": 1, "simulate_args": 1, "metrics_args": 1,
-           "model_mutations": 4,
+           "cli_args": 1, "model_mutations": 4,
            "scenario_mutations": 1, "nonmem_tables": 1}
 
 

@@ -3,7 +3,7 @@
 Two kinds:
 
 * Generated inputs (``tests/generated_inputs.py``): doses, regimens, simulate
-  and metrics arguments, model-file mutations, scenario-file mutations and NONMEM tables, valid
+  and metrics arguments, ``ketasim simulate`` command lines, model-file mutations, scenario-file mutations and NONMEM tables, valid
   and invalid. Each must be accepted with a valid result (finite, >= 0, status 0,
   units attributes) or refused with a documented error class whose message names the
   field. This is the small profile; the large one (>= 10 000 inputs, a table of
@@ -88,6 +88,12 @@ def test_generated_simulate_arguments(case):
 @SMALL
 @given(case=gi.metrics_args())
 def test_generated_metrics_arguments(case):
+    check(case)
+
+
+@SMALL
+@given(case=gi.cli_args())
+def test_generated_command_lines(case):
     check(case)
 
 
