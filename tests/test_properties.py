@@ -3,14 +3,16 @@
 Two kinds:
 
 * Generated inputs (``tests/generated_inputs.py``): doses, regimens, simulate
-  and metrics arguments, ``ketasim simulate`` command lines, model-file mutations, scenario-file mutations and NONMEM tables, valid
-  and invalid. Each must be accepted with a valid result (finite, >= 0, status 0,
-  units attributes) or refused with a documented error class whose message names the
-  field. This is the small profile; the large one (>= 10 000 inputs, a table of
-  outcomes) runs on demand: ``python -m tests.generated_inputs --n 10000 --seed 0``.
+  and metrics arguments, ``ketasim simulate`` command lines, model-file mutations,
+  scenario-file mutations and NONMEM tables, valid and invalid. Each must be
+  accepted with a valid result (finite, >= 0, status 0, units attributes) or
+  refused with a documented error class whose message names the field. This is the
+  small profile; the large one (>= 10 000 inputs, a table of outcomes) runs on
+  demand: ``python -m tests.generated_inputs --n 10000 --seed 0``.
 * Valid generated linear models and regimens against an independent reference
-  (piecewise ``scipy.linalg.expm`` propagation written here) and invariants: numba
-  thread count, Dask chunks, NetCDF round trip, metrics mode against post-hoc metrics.
+  (piecewise ``scipy.linalg.expm`` propagation written here; exact and ODE
+  solvers) and invariants: numba thread count, Dask chunks, NetCDF round trip,
+  metrics mode against post-hoc metrics.
 
 Every example is derandomized (the same inputs on every run, as CI needs).
 """
@@ -172,24 +174,35 @@ MW = 237.73
 
 @st.composite
 def linear_models(draw):
-    """A mammillary model, 1-4 compartments, random positive rate constants (1/h),
-    central volume in L, optionally an oral route (F, ka). Returns the model dict
-    and the reference's rate matrix (depot last), volume, F and route list."""
+    """A mammillary model, 1-4 compartments, random positive rate constants,
+    optionally an oral route (F, ka). The central volume is in L or per kg (the
+    weight covariate then scales it), elimination a rate constant in 1/h or a
+    clearance in L/min (converted by the loader). Returns the model dict, the
+    covariates to simulate with, and for the reference the rate matrix in 1/h
+    (depot last), the individual volume in L, F and the routes."""
     n = draw(st.integers(1, 4))
     rate = st.floats(0.02, 4.0)
-    vol = draw(st.floats(2.0, 80.0))
+    vol = draw(st.floats(2.0, 80.0))  # individual central volume, L
     k10 = draw(rate)
     pairs = [(draw(rate), draw(rate)) for _ in range(n - 1)]
     oral = draw(st.booleans())
     f, ka = draw(st.floats(0.05, 1.0)), draw(rate)
+    per_kg = draw(st.booleans())
+    weight = draw(st.floats(40.0, 120.0))
+    clearance = draw(st.booleans())
 
     def par(value, unit):
         return {"value": value, "unit": unit, "description": "generated",
                 "source": "test", "grade": "choice"}
 
-    params = {"V": par(vol, "L"), "k10": par(k10, "1/h")}
+    params = {"V": par(vol / weight, "L/kg") if per_kg else par(vol, "L")}
+    if clearance:  # CL = k10 V, stated in L/min
+        params["CL"] = par(k10 * vol / 60.0, "L/min")
+        flows = [{"from": "central", "cl": "CL"}]
+    else:
+        params["k10"] = par(k10, "1/h")
+        flows = [{"from": "central", "k": "k10"}]
     cmts = {"central": {"role": "central", "volume": "V", "analyte": "ketamine"}}
-    flows = [{"from": "central", "k": "k10"}]
     for j, (kout, kback) in enumerate(pairs, start=1):
         params[f"kc{j}"], params[f"k{j}c"] = par(kout, "1/h"), par(kback, "1/h")
         cmts[f"p{j}"] = {"role": "peripheral"}
@@ -214,7 +227,11 @@ def linear_models(draw):
          "grade": "choice", "references": [{"key": "t", "citation": "test"}],
          "parameters": params, "compartments": cmts, "flows": flows, "routes": routes,
          "analytes": {"ketamine": {"compartment": "central", "mw": MW}}}
-    return d, A, vol, f, sorted(routes)
+    cov = {}
+    if per_kg:
+        d["covariates"] = {"weight": {"unit": "kg", "reference": 70.0}}
+        cov = {"weight": weight}
+    return d, cov, A, vol, f, sorted(routes)
 
 
 @st.composite
@@ -271,23 +288,30 @@ def reference(A, vol, f, regimen, times):
 
 @st.composite
 def model_and_regimen(draw):
-    d, A, vol, f, routes = draw(linear_models())
+    d, cov, A, vol, f, routes = draw(linear_models())
     reg = draw(regimens_for(routes))
     times = np.unique(np.concatenate([
         np.array(draw(st.lists(st.floats(0.0, 24.0), min_size=1, max_size=12))),
         np.array(reg.times)]))
-    return d, A, vol, f, reg, times
+    return d, cov, A, vol, f, reg, times
 
 
 @settings(SMALL, max_examples=40)
 @given(model_and_regimen())
 def test_linear_models_match_expm_reference(args):
-    d, A, vol, f, reg, times = args
-    ds = ks.simulate(ks.model_from_dict(d), reg, times=times)
+    """The exact solver to 1e-9 and the adaptive ODE solver to its tolerance."""
+    d, cov, A, vol, f, reg, times = args
+    m = ks.model_from_dict(d)
     ref = reference(A, vol, f, reg, times)
-    assert int(ds.status.item()) == 0
-    np.testing.assert_allclose(ds.concentration.values[0, 0], ref, rtol=1e-9,
+    exact = ks.simulate(m, reg, times=times, covariates=cov)
+    assert int(exact.status.item()) == 0
+    np.testing.assert_allclose(exact.concentration.values[0, 0], ref, rtol=1e-9,
                                atol=1e-11 * np.max(np.abs(ref)))
+    ode = ks.simulate(m, reg, times=times, covariates=cov, solver="ode", rtol=1e-10,
+                      atol=1e-12)
+    assert int(ode.status.item()) == 0
+    np.testing.assert_allclose(ode.concentration.values[0, 0], ref, rtol=1e-6,
+                               atol=1e-8 * np.max(np.abs(ref)))
 
 
 def test_reference_one_compartment_closed_form():
@@ -370,11 +394,12 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(args, above, step):
     """Per-dose Cmax, Tmax, exact AUC, time above and the pre-dose level: the same
     in output="metrics" as from ks.metrics on the curves (NaN where a window has no
     output time, on both paths)."""
-    d, _, _, _, reg, _ = args
+    d, cov, _, _, _, reg, _ = args
     m = ks.model_from_dict(d)
     t = ks.grid("30 h", step)
-    streamed = ks.simulate(m, reg, times=t, output="metrics", above=above)
-    curves = ks.simulate(m, reg, times=t)
+    streamed = ks.simulate(m, reg, times=t, output="metrics", above=above,
+                           covariates=cov)
+    curves = ks.simulate(m, reg, times=t, covariates=cov)
     post = ks.metrics(curves, "dose", above=above)
     names = ["cmax", "tmax", "auc"] + (["time_above"] if above is not None else [])
     for name in names:
