@@ -30,6 +30,16 @@ def test_grid_refuses_an_absurd_step_with_the_count():
         ks.grid("1 d", "1e-9 h")
 
 
+def test_grid_of_an_absurd_span_prints_a_short_count():
+    """A 1e300 h span printed a 301-digit point count."""
+    with pytest.raises(ValueError, match=r"grid from 0 h to 1e\+300 h every '1 h' "
+                       r"would have 1e\+300 points; at most 10,000,000 are allowed "
+                       r"\(7\.45e\+291 GiB"):
+        ks.grid("1e300 h", "1 h")
+    with pytest.raises(ValueError, match=r"would have more than 1e308 points"):
+        ks.grid("1e308 h", "1e-10 h")  # the count overflows to inf
+
+
 def test_grid_limit_is_inclusive():
     """10 million points pass (a year every ~3 s), one more is refused."""
     assert ks.grid("9999999 s", "1 s").size == sim.GRID_MAX_POINTS
@@ -45,6 +55,48 @@ def test_default_times_of_a_very_long_regimen_ask_for_times():
                        r"until 24 h after the last dose ends at 1e\+06 h\) would be "
                        r"1\.2e\+07 points, more than 10,000,000; pass times="):
         ks.simulate("domino", far)
+
+
+# -- absurd time spans (generated-input findings 4 and 9) -----------------------------
+# A dose at 1e300 h and output times up to 1e300 h were refused as an overflowing
+# *amount* (check_magnitude) or a status 4 "check the dose amounts": the cause was the
+# time. Times beyond MAX_TIME_H (1e6 h) are refused where they enter, by name.
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: ks.Dose("84 mg", route="iv", time="1e300 h"),
+     r"time must be at most 1e\+06 h \(about 114 years after the start of the "
+     r"simulation\); got 1e\+300 h\. Check its unit \(a number is read as hours\)"),
+    (lambda: ks.Dose("6.4e-282 mg/kg", route="iv", time="1e300 h", duration=0.5),
+     r"time must be at most 1e\+06 h"),
+    (lambda: ks.Dose.infusion("1 mg", duration="1e7 h"),
+     r"duration must be at most 1e\+06 h \(about 114 years\); got 10000000 h"),
+    (lambda: ks.Dose.bolus("1 mg", time=1e6 + 1),
+     r"time must be at most 1e\+06 h .*got 1000001 h"),
+])
+def test_dose_times_beyond_the_bound_are_refused(make, message):
+    with pytest.raises(DoseError, match=message):
+        make()
+
+
+def test_output_times_beyond_the_bound_are_refused_by_index():
+    with pytest.raises(ValueError, match=r"times must be at most 1e\+06 h \(about 114 "
+                       r"years after t = 0\); got times\[2\] = 1e\+300 h\. Check "
+                       r"their unit: times are hours"):
+        ks.simulate("domino", ks.Dose.bolus("84 mg"), times=[0.0, 1.0, 1e300, 1e301])
+
+
+def test_times_at_the_bound_simulate():
+    """1e6 h itself is accepted: a dose 1 h before it and an output at it match the
+    same dose at 0 h one hour on (time invariance)."""
+    far = ks.simulate("domino", ks.Dose.bolus("84 mg", time=1e6 - 1.0),
+                      times=[1e6 - 2.0, 1e6]).concentration.values[0, 0]
+    with pytest.raises(ValueError, match=r"got times\[1\] = 1000001 h"):
+        ks.simulate("domino", ks.Dose.bolus("84 mg"), times=[0.0, 1e6 + 1.0])
+    near = ks.simulate("domino", ks.Dose.bolus("84 mg"),
+                       times=[1.0]).concentration.values[0, 0]
+    assert far[0] == 0.0
+    np.testing.assert_allclose(far[1], near[0], rtol=1e-9)
 
 
 def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch):
@@ -115,8 +167,15 @@ def test_check_magnitude_names_the_largest_dose():
     with pytest.raises(DoseError, match=r"doses\[1\] \(1e\+296 mg by route 'iv' at "
                        r"1 h\) gives 1e\+296 mg to subjects 0, 1 \(1\.1e\+296 mg in "
                        r"all\): concentrations could reach 2\.49e\+298 ng/mL and AUCs "
+                       r"over the 48 h to the last output time \(times\[-1\]\) "
                        r"1\.2e\+300 ng\*h/mL"):
         check_magnitude(m, reg, low, 48.0)
+    # a concentration overflow alone is not blamed on the span
+    with pytest.raises(DoseError, match=r"concentrations could reach 2\.\d+e\+301 "
+                       r"ng/mL and AUCs 2\.\d+e\+301 ng\*h/mL, above 1e\+300"):
+        big = ks.Regimen([ks.Dose.bolus("1e299 mg")])
+        check_magnitude(m, big, lower(m, big, m.individual_parameters(
+            {"weight": w}, n=2), w, 2), 1.0)
     assert MAX_MAGNITUDE == 1e300
 
 

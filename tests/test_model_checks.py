@@ -456,6 +456,73 @@ def test_positive_definite_correlations_simulate():
     assert 0.3 < r < 0.7
 
 
+# ---- omega bounds (generated-input findings 6 and 7) ----------------------------
+
+OMEGA_CASES = [
+    # omega = 1e300: omega² overflowed (OverflowError) when etas were drawn
+    (("variability", "CL", "omega"), 1e300,
+     "[variability.CL.omega] gives an SD of eta (omega) of 1e+300, above 5, the "
+     "largest accepted (a 148-fold spread at one SD, a log-normal CV of 2.7e+05); "
+     "got 1e+300 — cv is a ratio (0.3 for 30 %), omega the SD of eta, omega2 its "
+     "variance"),
+    (("variability", "CL", "omega"), 5.000001, "[variability.CL.omega] gives an SD "
+     "of eta (omega) of 5, above 5"),
+    (("variability", "CL", "omega2"), 30.0, "[variability.CL.omega2] gives an SD of "
+     "eta (omega) of 5.477, above 5"),  # sqrt(30)
+    (("variability", "CL", "iov_omega"), 6.0, "[variability.CL.iov_omega] gives an "
+     "SD of eta (omega) of 6, above 5"),
+    # omega = 1e-300: omega² is 0, a singular matrix (LinAlgError at simulate)
+    (("variability", "V2", "omega"), 1e-300,
+     "[variability.V2.omega] gives an SD of eta (omega) of 1e-300, whose variance 0 "
+     "underflows double precision (below 2.23e-308); got 1e-300 — write 0 for no "
+     "variability"),
+    (("variability", "V2", "omega2"), 1e-310,
+     "[variability.V2.omega2] gives an SD of eta (omega) of 1e-155, whose variance "
+     "1e-310 underflows double precision"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", OMEGA_CASES,
+                         ids=[f"{c[0][-1]}={c[1]}" for c in OMEGA_CASES])
+def test_omega_bounds(path, value, message):
+    d = model_dict("herd_2007")
+    del d["variability"][path[1]]["omega"]
+    refused(mutate(d, path, value), message)
+
+
+@pytest.mark.parametrize("key,value", [("omega", 5.0), ("omega", 1e-150),
+                                       ("omega", 0.0), ("cv", 1e5)])
+def test_omega_bounds_are_inclusive_and_draw(key, value):
+    """omega = 5 (the bound), a tiny omega whose square is a normal double, and
+    cv = 1e5 (omega = sqrt(ln(1 + 1e10)) = 4.8) load and draw finite etas; each
+    eta is omega × a standard normal, so |eta| < 10 omega."""
+    d = model_dict("herd_2007")
+    del d["variability"]["CL"]["omega"]
+    d["variability"]["CL"][key] = value
+    m = model_from_dict(d)
+    omega = next(v.omega for v in m.variability if v.parameter == "CL")
+    assert omega == pytest.approx(value if key == "omega"
+                                  else math.sqrt(math.log1p(value**2)))
+    eta = ks.Population(50, seed=1).etas(m, np.arange(50)).get("CL", np.zeros(50))
+    assert np.isfinite(eta).all() and (np.abs(eta) <= 10 * omega).all()
+
+
+def test_a_singular_omega_matrix_built_by_hand_is_named_at_simulate():
+    """A Model altered past the loader (omega 1e-300: omega² = 0) gets a ValueError
+    naming the parameters, not numpy's LinAlgError."""
+    import dataclasses
+
+    m = ks.load_model("herd_2007")
+    var = tuple(dataclasses.replace(v, omega=1e-300) if v.parameter == "V2" else v
+                for v in m.variability)
+    m = dataclasses.replace(m, variability=var)
+    with pytest.raises(ValueError, match=r"model 'herd_2007': the inter-individual "
+                       r"covariance matrix of V1, V2, CL, Q \(omega 0\.64, 1e-300, "
+                       r"0\.381, 0\.19 and the correlations\) cannot be factorised "
+                       r"to draw random effects \(Matrix is not positive definite\)"):
+        ks.Population(3, seed=1).etas(m, np.arange(3))
+
+
 # ---- run time: individual parameters -------------------------------------------
 
 def perez_covariates(age):

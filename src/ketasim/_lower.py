@@ -151,10 +151,14 @@ def check_magnitude(model: Model, regimen: Regimen, low: Lowered,
     s = int(np.argmax(bad))
     i = int(np.argmax(np.abs(low.dose_mg[s])))
     d = regimen.doses[i]
+    # times are at most MAX_TIME_H (1e6 h), so the span alone never overflows; when
+    # only the AUC does, say that it is the amount over the span to times[-1]
+    span = ("" if not peak[s] <= MAX_MAGNITUDE else
+            f" over the {float(t_end):g} h to the last output time (times[-1])")
     raise DoseError(
         f"{_dose_text(i, d)} gives {low.dose_mg[s, i]:.4g} mg to "
         f"{_subjects_text(bad)} ({total[s]:.4g} mg in all): concentrations could "
-        f"reach {peak[s]:.3g} ng/mL and AUCs {bound[s]:.3g} ng*h/mL, above "
+        f"reach {peak[s]:.3g} ng/mL and AUCs{span} {bound[s]:.3g} ng*h/mL, above "
         f"{MAX_MAGNITUDE:g}, where double precision overflows to inf. Check the "
         f"amount and its unit")
 

@@ -17,13 +17,43 @@ from dataclasses import dataclass
 from ._validate import is_real, is_whole
 from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
 
-__all__ = ["Dose", "DoseError", "Regimen"]
+__all__ = ["MAX_TIME_H", "Dose", "DoseError", "Regimen"]
 
 SALT_FORMS = ("base", "hcl")
+
+#: Latest dose time, longest infusion and latest output time accepted, in hours
+#: after t = 0: 1e6 h, about 114 years. No pharmacokinetic question spans more; a
+#: larger time is a unit slip (seconds, or a date, read as hours), and spans near
+#: 1e300 h overflow the AUC and the kernels' exp(-k t) terms, which would then be
+#: blamed on the dose.
+MAX_TIME_H = 1e6
 
 
 class DoseError(ValueError):
     """A dose or regimen is invalid; the message says what, got what, and the fix."""
+
+
+def check_time(hours: float, what: str) -> float:
+    """``hours`` (a dose start, already in h) within [0, :data:`MAX_TIME_H`], or a
+    DoseError naming ``what`` (``"time"``, ``"times[2]"``, ...)."""
+    if not hours >= 0:
+        raise DoseError(f"{what} must be >= 0 h (hours after the start of the "
+                        f"simulation); got {hours:g} h")
+    if hours > MAX_TIME_H:
+        raise DoseError(f"{what} must be at most {MAX_TIME_H:g} h (about 114 years "
+                        f"after the start of the simulation); got {hours:.10g} h. "
+                        f"Check its unit (a number is read as hours)")
+    return hours
+
+
+def check_span(last: float, what: str) -> None:
+    """A builder's last dose at ``last`` h must start by :data:`MAX_TIME_H`;
+    ``what`` says which arguments put it there. Checked before the doses are
+    built, so a mistyped count (``n=10**9``) is refused rather than run."""
+    if not last <= MAX_TIME_H:
+        raise DoseError(f"{what} would place the last dose at {last:.4g} h, after "
+                        f"{MAX_TIME_H:g} h (about 114 years), the latest dose time "
+                        f"accepted; check these arguments and their units")
 
 
 def _amount(value, what: str) -> tuple[float, str]:
@@ -52,9 +82,11 @@ class Dose:
     route : str
         A route the model defines (``"iv"``, ``"intranasal"``, ...).
     time : float or str, default 0
-        Start, hours after t = 0 (``"3 d"``, ``"90 min"`` accepted).
+        Start, hours after t = 0 (``"3 d"``, ``"90 min"`` accepted), at most
+        :data:`MAX_TIME_H` (1e6 h, about 114 years).
     duration : float or str, optional
-        Infusion duration (intravenous routes only), hours or ``"40 min"``.
+        Infusion duration (intravenous routes only), hours or ``"40 min"``, at
+        most :data:`MAX_TIME_H`.
         ``None`` is a bolus (or the route's own input profile for extravascular
         routes).
     salt : {"base", "hcl"}, default "base"
@@ -104,12 +136,14 @@ class Dose:
         if not isinstance(self.route, str) or not self.route:
             raise DoseError(f"route must be a route name such as 'iv'; got "
                             f"{self.route!r}")
-        if self.time < 0:
-            raise DoseError(f"time must be >= 0 h (hours after the start of the "
-                            f"simulation); got {self.time:g} h")
+        check_time(self.time, "time")
         if self.duration is not None and not self.duration > 0:
             raise DoseError(f"duration must be > 0 h; got {self.duration:g} h. For a "
                             "bolus leave duration=None (Dose.bolus).")
+        if self.duration is not None and self.duration > MAX_TIME_H:
+            raise DoseError(f"duration must be at most {MAX_TIME_H:g} h (about 114 "
+                            f"years); got {self.duration:.10g} h. Check its unit (a "
+                            f"number is read as hours)")
         dev = self.device
         if dev is not None and (not is_whole(dev) or dev < 1):
             raise DoseError(f"device must be a whole number >= 1 (1 = first device of "
@@ -182,9 +216,14 @@ class Dose:
 
     def at(self, time) -> Dose:
         """The same dose at another time."""
+        return self._at(to_hours(time, what="time"), "time")
+
+    def _at(self, hours: float, what: str) -> Dose:
+        """The same dose at ``hours`` (h), a bad time named ``what`` (the
+        argument the caller's user wrote, e.g. ``times[1]``)."""
+        check_time(hours, what)
         new = object.__new__(Dose)
-        new.__dict__.update(self.__dict__, time=to_hours(time, what="time"))
-        new.__post_init__()
+        new.__dict__.update(self.__dict__, time=float(hours))
         return new
 
     def __repr__(self) -> str:
@@ -262,7 +301,8 @@ class Regimen:
         for i, t in enumerate(times):
             if not isinstance(t, str):
                 t = (t, unit)
-            out.append(dose.at(to_hours(t, what=f"times[{i}]")))
+            what = f"times[{i}]"
+            out.append(dose._at(to_hours(t, what=what), what))
         return cls(out)
 
     @classmethod
@@ -275,7 +315,10 @@ class Regimen:
         step = to_hours(interval, what="interval")
         if not step > 0:
             raise DoseError(f"interval must be > 0 h; got {interval!r}")
-        return cls(dose.at(dose.time + k * step) for k in range(n))
+        check_span(dose.time + (n - 1) * step,
+                   f"n = {n} doses every {step:g} h (interval={interval!r}) from "
+                   f"{dose.time:g} h")
+        return cls(dose._at(dose.time + k * step, "interval") for k in range(n))
 
     def then(self, other: Regimen, *, after=0.0) -> Regimen:
         """This regimen followed by ``other``, whose t = 0 is placed ``after`` the
@@ -287,7 +330,16 @@ class Regimen:
             raise DoseError(f"then() takes a Regimen; got {type(other).__name__} "
                             f"(wrap a Dose as Regimen([dose]))")
         offset = self.doses[-1].time + to_hours(after, what="after")
-        return Regimen(self.doses + tuple(d.at(d.time + offset) for d in other.doses))
+        if offset < 0:
+            raise DoseError(f"after={after!r} places the next regimen's t = 0 at "
+                            f"{offset:g} h, before the start of the simulation; "
+                            f"after must be >= -{self.doses[-1].time:g} h here")
+        if other.doses:
+            check_span(offset + other.doses[-1].time,
+                       f"then(after={after!r}) after this regimen's last dose at "
+                       f"{self.doses[-1].time:g} h")
+        return Regimen(self.doses + tuple(d._at(d.time + offset, "after")
+                                          for d in other.doses))
 
     def __add__(self, other: Regimen) -> Regimen:
         if not isinstance(other, Regimen):

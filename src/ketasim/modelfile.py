@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ SAMPLING = ("arterial", "venous", "mixed", "unknown")
 GRADES = ("P", "T", "C", "U", "choice")
 EFFECT_KINDS = {"power": "exponent", "linear": "slope", "hinge": "slope",
                 "exponential": "slope", "categorical": "factor"}
+#: Largest SD of eta (omega, IIV or IOV) a model file may give: e^5 = 148-fold
+#: spread at one SD, a log-normal CV of about 2.7e5 (the largest bundled omega is
+#: 1.1). Beyond it is a misread number (a variance or percentage), and near 1e154
+#: omega² overflows when random effects are drawn.
+MAX_OMEGA = 5.0
 
 
 class ModelFileError(ValueError):
@@ -852,6 +858,20 @@ def _omega(t: _Table, prefix: str) -> float | None:
     if not math.isfinite(omega):  # cv = 1e300: cv² overflows
         t.fail(f"gives an infinite SD of eta; got {v!r}", prefix + k,
                "a CV is a ratio, e.g. 0.3 for 30 %")
+    if omega > MAX_OMEGA:  # omega = 1e300: omega² overflows when etas are drawn
+        t.fail(f"gives an SD of eta (omega) of {omega:.4g}, above {MAX_OMEGA:g}, the "
+               f"largest accepted (a {math.exp(MAX_OMEGA):.0f}-fold spread at one "
+               f"SD, a log-normal CV of {math.sqrt(math.expm1(MAX_OMEGA ** 2)):.2g}); "
+               f"got {v!r}", prefix + k,
+               "cv is a ratio (0.3 for 30 %), omega the SD of eta, omega2 its "
+               "variance; check which one the source gives")
+    if 0 < omega and omega * omega < sys.float_info.min:
+        # omega = 1e-300: omega² is 0 (or subnormal) in double precision, so the
+        # covariance matrix drawn from is singular (a LinAlgError at simulate)
+        t.fail(f"gives an SD of eta (omega) of {omega:.4g}, whose variance "
+               f"{omega * omega:.3g} underflows double precision (below "
+               f"{sys.float_info.min:.3g}); got {v!r}", prefix + k,
+               "write 0 for no variability")
     return omega
 
 

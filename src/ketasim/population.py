@@ -231,7 +231,7 @@ class Population:
         if not self.iiv or not var:
             return {}
         z = normals(self.seed, "iiv", idx, len(var))
-        L = np.linalg.cholesky(_omega_matrix(model, var))
+        L = _cholesky(model, var)
         eta = z @ L.T
         return {v.parameter: eta[:, i] for i, v in enumerate(var)}
 
@@ -270,6 +270,24 @@ def validity_messages(model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
                         f"range model {model.id!r} was estimated on (observed "
                         f"{v.min():.3g}-{v.max():.3g})")
     return msgs
+
+
+def _cholesky(model: Model, var) -> np.ndarray:
+    """Cholesky factor of the IIV covariance matrix of ``var``. The model-file
+    loader checks that it exists; a Model built or altered otherwise gets a
+    ValueError naming the parameters, not numpy's bare LinAlgError."""
+    names = ", ".join(v.parameter for v in var)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            L = np.linalg.cholesky(_omega_matrix(model, var))
+    except (np.linalg.LinAlgError, OverflowError, FloatingPointError) as exc:
+        raise ValueError(
+            f"model {model.id!r}: the inter-individual covariance matrix of {names} "
+            f"(omega {', '.join(f'{v.omega:.3g}' for v in var)} and the "
+            f"correlations) cannot be factorised to draw random effects ({exc}); "
+            f"each omega must be finite and > 0 with omega² representable, and the "
+            f"correlations must hold together") from None
+    return L
 
 
 def _omega_matrix(model: Model, var) -> np.ndarray:

@@ -11,10 +11,16 @@ import numbers
 import re
 
 from ._validate import is_whole
-from .dosing import Dose, DoseError, Regimen
+from .dosing import Dose, DoseError, Regimen, _amount, check_span
 from .units import to_hours
 
-__all__ = ["boosters", "clinic_course", "esketamine_induction", "six_infusion_course"]
+__all__ = ["MAX_DEVICES", "boosters", "clinic_course", "esketamine_induction",
+           "six_infusion_course"]
+
+#: Most nasal devices one esketamine session may use (the label's largest dose,
+#: 84 mg, is 3 devices of 28 mg). A larger session dose is a unit slip, and
+#: ``dose="1e300 mg"`` would otherwise build 1e298 devices.
+MAX_DEVICES = 100
 
 _WEEKLY_DAYS = {1: (0,), 2: (0, 3), 3: (0, 2, 4), 4: (0, 1, 3, 4), 5: (0, 1, 2, 3, 4)}
 
@@ -26,15 +32,20 @@ def _clock(value: str, what: str = "clock") -> float:
     return int(m.group(1)) + int(m.group(2)) / 60.0
 
 
-def session_days(sessions_per_week: int, n: int) -> list[int]:
-    """Day numbers (day 0 = first session) of ``n`` sessions at a weekly rhythm."""
+def session_days(sessions_per_week: int, n: int, what: str = "sessions"
+                 ) -> list[int]:
+    """Day numbers (day 0 = first session) of ``n`` sessions at a weekly rhythm;
+    ``what`` names the argument ``n`` came from in errors. The last session must
+    fall by :data:`~ketasim.dosing.MAX_TIME_H`, checked before the list is built."""
     if not is_whole(sessions_per_week) or sessions_per_week not in _WEEKLY_DAYS:
         raise DoseError(f"sessions_per_week must be a whole number 1-5; got "
                         f"{sessions_per_week!r}")
     if not is_whole(n) or n < 1:
         raise DoseError(f"the number of sessions must be a whole number >= 1; got "
-                        f"{n!r}")
+                        f"{what} = {n!r}")
     pattern = _WEEKLY_DAYS[sessions_per_week]
+    last = 7 * ((n - 1) // len(pattern)) + pattern[(n - 1) % len(pattern)]
+    check_span(24.0 * last, f"{what} = {n!r} sessions at {sessions_per_week} a week")
     return [7 * (i // len(pattern)) + pattern[i % len(pattern)] for i in range(n)]
 
 
@@ -67,7 +78,8 @@ def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
                         f"{len(clocks)}")
     hours = [_clock(c, f"clock[{i}]") for i, c in enumerate(clocks)]
     t0 = hours[0]
-    return Regimen(dose.at(d * 24.0 + h - t0) for d, h in zip(days, hours, strict=True))
+    return Regimen(dose._at(d * 24.0 + h - t0, "sessions")
+                   for d, h in zip(days, hours, strict=True))
 
 
 def six_infusion_course(dose="0.5 mg/kg", *, duration="40 min", sessions_per_week=2,
@@ -83,6 +95,7 @@ def six_infusion_course(dose="0.5 mg/kg", *, duration="40 min", sessions_per_wee
     >>> six_infusion_course(sessions_per_week=3).times[-1] / 24
     11.0
     """
+    _amount(dose, "dose")  # a bad dose is named as the caller wrote it, not `amount`
     d = Dose.infusion(dose, duration=duration, route=route, salt=salt)
     return clinic_course(d, sessions_per_week=sessions_per_week, sessions=sessions,
                          clock=clock)
@@ -108,15 +121,23 @@ def boosters(dose: Dose | None = None, *, every="2 weeks", count: int = 3) -> Re
         raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
     if not is_whole(count) or count < 1:
         raise DoseError(f"count must be a whole number >= 1; got {count!r}")
-    return Regimen(dose.at(dose.time + k * step) for k in range(1, count + 1))
+    check_span(dose.time + count * step, f"count = {count!r} boosters every "
+               f"{step:g} h (every={every!r}) from {dose.time:g} h")
+    return Regimen(dose._at(dose.time + k * step, "every")
+                   for k in range(1, count + 1))
 
 
-def _session(amount_mg: float, t: float, device_mg: float, gap: float, route: str
-             ) -> list[Dose]:
-    n = round(amount_mg / device_mg)
-    if n < 1 or abs(n * device_mg - amount_mg) > 1e-9:
-        raise DoseError(f"an esketamine nasal dose must be a multiple of the "
-                        f"{device_mg:g} mg device; got {amount_mg:g} mg")
+def _session(amount_mg: float, t: float, device_mg: float, gap: float, route: str,
+             what: str) -> list[Dose]:
+    """The devices of one session giving ``amount_mg`` (the argument ``what``)."""
+    ratio = amount_mg / device_mg
+    n = round(ratio) if ratio <= MAX_DEVICES + 0.5 else MAX_DEVICES + 1
+    if n < 1 or n > MAX_DEVICES or abs(n * device_mg - amount_mg) > 1e-9:
+        raise DoseError(f"{what}: an esketamine nasal dose must be a multiple of the "
+                        f"{device_mg:g} mg device, from 1 to {MAX_DEVICES} devices "
+                        f"a session; got {what} = {amount_mg:g} mg")
+    check_span(t + (n - 1) * gap, f"device_interval = {gap:g} h between {n} devices "
+               f"from {t:g} h")
     return [Dose.bolus(f"{device_mg} mg", route=route, time=t + k * gap, device=k + 1)
             for k in range(n)]
 
@@ -133,7 +154,10 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
     Then ``maintenance_sessions`` sessions every ``maintenance_every`` (weekly or
     every 2 weeks). Each session is one 28-mg device after another,
     ``device_interval`` apart (Dose.device = 1, 2, 3), so models with a per-device
-    nasal effect see each device. Doses are esketamine base, as labelled.
+    nasal effect see each device. Doses are esketamine base, as labelled. A
+    session's dose must be a whole number of devices, 1 to :data:`MAX_DEVICES`
+    (100); the last dose must fall within ``MAX_TIME_H`` (1e6 h). Errors name the
+    argument at fault (``dose``, ``first_dose``, ``maintenance_dose``, ...).
 
     Examples
     --------
@@ -141,12 +165,10 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
     >>> len(r), r.doses[2].device, r.doses[2].time, r.doses[3].device
     (35, 1, 72.0, 2)
     """
-    def mg(v):
-        from .dosing import _amount
-
-        a, unit = _amount(v, "dose")
+    def mg(v, what):
+        a, unit = _amount(v, what)
         if unit != "mg":
-            raise DoseError(f"esketamine doses are fixed, in mg; got {v!r}")
+            raise DoseError(f"{what}: esketamine doses are fixed, in mg; got {v!r}")
         return a
 
     for name, v, low in (("weeks", weeks, 1), ("continuation_weeks",
@@ -156,26 +178,41 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
             raise DoseError(f"{name} must be a whole number >= {low}; got {v!r}")
     weeks, continuation_weeks = int(weeks), int(continuation_weeks)
     maintenance_sessions = int(maintenance_sessions)
-    dev = mg(device)
+    dev = mg(device, "device")
+    if not dev > 0:
+        raise DoseError(f"device must be > 0 mg (what one nasal device delivers, "
+                        f"28 mg for Spravato); got {device!r}")
     gap = to_hours(device_interval, what="device_interval")
     if not gap > 0:
         raise DoseError(f"device_interval must be > 0; got {device_interval!r}")
-    main = mg(maintenance_dose if maintenance_dose is not None else dose)
-    plan: list[tuple[float, float]] = []
-    for i, day in enumerate(session_days(2, 2 * weeks)):
-        plan.append((day * 24.0, mg(first_dose) if i == 0 else mg(dose)))
-    t = 7 * weeks * 24.0
-    for _ in range(continuation_weeks):
-        plan.append((t, mg(dose)))
-        t += 168.0
+    first, every_dose = mg(first_dose, "first_dose"), mg(dose, "dose")
+    main, main_name = ((mg(maintenance_dose, "maintenance_dose"), "maintenance_dose")
+                       if maintenance_dose is not None else (every_dose, "dose"))
     step = to_hours(maintenance_every, what="maintenance_every")
     if not step > 0:
         raise DoseError(f"maintenance_every must be > 0; got {maintenance_every!r}")
-    t = t - 168.0 + step if continuation_weeks else t
+    # the last session, before any list is built (weeks=10**9 would not return)
+    t_cont = 7 * weeks * 24.0
+    t_main = t_cont + (168.0 * (continuation_weeks - 1) + step
+                       if continuation_weeks else 0.0)
+    check_span(max(t_cont + 168.0 * (continuation_weeks - 1),
+                   t_main + step * (maintenance_sessions - 1)),
+               f"weeks = {weeks}, continuation_weeks = {continuation_weeks}, "
+               f"maintenance_sessions = {maintenance_sessions} (maintenance_every="
+               f"{maintenance_every!r})")
+    plan: list[tuple[float, float, str]] = []
+    for i, day in enumerate(session_days(2, 2 * weeks, "weeks")):
+        plan.append((day * 24.0, *((first, "first_dose") if i == 0
+                                   else (every_dose, "dose"))))
+    t = t_cont
+    for _ in range(continuation_weeks):
+        plan.append((t, every_dose, "dose"))
+        t += 168.0
+    t = t_main
     for _ in range(maintenance_sessions):
-        plan.append((t, main))
+        plan.append((t, main, main_name))
         t += step
     doses = []
-    for start, amount in plan:
-        doses += _session(amount, start, dev, gap, route)
+    for start, amount, what in plan:
+        doses += _session(amount, start, dev, gap, route, what)
     return Regimen(doses)

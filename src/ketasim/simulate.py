@@ -14,7 +14,7 @@ import xarray as xr
 
 from . import __version__
 from ._lower import Lowered, check_magnitude, lower, sessions, with_auc
-from .dosing import Dose, Regimen
+from .dosing import MAX_TIME_H, Dose, Regimen
 from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
 from .population import Population
@@ -30,7 +30,8 @@ _STATUS = {
        "stiff method (ode_method='rosenbrock')",
     3: "the state became non-finite (NaN/inf); check the parameters and the rhs",
     4: "the exact propagation gave a non-finite value: the doses or rates overflow "
-       "double precision; check the dose amounts and units and the parameters",
+       "double precision; check the dose amounts and units, the parameters, and the "
+       "dose and output times (hours)",
     5: "a compartment amount went negative beyond the tolerance (below -(atol + "
        "rtol x its largest amount so far) after an accepted step), so the solution "
        "is not trustworthy from there on; use ode_method='rosenbrock' for a stiff "
@@ -222,11 +223,15 @@ def grid(end, step, *, start=0.0) -> np.ndarray:
     if t1 < t0:
         raise ValueError(f"end ({t1:g} h) must not be before start ({t0:g} h)")
     h = q.value * u.factor
-    count = math.floor((t1 - t0) / h * (1 + 1e-12)) + 1
+    span = (t1 - t0) / h * (1 + 1e-12)  # inf for '1e308 h' every '1e-10 h'
+    count = math.floor(span) + 1 if math.isfinite(span) else math.inf
     if count > GRID_MAX_POINTS:
+        # exact up to a trillion; beyond, 3 digits (a 1e300 h span has 300 digits)
+        shown = (f"{count:,}" if count < 1e12 else f"{count:.3g}"
+                 if math.isfinite(count) else "more than 1e308")
         raise ValueError(
             f"grid from {t0:g} h to {t1:g} h every {step!r} would have "
-            f"{count:,} points; at most {GRID_MAX_POINTS:,} are allowed "
+            f"{shown} points; at most {GRID_MAX_POINTS:,} are allowed "
             f"({count * 8 / 2**30:.3g} "
             f"GiB for the times alone, that much again per subject and analyte). "
             f"Use a longer step or a shorter span, or pass the times you need as "
@@ -303,6 +308,12 @@ def _check_times(times) -> np.ndarray:
     if t[0] < 0:
         raise ValueError(f"times are hours after t = 0 and must be >= 0; got "
                          f"times[0] = {t[0]:g}")
+    late = t > MAX_TIME_H  # 1e300 h spans overflow the AUC, blamed on the dose
+    if late.any():
+        i = int(np.argmax(late))
+        raise ValueError(f"times must be at most {MAX_TIME_H:g} h (about 114 years "
+                         f"after t = 0); got times[{i}] = {t[i]:.10g} h. Check their "
+                         f"unit: times are hours")
     dec = np.diff(t) < 0
     if dec.any():
         i = int(np.argmax(dec)) + 1
@@ -456,8 +467,9 @@ def simulate(
     regimen : Regimen or Dose
         The doses; routes must be defined by the model.
     times : array_like, optional
-        Output times in h after t = 0, sorted, >= 0. Default: every 5 min until
-        24 h after the end of the last dose.
+        Output times in h after t = 0, sorted, >= 0 and at most
+        :data:`~ketasim.dosing.MAX_TIME_H` (1e6 h, about 114 years). Default:
+        every 5 min until 24 h after the end of the last dose.
     population : Population, optional
         Virtual patients: covariates, inter-individual variability and
         inter-occasion variability (one draw per dosing session) from one seed.
@@ -470,10 +482,10 @@ def simulate(
         humanly plausible (``ketasim._validate.COVARIATE_RANGES``: age 0–120 y,
         height 30–250 cm, weight 0.3–400 kg, BMI 8–100 kg/m², neonates included);
         strings such as ``"70 kg"`` are refused. Missing covariates take the
-        model's reference values; a
-        missing weight is the model's reference weight; a model with no weight
-        covariate needs one for mg/kg doses (an error says so). Not combined with ``population`` (give
-        the table to ``Population`` instead).
+        model's reference values; a missing weight is the model's reference
+        weight; a model with no weight covariate needs one for mg/kg doses (an
+        error says so). Not combined with ``population`` (give the table to
+        ``Population`` instead).
     parameters : mapping, optional
         Parameter name -> *individual* values, which replace typical value ×
         covariates × random effect: a value with its unit, ``"80 L/h"``,
