@@ -337,6 +337,84 @@ def test_dose_errors(call, exc, message):
         call()
 
 
+# ---- protocol and regimen builders name the argument the user wrote ---------------
+# (generated-input findings 1-3 and 8: errors said Dose's `amount`/`time`, or no
+# argument at all, and esketamine_induction(dose="1e300 mg") built 1e298 devices)
+_SPAN = (r"would place the last dose at {} h, after 1e\+06 h \(about 114 years\), "
+         r"the latest dose time accepted; check these arguments and their units")
+
+
+@pytest.mark.parametrize("call,exc,message", [
+    (lambda: ks.six_infusion_course(dose="-0.5 mg/kg"), DoseError,
+     r"^dose must be a finite amount >= 0; got '-0\.5 mg/kg'"),
+    (lambda: ks.six_infusion_course(dose=0.5), UnitError,
+     r"^dose 0\.5 has no unit; give a string such as '0\.5 mg'"),
+    (lambda: ks.six_infusion_course(dose="0.5 mL/kg"), DoseError,
+     r"^dose must be a drug amount in mg or mg/kg; got '0\.5 mL/kg'"),
+    (lambda: ks.six_infusion_course(sessions=10**9), DoseError,
+     r"^sessions = 1000000000 sessions at 2 a week " + _SPAN.format(r"8\.4e\+10")),
+    (lambda: ks.clinic_course(Dose.bolus("1 mg"), sessions=0), DoseError,
+     r"the number of sessions must be a whole number >= 1; got sessions = 0"),
+    (lambda: ks.esketamine_induction(first_dose="0 mg"), DoseError,
+     r"^first_dose: an esketamine nasal dose must be a multiple of the 28 mg device, "
+     r"from 1 to 100 devices a session; got first_dose = 0 mg"),
+    (lambda: ks.esketamine_induction(dose="1e300 mg"), DoseError,
+     r"^dose: an esketamine nasal dose must be a multiple of the 28 mg device, from 1 "
+     r"to 100 devices a session; got dose = 1e\+300 mg"),
+    (lambda: ks.esketamine_induction(dose="2828 mg"), DoseError,  # 101 devices
+     r"^dose: .* from 1 to 100 devices a session; got dose = 2828 mg"),
+    (lambda: ks.esketamine_induction(maintenance_dose="10 mg",
+                                     maintenance_sessions=1), DoseError,
+     r"^maintenance_dose: an esketamine nasal dose must be a multiple"),
+    (lambda: ks.esketamine_induction(first_dose="56 mL"), DoseError,
+     r"^first_dose must be a drug amount in mg or mg/kg; got '56 mL'"),
+    (lambda: ks.esketamine_induction(first_dose="0.8 mg/kg"), DoseError,
+     r"^first_dose: esketamine doses are fixed, in mg; got '0\.8 mg/kg'"),
+    (lambda: ks.esketamine_induction(device="0 mg"), DoseError,
+     r"^device must be > 0 mg \(what one nasal device delivers, 28 mg for "
+     r"Spravato\); got '0 mg'"),  # was a ZeroDivisionError
+    (lambda: ks.esketamine_induction(continuation_weeks=10**9), DoseError,
+     r"^weeks = 4, continuation_weeks = 1000000000, maintenance_sessions = 0 "
+     r"\(maintenance_every='2 weeks'\) " + _SPAN.format(r"1\.68e\+11")),
+    (lambda: ks.esketamine_induction(device_interval="1e300 h"), DoseError,
+     r"^device_interval = 1e\+300 h between 2 devices from 0 h "
+     + _SPAN.format(r"1e\+300")),
+    (lambda: ks.boosters(count=10**9), DoseError,
+     r"^count = 1000000000 boosters every 336 h \(every='2 weeks'\) from 0 h "
+     + _SPAN.format(r"3\.36e\+11")),
+    (lambda: Regimen.at([1.5, -1], Dose.bolus("1 mg")), DoseError,
+     r"^times\[1\] must be >= 0 h \(hours after the start of the simulation\); got "
+     r"-1 h"),
+    (lambda: Regimen.at([0, 2e6], Dose.bolus("1 mg")), DoseError,
+     r"^times\[1\] must be at most 1e\+06 h"),
+    (lambda: Regimen.every(Dose.bolus("1 mg"), interval="1 h", n=10**9), DoseError,
+     r"^n = 1000000000 doses every 1 h \(interval='1 h'\) from 0 h "
+     + _SPAN.format(r"1e\+09")),
+    (lambda: Regimen([Dose.bolus("1 mg")]).then(Regimen([Dose.bolus("1 mg")]),
+                                                after="1e300 h"), DoseError,
+     r"^then\(after='1e300 h'\) after this regimen's last dose at 0 h "
+     + _SPAN.format(r"1e\+300")),
+    (lambda: Regimen([Dose.bolus("1 mg", time=2)]).then(
+        Regimen([Dose.bolus("1 mg")]), after="-3 h"), DoseError,
+     r"^after='-3 h' places the next regimen's t = 0 at -1 h, before the start of the "
+     r"simulation; after must be >= -2 h here"),
+])
+def test_builder_errors_name_the_argument(call, exc, message):
+    with pytest.raises(exc, match=message):
+        call()
+
+
+def test_builders_accept_their_largest_values():
+    """The bounds are inclusive: 100 devices of 28 mg in a session, a booster course
+    ending exactly at 1e6 h."""
+    reg = ks.esketamine_induction(dose="2800 mg", first_dose="28 mg", weeks=1,
+                                  continuation_weeks=0)
+    assert [d.device for d in reg].count(1) == 2 and len(reg) == 1 + 100
+    assert reg.doses[-1].time == pytest.approx(72.0 + 99 * 5 / 60)
+    step = 1e6 / 4
+    assert ks.boosters(every=step, count=4).times == (step, 2 * step, 3 * step, 1e6)
+
+
 def test_numpy_integers_are_whole_numbers():
     d = Dose.bolus("28 mg", route="intranasal", device=np.int64(2))
     assert d.device == 2 and type(d.device) is int
