@@ -636,3 +636,31 @@ def test_unknown_reference_names_the_uncited_entry():
     refused(d, "[parameters.V1.reference] names an unknown reference 'herd2007' — "
             "references: opentiva, zzz; references[0] (key 'zzz') is cited by no "
             "parameter")
+
+
+# ---- load_model's argument (generated-input finding 12) --------------------------
+
+@pytest.mark.parametrize("arg,exc,message", [
+    ("", FileNotFoundError, r"^model must name a bundled model or a \.toml file; got "
+     r"the empty name ''\. Bundled models: clements_nimmo_1981, domino"),
+    (".", FileNotFoundError, r"^model '\.' is a directory, not a model file; pass a "
+     r"path to a \.toml model file or a bundled model name \(clements_nimmo_1981, "),
+    (5, TypeError, r"^model must be a bundled model name such as 'domino' or a path to "
+     r"a \.toml model file; got int 5"),
+])
+def test_load_model_names_a_bad_argument(arg, exc, message):
+    """'' and '.' raised a bare IsADirectoryError (Path('') is '.')."""
+    with pytest.raises(exc, match=message):
+        ks.load_model(arg)
+
+
+def test_load_model_directory_named_toml_and_bundled_name_beside_a_directory(
+        tmp_path, monkeypatch):
+    """A directory called x.toml is named as a directory; a directory called
+    'domino' in the working directory does not hide the bundled model."""
+    (tmp_path / "x.toml").mkdir()
+    (tmp_path / "domino").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^model 'x\.toml' is a directory"):
+        ks.load_model("x.toml")
+    assert ks.load_model("domino").path == models_dir() / "domino.toml"

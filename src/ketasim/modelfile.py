@@ -91,19 +91,36 @@ def load_model(name_or_path: str | Path) -> Model:
     ModelFileError
         The file is malformed; the message names the file, the key path and a fix.
     FileNotFoundError
-        No bundled model of that name and no such file.
+        No bundled model of that name and no such file, an empty name, or a
+        directory.
+    TypeError
+        Neither a string nor a path.
     """
     if isinstance(name_or_path, Model):
         return name_or_path
+    if not isinstance(name_or_path, str | Path):
+        raise TypeError(f"model must be a bundled model name such as 'domino' or a "
+                        f"path to a .toml model file; got "
+                        f"{type(name_or_path).__name__} {name_or_path!r:.80}")
+    if not str(name_or_path).strip():  # Path("") is ".", the working directory
+        raise FileNotFoundError(f"model must name a bundled model or a .toml file; "
+                                f"got the empty name {str(name_or_path)!r}. Bundled "
+                                f"models: {', '.join(list_models())}")
     p = Path(name_or_path)
-    if p.suffix != ".toml" and not p.exists():
+    if p.suffix != ".toml" and (not p.exists() or p.is_dir()):
         cand = models_dir() / f"{name_or_path}.toml"
-        if not cand.exists():
+        if cand.exists():  # a bundled name wins over a directory of that name
+            p = cand
+        elif not p.is_dir():
             raise FileNotFoundError(
                 f"no bundled model {str(name_or_path)!r}; bundled models: "
                 f"{', '.join(list_models())}. To load your own, pass a path to a "
                 f".toml file.")
-        p = cand
+    if p.is_dir():  # else a bare IsADirectoryError
+        raise FileNotFoundError(
+            f"model {str(name_or_path)!r} is a directory, not a model file; pass a "
+            f"path to a .toml model file or a bundled model name "
+            f"({', '.join(list_models())})")
     raw = p.read_bytes()
     try:
         data = tomllib.loads(raw.decode("utf-8"))
