@@ -70,7 +70,7 @@ CASES = [
      "'nope': no bundled model"),
     (("scenarios", 0, "model"), "", "[scenarios[0].model] is empty"),
     (("scenarios", 0, "model"), ".", "[scenarios[0].model] cannot load model '.': "
-     "[Errno 21] Is a directory"),
+     "model '.' is a directory, not a model file"),
     (("population", "age"), ["a", "b"], "[population.age] must be [low, high] years "
      "(two numbers); got ['a', 'b']"),
     (("population", "age"), [True, 40], "[population.age] must be [low, high] years "
