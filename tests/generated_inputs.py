@@ -540,6 +540,10 @@ COVARIATES = {  # name -> (valid values, invalid values)
     "bmi": ([24.0, 31.0], [-24.0, 0.0, 1e300, "24"]),
     "female": ([0, 1, np.array([0, 1])], [2, -1, 0.5, "yes", np.array([0, 3])]),
 }
+#: plausible human covariate ranges (age y, height cm, weight kg, BMI kg/m2): a
+#: number outside is an error, inside may only warn (ValidityWarning)
+PLAUSIBLE = {"age": (0.0, 120.0), "height": (30.0, 250.0), "weight": (0.3, 400.0),
+             "bmi": (8.0, 100.0)}
 PARAMETERS = {  # domino: valid and invalid overrides per parameter
     "k10": (["26.3 1/h", (26.3, "1/h"), "0.4381 1/min", Quantity(26.3, "1/h")],
             ["-26 1/h", "26 L/h", "nan 1/h", "fast", (26.3, "mg"), "0 1/h"]),
@@ -563,6 +567,11 @@ def simulate_args(draw):
         name = draw(st.sampled_from(sorted(COVARIATES)))
         good, wrong = COVARIATES[name]
         v = draw(st.sampled_from(wrong if bad else good))
+        if name in PLAUSIBLE and draw(st.booleans()):  # a drawn number instead
+            lo, hi = PLAUSIBLE[name]
+            v = draw(st.one_of(st.floats(-1e6, lo, exclude_max=True),
+                               st.floats(hi, 1e6, exclude_min=True)) if bad
+                     else st.floats(lo, hi))
         call["covariates"] = {name: v}
         if name == "female":
             call["model"] = "perez_ruixo_2021"
@@ -572,6 +581,9 @@ def simulate_args(draw):
         name = draw(st.sampled_from(sorted(PARAMETERS)))
         good, wrong = PARAMETERS[name]
         v = draw(st.sampled_from(wrong if bad else good))
+        if name == "k10" and draw(st.booleans()):  # a drawn value with its unit
+            x = draw(st.floats(-1e3, 0.0) if bad else st.floats(0.01, 1e3))
+            v = draw(st.sampled_from([f"{x!r} 1/h", (x, "1/min")]))
         call["parameters"] = {name: v}
         if name == "F_IN":
             call["regimen"] = ks.Dose.bolus("20 mg", route="intranasal")
