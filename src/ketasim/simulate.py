@@ -842,7 +842,9 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
         if population is not None:
             return _chunk(a, model, regimen, times=t, population=population.subset(
                 a, b), parameters=p or None, progress=False, **kw)
-        c = {k: v[a:b] for k, v in cov_all.items()}
+        # an unknown weight (NaN: no weight in the model, none given) stays
+        # unknown in the chunk, which refuses mg/kg doses as the whole call does
+        c = {k: v[a:b] for k, v in cov_all.items() if not np.isnan(v).all()}
         return _chunk(a, model, regimen, times=t, covariates=c or None,
                       parameters=p or None, progress=False, **kw)
 
