@@ -1099,10 +1099,6 @@ def _all_scenario_mutations(base: str):
     return tuple(out)
 
 
-def _toml_ok(value) -> bool:
-    return not (isinstance(value, list) and any(x is None for x in value))
-
-
 @st.composite
 def scenario_mutations(draw):
     """One key of a scenario file (the examples and three small files) mutated,
