@@ -17,10 +17,11 @@ is one of :data:`OUTCOMES`:
 
 Anything else is a defect: ``silent-acceptance`` (an invalid input accepted),
 ``invalid-result`` (accepted, but the result is non-finite, negative, has a non-zero
-status or lacks units), ``refused-unnamed`` (a documented error class whose message
-does not name the field), ``refused-valid`` (a valid input refused), ``foreign-error``
-(any other exception: ZeroDivisionError, LinAlgError, KeyError, SystemError, ...)
-and ``timeout`` (no answer within :data:`TIMEOUT_S`).
+status, lacks units or fails a check of its own run: :class:`ResultError`),
+``refused-unnamed`` (a documented error class whose message does not name the
+field), ``refused-valid`` (a valid input refused), ``foreign-error`` (any other
+exception: ZeroDivisionError, LinAlgError, KeyError, SystemError, ...) and
+``timeout`` (no answer within :data:`TIMEOUT_S`).
 
 The default test suite runs a small profile of these generators
 (``tests/test_properties.py``). The large profile, >= 10 000 inputs, runs on demand
@@ -106,6 +107,11 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
+class ResultError(Exception):
+    """A generated input's result failed a check made inside its run (a wrong units
+    label, a value off its independent oracle): an ``invalid-result``."""
+
+
 class _Timeout(BaseException):
     """Raised by the alarm; a BaseException so no `except Exception` swallows it."""
 
@@ -175,6 +181,8 @@ def classify(case: Case) -> Outcome:
             res = case.run()
         except _Timeout:
             return Outcome("timeout", f"no answer in {TIMEOUT_S} s")
+        except ResultError as exc:
+            return Outcome("invalid-result", str(exc))
         except Exception as exc:  # classified below: only the documented classes pass
             text = f"{type(exc).__name__}: {exc}"
             if not _documented(exc):
@@ -667,7 +675,22 @@ def metrics_args(draw):
         label = f"ks.metrics(ds, **{kw!r})"
 
         def run():
-            return ks.metrics(_curves(), **kw)
+            m = ks.metrics(_curves(), **kw)
+            if kw.get("unit") == "nmol/L":  # the ng/mL values / MW (g/mol) * 1000
+                ng = ks.metrics(_curves(), per=kw["per"])
+                mw = _curves().molecular_weight
+                for name, unit in (("cmax", "nmol/L"), ("auc", "nmol*h/L")):
+                    if m[name].attrs.get("units") != unit:
+                        raise ResultError(f"{name} labelled "
+                                          f"{m[name].attrs.get('units')!r}, not {unit}")
+                    want = (ng[name] / mw * 1000.0).values
+                    if not np.allclose(m[name].values, want, rtol=1e-12,
+                                       equal_nan=True):
+                        raise ResultError(f"{name} in nmol/L is not the ng/mL value "
+                                          "/ MW x 1000")
+            elif m.cmax.attrs.get("units") != "ng/mL":
+                raise ResultError(f"cmax labelled {m.cmax.attrs.get('units')!r}")
+            return m
     elif what == "pta":
         thr = draw(st.sampled_from(["-1 ng/mL", NAN, "1 h", "x", True]) if bad
                    else st.sampled_from([100, "100 ng/mL", "0.1 mg/L"]))
