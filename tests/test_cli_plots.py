@@ -113,6 +113,8 @@ def test_unexpected_exception_keeps_its_traceback(monkeypatch):
     (["frobnicate"], "argument command: invalid choice: 'frobnicate'"),
     (["simulate", "--dose", "5 mg", "--every", "1 d"], "--every and --count go "
      "together: --every '3.5 d' --count 4 gives four doses 3.5 days apart"),
+    (["simulate", "--dose", "5 mg", "--every", "12 h", "--count", "0"],
+     "--count must be a whole number >= 1 (the number of doses); got 0"),
     (["simulate", "--dose", "5 mg", "--duration", "40 min", "--device", "1"],
      "--device applies to nasal-spray devices, not to an infusion (--duration)"),
 ])

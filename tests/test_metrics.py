@@ -635,6 +635,9 @@ def test_pta_thresholds_in_the_metrics_units(units, threshold, want):
     ("ng/mL", True, TypeError, r"threshold must be a number in the metric's units "
      r"or a string with a unit; got bool True"),
     ("h", float("nan"), ValueError, r"threshold must be finite; got nan"),
+    ("ng/mL", "-1 ng/mL", ValueError, r"threshold must be >= 0: concentrations, "
+     r"AUCs and times are never negative; got -1 ng/mL$"),
+    ("h", -0.5, ValueError, r"threshold must be >= 0: .*; got -0.5 h$"),
     (None, "1 h", ks.UnitError, r"threshold '1 h' has a unit, but the metric has no "
      r"units attribute"),
 ])

@@ -142,6 +142,9 @@ def _simulate(args) -> int:
     if (args.every is None) != (args.count is None):
         raise _UsageError("--every and --count go together: --every '3.5 d' --count "
                           "4 gives four doses 3.5 days apart")
+    if args.count is not None and args.count < 1:
+        raise _UsageError(f"--count must be a whole number >= 1 (the number of "
+                          f"doses); got {args.count}")
     reg = (ks.Regimen.every(dose, interval=args.every, n=args.count) if args.every
            else ks.Regimen([dose]))
     horizon = to_hours(args.horizon, what="--horizon")

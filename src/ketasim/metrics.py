@@ -486,4 +486,7 @@ def _threshold(da: xr.DataArray, value) -> float:
             value = q.value * got[0] / want[0]
     if not math.isfinite(value):
         raise ValueError(f"threshold must be finite; got {value!r}")
+    if value < 0:  # every attainment of a concentration, AUC or time is then 1
+        raise ValueError(f"threshold must be >= 0: concentrations, AUCs and times "
+                         f"are never negative; got {value:g} {units or ''}".rstrip())
     return float(value)
