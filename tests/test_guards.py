@@ -357,3 +357,34 @@ def test_overflowing_dose_is_refused_in_metrics_mode_too():
     with pytest.raises(DoseError, match=r"doses\[0\] \(1e\+307 mg by route 'iv' at 0 "
                        r"h\) gives 1e\+307 mg to subject 0"):
         ks.simulate("domino", ks.Dose.bolus("1e307 mg"), times=T, output="metrics")
+
+
+def _flint_with_slope(slope):
+    import tomllib
+
+    from ketasim.modelfile import models_dir
+
+    d = tomllib.loads((models_dir() / "flint_2017.toml").read_text())
+    d["time_effects"][0]["slope"] = slope
+    return ks.model_from_dict(d)
+
+
+def test_time_effect_reaching_zero_within_the_times_is_refused():
+    """CLN x (1 - 0.01 t) is 0 at 100 h: the model would create drug after that."""
+    m = _flint_with_slope(-0.01)
+    dose = ks.Dose.infusion("1 mg/kg", duration="1 h")
+    with pytest.raises(ValueError, match=r"time_effects of model 'flint_2017': CLN x "
+                       r"\(1 \+ -0.01 t\) \(t in h after the first dose at 0 h\) "
+                       r"reaches 0 at 100 h, before the last output time 200 h"):
+        ks.simulate(m, dose, times=ks.grid("200 h", "1 h"))
+    ds = ks.simulate(m, dose, times=ks.grid("99 h", "1 h"))  # holds until then
+    assert np.isfinite(ds.concentration.values).all()
+
+
+def test_non_finite_state_from_a_time_effect_names_it():
+    m = _flint_with_slope(1e300)
+    with pytest.raises(ks.SolveError, match=r"status 3 for subject 0 .*this model's "
+                       r"parameters change in time \(CLN x \(1 \+ 1e\+300 t\), t in h "
+                       r"after the first dose\), up to the last output time 200 h"):
+        ks.simulate(m, ks.Dose.infusion("1 mg/kg", duration="1 h"),
+                    times=ks.grid("200 h", "1 h"))

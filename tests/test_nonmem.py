@@ -212,6 +212,9 @@ BAD = [
     ("ID,TIME,EVID,AMT,FEMALE\n1,0,1,5,2\n",
      "line 2, ID 1, column FEMALE: covariate 'female' is a 0/1 flag (1 = yes); "
      "got 2"),
+    ("ID,TIME,EVID,AMT,RATE\n1,0,1,1e307,100\n",
+     "line 2, ID 1, column RATE: AMT 1e+307 mg at RATE 100 mg/h lasts 1e+305 h, "
+     "beyond the 1e+06 h ketasim simulates; check AMT (mg) and RATE (mg/h)"),
     ("", "empty file"),
     ("ID,TIME,EVID,AMT\n\n", "no records after the header (line 1)"),
 ]

@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 
 from ._validate import covariate_values
-from .dosing import Dose, Regimen
+from .dosing import MAX_TIME_H, Dose, Regimen
 from .model import Model
 from .modelfile import load_model
 
@@ -402,6 +402,11 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
                                  "h")
         elif rate > 0:
             dur = amt / rate
+            if not dur <= MAX_TIME_H:  # Dose would name `duration`, not a column
+                raise ValueError(
+                    f"{where(i, 'RATE', sid)}: AMT {amt:g} mg at RATE {rate:g} mg/h "
+                    f"lasts {dur:.3g} h, beyond the {MAX_TIME_H:g} h ketasim "
+                    f"simulates; check AMT (mg) and RATE (mg/h)")
         elif rate != 0:
             raise ValueError(f"{where(i, 'RATE', sid)}: must be 0 (bolus), > 0 "
                              f"(mg/h) or -2 (duration from DUR); got {rate:g}")

@@ -75,6 +75,11 @@ def _failure_message(model: Model, status: np.ndarray, buf: np.ndarray,
             why = (f"the state became non-finite (NaN/inf): the model's rhs {name} "
                    f"returned non-finite derivatives (e.g. a division by a state or "
                    f"parameter that reached 0) or the parameters are extreme")
+        elif c == 3 and model.time_effects:
+            why += (f"; this model's parameters change in time "
+                    f"({_time_effect_text(model)}, t in h after the first dose), "
+                    f"up to the last output time {t[-1]:g} h: check the time "
+                    f"effects' slopes")
         s = idx[0]
         nan = np.isnan(buf[s, 0]) if buf.shape[1] else np.zeros(t.size, bool)
         since = ""
@@ -84,6 +89,25 @@ def _failure_message(model: Model, status: np.ndarray, buf: np.ndarray,
         parts.append(f"status {c} for {_subject_list(idx)}{since}: {why}")
     return (f"{bad.size} of {status.size} subjects failed: {'; '.join(parts)}. "
             f"Pass errors='keep' to keep their rows (NaN) with the status.")
+
+
+def _time_effect_text(model: Model) -> str:
+    return ", ".join(f"{name} x (1 + {slope:g} t)" for name, slope in
+                     model.time_effects)
+
+
+def _check_time_effects(model: Model, t0: float, t_end: float) -> None:
+    """A linear time effect, parameter x (1 + slope (t - t0)), must keep its
+    parameter positive until the last output time: a negative slope reaches 0 at
+    t0 + 1/|slope|, after which the model would create drug."""
+    for name, slope in model.time_effects:
+        factor = 1.0 + slope * (t_end - t0)
+        if not factor > 0:
+            raise ValueError(
+                f"time_effects of model {model.id!r}: {name} x (1 + {slope:g} t) "
+                f"(t in h after the first dose at {t0:g} h) reaches 0 at "
+                f"{t0 - 1.0 / slope:g} h, before the last output time {t_end:g} h; "
+                f"the model does not hold that long. End the output times earlier")
 
 
 def _check_rhs_parameters(model: Model, p: np.ndarray) -> None:
@@ -730,6 +754,7 @@ def simulate(
             # parameter x (1 + slope t), t in h after the first dose:
             # A(t) = A + (t - t0) A1 = (A - t0 A1) + t A1
             t0 = float(regimen.times[0]) if regimen.doses else 0.0
+            _check_time_effects(model, t0, float(t[-1]))
             p = np.ascontiguousarray(np.hstack([(A - t0 * A1).reshape(n, -1),
                                                 A1.reshape(n, -1)]))
         else:
