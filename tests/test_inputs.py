@@ -377,8 +377,10 @@ _SPAN = (r"would place the last dose at {} h, after 1e\+06 h \(about 114 years\)
      r"^weeks = 4, continuation_weeks = 1000000000, maintenance_sessions = 0 "
      r"\(maintenance_every='2 weeks'\) " + _SPAN.format(r"1\.68e\+11")),
     (lambda: ks.esketamine_induction(device_interval="1e300 h"), DoseError,
-     r"^device_interval = 1e\+300 h between 2 devices from 0 h "
-     + _SPAN.format(r"1e\+300")),
+     r"^device_interval must be > 0 and at most 60 min, the longest gap between "
+     r"devices of one session \(the label gives 5 min\); got '1e300 h'"),
+    (lambda: ks.esketamine_induction(device_interval="61 min"), DoseError,
+     r"^device_interval must be > 0 and at most 60 min, .*; got '61 min'"),
     (lambda: ks.boosters(count=10**9), DoseError,
      r"^count = 1000000000 boosters every 336 h \(every='2 weeks'\) from 0 h "
      + _SPAN.format(r"3\.36e\+11")),
@@ -451,6 +453,94 @@ def test_esketamine_induction_sets_devices():
     assert [d.device for d in reg][:3] == [1, 2, 1]
     ds = ks.simulate("perez_ruixo_2021", reg, times=ks.grid("4 d", "1 h"))
     assert ds.status.item() == 0
+
+
+def _spray(device, time):
+    return Dose.bolus("28 mg", route="intranasal", device=device, time=time)
+
+
+_RULE = (r"in one session the devices of a route are numbered 1, 2, 3, \.\.\. in "
+         r"time order, each at most 60 min after the one before \(the label gives "
+         r"5 min\)")
+_NO_FIRST = (r"^doses\[0\] \(device 2 of route 'intranasal' at 0 h\) is a later "
+             r"device of a session, but no device 1 of route 'intranasal' comes "
+             r"before it; " + _RULE + r"\. Number the session's devices from 1 "
+             r"\(device=1 for the first\), or build the schedule with "
+             r"ks\.esketamine_induction$")
+
+
+@pytest.mark.parametrize("doses,message", [
+    # two "first devices" 5 min apart were both fully absorbed
+    ([_spray(1, 0), _spray(1, "5 min")],
+     r"^doses\[1\] \(device 1 of route 'intranasal' at 0\.0833333 h\) starts a new "
+     r"session only 5 min after doses\[0\] \(device 1 of route 'intranasal' at 0 "
+     r"h\); " + _RULE + r"\. If it is the next device of that session give "
+     r"device=2; a new session must start more than 60 min after the last device "
+     r"of the previous one$"),
+    # ... also when the earlier one was a later device of its session
+    ([_spray(1, 0), _spray(2, "5 min"), _spray(1, "1 h")],
+     r"^doses\[2\] \(device 1 of route 'intranasal' at 1 h\) starts a new session "
+     r"only 55 min after doses\[1\] \(device 2 of route 'intranasal' at 0\.0833333 "
+     r"h\); .* give device=3; "),
+    # device 2 three days later was put in session 0 with the reduced absorption
+    ([_spray(1, 0), _spray(2, "3 d")],
+     r"^doses\[1\] \(device 2 of route 'intranasal' at 72 h\) comes 72 h after "
+     r"doses\[0\] \(device 1 of route 'intranasal' at 0 h\), more than the 60 min "
+     r"allowed between devices of one session; " + _RULE + r"\. If it starts a new "
+     r"session give it device=1, otherwise move it within 60 min of doses\[0\]$"),
+    ([_spray(1, 0), _spray(2, "61 min")],
+     r"^doses\[1\] \(device 2 of route 'intranasal' at 1\.01667 h\) comes 61 min "
+     r"after doses\[0\]"),
+    ([_spray(2, 0)], _NO_FIRST),  # a lone device 2
+    ([_spray(2, 0), _spray(1, "5 min")], _NO_FIRST),  # device 2 before device 1
+    ([_spray(1, 0), _spray(3, "5 min")],
+     r"^doses\[1\] \(device 3 of route 'intranasal' at 0\.0833333 h\) follows "
+     r"doses\[0\] \(device 1 of route 'intranasal' at 0 h\), not device 2; "
+     + _RULE + r"\. Give it device=2 if it continues that session, or device=1 if "
+     r"it starts a new one$"),
+    ([_spray(1, 0), _spray(2, "5 min"), _spray(2, "10 min")],
+     r"^doses\[2\] \(device 2 .* at 0\.166667 h\) follows doses\[1\] \(device 2 "
+     r".*\), not device 1; .* Give it device=3 if it continues that session"),
+    ([_spray(1, 0), Dose.bolus("1 mg", time="2 min"), _spray(2, "5 min")],
+     r"^doses\[2\] \(device 2 of route 'intranasal' at 0\.0833333 h\) is separated "
+     r"from its session's previous device, doses\[0\] \(device 1 of route "
+     r"'intranasal' at 0 h\), by doses\[1\] \('iv' at 0\.0333333 h\); " + _RULE +
+     r", with no other dose between them\. Give the other dose before the "
+     r"session's first device or after its last$"),
+])
+def test_device_out_of_place_is_refused(doses, message):
+    """Issue 16 review, item 7: a device's number decides what it absorbs
+    (perez_ruixo_2021: less from the second device of a session on), so a number
+    that does not fit its place in the session is refused, naming the dose."""
+    with pytest.raises(DoseError, match=message):
+        ks.simulate("perez_ruixo_2021", Regimen(doses), times=T + [100.0])
+
+
+def test_device_sessions_follow_the_device_numbers():
+    """Device 1 opens a session, device k joins device k-1's (up to 60 min later,
+    inclusive); doses without devices each open their own, as before."""
+    reg = Regimen([_spray(1, 0), _spray(2, "5 min"), _spray(1, "2 h"),
+                   _spray(2, "3 h"), Dose.bolus("5 mg", time="1 d"),
+                   Dose.bolus("5 mg", time="1 d"), _spray(1, "3 d"),
+                   _spray(2, "72.05 h"), _spray(3, "72.1 h")])
+    ds = ks.simulate("perez_ruixo_2021", reg, times=ks.grid("4 d", "1 h"))
+    assert ds.dose_session.values.tolist() == [0, 0, 1, 1, 2, 3, 4, 4, 4]
+    iv = ks.simulate("domino", Regimen.every(Dose.bolus("5 mg"), interval="1 h", n=3),
+                     times=T)
+    assert iv.dose_session.values.tolist() == [0, 1, 2]
+
+
+def test_a_new_session_absorbs_like_the_first():
+    """Two sessions of one device, 2 h apart, superpose two copies of the first
+    device's curve (the model is linear): the second is not a 'later device'."""
+    t = np.arange(0.0, 12.25, 0.25)
+    one = ks.simulate("perez_ruixo_2021", _spray(1, 0), times=t)
+    two = ks.simulate("perez_ruixo_2021", Regimen([_spray(1, 0), _spray(1, "2 h")]),
+                      times=t)
+    c1 = one.concentration.values[0, 0]
+    want = c1 + np.concatenate([np.zeros(8), c1[:-8]])
+    np.testing.assert_allclose(two.concentration.values[0, 0], want, rtol=1e-9,
+                               atol=1e-12)
 
 
 def test_mg_per_kg_dose_without_any_weight_is_refused(tmp_path):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dosing import DoseError, Regimen
+from .dosing import MAX_DEVICE_GAP_H, DoseError, Regimen
 from .model import Model
 
 BOLUS, RATE, PAD, OCCASION, MARK = 0, 1, 2, 3, 4
@@ -163,14 +163,76 @@ def check_magnitude(model: Model, regimen: Regimen, low: Lowered,
         f"amount and its unit")
 
 
+def _device_text(i: int, d) -> str:
+    """'doses[1] (device 2 of route 'intranasal' at 72 h)'."""
+    return (f"doses[{i}] (device {d.device} of route {d.route!r} at "
+            f"{d.time:.6g} h)")
+
+
+def _gap_text(hours: float) -> str:
+    return f"{hours * 60:.4g} min" if hours < 2 else f"{hours:.4g} h"
+
+
 def sessions(regimen: Regimen) -> np.ndarray:
-    """Session (occasion) index of each dose: a dose opens a new session unless it
-    is the second or later device of one (``Dose.device >= 2``)."""
-    out = np.empty(len(regimen.doses), dtype=np.int64)
+    """Session (occasion) index of each dose, nondecreasing in dose order.
+
+    A dose without ``device=`` opens a new session. On routes that absorb per
+    device, device 1 opens a new session and device k >= 2 joins the session of
+    device k-1 of the same route, which must be the dose just before it and at
+    most :data:`~ketasim.dosing.MAX_DEVICE_GAP_H` (1 h) earlier; device 1 must come
+    more than that after the previous device of its route. Anything else raises a
+    DoseError naming the dose: a wrong device number would silently give a spray
+    the first device's absorption, or a later device's (reduced) one.
+    """
+    doses = regimen.doses
+    out = np.empty(len(doses), dtype=np.int64)
+    rule = (f"in one session the devices of a route are numbered 1, 2, 3, ... in "
+            f"time order, each at most {MAX_DEVICE_GAP_H * 60:g} min after the one "
+            f"before (the label gives 5 min)")
+    last: dict[str, int] = {}  # route -> index of its latest device dose
     k = -1
-    for i, d in enumerate(regimen.doses):
-        if not (d.device is not None and d.device >= 2 and k >= 0):
+    for i, d in enumerate(doses):
+        j = last.get(d.route) if d.device is not None else None
+        if d.device is None or d.device == 1:
+            if j is not None and d.time - doses[j].time <= MAX_DEVICE_GAP_H:
+                raise DoseError(
+                    f"{_device_text(i, d)} starts a new session only "
+                    f"{_gap_text(d.time - doses[j].time)} after "
+                    f"{_device_text(j, doses[j])}; {rule}. If it is the next device "
+                    f"of that session give device={doses[j].device + 1}; a new "
+                    f"session must start more than {MAX_DEVICE_GAP_H * 60:g} min "
+                    f"after the last device of the previous one")
             k += 1
+        elif j is None:
+            raise DoseError(
+                f"{_device_text(i, d)} is a later device of a session, but no "
+                f"device {d.device - 1} of route {d.route!r} comes before it; {rule}. "
+                f"Number the session's devices from 1 (device=1 for the first), or "
+                f"build the schedule with ks.esketamine_induction")
+        elif doses[j].device != d.device - 1:
+            raise DoseError(
+                f"{_device_text(i, d)} follows {_device_text(j, doses[j])}, not "
+                f"device {d.device - 1}; {rule}. Give it "
+                f"device={doses[j].device + 1} if it continues that session, or "
+                f"device=1 if it starts a new one")
+        elif d.time - doses[j].time > MAX_DEVICE_GAP_H:
+            raise DoseError(
+                f"{_device_text(i, d)} comes {_gap_text(d.time - doses[j].time)} "
+                f"after {_device_text(j, doses[j])}, more than the "
+                f"{MAX_DEVICE_GAP_H * 60:g} min allowed between devices of one "
+                f"session; {rule}. If it starts a new session give it device=1, "
+                f"otherwise move it within {MAX_DEVICE_GAP_H * 60:g} min of "
+                f"doses[{j}]")
+        elif j != i - 1:
+            o = doses[i - 1]
+            raise DoseError(
+                f"{_device_text(i, d)} is separated from its session's previous "
+                f"device, {_device_text(j, doses[j])}, by doses[{i - 1}] "
+                f"({o.route!r} at {o.time:.6g} h); {rule}, with no other dose "
+                f"between them. Give the other dose before the session's first "
+                f"device or after its last")
+        if d.device is not None:
+            last[d.route] = i
         out[i] = k
     return out
 
@@ -205,8 +267,9 @@ def drug_factor(model: Model, i: int, d) -> float:
 
 def check_routes(model: Model, regimen: Regimen) -> None:
     """Every dose's route exists in the model and fits it (duration only for IV;
-    ``device=`` exactly on routes that absorb per device), and its drug is the
-    model's (or a racemic dose the model knows how to split)."""
+    ``device=`` exactly on routes that absorb per device, numbered as
+    :func:`sessions` requires), and its drug is the model's (or a racemic dose the
+    model knows how to split)."""
     for i, d in enumerate(regimen.doses):
         share = drug_factor(model, i, d)
         route = model.routes.get(d.route)
@@ -249,6 +312,7 @@ def check_routes(model: Model, regimen: Regimen) -> None:
                     f"the device's place in the session; got {got}. Give one Dose "
                     f"per device (device=1, 2, ... a few minutes apart), as "
                     f"ks.esketamine_induction does.")
+    sessions(regimen)  # devices numbered in order, within the gap (else DoseError)
 
 
 def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:

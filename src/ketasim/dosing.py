@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ._validate import is_real, is_whole
 from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
 
-__all__ = ["MAX_TIME_H", "Dose", "DoseError", "Regimen"]
+__all__ = ["MAX_DEVICE_GAP_H", "MAX_TIME_H", "Dose", "DoseError", "Regimen"]
 
 SALT_FORMS = ("base", "hcl")
 
@@ -27,6 +27,12 @@ SALT_FORMS = ("base", "hcl")
 #: 1e300 h overflow the AUC and the kernels' exp(-k t) terms, which would then be
 #: blamed on the dose.
 MAX_TIME_H = 1e6
+
+#: Longest gap, in hours, between one device of a nasal session and the next
+#: (``Dose.device`` k-1 then k): 1 h. The label gives 5 min between devices; a
+#: "device 2" hours or days later is a new session typed with the wrong number,
+#: and it would silently get a later device's smaller absorption.
+MAX_DEVICE_GAP_H = 1.0
 
 
 class DoseError(ValueError):
@@ -93,8 +99,17 @@ class Dose:
         ``"hcl"`` converts a hydrochloride mass to base (× 237.73/274.19 = 0.867).
     device : int, optional
         Position of this administration among the devices of one session (1 = the
-        first nasal-spray device). Routes with a per-device effect (Perez-Ruixo 2021:
-        less is absorbed nasally from the second device on) use it.
+        first nasal-spray device). Given exactly on routes that absorb per device
+        (Perez-Ruixo 2021: less is absorbed nasally from the second device on),
+        and refused on others. Within one session the devices of a route are
+        numbered 1, 2, 3, ... in time order: device k >= 2 comes right after
+        device k-1 of the same route (no other dose between them), at most
+        :data:`MAX_DEVICE_GAP_H` (1 h) later (the label gives 5 min); it joins
+        that session. Device 1 starts a new session, more than 1 h after the
+        previous device of its route. Anything else (a lone device 2, device 2
+        before device 1, two devices 1 minutes apart, a device 2 days later) is
+        refused when the regimen is simulated. ``ks.esketamine_induction``
+        numbers the devices for you.
     drug : {"ketamine", "esketamine", "arketamine"}, optional
         What is given, when it may differ from the model's drug: racemic
         ``"ketamine"`` given to an S-ketamine model is an error unless the model

@@ -11,7 +11,7 @@ import numbers
 import re
 
 from ._validate import is_whole
-from .dosing import Dose, DoseError, Regimen, _amount, check_span
+from .dosing import MAX_DEVICE_GAP_H, Dose, DoseError, Regimen, _amount, check_span
 from .units import to_hours
 
 __all__ = ["MAX_DEVICES", "boosters", "clinic_course", "esketamine_induction",
@@ -183,8 +183,12 @@ def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
         raise DoseError(f"device must be > 0 mg (what one nasal device delivers, "
                         f"28 mg for Spravato); got {device!r}")
     gap = to_hours(device_interval, what="device_interval")
-    if not gap > 0:
-        raise DoseError(f"device_interval must be > 0; got {device_interval!r}")
+    if not 0 < gap <= MAX_DEVICE_GAP_H:
+        # devices further apart are not one session (see Dose's device=)
+        raise DoseError(f"device_interval must be > 0 and at most "
+                        f"{MAX_DEVICE_GAP_H * 60:g} min, the longest gap between "
+                        f"devices of one session (the label gives 5 min); got "
+                        f"{device_interval!r}")
     first, every_dose = mg(first_dose, "first_dose"), mg(dose, "dose")
     main, main_name = ((mg(maintenance_dose, "maintenance_dose"), "maintenance_dose")
                        if maintenance_dose is not None else (every_dose, "dose"))
