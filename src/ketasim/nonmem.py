@@ -42,8 +42,8 @@ from .dosing import MAX_TIME_H, Dose, Regimen
 from .model import Model
 from .modelfile import load_model
 
-__all__ = ["MAX_DOSES_PER_SUBJECT", "DoseRecord", "EventTable", "read_nonmem",
-           "simulate_nonmem", "write_nonmem"]
+__all__ = ["MAX_DOSES_PER_SUBJECT", "DoseRecord", "EventTable", "Record",
+           "read_nonmem", "simulate_nonmem", "write_nonmem"]
 
 MAX_DOSES_PER_SUBJECT = 100_000
 """Most dose records one subject may expand to (its records plus their ADDL
@@ -56,6 +56,15 @@ KNOWN = {"ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV", 
          "DUR", "DEVICE"}
 # the columns of a dose record as read, in the order write_nonmem keeps them
 DOSE_ITEMS = ("TIME", "AMT", "RATE", "DUR", "CMT", "II", "ADDL", "SS", "DEVICE")
+# the columns of every record as read (Record), in the order simulate_nonmem
+# stores them (nonmem_records) for write_nonmem
+RECORD_ITEMS = ("TIME", "EVID", "MDV", "AMT", "RATE", "DUR", "CMT", "II", "ADDL",
+                "SS", "DEVICE")
+# covariate name -> the column write_nonmem writes and errors suggest
+COVARIATE_COLUMN = {"weight": "WT", "age": "AGE", "height": "HT", "bmi": "BMI",
+                    "female": "FEMALE", "asian": "ASIAN", "japanese": "JAPANESE"}
+COVARIATE_UNIT = {"weight": "kg", "age": "y", "height": "cm", "bmi": "kg/m^2",
+                  "female": "0 or 1", "asian": "0 or 1", "japanese": "0 or 1"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,38 @@ class DoseRecord:
 
 
 @dataclass(frozen=True)
+class Record:
+    """One record of the table as read, whatever its EVID: the value of each
+    column (None where the column is absent or empty, ``.``).
+
+    ``time`` (h), ``evid`` (0, 1, 2), ``mdv`` (0, 1 or None), ``amt`` (mg),
+    ``rate`` (mg/h), ``dur`` (h), ``cmt``, ``ii`` (h), ``addl``, ``ss``,
+    ``device`` and ``line``, the record's line in the file (1-based, the header
+    is line 1). Values are as written in the file, not defaulted: a dose record
+    without RATE has ``rate`` None (a bolus), an observation its CMT as read.
+    """
+
+    time: float
+    evid: int
+    mdv: int | None
+    amt: float | None
+    rate: float | None
+    dur: float | None
+    cmt: int | None
+    ii: float | None
+    addl: int | None
+    ss: int | None
+    device: int | None
+    line: int
+
+    def items(self) -> tuple:
+        """The values in :data:`RECORD_ITEMS` order, NaN for None."""
+        return tuple(np.nan if v is None else float(v) for v in (
+            self.time, self.evid, self.mdv, self.amt, self.rate, self.dur, self.cmt,
+            self.ii, self.addl, self.ss, self.device))
+
+
+@dataclass(frozen=True)
 class EventTable:
     """Per-subject regimens, covariates, observation times and steady-state doses.
 
@@ -96,7 +137,11 @@ class EventTable:
     writes back; ``observations`` each subject's observation times (h), one per
     observation record, in file order (repeats kept); ``predose`` per
     observation, True when the record comes before a dose record at its time (as
-    in NONMEM, the level just before that dose).
+    in NONMEM, the level just before that dose). ``rows`` has every record as
+    read, in file order (id -> tuple of :class:`Record`: observations, MDV 1 and
+    EVID 2 records too), which ``write_nonmem`` writes back; ``dose_lines`` per
+    dose of ``regimens`` (in its order) the line of the record it comes from and
+    its ADDL copy number (0: the record's own dose); ``source`` the file read.
     """
 
     ids: tuple
@@ -108,6 +153,10 @@ class EventTable:
     records: dict = field(default_factory=dict)
     # id -> bool per observation: listed before a dose record at its time
     predose: dict = field(default_factory=dict)
+    rows: dict = field(default_factory=dict)
+    # id -> ((line, ADDL copy), ...) per dose of regimens[id]
+    dose_lines: dict = field(default_factory=dict)
+    source: str = ""
 
 
 def _route_map(model: Model, route_by_cmt):
@@ -274,9 +323,18 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
     def given(r, name):
         return name in col and r[col[name]].strip() not in ("", ".")
 
+    def record(r, i, sid, t, evid, mdv):
+        """The record as read (after its checks): every column's value or None."""
+        return Record(t, evid, mdv, num(r, i, "AMT", sid), num(r, i, "RATE", sid),
+                      num(r, i, "DUR", sid), whole(r, i, "CMT", sid),
+                      num(r, i, "II", sid), whole(r, i, "ADDL", sid),
+                      whole(r, i, "SS", sid), whole(r, i, "DEVICE", sid), i)
+
     ids: list = []
     doses: dict = {}
     records: dict = {}
+    table_rows: dict = {}  # id -> [Record, ...] in file order
+    lines: dict = {}  # id -> [(line, ADDL copy), ...] parallel to doses[id]
     obs: dict = {}
     # id -> {time: [index into obs[id], ...]}: observations no dose at their time
     # has followed yet (before one, they are pre-dose levels)
@@ -318,6 +376,7 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if sid not in doses:
             ids.append(sid)
             doses[sid], obs[sid], records[sid] = [], [], []
+            table_rows[sid], lines[sid] = [], []
             waiting[sid], after_dose[sid], dose_times[sid] = {}, {}, set()
             predose[sid] = []
             first_line[sid] = i
@@ -361,6 +420,8 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
             raise ValueError(f"{where(i, 'CMT', sid)}: CMT on an EVID 2 record "
                              "switches a compartment on or off in NONMEM, which "
                              "ketasim does not implement; clear CMT (or 0)")
+        if evid in (0, 2):
+            table_rows[sid].append(record(r, i, sid, t, evid, mdv))
         if evid == 0:
             if not mdv:
                 if t in dose_times[sid]:
@@ -460,6 +521,8 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         if ssv:
             ss.setdefault(sid, []).append((d, ii, ssv))
         doses[sid] += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
+        lines[sid] += [(i, k) for k in range(addl + 1)]
+        table_rows[sid].append(record(r, i, sid, t, evid, mdv))
     if not ids:
         raise ValueError(f"{path}: no records after the header (line 1); a table "
                          "needs at least one record")
@@ -487,8 +550,11 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
         cov.setdefault(name, {})[sid] = v
     regimens = {}
     steady = {}
+    dose_lines = {}
     for sid in ids:
-        ds = sorted(doses[sid], key=lambda d: d.time)
+        order = sorted(range(len(doses[sid])), key=lambda k: doses[sid][k].time)
+        ds = [doses[sid][k] for k in order]
+        dose_lines[sid] = tuple(lines[sid][k] for k in order)
         regimens[sid] = Regimen(ds)
         if sid in ss:  # the SS doses' places after sorting in the ADDL copies
             steady[sid] = [(next(k for k, x in enumerate(ds) if x is d), ii, v)
@@ -498,7 +564,9 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
     return EventTable(tuple(ids), regimens, covs,
                       {k: np.array(v, dtype=float) for k, v in obs.items()}, steady,
                       {k: tuple(v) for k, v in records.items()},
-                      {k: np.array(v, dtype=bool) for k, v in predose.items()})
+                      {k: np.array(v, dtype=bool) for k, v in predose.items()},
+                      {k: tuple(v) for k, v in table_rows.items()}, dose_lines,
+                      str(path))
 
 
 def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
@@ -531,8 +599,22 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         nonmem_observation; ng/mL), computed whether or not ``times`` has its
         time, and for a pre-dose record the level just before the dose.
 
+        ``nonmem_records`` (subject, nonmem_record, nonmem_field; fields TIME,
+        EVID, MDV, AMT, RATE, DUR, CMT, II, ADDL, SS, DEVICE) has every record as
+        read, in file order (NaN: empty, or no such record), so that
+        ``write_nonmem`` writes the table back record for record.
+
     Raises
     ------
+    ValueError
+        The model uses a covariate (a covariate effect, or weight for its per-kg
+        parameters) that the table has no column for: without one every subject
+        would silently get the model's reference value. Weight may also come
+        from HT and BMI.
+    DoseError
+        A dose whose concentrations or AUC would overflow double precision
+        (also through the accumulation of a steady state), naming the file, the
+        line, the ID and the AMT column.
     SolveError
         A subject the kernel cannot solve, named by its ID.
     """
@@ -551,6 +633,7 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     # record has its prediction whatever ``times`` is
     t_run = np.union1d(t, np.concatenate(obs_all)) if obs_all else t
     at_t = np.searchsorted(t_run, t)
+    _require_covariates(model, table)
     # validity: once for the whole table, not once per subject
     _subjects(model, dict(table.covariates), None)
     n_an = len(model.analytes)
@@ -564,7 +647,7 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         params = model.individual_parameters(c, overrides=over, n=1)
         reg = table.regimens[sid]
         steady = table.steady_state.get(sid, ())
-        full = _run(model, reg, params, c, steady, t_run, sid)
+        full = _run(model, reg, params, c, steady, t_run, sid, table)
         out[k] = full[:, at_t]
         ot = table.observations[sid]
         dv[k, :, :ot.size] = full[:, np.searchsorted(t_run, ot)]
@@ -577,7 +660,7 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
             else:
                 level = _run(model, Regimen(reg.doses[:m]), params, c,
                              [s for s in steady if s[0] < m],
-                             np.array([tau]), sid)[:, 0]
+                             np.array([tau]), sid, table)[:, 0]
             dv[k][:, :ot.size][:, flags & (ot == tau)] = level[:, None]
     seen = np.array([np.isin(t, table.observations[sid]) for sid in table.ids])
     ds = xr.Dataset(
@@ -601,6 +684,16 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
         "DUR h, II h); NaN: no such record or item"})
     ds.coords["nonmem_item"] = list(DOSE_ITEMS)
+    rows = [table.rows.get(sid, ()) for sid in table.ids]
+    every = np.full((len(rows), max(map(len, rows), default=0), len(RECORD_ITEMS)),
+                    np.nan)
+    for k, rs in enumerate(rows):
+        for j, rec in enumerate(rs):
+            every[k, j] = rec.items()
+    ds["nonmem_records"] = (("subject", "nonmem_record", "nonmem_field"), every, {
+        "long_name": "the table's records as read, in file order (TIME h, AMT mg, "
+        "RATE mg/h, DUR h, II h); NaN: empty, or no such record"})
+    ds.coords["nonmem_field"] = list(RECORD_ITEMS)
     ot = np.full((len(table.ids), n_obs), np.nan)
     for k, sid in enumerate(table.ids):
         v = table.observations[sid]
@@ -617,17 +710,87 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     return ds
 
 
-def _run(model, reg, params, cov, steady, t, sid) -> np.ndarray:
+def _require_covariates(model: Model, table: EventTable) -> None:
+    """Refuse a table without a column for a covariate the model uses.
+
+    Used: the covariate of a covariate effect, and weight for per-kg parameters
+    (weight may come from HT and BMI, as in ``simulate``). Covariates the model
+    only states a reference for are not required. Without the column every
+    subject would get the model's reference (e.g. 70 kg for a child)."""
+    uses: dict[str, dict[str, list[str]]] = {}  # covariate -> how -> parameters
+    for eff in model.covariate_effects:
+        uses.setdefault(eff.covariate, {}).setdefault(
+            f"{eff.kind} effect", []).append(eff.parameter)
+    per_kg = [n for n, p in model.parameters.items() if p.per_kg]
+    if per_kg:
+        uses.setdefault("weight", {})["per-kg parameter"] = per_kg
+    have = set(table.covariates)
+    if {"height", "bmi"} <= have:
+        have.add("weight")  # simulate derives it: BMI x (HT / 100)^2
+    missing = [n for n in uses if n not in have]
+    if not missing:
+        return
+    cols = [COVARIATE_COLUMN[n] for n in missing]
+    names = ", ".join(cols[:-1]) + " or " + cols[-1] if len(cols) > 1 else cols[0]
+
+    def how(n):
+        return ", ".join(f"{k}{'s' * (len(v) > 1)}"
+                         f"{'' if k.startswith('per-kg') else ' on'} {', '.join(v)}"
+                         for k, v in uses[n].items())
+
+    why = "; ".join(f"{n} ({how(n)})" for n in missing)
+    ref = ", ".join(f"{n} {model.covariates[n]:g}"
+                    + (f" {COVARIATE_UNIT[n]}" if n in ("weight", "age", "height")
+                       else "")
+                    for n in missing if n in model.covariates)
+    example = ", ".join(f"{COVARIATE_COLUMN[n]} ({COVARIATE_UNIT[n]})"
+                        for n in missing)
+    where = f"{table.source}: " if table.source else ""
+    raise ValueError(
+        f"{where}the table has no {names} column, but model {model.id!r} uses "
+        f"{why}; without it every subject would get the model's reference"
+        f"{f' ({ref})' if ref else ''}. Add the column{'s' * (len(cols) > 1)} "
+        f"{example}, one value per subject on every record")
+
+
+def _table_dose_error(exc, table, sid, reg) -> str:
+    """A DoseError about ``doses[i]`` of subject ``sid``'s regimen, told as the
+    table's file, line, ID and AMT column (and ADDL copy)."""
+    import re
+
+    msg = str(exc).replace(" to subject 0 ", f" to ID {sid} ")
+    m = re.match(r"doses\[(\d+)\] \(", msg)
+    lines = table.dose_lines.get(sid, ())
+    if m is None or int(m.group(1)) >= len(lines):
+        return f"{table.source}: ID {sid}: {msg}"
+    line, copy = lines[int(m.group(1))]
+    what = "the dose" + (f" (ADDL copy {copy} of this record)" if copy else "")
+    return (f"{table.source}: line {line}, ID {sid}, column AMT: {what} "
+            f"{msg[m.end() - 1:]}")
+
+
+def _run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
     """One subject's concentrations (analyte, time) with its SS records; a kernel
-    failure raises SolveError naming the ID."""
+    failure raises SolveError naming the ID, a dose that would overflow a
+    DoseError naming the table's line."""
     from ._kernels.linear import population_linear, states
-    from ._lower import lower
+    from ._lower import check_magnitude, lower
+    from .dosing import DoseError
     from .simulate import _STATUS, SolveError
 
     low = lower(model, reg, params, cov["weight"], 1)
     ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
-    for spec in steady:
-        ev = _with_steady_state(model, reg, params, cov, low, ev, spec)
+    try:
+        # as simulate does: concentrations or AUC beyond double precision are
+        # refused by name before the kernel returns inf
+        check_magnitude(model, reg, low, float(t[-1]))
+        for spec in steady:
+            lines = table.dose_lines.get(sid, ())
+            at = (f"{table.source}: line {lines[spec[0]][0]}, ID {sid}, column SS: "
+                  if spec[0] < len(lines) else f"ID {sid}: ")
+            ev = _with_steady_state(model, reg, params, cov, low, ev, spec, t, at)
+    except DoseError as exc:
+        raise DoseError(_table_dose_error(exc, table, sid, reg)) from None
     status = np.zeros(1, dtype=np.int64)
     buf = np.empty((1, len(model.analytes), t.size))
     population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
@@ -638,19 +801,22 @@ def _run(model, reg, params, cov, steady, t, sid) -> np.ndarray:
     return buf[0]
 
 
-def _with_steady_state(model, reg, params, cov, low, ev, spec):
+def _with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
     """Events plus the exact steady-state state added as boluses just before the
-    SS dose (the kernel then continues exactly)."""
+    SS dose (the kernel then continues exactly). A steady state whose amount,
+    with the doses, could overflow is a DoseError about that dose; ``at`` (the
+    table's file, line and ID) starts other errors."""
     import scipy.linalg
 
-    from ._lower import lower
+    from ._lower import MAX_MAGNITUDE, _dose_text, lower
+    from .dosing import DoseError
 
     idx, ii, _ = spec
     d = reg.doses[idx]
     one = lower(model, Regimen([d.at(0.0)]), params, cov["weight"], 1)
     if one.ev_time.size and one.ev_time.max() > ii:
         raise ValueError(
-            f"steady state (SS) at {d.time:g} h: the dose's input lasts "
+            f"{at}steady state (SS) at {d.time:g} h: the dose's input lasts "
             f"{one.ev_time.max():g} h (infusion, zero-order absorption or lag), longer "
             f"than II = {ii:g} h, so doses overlap at steady state, which is not "
             f"implemented; give the doses explicitly (ADDL) instead of SS")
@@ -678,7 +844,18 @@ def _with_steady_state(model, reg, params, cov, low, ev, spec):
         elif kd == 1:
             r[cm] += vl
     E = scipy.linalg.expm(A * ii)
-    x_ss = np.linalg.solve(np.eye(n) - E, x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x_ss = np.linalg.solve(np.eye(n) - E, x)
+        total = float(np.abs(x_ss).sum() + np.abs(low.dose_mg).sum())
+        peak = total * float(np.abs(low.obs_scale).max(initial=1.0))
+        bound = peak * max(1.0, float(t[-1]))
+    if not bound <= MAX_MAGNITUDE:  # as check_magnitude, with the SS amount
+        raise DoseError(
+            f"{_dose_text(idx, d)} at steady state (SS {spec[2]}, II {ii:g} h) "
+            f"holds {float(np.abs(x_ss).sum()):.4g} mg ({total:.4g} mg in all with "
+            f"the doses): concentrations could reach {peak:.3g} ng/mL and AUCs "
+            f"{bound:.3g} ng*h/mL, above {MAX_MAGNITUDE:g}, where double precision "
+            f"overflows to inf. Check the amount (mg) and II (h)")
     # compartments of `one` and `low` may differ (pruning): map by name
     names_low = list(low.compartments)
     add_t, add_c, add_v = [], [], []
@@ -773,6 +950,9 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     else:
         an = analyte
     table = "nonmem_doses" in ds
+    # the table's records, written back one for one (observations="times"
+    # writes the output times instead)
+    as_read = table and "nonmem_records" in ds and observations == "records"
     if table and cmt_by_route is not None:
         raise ValueError("cmt_by_route is for a simulate() Dataset; this one is from "
                          "simulate_nonmem, whose CMT values are written as read "
@@ -794,7 +974,18 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
         dv = [0, _num(value)] if np.isfinite(value) else [1, "."]
         return [sid, _num(tj), 0, ".", ".", "."] + extra + dv + nodev + cv
 
-    if table:
+    if as_read:
+        allr = ds.nonmem_records.transpose("subject", "nonmem_record",
+                                           "nonmem_field").values
+        fld = {str(k): j for j, k in enumerate(ds.nonmem_field.values)}
+        with_dur = bool(np.any(np.isfinite(allr[..., fld["DUR"]])))
+        with_device = bool(np.any(np.isfinite(allr[..., fld["DEVICE"]])))
+        head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS"] + \
+            (["DUR"] if with_dur else []) + ["MDV", "DV"] + \
+            (["DEVICE"] if with_device else []) + cov_head
+        dvs = ds.nonmem_dv.sel(analyte=an).transpose(
+            "subject", "nonmem_observation").values
+    elif table:
         nd = ds.nonmem_doses.transpose("subject", "nonmem_dose", "nonmem_item")
         item = {str(k): j for j, k in enumerate(ds.nonmem_item.values)}
         rec = nd.values
@@ -833,6 +1024,10 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
         # (time, order, fields), sorted stably; at one time: pre-dose
         # observations (0), doses (1), observations (2)
         recs = []
+        if as_read:
+            out += _records_as_read(sid, allr[s], fld, dvs[s], with_dur,
+                                    with_device, cv)
+            continue
         if table:
             for x in rec[s]:
                 if not np.isfinite(x[item["TIME"]]):
@@ -878,6 +1073,39 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
         w.writerow(head)
         w.writerows(out)
     return path
+
+
+def _records_as_read(sid, rows, fld, pred, with_dur, with_device, cv) -> list:
+    """A subject's records as read (``nonmem_records`` rows, file order) as CSV
+    rows: every column as read (``.`` where it was empty), DV the prediction of
+    each observation record (EVID 0 without MDV 1), in order."""
+    def text(x, whole):
+        if not np.isfinite(x):
+            return "."
+        return str(int(x)) if whole else _num(x)
+
+    out = []
+    m = 0  # the next observation record's index into pred
+    for x in rows:
+        if not np.isfinite(x[fld["EVID"]]):
+            continue  # padding: this subject has fewer records
+        evid = int(x[fld["EVID"]])
+        mdv = text(x[fld["MDV"]], True)
+        dv = "."
+        if evid == 0 and mdv != "1":
+            if np.isfinite(pred[m]):
+                dv = _num(pred[m])
+            else:  # no prediction (a failed subject): not an observation
+                mdv = "1"
+            m += 1
+        row = [sid, _num(x[fld["TIME"]]), evid]
+        row += [text(x[fld[k]], k in ("CMT", "ADDL", "SS"))
+                for k in ("AMT", "RATE", "CMT", "II", "ADDL", "SS")]
+        row += [text(x[fld["DUR"]], False)] if with_dur else []
+        row += [mdv, dv]
+        row += [text(x[fld["DEVICE"]], True)] if with_device else []
+        out.append(row + cv)
+    return out
 
 
 def _id(x):
