@@ -665,3 +665,66 @@ def test_load_model_directory_named_toml_and_bundled_name_beside_a_directory(
     with pytest.raises(FileNotFoundError, match=r"^model 'x\.toml' is a directory"):
         ks.load_model("x.toml")
     assert ks.load_model("domino").path == models_dir() / "domino.toml"
+
+
+# ---- issue 16 review, item 1: bounds the loader missed ---------------------------
+
+@pytest.mark.parametrize("name,param,value,unit,got", [
+    ("simons_2022", "F2", 2.5, "1", "2.5"),
+    ("simons_2022", "F2", 250, "%", "250 %"),
+    ("simons_2022", "F1", 26.3, "1", "26.3"),  # a percentage written with unit '1'
+    ("domino", "F_IN", 50, "1", "50"),
+])
+def test_fraction_above_one_is_bounded(name, param, value, unit, got):
+    """above_one lets a published apparent fraction exceed 1, not any number: F_IN
+    = 50 (5000 %) loaded and put 50 times the dose in the body."""
+    d = model_dict(name)
+    d["parameters"][param].update(value=value, unit=unit, above_one="why")
+    refused(d, f"[parameters.{param}.value] is a fraction marked above_one and must "
+            f"be at most 2 (an apparent 200 %); got {got} — a fraction is written "
+            f"0.45 (unit '1') or 45 (unit '%')")
+
+
+def test_fraction_above_one_bound_is_inclusive():
+    d = model_dict("simons_2022")
+    d["parameters"]["F2"].update(value=200, unit="%")
+    assert model_from_dict(d).parameters["F2"].value == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name,i", [("fanta_2015", 0), ("perez_ruixo_2021", 0)])
+def test_repeated_covariate_effect_is_refused(name, i):
+    """The same effect twice (parameter, covariate, model and reference) multiplied
+    the parameter by its factor twice, silently."""
+    d = model_dict(name)
+    e = dict(d["covariate_effects"][i])
+    j = len(d["covariate_effects"])
+    d["covariate_effects"].append(e)
+    kind = e["model"]
+    refused(d, rf"[covariate_effects[{j}]] repeats covariate_effects[{i}]: both are "
+            rf"a {kind} effect of {e['covariate']} on {e['parameter']!r} with "
+            rf"reference {e.get('reference', 1):g}, so the effect would be applied "
+            rf"twice — remove one of covariate_effects[{i}] and "
+            rf"covariate_effects[{j}]")
+
+
+def test_same_covariate_with_another_reference_is_accepted():
+    """Two hinges of one covariate at different knots are a piecewise effect, not a
+    repeat."""
+    d = model_dict("fanta_2015")
+    e = dict(d["covariate_effects"][0], reference=80)
+    d["covariate_effects"].append(e)
+    m = model_from_dict(d)
+    assert [x.reference for x in m.covariate_effects[-2:]] == [70.0, 80.0]
+
+
+@pytest.mark.parametrize("make,key,unit,dimension", [
+    (lambda u: mutate(model_dict("fanta_2015"), ("parameters", "ka_PO", "unit"), u),
+     "parameters.ka_PO.unit", "1/h/kg", "rate constant"),
+    (lambda u: mutate(with_lag(5), ("parameters", "tlag", "unit"), u),
+     "parameters.tlag.unit", "min/kg", "time"),
+    (lambda u: mutate(model_dict("domino"), ("parameters", "F_IN", "unit"), u),
+     "parameters.F_IN.unit", "1/kg", "dimensionless"),
+])
+def test_per_kg_only_for_volumes_and_clearances(make, key, unit, dimension):
+    refused(make(unit), f"[{key}] unit {unit!r} is a {dimension} per kg of body "
+            f"weight; only volumes and clearances scale with weight — drop the /kg")

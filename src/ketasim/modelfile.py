@@ -54,6 +54,13 @@ EFFECT_KINDS = {"power": "exponent", "linear": "slope", "hinge": "slope",
 #: 1.1). Beyond it is a misread number (a variance or percentage), and near 1e154
 #: omega² overflows when random effects are drawn.
 MAX_OMEGA = 5.0
+#: Largest typical value of a fraction marked ``above_one``: 2, a published apparent
+#: bioavailability of 200 %. Published apparent fractions stay well below (Simons
+#: 2022: F2 = 116 %); a larger value is a unit slip (50 for 50 %, unit '1').
+MAX_APPARENT_FRACTION = 2.0
+#: Dimensions whose per-kg units (``L/kg``, ``L/h/kg``) scale with body weight:
+#: rate constants, times and fractions do not, so ``1/h/kg`` is a slip.
+PER_KG_DIMENSIONS = ("volume", "clearance")
 
 
 class ModelFileError(ValueError):
@@ -312,6 +319,11 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
         if u.dimension is None or u.dims[3] not in (0, -1):
             t.fail(f"unit {unit!r} is not a volume, clearance, rate constant, time "
                    f"or fraction", "unit")
+        if u.per_kg and u.dimension not in PER_KG_DIMENSIONS:
+            t.fail(f"unit {unit!r} is a {u.dimension} per kg of body weight; only "
+                   f"volumes and clearances scale with weight", "unit",
+                   "drop the /kg (e.g. '1/h', 'h'), or write the volume or clearance "
+                   "the paper scales per kg")
         if u.per_kg and "weight" not in covariates:
             t.fail(f"per-kg unit {unit!r} needs the weight covariate", "unit",
                    "declare [covariates.weight] with unit = 'kg' and a reference")
@@ -616,6 +628,14 @@ def model_from_dict(data: dict, *, file: Path | None = None, sha256: str = "") -
                 and ref not in (0, 1):
             t.fail(f"must be 0 or 1 ({cov} is a 0/1 flag); got {ref!r}", "reference",
                    f"reference = 1 applies the factor where {cov} = 1")
+        # the same effect twice multiplies the parameter by its factor twice
+        for j, other in enumerate(effects):
+            if (other.parameter, other.covariate, other.kind, other.reference) == \
+                    (pname, cov, kind, ref):
+                t.fail(f"repeats covariate_effects[{j}]: both are a {kind} effect of "
+                       f"{cov} on {pname!r} with reference {ref:g}, so the effect "
+                       f"would be applied twice", hint=f"remove one of "
+                       f"covariate_effects[{j}] and covariate_effects[{i}]")
         effects.append(CovariateEffect(pname, cov, kind, ref, coef,
                                        t.take("source", str)))
         t.done()
@@ -726,6 +746,16 @@ def _check_numbers(model: Model, file: Path | None, raw: dict[str, float]) -> No
             raise ModelFileError(
                 file, f"parameters.{name}.above_one", f"{name!r} is not used as a "
                 "fraction (of a flow or a route pathway)", "remove above_one")
+        v = model.parameters[name].value
+        if v > MAX_APPARENT_FRACTION:  # values are finite (checked when read)
+            p = model.parameters[name]
+            got = f"{raw[name]:g}" + (f" {p.unit}" if p.unit != "1" else "")
+            raise ModelFileError(
+                file, f"parameters.{name}.value", f"is a fraction marked above_one "
+                f"and must be at most {MAX_APPARENT_FRACTION:g} (an apparent "
+                f"{MAX_APPARENT_FRACTION * 100:g} %); got {got}", "a fraction is "
+                "written 0.45 (unit '1') or 45 (unit '%'); check the value and unit "
+                "against the source")
     for name, (rule, uses) in roles.items():
         p = model.parameters[name]
         v = p.value
