@@ -325,9 +325,13 @@ def test_steady_state_after_addl_doses_and_twice(tmp_path):
 
 
 def test_steady_state_with_input_longer_than_the_interval_is_rejected(tmp_path):
-    text = "ID,TIME,EVID,AMT,RATE,CMT,II,SS\n1,0,1,50,2.5,1,12,1\n"  # 20 h > 12 h
-    tab = read_nonmem(write(tmp_path, text), "domino")
-    with pytest.raises(ValueError, match=r"input lasts 20 h .* longer than II = 12 h"):
+    text = "ID,TIME,EVID,AMT,RATE,CMT,II,SS,WT\n1,0,1,50,2.5,1,12,1,70\n"  # 20 h
+    p = write(tmp_path, text)
+    tab = read_nonmem(p, "domino")
+    with pytest.raises(ValueError, match=re.escape(
+            f"{p}: line 2, ID 1, column SS: steady state (SS) at 0 h: the dose's "
+            f"input lasts 20 h (infusion, zero-order absorption or lag), longer than "
+            f"II = 12 h")):
         simulate_nonmem("domino", tab, times=[1.0])
 
 
@@ -375,9 +379,10 @@ def test_write_needs_one_scenario(tmp_path):
 def test_device_zero_is_no_device_and_numbers_read_back(tmp_path):
     """DEVICE 0 (as write_nonmem and dose_device write it) means 'not a device':
     an IV dose beside sprays; values are written in the shortest exact form."""
-    text = ("ID,TIME,EVID,AMT,RATE,CMT,DEVICE,WT\n"
-            "1,0,1,28,56,1,0,70.1\n1,24,1,28,0,2,1,70.1\n"
-            "1,24.083333333333332,1,28,0,2,2,70.1\n1,30,0,.,.,.,.,70.1\n")
+    text = ("ID,TIME,EVID,AMT,RATE,CMT,DEVICE,WT,AGE,ASIAN,JAPANESE\n"
+            "1,0,1,28,56,1,0,70.1,40,0,0\n1,24,1,28,0,2,1,70.1,40,0,0\n"
+            "1,24.083333333333332,1,28,0,2,2,70.1,40,0,0\n"
+            "1,30,0,.,.,.,.,70.1,40,0,0\n")
     routes = {1: "iv", 2: "intranasal"}
     tab = read_nonmem(write(tmp_path, text), "perez_ruixo_2021", route_by_cmt=routes)
     assert [d.device for d in tab.regimens[1]] == [None, 1, 2]
@@ -413,3 +418,98 @@ def test_failed_subjects_are_written_with_missing_values(tmp_path):
     tab = read_nonmem(p, "domino")
     assert tab.ids == (0, 1) and all(v.size == 0 for v in tab.observations.values())
 
+
+
+# overflow: what ks.simulate refuses (check_magnitude) simulate_nonmem refuses too,
+# by the table's file, line, ID and AMT column
+OVERFLOW = [
+    ("ID,TIME,EVID,AMT,CMT,WT\n1,0,1,5,1,20\n1,1,0,.,.,20\n2,0,1,1e307,1,20\n"
+     "2,1,0,.,.,20\n",
+     "line 4, ID 2, column AMT: the dose (1e+307 mg by route 'iv' at 0 h) gives "
+     "1e+307 mg to ID 2 (1e+307 mg in all): concentrations could reach inf ng/mL"),
+    ("ID,TIME,EVID,AMT,CMT,II,SS,WT\n1,0,1,1e306,1,12,1,20\n1,1,0,.,.,.,.,20\n",
+     "line 2, ID 1, column AMT: the dose (1e+306 mg by route 'iv' at 0 h) gives "
+     "1e+306 mg to ID 1 (1e+306 mg in all): concentrations could reach 6.11e+307 "
+     "ng/mL"),
+    ("ID,TIME,EVID,AMT,CMT,II,ADDL,WT\n1,0,1,5,1,0,0,20\n1,6,1,5e306,1,12,3,20\n"
+     "1,50,0,.,.,.,.,20\n",
+     "line 3, ID 1, column AMT: the dose (5e+306 mg by route 'iv' at 6 h) gives "
+     "5e+306 mg to ID 1 (2e+307 mg in all)"),
+    # each dose passes, the steady state (II 0.0001 h) accumulates 2.5e300 mg
+    ("ID,TIME,EVID,AMT,CMT,II,SS,WT\n1,0,1,1e296,1,0.0001,1,20\n"
+     "1,1,0,.,.,.,.,20\n",
+     "line 2, ID 1, column AMT: the dose (1e+296 mg by route 'iv' at 0 h) at "
+     "steady state (SS 1, II 0.0001 h) holds 2.525e+300 mg"),
+]
+
+
+@pytest.mark.parametrize("text,message", OVERFLOW)
+def test_overflowing_dose_names_the_line(tmp_path, text, message):
+    p = write(tmp_path, text)
+    tab = read_nonmem(p, "elkomy_2015")
+    with pytest.raises(ks.DoseError, match=re.escape(f"{p}: {message}")):
+        simulate_nonmem("elkomy_2015", tab)
+
+
+def test_overflow_guard_is_simulates(tmp_path):
+    """The same dose through ks.simulate is refused by the same guard."""
+    with pytest.raises(ks.DoseError, match=re.escape(
+            "doses[0] (1e+307 mg by route 'iv' at 0 h) gives 1e+307 mg to "
+            "subject 0 (1e+307 mg in all)")):
+        ks.simulate("elkomy_2015", ks.Dose.bolus("1e307 mg"), times=[1.0],
+                    covariates={"weight": 20})
+
+
+MISSING = [
+    ("elkomy_2015", "ID,TIME,EVID,AMT\n1,0,1,5\n1,1,0,.\n",
+     "the table has no WT column, but model 'elkomy_2015' uses weight (power "
+     "effects on CL, Q, V1, V2); without it every subject would get the model's "
+     "reference (weight 70 kg). Add the column WT (kg), one value per subject on "
+     "every record"),
+    ("domino", "ID,TIME,EVID,AMT,AGE\n1,0,1,5,30\n1,1,0,.,30\n",
+     "the table has no WT column, but model 'domino' uses weight (per-kg parameter "
+     "V1); without it every subject would get the model's reference (weight 70 "
+     "kg). Add the column WT (kg)"),
+    ("perez_ruixo_2021", "ID,TIME,EVID,AMT,WT,AGE,JAPANESE\n1,0,1,5,70,40,0\n",
+     "the table has no ASIAN column, but model 'perez_ruixo_2021' uses asian "
+     "(categorical effects on kel, CLn); without it every subject would get the "
+     "model's reference (asian 0). Add the column ASIAN (0 or 1)"),
+    ("perez_ruixo_2021", "ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n",
+     "the table has no ASIAN, JAPANESE or AGE column, but model 'perez_ruixo_2021' "
+     "uses asian (categorical effects on kel, CLn); japanese (categorical effect "
+     "on FRn); age (hinge effect on Qh); without it every subject would get the "
+     "model's reference (asian 0, japanese 0, age 45 y). Add the columns ASIAN "
+     "(0 or 1), JAPANESE (0 or 1), AGE (y)"),
+]
+
+
+@pytest.mark.parametrize("model,text,message", MISSING)
+def test_missing_covariate_column_is_refused(tmp_path, model, text, message):
+    """A covariate the model uses is not silently taken at its reference (a
+    child at 70 kg)."""
+    p = write(tmp_path, text)
+    tab = read_nonmem(p, model)
+    with pytest.raises(ValueError, match=re.escape(f"{p}: {message}")):
+        simulate_nonmem(model, tab)
+
+
+def test_covariates_the_model_does_not_use_are_not_required(tmp_path):
+    """elkomy_2015 states a reference age but has no age effect: no AGE column
+    is needed, and the result is simulate's for the table's weight."""
+    tab = read_nonmem(write(tmp_path, "ID,TIME,EVID,AMT,WT\n1,0,1,5,20\n"
+                            "1,1,0,.,20\n"), "elkomy_2015")
+    ds = simulate_nonmem("elkomy_2015", tab)
+    ref = ks.simulate("elkomy_2015", tab.regimens[1], times=[1.0],
+                      covariates={"weight": 20})
+    assert ds.concentration.values[0, 0, 0] == ref.concentration.values[0, 0, 0]
+
+
+def test_weight_from_height_and_bmi(tmp_path):
+    """HT and BMI stand for WT, as in simulate: BMI x (HT / 100)^2 kg."""
+    tab = read_nonmem(write(tmp_path, "ID,TIME,EVID,AMT,HT,BMI\n1,0,1,5,120,15\n"
+                            "1,1,0,.,120,15\n"), "elkomy_2015")
+    ds = simulate_nonmem("elkomy_2015", tab)
+    ref = ks.simulate("elkomy_2015", tab.regimens[1], times=[1.0],
+                      covariates={"weight": 15 * 1.2 ** 2})
+    np.testing.assert_allclose(ds.concentration.values[0, 0], ref.concentration
+                               .values[0, 0], rtol=1e-12)

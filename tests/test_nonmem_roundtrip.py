@@ -22,42 +22,47 @@ ROUTES = {1: "iv", 2: "intranasal", 3: "oral"}
 # MDV 1 observations, an EVID 2 record, nasal devices with an observation at
 # the dose time (after the dose), ADDL copies, SS 1 with ADDL, RATE -2 with DUR,
 # SS 2 after a bolus, pre-dose samples (listed before the dose at their time), a
-# subject without observations, a non-integer ID
+# subject without observations, a non-integer ID; CMT on some observation
+# records; ASIAN and JAPANESE, which perez_ruixo_2021 uses (covariate effects)
 TABLE = """\
-ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,DUR,MDV,DV,DEVICE,WT,AGE
-1,0,1,28,56,1,0,0,0,.,1,.,0,70,40
-1,0.25,0,.,.,1,.,.,.,.,0,12.5,.,70,40
-1,0.5,0,.,.,1,.,.,.,.,0,3,.,70,40
-1,0.5,0,.,.,1,.,.,.,.,0,3.1,.,70,40
-1,0.75,0,.,.,1,.,.,.,.,1,.,.,70,40
-1,1,2,.,.,.,.,.,.,.,1,.,.,70,40
-1,24,1,28,0,2,0,0,0,.,1,.,1,70,40
-1,24,0,.,.,.,.,.,.,.,0,.,.,70,40
-1,24.083333333333332,1,28,0,2,0,0,0,.,1,.,2,70,40
-1,48,1,56,0,3,24,2,0,.,1,.,.,70,40
-1,50,0,.,.,.,.,.,.,.,0,.,.,70,40
-1,73,0,.,.,.,.,.,.,.,.,.,.,70,40
-1,100,0,.,.,.,.,.,.,.,0,.,.,70,40
-2,0,1,10,0,1,12,3,1,.,1,.,.,55.5,30
-2,1,0,.,.,.,.,.,.,.,0,.,.,55.5,30
-2,13,0,.,.,.,.,.,.,.,0,.,.,55.5,30
-2,20,1,7.5,-2,1,0,0,0,0.5,1,.,.,55.5,30
-2,40,0,.,.,.,.,.,.,.,0,.,.,55.5,30
-3.5,0,0,.,.,.,.,.,.,.,0,0,.,80,61
-3.5,0,1,20,0,1,0,0,0,.,1,.,.,80,61
-3.5,24,0,.,.,.,.,.,.,.,0,.,.,80,61
-3.5,24,1,20,40,1,24,0,2,.,1,.,.,80,61
-3.5,25,0,.,.,.,.,.,.,.,0,.,.,80,61
-3.5,30,0,.,.,.,.,.,.,.,0,.,.,80,61
-4,2,1,5,10,1,0,0,0,.,1,.,.,90,50
+ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,DUR,MDV,DV,DEVICE,WT,AGE,ASIAN,JAPANESE
+1,0,1,28,56,1,0,0,0,.,1,.,0,70,40,0,0
+1,0.25,0,.,.,1,.,.,.,.,0,12.5,.,70,40,0,0
+1,0.5,0,.,.,1,.,.,.,.,0,3,.,70,40,0,0
+1,0.5,0,.,.,1,.,.,.,.,0,3.1,.,70,40,0,0
+1,0.75,0,.,.,1,.,.,.,.,1,.,.,70,40,0,0
+1,1,2,.,.,.,.,.,.,.,1,.,.,70,40,0,0
+1,24,1,28,0,2,0,0,0,.,1,.,1,70,40,0,0
+1,24,0,.,.,.,.,.,.,.,0,.,.,70,40,0,0
+1,24.083333333333332,1,28,0,2,0,0,0,.,1,.,2,70,40,0,0
+1,48,1,56,0,3,24,2,0,.,1,.,.,70,40,0,0
+1,50,0,.,.,.,.,.,.,.,0,.,.,70,40,0,0
+1,73,0,.,.,.,.,.,.,.,.,.,.,70,40,0,0
+1,100,0,.,.,.,.,.,.,.,0,.,.,70,40,0,0
+2,0,1,10,0,1,12,3,1,.,1,.,.,55.5,30,1,0
+2,1,0,.,.,.,.,.,.,.,0,.,.,55.5,30,1,0
+2,13,0,.,.,.,.,.,.,.,0,.,.,55.5,30,1,0
+2,20,1,7.5,-2,1,0,0,0,0.5,1,.,.,55.5,30,1,0
+2,40,0,.,.,.,.,.,.,.,0,.,.,55.5,30,1,0
+3.5,0,0,.,.,.,.,.,.,.,0,0,.,80,61,0,0
+3.5,0,1,20,0,1,0,0,0,.,1,.,.,80,61,0,0
+3.5,24,0,.,.,.,.,.,.,.,0,.,.,80,61,0,0
+3.5,24,1,20,40,1,24,0,2,.,1,.,.,80,61,0,0
+3.5,25,0,.,.,.,.,.,.,.,0,.,.,80,61,0,0
+3.5,30,0,.,.,.,.,.,.,.,0,.,.,80,61,0,0
+4,2,1,5,10,1,0,0,0,.,1,.,.,90,50,0,0
 """
 
 
 def same_table(a, b):
-    """Field by field: IDs, dose records as read (not their line), regimens, SS
-    doses, observation times (repeats and order kept) and covariates."""
+    """Field by field: IDs, every record as read (EVID 0 with MDV 0, 1 or empty,
+    EVID 1, EVID 2: TIME, EVID, MDV, AMT, RATE, DUR, CMT, II, ADDL, SS, DEVICE;
+    not their line), dose records, regimens, SS doses, observation times
+    (repeats and order kept) and covariates."""
     assert a.ids == b.ids
     for sid in a.ids:
+        assert [dataclasses.replace(r, line=0) for r in a.rows[sid]] == \
+            [dataclasses.replace(r, line=0) for r in b.rows[sid]], sid
         ra = [dataclasses.replace(r, line=0) for r in a.records[sid]]
         rb = [dataclasses.replace(r, line=0) for r in b.records[sid]]
         assert ra == rb, sid
@@ -74,6 +79,28 @@ def written(path):
     """The written file's records as dicts of text."""
     with Path(path).open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def cells(path):
+    """Independently of the reader: each record of a CSV as {column: float or
+    None (empty)}, DV left out, WEIGHT named WT; a column the file lacks is None."""
+    rows = written(path)
+    out = []
+    for r in rows:
+        d = {("WT" if k.upper() == "WEIGHT" else k.upper()):
+             (None if v.strip() in ("", ".") else float(v)) for k, v in r.items()}
+        d.pop("DV", None)
+        out.append(d)
+    return out
+
+
+def same_cells(a, b):
+    """The records of two CSV files are equal, column by column, in order."""
+    ra, rb = cells(a), cells(b)
+    cols = set().union(*ra, *rb)
+    assert len(ra) == len(rb)
+    for k, (x, y) in enumerate(zip(ra, rb, strict=True)):
+        assert {c: x.get(c) for c in cols} == {c: y.get(c) for c in cols}, k
 
 
 @pytest.fixture()
@@ -108,17 +135,24 @@ def test_the_table_as_read(table):
 def test_round_trip(tmp_path, table):
     ds = simulate_nonmem(MODEL, table)
     p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    # the file itself: every record of the input, in its order, with the same
+    # value in every column (DV aside)
+    same_cells(tmp_path / "in.csv", p)
     back = read_nonmem(p, MODEL, route_by_cmt=ROUTES)
     same_table(table, back)
     again = simulate_nonmem(MODEL, back)
     rows = written(p)
-    obs = [r for r in rows if r["EVID"] == "0"]
+    assert [(r["ID"], r["TIME"], r["EVID"], r["MDV"], r["CMT"]) for r in rows[:6]] \
+        == [("1", "0.0", "1", "1", "1"), ("1", "0.25", "0", "0", "1"),
+            ("1", "0.5", "0", "0", "1"), ("1", "0.5", "0", "0", "1"),
+            ("1", "0.75", "0", "1", "1"), ("1", "1.0", "2", "1", ".")]
+    obs = [r for r in rows if r["EVID"] == "0" and r["MDV"] != "1"]
     assert len(obs) == sum(v.size for v in table.observations.values())
+    assert all(r["DV"] == "." for r in rows if r not in obs)
     subjects = [_id(x) for x in again.subject.values]
     dv = again.nonmem_dv.sel(analyte="esketamine").values
     for sid in table.ids:  # exact to the written precision (the shortest form)
         got = [float(r["DV"]) for r in obs if r["ID"] == _id(sid)]
-        assert all(r["MDV"] == "0" for r in obs)
         want = dv[subjects.index(_id(sid)), :len(got)]
         assert got == want.tolist()
     # the level after a dose at the observation's time: the concentration too
@@ -129,8 +163,32 @@ def test_round_trip(tmp_path, table):
     assert len(doses) == sum(len(v) for v in table.records.values())
     row = next(r for r in doses if (r["ID"], r["TIME"]) == ("2", "20.0"))
     assert [row[k] for k in ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "DUR",
-                             "DEVICE", "MDV", "DV", "WT", "AGE")] == [
-        "7.5", "-2.0", "1", "0.0", "0", "0", "0.5", ".", "1", ".", "55.5", "30.0"]
+                             "DEVICE", "MDV", "DV", "WT", "AGE", "ASIAN")] == [
+        "7.5", "-2.0", "1", "0.0", "0", "0", "0.5", ".", "1", ".", "55.5", "30.0",
+        "1.0"]
+
+
+@pytest.mark.parametrize("model", ["domino", "elkomy_2015"])
+def test_other_event_and_mdv_one_records_are_written_back(tmp_path, model):
+    """The reviewer's table: a dose, an EVID 2 record, an EVID 0 / MDV 1 record
+    and an observation with its CMT; all four come back, column for column, and
+    only the observation has a DV (the model's level at 3 h, checked against
+    simulate)."""
+    src = _write(tmp_path, "ID,TIME,EVID,AMT,RATE,CMT,MDV,DV,WT\n"
+                 "1,0,1,10,0,1,1,.,20\n1,1,2,.,.,.,1,.,20\n1,2,0,.,.,1,1,.,20\n"
+                 "1,3,0,.,.,1,0,.,20\n", "in.csv")
+    tab = read_nonmem(src, model)
+    p = write_nonmem(simulate_nonmem(model, tab), tmp_path / "out.csv")
+    ref = ks.simulate(model, tab.regimens[1], times=[3.0],
+                      covariates={"weight": 20}).concentration.values[0, 0, 0]
+    assert p.read_text().splitlines() == [
+        "ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,MDV,DV,WT",
+        "1,0.0,1,10.0,0.0,1,.,.,.,1,.,20.0",
+        "1,1.0,2,.,.,.,.,.,.,1,.,20.0",
+        "1,2.0,0,.,.,1,.,.,.,1,.,20.0",
+        f"1,3.0,0,.,.,1,.,.,.,0,{float(ref)!r},20.0"]
+    same_cells(src, p)
+    same_table(tab, read_nonmem(p, model))
 
 
 def test_written_dv_is_the_simulated_value(tmp_path, table):
@@ -139,8 +197,10 @@ def test_written_dv_is_the_simulated_value(tmp_path, table):
     ds = simulate_nonmem(MODEL, table)
     p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
     rows = [r for r in written(p) if r["ID"] == "1" and r["EVID"] == "0"]
+    rows = [r for r in rows if r["MDV"] != "1"]
     ref = ks.simulate(MODEL, table.regimens[1], times=[float(r["TIME"]) for r in rows],
-                      covariates={"weight": 70, "age": 40})
+                      covariates={"weight": 70, "age": 40, "asian": 0,
+                                  "japanese": 0})
     np.testing.assert_allclose([float(r["DV"]) for r in rows],
                                ref.concentration.sel(analyte="esketamine").values[0],
                                rtol=1e-12)
@@ -153,6 +213,7 @@ def test_round_trip_through_netcdf(tmp_path, table):
 
     with xr.open_dataset(tmp_path / "r.nc") as back:
         p = write_nonmem(back.load(), tmp_path / "out.csv", analyte="esketamine")
+    same_cells(tmp_path / "in.csv", p)
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
 
 
@@ -274,7 +335,9 @@ def _write(tmp_path, text, name="t.csv"):
 _dose = st.tuples(st.sampled_from(["bolus", "rate", "dur"]),
                   st.integers(1, 200), st.integers(0, 3), st.integers(1, 48))
 _subject = st.tuples(st.lists(_dose, min_size=0, max_size=3),
-                     st.lists(st.tuples(st.integers(0, 60), st.booleans()),
+                     st.lists(st.tuples(st.integers(0, 60), st.booleans(),
+                                        st.sampled_from(["0", "1", "."]),
+                                        st.sampled_from(["0", "2"])),
                               min_size=0, max_size=5),
                      st.integers(30, 120))
 
@@ -292,9 +355,12 @@ def test_generated_tables_round_trip(subjects):
             dur = "0.75" if kind == "dur" else "."
             ev.append((t, 0, f"{k},{t},1,{mg},{rate},1,{ii if addl else 0},{addl},"
                              f"{dur},1,.,{wt}"))
-        for o, before in obs:  # at 6 h steps some fall on a dose time
+        for o, before, mdv, evid in obs:  # at 6 h steps some fall on a dose
+            # time; EVID 0 with MDV 0, 1 or empty, or EVID 2 (MDV 1)
+            mdv, cmt = ("1", "0") if evid == "2" else (mdv, "1")
             ev.append((o / 2, -1 if before else 1,
-                       f"{k},{o / 2},0,.,.,.,.,.,.,0,.,{wt}"))
+                       f"{k},{o / 2},{evid},.,.,{cmt},.,.,.,"
+                       f"{mdv},.,{wt}"))
         if not ev:
             ev.append((0.0, 2, f"{k},0,2,.,.,.,.,.,.,1,.,{wt}"))
         lines += [x for _, _, x in sorted(ev)]
@@ -304,10 +370,11 @@ def test_generated_tables_round_trip(subjects):
         tab = read_nonmem(src, "domino")
         ds = simulate_nonmem("domino", tab)
         p = write_nonmem(ds, Path(d) / "out.csv")
+        same_cells(src, p)
         back = read_nonmem(p, "domino")
         same_table(tab, back)
         dv = simulate_nonmem("domino", back).nonmem_dv.values[:, 0]
         for k in range(len(subjects)):
             got = [float(r["DV"]) for r in written(p)
-                   if r["EVID"] == "0" and r["ID"] == str(k + 1)]
+                   if r["EVID"] == "0" and r["MDV"] != "1" and r["ID"] == str(k + 1)]
             assert got == dv[k, :len(got)].tolist()

@@ -16,8 +16,15 @@ line of the file, the header being line 1, so they match a spreadsheet or
 Records at one TIME keep NONMEM's order: an observation listed before a dose is
 the level just before it (a baseline or trough sample), one listed after it the
 level after. A table read, simulated with :func:`simulate_nonmem` and written with
-:func:`write_nonmem` reads back as the same table (dose records as read, observation
-times and their order around doses, covariates), with the simulated DV.
+:func:`write_nonmem` reads back as the same table: every record in its order (EVID
+0 with MDV 0, 1 or empty, EVID 1, EVID 2), each column as read (an empty cell is
+written as ``.``), the covariates, and the simulated DV on each observation.
+
+A covariate the model uses (a covariate effect, or weight for per-kg parameters)
+must have its column (WT, AGE, ...; weight may also come from HT and BMI):
+:func:`simulate_nonmem` refuses a table without it rather than give every
+subject the model's reference value. Doses whose concentrations or AUC would
+overflow are refused by file line, ID and AMT, as ``simulate`` refuses them.
 
 Steady state (SS = 1 or 2) is exact for linear models: the state just before the
 steady-state dose is ``x_ss = (I - E(II))^-1 b``, with ``E(II) = expm(A II)`` and
@@ -904,29 +911,34 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
 
     Notes
     -----
-    Columns: ID, TIME (h), EVID (1 dose, 0 observation), AMT (mg of base
+    Columns: ID, TIME (h), EVID (1 dose, 0 observation, 2 other), AMT (mg of base
     actually given), RATE (mg/h; 0 bolus, -2 with DUR as read), CMT, then for a
     ``simulate_nonmem`` Dataset II (h), ADDL, SS and DUR (h, when a record had
     one), MDV, DV (ng/mL, written in the shortest form that reads back as the
     same float), DEVICE (when a dose has one) and the covariates known for every
     subject (WT kg, AGE y, HT cm, BMI, FEMALE, ...), one value per subject.
 
-    A ``simulate_nonmem`` Dataset is written as its table was read: each
-    subject's dose records (EVID 1 with AMT, RATE, DUR, CMT, II, ADDL, SS and
-    DEVICE as read, ADDL not expanded) and its observation records, each with
-    its own prediction as DV (``nonmem_dv``, whatever ``times`` was simulated);
-    ``read_nonmem`` on the file gives back the same doses, observation times,
-    pre-dose flags and covariates, and ``simulate_nonmem`` the same DV. A
-    ``simulate`` Dataset gets its dose table (one record per dose) and one
-    observation record per output time.
+    A ``simulate_nonmem`` Dataset (``observations="records"``) is written as its
+    table was read, record for record in file order (``nonmem_records``): dose
+    records (EVID 1, ADDL not expanded), observation records, EVID 0 records with
+    MDV 1 and EVID 2 records, every column (MDV, AMT, RATE, DUR, CMT, II, ADDL,
+    SS, DEVICE) as read, ``.`` where the cell was empty. Each observation record
+    (EVID 0 without MDV 1) gets its own prediction as DV (``nonmem_dv``,
+    whatever ``times`` was simulated), the others ``.``; ``read_nonmem`` on the
+    file gives back the same records, doses, observation times, pre-dose flags
+    and covariates, and ``simulate_nonmem`` the same DV. A ``simulate`` Dataset
+    gets its dose table (one record per dose) and one observation record per
+    output time.
 
-    At one time, records are written as NONMEM reads them: pre-dose observations
-    (listed before the dose in the table read), then doses, then the other
-    observations, whose DV is the level after the dose, as ketasim computes it.
+    Otherwise (``observations="times"``, or a ``simulate`` Dataset), at one
+    time records are written as NONMEM reads them: doses, then the observations,
+    whose DV is the level after the dose, as ketasim computes it.
     A subject that failed (``errors="keep"``) is written with MDV 1 and no DV on
     its observation records; a scenario's padding subjects and doses are left
-    out. A table's subject without dose or observation records is written as one
-    EVID 2 record at TIME 0, so that it keeps its ID and covariates.
+    out. A ``simulate_nonmem`` Dataset without ``nonmem_records`` (saved by an
+    older ketasim) is written from its dose and observation records only (MDV 1
+    and EVID 2 records were not kept), a subject with neither as one EVID 2
+    record at TIME 0, so that it keeps its ID and covariates.
     """
     if "scenario" in ds.dims:
         raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
