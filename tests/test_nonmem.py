@@ -435,6 +435,12 @@ OVERFLOW = [
      "1,50,0,.,.,.,.,20\n",
      "line 3, ID 1, column AMT: the dose (5e+306 mg by route 'iv' at 6 h) gives "
      "5e+306 mg to ID 1 (2e+307 mg in all)"),
+    # the regimen's doses are in time order (ADDL copies of line 2 around the
+    # dose of line 3): the message still names line 3
+    ("ID,TIME,EVID,AMT,CMT,II,ADDL,WT\n1,0,1,5,1,12,3,20\n1,6,1,1e307,1,0,0,20\n"
+     "1,50,0,.,.,.,.,20\n",
+     "line 3, ID 1, column AMT: the dose (1e+307 mg by route 'iv' at 6 h) gives "
+     "1e+307 mg to ID 1"),
     # each dose passes, the steady state (II 0.0001 h) accumulates 2.5e300 mg
     ("ID,TIME,EVID,AMT,CMT,II,SS,WT\n1,0,1,1e296,1,0.0001,1,20\n"
      "1,1,0,.,.,.,.,20\n",
