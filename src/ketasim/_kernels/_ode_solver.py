@@ -240,6 +240,14 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
         if counters[0] >= max_steps:
             counters[1] = MAXSTEPS
             return j
+        if stiff and not jac_const and j < T:
+            # a stiff step with a changing Jacobian can be long and its Hermite
+            # interpolant is not error-controlled (seen: 0.47 ng/mL where the
+            # solution is 1e-6, and negative values, on a stiff time effect), so
+            # the step ends at the next output time and that output is a step end
+            d = times[j] - t
+            if d < h and d > 64 * 2.220446049250313e-16 * max(1.0, abs(t)):
+                h = d
         last = False
         if t + h >= t1 or t + 1.01 * h >= t1:
             h = t1 - t
@@ -405,15 +413,19 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                 # f at the new point: Hermite dense output and the next f0
                 _f(t + h, xn, p, r, k7)
                 while j < T and times[j] < t + h and times[j] < t1:
-                    if times[j] > t:
+                    if times[j] >= t:  # == t: an output a clipped step ended on
                         th = (times[j] - t) / h
                         for k in range(obs_cmt.shape[0]):  # observed states only
                             i = obs_cmt[k]
                             d = xn[i] - x[i]
-                            out_s[k, j] = ((1.0 - th) * x[i] + th * xn[i] + th * (
+                            v = ((1.0 - th) * x[i] + th * xn[i] + th * (
                                 th - 1.0) * ((1.0 - 2.0 * th) * d
                                              + (th - 1.0) * h * f0[i]
-                                             + th * h * k7[i])) * obs_scale[k]
+                                             + th * h * k7[i]))
+                            if v < -(atol + rtol * peak[i]):  # as _negative
+                                counters[1] = NEGATIVE
+                                return j
+                            out_s[k, j] = v * obs_scale[k]
                     j += 1
                 t = t1 if last else t + h
                 for i in range(n):
