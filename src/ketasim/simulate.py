@@ -583,7 +583,11 @@ def simulate(
     xarray.Dataset
         ``concentration`` (subject, analyte, time) in ng/mL, ``parameters``,
         ``status``, the dose table, covariates as ``subject`` coordinates and
-        provenance attributes (see DESIGN §6).
+        provenance attributes: ``model_id``, ``model_name``, ``model_drug``,
+        ``model_enantiomer``, ``model_sampling``, ``model_grade``, ``model_file``,
+        ``model_sha256``, ``references`` (the model's citations), ``ketasim_version``,
+        ``solver``, ``time_convention``; ``rtol``, ``atol`` and ``atol_units`` on the
+        ODE path; ``seed`` and ``population`` when a ``population`` is given.
 
     Examples
     --------
