@@ -681,22 +681,14 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
         attrs={"model_id": model.id, "source": "NONMEM event table"})
     for name, v in table.covariates.items():
         ds.coords[name] = ("subject", v)
-    recs = [table.records.get(sid, ()) for sid in table.ids]
-    doses = np.full((len(recs), max(map(len, recs), default=0), len(DOSE_ITEMS)),
-                    np.nan)
-    for k, rs in enumerate(recs):
-        for j, rec in enumerate(rs):
-            doses[k, j] = rec.items()
+    doses = _padded([table.records.get(sid, ()) for sid in table.ids],
+                    len(DOSE_ITEMS))
     ds["nonmem_doses"] = (("subject", "nonmem_dose", "nonmem_item"), doses, {
         "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
         "DUR h, II h); NaN: no such record or item"})
     ds.coords["nonmem_item"] = list(DOSE_ITEMS)
-    rows = [table.rows.get(sid, ()) for sid in table.ids]
-    every = np.full((len(rows), max(map(len, rows), default=0), len(RECORD_ITEMS)),
-                    np.nan)
-    for k, rs in enumerate(rows):
-        for j, rec in enumerate(rs):
-            every[k, j] = rec.items()
+    every = _padded([table.rows.get(sid, ()) for sid in table.ids],
+                    len(RECORD_ITEMS))
     ds["nonmem_records"] = (("subject", "nonmem_record", "nonmem_field"), every, {
         "long_name": "the table's records as read, in file order (TIME h, AMT mg, "
         "RATE mg/h, DUR h, II h); NaN: empty, or no such record"})
@@ -877,6 +869,17 @@ def _with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
     evv = np.concatenate([np.array(add_v), ev[3][0]])
     order = np.argsort(et, kind="stable")  # the state comes before the SS dose
     return [a[order][None, :].copy() for a in (et, ec, ek, evv)]
+
+
+def _padded(per_subject: list, width: int) -> np.ndarray:
+    """(subjects, most records, width) array of each record's ``items()``; NaN
+    where a subject has fewer records."""
+    out = np.full((len(per_subject), max(map(len, per_subject), default=0), width),
+                  np.nan)
+    for k, rs in enumerate(per_subject):
+        for j, rec in enumerate(rs):
+            out[k, j] = rec.items()
+    return out
 
 
 def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
