@@ -2,8 +2,9 @@
 
 Every benchmark is parametrised by size: a small *smoke* size that always runs (the
 default ``--benchmark-disable`` run executes each body once and checks its result)
-and the DESIGN §8 *full* size, marked ``slow`` and skipped unless ``-m slow`` is given
-or ``KETASIM_FULL_BENCH=1`` is set. Nothing here fails on wall time.
+and the *full* size of the workload (benchmarks/README.md), marked ``slow`` and
+skipped unless ``-m slow`` is given or ``KETASIM_FULL_BENCH=1`` is set. Nothing here
+fails on wall time.
 
 Session fixtures:
 

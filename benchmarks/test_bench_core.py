@@ -1,4 +1,5 @@
-"""pytest-benchmark suite for DESIGN §8 W1–W3 and the hand-written scipy baseline.
+"""pytest-benchmark suite for workloads W1–W4 (benchmarks/README.md) and the
+hand-written scipy baseline.
 
 Each benchmark has a smoke size (runs in the default test suite, where
 ``--benchmark-disable`` executes the body once) and the full size (``slow``); both

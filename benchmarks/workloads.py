@@ -1,4 +1,5 @@
-"""DESIGN §8 workloads W1–W3 and the hand-written scipy baseline.
+"""Benchmark workloads W1–W3 (defined in benchmarks/README.md) and the hand-written
+scipy baseline.
 
 Every workload is first written down as plain numbers (:class:`Course`); the ketasim
 inputs (``ks.Regimen``, ``ks.grid``) and the scipy baseline are both built from those
@@ -30,7 +31,7 @@ import ketasim as ks
 
 MODEL = "domino"
 WEIGHT = 70.0  # kg
-# DESIGN §8 / models/domino.toml: V1 in L/kg, rate constants in 1/min
+# models/domino.toml (opentiva Domino set): V1 in L/kg, rate constants in 1/min
 V1, K10, K12, K21, K13, K31 = 0.063, 0.4381, 0.5921, 0.2470, 0.5900, 0.0146
 TYPICAL = {"V1": V1, "k10": K10, "k12": K12, "k21": K21, "k13": K13, "k31": K31}
 F_IN, KA_IN = 0.48, 2.5  # intranasal bioavailability, absorption rate constant 1/h

@@ -9,7 +9,9 @@ import pytest
 os.environ.setdefault("KETASIM_CACHE_DIR", str(Path(__file__).resolve().parents[1]
                                                / ".ketasim-cache"))
 
-# DESIGN §8 base model, per hour: independent of the model file on purpose.
+# The Domino base model (models/domino.toml, opentiva Domino set: V1 in L/kg, rate
+# constants in 1/min; design_rate_matrix gives them per hour), typed in here
+# independently of the model file on purpose.
 V1_PER_KG = 0.063
 K_PER_MIN = {"k10": 0.4381, "k12": 0.5921, "k21": 0.2470, "k13": 0.5900, "k31": 0.0146}
 

@@ -1,5 +1,5 @@
 """Model library validation by simulation: each model reproduces the published facts
-LITERATURE.md gives for it (not by reading parameters back)."""
+cited in its model file's [[references]] (not by reading parameters back)."""
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ def nasal(mg):
 def test_perez_ruixo_nasal_bioavailability(mg, published):
     """Absolute F = AUC(nasal)/AUC(IV) per dose mass. Published: 54 % / 51 % for
     56 / 84 mg (abstract); 0.622 / 0.538 / 0.509 for 28 / 56 / 84 mg computed from
-    Table 3 (LITERATURE §1.3.1; for one device, 54 % nasal plus 46 % swallowed x
+    Perez-Ruixo 2021 Table 3 (for one device, 54 % nasal plus 46 % swallowed x
     0.178). Tolerance 0.005: the abstract rounds to whole percent."""
     m = "perez_ruixo_2021"
     f = auc_inf(m, nasal(mg)) / auc_inf(m, Dose.bolus(f"{mg} mg"))
@@ -114,8 +114,8 @@ def test_esketamine_model_rejects_racemic_dose():
 
 # ---- Domino (racemic, code-sourced) ------------------------------------------------
 def test_domino_derived_facts():
-    """LITERATURE §1.1.1 derived: CL 1.656 L/h/kg (116 L/h at 70 kg), terminal
-    t1/2 1.91 h."""
+    """Derived from the model's parameters (opentiva Domino set): CL 1.656 L/h/kg
+    (116 L/h at 70 kg), terminal t1/2 1.91 h."""
     a = auc_inf("domino", Dose.bolus("35 mg"))
     assert 35 / a * 1000 == pytest.approx(115.9, rel=0.005)
     t = ks.grid("24 h", "1 min")
@@ -126,8 +126,9 @@ def test_domino_derived_facts():
 
 # ---- Clements & Nimmo 1981 (racemic default, code-sourced) -----------------------
 def test_clements_derived_facts_and_default():
-    """LITERATURE §1.1.2 derived: CL 1.146 L/h/kg (80 L/h at 70 kg), t1/2 beta
-    3.05 h; Vss 4.13 L/kg. Kamp 2020 meta-analysis (P): CL 79 L/h (95 % CI 69-90)."""
+    """Derived from the model's parameters (opentiva Clements250 set): CL 1.146
+    L/h/kg (80 L/h at 70 kg), t1/2 beta 3.05 h; Vss 4.13 L/kg. Kamp 2020
+    meta-analysis (P): CL 79 L/h (95 % CI 69-90)."""
     m = "clements_nimmo_1981"
     assert ks.DEFAULT_MODEL == m
     a = auc_inf(m, Dose.bolus("35 mg"))  # typical 70 kg subject, no random effects
@@ -201,9 +202,10 @@ def test_every_model_cites_and_grades_every_number():
 
 # ---- Fanta 2015 / Otto 2021 (S-ketamine) -------------------------------------------
 def test_fanta_clearance_oral_f_half_life_vss():
-    """Fanta abstract: CL 95 L/h/70 kg, oral F 8 %; derived (LITERATURE): terminal
-    t1/2 7.4 h, Vss 419 L. Vss from a 300-h infusion: amount in the S-ketamine
-    compartments / plasma concentration at steady state."""
+    """Fanta abstract: CL 95 L/h/70 kg, oral F 8 %; derived from the model's
+    parameters (Otto 2021 Table 3): terminal t1/2 7.4 h, Vss 419 L. Vss from a 300-h
+    infusion: amount in the S-ketamine compartments / plasma concentration at steady
+    state."""
     m = "fanta_2015"
     a = auc_inf(m, Dose.bolus("10 mg"))
     assert 10 / a * 1000 == pytest.approx(95.2, rel=1e-6)
@@ -253,7 +255,7 @@ def test_simons_film_bioavailability_tmax_and_metabolite_fractions():
     """Abstract (P): F = 26 +/- 1 %; 80 % of S-ketamine becomes S-norketamine and
     56 % ultimately S-hydroxynorketamine (molar; checked as CL x AUC / MW of each
     metabolite after an IV dose, which counts every mole that passes through it);
-    LITERATURE: S-ketamine Tmax 19 min after the film."""
+    Simons 2022 results (observed Tmax): S-ketamine Tmax 19 min after the film."""
     m = "simons_2022"
     iv = ks.simulate(m, Dose.bolus("20 mg"), times=LONG, auc=True)
     film = ks.simulate(m, Dose.bolus("50 mg", route="sublingual"), times=LONG, auc=True)

@@ -1,7 +1,7 @@
-"""Racemic ketamine models validated BY SIMULATION against the facts
-shared/LITERATURE.md (§1.1 adults, §1.2 children, §1.4 extravascular routes) gives
-for them: clearance = dose / AUC(0-inf), volumes from the concentration just after a
-bolus and from the amounts at steady state, half-lives from simulated log-slopes,
+"""Racemic ketamine models validated BY SIMULATION against the published facts
+cited in each model file's [[references]] (adults, children, extravascular routes):
+clearance = dose / AUC(0-inf), volumes from the concentration just after a bolus and
+from the amounts at steady state, half-lives from simulated log-slopes,
 bioavailability as AUC ratios, Tmax from simulated profiles. No test reads a
 parameter back from the model file.
 
@@ -9,7 +9,7 @@ Tolerances. ketasim's linear kernel is exact (matrix exponential, AUC integrated
 an extra state), so a model that encodes a published number reproduces it to
 floating-point precision: those checks use rel = 1e-6 (the AUC tail beyond the
 simulated 300 h is below 1e-12 of the total for every model here, whose longest
-terminal half-life is 5 h). Facts that LITERATURE rounds (derived values to 3
+terminal half-life is 5 h). Facts quoted rounded (derived values to 3
 significant figures) get half a unit of the last printed digit. Published means of
 individual NCA estimates (Hijazi 2003) are compared with a tenth of the between-
 patient SD: the model is a fit to the data, not the data, so exact agreement is not
@@ -91,12 +91,12 @@ REFERENCE = [
     ("elkomy_2015", 60.6, 57.3, 57.3 + 152, 1e-6, "abstract (P)"),
     ("sherwin_2015", 87.9, 20.5, 20.5 + 220, 1e-6, "abstract (P)"),
     ("hornik_2018", 38.9, 32.8, 32.8 + 152, 1e-6, "opentiva (C)"),
-    # LITERATURE §1.1.2 derived: CL 1.146 L/h/kg, Vss 4.13 L/kg (3 s.f.)
+    # derived from the model's parameters: CL 1.146 L/h/kg, Vss 4.13 L/kg (3 s.f.)
     ("clements_nimmo_1981", 0.0109 * 60 * 1.7522 * 70, 1.7522 * 70, 4.13 * 70,
-     0.005 / 4.13, "opentiva (C), LITERATURE derived"),
-    # LITERATURE §1.1.1 derived: CL 1.656 L/h/kg, Vss 2.76 L/kg (3 s.f.)
+     0.005 / 4.13, "opentiva (C), derived from the model's parameters"),
+    # derived from the model's parameters: CL 1.656 L/h/kg, Vss 2.76 L/kg (3 s.f.)
     ("domino", 0.4381 * 60 * 0.063 * 70, 0.063 * 70, 2.76 * 70, 0.005 / 2.76,
-     "opentiva (C), LITERATURE derived"),
+     "opentiva (C), derived from the model's parameters"),
 ]
 
 
@@ -161,7 +161,7 @@ def test_hijazi_reproduces_its_abstract(weight):
 
 # ---- Clements & Nimmo 1981 (default): derived half-lives, Kamp 2020 -----------------
 def test_clements_half_lives_and_meta_analysis():
-    """LITERATURE §1.1.2 (derived from the code-sourced set): t1/2 alpha 17.6 min,
+    """Derived from the model's code-sourced parameters: t1/2 alpha 17.6 min,
     beta 3.05 h. Kamp 2020 (P): CL 79 L/h (95 % CI 69-90), V 252 L/70 kg (200-304).
     alpha by curve peeling of the simulated profile: subtract the terminal
     exponential fitted at 15 and 25 h, take the log-slope of the rest at 2-30 min."""

@@ -27,7 +27,8 @@ __all__ = [
     "to_hours",
 ]
 
-#: Molecular weight of ketamine base, C13H16ClNO (g/mol), LITERATURE.md §3.
+#: Molecular weight of ketamine base, C13H16ClNO (g/mol): the formula with standard
+#: atomic weights C 12.011, H 1.008, Cl 35.45, N 14.007, O 15.999 gives 237.727.
 MW_KETAMINE = 237.73
 #: Molecular weight of ketamine hydrochloride, C13H16ClNO·HCl (g/mol).
 MW_KETAMINE_HCL = 274.19
