@@ -291,26 +291,120 @@ def _physical_memory() -> int | None:
         return None
 
 
-# The largest in-memory result simulate() allocates (its float64 output buffer,
-# subjects × outputs × times × 8 bytes): half the machine's physical memory, or
-# 8 GiB where that is unknown. A larger request is refused before allocating, with
-# the size and the ways to proceed (fewer times, output="metrics", chunks=).
+# The most memory simulate() may use at its peak (the float64 output buffer,
+# subjects x outputs x times x 8 bytes, and every per-subject array: covariates,
+# parameters, dose events, per-dose values, the observed copy): half the machine's
+# physical memory, or 8 GiB where that is unknown. A larger request is refused
+# before any per-subject array is allocated, with the size and the ways to proceed
+# (fewer subjects or times, output="metrics", chunks=).
 RESULT_MAX_BYTES = (_physical_memory() or 16 * 2**30) // 2
 
+_LIMIT_TEXT = "(half of this machine's memory)"
 
-def _check_result_size(shape: tuple[int, int, int], what: str) -> None:
-    """Refuse a result buffer of ``shape`` (subjects, outputs, times) larger than
-    :data:`RESULT_MAX_BYTES`, before it is allocated."""
-    size = 8 * math.prod(shape)
+
+def _per_subject_bytes(model: Model, regimen: Regimen, *, occasions: int,
+                       outputs: int, solver: str) -> int:
+    """Bytes of the per-subject arrays besides the output buffer, an upper
+    estimate of their peak: covariates (drawn: their uniforms and intermediates),
+    individual parameters per occasion with their random effects, the lowered dose
+    events (4 tables, built from per-dose lists, so twice), the rate matrices (and
+    their full-model temporaries), observation scales, doses in mg, the exact
+    per-dose windows (two auxiliary tables and their copies), status, steps,
+    subject labels and, on the ODE path, its parameter vectors."""
+    K = len(model.analytes)
+    C = len(model.compartment_names)
+    P = len(model.parameters)
+    D = len(regimen.doses)
+    events = sum(2 * len(model.routes[d.route].pathways) + 2
+                 if d.route in model.routes else 4 for d in regimen.doses)
+    n = (24  # covariates: 7 values, 6 uniforms and intermediates
+         + P * (3 * occasions + 2)  # parameters, etas and IOV etas per occasion
+         + 2 * 4 * events  # ev_time, ev_cmt, ev_kind, ev_value (and their lists)
+         + occasions * (C + K) ** 2 + 2 * C * C  # A (with AUC states), temporaries
+         + outputs + D  # obs_scale, dose_mg
+         + 3 * 2 * K * (2 * D + 1)  # exact per-dose windows: aux, vals, copies
+         + 3)  # status, ode_steps, subject
+    if solver == "ode":
+        n += 3 * (C + K) ** 2 + C  # p (A - t0 A1, A1), x0
+    return 8 * n
+
+
+def _check_memory(n: int, per_subject: int, detail: str, ways: str) -> None:
+    """Refuse a run whose peak, ``n`` subjects x ``per_subject`` bytes, exceeds
+    :data:`RESULT_MAX_BYTES`, before any per-subject array is allocated.
+    ``detail`` says what a subject's bytes are; ``ways`` how to proceed."""
+    size = n * per_subject
     if size > RESULT_MAX_BYTES:
-        n, k, T = shape
         raise ValueError(
-            f"the result would need {size / 2**30:.3g} GiB ({n} subjects x {k} "
-            f"outputs ({what}) x {T} times x 8 bytes), more than the limit of "
-            f"{RESULT_MAX_BYTES / 2**30:.3g} GiB (half of this machine's memory). "
-            f"Use fewer output times (a longer step, or only the times you need), "
-            f"output='metrics' (per-dose metrics in bounded memory), or chunks= (a "
-            f"lazy Dask result computed and written chunk by chunk)")
+            f"the result would need {size / 2**30:.3g} GiB at its peak ({n} subjects "
+            f"x {per_subject:,} bytes: {detail}), more than the limit of "
+            f"{RESULT_MAX_BYTES / 2**30:.3g} GiB {_LIMIT_TEXT}. {ways}")
+
+
+_WAYS = ("Use fewer subjects or fewer output times (a longer step, or only the "
+         "times you need), output='metrics' (per-dose metrics in bounded memory), "
+         "or chunks= (a lazy Dask result computed and written chunk by chunk)")
+
+
+def _check_trajectory_memory(model: Model, regimen: Regimen, t: np.ndarray, n: int,
+                             *, occasions: int, auc: bool, amounts: bool,
+                             residual: bool, out_given: bool, solver: str) -> None:
+    """The peak of an in-memory trajectory run: the output buffer (analytes, AUC
+    states, compartment amounts) x times, the observed copy with
+    ``residual=True`` (its noise is drawn in bounded blocks), and the other
+    per-subject arrays (:func:`_per_subject_bytes`)."""
+    from ._lower import reachable
+
+    K = len(model.analytes)
+    if amounts:
+        targets = {pw.target for d in regimen.doses if d.route in model.routes
+                   for pw in model.routes[d.route].pathways}
+        ncmt = (len(reachable(model, targets)) if model.rhs is None
+                else len(model.compartment_names))
+    else:
+        ncmt = 0
+    outputs = K * (1 + auc) + ncmt
+    what = "concentrations" + ", AUC" * auc + ", amounts" * amounts
+    buffer = 0 if out_given else 8 * outputs * t.size
+    observed = 8 * K * t.size if residual else 0
+    other = _per_subject_bytes(model, regimen, occasions=occasions, outputs=outputs,
+                               solver=solver)
+    detail = (f"{outputs} outputs ({what}) x {t.size} times x 8 bytes"
+              if not out_given else "the out= buffer is yours")
+    if residual:
+        detail += (f", {K} analytes x {t.size} times x 8 bytes for the observed "
+                   f"concentrations (residual=True)")
+    detail += f", {other:,} bytes of parameters, covariates, dose events and " \
+              f"per-dose values"
+    _check_memory(n, buffer + observed + other, detail, _WAYS)
+
+
+def _occasions(model: Model, regimen: Regimen, population) -> int:
+    """Occasions whose parameters a run draws: one per dosing session with
+    inter-occasion variability (a population with ``iov=True`` and a model with
+    IOV), else 1."""
+    if population is None or not population.iov or not regimen.doses or not any(
+            v.iov_omega > 0 for v in model.variability):
+        return 1
+    return int(sessions(regimen).max()) + 1
+
+
+def _check_metrics_memory(model: Model, regimen: Regimen, n: int, chunk: int,
+                          occasions: int) -> None:
+    """The peak of ``output='metrics'``: per subject, its per-dose values (Cmax,
+    Tmax, time above, pre-dose level, cumulative AUC and its differences: about 6
+    x analytes x doses), status, label and covariates, kept for all ``n``; plus
+    the working arrays of one chunk of ``chunk`` subjects."""
+    K, W = len(model.analytes), len(regimen.doses)
+    kept = 8 * (6 * K * W + K + 9)
+    work = _per_subject_bytes(model, regimen, occasions=occasions,
+                              outputs=2 * K, solver="exact")
+    per = kept + -(-min(n, chunk) * work // n)
+    _check_memory(n, per, f"{K} analytes x {W} doses x 6 per-dose values x 8 "
+                  f"bytes, covariates and status, and the working arrays of "
+                  f"{min(n, chunk)} subjects at a time", (
+                      "Use fewer subjects, or chunks= (a lazy Dask result computed "
+                      "and written chunk by chunk)"))
 
 
 def _check_times(times) -> np.ndarray:
@@ -346,9 +440,16 @@ def _check_times(times) -> np.ndarray:
     return np.ascontiguousarray(t)
 
 
-def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
+def _subjects(model: Model, covariates, parameters, *, warn: bool = True,
+              defaults: bool = True):
     """Number of subjects, covariate arrays and parameter overrides, validated;
     a ValidityWarning for given covariates outside the model's ranges (``warn``).
+
+    ``defaults``: the covariates not given are the model's reference values, and
+    ``_validate.check_defaulted_covariates`` refuses one that does not describe the
+    patient (outside the model's validity range; an adult reference weight for a
+    child). False when a Population supplies the covariates (only the parameter
+    overrides are read here).
 
     Covariates are checked by ``_validate.covariate_values`` (finite, plausible,
     flags 0/1). Overrides come back in canonical units (``_validate.parameter_values``
@@ -357,6 +458,7 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
     ``Model.individual_parameters`` multiplies by each subject's weight (a
     population's patients have theirs only there)."""
     from ._validate import (
+        check_defaulted_covariates,
         check_derived_weight,
         covariate_values,
         is_table,
@@ -408,6 +510,9 @@ def _subjects(model: Model, covariates, parameters, *, warn: bool = True):
     if derived:  # as Population does: weight from height (cm) and BMI (kg/m^2)
         cov["weight"] = cov["bmi"] * (cov["height"] / 100.0) ** 2
         check_derived_weight(cov["weight"])
+    if defaults:
+        check_defaulted_covariates(
+            model, set(covariates) | ({"weight"} if derived else set()), cov)
     if warn and _CHUNK_START.get() is None:  # the covariates given (as a
         # Population's) and weight when derived from them
         from .population import validity_messages
@@ -639,6 +744,13 @@ def simulate(
     if chunks is not None:
         if out is not None:
             raise ValueError("chunks= builds a lazy Dask result; it cannot fill out=")
+        if population is not None:
+            # the lazy result keeps its subject labels and every patient's
+            # covariates in memory (coordinates), drawn with their intermediates
+            _check_memory(population.n, 8 * 32, "subject labels and covariates, "
+                          "which a lazy result keeps in memory as coordinates",
+                          "Split the population into runs of fewer subjects "
+                          "(population.subset(start, stop)) and write each")
         return _simulate_dask(model, regimen, t, chunks, population, covariates,
                               parameters, dict(
                                   residual=residual, solver=solver, rtol=rtol,
@@ -664,14 +776,25 @@ def simulate(
         if covariates is not None:
             raise ValueError("give covariates either to Population(covariates=...) or "
                              "to simulate(covariates=...), not both")
-        n, cov, over, params = _population_params(model, regimen, population,
-                                                  parameters)
-    else:
-        n, cov, over = _subjects(model, covariates, parameters)
-        params = model.individual_parameters(cov, overrides=over, n=n)
     if residual and not model.residual:
         raise ValueError(f"model {model.id!r} defines no residual error model; "
                          "residual=True needs a [residual.<analyte>] table")
+    memory = dict(auc=auc, amounts=amounts, residual=residual,
+                  out_given=out is not None, solver=solver)
+    if population is not None:
+        # before anything per patient is drawn: a Population of 3e9 patients
+        # would otherwise fail in numpy's allocator (or be killed by the OS)
+        _check_trajectory_memory(model, regimen, t, population.n,
+                                 occasions=_occasions(model, regimen, population),
+                                 **memory)
+        n, cov, over, params = _population_params(model, regimen, population,
+                                                  parameters)
+    else:
+        # the subjects' table is the caller's, already in memory; what is built
+        # from it (parameters, events, results) is checked before it is built
+        n, cov, over = _subjects(model, covariates, parameters)
+        _check_trajectory_memory(model, regimen, t, n, occasions=1, **memory)
+        params = model.individual_parameters(cov, overrides=over, n=n)
 
     low = lower(model, regimen, params, cov["weight"], n, prune=model.rhs is None)
     if isinstance(params, list):
@@ -682,7 +805,12 @@ def simulate(
                              "user rhs is not implemented: the rhs sees one value per "
                              "subject. Simulate with Population(iov=False), or one "
                              "session at a time")
-        params = params[0]  # report occasion 1's values in `parameters`
+    # `parameters` reports every occasion's values (IOV: an occasion dimension);
+    # the ODE path's rhs and time effects see one value per subject, occasion 1's
+    # (an rhs with IOV is refused above; IOV on rates needs the exact solver)
+    occ_params = params
+    if isinstance(params, list):
+        params = params[0]
     K = low.obs_cmt.size
     A, obs_cmt, obs_scale = low.A, low.obs_cmt, low.obs_scale
     ncmt = len(low.compartments)
@@ -711,9 +839,7 @@ def simulate(
         raise ValueError("out= holds concentrations only; it cannot be combined "
                          "with amounts=True or auc=True")
     else:
-        _check_result_size(shape, "concentrations" + ", AUC" * auc
-                           + ", amounts" * amounts)
-        buf = np.empty(shape)
+        buf = np.empty(shape)  # its size was checked before the subjects were built
     status = np.zeros(n, dtype=np.int64)
     # doses whose concentrations or AUC would overflow are refused by name here;
     # the kernels' status codes stay a last line of defence
@@ -814,7 +940,7 @@ def simulate(
         raise SolveError(_failure_message(model, status, buf, t, solver))
     subjects = (population.subjects if population is not None
                 else np.arange(n) + (_CHUNK_START.get() or 0))
-    ds = _to_dataset(model, regimen, t, low, params, cov, buf, K, auc, status,
+    ds = _to_dataset(model, regimen, t, low, occ_params, cov, buf, K, auc, status,
                      nsteps, solver_desc, rtol, atol, solver, subjects)
     if windows is not None:
         predose, dose_auc = windows
@@ -859,7 +985,8 @@ def _simulate_dask(model, regimen, t, chunks, population, covariates, parameters
                          f"{chunks!r}")
     if population is not None:
         n = population.n
-        _, _, over_all = _subjects(model, None, parameters, warn=False)
+        _, _, over_all = _subjects(model, None, parameters, warn=False,
+                                   defaults=False)
     else:
         # every covariate, given or defaulted (reference values, weight derived
         # from height and BMI): each chunk then sees exactly its patients' values
@@ -934,6 +1061,8 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     starts = np.array(regimen.times, dtype=float)
     W = starts.size
     K = len(model.analytes)
+    _check_metrics_memory(model, regimen, n, chunk,
+                          _occasions(model, regimen, population))
     shape = (n, K, W)
     # the kernel writes every window that holds an output time; the others (no
     # output time between the dose and the next) keep NaN, as on the post-hoc path
@@ -948,7 +1077,8 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
             if population is not None:
-                idx = population.subjects[a:b]
+                # this chunk's labels only (population.subjects is all n)
+                idx = np.arange(population.offset + a, population.offset + b)
                 _, cov, _, params = _population_params(model, regimen, population,
                                                        parameters, idx, warn=False)
             else:
@@ -1056,7 +1186,7 @@ def _population_params(model, regimen, population, parameters, idx=None,
     if warn and _CHUNK_START.get() is None:  # a Dask call warns once, for all
         for msg in population.check_validity(model, cov):
             warnings.warn(msg, ValidityWarning, stacklevel=_stacklevel())
-    _, _, over = _subjects(model, None, parameters)
+    _, _, over = _subjects(model, None, parameters, defaults=False)
     for name, v in over.items():
         if v.size not in (1, population.n):
             raise ValueError(f"parameter {name!r} needs 1 or {population.n} values; "
@@ -1085,15 +1215,21 @@ def _observed(model, conc: xr.DataArray, seed: int,
 
     S, K, T = conc.shape
     out = np.array(conc.values)
+    # the draws (3 per time) and their temporaries come a block of subjects at a
+    # time (about 64 MB), so residual=True costs one copy of the concentrations,
+    # as the memory check counts; a subject's draws do not depend on the block
+    block = max(1, 2**23 // (3 * T))
     for k, name in enumerate(model.analyte_names):
         spec = model.residual.get(name)
         if spec is None:
             continue
-        z = normals(seed, "residual", subjects, 3 * T, offset=3 * T * k)
-        c = out[:, k, :]
-        c *= 1.0 + spec.get("proportional", 0.0) * z[:, :T]
-        c *= np.exp(spec.get("exponential", 0.0) * z[:, T:2 * T])
-        c += spec.get("additive_ng_per_ml", 0.0) * z[:, 2 * T:]
+        for a in range(0, S, block):
+            b = min(S, a + block)
+            z = normals(seed, "residual", subjects[a:b], 3 * T, offset=3 * T * k)
+            c = out[a:b, k, :]
+            c *= 1.0 + spec.get("proportional", 0.0) * z[:, :T]
+            c *= np.exp(spec.get("exponential", 0.0) * z[:, T:2 * T])
+            c += spec.get("additive_ng_per_ml", 0.0) * z[:, 2 * T:]
     return xr.DataArray(out, dims=conc.dims, attrs={
         "units": "ng/mL", "long_name": "simulated observed concentration (with "
         "residual error; may be negative with an additive error, not censored)"})
@@ -1219,7 +1355,25 @@ def _model_attrs(model: Model) -> dict:
 
 def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, status,
                 nsteps, solver_desc, rtol, atol, solver, subjects) -> xr.Dataset:
+    """The trajectory result. ``params``: the individual parameters, or with
+    inter-occasion variability a list of them per occasion (dosing session),
+    reported with an ``occasion`` dimension: every session's values, not the
+    first session's under a label that does not say so."""
     analytes = list(model.analyte_names)
+    per_occasion = isinstance(params, list)
+    occ = params if per_occasion else [params]
+    names = list(occ[0])
+    table = np.stack([np.stack([p[k] for k in names], axis=1) for p in occ], axis=1)
+    if per_occasion:
+        parameters = (("subject", "occasion", "parameter"), table, {
+            "long_name": "individual parameters per occasion (canonical units, see "
+                         "parameter_unit); inter-occasion variability draws them "
+                         "anew for each dosing session (occasion = dose_session)"})
+    else:
+        parameters = (("subject", "parameter"), table[:, 0], {
+            "long_name": "individual parameters (canonical units, see "
+                         "parameter_unit)"})
+    params = occ[0]
     coords = {
         "subject": ("subject", np.asarray(subjects, dtype=np.int64)),
         "analyte": ("analyte", analytes),
@@ -1231,16 +1385,16 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, buf, K, auc, statu
             "/kg", "") for k in params]),
         "dose": ("dose", np.arange(len(regimen.doses))),
     }
+    if per_occasion:
+        coords["occasion"] = ("occasion", np.arange(len(occ)), {
+            "long_name": "dosing session whose parameters these are (dose_session)"})
     for name, v in cov.items():
         coords[name] = ("subject", v, {"units": KNOWN_COVARIATES[name]})
     conc = buf[:, :K, :] if buf.shape[1] != K else buf
     data = {
         "concentration": (("subject", "analyte", "time"), conc,
                           {"units": "ng/mL", "long_name": "plasma concentration"}),
-        "parameters": (("subject", "parameter"),
-                       np.stack([params[k] for k in params], axis=1),
-                       {"long_name": "individual parameters (canonical units, see "
-                        "parameter_unit)"}),
+        "parameters": parameters,
         "status": ("subject", status, {"long_name": "solver status (0 = ok)"}),
         "dose_time": ("dose", np.array(regimen.times, dtype=float),
                       {"units": "h", "long_name": "dose start"}),
