@@ -19,6 +19,11 @@ it is the previous window's trough.
 - AUC is exact for linear models: ``simulate`` integrates the concentration as an
   extra kernel state and stores ``dose_auc``; without it (ODE models) the trapezoid
   rule on the output grid is used and the result says so in ``attrs["method"]``.
+  The trapezoid cannot split the area at a dose time that is not an output time
+  (the curve jumps or turns inside a grid interval): per dose or session, the two
+  windows that meet there get a NaN AUC, and ``attrs["method"]`` names them and
+  the time. Include the dose times in ``times`` (or use a model the exact solver
+  runs) for their AUC; the course AUC has no split and is always given.
 - Trough: the exact concentration just before the next session's first dose (before
   every dose given at that time: a value at a dose time is the state after it).
 - Time above / within a window: linear interpolation between grid points.
@@ -26,6 +31,11 @@ it is the previous window's trough.
   NaN Cmax, Tmax and time above / within (they are read on the grid), and a NaN
   trapezoid AUC; the exact AUC is still given. The streaming metrics-only kernel
   gives the same NaN.
+
+Failed subjects: a subject whose solve failed (``status`` != 0, kept with
+``errors="keep"``) has every metric NaN, whatever part of its curve was computed;
+the result carries ``status`` as a ``subject`` coordinate, and :func:`summary`,
+:func:`pta` and :func:`ketasim.compare` say how many subjects they left out.
 
 Units: ``metrics`` reads ``concentration`` in ng/mL, as ``simulate`` returns it, and
 refuses a Dataset whose ``units`` attributes say otherwise (e.g. concentrations
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -180,7 +191,7 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
     out["tmax"] = (("subject", "analyte", dim), tmax,
                    {"units": "h", "long_name": f"Tmax after {per} start (first "
                     "maximum on the output grid)"})
-    out["auc"] = _auc(ds, groups, edges, dim)
+    out["auc"] = _auc(ds, groups, edges, dim, starts)
     if per != "course":
         out["trough"] = _trough(ds, groups, dim)
     if above is not None:
@@ -201,6 +212,7 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
                 out[name].values[:, :, nogrid] = np.nan
     if "trough" in out:  # the level before a window that was not simulated
         out["trough"].values[:, :, :-1][:, :, starts[1:] > t[-1]] = np.nan
+    _mask_failed(ds, out)
     if unit != "ng/mL":
         mw = _molecular_weights(ds, f"unit={unit!r}")
         out.coords["molecular_weight"] = ds.molecular_weight
@@ -209,6 +221,58 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
                 out[name].values[...] = out[name].values / mw[None, :, None] * 1000.0
                 out[name].attrs["units"] = unit if name != "auc" else UNITS[unit]
     return out
+
+
+def _mask_failed(ds: xr.Dataset, out: xr.Dataset) -> None:
+    """Every metric of a subject whose solve failed (``status`` != 0, kept with
+    ``errors="keep"``) is NaN: its curve stops where the solver stopped, so a
+    maximum or an area read from what is left would be a wrong number. ``status``
+    goes along as a ``subject`` coordinate, so that :func:`summary`, :func:`pta`
+    and :func:`ketasim.compare` can say how many subjects they left out."""
+    if "status" not in ds:
+        return
+    status = np.asarray(ds.status.values, dtype=float)  # NaN: a scenario's padding
+    failed = np.isfinite(status) & (status != 0)
+    for name in out.data_vars:
+        if out[name].dims[:1] == ("subject",):
+            out[name].values[failed] = np.nan
+    out.coords["status"] = ("subject", status, {
+        "long_name": "solver status (0 = ok; the metrics of other subjects are NaN)"})
+
+
+def failed_note(da, dim: str = "subject") -> str | None:
+    """``"2 of 1000 subjects failed (status != 0) and are left out"``, from the
+    ``status`` coordinate metrics attach; None when none failed or it is absent."""
+    if "status" not in da.coords:
+        return None
+    status = np.asarray(da.coords["status"].values, dtype=float)
+    total = int(np.isfinite(status).sum())  # padding subjects are not subjects
+    bad = int((np.isfinite(status) & (status != 0)).sum())
+    if not bad:
+        return None
+    return (f"{bad} of {total} subjects failed (status != 0) and are left out "
+            f"(their metrics are NaN)")
+
+
+def check_units(ds: xr.Dataset, want: dict, who: str, hint: str = "") -> None:
+    """Refuse variables of ``ds`` whose ``units`` attribute is not the one ``who``
+    reads them in (``want``: name -> unit); missing variables are skipped. A value
+    under a false unit label would otherwise pass through as a wrong number."""
+    for name, unit in want.items():
+        if name not in ds:
+            continue
+        got = ds[name].attrs.get("units")
+        if got == unit:
+            continue
+        if got is None:
+            raise UnitError(f"ds.{name} has no units attribute; {who} reads it in "
+                            f"{unit}. If the values are {unit}, set "
+                            f"ds.{name}.attrs['units'] = {unit!r}")
+        fix = (hint if "mol" in str(got) and hint else
+               f"; convert the values to {unit} and set ds.{name}.attrs['units'] = "
+               f"{unit!r}")
+        raise UnitError(f"{who} reads ds.{name} in {unit}, as ks.simulate returns "
+                        f"it; its units attribute is {got!r}{fix}")
 
 
 def _check_input(ds) -> None:
@@ -237,22 +301,9 @@ def _check_input(ds) -> None:
         if name not in ds.variables:
             raise ValueError(f"ds has no {name!r}: metrics needs the dose table of "
                              f"ks.simulate's result to find the windows")
-    for name, want in _INPUT_UNITS.items():
-        if name not in ds:
-            continue
-        got = ds[name].attrs.get("units")
-        if got == want:
-            continue
-        if got is None:
-            raise UnitError(f"ds.{name} has no units attribute; metrics reads it in "
-                            f"{want}. If the values are {want}, set "
-                            f"ds.{name}.attrs['units'] = {want!r}")
-        hint = (" (for molar metrics pass the ng/mL Dataset from ks.simulate with "
-                "unit='nmol/L'; ds.pk.molar() is for the curves)"
-                if "mol" in str(got) else f"; convert the values to {want} and set "
-                f"ds.{name}.attrs['units'] = {want!r}")
-        raise UnitError(f"metrics reads ds.{name} in {want}, as ks.simulate returns "
-                        f"it; its units attribute is {got!r}{hint}")
+    check_units(ds, _INPUT_UNITS, "metrics",
+                " (for molar metrics pass the ng/mL Dataset from ks.simulate with "
+                "unit='nmol/L'; ds.pk.molar() is for the curves)")
 
 
 def _without_padding(ds: xr.Dataset) -> xr.Dataset:
@@ -326,7 +377,7 @@ def _level(ds: xr.Dataset, value, what: str, unit: str) -> tuple[np.ndarray, str
     return np.full(K, ng), f"{ng:g} ng/mL"
 
 
-def _auc(ds, groups, edges, dim) -> xr.DataArray:
+def _auc(ds, groups, edges, dim, starts) -> xr.DataArray:
     if "dose_auc" in ds:
         # doses after the last output time have no AUC (NaN); a window's AUC sums
         # its simulated doses (the last of them runs to the last output time)
@@ -344,6 +395,21 @@ def _auc(ds, groups, edges, dim) -> xr.DataArray:
                                                                 t.size - 1),
                                          strict=True)], axis=2)
         method = "trapezoid on the output grid"
+        if dim != "course":
+            # a dose time between two output times: the curve jumps (or turns)
+            # inside a grid interval, and the trapezoid cannot split the area there;
+            # the windows it starts or ends get NaN rather than a share of their
+            # neighbour's area (the course AUC has no split, and stays)
+            off = ~np.isin(starts, t) & (starts < t[-1])
+            cut = off | np.append(off[1:], False)
+            if cut.any():
+                vals[:, :, cut] = np.nan
+                which = ", ".join(str(w) for w in np.flatnonzero(cut))
+                times = ", ".join(f"{x:g}" for x in starts[off])
+                method += (f"; NaN for {dim} {which}: the {dim} start at {times} h "
+                           f"is not an output time, so the area cannot be split "
+                           f"there from the curve (include the dose times in "
+                           f"times=, or use a model the exact solver runs)")
     return xr.DataArray(vals, dims=("subject", "analyte", dim), attrs={
         "units": "ng*h/mL", "long_name": f"AUC per {dim}", "method": method})
 
@@ -408,10 +474,23 @@ def _interval_time(c, t, level):
 
 
 def summary(da: xr.DataArray, q=(5, 50, 95), dim: str = "subject") -> xr.DataArray:
-    """Population percentiles of a metric (default P5, median, P95), keeping units."""
-    out = da.quantile(np.asarray(q) / 100.0, dim=dim)
+    """Population percentiles of a metric (default P5, median, P95), keeping units.
+
+    NaN values (a failed subject, a window without output times) are left out of
+    the percentiles. When subjects failed (``status`` != 0, kept with
+    ``errors="keep"``; :func:`metrics` makes all their metrics NaN and attaches
+    ``status``), the result says so in ``attrs["left_out"]``, e.g. ``"2 of 1000
+    subjects failed (status != 0) and are left out (their metrics are NaN)"``:
+    an attribute rather than a warning, so that it stays with the numbers.
+    """
+    with warnings.catch_warnings():  # a window or analyte with no value: NaN
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        out = da.quantile(np.asarray(q) / 100.0, dim=dim)
     out = out.assign_coords(quantile=("quantile", list(q), {"units": "percent"}))
     out.attrs = dict(da.attrs)
+    note = failed_note(da, dim)
+    if note:
+        out.attrs["left_out"] = note
     return out
 
 
@@ -424,15 +503,37 @@ def pta(da: xr.DataArray, threshold: float | str, *, above: bool = True,
     string with a unit of the same kind, converted to them (``"30 min"`` for a Tmax
     in h, ``"0.1 mg/L"`` for a Cmax in ng/mL). A mass level for a molar metric (or
     the reverse) is refused: compute the metric with ``unit=`` in the level's unit.
+
+    NaN values (failed subjects, whose metrics are NaN; windows without output
+    times) are not counted, in the numerator or the denominator: the coordinate
+    ``n_subjects`` gives how many were counted, and ``long_name`` says "over n of
+    N subjects" (N: the subjects of ``da``; a scenario's padding subjects, with a
+    NaN ``status``, are not among them).
     """
     if not isinstance(above, (bool, np.bool_)):
         raise TypeError(f"above must be True or False; got {above!r}")
     level = _threshold(da, threshold)
     hit = (da >= level) if above else (da <= level)
     out = hit.where(da.notnull()).mean(dim)
+    counted = da.notnull().sum(dim)
+    if "status" in da.coords:
+        total = np.isfinite(np.asarray(da.coords["status"].values, dtype=float))
+        total = int(total.sum(axis=da.coords["status"].dims.index(dim))
+                    .max()) if total.ndim > 1 else int(total.sum())
+    else:
+        total = da.sizes[dim]
+    lo, hi = int(counted.min()) if counted.size else 0, \
+        int(counted.max()) if counted.size else 0
+    n = f"{lo}" if lo == hi else f"{lo} to {hi}"
     op = ">=" if above else "<="
     text = f"{da.name or 'metric'} {op} {level:g} {da.attrs.get('units', '')}"
-    out.attrs = {"units": "1", "long_name": f"P({text.rstrip()})"}
+    out.attrs = {"units": "1", "long_name": f"P({text.rstrip()}) over {n} of "
+                 f"{total} subjects"}
+    note = failed_note(da, dim)
+    if note:
+        out.attrs["left_out"] = note
+    out.coords["n_subjects"] = counted.assign_attrs(
+        long_name="subjects counted (metric not NaN)")
     return out
 
 

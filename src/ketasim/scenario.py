@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .dosing import Dose, Regimen
-from .metrics import metrics, present_analytes
+from .metrics import failed_note, metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
 from .population import Population
@@ -180,6 +180,16 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     ``above`` (ng/mL, or a string with its unit, as in :func:`ketasim.metrics`).
     ``unit``: "ng/mL" (Cmax in ng/mL, AUC in ng·h/mL) or "nmol/L" (nmol/L,
     nmol·h/L). The table's title names the window; each column its unit.
+
+    Subjects whose solve failed (``status`` != 0, kept with ``errors="keep"``)
+    are left out, and a line under the table says how many ("2 of 1000 subjects
+    failed (status != 0) and are left out ..."; also ``to_dataset().attrs
+    ["left_out"]``). A window that starts at or after the last output time, or
+    has no Cmax for any subject, is refused (it has no output time).
+
+    A result of ``simulate(output="metrics")`` holds metrics per dose only:
+    compare it with ``per="dose"`` (its time above is fixed by simulate, so
+    ``above`` is refused).
     """
     if "scenario" not in ds.dims:
         ds = ds.expand_dims(scenario=["scenario"])
@@ -193,18 +203,26 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     if analyte not in ds.analyte.values:
         raise ValueError(f"no analyte {analyte!r} in these results; they have "
                          f"{', '.join(repr(str(a)) for a in ds.analyte.values)}")
+    streamed = "concentration" not in ds and "cmax" in ds  # output="metrics"
+    if streamed:
+        _check_streamed(ds, per, above)
     rows = []
+    notes = []
     for s in ds.scenario.values:
         one = ds.sel(scenario=s)
         if "dose" in one.dims:
             one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
             one = one.assign(dose_session=one.dose_session.astype(np.int64))
-        have = present_analytes(one)
-        if analyte not in have:
-            raise ValueError(f"scenario {str(s)!r} has no analyte {analyte!r} (it has "
-                             f"{', '.join(map(repr, have))}); compare scenarios of "
-                             f"one analyte at a time with analyte=...")
-        m = metrics(one, per, above=above, unit=unit).sel(analyte=analyte)
+        if streamed:
+            m = _streamed_metrics(one, unit).sel(analyte=analyte)
+        else:
+            have = present_analytes(one)
+            if analyte not in have:
+                raise ValueError(f"scenario {str(s)!r} has no analyte {analyte!r} (it "
+                                 f"has {', '.join(map(repr, have))}); compare "
+                                 f"scenarios of one analyte at a time with "
+                                 f"analyte=...")
+            m = metrics(one, per, above=above, unit=unit).sel(analyte=analyte)
         if per == "course":
             m = m.isel(course=0)
         else:
@@ -214,6 +232,24 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
                                  f"{count} {per}s (window 0 to {count - 1}, or "
                                  f"-1 for the last)")
             m = m.isel({per: window})
+            start = float(m[f"{per}_start"])
+            if "time" in one.coords and start >= one.time.values[-1]:
+                raise ValueError(
+                    f"window={window} picks {per} {window % count + 1} of "
+                    f"{count} in scenario {str(s)!r}, which starts at {start:g} h, "
+                    f"at or after the last output time ({one.time.values[-1]:g} "
+                    f"h): it has no output time, so no metric. Extend the output "
+                    f"times (times=) past it, or pick an earlier window")
+        if not np.isfinite(m.cmax.values).any():
+            what = ("over the course" if per == "course"
+                    else f"in the {per} of window={window}")
+            raise ValueError(
+                f"scenario {str(s)!r} has no Cmax {what} for any subject: no output "
+                f"time falls in it, or every subject failed (status != 0). Give "
+                f"output times inside it (times=), or check the status")
+        note = failed_note(m)
+        if note:
+            notes.append(f"{s}: {note}" if ds.sizes["scenario"] > 1 else note)
         rows.append((str(s), m))
     cols = [("Cmax", "cmax"), ("Tmax", "tmax"), ("AUC", "auc")]
     if above is not None:  # the level as metrics read it ("time above 50 ng/mL")
@@ -222,7 +258,47 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     label = ("over the course" if per == "course" else f"{per} {window + 1}"
              if window >= 0 else f"last {per}" if window == -1
              else f"{per} {window} (-1 is the last)")
-    return ComparisonTable(rows, cols, q, analyte, label)
+    return ComparisonTable(rows, cols, q, analyte, label, notes)
+
+
+def _check_streamed(ds: xr.Dataset, per: str, above) -> None:
+    """compare on a result of simulate(output='metrics'): it holds metrics per dose
+    only, with its time above computed (or not) by simulate."""
+    if per != "dose":
+        raise ValueError(f"this result is from simulate(output='metrics'), which "
+                         f"keeps metrics per dose only; compare it with per='dose' "
+                         f"(got per={per!r}), or simulate with "
+                         f"output='trajectories' for metrics per session or course")
+    if above is not None:
+        raise ValueError(f"this result is from simulate(output='metrics'): its "
+                         f"levels were fixed when it was simulated, so compare "
+                         f"cannot compute the time above {above!r}; pass above= to "
+                         f"simulate(..., output='metrics') instead")
+
+
+def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
+    """The per-dose metrics of an output='metrics' result as :func:`metrics` gives
+    them: failed subjects NaN, ``status`` attached, in ``unit``."""
+    from .metrics import UNITS, UnitError, _molecular_weights
+
+    if not isinstance(unit, str) or unit not in UNITS:
+        raise UnitError(f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax; AUC "
+                        f"follows); got {unit!r}")
+    m = one[["cmax", "tmax", "auc"]].copy(deep=True)
+    m.coords["dose_start"] = ("dose", one.dose_time.values, {"units": "h"})
+    if "status" in one:
+        status = np.asarray(one.status.values, dtype=float)
+        failed = np.isfinite(status) & (status != 0)
+        for name in m.data_vars:
+            m[name].values[failed] = np.nan
+        m.coords["status"] = ("subject", status)
+    if unit != "ng/mL":
+        mw = _molecular_weights(one.assign(concentration=one.cmax),
+                                f"unit={unit!r}")
+        for name in ("cmax", "auc"):
+            m[name].values[...] = m[name].values / mw[None, :, None] * 1000.0
+            m[name].attrs["units"] = unit if name == "cmax" else UNITS[unit]
+    return m
 
 
 def _fmt(v: float) -> str:
@@ -239,8 +315,10 @@ class ComparisonTable:
     """The result of :func:`compare`: prints as text, renders as HTML in notebooks,
     and converts to an xarray Dataset (``.to_dataset()``)."""
 
-    def __init__(self, rows, cols, q, analyte, label):
+    def __init__(self, rows, cols, q, analyte, label, notes=()):
         self.q = q
+        # subjects left out (failed solves), printed under the table
+        self.notes = list(notes)
         self.analyte = analyte
         self.label = label  # which window: "over the course", "session 1", ...
         self.columns = [f"{label} ({rows[0][1][var].attrs['units']})"
@@ -252,9 +330,12 @@ class ComparisonTable:
     def to_dataset(self) -> xr.Dataset:
         names = list(self.data)
         arr = np.array([self.data[n] for n in names])  # (scenario, metric, q)
-        return xr.Dataset({"value": (("scenario", "metric", "percentile"), arr)},
-                          coords={"scenario": names, "metric": self.columns,
-                                  "percentile": list(self.q)})
+        out = xr.Dataset({"value": (("scenario", "metric", "percentile"), arr)},
+                         coords={"scenario": names, "metric": self.columns,
+                                 "percentile": list(self.q)})
+        if self.notes:
+            out.attrs["left_out"] = "; ".join(self.notes)
+        return out
 
     def _cells(self):
         for name, vals in self.data.items():
@@ -269,6 +350,7 @@ class ComparisonTable:
                  f"P{self.q[2]}] over patients", fmt.format(*head),
                  fmt.format(*["-" * x for x in w])]
         lines += [fmt.format(*r) for r in body]
+        lines += self.notes
         return "\n".join(line.rstrip() for line in lines)
 
     __repr__ = __str__
@@ -278,4 +360,5 @@ class ComparisonTable:
         body = "".join("<tr><td>" + n + "</td>" + "".join(f"<td>{c}</td>" for c in cs)
                        + "</tr>" for n, cs in self._cells())
         return (f"<p>{self.analyte}, {self.label}: median [P{self.q[0]}, "
-                f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>")
+                f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>"
+                + "".join(f"<p>{n}</p>" for n in self.notes))
