@@ -912,6 +912,12 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     -------
     Path
 
+    Raises
+    ------
+    UnitError
+        ``ds.concentration`` (or ``nonmem_dv``) not labelled ng/mL, e.g. the
+        nmol/L curves of ``ds.pk.molar()``: DV is written as ng/mL.
+
     Notes
     -----
     Columns: ID, TIME (h), EVID (1 dose, 0 observation, 2 other), AMT (mg of base
@@ -964,6 +970,14 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
                          f"{', '.join(names)}")
     else:
         an = analyte
+    # DV is documented ng/mL: a concentration relabelled or converted (e.g. by
+    # ds.pk.molar()) would be written as ng/mL numbers that are not
+    from .metrics import check_units
+
+    check_units(ds, {"concentration": "ng/mL", "nonmem_dv": "ng/mL"},
+                "write_nonmem (DV in ng/mL)",
+                " (DV is ng/mL: write the ng/mL Dataset from ks.simulate; "
+                "ds.pk.molar() is for plotting)")
     table = "nonmem_doses" in ds
     # the table's records, written back one for one (observations="times"
     # writes the output times instead)
