@@ -83,9 +83,13 @@ def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *, q=(5, 50, 95),
 
 
 def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
-                  analyte: str | None = None):
+                  analyte: str | None = None, unit: str = "ng/mL"):
     """Distribution over patients of a per-session (or per-dose) metric: one box per
-    session, scenarios side by side."""
+    session, scenarios side by side.
+
+    ``unit`` ("ng/mL" or "nmol/L") goes to :func:`ketasim.metrics`: Cmax and trough
+    in it, AUC in ng·h/mL or nmol·h/L; the y axis names the unit. Failed subjects
+    (NaN metrics) are left out of the boxes."""
     from .metrics import metrics
 
     plt = _plt()
@@ -105,7 +109,7 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
             one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
             one = one.assign(dose_session=one.dose_session.astype(np.int64))
         an = drugs[name]  # each scenario's own drug
-        m = metrics(one, per)[metric].sel(analyte=an)
+        m = metrics(one, per, unit=unit)[metric].sel(analyte=an)
         units = m.attrs.get("units", "")
         data = [m.values[:, w][np.isfinite(m.values[:, w])] for w in range(m.shape[1])]
         pos = np.arange(len(data)) + 1 + (k - (len(names) - 1) / 2) * width

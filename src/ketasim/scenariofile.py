@@ -13,7 +13,8 @@ end = "42 d"            # output times: 0 to end every step
 step = "5 min"
 per = "session"         # metrics table: per "dose", "session" or "course"
 window = 0              # optional, per dose/session: which one (0 first, -1 last)
-above = 100.0           # optional: time above this concentration (ng/mL)
+above = 100.0           # optional: time above this level: ng/mL, or with a unit
+                        # ("0.1 mg/L", or molar: "0.4 umol/L")
 analyte = "ketamine"    # optional: default, each scenario's first analyte
 
 [population]            # default for every scenario; a scenario may override
@@ -37,6 +38,7 @@ count = 3
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,7 @@ from .dosing import Dose, Regimen
 from .modelfile import ModelFileError, _Table
 from .population import Population
 from .scenario import Scenario
-from .units import to_ng_per_ml
+from .units import UnitError, parse_quantity, parse_unit, to_ng_per_ml
 
 __all__ = ["ScenarioFile", "ScenarioFileError", "load_scenarios"]
 
@@ -67,7 +69,7 @@ class ScenarioFile:
     times: np.ndarray
     per: str
     window: int
-    above: float | None
+    above: float | str | None  # ng/mL, or a molar level as written
     analyte: str | None
     path: Path | None
 
@@ -174,6 +176,32 @@ def _population(t: _T, base: dict | None) -> Population | None:
     return _call(t, Population, **spec), spec
 
 
+def _above(o: _T, value) -> float | str:
+    """``output.above``: ng/mL (a number, or a mass concentration string, converted)
+    or a molar string such as ``"1 umol/L"``, kept as written: the scenarios run
+    with output="trajectories" and :func:`ketasim.compare` converts it per analyte
+    by its molecular weight, as :func:`ketasim.metrics` does."""
+    if isinstance(value, str):
+        try:
+            q = parse_quantity(value, what="output.above", default_unit="ng/mL")
+            u = parse_unit(q.unit)
+        except (ValueError, TypeError) as exc:
+            o.fail(str(exc), "above")
+        if u.dimension == "molar concentration" and not u.per_kg:
+            if not (math.isfinite(q.value) and q.value >= 0):
+                o.fail(f"must be a finite concentration >= 0; got {value!r}", "above")
+            return value
+    try:
+        return to_ng_per_ml(value, what="output.above")
+    except UnitError:
+        o.fail(f"must be a concentration: a number (ng/mL), a mass concentration "
+               f"such as '100 ng/mL' or '0.1 mg/L', or a molar one such as "
+               f"'0.4 umol/L'; got {value!r}", "above")
+    except (ValueError, TypeError) as exc:
+        o.fail(str(exc), "above")
+    raise AssertionError  # o.fail raised
+
+
 def load_scenarios(path: str | Path) -> ScenarioFile:
     """Read and validate a scenario file.
 
@@ -205,7 +233,7 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         o.fail("applies to per = 'dose' or 'session', not to the course", "window")
     above = o.take("above", (float, int, str), required=False)
     if above is not None:
-        above = _call(o, to_ng_per_ml, value=above, what="output.above")
+        above = _above(o, above)
     analyte = o.take("analyte", str, required=False)
     o.done()
     try:
