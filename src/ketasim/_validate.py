@@ -142,6 +142,66 @@ def check_derived_weight(weight: np.ndarray, where: str = "") -> None:
                          f"or give weight")
 
 
+#: Below this age (years) a patient is a child: the adult distribution of
+#: ``Population`` and a model's reference weight (an allometric 70 kg) do not
+#: describe them, so their weight must be given.
+ADULT_AGE = 18.0
+
+
+def check_defaulted_covariates(model, given, cov: dict) -> None:
+    """Raise the ValueError of :func:`defaulted_covariate_problem`, if any."""
+    msg = defaulted_covariate_problem(model, given, cov)
+    if msg is not None:
+        raise ValueError(msg)
+
+
+def defaulted_covariate_problem(model, given, cov: dict) -> str | None:
+    """Why a defaulted covariate does not describe the patient, or None.
+
+    ``given`` names the covariates the caller supplied (weight counts as given when
+    derived from height and BMI); ``cov`` holds every covariate used, given or
+    defaulted to the model's reference value. Two cases are errors, named with the
+    covariate, the default and the fix:
+
+    - a default outside the model's own validity range for that covariate
+      (``flint_2017``'s weight reference, 70 kg, against its 3.4-35 kg);
+    - a defaulted weight (the model's reference, an adult's: allometric models
+      scale to 70 kg) for a patient younger than :data:`ADULT_AGE` years, whose
+      age was given or is the model's default (a paediatric model's 8.3 y).
+
+    A default inside the validity range, for an adult or a patient of unknown age,
+    is used as before."""
+    from .model import KNOWN_COVARIATES
+
+    fix = ("pass the patient's covariates, simulate(..., covariates={'weight': "
+           "..., 'age': ...}) (kg, years), or a Population with a covariates "
+           "table, Population(n, seed, covariates={'weight': ..., 'age': ...})")
+    for name, (lo, hi) in model.validity.items():
+        if name in given or name not in model.covariates:
+            continue
+        ref = model.covariates[name]
+        if not lo <= ref <= hi:
+            unit = KNOWN_COVARIATES[name]
+            return (
+                f"covariate {name!r} was not given, and its default, {ref:g} {unit} "
+                f"(the reference value of model {model.id!r}), is outside "
+                f"[{lo:g}, {hi:g}] {unit}, the range the model was estimated on: "
+                f"{fix}")
+    if "weight" in given or "weight" not in model.covariates or "age" not in cov:
+        return None
+    age = np.asarray(cov["age"], dtype=float)
+    young = age < ADULT_AGE
+    if young.any():
+        i = int(np.argmax(young))
+        whose = "given" if "age" in given else "the model's default age"
+        return (
+            f"covariate 'weight' was not given, and its default, "
+            f"{model.covariates['weight']:g} kg (the reference value of model "
+            f"{model.id!r}, an adult's weight), would be used for a patient aged "
+            f"{age[i]:g} y ({whose}; subject {i}), under {ADULT_AGE:g} y: {fix}")
+    return None
+
+
 def finite_number(value, what: str) -> float:
     """A real, finite number (not a bool) as float."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):

@@ -91,6 +91,12 @@ examples:
       --n 1000 --seed 1
   ketasim simulate --model domino --route intranasal --dose "56 mg" --every "3.5 d" \\
       --count 4 --n 500 --seed 2 --out nasal.nc
+  ketasim simulate --model herd_2007 --dose "1 mg/kg" --duration "1 min" \\
+      --age 6 --weight 20 --n 200
+
+Patients are adults (18-65 y; height, BMI and weight drawn for adults) unless
+--weight and --age fix them. A model estimated on children (herd_2007,
+flint_2017, ...) needs --age and --weight: ketasim has no child size distribution.
 """
 
 
@@ -153,7 +159,7 @@ def _simulate(args) -> int:
                          f"{args.horizon!r}")
     last = reg.doses[-1].time + (dose.duration or 0.0)
     times = ks.grid(last + horizon, args.step)
-    pop = ks.Population(args.n, seed=args.seed)
+    pop = _cli_population(model, args)
     ds = ks.simulate(model, reg, population=pop, times=times)
     print(f"model {model.id!r}, {len(reg)} dose(s) of {dose}, {args.n} patients "
           f"(seed {args.seed})\n")
@@ -165,6 +171,49 @@ def _simulate(args) -> int:
         print(ks.compare(ds, per="course"))
     _write(ds, args)
     return 0
+
+
+def _cli_population(model, args):
+    """The patients of ``ketasim simulate``: ``--weight`` and ``--age`` fix the
+    weight (kg) and age (years) of every patient; what they leave out is drawn
+    from the adult distribution of :class:`~ketasim.Population` (ages 18-65 y).
+    A model estimated on children (its validity range for age ends at or below
+    18 y) needs both: adults would be simulated, or children at adult weights."""
+    import numpy as np
+
+    import ketasim as ks
+
+    from ._validate import ADULT_AGE, covariate_values
+
+    table = {}
+    for name, flag in (("weight", "--weight"), ("age", "--age")):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            covariate_values(name, value)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {value:g}: {exc}") from None
+        table[name] = np.full(args.n, float(value))
+    lo, hi = model.validity.get("age", (ADULT_AGE, np.inf))
+    if hi <= ADULT_AGE and set(table) != {"weight", "age"}:
+        rng = ", ".join(f"{k} {a:g}-{b:g} {'kg' if k == 'weight' else 'y'}"
+                        for k, (a, b) in model.validity.items()
+                        if k in ("age", "weight"))
+        missing = " and ".join(f for n, f in (("age", "--age (years)"),
+                                             ("weight", "--weight (kg)"))
+                               if n not in table)
+        raise _UsageError(
+            f"model {model.id!r} was estimated on children ({rng}), and without "
+            f"--age and --weight ketasim simulate draws adults (or, with --age "
+            f"alone, children at adult weights): pass {missing}, the same for "
+            f"every patient, e.g. --age 6 --weight 20")
+    if "age" in table and "weight" not in table and args.age < ADULT_AGE:
+        raise _UsageError(
+            f"--age {args.age:g} is under {ADULT_AGE:g} y, and without --weight the "
+            f"patients would get adult weights (drawn for adults): pass --weight "
+            f"(kg) too")
+    return ks.Population(args.n, seed=args.seed, covariates=table or None)
 
 
 class _UsageError(Exception):
@@ -267,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                       "session (1 = first); --dose is then one device's amount")
     simp.add_argument("--every", help="repeat the dose at this interval, e.g. '3.5 d'")
     simp.add_argument("--count", type=int, help="number of doses, with --every")
+    simp.add_argument("--weight", type=float, help="body weight in kg, the same for "
+                      "every patient (default: drawn from the adult distribution); "
+                      "required, with --age, for a model estimated on children")
+    simp.add_argument("--age", type=float, help="age in years, the same for every "
+                      "patient (default: uniform 18-65 y); under 18 needs --weight")
     simp.add_argument("--n", type=int, default=1000, help="patients (default 1000)")
     simp.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     simp.add_argument("--horizon", default="24 h", help="simulate this long after "

@@ -29,6 +29,24 @@ def _route_regimen(model, route):
     return Regimen([Dose.bolus("0.5 mg/kg", route=route)]), "0.5 mg/kg"
 
 
+#: The patient of the profiles of a model whose default covariates simulate
+#: refuses (a paediatric model: its reference weight, 70 kg, is an adult's). Inside
+#: the validity ranges of every bundled paediatric model; roughly a median
+#: 6-year-old, an illustration, not a study statistic.
+ILLUSTRATIVE_CHILD = {"weight": 20.0, "age": 6.0}
+
+
+def _patient(model) -> dict | None:
+    """None when the model's reference covariates make a patient simulate accepts,
+    else :data:`ILLUSTRATIVE_CHILD` (simulate then checks it against the model's
+    validity ranges: a ValidityWarning, an error under the test settings)."""
+    from ._validate import defaulted_covariate_problem
+
+    cov = {k: np.array([v]) for k, v in model.covariates.items()}
+    return (None if defaulted_covariate_problem(model, set(), cov) is None
+            else dict(ILLUSTRATIVE_CHILD))
+
+
 def model_page(model, outdir: Path) -> Path:
     """Write ``<id>.md`` and one PNG per route into ``outdir``."""
     import matplotlib
@@ -76,13 +94,21 @@ def model_page(model, outdir: Path) -> Path:
     if model.validity:
         lines += ["", "Validity: " + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi)
                                                 in model.validity.items())]
-    who = ", ".join(f"{k} {v:g}" for k, v in model.covariates.items()) or "reference"
-    lines += ["", "## Typical profiles", "",
-              f"Typical subject ({who}), no random effects:", ""]
+    patient = _patient(model)
+    shown = {**model.covariates, **(patient or {})}
+    who = ", ".join(f"{k} {v:g}" for k, v in shown.items()) or "reference"
+    lines += ["", "## Typical profiles", ""]
+    if patient is None:
+        lines += [f"Typical subject ({who}), no random effects:", ""]
+    else:
+        lines += [f"An illustrative child ({who}; not a statistic of the study: the "
+                  f"model's reference weight, {model.covariates['weight']:g} kg, is "
+                  f"an adult's and simulate refuses it here), no random effects:",
+                  ""]
     for route in model.routes:
         reg, what = _route_regimen(model, route)
         t = grid("24 h", "2 min")
-        ds = simulate(model, reg, times=t, progress=False)
+        ds = simulate(model, reg, times=t, covariates=patient, progress=False)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for a in model.analyte_names:
             c = ds.concentration.sel(analyte=a).isel(subject=0)

@@ -80,11 +80,16 @@ class Population:
         30–250 cm, weight 0.3–400 kg, BMI 8–100 kg/m²), else an error naming the
         covariate and the patient. Missing ones are drawn from the adult
         distribution below; weight missing but height or BMI given is BMI ×
-        height². Use it to supply a real cohort.
+        height². Use it to supply a real cohort. Children (age under 18 y, from
+        the table or the ``age`` range) need weight, or height and BMI, in the
+        table: the adult distribution does not describe them, and their drawn
+        (adult) height and BMI are NaN, unknown, unless the table gives them.
     female : float
         Proportion of women (adult distribution), in [0, 1].
     age : (float, float)
-        Age range in years, 0 <= low <= high <= 120; ages are uniform on it.
+        Age range in years, 0 <= low <= high <= 120; ages are uniform on it. A
+        range reaching below 18 y is refused unless ``covariates`` gives weight
+        (or height and BMI) for every patient: sizes are drawn for adults only.
     asian, japanese : float
         Proportions flagged Asian / Japanese (Japanese implies Asian), in [0, 1].
     iiv, iov : bool
@@ -98,6 +103,10 @@ class Population:
     height normal by sex (men 176 ± 7 cm, women 163 ± 6.5 cm, truncated to
     145–205 cm), body-mass index log-normal (median 25.5 kg/m², CV 17 %, truncated to
     17–45), weight = BMI × height², so weight correlates with sex and height.
+    There is no distribution for children: drawing their sizes from growth charts
+    (weight and height for age and sex) would need a verified source, which
+    ketasim does not have yet, so a paediatric cohort's weights come from the
+    ``covariates`` table.
 
     Examples
     --------
@@ -171,6 +180,35 @@ class Population:
             if "weight" not in table and {"height", "bmi"} <= set(table):
                 check_derived_weight(table["bmi"] * (table["height"] / 100.0) ** 2)
             object.__setattr__(self, "covariates", table)
+        self._check_children()
+
+    def _check_children(self) -> None:
+        """Refuse children without a weight: the drawn sizes are adults'
+        (a 3-year-old would weigh 47-119 kg, and a mg/kg dose follow)."""
+        from ._validate import ADULT_AGE
+
+        table = self.covariates or {}
+        if "weight" in table or {"height", "bmi"} <= set(table):
+            return
+        fix = ("give each patient's weight in kg (or height in cm and bmi) in the "
+               "covariates table, e.g. Population(n, seed, covariates={'weight': "
+               "..., 'age': ...}) with arrays of n values; ketasim draws adult sizes "
+               "only (no verified growth charts yet)")
+        if "age" in table:
+            young = table["age"] < ADULT_AGE
+            if young.any():
+                i = int(np.argmax(young))
+                raise ValueError(
+                    f"covariates['age'] has children (patient {i} is "
+                    f"{table['age'][i]:g} y, under {ADULT_AGE:g}) but the table "
+                    f"gives no weight, so they would get adult weights drawn from "
+                    f"the adult height and BMI distribution: {fix}")
+        elif self.age[0] < ADULT_AGE:
+            raise ValueError(
+                f"age range {self.age[0]:g}-{self.age[1]:g} y reaches below "
+                f"{ADULT_AGE:g} y, but children would get adult weights (drawn from "
+                f"the adult height and BMI distribution): {fix}, or an adult age "
+                f"range such as age=(18, 65)")
 
     @property
     def subjects(self) -> np.ndarray:
@@ -191,6 +229,8 @@ class Population:
 
     def covariates_for(self, subjects) -> dict[str, np.ndarray]:
         """Covariates of the given subject indices (drawn, or from the table)."""
+        from ._validate import ADULT_AGE
+
         idx = np.asarray(subjects, dtype=np.int64)
         u = uniforms(self.seed, "covariates", idx, 6)
         female = (u[:, 0] < self.female).astype(float)
@@ -215,6 +255,13 @@ class Population:
             for name, v in self.covariates.items():
                 out[name] = v[idx - self.offset]
             given = set(self.covariates)
+            # a child's height and BMI from the adult distribution would be
+            # wrong numbers on the result: unknown (NaN) unless the table has them
+            child = out["age"] < ADULT_AGE
+            if child.any():
+                for name in ("height", "bmi"):
+                    if name not in given:
+                        out[name] = np.where(child, np.nan, out[name])
             if "weight" in given and "bmi" not in given:
                 out["bmi"] = out["weight"] / (out["height"] / 100.0) ** 2
             elif "weight" not in given and given & {"height", "bmi"}:
