@@ -626,7 +626,8 @@ def test_pta_thresholds_in_the_metrics_units(units, threshold, want):
                       name="m")
     got = ks.pta(da, threshold)
     assert got.item() == pytest.approx(want)
-    assert got.attrs == {"units": "1", "long_name": f"P(m >= 90 {units})"}
+    assert got.attrs == {"units": "1",
+                         "long_name": f"P(m >= 90 {units}) over 101 of 101 subjects"}
 
 
 @pytest.mark.parametrize("units,threshold,exc,message", [
@@ -677,3 +678,157 @@ def test_metrics_mode_refuses_a_molar_level():
                        r"analyte .*ks.metrics\(ds, 'dose', above='400 nmol/L'\)"):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[0.0, 1.0],
                     output="metrics", above="400 nmol/L")
+
+
+def _with_failed(ds, failed):
+    """``ds`` as errors="keep" returns it when the subjects ``failed`` stopped
+    with status 1: their curves keep values (as a failed subject's curve does up
+    to where the solver stopped), so only ``status`` tells them apart."""
+    status = ds.status.values.copy()
+    status[failed] = 1
+    return ds.assign(status=("subject", status, ds.status.attrs))
+
+
+def test_failed_subjects_have_nan_metrics_on_the_real_path():
+    """A subject kept with errors="keep" has a curve that stops where the solver
+    stopped; its Cmax read from what is left (0 before) would be a wrong number."""
+    ds = ks.simulate("domino", ks.Dose.infusion("1 mg/kg", duration="1 h"),
+                     solver="ode", max_steps=8, errors="keep",
+                     population=ks.Population(3, seed=1), times=ks.grid("12 h",
+                                                                       "10 min"))
+    assert ds.status.values.tolist() == [1, 1, 1]
+    m = ds.pk.metrics("dose", above=10)
+    for v in ("cmax", "tmax", "auc", "trough", "time_above"):
+        assert np.isnan(m[v].values).all(), v
+    np.testing.assert_array_equal(m.status.values, [1, 1, 1])
+
+
+@pytest.mark.parametrize("per", ["dose", "session", "course"])
+def test_failed_subjects_are_nan_and_counted(per):
+    pop = ks.Population(5, seed=3)
+    reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=2)
+    ok = ks.simulate("domino", reg, population=pop, times=ks.grid("1 d", "10 min"))
+    ds = _with_failed(ok, [1, 3])
+    m = ks.metrics(ds, per, above=50)
+    good = ks.metrics(ok, per, above=50)
+    keep = [0, 2, 4]
+    for v in m.data_vars:
+        assert np.isnan(m[v].values[[1, 3]]).all(), v
+        np.testing.assert_array_equal(m[v].values[keep], good[v].values[keep])
+    note = "2 of 5 subjects failed (status != 0) and are left out (their metrics "\
+        "are NaN)"
+    s = ks.summary(m.cmax)
+    assert s.attrs["left_out"] == note
+    np.testing.assert_allclose(s.values, good.cmax.isel(subject=keep).quantile(
+        [0.05, 0.5, 0.95], dim="subject").values, rtol=1e-12)
+    assert "left_out" not in ks.summary(good.cmax).attrs
+    level = float(good.cmax.isel(subject=keep, analyte=0, **{per: 0}).median())
+    p = ks.pta(m.cmax, level)
+    want = float((good.cmax.isel(subject=keep) >= level).mean("subject")
+                 .isel(analyte=0, **{per: 0}))
+    assert p.isel(analyte=0, **{per: 0}).item() == pytest.approx(want)
+    assert p.attrs["long_name"] == f"P(cmax >= {level:g} ng/mL) over 3 of 5 subjects"
+    assert p.attrs["left_out"] == note
+    assert p.n_subjects.isel(analyte=0, **{per: 0}).item() == 3
+
+
+def test_compare_says_how_many_subjects_were_left_out():
+    pop = ks.Population(5, seed=3)
+    ok = ks.simulate("domino", ks.Dose.bolus("20 mg"), population=pop,
+                     times=ks.grid("1 d", "10 min"))
+    table = ks.compare(_with_failed(ok, [2]))
+    lines = str(table).splitlines()
+    assert lines[-1] == ("1 of 5 subjects failed (status != 0) and are left out "
+                         "(their metrics are NaN)")
+    assert table.to_dataset().attrs["left_out"] == lines[-1]
+    cmax = ks.metrics(ok, "course").cmax.isel(subject=[0, 1, 3, 4], analyte=0)
+    got = table.to_dataset().value.isel(scenario=0, metric=0).values
+    np.testing.assert_allclose(got, np.percentile(cmax.values[:, 0], [5, 50, 95]),
+                               rtol=1e-12)
+    assert "left out" not in str(ks.compare(ok))
+
+
+def test_trapezoid_auc_is_not_split_at_a_dose_off_the_grid(tmp_path):
+    """Per-dose trapezoid AUC: a dose time between two output times cannot split
+    the area; both windows meeting there are NaN (the course AUC stays), and with
+    the dose time on the grid the split agrees with the closed form (1 h
+    infusions of 35 mg into CL 10 L/h, V 50 L; continuous curves, so the
+    trapezoid's error is O(step^2))."""
+    m = one_compartment(tmp_path)
+    reg = ks.Regimen.at([0, 5.03], ks.Dose.infusion("35 mg", duration="1 h"))
+    t = ks.grid("12 h", "3 min")
+    assert 5.03 not in t
+    off = ks.simulate(m, reg, times=t, dose_windows=False)
+    a = off.pk.metrics("dose").auc
+    assert np.isnan(a.values).all()
+    assert a.attrs["method"] == (
+        "trapezoid on the output grid; NaN for dose 0, 1: the dose start at 5.03 h "
+        "is not an output time, so the area cannot be split there from the curve "
+        "(include the dose times in times=, or use a model the exact solver runs)")
+    assert np.isfinite(off.pk.auc("course").values).all()
+    on = ks.simulate(m, reg, times=np.union1d(t, [5.03]), dose_windows=False)
+    got = on.pk.metrics("dose").auc
+    assert got.attrs["method"] == "trapezoid on the output grid"
+    k, v, rate, dur = 10 / 50, 50.0, 35.0, 1.0
+    top = rate / (k * v) * (1 - np.exp(-k * dur)) * 1000  # ng/mL at the end
+
+    def area(u):  # ng*h/mL of one infusion from its start to u h after it
+        if u <= 0:
+            return 0.0
+        if u <= dur:
+            return rate / (k * v) * (u - (1 - np.exp(-k * u)) / k) * 1000
+        return area(dur) + top * (1 - np.exp(-k * (u - dur))) / k
+
+    def integral(lo, hi):
+        return sum(area(hi - s) - area(lo - s) for s in (0.0, 5.03))
+
+    want = [integral(0.0, 5.03), integral(5.03, 12.0)]
+    np.testing.assert_allclose(got.values[0, 0], want, rtol=1e-4)
+
+
+def test_compare_on_a_metrics_only_result():
+    """output='metrics' keeps metrics per dose: compare takes them per dose (the
+    same table as from the curves) and refuses what they cannot give."""
+    pop = ks.Population(6, seed=2)
+    reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=2)
+    t = ks.grid("1 d", "10 min")
+    curves = ks.simulate("domino", reg, population=pop, times=t)
+    streamed = ks.simulate("domino", reg, population=pop, times=t, output="metrics")
+    for unit in ("ng/mL", "nmol/L"):
+        for window in (0, -1):
+            a = ks.compare(streamed, per="dose", window=window, unit=unit)
+            b = ks.compare(curves, per="dose", window=window, unit=unit)
+            assert a.columns == b.columns
+            np.testing.assert_allclose(a.to_dataset().value, b.to_dataset().value,
+                                       rtol=1e-11)
+    with pytest.raises(ValueError, match=r"this result is from simulate\(output="
+                       r"'metrics'\), which keeps metrics per dose only; compare it "
+                       r"with per='dose' \(got per='course'\)"):
+        ks.compare(streamed)
+    with pytest.raises(ValueError, match=r"cannot compute the time above 50; pass "
+                       r"above= to simulate\(\.\.\., output='metrics'\) instead"):
+        ks.compare(streamed, per="dose", above=50)
+
+
+def test_compare_refuses_a_window_after_the_grid():
+    reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=3)
+    with pytest.warns(ks.GridWarning):
+        ds = ks.simulate("domino", reg, times=ks.grid("20 h", "10 min"))
+    with pytest.raises(ValueError, match=r"window=-1 picks session 3 of 3 in scenario "
+                       r"'scenario', which starts at 24 h, at or after the last "
+                       r"output time \(20 h\): it has no output time"):
+        ks.compare(ds, per="session", window=-1)
+    assert "session 2" in str(ks.compare(ds, per="session", window=1))
+
+
+def test_plot_exposure_takes_a_unit():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ds = ks.simulate("domino", ks.Dose.bolus("20 mg"), times=ks.grid("1 d", "10 min"))
+    from ketasim.plotting import plot_exposure
+
+    fig = plot_exposure(ds, "auc", unit="nmol/L")
+    assert fig.axes[0].get_ylabel() == "ketamine auc (nmol*h/L)"
+    with pytest.raises(ks.UnitError, match=r"unit must be 'ng/mL' or 'nmol/L'"):
+        plot_exposure(ds, unit="mg/L")

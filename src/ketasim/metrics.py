@@ -23,7 +23,12 @@ it is the previous window's trough.
   (the curve jumps or turns inside a grid interval): per dose or session, the two
   windows that meet there get a NaN AUC, and ``attrs["method"]`` names them and
   the time. Include the dose times in ``times`` (or use a model the exact solver
-  runs) for their AUC; the course AUC has no split and is always given.
+  runs) for their AUC; the course AUC has no split and is always given. At a
+  dose time on the grid the curve holds the level after the dose, so before a
+  bolus that raises the plasma level at once (iv) the earlier window's last
+  interval runs up to that level: an error that shrinks with the grid step, as
+  the trapezoid's own does (a fine grid before boluses, or the exact solver,
+  removes it).
 - Trough: the exact concentration just before the next session's first dose (before
   every dose given at that time: a value at a dose time is the state after it).
 - Time above / within a window: linear interpolation between grid points.
