@@ -519,3 +519,26 @@ def test_weight_from_height_and_bmi(tmp_path):
                       covariates={"weight": 15 * 1.2 ** 2})
     np.testing.assert_allclose(ds.concentration.values[0, 0], ref.concentration
                                .values[0, 0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("convert,message", [
+    (lambda ds: ds.assign(concentration=ds.pk.molar()),
+     r"write_nonmem \(DV in ng/mL\) reads ds.concentration in ng/mL, as ks.simulate "
+     r"returns it; its units attribute is 'nmol/L' \(DV is ng/mL: write the ng/mL "
+     r"Dataset from ks.simulate; ds.pk.molar\(\) is for plotting\)"),
+    (lambda ds: ds.assign(concentration=ds.concentration / 1000).pipe(
+        lambda d: d.assign(concentration=d.concentration.assign_attrs(units="mg/L"))),
+     r"its units attribute is 'mg/L'; convert the values to ng/mL and set "
+     r"ds.concentration.attrs\['units'\] = 'ng/mL'"),
+    (lambda ds: ds.assign(concentration=ds.concentration.drop_attrs()),
+     r"ds.concentration has no units attribute; write_nonmem \(DV in ng/mL\) reads "
+     r"it in ng/mL"),
+])
+def test_write_nonmem_refuses_dv_not_in_ng_per_ml(tmp_path, convert, message):
+    """DV is ng/mL: molar (or otherwise labelled) concentrations would be written
+    as ng/mL numbers that are not; nothing is written."""
+    ds = ks.simulate("domino", ks.Dose.bolus("10 mg"), times=[0.5, 1.0])
+    path = tmp_path / "w.csv"
+    with pytest.raises(ks.UnitError, match=message):
+        write_nonmem(convert(ds), path)
+    assert not path.exists()

@@ -62,7 +62,12 @@ CASES = [
     (("output", "end"), None, "[output.end] is missing"),
     (("output", "per"), "week", "[output.per] must be one of"),
     (("output", "window"), "last", "[output.window] must be int"),
-    (("output", "above"), "100 min", "above must be a concentration"),
+    (("output", "above"), "100 min", "[output.above] must be a concentration: a "
+     "number (ng/mL), a mass concentration such as '100 ng/mL' or '0.1 mg/L', or a "
+     "molar one such as '0.4 umol/L'; got '100 min'"),
+    (("output", "above"), "-1 umol/L", "[output.above] must be a finite "
+     "concentration >= 0; got '-1 umol/L'"),
+    (("output", "above"), "1 umol/L/kg", "[output.above] must be a concentration"),
     (("scenarios", 0, "regimen", "after"), "1 d", "[scenarios[0].regimen.after] "
      "applies to a `then` continuation"),
     (("population", "seed"), -1, "seed must be a whole number >= 0"),
@@ -157,3 +162,20 @@ def test_python_examples_run():
     from examples import michaelis_menten
 
     michaelis_menten.main(n=5)
+
+
+def test_molar_level_runs_as_the_api_takes_it(tmp_path, capsys):
+    """output.above in nmol/L or umol/L: kept as written and converted per
+    analyte by compare, as ks.compare(ds, above="1 umol/L") does."""
+    sf = load_scenarios(write(tmp_path, mutate(BASE, ("output", "above"),
+                                               "1 umol/L")))
+    assert sf.above == "1 umol/L"
+    ds = ks.run_scenarios(sf.scenarios)
+    table = ks.compare(ds, per=sf.per, above=sf.above)
+    assert table.columns[-1] == "time > 1000 nmol/L (h)"
+    mw = float(ds.molecular_weight.sel(analyte="ketamine"))
+    same = ks.compare(ds, per=sf.per, above=1000 * mw / 1000)
+    assert table.to_dataset().value.values.tolist() == \
+        same.to_dataset().value.values.tolist()
+    assert main(["run", str(tmp_path / "s.toml")]) == 0
+    assert "time > 1000 nmol/L (h)" in capsys.readouterr().out
