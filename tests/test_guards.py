@@ -359,6 +359,11 @@ def test_overflowing_dose_is_refused_in_metrics_mode_too():
         ks.simulate("domino", ks.Dose.bolus("1e307 mg"), times=T, output="metrics")
 
 
+#: flint_2017's patient: its reference weight, 70 kg, is outside the 3.4-35 kg
+#: it was estimated on, so simulate needs a weight
+CHILD = {"weight": 20.0}
+
+
 def _flint_with_slope(slope):
     import tomllib
 
@@ -376,8 +381,9 @@ def test_time_effect_reaching_zero_within_the_times_is_refused():
     with pytest.raises(ValueError, match=r"time_effects of model 'flint_2017': CLN x "
                        r"\(1 \+ -0.01 t\) \(t in h after the first dose at 0 h\) "
                        r"reaches 0 at 100 h, before the last output time 200 h"):
-        ks.simulate(m, dose, times=ks.grid("200 h", "1 h"))
-    ds = ks.simulate(m, dose, times=ks.grid("99 h", "1 h"))  # holds until then
+        ks.simulate(m, dose, times=ks.grid("200 h", "1 h"), covariates=CHILD)
+    ds = ks.simulate(m, dose, times=ks.grid("99 h", "1 h"),  # holds until then
+                     covariates=CHILD)
     assert np.isfinite(ds.concentration.values).all()
 
 
@@ -387,7 +393,7 @@ def test_non_finite_state_from_a_time_effect_names_it():
                        r"parameters change in time \(CLN x \(1 \+ 1e\+300 t\), t in h "
                        r"after the first dose\), up to the last output time 200 h"):
         ks.simulate(m, ks.Dose.infusion("1 mg/kg", duration="1 h"),
-                    times=ks.grid("200 h", "1 h"))
+                    times=ks.grid("200 h", "1 h"), covariates=CHILD)
 
 
 def test_stiff_time_effect_outputs_match_solve_ivp():
@@ -399,9 +405,10 @@ def test_stiff_time_effect_outputs_match_solve_ivp():
 
     m = _flint_with_slope(1e6)
     t = np.array([0.0, 0.5, 1.0, 2.0, 3.0])
-    ds = ks.simulate(m, ks.Dose.bolus("10 mg"), times=t, amounts=True)
+    ds = ks.simulate(m, ks.Dose.bolus("10 mg"), times=t, amounts=True,
+                     covariates=CHILD)
     params = m.individual_parameters({k: np.array([v]) for k, v in
-                                      m.covariates.items()}, n=1)
+                                      {**m.covariates, **CHILD}.items()}, n=1)
     A, A1 = m.rate_matrices(params, 1)[0], m.time_derivative_matrices(params, 1)[0]
     x0 = np.zeros(A.shape[0])
     x0[m.compartment_index(m.routes["iv"].pathways[0].target)] = 10.0

@@ -658,10 +658,15 @@ def test_scenario_of_an_ode_model_gets_its_grid_auc_not_nan():
     which scenario got which."""
     t = ks.grid("1 d", "10 min")
     dose = ks.Dose.bolus("10 mg")
+    # one typical child: flint_2017 refuses its 70 kg reference weight
+    child = ks.Population(1, seed=0, covariates={"weight": [20.0], "age": [6.0]},
+                          iiv=False, iov=False)
     ds = ks.run_scenarios([ks.Scenario("exact", "fanta_2015", dose, times=t),
-                           ks.Scenario("ode", "flint_2017", dose, times=t)])
+                           ks.Scenario("ode", "flint_2017", dose, population=child,
+                                       times=t)])
     m = ks.metrics(ds, "course")
-    alone = ks.metrics(ks.simulate("flint_2017", dose, times=t), "course")
+    alone = ks.metrics(ks.simulate("flint_2017", dose, times=t, population=child),
+                       "course")
     np.testing.assert_allclose(m.auc.sel(scenario="ode").values, alone.auc.values,
                                rtol=1e-12)
     assert alone.auc.attrs["method"] == "trapezoid on the output grid"
