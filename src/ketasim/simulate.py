@@ -366,7 +366,11 @@ def _check_trajectory_memory(model: Model, regimen: Regimen, t: np.ndarray, n: i
     outputs = K * (1 + auc) + ncmt
     what = "concentrations" + ", AUC" * auc + ", amounts" * amounts
     buffer = 0 if out_given else 8 * outputs * t.size
-    observed = 8 * K * t.size if residual else 0
+    # residual=True: the observed copy, and the draws of one block of subjects
+    # with the generator's temporaries (about 6 arrays), shared by the n subjects
+    block = min(n, _residual_block(t.size))
+    observed = (8 * K * t.size + -(-6 * 8 * 3 * t.size * block // n)
+                if residual else 0)
     other = _per_subject_bytes(model, regimen, occasions=occasions, outputs=outputs,
                                solver=solver)
     detail = (f"{outputs} outputs ({what}) x {t.size} times x 8 bytes"
@@ -1207,6 +1211,12 @@ def _population_params(model, regimen, population, parameters, idx=None,
     return n, cov, over, per_occ
 
 
+def _residual_block(T: int) -> int:
+    """Subjects whose residual draws (3 per time) are made at once: about 2
+    million draws, 16 MB each for the few temporaries of the generator."""
+    return max(1, 2**21 // (3 * T))
+
+
 def _observed(model, conc: xr.DataArray, seed: int,
               subjects: np.ndarray) -> xr.DataArray:
     """Concentrations with residual error: C (1 + prop ε1) exp(exp ε2) + add ε3,
@@ -1216,9 +1226,10 @@ def _observed(model, conc: xr.DataArray, seed: int,
     S, K, T = conc.shape
     out = np.array(conc.values)
     # the draws (3 per time) and their temporaries come a block of subjects at a
-    # time (about 64 MB), so residual=True costs one copy of the concentrations,
-    # as the memory check counts; a subject's draws do not depend on the block
-    block = max(1, 2**23 // (3 * T))
+    # time, so residual=True costs one copy of the concentrations and the block's
+    # working arrays, as the memory check counts; a subject's draws do not depend
+    # on the block
+    block = _residual_block(T)
     for k, name in enumerate(model.analyte_names):
         spec = model.residual.get(name)
         if spec is None:
