@@ -2,6 +2,8 @@
 simulate(parameters=...), covariates, Population fields, boolean flags, doses and
 devices (issue 16, items 2, 3 and 7)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -555,3 +557,145 @@ def test_mg_per_kg_dose_without_any_weight_is_refused(tmp_path):
     np.testing.assert_allclose(got.concentration.values[0, 0], _exact(10.0, 50.0, 80.0),
                                rtol=1e-12)
     assert np.isnan(ks.simulate(m, Dose.bolus("5 mg"), times=T).weight.values).all()
+
+
+# ---- defaulted covariates that do not describe the patient ------------------------
+FIX = (r"pass the patient's covariates, simulate\(\.\.\., covariates=\{'weight': "
+       r"\.\.\., 'age': \.\.\.\}\) \(kg, years\), or a Population with a covariates "
+       r"table, Population\(n, seed, covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)")
+#: bundled models whose defaults (reference weight 70 kg with a child's age) are
+#: refused; every other bundled model simulates its reference patient as before
+PAEDIATRIC = {"elkomy_2015": 8, "flint_2017": 0.42, "herd_2007": 8.3,
+              "hornik_2018": 3.3, "sherwin_2015": 8}
+
+
+def test_a_default_outside_the_validity_range_is_refused():
+    """flint_2017's reference weight (70 kg, its allometric reference) is outside
+    the 3.4-35 kg it was estimated on: it simulated a 0.42-year-old at 70 kg."""
+    with pytest.raises(ValueError, match=(
+            r"covariate 'weight' was not given, and its default, 70 kg \(the "
+            r"reference value of model 'flint_2017'\), is outside \[3.4, 35\] kg, the "
+            r"range the model was estimated on: " + FIX)):
+        ks.simulate("flint_2017", Dose.infusion("1 mg/kg", duration="10 min"),
+                    times=[0, 1])
+
+
+@pytest.mark.parametrize("name", ["elkomy_2015", "herd_2007", "hornik_2018",
+                                  "sherwin_2015"])
+@pytest.mark.parametrize("output", ["trajectories", "metrics", "chunks"])
+def test_the_adult_reference_weight_with_a_default_child_age_is_refused(name,
+                                                                        output):
+    kw = ({"chunks": 1} if output == "chunks" else {"output": output})
+    with pytest.raises(ValueError, match=(
+            rf"covariate 'weight' was not given, and its default, 70 kg \(the "
+            rf"reference value of model '{name}', an adult's weight\), would be used "
+            rf"for a patient aged {PAEDIATRIC[name]:g} y \(the model's default age; "
+            rf"subject 0\), under 18 y: " + FIX)):
+        ks.simulate(name, Dose.bolus("1 mg/kg"), times=[0.0, 1.0], **kw)
+
+
+def test_a_given_child_age_without_weight_is_refused():
+    """domino is an adult model with no age range; a 5-year-old at its 70 kg is
+    still not a patient."""
+    with pytest.raises(ValueError, match=r"would be used for a patient aged 5 y "
+                       r"\(given; subject 1\), under 18 y"):
+        ks.simulate("domino", Dose.bolus("10 mg"), times=T,
+                    covariates={"age": [30.0, 5.0]})
+
+
+@pytest.mark.parametrize("name", ks.list_models())
+def test_every_bundled_model_simulates_its_reference_patient_or_refuses_it(name):
+    m = ks.load_model(name)
+    if name in PAEDIATRIC:
+        with pytest.raises(ValueError, match="covariate 'weight' was not given"):
+            ks.simulate(m, Dose.bolus("1 mg"), times=T)
+        # a child inside the model's ranges is simulated, at the given weight
+        ds = ks.simulate(m, Dose.bolus("1 mg/kg"), times=T,
+                         covariates={"weight": 20.0, "age": 6.0})
+        assert ds.weight.item() == 20.0 and ds.status.item() == 0
+    else:  # defaults inside the validity ranges: as before
+        ds = ks.simulate(m, Dose.bolus("1 mg"), times=T)
+        assert ds.weight.item() == m.covariates["weight"]
+
+
+def test_weight_from_height_and_bmi_counts_as_given():
+    ds = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=T,
+                     covariates={"height": 120.0, "bmi": 16.0})
+    np.testing.assert_allclose(ds.weight.item(), 16.0 * 1.2**2)
+
+
+# ---- ketasim simulate --weight / --age -------------------------------------------
+def _cli(args, capsys):
+    from ketasim.cli import main
+
+    code = main(["simulate", "--dose", "1 mg/kg", "--n", "4", "--step", "1 h",
+                 "--horizon", "2 h", *args])
+    return code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("args,missing", [
+    ([], "--age \\(years\\) and --weight \\(kg\\)"),
+    (["--age", "6"], "--weight \\(kg\\)"),
+    (["--weight", "20"], "--age \\(years\\)")])
+def test_cli_paediatric_model_needs_age_and_weight(args, missing, capsys):
+    code, out = _cli(["--model", "herd_2007", *args], capsys)
+    assert code == 2
+    assert out.err.startswith(
+        "ketasim: error: model 'herd_2007' was estimated on children (age 1-14 y, "
+        "weight 10.8-74.8 kg)")
+    assert re.search(rf"pass {missing}, the same for every patient, e\.g\. --age 6 "
+                     rf"--weight 20\n$", out.err)
+
+
+def test_cli_age_and_weight_reach_every_patient(tmp_path, capsys):
+    import xarray as xr
+
+    nc = tmp_path / "kids.nc"
+    code, out = _cli(["--model", "herd_2007", "--age", "6", "--weight", "20",
+                      "--out", str(nc)], capsys)
+    assert code == 0, out.err
+    with xr.open_dataset(nc) as ds:
+        np.testing.assert_array_equal(ds.weight.values, [20.0] * 4)
+        np.testing.assert_array_equal(ds.age.values, [6.0] * 4)
+        ref = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=ds.time.values,
+                          population=ks.Population(4, seed=1, covariates={
+                              "weight": [20.0] * 4, "age": [6.0] * 4}))
+        np.testing.assert_array_equal(ds.concentration.values,
+                                      ref.concentration.values)
+
+
+def test_cli_adult_age_alone_keeps_drawn_weights(tmp_path, capsys):
+    import xarray as xr
+
+    nc = tmp_path / "adults.nc"
+    code, out = _cli(["--model", "domino", "--age", "40", "--out", str(nc)], capsys)
+    assert code == 0, out.err
+    with xr.open_dataset(nc) as ds:
+        np.testing.assert_array_equal(ds.age.values, [40.0] * 4)
+        assert len(set(ds.weight.values)) == 4  # drawn, one per patient
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--model", "domino", "--age", "6"], 2,
+     "ketasim: error: --age 6 is under 18 y, and without --weight the patients "
+     "would get adult weights (drawn for adults): pass --weight (kg) too\n"),
+    (["--model", "domino", "--weight", "-3"], 1,
+     "ketasim: error: --weight -3: covariate 'weight' must be in [0.3, 400] kg (a "
+     "plausible human value; check the unit); got -3 for subject 0\n"),
+    (["--model", "domino", "--age", "nan", "--weight", "70"], 1,
+     "ketasim: error: --age nan: covariate 'age' must be finite; got nan for "
+     "subject 0\n")])
+def test_cli_bad_age_or_weight_is_refused(args, code, message, capsys):
+    got, out = _cli(args, capsys)
+    assert (got, out.err) == (code, message)
+
+
+def test_cli_help_documents_weight_and_age(capsys):
+    from ketasim.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--weight WEIGHT body weight in kg, the same for every patient" in text
+    assert "--age AGE age in years, the same for every patient" in text
+    assert "needs --age and --weight" in text

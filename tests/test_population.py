@@ -329,3 +329,66 @@ def test_iov_on_an_observed_volume_is_rejected(tmp_path):
     assert np.all(one.concentration.values > 0)
     ks.simulate(m, reg, population=ks.Population(3, seed=1, iov=False),
                 times=[1.0, 8.0])
+
+
+# ---- children: adult sizes only (issue 16, "no silent wrong number") -------------
+@pytest.mark.parametrize("age", [(2, 6), (0, 65), (17.9, 30)])
+def test_an_age_range_reaching_below_18_without_weights_is_refused(age):
+    """The drawn sizes are adults' (a 3-year-old weighed 47-119 kg and got 36 mg of a
+    0.5 mg/kg dose on herd_2007)."""
+    with pytest.raises(ValueError, match=(
+            rf"age range {age[0]:g}-{age[1]:g} y reaches below 18 y, but children "
+            r"would get adult weights .*: give each patient's weight in kg \(or "
+            r"height in cm and bmi\) in the covariates table, e.g. Population\(n, "
+            r"seed, covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)")):
+        ks.Population(200, seed=1, age=age)
+
+
+@pytest.mark.parametrize("table", [{"age": [30, 3.0, 40]},
+                                   {"age": [30, 3.0, 40], "height": [170, 95, 180]},
+                                   {"age": [30, 3.0, 40], "bmi": [22, 16, 25]}])
+def test_a_table_with_children_and_no_weight_is_refused(table):
+    with pytest.raises(ValueError, match=r"covariates\['age'\] has children \("
+                       r"patient 1 is 3 y, under 18\) but the table gives no weight"):
+        ks.Population(3, seed=1, covariates=table)
+
+
+def test_adult_age_range_is_accepted():
+    pop = ks.Population(50, seed=1, age=(18, 30))
+    age = pop.covariates_for(pop.subjects)["age"]
+    assert age.min() >= 18 and age.max() <= 30
+
+
+def test_children_with_weights_get_their_weights_and_their_mg_per_kg_dose():
+    """Oracle: a 1 mg/kg bolus puts weight x 1 mg in the body (amounts at t = 0+,
+    summed over compartments, before any elimination)."""
+    w = np.array([12.0, 15.0, 20.0])
+    pop = ks.Population(3, seed=1, age=(2, 6), covariates={"weight": w},
+                        iiv=False, iov=False)
+    cov = pop.covariates_for(pop.subjects)
+    np.testing.assert_array_equal(cov["weight"], w)
+    assert ((cov["age"] >= 2) & (cov["age"] <= 6)).all()
+    # adult heights and BMIs would be wrong numbers on a child: unknown instead
+    assert np.isnan(cov["height"]).all() and np.isnan(cov["bmi"]).all()
+    ds = ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), population=pop,
+                     times=[0.0, 1e-9], amounts=True)
+    np.testing.assert_allclose(ds.amount.isel(time=1).sum("compartment").values,
+                               w, rtol=1e-6)
+    np.testing.assert_array_equal(ds.weight.values, w)
+
+
+def test_children_with_height_and_bmi_get_weight_bmi_times_height_squared():
+    pop = ks.Population(2, seed=1, covariates={
+        "age": [4.0, 40.0], "height": [100.0, 180.0], "bmi": [16.0, 25.0]})
+    cov = pop.covariates_for(pop.subjects)
+    np.testing.assert_allclose(cov["weight"], [16.0, 81.0])
+    np.testing.assert_array_equal(cov["height"], [100.0, 180.0])
+
+
+def test_an_adult_with_a_weight_keeps_the_drawn_height():
+    """Only children lose the drawn (adult) height: adults keep it, as before."""
+    pop = ks.Population(2, seed=1, covariates={"age": [4.0, 40.0],
+                                               "weight": [16.0, 80.0]})
+    cov = pop.covariates_for(pop.subjects)
+    assert np.isnan(cov["height"][0]) and 145 <= cov["height"][1] <= 205
+    np.testing.assert_allclose(cov["bmi"][1], 80.0 / (cov["height"][1] / 100) ** 2)
