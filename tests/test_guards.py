@@ -4,6 +4,7 @@ refused or reported by name, never returned as silent inf, NaN or garbage."""
 
 import copy
 import importlib
+import re
 
 import numba
 import numpy as np
@@ -103,20 +104,123 @@ def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch)
     monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 1000)
     t = np.linspace(0.0, 10.0, 100)
     cov = {"weight": [60.0, 80.0]}
-    with pytest.raises(ValueError, match=r"the result would need 1\.49e-06 GiB \(2 "
-                       r"subjects x 1 outputs \(concentrations\) x 100 times x 8 "
-                       r"bytes\), more than the limit of 9\.31e-07 GiB .* "
-                       r"output='metrics' .* chunks="):
+    with pytest.raises(ValueError, match=r"the result would need [0-9.e+-]+ GiB at its "
+                       r"peak \(2 subjects x [0-9,]+ bytes: 1 outputs "
+                       r"\(concentrations\) x 100 times x 8 bytes, [0-9,]+ bytes of "
+                       r"parameters, covariates, dose events and per-dose values\), "
+                       r"more than the limit of 9\.31e-07 GiB .* Use fewer subjects "
+                       r"or fewer output times .* output='metrics' .* chunks="):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov)
-    with pytest.raises(ValueError, match=r"x 2 outputs \(concentrations, AUC\) x 40 "):
+    with pytest.raises(ValueError, match=r": 2 outputs \(concentrations, AUC\) x 40 "):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:40], auc=True,
                     covariates=cov)
-    # the ways out the message names work under the same bound
+    # the ways out the message names work under a bound that refuses the curves
+    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 3500)  # 4.4 kB vs 3.1 kB
+    with pytest.raises(ValueError, match=r"the result would need"):
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov)
     m = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov,
                     output="metrics")
     assert m.cmax.shape == (2, 1, 1)
+    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 16 * 2**10)
     one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:50])
     assert one.concentration.shape == (1, 1, 50)
+
+
+def _needed(message: str) -> tuple[int, int]:
+    """(subjects, bytes per subject) from a memory-bound message."""
+    m = re.search(r"\((\d+) subjects x ([0-9,]+) bytes", message)
+    return int(m[1]), int(m[2].replace(",", ""))
+
+
+def _refusal(**kw) -> str:
+    with pytest.raises(ValueError, match=r"the result would need") as info:
+        ks.simulate("fanta_2015", ks.Dose.bolus("5 mg"), **kw)
+    return str(info.value)
+
+
+@pytest.fixture
+def nothing_per_patient(monkeypatch):
+    """Drawing any patient's covariates or random effects is a test failure: the
+    bound must be checked before the first per-subject array exists."""
+    def drawn(*args, **kw):
+        raise AssertionError("a per-subject array was drawn before the memory check")
+
+    for name in ("covariates_for", "etas", "iov_etas"):
+        monkeypatch.setattr(ks.Population, name, drawn)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({}, r"the result would need [0-9.]+e\+04 GiB at its peak \(3000000000 subjects x "
+         r"[0-9,]+ bytes: 1 outputs \(concentrations\) x 289 times x 8 bytes, "),
+    (dict(output="metrics"), r"\(3000000000 subjects x [0-9,]+ bytes: 1 analytes x 1 "
+     r"doses x 6 per-dose values x 8 bytes, covariates and status, and the working "
+     r"arrays of 65536 subjects at a time\), more than the limit of 1 GiB \(half of "
+     r"this machine's memory\)\. Use fewer subjects, or chunks="),
+    (dict(chunks=1000), r"\(3000000000 subjects x 256 bytes: subject labels and "
+     r"covariates, which a lazy result keeps in memory as coordinates\), more than "
+     r"the limit of 1 GiB .* Split the population into runs of fewer subjects "
+     r"\(population\.subset\(start, stop\)\)"),
+], ids=["trajectories", "metrics", "chunks"])
+def test_a_huge_population_is_refused_before_any_patient_is_drawn(
+        monkeypatch, nothing_per_patient, kw, message):
+    """Population(3e9) met numpy's MemoryError (22.4 GiB of covariates) or the
+    OS's kill: the bound came after the patients were drawn."""
+    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 2**30)
+    with pytest.raises(ValueError, match=message) as info:
+        ks.simulate("domino", ks.Dose.bolus("5 mg"),
+                    population=ks.Population(3_000_000_000, seed=1), **kw)
+    n, per = _needed(str(info.value))
+    if not kw:  # at least the concentrations themselves (independent count)
+        assert per >= 289 * 8
+
+
+def test_the_bound_counts_residual_amounts_and_auc(monkeypatch):
+    """residual=True keeps a second copy of the concentrations (the observed
+    values); auc= and amounts= add outputs: each adds its own bytes per subject."""
+    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 1000)
+    kw = dict(times=np.linspace(0.0, 10.0, 100), population=ks.Population(50_000,
+                                                                          seed=1))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(ks.Population, "covariates_for", None)  # never reached
+        n, plain = _needed(_refusal(**kw))
+        _, noisy = _needed(text := _refusal(residual=True, **kw))
+        _, more = _needed(_refusal(auc=True, amounts=True, **kw))
+    assert n == 50_000
+    assert "2 analytes x 100 times x 8 bytes for the observed concentrations " \
+           "(residual=True)" in text  # fanta_2015: ketamine and norketamine
+    # the observed copy, plus this run's share of one block of draws (3 per time,
+    # with about 6 temporaries)
+    block = 6 * 8 * 3 * 100 * sim._residual_block(100) / 50_000
+    assert 2 * 100 * 8 <= noisy - plain <= 2 * 100 * 8 + block + 1
+    # AUC: one output per analyte; amounts: the compartments an IV bolus reaches
+    ncmt = len(ks.load_model("fanta_2015").compartment_names)
+    assert (2 + 1) * 100 * 8 <= more - plain <= (2 + ncmt) * (100 + 1) * 8
+
+
+def test_the_estimated_peak_bounds_the_measured_one():
+    """tracemalloc (which numpy reports to) measures the run's real peak: the
+    estimate the bound uses is above it, beyond a fixed overhead (xarray, the
+    model), for a large table of subjects with few times and for a run with
+    residual error, AUC and amounts."""
+    import tracemalloc
+
+    cases = [
+        dict(population=ks.Population(40_000, seed=1), times=[0.0, 1.0]),
+        dict(population=ks.Population(2_000, seed=1), times=ks.grid("1 d", "5 min"),
+             residual=True, auc=True, amounts=True),
+    ]
+    for kw in cases:
+        ks.simulate("fanta_2015", ks.Dose.bolus("5 mg"), **kw)  # imports, compiles
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(sim, "RESULT_MAX_BYTES", 0)
+            n, per = _needed(_refusal(**kw))
+        tracemalloc.start()
+        try:
+            ks.simulate("fanta_2015", ks.Dose.bolus("5 mg"), **kw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak <= n * per + 4 * 2**20, (peak, n * per)
 
 
 def test_memory_bound_is_half_the_physical_memory():
