@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.linalg
+import xarray as xr
 
 import ketasim as ks
 from ketasim import Dose, Regimen
@@ -468,3 +469,65 @@ def test_unit_spellings():
     assert parse_unit("\u00b5L").factor == parse_unit("uL").factor == 1e-6
     with pytest.raises(ks.DoseError, match="must be a drug amount"):
         Dose.bolus("1 mg/kg/kg")
+
+
+# -- inter-occasion variability: every occasion's parameters --------------------------
+
+
+@pytest.fixture(scope="module")
+def two_sessions():
+    """simons_2022 (IOV on some parameters) sublingual on days 0 and 7."""
+    reg = ks.Regimen([Dose.bolus("50 mg", route="sublingual"),
+                      Dose.bolus("50 mg", route="sublingual", time="7 d")])
+    pop = ks.Population(20, seed=1, covariates={"weight": np.full(20, 70.0)})
+    ds = ks.simulate("simons_2022", reg, population=pop, times=ks.grid("8 d", "1 h"))
+    return reg, pop, ds
+
+
+def test_parameters_carry_an_occasion_dimension_with_iov(two_sessions):
+    """`parameters` showed occasion 1 only, labelled as the individual parameters,
+    while the day-7 session ran with other values (session AUCs differ)."""
+    reg, pop, ds = two_sessions
+    assert ds.parameters.dims == ("subject", "occasion", "parameter")
+    np.testing.assert_array_equal(ds.occasion.values, [0, 1])
+    assert "per occasion" in ds.parameters.attrs["long_name"]
+    assert "occasion = dose_session" in ds.parameters.attrs["long_name"]
+    m = ks.load_model("simons_2022")
+    iov = {v.parameter for v in m.variability if v.iov_omega > 0}
+    p = ds.parameters
+    for name in ds.parameter.values:
+        a, b = (p.sel(parameter=name, occasion=k).values for k in (0, 1))
+        if name in iov:  # drawn anew for the second session
+            assert np.all(a != b), name
+        else:  # no IOV: the same value in both sessions
+            np.testing.assert_array_equal(a, b)
+    # occasion 0 is the first session's: a run of that session alone (the draws
+    # are laid out occasion by occasion) has the same values
+    first = ks.simulate("simons_2022", ks.Regimen(reg.doses[:1]), population=pop,
+                        times=ks.grid("1 d", "1 h"))
+    np.testing.assert_array_equal(first.parameters.sel(occasion=0).values,
+                                  p.sel(occasion=0).values)
+
+
+def test_parameters_without_iov_have_no_occasion(two_sessions):
+    reg, pop, _ = two_sessions
+    no_iov = ks.Population(20, seed=1, covariates={"weight": np.full(20, 70.0)},
+                           iov=False)
+    ds = ks.simulate("simons_2022", reg, population=no_iov, times=ks.grid("8 d", "1 h"))
+    assert ds.parameters.dims == ("subject", "parameter")
+    assert "occasion" not in ds.coords
+    assert ds.parameters.attrs["long_name"] == ("individual parameters (canonical "
+                                                "units, see parameter_unit)")
+
+
+def test_occasion_parameters_round_trip_netcdf_and_dask(two_sessions, tmp_path):
+    reg, pop, ds = two_sessions
+    pytest.importorskip("dask")
+    lazy = ks.simulate("simons_2022", reg, population=pop, times=ks.grid("8 d", "1 h"),
+                       chunks=6)
+    assert lazy.parameters.dims == ("subject", "occasion", "parameter")
+    xr.testing.assert_identical(lazy.compute(), ds)
+    ds.to_netcdf(tmp_path / "iov.nc")
+    with xr.open_dataset(tmp_path / "iov.nc") as back:
+        np.testing.assert_array_equal(back.parameters.values, ds.parameters.values)
+        assert back.parameters.dims == ds.parameters.dims
