@@ -98,8 +98,8 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         elif not np.array_equal(times, ds.time.values):
             raise ValueError(f"scenario {sc.name!r} has different output times from "
                              f"{names[0]!r}; give every scenario the same times=")
-        ds = ds.drop_vars([v for v in ("parameters", "parameter", "parameter_unit")
-                           if v in ds.variables])
+        ds = ds.drop_vars([v for v in ("parameters", "parameter", "parameter_unit",
+                                       "occasion") if v in ds.variables])
         per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
         ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
         parts.append((ds, per_scenario))
