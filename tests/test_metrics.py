@@ -837,3 +837,26 @@ def test_plot_exposure_takes_a_unit():
     assert fig.axes[0].get_ylabel() == "ketamine auc (nmol*h/L)"
     with pytest.raises(ks.UnitError, match=r"unit must be 'ng/mL' or 'nmol/L'"):
         plot_exposure(ds, unit="mg/L")
+
+
+def test_metrics_mode_gives_nan_for_a_failed_subject(monkeypatch):
+    """errors="keep" in output="metrics": a subject the kernel reports failed has
+    NaN metrics (not the numbers up to its failure), as on the post-hoc path."""
+    from ketasim._kernels import linear
+
+    real = linear.population_linear_metrics
+
+    def fails_subject_1(*args):
+        real(*args)
+        args[-3][1] = 4  # the status array of the chunk
+
+    monkeypatch.setattr(linear, "population_linear_metrics", fails_subject_1)
+    pop = ks.Population(3, seed=1)
+    dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    ds = ks.simulate("clements_nimmo_1981", dose,
+                     population=pop, times=ks.grid("12 h", "10 min"),
+                     output="metrics", errors="keep")
+    assert ds.status.values.tolist() == [0, 4, 0]
+    for name in ("cmax", "tmax", "predose"):
+        v = ds[name].values
+        assert np.isnan(v[1]).all() and np.isfinite(v[[0, 2]]).all(), name

@@ -1122,6 +1122,8 @@ def _simulate_metrics(model, regimen, t, population, covariates, parameters, abo
     for a in (cmax, tmax, tab, auc_w):
         a[:, :, empty] = np.nan
     pre[:, :, late] = np.nan
+    for a in (cmax, tmax, tab, auc_w, pre):  # errors="keep": a failed subject's
+        a[bad] = np.nan  # numbers up to the failure are not its metrics
     dims = ("subject", "analyte", "dose")
     data = {
         "cmax": (dims, cmax, {"units": "ng/mL", "long_name": "Cmax per dose "
