@@ -580,9 +580,12 @@ def simulate_args(draw):
         v = draw(st.sampled_from(wrong if bad else good))
         if name in PLAUSIBLE and draw(st.booleans()):  # a drawn number instead
             lo, hi = PLAUSIBLE[name]
+            # a child's age without a weight is refused (domino's default weight
+            # is an adult's), so a valid drawn age is an adult's
+            ok_lo = 18.0 if name == "age" else lo
             v = draw(st.one_of(st.floats(-1e6, lo, exclude_max=True),
                                st.floats(hi, 1e6, exclude_min=True)) if bad
-                     else st.floats(lo, hi))
+                     else st.floats(ok_lo, hi))
         call["covariates"] = {name: v}
         if name == "female":
             call["model"] = "perez_ruixo_2021"

@@ -60,6 +60,8 @@ CASES = [
     (("colour",), "red", "[colour] unknown key"),
     (("output", "stpe"), "5 min", "[output.stpe] unknown key"),
     (("output", "end"), None, "[output.end] is missing"),
+    (("output", "end"), "0 h", "[output.end] must be after 0 h, the start of the "
+     "course; got '0 h'"),
     (("output", "per"), "week", "[output.per] must be one of"),
     (("output", "window"), "last", "[output.window] must be int"),
     (("output", "above"), "100 min", "[output.above] must be a concentration: a "

@@ -240,6 +240,9 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         times = grid(end=end, step=step)
     except (ValueError, TypeError) as exc:  # name both keys: either may be at fault
         o.fail(f"end = {end!r}, step = {step!r}: {exc}")
+    if not times[-1] > 0:  # one output time: no exposure to compare
+        o.fail(f"must be after 0 h, the start of the course; got {end!r}", "end",
+               'e.g. end = "21 d"')
     base = None
     pop_default = None
     if "population" in data:
