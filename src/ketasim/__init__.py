@@ -18,6 +18,7 @@ from .modelfile import (
     load_model,
     model_from_dict,
 )
+from .options import ODE, Exact, Metrics, Subjects, Trajectories
 from .nonmem import read_nonmem, simulate_nonmem, write_nonmem
 from .population import Population
 from .protocols import (
@@ -34,13 +35,18 @@ __all__ = [
     "DEFAULT_MODEL",
     "Dose",
     "DoseError",
+    "Exact",
     "GridWarning",
+    "Metrics",
     "Model",
     "ModelFileError",
+    "ODE",
     "Population",
     "Regimen",
     "Scenario",
     "SolveError",
+    "Subjects",
+    "Trajectories",
     "UnitError",
     "ValidityWarning",
     "__version__",

@@ -17,6 +17,7 @@ from ._lower import Lowered, check_magnitude, lower, sessions, with_auc
 from .dosing import MAX_TIME_H, Dose, Regimen
 from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
+from .options import ODE, Exact, Metrics, Subjects, Trajectories
 from .population import Population
 from .units import parse_quantity, parse_unit, to_ng_per_ml
 
@@ -566,7 +567,141 @@ def _with_units(model: Model, over: dict, n: int) -> dict:
     return out
 
 
+_MOVED = {
+    "covariates": "subjects=ks.Subjects(covariates=...)",
+    "parameters": "subjects=ks.Subjects(parameters=...)",
+    "rtol": "solver=ks.ODE(rtol=...)",
+    "atol": "solver=ks.ODE(atol=...)",
+    "ode_method": "solver=ks.ODE(method=...)",
+    "max_steps": "solver=ks.ODE(max_steps=...)",
+    "amounts": "output=ks.Trajectories(amounts=True)",
+    "auc": "output=ks.Trajectories(auc=True)",
+    "residual": "output=ks.Trajectories(residual=True)",
+    "out": "output=ks.Trajectories(out=...)",
+    "dose_windows": "output=ks.Trajectories(dose_windows=...)",
+    "above": "output=ks.Metrics(above=...)",
+    "chunk": "output=ks.Metrics(chunk=...)",
+}
+
+
 def simulate(
+    model: Model | str | Path,
+    regimen: Regimen | Dose,
+    *,
+    times=None,
+    population: Population | None = None,
+    subjects: Subjects | None = None,
+    solver: Exact | ODE | None = None,
+    output: Trajectories | Metrics | None = None,
+    errors: str = "raise",
+    chunks: int | None = None,
+    progress: bool | str = "auto",
+    **moved,
+) -> xr.Dataset:
+    """Simulate plasma concentrations for one subject, a table of subjects or a
+    virtual population.
+
+    Parameters
+    ----------
+    model : Model, str or Path
+        A model, a bundled model name (``"domino"``) or a model-file path.
+    regimen : Regimen or Dose
+        The doses; routes must be defined by the model.
+    times : array_like, optional
+        Output times in h after t = 0, sorted, >= 0 and at most
+        :data:`~ketasim.dosing.MAX_TIME_H` (1e6 h, about 114 years). Default:
+        every 5 min until 24 h after the end of the last dose.
+    population : Population, optional
+        Virtual patients: covariates, inter-individual variability and
+        inter-occasion variability (one draw per dosing session) from one seed.
+    subjects : Subjects, optional
+        Known subjects instead: covariates and individual parameters per row, no
+        random effects (:class:`~ketasim.Subjects`). Not combined with
+        ``population``. Without either, one subject with the model's reference
+        covariates and typical parameters.
+    solver : Exact or ODE, optional
+        :class:`~ketasim.Exact` (matrix-exponential propagation; linear
+        time-invariant models, no tolerance) or :class:`~ketasim.ODE` (adaptive
+        integration with its tolerances). Default: ``Exact()`` for linear
+        time-invariant models, ``ODE()`` for models with a user rhs or time
+        effects.
+    output : Trajectories or Metrics, optional
+        :class:`~ketasim.Trajectories` (default: concentration curves, with
+        optional amounts, cumulative AUC, residual-error samples, an ``out=``
+        buffer) or :class:`~ketasim.Metrics` (per-dose Cmax, Tmax, AUC, pre-dose
+        level and time above, streamed in chunks; exact solver only).
+    errors : {"raise", "keep"}
+        On solver failure raise :class:`SolveError`, or keep NaN rows and report
+        them in ``status``.
+    chunks : int, optional
+        Return a Dask-backed Dataset whose per-subject variables are computed
+        ``chunks`` subjects at a time, lazily, on whatever Dask scheduler is active
+        (threads by default, or a ``dask.distributed`` cluster once a ``Client`` is
+        created). Same numbers as the in-memory run. Write it with
+        ``ds.to_zarr(...)`` or ``ds.to_netcdf(...)`` to stream to disk.
+    progress : bool or "auto"
+        A progress bar on stderr for long runs. ``"auto"``: only in a terminal or a
+        notebook, never when output is redirected (tests, batch jobs).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``concentration`` (subject, analyte, time) in ng/mL (or, with
+        ``Metrics``, per-dose metrics (subject, analyte, dose)), ``parameters``,
+        ``status``, the dose table, covariates as ``subject`` coordinates and
+        provenance attributes: ``model_id``, ``model_name``, ``model_drug``,
+        ``model_enantiomer``, ``model_sampling``, ``model_grade``, ``model_file``,
+        ``model_sha256``, ``references`` (the model's citations), ``ketasim_version``,
+        ``solver``, ``time_convention``; ``rtol``, ``atol`` and ``atol_units`` on the
+        ODE path; ``seed`` and ``population`` when a ``population`` is given.
+
+    Examples
+    --------
+    >>> import ketasim as ks
+    >>> dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    >>> ds = ks.simulate("domino", dose, times=ks.grid("2 h", "20 min"))
+    >>> print(ds.concentration.sel(analyte="ketamine").round(1).values)
+    [[  0.  209.6 240.3  55.1  45.8  40.4  35.8]]
+    >>> ds = ks.simulate("domino", dose, subjects=ks.Subjects(covariates={"weight": 90}),
+    ...                  solver=ks.ODE(rtol=1e-8), output=ks.Trajectories(auc=True))
+    """
+    if moved:
+        name = next(iter(moved))
+        where = _MOVED.get(name)
+        if where is None:
+            raise TypeError(f"simulate() got an unexpected keyword argument {name!r}")
+        raise TypeError(f"simulate() no longer takes {name}=; write {where}")
+    if solver is not None and not isinstance(solver, Exact | ODE):
+        raise TypeError(f"solver must be ks.Exact() or ks.ODE(...); got {solver!r}"
+                        f" ({type(solver).__name__})")
+    if output is None:
+        output = Trajectories()
+    if not isinstance(output, Trajectories | Metrics):
+        raise TypeError(f"output must be ks.Trajectories(...) or ks.Metrics(...); "
+                        f"got {output!r} ({type(output).__name__})")
+    if subjects is not None and not isinstance(subjects, Subjects):
+        raise TypeError(f"subjects must be ks.Subjects(covariates=..., "
+                        f"parameters=...); got {type(subjects).__name__}")
+    if subjects is not None and population is not None:
+        raise ValueError("give either population= (virtual patients) or subjects= "
+                         "(known patients), not both; a population's own covariate "
+                         "table goes to Population(covariates=...)")
+    sub = subjects if subjects is not None else Subjects()
+    ode = solver if isinstance(solver, ODE) else ODE()
+    kw = dict(rtol=ode.rtol, atol=ode.atol, ode_method=ode.method,
+              max_steps=ode.max_steps,
+              solver="auto" if solver is None else solver.name)
+    if isinstance(output, Metrics):
+        kw.update(output="metrics", above=output.above, chunk=output.chunk)
+    else:
+        kw.update(amounts=output.amounts, auc=output.auc, residual=output.residual,
+                  out=output.out, dose_windows=output.dose_windows)
+    return _simulate(model, regimen, times=times, population=population,
+                     covariates=sub.covariates, parameters=sub.parameters,
+                     errors=errors, progress=progress, chunks=chunks, **kw)
+
+
+def _simulate(
     model: Model | str | Path,
     regimen: Regimen | Dose,
     *,
@@ -591,121 +726,7 @@ def simulate(
     chunks: int | None = None,
     dose_windows: bool = True,
 ) -> xr.Dataset:
-    """Simulate plasma concentrations for one subject or a table of subjects.
-
-    Parameters
-    ----------
-    model : Model, str or Path
-        A model, a bundled model name (``"domino"``) or a model-file path.
-    regimen : Regimen or Dose
-        The doses; routes must be defined by the model.
-    times : array_like, optional
-        Output times in h after t = 0, sorted, >= 0 and at most
-        :data:`~ketasim.dosing.MAX_TIME_H` (1e6 h, about 114 years). Default:
-        every 5 min until 24 h after the end of the last dose.
-    population : Population, optional
-        Virtual patients: covariates, inter-individual variability and
-        inter-occasion variability (one draw per dosing session) from one seed.
-        Without it, one subject (or one per row of ``covariates``/``parameters``)
-        with typical parameters.
-    covariates : mapping, optional
-        Covariate name -> scalar or per-subject array of plain numbers (``weight``
-        in kg, ``height`` in cm, ``age`` in years, ``bmi`` in kg/m², flags
-        ``female``/``asian``/``japanese`` exactly 0 or 1). Values must be finite and
-        humanly plausible (``ketasim._validate.COVARIATE_RANGES``: age 0–120 y,
-        height 30–250 cm, weight 0.3–400 kg, BMI 8–100 kg/m², neonates included);
-        strings such as ``"70 kg"`` are refused. Missing covariates take the
-        model's reference values; a missing weight is the model's reference
-        weight; a model with no weight covariate needs one for mg/kg doses (an
-        error says so). Not combined with ``population`` (give the table to
-        ``Population`` instead).
-    parameters : mapping, optional
-        Parameter name -> *individual* values, which replace typical value ×
-        covariates × random effect: a value with its unit, ``"80 L/h"``,
-        ``(80, "L/h")``, ``Quantity(80, "L/h")`` or per subject ``(array, "L/h")``.
-        Any unit of the parameter's dimension converts (``"1.33 L/min"``); a per-kg
-        unit (``"1.15 L/h/kg"``) is multiplied by each subject's weight, an
-        absolute one is that subject's value. The dimension must match (a volume
-        given in L/h is an error). A bare number (or array) is read in the unit
-        ``Model.parameters[name]`` and the model pages print (L, L/h, 1/h, h) and
-        is accepted only where it cannot be mistaken: for fractions, and for
-        parameters the model file states in that same unit. It is refused, with
-        both ways to write it, for per-kg parameters (``CL`` of
-        ``clements_nimmo_1981``: this subject's clearance, or per kg?) and for
-        parameters the file states in another unit (``k10`` of ``domino`` in
-        1/min). Volumes, clearances, rate constants and mean transit times must be
-        > 0, other times >= 0, fractions in [0, 1], all finite.
-    solver : {"auto", "exact", "ode"}
-        ``"exact"``: matrix-exponential propagation (linear models, no tolerance).
-        ``"ode"``: adaptive integration with ``rtol``/``atol``. ``"auto"`` picks
-        exact for linear models and ODE for models with a user rhs.
-    residual : bool
-        Also return ``observed``: concentrations with the model's residual error
-        (simulated samples), drawn from the population's seed (stream "residual").
-    rtol, atol : float
-        ODE tolerances (``atol`` in mg); recorded in the output attributes.
-    ode_method : {"auto", "dopri5", "rosenbrock"}
-        ``"auto"`` starts with Dormand–Prince 5(4) and switches to the stiff
-        Rosenbrock method when stiffness is detected.
-    max_steps : int
-        Accepted ODE steps allowed per subject.
-    amounts : bool
-        Also return compartment amounts (mg) as ``amount``.
-    auc : bool
-        Also return ``auc`` (subject, analyte, time): the exact cumulative area under
-        the concentration curve from 0 to t in ng·h/mL, integrated by the kernel as
-        extra states (linear models only). AUC over [t1, t2] is the difference.
-    out : ndarray, optional
-        Preallocated float64 C-contiguous buffer (subjects, analytes, times) for the
-        concentrations; reusing one avoids page-fault cost on large runs.
-    errors : {"raise", "keep"}
-        On solver failure raise :class:`SolveError`, or keep NaN rows and report
-        them in ``status``.
-    progress : bool or "auto"
-        A progress bar on stderr for long runs. ``"auto"``: only in a terminal or a
-        notebook, never when output is redirected (tests, batch jobs).
-    output : {"trajectories", "metrics"}
-        ``"metrics"`` stores no concentration curves: per dose (subject, analyte,
-        dose) the kernel streams Cmax, Tmax (on the ``times`` grid), exact AUC,
-        the pre-dose level and, with ``above``, the time above that level, working
-        through ``chunk`` subjects at a time, so memory stays bounded for millions
-        of patients. Linear models only.
-    above : float or str, optional
-        Threshold for the time-above metric in metrics mode: ng/mL, or a string
-        with a concentration unit such as ``"0.1 mg/L"``.
-    chunk : int
-        Subjects per chunk in metrics mode.
-    dose_windows : bool
-        Also compute ``predose`` and ``dose_auc`` (exact per-dose AUC and pre-dose
-        level, linear models; a second, cheap kernel pass, about 25 % of the main
-        one on W2). Metrics use them for exact AUC and troughs; without them they
-        fall back to the output grid and say so in ``attrs["method"]``.
-    chunks : int, optional
-        Return a Dask-backed Dataset whose per-subject variables are computed
-        ``chunks`` subjects at a time, lazily, on whatever Dask scheduler is active
-        (threads by default, or a ``dask.distributed`` cluster once a ``Client`` is
-        created). Same numbers as the in-memory run. Write it with
-        ``ds.to_zarr(...)`` or ``ds.to_netcdf(...)`` to stream to disk.
-
-    Returns
-    -------
-    xarray.Dataset
-        ``concentration`` (subject, analyte, time) in ng/mL, ``parameters``,
-        ``status``, the dose table, covariates as ``subject`` coordinates and
-        provenance attributes: ``model_id``, ``model_name``, ``model_drug``,
-        ``model_enantiomer``, ``model_sampling``, ``model_grade``, ``model_file``,
-        ``model_sha256``, ``references`` (the model's citations), ``ketasim_version``,
-        ``solver``, ``time_convention``; ``rtol``, ``atol`` and ``atol_units`` on the
-        ODE path; ``seed`` and ``population`` when a ``population`` is given.
-
-    Examples
-    --------
-    >>> import ketasim as ks
-    >>> dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
-    >>> ds = ks.simulate("domino", dose, times=ks.grid("2 h", "20 min"))
-    >>> print(ds.concentration.sel(analyte="ketamine").round(1).values)
-    [[  0.  209.6 240.3  55.1  45.8  40.4  35.8]]
-    """
+    """The simulation with its options unpacked (see :func:`simulate`)."""
     from ._validate import check_bool
 
     # a string such as "no" would read as True; numpy booleans become bools
@@ -969,7 +990,7 @@ def _chunk(start: int, *args, **kw) -> xr.Dataset:
     that workers import it by name."""
     token = _CHUNK_START.set(start)
     try:
-        return simulate(*args, **kw)
+        return _simulate(*args, **kw)
     finally:
         _CHUNK_START.reset(token)
 
