@@ -30,7 +30,8 @@ def _demo(args) -> int:
     course = ks.six_infusion_course(salt=args.salt)
     days = [round(t / 24) for t in course.times]
     times = ks.grid("21 d", "1 min")
-    ds = ks.simulate(model, course, times=times, covariates={"weight": args.weight})
+    ds = ks.simulate(model, course, times=times,
+                     subjects=ks.Subjects(covariates={"weight": args.weight}))
     analyte = model.analyte_names[0]
     m = ks.metrics(ds, per="dose").sel(analyte=analyte).isel(subject=0)
     print(f"ketasim {ks.__version__} demo — model {model.id!r}: {model.name}")
@@ -258,25 +259,7 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``ketasim`` command with ``argv`` (default ``sys.argv[1:]``).
-
-    Returns the exit status: 0 on success, 1 when ketasim refuses an input or a
-    simulation fails (one line ``ketasim: error: <message>`` on stderr), 2 for a
-    command line argparse refuses. Exceptions of any other type are bugs and
-    propagate with their traceback; ``--traceback`` re-raises the reported ones
-    too."""
-    from .simulate import SolveError
-
-    parser = _Parser(
-        prog="ketasim",
-        description="Pharmacokinetic simulation of ketamine and esketamine.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG)
-    parser.add_argument("--traceback", action="store_true",
-                        help="on an error show the full Python traceback instead "
-                        "of one line")
-    sub = parser.add_subparsers(dest="command", metavar="command")
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="run the six-infusion demonstration course",
                           description=DEMO_HELP,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,16 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--n", type=int, default=1000, help="virtual patients "
                       "(default 1000)")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    sub.add_parser("models", help="list the bundled models",
-                   description="List the bundled models: drug, enantiomer, evidence "
-                   "grade, routes, analytes, population.\n\nexample:\n  ketasim "
-                   "models", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run a scenario file and compare scenarios",
                          description=RUN_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("scenario_file", help="scenario file (TOML)")
     run.add_argument("--out", help="write the results to this NetCDF file")
     run.add_argument("--plot", help="write a figure (PNG) to this file")
+
+
+def _add_simulate(sub) -> None:
     simp = sub.add_parser("simulate", help="one-off population run from flags",
                           description=SIMULATE_HELP,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,6 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     simp.add_argument("--step", default="5 min", help="output step (default 5 min)")
     simp.add_argument("--out", help="write the results to this NetCDF file")
     simp.add_argument("--plot", help="write a figure (PNG) to this file")
+
+
+def _parser() -> _Parser:
+    """The ``ketasim`` command line: its options and subcommands (in the order
+    ``--help`` lists them)."""
+    parser = _Parser(
+        prog="ketasim",
+        description="Pharmacokinetic simulation of ketamine and esketamine.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG)
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error show the full Python traceback instead "
+                        "of one line")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    _add_demo(sub)
+    sub.add_parser("models", help="list the bundled models",
+                   description="List the bundled models: drug, enantiomer, evidence "
+                   "grade, routes, analytes, population.\n\nexample:\n  ketasim "
+                   "models", formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run(sub)
+    _add_simulate(sub)
     docs = sub.add_parser("docs", help="write the model pages and API reference",
                           description="example:\n  ketasim docs --out docs",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,6 +342,52 @@ def main(argv: list[str] | None = None) -> int:
                           description="example:\n  ketasim cite domino",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     cite.add_argument("model", help="bundled model name or model-file path")
+    return parser
+
+
+def _docs(args) -> int:
+    from .docs import write_api_reference, write_model_pages
+
+    pages = write_model_pages(Path(args.out) / "models")
+    api = write_api_reference(Path(args.out) / "api.md")
+    print(f"wrote {len(pages)} model pages and {api}")
+    return 0
+
+
+def _cite(args) -> int:
+    import ketasim as ks
+
+    print(ks.cite(args.model))
+    return 0
+
+
+def _models(args) -> int:
+    import ketasim as ks
+
+    for name in ks.list_models():
+        m = ks.load_model(name)
+        print(f"{name:<24} {m.drug:<11} {m.enantiomer:<8} grade {m.grade:<6} "
+              f"routes: {', '.join(m.routes)}; analytes: "
+              f"{', '.join(m.analyte_names)}; {m.population}")
+    return 0
+
+
+#: subcommand -> what runs it (returns the exit status)
+_COMMANDS = {"demo": _demo, "run": _run, "simulate": _simulate, "docs": _docs,
+             "cite": _cite, "models": _models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``ketasim`` command with ``argv`` (default ``sys.argv[1:]``).
+
+    Returns the exit status: 0 on success, 1 when ketasim refuses an input or a
+    simulation fails (one line ``ketasim: error: <message>`` on stderr), 2 for a
+    command line argparse refuses. Exceptions of any other type are bugs and
+    propagate with their traceback; ``--traceback`` re-raises the reported ones
+    too."""
+    from . import SolveError
+
+    parser = _parser()
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
@@ -345,33 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "simulate":
-            return _simulate(args)
-        if args.command == "docs":
-            from .docs import write_api_reference, write_model_pages
-
-            pages = write_model_pages(Path(args.out) / "models")
-            api = write_api_reference(Path(args.out) / "api.md")
-            print(f"wrote {len(pages)} model pages and {api}")
-            return 0
-        if args.command == "cite":
-            import ketasim as ks
-
-            print(ks.cite(args.model))
-            return 0
-        if args.command == "models":
-            import ketasim as ks
-
-            for name in ks.list_models():
-                m = ks.load_model(name)
-                print(f"{name:<24} {m.drug:<11} {m.enantiomer:<8} grade {m.grade:<6} "
-                      f"routes: {', '.join(m.routes)}; analytes: "
-                      f"{', '.join(m.analyte_names)}; {m.population}")
-            return 0
+        return _COMMANDS[args.command](args)
     except _UsageError as exc:
         print(f"ketasim: error: {exc}", file=sys.stderr)
         return 2
@@ -380,7 +406,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ketasim: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    return 2
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
@@ -101,7 +102,8 @@ def _edges(ds, starts):
 
 
 def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None = None,
-            within: tuple | None = None, unit: str = "ng/mL") -> xr.Dataset:
+            within: tuple[float | str, float | str] | None = None,
+            unit: str = "ng/mL") -> xr.Dataset:
     """Cmax, Tmax, AUC and trough (and time above/within thresholds) per ``per``
     window, as a Dataset (subject, analyte, ``per``) with units.
 
@@ -140,6 +142,29 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
     'nmol*h/L'
     """
     _check_input(ds)
+    _check_options(unit, within)
+    if "scenario" in ds.dims:  # levels convert per scenario (its analytes' weights)
+        return _per_scenario(ds, per, above, within, unit)
+    ds = _without_padding(ds)
+    levels = _levels(ds, above, within, unit)
+    starts, groups = _windows(ds, per)
+    edges = _edges(ds, starts)
+    out = _peaks(ds, per, starts, edges)
+    out["auc"] = _auc(ds, groups, edges, per, starts)
+    if per != "course":
+        out["trough"] = _trough(ds, groups, per)
+    for name, (lo, hi, label) in levels.items():
+        out[name] = _time_between(ds, edges, lo, hi, per, label)
+    _mask_windows(ds, out, starts, edges)
+    _mask_failed(ds, out)
+    if unit != "ng/mL":
+        _to_molar(ds, out, unit)
+    return out
+
+
+def _check_options(unit: str, within) -> None:
+    """Refuse a result unit metrics does not give and a ``within`` that is not a
+    pair, before any level is read."""
     if not isinstance(unit, str) or unit not in UNITS:
         raise UnitError(f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax and "
                         f"trough; AUC follows); got {unit!r}")
@@ -147,26 +172,40 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
                                or not hasattr(within, "__len__") or len(within) != 2):
         raise TypeError(f"within must be a pair (low, high) of concentrations in "
                         f"ng/mL or strings with a unit; got {within!r}")
-    if "scenario" in ds.dims:  # levels convert per scenario (its analytes' weights)
-        parts = [metrics(ds.sel(scenario=s).dropna("dose", how="all")
-                         if "dose" in ds.dims else ds.sel(scenario=s), per,
-                         above=above, within=within, unit=unit)
-                 .drop_vars("molecular_weight", errors="ignore")
-                 for s in ds.scenario.values]
-        out = xr.concat(parts, dim="scenario", join="outer", coords="different",
-                        compat="equals")
-        for name in ("auc", "trough"):  # exact in one scenario, on the grid in another
-            methods = [p[name].attrs.get("method") for p in parts if name in p]
-            if len(set(methods)) > 1:
-                out[name].attrs["method"] = "; ".join(
-                    f"{s}: {m}" for s, m in zip(ds.scenario.values, methods,
-                                                strict=True))
-        if unit != "ng/mL":
-            out.coords["molecular_weight"] = ds.molecular_weight
-        return out
-    ds = _without_padding(ds)
+
+
+def _per_scenario(ds: xr.Dataset, per: str, above, within,
+                  unit: str) -> xr.Dataset:
+    """:func:`metrics` of a scenario Dataset: each scenario on its own (a molar
+    level converts by its own analytes' weights; its dose table without the other
+    scenarios' padding), then concatenated along ``scenario``."""
+    parts = [metrics(ds.sel(scenario=s).dropna("dose", how="all")
+                     if "dose" in ds.dims else ds.sel(scenario=s), per,
+                     above=above, within=within, unit=unit)
+             .drop_vars("molecular_weight", errors="ignore")
+             for s in ds.scenario.values]
+    out = xr.concat(parts, dim="scenario", join="outer", coords="different",
+                    compat="equals")
+    for name in ("auc", "trough"):  # exact in one scenario, on the grid in another
+        methods = [p[name].attrs.get("method") for p in parts if name in p]
+        if len(set(methods)) > 1:
+            out[name].attrs["method"] = "; ".join(
+                f"{s}: {m}" for s, m in zip(ds.scenario.values, methods,
+                                            strict=True))
+    if unit != "ng/mL":
+        out.coords["molecular_weight"] = ds.molecular_weight
+    return out
+
+
+def _levels(ds: xr.Dataset, above, within,
+            unit: str) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """The time-above and time-within levels as ``name -> (low, high, long_name)``,
+    ng/mL per analyte (``high`` inf for time above); a (low, high) pair with low >=
+    high is refused, naming the analyte."""
+    levels = {}
     if above is not None:
-        above, above_text = _level(ds, above, "above", unit)
+        lo, text = _level(ds, above, "above", unit)
+        levels["time_above"] = (lo, np.full_like(lo, np.inf), f"time above {text}")
     if within is not None:
         (lo, lo_text), (hi, hi_text) = (_level(ds, w, "within", unit) for w in within)
         wrong = np.flatnonzero(~(lo < hi) & np.isfinite(lo) & np.isfinite(hi))
@@ -175,39 +214,42 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
                              f"{within!r} (for analyte "
                              f"{str(ds.analyte.values[wrong[0]])!r}: {lo[wrong[0]]:g} "
                              f"and {hi[wrong[0]]:g} ng/mL)")
-    starts, groups = _windows(ds, per)
-    edges = _edges(ds, starts)
+        levels["time_within"] = (lo, hi, f"time within [{lo_text}, {hi_text}]")
+    return levels
+
+
+def _peaks(ds: xr.Dataset, per: str, starts: np.ndarray,
+           edges: np.ndarray) -> xr.Dataset:
+    """The result Dataset with its coordinates, ``cmax`` and ``tmax`` per window,
+    read on the output grid by the kernel (the Tmax tie rule: first maximum)."""
+    from ._kernels.metrics import window_peaks
+
     c = ds.concentration
-    t = ds.time.values
     W = starts.size
     cmax = np.full(c.shape[:2] + (W,), np.nan)
     tmax = np.full_like(cmax, np.nan)
-    from ._kernels.metrics import window_peaks
-
-    window_peaks(np.ascontiguousarray(c.values), t, edges.astype(np.int64),
-                 np.asarray(starts, dtype=float), TIE_RTOL, cmax, tmax)
+    window_peaks(np.ascontiguousarray(c.values), ds.time.values,
+                 edges.astype(np.int64), np.asarray(starts, dtype=float), TIE_RTOL,
+                 cmax, tmax)
     tmax[np.isnan(cmax)] = np.nan  # no values (failed subject, padded analyte)
-    dim = per
     out = xr.Dataset(coords={"subject": ds.subject, "analyte": ds.analyte})
-    out.coords[dim] = np.arange(W)
-    out.coords[f"{dim}_start"] = (dim, starts, {"units": "h"})
-    out["cmax"] = (("subject", "analyte", dim), cmax,
+    out.coords[per] = np.arange(W)
+    out.coords[f"{per}_start"] = (per, starts, {"units": "h"})
+    out["cmax"] = (("subject", "analyte", per), cmax,
                    {"units": "ng/mL", "long_name": f"Cmax per {per} (output grid)"})
-    out["tmax"] = (("subject", "analyte", dim), tmax,
+    out["tmax"] = (("subject", "analyte", per), tmax,
                    {"units": "h", "long_name": f"Tmax after {per} start (first "
                     "maximum on the output grid)"})
-    out["auc"] = _auc(ds, groups, edges, dim, starts)
-    if per != "course":
-        out["trough"] = _trough(ds, groups, dim)
-    if above is not None:
-        out["time_above"] = _time_between(ds, edges, above, np.full_like(above, np.inf),
-                                          dim, f"time above {above_text}")
-    if within is not None:
-        out["time_within"] = _time_between(ds, edges, lo, hi, dim,
-                                           f"time within [{lo_text}, {hi_text}]")
-    # windows with no output time from their start to the next window's start:
-    # nothing to read on the grid (the exact AUC still holds); a window at or after
-    # the last output time: not simulated, or empty
+    return out
+
+
+def _mask_windows(ds: xr.Dataset, out: xr.Dataset, starts: np.ndarray,
+                  edges: np.ndarray) -> None:
+    """NaN (in place) where the grid has nothing to read: windows with no output
+    time from their start to the next window's start (the exact AUC still holds),
+    windows at or after the last output time (not simulated, or empty), and the
+    trough before a window that was not simulated."""
+    t = ds.time.values
     nogrid = edges[1:] <= edges[:-1]
     empty = starts >= t[-1]
     for name in ("cmax", "tmax", "auc", "time_above", "time_within"):
@@ -217,15 +259,17 @@ def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None =
                 out[name].values[:, :, nogrid] = np.nan
     if "trough" in out:  # the level before a window that was not simulated
         out["trough"].values[:, :, :-1][:, :, starts[1:] > t[-1]] = np.nan
-    _mask_failed(ds, out)
-    if unit != "ng/mL":
-        mw = _molecular_weights(ds, f"unit={unit!r}")
-        out.coords["molecular_weight"] = ds.molecular_weight
-        for name in ("cmax", "trough", "auc"):
-            if name in out:  # as ds.pk.molar(): ng/mL / (g/mol) x 1000 = nmol/L
-                out[name].values[...] = out[name].values / mw[None, :, None] * 1000.0
-                out[name].attrs["units"] = unit if name != "auc" else UNITS[unit]
-    return out
+
+
+def _to_molar(ds: xr.Dataset, out: xr.Dataset, unit: str) -> None:
+    """Cmax, trough and AUC of ``out`` (in place) from ng/mL to ``unit``, as
+    ds.pk.molar(): ng/mL / (g/mol) x 1000 = nmol/L."""
+    mw = _molecular_weights(ds, f"unit={unit!r}")
+    out.coords["molecular_weight"] = ds.molecular_weight
+    for name in ("cmax", "trough", "auc"):
+        if name in out:
+            out[name].values[...] = out[name].values / mw[None, :, None] * 1000.0
+            out[name].attrs["units"] = unit if name != "auc" else UNITS[unit]
 
 
 def _mask_failed(ds: xr.Dataset, out: xr.Dataset) -> None:
@@ -297,8 +341,9 @@ def _check_input(ds) -> None:
         if ds.attrs.get("output") == "metrics" or "cmax" in ds:
             raise ValueError(
                 "ds holds metrics already (cmax, tmax, auc, predose per dose, from "
-                "simulate(output='metrics')), not concentration curves; for metrics "
-                "per session or course simulate with output='trajectories'")
+                "simulate(..., output=ks.Metrics())), not concentration curves; for "
+                "metrics per session or course simulate with "
+                "output=ks.Trajectories() (the default)")
         raise ValueError(f"ds has no 'concentration' variable; metrics needs a "
                          f"result of ks.simulate or ks.run_scenarios (got variables "
                          f"{', '.join(map(str, ds.data_vars)) or 'none'})")
@@ -478,7 +523,8 @@ def _interval_time(c, t, level):
     return np.where(both, dt, frac * dt)
 
 
-def summary(da: xr.DataArray, q=(5, 50, 95), dim: str = "subject") -> xr.DataArray:
+def summary(da: xr.DataArray, q: Sequence[float] = (5, 50, 95),
+            dim: str = "subject") -> xr.DataArray:
     """Population percentiles of a metric (default P5, median, P95), keeping units.
 
     NaN values (a failed subject, a window without output times) are left out of
