@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import xarray as xr
 
 from . import metrics as _m
@@ -17,10 +20,10 @@ class PKAccessor:
     See :mod:`ketasim.metrics` for the windows, the exact AUC and the Tmax tie rule
     (first maximum)."""
 
-    def __init__(self, ds: xr.Dataset):
+    def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def metrics(self, per: str = "session", **kw) -> xr.Dataset:
+    def metrics(self, per: str = "session", **kw: Any) -> xr.Dataset:
         """:func:`ketasim.metrics` of this Dataset (``above``, ``within``,
         ``unit``)."""
         return _m.metrics(self._ds, per, **kw)
@@ -64,7 +67,8 @@ class PKAccessor:
         c.attrs = {"units": "nmol/L", "long_name": "plasma concentration (molar)"}
         return c
 
-    def summary(self, da: xr.DataArray, q=(5, 50, 95)) -> xr.DataArray:
+    def summary(self, da: xr.DataArray,
+                q: Sequence[float] = (5, 50, 95)) -> xr.DataArray:
         """Population percentiles of a metric, keeping its units."""
         return _m.summary(da, q)
 

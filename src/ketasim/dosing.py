@@ -11,15 +11,23 @@ doses. Times are hours after the start of the simulation (t = 0); strings such a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from ._validate import is_real, is_whole
 from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
 
-__all__ = ["MAX_DEVICE_GAP_H", "MAX_TIME_H", "Dose", "DoseError", "Regimen"]
+__all__ = ["MAX_DEVICE_GAP_H", "MAX_TIME_H", "AmountLike", "Dose", "DoseError",
+           "Regimen"]
 
 SALT_FORMS = ("base", "hcl")
+
+#: What an amount (or an infusion rate) argument takes: a string with its unit
+#: (``"35 mg"``, ``"0.5 mg/kg"``), a ``(number, unit)`` pair or a
+#: :class:`~ketasim.units.Quantity`. A bare number is refused: the unit decides
+#: whether body weight scales the dose.
+AmountLike: TypeAlias = str | tuple[float, str] | Quantity
 
 #: Latest dose time, longest infusion and latest output time accepted, in hours
 #: after t = 0: 1e6 h, about 114 years. No pharmacokinetic question spans more; a
@@ -131,9 +139,10 @@ class Dose:
     device: int | None = None
     drug: str | None = None
 
-    def __init__(self, amount, *, route: str, time=0.0, duration=None,
+    def __init__(self, amount: AmountLike, *, route: str,
+                 time: float | str = 0.0, duration: float | str | None = None,
                  salt: str = "base", device: int | None = None,
-                 drug: str | None = None):
+                 drug: str | None = None) -> None:
         value, unit = _amount(amount, "amount")
         object.__setattr__(self, "amount", value)
         object.__setattr__(self, "unit", unit)
@@ -147,7 +156,7 @@ class Dose:
         object.__setattr__(self, "drug", drug)
         self.__post_init__()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.route, str) or not self.route:
             raise DoseError(f"route must be a route name such as 'iv'; got "
                             f"{self.route!r}")
@@ -173,15 +182,19 @@ class Dose:
 
     # ---- constructors ---------------------------------------------------------
     @classmethod
-    def bolus(cls, amount, *, route: str = "iv", time=0.0, salt: str = "base",
-              device: int | None = None, drug: str | None = None) -> Dose:
+    def bolus(cls, amount: AmountLike, *, route: str = "iv",
+              time: float | str = 0.0, salt: str = "base", device: int | None = None,
+              drug: str | None = None) -> Dose:
         """An instantaneous dose (``route`` defaults to ``"iv"``)."""
         return cls(amount, route=route, time=time, salt=salt, device=device,
                    drug=drug)
 
     @classmethod
-    def infusion(cls, amount=None, *, duration=None, rate=None, route: str = "iv",
-                 time=0.0, salt: str = "base", drug: str | None = None) -> Dose:
+    def infusion(cls, amount: AmountLike | None = None, *,
+                 duration: float | str | None = None,
+                 rate: AmountLike | None = None,
+                 route: str = "iv", time: float | str = 0.0, salt: str = "base",
+                 drug: str | None = None) -> Dose:
         """A zero-order infusion given by two of ``amount``, ``duration``, ``rate``.
 
         ``rate`` is ``"mg/h"`` or ``"mg/kg/h"`` (``"mg/min"`` etc. accepted).
@@ -229,7 +242,7 @@ class Dose:
         """Multiplier from the amount as given to mg (or mg/kg) of base."""
         return SALT_TO_BASE if self.salt == "hcl" else 1.0
 
-    def at(self, time) -> Dose:
+    def at(self, time: float | str) -> Dose:
         """The same dose at another time."""
         return self._at(to_hours(time, what="time"), "time")
 
@@ -271,7 +284,7 @@ class Regimen:
 
     doses: tuple[Dose, ...]
 
-    def __init__(self, doses: Iterable[Dose] = ()):
+    def __init__(self, doses: Iterable[Dose] | Dose = ()) -> None:
         if isinstance(doses, Dose):
             doses = (doses,)
         try:
@@ -282,7 +295,7 @@ class Regimen:
         object.__setattr__(self, "doses", tuple(doses))
         self.__post_init__()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for i, d in enumerate(self.doses):
             if not isinstance(d, Dose):
                 raise DoseError(f"doses[{i}] must be a Dose; got {type(d).__name__}")
@@ -295,7 +308,8 @@ class Regimen:
                     "with `+`, which merges by time.")
 
     @classmethod
-    def at(cls, times: Sequence, dose: Dose, *, unit: str = "h") -> Regimen:
+    def at(cls, times: Sequence[float | str], dose: Dose, *,
+           unit: str = "h") -> Regimen:
         """``dose`` at each of ``times`` (numbers in ``unit``, or strings). The
         times replace the dose's own, so a dose given with ``time=`` is rejected
         rather than silently moved."""
@@ -321,7 +335,7 @@ class Regimen:
         return cls(out)
 
     @classmethod
-    def every(cls, dose: Dose, *, interval, n: int) -> Regimen:
+    def every(cls, dose: Dose, *, interval: float | str, n: int) -> Regimen:
         """``n`` copies of ``dose`` every ``interval``, the first at ``dose.time``."""
         if not isinstance(dose, Dose):
             raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
@@ -335,7 +349,7 @@ class Regimen:
                    f"{dose.time:g} h")
         return cls(dose._at(dose.time + k * step, "interval") for k in range(n))
 
-    def then(self, other: Regimen, *, after=0.0) -> Regimen:
+    def then(self, other: Regimen, *, after: float | str = 0.0) -> Regimen:
         """This regimen followed by ``other``, whose t = 0 is placed ``after`` the
         start of this regimen's last dose (builders such as ``boosters`` start at
         their first interval, so the default ``after=0`` is usually right)."""
@@ -365,7 +379,7 @@ class Regimen:
     def __len__(self) -> int:
         return len(self.doses)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dose]:
         return iter(self.doses)
 
     @property

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class Parameter:
 
     def __repr__(self) -> str:
         # the value in the unit printed next to it: canonical (what
-        # simulate(parameters=...) reads a bare number in), and the file's own
+        # ks.Subjects(parameters=...) reads a bare number in), and the file's own
         # statement when its unit differs
         from .units import parse_unit
 
@@ -238,7 +239,7 @@ class Model:
     fractions_above_one: tuple[str, ...] = ()
     rhs: Callable | None = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("parameters", "routes", "covariates", "validity", "residual"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
@@ -247,11 +248,12 @@ class Model:
                 f"{len(self.compartments)} compartments, routes "
                 f"{sorted(self.routes)}, analytes {[a.name for a in self.analytes]})")
 
-    def __getstate__(self):  # mapping proxies do not pickle (Dask ships models)
+    def __getstate__(self) -> dict[str, Any]:
+        # mapping proxies do not pickle (Dask ships models)
         return {k: dict(v) if isinstance(v, MappingProxyType) else v
                 for k, v in self.__dict__.items()}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             object.__setattr__(self, k, v)
         self.__post_init__()
@@ -419,7 +421,8 @@ class Model:
                 A[:, j, i] += k * frac * self._mw_ratio(f.source, f.target)
         return A
 
-    def time_derivative_matrices(self, params, n: int) -> np.ndarray:
+    def time_derivative_matrices(self, params: Mapping[str, np.ndarray],
+                                 n: int) -> np.ndarray:
         """``A1`` with ``A(t) = A + t A1`` for the model's linear time effects
         (parameter × (1 + slope t))."""
         A1 = np.zeros((n, len(self.compartments), len(self.compartments)))
@@ -605,7 +608,8 @@ def _origin(model: Model, name: str, s: int, covariates, etas, overrides) -> str
         return float(a.flat[s]) if a.size > 1 else float(a.flat[0])
 
     if name in overrides or name + "/kg" in overrides:
-        return "It was given in parameters=; give a value in the range above"
+        return ("It was given in ks.Subjects(parameters=...); give a value in the "
+                "range above")
     p = model.parameters[name]
     parts = [f"typical value {p.value:.6g} {p.canonical_unit}"]
     covs = []

@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with ketasim
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_bands", "plot_exposure", "plot_scenarios"]
 
@@ -42,7 +49,8 @@ def _band(ax, ds, analyte, color, label, spaghetti, q):
 
 
 def plot_bands(ds: xr.Dataset, analyte: str | None = None, *, spaghetti: int = 5,
-               q=(5, 50, 95), ax=None, log: bool = False):
+               q: Sequence[float] = (5, 50, 95), ax: Axes | None = None,
+               log: bool = False) -> Figure:
     """Median and percentile band over subjects, with a few individual curves."""
     if "scenario" in ds.dims:
         raise ValueError("plot_bands draws one result; for a scenario Dataset use "
@@ -60,8 +68,9 @@ def plot_bands(ds: xr.Dataset, analyte: str | None = None, *, spaghetti: int = 5
     return fig
 
 
-def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *, q=(5, 50, 95),
-                   spaghetti: int = 0, log: bool = False, sharey: bool = True):
+def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *,
+                   q: Sequence[float] = (5, 50, 95), spaghetti: int = 0,
+                   log: bool = False, sharey: bool = True) -> Figure:
     """One panel per scenario (shared axes), median and percentile band."""
     plt = _plt()
     if "scenario" not in ds.dims:  # one result: one panel
@@ -83,7 +92,7 @@ def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *, q=(5, 50, 95),
 
 
 def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
-                  analyte: str | None = None, unit: str = "ng/mL"):
+                  analyte: str | None = None, unit: str = "ng/mL") -> Figure:
     """Distribution over patients of a per-session (or per-dose) metric: one box per
     session, scenarios side by side.
 

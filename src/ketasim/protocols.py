@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import numbers
 import re
+from collections.abc import Sequence
 
 from ._validate import is_whole
-from .dosing import MAX_DEVICE_GAP_H, Dose, DoseError, Regimen, _amount, check_span
+from .dosing import (
+    MAX_DEVICE_GAP_H,
+    AmountLike,
+    Dose,
+    DoseError,
+    Regimen,
+    _amount,
+    check_span,
+)
 from .units import to_hours
 
 __all__ = ["MAX_DEVICES", "boosters", "clinic_course", "esketamine_induction",
@@ -50,7 +59,7 @@ def session_days(sessions_per_week: int, n: int, what: str = "sessions"
 
 
 def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
-                  clock: str | list[str] = "09:00") -> Regimen:
+                  clock: str | Sequence[str] = "09:00") -> Regimen:
     """``dose`` given in ``sessions`` sessions at ``sessions_per_week``.
 
     ``clock`` is the session time of day, or one per session (e.g. a Thursday
@@ -82,9 +91,10 @@ def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
                    for d, h in zip(days, hours, strict=True))
 
 
-def six_infusion_course(dose="0.5 mg/kg", *, duration="40 min", sessions_per_week=2,
+def six_infusion_course(dose: AmountLike = "0.5 mg/kg", *,
+                        duration: float | str = "40 min", sessions_per_week: int = 2,
                         sessions: int = 6, salt: str = "hcl", route: str = "iv",
-                        clock: str | list[str] = "09:00") -> Regimen:
+                        clock: str | Sequence[str] = "09:00") -> Regimen:
     """The racemic ketamine course for depression: six 0.5 mg/kg infusions over
     40 min, twice weekly (days 0, 3, 7, 10, 14, 17), as ketamine HCl by default.
 
@@ -101,7 +111,8 @@ def six_infusion_course(dose="0.5 mg/kg", *, duration="40 min", sessions_per_wee
                          clock=clock)
 
 
-def boosters(dose: Dose | None = None, *, every="2 weeks", count: int = 3) -> Regimen:
+def boosters(dose: Dose | None = None, *, every: float | str = "2 weeks",
+             count: int = 3) -> Regimen:
     """``count`` booster sessions, the first ``every`` after t = 0 (so that
     ``course.then(boosters(...))`` places the first booster ``every`` after the
     course's last session). Default dose: one 0.5 mg/kg HCl 40-min infusion.
@@ -142,10 +153,14 @@ def _session(amount_mg: float, t: float, device_mg: float, gap: float, route: st
             for k in range(n)]
 
 
-def esketamine_induction(dose="56 mg", *, first_dose="56 mg", weeks: int = 4,
-                         continuation_weeks: int = 4, maintenance_every="2 weeks",
-                         maintenance_sessions: int = 0, maintenance_dose=None,
-                         device="28 mg", device_interval="5 min",
+def esketamine_induction(dose: AmountLike = "56 mg", *,
+                         first_dose: AmountLike = "56 mg", weeks: int = 4,
+                         continuation_weeks: int = 4,
+                         maintenance_every: float | str = "2 weeks",
+                         maintenance_sessions: int = 0,
+                         maintenance_dose: AmountLike | None = None,
+                         device: AmountLike = "28 mg",
+                         device_interval: float | str = "5 min",
                          route: str = "intranasal") -> Regimen:
     """Esketamine nasal spray (Spravato) schedule from the label.
 

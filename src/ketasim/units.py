@@ -205,7 +205,8 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quantity:
+def parse_quantity(value: str | tuple[float | str, str] | Quantity | float, *,
+                   what: str, default_unit: str | None = None) -> Quantity:
     """Read ``"40 min"``, ``"0.5 mg/kg"``, ``(40, "min")``, a :class:`Quantity` or a
     bare number.
 
@@ -267,7 +268,8 @@ def parse_quantity(value, *, what: str, default_unit: str | None = None) -> Quan
     return Quantity(num, default_unit)
 
 
-def to_hours(value, *, what: str) -> float:
+def to_hours(value: float | str | tuple[float, str] | Quantity, *,
+             what: str) -> float:
     """A time or duration in hours: a number is hours; ``"40 min"``, ``"3 d"``
     convert."""
     q = parse_quantity(value, what=what, default_unit="h")
@@ -280,7 +282,7 @@ def to_hours(value, *, what: str) -> float:
     return h
 
 
-def to_ng_per_ml(value, *, what: str) -> float:
+def to_ng_per_ml(value: float | str, *, what: str) -> float:
     """A concentration level in ng/mL: a number is ng/mL; ``"100 ng/mL"``,
     ``"0.1 mg/L"`` convert. Finite and >= 0, or an error naming ``what``."""
     if getattr(value, "ndim", None) == 0:  # numpy or xarray scalar
