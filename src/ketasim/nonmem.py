@@ -38,14 +38,13 @@ it is rejected.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from ._validate import covariate_values
-from .dosing import MAX_TIME_H, Dose, Regimen
 from .model import Model
 from .modelfile import load_model
 
@@ -166,44 +165,8 @@ class EventTable:
     source: str = ""
 
 
-def _route_map(model: Model, route_by_cmt):
-    if route_by_cmt is not None:
-        if not isinstance(route_by_cmt, dict):
-            raise TypeError(f"route_by_cmt must be a dict {{CMT: route}}, e.g. "
-                            f"{{1: 'iv'}}; got {type(route_by_cmt).__name__}")
-        out = {}
-        for k, v in route_by_cmt.items():
-            if isinstance(k, bool) or not isinstance(k, int | np.integer):
-                raise TypeError(f"route_by_cmt keys are CMT numbers (int); got "
-                                f"{k!r} ({type(k).__name__})")
-            if not isinstance(v, str) or v not in model.routes:
-                raise ValueError(f"route_by_cmt[{k}] = {v!r} is not a route of "
-                                 f"model {model.id!r}; its routes: "
-                                 f"{', '.join(model.routes)}")
-            out[int(k)] = v
-        return out
-    iv = [r for r in model.routes.values() if r.intravenous]
-    if not iv:
-        raise ValueError(f"model {model.id!r} has no intravenous route; give "
-                         "route_by_cmt={1: 'oral', ...} to map CMT to routes")
-    return {1: iv[0].name}
-
-
-def _lines(lines) -> str:
-    """``[2, 3, 4, 7]`` -> ``"lines 2-4, 7"`` (the first ranges only when many)."""
-    runs: list[list[int]] = []
-    for x in sorted(lines):
-        if runs and x == runs[-1][1] + 1:
-            runs[-1][1] = x
-        else:
-            runs.append([x, x])
-    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:6]]
-    more = ", ..." if len(runs) > 6 else ""
-    word = "line" if len(lines) == 1 else "lines"
-    return f"{word} {', '.join(text)}{more}"
-
-
-def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTable:
+def read_nonmem(source: str | Path, model: Model | str | Path, *,
+                route_by_cmt: dict[int, str] | None = None) -> EventTable:
     """Read a NONMEM-style CSV event table into an :class:`EventTable`.
 
     Parameters
@@ -267,316 +230,28 @@ def read_nonmem(source, model, *, route_by_cmt: dict | None = None) -> EventTabl
     file; the header is line 1, so it matches a spreadsheet's row number or
     ``nl -ba``), the subject's ID and the column. Nothing is dropped silently.
     """
+    from . import _nonmem_read as read  # it builds this module's records
+
     model = load_model(model)
-    routes = _route_map(model, route_by_cmt)
+    routes = read.route_map(model, route_by_cmt)
     path = Path(source)
-    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first name
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        rows = []  # (line where the record starts, fields)
-        prev = 0
-        for r in reader:
-            rows.append((prev + 1, r))
-            prev = reader.line_num
-    if not rows:
-        raise ValueError(f"{path}: empty file; the first line must be a header "
-                         "(ID,TIME,EVID,AMT,...)")
-    header = [h.strip().upper() for h in rows[0][1]]
-    known = ", ".join(sorted(KNOWN | set(COVARIATE_COLUMNS)))
-    for k, h in enumerate(header):
-        if h not in KNOWN and h not in COVARIATE_COLUMNS:
-            raise ValueError(f"{path}: line 1 (header), column {k + 1}: unknown "
-                             f"column {h!r}; known: {known}")
-        if h in header[:k]:
-            raise ValueError(f"{path}: line 1 (header): column {h} is given twice "
-                             f"(columns {header.index(h) + 1} and {k + 1}); keep one")
-        same = [g for g in header[:k] if COVARIATE_COLUMNS.get(g, g) ==
-                COVARIATE_COLUMNS.get(h)]
-        if same:
-            raise ValueError(f"{path}: line 1 (header): columns {same[0]} and {h} "
-                             f"both give covariate {COVARIATE_COLUMNS[h]}; keep one")
-    for need in ("ID", "TIME", "EVID", "AMT"):
-        if need not in header:
-            raise ValueError(f"{path}: line 1 (header) has no {need} column; found "
-                             f"{', '.join(header)}")
-    col = {h: i for i, h in enumerate(header)}
-
-    def where(i, name, sid=None):
-        who = "" if sid is None else f", ID {sid}"
-        return f"{path}: line {i}{who}, column {name}"
-
-    def num(r, i, name, sid, default=None):
-        if name not in col:
-            return default
-        text = r[col[name]].strip()
-        if text in ("", "."):
-            return default
-        try:
-            v = float(text)
-        except ValueError:
-            raise ValueError(f"{where(i, name, sid)}: not a number: {text!r}") \
-                from None
-        if not np.isfinite(v):
-            raise ValueError(f"{where(i, name, sid)}: must be finite; got {text!r}")
-        return v
-
-    def whole(r, i, name, sid, default=None):
-        v = num(r, i, name, sid, default)
-        if v is not None and not float(v).is_integer():
-            raise ValueError(f"{where(i, name, sid)}: must be a whole number; got "
-                             f"{r[col[name]].strip()!r}")
-        return None if v is None else int(v)
-
-    def given(r, name):
-        return name in col and r[col[name]].strip() not in ("", ".")
-
-    def record(r, i, sid, t, evid, mdv):
-        """The record as read (after its checks): every column's value or None."""
-        return Record(t, evid, mdv, num(r, i, "AMT", sid), num(r, i, "RATE", sid),
-                      num(r, i, "DUR", sid), whole(r, i, "CMT", sid),
-                      num(r, i, "II", sid), whole(r, i, "ADDL", sid),
-                      whole(r, i, "SS", sid), whole(r, i, "DEVICE", sid), i)
-
-    ids: list = []
-    doses: dict = {}
-    records: dict = {}
-    table_rows: dict = {}  # id -> [Record, ...] in file order
-    lines: dict = {}  # id -> [(line, ADDL copy), ...] parallel to doses[id]
-    obs: dict = {}
-    # id -> {time: [index into obs[id], ...]}: observations no dose at their time
-    # has followed yet (before one, they are pre-dose levels)
-    waiting: dict = {}
-    after_dose: dict = {}  # id -> {time: [line, ...]}: observations after a dose
-    dose_times: dict = {}  # id -> times of its dose records
-    predose: dict = {}  # id -> [bool per observation]
-    cov_seen: dict = {}  # (id, column) -> {value or None: [line, ...]}
-    ss: dict = {}
-    last_time: dict = {}
-    first_line: dict = {}
-    n_doses: dict = {}
-    current = None
-    for i, r in rows[1:]:
-        if not any(c.strip() for c in r):
-            continue
-        if len(r) != len(header):
-            raise ValueError(f"{path}: line {i}: {len(r)} fields, the header has "
-                             f"{len(header)}")
-        sid = num(r, i, "ID", None)
-        if sid is None:
-            raise ValueError(f"{where(i, 'ID')}: empty; every record needs its "
-                             "subject's ID")
-        sid = int(sid) if float(sid).is_integer() else sid
-        if sid != current and sid in doses:
-            raise ValueError(
-                f"{where(i, 'ID', sid)}: ID {sid} comes back after the records of "
-                f"ID {current} (its records began on line {first_line[sid]}). "
-                f"NONMEM would start a new individual here; ketasim labels subjects "
-                f"by ID and refuses it: give this individual its own ID, or keep "
-                f"all records of ID {sid} together")
-        current = sid
-        t = num(r, i, "TIME", sid)
-        if t is None:
-            raise ValueError(f"{where(i, 'TIME', sid)}: empty; every record needs "
-                             "a TIME (h)")
-        if t < 0:
-            raise ValueError(f"{where(i, 'TIME', sid)}: must be >= 0 h; got {t:g}")
-        if sid not in doses:
-            ids.append(sid)
-            doses[sid], obs[sid], records[sid] = [], [], []
-            table_rows[sid], lines[sid] = [], []
-            waiting[sid], after_dose[sid], dose_times[sid] = {}, {}, set()
-            predose[sid] = []
-            first_line[sid] = i
-            n_doses[sid] = 0
-        for h in COVARIATE_COLUMNS:
-            if h in col:
-                cov_seen.setdefault((sid, h), {}).setdefault(
-                    num(r, i, h, sid), []).append(i)
-        num(r, i, "DV", sid)  # not used, but a non-number there is a broken file
-        if t < last_time.get(sid, -np.inf):
-            raise ValueError(f"{where(i, 'TIME', sid)}: {t:g} h is before the "
-                             f"previous record of ID {sid} ({last_time[sid]:g} h); "
-                             "sort each subject's records by time (resets, EVID 3 "
-                             "and 4, are not supported)")
-        last_time[sid] = t
-        if not given(r, "EVID"):
-            raise ValueError(f"{where(i, 'EVID', sid)}: empty; write 0 "
-                             "(observation), 1 (dose) or 2 (other)")
-        evid = whole(r, i, "EVID", sid)
-        if evid not in (0, 1, 2):
-            raise ValueError(f"{where(i, 'EVID', sid)}: EVID {evid} is not "
-                             "supported (0 observation, 1 dose, 2 other); resets "
-                             "(3, 4) are not implemented")
-        mdv = whole(r, i, "MDV", sid)
-        if mdv is not None and mdv not in (0, 1):
-            raise ValueError(f"{where(i, 'MDV', sid)}: must be 0 (observation) or 1 "
-                             f"(no observation); got {r[col['MDV']].strip()!r}")
-        if evid in (0, 2):
-            for name in ("AMT", "RATE", "DUR", "II", "ADDL", "SS", "DEVICE"):
-                if given(r, name) and num(r, i, name, sid) != 0:
-                    raise ValueError(f"{where(i, name, sid)}: set on an EVID {evid} "
-                                     "record (not a dose); make it a dose record "
-                                     "(EVID 1) or clear the column")
-            whole(r, i, "CMT", sid)
-        if evid in (1, 2) and mdv == 0:
-            raise ValueError(f"{where(i, 'MDV', sid)}: MDV 0 on an EVID {evid} "
-                             "record; NONMEM (PREDPP) needs MDV 1 on dose and other "
-                             "records: write 1, and put an observation on its own "
-                             "EVID 0 record")
-        if evid == 2 and (whole(r, i, "CMT", sid) or 0) != 0:
-            raise ValueError(f"{where(i, 'CMT', sid)}: CMT on an EVID 2 record "
-                             "switches a compartment on or off in NONMEM, which "
-                             "ketasim does not implement; clear CMT (or 0)")
-        if evid in (0, 2):
-            table_rows[sid].append(record(r, i, sid, t, evid, mdv))
-        if evid == 0:
-            if not mdv:
-                if t in dose_times[sid]:
-                    after_dose[sid].setdefault(t, []).append(i)
-                else:
-                    waiting[sid].setdefault(t, []).append(len(obs[sid]))
-                obs[sid].append(t)
-                predose[sid].append(False)
-            continue
-        if evid == 2:
-            continue
-        if t in after_dose[sid]:
-            raise ValueError(
-                f"{where(i, 'TIME', sid)}: this dose at {t:g} h follows an "
-                f"observation record ({_lines(after_dose[sid][t])}) that itself "
-                f"follows a dose at the same time; a level between two doses given "
-                f"at one time is not supported: put the observation before or after "
-                f"both doses")
-        for k in waiting[sid].pop(t, ()):  # NONMEM: the level before this dose
-            predose[sid][k] = True
-        dose_times[sid].add(t)
-        amt = num(r, i, "AMT", sid)
-        if amt is None or amt <= 0:
-            raise ValueError(f"{where(i, 'AMT', sid)}: a dose needs AMT > 0 mg; got "
-                             f"{r[col['AMT']].strip()!r}")
-        cmt = whole(r, i, "CMT", sid, 1)
-        if cmt not in routes:
-            raise ValueError(f"{where(i, 'CMT', sid)}: CMT {cmt} maps to no route; "
-                             f"map it with route_by_cmt (now {routes})")
-        rate = num(r, i, "RATE", sid, 0.0)
-        dur = None
-        if given(r, "DUR") and rate != -2:
-            raise ValueError(f"{where(i, 'DUR', sid)}: DUR is set but RATE is "
-                             f"{rate:g}; a duration applies with RATE = -2")
-        if rate == -2:
-            dur = num(r, i, "DUR", sid)
-            if dur is None or dur <= 0:
-                raise ValueError(f"{where(i, 'DUR', sid)}: RATE = -2 needs DUR > 0 "
-                                 "h")
-        elif rate > 0:
-            dur = amt / rate
-            if not dur <= MAX_TIME_H:  # Dose would name `duration`, not a column
-                raise ValueError(
-                    f"{where(i, 'RATE', sid)}: AMT {amt:g} mg at RATE {rate:g} mg/h "
-                    f"lasts {dur:.3g} h, beyond the {MAX_TIME_H:g} h ketasim "
-                    f"simulates; check AMT (mg) and RATE (mg/h)")
-        elif rate != 0:
-            raise ValueError(f"{where(i, 'RATE', sid)}: must be 0 (bolus), > 0 "
-                             f"(mg/h) or -2 (duration from DUR); got {rate:g}")
-        ii = num(r, i, "II", sid, 0.0)
-        addl = whole(r, i, "ADDL", sid, 0)
-        ssv = whole(r, i, "SS", sid, 0)
-        device = whole(r, i, "DEVICE", sid)
-        if ii < 0:
-            raise ValueError(f"{where(i, 'II', sid)}: must be >= 0 h; got {ii:g}")
-        if addl < 0 or (addl > 0 and ii <= 0):
-            raise ValueError(f"{where(i, 'ADDL', sid)}: ADDL {addl} needs II > 0 h "
-                             f"and ADDL >= 0; got II {ii:g}")
-        if n_doses[sid] + 1 + addl > MAX_DOSES_PER_SUBJECT:
-            raise ValueError(
-                f"{where(i, 'ADDL', sid)}: ADDL {addl} would give ID {sid} "
-                f"{n_doses[sid] + 1 + addl} doses; at most {MAX_DOSES_PER_SUBJECT} "
-                f"per subject (MAX_DOSES_PER_SUBJECT). Check ADDL; a very long "
-                f"regular course is better given as a steady state (SS)")
-        n_doses[sid] += 1 + addl
-        if ssv not in (0, 1, 2):
-            raise ValueError(f"{where(i, 'SS', sid)}: must be 0, 1 or 2; got {ssv}")
-        if ssv and ii <= 0:
-            raise ValueError(f"{where(i, 'SS', sid)}: SS {ssv} needs II > 0 h")
-        if ssv == 1 and doses[sid]:
-            raise ValueError(f"{where(i, 'SS', sid)}: SS = 1 resets the subject, "
-                             "which is supported only on its first dose record; use "
-                             "SS = 2")
-        if device is not None and device < 0:
-            raise ValueError(f"{where(i, 'DEVICE', sid)}: must be 0 (not a device "
-                             f"dose) or 1, 2, ...; got {device}")
-        device = device or None  # 0: not a device dose
-        route = routes[cmt]
-        if model.routes[route].device_mg is not None and device is None:
-            fix = ("give this dose's DEVICE" if "DEVICE" in col
-                   else "add a DEVICE column")
-            raise ValueError(
-                f"{where(i, 'DEVICE', sid)}: route {route!r} of model {model.id!r} "
-                f"absorbs per device (less from the second of a session): {fix}, 1 "
-                f"for the first device of a session, 2, 3, ... after it")
-        if model.routes[route].device_mg is None and device is not None:
-            raise ValueError(
-                f"{where(i, 'DEVICE', sid)}: DEVICE {device} on route {route!r} (CMT "
-                f"{cmt}) of model {model.id!r}, which does not absorb per device; "
-                f"write 0 or leave it empty")
-        try:
-            d = Dose((amt, "mg"), route=route, time=t, duration=dur, device=device)
-        except ValueError as exc:
-            raise ValueError(f"{path}: line {i}, ID {sid}: {exc}") from None
-        records[sid].append(DoseRecord(t, amt, rate, None if rate != -2 else dur,
-                                       cmt, ii, addl, ssv, device, i))
-        if ssv:
-            ss.setdefault(sid, []).append((d, ii, ssv))
-        doses[sid] += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
-        lines[sid] += [(i, k) for k in range(addl + 1)]
-        table_rows[sid].append(record(r, i, sid, t, evid, mdv))
-    if not ids:
-        raise ValueError(f"{path}: no records after the header (line 1); a table "
-                         "needs at least one record")
-    cov: dict = {}
-    for (sid, h), seen in cov_seen.items():
-        name = COVARIATE_COLUMNS[h]
-        if len(seen) > 1:
-            parts = "; ".join(f"{'empty' if v is None else f'{v:.15g}'} on "
-                              f"{_lines(ls)}" for v, ls in seen.items())
-            raise ValueError(
-                f"{path}: ID {sid}, column {h}: changes within the subject ({parts})."
-                f" Time-varying covariates are not supported yet: ketasim gives each "
-                f"subject one {name}, and does not pick one for you. Give every "
-                f"record of ID {sid} the same {h}")
-        (v, ls), = seen.items()
-        if v is None:
-            raise ValueError(f"{path}: ID {sid}, column {h}: covariate {name} is "
-                             f"missing (empty on {_lines(ls)}); give its value")
-        try:  # the plausible-range and 0/1-flag rules simulate applies
-            covariate_values(name, v)
-        except (ValueError, TypeError) as exc:
-            why = str(exc).replace(" for subject 0", "")
-            raise ValueError(f"{path}: {_lines(ls)}, ID {sid}, column {h}: {why}") \
-                from None
-        cov.setdefault(name, {})[sid] = v
-    regimens = {}
-    steady = {}
-    dose_lines = {}
-    for sid in ids:
-        order = sorted(range(len(doses[sid])), key=lambda k: doses[sid][k].time)
-        ds = [doses[sid][k] for k in order]
-        dose_lines[sid] = tuple(lines[sid][k] for k in order)
-        regimens[sid] = Regimen(ds)
-        if sid in ss:  # the SS doses' places after sorting in the ADDL copies
-            steady[sid] = [(next(k for k, x in enumerate(ds) if x is d), ii, v)
-                           for d, ii, v in ss[sid]]
-    covs = {name: np.array([v[sid] for sid in ids], dtype=float)
-            for name, v in cov.items()}
-    return EventTable(tuple(ids), regimens, covs,
-                      {k: np.array(v, dtype=float) for k, v in obs.items()}, steady,
-                      {k: tuple(v) for k, v in records.items()},
-                      {k: np.array(v, dtype=bool) for k, v in predose.items()},
-                      {k: tuple(v) for k, v in table_rows.items()}, dose_lines,
-                      str(path))
+    rows = read.file_records(path)
+    cells = read.Cells(path, read.columns(path, rows[0][1]))
+    subjects = read.read_records(cells, rows[1:], model, routes)
+    covariates = read.covariates(path, subjects)
+    regimens, steady, dose_lines = read.regimens(subjects)
+    return EventTable(
+        tuple(subjects), regimens, covariates,
+        {k: np.array(s.observations, dtype=float) for k, s in subjects.items()},
+        steady, {k: tuple(s.records) for k, s in subjects.items()},
+        {k: np.array(s.predose, dtype=bool) for k, s in subjects.items()},
+        {k: tuple(s.rows) for k, s in subjects.items()}, dose_lines, str(path))
 
 
-def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
+
+def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
+                    times: Sequence[float] | np.ndarray | None = None
+                    ) -> xr.Dataset:
     """Simulate every subject of ``table`` (its own regimen and covariates), at its
     observation times (or ``times``), with exact steady state for SS records.
 
@@ -625,6 +300,7 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     SolveError
         A subject the kernel cannot solve, named by its ID.
     """
+    from . import _nonmem_simulate as sim  # it uses this module's EventTable
     from .simulate import _check_times, _subjects
 
     model = load_model(model)
@@ -640,250 +316,24 @@ def simulate_nonmem(model, table: EventTable, *, times=None) -> xr.Dataset:
     # record has its prediction whatever ``times`` is
     t_run = np.union1d(t, np.concatenate(obs_all)) if obs_all else t
     at_t = np.searchsorted(t_run, t)
-    _require_covariates(model, table)
+    sim.require_covariates(model, table)
     # validity: once for the whole table, not once per subject
     _subjects(model, dict(table.covariates), None)
-    n_an = len(model.analytes)
     n_obs = max((table.observations[sid].size for sid in table.ids), default=0)
-    out = np.empty((len(table.ids), n_an, t.size))
-    dv = np.full((len(table.ids), n_an, n_obs), np.nan)
-    pre = np.zeros((len(table.ids), n_obs), dtype=bool)
+    out = np.empty((len(table.ids), len(model.analytes), t.size))
+    dv = np.full((len(table.ids), len(model.analytes), n_obs), np.nan)
     for k, sid in enumerate(table.ids):
         cov = {n: v[k] for n, v in table.covariates.items()}
         n, c, over = _subjects(model, cov, None, warn=False)
-        params = model.individual_parameters(c, overrides=over, n=1)
-        reg = table.regimens[sid]
-        steady = table.steady_state.get(sid, ())
-        full = _run(model, reg, params, c, steady, t_run, sid, table)
+        full, pred = sim.subject_predictions(model, table, sid, c, over, t_run)
         out[k] = full[:, at_t]
-        ot = table.observations[sid]
-        dv[k, :, :ot.size] = full[:, np.searchsorted(t_run, ot)]
-        flags = table.predose.get(sid, np.zeros(ot.size, dtype=bool))
-        pre[k, :ot.size] = flags
-        for tau in np.unique(ot[flags]):  # the level just before the doses at tau
-            m = sum(d.time < tau for d in reg.doses)  # doses are in time order
-            if m == 0:
-                level = np.zeros(n_an)
-            else:
-                level = _run(model, Regimen(reg.doses[:m]), params, c,
-                             [s for s in steady if s[0] < m],
-                             np.array([tau]), sid, table)[:, 0]
-            dv[k][:, :ot.size][:, flags & (ot == tau)] = level[:, None]
-    seen = np.array([np.isin(t, table.observations[sid]) for sid in table.ids])
-    ds = xr.Dataset(
-        {"concentration": (("subject", "analyte", "time"), out,
-                           {"units": "ng/mL", "long_name": "plasma concentration"}),
-         "observed_time": (("subject", "time"), seen,
-                           {"long_name": "the subject has an observation record at "
-                            "this time"})},
-        coords={"subject": list(table.ids), "analyte": list(model.analyte_names),
-                "time": ("time", t, {"units": "h"})},
-        attrs={"model_id": model.id, "source": "NONMEM event table"})
-    for name, v in table.covariates.items():
-        ds.coords[name] = ("subject", v)
-    doses = _padded([table.records.get(sid, ()) for sid in table.ids],
-                    len(DOSE_ITEMS))
-    ds["nonmem_doses"] = (("subject", "nonmem_dose", "nonmem_item"), doses, {
-        "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
-        "DUR h, II h); NaN: no such record or item"})
-    ds.coords["nonmem_item"] = list(DOSE_ITEMS)
-    every = _padded([table.rows.get(sid, ()) for sid in table.ids],
-                    len(RECORD_ITEMS))
-    ds["nonmem_records"] = (("subject", "nonmem_record", "nonmem_field"), every, {
-        "long_name": "the table's records as read, in file order (TIME h, AMT mg, "
-        "RATE mg/h, DUR h, II h); NaN: empty, or no such record"})
-    ds.coords["nonmem_field"] = list(RECORD_ITEMS)
-    ot = np.full((len(table.ids), n_obs), np.nan)
-    for k, sid in enumerate(table.ids):
-        v = table.observations[sid]
-        ot[k, :v.size] = v
-    ds["nonmem_observations"] = (("subject", "nonmem_observation"), ot, {
-        "units": "h", "long_name": "the table's observation records' times; NaN "
-        "where a subject has fewer"})
-    ds["nonmem_predose"] = (("subject", "nonmem_observation"), pre, {
-        "long_name": "the observation record comes before a dose record at its "
-        "time (the level just before that dose)"})
-    ds["nonmem_dv"] = (("subject", "analyte", "nonmem_observation"), dv, {
-        "units": "ng/mL", "long_name": "prediction for each observation record "
-        "(pre-dose records: just before the dose)"})
-    return ds
+        dv[k, :, :pred.shape[1]] = pred
+    ds = sim.dataset(model, table, t, out)
+    return sim.add_table(ds, table, dv)
 
 
-def _require_covariates(model: Model, table: EventTable) -> None:
-    """Refuse a table without a column for a covariate the model uses.
-
-    Used: the covariate of a covariate effect, and weight for per-kg parameters
-    (weight may come from HT and BMI, as in ``simulate``). Covariates the model
-    only states a reference for are not required. Without the column every
-    subject would get the model's reference (e.g. 70 kg for a child)."""
-    uses: dict[str, dict[str, list[str]]] = {}  # covariate -> how -> parameters
-    for eff in model.covariate_effects:
-        uses.setdefault(eff.covariate, {}).setdefault(
-            f"{eff.kind} effect", []).append(eff.parameter)
-    per_kg = [n for n, p in model.parameters.items() if p.per_kg]
-    if per_kg:
-        uses.setdefault("weight", {})["per-kg parameter"] = per_kg
-    have = set(table.covariates)
-    if {"height", "bmi"} <= have:
-        have.add("weight")  # simulate derives it: BMI x (HT / 100)^2
-    missing = [n for n in uses if n not in have]
-    if not missing:
-        return
-    cols = [COVARIATE_COLUMN[n] for n in missing]
-    names = ", ".join(cols[:-1]) + " or " + cols[-1] if len(cols) > 1 else cols[0]
-
-    def how(n):
-        return ", ".join(f"{k}{'s' * (len(v) > 1)}"
-                         f"{'' if k.startswith('per-kg') else ' on'} {', '.join(v)}"
-                         for k, v in uses[n].items())
-
-    why = "; ".join(f"{n} ({how(n)})" for n in missing)
-    ref = ", ".join(f"{n} {model.covariates[n]:g}"
-                    + (f" {COVARIATE_UNIT[n]}" if n in ("weight", "age", "height")
-                       else "")
-                    for n in missing if n in model.covariates)
-    example = ", ".join(f"{COVARIATE_COLUMN[n]} ({COVARIATE_UNIT[n]})"
-                        for n in missing)
-    where = f"{table.source}: " if table.source else ""
-    raise ValueError(
-        f"{where}the table has no {names} column, but model {model.id!r} uses "
-        f"{why}; without it every subject would get the model's reference"
-        f"{f' ({ref})' if ref else ''}. Add the column{'s' * (len(cols) > 1)} "
-        f"{example}, one value per subject on every record")
-
-
-def _table_dose_error(exc, table, sid, reg) -> str:
-    """A DoseError about ``doses[i]`` of subject ``sid``'s regimen, told as the
-    table's file, line, ID and AMT column (and ADDL copy)."""
-    import re
-
-    msg = str(exc).replace(" to subject 0 ", f" to ID {sid} ")
-    m = re.match(r"doses\[(\d+)\] \(", msg)
-    lines = table.dose_lines.get(sid, ())
-    if m is None or int(m.group(1)) >= len(lines):
-        return f"{table.source}: ID {sid}: {msg}"
-    line, copy = lines[int(m.group(1))]
-    what = "the dose" + (f" (ADDL copy {copy} of this record)" if copy else "")
-    return (f"{table.source}: line {line}, ID {sid}, column AMT: {what} "
-            f"{msg[m.end() - 1:]}")
-
-
-def _run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
-    """One subject's concentrations (analyte, time) with its SS records; a kernel
-    failure raises SolveError naming the ID, a dose that would overflow a
-    DoseError naming the table's line."""
-    from ._kernels.linear import population_linear, states
-    from ._lower import check_magnitude, lower
-    from .dosing import DoseError
-    from .simulate import _STATUS, SolveError
-
-    low = lower(model, reg, params, cov["weight"], 1)
-    ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
-    try:
-        # as simulate does: concentrations or AUC beyond double precision are
-        # refused by name before the kernel returns inf
-        check_magnitude(model, reg, low, float(t[-1]))
-        for spec in steady:
-            lines = table.dose_lines.get(sid, ())
-            at = (f"{table.source}: line {lines[spec[0]][0]}, ID {sid}, column SS: "
-                  if spec[0] < len(lines) else f"ID {sid}: ")
-            ev = _with_steady_state(model, reg, params, cov, low, ev, spec, t, at)
-    except DoseError as exc:
-        raise DoseError(_table_dose_error(exc, table, sid, reg)) from None
-    status = np.zeros(1, dtype=np.int64)
-    buf = np.empty((1, len(model.analytes), t.size))
-    population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
-                      states(low.A.shape[2]), states(low.A.shape[2]))
-    if status[0]:
-        raise SolveError(f"ID {sid}: status {int(status[0])}: "
-                         f"{_STATUS.get(int(status[0]), 'unknown')}")
-    return buf[0]
-
-
-def _with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
-    """Events plus the exact steady-state state added as boluses just before the
-    SS dose (the kernel then continues exactly). A steady state whose amount,
-    with the doses, could overflow is a DoseError about that dose; ``at`` (the
-    table's file, line and ID) starts other errors."""
-    import scipy.linalg
-
-    from ._lower import MAX_MAGNITUDE, _dose_text, lower
-    from .dosing import DoseError
-
-    idx, ii, _ = spec
-    d = reg.doses[idx]
-    one = lower(model, Regimen([d.at(0.0)]), params, cov["weight"], 1)
-    if one.ev_time.size and one.ev_time.max() > ii:
-        raise ValueError(
-            f"{at}steady state (SS) at {d.time:g} h: the dose's input lasts "
-            f"{one.ev_time.max():g} h (infusion, zero-order absorption or lag), longer "
-            f"than II = {ii:g} h, so doses overlap at steady state, which is not "
-            f"implemented; give the doses explicitly (ADDL) instead of SS")
-    # state one interval after a single dose from zero, via the exact propagator
-    A = one.A[0, 0]
-    n = A.shape[0]
-    x = np.zeros(n)
-    tcur = 0.0
-    r = np.zeros(n)
-    times = list(one.ev_time[0]) + [ii]
-    kinds = list(one.ev_kind[0]) + [-1]
-    for te, kd, cm, vl in zip(times, kinds, list(one.ev_cmt[0]) + [0],
-                              list(one.ev_value[0]) + [0.0], strict=True):
-        te = min(te, ii)
-        h = te - tcur
-        if h > 0:
-            M = np.zeros((2 * n, 2 * n))
-            M[:n, :n] = A * h
-            M[:n, n:] = np.eye(n) * h
-            P = scipy.linalg.expm(M)
-            x = P[:n, :n] @ x + P[:n, n:] @ r
-            tcur = te
-        if kd == 0:
-            x[cm] += vl
-        elif kd == 1:
-            r[cm] += vl
-    E = scipy.linalg.expm(A * ii)
-    with np.errstate(over="ignore", invalid="ignore"):
-        x_ss = np.linalg.solve(np.eye(n) - E, x)
-        total = float(np.abs(x_ss).sum() + np.abs(low.dose_mg).sum())
-        peak = total * float(np.abs(low.obs_scale).max(initial=1.0))
-        bound = peak * max(1.0, float(t[-1]))
-    if not bound <= MAX_MAGNITUDE:  # as check_magnitude, with the SS amount
-        raise DoseError(
-            f"{_dose_text(idx, d)} at steady state (SS {spec[2]}, II {ii:g} h) "
-            f"holds {float(np.abs(x_ss).sum()):.4g} mg ({total:.4g} mg in all with "
-            f"the doses): concentrations could reach {peak:.3g} ng/mL and AUCs "
-            f"{bound:.3g} ng*h/mL, above {MAX_MAGNITUDE:g}, where double precision "
-            f"overflows to inf. Check the amount (mg) and II (h)")
-    # compartments of `one` and `low` may differ (pruning): map by name
-    names_low = list(low.compartments)
-    add_t, add_c, add_v = [], [], []
-    for j, name in enumerate(one.compartments):
-        if x_ss[j] != 0.0:
-            add_t.append(d.time)
-            add_c.append(names_low.index(name))
-            add_v.append(x_ss[j])
-    et = np.concatenate([np.array(add_t), ev[0][0]])
-    ec = np.concatenate([np.array(add_c, dtype=np.int64), ev[1][0]])
-    ek = np.concatenate([np.zeros(len(add_t), dtype=np.int64), ev[2][0]])
-    evv = np.concatenate([np.array(add_v), ev[3][0]])
-    order = np.argsort(et, kind="stable")  # the state comes before the SS dose
-    return [a[order][None, :].copy() for a in (et, ec, ek, evv)]
-
-
-def _padded(per_subject: list, width: int) -> np.ndarray:
-    """(subjects, most records, width) array of each record's ``items()``; NaN
-    where a subject has fewer records."""
-    out = np.full((len(per_subject), max(map(len, per_subject), default=0), width),
-                  np.nan)
-    for k, rs in enumerate(per_subject):
-        for j, rec in enumerate(rs):
-            out[k, j] = rec.items()
-    return out
-
-
-def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
-                 cmt_by_route: dict | None = None,
+def write_nonmem(ds: xr.Dataset, path: str | Path, *, analyte: str | None = None,
+                 cmt_by_route: dict[str, int] | None = None,
                  observations: str = "records") -> Path:
     """Write a simulation Dataset as a NONMEM-style CSV that ``read_nonmem`` reads
     back.
@@ -949,192 +399,42 @@ def write_nonmem(ds: xr.Dataset, path, *, analyte: str | None = None,
     and EVID 2 records were not kept), a subject with neither as one EVID 2
     record at TIME 0, so that it keeps its ID and covariates.
     """
+    from . import _nonmem_write as write  # it uses this module's _num
+
     if "scenario" in ds.dims:
         raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
                          f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
     if observations not in ("records", "times"):
         raise ValueError(f"observations must be 'records' (the table's own) or "
                          f"'times' (every output time); got {observations!r}")
-    names = [str(a) for a in ds.analyte.values]
-    if analyte is None:
-        from .metrics import present_analytes
-
-        have = present_analytes(ds)
-        if len(have) > 1:
-            raise ValueError(f"this Dataset has {len(have)} analytes "
-                             f"({', '.join(have)}); a NONMEM file holds one DV: pass "
-                             f"analyte=... (and write one file per analyte)")
-        an = have[0] if have else names[0]
-    elif analyte not in names:
-        raise ValueError(f"no analyte {analyte!r}; the Dataset has "
-                         f"{', '.join(names)}")
-    else:
-        an = analyte
-    # DV is documented ng/mL: a concentration relabelled or converted (e.g. by
-    # ds.pk.molar()) would be written as ng/mL numbers that are not
-    from .metrics import check_units
-
-    check_units(ds, {"concentration": "ng/mL", "nonmem_dv": "ng/mL"},
-                "write_nonmem (DV in ng/mL)",
-                " (DV is ng/mL: write the ng/mL Dataset from ks.simulate; "
-                "ds.pk.molar() is for plotting)")
+    an = write.dv_analyte(ds, analyte)
+    write.check_dv_units(ds)
     table = "nonmem_doses" in ds
-    # the table's records, written back one for one (observations="times"
-    # writes the output times instead)
-    as_read = table and "nonmem_records" in ds and observations == "records"
     if table and cmt_by_route is not None:
         raise ValueError("cmt_by_route is for a simulate() Dataset; this one is from "
                          "simulate_nonmem, whose CMT values are written as read "
                          "(read it with the same route_by_cmt)")
     c = ds.concentration.sel(analyte=an).values
     t = ds.time.values
-    # a scenario's padding subjects have no status (NaN); failed subjects
-    # (errors="keep") are written, their missing values with MDV 1
-    status = (ds.status.values.astype(float) if "status" in ds
-              else np.zeros(ds.sizes["subject"]))
-    rows = [s for s in range(ds.sizes["subject"]) if np.isfinite(status[s])]
-    covs = [k for k in ("weight", "age", "height", "bmi", "female", "asian",
-                        "japanese")  # those known for every subject written
-            if k in ds.coords and np.all(np.isfinite(ds[k].values[rows]))]
-    cov_head = [{"weight": "WT", "age": "AGE", "height": "HT"}.get(k, k.upper())
-                for k in covs]
-
-    def obs_row(sid, tj, value, cv, nodev, extra):
-        dv = [0, _num(value)] if np.isfinite(value) else [1, "."]
-        return [sid, _num(tj), 0, ".", ".", "."] + extra + dv + nodev + cv
-
-    if as_read:
-        allr = ds.nonmem_records.transpose("subject", "nonmem_record",
-                                           "nonmem_field").values
-        fld = {str(k): j for j, k in enumerate(ds.nonmem_field.values)}
-        with_dur = bool(np.any(np.isfinite(allr[..., fld["DUR"]])))
-        with_device = bool(np.any(np.isfinite(allr[..., fld["DEVICE"]])))
-        head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS"] + \
-            (["DUR"] if with_dur else []) + ["MDV", "DV"] + \
-            (["DEVICE"] if with_device else []) + cov_head
-        dvs = ds.nonmem_dv.sel(analyte=an).transpose(
-            "subject", "nonmem_observation").values
+    subjects = write.written_subjects(ds)
+    covs, cov_head = write.written_covariates(ds, subjects)
+    if table and "nonmem_records" in ds and observations == "records":
+        layout = write.as_read_layout(ds, an, cov_head)  # record for record
     elif table:
-        nd = ds.nonmem_doses.transpose("subject", "nonmem_dose", "nonmem_item")
-        item = {str(k): j for j, k in enumerate(ds.nonmem_item.values)}
-        rec = nd.values
-        with_dur = bool(np.any(np.isfinite(rec[..., item["DUR"]])))
-        with_device = bool(np.any(rec[..., item["DEVICE"]] > 0))
-        head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS"] + \
-            (["DUR"] if with_dur else []) + ["MDV", "DV"] + \
-            (["DEVICE"] if with_device else []) + cov_head
-        ot = ds.nonmem_observations.transpose("subject", "nonmem_observation").values
-        pre = ds.nonmem_predose.transpose("subject", "nonmem_observation").values
-        dvs = ds.nonmem_dv.sel(analyte=an).transpose(
-            "subject", "nonmem_observation").values
+        layout = write.table_layout(ds, an, cov_head, observations, c, t)
     else:
-        if "dose_route" in ds:  # a scenario's padding doses have no time
-            keep = np.flatnonzero(np.isfinite(ds.dose_time.values.astype(float)))
-        else:
-            keep = np.array([], dtype=int)
-        routes = [str(ds.dose_route.values[i]) for i in keep]
-        cmt_by_route = cmt_by_route or {r: i + 1 for i, r in
-                                        enumerate(dict.fromkeys(routes))}
-        missing = [r for r in dict.fromkeys(routes) if r not in cmt_by_route]
-        if missing:
-            raise ValueError(f"cmt_by_route has no CMT for route {missing[0]!r} "
-                             f"(given: {cmt_by_route})")
-        devices = (ds.dose_device.values if "dose_device" in ds
-                   else np.zeros(ds.sizes.get("dose", 0), dtype=np.int64))
-        with_device = bool(np.any(devices[keep] > 0)) if keep.size else False
-        head = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "MDV", "DV"] + \
-            (["DEVICE"] if with_device else []) + cov_head
+        layout = write.simulate_layout(ds, cov_head, cmt_by_route, c, t)
     path = Path(path)
     out = []
-    for s in rows:
-        sid = _id(ds.subject.values[s])
+    for s in subjects:
         cv = [_num(ds[k].values[s]) for k in covs]
-        nodev = ["."] if with_device else []
-        # (time, order, fields), sorted stably; at one time: pre-dose
-        # observations (0), doses (1), observations (2)
-        recs = []
-        if as_read:
-            out += _records_as_read(sid, allr[s], fld, dvs[s], with_dur,
-                                    with_device, cv)
-            continue
-        if table:
-            for x in rec[s]:
-                if not np.isfinite(x[item["TIME"]]):
-                    continue  # padding: this subject has fewer records
-                dur = x[item["DUR"]]
-                dev = x[item["DEVICE"]]
-                recs.append((x[item["TIME"]], 1, [
-                    sid, _num(x[item["TIME"]]), 1, _num(x[item["AMT"]]),
-                    _num(x[item["RATE"]]), int(x[item["CMT"]]), _num(x[item["II"]]),
-                    int(x[item["ADDL"]]), int(x[item["SS"]])] +
-                    ([_num(dur) if np.isfinite(dur) else "."] if with_dur else []) +
-                    [1, "."] + ([int(dev) if dev > 0 else "."] if with_device
-                                else []) + cv))
-            extra = [".", ".", "."] + (["."] if with_dur else [])
-            if observations == "times":
-                recs += [(t[j], 2, obs_row(sid, t[j], c[s, j], cv, nodev, extra))
-                         for j in range(t.size)]
-            else:
-                recs += [(ot[s, m], 0 if pre[s, m] else 2,
-                          obs_row(sid, ot[s, m], dvs[s, m], cv, nodev, extra))
-                         for m in range(ot.shape[1]) if np.isfinite(ot[s, m])]
-            if not recs:  # no dose, no observation: an EVID 2 record keeps the
-                # subject (its ID and covariates) in the table
-                recs.append((0.0, 3, [sid, "0.0", 2, ".", ".", "."] + extra +
-                             [1, "."] + nodev + cv))
-        else:
-            for i, route in zip(keep, routes, strict=True):
-                amt = float(ds.dose_mg.values[s, i])
-                dur = float(ds.dose_duration.values[i])
-                rate = amt / dur if np.isfinite(dur) else 0.0
-                dev = [int(devices[i]) if devices[i] > 0 else "."] if with_device \
-                    else []
-                recs.append((float(ds.dose_time.values[i]), 1, [
-                    sid, _num(ds.dose_time.values[i]), 1, _num(amt), _num(rate),
-                    cmt_by_route[route], 1, "."] + dev + cv))
-            for j in range(t.size):
-                recs.append((float(t[j]), 2, obs_row(sid, t[j], c[s, j], cv, nodev,
-                                                     [])))
-        out += [row for _, _, row in sorted(recs, key=lambda x: (x[0], x[1]))]
+        out += layout.rows(s, _id(ds.subject.values[s]), cv)
     # written only once every record is known: an error leaves no partial file
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(head)
+        w.writerow(layout.head)
         w.writerows(out)
     return path
-
-
-def _records_as_read(sid, rows, fld, pred, with_dur, with_device, cv) -> list:
-    """A subject's records as read (``nonmem_records`` rows, file order) as CSV
-    rows: every column as read (``.`` where it was empty), DV the prediction of
-    each observation record (EVID 0 without MDV 1), in order."""
-    def text(x, whole):
-        if not np.isfinite(x):
-            return "."
-        return str(int(x)) if whole else _num(x)
-
-    out = []
-    m = 0  # the next observation record's index into pred
-    for x in rows:
-        if not np.isfinite(x[fld["EVID"]]):
-            continue  # padding: this subject has fewer records
-        evid = int(x[fld["EVID"]])
-        mdv = text(x[fld["MDV"]], True)
-        dv = "."
-        if evid == 0 and mdv != "1":
-            if np.isfinite(pred[m]):
-                dv = _num(pred[m])
-            else:  # no prediction (a failed subject): not an observation
-                mdv = "1"
-            m += 1
-        row = [sid, _num(x[fld["TIME"]]), evid]
-        row += [text(x[fld[k]], k in ("CMT", "ADDL", "SS"))
-                for k in ("AMT", "RATE", "CMT", "II", "ADDL", "SS")]
-        row += [text(x[fld["DUR"]], False)] if with_dur else []
-        row += [mdv, dv]
-        row += [text(x[fld["DEVICE"]], True)] if with_device else []
-        out.append(row + cv)
-    return out
 
 
 def _id(x):
