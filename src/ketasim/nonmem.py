@@ -33,6 +33,13 @@ Each SS record adds its own steady state (SS = 1 only on a subject's first dose)
 A dose whose input outlasts II (an infusion, zero-order absorption or lag longer
 than the interval) has overlapping doses at steady state, which is not implemented:
 it is rejected.
+
+Each public function is a short run of named steps, kept in one private module
+per stage: reading in ``_nonmem_read`` (file, header, each record, covariates,
+regimens), simulating in ``_nonmem_simulate`` (required covariates, each
+subject's predictions with its steady state, the Dataset) and writing in
+``_nonmem_write`` (DV analyte, subjects and covariates written, the layout for
+the kind of Dataset).
 """
 
 from __future__ import annotations
@@ -230,7 +237,8 @@ def read_nonmem(source: str | Path, model: Model | str | Path, *,
     file; the header is line 1, so it matches a spreadsheet's row number or
     ``nl -ba``), the subject's ID and the column. Nothing is dropped silently.
     """
-    from . import _nonmem_read as read  # it builds this module's records
+    # imported here, not at the top: _nonmem_read imports this module's records
+    from . import _nonmem_read as read
 
     model = load_model(model)
     routes = read.route_map(model, route_by_cmt)
@@ -246,7 +254,6 @@ def read_nonmem(source: str | Path, model: Model | str | Path, *,
         steady, {k: tuple(s.records) for k, s in subjects.items()},
         {k: np.array(s.predose, dtype=bool) for k, s in subjects.items()},
         {k: tuple(s.rows) for k, s in subjects.items()}, dose_lines, str(path))
-
 
 
 def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
@@ -300,7 +307,8 @@ def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
     SolveError
         A subject the kernel cannot solve, named by its ID.
     """
-    from . import _nonmem_simulate as sim  # it uses this module's EventTable
+    # imported here, not at the top: _nonmem_simulate imports this module
+    from . import _nonmem_simulate as sim
     from .simulate import _check_times, _subjects
 
     model = load_model(model)
@@ -324,7 +332,7 @@ def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
     dv = np.full((len(table.ids), len(model.analytes), n_obs), np.nan)
     for k, sid in enumerate(table.ids):
         cov = {n: v[k] for n, v in table.covariates.items()}
-        n, c, over = _subjects(model, cov, None, warn=False)
+        _, c, over = _subjects(model, cov, None, warn=False)
         full, pred = sim.subject_predictions(model, table, sid, c, over, t_run)
         out[k] = full[:, at_t]
         dv[k, :, :pred.shape[1]] = pred
@@ -399,7 +407,8 @@ def write_nonmem(ds: xr.Dataset, path: str | Path, *, analyte: str | None = None
     and EVID 2 records were not kept), a subject with neither as one EVID 2
     record at TIME 0, so that it keeps its ID and covariates.
     """
-    from . import _nonmem_write as write  # it uses this module's _num
+    # imported here, not at the top: _nonmem_write imports this module
+    from . import _nonmem_write as write
 
     if "scenario" in ds.dims:
         raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
