@@ -340,116 +340,157 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
     check_routes(model, regimen)
     occ_params = params if isinstance(params, list) else [params]
     sess = sessions(regimen)
-    # the rate matrix switches per session only if IOV touches a flow or volume
-    rate_names = {f.rate for f in model.flows} | {c.volume for c in model.compartments}
-    switch = len(occ_params) > 1 and any(
-        not np.array_equal(occ_params[0][k], p[k])
-        for p in occ_params[1:] for k in rate_names if k is not None)
+    switch = _rates_switch(model, occ_params)
     targets = {pw.target for d in regimen.doses
                for pw in model.routes[d.route].pathways}
     keep = reachable(model, targets) if prune else model.compartment_names
     index = {c: i for i, c in enumerate(keep)}
 
-    times, cmts, kinds, values = [], [], [], []
+    # one column of events per row appended to `rows` (times, cmts, kinds, values)
+    rows = ([], [], [], [])
     dose_mg = np.empty((n, len(regimen.doses)))
     for di, d in enumerate(regimen.doses):
         params = occ_params[sess[di]] if len(occ_params) > 1 else occ_params[0]
         if switch and (di == 0 or sess[di] != sess[di - 1]):
-            times.append(np.full(n, d.time))
-            cmts.append(np.zeros(n, dtype=np.int64))
-            kinds.append(np.full(n, OCCASION, dtype=np.int64))
-            values.append(np.full(n, float(sess[di])))
+            _add_rows(rows, np.full(n, d.time), np.zeros(n, dtype=np.int64),
+                      np.full(n, OCCASION, dtype=np.int64), np.full(n, float(sess[di])))
         if markers:
-            times.append(np.full(n, d.time))
-            cmts.append(np.zeros(n, dtype=np.int64))
-            kinds.append(np.full(n, MARK, dtype=np.int64))
-            values.append(np.full(n, float(di)))
-        mg = np.full(n, d.amount * d.base_factor * drug_factor(model, di, d))
-        if d.per_kg and np.isnan(weight).any():
-            raise DoseError(
-                f"{_dose_text(di, d)} is per kg, but no body weight is known: model "
-                f"{model.id!r} has no weight covariate and none was given. Pass "
-                f"covariates={{'weight': 70}} (kg) or a Population, or give the dose "
-                f"in mg")
-        if d.per_kg:
-            with np.errstate(over="ignore", invalid="ignore"):
-                mg = mg * weight
-        _check_dose_values(mg, "amount", di, d, "mg")
+            _add_rows(rows, np.full(n, d.time), np.zeros(n, dtype=np.int64),
+                      np.full(n, MARK, dtype=np.int64), np.full(n, float(di)))
+        mg = _dose_amount(model, di, d, weight, n)
         dose_mg[:, di] = mg
-        route = model.routes[d.route]
-        fracs = []
-        for pw in route.pathways:
-            f = np.ones(n) if pw.fraction == "rest" else \
-                model.value_of(pw.fraction, params, n, 1.0)
-            if pw.later_devices is not None and (d.device or 1) >= 2:
-                f = f * params[pw.later_devices]
-            fracs.append(f)
-        for pi, pw in enumerate(route.pathways):
-            if pw.fraction == "rest":
-                f = 1.0 - sum(x for j, x in enumerate(fracs) if j != pi)
-                if np.any(f < 0):
-                    s = int(np.argmax(f < 0))
-                    raise DoseError(
-                        f"route {d.route!r}: the other pathways take more than the "
-                        f"whole dose for subject {s} (rest = {f[s]:.3g}); check the "
-                        "fraction parameters")
-                fracs[pi] = f
-        for pw, frac in zip(route.pathways, fracs, strict=True):
-            with np.errstate(over="ignore", invalid="ignore"):
-                amount = mg * frac
-            _check_dose_values(amount, f"amount into {pw.target!r}", di, d, "mg")
-            start = d.time + model.value_of(pw.lag, params, n, 0.0)
-            _check_dose_values(start, f"start into {pw.target!r} (after the lag)",
-                               di, d, "h")
-            c = np.full(n, index[pw.target], dtype=np.int64)
-            if d.duration is not None:
-                dur = np.full(n, d.duration)
-            elif pw.duration is not None:
-                dur = params[pw.duration]
-            else:
-                times.append(start)
-                cmts.append(c)
-                kinds.append(np.full(n, BOLUS, dtype=np.int64))
-                values.append(amount)
-                continue
-            zero = dur <= 0.0  # a zero duration is a bolus; keep rows rectangular
-            safe = np.where(zero, 1.0, dur)
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                rate = amount / safe
-            _check_dose_values(np.where(zero, 0.0, dur), "duration", di, d, "h")
-            _check_dose_values(rate, f"input rate into {pw.target!r}", di, d, "mg/h")
-            times += [start, start + np.where(zero, 0.0, dur)]
-            cmts += [c, c]
-            kinds += [np.where(zero, BOLUS, RATE).astype(np.int64),
-                      np.where(zero, PAD, RATE).astype(np.int64)]
-            values += [np.where(zero, amount, rate), np.where(zero, 0.0, -rate)]
-    if times:
-        if all(_shared(t) for t in times):  # the usual case: one shared table
-            order = np.argsort([t[0] for t in times], kind="stable")
-            ev_time, ev_cmt, ev_kind, ev_value = (
-                np.tile(np.array([a[i][0] for i in order]), (n, 1))
-                if all(_shared(x) for x in a)
-                else np.stack([a[i] for i in order], axis=1)
-                for a in (times, cmts, kinds, values))
-        else:
-            ev_time = np.stack(times, axis=1)
-            order = np.argsort(ev_time, axis=1, kind="stable")
-            ev_time, ev_cmt, ev_kind, ev_value = (
-                np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order,
-                                                        axis=1))
-                for a in (times, cmts, kinds, values))
-    else:
-        ev_time = np.zeros((n, 0))
-        ev_cmt = np.zeros((n, 0), dtype=np.int64)
-        ev_kind = np.zeros((n, 0), dtype=np.int64)
-        ev_value = np.zeros((n, 0))
+        _dose_rows(rows, model, di, d, mg, params, index, n)
+    ev_time, ev_cmt, ev_kind, ev_value = _event_table(*rows, n)
 
+    used = occ_params if switch else occ_params[:1]
     sel = np.array([model.compartment_index(c) for c in keep], dtype=np.int64)
     with np.errstate(all="ignore"):  # non-finite rates are named just below
-        A = np.stack([model.rate_matrices(p, n)[:, sel][:, :, sel]
-                      for p in (occ_params if switch else occ_params[:1])], axis=1)
+        A = np.stack([model.rate_matrices(p, n)[:, sel][:, :, sel] for p in used],
+                     axis=1)
     A = np.ascontiguousarray(A)
-    _check_rates(model, occ_params if switch else occ_params[:1], A, keep, n)
+    _check_rates(model, used, A, keep, n)
+    obs_full, scale = _observation(model, occ_params, n)
+    obs = np.array([index[model.compartment_names[i]] for i in obs_full],
+                   dtype=np.int64)
+    return Lowered(A, ev_time, ev_cmt, ev_kind, ev_value, obs,
+                   np.ascontiguousarray(scale), keep, dose_mg)
+
+
+def _rates_switch(model: Model, occ_params: list) -> bool:
+    """The rate matrix switches per session only if IOV touches a flow or volume."""
+    rate_names = {f.rate for f in model.flows} | {c.volume for c in model.compartments}
+    return len(occ_params) > 1 and any(
+        not np.array_equal(occ_params[0][k], p[k])
+        for p in occ_params[1:] for k in rate_names if k is not None)
+
+
+def _add_rows(rows: tuple, time, cmt, kind, value) -> None:
+    """Append one event per subject (four (n,) columns) to ``rows``."""
+    for col, a in zip(rows, (time, cmt, kind, value), strict=True):
+        col.append(a)
+
+
+def _dose_amount(model: Model, di: int, d, weight: np.ndarray, n: int) -> np.ndarray:
+    """Base mg of doses[di] per subject (salt, drug share and body weight applied)."""
+    mg = np.full(n, d.amount * d.base_factor * drug_factor(model, di, d))
+    if d.per_kg and np.isnan(weight).any():
+        raise DoseError(
+            f"{_dose_text(di, d)} is per kg, but no body weight is known: model "
+            f"{model.id!r} has no weight covariate and none was given. Pass "
+            f"covariates={{'weight': 70}} (kg) or a Population, or give the dose "
+            f"in mg")
+    if d.per_kg:
+        with np.errstate(over="ignore", invalid="ignore"):
+            mg = mg * weight
+    _check_dose_values(mg, "amount", di, d, "mg")
+    return mg
+
+
+def _pathway_fractions(model: Model, d, params, n: int) -> list[np.ndarray]:
+    """The share of dose ``d`` taken by each pathway of its route, per subject (a
+    ``"rest"`` pathway takes what the others leave)."""
+    route = model.routes[d.route]
+    fracs = []
+    for pw in route.pathways:
+        f = np.ones(n) if pw.fraction == "rest" else \
+            model.value_of(pw.fraction, params, n, 1.0)
+        if pw.later_devices is not None and (d.device or 1) >= 2:
+            f = f * params[pw.later_devices]
+        fracs.append(f)
+    for pi, pw in enumerate(route.pathways):
+        if pw.fraction == "rest":
+            f = 1.0 - sum(x for j, x in enumerate(fracs) if j != pi)
+            if np.any(f < 0):
+                s = int(np.argmax(f < 0))
+                raise DoseError(
+                    f"route {d.route!r}: the other pathways take more than the "
+                    f"whole dose for subject {s} (rest = {f[s]:.3g}); check the "
+                    "fraction parameters")
+            fracs[pi] = f
+    return fracs
+
+
+def _dose_rows(rows: tuple, model: Model, di: int, d, mg: np.ndarray, params,
+               index: dict, n: int) -> None:
+    """The events of doses[di] (``mg`` per subject): per pathway, a bolus at the
+    lagged start, or a rate step up at the start and down at the end of a
+    zero-order input (a zero duration is a bolus plus a padding row, so that rows
+    stay rectangular)."""
+    route = model.routes[d.route]
+    fracs = _pathway_fractions(model, d, params, n)
+    for pw, frac in zip(route.pathways, fracs, strict=True):
+        with np.errstate(over="ignore", invalid="ignore"):
+            amount = mg * frac
+        _check_dose_values(amount, f"amount into {pw.target!r}", di, d, "mg")
+        start = d.time + model.value_of(pw.lag, params, n, 0.0)
+        _check_dose_values(start, f"start into {pw.target!r} (after the lag)",
+                           di, d, "h")
+        c = np.full(n, index[pw.target], dtype=np.int64)
+        if d.duration is not None:
+            dur = np.full(n, d.duration)
+        elif pw.duration is not None:
+            dur = params[pw.duration]
+        else:
+            _add_rows(rows, start, c, np.full(n, BOLUS, dtype=np.int64), amount)
+            continue
+        zero = dur <= 0.0  # a zero duration is a bolus; keep rows rectangular
+        safe = np.where(zero, 1.0, dur)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            rate = amount / safe
+        _check_dose_values(np.where(zero, 0.0, dur), "duration", di, d, "h")
+        _check_dose_values(rate, f"input rate into {pw.target!r}", di, d, "mg/h")
+        _add_rows(rows, start, c, np.where(zero, BOLUS, RATE).astype(np.int64),
+                  np.where(zero, amount, rate))
+        _add_rows(rows, start + np.where(zero, 0.0, dur), c,
+                  np.where(zero, PAD, RATE).astype(np.int64),
+                  np.where(zero, 0.0, -rate))
+
+
+def _event_table(times: list, cmts: list, kinds: list, values: list,
+                 n: int) -> tuple[np.ndarray, ...]:
+    """The (S, E) event arrays, each row sorted by time (stable: rows at one time
+    keep the order they were added in)."""
+    if not times:
+        return (np.zeros((n, 0)), np.zeros((n, 0), dtype=np.int64),
+                np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0)))
+    if all(_shared(t) for t in times):  # the usual case: one shared table
+        order = np.argsort([t[0] for t in times], kind="stable")
+        return tuple(
+            np.tile(np.array([a[i][0] for i in order]), (n, 1))
+            if all(_shared(x) for x in a)
+            else np.stack([a[i] for i in order], axis=1)
+            for a in (times, cmts, kinds, values))
+    ev_time = np.stack(times, axis=1)
+    order = np.argsort(ev_time, axis=1, kind="stable")
+    return tuple(
+        np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order, axis=1))
+        for a in (times, cmts, kinds, values))
+
+
+def _observation(model: Model, occ_params: list, n: int) -> tuple:
+    """(observed compartments in model order, (S, K) ng/mL per mg): every volume
+    finite and > 0, and the same on every occasion (the exact kernels convert
+    amounts with one volume per subject)."""
     with np.errstate(all="ignore"):  # a zero volume: named just below
         obs_full, scale = model.observation(occ_params[0], n)
     bad = ~(np.isfinite(scale) & (scale > 0))
@@ -473,10 +514,7 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
                 f"{m}; the exact kernels convert amounts with one volume per "
                 f"subject, so this is not supported. Put the IOV on clearances or "
                 f"absorption, or simulate with Population(iov=False)")
-    obs = np.array([index[model.compartment_names[i]] for i in obs_full],
-                   dtype=np.int64)
-    return Lowered(A, ev_time, ev_cmt, ev_kind, ev_value, obs,
-                   np.ascontiguousarray(scale), keep, dose_mg)
+    return obs_full, scale
 
 
 def _shared(a: np.ndarray) -> bool:

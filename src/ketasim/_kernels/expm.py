@@ -184,6 +184,30 @@ def expm_into(A, out, work):
     is exact to rounding (the ``s`` squarings would amplify the rounding error by up
     to ``2**s ~ ||A||_1 / theta_13``; scipy special-cases them the same way).
     """
+    nrm, diagonal = _norm1(A)
+    if not np.isfinite(nrm):  # a non-finite entry, or column sums that overflow
+        _fill_nan(out)
+        return False
+    if diagonal:  # also covers n = 1 and the zero matrix (exp(0) = I exactly)
+        _exp_diagonal(A, out)
+        return True
+    # U into work[0] and V into out, then r_m = (V - U)^{-1} (V + U), squared s times
+    if nrm <= THETA_9:
+        _pade_low(A, nrm, out, work)
+        s = 0
+    else:
+        s = _pade_13(A, nrm, out, work)
+    if not _pade_solve(work[0], out):
+        _fill_nan(out)
+        return False
+    _square(out, work[4], s)
+    return True
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _norm1(A):
+    """(||A||_1, whether A is diagonal); the norm is NaN if an entry is not finite
+    (inf if finite entries' column sums overflow)."""
     n = A.shape[0]
     nrm = 0.0
     diagonal = True
@@ -192,126 +216,153 @@ def expm_into(A, out, work):
         for i in range(n):
             a = A[i, j]
             if not np.isfinite(a):
-                _fill_nan(out)
-                return False
+                return np.nan, False
             col += abs(a)
             if a != 0.0 and i != j:
                 diagonal = False
         if col > nrm:
             nrm = col
-    if not np.isfinite(nrm):  # finite entries whose column sums overflow
-        _fill_nan(out)
-        return False
-    if diagonal:  # also covers n = 1 and the zero matrix (exp(0) = I exactly)
-        for i in range(n):
-            d = np.exp(A[i, i])
-            for j in range(n):
-                out[i, j] = 0.0
-            out[i, i] = d
-        return True
+    return nrm, diagonal
 
-    X = work[0]  # U, then the denominator V - U (destroyed by the LU)
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _exp_diagonal(A, out):
+    """``out = exp(A)`` for a diagonal ``A``: exp of the diagonal."""
+    n = A.shape[0]
+    for i in range(n):
+        d = np.exp(A[i, i])
+        for j in range(n):
+            out[i, j] = 0.0
+        out[i, i] = d
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _pade_low(A, nrm, out, work):
+    """Padé degree m in {3, 5, 7, 9} (the smallest whose theta_m bounds ``nrm`` <=
+    theta_9): U into work[0], V into ``out`` (A is last read before ``out`` is
+    written, so they may alias)."""
+    n = A.shape[0]
+    X = work[0]
     A2 = work[1]
     A4 = work[2]
     A6 = work[3]
     W1 = work[4]
     W2 = work[5]
-
-    s = 0
-    if nrm <= THETA_9:
-        if nrm <= THETA_3:
-            m = 3
-            off = 0
-        elif nrm <= THETA_5:
-            m = 5
-            off = 4
-        elif nrm <= THETA_7:
-            m = 7
-            off = 10
-        else:
-            m = 9
-            off = 18
-        # Even powers A^(2k), k = 1..(m-1)/2, in work[1..4] (A^8 lands in W1).
-        _matmul(A, A, A2)
-        if m >= 5:
-            _matmul(A2, A2, A4)
-        if m >= 7:
-            _matmul(A4, A2, A6)
-        if m >= 9:
-            _matmul(A4, A4, W1)
-        # U = A (b_1 I + b_3 A^2 + ... + b_m A^(m-1)); accumulated in W2.
-        for i in range(n):
-            for j in range(n):
-                W2[i, j] = 0.0
-            W2[i, i] = _B_LOW[off + 1]
-        for k in range(1, (m - 1) // 2 + 1):
-            b = _B_LOW[off + 2 * k + 1]
-            Pk = work[k]
-            for i in range(n):
-                for j in range(n):
-                    W2[i, j] += b * Pk[i, j]
-        _matmul(A, W2, X)  # last read of A, so `out` may alias it from here on
-        # V = b_0 I + b_2 A^2 + ... + b_(m-1) A^(m-1), straight into out.
-        for i in range(n):
-            for j in range(n):
-                out[i, j] = 0.0
-            out[i, i] = _B_LOW[off]
-        for k in range(1, (m - 1) // 2 + 1):
-            b = _B_LOW[off + 2 * k]
-            Pk = work[k]
-            for i in range(n):
-                for j in range(n):
-                    out[i, j] += b * Pk[i, j]
+    if nrm <= THETA_3:
+        m = 3
+        off = 0
+    elif nrm <= THETA_5:
+        m = 5
+        off = 4
+    elif nrm <= THETA_7:
+        m = 7
+        off = 10
     else:
-        # Degree 13 after scaling A by 2**-s (exact: a power of two) so that
-        # ||A / 2**s||_1 <= theta_13. nrm is finite here, so s <= 1022.
-        s = int(np.ceil(np.log2(nrm / THETA_13)))
-        if s < 0:
-            s = 0
-        scale = 2.0 ** (-s)
-        # The scaled copy As lives in `out` until V overwrites it. This is the last
-        # read of A (elementwise, so `out` may alias A).
-        As = out
-        for i in range(n):
-            for j in range(n):
-                As[i, j] = A[i, j] * scale
-        _matmul(As, As, A2)
+        m = 9
+        off = 18
+    # Even powers A^(2k), k = 1..(m-1)/2, in work[1..4] (A^8 lands in W1).
+    _matmul(A, A, A2)
+    if m >= 5:
         _matmul(A2, A2, A4)
+    if m >= 7:
         _matmul(A4, A2, A6)
-        b = _B13
-        # U = As [A6 (b13 A6 + b11 A4 + b9 A2) + b7 A6 + b5 A4 + b3 A2 + b1 I]
+    if m >= 9:
+        _matmul(A4, A4, W1)
+    # U = A (b_1 I + b_3 A^2 + ... + b_m A^(m-1)); accumulated in W2.
+    for i in range(n):
+        for j in range(n):
+            W2[i, j] = 0.0
+        W2[i, i] = _B_LOW[off + 1]
+    for k in range(1, (m - 1) // 2 + 1):
+        b = _B_LOW[off + 2 * k + 1]
+        Pk = work[k]
         for i in range(n):
             for j in range(n):
-                W1[i, j] = b[13] * A6[i, j] + b[11] * A4[i, j] + b[9] * A2[i, j]
-        _matmul(A6, W1, W2)
+                W2[i, j] += b * Pk[i, j]
+    _matmul(A, W2, X)  # last read of A, so `out` may alias it from here on
+    # V = b_0 I + b_2 A^2 + ... + b_(m-1) A^(m-1), straight into out.
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.0
+        out[i, i] = _B_LOW[off]
+    for k in range(1, (m - 1) // 2 + 1):
+        b = _B_LOW[off + 2 * k]
+        Pk = work[k]
         for i in range(n):
             for j in range(n):
-                W2[i, j] += b[7] * A6[i, j] + b[5] * A4[i, j] + b[3] * A2[i, j]
-            W2[i, i] += b[1]
-        _matmul(As, W2, X)  # X = U
-        # V = A6 (b12 A6 + b10 A4 + b8 A2) + b6 A6 + b4 A4 + b2 A2 + b0 I
-        for i in range(n):
-            for j in range(n):
-                W2[i, j] = b[12] * A6[i, j] + b[10] * A4[i, j] + b[8] * A2[i, j]
-        _matmul(A6, W2, out)  # As is no longer needed
-        for i in range(n):
-            for j in range(n):
-                out[i, j] += b[6] * A6[i, j] + b[4] * A4[i, j] + b[2] * A2[i, j]
-            out[i, i] += b[0]
+                out[i, j] += b * Pk[i, j]
 
-    # r_m = (V - U)^{-1} (V + U): X <- V - U (denominator), out <- V + U (numerator).
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _pade_13(A, nrm, out, work):
+    """Padé degree 13 on A / 2**s with s the smallest scaling that brings the norm
+    to theta_13 or below: U into work[0], V into ``out`` (which may alias A).
+    Returns s."""
+    n = A.shape[0]
+    X = work[0]
+    A2 = work[1]
+    A4 = work[2]
+    A6 = work[3]
+    W1 = work[4]
+    W2 = work[5]
+    # Scaling A by 2**-s is exact (a power of two). nrm is finite here, so
+    # s <= 1022.
+    s = int(np.ceil(np.log2(nrm / THETA_13)))
+    if s < 0:
+        s = 0
+    scale = 2.0 ** (-s)
+    # The scaled copy As lives in `out` until V overwrites it. This is the last
+    # read of A (elementwise, so `out` may alias A).
+    As = out
+    for i in range(n):
+        for j in range(n):
+            As[i, j] = A[i, j] * scale
+    _matmul(As, As, A2)
+    _matmul(A2, A2, A4)
+    _matmul(A4, A2, A6)
+    b = _B13
+    # U = As [A6 (b13 A6 + b11 A4 + b9 A2) + b7 A6 + b5 A4 + b3 A2 + b1 I]
+    for i in range(n):
+        for j in range(n):
+            W1[i, j] = b[13] * A6[i, j] + b[11] * A4[i, j] + b[9] * A2[i, j]
+    _matmul(A6, W1, W2)
+    for i in range(n):
+        for j in range(n):
+            W2[i, j] += b[7] * A6[i, j] + b[5] * A4[i, j] + b[3] * A2[i, j]
+        W2[i, i] += b[1]
+    _matmul(As, W2, X)  # X = U
+    # V = A6 (b12 A6 + b10 A4 + b8 A2) + b6 A6 + b4 A4 + b2 A2 + b0 I
+    for i in range(n):
+        for j in range(n):
+            W2[i, j] = b[12] * A6[i, j] + b[10] * A4[i, j] + b[8] * A2[i, j]
+    _matmul(A6, W2, out)  # As is no longer needed
+    for i in range(n):
+        for j in range(n):
+            out[i, j] += b[6] * A6[i, j] + b[4] * A4[i, j] + b[2] * A2[i, j]
+        out[i, i] += b[0]
+    return s
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _pade_solve(X, out):
+    """r_m = (V - U)^{-1} (V + U) into ``out``, from U in ``X`` and V in ``out``
+    (X is destroyed). False if the denominator is singular."""
+    n = X.shape[0]
+    # X <- V - U (denominator), out <- V + U (numerator)
     for i in range(n):
         for j in range(n):
             u = X[i, j]
             v = out[i, j]
             X[i, j] = v - u
             out[i, j] = v + u
-    if not _lu_solve(X, out):
-        _fill_nan(out)
-        return False
+    return _lu_solve(X, out)
 
-    # Undo the scaling: exp(A) = r_13(A / 2**s)^(2**s), squaring back and forth
-    # between out and W1.
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _square(out, W1, s):
+    """Undo the scaling: ``out <- out^(2**s)``, squaring back and forth between
+    ``out`` and ``W1``."""
+    n = out.shape[0]
     for k in range(s):
         if k % 2 == 0:
             _matmul(out, out, W1)
@@ -321,7 +372,6 @@ def expm_into(A, out, work):
         for i in range(n):
             for j in range(n):
                 out[i, j] = W1[i, j]
-    return True
 
 
 @numba.njit(cache=True, fastmath=False, nogil=True)

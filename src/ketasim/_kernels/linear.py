@@ -167,6 +167,237 @@ def _input_term(Gs, r, active, c):
                     c[i, b] += Gs[i, k, b] * r[k, b]
 
 
+# block_linear and its steps. The steps are inlined into it (numba IR, with its
+# flags): the same code as one function, and no call per run or output.
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _lane_scale(obs_scale, s0, B, K):
+    """(K, B) output factors (ng/mL per mg) of lanes s0 .. s0+B-1."""
+    scale = np.empty((K, B))
+    for b in range(B):
+        for k in range(K):
+            scale[k, b] = obs_scale[s0 + b, k]
+    return scale
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _bad_lanes(A, s0, B, n):
+    """Lanes with a non-finite rate: loops, not np.isfinite(A[s0 + b]), so that
+    no temporary is allocated per lane."""
+    bad = np.zeros(B, dtype=np.bool_)
+    for b in range(B):
+        for o in range(A.shape[1]):
+            for i in range(n):
+                for k in range(n):
+                    if not np.isfinite(A[s0 + b, o, i, k]):
+                        bad[b] = True
+    return bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _pow_scratch(B, K, n, mode):
+    """Power path of trajectories (runs of >= _POW outputs, mode 0; empty in mode
+    1): the tables Rp, Qp, EP, SP of one cached propagator (:func:`fill_powers`),
+    its (n, n) scratch Mw, Sw, Tw and the state row ypow of run_pow."""
+    npow = n if mode == 0 else 0
+    return (np.empty((B, K, npow, _POW)), np.empty((B, K, npow, _POW)),
+            np.empty((B, npow, npow)), np.empty((B, npow, npow)),
+            np.empty((npow, npow)), np.empty((npow, npow)), np.empty((npow, npow)),
+            np.empty(npow))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _met_scratch(B, KC, n, mode):
+    """Metrics power path (mode 1; empty in mode 0): the tables Rm, Qm, Bm, EPm,
+    SPm of one cached propagator (:func:`fill_met_tables`), its scratch Mm, and
+    the scratch ym, bnd, acc, allab of :func:`met_chunks`."""
+    nmet = n if mode == 1 else 0
+    KM = KC if mode == 1 else 0
+    return (np.empty((KM, nmet, _PMET, B)), np.empty((KM, nmet, _PMET, B)),
+            np.empty((4, KM, nmet, B)), np.empty((nmet, nmet, B)),
+            np.empty((nmet, nmet, B)), np.empty((3, nmet, nmet, B)),
+            np.empty((nmet, B)), np.empty((3, B)), np.empty(B),
+            np.empty((KM, B), dtype=np.bool_))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _propagator(A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot):
+    """The cache slot of step h's propagators (E, G), filled if new; a refilled
+    slot's power tables are stale (rslot, mslot -> -1). ``pc``: (cache_h, cache_E,
+    cache_G, Al, work, sq). Returns (slot, nused, nextslot, rslot, mslot)."""
+    cache_h, cache_E, cache_G, Al, work, sq = pc
+    slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
+    if new:
+        _fill(A, s0, occ, h, cache_E[slot], cache_G[slot], Al, work, sq)
+        rslot = -1 if slot == rslot else rslot
+        mslot = -1 if slot == mslot else mslot
+    return slot, nused, nextslot, rslot, mslot
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r):
+    """Event e in every lane: a bolus jumps x, a rate change steps r. Returns
+    whether any input rate is now nonzero."""
+    for b in range(B):
+        kind = ev_kind[s0 + b, e]
+        if kind == 0:
+            x[ev_cmt[s0 + b, e], b] += ev_value[s0 + b, e]
+        elif kind == 1:
+            r[ev_cmt[s0 + b, e], b] += ev_value[s0 + b, e]
+    active = False
+    for i in range(r.shape[0]):
+        for b in range(B):
+            if r[i, b] != 0.0:
+                active = True
+    return active
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _window_start(x, xpre, obs_cmt, scale, s0, B, KC, w, mauc, mpre):
+    """Metrics window w starts: the pre-dose level (from the state before this
+    time's events) and the cumulative AUC so far."""
+    for b in range(B):
+        for k in range(KC):
+            mpre[s0 + b, k, w] = xpre[obs_cmt[k], b] * scale[k, b]
+            mauc[s0 + b, k, w] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _run_length(times, j, h, t_end):
+    """How many outputs from j on follow one another with step h before t_end."""
+    T = times.shape[0]
+    m = 1
+    while (j + m < T and times[j + m] < t_end
+           and _same_h(h, times[j + m] - times[j + m - 1], times[j + m - 1])):
+        m += 1
+    return m
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _traj_run(E, c, x, out, s0, j, m, h, obs_cmt, scale, tile, active, pw, rslot,
+              slot, ns, no):
+    """Trajectories (mode 0) at outputs j .. j+m-1: whole chunks of _POW outputs
+    from powers of E (tables ``pw`` built for cache slot ``slot`` unless rslot
+    is it already), the rest by steps through the tile; an output at the current
+    time (h == 0), or no output loops compiled (no == ()), by a plain step per
+    output. Returns rslot."""
+    Rp, Qp, EP, SP, Mw, Sw, Tw, ypow = pw
+    K = obs_cmt.shape[0]
+    B = x.shape[1]
+    if h > 0.0:
+        full = m - m % _POW
+        if full > 0 and len(no) > 0:
+            if rslot != slot:
+                _pow_tables(no, E, obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
+                rslot = slot
+            run_pow(Rp, Qp, EP, SP, c, x, out, s0, j, full, scale, active, ypow, no)
+            j += full
+            m -= full
+            if m == 0:
+                return rslot
+    if h > 0.0 and len(no) > 0:
+        run_out(E, c, x, out, s0, j, m, obs_cmt, scale, tile, no)
+    else:
+        for jj in range(m):
+            if h > 0.0:
+                step(E, c, x, ns)
+            for k in range(K):
+                ck = obs_cmt[k]
+                for b in range(B):
+                    out[s0 + b, k, j + jj] = x[ck, b] * scale[k, b]
+    return rslot
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _met_run(E, c, x, j, m, times, obs_cmt, scale, KC, tstart, above, tie1,
+             cprev, cur, lmax, ltm, lab, active, mt, mslot, slot, nm):
+    """Metrics (mode 1) of outputs j .. j+m-1 inside one window: whole chunks of
+    _PMET steps by met_chunks (tables ``mt`` built for cache slot ``slot`` unless
+    mslot is it already), which jumps over chunks that change no metric, the rest
+    step by step (run_met). Returns mslot."""
+    Rm, Qm, Bm, EPm, SPm, Mm, ym, bnd, acc, allab = mt
+    full = m - m % _PMET
+    if full > 0:
+        if mslot != slot:
+            _met_tables(nm, E, obs_cmt, Rm, Qm, Bm, EPm, SPm, Mm)
+            mslot = slot
+        _met_chunks(nm, Rm, Qm, Bm, EPm, SPm, c, x, j, full, times, scale, tstart,
+                    above, tie1, cprev, lmax, ltm, lab, active, acc, allab, ym, bnd)
+        j += full
+        m -= full
+        if m == 0:
+            return mslot
+    run_met(E, c, x, j, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev,
+            cur, lmax, ltm, lab, active, nm)
+    return mslot
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _met_output(x, times, j, obs_cmt, scale, KC, starts, wi, wprev, above, tie1,
+                cprev, lmax, ltm, lab, ms, s0):
+    """Metrics at one output j (x its state), the general case: the time above
+    over the interval from the previous output; a new window flushes the previous
+    one's metrics and starts afresh; then Cmax/Tmax (tie rule: a later sample
+    moves Tmax only above the running maximum times tie1)."""
+    B = x.shape[1]
+    tj = times[j]
+    if j > 0 and wprev >= 0 and above == above:
+        dt = tj - times[j - 1]
+        for k in range(KC):
+            ck = obs_cmt[k]
+            for b in range(B):
+                cv = x[ck, b] * scale[k, b]
+                lab[k, b] += _interval_above(cprev[k, b], cv, dt, above)
+    if wi != wprev:
+        if wprev >= 0:
+            _flush(ms, s0, B, KC, wprev, lmax, ltm, lab)
+        for k in range(KC):
+            for b in range(B):
+                lmax[k, b] = -np.inf
+                ltm[k, b] = np.nan
+                lab[k, b] = 0.0
+    for k in range(KC):
+        ck = obs_cmt[k]
+        for b in range(B):
+            cv = x[ck, b] * scale[k, b]
+            if wi >= 0:
+                lm = lmax[k, b]
+                tm = ltm[k, b]
+                ltm[k, b] = tj - starts[wi] if (cv > lm * tie1) | (tm != tm) else tm
+                lmax[k, b] = cv if cv > lm else lm
+            cprev[k, b] = cv
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc):
+    """Status per lane (NONFINITE for a non-finite rate or result: then its
+    trajectories are all NaN) and, in metrics mode, the AUC at the end."""
+    K = obs_cmt.shape[0]
+    for b in range(B):
+        status[s0 + b] = OK
+        if mode == 1:
+            for k in range(KC):
+                mauc[s0 + b, k, W] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
+                if bad[b] or not np.isfinite(mauc[s0 + b, k, W]):
+                    status[s0 + b] = NONFINITE
+            continue
+        for k in range(K):
+            if bad[b] or not np.isfinite(out[s0 + b, k, T - 1]):
+                out[s0 + b, :, :] = np.nan
+                status[s0 + b] = NONFINITE
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
                  out, status, s0, B, mode, starts, tie, above, ms, mauc, mpre, ns, no,
@@ -196,34 +427,21 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     T = times.shape[0]
     K = obs_cmt.shape[0]
     nev = ev_time.shape[1]
-    occ = 0
+    KC = K // 2 if mode == 1 else K
+    # propagators of up to _NCACHE step lengths (round robin), and their scratch
     cache_h = np.empty(_NCACHE)
     cache_E = np.empty((_NCACHE, n, n, B))
     cache_G = np.empty((_NCACHE, n, n, B))
-    Al = np.empty((n, n, B))
-    work = np.empty((LANE_WORK, n, n, B))
-    sq = np.empty(B, dtype=np.int64)
+    pc = (cache_h, cache_E, cache_G, np.empty((n, n, B)),
+          np.empty((LANE_WORK, n, n, B)), np.empty(B, dtype=np.int64))
     nused = 0
     nextslot = 0
     last = -1
     x = np.zeros((n, B))
     r = np.zeros((n, B))
     c = np.zeros((n, B))
-    scale = np.empty((K, B))
-    for b in range(B):
-        for k in range(K):
-            scale[k, b] = obs_scale[s0 + b, k]
-    bad = np.zeros(B, dtype=np.bool_)
-    for b in range(B):  # loops, not np.isfinite(A[s0 + b]): no temporary per lane
-        for o in range(A.shape[1]):
-            for i in range(n):
-                for k in range(n):
-                    if not np.isfinite(A[s0 + b, o, i, k]):
-                        bad[b] = True
-    active = False
-    t = 0.0
-    e = 0
-    KC = K // 2 if mode == 1 else K
+    scale = _lane_scale(obs_scale, s0, B, K)
+    bad = _bad_lanes(A, s0, B, n)
     tile = np.empty((K, _TILE, B))
     cprev = np.zeros((KC, B))
     cur = np.zeros((KC, B))
@@ -231,51 +449,31 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     ltm = np.full((KC, B), np.nan)
     lab = np.zeros((KC, B))
     tie1 = 1.0 + tie
-    # power path of trajectories (runs of >= _POW outputs): tables of the
-    # propagator in cache slot rslot
-    npow = n if mode == 0 else 0
-    Rp = np.empty((B, K, npow, _POW))
-    Qp = np.empty((B, K, npow, _POW))
-    EP = np.empty((B, npow, npow))
-    SP = np.empty((B, npow, npow))
-    Mw = np.empty((npow, npow))
-    Sw = np.empty((npow, npow))
-    Tw = np.empty((npow, npow))
-    ypow = np.empty(npow)
-    rslot = -1
-    # metrics power path: tables of the propagator in cache slot mslot
-    nmet = n if mode == 1 else 0
-    KM = KC if mode == 1 else 0
-    Rm = np.empty((KM, nmet, _PMET, B))
-    Qm = np.empty((KM, nmet, _PMET, B))
-    Bm = np.empty((4, KM, nmet, B))
-    EPm = np.empty((nmet, nmet, B))
-    SPm = np.empty((nmet, nmet, B))
-    Mm = np.empty((3, nmet, nmet, B))
-    ym = np.empty((nmet, B))
-    bnd = np.empty((3, B))
-    acc = np.empty(B)
-    allab = np.empty((KM, B), dtype=np.bool_)
-    mslot = -1
+    pw = _pow_scratch(B, K, n, mode)
+    rslot = -1  # the cache slot pw's tables were built from
+    mt = _met_scratch(B, KC, n, mode)
+    mslot = -1  # the cache slot mt's tables were built from
     # metrics: the state just before the events of the latest event time, so that
     # a dose's pre-dose level excludes other doses (or lagged inputs) given at the
     # same time: a value at a dose time is the state after the dose
-    xpre = np.zeros((nmet, B))
+    xpre = np.zeros((n if mode == 1 else 0, B))
     tpre = -1.0
     wi = -1
     W = 0 if mode == 0 else starts.shape[0]
+    occ = 0
+    active = False
+    t = 0.0
+    e = 0
     j = 0
+    slot = 0  # the cache slot of the current step (read only after a step h > 0)
     while j < T:
         tj = times[j]
         # events at or before this output: step to each, then apply it
         while e < nev and ev_time[s0, e] <= tj:
             h = ev_time[s0, e] - t
             if h > 0.0:
-                slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
-                if new:
-                    _fill(A, s0, occ, h, cache_E[slot], cache_G[slot], Al, work, sq)
-                    rslot = -1 if slot == rslot else rslot
-                    mslot = -1 if slot == mslot else mslot
+                slot, nused, nextslot, rslot, mslot = _propagator(
+                    A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot)
                 last = slot
                 _input_term(cache_G[slot], r, active, c)
                 step(cache_E[slot], c, x, ns)
@@ -283,28 +481,15 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             if mode == 1 and ev_time[s0, e] != tpre:
                 _copy2(x, xpre)
                 tpre = ev_time[s0, e]
-            for b in range(B):
-                kind = ev_kind[s0 + b, e]
-                if kind == 0:
-                    x[ev_cmt[s0 + b, e], b] += ev_value[s0 + b, e]
-                elif kind == 1:
-                    r[ev_cmt[s0 + b, e], b] += ev_value[s0 + b, e]
+            active = _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r)
             if ev_kind[s0, e] == 3:  # occasions come from the shared regimen
                 occ = int(ev_value[s0, e])
                 nused = 0  # new rate matrix: cached propagators are stale
                 nextslot = 0  # refill from slot 0 (_find looks at slots < nused)
                 last = -1
             elif ev_kind[s0, e] == 4 and mode == 1:
-                w = int(ev_value[s0, e])
-                for b in range(B):
-                    for k in range(KC):
-                        mpre[s0 + b, k, w] = xpre[obs_cmt[k], b] * scale[k, b]
-                        mauc[s0 + b, k, w] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
-            active = False
-            for i in range(n):
-                for b in range(B):
-                    if r[i, b] != 0.0:
-                        active = True
+                _window_start(x, xpre, obs_cmt, scale, s0, B, KC,
+                              int(ev_value[s0, e]), mauc, mpre)
             e += 1
         t_ev = ev_time[s0, e] if e < nev else np.inf
         wprev = wi
@@ -319,109 +504,36 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
             t_end = t_ev
             if mode == 1 and wi + 1 < W:
                 t_end = min(t_end, starts[wi + 1])
-            while (j + m < T and times[j + m] < t_end
-                   and _same_h(h, times[j + m] - times[j + m - 1], times[j + m - 1])):
-                m += 1
-            slot, new, nused, nextslot = _slot(cache_h, nused, nextslot, last, h, t)
-            if new:
-                _fill(A, s0, occ, h, cache_E[slot], cache_G[slot], Al, work, sq)
-                rslot = -1 if slot == rslot else rslot
-                mslot = -1 if slot == mslot else mslot
+            m = _run_length(times, j, h, t_end)
+            slot, nused, nextslot, rslot, mslot = _propagator(
+                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot)
             last = slot
             _input_term(cache_G[slot], r, active, c)
-            full = m - m % _POW
-            if mode == 0 and full > 0 and len(no) > 0:
-                if rslot != slot:
-                    _pow_tables(no, cache_E[slot], obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
-                    rslot = slot
-                run_pow(Rp, Qp, EP, SP, c, x, out, s0, j, full, scale, active, ypow,
-                        no)
-                t = times[j + full - 1]
-                j += full
-                m -= full
-                if m == 0:
-                    continue
         if mode == 0:
-            if h > 0.0 and len(no) > 0:
-                run_out(cache_E[slot], c, x, out, s0, j, m, obs_cmt, scale, tile, no)
-            else:  # an output at the current time (m == 1), or no output loops
-                # compiled (no == ()): a plain step per output
-                for jj in range(m):
-                    if h > 0.0:
-                        step(cache_E[slot], c, x, ns)
-                    for k in range(K):
-                        ck = obs_cmt[k]
-                        for b in range(B):
-                            out[s0 + b, k, j + jj] = x[ck, b] * scale[k, b]
+            rslot = _traj_run(cache_E[slot], c, x, out, s0, j, m, h, obs_cmt, scale,
+                              tile, active, pw, rslot, slot, ns, no)
             t = times[j + m - 1]
             j += m
             continue
         # metrics: a run of m > 1 (or one step) inside window wi with nothing to
-        # flush goes to met_chunks / run_met; the first output of a window, outputs that
-        # coincide with an event and j == 0 take the generic path below
+        # flush goes to met_chunks / run_met; the first output of a window, outputs
+        # that coincide with an event and j == 0 take the general path below
         if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
-            full = m - m % _PMET
-            if full > 0:
-                if mslot != slot:
-                    _met_tables(nm, cache_E[slot], obs_cmt, Rm, Qm, Bm, EPm, SPm,
-                                Mm)
-                    mslot = slot
-                _met_chunks(nm, Rm, Qm, Bm, EPm, SPm, c, x, j, full, times, scale,
-                            starts[wi], above, tie1, cprev, lmax, ltm, lab, active,
-                            acc, allab, ym, bnd)
-                t = times[j + full - 1]
-                j += full
-                m -= full
-                if m == 0:
-                    continue
-            run_met(cache_E[slot], c, x, j, m, times, obs_cmt, scale, KC,
-                    starts[wi], above, tie1, cprev, cur, lmax, ltm, lab, active, nm)
+            mslot = _met_run(cache_E[slot], c, x, j, m, times, obs_cmt, scale, KC,
+                             starts[wi], above, tie1, cprev, cur, lmax, ltm, lab,
+                             active, mt, mslot, slot, nm)
             t = times[j + m - 1]
             j += m
             continue
         if h > 0.0:
             step(cache_E[slot], c, x, ns)
             t = tj
-        if j > 0 and wprev >= 0 and above == above:
-            dt = tj - times[j - 1]
-            for k in range(KC):
-                ck = obs_cmt[k]
-                for b in range(B):
-                    cv = x[ck, b] * scale[k, b]
-                    lab[k, b] += _interval_above(cprev[k, b], cv, dt, above)
-        if wi != wprev:
-            if wprev >= 0:
-                _flush(ms, s0, B, KC, wprev, lmax, ltm, lab)
-            for k in range(KC):
-                for b in range(B):
-                    lmax[k, b] = -np.inf
-                    ltm[k, b] = np.nan
-                    lab[k, b] = 0.0
-        for k in range(KC):
-            ck = obs_cmt[k]
-            for b in range(B):
-                cv = x[ck, b] * scale[k, b]
-                if wi >= 0:
-                    lm = lmax[k, b]
-                    tm = ltm[k, b]
-                    ltm[k, b] = tj - starts[wi] if (cv > lm * tie1) | (tm != tm) else tm
-                    lmax[k, b] = cv if cv > lm else lm
-                cprev[k, b] = cv
+        _met_output(x, times, j, obs_cmt, scale, KC, starts, wi, wprev, above, tie1,
+                    cprev, lmax, ltm, lab, ms, s0)
         j += 1
     if mode == 1 and wi >= 0:
         _flush(ms, s0, B, KC, wi, lmax, ltm, lab)
-    for b in range(B):
-        status[s0 + b] = OK
-        if mode == 1:
-            for k in range(KC):
-                mauc[s0 + b, k, W] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
-                if bad[b] or not np.isfinite(mauc[s0 + b, k, W]):
-                    status[s0 + b] = NONFINITE
-            continue
-        for k in range(K):
-            if bad[b] or not np.isfinite(out[s0 + b, k, T - 1]):
-                out[s0 + b, :, :] = np.nan
-                status[s0 + b] = NONFINITE
+    _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc)
 
 
 # Element loops, not ``dst[:, :] = src``: a slice copy from an array compiles numba's
@@ -640,97 +752,142 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
     other lanes of the block, on B or on the thread count. Returns the number of
     chunks jumped over without evaluating their outputs.
     """
-    KC = R.shape[0]
-    n = R.shape[1]
     P = R.shape[2]
+    skipped = 0
+    for q0 in range(0, m, P):
+        j = j0 + q0
+        # which lanes could change a metric in this chunk (bounds of its outputs)
+        nfull, nab = _chunk_bounds(Bd, x, c, inp, scale, above, tie1, cprev, lmax,
+                                   allab, bnd)
+        if nfull > 0:
+            _chunk_outputs(R, Q, x, c, inp, j, times, scale, tstart, above, tie1,
+                           cprev, lmax, ltm, lab, acc)
+        else:
+            skipped += 1
+            _chunk_skip(R, Q, x, c, inp, j, times, scale, cprev, lab, nab, allab,
+                        acc)
+        _chunk_jump(EP, SP, x, c, inp, y)
+    return skipped
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _chunk_bounds(Bd, x, c, inp, scale, above, tie1, cprev, lmax, allab, bnd):
+    """Bounds lo <= output <= hi of every output of a chunk, per analyte and lane,
+    and whether they show that the lane stays above ``above`` (allab). Returns
+    (lanes x analytes that need the chunk's outputs, those that stay above)."""
+    KC = Bd.shape[1]
     B = x.shape[1]
     check = above == above
     hi = bnd[0]
     lo = bnd[1]
     mag = bnd[2]
-    skipped = 0
-    for q0 in range(0, m, P):
-        j = j0 + q0
-        nfull = 0
-        nab = 0
+    nfull = 0
+    nab = 0
+    for k in range(KC):
+        for b in range(B):
+            hi[b] = 0.0
+            lo[b] = 0.0
+            mag[b] = 0.0
+        _add_bounds(Bd[0, k], Bd[1, k], x, hi, lo, mag)
+        if inp:
+            _add_bounds(Bd[2, k], Bd[3, k], c, hi, lo, mag)
+        for b in range(B):
+            sc = scale[k, b]
+            # relative margin, plus an absolute one for subnormal levels
+            wide = _BOUND_RTOL * mag[b] + 1e-300
+            u = (hi[b] + wide) * sc
+            v = (lo[b] - wide) * sc
+            top = max(u, v)
+            bot = min(u, v)
+            lm = lmax[k, b]
+            cp = cprev[k, b]
+            # stays above / stays below the threshold (both False if it is NaN)
+            ab = (cp > above) & (bot > above)
+            below = (cp <= above) & (top <= above)
+            # could set a new maximum or move Tmax, or could cross `above`.
+            # A NaN level or bound is never skipped while `above` is set
+            # (neither "stays above" nor "stays below" holds): slower for a
+            # block holding a failed subject, never different.
+            need = (top > min(lm, lm * tie1)) | (check & (ab == below))
+            allab[k, b] = ab
+            nab += 1 if ab else 0
+            nfull += 1 if need else 0
+    return nfull, nab
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _chunk_outputs(R, Q, x, c, inp, j, times, scale, tstart, above, tie1, cprev,
+                   lmax, ltm, lab, acc):
+    """Every output of the chunk starting at output j, and the metrics updated
+    as in run_met (time above, Cmax, Tmax by the tie rule)."""
+    KC = R.shape[0]
+    P = R.shape[2]
+    B = x.shape[1]
+    for p in range(P):
+        jj = j + p
+        dt = times[jj] - times[jj - 1]
+        trel = times[jj] - tstart
         for k in range(KC):
+            _met_values(R, Q, x, c, k, p, inp, acc)
             for b in range(B):
-                hi[b] = 0.0
-                lo[b] = 0.0
-                mag[b] = 0.0
-            _add_bounds(Bd[0, k], Bd[1, k], x, hi, lo, mag)
-            if inp:
-                _add_bounds(Bd[2, k], Bd[3, k], c, hi, lo, mag)
-            for b in range(B):
-                sc = scale[k, b]
-                # relative margin, plus an absolute one for subnormal levels
-                wide = _BOUND_RTOL * mag[b] + 1e-300
-                u = (hi[b] + wide) * sc
-                v = (lo[b] - wide) * sc
-                top = max(u, v)
-                bot = min(u, v)
+                cv = acc[b] * scale[k, b]
+                a = cprev[k, b] - above
+                d = cv - above
+                if (a > 0.0) & (d > 0.0):
+                    inc = dt
+                elif (a > 0.0) != (d > 0.0):
+                    inc = dt * max(a, d) / abs(d - a)
+                else:
+                    inc = 0.0
+                lab[k, b] += inc
                 lm = lmax[k, b]
-                cp = cprev[k, b]
-                # stays above / stays below the threshold (both False if it is NaN)
-                ab = (cp > above) & (bot > above)
-                below = (cp <= above) & (top <= above)
-                # could set a new maximum or move Tmax, or could cross `above`.
-                # A NaN level or bound is never skipped while `above` is set
-                # (neither "stays above" nor "stays below" holds): slower for a
-                # block holding a failed subject, never different.
-                need = (top > min(lm, lm * tie1)) | (check & (ab == below))
-                allab[k, b] = ab
-                nab += 1 if ab else 0
-                nfull += 1 if need else 0
-        if nfull > 0:
-            for p in range(P):
-                jj = j + p
-                dt = times[jj] - times[jj - 1]
-                trel = times[jj] - tstart
-                for k in range(KC):
-                    _met_values(R, Q, x, c, k, p, inp, acc)
-                    for b in range(B):
-                        cv = acc[b] * scale[k, b]
-                        a = cprev[k, b] - above
-                        d = cv - above
-                        if (a > 0.0) & (d > 0.0):
-                            inc = dt
-                        elif (a > 0.0) != (d > 0.0):
-                            inc = dt * max(a, d) / abs(d - a)
-                        else:
-                            inc = 0.0
-                        lab[k, b] += inc
-                        lm = lmax[k, b]
-                        tm = ltm[k, b]
-                        ltm[k, b] = trel if cv > lm * tie1 else tm
-                        lmax[k, b] = cv if cv > lm else lm
-                        cprev[k, b] = cv
-        else:
-            skipped += 1
-            if nab > 0:
-                for p in range(P):
-                    dt = times[j + p] - times[j + p - 1]
-                    for k in range(KC):
-                        for b in range(B):
-                            lab[k, b] += dt if allab[k, b] else 0.0
+                tm = ltm[k, b]
+                ltm[k, b] = trel if cv > lm * tie1 else tm
+                lmax[k, b] = cv if cv > lm else lm
+                cprev[k, b] = cv
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _chunk_skip(R, Q, x, c, inp, j, times, scale, cprev, lab, nab, allab, acc):
+    """A chunk that changes no metric but the time above: each step counts for
+    the lanes that stay above; the level at its last output becomes cprev."""
+    KC = R.shape[0]
+    P = R.shape[2]
+    B = x.shape[1]
+    if nab > 0:
+        for p in range(P):
+            dt = times[j + p] - times[j + p - 1]
             for k in range(KC):
-                _met_values(R, Q, x, c, k, P - 1, inp, acc)
                 for b in range(B):
-                    cprev[k, b] = acc[b] * scale[k, b]
-        for i in range(n):
+                    lab[k, b] += dt if allab[k, b] else 0.0
+    for k in range(KC):
+        _met_values(R, Q, x, c, k, P - 1, inp, acc)
+        for b in range(B):
+            cprev[k, b] = acc[b] * scale[k, b]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
+def _chunk_jump(EP, SP, x, c, inp, y):
+    """x <- EP x + SP c: the state at the end of the chunk (y: (n, B) scratch)."""
+    n = x.shape[0]
+    B = x.shape[1]
+    for i in range(n):
+        for b in range(B):
+            y[i, b] = 0.0
+        for q in range(n):
             for b in range(B):
-                y[i, b] = 0.0
+                y[i, b] += EP[i, q, b] * x[q, b]
+        if inp:
             for q in range(n):
                 for b in range(B):
-                    y[i, b] += EP[i, q, b] * x[q, b]
-            if inp:
-                for q in range(n):
-                    for b in range(B):
-                        y[i, b] += SP[i, q, b] * c[q, b]
-        for i in range(n):
-            for b in range(B):
-                x[i, b] = y[i, b]
-    return skipped
+                    y[i, b] += SP[i, q, b] * c[q, b]
+    for i in range(n):
+        for b in range(B):
+            x[i, b] = y[i, b]
 
 
 # the mode-specific paths of block_linear, compiled only into the kernel that takes
