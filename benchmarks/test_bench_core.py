@@ -116,7 +116,8 @@ def test_scipy_lsoda_baseline(benchmark, first_call, scipy_times, name, m, n):
     # the baseline solves the same problem as ketasim (same patients, same doses)
     reg, ks_times = w.ketasim_inputs(name)
     np.testing.assert_array_equal(ks_times, times)
-    ds = ks.simulate(w.MODEL, reg, times=times, parameters=w.with_units(params),
+    ds = ks.simulate(w.MODEL, reg, times=times,
+                     subjects=ks.Subjects(parameters=w.with_units(params)),
                      progress=False)
     assert w.rel_error(conc, ds.concentration.values[:, 0]) < BASELINE_TOL
     benchmark.extra_info.update({
@@ -160,7 +161,8 @@ def test_w2_exact_fresh(benchmark, first_call, scipy_times, n):
     assert times.size == 6049
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times, parameters=params,
+        return ks.simulate(w.MODEL, reg, times=times,
+                           subjects=ks.Subjects(parameters=params),
                            progress=False)
 
     first = first_call("exact")
@@ -188,13 +190,16 @@ def test_w2_exact_out_buffer(benchmark, first_call, scipy_times, n, windows):
     out = np.zeros((n, 1, times.size))
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times, parameters=params, out=out,
-                           dose_windows=windows, progress=False)
+        return ks.simulate(w.MODEL, reg, times=times,
+                           subjects=ks.Subjects(parameters=params),
+                           output=ks.Trajectories(dose_windows=windows, out=out),
+                           progress=False)
 
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W2"])
     assert np.shares_memory(ds.concentration.values, out)
-    fresh = ks.simulate(w.MODEL, reg, times=times, parameters=params, progress=False)
+    fresh = ks.simulate(w.MODEL, reg, times=times,
+                        subjects=ks.Subjects(parameters=params), progress=False)
     np.testing.assert_array_equal(out, fresh.concentration.values)
     if windows:
         np.testing.assert_array_equal(ds.dose_auc.values, fresh.dose_auc.values)
@@ -216,8 +221,10 @@ def test_w2_ode(benchmark, first_call, scipy_times, n):
     out = np.zeros((n, 1, times.size))
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times, parameters=params,
-                           solver="ode", rtol=1e-6, atol=1e-9, out=out,
+        return ks.simulate(w.MODEL, reg, times=times,
+                           subjects=ks.Subjects(parameters=params),
+                           solver=ks.ODE(rtol=1e-6, atol=1e-9),
+                           output=ks.Trajectories(out=out),
                            progress=False)
 
     first = first_call("ode")
@@ -226,8 +233,10 @@ def test_w2_ode(benchmark, first_call, scipy_times, n):
     assert np.all(ds.status.values == 0)
     err = _check_vs_reference("W2", out[:, 0], ODE_TOL)
     # every patient against the exact path
-    exact = ks.simulate(w.MODEL, reg, times=times, parameters=params,
-                        dose_windows=False, progress=False).concentration.values
+    exact = ks.simulate(w.MODEL, reg, times=times,
+                        subjects=ks.Subjects(parameters=params),
+                        output=ks.Trajectories(dose_windows=False),
+                        progress=False).concentration.values
     worst = max(w.rel_error(out[i, 0], exact[i, 0]) for i in range(n))
     assert worst < ODE_TOL, f"ODE vs exact: {worst:.2e}"
     _info(benchmark, "W2 ODE (rtol 1e-6, atol 1e-9), into out=", n, times, first,
@@ -244,7 +253,8 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
     assert times.size == 28 * 24 * 12 + 1
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times, parameters=params,
+        return ks.simulate(w.MODEL, reg, times=times,
+                           subjects=ks.Subjects(parameters=params),
                            progress=False)
 
     first = first_call("exact")
@@ -256,9 +266,12 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
     one = {k: (v[:1], u) for k, (v, u) in params.items()}
     t = ks.grid("300 h", "1 h")
     a = ks.simulate(w.MODEL, ks.Dose.bolus("56 mg", route="intranasal"), times=t,
-                    parameters=one, auc=True, progress=False).auc[0, 0, -1]
-    b = ks.simulate(w.MODEL, ks.Dose.bolus("56 mg"), times=t, parameters=one,
-                    auc=True, progress=False).auc[0, 0, -1]
+                    subjects=ks.Subjects(parameters=one),
+                    output=ks.Trajectories(auc=True), progress=False).auc[0, 0, -1]
+    b = ks.simulate(w.MODEL, ks.Dose.bolus("56 mg"), times=t,
+                    subjects=ks.Subjects(parameters=one),
+                    output=ks.Trajectories(auc=True),
+                    progress=False).auc[0, 0, -1]
     assert float(a / b) == pytest.approx(w.F_IN, rel=1e-9)
     _info(benchmark, "W3 exact, intranasal, fresh result", n, times, first,
           max_rel_error_vs_reference=err)
@@ -274,13 +287,16 @@ def test_w3_exact_out_buffer(benchmark, first_call, scipy_times, n):
     out = np.zeros((n, 1, times.size))
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times, parameters=params, out=out,
-                           dose_windows=False, progress=False)
+        return ks.simulate(w.MODEL, reg, times=times,
+                           subjects=ks.Subjects(parameters=params),
+                           output=ks.Trajectories(dose_windows=False, out=out),
+                           progress=False)
 
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W3"])
     assert np.shares_memory(ds.concentration.values, out)
-    fresh = ks.simulate(w.MODEL, reg, times=times, parameters=params, progress=False)
+    fresh = ks.simulate(w.MODEL, reg, times=times,
+                        subjects=ks.Subjects(parameters=params), progress=False)
     np.testing.assert_array_equal(out, fresh.concentration.values)
     err = _check_vs_reference("W3", out[:, 0], EXACT_TOL)
     _info(benchmark, "W3 exact, into a reused out= buffer (concentrations only)", n,
@@ -318,8 +334,9 @@ def test_w4_metrics(benchmark, first_call, scipy_times, n):
     reg, times = w.w2_regimen()
 
     def run(p):
-        return ks.simulate(w.MODEL, reg, times=times, parameters=p, output="metrics",
-                           above=W4_ABOVE, progress=False)
+        return ks.simulate(w.MODEL, reg, times=times,
+                           subjects=ks.Subjects(parameters=p),
+                           output=ks.Metrics(above=W4_ABOVE), progress=False)
 
     first = first_call("metrics")
     # warm-up at the smoke size
@@ -330,7 +347,8 @@ def test_w4_metrics(benchmark, first_call, scipy_times, n):
     # patients 0, 1 and n-1 against their W2 trajectories (exact path, same patients)
     idx = [0, 1, n - 1]
     ds = ks.simulate(w.MODEL, reg, times=times,
-                     parameters={k: (v[idx], u) for k, (v, u) in params.items()},
+                     subjects=ks.Subjects(parameters={k: (v[idx], u) for k,
+                                                      (v, u) in params.items()}),
                      progress=False)
     starts = np.array(reg.times)
     for row, i in enumerate(idx):

@@ -43,8 +43,8 @@ def test_w2_population_scenario_metrics(benchmark, n):
     # read back in canonical absolute units (L, L/h), as `parameters` reports them
     explicit = {k: (pars.sel(parameter=k).values, pars.parameter_unit.sel(
         parameter=k).item()) for k in ("V1", "CL", "Q2", "V2", "Q3", "V3")}
-    core = lambda: ks.simulate(model, reg, times=times, parameters=explicit,  # noqa: E731
-                               covariates={"weight": one.weight.values},
+    table = ks.Subjects(covariates={"weight": one.weight.values}, parameters=explicit)
+    core = lambda: ks.simulate(model, reg, times=times, subjects=table,  # noqa: E731
                                progress=False)
     ref = core()
     # the same numbers by both paths: rounding only

@@ -52,8 +52,9 @@ def main(n: int = 200) -> None:
     dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min", salt="hcl")
     times = ks.grid("12 h", "10 min")
     weights = np.linspace(50.0, 110.0, n)
-    ds = ks.simulate(model, dose, times=times, covariates={"weight": weights},
-                     rtol=1e-8, atol=1e-10)
+    ds = ks.simulate(model, dose, times=times,
+                     subjects=ks.Subjects(covariates={"weight": weights}),
+                     solver=ks.ODE(rtol=1e-8, atol=1e-10))
     c = ds.concentration.sel(analyte="ketamine")
     print(f"{n} subjects, solver: {ds.attrs['solver']}, rtol {ds.attrs['rtol']}")
     for w in (0, n // 2, n - 1):

@@ -541,7 +541,7 @@ def regimens(draw):
 
 
 # ---------------------------------------------------------------------------------
-# simulate arguments: covariates, parameters, population, booleans
+# simulate arguments: subjects, population, solver and output nouns, times
 
 COVARIATES = {  # name -> (valid values, invalid values)
     "weight": ([70.0, 45, np.array([60.0, 80.0])],
@@ -562,15 +562,116 @@ PARAMETERS = {  # domino: valid and invalid overrides per parameter
            ["-4.41 L", "0 L", "4 1/h", "4.41 kg", "inf L"]),
     "F_IN": (["0.5 1", 0.5], [1.5, -0.1, "50 L", NAN]),
 }
+#: fields of the option nouns: noun -> field -> (valid values, invalid values)
+OPTIONS = {
+    "ODE": {
+        "rtol": ([1e-6, 1e-8, np.float64(1e-4)], [0.0, 1.0, -1e-6, NAN, INF, "1e-6",
+                                                   True, None]),
+        "atol": ([1e-9, 1e-12], [0.0, -1e-9, INF, NAN, "1e-9", False]),
+        "method": (["auto", "dopri5", "rosenbrock"], ["rk45", "Dopri5", 1, None]),
+        # a valid count that is small enough to stop the solver is a failure the
+        # result reports (status), not an input error: valid counts are large
+        "max_steps": ([100_000, np.int64(20_000)], [0, -5, 2.5, True, "100", 1e300]),
+    },
+    "Trajectories": {
+        "amounts": ([True, False, np.True_], ["yes", "no", 1, 0, None]),
+        "auc": ([True, False, np.False_], ["yes", "no", 1, 0, None]),
+        # domino has no residual error model: True is refused, by name
+        "residual": ([False], ["yes", 1, None, True]),
+        "dose_windows": ([True, False], ["no", 0, None]),
+        "out": (["buffer"], [[0.0] * 6, "wrong shape", "float32", "with auc"]),
+    },
+    "Metrics": {
+        "above": ([None, 10, 10.5, "0.1 mg/L", np.float64(20)],
+                  [-5, NAN, INF, "400 nmol/L", "100 min", [50, 100], "high"]),
+        "chunk": ([1, 1000, np.int64(7)], [0, -1, 2.5, True, "10", None]),
+    },
+}
+#: a wrong noun (or a keyword that moved into one) for each argument of simulate
+WRONG = {
+    "solver": ["ode", "exact", "auto", ks.Trajectories(), 1],
+    "output": ["metrics", "trajectories", ks.Exact(), 0, {"above": 10}],
+    "subjects": [{"weight": 70.0}, ks.Population(3, seed=1), [70.0]],
+    "moved": [("rtol", 1e-6), ("atol", 1e-9), ("ode_method", "dopri5"),
+              ("max_steps", 10), ("amounts", True), ("auc", True),
+              ("residual", True), ("out", None), ("dose_windows", False),
+              ("above", 10), ("chunk", 10), ("covariates", {"weight": 70.0}),
+              ("parameters", {"k10": "26 1/h"})],
+}
+
+
+@dataclass(frozen=True)
+class Noun:
+    """A configuration noun to build inside the case's run (so a refusal at
+    construction is classified like any other), printed as the call to write."""
+
+    name: str
+    kw: dict
+
+    def __repr__(self) -> str:
+        return f"ks.{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in
+                                            self.kw.items()) + ")"
+
+    def build(self):
+        return getattr(ks, self.name)(**self.kw)
+
+
+def _out_buffer(kind: str, n_times: int):
+    """The ``out`` field's values: a fitting buffer or a wrong one."""
+    if kind == "wrong shape":
+        return np.empty((1, 1, n_times + 1))
+    if kind == "float32":
+        return np.empty((1, 1, n_times), dtype=np.float32)
+    return np.empty((1, 1, n_times))
+
+
+def _option(draw, call, bad):
+    """A solver or output noun with one field drawn (valid, or invalid when
+    ``bad``); returns the field's name and the area that owns it."""
+    noun = draw(st.sampled_from(sorted(OPTIONS)))
+    key = draw(st.sampled_from(sorted(OPTIONS[noun])))
+    good, wrong = OPTIONS[noun][key]
+    v = draw(st.sampled_from(wrong if bad else good))
+    if noun == "ODE" and key in ("rtol", "atol") and draw(st.booleans()):
+        # a drawn number instead: rtol in (0, 1), atol finite and > 0 (mg)
+        wrong = st.one_of(st.floats(-1e3, 0.0), st.floats(1.0, 1e6)) \
+            if key == "rtol" else st.floats(-1e3, 0.0)
+        v = draw(wrong if bad else st.floats(1e-10, 1e-3))
+    kw = {key: v}
+    if key == "out":
+        if v == "with auc":  # a buffer holds concentrations only
+            kw = {"out": _out_buffer("buffer", TIMES.size), "auc": True}
+        elif isinstance(v, str):
+            kw = {"out": _out_buffer(v, TIMES.size)}
+    target = "solver" if noun == "ODE" else "output"
+    call[target] = Noun(noun, kw)
+    return (key,), "options.py" if bad else "simulate.py"
+
+
+def _wrong_argument(draw, call):
+    """A value of the wrong kind for solver, output or subjects, a keyword that
+    moved into a noun, or subjects together with a population."""
+    which = draw(st.sampled_from([*sorted(WRONG), "both"]))
+    if which == "both":
+        call["population"] = Noun("Population", {"n": 3, "seed": 1})
+        call["subjects"] = Noun("Subjects", {"covariates": {"weight": 70.0}})
+        return ("subjects",)
+    v = draw(st.sampled_from(WRONG[which]))
+    if which == "moved":
+        call[v[0]] = v[1]
+        return (v[0],)
+    call[which] = v
+    return (which,)
 
 
 @st.composite
 def simulate_args(draw):
-    """Covariates, parameter overrides, Population fields and boolean arguments of
-    simulate, one of them possibly invalid."""
-    what = draw(st.sampled_from(["covariate", "parameter", "population", "boolean",
-                                 "times"]))
-    bad = draw(st.booleans())
+    """The arguments of simulate: covariates and parameter overrides (ks.Subjects),
+    Population fields, the fields of the solver and output nouns, output times, and
+    arguments of the wrong kind, one of them possibly invalid."""
+    what = draw(st.sampled_from(["covariate", "parameter", "population", "option",
+                                 "wrong", "times"]))
+    bad = what == "wrong" or draw(st.booleans())
     dose = ks.Dose.bolus("0.5 mg/kg")
     call = {"model": "domino", "regimen": dose, "times": TIMES}
     area = "simulate._subjects / population.py"
@@ -586,7 +687,7 @@ def simulate_args(draw):
             v = draw(st.one_of(st.floats(-1e6, lo, exclude_max=True),
                                st.floats(hi, 1e6, exclude_min=True)) if bad
                      else st.floats(ok_lo, hi))
-        call["covariates"] = {name: v}
+        call["subjects"] = Noun("Subjects", {"covariates": {name: v}})
         if name == "female":
             call["model"] = "perez_ruixo_2021"
             call["regimen"] = ks.Dose.bolus("20 mg")
@@ -598,7 +699,7 @@ def simulate_args(draw):
         if name == "k10" and draw(st.booleans()):  # a drawn value with its unit
             x = draw(st.floats(-1e3, 0.0) if bad else st.floats(0.01, 1e3))
             v = draw(st.sampled_from([f"{x!r} 1/h", (x, "1/min")]))
-        call["parameters"] = {name: v}
+        call["subjects"] = Noun("Subjects", {"parameters": {name: v}})
         if name == "F_IN":
             call["regimen"] = ks.Dose.bolus("20 mg", route="intranasal")
         field_ = (name,)
@@ -617,14 +718,12 @@ def simulate_args(draw):
             field_ = (key,)
         call["model"] = "perez_ruixo_2021"
         call["regimen"] = ks.Dose.bolus("20 mg")
-        call["population"] = ("Population", kw)
-    elif what == "boolean":
-        key = draw(st.sampled_from(["dose_windows", "auc", "amounts"]))
-        val = draw(st.sampled_from(["yes", "no", 1, 0, None])) if bad else \
-            draw(st.booleans())
-        call[key] = val
-        field_ = (key,)
-        area = "simulate.py (boolean arguments)"
+        call["population"] = Noun("Population", kw)
+    elif what == "option":
+        field_, area = _option(draw, call, bad)
+    elif what == "wrong":
+        field_ = _wrong_argument(draw, call)
+        area = "simulate.py (public arguments)"
     else:
         t = draw(st.sampled_from([[3.0, 1.0], [-1.0, 1.0], [NAN, 1.0], [], "24 h",
                                   [[1.0]], ["a", "b"], [0.0, 1e-9, 2e-9]])) if bad \
@@ -638,9 +737,7 @@ def simulate_args(draw):
     label = "simulate(" + ", ".join(f"{k}={v!r}" for k, v in call.items()) + ")"
 
     def run():
-        kw = dict(call)
-        if "population" in kw:
-            kw["population"] = ks.Population(**kw["population"][1])
+        kw = {k: v.build() if isinstance(v, Noun) else v for k, v in call.items()}
         return ks.simulate(kw.pop("model"), kw.pop("regimen"), **kw)
 
     return Case("simulate_args", label, run, field_, expect, area)
@@ -1301,7 +1398,7 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels before any case is timed."""
     for name in ("domino", "flint_2017", "perez_ruixo_2021"):
         _simulate_model(model(name))
-    ks.simulate("domino", ks.Dose.bolus("5 mg"), times=TIMES, output="metrics")
+    ks.simulate("domino", ks.Dose.bolus("5 mg"), times=TIMES, output=ks.Metrics())
 
 
 def main(argv=None) -> int:

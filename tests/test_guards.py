@@ -110,16 +110,20 @@ def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch)
                        r"parameters, covariates, dose events and per-dose values\), "
                        r"more than the limit of 9\.31e-07 GiB .* Use fewer subjects "
                        r"or fewer output times .* output='metrics' .* chunks="):
-        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov)
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t,
+                    subjects=ks.Subjects(covariates=cov))
     with pytest.raises(ValueError, match=r": 2 outputs \(concentrations, AUC\) x 40 "):
-        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:40], auc=True,
-                    covariates=cov)
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:40],
+                    subjects=ks.Subjects(covariates=cov),
+                    output=ks.Trajectories(auc=True))
     # the ways out the message names work under a bound that refuses the curves
     monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 3500)  # 4.4 kB vs 3.1 kB
     with pytest.raises(ValueError, match=r"the result would need"):
-        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov)
-    m = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t, covariates=cov,
-                    output="metrics")
+        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t,
+                    subjects=ks.Subjects(covariates=cov))
+    m = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t,
+                    subjects=ks.Subjects(covariates=cov),
+                    output=ks.Metrics())
     assert m.cmax.shape == (2, 1, 1)
     monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 16 * 2**10)
     one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:50])
@@ -152,8 +156,8 @@ def nothing_per_patient(monkeypatch):
 @pytest.mark.parametrize("kw, message", [
     ({}, r"the result would need [0-9.]+e\+04 GiB at its peak \(3000000000 subjects x "
          r"[0-9,]+ bytes: 1 outputs \(concentrations\) x 289 times x 8 bytes, "),
-    (dict(output="metrics"), r"\(3000000000 subjects x [0-9,]+ bytes: 1 analytes x 1 "
-     r"doses x 6 per-dose values x 8 bytes, covariates and status, and the working "
+    (dict(output=ks.Metrics()), r"\(3000000000 subjects x [0-9,]+ bytes: 1 analytes "
+     r"x 1 doses x 6 per-dose values x 8 bytes, covariates and status, and the working "
      r"arrays of 65536 subjects at a time\), more than the limit of 1 GiB \(half of "
      r"this machine's memory\)\. Use fewer subjects, or chunks="),
     (dict(chunks=1000), r"\(3000000000 subjects x 256 bytes: subject labels and "
@@ -175,16 +179,19 @@ def test_a_huge_population_is_refused_before_any_patient_is_drawn(
 
 
 def test_the_bound_counts_residual_amounts_and_auc(monkeypatch):
-    """residual=True keeps a second copy of the concentrations (the observed
-    values); auc= and amounts= add outputs: each adds its own bytes per subject."""
+    """Trajectories(residual=True) keeps a second copy of the concentrations (the
+    observed values); auc and amounts add outputs: each adds its own bytes per
+    subject."""
     monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 1000)
     kw = dict(times=np.linspace(0.0, 10.0, 100), population=ks.Population(50_000,
                                                                           seed=1))
     with pytest.MonkeyPatch.context() as m:
         m.setattr(ks.Population, "covariates_for", None)  # never reached
         n, plain = _needed(_refusal(**kw))
-        _, noisy = _needed(text := _refusal(residual=True, **kw))
-        _, more = _needed(_refusal(auc=True, amounts=True, **kw))
+        _, noisy = _needed(text := _refusal(output=ks.Trajectories(residual=True),
+                                            **kw))
+        _, more = _needed(_refusal(output=ks.Trajectories(auc=True, amounts=True),
+                                   **kw))
     assert n == 50_000
     assert "2 analytes x 100 times x 8 bytes for the observed concentrations " \
            "(residual=True)" in text  # fanta_2015: ketamine and norketamine
@@ -207,7 +214,7 @@ def test_the_estimated_peak_bounds_the_measured_one():
     cases = [
         dict(population=ks.Population(40_000, seed=1), times=[0.0, 1.0]),
         dict(population=ks.Population(2_000, seed=1), times=ks.grid("1 d", "5 min"),
-             residual=True, auc=True, amounts=True),
+             output=ks.Trajectories(residual=True, auc=True, amounts=True)),
     ]
     for kw in cases:
         ks.simulate("fanta_2015", ks.Dose.bolus("5 mg"), **kw)  # imports, compiles
@@ -250,10 +257,12 @@ def test_overflowing_dose_is_refused_by_name(amount, message):
 def test_large_but_representable_dose_is_linear(solver):
     """1e290 mg is absurd but representable: the result is exactly linear in the
     dose (an independent invariant), finite, with status 0."""
-    small = ks.simulate("domino", ks.Dose.bolus("1 mg"), times=T, solver=solver,
-                        rtol=1e-10, atol=1e-14)
-    big = ks.simulate("domino", ks.Dose.bolus("1e290 mg"), times=T, solver=solver,
-                      rtol=1e-10, atol=1e-14 * 1e290)
+    def how(atol):  # the tolerances apply to the ODE solver only
+        return ks.Exact() if solver == "exact" else ks.ODE(rtol=1e-10, atol=atol)
+
+    small = ks.simulate("domino", ks.Dose.bolus("1 mg"), times=T, solver=how(1e-14))
+    big = ks.simulate("domino", ks.Dose.bolus("1e290 mg"), times=T,
+                      solver=how(1e-14 * 1e290))
     assert big.status.item() == 0
     assert np.isfinite(big.concentration.values).all()
     np.testing.assert_allclose(big.concentration.values / 1e290,
@@ -351,7 +360,7 @@ def test_exception_in_a_user_rhs_names_the_rhs_and_the_subject():
                        r"dxdt\) raised ValueError: volume too large for this rhs for "
                        r"subject 1 while integrating.*must not raise") as info:
         ks.simulate(model, ks.Dose.bolus("10 mg"), times=T,
-                    covariates={"weight": [70.0, 90.0]})
+                    subjects=ks.Subjects(covariates={"weight": [70.0, 90.0]}))
     assert not isinstance(info.value, SystemError)
 
 
@@ -413,7 +422,7 @@ def test_decay_to_zero_is_not_flagged_negative():
     """Fast elimination over 20 half-lives ends near 0 with rounding-size values
     of either sign; the tolerance (atol + rtol x the state's peak) lets them be."""
     ds = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=ks.grid("72 h", "1 h"),
-                     solver="ode", ode_method="dopri5")
+                     solver=ks.ODE(method="dopri5"))
     assert ds.status.item() == 0
     ref = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=ks.grid("72 h", "1 h"))
     np.testing.assert_allclose(ds.concentration.values, ref.concentration.values,
@@ -425,8 +434,9 @@ def test_solve_error_names_every_failing_subject_per_status():
     with pytest.raises(ks.SolveError, match=r"3 of 3 subjects failed: status 1 for "
                        r"subjects 0, 1, 2 \(NaN from t = 1 h for subject 0\): the ODE "
                        r"solver reached max_steps.*errors='keep'"):
-        ks.simulate("domino", d, times=ks.grid("4 h", "1 h"), solver="ode",
-                    max_steps=5, covariates={"weight": [60.0, 70.0, 80.0]})
+        ks.simulate("domino", d, times=ks.grid("4 h", "1 h"),
+                    subjects=ks.Subjects(covariates={"weight": [60.0, 70.0, 80.0]}),
+                    solver=ks.ODE(max_steps=5))
 
 
 def test_non_finite_rhs_parameter_is_named():
@@ -460,7 +470,7 @@ def test_backstop_refuses_a_non_compartmental_matrix():
 def test_overflowing_dose_is_refused_in_metrics_mode_too():
     with pytest.raises(DoseError, match=r"doses\[0\] \(1e\+307 mg by route 'iv' at 0 "
                        r"h\) gives 1e\+307 mg to subject 0"):
-        ks.simulate("domino", ks.Dose.bolus("1e307 mg"), times=T, output="metrics")
+        ks.simulate("domino", ks.Dose.bolus("1e307 mg"), times=T, output=ks.Metrics())
 
 
 #: flint_2017's patient: its reference weight, 70 kg, is outside the 3.4-35 kg
@@ -485,9 +495,10 @@ def test_time_effect_reaching_zero_within_the_times_is_refused():
     with pytest.raises(ValueError, match=r"time_effects of model 'flint_2017': CLN x "
                        r"\(1 \+ -0.01 t\) \(t in h after the first dose at 0 h\) "
                        r"reaches 0 at 100 h, before the last output time 200 h"):
-        ks.simulate(m, dose, times=ks.grid("200 h", "1 h"), covariates=CHILD)
+        ks.simulate(m, dose, times=ks.grid("200 h", "1 h"),
+                    subjects=ks.Subjects(covariates=CHILD))
     ds = ks.simulate(m, dose, times=ks.grid("99 h", "1 h"),  # holds until then
-                     covariates=CHILD)
+                     subjects=ks.Subjects(covariates=CHILD))
     assert np.isfinite(ds.concentration.values).all()
 
 
@@ -497,7 +508,8 @@ def test_non_finite_state_from_a_time_effect_names_it():
                        r"parameters change in time \(CLN x \(1 \+ 1e\+300 t\), t in h "
                        r"after the first dose\), up to the last output time 200 h"):
         ks.simulate(m, ks.Dose.infusion("1 mg/kg", duration="1 h"),
-                    times=ks.grid("200 h", "1 h"), covariates=CHILD)
+                    times=ks.grid("200 h", "1 h"),
+                    subjects=ks.Subjects(covariates=CHILD))
 
 
 def test_stiff_time_effect_outputs_match_solve_ivp():
@@ -509,8 +521,9 @@ def test_stiff_time_effect_outputs_match_solve_ivp():
 
     m = _flint_with_slope(1e6)
     t = np.array([0.0, 0.5, 1.0, 2.0, 3.0])
-    ds = ks.simulate(m, ks.Dose.bolus("10 mg"), times=t, amounts=True,
-                     covariates=CHILD)
+    ds = ks.simulate(m, ks.Dose.bolus("10 mg"), times=t,
+                     subjects=ks.Subjects(covariates=CHILD),
+                     output=ks.Trajectories(amounts=True))
     params = m.individual_parameters({k: np.array([v]) for k, v in
                                       {**m.covariates, **CHILD}.items()}, n=1)
     A, A1 = m.rate_matrices(params, 1)[0], m.time_derivative_matrices(params, 1)[0]

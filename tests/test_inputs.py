@@ -1,5 +1,5 @@
 """Inputs are read in the user's units or refused with a message naming the field:
-simulate(parameters=...), covariates, Population fields, boolean flags, doses and
+ks.Subjects(parameters=...), covariates, Population fields, boolean flags, doses and
 devices (issue 16, items 2, 3 and 7)."""
 
 import re
@@ -18,7 +18,8 @@ T = [0.0, 1.0, 2.0, 4.0]
 
 
 def _conc(model, params, dose="100 mg", **kw):
-    return ks.simulate(model, Dose.bolus(dose), times=T, parameters=params,
+    return ks.simulate(model, Dose.bolus(dose), times=T,
+                       subjects=ks.Subjects(parameters=params),
                        **kw).concentration.values[:, 0]
 
 
@@ -42,9 +43,11 @@ def test_parameter_units_convert_to_the_exact_solution(tmp_path, cl):
 def test_per_kg_unit_scales_with_each_subjects_weight(tmp_path):
     m = one_compartment(tmp_path)
     w = np.array([50.0, 80.0])
-    ds = ks.simulate(m, Dose.bolus("100 mg"), times=T, covariates={"weight": w},
-                     parameters={"CL": "0.25 L/h/kg", "V": (np.array([0.5, 0.6]),
-                                                            "L/kg")})
+    ds = ks.simulate(m, Dose.bolus("100 mg"), times=T,
+                     subjects=ks.Subjects(covariates={"weight": w},
+                                          parameters={"CL": "0.25 L/h/kg",
+                                                      "V": (np.array([0.5, 0.6]),
+                                                            "L/kg")}))
     np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values, 0.25 * w)
     np.testing.assert_allclose(ds.parameters.sel(parameter="V").values,
                                [25.0, 48.0])
@@ -58,20 +61,30 @@ def test_absolute_unit_on_a_per_kg_parameter_is_the_subjects_value():
     '1.146 L/h/kg' scales."""
     d = Dose.bolus("10 mg")
     ds = ks.simulate("clements_nimmo_1981", d, times=T,
-                     covariates={"weight": [50.0, 90.0]},
-                     parameters={"CL": "80 L/h"})
+                     subjects=ks.Subjects(covariates={"weight": [50.0, 90.0]},
+                                          parameters={"CL": "80 L/h"}))
     np.testing.assert_array_equal(ds.parameters.sel(parameter="CL").values, [80, 80])
     ds = ks.simulate("clements_nimmo_1981", d, times=T,
-                     covariates={"weight": [50.0, 90.0]},
-                     parameters={"CL": "0.0191 L/min/kg"})
+                     subjects=ks.Subjects(covariates={"weight": [50.0, 90.0]},
+                                          parameters={"CL": "0.0191 L/min/kg"}))
     np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values,
                                [0.0191 * 60 * 50, 0.0191 * 60 * 90], rtol=1e-14)
 
 
-def test_per_kg_override_in_a_population_uses_each_patients_weight():
+def test_per_kg_override_uses_each_patients_weight():
+    """Individual parameters belong to known subjects (ks.Subjects), not to a
+    Population's random patients: the two are refused together. A per-kg override
+    on a table of a population's drawn patients scales with each one's weight."""
     pop = ks.Population(6, seed=3, iiv=False, iov=False)
+    with pytest.raises(ValueError, match=r"give either population= .* or subjects= "):
+        ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg"), times=T,
+                    population=pop,
+                    subjects=ks.Subjects(parameters={"CL": "1 L/h/kg"}))
+    table = ks.Subjects(covariates=pop.covariates_for(pop.subjects),
+                        parameters={"CL": "1 L/h/kg"})
     ds = ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg"), times=T,
-                     population=pop, parameters={"CL": "1 L/h/kg"})
+                     subjects=table)
+    assert ds.sizes["subject"] == 6
     np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values,
                                ds.weight.values, rtol=1e-14)
 
@@ -79,26 +92,29 @@ def test_per_kg_override_in_a_population_uses_each_patients_weight():
 def test_units_in_metrics_mode_and_dask_chunks_match_the_plain_run():
     d = Dose.bolus("10 mg")
     w = np.array([60.0, 70.0, 80.0])
-    kw = dict(times=ks.grid("6 h", "1 h"), covariates={"weight": w})
-    per_kg = {"CL": ("1.2 L/h/kg"), "V1": (np.array([1.5, 1.7, 1.9]), "L/kg")}
-    absolute = {"CL": (1.2 * w, "L/h"), "V1": (np.array([1.5, 1.7, 1.9]) * w, "L")}
-    a = ks.simulate("clements_nimmo_1981", d, parameters=per_kg, **kw)
-    b = ks.simulate("clements_nimmo_1981", d, parameters=absolute, **kw)
+    kw = dict(times=ks.grid("6 h", "1 h"))
+    per_kg = ks.Subjects(covariates={"weight": w}, parameters={
+        "CL": ("1.2 L/h/kg"), "V1": (np.array([1.5, 1.7, 1.9]), "L/kg")})
+    absolute = ks.Subjects(covariates={"weight": w}, parameters={
+        "CL": (1.2 * w, "L/h"), "V1": (np.array([1.5, 1.7, 1.9]) * w, "L")})
+    a = ks.simulate("clements_nimmo_1981", d, subjects=per_kg, **kw)
+    b = ks.simulate("clements_nimmo_1981", d, subjects=absolute, **kw)
     np.testing.assert_allclose(a.concentration.values, b.concentration.values,
                                rtol=1e-13)
-    m = ks.simulate("clements_nimmo_1981", d, parameters=per_kg, output="metrics",
+    m = ks.simulate("clements_nimmo_1981", d, subjects=per_kg, output=ks.Metrics(),
                     **kw)
     np.testing.assert_allclose(m.cmax.values[:, 0, 0],
                                a.concentration.values[:, 0].max(axis=1), rtol=1e-12)
     pytest.importorskip("dask")
-    c = ks.simulate("clements_nimmo_1981", d, parameters=per_kg, chunks=2, **kw)
+    c = ks.simulate("clements_nimmo_1981", d, subjects=per_kg, chunks=2, **kw)
     np.testing.assert_array_equal(c.concentration.values, a.concentration.values)
 
 
 @pytest.mark.parametrize("f_in", [0.5, "50 %", (50, "%")])
 def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
     ds = ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg", route="intranasal"),
-                     times=T, parameters={"F_IN": f_in, "ka_IN": 3})
+                     times=T,
+                     subjects=ks.Subjects(parameters={"F_IN": f_in, "ka_IN": 3}))
     assert ds.parameters.sel(parameter="F_IN").item() == 0.5
     assert ds.parameters.sel(parameter="ka_IN").item() == 3.0
 
@@ -154,16 +170,20 @@ def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
 ])
 def test_parameter_errors(model, params, exc, message):
     with pytest.raises(exc, match=message):
-        ks.simulate(model, Dose.bolus("10 mg"), times=T, parameters=params)
+        ks.simulate(model, Dose.bolus("10 mg"), times=T,
+                    subjects=ks.Subjects(parameters=params))
 
 
-def test_population_parameter_size_is_checked_in_dask_too():
+def test_subject_parameter_size_is_checked_in_dask_too():
+    """(A Population no longer takes parameter overrides: ks.Subjects does, and its
+    per-subject arrays must agree in length, lazily too.)"""
     pytest.importorskip("dask")
-    with pytest.raises(ValueError, match=r"parameters\['k10'\] needs 1 or 4 values "
-                                         r"\(one per subject\); got 3"):
+    with pytest.raises(ValueError, match=r"per-subject arrays must all have the same "
+                                         r"length; got \{'weight': 4, 'k10': 3\}"):
         ks.simulate("domino", Dose.bolus("10 mg"), times=T,
-                    population=ks.Population(4, seed=1),
-                    parameters={"k10": ([1.0, 2.0, 3.0], "1/h")}, chunks=2)
+                    subjects=ks.Subjects(covariates={"weight": [60.0, 70, 80, 90]},
+                                         parameters={"k10": ([1.0, 2, 3], "1/h")}),
+                    chunks=2)
 
 
 def test_parameter_repr_prints_values_in_the_unit_shown():
@@ -216,14 +236,16 @@ def test_individual_parameters_contract():
 ])
 def test_covariate_errors(cov, exc, message):
     with pytest.raises(exc, match=message):
-        ks.simulate("domino", Dose.bolus("10 mg"), times=T, covariates=cov)
+        ks.simulate("domino", Dose.bolus("10 mg"), times=T,
+                    subjects=ks.Subjects(covariates=cov))
 
 
 def test_covariate_tables_may_be_dataframes():
     import pandas as pd
 
     table = pd.DataFrame({"weight": [60.0, 80.0], "age": [30.0, 50.0]})
-    ds = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=T, covariates=table)
+    ds = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=T,
+                     subjects=ks.Subjects(covariates=table))
     np.testing.assert_array_equal(ds.weight.values, [60.0, 80.0])
     pop = ks.Population(2, seed=1, covariates=table)
     np.testing.assert_array_equal(pop.covariates_for(pop.subjects)["age"], [30, 50])
@@ -238,7 +260,8 @@ def test_covariate_range_ends_are_accepted(name):
 def test_a_neonate_passes():
     """flint_2017 is estimated on infants from 0.02 y and 3.4 kg."""
     ds = ks.simulate("flint_2017", Dose.bolus("1 mg/kg"), times=T,
-                     covariates={"weight": 3.5, "age": 0.02, "female": True})
+                     subjects=ks.Subjects(covariates={"weight": 3.5, "age": 0.02,
+                                                      "female": True}))
     assert ds.status.item() == 0 and ds.weight.item() == 3.5
 
 
@@ -281,14 +304,15 @@ def test_population_accepts_numpy_types_and_derives_weight_from_a_table():
 @pytest.mark.parametrize("flag", ["residual", "amounts", "auc", "dose_windows"])
 @pytest.mark.parametrize("value", ["yes", "no", 1, None])
 def test_boolean_arguments_take_booleans(flag, value):
-    with pytest.raises(TypeError, match=rf"{flag} must be True or False; got "
-                                        rf"{value!r} \({type(value).__name__}\)"):
-        ks.simulate("domino", Dose.bolus("10 mg"), times=T, **{flag: value})
+    with pytest.raises(TypeError, match=rf"Trajectories\({flag}=\.\.\.\) must be True "
+                                        rf"or False; got {value!r} "
+                                        rf"\({type(value).__name__}\)"):
+        ks.Trajectories(**{flag: value})
 
 
 def test_numpy_booleans_are_booleans():
-    ds = ks.simulate("domino", Dose.bolus("10 mg"), times=T, auc=np.True_,
-                     dose_windows=np.False_)
+    ds = ks.simulate("domino", Dose.bolus("10 mg"), times=T,
+                     output=ks.Trajectories(auc=np.True_, dose_windows=np.False_))
     assert "auc" in ds and "dose_auc" not in ds
 
 
@@ -553,16 +577,18 @@ def test_mg_per_kg_dose_without_any_weight_is_refused(tmp_path):
                        r"is known: model 'one' has no weight covariate and none was "
                        r"given\. Pass covariates=\{'weight': 70\} \(kg\)"):
         ks.simulate(m, Dose.bolus("1 mg/kg"), times=T)
-    got = ks.simulate(m, Dose.bolus("1 mg/kg"), times=T, covariates={"weight": 80})
+    got = ks.simulate(m, Dose.bolus("1 mg/kg"), times=T,
+                      subjects=ks.Subjects(covariates={"weight": 80}))
     np.testing.assert_allclose(got.concentration.values[0, 0], _exact(10.0, 50.0, 80.0),
                                rtol=1e-12)
     assert np.isnan(ks.simulate(m, Dose.bolus("5 mg"), times=T).weight.values).all()
 
 
 # ---- defaulted covariates that do not describe the patient ------------------------
-FIX = (r"pass the patient's covariates, simulate\(\.\.\., covariates=\{'weight': "
-       r"\.\.\., 'age': \.\.\.\}\) \(kg, years\), or a Population with a covariates "
-       r"table, Population\(n, seed, covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)")
+FIX = (r"pass the patient's covariates, simulate\(\.\.\., subjects=ks\.Subjects\("
+       r"covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)\) \(kg, years\), or a "
+       r"Population with a covariates table, Population\(n, seed, "
+       r"covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)")
 #: bundled models whose defaults (reference weight 70 kg with a child's age) are
 #: refused; every other bundled model simulates its reference patient as before
 PAEDIATRIC = {"elkomy_2015": 8, "flint_2017": 0.42, "herd_2007": 8.3,
@@ -600,7 +626,7 @@ def test_a_given_child_age_without_weight_is_refused():
     with pytest.raises(ValueError, match=r"would be used for a patient aged 5 y "
                        r"\(given; subject 1\), under 18 y"):
         ks.simulate("domino", Dose.bolus("10 mg"), times=T,
-                    covariates={"age": [30.0, 5.0]})
+                    subjects=ks.Subjects(covariates={"age": [30.0, 5.0]}))
 
 
 @pytest.mark.parametrize("name", ks.list_models())
@@ -611,7 +637,7 @@ def test_every_bundled_model_simulates_its_reference_patient_or_refuses_it(name)
             ks.simulate(m, Dose.bolus("1 mg"), times=T)
         # a child inside the model's ranges is simulated, at the given weight
         ds = ks.simulate(m, Dose.bolus("1 mg/kg"), times=T,
-                         covariates={"weight": 20.0, "age": 6.0})
+                         subjects=ks.Subjects(covariates={"weight": 20.0, "age": 6.0}))
         assert ds.weight.item() == 20.0 and ds.status.item() == 0
     else:  # defaults inside the validity ranges: as before
         ds = ks.simulate(m, Dose.bolus("1 mg"), times=T)
@@ -620,7 +646,7 @@ def test_every_bundled_model_simulates_its_reference_patient_or_refuses_it(name)
 
 def test_weight_from_height_and_bmi_counts_as_given():
     ds = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=T,
-                     covariates={"height": 120.0, "bmi": 16.0})
+                     subjects=ks.Subjects(covariates={"height": 120.0, "bmi": 16.0}))
     np.testing.assert_allclose(ds.weight.item(), 16.0 * 1.2**2)
 
 

@@ -420,12 +420,13 @@ def test_result_independent_of_block(lag_model, output):
     times = ks.grid("3 d", "5 min")
     kw = dict(times=times, progress=False)
     if output == "metrics":
-        kw.update(output="metrics", above=50.0)
-    whole = ks.simulate(lag_model, reg, parameters=params, **kw)
+        kw.update(output=ks.Metrics(above=50.0))
+    whole = ks.simulate(lag_model, reg, subjects=ks.Subjects(parameters=params), **kw)
     names = ["cmax", "tmax", "auc", "predose", "time_above"] if output == "metrics" \
         else ["concentration", "dose_auc", "predose"]
     for i in [0, 5, 6, 31, 32, 40, 63, 64, 69]:
-        alone = ks.simulate(lag_model, reg, parameters=_one(params, i), **kw)
+        alone = ks.simulate(lag_model, reg,
+                            subjects=ks.Subjects(parameters=_one(params, i)), **kw)
         for v in names:
             np.testing.assert_array_equal(whole[v].values[i], alone[v].values[0],
                                           err_msg=f"{v}, subject {i}")

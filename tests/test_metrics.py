@@ -136,8 +136,8 @@ def test_metrics_only_mode_matches_trajectories():
     reg = ks.six_infusion_course()
     t = ks.grid("21 d", "10 min")
     model = "benchmarks/w2_iiv.toml"
-    m = ks.simulate(model, reg, population=pop, times=t, output="metrics", above=50,
-                    chunk=32)
+    m = ks.simulate(model, reg, population=pop, times=t,
+                    output=ks.Metrics(above=50, chunk=32))
     assert "concentration" not in m
     ds = ks.simulate(model, reg, population=pop, times=t)
     ref = ks.metrics(ds, "dose", above=50)
@@ -148,7 +148,7 @@ def test_metrics_only_mode_matches_trajectories():
     np.testing.assert_allclose(m.predose, ds.predose, rtol=1e-9, atol=1e-15)
     np.testing.assert_array_equal(m.weight, ds.weight)
     with pytest.raises(ValueError, match="needs the exact solver"):
-        ks.simulate(model, reg, times=t, output="metrics", solver="ode")
+        ks.simulate(model, reg, times=t, solver=ks.ODE(), output=ks.Metrics())
 
 
 def test_doses_after_the_last_output_time(tmp_path):
@@ -161,7 +161,7 @@ def test_doses_after_the_last_output_time(tmp_path):
     inside = ks.Regimen.at([0, 12], ks.Dose.bolus("100 mg"), unit="h")
     with_late = ks.Regimen.at([0, 12, 40, 52], ks.Dose.bolus("100 mg"), unit="h")
     cov = {"weight": [60.0, 80.0]}
-    kw = dict(times=t, covariates=cov)
+    kw = dict(times=t, subjects=ks.Subjects(covariates=cov))
     ref = ks.simulate(m, inside, **kw)
     ref_m = ks.metrics(ref, "dose", above=500)
     # closed form for the last simulated dose: bolus 100 mg on top of the residue of
@@ -175,12 +175,12 @@ def test_doses_after_the_last_output_time(tmp_path):
                       r"output time \(30 h = 1.25 d\), the first of them doses\[2\]"):
         traj = ks.simulate(m, with_late, **kw)
     with pytest.warns(ks.GridWarning):
-        streamed = ks.simulate(m, with_late, output="metrics", above=500, **kw)
+        streamed = ks.simulate(m, with_late, output=ks.Metrics(above=500), **kw)
     with pytest.warns(ks.GridWarning):
-        ode = ks.simulate(m, with_late, solver="ode", rtol=1e-10, atol=1e-10, **kw)
+        ode = ks.simulate(m, with_late, solver=ks.ODE(rtol=1e-10, atol=1e-10), **kw)
     np.testing.assert_array_equal(traj.concentration, ref.concentration)
     # the ODE path's AUC is the trapezoid on the grid: its reference is its own run
-    ode_ref = ks.metrics(ks.simulate(m, inside, solver="ode", rtol=1e-10, atol=1e-10,
+    ode_ref = ks.metrics(ks.simulate(m, inside, solver=ks.ODE(rtol=1e-10, atol=1e-10),
                                      **kw), "dose", above=500)
     for got, want in ((ks.metrics(traj, "dose", above=500), ref_m),
                       (streamed, ref_m), (ks.metrics(ode, "dose", above=500), ode_ref)):
@@ -220,12 +220,13 @@ def test_levels_take_units():
     """above= and within= are ng/mL; strings with a concentration unit convert."""
     t = ks.grid("1 d", "10 min")
     d = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
-    kw = dict(times=t, output="metrics")
-    ref = ks.simulate("domino", d, above=100, **kw).time_above.values
+    ref = ks.simulate("domino", d, times=t,
+                      output=ks.Metrics(above=100)).time_above.values
     assert ref.item() > 0
     for level in ("100 ng/mL", "0.1 mg/L", "100 ug/L"):
         np.testing.assert_array_equal(
-            ks.simulate("domino", d, above=level, **kw).time_above.values, ref)
+            ks.simulate("domino", d, times=t,
+                        output=ks.Metrics(above=level)).time_above.values, ref)
     ds = ks.simulate("domino", d, times=t)
     m = ks.metrics(ds, "dose", above="0.1 mg/L", within=("50 ng/mL", 150))
     np.testing.assert_allclose(m.time_above.values, ref, rtol=1e-12)
@@ -280,7 +281,7 @@ def test_dose_at_the_last_output_time(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         traj = ks.simulate(m, reg, times=t)
-        streamed = ks.simulate(m, reg, times=t, output="metrics", above=500)
+        streamed = ks.simulate(m, reg, times=t, output=ks.Metrics(above=500))
     level = 2000 * np.exp(-24 * 10 / 50)  # just before the second dose
     auc0 = 2000 * (1 - np.exp(-24 * 10 / 50)) / (10 / 50)
     for got in (ks.metrics(traj, "dose", above=500), streamed):
@@ -346,7 +347,7 @@ def test_scenarios_with_different_populations_keep_their_covariates():
     with pytest.raises(ValueError, match="run_scenarios combines concentration "
                        "curves"):
         ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"),
-                                      times=t)], output="metrics")
+                                      times=t)], output=ks.Metrics())
 
 
 
@@ -357,7 +358,7 @@ def _two_analytes():
     reg = ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min"),
                       ks.Dose.infusion("20 mg", duration="40 min", time="1 d")])
     return ks.simulate("fanta_2015", reg, times=ks.grid("2 d", "10 min"),
-                       covariates={"weight": [60.0, 85.0]})
+                       subjects=ks.Subjects(covariates={"weight": [60.0, 85.0]}))
 
 
 def test_molar_metrics_are_the_molar_curves_metrics():
@@ -451,7 +452,7 @@ def _relabelled(units):
     (lambda: _relabelled("nmol/L").concentration, {}, TypeError,
      r"metrics needs the Dataset from ks.simulate .*got a DataArray in nmol/L"),
     (lambda: ks.simulate("domino", ks.Dose.bolus("10 mg"), times=[0.0, 1.0],
-                         output="metrics"), {}, ValueError,
+                         output=ks.Metrics()), {}, ValueError,
      r"ds holds metrics already .*simulate with output='trajectories'"),
     (lambda: _relabelled("ng/mL"), {"unit": "nM"}, ks.UnitError,
      r"unit must be 'ng/mL' or 'nmol/L' .*got 'nM'"),
@@ -569,7 +570,8 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
 
     m = _lag_model(tmp_path) if model == "lag" else model
     reg = _regimen(case)
-    kw = dict(times=ks.grid(*grid), covariates={"weight": [55.0, 70.0, 95.0]})
+    weights = {"weight": [55.0, 70.0, 95.0]}
+    kw = dict(times=ks.grid(*grid), subjects=ks.Subjects(covariates=weights))
     late = case == "after the last output time"
 
     def run(**more):
@@ -577,7 +579,7 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
             return ks.simulate(m, reg, **kw, **more)
 
     ds = run()
-    streamed = run(output="metrics", above=above)
+    streamed = run(output=ks.Metrics(above=above))
     post = ks.metrics(ds, "dose", above=above)
     for v in ("cmax", "tmax", "auc", "time_above"):
         assert streamed[v].attrs["units"] == post[v].attrs["units"], v
@@ -609,7 +611,8 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
             want = np.zeros(streamed.predose.shape[:2])
         else:
             want = ks.simulate(m, before, times=[0.0, starts[i]],
-                               covariates=kw["covariates"]).concentration.values
+                               subjects=ks.Subjects(covariates=weights)
+                               ).concentration.values
             want = want[:, :, 1]
         np.testing.assert_allclose(streamed.predose.values[:, :, i], want, rtol=1e-11,
                                    atol=1e-13, err_msg=f"dose {i}")
@@ -682,7 +685,7 @@ def test_metrics_mode_refuses_a_molar_level():
                        r"output='metrics' above= is one level in ng/mL for every "
                        r"analyte .*ks.metrics\(ds, 'dose', above='400 nmol/L'\)"):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[0.0, 1.0],
-                    output="metrics", above="400 nmol/L")
+                    output=ks.Metrics(above="400 nmol/L"))
 
 
 def _with_failed(ds, failed):
@@ -698,7 +701,7 @@ def test_failed_subjects_have_nan_metrics_on_the_real_path():
     """A subject kept with errors="keep" has a curve that stops where the solver
     stopped; its Cmax read from what is left (0 before) would be a wrong number."""
     ds = ks.simulate("domino", ks.Dose.infusion("1 mg/kg", duration="1 h"),
-                     solver="ode", max_steps=8, errors="keep",
+                     solver=ks.ODE(max_steps=8), errors="keep",
                      population=ks.Population(3, seed=1), times=ks.grid("12 h",
                                                                        "10 min"))
     assert ds.status.values.tolist() == [1, 1, 1]
@@ -763,7 +766,7 @@ def test_trapezoid_auc_is_not_split_at_a_dose_off_the_grid(tmp_path):
     reg = ks.Regimen.at([0, 5.03], ks.Dose.infusion("35 mg", duration="1 h"))
     t = ks.grid("12 h", "3 min")
     assert 5.03 not in t
-    off = ks.simulate(m, reg, times=t, dose_windows=False)
+    off = ks.simulate(m, reg, times=t, output=ks.Trajectories(dose_windows=False))
     a = off.pk.metrics("dose").auc
     assert np.isnan(a.values).all()
     assert a.attrs["method"] == (
@@ -771,7 +774,8 @@ def test_trapezoid_auc_is_not_split_at_a_dose_off_the_grid(tmp_path):
         "is not an output time, so the area cannot be split there from the curve "
         "(include the dose times in times=, or use a model the exact solver runs)")
     assert np.isfinite(off.pk.auc("course").values).all()
-    on = ks.simulate(m, reg, times=np.union1d(t, [5.03]), dose_windows=False)
+    on = ks.simulate(m, reg, times=np.union1d(t, [5.03]),
+                     output=ks.Trajectories(dose_windows=False))
     got = on.pk.metrics("dose").auc
     assert got.attrs["method"] == "trapezoid on the output grid"
     k, v, rate, dur = 10 / 50, 50.0, 35.0, 1.0
@@ -798,7 +802,7 @@ def test_compare_on_a_metrics_only_result():
     reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=2)
     t = ks.grid("1 d", "10 min")
     curves = ks.simulate("domino", reg, population=pop, times=t)
-    streamed = ks.simulate("domino", reg, population=pop, times=t, output="metrics")
+    streamed = ks.simulate("domino", reg, population=pop, times=t, output=ks.Metrics())
     for unit in ("ng/mL", "nmol/L"):
         for window in (0, -1):
             a = ks.compare(streamed, per="dose", window=window, unit=unit)
@@ -855,7 +859,7 @@ def test_metrics_mode_gives_nan_for_a_failed_subject(monkeypatch):
     dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
     ds = ks.simulate("clements_nimmo_1981", dose,
                      population=pop, times=ks.grid("12 h", "10 min"),
-                     output="metrics", errors="keep")
+                     output=ks.Metrics(), errors="keep")
     assert ds.status.values.tolist() == [0, 4, 0]
     for name in ("cmax", "tmax", "predose"):
         v = ds[name].values

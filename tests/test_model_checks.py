@@ -590,7 +590,7 @@ def test_simulate_refuses_a_patient_the_model_turns_negative(tmp_path):
             pytest.raises(ValueError, match=r"individual parameter 'Qh' of subject 0 "
                           r"is -15\.1 L/h .* hinge effect of age = 115 y"):
         ks.simulate(m, ks.Dose.bolus("28 mg", route="iv"), times=[0.0, 1.0],
-                    covariates={"age": 115.0})
+                    subjects=ks.Subjects(covariates={"age": 115.0}))
 
 
 # ---- magnitudes no pharmacokinetic model reaches --------------------------------

@@ -11,7 +11,8 @@ LONG = ks.grid("400 h", "10 min")  # > 30 terminal half-lives for every model he
 
 
 def auc_inf(model, regimen, analyte=0, **kw):
-    ds = ks.simulate(model, regimen, times=LONG, auc=True, **kw)
+    ds = ks.simulate(model, regimen, times=LONG, output=ks.Trajectories(auc=True),
+                     **kw)
     return ds.auc.isel(subject=0, analyte=analyte, time=-1).item()
 
 
@@ -84,8 +85,10 @@ def test_spravato_label_bioavailability_and_no_accumulation():
     Twice-weekly dosing: no accumulation (session Cmax within 2 % of session 2)."""
     m = "perez_ruixo_2021"
     pop = ks.Population(2000, seed=4, iov=False)
-    iv = ks.simulate(m, Dose.bolus("56 mg"), times=LONG, auc=True, population=pop)
-    nz = ks.simulate(m, nasal(56), times=LONG, auc=True, population=pop)
+    iv = ks.simulate(m, Dose.bolus("56 mg"), times=LONG,
+                     output=ks.Trajectories(auc=True), population=pop)
+    nz = ks.simulate(m, nasal(56), times=LONG, output=ks.Trajectories(auc=True),
+                     population=pop)
     f = (nz.auc[:, 0, -1] / iv.auc[:, 0, -1]).values
     assert abs(f.mean() - 0.48) <= 0.06
     ind = ks.esketamine_induction("84 mg", weeks=4, continuation_weeks=0)
@@ -98,11 +101,13 @@ def test_perez_ruixo_covariates():
     m = "perez_ruixo_2021"
     t = ks.grid("200 h", "10 min")
     base = auc_inf(m, Dose.bolus("28 mg"))
-    asian = ks.simulate(m, Dose.bolus("28 mg"), times=LONG, auc=True,
-                        covariates={"asian": 1.0}).auc[0, 0, -1].item()
+    asian = ks.simulate(m, Dose.bolus("28 mg"), times=LONG,
+                        subjects=ks.Subjects(covariates={"asian": 1.0}),
+                        output=ks.Trajectories(auc=True)).auc[0, 0, -1].item()
     assert asian > base  # kel x 0.36 lowers hepatic extraction
     old = ks.simulate(m, Dose.bolus("28 mg"), times=t,
-                      covariates={"age": 80.0}).parameters.sel(parameter="Qh").item()
+                      subjects=ks.Subjects(covariates={"age": 80.0})
+                      ).parameters.sel(parameter="Qh").item()
     assert old == pytest.approx(151 - 2.19 * 20, rel=1e-6)
 
 
@@ -164,12 +169,13 @@ def test_paediatric_clearance_and_allometry(model, cl70):
     """Clearance = dose / AUC(0-inf) reproduces the published per-70-kg value at
     70 kg and follows (WT/70)^0.75 at 20 kg (simulated, not read back)."""
     for wt in (70.0, 20.0):
-        a = auc_inf(model, Dose.bolus("10 mg"), covariates={"weight": wt, "age": 8.0})
+        a = auc_inf(model, Dose.bolus("10 mg"),
+                    subjects=ks.Subjects(covariates={"weight": wt, "age": 8.0}))
         assert 10 / a * 1000 == pytest.approx(cl70 * (wt / 70) ** 0.75, rel=1e-6)
 
 
 def test_hornik_im_bioavailability():
-    kw = {"covariates": {"weight": 14.0, "age": 3.3}}
+    kw = {"subjects": ks.Subjects(covariates={"weight": 14.0, "age": 3.3})}
     f = auc_inf("hornik_2018", Dose.bolus("2 mg/kg", route="im"), **kw) / auc_inf(
         "hornik_2018", Dose.bolus("2 mg/kg"), **kw)
     assert f == pytest.approx(0.41, rel=1e-6)
@@ -179,7 +185,7 @@ def test_hijazi_matches_its_abstract():
     """Abstract (P): CL 36.0 (SD 13.3) mL/min/kg; t1/2 4.9 (1.6) h; Vbeta 16.0 (8.6)
     L/kg. The code-sourced set gives CL 36.0, t1/2 4.95 h, Vbeta 15.4 L/kg: within a
     tenth of an SD of each mean."""
-    kw = {"covariates": {"weight": 70.0, "age": 40.0}}
+    kw = {"subjects": ks.Subjects(covariates={"weight": 70.0, "age": 40.0})}
     a = auc_inf("hijazi_2003", Dose.bolus("70 mg"), **kw)
     cl = 70 / a * 1000 / 70 * 1000 / 60  # mL/min/kg
     assert cl == pytest.approx(36.0, abs=0.1 * 13.3)
@@ -216,7 +222,7 @@ def test_fanta_clearance_oral_f_half_life_vss():
     i, j = np.searchsorted(t, 30), np.searchsorted(t, 50)
     assert np.log(2) / (np.log(c[i] / c[j]) / 20) == pytest.approx(7.4, abs=0.05)
     ds = ks.simulate(m, Dose.infusion(rate="10 mg/h", duration="300 h"),
-                     times=[299.0], amounts=True)
+                     times=[299.0], output=ks.Trajectories(amounts=True))
     body = ds.amount.sel(compartment=["central", "p1", "p2"]).sum("compartment")
     vss = (body / ds.concentration.sel(analyte="esketamine") * 1000).item()
     assert vss == pytest.approx(418.8, rel=0.01)
@@ -228,8 +234,9 @@ def test_flint_norketamine_clearance_rises_with_time():
     C_NK / C_ket = CL / (CL_NK (1 + 0.0087 t)) at any time of a long infusion."""
     t = np.array([24.0, 48.0])
     ds = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="72 h"),
-                     times=t, covariates={"weight": 7.0, "age": 0.42}, rtol=1e-9,
-                     atol=1e-12)
+                     times=t,
+                     subjects=ks.Subjects(covariates={"weight": 7.0, "age": 0.42}),
+                     solver=ks.ODE(rtol=1e-9, atol=1e-12))
     c = ds.concentration.values[0]
     ratio = c[1] / c[0]
     np.testing.assert_allclose(ratio, 112 / (53.2 * (1 + 0.0087 * t)), rtol=0.01)
@@ -240,7 +247,8 @@ def test_flint_clock_starts_at_the_first_dose():
     """CL_NK (1 + 0.0087 t) counts t from the first dose (the model file's
     definition): the same infusion started 10 h later gives the same curve 10 h
     later (it used to run on the simulation clock: 7 % low S-norketamine)."""
-    kw = dict(covariates={"weight": 10.0, "age": 0.42}, rtol=1e-10, atol=1e-13)
+    kw = dict(subjects=ks.Subjects(covariates={"weight": 10.0, "age": 0.42}),
+              solver=ks.ODE(rtol=1e-10, atol=1e-13))
     t = np.array([6.0, 24.0, 30.0])
     now = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="24 h"),
                       times=t, **kw)
@@ -257,8 +265,10 @@ def test_simons_film_bioavailability_tmax_and_metabolite_fractions():
     metabolite after an IV dose, which counts every mole that passes through it);
     Simons 2022 results (observed Tmax): S-ketamine Tmax 19 min after the film."""
     m = "simons_2022"
-    iv = ks.simulate(m, Dose.bolus("20 mg"), times=LONG, auc=True)
-    film = ks.simulate(m, Dose.bolus("50 mg", route="sublingual"), times=LONG, auc=True)
+    iv = ks.simulate(m, Dose.bolus("20 mg"), times=LONG,
+                     output=ks.Trajectories(auc=True))
+    film = ks.simulate(m, Dose.bolus("50 mg", route="sublingual"), times=LONG,
+                       output=ks.Trajectories(auc=True))
     f = film.auc[0, 0, -1].item() / 2.5 / iv.auc[0, 0, -1].item()
     assert f == pytest.approx(0.26, abs=0.01)
     dose_umol = 20.0 / 237.73 * 1000

@@ -39,8 +39,9 @@ def cov(model, weight):
 
 
 def auc_inf(model, regimen, weight=70.0):
-    ds = ks.simulate(model, regimen, times=LONG, auc=True,
-                     covariates=cov(model, weight))
+    ds = ks.simulate(model, regimen, times=LONG,
+                     subjects=ks.Subjects(covariates=cov(model, weight)),
+                     output=ks.Trajectories(auc=True))
     return ds.auc.isel(subject=0, analyte=0, time=-1).item()
 
 
@@ -52,7 +53,7 @@ def clearance(model, weight=70.0):
 def v1(model, weight=70.0):
     """L, from the concentration at the bolus time (the state after the dose)."""
     ds = ks.simulate(model, Dose.bolus("10 mg"), times=[0.0],
-                     covariates=cov(model, weight))
+                     subjects=ks.Subjects(covariates=cov(model, weight)))
     return 10.0 / ds.concentration.item() * 1000.0
 
 
@@ -60,13 +61,15 @@ def vss(model, weight=70.0):
     """L: amount in the body / plasma concentration at steady state of a 300-h
     infusion (> 60 terminal half-lives for every model here)."""
     ds = ks.simulate(model, Dose.infusion(rate="10 mg/h", duration="300 h"),
-                     times=[299.0], amounts=True, covariates=cov(model, weight))
+                     times=[299.0], subjects=ks.Subjects(covariates=cov(model, weight)),
+                     output=ks.Trajectories(amounts=True))
     return (ds.amount.sum("compartment") / ds.concentration.isel(analyte=0)
             ).item() * 1000.0
 
 
 def profile(model, regimen, times, weight=70.0):
-    ds = ks.simulate(model, regimen, times=times, covariates=cov(model, weight))
+    ds = ks.simulate(model, regimen, times=times,
+                     subjects=ks.Subjects(covariates=cov(model, weight)))
     return ds.concentration.values[0, 0]
 
 
@@ -289,7 +292,8 @@ def test_herd_between_subject_variability():
                                                 "age": np.full(n, 8.3)})
     ds = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=[1.0], population=pop)
     typical = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=[1.0],
-                          covariates={"weight": 32.5, "age": 8.3}).parameters
+                          subjects=ks.Subjects(covariates={"weight": 32.5,
+                                                           "age": 8.3})).parameters
     for name, omega in (("CL", 0.381), ("V1", 0.64), ("V2", 0.517), ("Q", 0.19)):
         eta = np.log(ds.parameters.sel(parameter=name).values
                      / typical.sel(parameter=name).item())

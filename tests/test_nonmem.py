@@ -40,7 +40,7 @@ def test_simulate_matches_simulate(tmp_path):
     tab = read_nonmem(write(tmp_path, CSV), "domino")
     ds = simulate_nonmem("domino", tab, times=[1.0, 2.0])
     ref = ks.simulate("domino", tab.regimens[2], times=[1.0, 2.0],
-                      covariates={"weight": 55, "age": 30})
+                      subjects=ks.Subjects(covariates={"weight": 55, "age": 30}))
     np.testing.assert_allclose(ds.concentration.values[1], ref.concentration.values[0],
                                rtol=1e-12)
 
@@ -340,7 +340,8 @@ def test_devices_are_read_and_written(tmp_path):
     simulate gives for the same regimen, and write_nonmem writes it back."""
     reg = ks.esketamine_induction("84 mg", weeks=1, continuation_weeks=0)
     t = ks.grid("4 d", "30 min")
-    ds = ks.simulate("perez_ruixo_2021", reg, times=t, covariates={"weight": 70})
+    ds = ks.simulate("perez_ruixo_2021", reg, times=t,
+                     subjects=ks.Subjects(covariates={"weight": 70}))
     p = write_nonmem(ds, tmp_path / "spray.csv", analyte="esketamine")
     routes = {1: "intranasal"}
     tab = read_nonmem(p, "perez_ruixo_2021", route_by_cmt=routes)
@@ -407,8 +408,9 @@ def test_failed_subjects_are_written_with_missing_values(tmp_path):
     """errors='keep' leaves a failed subject's values NaN: it is still written
     (doses, and observations with MDV 1 and no DV), not dropped."""
     d = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
-    ds = ks.simulate("domino", d, times=[1.0, 2.0], solver="ode", max_steps=1,
-                     errors="keep", covariates={"weight": [60.0, 80.0]})
+    ds = ks.simulate("domino", d, times=[1.0, 2.0],
+                     subjects=ks.Subjects(covariates={"weight": [60.0, 80.0]}),
+                     solver=ks.ODE(max_steps=1), errors="keep")
     assert (ds.status.values != 0).all()
     p = write_nonmem(ds, tmp_path / "failed.csv")
     lines = p.read_text().splitlines()
@@ -463,7 +465,7 @@ def test_overflow_guard_is_simulates(tmp_path):
             "doses[0] (1e+307 mg by route 'iv' at 0 h) gives 1e+307 mg to "
             "subject 0 (1e+307 mg in all)")):
         ks.simulate("elkomy_2015", ks.Dose.bolus("1e307 mg"), times=[1.0],
-                    covariates={"weight": 20})
+                    subjects=ks.Subjects(covariates={"weight": 20}))
 
 
 MISSING = [
@@ -506,7 +508,7 @@ def test_covariates_the_model_does_not_use_are_not_required(tmp_path):
                             "1,1,0,.,20\n"), "elkomy_2015")
     ds = simulate_nonmem("elkomy_2015", tab)
     ref = ks.simulate("elkomy_2015", tab.regimens[1], times=[1.0],
-                      covariates={"weight": 20})
+                      subjects=ks.Subjects(covariates={"weight": 20}))
     assert ds.concentration.values[0, 0, 0] == ref.concentration.values[0, 0, 0]
 
 
@@ -516,7 +518,7 @@ def test_weight_from_height_and_bmi(tmp_path):
                             "1,1,0,.,120,15\n"), "elkomy_2015")
     ds = simulate_nonmem("elkomy_2015", tab)
     ref = ks.simulate("elkomy_2015", tab.regimens[1], times=[1.0],
-                      covariates={"weight": 15 * 1.2 ** 2})
+                      subjects=ks.Subjects(covariates={"weight": 15 * 1.2 ** 2}))
     np.testing.assert_allclose(ds.concentration.values[0, 0], ref.concentration
                                .values[0, 0], rtol=1e-12)
 

@@ -180,7 +180,8 @@ def test_other_event_and_mdv_one_records_are_written_back(tmp_path, model):
     tab = read_nonmem(src, model)
     p = write_nonmem(simulate_nonmem(model, tab), tmp_path / "out.csv")
     ref = ks.simulate(model, tab.regimens[1], times=[3.0],
-                      covariates={"weight": 20}).concentration.values[0, 0, 0]
+                      subjects=ks.Subjects(covariates={"weight": 20})
+                      ).concentration.values[0, 0, 0]
     assert p.read_text().splitlines() == [
         "ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,MDV,DV,WT",
         "1,0.0,1,10.0,0.0,1,.,.,.,1,.,20.0",
@@ -199,8 +200,8 @@ def test_written_dv_is_the_simulated_value(tmp_path, table):
     rows = [r for r in written(p) if r["ID"] == "1" and r["EVID"] == "0"]
     rows = [r for r in rows if r["MDV"] != "1"]
     ref = ks.simulate(MODEL, table.regimens[1], times=[float(r["TIME"]) for r in rows],
-                      covariates={"weight": 70, "age": 40, "asian": 0,
-                                  "japanese": 0})
+                      subjects=ks.Subjects(covariates={"weight": 70, "age": 40,
+                                                       "asian": 0, "japanese": 0}))
     np.testing.assert_allclose([float(r["DV"]) for r in rows],
                                ref.concentration.sel(analyte="esketamine").values[0],
                                rtol=1e-12)

@@ -42,10 +42,11 @@ def test_ode_matches_exact_for_every_bundled_model(name, route):
     times = ks.grid("36 h", "15 min")
     # a paediatric model (validity up to 18 y) refuses its adult reference weight
     cov = {"weight": 20.0} if m.validity.get("age", (0, 120))[1] <= 18 else None
-    ode = ks.simulate(m, reg, times=times, solver="ode", rtol=RTOL, atol=ATOL,
-                      covariates=cov)
+    ode = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
+                      solver=ks.ODE(rtol=RTOL, atol=ATOL))
     assert ode.attrs["rtol"] == RTOL and ode.attrs["atol"] == ATOL
-    ex = ks.simulate(m, reg, times=times, solver="exact", covariates=cov)
+    ex = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
+                     solver=ks.Exact())
     c_ode = ode.concentration.values
     c_ex = ex.concentration.values
     scale = np.nanmax(np.abs(c_ex), axis=2, keepdims=True)
@@ -58,8 +59,9 @@ def test_each_method_matches_exact_w1(method):
     times = ks.grid("24 h", "1 min")
     d = Dose.infusion("0.5 mg/kg", duration="40 min")
     ex = ks.simulate("domino", d, times=times).concentration.values
-    ode = ks.simulate("domino", d, times=times, solver="ode", ode_method=method,
-                      rtol=1e-6, atol=1e-9).concentration.values
+    ode = ks.simulate("domino", d, times=times,
+                      solver=ks.ODE(rtol=1e-6, atol=1e-9,
+                                    method=method)).concentration.values
     peak = ex.max()
     assert np.max(np.abs(ode - ex)) <= 20 * 1e-6 * peak
 
@@ -69,8 +71,8 @@ def test_auto_switches_to_the_stiff_method():
     alone needs many more steps than the automatic choice."""
     d = Dose.infusion("0.5 mg/kg", duration="40 min")
     times = ks.grid("72 h", "30 min")
-    auto = ks.simulate("domino", d, times=times, solver="ode", ode_method="auto")
-    dp = ks.simulate("domino", d, times=times, solver="ode", ode_method="dopri5")
+    auto = ks.simulate("domino", d, times=times, solver=ks.ODE(method="auto"))
+    dp = ks.simulate("domino", d, times=times, solver=ks.ODE(method="dopri5"))
     assert auto.ode_steps.item() < dp.ode_steps.item() / 3
 
 
@@ -86,7 +88,8 @@ def test_michaelis_menten_against_solve_ivp():
     dose_mg = 0.5 * 80.0
     times = ks.grid("10 h", "10 min")
     ds = ks.simulate(model, Dose.infusion("0.5 mg/kg", duration="40 min"),
-                     times=times, covariates={"weight": 80.0}, rtol=1e-9, atol=1e-12)
+                     times=times, subjects=ks.Subjects(covariates={"weight": 80.0}),
+                     solver=ks.ODE(rtol=1e-9, atol=1e-12))
     t_inf = 40 / 60
 
     def f(t, x, rate):
@@ -116,20 +119,21 @@ source = "test"
     mt = ks.load_model(p)
     assert not mt.linear_time_invariant
     times = np.array([0.5, 2.0, 8.0, 20.0])
-    ds = ks.simulate(mt, Dose.bolus("100 mg"), times=times, rtol=1e-10, atol=1e-12)
+    ds = ks.simulate(mt, Dose.bolus("100 mg"), times=times,
+                     solver=ks.ODE(rtol=1e-10, atol=1e-12))
     k = 10.0 / 50.0
     ref = 100.0 / 50.0 * np.exp(-k * (times + 0.005 * times**2)) * 1000
     np.testing.assert_allclose(ds.concentration.values[0, 0], ref, rtol=1e-7)
     with pytest.raises(ValueError, match="time-varying parameters"):
-        ks.simulate(mt, Dose.bolus("100 mg"), times=times, solver="exact")
+        ks.simulate(mt, Dose.bolus("100 mg"), times=times, solver=ks.Exact())
 
 
 def test_status_max_steps_and_keep():
     d = Dose.infusion("0.5 mg/kg", duration="40 min")
     times = ks.grid("24 h", "1 h")
     with pytest.raises(ks.SolveError, match="max_steps"):
-        ks.simulate("domino", d, times=times, solver="ode", max_steps=5)
-    ds = ks.simulate("domino", d, times=times, solver="ode", max_steps=5,
+        ks.simulate("domino", d, times=times, solver=ks.ODE(max_steps=5))
+    ds = ks.simulate("domino", d, times=times, solver=ks.ODE(max_steps=5),
                      errors="keep")
     assert ds.status.item() == 1
     assert np.isnan(ds.concentration.values[0, 0, -1])
@@ -163,11 +167,11 @@ def test_iov_on_a_user_rhs_parameter_is_rejected():
 
 
 @pytest.mark.parametrize("kw,message", [
-    (dict(atol=np.inf), "rtol must be in"), (dict(rtol=10.0), "rtol must be in"),
-    (dict(max_steps=0), "max_steps must be a whole number >= 1")])
+    (dict(atol=np.inf), "ODE needs rtol in"), (dict(rtol=10.0), "ODE needs rtol in"),
+    (dict(max_steps=0), r"ODE\(max_steps=\.\.\.\) must be a whole number >= 1")])
 def test_ode_settings_are_checked(kw, message):
     with pytest.raises(ValueError, match=message):
-        ks.simulate("domino", Dose.bolus("10 mg"), times=[1.0], solver="ode", **kw)
+        ks.simulate("domino", Dose.bolus("10 mg"), times=[1.0], solver=ks.ODE(**kw))
 
 
 def test_user_rhs_misuse_is_explained():
@@ -201,7 +205,7 @@ def test_user_rhs_misuse_is_explained():
 def test_user_rhs_cannot_use_exact():
     model, _ = _mm_model()
     with pytest.raises(ValueError, match="user rhs"):
-        ks.simulate(model, Dose.bolus("10 mg"), times=[1.0], solver="exact")
+        ks.simulate(model, Dose.bolus("10 mg"), times=[1.0], solver=ks.Exact())
 
 
 @pytest.mark.parametrize("n", [1, 3, 8])

@@ -89,7 +89,8 @@ def test_population_simulation_reproducible_and_sliced(tmp_path):
 def test_residual_error_observed(tmp_path):
     m = iiv_model(tmp_path)
     ds = ks.simulate(m, ks.Dose.bolus("100 mg"), times=ks.grid("12 h", "1 h")[1:],
-                     population=ks.Population(4000, seed=5, iiv=False), residual=True)
+                     population=ks.Population(4000, seed=5, iiv=False),
+                     output=ks.Trajectories(residual=True))
     ratio = (ds.observed / ds.concentration).sel(analyte="ketamine").values
     assert np.std(ratio) == pytest.approx(0.1, rel=0.05)
     np.testing.assert_array_equal(ds.observed.sel(analyte="norketamine"),
@@ -124,7 +125,7 @@ def test_validity_warning_for_given_covariates_once_per_call(tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ks.simulate(model, ks.Dose.bolus("1 mg"), times=[0.0, 1.0],
-                        covariates=cov, **kw)
+                        subjects=ks.Subjects(covariates=cov), **kw)
         hits = [w for w in caught if issubclass(w.category, ks.ValidityWarning)]
         assert len(hits) == 1, (kw, [str(w.message) for w in caught])
         assert "2 of 4 patients have age outside [18, 40] y" in str(hits[0].message)
@@ -292,18 +293,19 @@ def test_iov_block_path_equals_single_path(tmp_path):
 
 
 def test_metrics_mode_validity_counts_every_chunk():
-    """output='metrics' runs a population chunk by chunk; the ValidityWarning counts
+    """ks.Metrics() runs a population chunk by chunk; the ValidityWarning counts
     the patients of all chunks (it used to count the first chunk's)."""
     import warnings
 
     pop = ks.Population(30, seed=1)  # adults; herd_2007 is valid for age 1-14 y
-    kw = dict(population=pop, times=ks.grid("6 h", "30 min"), output="metrics")
+    kw = dict(population=pop, times=ks.grid("6 h", "30 min"))
     with warnings.catch_warnings(record=True) as whole:
         warnings.simplefilter("always")
-        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), **kw)
+        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), output=ks.Metrics(), **kw)
     with warnings.catch_warnings(record=True) as chunked:
         warnings.simplefilter("always")
-        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), chunk=10, **kw)
+        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"),
+                    output=ks.Metrics(chunk=10), **kw)
     msgs = [str(w.message) for w in chunked]
     assert msgs == [str(w.message) for w in whole]
     assert any(m.startswith("30 of 30 patients have age outside") for m in msgs)
@@ -371,7 +373,7 @@ def test_children_with_weights_get_their_weights_and_their_mg_per_kg_dose():
     # adult heights and BMIs would be wrong numbers on a child: unknown instead
     assert np.isnan(cov["height"]).all() and np.isnan(cov["bmi"]).all()
     ds = ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), population=pop,
-                     times=[0.0, 1e-9], amounts=True)
+                     times=[0.0, 1e-9], output=ks.Trajectories(amounts=True))
     np.testing.assert_allclose(ds.amount.isel(time=1).sum("compartment").values,
                                w, rtol=1e-6)
     np.testing.assert_array_equal(ds.weight.values, w)

@@ -303,12 +303,12 @@ def test_linear_models_match_expm_reference(args):
     d, cov, A, vol, f, reg, times = args
     m = ks.model_from_dict(d)
     ref = reference(A, vol, f, reg, times)
-    exact = ks.simulate(m, reg, times=times, covariates=cov)
+    exact = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov))
     assert int(exact.status.item()) == 0
     np.testing.assert_allclose(exact.concentration.values[0, 0], ref, rtol=1e-9,
                                atol=1e-11 * np.max(np.abs(ref)))
-    ode = ks.simulate(m, reg, times=times, covariates=cov, solver="ode", rtol=1e-10,
-                      atol=1e-12)
+    ode = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
+                      solver=ks.ODE(rtol=1e-10, atol=1e-12))
     assert int(ode.status.item()) == 0
     np.testing.assert_allclose(ode.concentration.values[0, 0], ref, rtol=1e-6,
                                atol=1e-8 * np.max(np.abs(ref)))
@@ -360,9 +360,9 @@ def test_one_and_two_threads_identical(args):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = _run(*args, auc=True)
+        one = _run(*args, output=ks.Trajectories(auc=True))
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = _run(*args, auc=True)
+        two = _run(*args, output=ks.Trajectories(auc=True))
     finally:
         numba.set_num_threads(before)
     xr.testing.assert_identical(one, two)
@@ -380,7 +380,7 @@ def test_dask_chunks_identical(args, chunks):
 @settings(SMALL, max_examples=8)
 @given(args=population_runs())
 def test_netcdf_round_trip(args, tmp_path_factory):
-    ds = _run(*args, auc=True)
+    ds = _run(*args, output=ks.Trajectories(auc=True))
     path = tmp_path_factory.mktemp("nc") / "r.nc"
     ds.to_netcdf(path, engine="netcdf4")
     with xr.open_dataset(path, engine="netcdf4") as back:
@@ -392,14 +392,14 @@ def test_netcdf_round_trip(args, tmp_path_factory):
        st.sampled_from(["15 min", "1 h"]))
 def test_metrics_mode_agrees_with_post_hoc_metrics(args, above, step):
     """Per-dose Cmax, Tmax, exact AUC, time above and the pre-dose level: the same
-    in output="metrics" as from ks.metrics on the curves (NaN where a window has no
+    in ks.Metrics() output as from ks.metrics on the curves (NaN where a window has no
     output time, on both paths)."""
     d, cov, _, _, _, reg, _ = args
     m = ks.model_from_dict(d)
     t = ks.grid("30 h", step)
-    streamed = ks.simulate(m, reg, times=t, output="metrics", above=above,
-                           covariates=cov)
-    curves = ks.simulate(m, reg, times=t, covariates=cov)
+    streamed = ks.simulate(m, reg, times=t, subjects=ks.Subjects(covariates=cov),
+                           output=ks.Metrics(above=above))
+    curves = ks.simulate(m, reg, times=t, subjects=ks.Subjects(covariates=cov))
     post = ks.metrics(curves, "dose", above=above)
     names = ["cmax", "tmax", "auc"] + (["time_above"] if above is not None else [])
     for name in names:

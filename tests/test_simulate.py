@@ -38,7 +38,7 @@ def test_w1_matches_scipy_expm_reference():
     """W1: 0.5 mg/kg over 40 min, 70 kg, output every minute for 24 h."""
     times = ks.grid("24 h", "1 min")
     ds = ks.simulate("domino", Dose.infusion("0.5 mg/kg", duration="40 min"),
-                     times=times, covariates={"weight": 70.0})
+                     times=times, subjects=ks.Subjects(covariates={"weight": 70.0}))
     got = ds.concentration.sel(analyte="ketamine").values[0]
     x = expm_reference(design_rate_matrix(), 35.0, 40 / 60, times)
     ref = x[:, 0] / (V1_PER_KG * 70.0) * 1000.0  # mg/L -> ng/mL
@@ -110,7 +110,7 @@ def test_building_coordinates_does_not_import_dask():
 
 def test_bolus_at_time_zero_is_post_dose():
     ds = ks.simulate("domino", Dose.bolus("10 mg"), times=[0.0],
-                     covariates={"weight": 70.0})
+                     subjects=ks.Subjects(covariates={"weight": 70.0}))
     assert ds.concentration.item() == pytest.approx(10.0 / (V1_PER_KG * 70) * 1000,
                                                     rel=1e-14)
 
@@ -120,7 +120,8 @@ def test_mass_balance():
     reg = Regimen([Dose.infusion("35 mg", duration="40 min"),
                    Dose.bolus("20 mg", time="3 h")])
     times = ks.grid("30 h", "10 min")
-    ds = ks.simulate("domino", reg, times=times, amounts=True, auc=True)
+    ds = ks.simulate("domino", reg, times=times,
+                     output=ks.Trajectories(amounts=True, auc=True))
     body = ds.amount.isel(subject=0).sum("compartment").values
     v1 = V1_PER_KG * 70.0
     eliminated = 0.4381 * 60 * v1 * ds.auc.isel(subject=0, analyte=0).values / 1000
@@ -151,9 +152,10 @@ def test_short_infusion_approaches_bolus(duration, tol):
 
 def test_bioavailability_is_auc_ratio():
     times = ks.grid("400 h", "30 min")
-    iv = ks.simulate("domino", Dose.bolus("56 mg"), times=times, auc=True)
+    iv = ks.simulate("domino", Dose.bolus("56 mg"), times=times,
+                     output=ks.Trajectories(auc=True))
     inn = ks.simulate("domino", Dose.bolus("56 mg", route="intranasal"), times=times,
-                      auc=True)
+                      output=ks.Trajectories(auc=True))
     ratio = inn.auc[0, 0, -1].item() / iv.auc[0, 0, -1].item()
     assert ratio == pytest.approx(0.48, rel=1e-9)
 
@@ -162,7 +164,8 @@ def test_exact_auc_one_compartment_closed_form(tmp_path):
     """AUC(0, t) of a 1-compartment bolus: D/CL (1 - exp(-CL/V t))."""
     m = one_compartment(tmp_path)
     times = np.array([0.5, 2.0, 10.0])
-    ds = ks.simulate(m, Dose.bolus("100 mg"), times=times, auc=True)
+    ds = ks.simulate(m, Dose.bolus("100 mg"), times=times,
+                     output=ks.Trajectories(auc=True))
     cl, v = 10.0, 50.0
     ref = 100.0 / cl * (1 - np.exp(-cl / v * times)) * 1000.0
     np.testing.assert_allclose(ds.auc[0, 0].values, ref, rtol=1e-12)
@@ -224,7 +227,8 @@ def test_per_kg_everything_is_weight_invariant():
     mg/kg dose gives the same concentrations at every weight."""
     times = ks.grid("6 h", "15 min")
     ds = ks.simulate("domino", Dose.infusion("0.5 mg/kg", duration="40 min"),
-                     times=times, covariates={"weight": [50.0, 70.0, 120.0]})
+                     times=times,
+                     subjects=ks.Subjects(covariates={"weight": [50.0, 70.0, 120.0]}))
     c = ds.concentration.values
     np.testing.assert_allclose(c[0], c[1], rtol=1e-12)
     np.testing.assert_allclose(c[2], c[1], rtol=1e-12)
@@ -241,11 +245,12 @@ def test_parameter_table_equals_single_runs():
     reg = Regimen.at([0, 3], Dose.infusion("0.5 mg/kg", duration="40 min"), unit="d")
     times = ks.grid("4 d", "30 min")
     pop = ks.simulate("domino", reg, times=times,
-                      parameters={"k10": (k10, "1/min"), "V1": (v1, "L/kg")})
+                      subjects=ks.Subjects(parameters={"k10": (k10, "1/min"),
+                                                       "V1": (v1, "L/kg")}))
     for i in range(n):
         one = ks.simulate("domino", reg, times=times,
-                          parameters={"k10": (k10[i], "1/min"),
-                                      "V1": (v1[i], "L/kg")})
+                          subjects=ks.Subjects(parameters={"k10": (k10[i], "1/min"),
+                                                           "V1": (v1[i], "L/kg")}))
         np.testing.assert_array_equal(pop.concentration[i], one.concentration[0])
     assert pop.parameters.sel(parameter="k10").values == pytest.approx(k10 * 60)
 
@@ -253,12 +258,13 @@ def test_parameter_table_equals_single_runs():
 def test_out_buffer_is_used_and_checked():
     times = ks.grid("2 h", "1 min")
     buf = np.empty((1, 1, times.size))
-    ds = ks.simulate("domino", Dose.bolus("5 mg"), times=times, out=buf)
+    ds = ks.simulate("domino", Dose.bolus("5 mg"), times=times,
+                     output=ks.Trajectories(out=buf))
     assert np.shares_memory(ds.concentration.values, buf)
     with pytest.raises(ValueError, match=r"out must be a C-contiguous float64 array "
                        r"of shape \(1, 1, 121\)"):
         ks.simulate("domino", Dose.bolus("5 mg"), times=times,
-                    out=np.empty((1, 1, 120)))
+                    output=ks.Trajectories(out=np.empty((1, 1, 120))))
 
 
 def test_metabolite_formation_molar(tmp_path):
@@ -268,7 +274,8 @@ def test_metabolite_formation_molar(tmp_path):
     p.write_text(METABOLITE_MODEL)
     m = ks.load_model(p)
     times = np.array([0.5, 1.0, 4.0, 12.0])
-    ds = ks.simulate(m, Dose.bolus("100 mg"), times=times, amounts=True, auc=True)
+    ds = ks.simulate(m, Dose.bolus("100 mg"), times=times,
+                     output=ks.Trajectories(amounts=True, auc=True))
     cl, v, fm, cln, vn = 60.0, 100.0, 0.8, 30.0, 50.0
     ratio = 223.70 / 237.73
     A = np.array([[-cl / v, 0.0], [fm * cl / v * ratio, -cln / vn]])
@@ -367,26 +374,32 @@ ERRORS = [
      r"times must be finite; times\[1\] = nan"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), times=[-1, 0]), ValueError,
      "must be >= 0"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"CL": 3}),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         subjects=ks.Subjects(parameters={"CL": 3})),
      ValueError, "model 'domino' has no parameter 'CL'"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), covariates={"wieght": 3}),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         subjects=ks.Subjects(covariates={"wieght": 3})),
      ValueError, "unknown covariate 'wieght'"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), covariates={"weight": -3}),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         subjects=ks.Subjects(covariates={"weight": -3})),
      ValueError, r"covariate 'weight' must be in \[0.3, 400\] kg \(a plausible human "
      r"value; check the unit\); got -3 for subject 0"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
-                         covariates={"weight": [60, 70]},
-                         parameters={"k10": ([1, 2, 3], "1/h")}),
+                         subjects=ks.Subjects(covariates={"weight": [60, 70]},
+                                              parameters={"k10": ([1, 2, 3], "1/h")})),
      ValueError, "per-subject arrays must all have the same length"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), solver="magic"), ValueError,
-     "solver must be one of"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), solver="magic"), TypeError,
+     r"solver must be ks.Exact\(\) or ks.ODE\(...\); got 'magic' \(str\)"),
     (lambda: ks.simulate("domino", [Dose.bolus("5 mg")]), TypeError,
      "regimen must be a Regimen or a Dose; got list"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), rtol=0), ValueError,
-     r"rtol must be in \(0, 1\) and atol finite and > 0"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"V1": "-1 L/kg"}),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), solver=ks.ODE(rtol=0)),
+     ValueError, r"ODE needs rtol in \(0, 1\) and atol finite and > 0 \(mg\); got "
+     r"rtol=0, atol=1e-09"),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         subjects=ks.Subjects(parameters={"V1": "-1 L/kg"})),
      ValueError, r"parameters\['V1'\] is a volume and must be > 0; got -1 L/kg"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), parameters={"F_IN": 1.5}),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         subjects=ks.Subjects(parameters={"F_IN": 1.5})),
      ValueError, r"parameters\['F_IN'\] is a fraction .* must be <= 1; got 1.5 "
      r"\(subject 0\)"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), times="24 h"), TypeError,
@@ -394,16 +407,16 @@ ERRORS = [
      r"use ks.grid\('24 h', '5 min'\)"),
     (lambda: ks.simulate("domino", Dose.bolus("5 mg"), times=["0 h", "1 h"]),
      TypeError, r"times must be an array of hours \(numbers\); got list"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics",
-                         above=np.nan), ValueError,
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         output=ks.Metrics(above=np.nan)), ValueError,
      "above must be a finite concentration >= 0 ng/mL; got nan"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics", above=-5),
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output=ks.Metrics(above=-5)),
      ValueError, "above must be a finite concentration >= 0 ng/mL; got -5"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics",
-                         above=[50, 100]), TypeError,
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         output=ks.Metrics(above=[50, 100])), TypeError,
      "above must be one concentration in ng/mL"),
-    (lambda: ks.simulate("domino", Dose.bolus("5 mg"), output="metrics",
-                         above="100 min"), ks.UnitError,
+    (lambda: ks.simulate("domino", Dose.bolus("5 mg"),
+                         output=ks.Metrics(above="100 min")), ks.UnitError,
      "above must be a concentration such as 100 or '100 ng/mL'; got '100 min'"),
 ]
 
@@ -437,22 +450,24 @@ def test_weight_from_height_and_bmi():
     derives it), not the 70-kg default; a mg/kg dose scales with it."""
     h, bmi = np.array([150.0, 190.0]), np.array([20.0, 30.0])
     ds = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
-                     covariates={"height": h, "bmi": bmi})
+                     subjects=ks.Subjects(covariates={"height": h, "bmi": bmi}))
     w = bmi * (h / 100) ** 2
     np.testing.assert_allclose(ds.weight.values, w, rtol=1e-15)
     np.testing.assert_allclose(ds.dose_mg.values[:, 0], w, rtol=1e-15)
     lazy = ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
-                       covariates={"height": h, "bmi": bmi}, chunks=1)
+                       subjects=ks.Subjects(covariates={"height": h, "bmi": bmi}),
+                       chunks=1)
     np.testing.assert_allclose(lazy.weight.values, w, rtol=1e-15)
     np.testing.assert_allclose(lazy.dose_mg.values[:, 0], w, rtol=1e-15)
     with pytest.raises(ValueError, match="per-subject arrays must all have the same "
                        "length"):
         ks.simulate("domino", Dose.bolus("1 mg/kg"), times=[0.5],
-                    covariates={"height": [150.0, 160.0, 170.0], "bmi": bmi})
+                    subjects=ks.Subjects(covariates={"height": [150.0, 160.0, 170.0],
+                                                     "bmi": bmi}))
 
 
 def test_metrics_mode_carries_the_models_provenance():
-    m = ks.simulate("domino", Dose.bolus("5 mg"), times=[0.0, 1.0], output="metrics")
+    m = ks.simulate("domino", Dose.bolus("5 mg"), times=[0.0, 1.0], output=ks.Metrics())
     ds = ks.simulate("domino", Dose.bolus("5 mg"), times=[0.0, 1.0])
     for key in ("model_id", "model_name", "references", "model_sha256",
                 "ketasim_version", "model_grade"):

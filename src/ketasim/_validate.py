@@ -173,9 +173,10 @@ def defaulted_covariate_problem(model, given, cov: dict) -> str | None:
     is used as before."""
     from .model import KNOWN_COVARIATES
 
-    fix = ("pass the patient's covariates, simulate(..., covariates={'weight': "
-           "..., 'age': ...}) (kg, years), or a Population with a covariates "
-           "table, Population(n, seed, covariates={'weight': ..., 'age': ...})")
+    fix = ("pass the patient's covariates, simulate(..., subjects=ks.Subjects("
+           "covariates={'weight': ..., 'age': ...})) (kg, years), or a Population "
+           "with a covariates table, Population(n, seed, covariates={'weight': "
+           "..., 'age': ...})")
     for name, (lo, hi) in model.validity.items():
         if name in given or name not in model.covariates:
             continue
@@ -227,7 +228,7 @@ def _shown(value) -> str:
 
 
 def parameter_values(model, name: str, value) -> tuple[np.ndarray, bool]:
-    """An individual-parameter override of ``simulate(parameters=...)`` as
+    """An individual-parameter override of ``Subjects(parameters=...)`` as
     ``(values, per_kg)``: ``values`` (0-D or 1-D, one per subject) in canonical units
     (L, L/h, 1/h, h, fraction), per kg of body weight when ``per_kg``.
 
