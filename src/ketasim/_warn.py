@@ -1,0 +1,37 @@
+"""The warnings a run issues, the user's line they point at, and the context of a
+Dask chunk, in which they are not repeated (the call itself has warned)."""
+
+from __future__ import annotations
+
+import contextvars
+
+
+class ValidityWarning(UserWarning):
+    """Patients lie outside the covariate ranges a model was estimated on."""
+
+
+class GridWarning(UserWarning):
+    """Doses start after the last output time: they are not simulated, and their
+    per-dose metrics are NaN."""
+
+
+# while a Dask task simulates its chunk: the index of the chunk's first subject in
+# the whole run (the call itself has warned already); None outside chunks
+CHUNK_START = contextvars.ContextVar("ketasim_chunk_start", default=None)
+
+
+def in_chunk() -> bool:
+    """True inside a Dask chunk's run, whose warnings the whole call has issued."""
+    return CHUNK_START.get() is not None
+
+
+def stacklevel() -> int:
+    """``warnings.warn`` stacklevel of the first caller outside ketasim, so that a
+    warning points at the user's line whichever path issued it."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (
+            frame.f_globals.get("__name__", "") + ".").startswith("ketasim."):
+        frame, level = frame.f_back, level + 1
+    return level
