@@ -63,7 +63,7 @@ def _dispatchers(path: str) -> list:
 
 class FirstCall:
     """First ``simulate`` in this process per path: "exact", "ode" or "metrics"
-    (exact, ``output="metrics"``), on W1."""
+    (exact, ``output=ks.Metrics(...)``), on W1."""
 
     def __init__(self):
         self._seen: dict[str, dict] = {}
@@ -78,10 +78,8 @@ class FirstCall:
             before = {id(d) for d in _dispatchers(path) if d.signatures}
             dose, times = w.w1()
 
-            if path == "metrics":
-                kw = {"output": "metrics", "above": 100.0}
-            else:
-                kw = {"solver": path}
+            kw = {"exact": {"solver": ks.Exact()}, "ode": {"solver": ks.ODE()},
+                  "metrics": {"output": ks.Metrics(above=100.0)}}[path]
 
             def run():
                 return ks.simulate(w.MODEL, dose, times=times, progress=False, **kw)

@@ -10,8 +10,9 @@ Fresh Python processes share one new, empty ``NUMBA_CACHE_DIR``:
   over those processes, since a shared host's noise is of the order of 0.1 s).
 
 Each process times ``import ketasim``, then, on W1 (one patient), the first and the
-second ``simulate`` for the exact path, the ODE path (``solver="ode"``) and the
-metrics-only path, in that order. first − second is the compile (or cache-load) cost;
+second ``simulate`` for the exact path (``solver=ks.Exact()``), the ODE path
+(``solver=ks.ODE()``) and the metrics-only path (``output=ks.Metrics(above=100)``),
+in that order. first − second is the compile (or cache-load) cost;
 the second call is the run time. The ODE kernels for ketasim's own right-hand
 sides (here the linear one) are cached as well, in module files written per state
 count (``ketasim/_kernels/ode.py``); only a user's own right-hand side compiles in
@@ -37,8 +38,8 @@ import ketasim as ks
 res = {"import_s": time.perf_counter() - t0}
 dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
 times = ks.grid("24 h", "1 min")
-paths = {"exact": {"solver": "exact"}, "ode": {"solver": "ode"},
-         "metrics": {"output": "metrics", "above": 100.0}}
+paths = {"exact": {"solver": ks.Exact()}, "ode": {"solver": ks.ODE()},
+         "metrics": {"output": ks.Metrics(above=100.0)}}
 for name, kw in paths.items():
     for which in ("first", "second"):
         t = time.perf_counter()

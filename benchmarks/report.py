@@ -3,11 +3,11 @@
     python benchmarks/report.py [--json results.json]
 
 1. ``pytest benchmarks -m slow --benchmark-enable`` in a subprocess: W1; W2 (10 000
-   patients) end to end, into a reused ``out=`` buffer, and on the ODE path; W3;
-   W4 (1 000 000 patients, metrics only); the Population + Scenario pipeline
-   benchmarks of ``test_bench_scenario.py``; and the hand-written scipy LSODA loop
-   on 20 patients, extrapolated to the full size. Every benchmark also checks its
-   result (see ``test_bench_core.py``).
+   patients) end to end, into a reused ``Trajectories(out=...)`` buffer, and on the
+   ODE path; W3; W4 (1 000 000 patients, metrics only); the Population + Scenario
+   pipeline benchmarks of ``test_bench_scenario.py``; and the hand-written scipy
+   LSODA loop on 20 patients, extrapolated to the full size. Every benchmark also
+   checks its result (see ``test_bench_core.py``).
 2. W4 once more in a fresh process for its peak memory (ru_maxrss).
 3. ``first_call.py``: the first ``simulate`` per solver path in fresh processes with
    a cold and a warm numba cache (compile time apart from run time).
@@ -38,11 +38,11 @@ import ketasim as ks
 from benchmarks import workloads as w
 reg, times = w.w2_regimen()
 p = w.w2_parameters(1_000_000)
-kw = dict(times=times, output="metrics", above=100.0, progress=False)
-ks.simulate(w.MODEL, reg, parameters=w.with_units({k: v[:1000] for k, v in p.items()}),
-            **kw)
+kw = dict(times=times, output=ks.Metrics(above=100.0), progress=False)
+small = w.with_units({k: v[:1000] for k, v in p.items()})
+ks.simulate(w.MODEL, reg, subjects=ks.Subjects(parameters=small), **kw)
 t = time.perf_counter()
-ks.simulate(w.MODEL, reg, parameters=w.with_units(p), **kw)
+ks.simulate(w.MODEL, reg, subjects=ks.Subjects(parameters=w.with_units(p)), **kw)
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -170,8 +170,9 @@ is a hand-written per-patient `solve_ivp(method="LSODA", rtol=1e-6, atol=1e-9)` 
 `t_eval`), timed on 20 patients (W1: 1) in the same run and extrapolated linearly to
 the full size, so the ratio column is scipy extrapolated / ketasim median. The ODE
 row is ketasim's adaptive solver (rtol 1e-6, atol 1e-9). "Fresh result" rows allocate
-the result each round; "out=" rows reuse a caller-owned buffer; "concentrations only"
-also skips the per-dose AUC/pre-dose pass (`dose_windows=False`).""")
+the result each round; "out buffer" rows reuse a caller-owned buffer
+(`ks.Trajectories(out=buf)`); "concentrations only" also skips the per-dose
+AUC/pre-dose pass (`ks.Trajectories(dose_windows=False)`).""")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ EXACT_TOL, ODE_TOL, BASELINE_TOL = 1e-7, 1e-5, 1e-4
 
 HAVE_ODE = importlib.util.find_spec("ketasim._kernels.ode") is not None
 needs_ode = pytest.mark.skipif(
-    not HAVE_ODE, reason="ketasim._kernels.ode (solver='ode') is not importable yet")
+    not HAVE_ODE, reason="ketasim._kernels.ode (solver=ks.ODE()) is not importable yet")
 
 
 def sizes(smoke: int, full: int):
@@ -89,7 +89,7 @@ def _ratio(benchmark, scipy_times, name: str, n: int, note: str = "") -> None:
 
 
 def _params(n: int) -> dict[str, tuple]:
-    """W2 parameters as ``simulate(parameters=...)`` takes them: (values, unit)."""
+    """W2 parameters as ``ks.Subjects(parameters=...)`` takes them: (values, unit)."""
     return w.with_units(w.w2_parameters(n))
 
 
@@ -207,7 +207,7 @@ def test_w2_exact_out_buffer(benchmark, first_call, scipy_times, n, windows):
         assert "dose_auc" not in ds
     err = _check_vs_reference("W2", out[:, 0], EXACT_TOL)
     what = "all outputs" if windows else "concentrations only"
-    _info(benchmark, f"W2 exact, into a reused out= buffer ({what})", n, times, first,
+    _info(benchmark, f"W2 exact, into a reused out buffer ({what})", n, times, first,
           max_rel_error_vs_reference=err)
     _ratio(benchmark, scipy_times, "W2", n)
 
@@ -239,8 +239,8 @@ def test_w2_ode(benchmark, first_call, scipy_times, n):
                         progress=False).concentration.values
     worst = max(w.rel_error(out[i, 0], exact[i, 0]) for i in range(n))
     assert worst < ODE_TOL, f"ODE vs exact: {worst:.2e}"
-    _info(benchmark, "W2 ODE (rtol 1e-6, atol 1e-9), into out=", n, times, first,
-          max_rel_error_vs_reference=err, max_rel_error_vs_exact_all=worst,
+    _info(benchmark, "W2 ODE (rtol 1e-6, atol 1e-9), into an out buffer", n, times,
+          first, max_rel_error_vs_reference=err, max_rel_error_vs_exact_all=worst,
           median_ode_steps_per_patient=float(np.median(ds.ode_steps.values)))
     _ratio(benchmark, scipy_times, "W2", n)
 
@@ -299,7 +299,7 @@ def test_w3_exact_out_buffer(benchmark, first_call, scipy_times, n):
                         subjects=ks.Subjects(parameters=params), progress=False)
     np.testing.assert_array_equal(out, fresh.concentration.values)
     err = _check_vs_reference("W3", out[:, 0], EXACT_TOL)
-    _info(benchmark, "W3 exact, into a reused out= buffer (concentrations only)", n,
+    _info(benchmark, "W3 exact, into a reused out buffer (concentrations only)", n,
           times, first, max_rel_error_vs_reference=err)
     _ratio(benchmark, scipy_times, "W3", n)
 

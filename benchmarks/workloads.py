@@ -132,7 +132,8 @@ W2_UNITS = {"V1": "L/kg", "k10": "1/min", "k12": "1/min", "k21": "1/min",
 
 
 def with_units(params: dict[str, np.ndarray]) -> dict[str, tuple]:
-    """``params`` as ``simulate(parameters=...)`` takes them: (values, unit) pairs."""
+    """``params`` as ``ks.Subjects(parameters=...)`` takes them: (values, unit)
+    pairs."""
     return {k: (v, W2_UNITS[k]) for k, v in params.items()}
 
 

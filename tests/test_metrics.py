@@ -682,7 +682,7 @@ def test_metrics_mode_refuses_a_molar_level():
     level is a different mass level per analyte, so it is refused with the way to
     get it (post-hoc metrics take it)."""
     with pytest.raises(ks.UnitError, match=r"above='400 nmol/L' is a molar level; in "
-                       r"output='metrics' above= is one level in ng/mL for every "
+                       r"Metrics\(above=\.\.\.\) it is one level in ng/mL for every "
                        r"analyte .*ks.metrics\(ds, 'dose', above='400 nmol/L'\)"):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[0.0, 1.0],
                     output=ks.Metrics(above="400 nmol/L"))
@@ -811,11 +811,11 @@ def test_compare_on_a_metrics_only_result():
             np.testing.assert_allclose(a.to_dataset().value, b.to_dataset().value,
                                        rtol=1e-11)
     with pytest.raises(ValueError, match=r"this result is from simulate\(output="
-                       r"'metrics'\), which keeps metrics per dose only; compare it "
-                       r"with per='dose' \(got per='course'\)"):
+                       r"ks\.Metrics\(\)\), which keeps metrics per dose only; "
+                       r"compare it with per='dose' \(got per='course'\)"):
         ks.compare(streamed)
-    with pytest.raises(ValueError, match=r"cannot compute the time above 50; pass "
-                       r"above= to simulate\(\.\.\., output='metrics'\) instead"):
+    with pytest.raises(ValueError, match=r"cannot compute the time above 50; "
+                       r"simulate with output=ks\.Metrics\(above=50\) instead"):
         ks.compare(streamed, per="dose", above=50)
 
 

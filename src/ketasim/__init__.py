@@ -18,8 +18,8 @@ from .modelfile import (
     load_model,
     model_from_dict,
 )
-from .options import ODE, Exact, Metrics, Subjects, Trajectories
 from .nonmem import read_nonmem, simulate_nonmem, write_nonmem
+from .options import ODE, Exact, Metrics, Subjects, Trajectories
 from .population import Population
 from .protocols import (
     boosters,
@@ -33,6 +33,7 @@ from .units import UnitError
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ODE",
     "Dose",
     "DoseError",
     "Exact",
@@ -40,7 +41,6 @@ __all__ = [
     "Metrics",
     "Model",
     "ModelFileError",
-    "ODE",
     "Population",
     "Regimen",
     "Scenario",

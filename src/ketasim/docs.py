@@ -54,6 +54,7 @@ def model_page(model, outdir: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .options import Subjects
     from .simulate import grid, simulate
 
     outdir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def model_page(model, outdir: Path) -> Path:
     lines += ["## References", ""]
     for r in model.references:
         lines.append(f"- `{r.key}`: {r.citation}" + (f" doi:{r.doi}" if r.doi else ""))
-    # value and unit as ketasim reads them (simulate(parameters=...) takes a bare
+    # value and unit as ketasim reads them (Subjects(parameters=...) takes a bare
     # number in this unit where it is unambiguous), then as the model file states them
     lines += ["", "## Parameters", "", "| name | value | unit | in the model file | "
               "description | source | grade |", "|---|---|---|---|---|---|---|"]
@@ -108,7 +109,8 @@ def model_page(model, outdir: Path) -> Path:
     for route in model.routes:
         reg, what = _route_regimen(model, route)
         t = grid("24 h", "2 min")
-        ds = simulate(model, reg, times=t, covariates=patient, progress=False)
+        ds = simulate(model, reg, times=t, subjects=Subjects(covariates=patient),
+                      progress=False)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for a in model.analyte_names:
             c = ds.concentration.sel(analyte=a).isel(subject=0)
@@ -151,8 +153,28 @@ def write_model_pages(outdir: str | Path) -> list[Path]:
     return pages
 
 
+#: parameters left out of the printed signatures: simulate's ``**moved`` only
+#: catches the keywords of the old surface (``rtol=``, ``covariates=``, ...) to say
+#: which configuration object took each; it is not a way to call it
+_HIDDEN = {"moved"}
+
+
+def _signature(obj) -> str:
+    """``obj``'s signature as the reference prints it (without :data:`_HIDDEN`)."""
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return "(...)"
+    return str(sig.replace(parameters=[
+        p for p in sig.parameters.values()
+        if not (p.kind is p.VAR_KEYWORD and p.name in _HIDDEN)]))
+
+
 def write_api_reference(path: str | Path) -> Path:
-    """The public API (``ketasim.__all__``) with signatures and docstrings."""
+    """The public API (``ketasim.__all__``) with signatures and docstrings: the
+    functions and classes, among them the configuration objects of
+    :func:`~ketasim.simulate` (``Exact``, ``ODE``, ``Trajectories``, ``Metrics``,
+    ``Subjects``)."""
     import ketasim
 
     out = ["# ketasim API reference", "",
@@ -162,11 +184,8 @@ def write_api_reference(path: str | Path) -> Path:
         obj = getattr(ketasim, name)
         if not (inspect.isclass(obj) or inspect.isfunction(obj)):
             continue
-        try:
-            sig = str(inspect.signature(obj))
-        except (TypeError, ValueError):
-            sig = "(...)"
-        out += [f"## `ketasim.{name}{sig}`", "", inspect.getdoc(obj) or "", ""]
+        out += [f"## `ketasim.{name}{_signature(obj)}`", "", inspect.getdoc(obj) or "",
+                ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out))

@@ -12,6 +12,7 @@ from .dosing import Dose, Regimen
 from .metrics import failed_note, metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
+from .options import Metrics
 from .population import Population
 
 __all__ = ["Scenario", "compare", "run_scenarios"]
@@ -52,6 +53,10 @@ class Scenario:
                             f"{type(self.regimen).__name__}")
 
     def run(self, **kw) -> xr.Dataset:
+        """Simulate this scenario: :func:`ketasim.simulate` on its model, regimen,
+        population and times; keyword arguments (``solver=ks.ODE(...)``,
+        ``output=ks.Trajectories(...)``, ``errors``, ``chunks``, ``progress``) go
+        to it."""
         from .simulate import simulate
 
         return simulate(self.model, self.regimen, population=self.population,
@@ -64,7 +69,9 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     Scenarios may use different models, routes and analytes (missing analytes are
     NaN) and different doses (``dose`` is padded with NaN); output times must agree
     (give each the same ``times``) so the curves share one axis. Keyword arguments
-    (``solver``, ``rtol``, ``progress``, ...) go to :func:`simulate`.
+    (``solver=ks.ODE(rtol=...)``, ``output=ks.Trajectories(auc=True)``,
+    ``errors``, ...) go to :func:`simulate`; the output must be curves
+    (:class:`~ketasim.Trajectories`, the default).
 
     Examples
     --------
@@ -80,10 +87,11 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     scenarios = list(scenarios)
     if not scenarios:
         raise ValueError("run_scenarios needs at least one Scenario")
-    if kw.get("output", "trajectories") != "trajectories":
+    if isinstance(kw.get("output"), Metrics):
         raise ValueError("run_scenarios combines concentration curves; for "
-                         "metrics-only runs call ks.simulate(..., output='metrics') "
-                         "for each scenario (sc.model, sc.regimen, sc.population)")
+                         "metrics-only runs call ks.simulate(..., "
+                         "output=ks.Metrics(...)) for each scenario (sc.model, "
+                         "sc.regimen, sc.population)")
     names = [s.name for s in scenarios]
     if len(set(names)) != len(names):
         raise ValueError(f"scenario names must be unique; got {names}")
@@ -187,7 +195,7 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     ["left_out"]``). A window that starts at or after the last output time, or
     has no Cmax for any subject, is refused (it has no output time).
 
-    A result of ``simulate(output="metrics")`` holds metrics per dose only:
+    A result of ``simulate(..., output=ks.Metrics())`` holds metrics per dose only:
     compare it with ``per="dose"`` (its time above is fixed by simulate, so
     ``above`` is refused).
     """
@@ -203,7 +211,7 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     if analyte not in ds.analyte.values:
         raise ValueError(f"no analyte {analyte!r} in these results; they have "
                          f"{', '.join(repr(str(a)) for a in ds.analyte.values)}")
-    streamed = "concentration" not in ds and "cmax" in ds  # output="metrics"
+    streamed = "concentration" not in ds and "cmax" in ds  # output=Metrics()
     if streamed:
         _check_streamed(ds, per, above)
     rows = []
@@ -262,22 +270,23 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
 
 
 def _check_streamed(ds: xr.Dataset, per: str, above) -> None:
-    """compare on a result of simulate(output='metrics'): it holds metrics per dose
+    """compare on a result of simulate(output=Metrics()): it holds metrics per dose
     only, with its time above computed (or not) by simulate."""
     if per != "dose":
-        raise ValueError(f"this result is from simulate(output='metrics'), which "
+        raise ValueError(f"this result is from simulate(output=ks.Metrics()), which "
                          f"keeps metrics per dose only; compare it with per='dose' "
-                         f"(got per={per!r}), or simulate with "
-                         f"output='trajectories' for metrics per session or course")
+                         f"(got per={per!r}), or simulate the curves "
+                         f"(output=ks.Trajectories(), the default) for metrics per "
+                         f"session or course")
     if above is not None:
-        raise ValueError(f"this result is from simulate(output='metrics'): its "
+        raise ValueError(f"this result is from simulate(output=ks.Metrics()): its "
                          f"levels were fixed when it was simulated, so compare "
-                         f"cannot compute the time above {above!r}; pass above= to "
-                         f"simulate(..., output='metrics') instead")
+                         f"cannot compute the time above {above!r}; simulate with "
+                         f"output=ks.Metrics(above={above!r}) instead")
 
 
 def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
-    """The per-dose metrics of an output='metrics' result as :func:`metrics` gives
+    """The per-dose metrics of a ks.Metrics() result as :func:`metrics` gives
     them: failed subjects NaN, ``status`` attached, in ``unit``."""
     from .metrics import UNITS, UnitError, _molecular_weights
 

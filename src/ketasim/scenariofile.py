@@ -179,8 +179,8 @@ def _population(t: _T, base: dict | None) -> Population | None:
 def _above(o: _T, value) -> float | str:
     """``output.above``: ng/mL (a number, or a mass concentration string, converted)
     or a molar string such as ``"1 umol/L"``, kept as written: the scenarios run
-    with output="trajectories" and :func:`ketasim.compare` converts it per analyte
-    by its molecular weight, as :func:`ketasim.metrics` does."""
+    as curves (``ks.Trajectories()``) and :func:`ketasim.compare` converts it per
+    analyte by its molecular weight, as :func:`ketasim.metrics` does."""
     if isinstance(value, str):
         try:
             q = parse_quantity(value, what="output.above", default_unit="ng/mL")
