@@ -121,7 +121,7 @@ def _buffer(output, shape: tuple) -> np.ndarray:
             and out.shape == shape and out.flags.c_contiguous):
         got = (f"{type(out).__name__} {getattr(out, 'dtype', '')} "
                f"{getattr(out, 'shape', '')}")
-        raise ValueError(f"Trajectories(out=...) must be a C-contiguous float64 "
+        raise ValueError(f"ks.Trajectories(out=...) must be a C-contiguous float64 "
                          f"array of shape {shape} (subjects, analytes, times); got "
                          f"{got}")
     return out

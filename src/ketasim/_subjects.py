@@ -111,10 +111,10 @@ def check_trajectory_memory(model: Model, regimen: Regimen, t: np.ndarray, n: in
     other = _per_subject_bytes(model, regimen, occasions=occasions, outputs=outputs,
                                solver=solver)
     detail = (f"{outputs} outputs ({what}) x {t.size} times x 8 bytes"
-              if not out_given else "the Trajectories(out=...) buffer is yours")
+              if not out_given else "the ks.Trajectories(out=...) buffer is yours")
     if residual:
         detail += (f", {K} analytes x {t.size} times x 8 bytes for the observed "
-                   f"concentrations (Trajectories(residual=True))")
+                   f"concentrations (ks.Trajectories(residual=True))")
     detail += f", {other:,} bytes of parameters, covariates, dose events and " \
               f"per-dose values"
     check_memory(n, buffer + observed + other, detail, _WAYS)

@@ -309,7 +309,8 @@ def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
     """
     # imported here, not at the top: _nonmem_simulate imports this module
     from . import _nonmem_simulate as sim
-    from .simulate import _check_times, _subjects
+    from ._subjects import subject_table as _subjects
+    from ._times import check_times as _check_times
 
     model = load_model(model)
     if not isinstance(table, EventTable):

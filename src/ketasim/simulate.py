@@ -259,7 +259,7 @@ def _check_output(model: Model, solver, output, chunks) -> None:
         return
     if chunks is not None and output.out is not None:
         raise ValueError("chunks= builds a lazy Dask result; it cannot fill "
-                         "Trajectories(out=...)")
+                         "ks.Trajectories(out=...)")
     if output.residual and not model.residual:
         raise ValueError(f"model {model.id!r} defines no residual error model; "
                          "ks.Trajectories(residual=True) needs a "
