@@ -674,7 +674,7 @@ def simulate_args(draw):
     bad = what == "wrong" or draw(st.booleans())
     dose = ks.Dose.bolus("0.5 mg/kg")
     call = {"model": "domino", "regimen": dose, "times": TIMES}
-    area = "simulate._subjects / population.py"
+    area = "_subjects.py / population.py"
     if what == "covariate":
         name = draw(st.sampled_from(sorted(COVARIATES)))
         good, wrong = COVARIATES[name]
@@ -703,7 +703,7 @@ def simulate_args(draw):
         if name == "F_IN":
             call["regimen"] = ks.Dose.bolus("20 mg", route="intranasal")
         field_ = (name,)
-        area = "simulate._subjects (parameter units)"
+        area = "_subjects.py (parameter units)"
     elif what == "population":
         kw = {"n": 3, "seed": 1}
         field_ = tuple(kw)
@@ -730,7 +730,7 @@ def simulate_args(draw):
             else draw(st.sampled_from([[0.0, 1.0], np.linspace(0, 5, 11), [2.5]]))
         call["times"] = t
         field_ = ("times",)
-        area = "simulate._check_times"
+        area = "_times.py"
     expect = _I if bad else "valid"
     if what == "times" and bad and call["times"] == [0.0, 1e-9, 2e-9]:
         expect = "either"

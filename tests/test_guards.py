@@ -16,8 +16,10 @@ from ketasim._kernels import ode
 from ketasim._lower import MAX_MAGNITUDE, check_magnitude, lower
 from ketasim.dosing import DoseError
 
-# the module (ketasim.simulate, the attribute, is the function)
+# the modules (ketasim.simulate, the attribute, is the function): the public entry
+# point, and the subject stage that holds the memory bound
 sim = importlib.import_module("ketasim.simulate")
+subj = importlib.import_module("ketasim._subjects")
 T = np.array([0.0, 0.5, 1.0, 2.0])
 
 
@@ -101,7 +103,7 @@ def test_times_at_the_bound_simulate():
 
 
 def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch):
-    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 1000)
+    monkeypatch.setattr(subj, "RESULT_MAX_BYTES", 1000)
     t = np.linspace(0.0, 10.0, 100)
     cov = {"weight": [60.0, 80.0]}
     with pytest.raises(ValueError, match=r"the result would need [0-9.e+-]+ GiB at its "
@@ -117,7 +119,7 @@ def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch)
                     subjects=ks.Subjects(covariates=cov),
                     output=ks.Trajectories(auc=True))
     # the ways out the message names work under a bound that refuses the curves
-    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 3500)  # 4.4 kB vs 3.1 kB
+    monkeypatch.setattr(subj, "RESULT_MAX_BYTES", 3500)  # 4.4 kB vs 3.1 kB
     with pytest.raises(ValueError, match=r"the result would need"):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t,
                     subjects=ks.Subjects(covariates=cov))
@@ -125,7 +127,7 @@ def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch)
                     subjects=ks.Subjects(covariates=cov),
                     output=ks.Metrics())
     assert m.cmax.shape == (2, 1, 1)
-    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 16 * 2**10)
+    monkeypatch.setattr(subj, "RESULT_MAX_BYTES", 16 * 2**10)
     one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t[:50])
     assert one.concentration.shape == (1, 1, 50)
 
@@ -169,7 +171,7 @@ def test_a_huge_population_is_refused_before_any_patient_is_drawn(
         monkeypatch, nothing_per_patient, kw, message):
     """Population(3e9) met numpy's MemoryError (22.4 GiB of covariates) or the
     OS's kill: the bound came after the patients were drawn."""
-    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 2**30)
+    monkeypatch.setattr(subj, "RESULT_MAX_BYTES", 2**30)
     with pytest.raises(ValueError, match=message) as info:
         ks.simulate("domino", ks.Dose.bolus("5 mg"),
                     population=ks.Population(3_000_000_000, seed=1), **kw)
@@ -182,7 +184,7 @@ def test_the_bound_counts_residual_amounts_and_auc(monkeypatch):
     """Trajectories(residual=True) keeps a second copy of the concentrations (the
     observed values); auc and amounts add outputs: each adds its own bytes per
     subject."""
-    monkeypatch.setattr(sim, "RESULT_MAX_BYTES", 1000)
+    monkeypatch.setattr(subj, "RESULT_MAX_BYTES", 1000)
     kw = dict(times=np.linspace(0.0, 10.0, 100), population=ks.Population(50_000,
                                                                           seed=1))
     with pytest.MonkeyPatch.context() as m:
@@ -197,7 +199,7 @@ def test_the_bound_counts_residual_amounts_and_auc(monkeypatch):
            "(residual=True)" in text  # fanta_2015: ketamine and norketamine
     # the observed copy, plus this run's share of one block of draws (3 per time,
     # with about 6 temporaries)
-    block = 6 * 8 * 3 * 100 * sim._residual_block(100) / 50_000
+    block = 6 * 8 * 3 * 100 * subj.residual_block(100) / 50_000
     assert 2 * 100 * 8 <= noisy - plain <= 2 * 100 * 8 + block + 1
     # AUC: one output per analyte; amounts: the compartments an IV bolus reaches
     ncmt = len(ks.load_model("fanta_2015").compartment_names)
@@ -219,7 +221,7 @@ def test_the_estimated_peak_bounds_the_measured_one():
     for kw in cases:
         ks.simulate("fanta_2015", ks.Dose.bolus("5 mg"), **kw)  # imports, compiles
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(sim, "RESULT_MAX_BYTES", 0)
+            m.setattr(subj, "RESULT_MAX_BYTES", 0)
             n, per = _needed(_refusal(**kw))
         tracemalloc.start()
         try:
@@ -231,8 +233,8 @@ def test_the_estimated_peak_bounds_the_measured_one():
 
 
 def test_memory_bound_is_half_the_physical_memory():
-    mem = sim._physical_memory()
-    assert sim.RESULT_MAX_BYTES == (mem or 16 * 2**30) // 2
+    mem = subj._physical_memory()
+    assert subj.RESULT_MAX_BYTES == (mem or 16 * 2**30) // 2
 
 
 # -- doses that overflow ---------------------------------------------------------------
@@ -442,12 +444,14 @@ def test_solve_error_names_every_failing_subject_per_status():
 def test_non_finite_rhs_parameter_is_named():
     """The parameter vectors a user rhs receives are checked before the kernel
     (called directly: the parameter checks upstream refuse such values first)."""
+    from ketasim._run_ode import check_rhs_parameters
+
     model = _mm()
     p = np.array([[210.0, 40.0, 0.15], [210.0, np.inf, 0.15], [210.0, np.inf, 0.15]])
     with pytest.raises(ValueError, match=r"parameter 'Vmax' is inf for subjects 1, 2; "
                        r"the model's rhs needs finite parameter values"):
-        sim._check_rhs_parameters(model, p)
-    sim._check_rhs_parameters(model, p[:1])  # finite: passes
+        check_rhs_parameters(model, p)
+    check_rhs_parameters(model, p[:1])  # finite: passes
 
 
 def test_backstop_refuses_a_non_compartmental_matrix():

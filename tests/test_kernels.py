@@ -482,13 +482,13 @@ def test_kernel_without_output_loops_matches_the_full_kernel():
     only short runs (97 min: 60 outputs in all, fewer than _POW) they match bit for
     bit, as step and run_out do the same arithmetic."""
     from ketasim._lower import lower
-    from ketasim.simulate import _subjects
+    from ketasim._subjects import subject_table
 
     model = ks.load_model("domino")
     reg = ks.six_infusion_course(sessions=2)
     n = 40
     rng = np.random.default_rng(11)
-    k, cov, over = _subjects(model, {"weight": rng.uniform(50, 110, n)}, None)
+    k, cov, over = subject_table(model, {"weight": rng.uniform(50, 110, n)}, None)
     params = model.individual_parameters(cov, overrides=over, n=k)
     low = lower(model, reg, params, cov["weight"], n)
     full_ns = linear.states(low.A.shape[2])

@@ -75,8 +75,9 @@ def test_prebuilt_indexes_equal_xarray_defaults():
     the first call); they must be what xarray builds from the same values."""
     import xarray as xr
 
-    sim = sys.modules["ketasim.simulate"]  # the package's `simulate` is the function
-    ours = xr.Dataset(coords=sim._coords(COORDS))
+    from ketasim._assemble import coordinates
+
+    ours = xr.Dataset(coords=coordinates(COORDS))
     plain = xr.Dataset(coords=COORDS)
     xr.testing.assert_identical(ours, plain)
     assert set(ours.xindexes) == set(plain.xindexes) == {"subject", "analyte", "time",
@@ -97,7 +98,7 @@ def test_building_coordinates_does_not_import_dask():
     def dask_modules(build):
         code = ("import sys, numpy as np, xarray as xr\n"
                 "import ketasim\n"
-                "sim = sys.modules['ketasim.simulate']\n"
+                "from ketasim._assemble import coordinates\n"
                 f"xr.Dataset(coords={build})\n"
                 "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dask'))\n")
         return subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -105,7 +106,7 @@ def test_building_coordinates_does_not_import_dask():
 
     if dask_modules(COORDS_SRC) == "[]":
         pytest.skip("this xarray builds indexes without importing dask")
-    assert dask_modules(f"sim._coords({COORDS_SRC})") == "[]"
+    assert dask_modules(f"coordinates({COORDS_SRC})") == "[]"
 
 
 def test_bolus_at_time_zero_is_post_dose():

@@ -38,7 +38,7 @@ def test_one_and_two_threads_bit_identical(tmp_path):
 def test_chunking_bit_identical(monkeypatch, capsys):
     import ketasim as ks
 
-    sim = sys.modules["ketasim.simulate"]  # the package's `simulate` is the function
+    run_stage = sys.modules["ketasim._run"]  # where the progress bar is decided
     pop = ks.Population(300, seed=9)
     t = ks.grid("2 d", "30 min")
     whole = ks.simulate("benchmarks/w2_iiv.toml", ks.six_infusion_course(sessions=1),
@@ -49,7 +49,7 @@ def test_chunking_bit_identical(monkeypatch, capsys):
     np.testing.assert_array_equal(whole.concentration.values[:100],
                                   first.concentration.values)
     # the kernel called on 50 subject slices (as with a progress bar) changes nothing
-    monkeypatch.setattr(sim, "PROGRESS_MIN_WORK", 0)
+    monkeypatch.setattr(run_stage, "PROGRESS_MIN_WORK", 0)
     sliced = ks.simulate("benchmarks/w2_iiv.toml", ks.six_infusion_course(sessions=1),
                          population=pop, times=t, progress=True)
     assert "simulating" in capsys.readouterr().err
