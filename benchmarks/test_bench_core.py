@@ -184,7 +184,8 @@ def test_w2_exact_fresh(benchmark, first_call, scipy_times, n):
 def test_w2_exact_out_buffer(benchmark, first_call, scipy_times, n, windows):
     """Into one caller-owned buffer reused every round (no allocation, no first touch
     of fresh pages). ``all-outputs`` has the same options as the fresh benchmark;
-    ``concentrations-only`` also skips the per-dose pass (``dose_windows=False``)."""
+    ``concentrations-only`` also skips the per-dose pass
+    (``Trajectories(dose_windows=False)``)."""
     params = _params(n)
     reg, times = w.w2_regimen()
     out = np.zeros((n, 1, times.size))
@@ -281,7 +282,7 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
 @pytest.mark.parametrize("n", sizes(SMOKE, FULL))
 def test_w3_exact_out_buffer(benchmark, first_call, scipy_times, n):
     """W3 into one caller-owned buffer reused every round, concentrations only
-    (``dose_windows=False``), as the W2 row of the same name."""
+    (``Trajectories(dose_windows=False)``), as the W2 row of the same name."""
     params = _params(n)
     reg, times = w.w3_regimen()
     out = np.zeros((n, 1, times.size))

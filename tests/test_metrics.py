@@ -130,7 +130,7 @@ def test_protocol_builders():
 
 
 def test_metrics_only_mode_matches_trajectories():
-    """output='metrics' streams the same per-dose metrics the post-hoc path computes
+    """ks.Metrics() streams the same per-dose metrics the post-hoc path computes
     from stored curves, without storing them."""
     pop = ks.Population(70, seed=1)  # one block (metrics blocks hold 128)
     reg = ks.six_infusion_course()
@@ -563,7 +563,7 @@ CASES = [  # case, model, output times, levels
 def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
                                                    tmp_path):
     """Cmax, Tmax, exact AUC, time above and the pre-dose level per dose from
-    output='metrics' equal those from the stored curves, NaN where NaN (a window
+    ks.Metrics() equal those from the stored curves, NaN where NaN (a window
     with no output time, a dose after the grid); and a pre-dose level is the level
     before every dose of that time."""
     import contextlib
@@ -796,7 +796,7 @@ def test_trapezoid_auc_is_not_split_at_a_dose_off_the_grid(tmp_path):
 
 
 def test_compare_on_a_metrics_only_result():
-    """output='metrics' keeps metrics per dose: compare takes them per dose (the
+    """ks.Metrics() keeps metrics per dose: compare takes them per dose (the
     same table as from the curves) and refuses what they cannot give."""
     pop = ks.Population(6, seed=2)
     reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=2)
@@ -844,7 +844,7 @@ def test_plot_exposure_takes_a_unit():
 
 
 def test_metrics_mode_gives_nan_for_a_failed_subject(monkeypatch):
-    """errors="keep" in output="metrics": a subject the kernel reports failed has
+    """errors="keep" with ks.Metrics(): a subject the kernel reports failed has
     NaN metrics (not the numbers up to its failure), as on the post-hoc path."""
     from ketasim._kernels import linear
 

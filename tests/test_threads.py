@@ -12,9 +12,10 @@ import ketasim as ks
 pop = ks.Population(101, seed=5)
 t = ks.grid("4 d", "15 min")
 reg = ks.six_infusion_course(sessions=2)
-a = ks.simulate("benchmarks/w2_iiv.toml", reg, population=pop, times=t, auc=True)
+a = ks.simulate("benchmarks/w2_iiv.toml", reg, population=pop, times=t,
+                output=ks.Trajectories(auc=True))
 b = ks.simulate("benchmarks/w2_iiv.toml", reg, population=pop, times=t,
-                solver="ode")
+                solver=ks.ODE())
 m = ks.metrics(a, "session")
 np.save(sys.argv[2], np.concatenate([a.concentration.values.ravel(),
         a.auc.values.ravel(), b.concentration.values.ravel(),
