@@ -263,3 +263,24 @@ def test_options_meet_the_model_in_simulate():
     with pytest.raises(ValueError, match=r"model 'domino' defines no residual error "
                                          r"model; ks\.Trajectories\(residual=True\)"):
         ks.simulate("domino", DOSE, times=T, output=ks.Trajectories(residual=True))
+
+
+def test_scenarios_forward_the_options_to_simulate():
+    """run_scenarios and Scenario.run pass solver/output objects on; metrics-only
+    output cannot be combined across scenarios and says how to get it."""
+    sc = [ks.Scenario("a", "domino", DOSE, times=T),
+          ks.Scenario("b", "domino", ks.Dose.bolus("10 mg"), times=T)]
+    ds = ks.run_scenarios(sc, solver=ks.ODE(rtol=1e-8),
+                          output=ks.Trajectories(auc=True))
+    one = sc[1].run(solver=ks.ODE(rtol=1e-8), output=ks.Trajectories(auc=True))
+    np.testing.assert_array_equal(ds.auc.sel(scenario="b").values, one.auc.values)
+    assert one.attrs["rtol"] == 1e-8
+    with pytest.raises(ValueError) as info:
+        ks.run_scenarios(sc, output=ks.Metrics(above=100))
+    assert str(info.value) == (
+        "run_scenarios combines concentration curves; for metrics-only runs call "
+        "ks.simulate(..., output=ks.Metrics(...)) for each scenario (sc.model, "
+        "sc.regimen, sc.population)")
+    with pytest.raises(TypeError, match=r"simulate\(\) no longer takes rtol=; write "
+                                        r"solver=ks\.ODE\(rtol=\.\.\.\)"):
+        ks.run_scenarios(sc, rtol=1e-8)
