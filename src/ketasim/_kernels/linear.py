@@ -270,6 +270,43 @@ def _window_start(x, xpre, obs_cmt, scale, s0, B, KC, w, mauc, mpre):
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
       inline="always")
+def _events(tj, A, ev_time, ev_cmt, ev_kind, ev_value, s0, B, e, t, occ, active, x,
+            r, c, xpre, tpre, pc, nused, nextslot, last, rslot, mslot, obs_cmt, scale,
+            KC, mode, mauc, mpre, ns):
+    """The events from e on at or before output time tj: step to each, then apply
+    it (metrics mode: keep the state before the events of each event time in
+    xpre). Returns (e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot)
+    after them."""
+    nev = ev_time.shape[1]
+    cache_E = pc[1]
+    cache_G = pc[2]
+    while e < nev and ev_time[s0, e] <= tj:
+        h = ev_time[s0, e] - t
+        if h > 0.0:
+            slot, nused, nextslot, rslot, mslot = _propagator(
+                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot)
+            last = slot
+            _input_term(cache_G[slot], r, active, c)
+            step(cache_E[slot], c, x, ns)
+            t = ev_time[s0, e]
+        if mode == 1 and ev_time[s0, e] != tpre:
+            _copy2(x, xpre)
+            tpre = ev_time[s0, e]
+        active = _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r)
+        if ev_kind[s0, e] == 3:  # occasions come from the shared regimen
+            occ = int(ev_value[s0, e])
+            nused = 0  # new rate matrix: cached propagators are stale
+            nextslot = 0  # refill from slot 0 (_find looks at slots < nused)
+            last = -1
+        elif ev_kind[s0, e] == 4 and mode == 1:
+            _window_start(x, xpre, obs_cmt, scale, s0, B, KC, int(ev_value[s0, e]),
+                          mauc, mpre)
+        e += 1
+    return e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+      inline="always")
 def _run_length(times, j, h, t_end):
     """How many outputs from j on follow one another with step h before t_end."""
     T = times.shape[0]
@@ -468,29 +505,12 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     slot = 0  # the cache slot of the current step (read only after a step h > 0)
     while j < T:
         tj = times[j]
-        # events at or before this output: step to each, then apply it
-        while e < nev and ev_time[s0, e] <= tj:
-            h = ev_time[s0, e] - t
-            if h > 0.0:
-                slot, nused, nextslot, rslot, mslot = _propagator(
-                    A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot)
-                last = slot
-                _input_term(cache_G[slot], r, active, c)
-                step(cache_E[slot], c, x, ns)
-                t = ev_time[s0, e]
-            if mode == 1 and ev_time[s0, e] != tpre:
-                _copy2(x, xpre)
-                tpre = ev_time[s0, e]
-            active = _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r)
-            if ev_kind[s0, e] == 3:  # occasions come from the shared regimen
-                occ = int(ev_value[s0, e])
-                nused = 0  # new rate matrix: cached propagators are stale
-                nextslot = 0  # refill from slot 0 (_find looks at slots < nused)
-                last = -1
-            elif ev_kind[s0, e] == 4 and mode == 1:
-                _window_start(x, xpre, obs_cmt, scale, s0, B, KC,
-                              int(ev_value[s0, e]), mauc, mpre)
-            e += 1
+        if e < nev and ev_time[s0, e] <= tj:  # events at or before this output
+            (e, t, occ, active, tpre, nused, nextslot, last, rslot,
+             mslot) = _events(tj, A, ev_time, ev_cmt, ev_kind, ev_value, s0, B, e, t,
+                              occ, active, x, r, c, xpre, tpre, pc, nused, nextslot,
+                              last, rslot, mslot, obs_cmt, scale, KC, mode, mauc,
+                              mpre, ns)
         t_ev = ev_time[s0, e] if e < nev else np.inf
         wprev = wi
         if mode == 1:
