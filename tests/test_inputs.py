@@ -166,7 +166,7 @@ def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
     ("simons_2022", {"MTTG": "0 min"}, ValueError,
      r"parameters\['MTTG'\] is a mean transit time and must be > 0; got 0 h"),
     ("domino", ["k10"], TypeError,
-     "parameters must be a mapping .* got list"),
+     r"Subjects\(parameters=\.\.\.\) must be a mapping .* got list"),
 ])
 def test_parameter_errors(model, params, exc, message):
     with pytest.raises(exc, match=message):
@@ -611,7 +611,8 @@ def test_a_default_outside_the_validity_range_is_refused():
 @pytest.mark.parametrize("output", ["trajectories", "metrics", "chunks"])
 def test_the_adult_reference_weight_with_a_default_child_age_is_refused(name,
                                                                         output):
-    kw = ({"chunks": 1} if output == "chunks" else {"output": output})
+    kw = ({"chunks": 1} if output == "chunks" else
+          {"output": ks.Metrics() if output == "metrics" else ks.Trajectories()})
     with pytest.raises(ValueError, match=(
             rf"covariate 'weight' was not given, and its default, 70 kg \(the "
             rf"reference value of model '{name}', an adult's weight\), would be used "

@@ -121,7 +121,7 @@ def test_validity_warning_for_given_covariates_once_per_call(tmp_path):
         "[validity]\nage = [18, 40]\n[parameters.V]"))
     model = ks.load_model(p)
     cov = {"age": [10.0, 30.0, 50.0, 35.0]}
-    for kw in ({}, {"output": "metrics"}, {"chunks": 1}):
+    for kw in ({}, {"output": ks.Metrics()}, {"chunks": 1}):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ks.simulate(model, ks.Dose.bolus("1 mg"), times=[0.0, 1.0],
