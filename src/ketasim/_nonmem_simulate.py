@@ -169,7 +169,7 @@ def run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
     from ._kernels.linear import population_linear, states
     from ._lower import check_magnitude, lower
     from .dosing import DoseError
-    from .simulate import _STATUS, SolveError
+    from ._run import STATUS, SolveError
 
     low = lower(model, reg, params, cov["weight"], 1)
     ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
@@ -190,7 +190,7 @@ def run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
                       states(low.A.shape[2]), states(low.A.shape[2]))
     if status[0]:
         raise SolveError(f"ID {sid}: status {int(status[0])}: "
-                         f"{_STATUS.get(int(status[0]), 'unknown')}")
+                         f"{STATUS.get(int(status[0]), 'unknown')}")
     return buf[0]
 
 

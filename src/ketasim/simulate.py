@@ -43,7 +43,6 @@ from .population import Population
 __all__ = ["GRID_MAX_POINTS", "GridWarning", "SolveError", "ValidityWarning", "grid",
            "simulate"]
 
-_STATUS = STATUS  # as _nonmem_simulate imports it; import ketasim._run.STATUS instead
 
 _MOVED = {
     "covariates": "subjects=ks.Subjects(covariates=...)",
