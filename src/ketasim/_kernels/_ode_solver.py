@@ -198,220 +198,13 @@ def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
     # control shrinks a too-large first step anyway
     return min(span, max(min(100 * h, h1), 1e-8 * span, 64 * 2.2e-16 * abs(t)))
 
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _dopri5_step(p, r, x, t, h, rtol, atol, f0, k2, k3, k4, k5, k6, k7, xs, xn,
-                 err):
-    """One Dormand–Prince 5(4) step of length h from (t, x) with f0 = f(t, x):
-    the stages k2..k7 (k7 = f(t + h, xn), the FSAL stage), the solution xn and the
-    error estimate err. Returns the error norm."""
-    n = N
-    for i in range(n):
-        xs[i] = x[i] + h * A21 * f0[i]
-    _f(t + C2 * h, xs, p, r, k2)
-    for i in range(n):
-        xs[i] = x[i] + h * (A31 * f0[i] + A32 * k2[i])
-    _f(t + C3 * h, xs, p, r, k3)
-    for i in range(n):
-        xs[i] = x[i] + h * (A41 * f0[i] + A42 * k2[i] + A43 * k3[i])
-    _f(t + C4 * h, xs, p, r, k4)
-    for i in range(n):
-        xs[i] = x[i] + h * (A51 * f0[i] + A52 * k2[i] + A53 * k3[i]
-                            + A54 * k4[i])
-    _f(t + C5 * h, xs, p, r, k5)
-    for i in range(n):
-        xs[i] = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
-                            + A64 * k4[i] + A65 * k5[i])
-    _f(t + h, xs, p, r, k6)
-    for i in range(n):
-        xn[i] = x[i] + h * (B1 * f0[i] + B3 * k3[i] + B4 * k4[i]
-                            + B5 * k5[i] + B6 * k6[i])
-    _f(t + h, xn, p, r, k7)
-    for i in range(n):
-        err[i] = h * (E1 * f0[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i]
-                      + E6 * k6[i] + E7 * k7[i])
-    return _errnorm(err, x, xn, rtol, atol)
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _dopri5_dense(x, xn, t, h, t1, times, j, out_s, obs_cmt, obs_scale, f0, k3, k4,
-                  k5, k6, k7):
-    """Outputs inside (t, t + h) of an accepted DOPRI5 step, by its dense output
-    (Hairer's contd5), observed states only. Returns the next output index."""
-    T = times.shape[0]
-    while j < T and times[j] < t + h and times[j] < t1:
-        if times[j] > t:
-            th = (times[j] - t) / h
-            th1 = 1.0 - th
-            for k in range(obs_cmt.shape[0]):
-                i = obs_cmt[k]
-                dx = xn[i] - x[i]
-                bspl = h * f0[i] - dx
-                rc5 = h * (D1 * f0[i] + D3 * k3[i] + D4 * k4[i]
-                           + D5 * k5[i] + D6 * k6[i] + D7 * k7[i])
-                out_s[k, j] = (x[i] + th * (dx + th1 * (bspl + th * (
-                    dx - h * k7[i] - bspl + th1 * rc5)))) * obs_scale[k]
-        j += 1
-    return j
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _looks_stiff(x, xn, h, f0, k2, k3, k4, k5, k6, k7):
-    """Hairer's stiffness test after an accepted DOPRI5 step:
-    h |lambda| ~ h |k7 - k6| / |xn - xs| beyond the stability boundary (3.25)."""
-    num = 0.0
-    den = 0.0
-    for i in range(N):
-        num += (k7[i] - k6[i]) ** 2
-        s6 = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
-                         + A64 * k4[i] + A65 * k5[i])
-        den += (xn[i] - s6) ** 2
-    return den > 0.0 and h * np.sqrt(num / den) > 3.25
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _jacobian(p, t, x, jac_const, J, fdt, ftmp):
-    """J = d rhs / dx by forward differences, and fdt = d rhs / dt (zero with a
-    constant Jacobian). Differences of rhs alone: the dose input r is constant in
-    x and t, and including it (r can be 1e12 x the state's own rates just after a
-    dose) would cancel away every digit of the Jacobian."""
-    n = N
-    sqeps = 1.4901161193847656e-08
-    rhs(t, x, p, fdt)
-    for c in range(n):
-        xc = x[c]
-        dl = sqeps * max(abs(xc), 1e-3)
-        x[c] = xc + dl
-        rhs(t, x, p, ftmp)
-        x[c] = xc
-        for i in range(n):
-            J[i, c] = (ftmp[i] - fdt[i]) / dl
-    if jac_const:
-        fdt[:] = 0.0
-    else:
-        dtl = sqeps * max(abs(t), 1.0)
-        rhs(t + dtl, x, p, ftmp)
-        for i in range(n):
-            fdt[i] = (ftmp[i] - fdt[i]) / dtl
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _rodas4_step(p, r, x, t, h, inv_h, rtol, atol, f0, fdt, ftmp, xs, xn, err, y,
-                 Wi, K):
-    """One Rodas4 step of length h from (t, x) with f0 = f(t, x) and Wi =
-    inv(I/(h g) - J): the six stages K, the solution xn and the error estimate err
-    (= K_6). Returns the error norm."""
-    n = N
-    for st in range(6):
-        if st == 0:
-            for i in range(n):
-                ftmp[i] = f0[i]
-        else:
-            for i in range(n):
-                acc = x[i]
-                for q in range(st):
-                    acc += RA[st, q] * K[q, i]
-                xs[i] = acc
-            _f(t + RALPHA[st] * h, xs, p, r, ftmp)
-        gh = RGAMMA[st] * h
-        for i in range(n):
-            acc = 0.0
-            for q in range(st):
-                acc += RC[st, q] * K[q, i]
-            y[i] = ftmp[i] + gh * fdt[i] + acc * inv_h
-        for i in range(n):
-            acc = 0.0
-            for c in range(n):
-                acc += Wi[i, c] * y[c]
-            K[st, i] = acc
-    for i in range(n):
-        acc = x[i]
-        for q in range(6):
-            acc += RM[q] * K[q, i]
-        xn[i] = acc
-        err[i] = K[5, i]
-    return _errnorm(err, x, xn, rtol, atol)
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _rodas4_dense(x, xn, t, h, t1, times, j, out_s, obs_cmt, obs_scale, f0, k7,
-                  peak, rtol, atol):
-    """Outputs in [t, t + h) of an accepted Rodas4 step, by Hermite interpolation
-    (k7 = f at the step end), observed states only. Returns (next output index,
-    False), or (index, True) for an interpolated amount below the tolerance band
-    under zero (as :func:`_negative`)."""
-    T = times.shape[0]
-    while j < T and times[j] < t + h and times[j] < t1:
-        if times[j] >= t:  # == t: an output a clipped step ended on
-            th = (times[j] - t) / h
-            for k in range(obs_cmt.shape[0]):
-                i = obs_cmt[k]
-                d = xn[i] - x[i]
-                v = ((1.0 - th) * x[i] + th * xn[i] + th * (
-                    th - 1.0) * ((1.0 - 2.0 * th) * d
-                                 + (th - 1.0) * h * f0[i]
-                                 + th * h * k7[i]))
-                if v < -(atol + rtol * peak[i]):
-                    return j, True
-                out_s[k, j] = v * obs_scale[k]
-        j += 1
-    return j, False
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _clip_step(t, h, t1, times, j, to_output):
-    """(h, last): the step h, shortened to end at the next output time if
-    ``to_output`` and at t1 (``last``) if it would end within 1 % of it."""
-    if to_output and j < times.shape[0]:
-        # a stiff step with a changing Jacobian can be long and its Hermite
-        # interpolant is not error-controlled (seen: 0.47 ng/mL where the
-        # solution is 1e-6, and negative values, on a stiff time effect), so
-        # the step ends at the next output time and that output is a step end
-        d = times[j] - t
-        if d < h and d > 64 * 2.220446049250313e-16 * max(1.0, abs(t)):
-            h = d
-    last = False
-    if t + h >= t1 or t + 1.01 * h >= t1:
-        h = t1 - t
-        last = True
-    return h, last
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _rodas4_matrix(J, W, Wi, inv_h):
-    """Wi = inv(W) with W = I/(h g) - J. False if W is singular (Wi is then
-    partly overwritten)."""
-    diag = inv_h * (1.0 / RG)
-    for i in range(N):
-        for c in range(N):
-            W[i, c] = -J[i, c]
-        W[i, i] += diag
-    return _inverse(W, Wi)
-
-
-@njit(cache=CACHE, nogil=True, error_model="numpy", inline="always")
-def _count_stiff(looks, nstiff, nonstiff):
-    """(nstiff, nonstiff): runs of accepted DOPRI5 steps that looked stiff (15 in
-    a row switch to Rodas4) and that did not (6 in a row reset the count)."""
-    if looks:
-        nonstiff = 0
-        nstiff += 1
-    else:
-        nonstiff += 1
-        if nonstiff >= 6:
-            nstiff = 0
-    return nstiff, nonstiff
-
-
 @njit(cache=CACHE, nogil=True, error_model="numpy")
 def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
              stiff, auto, jac_const, max_steps, counters, wk, J, W, Wi, K):
     """Integrate x from t0 to t1 (no events inside), writing outputs with
-    t0 < times[j] < t1 by dense output. counters = [steps, status, stiff].
-
-    Each pass of the loop tries one step of the current method (DOPRI5, or Rodas4
-    once the problem is stiff): a rejected step shrinks h and retries, an accepted
-    one writes the outputs it covers, advances (t, x) and picks the next h."""
+    t0 < times[j] < t1 by dense output. counters = [steps, status, stiff]."""
     n = N
+    T = times.shape[0]
     span = t1 - t0
     # work arrays come from the caller: allocated once per subject, not per segment
     f0 = wk[0]
@@ -442,82 +235,213 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
     nonstiff = 0
     have_J = False
     h_W = -1.0  # the step length Wi = inv(I/(h g) - J) was formed for (-1: none)
+    sqeps = 1.4901161193847656e-08
     while t < t1:
         if counters[0] >= max_steps:
             counters[1] = MAXSTEPS
             return j
-        h, last = _clip_step(t, h, t1, times, j, stiff and not jac_const)
+        if stiff and not jac_const and j < T:
+            # a stiff step with a changing Jacobian can be long and its Hermite
+            # interpolant is not error-controlled (seen: 0.47 ng/mL where the
+            # solution is 1e-6, and negative values, on a stiff time effect), so
+            # the step ends at the next output time and that output is a step end
+            d = times[j] - t
+            if d < h and d > 64 * 2.220446049250313e-16 * max(1.0, abs(t)):
+                h = d
+        last = False
+        if t + h >= t1 or t + 1.01 * h >= t1:
+            h = t1 - t
+            last = True
         if h <= 16 * 2.220446049250313e-16 * max(1.0, abs(t)):
             counters[1] = UNDERFLOW
             return j
         if not stiff:
-            en = _dopri5_step(p, r, x, t, h, rtol, atol, f0, k2, k3, k4, k5, k6, k7,
-                              xs, xn, err)
+            # ---- Dormand–Prince 5(4) ----
+            for i in range(n):
+                xs[i] = x[i] + h * A21 * f0[i]
+            _f(t + C2 * h, xs, p, r, k2)
+            for i in range(n):
+                xs[i] = x[i] + h * (A31 * f0[i] + A32 * k2[i])
+            _f(t + C3 * h, xs, p, r, k3)
+            for i in range(n):
+                xs[i] = x[i] + h * (A41 * f0[i] + A42 * k2[i] + A43 * k3[i])
+            _f(t + C4 * h, xs, p, r, k4)
+            for i in range(n):
+                xs[i] = x[i] + h * (A51 * f0[i] + A52 * k2[i] + A53 * k3[i]
+                                    + A54 * k4[i])
+            _f(t + C5 * h, xs, p, r, k5)
+            for i in range(n):
+                xs[i] = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
+                                    + A64 * k4[i] + A65 * k5[i])
+            _f(t + h, xs, p, r, k6)
+            for i in range(n):
+                xn[i] = x[i] + h * (B1 * f0[i] + B3 * k3[i] + B4 * k4[i]
+                                    + B5 * k5[i] + B6 * k6[i])
+            _f(t + h, xn, p, r, k7)
+            for i in range(n):
+                err[i] = h * (E1 * f0[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i]
+                              + E6 * k6[i] + E7 * k7[i])
+            en = _errnorm(err, x, xn, rtol, atol)
+            if not np.isfinite(en):
+                if h < 1e-10:
+                    counters[1] = NONFINITE
+                    return j
+                h *= 0.1
+                continue
+            if en <= 1.0:
+                counters[0] += 1
+                if _negative(x, xn, peak, rtol, atol):
+                    counters[1] = NEGATIVE
+                    return j
+                # dense output for outputs inside (t, t+h)
+                while j < T and times[j] < t + h and times[j] < t1:
+                    if times[j] > t:
+                        th = (times[j] - t) / h
+                        th1 = 1.0 - th
+                        for k in range(obs_cmt.shape[0]):  # observed states only
+                            i = obs_cmt[k]
+                            dx = xn[i] - x[i]
+                            bspl = h * f0[i] - dx
+                            rc5 = h * (D1 * f0[i] + D3 * k3[i] + D4 * k4[i]
+                                       + D5 * k5[i] + D6 * k6[i] + D7 * k7[i])
+                            out_s[k, j] = (x[i] + th * (dx + th1 * (bspl + th * (
+                                dx - h * k7[i] - bspl + th1 * rc5)))) * obs_scale[k]
+                    j += 1
+                if auto:
+                    # Hairer's stiffness test: h*|lambda| ~ h |k7-k6| / |xn-xs|
+                    num = 0.0
+                    den = 0.0
+                    for i in range(n):
+                        num += (k7[i] - k6[i]) ** 2
+                        s6 = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
+                                         + A64 * k4[i] + A65 * k5[i])
+                        den += (xn[i] - s6) ** 2
+                    if den > 0.0 and h * np.sqrt(num / den) > 3.25:
+                        nonstiff = 0
+                        nstiff += 1
+                        if nstiff >= 15:
+                            stiff = True
+                            counters[2] = 1
+                    else:
+                        nonstiff += 1
+                        if nonstiff >= 6:
+                            nstiff = 0
+                t = t1 if last else t + h
+                for i in range(n):
+                    x[i] = xn[i]
+                    f0[i] = k7[i]
+                fac = 0.9 * en ** (-0.2) if en > 0 else 5.0
+                h *= min(5.0, max(0.2, fac))
+            else:
+                h *= max(0.2, 0.9 * en ** (-0.2))
         else:
+            # ---- Rodas4 ----
             if not have_J:
-                _jacobian(p, t, x, jac_const, J, fdt, ftmp)
+                # differences of rhs alone: the dose input r is constant in x and t,
+                # and including it (r can be 1e12 x the state's own rates just
+                # after a dose) would cancel away every digit of the Jacobian
+                rhs(t, x, p, fdt)
+                for c in range(n):
+                    xc = x[c]
+                    dl = sqeps * max(abs(xc), 1e-3)
+                    x[c] = xc + dl
+                    rhs(t, x, p, ftmp)
+                    x[c] = xc
+                    for i in range(n):
+                        J[i, c] = (ftmp[i] - fdt[i]) / dl
+                if jac_const:
+                    fdt[:] = 0.0
+                else:
+                    dtl = sqeps * max(abs(t), 1.0)
+                    rhs(t + dtl, x, p, ftmp)
+                    for i in range(n):
+                        fdt[i] = (ftmp[i] - fdt[i]) / dtl
                 have_J = True
                 h_W = -1.0
             inv_h = 1.0 / h
-            if h != h_W:  # Wi is kept while h does not change
-                if not _rodas4_matrix(J, W, Wi, inv_h):
+            if h != h_W:
+                diag = inv_h * (1.0 / RG)
+                for i in range(n):
+                    for c in range(n):
+                        W[i, c] = -J[i, c]
+                    W[i, i] += diag
+                if not _inverse(W, Wi):
                     h_W = -1.0  # Wi is partly overwritten
                     h *= 0.5
                     continue
                 h_W = h
-            en = _rodas4_step(p, r, x, t, h, inv_h, rtol, atol, f0, fdt, ftmp, xs,
-                              xn, err, y, Wi, K)
-        if not np.isfinite(en):
-            if h < 1e-10:
-                counters[1] = NONFINITE
-                return j
-            h *= 0.1
-            continue
-        if en > 1.0:  # rejected: shrink and retry
-            if not stiff:
-                h *= max(0.2, 0.9 * en ** (-0.2))
+            for st in range(6):
+                if st == 0:
+                    for i in range(n):
+                        ftmp[i] = f0[i]
+                else:
+                    for i in range(n):
+                        acc = x[i]
+                        for q in range(st):
+                            acc += RA[st, q] * K[q, i]
+                        xs[i] = acc
+                    _f(t + RALPHA[st] * h, xs, p, r, ftmp)
+                gh = RGAMMA[st] * h
+                for i in range(n):
+                    acc = 0.0
+                    for q in range(st):
+                        acc += RC[st, q] * K[q, i]
+                    y[i] = ftmp[i] + gh * fdt[i] + acc * inv_h
+                for i in range(n):
+                    acc = 0.0
+                    for c in range(n):
+                        acc += Wi[i, c] * y[c]
+                    K[st, i] = acc
+            for i in range(n):
+                acc = x[i]
+                for q in range(6):
+                    acc += RM[q] * K[q, i]
+                xn[i] = acc
+                err[i] = K[5, i]
+            en = _errnorm(err, x, xn, rtol, atol)
+            if not np.isfinite(en):
+                if h < 1e-10:
+                    counters[1] = NONFINITE
+                    return j
+                h *= 0.1
+                continue
+            if en <= 1.0:
+                counters[0] += 1
+                if _negative(x, xn, peak, rtol, atol):
+                    counters[1] = NEGATIVE
+                    return j
+                # f at the new point: Hermite dense output and the next f0
+                _f(t + h, xn, p, r, k7)
+                while j < T and times[j] < t + h and times[j] < t1:
+                    if times[j] >= t:  # == t: an output a clipped step ended on
+                        th = (times[j] - t) / h
+                        for k in range(obs_cmt.shape[0]):  # observed states only
+                            i = obs_cmt[k]
+                            d = xn[i] - x[i]
+                            v = ((1.0 - th) * x[i] + th * xn[i] + th * (
+                                th - 1.0) * ((1.0 - 2.0 * th) * d
+                                             + (th - 1.0) * h * f0[i]
+                                             + th * h * k7[i]))
+                            if v < -(atol + rtol * peak[i]):  # as _negative
+                                counters[1] = NEGATIVE
+                                return j
+                            out_s[k, j] = v * obs_scale[k]
+                    j += 1
+                t = t1 if last else t + h
+                for i in range(n):
+                    x[i] = xn[i]
+                    f0[i] = k7[i]
+                if not jac_const:
+                    have_J = False  # Rosenbrock order needs the current Jacobian
+                # en ** (-1/4) as two square roots: pow costs several times more
+                fac = 0.9 / np.sqrt(np.sqrt(en)) if en > 0 else 5.0
+                # keep h (and Wi) when it would grow by less than 20 % (Hairer's
+                # RADAU5 rule): forming Wi costs as much as a whole step. Only
+                # with a constant Jacobian: otherwise Wi is formed anew anyway
+                if not jac_const or fac < 1.0 or fac > 1.2:
+                    h *= min(5.0, max(0.2, fac))
             else:
                 h *= max(0.2, 0.9 / np.sqrt(np.sqrt(en)))
-            continue
-        counters[0] += 1
-        if _negative(x, xn, peak, rtol, atol):
-            counters[1] = NEGATIVE
-            return j
-        # accepted: the outputs the step covers, then the next step length
-        if not stiff:
-            j = _dopri5_dense(x, xn, t, h, t1, times, j, out_s, obs_cmt, obs_scale,
-                              f0, k3, k4, k5, k6, k7)
-            if auto:
-                nstiff, nonstiff = _count_stiff(
-                    _looks_stiff(x, xn, h, f0, k2, k3, k4, k5, k6, k7), nstiff,
-                    nonstiff)
-                if nstiff >= 15:
-                    stiff = True
-                    counters[2] = 1
-            fac = 0.9 * en ** (-0.2) if en > 0 else 5.0
-            grow = True
-        else:
-            # f at the new point: Hermite dense output and the next f0
-            _f(t + h, xn, p, r, k7)
-            j, neg = _rodas4_dense(x, xn, t, h, t1, times, j, out_s, obs_cmt,
-                                   obs_scale, f0, k7, peak, rtol, atol)
-            if neg:
-                counters[1] = NEGATIVE
-                return j
-            if not jac_const:
-                have_J = False  # Rosenbrock order needs the current Jacobian
-            # en ** (-1/4) as two square roots: pow costs several times more
-            fac = 0.9 / np.sqrt(np.sqrt(en)) if en > 0 else 5.0
-            # keep h (and Wi) when it would grow by less than 20 % (Hairer's
-            # RADAU5 rule): forming Wi costs as much as a whole step. Only
-            # with a constant Jacobian: otherwise Wi is formed anew anyway
-            grow = not jac_const or fac < 1.0 or fac > 1.2
-        t = t1 if last else t + h
-        for i in range(n):
-            x[i] = xn[i]
-            f0[i] = k7[i]
-        if grow:
-            h *= min(5.0, max(0.2, fac))
     for i in range(n):
         if not np.isfinite(x[i]):
             counters[1] = NONFINITE
