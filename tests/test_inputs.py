@@ -71,22 +71,22 @@ def test_absolute_unit_on_a_per_kg_parameter_is_the_subjects_value():
                                [0.0191 * 60 * 50, 0.0191 * 60 * 90], rtol=1e-14)
 
 
-def test_per_kg_override_uses_each_patients_weight():
-    """Individual parameters belong to known subjects (ks.Subjects), not to a
-    Population's random patients: the two are refused together. A per-kg override
-    on a table of a population's drawn patients scales with each one's weight."""
+def test_per_kg_override_in_a_population_uses_each_patients_weight():
     pop = ks.Population(6, seed=3, iiv=False, iov=False)
-    with pytest.raises(ValueError, match=r"give either population= .* or subjects= "):
-        ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg"), times=T,
-                    population=pop,
-                    subjects=ks.Subjects(parameters={"CL": "1 L/h/kg"}))
-    table = ks.Subjects(covariates=pop.covariates_for(pop.subjects),
-                        parameters={"CL": "1 L/h/kg"})
     ds = ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg"), times=T,
-                     subjects=table)
-    assert ds.sizes["subject"] == 6
+                     population=pop,
+                     subjects=ks.Subjects(parameters={"CL": "1 L/h/kg"}))
     np.testing.assert_allclose(ds.parameters.sel(parameter="CL").values,
                                ds.weight.values, rtol=1e-14)
+
+
+def test_population_refuses_subject_covariates():
+    pop = ks.Population(6, seed=3)
+    with pytest.raises(ValueError, match=r"a population brings its own covariates: "
+                       r"give them to Population\(covariates=\.\.\.\), not to "
+                       r"ks\.Subjects\(covariates=\.\.\.\)"):
+        ks.simulate("clements_nimmo_1981", Dose.bolus("10 mg"), times=T,
+                    population=pop, subjects=ks.Subjects(covariates={"weight": 80}))
 
 
 def test_units_in_metrics_mode_and_dask_chunks_match_the_plain_run():
@@ -175,14 +175,22 @@ def test_parameter_errors(model, params, exc, message):
 
 
 def test_subject_parameter_size_is_checked_in_dask_too():
-    """(A Population no longer takes parameter overrides: ks.Subjects does, and its
-    per-subject arrays must agree in length, lazily too.)"""
     pytest.importorskip("dask")
     with pytest.raises(ValueError, match=r"per-subject arrays must all have the same "
                                          r"length; got \{'weight': 4, 'k10': 3\}"):
         ks.simulate("domino", Dose.bolus("10 mg"), times=T,
                     subjects=ks.Subjects(covariates={"weight": [60.0, 70, 80, 90]},
                                          parameters={"k10": ([1.0, 2, 3], "1/h")}),
+                    chunks=2)
+
+
+def test_population_parameter_size_is_checked_in_dask_too():
+    pytest.importorskip("dask")
+    with pytest.raises(ValueError, match=r"parameters\['k10'\] needs 1 or 4 values "
+                                         r"\(one per subject\); got 3"):
+        ks.simulate("domino", Dose.bolus("10 mg"), times=T,
+                    population=ks.Population(4, seed=1),
+                    subjects=ks.Subjects(parameters={"k10": ([1.0, 2.0, 3.0], "1/h")}),
                     chunks=2)
 
 

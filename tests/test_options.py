@@ -176,14 +176,15 @@ def test_a_wrong_kind_of_option_is_refused(kw, message):
     assert str(info.value) == message
 
 
-def test_population_and_subjects_are_refused_together():
+def test_population_and_subject_covariates_are_refused_together():
     with pytest.raises(ValueError) as info:
         ks.simulate("domino", DOSE, times=T, population=ks.Population(2, seed=1),
                     subjects=ks.Subjects(covariates={"weight": [60.0, 80.0]}))
     assert str(info.value) == (
-        "give either population= (virtual patients) or subjects= (known patients), "
-        "not both; a population's own covariate table goes to "
-        "Population(covariates=...)")
+        "a population brings its own covariates: give them to "
+        "Population(covariates=...), not to ks.Subjects(covariates=...); with a "
+        "population, subjects= may carry parameters= only (individual values that "
+        "replace every patient's)")
 
 
 # ---- frozen values ----------------------------------------------------------------

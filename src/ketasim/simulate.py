@@ -93,8 +93,10 @@ def simulate(
         inter-occasion variability (one draw per dosing session) from one seed.
     subjects : Subjects, optional
         Known subjects instead: covariates and individual parameters per row, no
-        random effects (:class:`~ketasim.Subjects`). Not combined with
-        ``population``. Without either, one subject with the model's reference
+        random effects (:class:`~ketasim.Subjects`). With a ``population`` it may
+        carry ``parameters`` only (1 or ``population.n`` values each), which
+        replace those of every patient (per-kg values scale with each patient's
+        weight). Without either, one subject with the model's reference
         covariates and typical parameters.
     solver : Exact or ODE, optional
         :class:`~ketasim.Exact` (matrix-exponential propagation; linear
@@ -160,10 +162,12 @@ def simulate(
     if subjects is not None and not isinstance(subjects, Subjects):
         raise TypeError(f"subjects must be ks.Subjects(covariates=..., "
                         f"parameters=...); got {type(subjects).__name__}")
-    if subjects is not None and population is not None:
-        raise ValueError("give either population= (virtual patients) or subjects= "
-                         "(known patients), not both; a population's own covariate "
-                         "table goes to Population(covariates=...)")
+    if subjects is not None and population is not None \
+            and subjects.covariates is not None:
+        raise ValueError("a population brings its own covariates: give them to "
+                         "Population(covariates=...), not to ks.Subjects(covariates="
+                         "...); with a population, subjects= may carry parameters= "
+                         "only (individual values that replace every patient's)")
     return pipeline(model, regimen, times=times, population=population,
                     subjects=subjects if subjects is not None else Subjects(),
                     solver=solver, output=output, errors=errors, chunks=chunks,
