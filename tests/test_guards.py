@@ -111,7 +111,7 @@ def test_result_above_the_memory_bound_is_refused_before_allocating(monkeypatch)
                        r"\(concentrations\) x 100 times x 8 bytes, [0-9,]+ bytes of "
                        r"parameters, covariates, dose events and per-dose values\), "
                        r"more than the limit of 9\.31e-07 GiB .* Use fewer subjects "
-                       r"or fewer output times .* output='metrics' .* chunks="):
+                       r"or fewer output times .* output=ks\.Metrics\(\) .* chunks="):
         ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t,
                     subjects=ks.Subjects(covariates=cov))
     with pytest.raises(ValueError, match=r": 2 outputs \(concentrations, AUC\) x 40 "):
@@ -196,7 +196,7 @@ def test_the_bound_counts_residual_amounts_and_auc(monkeypatch):
                                    **kw))
     assert n == 50_000
     assert "2 analytes x 100 times x 8 bytes for the observed concentrations " \
-           "(residual=True)" in text  # fanta_2015: ketamine and norketamine
+           "(ks.Trajectories(residual=True))" in text  # fanta_2015: ketamine and norketamine
     # the observed copy, plus this run's share of one block of draws (3 per time,
     # with about 6 temporaries)
     block = 6 * 8 * 3 * 100 * subj.residual_block(100) / 50_000

@@ -453,7 +453,8 @@ def _relabelled(units):
      r"metrics needs the Dataset from ks.simulate .*got a DataArray in nmol/L"),
     (lambda: ks.simulate("domino", ks.Dose.bolus("10 mg"), times=[0.0, 1.0],
                          output=ks.Metrics()), {}, ValueError,
-     r"ds holds metrics already .*simulate with output='trajectories'"),
+     r"ds holds metrics already .*simulate with output=ks\.Trajectories\(\) "
+     r"\(the default\)"),
     (lambda: _relabelled("ng/mL"), {"unit": "nM"}, ks.UnitError,
      r"unit must be 'ng/mL' or 'nmol/L' .*got 'nM'"),
     (lambda: _relabelled("ng/mL"), {"unit": "nmol/L", "above": 100}, ks.UnitError,

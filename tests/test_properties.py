@@ -310,8 +310,11 @@ def test_linear_models_match_expm_reference(args):
     ode = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
                       solver=ks.ODE(rtol=1e-10, atol=1e-12))
     assert int(ode.status.item()) == 0
+    # scored against what was asked: the solver's atol (1e-12 mg) is 1e-9/vol ng/mL
+    # in the central compartment, which a tiny curve (e.g. 6e-5 ng/mL at its
+    # peak) can be far below 1e-8 of; global error: up to 100 local tolerances
     np.testing.assert_allclose(ode.concentration.values[0, 0], ref, rtol=1e-6,
-                               atol=1e-8 * np.max(np.abs(ref)))
+                               atol=1e-8 * np.max(np.abs(ref)) + 100 * 1e-9 / vol)
 
 
 def test_reference_one_compartment_closed_form():

@@ -262,7 +262,7 @@ def test_out_buffer_is_used_and_checked():
     ds = ks.simulate("domino", Dose.bolus("5 mg"), times=times,
                      output=ks.Trajectories(out=buf))
     assert np.shares_memory(ds.concentration.values, buf)
-    with pytest.raises(ValueError, match=r"out must be a C-contiguous float64 array "
+    with pytest.raises(ValueError, match=r"ks\.Trajectories\(out=\.\.\.\) must be a C-contiguous float64 array "
                        r"of shape \(1, 1, 121\)"):
         ks.simulate("domino", Dose.bolus("5 mg"), times=times,
                     output=ks.Trajectories(out=np.empty((1, 1, 120))))
