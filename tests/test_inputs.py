@@ -583,7 +583,8 @@ def test_mg_per_kg_dose_without_any_weight_is_refused(tmp_path):
     m = one_compartment(tmp_path)
     with pytest.raises(DoseError, match=r"doses\[0\] .* is per kg, but no body weight "
                        r"is known: model 'one' has no weight covariate and none was "
-                       r"given\. Pass covariates=\{'weight': 70\} \(kg\)"):
+                       r"given\. Pass subjects=ks\.Subjects\(covariates=\{'weight': 70\}\) "
+                       r"\(kg\) or a Population"):
         ks.simulate(m, Dose.bolus("1 mg/kg"), times=T)
     got = ks.simulate(m, Dose.bolus("1 mg/kg"), times=T,
                       subjects=ks.Subjects(covariates={"weight": 80}))

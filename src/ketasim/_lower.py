@@ -397,7 +397,8 @@ def _dose_amount(model: Model, di: int, d, weight: np.ndarray, n: int) -> np.nda
         raise DoseError(
             f"{_dose_text(di, d)} is per kg, but no body weight is known: model "
             f"{model.id!r} has no weight covariate and none was given. Pass "
-            f"covariates={{'weight': 70}} (kg) or a Population, or give the dose "
+            f"subjects=ks.Subjects(covariates={{'weight': 70}}) (kg) or a "
+            f"Population, or give the dose "
             f"in mg")
     if d.per_kg:
         with np.errstate(over="ignore", invalid="ignore"):
