@@ -30,8 +30,9 @@ from . import workloads as w
 
 # ketasim writes the module files of its cached ODE kernels to KETASIM_CACHE_DIR:
 # keep the test run's inside the checkout (git-ignored), not in the user's cache
-os.environ.setdefault("KETASIM_CACHE_DIR", str(Path(__file__).resolve().parents[1]
-                                               / ".ketasim-cache"))
+os.environ.setdefault(
+    "KETASIM_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".ketasim-cache")
+)
 
 
 def _full_requested(config) -> bool:
@@ -43,8 +44,9 @@ def _full_requested(config) -> bool:
 def pytest_collection_modifyitems(config, items):
     if _full_requested(config):
         return
-    skip = pytest.mark.skip(reason="full size: run with -m slow or "
-                                   "KETASIM_FULL_BENCH=1")
+    skip = pytest.mark.skip(
+        reason="full size: run with -m slow or KETASIM_FULL_BENCH=1"
+    )
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
@@ -55,10 +57,15 @@ def _dispatchers(path: str) -> list:
     count and right-hand side: one per ``ode.solver(n, rhs)`` built so far)."""
     if path == "ode":
         from ketasim._kernels import ode
+
         return [k.solve_population for k in ode._SOLVERS.values()]
     from ketasim._kernels import linear
-    return [linear.population_linear_metrics if path == "metrics"
-            else linear.population_linear]
+
+    return [
+        linear.population_linear_metrics
+        if path == "metrics"
+        else linear.population_linear
+    ]
 
 
 class FirstCall:
@@ -78,8 +85,11 @@ class FirstCall:
             before = {id(d) for d in _dispatchers(path) if d.signatures}
             dose, times = w.w1()
 
-            kw = {"exact": {"solver": ks.Exact()}, "ode": {"solver": ks.ODE()},
-                  "metrics": {"output": ks.Metrics(above=100.0)}}[path]
+            kw = {
+                "exact": {"solver": ks.Exact()},
+                "ode": {"solver": ks.ODE()},
+                "metrics": {"output": ks.Metrics(above=100.0)},
+            }[path]
 
             def run():
                 return ks.simulate(w.MODEL, dose, times=times, progress=False, **kw)
@@ -142,8 +152,11 @@ class ScipyTimes:
 
 def scipy_inputs(name: str, m: int):
     """(per-patient parameters, output times) for the scipy loop on ``m`` patients."""
-    params = ({k: np.full(m, v) for k, v in w.TYPICAL.items()} if name == "W1"
-              else w.w2_parameters(m))
+    params = (
+        {k: np.full(m, v) for k, v in w.TYPICAL.items()}
+        if name == "W1"
+        else w.w2_parameters(m)
+    )
     return params, w.COURSES[name].times()
 
 

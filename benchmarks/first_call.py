@@ -63,8 +63,14 @@ def measure(warm_runs: int = 9) -> dict[str, dict]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
     def run() -> dict:
-        r = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env,
-                           capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     with tempfile.TemporaryDirectory(prefix="ketasim-numba-cache-") as cache:
@@ -72,12 +78,18 @@ def measure(warm_runs: int = 9) -> dict[str, dict]:
         env["KETASIM_CACHE_DIR"] = cache  # the ODE kernels' module files
         out = {"cold": run()}
         warm = [run() for _ in range(warm_runs)]
-    out["warm"] = {k: (statistics.median(r[k] for r in warm)
-                       if isinstance(warm[0][k], float) else warm[0][k])
-                   for k in warm[0]}
+    out["warm"] = {
+        k: (
+            statistics.median(r[k] for r in warm)
+            if isinstance(warm[0][k], float)
+            else warm[0][k]
+        )
+        for k in warm[0]
+    }
     out["warm"]["runs"] = warm_runs
-    out["warm"]["first_total_s"] = sorted(r["import_s"] + r["exact_first_s"]
-                                          for r in warm)
+    out["warm"]["first_total_s"] = sorted(
+        r["import_s"] + r["exact_first_s"] for r in warm
+    )
     return out
 
 
@@ -89,8 +101,10 @@ def table(res: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     warm = res["warm"]
-    names = {"cold": "cold (empty NUMBA_CACHE_DIR)",
-             "warm": f"warm (later processes, median of {warm['runs']})"}
+    names = {
+        "cold": "cold (empty NUMBA_CACHE_DIR)",
+        "warm": f"warm (later processes, median of {warm['runs']})",
+    }
     for label, r in res.items():
         cells = [f"{r['import_s']:.2f}"]
         for p in ("exact", "ode", "metrics"):
@@ -98,9 +112,11 @@ def table(res: dict[str, dict]) -> str:
         cells.append("yes" if r.get("dask_imported") else "no")
         rows.append(f"| {names[label]} | " + " | ".join(cells) + " |")
     totals = warm["first_total_s"]
-    rows.append(f"\nImport + first exact call, warm cache: median "
-                f"{statistics.median(totals):.2f} s, range {totals[0]:.2f}–"
-                f"{totals[-1]:.2f} s over {warm['runs']} processes.")
+    rows.append(
+        f"\nImport + first exact call, warm cache: median "
+        f"{statistics.median(totals):.2f} s, range {totals[0]:.2f}–"
+        f"{totals[-1]:.2f} s over {warm['runs']} processes."
+    )
     return "\n".join(rows)
 
 

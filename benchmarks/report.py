@@ -49,14 +49,21 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 # rows of test_bench_scenario.py (no "workload" in their extra_info)
 LABELS = {
     "test_w2_population_scenario_metrics": "W2 via Population + run_scenarios + "
-                                           "per-session metrics",
+    "per-session metrics",
     "test_two_scenario_comparison": "two-scenario comparison (ks.compare)",
 }
-ORDER = ["test_w1_exact", "test_w2_exact_fresh", "test_w2_exact_out_buffer",
-         "test_w2_ode", "test_w3_exact", "test_w3_exact_out_buffer",
-         "test_w4_metrics",
-         "test_w2_population_scenario_metrics", "test_two_scenario_comparison",
-         "test_scipy_lsoda_baseline"]
+ORDER = [
+    "test_w1_exact",
+    "test_w2_exact_fresh",
+    "test_w2_exact_out_buffer",
+    "test_w2_ode",
+    "test_w3_exact",
+    "test_w3_exact_out_buffer",
+    "test_w4_metrics",
+    "test_w2_population_scenario_metrics",
+    "test_two_scenario_comparison",
+    "test_scipy_lsoda_baseline",
+]
 
 
 def machine() -> str:
@@ -79,14 +86,22 @@ def machine() -> str:
     import scipy
     from llvmlite import binding
 
-    vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"),
-                                           ("avx", "AVX")) if flag in flags), "")
+    vector = next(
+        (
+            name
+            for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+            if flag in flags
+        ),
+        "",
+    )
     host = binding.get_host_cpu_name() + (f", {vector}" if vector else "")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    return (f"{cpu} ({host}), {os.cpu_count()} cores ({usable} usable), numba "
-            f"threads {numba.get_num_threads()}; Python {platform.python_version()}, "
-            f"numba {numba.__version__}, numpy {numpy.__version__}, "
-            f"scipy {scipy.__version__}")
+    return (
+        f"{cpu} ({host}), {os.cpu_count()} cores ({usable} usable), numba "
+        f"threads {numba.get_num_threads()}; Python {platform.python_version()}, "
+        f"numba {numba.__version__}, numpy {numpy.__version__}, "
+        f"scipy {scipy.__version__}"
+    )
 
 
 def _s(x: float) -> str:
@@ -127,8 +142,10 @@ def rows(data: dict) -> list[str]:
         if "ratio_pipeline_over_core" in ex:
             notes.append(f"{ex['ratio_pipeline_over_core']:.2f}× the core simulate")
         ratio_cell = "; ".join(notes) or "-"
-        out.append(f"| {label} | {size} | {_s(st['median'])} | {_s(st['min'])} | "
-                   f"{st['rounds']} | {scipy_cell} | {ratio_cell} |")
+        out.append(
+            f"| {label} | {size} | {_s(st['median'])} | {_s(st['min'])} | "
+            f"{st['rounds']} | {scipy_cell} | {ratio_cell} |"
+        )
     return out
 
 
@@ -139,27 +156,56 @@ def main(argv=None) -> None:
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         js = Path(args.json).resolve() if args.json else Path(tmp) / "bench.json"
-        subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-m", "slow",
-                        "--benchmark-enable", f"--benchmark-json={js}", "-q",
-                        "-p", "no:cacheprovider"],
-                       cwd=ROOT, check=True, stdout=sys.stderr)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "benchmarks",
+                "-m",
+                "slow",
+                "--benchmark-enable",
+                f"--benchmark-json={js}",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=sys.stderr,
+        )
         data = json.loads(js.read_text())
-    w4_s, w4_kb = map(float, subprocess.run(
-        [sys.executable, "-c", W4_RSS], cwd=ROOT, capture_output=True, text=True,
-        check=True).stdout.split())
+    w4_s, w4_kb = map(
+        float,
+        subprocess.run(
+            [sys.executable, "-c", W4_RSS],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split(),
+    )
     fc = first_call.measure()
     load1 = os.getloadavg()
 
-    print(f"Machine: {machine()}. Load average (1 min) {load0[0]:.2f} before, "
-          f"{load1[0]:.2f} after the run; shared machine, so medians.\n")
-    print("| workload | size | median (s) | min (s) | rounds | scipy LSODA loop, "
-          "extrapolated (s) | scipy extrapolated / ketasim median |")
+    print(
+        f"Machine: {machine()}. Load average (1 min) {load0[0]:.2f} before, "
+        f"{load1[0]:.2f} after the run; shared machine, so medians.\n"
+    )
+    print(
+        "| workload | size | median (s) | min (s) | rounds | scipy LSODA loop, "
+        "extrapolated (s) | scipy extrapolated / ketasim median |"
+    )
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows(data)))
-    print(f"\nW4 alone in a fresh process: {w4_s:.1f} s, peak RSS "
-          f"{w4_kb / 1024:.0f} MB.\n")
-    print("First `simulate` calls in fresh processes (W1, one patient; 1st − 2nd = "
-          "compile or cache load):\n")
+    print(
+        f"\nW4 alone in a fresh process: {w4_s:.1f} s, peak RSS "
+        f"{w4_kb / 1024:.0f} MB.\n"
+    )
+    print(
+        "First `simulate` calls in fresh processes (W1, one patient; 1st − 2nd = "
+        "compile or cache load):\n"
+    )
     print(first_call.table(fc))
     print("""
 Notes: times exclude compilation (one untimed warm-up round; the first call of each

@@ -41,12 +41,15 @@ EXACT_TOL, ODE_TOL, BASELINE_TOL = 1e-7, 1e-5, 1e-4
 
 HAVE_ODE = importlib.util.find_spec("ketasim._kernels.ode") is not None
 needs_ode = pytest.mark.skipif(
-    not HAVE_ODE, reason="ketasim._kernels.ode (solver=ks.ODE()) is not importable yet")
+    not HAVE_ODE, reason="ketasim._kernels.ode (solver=ks.ODE()) is not importable yet"
+)
 
 
 def sizes(smoke: int, full: int):
-    return [pytest.param(smoke, id=f"smoke-{smoke}"),
-            pytest.param(full, id=f"full-{full}", marks=pytest.mark.slow)]
+    return [
+        pytest.param(smoke, id=f"smoke-{smoke}"),
+        pytest.param(full, id=f"full-{full}", marks=pytest.mark.slow),
+    ]
 
 
 def _time(benchmark, fn, rounds: int):
@@ -67,8 +70,15 @@ def _check_vs_reference(name: str, conc: np.ndarray, tol: float) -> float:
 
 
 def _info(benchmark, label: str, n: int, times: np.ndarray, first: dict, **more):
-    benchmark.extra_info.update({"workload": label, "patients": n,
-                                 "output_times": int(times.size), **first, **more})
+    benchmark.extra_info.update(
+        {
+            "workload": label,
+            "patients": n,
+            "output_times": int(times.size),
+            **first,
+            **more,
+        }
+    )
 
 
 def _ratio(benchmark, scipy_times, name: str, n: int, note: str = "") -> None:
@@ -77,15 +87,17 @@ def _ratio(benchmark, scipy_times, name: str, n: int, note: str = "") -> None:
         return
     per_patient, m = scipy_times.get(name, patients=SCIPY_FULL)
     extrapolated = per_patient * n
-    benchmark.extra_info.update({
-        "scipy_lsoda_per_patient_s": per_patient,
-        "scipy_lsoda_patients_timed": m,
-        "scipy_lsoda_s_extrapolated": extrapolated,
-        "scipy_note": f"scipy LSODA loop timed on {m} patient(s) in this run, "
-                      f"extrapolated linearly to {n}{note}",
-        "ratio_scipy_extrapolated_over_ketasim":
-            extrapolated / benchmark.stats.stats.median,
-    })
+    benchmark.extra_info.update(
+        {
+            "scipy_lsoda_per_patient_s": per_patient,
+            "scipy_lsoda_patients_timed": m,
+            "scipy_lsoda_s_extrapolated": extrapolated,
+            "scipy_note": f"scipy LSODA loop timed on {m} patient(s) in this run, "
+            f"extrapolated linearly to {n}{note}",
+            "ratio_scipy_extrapolated_over_ketasim": extrapolated
+            / benchmark.stats.stats.median,
+        }
+    )
 
 
 def _params(n: int) -> dict[str, tuple]:
@@ -95,46 +107,69 @@ def _params(n: int) -> dict[str, tuple]:
 
 # --- the hand-written scipy baseline --------------------------------------------
 
-@pytest.mark.parametrize("name, m, n", [
-    pytest.param("W1", 1, 1, id="W1-smoke-1"),
-    pytest.param("W1", 1, 1, id="W1-full-1", marks=pytest.mark.slow),
-    pytest.param("W2", SCIPY_SMOKE, SMOKE, id=f"W2-smoke-{SCIPY_SMOKE}"),
-    pytest.param("W2", SCIPY_FULL, FULL, id=f"W2-full-{SCIPY_FULL}",
-                 marks=pytest.mark.slow),
-    pytest.param("W3", SCIPY_SMOKE, SMOKE, id=f"W3-smoke-{SCIPY_SMOKE}"),
-    pytest.param("W3", SCIPY_FULL, FULL, id=f"W3-full-{SCIPY_FULL}",
-                 marks=pytest.mark.slow),
-])
+
+@pytest.mark.parametrize(
+    "name, m, n",
+    [
+        pytest.param("W1", 1, 1, id="W1-smoke-1"),
+        pytest.param("W1", 1, 1, id="W1-full-1", marks=pytest.mark.slow),
+        pytest.param("W2", SCIPY_SMOKE, SMOKE, id=f"W2-smoke-{SCIPY_SMOKE}"),
+        pytest.param(
+            "W2", SCIPY_FULL, FULL, id=f"W2-full-{SCIPY_FULL}", marks=pytest.mark.slow
+        ),
+        pytest.param("W3", SCIPY_SMOKE, SMOKE, id=f"W3-smoke-{SCIPY_SMOKE}"),
+        pytest.param(
+            "W3", SCIPY_FULL, FULL, id=f"W3-full-{SCIPY_FULL}", marks=pytest.mark.slow
+        ),
+    ],
+)
 def test_scipy_lsoda_baseline(benchmark, first_call, scipy_times, name, m, n):
     """The per-patient solve_ivp(LSODA) loop on the first m patients."""
     first_call("exact")  # keep the first ketasim call of the process timed apart
     params, times = scipy_inputs(name, m)
     course = w.COURSES[name]
-    conc = benchmark.pedantic(w.scipy_loop, args=(params, course, times, m),
-                              rounds=ROUNDS["scipy"], iterations=1, warmup_rounds=1)
+    conc = benchmark.pedantic(
+        w.scipy_loop,
+        args=(params, course, times, m),
+        rounds=ROUNDS["scipy"],
+        iterations=1,
+        warmup_rounds=1,
+    )
     err = _check_vs_reference(name, conc, BASELINE_TOL)
     # the baseline solves the same problem as ketasim (same patients, same doses)
     reg, ks_times = w.ketasim_inputs(name)
     np.testing.assert_array_equal(ks_times, times)
-    ds = ks.simulate(w.MODEL, reg, times=times,
-                     subjects=ks.Subjects(parameters=w.with_units(params)),
-                     progress=False)
+    ds = ks.simulate(
+        w.MODEL,
+        reg,
+        times=times,
+        subjects=ks.Subjects(parameters=w.with_units(params)),
+        progress=False,
+    )
     assert w.rel_error(conc, ds.concentration.values[:, 0]) < BASELINE_TOL
-    benchmark.extra_info.update({
-        "workload": f"{name} scipy LSODA loop (rtol 1e-6, atol 1e-9)",
-        "patients": m, "output_times": int(times.size),
-        "max_rel_error_vs_reference": err})
+    benchmark.extra_info.update(
+        {
+            "workload": f"{name} scipy LSODA loop (rtol 1e-6, atol 1e-9)",
+            "patients": m,
+            "output_times": int(times.size),
+            "max_rel_error_vs_reference": err,
+        }
+    )
     if benchmark.stats is not None:
         per_patient = benchmark.stats.stats.median / m
         scipy_times.record(name, per_patient, m)
-        benchmark.extra_info.update({
-            "scipy_lsoda_per_patient_s": per_patient,
-            "scipy_lsoda_s_extrapolated": per_patient * n,
-            "extrapolated_to_patients": n,
-            "scipy_note": f"timed on {m} patient(s), extrapolated linearly to {n}"})
+        benchmark.extra_info.update(
+            {
+                "scipy_lsoda_per_patient_s": per_patient,
+                "scipy_lsoda_s_extrapolated": per_patient * n,
+                "extrapolated_to_patients": n,
+                "scipy_note": f"timed on {m} patient(s), extrapolated linearly to {n}",
+            }
+        )
 
 
 # --- ketasim ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("n", sizes(1, 1))
 def test_w1_exact(benchmark, first_call, scipy_times, n):
@@ -147,8 +182,14 @@ def test_w1_exact(benchmark, first_call, scipy_times, n):
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W1"])
     err = _check_vs_reference("W1", ds.concentration.values[:, 0], EXACT_TOL)
-    _info(benchmark, "W1 exact (one patient, 24 h every 1 min)", n, times, first,
-          max_rel_error_vs_reference=err)
+    _info(
+        benchmark,
+        "W1 exact (one patient, 24 h every 1 min)",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+    )
     _ratio(benchmark, scipy_times, "W1", n)
 
 
@@ -161,9 +202,13 @@ def test_w2_exact_fresh(benchmark, first_call, scipy_times, n):
     assert times.size == 6049
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times,
-                           subjects=ks.Subjects(parameters=params),
-                           progress=False)
+        return ks.simulate(
+            w.MODEL,
+            reg,
+            times=times,
+            subjects=ks.Subjects(parameters=params),
+            progress=False,
+        )
 
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W2"])
@@ -172,14 +217,24 @@ def test_w2_exact_fresh(benchmark, first_call, scipy_times, n):
     err = _check_vs_reference("W2", conc, EXACT_TOL)
     # the per-dose pass: six doses, AUC to the next dose positive
     assert ds.dose_auc.shape == (n, 1, 6) and np.all(ds.dose_auc.values > 0)
-    _info(benchmark, "W2 exact, fresh result", n, times, first,
-          max_rel_error_vs_reference=err)
+    _info(
+        benchmark,
+        "W2 exact, fresh result",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+    )
     _ratio(benchmark, scipy_times, "W2", n)
 
 
-@pytest.mark.parametrize("windows", [
-    pytest.param(True, id="all-outputs"),
-    pytest.param(False, id="concentrations-only")])
+@pytest.mark.parametrize(
+    "windows",
+    [
+        pytest.param(True, id="all-outputs"),
+        pytest.param(False, id="concentrations-only"),
+    ],
+)
 @pytest.mark.parametrize("n", sizes(SMOKE, FULL))
 def test_w2_exact_out_buffer(benchmark, first_call, scipy_times, n, windows):
     """Into one caller-owned buffer reused every round (no allocation, no first touch
@@ -191,16 +246,25 @@ def test_w2_exact_out_buffer(benchmark, first_call, scipy_times, n, windows):
     out = np.zeros((n, 1, times.size))
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times,
-                           subjects=ks.Subjects(parameters=params),
-                           output=ks.Trajectories(dose_windows=windows, out=out),
-                           progress=False)
+        return ks.simulate(
+            w.MODEL,
+            reg,
+            times=times,
+            subjects=ks.Subjects(parameters=params),
+            output=ks.Trajectories(dose_windows=windows, out=out),
+            progress=False,
+        )
 
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W2"])
     assert np.shares_memory(ds.concentration.values, out)
-    fresh = ks.simulate(w.MODEL, reg, times=times,
-                        subjects=ks.Subjects(parameters=params), progress=False)
+    fresh = ks.simulate(
+        w.MODEL,
+        reg,
+        times=times,
+        subjects=ks.Subjects(parameters=params),
+        progress=False,
+    )
     np.testing.assert_array_equal(out, fresh.concentration.values)
     if windows:
         np.testing.assert_array_equal(ds.dose_auc.values, fresh.dose_auc.values)
@@ -208,8 +272,14 @@ def test_w2_exact_out_buffer(benchmark, first_call, scipy_times, n, windows):
         assert "dose_auc" not in ds
     err = _check_vs_reference("W2", out[:, 0], EXACT_TOL)
     what = "all outputs" if windows else "concentrations only"
-    _info(benchmark, f"W2 exact, into a reused out buffer ({what})", n, times, first,
-          max_rel_error_vs_reference=err)
+    _info(
+        benchmark,
+        f"W2 exact, into a reused out buffer ({what})",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+    )
     _ratio(benchmark, scipy_times, "W2", n)
 
 
@@ -222,11 +292,15 @@ def test_w2_ode(benchmark, first_call, scipy_times, n):
     out = np.zeros((n, 1, times.size))
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times,
-                           subjects=ks.Subjects(parameters=params),
-                           solver=ks.ODE(rtol=1e-6, atol=1e-9),
-                           output=ks.Trajectories(out=out),
-                           progress=False)
+        return ks.simulate(
+            w.MODEL,
+            reg,
+            times=times,
+            subjects=ks.Subjects(parameters=params),
+            solver=ks.ODE(rtol=1e-6, atol=1e-9),
+            output=ks.Trajectories(out=out),
+            progress=False,
+        )
 
     first = first_call("ode")
     ds = _time(benchmark, fn, ROUNDS["W2-ode"])
@@ -234,15 +308,26 @@ def test_w2_ode(benchmark, first_call, scipy_times, n):
     assert np.all(ds.status.values == 0)
     err = _check_vs_reference("W2", out[:, 0], ODE_TOL)
     # every patient against the exact path
-    exact = ks.simulate(w.MODEL, reg, times=times,
-                        subjects=ks.Subjects(parameters=params),
-                        output=ks.Trajectories(dose_windows=False),
-                        progress=False).concentration.values
+    exact = ks.simulate(
+        w.MODEL,
+        reg,
+        times=times,
+        subjects=ks.Subjects(parameters=params),
+        output=ks.Trajectories(dose_windows=False),
+        progress=False,
+    ).concentration.values
     worst = max(w.rel_error(out[i, 0], exact[i, 0]) for i in range(n))
     assert worst < ODE_TOL, f"ODE vs exact: {worst:.2e}"
-    _info(benchmark, "W2 ODE (rtol 1e-6, atol 1e-9), into an out buffer", n, times,
-          first, max_rel_error_vs_reference=err, max_rel_error_vs_exact_all=worst,
-          median_ode_steps_per_patient=float(np.median(ds.ode_steps.values)))
+    _info(
+        benchmark,
+        "W2 ODE (rtol 1e-6, atol 1e-9), into an out buffer",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+        max_rel_error_vs_exact_all=worst,
+        median_ode_steps_per_patient=float(np.median(ds.ode_steps.values)),
+    )
     _ratio(benchmark, scipy_times, "W2", n)
 
 
@@ -254,9 +339,13 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
     assert times.size == 28 * 24 * 12 + 1
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times,
-                           subjects=ks.Subjects(parameters=params),
-                           progress=False)
+        return ks.simulate(
+            w.MODEL,
+            reg,
+            times=times,
+            subjects=ks.Subjects(parameters=params),
+            progress=False,
+        )
 
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W3"])
@@ -266,16 +355,31 @@ def test_w3_exact(benchmark, first_call, scipy_times, n):
     # bioavailability on the first patient: AUC(nasal) / AUC(IV bolus) = F exactly
     one = {k: (v[:1], u) for k, (v, u) in params.items()}
     t = ks.grid("300 h", "1 h")
-    a = ks.simulate(w.MODEL, ks.Dose.bolus("56 mg", route="intranasal"), times=t,
-                    subjects=ks.Subjects(parameters=one),
-                    output=ks.Trajectories(auc=True), progress=False).auc[0, 0, -1]
-    b = ks.simulate(w.MODEL, ks.Dose.bolus("56 mg"), times=t,
-                    subjects=ks.Subjects(parameters=one),
-                    output=ks.Trajectories(auc=True),
-                    progress=False).auc[0, 0, -1]
+    a = ks.simulate(
+        w.MODEL,
+        ks.Dose.bolus("56 mg", route="intranasal"),
+        times=t,
+        subjects=ks.Subjects(parameters=one),
+        output=ks.Trajectories(auc=True),
+        progress=False,
+    ).auc[0, 0, -1]
+    b = ks.simulate(
+        w.MODEL,
+        ks.Dose.bolus("56 mg"),
+        times=t,
+        subjects=ks.Subjects(parameters=one),
+        output=ks.Trajectories(auc=True),
+        progress=False,
+    ).auc[0, 0, -1]
     assert float(a / b) == pytest.approx(w.F_IN, rel=1e-9)
-    _info(benchmark, "W3 exact, intranasal, fresh result", n, times, first,
-          max_rel_error_vs_reference=err)
+    _info(
+        benchmark,
+        "W3 exact, intranasal, fresh result",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+    )
     _ratio(benchmark, scipy_times, "W3", n)
 
 
@@ -288,25 +392,41 @@ def test_w3_exact_out_buffer(benchmark, first_call, scipy_times, n):
     out = np.zeros((n, 1, times.size))
 
     def fn():
-        return ks.simulate(w.MODEL, reg, times=times,
-                           subjects=ks.Subjects(parameters=params),
-                           output=ks.Trajectories(dose_windows=False, out=out),
-                           progress=False)
+        return ks.simulate(
+            w.MODEL,
+            reg,
+            times=times,
+            subjects=ks.Subjects(parameters=params),
+            output=ks.Trajectories(dose_windows=False, out=out),
+            progress=False,
+        )
 
     first = first_call("exact")
     ds = _time(benchmark, fn, ROUNDS["W3"])
     assert np.shares_memory(ds.concentration.values, out)
-    fresh = ks.simulate(w.MODEL, reg, times=times,
-                        subjects=ks.Subjects(parameters=params), progress=False)
+    fresh = ks.simulate(
+        w.MODEL,
+        reg,
+        times=times,
+        subjects=ks.Subjects(parameters=params),
+        progress=False,
+    )
     np.testing.assert_array_equal(out, fresh.concentration.values)
     err = _check_vs_reference("W3", out[:, 0], EXACT_TOL)
-    _info(benchmark, "W3 exact, into a reused out buffer (concentrations only)", n,
-          times, first, max_rel_error_vs_reference=err)
+    _info(
+        benchmark,
+        "W3 exact, into a reused out buffer (concentrations only)",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+    )
     _ratio(benchmark, scipy_times, "W3", n)
 
 
-def _window_metrics(conc: np.ndarray, times: np.ndarray, starts: np.ndarray,
-                    above: float):
+def _window_metrics(
+    conc: np.ndarray, times: np.ndarray, starts: np.ndarray, above: float
+):
     """Per-dose Cmax, Tmax and time above from one trajectory on its grid."""
     edges = np.searchsorted(times, np.append(starts, np.inf))
     edges[-1] = times.size
@@ -317,12 +437,18 @@ def _window_metrics(conc: np.ndarray, times: np.ndarray, starts: np.ndarray,
         cmax.append(seg[j])
         tmax.append(times[a + j] - times[a])
         # linear interpolation between grid points, up to the next dose's start
-        c0, c1 = conc[a:min(b + 1, times.size) - 1], conc[a + 1:min(b + 1, times.size)]
-        dt = np.diff(times[a:min(b + 1, times.size)])
+        c0, c1 = (
+            conc[a : min(b + 1, times.size) - 1],
+            conc[a + 1 : min(b + 1, times.size)],
+        )
+        dt = np.diff(times[a : min(b + 1, times.size)])
         both = (c0 > above) & (c1 > above)
         cross = (c0 > above) != (c1 > above)
-        frac = np.where(cross, np.abs(np.maximum(c0, c1) - above)
-                        / np.where(cross, np.abs(c1 - c0), 1.0), 0.0)
+        frac = np.where(
+            cross,
+            np.abs(np.maximum(c0, c1) - above) / np.where(cross, np.abs(c1 - c0), 1.0),
+            0.0,
+        )
         tab.append(float(np.sum(dt * both) + np.sum(dt * frac * cross)))
     return np.array(cmax), np.array(tmax), np.array(tab)
 
@@ -335,39 +461,57 @@ def test_w4_metrics(benchmark, first_call, scipy_times, n):
     reg, times = w.w2_regimen()
 
     def run(p):
-        return ks.simulate(w.MODEL, reg, times=times,
-                           subjects=ks.Subjects(parameters=p),
-                           output=ks.Metrics(above=W4_ABOVE), progress=False)
+        return ks.simulate(
+            w.MODEL,
+            reg,
+            times=times,
+            subjects=ks.Subjects(parameters=p),
+            output=ks.Metrics(above=W4_ABOVE),
+            progress=False,
+        )
 
     first = first_call("metrics")
     # warm-up at the smoke size
     run({k: (v[:W4_SMOKE], u) for k, (v, u) in params.items()})
-    m = benchmark.pedantic(run, args=(params,), rounds=ROUNDS["W4"], iterations=1,
-                           warmup_rounds=0)
+    m = benchmark.pedantic(
+        run, args=(params,), rounds=ROUNDS["W4"], iterations=1, warmup_rounds=0
+    )
     assert m.cmax.shape == (n, 1, 6) and np.all(m.status.values == 0)
     # patients 0, 1 and n-1 against their W2 trajectories (exact path, same patients)
     idx = [0, 1, n - 1]
-    ds = ks.simulate(w.MODEL, reg, times=times,
-                     subjects=ks.Subjects(parameters={k: (v[idx], u) for k,
-                                                      (v, u) in params.items()}),
-                     progress=False)
+    ds = ks.simulate(
+        w.MODEL,
+        reg,
+        times=times,
+        subjects=ks.Subjects(
+            parameters={k: (v[idx], u) for k, (v, u) in params.items()}
+        ),
+        progress=False,
+    )
     starts = np.array(reg.times)
     for row, i in enumerate(idx):
         conc = ds.concentration.values[row, 0]
         cmax, tmax, tab = _window_metrics(conc, times, starts, W4_ABOVE)
         np.testing.assert_allclose(m.cmax.values[i, 0], cmax, rtol=1e-12)
         np.testing.assert_array_equal(m.tmax.values[i, 0], tmax)
-        np.testing.assert_allclose(m.time_above.values[i, 0], tab, rtol=1e-9,
-                                   atol=1e-9)
-        np.testing.assert_allclose(m.auc.values[i, 0], ds.dose_auc.values[row, 0],
-                                   rtol=1e-10)
-        np.testing.assert_allclose(m.predose.values[i, 0], ds.predose.values[row, 0],
-                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(m.time_above.values[i, 0], tab, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(
+            m.auc.values[i, 0], ds.dose_auc.values[row, 0], rtol=1e-10
+        )
+        np.testing.assert_allclose(
+            m.predose.values[i, 0], ds.predose.values[row, 0], rtol=1e-10, atol=1e-12
+        )
     ref_cmax = _window_metrics(w.reference("W2", 0), times, starts, W4_ABOVE)[0]
     err = w.rel_error(m.cmax.values[0, 0], ref_cmax)
     assert err < EXACT_TOL
-    _info(benchmark, "W4 metrics only (W2 regimen; no trajectories)", n, times,
-          first, max_rel_error_vs_reference=err)
+    _info(
+        benchmark,
+        "W4 metrics only (W2 regimen; no trajectories)",
+        n,
+        times,
+        first,
+        max_rel_error_vs_reference=err,
+    )
     _ratio(benchmark, scipy_times, "W2", n, note=" (scipy computes the trajectories)")
 
 
@@ -381,7 +525,6 @@ def test_w2_population_is_nested():
     cl = p["k10"] * p["V1"]
     v3 = p["k13"] * p["V1"] / p["k31"]
     omega = np.sqrt(np.log1p(w.CV**2))
-    for x, typical in ((cl, w.K10 * w.V1), (v3, w.K13 * w.V1 / w.K31),
-                       (p["V1"], w.V1)):
+    for x, typical in ((cl, w.K10 * w.V1), (v3, w.K13 * w.V1 / w.K31), (p["V1"], w.V1)):
         assert np.median(x) == pytest.approx(typical, rel=0.02)
         assert np.std(np.log(x)) == pytest.approx(omega, rel=0.03)

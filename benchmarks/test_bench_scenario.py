@@ -31,8 +31,9 @@ def test_w2_population_scenario_metrics(benchmark, n):
     pop = ks.Population(n, seed=11)
 
     def pipeline():
-        ds = ks.run_scenarios([ks.Scenario("W2", model, reg, population=pop,
-                                           times=times)], progress=False)
+        ds = ks.run_scenarios(
+            [ks.Scenario("W2", model, reg, population=pop, times=times)], progress=False
+        )
         return ds, ks.metrics(ds, "session")
 
     ds, m = benchmark.pedantic(pipeline, rounds=3, iterations=1, warmup_rounds=1)
@@ -41,19 +42,28 @@ def test_w2_population_scenario_metrics(benchmark, n):
     with pytest.warns(ks.GridWarning):  # two output times: only parameters needed
         pars = ks.simulate(model, reg, population=pop, times=times[:2]).parameters
     # read back in canonical absolute units (L, L/h), as `parameters` reports them
-    explicit = {k: (pars.sel(parameter=k).values, pars.parameter_unit.sel(
-        parameter=k).item()) for k in ("V1", "CL", "Q2", "V2", "Q3", "V3")}
+    explicit = {
+        k: (pars.sel(parameter=k).values, pars.parameter_unit.sel(parameter=k).item())
+        for k in ("V1", "CL", "Q2", "V2", "Q3", "V3")
+    }
     table = ks.Subjects(covariates={"weight": one.weight.values}, parameters=explicit)
-    core = lambda: ks.simulate(model, reg, times=times, subjects=table,  # noqa: E731
-                               progress=False)
+    core = lambda: ks.simulate(
+        model,
+        reg,
+        times=times,
+        subjects=table,
+        progress=False,
+    )
     ref = core()
     # the same numbers by both paths: rounding only
-    np.testing.assert_allclose(one.concentration.values, ref.concentration.values,
-                               rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(
+        one.concentration.values, ref.concentration.values, rtol=1e-10, atol=1e-9
+    )
     benchmark.extra_info["core_kernel_s"] = _median_time(core)
     if benchmark.stats is not None:
         benchmark.extra_info["ratio_pipeline_over_core"] = (
-            benchmark.stats.stats.median / benchmark.extra_info["core_kernel_s"])
+            benchmark.stats.stats.median / benchmark.extra_info["core_kernel_s"]
+        )
     assert m.auc.attrs["method"].startswith("exact")
     assert np.all(m.cmax.values > 0)
 
@@ -62,11 +72,18 @@ def test_w2_population_scenario_metrics(benchmark, n):
 def test_two_scenario_comparison(benchmark, n):
     pop = ks.Population(n, seed=3)
     t = ks.grid("21 d", "5 min")
-    sc = [ks.Scenario("six infusions", MODEL, ks.six_infusion_course(), population=pop,
-                      times=t),
-          ks.Scenario("eight infusions 3/wk", MODEL,
-                      ks.six_infusion_course(sessions=8, sessions_per_week=3),
-                      population=pop, times=t)]
+    sc = [
+        ks.Scenario(
+            "six infusions", MODEL, ks.six_infusion_course(), population=pop, times=t
+        ),
+        ks.Scenario(
+            "eight infusions 3/wk",
+            MODEL,
+            ks.six_infusion_course(sessions=8, sessions_per_week=3),
+            population=pop,
+            times=t,
+        ),
+    ]
 
     def job():
         return ks.compare(ks.run_scenarios(sc, progress=False), above=100)

@@ -72,14 +72,24 @@ class Course:
 
 
 W1 = Course("W1", (0.0,), 0.5, True, 40 / 60, "iv", 24.0, 1.0)
-W2 = Course("W2", tuple(24.0 * d for d in W2_DAYS), 0.5, True, 40 / 60, "iv",
-            21 * 24.0, 5.0)
-W3 = Course("W3", tuple(24.0 * d for d in W3_DAYS), 56.0, False, 0.0, "intranasal",
-            28 * 24.0, 5.0)
+W2 = Course(
+    "W2", tuple(24.0 * d for d in W2_DAYS), 0.5, True, 40 / 60, "iv", 21 * 24.0, 5.0
+)
+W3 = Course(
+    "W3",
+    tuple(24.0 * d for d in W3_DAYS),
+    56.0,
+    False,
+    0.0,
+    "intranasal",
+    28 * 24.0,
+    5.0,
+)
 COURSES = {"W1": W1, "W2": W2, "W3": W3}
 
 
 # --- ketasim inputs, exactly as the workloads are specified -------------------------
+
 
 def w1():
     """(dose, times) of W1."""
@@ -121,14 +131,26 @@ def w2_parameters(n: int, seed: int = SEED) -> dict[str, np.ndarray]:
     cl, q2, q3 = K10 * V1, K12 * V1, K13 * V1
     typical = np.array([cl, V1, q2, q2 / K21, q3, q3 / K31])
     CL, v1, Q2, V2, Q3, V3 = (typical * np.exp(eta)).T
-    return {"V1": v1, "k10": CL / v1, "k12": Q2 / v1, "k21": Q2 / V2,
-            "k13": Q3 / v1, "k31": Q3 / V3}
+    return {
+        "V1": v1,
+        "k10": CL / v1,
+        "k12": Q2 / v1,
+        "k21": Q2 / V2,
+        "k13": Q3 / v1,
+        "k31": Q3 / V3,
+    }
 
 
 #: Units of ``w2_parameters`` (the model file's): ketasim refuses bare numbers for
 #: per-kg parameters and for parameters stated in a unit other than its canonical one.
-W2_UNITS = {"V1": "L/kg", "k10": "1/min", "k12": "1/min", "k21": "1/min",
-            "k13": "1/min", "k31": "1/min"}
+W2_UNITS = {
+    "V1": "L/kg",
+    "k10": "1/min",
+    "k12": "1/min",
+    "k21": "1/min",
+    "k13": "1/min",
+    "k31": "1/min",
+}
 
 
 def with_units(params: dict[str, np.ndarray]) -> dict[str, tuple]:
@@ -144,9 +166,16 @@ def subject(params: dict[str, np.ndarray], i: int) -> dict[str, float]:
 
 # --- the hand-written scipy baseline (no ketasim below this line) -------------------
 
-def scipy_patient(p: dict[str, float], course: Course, times: np.ndarray, *,
-                  weight: float = WEIGHT, rtol: float = BASELINE_TOL["rtol"],
-                  atol: float = BASELINE_TOL["atol"]) -> np.ndarray:
+
+def scipy_patient(
+    p: dict[str, float],
+    course: Course,
+    times: np.ndarray,
+    *,
+    weight: float = WEIGHT,
+    rtol: float = BASELINE_TOL["rtol"],
+    atol: float = BASELINE_TOL["atol"],
+) -> np.ndarray:
     """Central concentration (ng/mL) of one patient at ``times`` (h) with scipy LSODA.
 
     ``p``: V1 (L/kg) and k10, k12, k21, k13, k31 (1/min). States are amounts in mg:
@@ -155,8 +184,7 @@ def scipy_patient(p: dict[str, float], course: Course, times: np.ndarray, *,
     restarts at every dose event, so no step crosses a discontinuity; a nasal dose
     given at an output time is already in the depot at that time.
     """
-    k10, k12, k21, k13, k31 = (p[k] * 60.0 for k in ("k10", "k12", "k21", "k13",
-                                                      "k31"))
+    k10, k12, k21, k13, k31 = (p[k] * 60.0 for k in ("k10", "k12", "k21", "k13", "k31"))
     k1 = k10 + k12 + k13
     v1 = p["V1"] * weight  # L
     dose = course.dose_mg(weight)
@@ -164,14 +192,21 @@ def scipy_patient(p: dict[str, float], course: Course, times: np.ndarray, *,
 
     def rhs_iv(t, x, rate):
         c, a2, a3 = x
-        return [rate - k1 * c + k21 * a2 + k31 * a3, k12 * c - k21 * a2,
-                k13 * c - k31 * a3]
+        return [
+            rate - k1 * c + k21 * a2 + k31 * a3,
+            k12 * c - k21 * a2,
+            k13 * c - k31 * a3,
+        ]
 
     def rhs_nasal(t, x, rate):
         c, a2, a3, d = x
         absorbed = KA_IN * d
-        return [absorbed - k1 * c + k21 * a2 + k31 * a3, k12 * c - k21 * a2,
-                k13 * c - k31 * a3, -absorbed]
+        return [
+            absorbed - k1 * c + k21 * a2 + k31 * a3,
+            k12 * c - k21 * a2,
+            k13 * c - k31 * a3,
+            -absorbed,
+        ]
 
     rhs = rhs_nasal if nasal else rhs_iv
     starts = np.asarray(course.dose_times_h, dtype=float)
@@ -193,8 +228,16 @@ def scipy_patient(p: dict[str, float], course: Course, times: np.ndarray, *,
         mask = (times >= a) & (times < b)
         # the output times in [a, b) and the piece's end, whose state starts the next
         t_eval = np.append(times[mask], b)
-        sol = solve_ivp(rhs, (a, b), x, method="LSODA", t_eval=t_eval, args=(rate,),
-                        rtol=rtol, atol=atol)
+        sol = solve_ivp(
+            rhs,
+            (a, b),
+            x,
+            method="LSODA",
+            t_eval=t_eval,
+            args=(rate,),
+            rtol=rtol,
+            atol=atol,
+        )
         if not sol.success:
             raise RuntimeError(f"LSODA failed on [{a}, {b}] h: {sol.message}")
         out[mask] = sol.y[0, :-1]
@@ -203,11 +246,13 @@ def scipy_patient(p: dict[str, float], course: Course, times: np.ndarray, *,
     return out / v1 * 1000.0  # mg/L -> ng/mL
 
 
-def scipy_loop(params: dict[str, np.ndarray], course: Course, times: np.ndarray,
-               m: int, **tol) -> np.ndarray:
+def scipy_loop(
+    params: dict[str, np.ndarray], course: Course, times: np.ndarray, m: int, **tol
+) -> np.ndarray:
     """The baseline over the first ``m`` patients: (m, times) concentrations."""
-    return np.stack([scipy_patient(subject(params, i), course, times, **tol)
-                     for i in range(m)])
+    return np.stack(
+        [scipy_patient(subject(params, i), course, times, **tol) for i in range(m)]
+    )
 
 
 def rel_error(got: np.ndarray, ref: np.ndarray, floor: float = 1e-3) -> float:

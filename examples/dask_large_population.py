@@ -28,10 +28,13 @@ def main(n: int = 20_000, chunks: int = 5_000) -> None:
         back = xr.open_zarr(store)
         print(back.concentration.attrs["units"], back.sizes["subject"], "patients")
     # metrics only: no curves at all, bounded memory for millions of patients
-    m = ks.simulate(model, course, population=pop, times=times,
-                    output=ks.Metrics(above=100.0))
-    print(ks.summary(m.auc.sum("dose").sel(analyte="ketamine")).round(0).values,
-          "ng*h/mL (P5, median, P95 course AUC)")
+    m = ks.simulate(
+        model, course, population=pop, times=times, output=ks.Metrics(above=100.0)
+    )
+    print(
+        ks.summary(m.auc.sum("dose").sel(analyte="ketamine")).round(0).values,
+        "ng*h/mL (P5, median, P95 course AUC)",
+    )
 
 
 if __name__ == "__main__":

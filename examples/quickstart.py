@@ -14,8 +14,10 @@ def main(n: int = 1000) -> None:
     print(ds.concentration.attrs["units"], ds.concentration.shape)
     m = ds.pk.metrics("session", above=100.0)
     print(ks.summary(m.cmax.sel(analyte="ketamine")).round(1).to_pandas())
-    print("P(time above 100 ng/mL >= 0.5 h in session 1):",
-          float(ks.pta(m.time_above.isel(session=0), 0.5).item()))
+    print(
+        "P(time above 100 ng/mL >= 0.5 h in session 1):",
+        float(ks.pta(m.time_above.isel(session=0), 0.5).item()),
+    )
     print(ks.compare(ds, per="session", above=100.0))
 
 

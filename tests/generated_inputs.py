@@ -68,8 +68,16 @@ EXAMPLES = ROOT / "examples"
 #: seconds one case may take before it counts as a ``timeout`` defect
 TIMEOUT_S = 120
 
-OUTCOMES = ("accepted-valid", "refused-named", "silent-acceptance", "invalid-result",
-            "refused-unnamed", "refused-valid", "foreign-error", "timeout")
+OUTCOMES = (
+    "accepted-valid",
+    "refused-named",
+    "silent-acceptance",
+    "invalid-result",
+    "refused-unnamed",
+    "refused-valid",
+    "foreign-error",
+    "timeout",
+)
 GOOD = frozenset({"accepted-valid", "refused-named"})
 
 
@@ -123,7 +131,8 @@ def _documented(exc: BaseException) -> bool:
     t = type(exc)
     return t in (ValueError, TypeError) or (
         isinstance(exc, ValueError | TypeError | RuntimeError)
-        and t.__module__.startswith("ketasim"))
+        and t.__module__.startswith("ketasim")
+    )
 
 
 def names_field(message: str, fields) -> bool:
@@ -210,6 +219,7 @@ def _alarm(signum, frame):
 
 # ---------------------------------------------------------------------------------
 # shared pieces
+
 
 @cache
 def model(name: str) -> ks.Model:
@@ -341,8 +351,9 @@ def doses(draw):
         unit = draw(st.sampled_from(["mg", "mg/kg"]))
         if unit == "mg/kg":
             num = num / 50
-        amount = draw(st.sampled_from([f"{num!r} {unit}", (num, unit),
-                                       Quantity(num, unit)]))
+        amount = draw(
+            st.sampled_from([f"{num!r} {unit}", (num, unit), Quantity(num, unit)])
+        )
     time = draw(st.sampled_from([0.0, 1.5, "90 min", "1 d", (2, "h"), "0.5 h"]))
     duration = draw(st.sampled_from([None, "40 min", 0.5, (1, "h")])) if iv else None
     salt = draw(st.sampled_from(["base", "hcl"])) if not device_route else "base"
@@ -351,67 +362,144 @@ def doses(draw):
     device = 1 if device_route else None
     route_arg = route
     if bad == "amount":
-        amount, expect = draw(st.sampled_from([
-            ("-5 mg", _I), ("nan mg", _I), ("inf mg", _I), (35, _I), (35.0, _I),
-            ("35 mL", _I), ("35 min", _I), ("35 kg", _I), ("lots", _I), (None, _I),
-            (True, _I), ([35, "mg"], _I), ((NAN, "mg"), _I), ((-1, "mg/kg"), _I),
-            ("1e307 mg", _E), ("35 mg/L", _I), ("35", _I), ((35, "L"), _I),
-            ("0.5 mg/kg/h", _I), (("5 min", "mg"), _I), ((35, 3), _I),
-            (Quantity("abc", "mg"), _I), (Quantity(35.0, "furlong"), _I),
-            ("35 furlongs", _I), ("35 mg extra", _I), ((35, "mg/kg/kg"), _I)]))
+        amount, expect = draw(
+            st.sampled_from(
+                [
+                    ("-5 mg", _I),
+                    ("nan mg", _I),
+                    ("inf mg", _I),
+                    (35, _I),
+                    (35.0, _I),
+                    ("35 mL", _I),
+                    ("35 min", _I),
+                    ("35 kg", _I),
+                    ("lots", _I),
+                    (None, _I),
+                    (True, _I),
+                    ([35, "mg"], _I),
+                    ((NAN, "mg"), _I),
+                    ((-1, "mg/kg"), _I),
+                    ("1e307 mg", _E),
+                    ("35 mg/L", _I),
+                    ("35", _I),
+                    ((35, "L"), _I),
+                    ("0.5 mg/kg/h", _I),
+                    (("5 min", "mg"), _I),
+                    ((35, 3), _I),
+                    (Quantity("abc", "mg"), _I),
+                    (Quantity(35.0, "furlong"), _I),
+                    ("35 furlongs", _I),
+                    ("35 mg extra", _I),
+                    ((35, "mg/kg/kg"), _I),
+                ]
+            )
+        )
     elif bad == "route":
-        route_arg, expect = draw(st.sampled_from([
-            ("rectal", _I), ("", _I), (None, _I), (3, _I), ("IV", _I)]))
+        route_arg, expect = draw(
+            st.sampled_from([("rectal", _I), ("", _I), (None, _I), (3, _I), ("IV", _I)])
+        )
     elif bad == "time":
-        time, expect = draw(st.sampled_from([
-            (-1.0, _I), ("-2 h", _I), (NAN, _I), (INF, _I), ("3 kg", _I),
-            ("soon", _I), (None, _I), (True, _I), ("1e300 h", _E), ((1, "mg"), _I)]))
+        time, expect = draw(
+            st.sampled_from(
+                [
+                    (-1.0, _I),
+                    ("-2 h", _I),
+                    (NAN, _I),
+                    (INF, _I),
+                    ("3 kg", _I),
+                    ("soon", _I),
+                    (None, _I),
+                    (True, _I),
+                    ("1e300 h", _E),
+                    ((1, "mg"), _I),
+                ]
+            )
+        )
     elif bad == "duration":
-        duration, expect = draw(st.sampled_from([
-            (0.0, _I), (-0.5, _I), ("-40 min", _I), (NAN, _I), (INF, _I),
-            ("40 mg", _I), ("quick", _I), (True, _I), ("1e-300 h", _E)]))
+        duration, expect = draw(
+            st.sampled_from(
+                [
+                    (0.0, _I),
+                    (-0.5, _I),
+                    ("-40 min", _I),
+                    (NAN, _I),
+                    (INF, _I),
+                    ("40 mg", _I),
+                    ("quick", _I),
+                    (True, _I),
+                    ("1e-300 h", _E),
+                ]
+            )
+        )
         if not iv and duration is not None:
             expect = _I  # a duration on an extravascular route
     elif bad == "salt":
-        salt, expect = draw(st.sampled_from([
-            ("HCL", _E), ("sulfate", _I), ("", _I), (None, _I), (1, _I)]))
+        salt, expect = draw(
+            st.sampled_from(
+                [("HCL", _E), ("sulfate", _I), ("", _I), (None, _I), (1, _I)]
+            )
+        )
     elif bad == "device":
         if device_route:
-            device, expect = draw(st.sampled_from([
-                (None, _I), (0, _I), (-1, _I), (1.5, _I), (True, _I), ("1", _I),
-                (2, _I), (3, _I)]))
+            device, expect = draw(
+                st.sampled_from(
+                    [
+                        (None, _I),
+                        (0, _I),
+                        (-1, _I),
+                        (1.5, _I),
+                        (True, _I),
+                        ("1", _I),
+                        (2, _I),
+                        (3, _I),
+                    ]
+                )
+            )
         else:
             device, expect = draw(st.sampled_from([(1, _I), (2, _I), (0, _I)]))
-    kw = {"route": route_arg, "time": time, "duration": duration, "salt": salt,
-          "device": device}
+    kw = {
+        "route": route_arg,
+        "time": time,
+        "duration": duration,
+        "salt": salt,
+        "device": device,
+    }
     label = f"simulate({mname!r}, Dose({amount!r}, **{kw!r}))"
 
     def run():
         d = ks.Dose(amount, **kw)
         return ks.simulate(m, d, times=TIMES + d.time)
 
-    area = "dosing.py / _lower.check_routes" if bad in ("device", "route") \
+    area = (
+        "dosing.py / _lower.check_routes"
+        if bad in ("device", "route")
         else "dosing.py / units.py"
+    )
     fields = (bad,) if bad else DOSE_FIELDS
     if bad == "amount" and device_route:  # "takes one 28-mg device per Dose; got
-        fields = ("amount", "device")     # ... mg" is about the amount
+        fields = ("amount", "device")  # ... mg" is about the amount
     return Case("doses", label, run, fields, expect, area)
 
 
 # ---------------------------------------------------------------------------------
 # regimens and protocols
 
+
 @st.composite
 def regimens(draw):
     """Regimen constructors and protocol builders, one argument possibly invalid."""
-    kind = draw(st.sampled_from(["list", "every", "at", "then", "six", "boosters",
-                                 "clinic", "induction"]))
+    kind = draw(
+        st.sampled_from(
+            ["list", "every", "at", "then", "six", "boosters", "clinic", "induction"]
+        )
+    )
     bad = draw(st.booleans())
     d = ks.Dose.infusion("0.5 mg/kg", duration="40 min", salt="hcl")
     mname = "domino"
     if kind == "list":
-        times = draw(st.lists(st.floats(0, 72, allow_nan=False), min_size=1,
-                              max_size=4))
+        times = draw(
+            st.lists(st.floats(0, 72, allow_nan=False), min_size=1, max_size=4)
+        )
         amounts = [f"{draw(st.integers(1, 50))} mg" for _ in times]
         if not bad:
             times = sorted(times)
@@ -433,16 +521,20 @@ def regimens(draw):
             if which == "n":
                 n = draw(st.sampled_from([0, -1, 1.5, True, "3", None]))
             else:
-                interval = draw(st.sampled_from([0, -6, "0 h", "1 mg", NAN, INF,
-                                                 "weekly", None]))
+                interval = draw(
+                    st.sampled_from([0, -6, "0 h", "1 mg", NAN, INF, "weekly", None])
+                )
             expect = _I
         label = f"Regimen.every(dose, interval={interval!r}, n={n!r})"
 
         def build():
             return ks.Regimen.every(d, interval=interval, n=n)
     elif kind == "at":
-        times = sorted(draw(st.lists(st.sampled_from([0, 1.5, 12, 24, 72]),
-                                     min_size=1, max_size=4)))
+        times = sorted(
+            draw(
+                st.lists(st.sampled_from([0, 1.5, 12, 24, 72]), min_size=1, max_size=4)
+            )
+        )
         unit = draw(st.sampled_from(["h", "d", "min"]))
         expect, field_ = "valid", ("times", "unit")
         if bad:
@@ -461,26 +553,54 @@ def regimens(draw):
         after = draw(st.sampled_from([0, "3 d", 12.0]))
         expect, field_ = "valid", ("after",)
         if bad:
-            after, expect = draw(st.sampled_from([
-                (-1, _E), ("-3 d", _E), (NAN, _I), ("3 mg", _I), ("later", _I),
-                (None, _I)]))
-        label = ("six_infusion_course(sessions=1).then(boosters(count=1), "
-                 f"after={after!r})")
+            after, expect = draw(
+                st.sampled_from(
+                    [
+                        (-1, _E),
+                        ("-3 d", _E),
+                        (NAN, _I),
+                        ("3 mg", _I),
+                        ("later", _I),
+                        (None, _I),
+                    ]
+                )
+            )
+        label = (
+            f"six_infusion_course(sessions=1).then(boosters(count=1), after={after!r})"
+        )
 
         def build():
-            return ks.six_infusion_course(sessions=1).then(ks.boosters(count=1),
-                                                           after=after)
+            return ks.six_infusion_course(sessions=1).then(
+                ks.boosters(count=1), after=after
+            )
     elif kind == "six":
-        kw = {"dose": "0.5 mg/kg", "duration": "40 min", "sessions_per_week": 2,
-              "sessions": 2}
+        kw = {
+            "dose": "0.5 mg/kg",
+            "duration": "40 min",
+            "sessions_per_week": 2,
+            "sessions": 2,
+        }
         expect, field_ = "valid", tuple(kw)
         if bad:
-            key, val = draw(st.sampled_from([
-                ("dose", "-0.5 mg/kg"), ("dose", "0.5 mL/kg"), ("dose", 0.5),
-                ("duration", "0 min"), ("duration", "-40 min"), ("duration", "4 mg"),
-                ("sessions", 0), ("sessions", -1), ("sessions", 1.5),
-                ("sessions", True), ("sessions_per_week", 0),
-                ("sessions_per_week", 8), ("sessions_per_week", "2")]))
+            key, val = draw(
+                st.sampled_from(
+                    [
+                        ("dose", "-0.5 mg/kg"),
+                        ("dose", "0.5 mL/kg"),
+                        ("dose", 0.5),
+                        ("duration", "0 min"),
+                        ("duration", "-40 min"),
+                        ("duration", "4 mg"),
+                        ("sessions", 0),
+                        ("sessions", -1),
+                        ("sessions", 1.5),
+                        ("sessions", True),
+                        ("sessions_per_week", 0),
+                        ("sessions_per_week", 8),
+                        ("sessions_per_week", "2"),
+                    ]
+                )
+            )
             kw[key] = val
             field_, expect = (key,), _I
         label = f"six_infusion_course(**{kw!r})"
@@ -491,10 +611,20 @@ def regimens(draw):
         kw = {"every": "2 weeks", "count": 2}
         expect, field_ = "valid", tuple(kw)
         if bad:
-            key, val = draw(st.sampled_from([
-                ("every", "0 d"), ("every", "-1 week"), ("every", "2 mg"),
-                ("every", NAN), ("count", 0), ("count", -2), ("count", 2.5),
-                ("count", True)]))
+            key, val = draw(
+                st.sampled_from(
+                    [
+                        ("every", "0 d"),
+                        ("every", "-1 week"),
+                        ("every", "2 mg"),
+                        ("every", NAN),
+                        ("count", 0),
+                        ("count", -2),
+                        ("count", 2.5),
+                        ("count", True),
+                    ]
+                )
+            )
             kw[key] = val
             field_, expect = (key,), _I
         label = f"boosters(**{kw!r})"
@@ -505,10 +635,19 @@ def regimens(draw):
         kw = {"sessions_per_week": 2, "sessions": 2}
         expect, field_ = "valid", tuple(kw)
         if bad:
-            key, val = draw(st.sampled_from([
-                ("sessions", 0), ("sessions", 1.5), ("sessions_per_week", 0),
-                ("sessions_per_week", 9), ("clock", "25:00"), ("clock", "noonish"),
-                ("clock", "-1 h")]))
+            key, val = draw(
+                st.sampled_from(
+                    [
+                        ("sessions", 0),
+                        ("sessions", 1.5),
+                        ("sessions_per_week", 0),
+                        ("sessions_per_week", 9),
+                        ("clock", "25:00"),
+                        ("clock", "noonish"),
+                        ("clock", "-1 h"),
+                    ]
+                )
+            )
             kw[key] = val
             field_, expect = (key,), _I
         label = f"clinic_course(Dose.bolus('35 mg'), **{kw!r})"
@@ -520,11 +659,22 @@ def regimens(draw):
         kw = {"dose": "56 mg", "first_dose": "56 mg", "weeks": 1}
         expect, field_ = "valid", tuple(kw)
         if bad:
-            key, val = draw(st.sampled_from([
-                ("dose", "50 mg"), ("dose", "-56 mg"), ("dose", "56 mL"),
-                ("first_dose", "0 mg"), ("weeks", 0), ("weeks", -1), ("weeks", 1.5),
-                ("device_interval", "-5 min"), ("device_interval", "5 mg"),
-                ("maintenance_every", "0 d")]))
+            key, val = draw(
+                st.sampled_from(
+                    [
+                        ("dose", "50 mg"),
+                        ("dose", "-56 mg"),
+                        ("dose", "56 mL"),
+                        ("first_dose", "0 mg"),
+                        ("weeks", 0),
+                        ("weeks", -1),
+                        ("weeks", 1.5),
+                        ("device_interval", "-5 min"),
+                        ("device_interval", "5 mg"),
+                        ("maintenance_every", "0 d"),
+                    ]
+                )
+            )
             kw[key] = val
             field_, expect = (key,), _I
         label = f"esketamine_induction(**{kw!r})"
@@ -544,8 +694,10 @@ def regimens(draw):
 # simulate arguments: subjects, population, solver and output nouns, times
 
 COVARIATES = {  # name -> (valid values, invalid values)
-    "weight": ([70.0, 45, np.array([60.0, 80.0])],
-               [-70.0, 0.0, 1e300, NAN, "70 kg", np.array([60.0, -1.0]), 5000.0]),
+    "weight": (
+        [70.0, 45, np.array([60.0, 80.0])],
+        [-70.0, 0.0, 1e300, NAN, "70 kg", np.array([60.0, -1.0]), 5000.0],
+    ),
     "age": ([40.0, 18, 80.0], [-5.0, 1e300, NAN, "40 y", 400.0]),
     "height": ([170.0, 155.0], [-170.0, 0.0, 1e300, "170 cm", 3000.0]),
     "bmi": ([24.0, 31.0], [-24.0, 0.0, 1e300, "24"]),
@@ -553,20 +705,30 @@ COVARIATES = {  # name -> (valid values, invalid values)
 }
 #: plausible human covariate ranges (age y, height cm, weight kg, BMI kg/m2): a
 #: number outside is an error, inside may only warn (ValidityWarning)
-PLAUSIBLE = {"age": (0.0, 120.0), "height": (30.0, 250.0), "weight": (0.3, 400.0),
-             "bmi": (8.0, 100.0)}
+PLAUSIBLE = {
+    "age": (0.0, 120.0),
+    "height": (30.0, 250.0),
+    "weight": (0.3, 400.0),
+    "bmi": (8.0, 100.0),
+}
 PARAMETERS = {  # domino: valid and invalid overrides per parameter
-    "k10": (["26.3 1/h", (26.3, "1/h"), "0.4381 1/min", Quantity(26.3, "1/h")],
-            ["-26 1/h", "26 L/h", "nan 1/h", "fast", (26.3, "mg"), "0 1/h"]),
-    "V1": (["4.41 L", (4.4, "L"), "0.063 L/kg"],
-           ["-4.41 L", "0 L", "4 1/h", "4.41 kg", "inf L"]),
+    "k10": (
+        ["26.3 1/h", (26.3, "1/h"), "0.4381 1/min", Quantity(26.3, "1/h")],
+        ["-26 1/h", "26 L/h", "nan 1/h", "fast", (26.3, "mg"), "0 1/h"],
+    ),
+    "V1": (
+        ["4.41 L", (4.4, "L"), "0.063 L/kg"],
+        ["-4.41 L", "0 L", "4 1/h", "4.41 kg", "inf L"],
+    ),
     "F_IN": (["0.5 1", 0.5], [1.5, -0.1, "50 L", NAN]),
 }
 #: fields of the option nouns: noun -> field -> (valid values, invalid values)
 OPTIONS = {
     "ODE": {
-        "rtol": ([1e-6, 1e-8, np.float64(1e-4)], [0.0, 1.0, -1e-6, NAN, INF, "1e-6",
-                                                   True, None]),
+        "rtol": (
+            [1e-6, 1e-8, np.float64(1e-4)],
+            [0.0, 1.0, -1e-6, NAN, INF, "1e-6", True, None],
+        ),
         "atol": ([1e-9, 1e-12], [0.0, -1e-9, INF, NAN, "1e-9", False]),
         "method": (["auto", "dopri5", "rosenbrock"], ["rk45", "Dopri5", 1, None]),
         # a valid count that is small enough to stop the solver is a failure the
@@ -582,8 +744,10 @@ OPTIONS = {
         "out": (["buffer"], [[0.0] * 6, "wrong shape", "float32", "with auc"]),
     },
     "Metrics": {
-        "above": ([None, 10, 10.5, "0.1 mg/L", np.float64(20)],
-                  [-5, NAN, INF, "400 nmol/L", "100 min", [50, 100], "high"]),
+        "above": (
+            [None, 10, 10.5, "0.1 mg/L", np.float64(20)],
+            [-5, NAN, INF, "400 nmol/L", "100 min", [50, 100], "high"],
+        ),
         "chunk": ([1, 1000, np.int64(7)], [0, -1, 2.5, True, "10", None]),
     },
 }
@@ -592,11 +756,21 @@ WRONG = {
     "solver": ["ode", "exact", "auto", ks.Trajectories(), 1],
     "output": ["metrics", "trajectories", ks.Exact(), 0, {"above": 10}],
     "subjects": [{"weight": 70.0}, ks.Population(3, seed=1), [70.0]],
-    "moved": [("rtol", 1e-6), ("atol", 1e-9), ("ode_method", "dopri5"),
-              ("max_steps", 10), ("amounts", True), ("auc", True),
-              ("residual", True), ("out", None), ("dose_windows", False),
-              ("above", 10), ("chunk", 10), ("covariates", {"weight": 70.0}),
-              ("parameters", {"k10": "26 1/h"})],
+    "moved": [
+        ("rtol", 1e-6),
+        ("atol", 1e-9),
+        ("ode_method", "dopri5"),
+        ("max_steps", 10),
+        ("amounts", True),
+        ("auc", True),
+        ("residual", True),
+        ("out", None),
+        ("dose_windows", False),
+        ("above", 10),
+        ("chunk", 10),
+        ("covariates", {"weight": 70.0}),
+        ("parameters", {"k10": "26 1/h"}),
+    ],
 }
 
 
@@ -609,8 +783,11 @@ class Noun:
     kw: dict
 
     def __repr__(self) -> str:
-        return f"ks.{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in
-                                            self.kw.items()) + ")"
+        return (
+            f"ks.{self.name}("
+            + ", ".join(f"{k}={v!r}" for k, v in self.kw.items())
+            + ")"
+        )
 
     def build(self):
         return getattr(ks, self.name)(**self.kw)
@@ -634,8 +811,11 @@ def _option(draw, call, bad):
     v = draw(st.sampled_from(wrong if bad else good))
     if noun == "ODE" and key in ("rtol", "atol") and draw(st.booleans()):
         # a drawn number instead: rtol in (0, 1), atol finite and > 0 (mg)
-        wrong = st.one_of(st.floats(-1e3, 0.0), st.floats(1.0, 1e6)) \
-            if key == "rtol" else st.floats(-1e3, 0.0)
+        wrong = (
+            st.one_of(st.floats(-1e3, 0.0), st.floats(1.0, 1e6))
+            if key == "rtol"
+            else st.floats(-1e3, 0.0)
+        )
         v = draw(wrong if bad else st.floats(1e-10, 1e-3))
     kw = {key: v}
     if key == "out":
@@ -669,8 +849,11 @@ def simulate_args(draw):
     """The arguments of simulate: covariates and parameter overrides (ks.Subjects),
     Population fields, the fields of the solver and output nouns, output times, and
     arguments of the wrong kind, one of them possibly invalid."""
-    what = draw(st.sampled_from(["covariate", "parameter", "population", "option",
-                                 "wrong", "times"]))
+    what = draw(
+        st.sampled_from(
+            ["covariate", "parameter", "population", "option", "wrong", "times"]
+        )
+    )
     bad = what == "wrong" or draw(st.booleans())
     dose = ks.Dose.bolus("0.5 mg/kg")
     call = {"model": "domino", "regimen": dose, "times": TIMES}
@@ -684,9 +867,14 @@ def simulate_args(draw):
             # a child's age without a weight is refused (domino's default weight
             # is an adult's), so a valid drawn age is an adult's
             ok_lo = 18.0 if name == "age" else lo
-            v = draw(st.one_of(st.floats(-1e6, lo, exclude_max=True),
-                               st.floats(hi, 1e6, exclude_min=True)) if bad
-                     else st.floats(ok_lo, hi))
+            v = draw(
+                st.one_of(
+                    st.floats(-1e6, lo, exclude_max=True),
+                    st.floats(hi, 1e6, exclude_min=True),
+                )
+                if bad
+                else st.floats(ok_lo, hi)
+            )
         call["subjects"] = Noun("Subjects", {"covariates": {name: v}})
         if name == "female":
             call["model"] = "perez_ruixo_2021"
@@ -708,12 +896,30 @@ def simulate_args(draw):
         kw = {"n": 3, "seed": 1}
         field_ = tuple(kw)
         if bad:
-            key, val = draw(st.sampled_from([
-                ("n", 0), ("n", -1), ("n", 2.5), ("n", True), ("seed", -1),
-                ("seed", 1.5), ("female", 1.5), ("female", -0.1), ("female", NAN),
-                ("asian", 2.0), ("age", (-5, 40)), ("age", (40, 18)),
-                ("age", (18, 1e300)), ("age", (NAN, 40)), ("iiv", "no"),
-                ("iov", "yes"), ("iiv", 0), ("iov", None)]))
+            key, val = draw(
+                st.sampled_from(
+                    [
+                        ("n", 0),
+                        ("n", -1),
+                        ("n", 2.5),
+                        ("n", True),
+                        ("seed", -1),
+                        ("seed", 1.5),
+                        ("female", 1.5),
+                        ("female", -0.1),
+                        ("female", NAN),
+                        ("asian", 2.0),
+                        ("age", (-5, 40)),
+                        ("age", (40, 18)),
+                        ("age", (18, 1e300)),
+                        ("age", (NAN, 40)),
+                        ("iiv", "no"),
+                        ("iov", "yes"),
+                        ("iiv", 0),
+                        ("iov", None),
+                    ]
+                )
+            )
             kw[key] = val
             field_ = (key,)
         call["model"] = "perez_ruixo_2021"
@@ -725,9 +931,24 @@ def simulate_args(draw):
         field_ = _wrong_argument(draw, call)
         area = "simulate.py (public arguments)"
     else:
-        t = draw(st.sampled_from([[3.0, 1.0], [-1.0, 1.0], [NAN, 1.0], [], "24 h",
-                                  [[1.0]], ["a", "b"], [0.0, 1e-9, 2e-9]])) if bad \
+        t = (
+            draw(
+                st.sampled_from(
+                    [
+                        [3.0, 1.0],
+                        [-1.0, 1.0],
+                        [NAN, 1.0],
+                        [],
+                        "24 h",
+                        [[1.0]],
+                        ["a", "b"],
+                        [0.0, 1e-9, 2e-9],
+                    ]
+                )
+            )
+            if bad
             else draw(st.sampled_from([[0.0, 1.0], np.linspace(0, 5, 11), [2.5]]))
+        )
         call["times"] = t
         field_ = ("times",)
         area = "_times.py"
@@ -746,19 +967,25 @@ def simulate_args(draw):
 # ---------------------------------------------------------------------------------
 # metrics arguments
 
+
 @cache
 def _curves():
     """Two sessions on domino, every 30 min for 5 days (computed once)."""
-    return ks.simulate("domino", ks.six_infusion_course(sessions=2),
-                       times=ks.grid("5 d", "30 min"))
+    return ks.simulate(
+        "domino", ks.six_infusion_course(sessions=2), times=ks.grid("5 d", "30 min")
+    )
 
 
 METRICS_ARGS = {  # argument -> (valid values, invalid values)
     "per": (["dose", "session", "course"], ["week", 1, None, "Session"]),
-    "above": ([None, 10, 10.5, "0.1 mg/L", "400 nmol/L", np.float64(20)],
-              [-1, NAN, INF, "100 min", "high", True, "10 ng/mL/kg", [10, 20]]),
-    "within": ([(10, 100), ("10 ng/mL", "0.1 mg/L")],
-               [(100, 10), (NAN, 1), (1,), "10-100", (10, "1 h"), (-5, 10)]),
+    "above": (
+        [None, 10, 10.5, "0.1 mg/L", "400 nmol/L", np.float64(20)],
+        [-1, NAN, INF, "100 min", "high", True, "10 ng/mL/kg", [10, 20]],
+    ),
+    "within": (
+        [(10, 100), ("10 ng/mL", "0.1 mg/L")],
+        [(100, 10), (NAN, 1), (1,), "10-100", (10, "1 h"), (-5, 10)],
+    ),
     "unit": (["ng/mL", "nmol/L"], ["mg/L", "nM", 3, "ng/ml/kg", None]),
 }
 
@@ -784,19 +1011,26 @@ def metrics_args(draw):
                 mw = _curves().molecular_weight
                 for name, unit in (("cmax", "nmol/L"), ("auc", "nmol*h/L")):
                     if m[name].attrs.get("units") != unit:
-                        raise ResultError(f"{name} labelled "
-                                          f"{m[name].attrs.get('units')!r}, not {unit}")
+                        raise ResultError(
+                            f"{name} labelled "
+                            f"{m[name].attrs.get('units')!r}, not {unit}"
+                        )
                     want = (ng[name] / mw * 1000.0).values
-                    if not np.allclose(m[name].values, want, rtol=1e-12,
-                                       equal_nan=True):
-                        raise ResultError(f"{name} in nmol/L is not the ng/mL value "
-                                          "/ MW x 1000")
+                    if not np.allclose(
+                        m[name].values, want, rtol=1e-12, equal_nan=True
+                    ):
+                        raise ResultError(
+                            f"{name} in nmol/L is not the ng/mL value / MW x 1000"
+                        )
             elif m.cmax.attrs.get("units") != "ng/mL":
                 raise ResultError(f"cmax labelled {m.cmax.attrs.get('units')!r}")
             return m
     elif what == "pta":
-        thr = draw(st.sampled_from(["-1 ng/mL", NAN, "1 h", "x", True]) if bad
-                   else st.sampled_from([100, "100 ng/mL", "0.1 mg/L"]))
+        thr = draw(
+            st.sampled_from(["-1 ng/mL", NAN, "1 h", "x", True])
+            if bad
+            else st.sampled_from([100, "100 ng/mL", "0.1 mg/L"])
+        )
         fields = ("threshold",)
         label = f"ks.pta(ks.metrics(ds).cmax, {thr!r})"
 
@@ -809,11 +1043,13 @@ def metrics_args(draw):
 
         def run():
             return ks.metrics(_curves().pk.molar())
+
     return Case("metrics_args", label, run, fields, expect, "metrics.py")
 
 
 # ---------------------------------------------------------------------------------
 # the command line
+
 
 class CliOutputError(Exception):
     """``ketasim`` printed a traceback or more than one line for an error, or raised
@@ -821,24 +1057,42 @@ class CliOutputError(Exception):
 
 
 CLI_FLAGS = {  # flag -> (valid values, invalid values, names a message may use)
-    "--dose": (["35 mg", "0.5 mg/kg"], ["-5 mg", "5 parsecs", "5", "lots", "nan mg",
-                                        "5 mL"], ("--dose", "dose", "amount")),
-    "--duration": (["40 min", "1 h"], ["0 min", "-40 min", "40 mg", "soon"],
-                   ("--duration", "duration")),
+    "--dose": (
+        ["35 mg", "0.5 mg/kg"],
+        ["-5 mg", "5 parsecs", "5", "lots", "nan mg", "5 mL"],
+        ("--dose", "dose", "amount"),
+    ),
+    "--duration": (
+        ["40 min", "1 h"],
+        ["0 min", "-40 min", "40 mg", "soon"],
+        ("--duration", "duration"),
+    ),
     "--route": (["iv", "intranasal"], ["rectal", ""], ("--route", "route")),
     "--salt": (["base", "hcl"], ["sulfate", ""], ("--salt", "salt")),
     "--device": ([], ["1", "0", "-1", "x"], ("--device", "device")),
-    "--every": (["12 h", "1 d"], ["0 h", "-1 d", "1 mg", "often"],
-                ("--every", "every", "interval")),
+    "--every": (
+        ["12 h", "1 d"],
+        ["0 h", "-1 d", "1 mg", "often"],
+        ("--every", "every", "interval"),
+    ),
     "--count": (["2", "3"], ["0", "-1", "1.5", "x"], ("--count", "count")),
     "--n": (["2", "5"], ["0", "-3", "2.5", "x"], ("--n", "n must", "patients")),
     "--seed": (["0", "7"], ["-1", "x"], ("--seed", "seed")),
-    "--horizon": (["6 h", "1 d"], ["-1 h", "0 h", "1 kg", "x", "nan h"],
-                  ("--horizon", "horizon")),
-    "--step": (["30 min", "1 h"], ["0 min", "-5 min", "5 kg", "1e-9 h"],
-               ("--step", "step")),
-    "--model": (["domino", "clements_nimmo_1981"], ["nope", "", "."],
-                ("--model", "model")),
+    "--horizon": (
+        ["6 h", "1 d"],
+        ["-1 h", "0 h", "1 kg", "x", "nan h"],
+        ("--horizon", "horizon"),
+    ),
+    "--step": (
+        ["30 min", "1 h"],
+        ["0 min", "-5 min", "5 kg", "1e-9 h"],
+        ("--step", "step"),
+    ),
+    "--model": (
+        ["domino", "clements_nimmo_1981"],
+        ["nope", "", "."],
+        ("--model", "model"),
+    ),
 }
 
 
@@ -846,8 +1100,14 @@ CLI_FLAGS = {  # flag -> (valid values, invalid values, names a message may use)
 def cli_args(draw):
     """``ketasim simulate`` with one flag possibly invalid: exit 0, or exit 1/2 with
     one line ``ketasim: error: ...`` naming the flag."""
-    argv = {"--model": "domino", "--dose": "35 mg", "--n": "3", "--seed": "1",
-            "--horizon": "6 h", "--step": "30 min"}
+    argv = {
+        "--model": "domino",
+        "--dose": "35 mg",
+        "--n": "3",
+        "--seed": "1",
+        "--horizon": "6 h",
+        "--step": "30 min",
+    }
     flag = draw(st.sampled_from(sorted(CLI_FLAGS)))
     good, wrong, fields = CLI_FLAGS[flag]
     bad = draw(st.booleans()) or not good
@@ -873,8 +1133,9 @@ def cli_args(draw):
         except SystemExit as exc:  # argparse outside the one-line path
             raise CliOutputError(f"SystemExit {exc.code}: {err.getvalue()!r}") from None
         except Exception as exc:
-            raise CliOutputError(f"ketasim raised {type(exc).__name__}: {exc}") \
-                from None
+            raise CliOutputError(
+                f"ketasim raised {type(exc).__name__}: {exc}"
+            ) from None
         text = err.getvalue().strip()
         if rc == 0:
             return None
@@ -882,20 +1143,55 @@ def cli_args(draw):
             raise CliOutputError(f"exit {rc} with stderr {text[:300]!r}")
         raise ValueError(text)
 
-    return Case("cli_args", "ketasim " + " ".join(repr(x) if " " in x or not x else x
-                                                   for x in line),
-                run, fields, expect, "cli.py")
+    return Case(
+        "cli_args",
+        "ketasim " + " ".join(repr(x) if " " in x or not x else x for x in line),
+        run,
+        fields,
+        expect,
+        "cli.py",
+    )
 
 
 # ---------------------------------------------------------------------------------
 # model-file mutations
 
-FREE_TEXT = {"description", "source", "citation", "note", "long_name", "name",
-             "population", "doi", "title", "above_one"}
-ENUMS = {"drug", "enantiomer", "sampling", "grade", "kind", "role", "distribution",
-         "formation", "model", "per", "protocol", "salt"}
-NAMED_TABLES = {"parameters", "compartments", "routes", "analytes", "variability",
-                "covariates", "residual", "validity"}
+FREE_TEXT = {
+    "description",
+    "source",
+    "citation",
+    "note",
+    "long_name",
+    "name",
+    "population",
+    "doi",
+    "title",
+    "above_one",
+}
+ENUMS = {
+    "drug",
+    "enantiomer",
+    "sampling",
+    "grade",
+    "kind",
+    "role",
+    "distribution",
+    "formation",
+    "model",
+    "per",
+    "protocol",
+    "salt",
+}
+NAMED_TABLES = {
+    "parameters",
+    "compartments",
+    "routes",
+    "analytes",
+    "variability",
+    "covariates",
+    "residual",
+    "validity",
+}
 
 
 def _fraction_parameters(d: dict) -> set[str]:
@@ -954,17 +1250,31 @@ def _field_names(path: tuple) -> tuple[str, ...]:
     entry name (a parameter, compartment, route ... name) and a distinctive leaf."""
     names = [_fmt_path(path)]
     if len(path) > 1:
-        names.append(_fmt_path(path[:-1]) if isinstance(path[-1], str) and
-                     path[-1] in ("value",) else "")
+        names.append(
+            _fmt_path(path[:-1])
+            if isinstance(path[-1], str) and path[-1] in ("value",)
+            else ""
+        )
     if path[0] in NAMED_TABLES and len(path) > 1:
         names.append(str(path[1]))
     ints = [i for i, p in enumerate(path) if isinstance(p, int)]
     if ints:
-        names.append(_fmt_path(path[:ints[-1] + 1]))
+        names.append(_fmt_path(path[: ints[-1] + 1]))
     leaf = path[-1]
-    if isinstance(leaf, str) and leaf not in {"value", "unit", "source", "to", "from",
-                                              "target", "kind", "model", "reference",
-                                              "parameters", "description", "key"}:
+    if isinstance(leaf, str) and leaf not in {
+        "value",
+        "unit",
+        "source",
+        "to",
+        "from",
+        "target",
+        "kind",
+        "model",
+        "reference",
+        "parameters",
+        "description",
+        "key",
+    }:
         names.append(leaf)
     return tuple(n for n in names if n)
 
@@ -976,19 +1286,33 @@ def _string_mutations(d: dict, path: tuple, value) -> list[tuple[str, object, st
     if leaf == "id":
         return [("number", 3, _I), ("other id", "zzz", _E)]
     if leaf == "unit":
-        return [("unknown unit", "1/fortnight", _I), ("number", 1, _I),
-                ("wrong dimension", "mg", _I), ("empty", "", _I),
-                ("per kg", "L/kg", _E)]
+        return [
+            ("unknown unit", "1/fortnight", _I),
+            ("number", 1, _I),
+            ("wrong dimension", "mg", _I),
+            ("empty", "", _I),
+            ("per kg", "L/kg", _E),
+        ]
     if leaf == "additive_unit":
         return [("unknown unit", "furlong", _I), ("wrong dimension", "min", _I)]
     if leaf == "device":
-        return [("negative", "-28 mg", _I), ("zero", "0 mg", _I),
-                ("time", "28 min", _I),
-                ("number", 28, _I), ("nan", "nan mg", _I), ("huge", "1e300 mg", _E)]
+        return [
+            ("negative", "-28 mg", _I),
+            ("zero", "0 mg", _I),
+            ("time", "28 min", _I),
+            ("number", 28, _I),
+            ("nan", "nan mg", _I),
+            ("huge", "1e300 mg", _E),
+        ]
     if leaf == "fraction":  # a parameter name or a number in [0, 1] ("rest" too)
-        return [("undefined", "zzz", _I), ("number 0.5", 0.5, _E),
-                ("number 1.5", 1.5, _I), ("number -0.5", -0.5, _I),
-                ("nan", NAN, _I), ("inf", INF, _I)]
+        return [
+            ("undefined", "zzz", _I),
+            ("number 0.5", 0.5, _E),
+            ("number 1.5", 1.5, _I),
+            ("number -0.5", -0.5, _I),
+            ("nan", NAN, _I),
+            ("inf", INF, _I),
+        ]
     if leaf == "key":  # a renamed key breaks the entries citing it: they are named
         return [("number", 3, _I), ("other key", "zzz-renamed", _E)]
     return [("number", 3, _I), ("empty", "", _I), ("undefined", "zzz", _I)]
@@ -1008,16 +1332,24 @@ def _model_mutations(d: dict):
                 if e is not None:
                     out.append((path, mut, fn(v), e))
         elif isinstance(v, str):
-            out += [(path, lab, val, e)
-                    for lab, val, e in _string_mutations(d, path, v)]
+            out += [
+                (path, lab, val, e) for lab, val, e in _string_mutations(d, path, v)
+            ]
         elif isinstance(v, list) and path[0] == "validity":
             lo, hi = v
             for i in (0, 1):
                 for mut in ("negative", "nan", "inf", "huge", "string"):
                     new = list(v)
                     new[i] = NUMERIC[mut](v[i])
-                    ok = all(isinstance(x, int | float) and not isinstance(x, bool)
-                             and math.isfinite(x) for x in new) and new[0] <= new[1]
+                    ok = (
+                        all(
+                            isinstance(x, int | float)
+                            and not isinstance(x, bool)
+                            and math.isfinite(x)
+                            for x in new
+                        )
+                        and new[0] <= new[1]
+                    )
                     out.append(((*path, i), mut, new, _E if ok else _I))
             out.append((path, "swapped", [hi, lo], _I if lo < hi else _E))
             out.append((path, "three values", [lo, hi, hi], _I))
@@ -1032,8 +1364,11 @@ def _model_mutations(d: dict):
 
 def _non_psd(d: dict):
     """Three pairwise correlations no covariance matrix has (0.9, 0.9, -0.9)."""
-    names = [p for p, v in d.get("variability", {}).items()
-             if any(k in v for k in ("cv", "omega", "omega2"))]
+    names = [
+        p
+        for p, v in d.get("variability", {}).items()
+        if any(k in v for k in ("cv", "omega", "omega2"))
+    ]
     if len(names) < 3:
         return None
     a, b, c = names[:3]
@@ -1041,7 +1376,8 @@ def _non_psd(d: dict):
     new["correlations"] = [
         {"parameters": [a, b], "correlation": 0.9, "source": "t"},
         {"parameters": [a, c], "correlation": 0.9, "source": "t"},
-        {"parameters": [b, c], "correlation": -0.9, "source": "t"}]
+        {"parameters": [b, c], "correlation": -0.9, "source": "t"},
+    ]
     return new
 
 
@@ -1059,8 +1395,11 @@ def _model_regimen(m: ks.Model) -> ks.Regimen:
     out = []
     for k, (rname, r) in enumerate(sorted(m.routes.items())):
         if r.device_mg is not None:
-            out.append(ks.Dose.bolus(f"{r.device_mg!r} mg", route=rname, time=2.0 * k,
-                                     device=1))
+            out.append(
+                ks.Dose.bolus(
+                    f"{r.device_mg!r} mg", route=rname, time=2.0 * k, device=1
+                )
+            )
         else:
             out.append(ks.Dose.bolus("0.3 mg/kg", route=rname, time=2.0 * k))
     return ks.Regimen(out)
@@ -1097,38 +1436,89 @@ def model_mutations(draw):
     def run():
         return _simulate_model(ks.model_from_dict(new))
 
-    return Case("model_mutations", f"{name}: {_fmt_path(path)} = {shown} ({label})",
-                run, fields, expect, area)
+    return Case(
+        "model_mutations",
+        f"{name}: {_fmt_path(path)} = {shown} ({label})",
+        run,
+        fields,
+        expect,
+        area,
+    )
 
 
 # ---------------------------------------------------------------------------------
 # scenario-file mutations
 
+
 def _scenario_bases() -> dict[str, dict]:
     """The example files and a minimal file, made cheap: 3 patients, 3 days."""
-    bases = {"minimal": {
-        "schema_version": 1,
-        "output": {"end": "3 d", "step": "1 h"},
-        "population": {"n": 3, "seed": 1},
-        "scenarios": [{"name": "a", "model": "domino",
-                       "regimen": {"protocol": "six_infusion_course", "sessions": 1}}],
-    }, "doses": {
-        "schema_version": 1,
-        "output": {"end": "2 d", "step": "30 min", "per": "dose", "above": 10.0},
-        "scenarios": [{"name": "b", "model": "domino", "regimen": {
-            "protocol": "doses",
-            "doses": [{"amount": "20 mg", "route": "iv", "time": 0,
-                       "duration": "30 min", "salt": "hcl"},
-                      {"amount": "0.2 mg/kg", "route": "intranasal", "time": "1 d"}]}}],
-    }, "induction": {
-        "schema_version": 1,
-        "output": {"end": "3 d", "step": "1 h", "per": "session"},
-        "population": {"n": 2, "seed": 3, "iiv": True, "iov": False,
-                       "female": 0.5, "asian": 0.2, "japanese": 0.1, "age": [20, 60]},
-        "scenarios": [{"name": "c", "model": "perez_ruixo_2021", "regimen": {
-            "protocol": "esketamine_induction", "weeks": 1, "dose": "56 mg",
-            "device_interval": "5 min"}}],
-    }}
+    bases = {
+        "minimal": {
+            "schema_version": 1,
+            "output": {"end": "3 d", "step": "1 h"},
+            "population": {"n": 3, "seed": 1},
+            "scenarios": [
+                {
+                    "name": "a",
+                    "model": "domino",
+                    "regimen": {"protocol": "six_infusion_course", "sessions": 1},
+                }
+            ],
+        },
+        "doses": {
+            "schema_version": 1,
+            "output": {"end": "2 d", "step": "30 min", "per": "dose", "above": 10.0},
+            "scenarios": [
+                {
+                    "name": "b",
+                    "model": "domino",
+                    "regimen": {
+                        "protocol": "doses",
+                        "doses": [
+                            {
+                                "amount": "20 mg",
+                                "route": "iv",
+                                "time": 0,
+                                "duration": "30 min",
+                                "salt": "hcl",
+                            },
+                            {
+                                "amount": "0.2 mg/kg",
+                                "route": "intranasal",
+                                "time": "1 d",
+                            },
+                        ],
+                    },
+                }
+            ],
+        },
+        "induction": {
+            "schema_version": 1,
+            "output": {"end": "3 d", "step": "1 h", "per": "session"},
+            "population": {
+                "n": 2,
+                "seed": 3,
+                "iiv": True,
+                "iov": False,
+                "female": 0.5,
+                "asian": 0.2,
+                "japanese": 0.1,
+                "age": [20, 60],
+            },
+            "scenarios": [
+                {
+                    "name": "c",
+                    "model": "perez_ruixo_2021",
+                    "regimen": {
+                        "protocol": "esketamine_induction",
+                        "weeks": 1,
+                        "dose": "56 mg",
+                        "device_interval": "5 min",
+                    },
+                }
+            ],
+        },
+    }
     for p in sorted(EXAMPLES.glob("*.toml")):
         d = tomllib.loads(p.read_text())
         d["output"].update({"end": "3 d", "step": "1 h"})
@@ -1141,11 +1531,23 @@ def _scenario_bases() -> dict[str, dict]:
 SCENARIO_BASES = _scenario_bases()
 
 # scenario keys -> (category, typed mutations) for the string and list values
-TIME_BAD = [("negative", "-1 d", _I), ("nan", "nan h", _I), ("inf", "inf h", _I),
-            ("not a time", "1 kg", _I), ("text", "abc", _I), ("number", 3, _E)]
-AMOUNT_BAD = [("negative", "-0.5 mg/kg", _I), ("nan", "nan mg", _I),
-              ("volume", "0.5 mL/kg", _I), ("text", "abc", _I), ("bare", "35", _I),
-              ("number", 35, _I), ("huge", "1e300 mg", _E)]
+TIME_BAD = [
+    ("negative", "-1 d", _I),
+    ("nan", "nan h", _I),
+    ("inf", "inf h", _I),
+    ("not a time", "1 kg", _I),
+    ("text", "abc", _I),
+    ("number", 3, _E),
+]
+AMOUNT_BAD = [
+    ("negative", "-0.5 mg/kg", _I),
+    ("nan", "nan mg", _I),
+    ("volume", "0.5 mL/kg", _I),
+    ("text", "abc", _I),
+    ("bare", "35", _I),
+    ("number", 35, _I),
+    ("huge", "1e300 mg", _E),
+]
 
 
 def _scenario_value_mutations(d: dict, path: tuple, v):
@@ -1153,13 +1555,25 @@ def _scenario_value_mutations(d: dict, path: tuple, v):
     if isinstance(v, bool):
         return [("string", "no", _I), ("number", 1, _I), ("zero", 0, _I)]
     if isinstance(v, int | float):
-        cat = {"schema_version": "version", "n": "count", "seed": "seed",
-               "female": "fraction", "asian": "fraction", "japanese": "fraction",
-               "sessions": "count", "sessions_per_week": "count", "count": "count",
-               "weeks": "count", "continuation_weeks": "count",
-               "maintenance_sessions": "count", "device": "count",
-               "window": "whole", "above": "nonnegative", "time": "nonnegative",
-               "after": "nonnegative"}.get(leaf, "finite")
+        cat = {
+            "schema_version": "version",
+            "n": "count",
+            "seed": "seed",
+            "female": "fraction",
+            "asian": "fraction",
+            "japanese": "fraction",
+            "sessions": "count",
+            "sessions_per_week": "count",
+            "count": "count",
+            "weeks": "count",
+            "continuation_weeks": "count",
+            "maintenance_sessions": "count",
+            "device": "count",
+            "window": "whole",
+            "above": "nonnegative",
+            "time": "nonnegative",
+            "after": "nonnegative",
+        }.get(leaf, "finite")
         out = []
         for mut, fn in NUMERIC.items():
             e = numeric_expect(cat, mut)
@@ -1176,9 +1590,14 @@ def _scenario_value_mutations(d: dict, path: tuple, v):
             out = [o for o in out if o[0] != "huge"]
         return out
     if isinstance(v, list) and leaf == "age":
-        return [("negative low", [-5, v[1]], _I), ("swapped", [v[1], v[0]], _I),
-                ("nan", [NAN, v[1]], _I), ("huge high", [v[0], 1e300], _I),
-                ("one value", [v[0]], _I), ("strings", ["a", "b"], _I)]
+        return [
+            ("negative low", [-5, v[1]], _I),
+            ("swapped", [v[1], v[0]], _I),
+            ("nan", [NAN, v[1]], _I),
+            ("huge high", [v[0], 1e300], _I),
+            ("one value", [v[0]], _I),
+            ("strings", ["a", "b"], _I),
+        ]
     if isinstance(v, list) and leaf == "clock":
         return [("bad hour", ["25:00"], _I), ("text", ["noon"], _I)]
     if isinstance(v, list):
@@ -1188,18 +1607,31 @@ def _scenario_value_mutations(d: dict, path: tuple, v):
     if leaf in ("step", "duration", "every", "device_interval", "maintenance_every"):
         return TIME_BAD + [("zero", "0 min", _I)]
     if leaf in ("time", "after"):
-        return [("negative", "-1 d", _I), ("not a time", "1 kg", _I),
-                ("nan", "nan h", _I), ("text", "abc", _I)]
-    if leaf in ("amount", "dose", "first_dose", "maintenance_dose") and \
-            isinstance(v, str):
+        return [
+            ("negative", "-1 d", _I),
+            ("not a time", "1 kg", _I),
+            ("nan", "nan h", _I),
+            ("text", "abc", _I),
+        ]
+    if leaf in ("amount", "dose", "first_dose", "maintenance_dose") and isinstance(
+        v, str
+    ):
         return AMOUNT_BAD
     if leaf == "above":
-        return [("negative", "-10 ng/mL", _I), ("time", "100 min", _I),
-                ("molar", "0.4 umol/L", _E), ("text", "high", _I)]
+        return [
+            ("negative", "-10 ng/mL", _I),
+            ("time", "100 min", _I),
+            ("molar", "0.4 umol/L", _E),
+            ("text", "high", _I),
+        ]
     if leaf == "model":
-        return [("unknown", "zzz", _I), ("number", 3, _I),
-                ("missing file", "nope.toml", _I), ("empty", "", _I),
-                ("directory", ".", _I)]
+        return [
+            ("unknown", "zzz", _I),
+            ("number", 3, _I),
+            ("missing file", "nope.toml", _I),
+            ("empty", "", _I),
+            ("directory", ".", _I),
+        ]
     if leaf == "clock":
         return [("bad hour", "25:00", _I), ("text", "noon", _I)]
     if leaf in ("title", "name"):
@@ -1234,8 +1666,9 @@ def scenario_mutations(draw):
     path, label, value, expect = draw(st.sampled_from(_all_scenario_mutations(base)))
     new = _set(SCENARIO_BASES[base], path, value, delete=label == "removed")
     text = dumps(new)
-    fields = ((str(path[-1]), _fmt_path(path)) if label == "removed"
-              else _field_names(path))
+    fields = (
+        (str(path[-1]), _fmt_path(path)) if label == "removed" else _field_names(path)
+    )
     shown = "<deleted>" if label == "removed" else repr(value)
 
     def run():
@@ -1246,19 +1679,39 @@ def scenario_mutations(draw):
             p.write_text(text)
             sf = load_scenarios(p)
             ds = ks.run_scenarios(sf.scenarios, progress=False)
-            ks.compare(ds, per=sf.per, window=sf.window, above=sf.above,
-                       analyte=sf.analyte)
+            ks.compare(
+                ds, per=sf.per, window=sf.window, above=sf.above, analyte=sf.analyte
+            )
             return ds
 
-    return Case("scenario_mutations", f"{base}: {_fmt_path(path)} = {shown} ({label})",
-                run, fields, expect, "scenariofile.py")
+    return Case(
+        "scenario_mutations",
+        f"{base}: {_fmt_path(path)} = {shown} ({label})",
+        run,
+        fields,
+        expect,
+        "scenariofile.py",
+    )
 
 
 # ---------------------------------------------------------------------------------
 # NONMEM tables
 
-NM_HEADER = ["ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV",
-             "DV", "WT", "AGE"]
+NM_HEADER = [
+    "ID",
+    "TIME",
+    "EVID",
+    "AMT",
+    "RATE",
+    "CMT",
+    "II",
+    "ADDL",
+    "SS",
+    "MDV",
+    "DV",
+    "WT",
+    "AGE",
+]
 
 
 def _nm_rows(draw) -> list[list[str]]:
@@ -1269,31 +1722,62 @@ def _nm_rows(draw) -> list[list[str]]:
         amt = str(draw(st.sampled_from([10, 35, 50])))
         rate = str(draw(st.sampled_from([0, 52.5, 100])))
         addl, ii = draw(st.sampled_from([("0", "0"), ("2", "24"), ("1", "12")]))
-        rows.append([str(sid), "0", "1", amt, rate, "1", ii, addl, "0", "1", ".", wt,
-                     age])
-        for t in sorted(draw(st.sets(st.sampled_from([0.5, 1, 2, 6, 12]), min_size=1,
-                                     max_size=3))):
-            rows.append([str(sid), repr(float(t)), "0", ".", ".", ".", ".", ".", ".",
-                         "0", ".", wt, age])
+        rows.append(
+            [str(sid), "0", "1", amt, rate, "1", ii, addl, "0", "1", ".", wt, age]
+        )
+        for t in sorted(
+            draw(st.sets(st.sampled_from([0.5, 1, 2, 6, 12]), min_size=1, max_size=3))
+        ):
+            rows.append(
+                [
+                    str(sid),
+                    repr(float(t)),
+                    "0",
+                    ".",
+                    ".",
+                    ".",
+                    ".",
+                    ".",
+                    ".",
+                    "0",
+                    ".",
+                    wt,
+                    age,
+                ]
+            )
     return rows
 
 
 NM_MUTATIONS = [
-    ("MDV 2", "MDV", "2", _I), ("MDV -1", "MDV", "-1", _I),
+    ("MDV 2", "MDV", "2", _I),
+    ("MDV -1", "MDV", "-1", _I),
     ("MDV 0.5", "MDV", "0.5", _I),
-    ("time-varying WT", "WT", "<tv>", _I), ("time-varying AGE", "AGE", "<tv>", _I),
-    ("duplicated column", "<dup>", None, _I), ("unknown column", "FOO", None, _I),
-    ("huge ADDL", "ADDL", "2000000", _I), ("negative ADDL", "ADDL", "-1", _I),
-    ("fractional ADDL", "ADDL", "1.5", _I), ("negative AMT", "AMT", "-5", _I),
-    ("zero AMT", "AMT", "0", _I), ("negative TIME", "TIME", "-1", _I),
-    ("negative RATE", "RATE", "-1", _I), ("negative II", "II", "-12", _I),
-    ("EVID 3", "EVID", "3", _I), ("EVID 0.5", "EVID", "0.5", _I),
-    ("SS 3", "SS", "3", _I), ("CMT 9", "CMT", "9", _I),
-    ("negative WT", "WT", "-70", _I), ("zero WT", "WT", "0", _I),
-    ("huge WT", "WT", "1e300", _I), ("negative AGE", "AGE", "-5", _I),
-    ("FEMALE 2", "FEMALE", "2", _I), ("FEMALE 0.5", "FEMALE", "0.5", _I),
-    ("DEVICE on an iv dose", "DEVICE", "1", _I), ("huge AMT", "AMT", "1e307", _E),
-    ("non-contiguous ID", "ID", "<split>", _E), ("missing ID", "ID", ".", _I),
+    ("time-varying WT", "WT", "<tv>", _I),
+    ("time-varying AGE", "AGE", "<tv>", _I),
+    ("duplicated column", "<dup>", None, _I),
+    ("unknown column", "FOO", None, _I),
+    ("huge ADDL", "ADDL", "2000000", _I),
+    ("negative ADDL", "ADDL", "-1", _I),
+    ("fractional ADDL", "ADDL", "1.5", _I),
+    ("negative AMT", "AMT", "-5", _I),
+    ("zero AMT", "AMT", "0", _I),
+    ("negative TIME", "TIME", "-1", _I),
+    ("negative RATE", "RATE", "-1", _I),
+    ("negative II", "II", "-12", _I),
+    ("EVID 3", "EVID", "3", _I),
+    ("EVID 0.5", "EVID", "0.5", _I),
+    ("SS 3", "SS", "3", _I),
+    ("CMT 9", "CMT", "9", _I),
+    ("negative WT", "WT", "-70", _I),
+    ("zero WT", "WT", "0", _I),
+    ("huge WT", "WT", "1e300", _I),
+    ("negative AGE", "AGE", "-5", _I),
+    ("FEMALE 2", "FEMALE", "2", _I),
+    ("FEMALE 0.5", "FEMALE", "0.5", _I),
+    ("DEVICE on an iv dose", "DEVICE", "1", _I),
+    ("huge AMT", "AMT", "1e307", _E),
+    ("non-contiguous ID", "ID", "<split>", _E),
+    ("missing ID", "ID", ".", _I),
     *[(f"text in {c}", c, "abc", _I) for c in NM_HEADER if c != "DV"],
     *[(f"nan in {c}", c, "nan", _I) for c in ("TIME", "AMT", "WT", "RATE", "II")],
     *[(f"inf in {c}", c, "inf", _I) for c in ("TIME", "AMT", "WT")],
@@ -1356,8 +1840,7 @@ def nonmem_tables(draw):
             tab = read_nonmem(p, "domino")
             return simulate_nonmem("domino", tab)
 
-    return Case("nonmem_tables", f"{label}:\n{text}", run, fields, expect,
-                "nonmem.py")
+    return Case("nonmem_tables", f"{label}:\n{text}", run, fields, expect, "nonmem.py")
 
 
 # ---------------------------------------------------------------------------------
@@ -1374,9 +1857,16 @@ GENERATORS = {
     "nonmem_tables": nonmem_tables,
 }
 #: share of ``--n`` each generator gets
-WEIGHTS = {"doses": 2, "regimens": 1, "simulate_args": 1, "metrics_args": 1,
-           "cli_args": 1, "model_mutations": 4,
-           "scenario_mutations": 1, "nonmem_tables": 1}
+WEIGHTS = {
+    "doses": 2,
+    "regimens": 1,
+    "simulate_args": 1,
+    "metrics_args": 1,
+    "cli_args": 1,
+    "model_mutations": 4,
+    "scenario_mutations": 1,
+    "nonmem_tables": 1,
+}
 
 
 def run_generator(name: str, n: int, rng_seed: int, record: Callable) -> None:
@@ -1385,8 +1875,13 @@ def run_generator(name: str, n: int, rng_seed: int, record: Callable) -> None:
     strategy = GENERATORS[name]()
 
     @seed(rng_seed)
-    @settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=strategy)
     def draw(case):
         record(case, classify(case))
@@ -1405,11 +1900,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000, help="total inputs")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", nargs="*", choices=list(GENERATORS),
-                    help="run only these generators")
+    ap.add_argument(
+        "--only", nargs="*", choices=list(GENERATORS), help="run only these generators"
+    )
     ap.add_argument("--out", help="write the defects as JSON lines to this file")
-    ap.add_argument("--show", type=int, default=5,
-                    help="defects shown per generator and outcome")
+    ap.add_argument(
+        "--show", type=int, default=5, help="defects shown per generator and outcome"
+    )
     args = ap.parse_args(argv)
     import numba
 
@@ -1435,39 +1932,62 @@ def main(argv=None) -> int:
             n = max(n, args.n - sum(sum(c.values()) for c in counts.values()))
         print(f"{g}: up to {n} inputs ...", file=sys.stderr, flush=True)
         run_generator(g, n, args.seed, record)
-    print(f"ketasim generated-input run: --n {args.n} --seed {args.seed} "
-          f"(numba threads {numba.get_num_threads()})\n")
+    print(
+        f"ketasim generated-input run: --n {args.n} --seed {args.seed} "
+        f"(numba threads {numba.get_num_threads()})\n"
+    )
     width = max(len(g) for g in names) + 2
     cols = [o for o in OUTCOMES]
-    print("generator".ljust(width) + "".join(f"{c:>19}" for c in cols)
-          + f"{'total':>8}")
+    print(
+        "generator".ljust(width) + "".join(f"{c:>19}" for c in cols) + f"{'total':>8}"
+    )
     grand = Counter()
     for g in names:
         grand.update(counts[g])
-        print(g.ljust(width) + "".join(f"{counts[g][c]:>19}" for c in cols)
-              + f"{sum(counts[g].values()):>8}")
-    print("total".ljust(width) + "".join(f"{grand[c]:>19}" for c in cols)
-          + f"{sum(grand.values()):>8}")
+        print(
+            g.ljust(width)
+            + "".join(f"{counts[g][c]:>19}" for c in cols)
+            + f"{sum(counts[g].values()):>8}"
+        )
+    print(
+        "total".ljust(width)
+        + "".join(f"{grand[c]:>19}" for c in cols)
+        + f"{sum(grand.values()):>8}"
+    )
     silent = grand["silent-acceptance"] + grand["invalid-result"]
     unnamed = grand["refused-unnamed"] + grand["foreign-error"]
-    print(f"\nsilent acceptances (incl. invalid results): {silent}; errors that do "
-          f"not name the field (incl. foreign exception types): {unnamed}; valid "
-          f"inputs refused: {grand['refused-valid']}; timeouts: {grand['timeout']}")
+    print(
+        f"\nsilent acceptances (incl. invalid results): {silent}; errors that do "
+        f"not name the field (incl. foreign exception types): {unnamed}; valid "
+        f"inputs refused: {grand['refused-valid']}; timeouts: {grand['timeout']}"
+    )
     shown = Counter()
     for case, out in defects:
         key = (case.generator, out.kind)
         shown[key] += 1
         if shown[key] <= args.show:
-            print(f"\n[{out.kind}] {case.generator} ({case.area}) expect "
-                  f"{case.expect}, field {case.fields}\n  {case.label}\n  -> "
-                  f"{out.detail[:400]}")
+            print(
+                f"\n[{out.kind}] {case.generator} ({case.area}) expect "
+                f"{case.expect}, field {case.fields}\n  {case.label}\n  -> "
+                f"{out.detail[:400]}"
+            )
     if args.out:
         with open(args.out, "w") as fh:
             for case, out in defects:
-                fh.write(json.dumps({"generator": case.generator, "outcome": out.kind,
-                                     "area": case.area, "expect": case.expect,
-                                     "fields": case.fields, "input": case.label,
-                                     "detail": out.detail}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "generator": case.generator,
+                            "outcome": out.kind,
+                            "area": case.area,
+                            "expect": case.expect,
+                            "fields": case.fields,
+                            "input": case.label,
+                            "detail": out.detail,
+                        }
+                    )
+                    + "\n"
+                )
     return 1 if defects else 0
 
 

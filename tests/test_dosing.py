@@ -25,7 +25,8 @@ def test_time_units():
 
 def test_salt_factor():
     assert Dose.bolus("32.3 mg", salt="hcl").base_factor * 32.3 == pytest.approx(
-        28.0, abs=0.01)
+        28.0, abs=0.01
+    )
 
 
 def test_regimen_builders():
@@ -47,35 +48,68 @@ BAD = [
     (lambda: Dose((math.nan, "mg"), route="iv"), DoseError, "finite amount"),
     (lambda: Dose(35, route="iv"), UnitError, "has no unit"),
     (lambda: Dose("35 mL", route="iv"), DoseError, "must be a drug amount"),
-    (lambda: Dose("35 mg", route="iv", duration=0), DoseError,
-     "duration must be > 0 h; got 0 h. For a bolus"),
-    (lambda: Dose("35 mg", route="iv", duration="-40 min"), DoseError,
-     "duration must be > 0 h"),
+    (
+        lambda: Dose("35 mg", route="iv", duration=0),
+        DoseError,
+        "duration must be > 0 h; got 0 h. For a bolus",
+    ),
+    (
+        lambda: Dose("35 mg", route="iv", duration="-40 min"),
+        DoseError,
+        "duration must be > 0 h",
+    ),
     (lambda: Dose("35 mg", route="iv", time=-1), DoseError, "time must be >= 0 h"),
     (lambda: Dose("35 mg", route="iv", time=math.nan), ValueError, "must be finite"),
     (lambda: Dose("35 mg", route="iv", time="3 kg"), UnitError, "must be a time"),
     (lambda: Dose("35 mg", route="", time=0), DoseError, "route must be a route name"),
-    (lambda: Dose("35 mg", route="iv", salt="sulfate"), DoseError,
-     "salt must be 'base' or 'hcl'"),
+    (
+        lambda: Dose("35 mg", route="iv", salt="sulfate"),
+        DoseError,
+        "salt must be 'base' or 'hcl'",
+    ),
     (lambda: Dose("35 mg", route="iv", time=True), TypeError, "bool"),
     (lambda: Dose.infusion("35 mg"), DoseError, "exactly two of amount, duration"),
-    (lambda: Dose.infusion(rate="-1 mg/h", duration=1), DoseError,
-     "rate must be a positive amount per time"),
-    (lambda: Dose.infusion("35 mg", rate="0.75 mg/kg/h"), DoseError,
-     "must both be per kg or both absolute"),
-    (lambda: Regimen([Dose.bolus("1 mg", time=5), Dose.bolus("1 mg", time=1)]),
-     DoseError, r"doses must be in time order: doses\[1\] at 1 h"),
-    (lambda: Regimen([Dose.bolus("1 mg"), "2 mg"]), DoseError,
-     r"doses\[1\] must be a Dose; got str"),
-    (lambda: Regimen.every(Dose.bolus("1 mg"), interval="0 h", n=2), DoseError,
-     "interval must be > 0 h"),
-    (lambda: Regimen.every(Dose.bolus("1 mg"), interval="1 h", n=0), DoseError,
-     "n must be a whole number >= 1"),
-    (lambda: Regimen.at([0, 3], Dose.bolus("1 mg", time="5 min")), DoseError,
-     r"Regimen.at places the dose at the given times, so its own time \(0.0833333 h\)"
-     r" would be lost"),
-    (lambda: Regimen.at([0, math.inf], Dose.bolus("1 mg")), ValueError,
-     "must be finite"),
+    (
+        lambda: Dose.infusion(rate="-1 mg/h", duration=1),
+        DoseError,
+        "rate must be a positive amount per time",
+    ),
+    (
+        lambda: Dose.infusion("35 mg", rate="0.75 mg/kg/h"),
+        DoseError,
+        "must both be per kg or both absolute",
+    ),
+    (
+        lambda: Regimen([Dose.bolus("1 mg", time=5), Dose.bolus("1 mg", time=1)]),
+        DoseError,
+        r"doses must be in time order: doses\[1\] at 1 h",
+    ),
+    (
+        lambda: Regimen([Dose.bolus("1 mg"), "2 mg"]),
+        DoseError,
+        r"doses\[1\] must be a Dose; got str",
+    ),
+    (
+        lambda: Regimen.every(Dose.bolus("1 mg"), interval="0 h", n=2),
+        DoseError,
+        "interval must be > 0 h",
+    ),
+    (
+        lambda: Regimen.every(Dose.bolus("1 mg"), interval="1 h", n=0),
+        DoseError,
+        "n must be a whole number >= 1",
+    ),
+    (
+        lambda: Regimen.at([0, 3], Dose.bolus("1 mg", time="5 min")),
+        DoseError,
+        r"Regimen.at places the dose at the given times, so its own time \(0.0833333 h\)"
+        r" would be lost",
+    ),
+    (
+        lambda: Regimen.at([0, math.inf], Dose.bolus("1 mg")),
+        ValueError,
+        "must be finite",
+    ),
 ]
 
 

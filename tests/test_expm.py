@@ -111,21 +111,25 @@ def pk_matrix(n, seed, lo=-4.0, hi=4.0):
 def stiff_chain():
     """Depot -> central -> metabolite -> eliminated, rates 1e4, 1, 1e-4 /h: lower
     triangular, so scipy takes its separate triangular squaring branch."""
-    return np.array([
-        [-1e4, 0.0, 0.0],
-        [1e4, -1.0, 0.0],
-        [0.0, 1.0, -1e-4],
-    ])
+    return np.array(
+        [
+            [-1e4, 0.0, 0.0],
+            [1e4, -1.0, 0.0],
+            [0.0, 1.0, -1e-4],
+        ]
+    )
 
 
 def stiff_mammillary():
     """Central with a fast-equilibrating (1e4 /h) and a deep (1e-4 /h) peripheral."""
     k10, k12, k21, k13, k31 = 0.5, 1e4, 1e4, 1e-3, 1e-4
-    return np.array([
-        [-(k10 + k12 + k13), k21, k31],
-        [k12, -k21, 0.0],
-        [k13, 0.0, -k31],
-    ])
+    return np.array(
+        [
+            [-(k10 + k12 + k13), k21, k31],
+            [k12, -k21, 0.0],
+            [k13, 0.0, -k31],
+        ]
+    )
 
 
 NAMED_PK = {
@@ -162,8 +166,12 @@ def test_pade_coefficients_match_formula(m):
 @pytest.mark.parametrize(
     ("kind", "norm"),
     # unshifted gauss only up to norm 20: beyond, exp(A) can overflow
-    [(k, x) for k in ("gauss", "shifted", "skew") for x in NORMS
-     if k != "gauss" or x <= 20.0],
+    [
+        (k, x)
+        for k in ("gauss", "shifted", "skew")
+        for x in NORMS
+        if k != "gauss" or x <= 20.0
+    ],
     ids=lambda v: v if isinstance(v, str) else f"norm{v:.4g}",
 )
 def test_expm_random_matches_scipy(kind, norm, n):
@@ -438,8 +446,14 @@ def test_propagators_into_matches_propagators():
 
 @pytest.mark.parametrize(
     ("bad_entry", "h"),
-    [(np.nan, 1.0), (np.inf, 1.0), (-np.inf, 1.0), (np.nan, 0.0), (None, np.nan),
-     (None, np.inf)],
+    [
+        (np.nan, 1.0),
+        (np.inf, 1.0),
+        (-np.inf, 1.0),
+        (np.nan, 0.0),
+        (None, np.nan),
+        (None, np.inf),
+    ],
 )
 def test_propagators_nonfinite_gives_nan(bad_entry, h):
     A = design_rate_matrix()
@@ -502,8 +516,9 @@ def call_lanes(As, h):
     A = np.ascontiguousarray(np.moveaxis(As, 0, -1))
     n, _, B = A.shape
     E, G = np.empty_like(A), np.empty_like(A)
-    km.lane_propagators(A, h, E, G, np.empty((km.LANE_WORK, n, n, B)),
-                        np.empty(B, dtype=np.int64))
+    km.lane_propagators(
+        A, h, E, G, np.empty((km.LANE_WORK, n, n, B)), np.empty(B, dtype=np.int64)
+    )
     return np.moveaxis(E, -1, 0), np.moveaxis(G, -1, 0)
 
 
@@ -517,15 +532,17 @@ def test_lane_propagators_match_scipy_augmented(n, h):
     if n == 1:
         As = np.array([[[-(10.0 ** (-1 - s))]] for s in range(4)])
     else:
-        As = np.stack([pk_matrix(n, s) for s in range(4)]
-                      + ([NAMED_PK[k]() for k in NAMED_PK] if n == 3 else []))
+        As = np.stack(
+            [pk_matrix(n, s) for s in range(4)]
+            + ([NAMED_PK[k]() for k in NAMED_PK] if n == 3 else [])
+        )
     E, G = call_lanes(As, h)
     for b, A in enumerate(As):
         ref = scipy.linalg.expm(augmented(A, h))
         bound = max(1e-12, 8.0 * 2.0 ** lane_squarings(A * h) * U)
         assert rel_err(E[b], ref[:n, :n]) <= bound, b
         assert rel_err(G[b], ref[:n, n:]) <= bound, b
-        E1, G1 = call_lanes(As[b:b + 1], h)
+        E1, G1 = call_lanes(As[b : b + 1], h)
         assert np.array_equal(E1[0], E[b]) and np.array_equal(G1[0], G[b])
 
 

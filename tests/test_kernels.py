@@ -23,7 +23,8 @@ B = 37  # lanes: not a multiple of the vector width, so a scalar remainder runs 
 def test_generated_file_is_current():
     assert _codegen.TARGET.read_text() == _codegen.source(), (
         "src/ketasim/_kernels/_unrolled.py is stale: run "
-        "`python -m ketasim._kernels._codegen`")
+        "`python -m ketasim._kernels._codegen`"
+    )
 
 
 def _inputs(n, seed):
@@ -42,13 +43,14 @@ def _check_run(out, E, c, x, obs, scale, j0, m, atol):
     """A run wrote outputs j0 .. j0+m-1 of lanes 2.. (and nothing else, -1 stays)
     equal to numpy stepping from x; returns the stepped end state."""
     assert np.all(out[:2] == -1.0) and np.all(out[:, :, :j0] == -1.0)
-    assert np.all(out[:, :, j0 + m:] == -1.0)
+    assert np.all(out[:, :, j0 + m :] == -1.0)
     ref = x.copy()
     for jj in range(m):
         ref = _numpy_step(E, c, ref)
         for k, ck in enumerate(obs):
-            np.testing.assert_allclose(out[2:, k, j0 + jj], ref[ck] * scale[k],
-                                       rtol=1e-11, atol=atol)
+            np.testing.assert_allclose(
+                out[2:, k, j0 + jj], ref[ck] * scale[k], rtol=1e-11, atol=atol
+            )
     return ref
 
 
@@ -66,7 +68,8 @@ def test_state_counts_above_nmax_share_one_kernel_type():
     types = {n: numba.typeof(linear.states(n)) for n in range(1, 3 * nmax)}
     assert len({types[n] for n in range(1, nmax + 1)}) == nmax
     assert {types[n] for n in range(nmax + 1, 3 * nmax)} == {
-        numba.typeof(linear.generic_states())}
+        numba.typeof(linear.generic_states())
+    }
     assert len(linear.generic_states()) == nmax + 1
 
 
@@ -142,8 +145,26 @@ def test_run_met_unrolled_equals_generic(nd, inp):
         cur = np.zeros((1, B))
         lmax, ltm = cprev.copy(), np.zeros((1, B))
         lab = np.zeros((1, B))
-        fn(E, c, xx, 1, 59, times, obs, scale, 1, tstart, above, 1.0 + TIE_RTOL,
-           cprev, cur, lmax, ltm, lab, inp)
+        fn(
+            E,
+            c,
+            xx,
+            1,
+            59,
+            times,
+            obs,
+            scale,
+            1,
+            tstart,
+            above,
+            1.0 + TIE_RTOL,
+            cprev,
+            cur,
+            lmax,
+            ltm,
+            lab,
+            inp,
+        )
         res.append((xx, lmax, ltm, lab))
     for a, g in zip(res[0], res[-1], strict=True):
         np.testing.assert_array_equal(a, g)
@@ -160,17 +181,21 @@ def test_run_met_unrolled_equals_generic(nd, inp):
     np.testing.assert_array_equal(ltm[0][first > 0], times[first[first > 0]] - tstart)
     d = traj - above
     a0, a1 = d[:-1], d[1:]
-    frac = np.where((a0 > 0) & (a1 > 0), 1.0,
-                    np.where((a0 > 0) != (a1 > 0),
-                             np.maximum(a0, a1) / np.abs(a1 - a0 + (a1 == a0)), 0.0))
-    np.testing.assert_allclose(lab[0], (0.5 * frac).sum(axis=0), rtol=1e-12,
-                               atol=1e-12)
+    frac = np.where(
+        (a0 > 0) & (a1 > 0),
+        1.0,
+        np.where(
+            (a0 > 0) != (a1 > 0), np.maximum(a0, a1) / np.abs(a1 - a0 + (a1 == a0)), 0.0
+        ),
+    )
+    np.testing.assert_allclose(lab[0], (0.5 * frac).sum(axis=0), rtol=1e-12, atol=1e-12)
 
 
 def _stable_E(n, seed, lanes=B):
     """Per-lane step propagators expm(A h) of random stable compartmental A (n, n,
     lanes): the kind of matrix the power path sees."""
     from scipy.linalg import expm
+
     rng = np.random.default_rng(seed)
     E = np.empty((n, n, lanes))
     for b in range(lanes):
@@ -206,10 +231,12 @@ def test_fill_powers_against_matrix_power(n):
         np.testing.assert_allclose(SP[b], sum(pw[:P]), rtol=1e-12, atol=1e-15)
         for k, ck in enumerate(obs):
             for p in range(P):
-                np.testing.assert_allclose(R[b, k, :, p], pw[p + 1][ck], rtol=1e-12,
-                                           atol=1e-15)
-                np.testing.assert_allclose(Q[b, k, :, p], sum(pw[:p + 1])[ck],
-                                           rtol=1e-12, atol=1e-15)
+                np.testing.assert_allclose(
+                    R[b, k, :, p], pw[p + 1][ck], rtol=1e-12, atol=1e-15
+                )
+                np.testing.assert_allclose(
+                    Q[b, k, :, p], sum(pw[: p + 1])[ck], rtol=1e-12, atol=1e-15
+                )
 
 
 @pytest.mark.parametrize("inp", [True, False])
@@ -249,8 +276,9 @@ def _met_tables(E, obs, P=linear._PMET):
     R, Q = np.empty((K, n, P, lanes)), np.empty((K, n, P, lanes))
     Bd = np.empty((4, K, n, lanes))
     EP, SP = np.empty((n, n, lanes)), np.empty((n, n, lanes))
-    linear.fill_met_tables(E, np.asarray(obs, dtype=np.int64), R, Q, Bd, EP, SP,
-                           np.empty((3, n, n, lanes)))
+    linear.fill_met_tables(
+        E, np.asarray(obs, dtype=np.int64), R, Q, Bd, EP, SP, np.empty((3, n, n, lanes))
+    )
     return R, Q, Bd, EP, SP
 
 
@@ -268,7 +296,7 @@ def test_fill_met_tables_against_matrix_power():
         np.testing.assert_allclose(SP[:, :, b], sum(pw[:P]), rtol=1e-12, atol=1e-15)
         for k, ck in enumerate(obs):
             rows = np.array([pw[p + 1][ck] for p in range(P)]).T  # (n, P)
-            sums = np.array([sum(pw[:p + 1])[ck] for p in range(P)]).T
+            sums = np.array([sum(pw[: p + 1])[ck] for p in range(P)]).T
             np.testing.assert_allclose(R[k, :, :, b], rows, rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(Q[k, :, :, b], sums, rtol=1e-12, atol=1e-15)
             np.testing.assert_array_equal(Bd[0, k, :, b], R[k, :, :, b].max(axis=1))
@@ -277,8 +305,7 @@ def test_fill_met_tables_against_matrix_power():
             np.testing.assert_array_equal(Bd[3, k, :, b], Q[k, :, :, b].min(axis=1))
 
 
-def _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart,
-                   above):
+def _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart, above):
     """The metrics rules of run_met, stepping x <- E x + c in numpy (one analyte,
     observed state 0)."""
     x, cprev, lmax, ltm, lab = (v.copy() for v in (x, cprev, lmax, ltm, lab))
@@ -290,8 +317,9 @@ def _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart,
         both = (a > 0) & (d > 0)
         cross = (a > 0) != (d > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            lab += np.where(both, dt, np.where(cross, dt * np.maximum(a, d)
-                                               / np.abs(d - a), 0.0))
+            lab += np.where(
+                both, dt, np.where(cross, dt * np.maximum(a, d) / np.abs(d - a), 0.0)
+            )
         ltm = np.where(cv > lmax * (1 + TIE_RTOL), times[j] - tstart, ltm)
         lmax = np.where(cv > lmax, cv, lmax)  # a NaN level changes nothing
         cprev = cv
@@ -303,16 +331,32 @@ def _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, tstart, above)
     R, Q, Bd, EP, SP = _met_tables(E, [0])
     st = [v.copy()[None] for v in (cprev, lmax, ltm, lab)]
     xx = x.copy()
-    skipped = linear.met_chunks(R, Q, Bd, EP, SP, c, xx, j0, m, times,
-                                scale[None].copy(), tstart, above, 1.0 + TIE_RTOL,
-                                *st, bool(np.any(c != 0)), np.empty(B_),
-                                np.empty((1, B_), dtype=np.bool_), np.empty((n, B_)),
-                                np.empty((3, B_)))
+    skipped = linear.met_chunks(
+        R,
+        Q,
+        Bd,
+        EP,
+        SP,
+        c,
+        xx,
+        j0,
+        m,
+        times,
+        scale[None].copy(),
+        tstart,
+        above,
+        1.0 + TIE_RTOL,
+        *st,
+        bool(np.any(c != 0)),
+        np.empty(B_),
+        np.empty((1, B_), dtype=np.bool_),
+        np.empty((n, B_)),
+        np.empty((3, B_)),
+    )
     return (xx,) + tuple(v[0] for v in st), skipped
 
 
-@pytest.mark.parametrize("case", ["mixed", "all_skip", "input", "plateau",
-                                  "nan_lane"])
+@pytest.mark.parametrize("case", ["mixed", "all_skip", "input", "plateau", "nan_lane"])
 def test_met_chunks_against_stepping(case):
     """Metrics over chunks of equal steps (skipping the chunks whose bounds show
     they change nothing) equal the stepped rules of run_met: Cmax and the state to
@@ -353,14 +397,16 @@ def test_met_chunks_against_stepping(case):
     lab = np.zeros(lanes)
     j0, m = 1, 3 * P
     times = 0.5 * np.arange(j0 + m + 2)
-    got, skipped = _met_run(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0,
-                            above)
+    got, skipped = _met_run(
+        E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0, above
+    )
     if case in ("all_skip", "plateau"):
         assert skipped == m // P
     elif case == "nan_lane":
         assert skipped == 0
-    ref = _met_reference(E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0,
-                         above)
+    ref = _met_reference(
+        E, c, x, cprev, lmax, ltm, lab, times, j0, m, scale, 0.0, above
+    )
     names = ["state", "last level", "cmax", "tmax", "time above"]
     for name, g, r in zip(names, got, ref, strict=True):
         if name == "tmax":
@@ -374,9 +420,20 @@ def test_met_chunks_against_stepping(case):
         np.testing.assert_array_equal(got[4], m * 0.5)
     for b in range(lanes):
         one, alone_skipped = _met_run(
-            np.ascontiguousarray(E[:, :, b:b + 1]), c[:, b:b + 1].copy(),
-            x[:, b:b + 1].copy(), cprev[b:b + 1], lmax[b:b + 1], ltm[b:b + 1],
-            lab[b:b + 1], times, j0, m, scale[b:b + 1], 0.0, above)
+            np.ascontiguousarray(E[:, :, b : b + 1]),
+            c[:, b : b + 1].copy(),
+            x[:, b : b + 1].copy(),
+            cprev[b : b + 1],
+            lmax[b : b + 1],
+            ltm[b : b + 1],
+            lab[b : b + 1],
+            times,
+            j0,
+            m,
+            scale[b : b + 1],
+            0.0,
+            above,
+        )
         if case == "nan_lane" and b != 4:
             assert alone_skipped == m // P
         for name, g, o in zip(names, got, one, strict=True):
@@ -390,18 +447,24 @@ LAGGED = "tlag"
 def lag_model(tmp_path_factory):
     """Domino with a lag on the intranasal route (a per-subject parameter)."""
     src = ks.load_model("domino").path.read_text()
-    src = src.replace('[routes.intranasal]\nkind = "extravascular"\n',
-                      '[routes.intranasal]\nkind = "extravascular"\nlag = "TLAG"\n')
-    src += ('\n[parameters.TLAG]\nvalue = 0.1\nunit = "h"\n'
-            'description = "test lag"\nsource = "test"\ngrade = "choice"\n')
+    src = src.replace(
+        '[routes.intranasal]\nkind = "extravascular"\n',
+        '[routes.intranasal]\nkind = "extravascular"\nlag = "TLAG"\n',
+    )
+    src += (
+        '\n[parameters.TLAG]\nvalue = 0.1\nunit = "h"\n'
+        'description = "test lag"\nsource = "test"\ngrade = "choice"\n'
+    )
     p = tmp_path_factory.mktemp("lag") / "domino_lag.toml"
     p.write_text(src)
     return ks.load_model(p)
 
 
 def _one(params, i):
-    return {k: (v[0][i:i + 1], v[1]) if isinstance(v, tuple) else v[i:i + 1]
-            for k, v in params.items()}
+    return {
+        k: (v[0][i : i + 1], v[1]) if isinstance(v, tuple) else v[i : i + 1]
+        for k, v in params.items()
+    }
 
 
 @pytest.mark.parametrize("output", ["trajectories", "metrics"])
@@ -413,23 +476,32 @@ def test_result_independent_of_block(lag_model, output):
     rng = np.random.default_rng(3)
     tlag = np.full(n, 0.1)
     tlag[[5, 6, 40, 69]] = [0.2, 0.2, 0.3, 0.05]
-    params = {"TLAG": tlag, "k10": (rng.uniform(0.3, 0.6, n), "1/min"),
-              "V1": (rng.uniform(0.05, 0.08, n), "L/kg")}
-    reg = (ks.Regimen.at(["0 h", "26 h"], ks.Dose.bolus("56 mg", route="intranasal"))
-           + ks.Regimen.at(["50 h"], ks.Dose.infusion("0.5 mg/kg", duration="40 min")))
+    params = {
+        "TLAG": tlag,
+        "k10": (rng.uniform(0.3, 0.6, n), "1/min"),
+        "V1": (rng.uniform(0.05, 0.08, n), "L/kg"),
+    }
+    reg = ks.Regimen.at(
+        ["0 h", "26 h"], ks.Dose.bolus("56 mg", route="intranasal")
+    ) + ks.Regimen.at(["50 h"], ks.Dose.infusion("0.5 mg/kg", duration="40 min"))
     times = ks.grid("3 d", "5 min")
     kw = dict(times=times, progress=False)
     if output == "metrics":
         kw.update(output=ks.Metrics(above=50.0))
     whole = ks.simulate(lag_model, reg, subjects=ks.Subjects(parameters=params), **kw)
-    names = ["cmax", "tmax", "auc", "predose", "time_above"] if output == "metrics" \
+    names = (
+        ["cmax", "tmax", "auc", "predose", "time_above"]
+        if output == "metrics"
         else ["concentration", "dose_auc", "predose"]
+    )
     for i in [0, 5, 6, 31, 32, 40, 63, 64, 69]:
-        alone = ks.simulate(lag_model, reg,
-                            subjects=ks.Subjects(parameters=_one(params, i)), **kw)
+        alone = ks.simulate(
+            lag_model, reg, subjects=ks.Subjects(parameters=_one(params, i)), **kw
+        )
         for v in names:
-            np.testing.assert_array_equal(whole[v].values[i], alone[v].values[0],
-                                          err_msg=f"{v}, subject {i}")
+            np.testing.assert_array_equal(
+                whole[v].values[i], alone[v].values[0], err_msg=f"{v}, subject {i}"
+            )
     if output == "trajectories":  # the lag is real: delayed subjects start later
         c = whole.concentration.values[:, 0]
         j = np.searchsorted(times, 0.15)
@@ -495,13 +567,26 @@ def test_kernel_without_output_loops_matches_the_full_kernel():
     for step_h, exact in ((1 / 60, False), (97 / 60, True)):
         t = np.arange(0.0, 4 * 24 + 1e-9, step_h)
         got = {}
-        for name, ns, no in (("full", full_ns, full_ns),
-                             ("steps", linear.generic_states(), ())):
+        for name, ns, no in (
+            ("full", full_ns, full_ns),
+            ("steps", linear.generic_states(), ()),
+        ):
             out = np.empty((n, low.obs_cmt.size, t.size))
             status = np.zeros(n, dtype=np.int64)
-            linear.population_linear(low.A, low.ev_time, low.ev_cmt, low.ev_kind,
-                                     low.ev_value, t, low.obs_cmt, low.obs_scale,
-                                     out, status, ns, no)
+            linear.population_linear(
+                low.A,
+                low.ev_time,
+                low.ev_cmt,
+                low.ev_kind,
+                low.ev_value,
+                t,
+                low.obs_cmt,
+                low.obs_scale,
+                out,
+                status,
+                ns,
+                no,
+            )
             assert not status.any()
             got[name] = out
         if exact:
@@ -509,6 +594,7 @@ def test_kernel_without_output_loops_matches_the_full_kernel():
             np.testing.assert_array_equal(got["steps"], got["full"])
         else:
             scale = np.abs(got["full"]).max()
-            np.testing.assert_allclose(got["steps"], got["full"], rtol=1e-12,
-                                       atol=1e-13 * scale)
+            np.testing.assert_allclose(
+                got["steps"], got["full"], rtol=1e-12, atol=1e-13 * scale
+            )
             assert not np.array_equal(got["steps"], got["full"])  # power path ran

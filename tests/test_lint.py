@@ -13,7 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_clean():
     if shutil.which("ruff") is None:
         pytest.fail("ruff is a test dependency: pip install -e '.[test]'")
-    r = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests",
-                        "examples", "benchmarks"], cwd=ROOT, capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "src",
+            "tests",
+            "examples",
+            "benchmarks",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -20,8 +20,11 @@ def test_auc_per_dose_exact_one_compartment(tmp_path):
     edges = [0.0, 24.0, 48.0, times[-1]]  # the last window ends at the last output
 
     def integral(a, b):  # of sum_i c0 exp(-k (t - t_i)) over [a, b]
-        return sum(c0 / k * (np.exp(-k * (a - ti)) - np.exp(-k * (b - ti)))
-                   for ti in (0.0, 24.0, 48.0) if ti <= a)
+        return sum(
+            c0 / k * (np.exp(-k * (a - ti)) - np.exp(-k * (b - ti)))
+            for ti in (0.0, 24.0, 48.0)
+            if ti <= a
+        )
 
     ref = [integral(edges[i], edges[i + 1]) for i in range(3)]
     a = ds.pk.auc("dose").values[0, 0]
@@ -47,10 +50,18 @@ def test_time_above_linear_decay():
 
     t = np.linspace(0, 10, 11)
     c = 100 - 10 * t
-    ds = xr.Dataset({"concentration": (("subject", "analyte", "time"),
-                                       c[None, None, :], {"units": "ng/mL"}),
-                     "dose_time": ("dose", [0.0]), "dose_session": ("dose", [0])},
-                    coords={"time": t, "subject": [0], "analyte": ["x"]})
+    ds = xr.Dataset(
+        {
+            "concentration": (
+                ("subject", "analyte", "time"),
+                c[None, None, :],
+                {"units": "ng/mL"},
+            ),
+            "dose_time": ("dose", [0.0]),
+            "dose_session": ("dose", [0]),
+        },
+        coords={"time": t, "subject": [0], "analyte": ["x"]},
+    )
     m = ks.metrics(ds, "course", above=50, within=(20, 60))
     assert m.time_above.item() == pytest.approx(5.0)
     assert m.time_within.item() == pytest.approx(4.0)
@@ -69,20 +80,35 @@ def test_summary_and_pta():
 
 def test_molar_units():
     ds = ks.simulate("domino", ks.Dose.bolus("10 mg"), times=[1.0])
-    np.testing.assert_allclose(ds.pk.molar().values,
-                               ds.concentration.values / 237.73 * 1000)
+    np.testing.assert_allclose(
+        ds.pk.molar().values, ds.concentration.values / 237.73 * 1000
+    )
     assert ds.pk.molar().attrs["units"] == "nmol/L"
 
 
 def test_scenarios_and_compare():
     t = ks.grid("4 d", "10 min")
     pop = ks.Population(20, seed=1)
-    ds = ks.run_scenarios([
-        ks.Scenario("iv", "domino", ks.six_infusion_course(sessions=2), population=pop,
-                    times=t),
-        ks.Scenario("nasal", "domino", ks.clinic_course(
-            ks.Dose.bolus("56 mg", route="intranasal"), sessions=2), population=pop,
-            times=t)])
+    ds = ks.run_scenarios(
+        [
+            ks.Scenario(
+                "iv",
+                "domino",
+                ks.six_infusion_course(sessions=2),
+                population=pop,
+                times=t,
+            ),
+            ks.Scenario(
+                "nasal",
+                "domino",
+                ks.clinic_course(
+                    ks.Dose.bolus("56 mg", route="intranasal"), sessions=2
+                ),
+                population=pop,
+                times=t,
+            ),
+        ]
+    )
     assert list(ds.scenario.values) == ["iv", "nasal"]
     assert list(ds.model_id.values) == ["domino", "domino"]
     table = ks.compare(ds, above=50)
@@ -92,15 +118,23 @@ def test_scenarios_and_compare():
     tab = table.to_dataset()
     direct = ks.metrics(ds.sel(scenario="iv"), "course").cmax
     assert tab.value.sel(scenario="iv", percentile=50).values[0] == pytest.approx(
-        float(direct.median()))
+        float(direct.median())
+    )
     assert "<table>" in table._repr_html_()
     assert text.startswith("ketamine, over the course: median [P5, P95]")
-    with pytest.raises(ValueError, match=r"no analyte 'norketamine' in these "
-                       r"results; they have 'ketamine'"):
+    with pytest.raises(
+        ValueError,
+        match=r"no analyte 'norketamine' in these "
+        r"results; they have 'ketamine'",
+    ):
         ks.compare(ds, analyte="norketamine")
     with pytest.raises(ValueError, match="different output times"):
-        ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("1 mg"), times=t),
-                          ks.Scenario("b", "domino", ks.Dose.bolus("1 mg"))])
+        ks.run_scenarios(
+            [
+                ks.Scenario("a", "domino", ks.Dose.bolus("1 mg"), times=t),
+                ks.Scenario("b", "domino", ks.Dose.bolus("1 mg")),
+            ]
+        )
 
 
 def test_protocol_builders():
@@ -115,16 +149,23 @@ def test_protocol_builders():
     assert [t / 24 for t in both.times[-2:]] == [17 + 28, 17 + 56]
     # nothing given is dropped or clamped
     for call, message in (
-            (lambda: ks.clinic_course(ks.Dose.bolus("1 mg", time="2 h")),
-             "its own time"),
-            (lambda: ks.esketamine_induction(weeks=2.5), "weeks must be a whole"),
-            (lambda: ks.esketamine_induction(maintenance_sessions=-1),
-             "maintenance_sessions must be a whole number >= 0"),
-            (lambda: ks.esketamine_induction(continuation_weeks=-1),
-             "continuation_weeks must be a whole number >= 0"),
-            (lambda: ks.esketamine_induction(maintenance_every="0 h",
-                                             maintenance_sessions=2),
-             "maintenance_every must be > 0")):
+        (lambda: ks.clinic_course(ks.Dose.bolus("1 mg", time="2 h")), "its own time"),
+        (lambda: ks.esketamine_induction(weeks=2.5), "weeks must be a whole"),
+        (
+            lambda: ks.esketamine_induction(maintenance_sessions=-1),
+            "maintenance_sessions must be a whole number >= 0",
+        ),
+        (
+            lambda: ks.esketamine_induction(continuation_weeks=-1),
+            "continuation_weeks must be a whole number >= 0",
+        ),
+        (
+            lambda: ks.esketamine_induction(
+                maintenance_every="0 h", maintenance_sessions=2
+            ),
+            "maintenance_every must be > 0",
+        ),
+    ):
         with pytest.raises(ks.DoseError, match=message):
             call()
 
@@ -136,8 +177,9 @@ def test_metrics_only_mode_matches_trajectories():
     reg = ks.six_infusion_course()
     t = ks.grid("21 d", "10 min")
     model = "benchmarks/w2_iiv.toml"
-    m = ks.simulate(model, reg, population=pop, times=t,
-                    output=ks.Metrics(above=50, chunk=32))
+    m = ks.simulate(
+        model, reg, population=pop, times=t, output=ks.Metrics(above=50, chunk=32)
+    )
     assert "concentration" not in m
     ds = ks.simulate(model, reg, population=pop, times=t)
     ref = ks.metrics(ds, "dose", above=50)
@@ -171,8 +213,11 @@ def test_doses_after_the_last_output_time(tmp_path):
     auc_last = (c12 + 2000) * (1 - np.exp(-18 * k)) / k
     np.testing.assert_allclose(ref_m.auc.values[:, 0, 1], auc_last, rtol=1e-12)
 
-    with pytest.warns(ks.GridWarning, match=r"2 of 4 doses start after the last "
-                      r"output time \(30 h = 1.25 d\), the first of them doses\[2\]"):
+    with pytest.warns(
+        ks.GridWarning,
+        match=r"2 of 4 doses start after the last "
+        r"output time \(30 h = 1.25 d\), the first of them doses\[2\]",
+    ):
         traj = ks.simulate(m, with_late, **kw)
     with pytest.warns(ks.GridWarning):
         streamed = ks.simulate(m, with_late, output=ks.Metrics(above=500), **kw)
@@ -180,13 +225,20 @@ def test_doses_after_the_last_output_time(tmp_path):
         ode = ks.simulate(m, with_late, solver=ks.ODE(rtol=1e-10, atol=1e-10), **kw)
     np.testing.assert_array_equal(traj.concentration, ref.concentration)
     # the ODE path's AUC is the trapezoid on the grid: its reference is its own run
-    ode_ref = ks.metrics(ks.simulate(m, inside, solver=ks.ODE(rtol=1e-10, atol=1e-10),
-                                     **kw), "dose", above=500)
-    for got, want in ((ks.metrics(traj, "dose", above=500), ref_m),
-                      (streamed, ref_m), (ks.metrics(ode, "dose", above=500), ode_ref)):
+    ode_ref = ks.metrics(
+        ks.simulate(m, inside, solver=ks.ODE(rtol=1e-10, atol=1e-10), **kw),
+        "dose",
+        above=500,
+    )
+    for got, want in (
+        (ks.metrics(traj, "dose", above=500), ref_m),
+        (streamed, ref_m),
+        (ks.metrics(ode, "dose", above=500), ode_ref),
+    ):
         for v in ("cmax", "tmax", "auc", "time_above"):
-            np.testing.assert_allclose(got[v].values[:, :, :2], want[v].values,
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                got[v].values[:, :, :2], want[v].values, rtol=1e-12
+            )
             assert np.isnan(got[v].values[:, :, 2:]).all(), v
     assert np.isnan(traj.dose_auc.values[:, :, 2:]).all()
     assert np.isnan(traj.predose.values[:, :, 2:]).all()
@@ -196,22 +248,38 @@ def test_doses_after_the_last_output_time(tmp_path):
     np.testing.assert_allclose(trough[:, :, 0], ref_m.trough.values[:, :, 0])
     assert np.isnan(trough[:, :, 1:]).all()
     # a course metric is unaffected
-    np.testing.assert_allclose(ks.metrics(traj, "course").auc,
-                               ks.metrics(ref, "course").auc, rtol=1e-12)
+    np.testing.assert_allclose(
+        ks.metrics(traj, "course").auc, ks.metrics(ref, "course").auc, rtol=1e-12
+    )
 
 
 def test_compare_names_each_scenarios_analytes():
     t = ks.grid("1 d", "30 min")
     pop = ks.Population(5, seed=1)
-    ds = ks.run_scenarios([
-        ks.Scenario("iv", "domino", ks.Dose.infusion("0.5 mg/kg", duration="40 min"),
-                    population=pop, times=t),
-        ks.Scenario("spray", "perez_ruixo_2021",
-                    ks.Dose.bolus("28 mg", route="intranasal", device=1),
-                    population=pop, times=t)])
-    with pytest.raises(ValueError, match=r"scenario 'spray' has no analyte 'ketamine' "
-                       r"\(it has 'esketamine', 'noresketamine'\); compare scenarios "
-                       r"of one analyte at a time with analyte=\.\.\."):
+    ds = ks.run_scenarios(
+        [
+            ks.Scenario(
+                "iv",
+                "domino",
+                ks.Dose.infusion("0.5 mg/kg", duration="40 min"),
+                population=pop,
+                times=t,
+            ),
+            ks.Scenario(
+                "spray",
+                "perez_ruixo_2021",
+                ks.Dose.bolus("28 mg", route="intranasal", device=1),
+                population=pop,
+                times=t,
+            ),
+        ]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"scenario 'spray' has no analyte 'ketamine' "
+        r"\(it has 'esketamine', 'noresketamine'\); compare scenarios "
+        r"of one analyte at a time with analyte=\.\.\.",
+    ):
         ks.compare(ds, analyte="ketamine")
     assert "spray" in str(ks.compare(ds.sel(scenario=["spray"]), analyte="esketamine"))
 
@@ -220,25 +288,34 @@ def test_levels_take_units():
     """above= and within= are ng/mL; strings with a concentration unit convert."""
     t = ks.grid("1 d", "10 min")
     d = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
-    ref = ks.simulate("domino", d, times=t,
-                      output=ks.Metrics(above=100)).time_above.values
+    ref = ks.simulate(
+        "domino", d, times=t, output=ks.Metrics(above=100)
+    ).time_above.values
     assert ref.item() > 0
     for level in ("100 ng/mL", "0.1 mg/L", "100 ug/L"):
         np.testing.assert_array_equal(
-            ks.simulate("domino", d, times=t,
-                        output=ks.Metrics(above=level)).time_above.values, ref)
+            ks.simulate(
+                "domino", d, times=t, output=ks.Metrics(above=level)
+            ).time_above.values,
+            ref,
+        )
     ds = ks.simulate("domino", d, times=t)
     m = ks.metrics(ds, "dose", above="0.1 mg/L", within=("50 ng/mL", 150))
     np.testing.assert_allclose(m.time_above.values, ref, rtol=1e-12)
-    both = ks.metrics(ds, "dose", above=50).time_above - ks.metrics(
-        ds, "dose", above=150).time_above
+    both = (
+        ks.metrics(ds, "dose", above=50).time_above
+        - ks.metrics(ds, "dose", above=150).time_above
+    )
     np.testing.assert_allclose(m.time_within, both, rtol=1e-12)
     with pytest.raises(ValueError, match="low < high"):
         ks.metrics(ds, "dose", within=(150, 50))
     # numpy scalars and arrays as a user gets them from other results
     np.testing.assert_array_equal(
-        ks.metrics(ds, "dose", above=np.float64(100), within=np.array([50, 150]))
-        .time_within, m.time_within)
+        ks.metrics(
+            ds, "dose", above=np.float64(100), within=np.array([50, 150])
+        ).time_within,
+        m.time_within,
+    )
     with pytest.raises(ks.UnitError, match="must be a concentration"):
         ks.metrics(ds, "dose", above="100 ng/mL/kg")
 
@@ -248,16 +325,22 @@ def test_compare_one_window():
     window= (negative from the end), and its title says which."""
     t = ks.grid("8 d", "10 min")
     pop = ks.Population(20, seed=4)
-    reg = ks.Regimen([ks.Dose.bolus(f"{mg} mg", route="intranasal", time=f"{day} d")
-                      for mg, day in ((28, 0), (56, 3), (84, 7))])
-    ds = ks.run_scenarios([ks.Scenario("up", "domino", reg, population=pop,
-                                       times=t)])
+    reg = ks.Regimen(
+        [
+            ks.Dose.bolus(f"{mg} mg", route="intranasal", time=f"{day} d")
+            for mg, day in ((28, 0), (56, 3), (84, 7))
+        ]
+    )
+    ds = ks.run_scenarios([ks.Scenario("up", "domino", reg, population=pop, times=t)])
     cmax = ks.metrics(ds.sel(scenario="up"), "session").cmax.sel(analyte="ketamine")
     med = [float(cmax.isel(session=k).median()) for k in range(3)]
     assert med[0] < med[1] < med[2]  # three different sessions, told apart
-    for window, title, k in ((0, "session 1", 0), (1, "session 2", 1),
-                             (-1, "last session", 2),
-                             (-2, "session -2 (-1 is the last)", 1)):
+    for window, title, k in (
+        (0, "session 1", 0),
+        (1, "session 2", 1),
+        (-1, "last session", 2),
+        (-2, "session -2 (-1 is the last)", 1),
+    ):
         table = ks.compare(ds, per="session", window=window)
         assert str(table).startswith(f"ketamine, {title}: median")
         got = table.to_dataset().value.sel(scenario="up", percentile=50).values[0]
@@ -288,11 +371,13 @@ def test_dose_at_the_last_output_time(tmp_path):
         np.testing.assert_allclose(got.auc.values[0, 0], [auc0, np.nan], rtol=1e-12)
         for v in ("cmax", "tmax", "time_above"):
             assert np.isnan(got[v].values[0, 0, 1]) and np.isfinite(
-                got[v].values[0, 0, 0]), v
+                got[v].values[0, 0, 0]
+            ), v
     np.testing.assert_allclose(traj.predose.values[0, 0], [0, level], rtol=1e-12)
     np.testing.assert_allclose(streamed.predose.values[0, 0], [0, level], rtol=1e-12)
-    np.testing.assert_allclose(ks.metrics(traj, "dose").trough.values[0, 0, 0], level,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ks.metrics(traj, "dose").trough.values[0, 0, 0], level, rtol=1e-12
+    )
 
 
 def test_session_with_some_doses_after_the_grid(tmp_path):
@@ -301,21 +386,28 @@ def test_session_with_some_doses_after_the_grid(tmp_path):
     m = one_compartment(tmp_path)
     # devices (which group doses into a session) need a route that declares one
     p = tmp_path / "spray.toml"
-    p.write_text(m.path.read_text() + '[routes.spray]\nkind = "extravascular"\n'
-                 'target = "central"\ndevice = "100 mg"\n')
+    p.write_text(
+        m.path.read_text() + '[routes.spray]\nkind = "extravascular"\n'
+        'target = "central"\ndevice = "100 mg"\n'
+    )
     m = ks.load_model(p)
     # a session's devices are at most 1 h apart: the grid ends between them
     t = ks.grid("30 min", "10 min")
-    reg = ks.Regimen([ks.Dose.bolus("100 mg", route="spray", device=1),
-                      ks.Dose.bolus("100 mg", route="spray", time="40 min", device=2)])
+    reg = ks.Regimen(
+        [
+            ks.Dose.bolus("100 mg", route="spray", device=1),
+            ks.Dose.bolus("100 mg", route="spray", time="40 min", device=2),
+        ]
+    )
     with pytest.warns(ks.GridWarning, match="1 of 2 doses"):
         ds = ks.simulate(m, reg, times=t)
     sess = ks.metrics(ds, "session")
     assert sess.sizes["session"] == 1
     want = 2000 * (1 - np.exp(-0.5 * 10 / 50)) / (10 / 50)
     np.testing.assert_allclose(sess.auc.values[0, 0], [want], rtol=1e-12)
-    np.testing.assert_allclose(ks.metrics(ds, "course").auc.values[0, 0], [want],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ks.metrics(ds, "course").auc.values[0, 0], [want], rtol=1e-12
+    )
 
 
 def test_scenarios_with_different_populations_keep_their_covariates():
@@ -323,42 +415,73 @@ def test_scenarios_with_different_populations_keep_their_covariates():
     the first scenario's for every scenario); a shared population keeps them 1-D."""
     t = ks.grid("1 d", "2 h")
     small, other = ks.Population(2, seed=1), ks.Population(3, seed=9)
-    ds = ks.run_scenarios([
-        ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
-        ks.Scenario("b", "domino", ks.Dose.bolus("5 mg"), population=other, times=t)])
+    ds = ks.run_scenarios(
+        [
+            ks.Scenario(
+                "a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t
+            ),
+            ks.Scenario(
+                "b", "domino", ks.Dose.bolus("5 mg"), population=other, times=t
+            ),
+        ]
+    )
     assert ds.weight.dims == ("scenario", "subject")
     for name, pop in (("a", small), ("b", other)):
         want = pop.covariates_for(pop.subjects)["weight"]
         got = ds.sel(scenario=name).weight.values
-        np.testing.assert_array_equal(got[:pop.n], want)
-        assert np.isnan(got[pop.n:]).all()
-    same = ks.run_scenarios([
-        ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
-        ks.Scenario("b", "domino", ks.Dose.bolus("9 mg"), population=small, times=t)])
+        np.testing.assert_array_equal(got[: pop.n], want)
+        assert np.isnan(got[pop.n :]).all()
+    same = ks.run_scenarios(
+        [
+            ks.Scenario(
+                "a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t
+            ),
+            ks.Scenario(
+                "b", "domino", ks.Dose.bolus("9 mg"), population=small, times=t
+            ),
+        ]
+    )
     assert same.weight.dims == ("subject",)
     # the same covariates on other patients (a later slice): labels differ
     later = ks.Population(4, seed=1).subset(2, 4)
-    shifted = ks.run_scenarios([
-        ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t),
-        ks.Scenario("b", "domino", ks.Dose.bolus("5 mg"), population=later, times=t)])
+    shifted = ks.run_scenarios(
+        [
+            ks.Scenario(
+                "a", "domino", ks.Dose.bolus("5 mg"), population=small, times=t
+            ),
+            ks.Scenario(
+                "b", "domino", ks.Dose.bolus("5 mg"), population=later, times=t
+            ),
+        ]
+    )
     np.testing.assert_array_equal(
         shifted.sel(scenario="b").weight.sel(subject=[2, 3]).values,
-        later.covariates_for(later.subjects)["weight"])
-    with pytest.raises(ValueError, match="run_scenarios combines concentration "
-                       "curves"):
-        ks.run_scenarios([ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"),
-                                      times=t)], output=ks.Metrics())
-
+        later.covariates_for(later.subjects)["weight"],
+    )
+    with pytest.raises(ValueError, match="run_scenarios combines concentration curves"):
+        ks.run_scenarios(
+            [ks.Scenario("a", "domino", ks.Dose.bolus("5 mg"), times=t)],
+            output=ks.Metrics(),
+        )
 
 
 # --- units of the results (issue 16, item 5) -------------------------------------
 
+
 def _two_analytes():
     """fanta_2015: esketamine (237.73 g/mol) and S-norketamine (223.70 g/mol)."""
-    reg = ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min"),
-                      ks.Dose.infusion("20 mg", duration="40 min", time="1 d")])
-    return ks.simulate("fanta_2015", reg, times=ks.grid("2 d", "10 min"),
-                       subjects=ks.Subjects(covariates={"weight": [60.0, 85.0]}))
+    reg = ks.Regimen(
+        [
+            ks.Dose.infusion("20 mg", duration="40 min"),
+            ks.Dose.infusion("20 mg", duration="40 min", time="1 d"),
+        ]
+    )
+    return ks.simulate(
+        "fanta_2015",
+        reg,
+        times=ks.grid("2 d", "10 min"),
+        subjects=ks.Subjects(covariates={"weight": [60.0, 85.0]}),
+    )
 
 
 def test_molar_metrics_are_the_molar_curves_metrics():
@@ -369,22 +492,27 @@ def test_molar_metrics_are_the_molar_curves_metrics():
     np.testing.assert_array_equal(ds.molecular_weight.values, mw)
     ng = ks.metrics(ds, "dose")
     mol = ks.metrics(ds, "dose", unit="nmol/L")
-    assert (mol.cmax.attrs["units"], mol.trough.attrs["units"],
-            mol.auc.attrs["units"], mol.tmax.attrs["units"]) == (
-        "nmol/L", "nmol/L", "nmol*h/L", "h")
+    assert (
+        mol.cmax.attrs["units"],
+        mol.trough.attrs["units"],
+        mol.auc.attrs["units"],
+        mol.tmax.attrs["units"],
+    ) == ("nmol/L", "nmol/L", "nmol*h/L", "h")
     assert (ng.cmax.attrs["units"], ng.auc.attrs["units"]) == ("ng/mL", "ng*h/mL")
     curves = ds.pk.molar().values  # (subject, analyte, time)
     t = ds.time.values
     first = (t >= 0) & (t < 24)
     second = t >= 24
     for w, sel in enumerate((first, second)):
-        np.testing.assert_array_equal(mol.cmax.values[:, :, w],
-                                      curves[:, :, sel].max(axis=2))
-    np.testing.assert_allclose(mol.auc.values,
-                               ds.dose_auc.values / mw[None, :, None] * 1000,
-                               rtol=1e-15)
-    np.testing.assert_allclose(mol.trough.values[:, :, 0],
-                               ds.predose.values[:, :, 1] / mw * 1000, rtol=1e-15)
+        np.testing.assert_array_equal(
+            mol.cmax.values[:, :, w], curves[:, :, sel].max(axis=2)
+        )
+    np.testing.assert_allclose(
+        mol.auc.values, ds.dose_auc.values / mw[None, :, None] * 1000, rtol=1e-15
+    )
+    np.testing.assert_allclose(
+        mol.trough.values[:, :, 0], ds.predose.values[:, :, 1] / mw * 1000, rtol=1e-15
+    )
     np.testing.assert_array_equal(mol.tmax.values, ng.tmax.values)
     np.testing.assert_array_equal(mol.molecular_weight.values, mw)
     # the accessor and compare say the same
@@ -395,8 +523,10 @@ def test_molar_metrics_are_the_molar_curves_metrics():
     assert table.columns == ["Cmax (nmol/L)", "Tmax (h)", "AUC (nmol*h/L)"]
     got = table.to_dataset().value.sel(percentile=50).values[0]
     np.testing.assert_allclose(
-        got[[0, 2]], [np.median(mol.cmax.values[:, 1, 0]),
-                      np.median(mol.auc.values[:, 1, 0])], rtol=1e-12)
+        got[[0, 2]],
+        [np.median(mol.cmax.values[:, 1, 0]), np.median(mol.auc.values[:, 1, 0])],
+        rtol=1e-12,
+    )
     assert ks.summary(mol.auc).attrs["units"] == "nmol*h/L"
 
 
@@ -409,8 +539,10 @@ def test_molar_auc_closed_form(tmp_path):
     assert auc == pytest.approx(want, rel=1e-12)
 
 
-@pytest.mark.parametrize("level,unit", [
-    ("150 nmol/L", "ng/mL"), ("0.15 umol/L", "nmol/L"), ("150 nmol/L", "nmol/L")])
+@pytest.mark.parametrize(
+    "level,unit",
+    [("150 nmol/L", "ng/mL"), ("0.15 umol/L", "nmol/L"), ("150 nmol/L", "nmol/L")],
+)
 def test_molar_levels_convert_per_analyte(level, unit):
     """A molar level is a different mass level for each analyte: 150 nmol/L is
     150 x MW / 1000 ng/mL."""
@@ -419,14 +551,17 @@ def test_molar_levels_convert_per_analyte(level, unit):
     assert got.time_above.attrs == {"units": "h", "long_name": "time above 150 nmol/L"}
     for k, mw in enumerate((237.73, 223.70)):
         want = ks.metrics(ds, "dose", above=150 * mw / 1000).time_above
-        np.testing.assert_allclose(got.time_above.values[:, k], want.values[:, k],
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            got.time_above.values[:, k], want.values[:, k], rtol=1e-12, atol=1e-12
+        )
     assert got.time_above.values.min() > 0  # the level is crossed
     within = ks.metrics(ds, "dose", within=("20 ng/mL", level), unit=unit)
     np.testing.assert_allclose(
         within.time_within.values,
         ks.metrics(ds, "dose", above=20).time_above.values - got.time_above.values,
-        rtol=1e-12, atol=1e-12)
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def _relabelled(units):
@@ -436,51 +571,107 @@ def _relabelled(units):
     return ds.assign(concentration=c)
 
 
-@pytest.mark.parametrize("make,kw,exc,message", [
-    (lambda: _relabelled("nmol/L"), {}, ks.UnitError,
-     r"metrics reads ds.concentration in ng/mL, as ks.simulate returns it; its "
-     r"units attribute is 'nmol/L' \(for molar metrics pass the ng/mL Dataset from "
-     r"ks.simulate with unit='nmol/L'"),
-    (lambda: _relabelled("mg/L"), {}, ks.UnitError,
-     r"its units attribute is 'mg/L'; convert the values to ng/mL and set "
-     r"ds.concentration.attrs\['units'\] = 'ng/mL'"),
-    (lambda: _relabelled(None), {}, ks.UnitError,
-     r"ds.concentration has no units attribute; metrics reads it in ng/mL"),
-    (lambda: _relabelled("ng/mL").assign(
-        dose_auc=lambda d: d.dose_auc.assign_attrs(units="nmol*h/L")), {},
-     ks.UnitError, r"metrics reads ds.dose_auc in ng\*h/mL"),
-    (lambda: _relabelled("nmol/L").concentration, {}, TypeError,
-     r"metrics needs the Dataset from ks.simulate .*got a DataArray in nmol/L"),
-    (lambda: ks.simulate("domino", ks.Dose.bolus("10 mg"), times=[0.0, 1.0],
-                         output=ks.Metrics()), {}, ValueError,
-     r"ds holds metrics already .*simulate with output=ks\.Trajectories\(\) "
-     r"\(the default\)"),
-    (lambda: _relabelled("ng/mL"), {"unit": "nM"}, ks.UnitError,
-     r"unit must be 'ng/mL' or 'nmol/L' .*got 'nM'"),
-    (lambda: _relabelled("ng/mL"), {"unit": "nmol/L", "above": 100}, ks.UnitError,
-     r"above=100 has no unit; with unit='nmol/L' write it, e.g. '100 nmol/L' or "
-     r"'100 ng/mL'"),
-    (lambda: _relabelled("ng/mL"), {"unit": "nmol/L", "within": ("5", "9 nmol/L")},
-     ks.UnitError, r"within='5' has no unit"),
-    (lambda: _relabelled("ng/mL").drop_vars("molecular_weight"), {"unit": "nmol/L"},
-     ValueError, r"unit='nmol/L' needs each analyte's molecular weight; ds has no "
-     r"'molecular_weight'"),
-    (lambda: _relabelled("ng/mL").drop_vars("molecular_weight"),
-     {"above": "5 nmol/L"}, ValueError, r"above='5 nmol/L' needs each analyte's "
-     r"molecular weight"),
-    (lambda: _relabelled("ng/mL"), {"within": ("900 nmol/L", "100 ng/mL")},
-     ValueError, r"within must be \(low, high\) with low < high; got "
-     r"\('900 nmol/L', '100 ng/mL'\) \(for analyte 'ketamine': 213.957 and 100 "
-     r"ng/mL\)"),
-])
+@pytest.mark.parametrize(
+    "make,kw,exc,message",
+    [
+        (
+            lambda: _relabelled("nmol/L"),
+            {},
+            ks.UnitError,
+            r"metrics reads ds.concentration in ng/mL, as ks.simulate returns it; its "
+            r"units attribute is 'nmol/L' \(for molar metrics pass the ng/mL Dataset from "
+            r"ks.simulate with unit='nmol/L'",
+        ),
+        (
+            lambda: _relabelled("mg/L"),
+            {},
+            ks.UnitError,
+            r"its units attribute is 'mg/L'; convert the values to ng/mL and set "
+            r"ds.concentration.attrs\['units'\] = 'ng/mL'",
+        ),
+        (
+            lambda: _relabelled(None),
+            {},
+            ks.UnitError,
+            r"ds.concentration has no units attribute; metrics reads it in ng/mL",
+        ),
+        (
+            lambda: _relabelled("ng/mL").assign(
+                dose_auc=lambda d: d.dose_auc.assign_attrs(units="nmol*h/L")
+            ),
+            {},
+            ks.UnitError,
+            r"metrics reads ds.dose_auc in ng\*h/mL",
+        ),
+        (
+            lambda: _relabelled("nmol/L").concentration,
+            {},
+            TypeError,
+            r"metrics needs the Dataset from ks.simulate .*got a DataArray in nmol/L",
+        ),
+        (
+            lambda: ks.simulate(
+                "domino", ks.Dose.bolus("10 mg"), times=[0.0, 1.0], output=ks.Metrics()
+            ),
+            {},
+            ValueError,
+            r"ds holds metrics already .*simulate with output=ks\.Trajectories\(\) "
+            r"\(the default\)",
+        ),
+        (
+            lambda: _relabelled("ng/mL"),
+            {"unit": "nM"},
+            ks.UnitError,
+            r"unit must be 'ng/mL' or 'nmol/L' .*got 'nM'",
+        ),
+        (
+            lambda: _relabelled("ng/mL"),
+            {"unit": "nmol/L", "above": 100},
+            ks.UnitError,
+            r"above=100 has no unit; with unit='nmol/L' write it, e.g. '100 nmol/L' or "
+            r"'100 ng/mL'",
+        ),
+        (
+            lambda: _relabelled("ng/mL"),
+            {"unit": "nmol/L", "within": ("5", "9 nmol/L")},
+            ks.UnitError,
+            r"within='5' has no unit",
+        ),
+        (
+            lambda: _relabelled("ng/mL").drop_vars("molecular_weight"),
+            {"unit": "nmol/L"},
+            ValueError,
+            r"unit='nmol/L' needs each analyte's molecular weight; ds has no "
+            r"'molecular_weight'",
+        ),
+        (
+            lambda: _relabelled("ng/mL").drop_vars("molecular_weight"),
+            {"above": "5 nmol/L"},
+            ValueError,
+            r"above='5 nmol/L' needs each analyte's "
+            r"molecular weight",
+        ),
+        (
+            lambda: _relabelled("ng/mL"),
+            {"within": ("900 nmol/L", "100 ng/mL")},
+            ValueError,
+            r"within must be \(low, high\) with low < high; got "
+            r"\('900 nmol/L', '100 ng/mL'\) \(for analyte 'ketamine': 213.957 and 100 "
+            r"ng/mL\)",
+        ),
+    ],
+)
 def test_metrics_refuse_what_they_cannot_label_truly(make, kw, exc, message):
     with pytest.raises(exc, match=message):
         ks.metrics(make(), "dose", **kw)
 
 
 def test_molar_curves_are_not_converted_twice():
-    with pytest.raises(ks.UnitError, match=r"molar\(\) converts ng/mL; "
-                       r"ds.concentration has units 'nmol/L'"):
+    with pytest.raises(
+        ks.UnitError,
+        match=r"molar\(\) converts ng/mL; "
+        r"ds.concentration has units 'nmol/L'",
+    ):
         _relabelled("nmol/L").pk.molar()
 
 
@@ -489,9 +680,12 @@ def test_scenarios_keep_every_models_molecular_weights():
     kept the first scenario's, NaN for the others' analytes), so molar metrics of
     any scenario work."""
     t = ks.grid("1 d", "30 min")
-    ds = ks.run_scenarios([
-        ks.Scenario("iv", "domino", ks.Dose.bolus("10 mg"), times=t),
-        ks.Scenario("es", "fanta_2015", ks.Dose.bolus("10 mg"), times=t)])
+    ds = ks.run_scenarios(
+        [
+            ks.Scenario("iv", "domino", ks.Dose.bolus("10 mg"), times=t),
+            ks.Scenario("es", "fanta_2015", ks.Dose.bolus("10 mg"), times=t),
+        ]
+    )
     got = dict(zip(ds.analyte.values, ds.molecular_weight.values, strict=True))
     assert got == {"esketamine": 237.73, "ketamine": 237.73, "s_norketamine": 223.70}
     m = ks.metrics(ds, "course", unit="nmol/L")
@@ -500,20 +694,27 @@ def test_scenarios_keep_every_models_molecular_weights():
         np.testing.assert_allclose(
             m.cmax.sel(scenario=name).values,
             one.cmax.values / ds.molecular_weight.values[None, :, None] * 1000,
-            rtol=1e-15)
+            rtol=1e-15,
+        )
     # Tmax of an analyte a scenario does not have is NaN, as its Cmax
     assert np.isnan(m.tmax.sel(scenario="iv", analyte="esketamine")).all()
-    assert "time > 50 nmol/L (h)" in str(ks.compare(ds.sel(scenario=["es"]),
-                                                    above="50 nmol/L",
-                                                    analyte="esketamine"))
+    assert "time > 50 nmol/L (h)" in str(
+        ks.compare(ds.sel(scenario=["es"]), above="50 nmol/L", analyte="esketamine")
+    )
 
 
 # --- metrics mode agrees with post-hoc metrics (issue 16, item 9) ----------------
 
+
 def _lag_model(tmp_path):
     """One compartment with an extravascular route whose bolus arrives 1 h late."""
     p = tmp_path / "lag.toml"
-    text = one_compartment(tmp_path).path.read_text().replace("[routes.iv]", """
+    text = (
+        one_compartment(tmp_path)
+        .path.read_text()
+        .replace(
+            "[routes.iv]",
+            """
 [parameters.TLAG]
 value = 1
 unit = "h"
@@ -524,7 +725,9 @@ grade = "choice"
 kind = "extravascular"
 target = "central"
 lag = "TLAG"
-[routes.iv]""")
+[routes.iv]""",
+        )
+    )
     p.write_text(text.replace('id = "one"', 'id = "lag"'))
     return ks.load_model(p)
 
@@ -532,19 +735,32 @@ lag = "TLAG"
 def _regimen(case):
     B, inf = ks.Dose.bolus, ks.Dose.infusion
     return {
-        "simultaneous": ks.Regimen([
-            B("10 mg"), B("10 mg"), inf("20 mg", duration="1 h", time="5 h"),
-            B("5 mg", time="5 h")]),
+        "simultaneous": ks.Regimen(
+            [
+                B("10 mg"),
+                B("10 mg"),
+                inf("20 mg", duration="1 h", time="5 h"),
+                B("5 mg", time="5 h"),
+            ]
+        ),
         "at the last output time": ks.Regimen([B("10 mg"), B("10 mg", time="24 h")]),
-        "after the last output time": ks.Regimen([B("10 mg"), B("10 mg", time="12 h"),
-                                                  B("10 mg", time="30 h")]),
+        "after the last output time": ks.Regimen(
+            [B("10 mg"), B("10 mg", time="12 h"), B("10 mg", time="30 h")]
+        ),
         "no output time in a window": ks.Regimen(
-            [B("10 mg", time=f"{h} h") for h in (2.2, 2.5, 2.7, 9.0)]),
-        "infusions spanning windows": ks.Regimen([
-            inf("30 mg", duration="3 h"), B("5 mg", time="1 h"),
-            inf("10 mg", duration="1 h", time="2 h"), B("5 mg", time="2.5 h")]),
-        "lagged dose arrives at a dose time": ks.Regimen([
-            B("10 mg", route="late"), B("10 mg", time="1 h")]),
+            [B("10 mg", time=f"{h} h") for h in (2.2, 2.5, 2.7, 9.0)]
+        ),
+        "infusions spanning windows": ks.Regimen(
+            [
+                inf("30 mg", duration="3 h"),
+                B("5 mg", time="1 h"),
+                inf("10 mg", duration="1 h", time="2 h"),
+                B("5 mg", time="2.5 h"),
+            ]
+        ),
+        "lagged dose arrives at a dose time": ks.Regimen(
+            [B("10 mg", route="late"), B("10 mg", time="1 h")]
+        ),
     }[case]
 
 
@@ -561,8 +777,7 @@ CASES = [  # case, model, output times, levels
 
 
 @pytest.mark.parametrize("case,model,grid,above", CASES)
-def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
-                                                   tmp_path):
+def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above, tmp_path):
     """Cmax, Tmax, exact AUC, time above and the pre-dose level per dose from
     ks.Metrics() equal those from the stored curves, NaN where NaN (a window
     with no output time, a dose after the grid); and a pre-dose level is the level
@@ -584,17 +799,23 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
     post = ks.metrics(ds, "dose", above=above)
     for v in ("cmax", "tmax", "auc", "time_above"):
         assert streamed[v].attrs["units"] == post[v].attrs["units"], v
-        np.testing.assert_allclose(streamed[v].values, post[v].values, rtol=1e-11,
-                                   atol=1e-12, err_msg=v)
+        np.testing.assert_allclose(
+            streamed[v].values, post[v].values, rtol=1e-11, atol=1e-12, err_msg=v
+        )
     np.testing.assert_array_equal(streamed.tmax.values, post.tmax.values)
-    np.testing.assert_allclose(streamed.predose.values, ds.predose.values,
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        streamed.predose.values, ds.predose.values, rtol=1e-12, atol=1e-15
+    )
     # no output time in [start, next start): nothing read on the grid
     t = ds.time.values
     starts = np.array(reg.times)
     nxt = np.append(starts[1:], np.inf)
-    empty = np.array([not np.any((t >= a) & (t < b)) or a >= t[-1]
-                      for a, b in zip(starts, nxt, strict=True)])
+    empty = np.array(
+        [
+            not np.any((t >= a) & (t < b)) or a >= t[-1]
+            for a, b in zip(starts, nxt, strict=True)
+        ]
+    )
     for got in (streamed, post):
         for v in ("cmax", "tmax", "time_above"):
             assert np.isnan(got[v].values[:, :, empty]).all(), v
@@ -606,47 +827,90 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(case, model, grid, above,
     # the pre-dose level is the level before the dose time: the run without the
     # doses from that time on, read at that time (an output time of its own)
     for i in np.flatnonzero(starts <= t[-1]):
-        before = ks.Regimen([d for d in reg.doses if d.time < starts[i]]) \
-            if starts[i] > 0 else None
+        before = (
+            ks.Regimen([d for d in reg.doses if d.time < starts[i]])
+            if starts[i] > 0
+            else None
+        )
         if before is None or not before.doses:
             want = np.zeros(streamed.predose.shape[:2])
         else:
-            want = ks.simulate(m, before, times=[0.0, starts[i]],
-                               subjects=ks.Subjects(covariates=weights)
-                               ).concentration.values
+            want = ks.simulate(
+                m,
+                before,
+                times=[0.0, starts[i]],
+                subjects=ks.Subjects(covariates=weights),
+            ).concentration.values
             want = want[:, :, 1]
-        np.testing.assert_allclose(streamed.predose.values[:, :, i], want, rtol=1e-11,
-                                   atol=1e-13, err_msg=f"dose {i}")
+        np.testing.assert_allclose(
+            streamed.predose.values[:, :, i],
+            want,
+            rtol=1e-11,
+            atol=1e-13,
+            err_msg=f"dose {i}",
+        )
 
 
-@pytest.mark.parametrize("units,threshold,want", [
-    ("ng/mL", 90, 11 / 101), ("ng/mL", "0.09 mg/L", 11 / 101),
-    ("ng*h/mL", "0.09 mg*h/L", 11 / 101), ("h", "5400 min", 11 / 101),
-    ("nmol/L", "0.09 umol/L", 11 / 101)])
+@pytest.mark.parametrize(
+    "units,threshold,want",
+    [
+        ("ng/mL", 90, 11 / 101),
+        ("ng/mL", "0.09 mg/L", 11 / 101),
+        ("ng*h/mL", "0.09 mg*h/L", 11 / 101),
+        ("h", "5400 min", 11 / 101),
+        ("nmol/L", "0.09 umol/L", 11 / 101),
+    ],
+)
 def test_pta_thresholds_in_the_metrics_units(units, threshold, want):
     import xarray as xr
 
-    da = xr.DataArray(np.arange(101.0), dims="subject", attrs={"units": units},
-                      name="m")
+    da = xr.DataArray(
+        np.arange(101.0), dims="subject", attrs={"units": units}, name="m"
+    )
     got = ks.pta(da, threshold)
     assert got.item() == pytest.approx(want)
-    assert got.attrs == {"units": "1",
-                         "long_name": f"P(m >= 90 {units}) over 101 of 101 subjects"}
+    assert got.attrs == {
+        "units": "1",
+        "long_name": f"P(m >= 90 {units}) over 101 of 101 subjects",
+    }
 
 
-@pytest.mark.parametrize("units,threshold,exc,message", [
-    ("ng/mL", "90 nmol/L", ks.UnitError, r"threshold '90 nmol/L' is not in a unit of "
-     r"the metric's kind \(ng/mL\); compute the metric with unit="),
-    ("ng/mL", "90 furlong", ks.UnitError, r"threshold '90 furlong': unknown unit"),
-    ("ng/mL", True, TypeError, r"threshold must be a number in the metric's units "
-     r"or a string with a unit; got bool True"),
-    ("h", float("nan"), ValueError, r"threshold must be finite; got nan"),
-    ("ng/mL", "-1 ng/mL", ValueError, r"threshold must be >= 0: concentrations, "
-     r"AUCs and times are never negative; got -1 ng/mL$"),
-    ("h", -0.5, ValueError, r"threshold must be >= 0: .*; got -0.5 h$"),
-    (None, "1 h", ks.UnitError, r"threshold '1 h' has a unit, but the metric has no "
-     r"units attribute"),
-])
+@pytest.mark.parametrize(
+    "units,threshold,exc,message",
+    [
+        (
+            "ng/mL",
+            "90 nmol/L",
+            ks.UnitError,
+            r"threshold '90 nmol/L' is not in a unit of "
+            r"the metric's kind \(ng/mL\); compute the metric with unit=",
+        ),
+        ("ng/mL", "90 furlong", ks.UnitError, r"threshold '90 furlong': unknown unit"),
+        (
+            "ng/mL",
+            True,
+            TypeError,
+            r"threshold must be a number in the metric's units "
+            r"or a string with a unit; got bool True",
+        ),
+        ("h", float("nan"), ValueError, r"threshold must be finite; got nan"),
+        (
+            "ng/mL",
+            "-1 ng/mL",
+            ValueError,
+            r"threshold must be >= 0: concentrations, "
+            r"AUCs and times are never negative; got -1 ng/mL$",
+        ),
+        ("h", -0.5, ValueError, r"threshold must be >= 0: .*; got -0.5 h$"),
+        (
+            None,
+            "1 h",
+            ks.UnitError,
+            r"threshold '1 h' has a unit, but the metric has no "
+            r"units attribute",
+        ),
+    ],
+)
 def test_pta_refuses_thresholds_it_cannot_compare(units, threshold, exc, message):
     import xarray as xr
 
@@ -663,30 +927,44 @@ def test_scenario_of_an_ode_model_gets_its_grid_auc_not_nan():
     t = ks.grid("1 d", "10 min")
     dose = ks.Dose.bolus("10 mg")
     # one typical child: flint_2017 refuses its 70 kg reference weight
-    child = ks.Population(1, seed=0, covariates={"weight": [20.0], "age": [6.0]},
-                          iiv=False, iov=False)
-    ds = ks.run_scenarios([ks.Scenario("exact", "fanta_2015", dose, times=t),
-                           ks.Scenario("ode", "flint_2017", dose, population=child,
-                                       times=t)])
+    child = ks.Population(
+        1, seed=0, covariates={"weight": [20.0], "age": [6.0]}, iiv=False, iov=False
+    )
+    ds = ks.run_scenarios(
+        [
+            ks.Scenario("exact", "fanta_2015", dose, times=t),
+            ks.Scenario("ode", "flint_2017", dose, population=child, times=t),
+        ]
+    )
     m = ks.metrics(ds, "course")
-    alone = ks.metrics(ks.simulate("flint_2017", dose, times=t, population=child),
-                       "course")
-    np.testing.assert_allclose(m.auc.sel(scenario="ode").values, alone.auc.values,
-                               rtol=1e-12)
+    alone = ks.metrics(
+        ks.simulate("flint_2017", dose, times=t, population=child), "course"
+    )
+    np.testing.assert_allclose(
+        m.auc.sel(scenario="ode").values, alone.auc.values, rtol=1e-12
+    )
     assert alone.auc.attrs["method"] == "trapezoid on the output grid"
-    assert m.auc.attrs["method"] == ("exact: exact (integrated in the kernel); ode: "
-                                     "trapezoid on the output grid")
+    assert m.auc.attrs["method"] == (
+        "exact: exact (integrated in the kernel); ode: trapezoid on the output grid"
+    )
 
 
 def test_metrics_mode_refuses_a_molar_level():
     """The streaming kernel compares every analyte with one ng/mL level; a molar
     level is a different mass level per analyte, so it is refused with the way to
     get it (post-hoc metrics take it)."""
-    with pytest.raises(ks.UnitError, match=r"above='400 nmol/L' is a molar level; in "
-                       r"Metrics\(above=\.\.\.\) it is one level in ng/mL for every "
-                       r"analyte .*ks.metrics\(ds, 'dose', above='400 nmol/L'\)"):
-        ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[0.0, 1.0],
-                    output=ks.Metrics(above="400 nmol/L"))
+    with pytest.raises(
+        ks.UnitError,
+        match=r"above='400 nmol/L' is a molar level; in "
+        r"Metrics\(above=\.\.\.\) it is one level in ng/mL for every "
+        r"analyte .*ks.metrics\(ds, 'dose', above='400 nmol/L'\)",
+    ):
+        ks.simulate(
+            "domino",
+            ks.Dose.bolus("5 mg"),
+            times=[0.0, 1.0],
+            output=ks.Metrics(above="400 nmol/L"),
+        )
 
 
 def _with_failed(ds, failed):
@@ -701,10 +979,14 @@ def _with_failed(ds, failed):
 def test_failed_subjects_have_nan_metrics_on_the_real_path():
     """A subject kept with errors="keep" has a curve that stops where the solver
     stopped; its Cmax read from what is left (0 before) would be a wrong number."""
-    ds = ks.simulate("domino", ks.Dose.infusion("1 mg/kg", duration="1 h"),
-                     solver=ks.ODE(max_steps=8), errors="keep",
-                     population=ks.Population(3, seed=1), times=ks.grid("12 h",
-                                                                       "10 min"))
+    ds = ks.simulate(
+        "domino",
+        ks.Dose.infusion("1 mg/kg", duration="1 h"),
+        solver=ks.ODE(max_steps=8),
+        errors="keep",
+        population=ks.Population(3, seed=1),
+        times=ks.grid("12 h", "10 min"),
+    )
     assert ds.status.values.tolist() == [1, 1, 1]
     m = ds.pk.metrics("dose", above=10)
     for v in ("cmax", "tmax", "auc", "trough", "time_above"):
@@ -724,17 +1006,24 @@ def test_failed_subjects_are_nan_and_counted(per):
     for v in m.data_vars:
         assert np.isnan(m[v].values[[1, 3]]).all(), v
         np.testing.assert_array_equal(m[v].values[keep], good[v].values[keep])
-    note = "2 of 5 subjects failed (status != 0) and are left out (their metrics "\
-        "are NaN)"
+    note = (
+        "2 of 5 subjects failed (status != 0) and are left out (their metrics are NaN)"
+    )
     s = ks.summary(m.cmax)
     assert s.attrs["left_out"] == note
-    np.testing.assert_allclose(s.values, good.cmax.isel(subject=keep).quantile(
-        [0.05, 0.5, 0.95], dim="subject").values, rtol=1e-12)
+    np.testing.assert_allclose(
+        s.values,
+        good.cmax.isel(subject=keep).quantile([0.05, 0.5, 0.95], dim="subject").values,
+        rtol=1e-12,
+    )
     assert "left_out" not in ks.summary(good.cmax).attrs
     level = float(good.cmax.isel(subject=keep, analyte=0, **{per: 0}).median())
     p = ks.pta(m.cmax, level)
-    want = float((good.cmax.isel(subject=keep) >= level).mean("subject")
-                 .isel(analyte=0, **{per: 0}))
+    want = float(
+        (good.cmax.isel(subject=keep) >= level)
+        .mean("subject")
+        .isel(analyte=0, **{per: 0})
+    )
     assert p.isel(analyte=0, **{per: 0}).item() == pytest.approx(want)
     assert p.attrs["long_name"] == f"P(cmax >= {level:g} ng/mL) over 3 of 5 subjects"
     assert p.attrs["left_out"] == note
@@ -743,17 +1032,20 @@ def test_failed_subjects_are_nan_and_counted(per):
 
 def test_compare_says_how_many_subjects_were_left_out():
     pop = ks.Population(5, seed=3)
-    ok = ks.simulate("domino", ks.Dose.bolus("20 mg"), population=pop,
-                     times=ks.grid("1 d", "10 min"))
+    ok = ks.simulate(
+        "domino", ks.Dose.bolus("20 mg"), population=pop, times=ks.grid("1 d", "10 min")
+    )
     table = ks.compare(_with_failed(ok, [2]))
     lines = str(table).splitlines()
-    assert lines[-1] == ("1 of 5 subjects failed (status != 0) and are left out "
-                         "(their metrics are NaN)")
+    assert lines[-1] == (
+        "1 of 5 subjects failed (status != 0) and are left out (their metrics are NaN)"
+    )
     assert table.to_dataset().attrs["left_out"] == lines[-1]
     cmax = ks.metrics(ok, "course").cmax.isel(subject=[0, 1, 3, 4], analyte=0)
     got = table.to_dataset().value.isel(scenario=0, metric=0).values
-    np.testing.assert_allclose(got, np.percentile(cmax.values[:, 0], [5, 50, 95]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got, np.percentile(cmax.values[:, 0], [5, 50, 95]), rtol=1e-12
+    )
     assert "left out" not in str(ks.compare(ok))
 
 
@@ -773,10 +1065,12 @@ def test_trapezoid_auc_is_not_split_at_a_dose_off_the_grid(tmp_path):
     assert a.attrs["method"] == (
         "trapezoid on the output grid; NaN for dose 0, 1: the dose start at 5.03 h "
         "is not an output time, so the area cannot be split there from the curve "
-        "(include the dose times in times=, or use a model the exact solver runs)")
+        "(include the dose times in times=, or use a model the exact solver runs)"
+    )
     assert np.isfinite(off.pk.auc("course").values).all()
-    on = ks.simulate(m, reg, times=np.union1d(t, [5.03]),
-                     output=ks.Trajectories(dose_windows=False))
+    on = ks.simulate(
+        m, reg, times=np.union1d(t, [5.03]), output=ks.Trajectories(dose_windows=False)
+    )
     got = on.pk.metrics("dose").auc
     assert got.attrs["method"] == "trapezoid on the output grid"
     k, v, rate, dur = 10 / 50, 50.0, 35.0, 1.0
@@ -809,14 +1103,21 @@ def test_compare_on_a_metrics_only_result():
             a = ks.compare(streamed, per="dose", window=window, unit=unit)
             b = ks.compare(curves, per="dose", window=window, unit=unit)
             assert a.columns == b.columns
-            np.testing.assert_allclose(a.to_dataset().value, b.to_dataset().value,
-                                       rtol=1e-11)
-    with pytest.raises(ValueError, match=r"this result is from simulate\(output="
-                       r"ks\.Metrics\(\)\), which keeps metrics per dose only; "
-                       r"compare it with per='dose' \(got per='course'\)"):
+            np.testing.assert_allclose(
+                a.to_dataset().value, b.to_dataset().value, rtol=1e-11
+            )
+    with pytest.raises(
+        ValueError,
+        match=r"this result is from simulate\(output="
+        r"ks\.Metrics\(\)\), which keeps metrics per dose only; "
+        r"compare it with per='dose' \(got per='course'\)",
+    ):
         ks.compare(streamed)
-    with pytest.raises(ValueError, match=r"cannot compute the time above 50; "
-                       r"simulate with output=ks\.Metrics\(above=50\) instead"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot compute the time above 50; "
+        r"simulate with output=ks\.Metrics\(above=50\) instead",
+    ):
         ks.compare(streamed, per="dose", above=50)
 
 
@@ -824,9 +1125,12 @@ def test_compare_refuses_a_window_after_the_grid():
     reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=3)
     with pytest.warns(ks.GridWarning):
         ds = ks.simulate("domino", reg, times=ks.grid("20 h", "10 min"))
-    with pytest.raises(ValueError, match=r"window=-1 picks session 3 of 3 in scenario "
-                       r"'scenario', which starts at 24 h, at or after the last "
-                       r"output time \(20 h\): it has no output time"):
+    with pytest.raises(
+        ValueError,
+        match=r"window=-1 picks session 3 of 3 in scenario "
+        r"'scenario', which starts at 24 h, at or after the last "
+        r"output time \(20 h\): it has no output time",
+    ):
         ks.compare(ds, per="session", window=-1)
     assert "session 2" in str(ks.compare(ds, per="session", window=1))
 
@@ -858,9 +1162,14 @@ def test_metrics_mode_gives_nan_for_a_failed_subject(monkeypatch):
     monkeypatch.setattr(linear, "population_linear_metrics", fails_subject_1)
     pop = ks.Population(3, seed=1)
     dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
-    ds = ks.simulate("clements_nimmo_1981", dose,
-                     population=pop, times=ks.grid("12 h", "10 min"),
-                     output=ks.Metrics(), errors="keep")
+    ds = ks.simulate(
+        "clements_nimmo_1981",
+        dose,
+        population=pop,
+        times=ks.grid("12 h", "10 min"),
+        output=ks.Metrics(),
+        errors="keep",
+    )
     assert ds.status.values.tolist() == [0, 4, 0]
     for name in ("cmax", "tmax", "predose"):
         v = ds[name].values

@@ -37,48 +37,134 @@ def test_bundled_models_load():
 
 CASES = [
     ("unknown top key", ("colour",), "blue", False, "[colour] unknown key"),
-    ("unknown parameter key", ("parameters", "k10", "omgea"), 0.3, False,
-     "[parameters.k10.omgea] unknown key"),
-    ("missing unit", ("parameters", "k10", "unit"), None, True,
-     "[parameters.k10.unit] is missing"),
-    ("unknown unit", ("parameters", "k10", "unit"), "1/fortnight", False,
-     "unknown unit 'fortnight'"),
-    ("dimension mismatch", ("flows", 0, "k"), "V1", False,
-     "[flows[0].k] needs a rate constant; parameter 'V1' is a volume"),
-    ("undefined parameter", ("flows", 1, "k"), "k99", False,
-     "[flows[1].k] names an undefined parameter 'k99'"),
-    ("undefined compartment", ("flows", 1, "to"), "brain", False,
-     "[flows[1].to] names an undefined compartment 'brain'"),
-    ("route to undefined compartment", ("routes", "iv", "target"), "vein", False,
-     "[routes.iv.target] names an undefined compartment 'vein'"),
-    ("bad grade", ("parameters", "k10", "grade"), "A", False,
-     "[parameters.k10.grade] must be one of"),
-    ("iv with bioavailability", ("routes", "iv", "fraction"), "F_IN", False,
-     "an intravenous route takes only `target`"),
-    ("wrong type", ("parameters", "k10", "value"), "fast", False,
-     "[parameters.k10.value] must be float; got str"),
-    ("unknown reference", ("parameters", "k10", "reference"), "nobody", False,
-     "names an unknown reference 'nobody'"),
-    ("bad schema version", ("schema_version",), 7, False,
-     "unsupported schema version 7"),
-    ("analyte without volume", ("analytes", "ketamine", "compartment"), "peripheral1",
-     False, "has no volume"),
-    ("per-device effect without a device amount",
-     ("routes", "intranasal", "later_devices"), "F_IN", False,
-     "[routes.intranasal.device] is missing"),
-    ("device on an intravenous route", ("routes", "iv", "device"), "28 mg", False,
-     "[routes.iv.device] only extravascular routes have devices"),
-    ("device per kg", ("routes", "intranasal", "device"), "0.4 mg/kg", False,
-     "[routes.intranasal.device] must be a fixed amount > 0"),
-    ("device not an amount", ("routes", "intranasal", "device"), "28 min", False,
-     "[routes.intranasal.device] must be a fixed amount > 0"),
+    (
+        "unknown parameter key",
+        ("parameters", "k10", "omgea"),
+        0.3,
+        False,
+        "[parameters.k10.omgea] unknown key",
+    ),
+    (
+        "missing unit",
+        ("parameters", "k10", "unit"),
+        None,
+        True,
+        "[parameters.k10.unit] is missing",
+    ),
+    (
+        "unknown unit",
+        ("parameters", "k10", "unit"),
+        "1/fortnight",
+        False,
+        "unknown unit 'fortnight'",
+    ),
+    (
+        "dimension mismatch",
+        ("flows", 0, "k"),
+        "V1",
+        False,
+        "[flows[0].k] needs a rate constant; parameter 'V1' is a volume",
+    ),
+    (
+        "undefined parameter",
+        ("flows", 1, "k"),
+        "k99",
+        False,
+        "[flows[1].k] names an undefined parameter 'k99'",
+    ),
+    (
+        "undefined compartment",
+        ("flows", 1, "to"),
+        "brain",
+        False,
+        "[flows[1].to] names an undefined compartment 'brain'",
+    ),
+    (
+        "route to undefined compartment",
+        ("routes", "iv", "target"),
+        "vein",
+        False,
+        "[routes.iv.target] names an undefined compartment 'vein'",
+    ),
+    (
+        "bad grade",
+        ("parameters", "k10", "grade"),
+        "A",
+        False,
+        "[parameters.k10.grade] must be one of",
+    ),
+    (
+        "iv with bioavailability",
+        ("routes", "iv", "fraction"),
+        "F_IN",
+        False,
+        "an intravenous route takes only `target`",
+    ),
+    (
+        "wrong type",
+        ("parameters", "k10", "value"),
+        "fast",
+        False,
+        "[parameters.k10.value] must be float; got str",
+    ),
+    (
+        "unknown reference",
+        ("parameters", "k10", "reference"),
+        "nobody",
+        False,
+        "names an unknown reference 'nobody'",
+    ),
+    (
+        "bad schema version",
+        ("schema_version",),
+        7,
+        False,
+        "unsupported schema version 7",
+    ),
+    (
+        "analyte without volume",
+        ("analytes", "ketamine", "compartment"),
+        "peripheral1",
+        False,
+        "has no volume",
+    ),
+    (
+        "per-device effect without a device amount",
+        ("routes", "intranasal", "later_devices"),
+        "F_IN",
+        False,
+        "[routes.intranasal.device] is missing",
+    ),
+    (
+        "device on an intravenous route",
+        ("routes", "iv", "device"),
+        "28 mg",
+        False,
+        "[routes.iv.device] only extravascular routes have devices",
+    ),
+    (
+        "device per kg",
+        ("routes", "intranasal", "device"),
+        "0.4 mg/kg",
+        False,
+        "[routes.intranasal.device] must be a fixed amount > 0",
+    ),
+    (
+        "device not an amount",
+        ("routes", "intranasal", "device"),
+        "28 min",
+        False,
+        "[routes.intranasal.device] must be a fixed amount > 0",
+    ),
 ]
 
 
-@pytest.mark.parametrize("what,path,value,delete,message", CASES,
-                         ids=[c[0] for c in CASES])
-def test_errors_name_file_and_key(tmp_path, domino_dict, what, path, value, delete,
-                                  message):
+@pytest.mark.parametrize(
+    "what,path,value,delete,message", CASES, ids=[c[0] for c in CASES]
+)
+def test_errors_name_file_and_key(
+    tmp_path, domino_dict, what, path, value, delete, message
+):
     p = write(tmp_path, mutate(domino_dict, path, value, delete))
     with pytest.raises(ModelFileError) as info:
         ks.load_model(p)
@@ -117,8 +203,12 @@ def test_time_effect_on_a_transit_time_is_rejected(tmp_path):
     rate constants; on a mean transit time (rate = n / MTT) it would not be."""
     data = tomllib.loads((models_dir() / "simons_2022.toml").read_text())
     mtt = next(f for f in data["flows"] if "mtt" in f)["mtt"]
-    data["time_effects"] = [{"parameter": mtt, "slope": 0.01, "unit": "1/h",
-                             "source": "test"}]
-    with pytest.raises(ModelFileError, match=rf"parameter {mtt!r} is a mean transit "
-                       "time"):
+    data["time_effects"] = [
+        {"parameter": mtt, "slope": 0.01, "unit": "1/h", "source": "test"}
+    ]
+    with pytest.raises(
+        ModelFileError,
+        match=rf"parameter {mtt!r} is a mean transit "
+        "time",
+    ):
         ks.load_model(write(tmp_path, data))

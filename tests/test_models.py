@@ -11,15 +11,18 @@ LONG = ks.grid("400 h", "10 min")  # > 30 terminal half-lives for every model he
 
 
 def auc_inf(model, regimen, analyte=0, **kw):
-    ds = ks.simulate(model, regimen, times=LONG, output=ks.Trajectories(auc=True),
-                     **kw)
+    ds = ks.simulate(model, regimen, times=LONG, output=ks.Trajectories(auc=True), **kw)
     return ds.auc.isel(subject=0, analyte=analyte, time=-1).item()
 
 
 def nasal(mg):
     n = mg // 28
-    return Regimen([Dose.bolus("28 mg", route="intranasal", device=k + 1,
-                               time=f"{5 * k} min") for k in range(n)])
+    return Regimen(
+        [
+            Dose.bolus("28 mg", route="intranasal", device=k + 1, time=f"{5 * k} min")
+            for k in range(n)
+        ]
+    )
 
 
 # ---- Perez-Ruixo 2021 (esketamine) ---------------------------------------------------
@@ -40,15 +43,17 @@ def test_perez_ruixo_nasal_dose_is_one_device():
     m = "perez_ruixo_2021"
     assert ks.load_model(m).routes["intranasal"].device_mg == 28.0
     for bad, got in (("56 mg", "got 56 mg"), ("0.4 mg/kg", "got 0.4 mg/kg")):
-        with pytest.raises(ks.DoseError, match=rf"takes one 28-mg device per Dose.*"
-                           rf"{got}\. Give one Dose per device"):
+        with pytest.raises(
+            ks.DoseError,
+            match=rf"takes one 28-mg device per Dose.*"
+            rf"{got}\. Give one Dose per device",
+        ):
             ks.simulate(m, Dose.bolus(bad, route="intranasal", device=1))
     ks.simulate(m, Dose.bolus("28 mg", route="intranasal", device=1))  # fine
     # the label's salt amount, 32.3 mg HCl, is 28.005 mg of base: one device
     ks.simulate(m, Dose.bolus("32.3 mg", route="intranasal", salt="hcl", device=1))
     with pytest.raises(ks.DoseError, match=r"got 28.61 mg of base \(from 33 mg hcl\)"):
-        ks.simulate(m, Dose.bolus("33 mg", route="intranasal", salt="hcl",
-                                  device=1))
+        ks.simulate(m, Dose.bolus("33 mg", route="intranasal", salt="hcl", device=1))
 
 
 def test_perez_ruixo_oral_and_clearance():
@@ -85,10 +90,16 @@ def test_spravato_label_bioavailability_and_no_accumulation():
     Twice-weekly dosing: no accumulation (session Cmax within 2 % of session 2)."""
     m = "perez_ruixo_2021"
     pop = ks.Population(2000, seed=4, iov=False)
-    iv = ks.simulate(m, Dose.bolus("56 mg"), times=LONG,
-                     output=ks.Trajectories(auc=True), population=pop)
-    nz = ks.simulate(m, nasal(56), times=LONG, output=ks.Trajectories(auc=True),
-                     population=pop)
+    iv = ks.simulate(
+        m,
+        Dose.bolus("56 mg"),
+        times=LONG,
+        output=ks.Trajectories(auc=True),
+        population=pop,
+    )
+    nz = ks.simulate(
+        m, nasal(56), times=LONG, output=ks.Trajectories(auc=True), population=pop
+    )
     f = (nz.auc[:, 0, -1] / iv.auc[:, 0, -1]).values
     assert abs(f.mean() - 0.48) <= 0.06
     ind = ks.esketamine_induction("84 mg", weeks=4, continuation_weeks=0)
@@ -101,20 +112,36 @@ def test_perez_ruixo_covariates():
     m = "perez_ruixo_2021"
     t = ks.grid("200 h", "10 min")
     base = auc_inf(m, Dose.bolus("28 mg"))
-    asian = ks.simulate(m, Dose.bolus("28 mg"), times=LONG,
-                        subjects=ks.Subjects(covariates={"asian": 1.0}),
-                        output=ks.Trajectories(auc=True)).auc[0, 0, -1].item()
+    asian = (
+        ks.simulate(
+            m,
+            Dose.bolus("28 mg"),
+            times=LONG,
+            subjects=ks.Subjects(covariates={"asian": 1.0}),
+            output=ks.Trajectories(auc=True),
+        )
+        .auc[0, 0, -1]
+        .item()
+    )
     assert asian > base  # kel x 0.36 lowers hepatic extraction
-    old = ks.simulate(m, Dose.bolus("28 mg"), times=t,
-                      subjects=ks.Subjects(covariates={"age": 80.0})
-                      ).parameters.sel(parameter="Qh").item()
+    old = (
+        ks.simulate(
+            m,
+            Dose.bolus("28 mg"),
+            times=t,
+            subjects=ks.Subjects(covariates={"age": 80.0}),
+        )
+        .parameters.sel(parameter="Qh")
+        .item()
+    )
     assert old == pytest.approx(151 - 2.19 * 20, rel=1e-6)
 
 
 def test_esketamine_model_rejects_racemic_dose():
     with pytest.raises(ks.DoseError, match="declares no share of a racemic dose"):
-        ks.simulate("perez_ruixo_2021", Dose.bolus("50 mg", drug="ketamine"),
-                    times=[1.0])
+        ks.simulate(
+            "perez_ruixo_2021", Dose.bolus("50 mg", drug="ketamine"), times=[1.0]
+        )
 
 
 # ---- Domino (racemic, code-sourced) ------------------------------------------------
@@ -146,15 +173,17 @@ def test_clements_derived_facts_and_default():
     assert np.log(2) / (np.log(c[i] / c[j]) / 10) == pytest.approx(3.05, abs=0.02)
 
 
-@pytest.mark.parametrize("route,f,tmax_h", [("intranasal", 0.45, 0.30),
-                                            ("sublingual", 0.29, 0.75),
-                                            ("oral", 0.24, 0.96)])
+@pytest.mark.parametrize(
+    "route,f,tmax_h",
+    [("intranasal", 0.45, 0.30), ("sublingual", 0.29, 0.75), ("oral", 0.24, 0.96)],
+)
 def test_clements_extravascular_routes(route, f, tmax_h):
     """Bioavailability as the AUC ratio (published: 45 %, 29 %, 24 %) and Tmax
     within 2 min of the published median/mean the absorption rate was chosen for."""
     m = "clements_nimmo_1981"
     ratio = auc_inf(m, Dose.bolus("25 mg", route=route)) / auc_inf(
-        m, Dose.bolus("25 mg"))
+        m, Dose.bolus("25 mg")
+    )
     assert ratio == pytest.approx(f, rel=1e-6)
     t = ks.grid("6 h", "0.5 min")
     c = ks.simulate(m, Dose.bolus("25 mg", route=route), times=t).concentration
@@ -162,22 +191,32 @@ def test_clements_extravascular_routes(route, f, tmax_h):
 
 
 # ---- children and ICU (racemic) ---------------------------------------------------
-@pytest.mark.parametrize("model,cl70", [("herd_2007", 90.0), ("elkomy_2015", 60.6),
-                                        ("sherwin_2015", 87.9),
-                                        ("hornik_2018", 38.9)])
+@pytest.mark.parametrize(
+    "model,cl70",
+    [
+        ("herd_2007", 90.0),
+        ("elkomy_2015", 60.6),
+        ("sherwin_2015", 87.9),
+        ("hornik_2018", 38.9),
+    ],
+)
 def test_paediatric_clearance_and_allometry(model, cl70):
     """Clearance = dose / AUC(0-inf) reproduces the published per-70-kg value at
     70 kg and follows (WT/70)^0.75 at 20 kg (simulated, not read back)."""
     for wt in (70.0, 20.0):
-        a = auc_inf(model, Dose.bolus("10 mg"),
-                    subjects=ks.Subjects(covariates={"weight": wt, "age": 8.0}))
+        a = auc_inf(
+            model,
+            Dose.bolus("10 mg"),
+            subjects=ks.Subjects(covariates={"weight": wt, "age": 8.0}),
+        )
         assert 10 / a * 1000 == pytest.approx(cl70 * (wt / 70) ** 0.75, rel=1e-6)
 
 
 def test_hornik_im_bioavailability():
     kw = {"subjects": ks.Subjects(covariates={"weight": 14.0, "age": 3.3})}
     f = auc_inf("hornik_2018", Dose.bolus("2 mg/kg", route="im"), **kw) / auc_inf(
-        "hornik_2018", Dose.bolus("2 mg/kg"), **kw)
+        "hornik_2018", Dose.bolus("2 mg/kg"), **kw
+    )
     assert f == pytest.approx(0.41, rel=1e-6)
 
 
@@ -190,8 +229,9 @@ def test_hijazi_matches_its_abstract():
     cl = 70 / a * 1000 / 70 * 1000 / 60  # mL/min/kg
     assert cl == pytest.approx(36.0, abs=0.1 * 13.3)
     t = ks.grid("60 h", "5 min")
-    c = ks.simulate("hijazi_2003", Dose.bolus("70 mg"), times=t,
-                    **kw).concentration.values[0, 0]
+    c = ks.simulate(
+        "hijazi_2003", Dose.bolus("70 mg"), times=t, **kw
+    ).concentration.values[0, 0]
     i, j = np.searchsorted(t, 30), np.searchsorted(t, 50)
     lz = np.log(c[i] / c[j]) / 20
     assert np.log(2) / lz == pytest.approx(4.9, abs=0.1 * 1.6)
@@ -215,14 +255,19 @@ def test_fanta_clearance_oral_f_half_life_vss():
     m = "fanta_2015"
     a = auc_inf(m, Dose.bolus("10 mg"))
     assert 10 / a * 1000 == pytest.approx(95.2, rel=1e-6)
-    assert auc_inf(m, Dose.bolus("10 mg", route="oral")) / a == pytest.approx(0.08,
-                                                                               rel=1e-6)
+    assert auc_inf(m, Dose.bolus("10 mg", route="oral")) / a == pytest.approx(
+        0.08, rel=1e-6
+    )
     t = ks.grid("60 h", "5 min")
     c = ks.simulate(m, Dose.bolus("10 mg"), times=t).concentration.values[0, 0]
     i, j = np.searchsorted(t, 30), np.searchsorted(t, 50)
     assert np.log(2) / (np.log(c[i] / c[j]) / 20) == pytest.approx(7.4, abs=0.05)
-    ds = ks.simulate(m, Dose.infusion(rate="10 mg/h", duration="300 h"),
-                     times=[299.0], output=ks.Trajectories(amounts=True))
+    ds = ks.simulate(
+        m,
+        Dose.infusion(rate="10 mg/h", duration="300 h"),
+        times=[299.0],
+        output=ks.Trajectories(amounts=True),
+    )
     body = ds.amount.sel(compartment=["central", "p1", "p2"]).sum("compartment")
     vss = (body / ds.concentration.sel(analyte="esketamine") * 1000).item()
     assert vss == pytest.approx(418.8, rel=0.01)
@@ -233,10 +278,13 @@ def test_flint_norketamine_clearance_rises_with_time():
     """With V/Fm = 1 L the metabolite is in quasi-steady state, so
     C_NK / C_ket = CL / (CL_NK (1 + 0.0087 t)) at any time of a long infusion."""
     t = np.array([24.0, 48.0])
-    ds = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="72 h"),
-                     times=t,
-                     subjects=ks.Subjects(covariates={"weight": 7.0, "age": 0.42}),
-                     solver=ks.ODE(rtol=1e-9, atol=1e-12))
+    ds = ks.simulate(
+        "flint_2017",
+        Dose.infusion(rate="1 mg/kg/h", duration="72 h"),
+        times=t,
+        subjects=ks.Subjects(covariates={"weight": 7.0, "age": 0.42}),
+        solver=ks.ODE(rtol=1e-9, atol=1e-12),
+    )
     c = ds.concentration.values[0]
     ratio = c[1] / c[0]
     np.testing.assert_allclose(ratio, 112 / (53.2 * (1 + 0.0087 * t)), rtol=0.01)
@@ -247,15 +295,23 @@ def test_flint_clock_starts_at_the_first_dose():
     """CL_NK (1 + 0.0087 t) counts t from the first dose (the model file's
     definition): the same infusion started 10 h later gives the same curve 10 h
     later (it used to run on the simulation clock: 7 % low S-norketamine)."""
-    kw = dict(subjects=ks.Subjects(covariates={"weight": 10.0, "age": 0.42}),
-              solver=ks.ODE(rtol=1e-10, atol=1e-13))
+    kw = dict(
+        subjects=ks.Subjects(covariates={"weight": 10.0, "age": 0.42}),
+        solver=ks.ODE(rtol=1e-10, atol=1e-13),
+    )
     t = np.array([6.0, 24.0, 30.0])
-    now = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="24 h"),
-                      times=t, **kw)
-    later = ks.simulate("flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="24 h",
-                                                     time=10.0), times=t + 10.0, **kw)
-    np.testing.assert_allclose(later.concentration.values, now.concentration.values,
-                               rtol=1e-7)
+    now = ks.simulate(
+        "flint_2017", Dose.infusion(rate="1 mg/kg/h", duration="24 h"), times=t, **kw
+    )
+    later = ks.simulate(
+        "flint_2017",
+        Dose.infusion(rate="1 mg/kg/h", duration="24 h", time=10.0),
+        times=t + 10.0,
+        **kw,
+    )
+    np.testing.assert_allclose(
+        later.concentration.values, now.concentration.values, rtol=1e-7
+    )
 
 
 # ---- Simons 2022 (S-ketamine oral thin film, S-NK, S-HNK) --------------------------
@@ -265,10 +321,15 @@ def test_simons_film_bioavailability_tmax_and_metabolite_fractions():
     metabolite after an IV dose, which counts every mole that passes through it);
     Simons 2022 results (observed Tmax): S-ketamine Tmax 19 min after the film."""
     m = "simons_2022"
-    iv = ks.simulate(m, Dose.bolus("20 mg"), times=LONG,
-                     output=ks.Trajectories(auc=True))
-    film = ks.simulate(m, Dose.bolus("50 mg", route="sublingual"), times=LONG,
-                       output=ks.Trajectories(auc=True))
+    iv = ks.simulate(
+        m, Dose.bolus("20 mg"), times=LONG, output=ks.Trajectories(auc=True)
+    )
+    film = ks.simulate(
+        m,
+        Dose.bolus("50 mg", route="sublingual"),
+        times=LONG,
+        output=ks.Trajectories(auc=True),
+    )
     f = film.auc[0, 0, -1].item() / 2.5 / iv.auc[0, 0, -1].item()
     assert f == pytest.approx(0.26, abs=0.01)
     dose_umol = 20.0 / 237.73 * 1000
@@ -285,11 +346,16 @@ def test_simons_film_bioavailability_tmax_and_metabolite_fractions():
 
 def test_simons_iov_draws_per_session():
     pop = ks.Population(50, seed=2)
-    reg = Regimen([Dose.bolus("50 mg", route="sublingual"),
-                   Dose.bolus("50 mg", route="sublingual", time="24 h")])
+    reg = Regimen(
+        [
+            Dose.bolus("50 mg", route="sublingual"),
+            Dose.bolus("50 mg", route="sublingual", time="24 h"),
+        ]
+    )
     with pytest.warns(ks.ValidityWarning, match="weight outside"):
-        ds = ks.simulate("simons_2022", reg, population=pop,
-                         times=ks.grid("48 h", "10 min"))
+        ds = ks.simulate(
+            "simons_2022", reg, population=pop, times=ks.grid("48 h", "10 min")
+        )
     m = ks.metrics(ds, "session").cmax.sel(analyte="esketamine").values
     assert not np.allclose(m[:, 0], m[:, 1], rtol=1e-3)  # IOV: sessions differ
     assert np.all(np.isfinite(m))

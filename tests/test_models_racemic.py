@@ -39,9 +39,13 @@ def cov(model, weight):
 
 
 def auc_inf(model, regimen, weight=70.0):
-    ds = ks.simulate(model, regimen, times=LONG,
-                     subjects=ks.Subjects(covariates=cov(model, weight)),
-                     output=ks.Trajectories(auc=True))
+    ds = ks.simulate(
+        model,
+        regimen,
+        times=LONG,
+        subjects=ks.Subjects(covariates=cov(model, weight)),
+        output=ks.Trajectories(auc=True),
+    )
     return ds.auc.isel(subject=0, analyte=0, time=-1).item()
 
 
@@ -52,24 +56,34 @@ def clearance(model, weight=70.0):
 
 def v1(model, weight=70.0):
     """L, from the concentration at the bolus time (the state after the dose)."""
-    ds = ks.simulate(model, Dose.bolus("10 mg"), times=[0.0],
-                     subjects=ks.Subjects(covariates=cov(model, weight)))
+    ds = ks.simulate(
+        model,
+        Dose.bolus("10 mg"),
+        times=[0.0],
+        subjects=ks.Subjects(covariates=cov(model, weight)),
+    )
     return 10.0 / ds.concentration.item() * 1000.0
 
 
 def vss(model, weight=70.0):
     """L: amount in the body / plasma concentration at steady state of a 300-h
     infusion (> 60 terminal half-lives for every model here)."""
-    ds = ks.simulate(model, Dose.infusion(rate="10 mg/h", duration="300 h"),
-                     times=[299.0], subjects=ks.Subjects(covariates=cov(model, weight)),
-                     output=ks.Trajectories(amounts=True))
-    return (ds.amount.sum("compartment") / ds.concentration.isel(analyte=0)
-            ).item() * 1000.0
+    ds = ks.simulate(
+        model,
+        Dose.infusion(rate="10 mg/h", duration="300 h"),
+        times=[299.0],
+        subjects=ks.Subjects(covariates=cov(model, weight)),
+        output=ks.Trajectories(amounts=True),
+    )
+    return (
+        ds.amount.sum("compartment") / ds.concentration.isel(analyte=0)
+    ).item() * 1000.0
 
 
 def profile(model, regimen, times, weight=70.0):
-    ds = ks.simulate(model, regimen, times=times,
-                     subjects=ks.Subjects(covariates=cov(model, weight)))
+    ds = ks.simulate(
+        model, regimen, times=times, subjects=ks.Subjects(covariates=cov(model, weight))
+    )
     return ds.concentration.values[0, 0]
 
 
@@ -95,16 +109,29 @@ REFERENCE = [
     ("sherwin_2015", 87.9, 20.5, 20.5 + 220, 1e-6, "abstract (P)"),
     ("hornik_2018", 38.9, 32.8, 32.8 + 152, 1e-6, "opentiva (C)"),
     # derived from the model's parameters: CL 1.146 L/h/kg, Vss 4.13 L/kg (3 s.f.)
-    ("clements_nimmo_1981", 0.0109 * 60 * 1.7522 * 70, 1.7522 * 70, 4.13 * 70,
-     0.005 / 4.13, "opentiva (C), derived from the model's parameters"),
+    (
+        "clements_nimmo_1981",
+        0.0109 * 60 * 1.7522 * 70,
+        1.7522 * 70,
+        4.13 * 70,
+        0.005 / 4.13,
+        "opentiva (C), derived from the model's parameters",
+    ),
     # derived from the model's parameters: CL 1.656 L/h/kg, Vss 2.76 L/kg (3 s.f.)
-    ("domino", 0.4381 * 60 * 0.063 * 70, 0.063 * 70, 2.76 * 70, 0.005 / 2.76,
-     "opentiva (C), derived from the model's parameters"),
+    (
+        "domino",
+        0.4381 * 60 * 0.063 * 70,
+        0.063 * 70,
+        2.76 * 70,
+        0.005 / 2.76,
+        "opentiva (C), derived from the model's parameters",
+    ),
 ]
 
 
-@pytest.mark.parametrize("model,cl,v_1,v_ss,rel,source", REFERENCE,
-                         ids=[r[0] for r in REFERENCE])
+@pytest.mark.parametrize(
+    "model,cl,v_1,v_ss,rel,source", REFERENCE, ids=[r[0] for r in REFERENCE]
+)
 def test_clearance_and_volumes_at_70_kg(model, cl, v_1, v_ss, rel, source):
     assert clearance(model) == pytest.approx(cl, rel=1e-6)
     assert v1(model) == pytest.approx(v_1, rel=1e-6)
@@ -114,12 +141,14 @@ def test_clearance_and_volumes_at_70_kg(model, cl, v_1, v_ss, rel, source):
 # ---- allometry: every model's size scaling, through simulated CL, Vss, t1/2 --------
 # paediatric sets: CL, Q x (WT/70)^0.75, V x WT/70 (Herd, Elkomy, Hornik as published;
 # Sherwin a documented choice); adult sets: everything per kg (exponent 1).
-ALLOMETRY = [(m, 0.75, (5.0, 20.0)) for m in PAEDIATRIC] + \
-            [(m, 1.0, (50.0, 100.0)) for m in ADULT_MODELS]
+ALLOMETRY = [(m, 0.75, (5.0, 20.0)) for m in PAEDIATRIC] + [
+    (m, 1.0, (50.0, 100.0)) for m in ADULT_MODELS
+]
 
 
-@pytest.mark.parametrize("model,exponent,weights", ALLOMETRY,
-                         ids=[a[0] for a in ALLOMETRY])
+@pytest.mark.parametrize(
+    "model,exponent,weights", ALLOMETRY, ids=[a[0] for a in ALLOMETRY]
+)
 def test_allometry(model, exponent, weights):
     cl70, vss70, half70 = clearance(model), vss(model), terminal_half_life(model)
     lo, hi = ks.load_model(model).validity.get("weight", (0.0, np.inf))
@@ -209,25 +238,42 @@ def test_default_model_for_depression_infusion():
 
     assert csht(c) == pytest.approx(36.75, abs=0.5)
     assert csht(d) < 2.0
-    hcl = profile(ks.DEFAULT_MODEL, Dose.infusion("0.5 mg/kg", duration="40 min",
-                                                  salt="hcl"), t)
+    hcl = profile(
+        ks.DEFAULT_MODEL, Dose.infusion("0.5 mg/kg", duration="40 min", salt="hcl"), t
+    )
     assert hcl[end] == pytest.approx(177.3 * 237.73 / 274.19, abs=1.0)
 
 
 # ---- default model: extravascular routes -------------------------------------------
 # (route, F, documented Tmax in min, published Tmax range in min, source)
 ROUTES = [
-    ("intranasal", 0.45, 17.9, (14, 23),
-     "Yanagihara 2003: F about 45 %; Pharmacotherapy 2022: Tmax 14-23 min"),
-    ("sublingual", 0.29, 45.0, (15, 60),
-     "Rolan 2014: F median 29 %, Tmax median 0.75 h (0.25-1.0)"),
-    ("oral", 0.24, 57.7, (10, 106),
-     "Chong 2009: F median 24 %; Tmax 0.96 +/- 0.8 h (mean +/- SD)"),
+    (
+        "intranasal",
+        0.45,
+        17.9,
+        (14, 23),
+        "Yanagihara 2003: F about 45 %; Pharmacotherapy 2022: Tmax 14-23 min",
+    ),
+    (
+        "sublingual",
+        0.29,
+        45.0,
+        (15, 60),
+        "Rolan 2014: F median 29 %, Tmax median 0.75 h (0.25-1.0)",
+    ),
+    (
+        "oral",
+        0.24,
+        57.7,
+        (10, 106),
+        "Chong 2009: F median 24 %; Tmax 0.96 +/- 0.8 h (mean +/- SD)",
+    ),
 ]
 
 
-@pytest.mark.parametrize("route,f,tmax_min,published,source", ROUTES,
-                         ids=[r[0] for r in ROUTES])
+@pytest.mark.parametrize(
+    "route,f,tmax_min,published,source", ROUTES, ids=[r[0] for r in ROUTES]
+)
 @pytest.mark.parametrize("weight", [50.0, 70.0, 100.0])
 def test_default_extravascular_routes(route, f, tmax_min, published, source, weight):
     """F = AUC(route)/AUC(IV) at the same dose (published F exactly: linear model).
@@ -236,7 +282,8 @@ def test_default_extravascular_routes(route, f, tmax_min, published, source, wei
     weight."""
     m = ks.DEFAULT_MODEL
     ratio = auc_inf(m, Dose.bolus("25 mg", route=route), weight) / auc_inf(
-        m, Dose.bolus("25 mg"), weight)
+        m, Dose.bolus("25 mg"), weight
+    )
     assert ratio == pytest.approx(f, rel=1e-6)
     t = ks.grid("4 h", "0.1 min")
     c = profile(m, Dose.bolus("25 mg", route=route), t, weight)
@@ -249,8 +296,10 @@ def test_default_route_order_of_peak_times():
     """Published ordering: intranasal peaks first (14-23 min), then sublingual
     (0.75 h), then oral (0.96 h)."""
     t = ks.grid("4 h", "0.5 min")
-    peaks = [t[np.argmax(profile(ks.DEFAULT_MODEL, Dose.bolus("25 mg", route=r), t))]
-             for r in ("intranasal", "sublingual", "oral")]
+    peaks = [
+        t[np.argmax(profile(ks.DEFAULT_MODEL, Dose.bolus("25 mg", route=r), t))]
+        for r in ("intranasal", "sublingual", "oral")
+    ]
     assert peaks == sorted(peaks)
 
 
@@ -288,15 +337,21 @@ def test_herd_between_subject_variability():
     SD of eta; see the file). 4000 virtual children at 32.5 kg, 8.3 y: the SD of
     log(individual / typical) matches within 5 standard errors (SE = omega/sqrt(2n))."""
     n = 4000
-    pop = ks.Population(n, seed=11, covariates={"weight": np.full(n, 32.5),
-                                                "age": np.full(n, 8.3)})
+    pop = ks.Population(
+        n, seed=11, covariates={"weight": np.full(n, 32.5), "age": np.full(n, 8.3)}
+    )
     ds = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=[1.0], population=pop)
-    typical = ks.simulate("herd_2007", Dose.bolus("1 mg/kg"), times=[1.0],
-                          subjects=ks.Subjects(covariates={"weight": 32.5,
-                                                           "age": 8.3})).parameters
+    typical = ks.simulate(
+        "herd_2007",
+        Dose.bolus("1 mg/kg"),
+        times=[1.0],
+        subjects=ks.Subjects(covariates={"weight": 32.5, "age": 8.3}),
+    ).parameters
     for name, omega in (("CL", 0.381), ("V1", 0.64), ("V2", 0.517), ("Q", 0.19)):
-        eta = np.log(ds.parameters.sel(parameter=name).values
-                     / typical.sel(parameter=name).item())
+        eta = np.log(
+            ds.parameters.sel(parameter=name).values
+            / typical.sel(parameter=name).item()
+        )
         assert eta.std() == pytest.approx(omega, abs=5 * omega / np.sqrt(2 * n))
         assert abs(eta.mean()) < 5 * omega / np.sqrt(n)
 
@@ -321,11 +376,13 @@ VALIDITY = [
 ]
 
 
-@pytest.mark.parametrize("model,inside,outside,violated", VALIDITY,
-                         ids=[f"{v[0]}-{v[3]}" for v in VALIDITY])
+@pytest.mark.parametrize(
+    "model,inside,outside,violated", VALIDITY, ids=[f"{v[0]}-{v[3]}" for v in VALIDITY]
+)
 def test_validity_ranges(model, inside, outside, violated):
     """Populations inside the study population simulate silently (warnings are
     errors in this module); outside it a ValidityWarning names the covariate."""
+
     def run(c):
         table = {k: np.full(3, v) for k, v in c.items()}
         pop = ks.Population(3, seed=1, covariates=table, iiv=False)

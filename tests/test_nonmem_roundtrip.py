@@ -61,8 +61,9 @@ def same_table(a, b):
     (repeats and order kept) and covariates."""
     assert a.ids == b.ids
     for sid in a.ids:
-        assert [dataclasses.replace(r, line=0) for r in a.rows[sid]] == \
-            [dataclasses.replace(r, line=0) for r in b.rows[sid]], sid
+        assert [dataclasses.replace(r, line=0) for r in a.rows[sid]] == [
+            dataclasses.replace(r, line=0) for r in b.rows[sid]
+        ], sid
         ra = [dataclasses.replace(r, line=0) for r in a.records[sid]]
         rb = [dataclasses.replace(r, line=0) for r in b.records[sid]]
         assert ra == rb, sid
@@ -87,8 +88,12 @@ def cells(path):
     rows = written(path)
     out = []
     for r in rows:
-        d = {("WT" if k.upper() == "WEIGHT" else k.upper()):
-             (None if v.strip() in ("", ".") else float(v)) for k, v in r.items()}
+        d = {
+            ("WT" if k.upper() == "WEIGHT" else k.upper()): (
+                None if v.strip() in ("", ".") else float(v)
+            )
+            for k, v in r.items()
+        }
         d.pop("DV", None)
         out.append(d)
     return out
@@ -113,22 +118,26 @@ def table(tmp_path):
 def test_the_table_as_read(table):
     """The reader's own view of TABLE, written out by hand."""
     assert table.ids == (1, 2, 3.5, 4)
-    np.testing.assert_array_equal(table.observations[1], [0.25, 0.5, 0.5, 24, 50, 73,
-                                                          100])
+    np.testing.assert_array_equal(
+        table.observations[1], [0.25, 0.5, 0.5, 24, 50, 73, 100]
+    )
     assert table.observations[4].size == 0
     np.testing.assert_array_equal(table.observations[3.5], [0, 24, 25, 30])
     np.testing.assert_array_equal(table.predose[3.5], [True, True, False, False])
     assert not table.predose[1].any()  # its sample at 24 h follows the dose
-    assert table.regimens[1].times == (0.0, 24.0, 24.083333333333332, 48.0, 72.0,
-                                       96.0)
+    assert table.regimens[1].times == (0.0, 24.0, 24.083333333333332, 48.0, 72.0, 96.0)
     assert [d.device for d in table.regimens[1]] == [None, 1, 2, None, None, None]
     assert table.regimens[2].times == (0.0, 12.0, 20.0, 24.0, 36.0)
     assert table.regimens[2].doses[2].duration == 0.5
     assert table.steady_state == {2: [(0, 12.0, 1)], 3.5: [(1, 24.0, 2)]}
     r = table.records[2]
-    assert [(x.time, x.amt, x.rate, x.dur, x.cmt, x.ii, x.addl, x.ss, x.device,
-             x.line) for x in r] == [(0.0, 10.0, 0.0, None, 1, 12.0, 3, 1, None, 15),
-                                     (20.0, 7.5, -2.0, 0.5, 1, 0.0, 0, 0, None, 18)]
+    assert [
+        (x.time, x.amt, x.rate, x.dur, x.cmt, x.ii, x.addl, x.ss, x.device, x.line)
+        for x in r
+    ] == [
+        (0.0, 10.0, 0.0, None, 1, 12.0, 3, 1, None, 15),
+        (20.0, 7.5, -2.0, 0.5, 1, 0.0, 0, 0, None, 18),
+    ]
     np.testing.assert_array_equal(table.covariates["weight"], [70, 55.5, 80, 90])
 
 
@@ -142,10 +151,14 @@ def test_round_trip(tmp_path, table):
     same_table(table, back)
     again = simulate_nonmem(MODEL, back)
     rows = written(p)
-    assert [(r["ID"], r["TIME"], r["EVID"], r["MDV"], r["CMT"]) for r in rows[:6]] \
-        == [("1", "0.0", "1", "1", "1"), ("1", "0.25", "0", "0", "1"),
-            ("1", "0.5", "0", "0", "1"), ("1", "0.5", "0", "0", "1"),
-            ("1", "0.75", "0", "1", "1"), ("1", "1.0", "2", "1", ".")]
+    assert [(r["ID"], r["TIME"], r["EVID"], r["MDV"], r["CMT"]) for r in rows[:6]] == [
+        ("1", "0.0", "1", "1", "1"),
+        ("1", "0.25", "0", "0", "1"),
+        ("1", "0.5", "0", "0", "1"),
+        ("1", "0.5", "0", "0", "1"),
+        ("1", "0.75", "0", "1", "1"),
+        ("1", "1.0", "2", "1", "."),
+    ]
     obs = [r for r in rows if r["EVID"] == "0" and r["MDV"] != "1"]
     assert len(obs) == sum(v.size for v in table.observations.values())
     assert all(r["DV"] == "." for r in rows if r not in obs)
@@ -153,19 +166,49 @@ def test_round_trip(tmp_path, table):
     dv = again.nonmem_dv.sel(analyte="esketamine").values
     for sid in table.ids:  # exact to the written precision (the shortest form)
         got = [float(r["DV"]) for r in obs if r["ID"] == _id(sid)]
-        want = dv[subjects.index(_id(sid)), :len(got)]
+        want = dv[subjects.index(_id(sid)), : len(got)]
         assert got == want.tolist()
     # the level after a dose at the observation's time: the concentration too
     c = again.concentration.sel(analyte="esketamine", subject=1.0, time=24.0)
-    assert float(next(r["DV"] for r in obs if (r["ID"], r["TIME"]) == (
-        "1", "24.0"))) == c.item()
+    assert (
+        float(next(r["DV"] for r in obs if (r["ID"], r["TIME"]) == ("1", "24.0")))
+        == c.item()
+    )
     doses = [r for r in rows if r["EVID"] == "1"]
     assert len(doses) == sum(len(v) for v in table.records.values())
     row = next(r for r in doses if (r["ID"], r["TIME"]) == ("2", "20.0"))
-    assert [row[k] for k in ("AMT", "RATE", "CMT", "II", "ADDL", "SS", "DUR",
-                             "DEVICE", "MDV", "DV", "WT", "AGE", "ASIAN")] == [
-        "7.5", "-2.0", "1", "0.0", "0", "0", "0.5", ".", "1", ".", "55.5", "30.0",
-        "1.0"]
+    assert [
+        row[k]
+        for k in (
+            "AMT",
+            "RATE",
+            "CMT",
+            "II",
+            "ADDL",
+            "SS",
+            "DUR",
+            "DEVICE",
+            "MDV",
+            "DV",
+            "WT",
+            "AGE",
+            "ASIAN",
+        )
+    ] == [
+        "7.5",
+        "-2.0",
+        "1",
+        "0.0",
+        "0",
+        "0",
+        "0.5",
+        ".",
+        "1",
+        ".",
+        "55.5",
+        "30.0",
+        "1.0",
+    ]
 
 
 @pytest.mark.parametrize("model", ["domino", "elkomy_2015"])
@@ -174,20 +217,28 @@ def test_other_event_and_mdv_one_records_are_written_back(tmp_path, model):
     and an observation with its CMT; all four come back, column for column, and
     only the observation has a DV (the model's level at 3 h, checked against
     simulate)."""
-    src = _write(tmp_path, "ID,TIME,EVID,AMT,RATE,CMT,MDV,DV,WT\n"
-                 "1,0,1,10,0,1,1,.,20\n1,1,2,.,.,.,1,.,20\n1,2,0,.,.,1,1,.,20\n"
-                 "1,3,0,.,.,1,0,.,20\n", "in.csv")
+    src = _write(
+        tmp_path,
+        "ID,TIME,EVID,AMT,RATE,CMT,MDV,DV,WT\n"
+        "1,0,1,10,0,1,1,.,20\n1,1,2,.,.,.,1,.,20\n1,2,0,.,.,1,1,.,20\n"
+        "1,3,0,.,.,1,0,.,20\n",
+        "in.csv",
+    )
     tab = read_nonmem(src, model)
     p = write_nonmem(simulate_nonmem(model, tab), tmp_path / "out.csv")
-    ref = ks.simulate(model, tab.regimens[1], times=[3.0],
-                      subjects=ks.Subjects(covariates={"weight": 20})
-                      ).concentration.values[0, 0, 0]
+    ref = ks.simulate(
+        model,
+        tab.regimens[1],
+        times=[3.0],
+        subjects=ks.Subjects(covariates={"weight": 20}),
+    ).concentration.values[0, 0, 0]
     assert p.read_text().splitlines() == [
         "ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,SS,MDV,DV,WT",
         "1,0.0,1,10.0,0.0,1,.,.,.,1,.,20.0",
         "1,1.0,2,.,.,.,.,.,.,1,.,20.0",
         "1,2.0,0,.,.,1,.,.,.,1,.,20.0",
-        f"1,3.0,0,.,.,1,.,.,.,0,{float(ref)!r},20.0"]
+        f"1,3.0,0,.,.,1,.,.,.,0,{float(ref)!r},20.0",
+    ]
     same_cells(src, p)
     same_table(tab, read_nonmem(p, model))
 
@@ -199,12 +250,19 @@ def test_written_dv_is_the_simulated_value(tmp_path, table):
     p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
     rows = [r for r in written(p) if r["ID"] == "1" and r["EVID"] == "0"]
     rows = [r for r in rows if r["MDV"] != "1"]
-    ref = ks.simulate(MODEL, table.regimens[1], times=[float(r["TIME"]) for r in rows],
-                      subjects=ks.Subjects(covariates={"weight": 70, "age": 40,
-                                                       "asian": 0, "japanese": 0}))
-    np.testing.assert_allclose([float(r["DV"]) for r in rows],
-                               ref.concentration.sel(analyte="esketamine").values[0],
-                               rtol=1e-12)
+    ref = ks.simulate(
+        MODEL,
+        table.regimens[1],
+        times=[float(r["TIME"]) for r in rows],
+        subjects=ks.Subjects(
+            covariates={"weight": 70, "age": 40, "asian": 0, "japanese": 0}
+        ),
+    )
+    np.testing.assert_allclose(
+        [float(r["DV"]) for r in rows],
+        ref.concentration.sel(analyte="esketamine").values[0],
+        rtol=1e-12,
+    )
 
 
 def test_round_trip_through_netcdf(tmp_path, table):
@@ -220,8 +278,9 @@ def test_round_trip_through_netcdf(tmp_path, table):
 
 def test_times_that_include_the_records(tmp_path, table):
     """Extra output times are not written as observation records."""
-    grid = np.union1d(np.concatenate(list(table.observations.values())),
-                      ks.grid("5 d", "1 h"))
+    grid = np.union1d(
+        np.concatenate(list(table.observations.values())), ks.grid("5 d", "1 h")
+    )
     ds = simulate_nonmem(MODEL, table, times=grid)
     p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
@@ -233,15 +292,19 @@ def test_records_are_written_whatever_times_were_simulated(tmp_path, table):
     ds = simulate_nonmem(MODEL, table, times=ks.grid("5 d", "1 h"))
     p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
-    ref = write_nonmem(simulate_nonmem(MODEL, table), tmp_path / "ref.csv",
-                       analyte="esketamine")
+    ref = write_nonmem(
+        simulate_nonmem(MODEL, table), tmp_path / "ref.csv", analyte="esketamine"
+    )
     a, b = written(p), written(ref)
-    assert [{k: v for k, v in r.items() if k != "DV"} for r in a] == \
-        [{k: v for k, v in r.items() if k != "DV"} for r in b]
+    assert [{k: v for k, v in r.items() if k != "DV"} for r in a] == [
+        {k: v for k, v in r.items() if k != "DV"} for r in b
+    ]
     # the kernel steps through other times: equal to rounding
-    np.testing.assert_allclose([float(r["DV"]) for r in a if r["DV"] != "."],
-                               [float(r["DV"]) for r in b if r["DV"] != "."],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        [float(r["DV"]) for r in a if r["DV"] != "."],
+        [float(r["DV"]) for r in b if r["DV"] != "."],
+        rtol=1e-12,
+    )
 
 
 def test_predose_samples_against_closed_form(tmp_path):
@@ -253,10 +316,12 @@ def test_predose_samples_against_closed_form(tmp_path):
     from .test_simulate import one_compartment
 
     m = one_compartment(tmp_path)
-    text = ("ID,TIME,EVID,AMT,CMT,II,SS\n"
-            "1,0,0,.,.,.,.\n1,0,1,100,1,0,0\n1,0,0,.,.,.,.\n"
-            "1,12,0,.,.,.,.\n1,12,0,.,.,.,.\n1,12,1,100,1,12,2\n1,12,0,.,.,.,.\n"
-            "1,13,0,.,.,.,.\n")
+    text = (
+        "ID,TIME,EVID,AMT,CMT,II,SS\n"
+        "1,0,0,.,.,.,.\n1,0,1,100,1,0,0\n1,0,0,.,.,.,.\n"
+        "1,12,0,.,.,.,.\n1,12,0,.,.,.,.\n1,12,1,100,1,12,2\n1,12,0,.,.,.,.\n"
+        "1,13,0,.,.,.,.\n"
+    )
     tab = read_nonmem(_write(tmp_path, text), m)
     np.testing.assert_array_equal(tab.predose[1], [1, 0, 1, 1, 0, 0])
     ds = simulate_nonmem(m, tab)
@@ -267,16 +332,24 @@ def test_predose_samples_against_closed_form(tmp_path):
     want = [0.0, c0, trough, trough, after, after * np.exp(-k)]
     np.testing.assert_allclose(ds.nonmem_dv.values[0, 0], want, rtol=1e-12)
     # the concentration variable holds ketasim's level after the dose
-    np.testing.assert_allclose(ds.concentration.values[0, 0], [c0, after,
-                                                               after * np.exp(-k)],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        ds.concentration.values[0, 0], [c0, after, after * np.exp(-k)], rtol=1e-12
+    )
     p = write_nonmem(ds, tmp_path / "out.csv")
     rows = [(r["TIME"], r["EVID"], r["DV"]) for r in written(p)]
     assert [(x, e) for x, e, _ in rows] == [
-        ("0.0", "0"), ("0.0", "1"), ("0.0", "0"), ("12.0", "0"), ("12.0", "0"),
-        ("12.0", "1"), ("12.0", "0"), ("13.0", "0")]
-    np.testing.assert_allclose([float(v) for _, e, v in rows if e == "0"], want,
-                               rtol=1e-12)
+        ("0.0", "0"),
+        ("0.0", "1"),
+        ("0.0", "0"),
+        ("12.0", "0"),
+        ("12.0", "0"),
+        ("12.0", "1"),
+        ("12.0", "0"),
+        ("13.0", "0"),
+    ]
+    np.testing.assert_allclose(
+        [float(v) for _, e, v in rows if e == "0"], want, rtol=1e-12
+    )
     back = read_nonmem(p, m)
     same_table(tab, back)
     assert simulate_nonmem(m, back).nonmem_dv.identical(ds.nonmem_dv)
@@ -285,24 +358,31 @@ def test_predose_samples_against_closed_form(tmp_path):
 def test_observations_times_writes_every_output_time(tmp_path, table):
     t = np.array([1.0, 30.0])
     ds = simulate_nonmem(MODEL, table, times=t)
-    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine",
-                     observations="times")
+    p = write_nonmem(
+        ds, tmp_path / "out.csv", analyte="esketamine", observations="times"
+    )
     back = read_nonmem(p, MODEL, route_by_cmt=ROUTES)
     for sid in table.ids:
         np.testing.assert_array_equal(back.observations[sid], t)
         assert back.regimens[sid] == table.regimens[sid]
-    with pytest.raises(ValueError, match=r"observations must be 'records' .* got "
-                       r"'all'"):
-        write_nonmem(ds, tmp_path / "x.csv", analyte="esketamine",
-                     observations="all")
+    with pytest.raises(
+        ValueError,
+        match=r"observations must be 'records' .* got "
+        r"'all'",
+    ):
+        write_nonmem(ds, tmp_path / "x.csv", analyte="esketamine", observations="all")
 
 
 def test_cmt_by_route_is_for_simulate_datasets(tmp_path, table):
     ds = simulate_nonmem(MODEL, table)
-    with pytest.raises(ValueError, match="cmt_by_route is for a simulate\\(\\) "
-                       "Dataset; this one is from simulate_nonmem"):
-        write_nonmem(ds, tmp_path / "x.csv", analyte="esketamine",
-                     cmt_by_route={"iv": 1})
+    with pytest.raises(
+        ValueError,
+        match="cmt_by_route is for a simulate\\(\\) "
+        "Dataset; this one is from simulate_nonmem",
+    ):
+        write_nonmem(
+            ds, tmp_path / "x.csv", analyte="esketamine", cmt_by_route={"iv": 1}
+        )
 
 
 def test_failed_subject_is_named(tmp_path, table, monkeypatch):
@@ -333,18 +413,29 @@ def _write(tmp_path, text, name="t.csv"):
 
 # generated tables: boluses and infusions (RATE or DUR), ADDL, observations;
 # each must read back as itself with exactly the simulated DV
-_dose = st.tuples(st.sampled_from(["bolus", "rate", "dur"]),
-                  st.integers(1, 200), st.integers(0, 3), st.integers(1, 48))
-_subject = st.tuples(st.lists(_dose, min_size=0, max_size=3),
-                     st.lists(st.tuples(st.integers(0, 60), st.booleans(),
-                                        st.sampled_from(["0", "1", "."]),
-                                        st.sampled_from(["0", "2"])),
-                              min_size=0, max_size=5),
-                     st.integers(30, 120))
+_dose = st.tuples(
+    st.sampled_from(["bolus", "rate", "dur"]),
+    st.integers(1, 200),
+    st.integers(0, 3),
+    st.integers(1, 48),
+)
+_subject = st.tuples(
+    st.lists(_dose, min_size=0, max_size=3),
+    st.lists(
+        st.tuples(
+            st.integers(0, 60),
+            st.booleans(),
+            st.sampled_from(["0", "1", "."]),
+            st.sampled_from(["0", "2"]),
+        ),
+        min_size=0,
+        max_size=5,
+    ),
+    st.integers(30, 120),
+)
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_subject, min_size=1, max_size=3))
 def test_generated_tables_round_trip(subjects):
     lines = ["ID,TIME,EVID,AMT,RATE,CMT,II,ADDL,DUR,MDV,DV,WT"]
@@ -354,14 +445,24 @@ def test_generated_tables_round_trip(subjects):
             t = 6.0 * j
             rate = {"bolus": "0", "rate": str(mg * 2), "dur": "-2"}[kind]
             dur = "0.75" if kind == "dur" else "."
-            ev.append((t, 0, f"{k},{t},1,{mg},{rate},1,{ii if addl else 0},{addl},"
-                             f"{dur},1,.,{wt}"))
+            ev.append(
+                (
+                    t,
+                    0,
+                    f"{k},{t},1,{mg},{rate},1,{ii if addl else 0},{addl},"
+                    f"{dur},1,.,{wt}",
+                )
+            )
         for o, before, mdv, evid in obs:  # at 6 h steps some fall on a dose
             # time; EVID 0 with MDV 0, 1 or empty, or EVID 2 (MDV 1)
             mdv, cmt = ("1", "0") if evid == "2" else (mdv, "1")
-            ev.append((o / 2, -1 if before else 1,
-                       f"{k},{o / 2},{evid},.,.,{cmt},.,.,.,"
-                       f"{mdv},.,{wt}"))
+            ev.append(
+                (
+                    o / 2,
+                    -1 if before else 1,
+                    f"{k},{o / 2},{evid},.,.,{cmt},.,.,.,{mdv},.,{wt}",
+                )
+            )
         if not ev:
             ev.append((0.0, 2, f"{k},0,2,.,.,.,.,.,.,1,.,{wt}"))
         lines += [x for _, _, x in sorted(ev)]
@@ -376,6 +477,9 @@ def test_generated_tables_round_trip(subjects):
         same_table(tab, back)
         dv = simulate_nonmem("domino", back).nonmem_dv.values[:, 0]
         for k in range(len(subjects)):
-            got = [float(r["DV"]) for r in written(p)
-                   if r["EVID"] == "0" and r["MDV"] != "1" and r["ID"] == str(k + 1)]
-            assert got == dv[k, :len(got)].tolist()
+            got = [
+                float(r["DV"])
+                for r in written(p)
+                if r["EVID"] == "0" and r["MDV"] != "1" and r["ID"] == str(k + 1)
+            ]
+            assert got == dv[k, : len(got)].tolist()

@@ -42,11 +42,17 @@ def test_ode_matches_exact_for_every_bundled_model(name, route):
     times = ks.grid("36 h", "15 min")
     # a paediatric model (validity up to 18 y) refuses its adult reference weight
     cov = {"weight": 20.0} if m.validity.get("age", (0, 120))[1] <= 18 else None
-    ode = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
-                      solver=ks.ODE(rtol=RTOL, atol=ATOL))
+    ode = ks.simulate(
+        m,
+        reg,
+        times=times,
+        subjects=ks.Subjects(covariates=cov),
+        solver=ks.ODE(rtol=RTOL, atol=ATOL),
+    )
     assert ode.attrs["rtol"] == RTOL and ode.attrs["atol"] == ATOL
-    ex = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
-                     solver=ks.Exact())
+    ex = ks.simulate(
+        m, reg, times=times, subjects=ks.Subjects(covariates=cov), solver=ks.Exact()
+    )
     c_ode = ode.concentration.values
     c_ex = ex.concentration.values
     scale = np.nanmax(np.abs(c_ex), axis=2, keepdims=True)
@@ -59,9 +65,9 @@ def test_each_method_matches_exact_w1(method):
     times = ks.grid("24 h", "1 min")
     d = Dose.infusion("0.5 mg/kg", duration="40 min")
     ex = ks.simulate("domino", d, times=times).concentration.values
-    ode = ks.simulate("domino", d, times=times,
-                      solver=ks.ODE(rtol=1e-6, atol=1e-9,
-                                    method=method)).concentration.values
+    ode = ks.simulate(
+        "domino", d, times=times, solver=ks.ODE(rtol=1e-6, atol=1e-9, method=method)
+    ).concentration.values
     peak = ex.max()
     assert np.max(np.abs(ode - ex)) <= 20 * 1e-6 * peak
 
@@ -87,20 +93,47 @@ def test_michaelis_menten_against_solve_ivp():
     v, vmax, km = 3.0 * 80.0, 40.0, 0.15
     dose_mg = 0.5 * 80.0
     times = ks.grid("10 h", "10 min")
-    ds = ks.simulate(model, Dose.infusion("0.5 mg/kg", duration="40 min"),
-                     times=times, subjects=ks.Subjects(covariates={"weight": 80.0}),
-                     solver=ks.ODE(rtol=1e-9, atol=1e-12))
+    ds = ks.simulate(
+        model,
+        Dose.infusion("0.5 mg/kg", duration="40 min"),
+        times=times,
+        subjects=ks.Subjects(covariates={"weight": 80.0}),
+        solver=ks.ODE(rtol=1e-9, atol=1e-12),
+    )
     t_inf = 40 / 60
 
     def f(t, x, rate):
         return [rate - vmax * (x[0] / v) / (km + x[0] / v)]
 
-    a = solve_ivp(f, (0, t_inf), [0.0], args=(dose_mg / t_inf,), method="Radau",
-                  rtol=1e-12, atol=1e-14, dense_output=True)
-    b = solve_ivp(f, (t_inf, 10.0), a.y[:, -1], args=(0.0,), method="Radau",
-                  rtol=1e-12, atol=1e-14, dense_output=True)
-    ref = np.where(times <= t_inf, a.sol(np.minimum(times, t_inf))[0],
-                   b.sol(np.maximum(times, t_inf))[0]) / v * 1000
+    a = solve_ivp(
+        f,
+        (0, t_inf),
+        [0.0],
+        args=(dose_mg / t_inf,),
+        method="Radau",
+        rtol=1e-12,
+        atol=1e-14,
+        dense_output=True,
+    )
+    b = solve_ivp(
+        f,
+        (t_inf, 10.0),
+        a.y[:, -1],
+        args=(0.0,),
+        method="Radau",
+        rtol=1e-12,
+        atol=1e-14,
+        dense_output=True,
+    )
+    ref = (
+        np.where(
+            times <= t_inf,
+            a.sol(np.minimum(times, t_inf))[0],
+            b.sol(np.maximum(times, t_inf))[0],
+        )
+        / v
+        * 1000
+    )
     got = ds.concentration.values[0, 0]
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
 
@@ -109,18 +142,22 @@ def test_time_varying_clearance(tmp_path):
     """CL(t) = CL (1 + 0.01 t): dA/dt = -CL(1+0.01t)/V A has a closed form."""
     m = one_compartment(tmp_path)
     p = tmp_path / "tv.toml"
-    p.write_text(m.path.read_text() + """
+    p.write_text(
+        m.path.read_text()
+        + """
 [[time_effects]]
 parameter = "CL"
 slope = 0.01
 unit = "1/h"
 source = "test"
-""")
+"""
+    )
     mt = ks.load_model(p)
     assert not mt.linear_time_invariant
     times = np.array([0.5, 2.0, 8.0, 20.0])
-    ds = ks.simulate(mt, Dose.bolus("100 mg"), times=times,
-                     solver=ks.ODE(rtol=1e-10, atol=1e-12))
+    ds = ks.simulate(
+        mt, Dose.bolus("100 mg"), times=times, solver=ks.ODE(rtol=1e-10, atol=1e-12)
+    )
     k = 10.0 / 50.0
     ref = 100.0 / 50.0 * np.exp(-k * (times + 0.005 * times**2)) * 1000
     np.testing.assert_allclose(ds.concentration.values[0, 0], ref, rtol=1e-7)
@@ -133,8 +170,9 @@ def test_status_max_steps_and_keep():
     times = ks.grid("24 h", "1 h")
     with pytest.raises(ks.SolveError, match="max_steps"):
         ks.simulate("domino", d, times=times, solver=ks.ODE(max_steps=5))
-    ds = ks.simulate("domino", d, times=times, solver=ks.ODE(max_steps=5),
-                     errors="keep")
+    ds = ks.simulate(
+        "domino", d, times=times, solver=ks.ODE(max_steps=5), errors="keep"
+    )
     assert ds.status.item() == 1
     assert np.isnan(ds.concentration.values[0, 0, -1])
 
@@ -157,18 +195,27 @@ def test_iov_on_a_user_rhs_parameter_is_rejected():
     from examples.michaelis_menten import MODEL, rhs
 
     spec = copy.deepcopy(MODEL)
-    spec["variability"] = {"Vmax": {"distribution": "lognormal", "iov_cv": 0.8,
-                                    "source": "test"}}
+    spec["variability"] = {
+        "Vmax": {"distribution": "lognormal", "iov_cv": 0.8, "source": "test"}
+    }
     model = ks.model_from_dict(spec).with_rhs(rhs)
     reg = ks.Regimen.at([0, 24], Dose.bolus("10 mg"), unit="h")
-    with pytest.raises(ValueError, match="inter-occasion variability on the "
-                       "parameters of a user rhs is not implemented"):
+    with pytest.raises(
+        ValueError,
+        match="inter-occasion variability on the "
+        "parameters of a user rhs is not implemented",
+    ):
         ks.simulate(model, reg, times=[1.0, 25.0], population=ks.Population(3, seed=1))
 
 
-@pytest.mark.parametrize("kw,message", [
-    (dict(atol=np.inf), "ODE needs rtol in"), (dict(rtol=10.0), "ODE needs rtol in"),
-    (dict(max_steps=0), r"ODE\(max_steps=\.\.\.\) must be a whole number >= 1")])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(atol=np.inf), "ODE needs rtol in"),
+        (dict(rtol=10.0), "ODE needs rtol in"),
+        (dict(max_steps=0), r"ODE\(max_steps=\.\.\.\) must be a whole number >= 1"),
+    ],
+)
 def test_ode_settings_are_checked(kw, message):
     with pytest.raises(ValueError, match=message):
         ks.simulate("domino", Dose.bolus("10 mg"), times=[1.0], solver=ks.ODE(**kw))
@@ -179,15 +226,20 @@ def test_user_rhs_misuse_is_explained():
     with the wrong arguments is caught before numba; one numba cannot compile
     gives a message about the rhs, not only numba's."""
     model, _ = _mm_model()
-    with pytest.raises(ValueError, match="model 'domino' defines flows; a user rhs "
-                       "replaces all of its dynamics"):
+    with pytest.raises(
+        ValueError,
+        match="model 'domino' defines flows; a user rhs replaces all of its dynamics",
+    ):
         ks.load_model("domino").with_rhs(lambda t, x, p, dxdt: None)
 
     def three(t, x, p):
         pass
 
-    with pytest.raises(TypeError, match=r"rhs must take four arguments \(t, x, p, "
-                       r"dxdt\); three takes \(t, x, p\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"rhs must take four arguments \(t, x, p, "
+        r"dxdt\); three takes \(t, x, p\)",
+    ):
         model.with_rhs(three)
     import functools
 
@@ -197,8 +249,11 @@ def test_user_rhs_misuse_is_explained():
     def pythonic(t, x, p, dxdt):
         dxdt[0] = -float(object() is None)  # a Python object: not numba code
 
-    with pytest.raises(TypeError, match=r"numba could not compile the model's rhs "
-                       r"pythonic\(t, x, p, dxdt\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"numba could not compile the model's rhs "
+        r"pythonic\(t, x, p, dxdt\)",
+    ):
         ks.simulate(model.with_rhs(pythonic), Dose.bolus("10 mg"), times=[1.0])
 
 
@@ -263,11 +318,23 @@ def test_linear_ode_kernels_load_from_the_cache_in_a_new_process(tmp_path):
     import subprocess
     import sys
 
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"),
-               KETASIM_CACHE_DIR=str(tmp_path / "ketasim"))
-    runs = [json.loads(subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True,
-        text=True, check=True).stdout.splitlines()[-1]) for _ in range(2)]
+    env = dict(
+        os.environ,
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+        KETASIM_CACHE_DIR=str(tmp_path / "ketasim"),
+    )
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", FRESH_PROCESS],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
     assert [r["cached"] for r in runs] == [True, True]
     assert (runs[0]["hits"], runs[0]["misses"]) == (0, 1)
     assert (runs[1]["hits"], runs[1]["misses"]) == (1, 0)
@@ -277,10 +344,11 @@ def test_linear_ode_kernels_load_from_the_cache_in_a_new_process(tmp_path):
     for s, k in enumerate((0.7, 2.0)):
         on = 5.0 / k * (1.0 - np.exp(-k * np.minimum(t, 1.0)))
         ref = np.where(t <= 1.0, on, on * np.exp(-k * np.clip(t - 1.0, 0.0, None)))
-        got = np.array(runs[0]["out"][s * 5:(s + 1) * 5])
+        got = np.array(runs[0]["out"][s * 5 : (s + 1) * 5])
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-12)
     assert [p.name[:10] for p in (tmp_path / "ketasim" / "ode").glob("*.py")] == [
-        "linear_n1_"]
+        "linear_n1_"
+    ]
 
 
 def test_cached_module_files(tmp_path, monkeypatch):

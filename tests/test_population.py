@@ -11,7 +11,9 @@ from .test_simulate import METABOLITE_MODEL
 
 def iiv_model(tmp_path):
     p = tmp_path / "iiv.toml"
-    p.write_text(METABOLITE_MODEL + """
+    p.write_text(
+        METABOLITE_MODEL
+        + """
 [variability.CL]
 distribution = "lognormal"
 cv = 0.3
@@ -32,14 +34,19 @@ source = "test"
 [residual.ketamine]
 proportional = 0.1
 source = "test"
-""")
+"""
+    )
     return ks.load_model(p)
 
 
 def test_same_seed_same_patients_any_chunking():
     a = normals(7, "iiv", np.arange(1000), 4)
-    b = np.vstack([normals(7, "iiv", np.arange(s, min(s + 137, 1000)), 4)
-                   for s in range(0, 1000, 137)])
+    b = np.vstack(
+        [
+            normals(7, "iiv", np.arange(s, min(s + 137, 1000)), 4)
+            for s in range(0, 1000, 137)
+        ]
+    )
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, normals(8, "iiv", np.arange(1000), 4))
 
@@ -77,35 +84,49 @@ def test_population_simulation_reproducible_and_sliced(tmp_path):
     times = ks.grid("3 d", "1 h")
     a = ks.simulate(m, reg, population=ks.Population(50, seed=4), times=times)
     b = ks.simulate(m, reg, population=ks.Population(80, seed=4), times=times)
-    np.testing.assert_array_equal(a.concentration.values,
-                                  b.concentration.values[:50])
+    np.testing.assert_array_equal(a.concentration.values, b.concentration.values[:50])
     assert a.attrs["seed"] == 4
     # typical values when variability is off
-    c = ks.simulate(m, reg, population=ks.Population(5, seed=4, iiv=False, iov=False),
-                    times=times)
+    c = ks.simulate(
+        m, reg, population=ks.Population(5, seed=4, iiv=False, iov=False), times=times
+    )
     np.testing.assert_allclose(c.parameters.sel(parameter="CL").values, 60.0)
 
 
 def test_residual_error_observed(tmp_path):
     m = iiv_model(tmp_path)
-    ds = ks.simulate(m, ks.Dose.bolus("100 mg"), times=ks.grid("12 h", "1 h")[1:],
-                     population=ks.Population(4000, seed=5, iiv=False),
-                     output=ks.Trajectories(residual=True))
+    ds = ks.simulate(
+        m,
+        ks.Dose.bolus("100 mg"),
+        times=ks.grid("12 h", "1 h")[1:],
+        population=ks.Population(4000, seed=5, iiv=False),
+        output=ks.Trajectories(residual=True),
+    )
     ratio = (ds.observed / ds.concentration).sel(analyte="ketamine").values
     assert np.std(ratio) == pytest.approx(0.1, rel=0.05)
-    np.testing.assert_array_equal(ds.observed.sel(analyte="norketamine"),
-                                  ds.concentration.sel(analyte="norketamine"))
+    np.testing.assert_array_equal(
+        ds.observed.sel(analyte="norketamine"),
+        ds.concentration.sel(analyte="norketamine"),
+    )
 
 
 def test_validity_warning(tmp_path):
     m = iiv_model(tmp_path)
     p = tmp_path / "valid.toml"
-    p.write_text(m.path.read_text().replace(
-        "[parameters.V]", "[covariates.age]\nunit = 'y'\nreference = 40\n"
-        "[validity]\nage = [18, 40]\n[parameters.V]"))
+    p.write_text(
+        m.path.read_text().replace(
+            "[parameters.V]",
+            "[covariates.age]\nunit = 'y'\nreference = 40\n"
+            "[validity]\nage = [18, 40]\n[parameters.V]",
+        )
+    )
     with pytest.warns(ks.ValidityWarning, match="have age outside"):
-        ks.simulate(ks.load_model(p), ks.Dose.bolus("1 mg"), times=[1.0],
-                    population=ks.Population(100, seed=1))
+        ks.simulate(
+            ks.load_model(p),
+            ks.Dose.bolus("1 mg"),
+            times=[1.0],
+            population=ks.Population(100, seed=1),
+        )
 
 
 def test_validity_warning_for_given_covariates_once_per_call(tmp_path):
@@ -116,24 +137,38 @@ def test_validity_warning_for_given_covariates_once_per_call(tmp_path):
 
     m = iiv_model(tmp_path)
     p = tmp_path / "valid.toml"
-    p.write_text(m.path.read_text().replace(
-        "[parameters.V]", "[covariates.age]\nunit = 'y'\nreference = 40\n"
-        "[validity]\nage = [18, 40]\n[parameters.V]"))
+    p.write_text(
+        m.path.read_text().replace(
+            "[parameters.V]",
+            "[covariates.age]\nunit = 'y'\nreference = 40\n"
+            "[validity]\nage = [18, 40]\n[parameters.V]",
+        )
+    )
     model = ks.load_model(p)
     cov = {"age": [10.0, 30.0, 50.0, 35.0]}
     for kw in ({}, {"output": ks.Metrics()}, {"chunks": 1}):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ks.simulate(model, ks.Dose.bolus("1 mg"), times=[0.0, 1.0],
-                        subjects=ks.Subjects(covariates=cov), **kw)
+            ks.simulate(
+                model,
+                ks.Dose.bolus("1 mg"),
+                times=[0.0, 1.0],
+                subjects=ks.Subjects(covariates=cov),
+                **kw,
+            )
         hits = [w for w in caught if issubclass(w.category, ks.ValidityWarning)]
         assert len(hits) == 1, (kw, [str(w.message) for w in caught])
         assert "2 of 4 patients have age outside [18, 40] y" in str(hits[0].message)
         assert hits[0].filename == __file__, kw
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ks.simulate(model, ks.Dose.bolus("1 mg"), times=[1.0], chunks=10,
-                    population=ks.Population(100, seed=1)).compute()
+        ks.simulate(
+            model,
+            ks.Dose.bolus("1 mg"),
+            times=[1.0],
+            chunks=10,
+            population=ks.Population(100, seed=1),
+        ).compute()
     assert len([w for w in caught if issubclass(w.category, ks.ValidityWarning)]) == 1
 
 
@@ -141,10 +176,14 @@ BAD = [
     (lambda: ks.Population(0, seed=1), "n must be a whole number >= 1"),
     (lambda: ks.Population(10, seed=-1), "seed must be a whole number >= 0"),
     (lambda: ks.Population(10, seed=1, female=1.5), "female is a proportion"),
-    (lambda: ks.Population(3, seed=1, covariates={"weight": [70, 80]}),
-     "needs 3 values"),
-    (lambda: ks.Population(2, seed=1, covariates={"wt": [70, 80]}),
-     "unknown covariate 'wt'"),
+    (
+        lambda: ks.Population(3, seed=1, covariates={"weight": [70, 80]}),
+        "needs 3 values",
+    ),
+    (
+        lambda: ks.Population(2, seed=1, covariates={"wt": [70, 80]}),
+        "unknown covariate 'wt'",
+    ),
     (lambda: ks.Population(2, seed=1, japanese=0.2, asian=0.1), "cannot exceed"),
 ]
 
@@ -222,13 +261,16 @@ source = "test"
 """
 
 
-@pytest.mark.parametrize("times", [
-    [2.0, 6.0, 7.0, 12.0],
-    # occasion 1 steps 1 h and 2 h, occasion 2 first 0.5 h and then 1 h again: the
-    # 1 h propagator must be rebuilt with occasion 2's ka (a stale cache slot of
-    # occasion 1 used to be found)
-    [1.0, 2.0, 4.0, 6.5, 7.5, 8.5],
-])
+@pytest.mark.parametrize(
+    "times",
+    [
+        [2.0, 6.0, 7.0, 12.0],
+        # occasion 1 steps 1 h and 2 h, occasion 2 first 0.5 h and then 1 h again: the
+        # 1 h propagator must be rebuilt with occasion 2's ka (a stale cache slot of
+        # occasion 1 used to be found)
+        [1.0, 2.0, 4.0, 6.5, 7.5, 8.5],
+    ],
+)
 def test_iov_switches_rate_matrix_per_session(tmp_path, times):
     """Occasion 2 starts at the second dose: ka and F change from then on, for the
     whole system. Oracle: piecewise scipy expm with each occasion's parameters."""
@@ -238,8 +280,12 @@ def test_iov_switches_rate_matrix_per_session(tmp_path, times):
     p.write_text(IOV_MODEL)
     m = ks.load_model(p)
     pop = ks.Population(3, seed=8)
-    reg = ks.Regimen([ks.Dose.bolus("100 mg", route="oral"),
-                      ks.Dose.bolus("100 mg", route="oral", time="6 h")])
+    reg = ks.Regimen(
+        [
+            ks.Dose.bolus("100 mg", route="oral"),
+            ks.Dose.bolus("100 mg", route="oral", time="6 h"),
+        ]
+    )
     times = np.array(times)
     ds = ks.simulate(m, reg, population=pop, times=times)
     iov = pop.iov_etas(m, pop.subjects, 2)
@@ -252,10 +298,15 @@ def test_iov_switches_rate_matrix_per_session(tmp_path, times):
 
         x0 = np.array([100 * F[0], 0.0])
         x6 = scipy.linalg.expm(A(ka[0]) * 6.0) @ x0 + [100 * F[1], 0.0]
-        ref = [(scipy.linalg.expm(A(ka[0]) * t) @ x0)[1] if t < 6.0 else
-               (scipy.linalg.expm(A(ka[1]) * (t - 6.0)) @ x6)[1] for t in times]
-        np.testing.assert_allclose(ds.concentration.values[s, 0],
-                                   np.array(ref) / 50 * 1000, rtol=1e-10)
+        ref = [
+            (scipy.linalg.expm(A(ka[0]) * t) @ x0)[1]
+            if t < 6.0
+            else (scipy.linalg.expm(A(ka[1]) * (t - 6.0)) @ x6)[1]
+            for t in times
+        ]
+        np.testing.assert_allclose(
+            ds.concentration.values[s, 0], np.array(ref) / 50 * 1000, rtol=1e-10
+        )
 
 
 def test_adding_sessions_leaves_earlier_sessions_alone(tmp_path):
@@ -283,13 +334,18 @@ def test_adding_sessions_leaves_earlier_sessions_alone(tmp_path):
 def test_iov_block_path_equals_single_path(tmp_path):
     p = tmp_path / "iov.toml"
     p.write_text(IOV_MODEL)
-    reg = ks.Regimen([ks.Dose.bolus("100 mg", route="oral"),
-                      ks.Dose.bolus("100 mg", route="oral", time="6 h")])
+    reg = ks.Regimen(
+        [
+            ks.Dose.bolus("100 mg", route="oral"),
+            ks.Dose.bolus("100 mg", route="oral", time="6 h"),
+        ]
+    )
     times = ks.grid("12 h", "30 min")
     big = ks.simulate(p, reg, population=ks.Population(40, seed=8), times=times)
     small = ks.simulate(p, reg, population=ks.Population(3, seed=8), times=times)
-    np.testing.assert_array_equal(big.concentration.values[:3],
-                                  small.concentration.values)
+    np.testing.assert_array_equal(
+        big.concentration.values[:3], small.concentration.values
+    )
 
 
 def test_metrics_mode_validity_counts_every_chunk():
@@ -304,8 +360,9 @@ def test_metrics_mode_validity_counts_every_chunk():
         ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), output=ks.Metrics(), **kw)
     with warnings.catch_warnings(record=True) as chunked:
         warnings.simplefilter("always")
-        ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"),
-                    output=ks.Metrics(chunk=10), **kw)
+        ks.simulate(
+            "herd_2007", ks.Dose.bolus("1 mg/kg"), output=ks.Metrics(chunk=10), **kw
+        )
     msgs = [str(w.message) for w in chunked]
     assert msgs == [str(w.message) for w in whole]
     assert any(m.startswith("30 of 30 patients have age outside") for m in msgs)
@@ -317,20 +374,34 @@ def test_iov_on_an_observed_volume_is_rejected(tmp_path):
     a per-session volume of the observed compartment would be used for session 1
     only, so it is an error rather than a silently wrong concentration."""
     p = tmp_path / "iov_v.toml"
-    p.write_text(IOV_MODEL.replace("[variability.ka]", "[variability.V]\n"
-                                   "distribution = \"lognormal\"\niov_omega = 0.3\n"
-                                   "source = \"test\"\n[variability.ka]"))
+    p.write_text(
+        IOV_MODEL.replace(
+            "[variability.ka]",
+            "[variability.V]\n"
+            'distribution = "lognormal"\niov_omega = 0.3\n'
+            'source = "test"\n[variability.ka]',
+        )
+    )
     m = ks.load_model(p)
-    reg = ks.Regimen([ks.Dose.bolus("100 mg", route="oral"),
-                      ks.Dose.bolus("100 mg", route="oral", time="6 h")])
-    with pytest.raises(ValueError, match=r"changes the volume of an observed "
-                       r"compartment \(V\) from occasion 1 to 2"):
+    reg = ks.Regimen(
+        [
+            ks.Dose.bolus("100 mg", route="oral"),
+            ks.Dose.bolus("100 mg", route="oral", time="6 h"),
+        ]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"changes the volume of an observed "
+        r"compartment \(V\) from occasion 1 to 2",
+    ):
         ks.simulate(m, reg, population=ks.Population(3, seed=1), times=[1.0, 8.0])
-    one = ks.simulate(m, reg.doses[0], population=ks.Population(3, seed=1),
-                      times=[1.0])  # one session: nothing switches
+    one = ks.simulate(
+        m, reg.doses[0], population=ks.Population(3, seed=1), times=[1.0]
+    )  # one session: nothing switches
     assert np.all(one.concentration.values > 0)
-    ks.simulate(m, reg, population=ks.Population(3, seed=1, iov=False),
-                times=[1.0, 8.0])
+    ks.simulate(
+        m, reg, population=ks.Population(3, seed=1, iov=False), times=[1.0, 8.0]
+    )
 
 
 # ---- children: adult sizes only (issue 16, "no silent wrong number") -------------
@@ -338,20 +409,32 @@ def test_iov_on_an_observed_volume_is_rejected(tmp_path):
 def test_an_age_range_reaching_below_18_without_weights_is_refused(age):
     """The drawn sizes are adults' (a 3-year-old weighed 47-119 kg and got 36 mg of a
     0.5 mg/kg dose on herd_2007)."""
-    with pytest.raises(ValueError, match=(
+    with pytest.raises(
+        ValueError,
+        match=(
             rf"age range {age[0]:g}-{age[1]:g} y reaches below 18 y, but children "
             r"would get adult weights .*: give each patient's weight in kg \(or "
             r"height in cm and bmi\) in the covariates table, e.g. Population\(n, "
-            r"seed, covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)")):
+            r"seed, covariates=\{'weight': \.\.\., 'age': \.\.\.\}\)"
+        ),
+    ):
         ks.Population(200, seed=1, age=age)
 
 
-@pytest.mark.parametrize("table", [{"age": [30, 3.0, 40]},
-                                   {"age": [30, 3.0, 40], "height": [170, 95, 180]},
-                                   {"age": [30, 3.0, 40], "bmi": [22, 16, 25]}])
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"age": [30, 3.0, 40]},
+        {"age": [30, 3.0, 40], "height": [170, 95, 180]},
+        {"age": [30, 3.0, 40], "bmi": [22, 16, 25]},
+    ],
+)
 def test_a_table_with_children_and_no_weight_is_refused(table):
-    with pytest.raises(ValueError, match=r"covariates\['age'\] has children \("
-                       r"patient 1 is 3 y, under 18\) but the table gives no weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"covariates\['age'\] has children \("
+        r"patient 1 is 3 y, under 18\) but the table gives no weight",
+    ):
         ks.Population(3, seed=1, covariates=table)
 
 
@@ -365,23 +448,33 @@ def test_children_with_weights_get_their_weights_and_their_mg_per_kg_dose():
     """Oracle: a 1 mg/kg bolus puts weight x 1 mg in the body (amounts at t = 0+,
     summed over compartments, before any elimination)."""
     w = np.array([12.0, 15.0, 20.0])
-    pop = ks.Population(3, seed=1, age=(2, 6), covariates={"weight": w},
-                        iiv=False, iov=False)
+    pop = ks.Population(
+        3, seed=1, age=(2, 6), covariates={"weight": w}, iiv=False, iov=False
+    )
     cov = pop.covariates_for(pop.subjects)
     np.testing.assert_array_equal(cov["weight"], w)
     assert ((cov["age"] >= 2) & (cov["age"] <= 6)).all()
     # adult heights and BMIs would be wrong numbers on a child: unknown instead
     assert np.isnan(cov["height"]).all() and np.isnan(cov["bmi"]).all()
-    ds = ks.simulate("herd_2007", ks.Dose.bolus("1 mg/kg"), population=pop,
-                     times=[0.0, 1e-9], output=ks.Trajectories(amounts=True))
-    np.testing.assert_allclose(ds.amount.isel(time=1).sum("compartment").values,
-                               w, rtol=1e-6)
+    ds = ks.simulate(
+        "herd_2007",
+        ks.Dose.bolus("1 mg/kg"),
+        population=pop,
+        times=[0.0, 1e-9],
+        output=ks.Trajectories(amounts=True),
+    )
+    np.testing.assert_allclose(
+        ds.amount.isel(time=1).sum("compartment").values, w, rtol=1e-6
+    )
     np.testing.assert_array_equal(ds.weight.values, w)
 
 
 def test_children_with_height_and_bmi_get_weight_bmi_times_height_squared():
-    pop = ks.Population(2, seed=1, covariates={
-        "age": [4.0, 40.0], "height": [100.0, 180.0], "bmi": [16.0, 25.0]})
+    pop = ks.Population(
+        2,
+        seed=1,
+        covariates={"age": [4.0, 40.0], "height": [100.0, 180.0], "bmi": [16.0, 25.0]},
+    )
     cov = pop.covariates_for(pop.subjects)
     np.testing.assert_allclose(cov["weight"], [16.0, 81.0])
     np.testing.assert_array_equal(cov["height"], [100.0, 180.0])
@@ -389,8 +482,9 @@ def test_children_with_height_and_bmi_get_weight_bmi_times_height_squared():
 
 def test_an_adult_with_a_weight_keeps_the_drawn_height():
     """Only children lose the drawn (adult) height: adults keep it, as before."""
-    pop = ks.Population(2, seed=1, covariates={"age": [4.0, 40.0],
-                                               "weight": [16.0, 80.0]})
+    pop = ks.Population(
+        2, seed=1, covariates={"age": [4.0, 40.0], "weight": [16.0, 80.0]}
+    )
     cov = pop.covariates_for(pop.subjects)
     assert np.isnan(cov["height"][0]) and 145 <= cov["height"][1] <= 205
     np.testing.assert_allclose(cov["bmi"][1], 80.0 / (cov["height"][1] / 100) ** 2)

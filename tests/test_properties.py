@@ -38,13 +38,23 @@ try:  # ketasim's progress="auto" asks IPython whether a notebook runs; importin
 except ImportError:
     pass
 
-SMALL = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                 suppress_health_check=[HealthCheck.too_slow,
-                                        HealthCheck.data_too_large])
+SMALL = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # the ketasim error classes and the plain classes the project documents; nothing
 # else (LinAlgError, ZeroDivisionError, KeyError, SystemError) is an answer
-DOCUMENTED = (ks.DoseError, ks.ModelFileError, ks.UnitError, ks.SolveError,
-              ValueError, TypeError)
+DOCUMENTED = (
+    ks.DoseError,
+    ks.ModelFileError,
+    ks.UnitError,
+    ks.SolveError,
+    ValueError,
+    TypeError,
+)
 
 
 def check(case: gi.Case) -> None:
@@ -59,10 +69,12 @@ def check(case: gi.Case) -> None:
         except DOCUMENTED as exc:
             assert gi._documented(exc), (
                 f"{case.label}\nraised {type(exc).__module__}.{type(exc).__name__}, "
-                f"not a ketasim error class: {exc}")
+                f"not a ketasim error class: {exc}"
+            )
             assert case.expect != "valid", f"valid input refused: {case.label}\n{exc}"
             assert gi.names_field(str(exc), case.fields), (
-                f"{case.label}\nrefused without naming {case.fields}: {exc}")
+                f"{case.label}\nrefused without naming {case.fields}: {exc}"
+            )
             return
     assert case.expect != "invalid", f"silently accepted: {case.label}"
     problem = gi.check_result(res)
@@ -132,13 +144,17 @@ def test_generators_make_valid_and_invalid_inputs(name):
     assert "invalid" in seen and seen & {"valid", "either"}, seen
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("silent-acceptance", "accepted"),
-    ("refused-unnamed", "status 4: check the parameters"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("silent-acceptance", "accepted"),
+        ("refused-unnamed", "status 4: check the parameters"),
+    ],
+)
 def test_classifier_flags_defects(kind, message):
     """The classifier itself: an invalid input accepted and an error that names
     nothing are defects; a foreign exception type is one too."""
+
     def accept():
         return ks.simulate("domino", ks.Dose.bolus("5 mg"), times=[1.0])
 
@@ -157,13 +173,18 @@ def test_classifier_foreign_error_and_named_refusal():
     def named():
         raise ks.DoseError("duration must be > 0 h; got -40")
 
-    assert gi.classify(gi.Case("t", "t", zero, ("x",), "either")).kind == \
-        "foreign-error"
+    assert (
+        gi.classify(gi.Case("t", "t", zero, ("x",), "either")).kind == "foreign-error"
+    )
     out = gi.classify(gi.Case("t", "t", named, ("duration",), "invalid"))
-    assert (out.kind, out.detail) == ("refused-named", "DoseError: duration must be "
-                                      "> 0 h; got -40")
-    assert gi.classify(gi.Case("t", "t", named, ("amount",), "invalid")).kind == \
-        "refused-unnamed"
+    assert (out.kind, out.detail) == (
+        "refused-named",
+        "DoseError: duration must be > 0 h; got -40",
+    )
+    assert (
+        gi.classify(gi.Case("t", "t", named, ("amount",), "invalid")).kind
+        == "refused-unnamed"
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -192,8 +213,13 @@ def linear_models(draw):
     clearance = draw(st.booleans())
 
     def par(value, unit):
-        return {"value": value, "unit": unit, "description": "generated",
-                "source": "test", "grade": "choice"}
+        return {
+            "value": value,
+            "unit": unit,
+            "description": "generated",
+            "source": "test",
+            "grade": "choice",
+        }
 
     params = {"V": par(vol / weight, "L/kg") if per_kg else par(vol, "L")}
     if clearance:  # CL = k10 V, stated in L/min
@@ -206,8 +232,10 @@ def linear_models(draw):
     for j, (kout, kback) in enumerate(pairs, start=1):
         params[f"kc{j}"], params[f"k{j}c"] = par(kout, "1/h"), par(kback, "1/h")
         cmts[f"p{j}"] = {"role": "peripheral"}
-        flows += [{"from": "central", "to": f"p{j}", "k": f"kc{j}"},
-                  {"from": f"p{j}", "to": "central", "k": f"k{j}c"}]
+        flows += [
+            {"from": "central", "to": f"p{j}", "k": f"kc{j}"},
+            {"from": f"p{j}", "to": "central", "k": f"k{j}c"},
+        ]
     routes = {"iv": {"kind": "intravenous", "target": "central"}}
     size = n + oral
     A = np.zeros((size, size))
@@ -221,12 +249,22 @@ def linear_models(draw):
         flows.append({"from": "gut", "to": "central", "k": "ka"})
         routes["oral"] = {"kind": "extravascular", "target": "gut", "fraction": "F"}
         A[n, n], A[0, n] = -ka, ka
-    d = {"schema_version": 1, "id": "generated", "name": "generated",
-         "drug": "ketamine", "enantiomer": "racemic", "population": "test",
-         "sampling": "unknown",
-         "grade": "choice", "references": [{"key": "t", "citation": "test"}],
-         "parameters": params, "compartments": cmts, "flows": flows, "routes": routes,
-         "analytes": {"ketamine": {"compartment": "central", "mw": MW}}}
+    d = {
+        "schema_version": 1,
+        "id": "generated",
+        "name": "generated",
+        "drug": "ketamine",
+        "enantiomer": "racemic",
+        "population": "test",
+        "sampling": "unknown",
+        "grade": "choice",
+        "references": [{"key": "t", "citation": "test"}],
+        "parameters": params,
+        "compartments": cmts,
+        "flows": flows,
+        "routes": routes,
+        "analytes": {"ketamine": {"compartment": "central", "mw": MW}},
+    }
     cov = {}
     if per_kg:
         d["covariates"] = {"weight": {"unit": "kg", "reference": 70.0}}
@@ -238,8 +276,13 @@ def linear_models(draw):
 def regimens_for(draw, routes):
     """1-4 doses (iv boluses and infusions, oral boluses), times sorted."""
     k = draw(st.integers(1, 4))
-    starts = sorted(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.5, 6.0, 12.0]),
-                                  min_size=k, max_size=k)))
+    starts = sorted(
+        draw(
+            st.lists(
+                st.sampled_from([0.0, 0.5, 1.0, 2.5, 6.0, 12.0]), min_size=k, max_size=k
+            )
+        )
+    )
     doses = []
     for t in starts:
         route = draw(st.sampled_from(routes))
@@ -290,9 +333,14 @@ def reference(A, vol, f, regimen, times):
 def model_and_regimen(draw):
     d, cov, A, vol, f, routes = draw(linear_models())
     reg = draw(regimens_for(routes))
-    times = np.unique(np.concatenate([
-        np.array(draw(st.lists(st.floats(0.0, 24.0), min_size=1, max_size=12))),
-        np.array(reg.times)]))
+    times = np.unique(
+        np.concatenate(
+            [
+                np.array(draw(st.lists(st.floats(0.0, 24.0), min_size=1, max_size=12))),
+                np.array(reg.times),
+            ]
+        )
+    )
     return d, cov, A, vol, f, reg, times
 
 
@@ -305,16 +353,29 @@ def test_linear_models_match_expm_reference(args):
     ref = reference(A, vol, f, reg, times)
     exact = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov))
     assert int(exact.status.item()) == 0
-    np.testing.assert_allclose(exact.concentration.values[0, 0], ref, rtol=1e-9,
-                               atol=1e-11 * np.max(np.abs(ref)))
-    ode = ks.simulate(m, reg, times=times, subjects=ks.Subjects(covariates=cov),
-                      solver=ks.ODE(rtol=1e-10, atol=1e-12))
+    np.testing.assert_allclose(
+        exact.concentration.values[0, 0],
+        ref,
+        rtol=1e-9,
+        atol=1e-11 * np.max(np.abs(ref)),
+    )
+    ode = ks.simulate(
+        m,
+        reg,
+        times=times,
+        subjects=ks.Subjects(covariates=cov),
+        solver=ks.ODE(rtol=1e-10, atol=1e-12),
+    )
     assert int(ode.status.item()) == 0
     # scored against what was asked: the solver's atol (1e-12 mg) is 1e-9/vol ng/mL
     # in the central compartment, which a tiny curve (e.g. 6e-5 ng/mL at its
     # peak) can be far below 1e-8 of; global error: up to 100 local tolerances
-    np.testing.assert_allclose(ode.concentration.values[0, 0], ref, rtol=1e-6,
-                               atol=1e-8 * np.max(np.abs(ref)) + 100 * 1e-9 / vol)
+    np.testing.assert_allclose(
+        ode.concentration.values[0, 0],
+        ref,
+        rtol=1e-6,
+        atol=1e-8 * np.max(np.abs(ref)) + 100 * 1e-9 / vol,
+    )
 
 
 def test_reference_one_compartment_closed_form():
@@ -323,20 +384,26 @@ def test_reference_one_compartment_closed_form():
     A = np.array([[-0.3]])
     t = np.array([0.0, 1.0, 2.0, 5.0])
     reg = ks.Regimen([ks.Dose.bolus("10 mg")])
-    np.testing.assert_allclose(reference(A, 20.0, 1.0, reg, t),
-                               10 / 20 * np.exp(-0.3 * t) * 1000, rtol=1e-13)
+    np.testing.assert_allclose(
+        reference(A, 20.0, 1.0, reg, t), 10 / 20 * np.exp(-0.3 * t) * 1000, rtol=1e-13
+    )
     inf = ks.Regimen([ks.Dose.infusion("10 mg", duration=4.0)])
-    want = np.where(t <= 4, 2.5 / (0.3 * 20) * (1 - np.exp(-0.3 * t)),
-                    2.5 / (0.3 * 20) * (1 - np.exp(-1.2)) * np.exp(-0.3 * (t - 4)))
-    np.testing.assert_allclose(reference(A, 20.0, 1.0, inf, t), want * 1000,
-                               rtol=1e-13)
+    want = np.where(
+        t <= 4,
+        2.5 / (0.3 * 20) * (1 - np.exp(-0.3 * t)),
+        2.5 / (0.3 * 20) * (1 - np.exp(-1.2)) * np.exp(-0.3 * (t - 4)),
+    )
+    np.testing.assert_allclose(reference(A, 20.0, 1.0, inf, t), want * 1000, rtol=1e-13)
 
 
 # ---------------------------------------------------------------------------------
 # invariants on bundled models with variability
 
-IIV_MODELS = [m for m in gi.MODELS
-              if gi.model(m).variability and gi.model(m).linear_time_invariant]
+IIV_MODELS = [
+    m
+    for m in gi.MODELS
+    if gi.model(m).variability and gi.model(m).linear_time_invariant
+]
 
 
 @st.composite
@@ -353,8 +420,9 @@ def _run(name, n, s, **kw):
     times = np.linspace(0.0, reg.doses[-1].time + 24.0, 49)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ks.ValidityWarning)
-        return ks.simulate(m, reg, times=times, population=ks.Population(n, seed=s),
-                           **kw)
+        return ks.simulate(
+            m, reg, times=times, population=ks.Population(n, seed=s), **kw
+        )
 
 
 @settings(SMALL, max_examples=8)
@@ -391,8 +459,11 @@ def test_netcdf_round_trip(args, tmp_path_factory):
 
 
 @settings(SMALL, max_examples=15)
-@given(model_and_regimen(), st.sampled_from([None, 1.0, "0.05 mg/L"]),
-       st.sampled_from(["15 min", "1 h"]))
+@given(
+    model_and_regimen(),
+    st.sampled_from([None, 1.0, "0.05 mg/L"]),
+    st.sampled_from(["15 min", "1 h"]),
+)
 def test_metrics_mode_agrees_with_post_hoc_metrics(args, above, step):
     """Per-dose Cmax, Tmax, exact AUC, time above and the pre-dose level: the same
     in ks.Metrics() output as from ks.metrics on the curves (NaN where a window has no
@@ -400,16 +471,31 @@ def test_metrics_mode_agrees_with_post_hoc_metrics(args, above, step):
     d, cov, _, _, _, reg, _ = args
     m = ks.model_from_dict(d)
     t = ks.grid("30 h", step)
-    streamed = ks.simulate(m, reg, times=t, subjects=ks.Subjects(covariates=cov),
-                           output=ks.Metrics(above=above))
+    streamed = ks.simulate(
+        m,
+        reg,
+        times=t,
+        subjects=ks.Subjects(covariates=cov),
+        output=ks.Metrics(above=above),
+    )
     curves = ks.simulate(m, reg, times=t, subjects=ks.Subjects(covariates=cov))
     post = ks.metrics(curves, "dose", above=above)
     names = ["cmax", "tmax", "auc"] + (["time_above"] if above is not None else [])
     for name in names:
-        np.testing.assert_allclose(streamed[name].values, post[name].values,
-                                   rtol=1e-9, atol=1e-9, equal_nan=True,
-                                   err_msg=name)
-    np.testing.assert_allclose(streamed.predose.values, curves.predose.values,
-                               rtol=1e-9, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(
+            streamed[name].values,
+            post[name].values,
+            rtol=1e-9,
+            atol=1e-9,
+            equal_nan=True,
+            err_msg=name,
+        )
+    np.testing.assert_allclose(
+        streamed.predose.values,
+        curves.predose.values,
+        rtol=1e-9,
+        atol=1e-12,
+        equal_nan=True,
+    )
     assert streamed.cmax.attrs.get("units") == post.cmax.attrs.get("units")
     assert streamed.auc.attrs.get("units") == post.auc.attrs.get("units")

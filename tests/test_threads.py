@@ -30,8 +30,9 @@ def test_one_and_two_threads_bit_identical(tmp_path):
     out = []
     for threads in (1, 2):
         f = tmp_path / f"r{threads}.npy"
-        subprocess.run([sys.executable, "-c", SCRIPT, str(threads), str(f)],
-                       check=True, cwd=root)
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(threads), str(f)], check=True, cwd=root
+        )
         out.append(np.load(f))
     np.testing.assert_array_equal(out[0], out[1])
 
@@ -42,20 +43,35 @@ def test_chunking_bit_identical(monkeypatch, capsys):
     run_stage = sys.modules["ketasim._run"]  # where the progress bar is decided
     pop = ks.Population(300, seed=9)
     t = ks.grid("2 d", "30 min")
-    whole = ks.simulate("benchmarks/w2_iiv.toml", ks.six_infusion_course(sessions=1),
-                        population=pop, times=t)
+    whole = ks.simulate(
+        "benchmarks/w2_iiv.toml",
+        ks.six_infusion_course(sessions=1),
+        population=pop,
+        times=t,
+    )
     # the same subjects simulated as a sub-population slice
-    first = ks.simulate("benchmarks/w2_iiv.toml", ks.six_infusion_course(sessions=1),
-                        population=ks.Population(100, seed=9), times=t)
-    np.testing.assert_array_equal(whole.concentration.values[:100],
-                                  first.concentration.values)
+    first = ks.simulate(
+        "benchmarks/w2_iiv.toml",
+        ks.six_infusion_course(sessions=1),
+        population=ks.Population(100, seed=9),
+        times=t,
+    )
+    np.testing.assert_array_equal(
+        whole.concentration.values[:100], first.concentration.values
+    )
     # the kernel called on 50 subject slices (as with a progress bar) changes nothing
     monkeypatch.setattr(run_stage, "PROGRESS_MIN_WORK", 0)
-    sliced = ks.simulate("benchmarks/w2_iiv.toml", ks.six_infusion_course(sessions=1),
-                         population=pop, times=t, progress=True)
+    sliced = ks.simulate(
+        "benchmarks/w2_iiv.toml",
+        ks.six_infusion_course(sessions=1),
+        population=pop,
+        times=t,
+        progress=True,
+    )
     assert "simulating" in capsys.readouterr().err
-    np.testing.assert_array_equal(whole.concentration.values,
-                                  sliced.concentration.values)
+    np.testing.assert_array_equal(
+        whole.concentration.values, sliced.concentration.values
+    )
 
 
 def test_progress_true_forces_a_bar_and_no_stderr_is_harmless(capsys, monkeypatch):

@@ -21,8 +21,9 @@ def dumps(data: dict) -> str:
     then [[arrays]] of tables."""
     lines = []
     for k, v in data.items():
-        if not isinstance(v, dict | list) or (isinstance(v, list) and v and
-                                              not isinstance(v[0], dict)):
+        if not isinstance(v, dict | list) or (
+            isinstance(v, list) and v and not isinstance(v[0], dict)
+        ):
             lines.append(f"{k} = {value(v)}")
     for k, v in data.items():
         if isinstance(v, dict):

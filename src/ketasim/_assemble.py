@@ -25,21 +25,41 @@ from .model import KNOWN_COVARIATES, Model
 _TIME = {"units": "h", "long_name": "time after t = 0"}
 
 
-def assemble_trajectories(model: Model, regimen: Regimen, t: np.ndarray,
-                          low: Lowered, params, cov: dict, run, output, solver,
-                          population, subjects: np.ndarray) -> xr.Dataset:
+def assemble_trajectories(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    low: Lowered,
+    params,
+    cov: dict,
+    run,
+    output,
+    solver,
+    population,
+    subjects: np.ndarray,
+) -> xr.Dataset:
     """The trajectory result of ``run`` (a :class:`ketasim._run.Run`) for the
     ``subjects`` (labels); ``params`` the individual parameters, a list per
     occasion with IOV; ``solver`` the Exact or ODE it ran with."""
-    ds = _to_dataset(model, regimen, t, low, params, cov, run, output.auc, solver,
-                     subjects)
+    ds = _to_dataset(
+        model, regimen, t, low, params, cov, run, output.auc, solver, subjects
+    )
     if run.windows is not None:
         predose, dose_auc = run.windows
-        ds["predose"] = var(("subject", "analyte", "dose"), predose, {
-            "units": "ng/mL", "long_name": "concentration just before the dose"})
-        ds["dose_auc"] = var(("subject", "analyte", "dose"), dose_auc, {
-            "units": "ng*h/mL", "long_name": "exact AUC from the dose to the next "
-            "dose (the last: to the last output time)"})
+        ds["predose"] = var(
+            ("subject", "analyte", "dose"),
+            predose,
+            {"units": "ng/mL", "long_name": "concentration just before the dose"},
+        )
+        ds["dose_auc"] = var(
+            ("subject", "analyte", "dose"),
+            dose_auc,
+            {
+                "units": "ng*h/mL",
+                "long_name": "exact AUC from the dose to the next "
+                "dose (the last: to the last output time)",
+            },
+        )
     if population is not None:
         ds.attrs["seed"] = int(population.seed)
         ds.attrs["population"] = repr(population)
@@ -49,8 +69,9 @@ def assemble_trajectories(model: Model, regimen: Regimen, t: np.ndarray,
     return ds
 
 
-def _to_dataset(model, regimen, t, low: Lowered, params, cov, run, auc, solver,
-                subjects) -> xr.Dataset:
+def _to_dataset(
+    model, regimen, t, low: Lowered, params, cov, run, auc, solver, subjects
+) -> xr.Dataset:
     """The trajectory result's core: concentrations (AUC, amounts), parameters,
     status, dose table, covariates as coordinates, provenance."""
     K = low.obs_cmt.size
@@ -60,22 +81,33 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, run, auc, solver,
         "subject": ("subject", np.asarray(subjects, dtype=np.int64)),
         "analyte": ("analyte", list(model.analyte_names)),
         "time": ("time", t, _TIME),
-        "molecular_weight": ("analyte", [a.mw for a in model.analytes],
-                             {"units": "g/mol"}),
+        "molecular_weight": (
+            "analyte",
+            [a.mw for a in model.analytes],
+            {"units": "g/mol"},
+        ),
         "parameter": ("parameter", list(params)),
-        "parameter_unit": ("parameter", [model.parameters[k].canonical_unit.replace(
-            "/kg", "") for k in params]),
+        "parameter_unit": (
+            "parameter",
+            [model.parameters[k].canonical_unit.replace("/kg", "") for k in params],
+        ),
         "dose": ("dose", np.arange(len(regimen.doses))),
     }
     if n_occ:
-        coords["occasion"] = ("occasion", np.arange(n_occ), {
-            "long_name": "dosing session whose parameters these are (dose_session)"})
+        coords["occasion"] = (
+            "occasion",
+            np.arange(n_occ),
+            {"long_name": "dosing session whose parameters these are (dose_session)"},
+        )
     for name, v in cov.items():
         coords[name] = ("subject", v, {"units": KNOWN_COVARIATES[name]})
     conc = buf[:, :K, :] if buf.shape[1] != K else buf
     data = {
-        "concentration": (("subject", "analyte", "time"), conc,
-                          {"units": "ng/mL", "long_name": "plasma concentration"}),
+        "concentration": (
+            ("subject", "analyte", "time"),
+            conc,
+            {"units": "ng/mL", "long_name": "plasma concentration"},
+        ),
         "parameters": parameters,
         "status": ("subject", run.status, {"long_name": "solver status (0 = ok)"}),
         **_dose_table(regimen, low),
@@ -83,15 +115,20 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, run, auc, solver,
     k2 = K
     if auc:
         k2 = 2 * K
-        data["auc"] = (("subject", "analyte", "time"), buf[:, K:k2, :],
-                       {"units": "ng*h/mL", "long_name": "cumulative AUC from t = 0"})
+        data["auc"] = (
+            ("subject", "analyte", "time"),
+            buf[:, K:k2, :],
+            {"units": "ng*h/mL", "long_name": "cumulative AUC from t = 0"},
+        )
     if buf.shape[1] != k2:
-        data["amount"] = (("subject", "compartment", "time"), buf[:, k2:, :],
-                          {"units": "mg", "long_name": "amount in compartment"})
+        data["amount"] = (
+            ("subject", "compartment", "time"),
+            buf[:, k2:, :],
+            {"units": "mg", "long_name": "amount in compartment"},
+        )
         coords["compartment"] = ("compartment", list(low.compartments))
     if run.nsteps is not None:
-        data["ode_steps"] = ("subject", run.nsteps,
-                             {"long_name": "accepted ODE steps"})
+        data["ode_steps"] = ("subject", run.nsteps, {"long_name": "accepted ODE steps"})
     attrs = {
         **model_attrs(model),
         "solver": run.solver,
@@ -101,8 +138,9 @@ def _to_dataset(model, regimen, t, low: Lowered, params, cov, run, auc, solver,
         attrs["rtol"] = float(solver.rtol)
         attrs["atol"] = float(solver.atol)
         attrs["atol_units"] = "mg"
-    return xr.Dataset({k: var(*v) for k, v in data.items()},
-                      coords=coordinates(coords), attrs=attrs)
+    return xr.Dataset(
+        {k: var(*v) for k, v in data.items()}, coords=coordinates(coords), attrs=attrs
+    )
 
 
 def _parameter_table(params):
@@ -116,14 +154,31 @@ def _parameter_table(params):
     names = list(occ[0])
     table = np.stack([np.stack([p[k] for k in names], axis=1) for p in occ], axis=1)
     if per_occasion:
-        return (("subject", "occasion", "parameter"), table, {
-            "long_name": "individual parameters per occasion (canonical units, see "
-                         "parameter_unit); inter-occasion variability draws them "
-                         "anew for each dosing session (occasion = dose_session)"}
-                ), occ[0], len(occ)
-    return (("subject", "parameter"), table[:, 0], {
-        "long_name": "individual parameters (canonical units, see "
-                     "parameter_unit)"}), occ[0], 0
+        return (
+            (
+                ("subject", "occasion", "parameter"),
+                table,
+                {
+                    "long_name": "individual parameters per occasion (canonical units, see "
+                    "parameter_unit); inter-occasion variability draws them "
+                    "anew for each dosing session (occasion = dose_session)"
+                },
+            ),
+            occ[0],
+            len(occ),
+        )
+    return (
+        (
+            ("subject", "parameter"),
+            table[:, 0],
+            {
+                "long_name": "individual parameters (canonical units, see "
+                "parameter_unit)"
+            },
+        ),
+        occ[0],
+        0,
+    )
 
 
 def _dose_table(regimen: Regimen, low: Lowered) -> dict:
@@ -131,32 +186,57 @@ def _dose_table(regimen: Regimen, low: Lowered) -> dict:
     received."""
     doses = regimen.doses
     return {
-        "dose_time": ("dose", np.array(regimen.times, dtype=float),
-                      {"units": "h", "long_name": "dose start"}),
-        "dose_amount": ("dose", np.array([d.amount for d in doses]),
-                        {"long_name": "dose as prescribed (see dose_unit, dose_salt)"}),
+        "dose_time": (
+            "dose",
+            np.array(regimen.times, dtype=float),
+            {"units": "h", "long_name": "dose start"},
+        ),
+        "dose_amount": (
+            "dose",
+            np.array([d.amount for d in doses]),
+            {"long_name": "dose as prescribed (see dose_unit, dose_salt)"},
+        ),
         "dose_unit": ("dose", [d.unit for d in doses]),
         "dose_salt": ("dose", [d.salt for d in doses]),
         "dose_route": ("dose", [d.route for d in doses]),
-        "dose_session": ("dose", sessions(regimen), {
-            "long_name": "dosing session (devices of one session share it)"}),
-        "dose_device": ("dose", np.array([d.device or 0 for d in doses],
-                                         dtype=np.int64),
-                        {"long_name": "nasal-spray device within its session (0: "
-                         "not a device)"}),
-        "dose_duration": ("dose", np.array([np.nan if d.duration is None
-                                            else d.duration for d in doses]),
-                          {"units": "h", "long_name": "infusion duration (NaN: bolus "
-                           "or route-defined input)"}),
-        "dose_mg": (("subject", "dose"), low.dose_mg,
-                    {"units": "mg", "long_name": "base amount given, before "
-                     "bioavailability"}),
+        "dose_session": (
+            "dose",
+            sessions(regimen),
+            {"long_name": "dosing session (devices of one session share it)"},
+        ),
+        "dose_device": (
+            "dose",
+            np.array([d.device or 0 for d in doses], dtype=np.int64),
+            {"long_name": "nasal-spray device within its session (0: not a device)"},
+        ),
+        "dose_duration": (
+            "dose",
+            np.array([np.nan if d.duration is None else d.duration for d in doses]),
+            {
+                "units": "h",
+                "long_name": "infusion duration (NaN: bolus or route-defined input)",
+            },
+        ),
+        "dose_mg": (
+            ("subject", "dose"),
+            low.dose_mg,
+            {"units": "mg", "long_name": "base amount given, before bioavailability"},
+        ),
     }
 
 
-def assemble_metrics(model: Model, regimen: Regimen, t: np.ndarray, values: tuple,
-                     status: np.ndarray, covs: dict, subjects: np.ndarray,
-                     above, level: float, population) -> xr.Dataset:
+def assemble_metrics(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    values: tuple,
+    status: np.ndarray,
+    covs: dict,
+    subjects: np.ndarray,
+    above,
+    level: float,
+    population,
+) -> xr.Dataset:
     """The streamed metrics result. ``values`` = (cmax, tmax, time above,
     cumulative AUC at each dose start and the end, pre-dose level) as the kernel
     left them; here doses after the grid and failed subjects become NaN."""
@@ -164,37 +244,71 @@ def assemble_metrics(model: Model, regimen: Regimen, t: np.ndarray, values: tupl
     cmax, tmax, tab, auc_w, pre = _metrics_values(starts, t, values, status)
     dims = ("subject", "analyte", "dose")
     data = {
-        "cmax": (dims, cmax, {"units": "ng/mL", "long_name": "Cmax per dose "
-                              "(output grid)"}),
-        "tmax": (dims, tmax, {"units": "h", "long_name": "Tmax after dose start "
-                              "(tie rule: first of equal peaks)"}),
-        "auc": (dims, auc_w, {"units": "ng*h/mL", "long_name": "exact AUC from the "
-                              "dose to the next (last: to the last output time)",
-                              "method": "exact (integrated in the kernel)"}),
-        "predose": (dims, pre, {"units": "ng/mL", "long_name": "concentration just "
-                                "before the dose"}),
+        "cmax": (
+            dims,
+            cmax,
+            {"units": "ng/mL", "long_name": "Cmax per dose (output grid)"},
+        ),
+        "tmax": (
+            dims,
+            tmax,
+            {
+                "units": "h",
+                "long_name": "Tmax after dose start (tie rule: first of equal peaks)",
+            },
+        ),
+        "auc": (
+            dims,
+            auc_w,
+            {
+                "units": "ng*h/mL",
+                "long_name": "exact AUC from the "
+                "dose to the next (last: to the last output time)",
+                "method": "exact (integrated in the kernel)",
+            },
+        ),
+        "predose": (
+            dims,
+            pre,
+            {"units": "ng/mL", "long_name": "concentration just before the dose"},
+        ),
         "status": ("subject", status, {"long_name": "solver status (0 = ok)"}),
         "dose_time": ("dose", starts, {"units": "h"}),
         "dose_session": ("dose", sessions(regimen)),
     }
     if above is not None:
-        data["time_above"] = (dims, tab, {"units": "h", "long_name": f"time above "
-                                          f"{level:g} ng/mL (linear interpolation)"})
-    coords = {"subject": ("subject", subjects),
-              "analyte": ("analyte", list(model.analyte_names)),
-              "dose": ("dose", np.arange(starts.size)),
-              "molecular_weight": ("analyte", [x.mw for x in model.analytes],
-                                   {"units": "g/mol"})}
+        data["time_above"] = (
+            dims,
+            tab,
+            {
+                "units": "h",
+                "long_name": f"time above {level:g} ng/mL (linear interpolation)",
+            },
+        )
+    coords = {
+        "subject": ("subject", subjects),
+        "analyte": ("analyte", list(model.analyte_names)),
+        "dose": ("dose", np.arange(starts.size)),
+        "molecular_weight": (
+            "analyte",
+            [x.mw for x in model.analytes],
+            {"units": "g/mol"},
+        ),
+    }
     for k, v in covs.items():
         coords[k] = ("subject", v, {"units": KNOWN_COVARIATES[k]})
-    attrs = {**model_attrs(model), "output": "metrics",
-             "solver": "exact: matrix-exponential propagation, metrics streamed",
-             "grid": f"{t.size} output times from {t[0]:g} to {t[-1]:g} h"}
+    attrs = {
+        **model_attrs(model),
+        "output": "metrics",
+        "solver": "exact: matrix-exponential propagation, metrics streamed",
+        "grid": f"{t.size} output times from {t[0]:g} to {t[-1]:g} h",
+    }
     if population is not None:
         attrs["seed"] = int(population.seed)
         attrs["population"] = repr(population)
-    return xr.Dataset({k: var(*v) for k, v in data.items()},
-                      coords=coordinates(coords), attrs=attrs)
+    return xr.Dataset(
+        {k: var(*v) for k, v in data.items()}, coords=coordinates(coords), attrs=attrs
+    )
 
 
 def _metrics_values(starts, t, values, status):
@@ -218,8 +332,9 @@ def _metrics_values(starts, t, values, status):
     return cmax, tmax, tab, auc_w, pre
 
 
-def observed(model, conc: xr.DataArray, seed: int,
-             subjects: np.ndarray) -> xr.DataArray:
+def observed(
+    model, conc: xr.DataArray, seed: int, subjects: np.ndarray
+) -> xr.DataArray:
     """Concentrations with residual error: C (1 + prop ε1) exp(exp ε2) + add ε3,
     drawn per subject index (a patient's noise is the same in any chunking)."""
     from .population import normals
@@ -240,11 +355,17 @@ def observed(model, conc: xr.DataArray, seed: int,
             z = normals(seed, "residual", subjects[a:b], 3 * T, offset=3 * T * k)
             c = out[a:b, k, :]
             c *= 1.0 + spec.get("proportional", 0.0) * z[:, :T]
-            c *= np.exp(spec.get("exponential", 0.0) * z[:, T:2 * T])
-            c += spec.get("additive_ng_per_ml", 0.0) * z[:, 2 * T:]
-    return xr.DataArray(out, dims=conc.dims, attrs={
-        "units": "ng/mL", "long_name": "simulated observed concentration (with "
-        "residual error; may be negative with an additive error, not censored)"})
+            c *= np.exp(spec.get("exponential", 0.0) * z[:, T : 2 * T])
+            c += spec.get("additive_ng_per_ml", 0.0) * z[:, 2 * T :]
+    return xr.DataArray(
+        out,
+        dims=conc.dims,
+        attrs={
+            "units": "ng/mL",
+            "long_name": "simulated observed concentration (with "
+            "residual error; may be negative with an additive error, not censored)",
+        },
+    )
 
 
 def model_attrs(model: Model) -> dict:
@@ -259,7 +380,8 @@ def model_attrs(model: Model) -> dict:
         "model_file": str(model.path) if model.path else "",
         "model_sha256": model.sha256,
         "references": "\n".join(
-            r.citation + (f" doi:{r.doi}" if r.doi else "") for r in model.references),
+            r.citation + (f" doi:{r.doi}" if r.doi else "") for r in model.references
+        ),
         "ketasim_version": __version__,
     }
 

@@ -31,15 +31,17 @@ def _subjects_text(bad: np.ndarray, limit: int = 5) -> str:
     if idx.size == 1:
         return f"subject {idx[0]}"
     shown = ", ".join(str(i) for i in idx[:limit])
-    return f"subjects {shown}" + (f" ... ({idx.size} affected)" if idx.size > limit
-                                  else "")
+    return f"subjects {shown}" + (
+        f" ... ({idx.size} affected)" if idx.size > limit else ""
+    )
 
 
 def _dose_text(i: int, d) -> str:
     """'doses[2] (0.5 mg/kg hcl by route 'iv' at 72 h)'."""
     salt = f" {d.salt}" if d.salt != "base" else ""
-    return (f"doses[{i}] ({d.amount:g} {d.unit}{salt} by route {d.route!r} at "
-            f"{d.time:g} h)")
+    return (
+        f"doses[{i}] ({d.amount:g} {d.unit}{salt} by route {d.route!r} at {d.time:g} h)"
+    )
 
 
 def _check_dose_values(values: np.ndarray, what: str, i: int, d, unit: str) -> None:
@@ -53,7 +55,8 @@ def _check_dose_values(values: np.ndarray, what: str, i: int, d, unit: str) -> N
             f"{_dose_text(i, d)}: its {what} is {values[s]} {unit} "
             f"for {_subjects_text(bad)} after weight, salt and bioavailability "
             f"scaling, not a finite number. Check the dose amount and unit, the "
-            f"weight and the route's parameters")
+            f"weight and the route's parameters"
+        )
 
 
 def _flow_parameters(model: Model, f) -> list[str]:
@@ -99,38 +102,49 @@ def _check_rates(model: Model, occ_params: list, A: np.ndarray, keep, n: int) ->
             s = int(np.argmax(wrong))
             names = _flow_parameters(model, f)
             shown = ", ".join(
-                f"{x} = {np.broadcast_to(params[x], (n,))[s]:g}" for x in names)
-            what = ("fraction" if np.isfinite(k[s]) and k[s] >= 0
-                    else "non-finite rate" if not np.isfinite(k[s])
-                    else "negative rate")
+                f"{x} = {np.broadcast_to(params[x], (n,))[s]:g}" for x in names
+            )
+            what = (
+                "fraction"
+                if np.isfinite(k[s]) and k[s] >= 0
+                else "non-finite rate"
+                if not np.isfinite(k[s])
+                else "negative rate"
+            )
             reasons.append(
                 f"the flow {f.source} -> {f.target or 'elimination'} has a {what} "
                 f"for {_subjects_text(wrong)} ({shown}; rate constant {k[s]:g} 1/h"
-                + (f", fraction {frac[s]:g}" if what == "fraction" else "") + ")")
+                + (f", fraction {frac[s]:g}" if what == "fraction" else "")
+                + ")"
+            )
         if reasons:
             raise ValueError(
                 f"model {model.id!r}: {'; '.join(reasons)}. Rate constants must be "
                 f"finite and >= 0 (volumes, clearances and mean transit times > 0) "
                 f"and fractions in [0, 1]; check these individual parameter values "
-                f"and the overrides or covariates that produced them")
+                f"and the overrides or covariates that produced them"
+            )
     # boolean temporaries only (1/8 of A's size; no copy of A for 1e6 subjects)
     finite = np.isfinite(A).all(axis=(2, 3))
     negative = A < 0
     ii = np.arange(A.shape[-1])
     negative[:, :, ii, ii] = False  # diagonal entries are outflows: <= 0
-    ok = (finite & ~negative.any(axis=(2, 3))
-          & ~(np.diagonal(A, axis1=2, axis2=3) > 0).any(axis=2))
+    ok = (
+        finite
+        & ~negative.any(axis=(2, 3))
+        & ~(np.diagonal(A, axis1=2, axis2=3) > 0).any(axis=2)
+    )
     if not ok.all():
         bad = ~ok.all(axis=1)
         s = int(np.argmax(bad))
         raise ValueError(
             f"model {model.id!r}: the rate matrix of {_subjects_text(bad)} is not "
             f"finite and compartmental (off-diagonal entries >= 0, diagonal <= 0): "
-            f"{A[s].tolist()} 1/h; check the individual parameter values")
+            f"{A[s].tolist()} 1/h; check the individual parameter values"
+        )
 
 
-def check_magnitude(model: Model, regimen: Regimen, low: Lowered,
-                    t_end: float) -> None:
+def check_magnitude(model: Model, regimen: Regimen, low: Lowered, t_end: float) -> None:
     """Refuse doses whose results would overflow double precision.
 
     For a compartmental rate matrix (checked by :func:`lower`) no amount exceeds
@@ -153,20 +167,23 @@ def check_magnitude(model: Model, regimen: Regimen, low: Lowered,
     d = regimen.doses[i]
     # times are at most MAX_TIME_H (1e6 h), so the span alone never overflows; when
     # only the AUC does, say that it is the amount over the span to times[-1]
-    span = ("" if not peak[s] <= MAX_MAGNITUDE else
-            f" over the {float(t_end):g} h to the last output time (times[-1])")
+    span = (
+        ""
+        if not peak[s] <= MAX_MAGNITUDE
+        else f" over the {float(t_end):g} h to the last output time (times[-1])"
+    )
     raise DoseError(
         f"{_dose_text(i, d)} gives {low.dose_mg[s, i]:.4g} mg to "
         f"{_subjects_text(bad)} ({total[s]:.4g} mg in all): concentrations could "
         f"reach {peak[s]:.3g} ng/mL and AUCs{span} {bound[s]:.3g} ng*h/mL, above "
         f"{MAX_MAGNITUDE:g}, where double precision overflows to inf. Check the "
-        f"amount and its unit")
+        f"amount and its unit"
+    )
 
 
 def _device_text(i: int, d) -> str:
     """'doses[1] (device 2 of route 'intranasal' at 72 h)'."""
-    return (f"doses[{i}] (device {d.device} of route {d.route!r} at "
-            f"{d.time:.6g} h)")
+    return f"doses[{i}] (device {d.device} of route {d.route!r} at {d.time:.6g} h)"
 
 
 def _gap_text(hours: float) -> str:
@@ -186,9 +203,11 @@ def sessions(regimen: Regimen) -> np.ndarray:
     """
     doses = regimen.doses
     out = np.empty(len(doses), dtype=np.int64)
-    rule = (f"in one session the devices of a route are numbered 1, 2, 3, ... in "
-            f"time order, each at most {MAX_DEVICE_GAP_H * 60:g} min after the one "
-            f"before (the label gives 5 min)")
+    rule = (
+        f"in one session the devices of a route are numbered 1, 2, 3, ... in "
+        f"time order, each at most {MAX_DEVICE_GAP_H * 60:g} min after the one "
+        f"before (the label gives 5 min)"
+    )
     last: dict[str, int] = {}  # route -> index of its latest device dose
     k = -1
     for i, d in enumerate(doses):
@@ -201,20 +220,23 @@ def sessions(regimen: Regimen) -> np.ndarray:
                     f"{_device_text(j, doses[j])}; {rule}. If it is the next device "
                     f"of that session give device={doses[j].device + 1}; a new "
                     f"session must start more than {MAX_DEVICE_GAP_H * 60:g} min "
-                    f"after the last device of the previous one")
+                    f"after the last device of the previous one"
+                )
             k += 1
         elif j is None:
             raise DoseError(
                 f"{_device_text(i, d)} is a later device of a session, but no "
                 f"device {d.device - 1} of route {d.route!r} comes before it; {rule}. "
                 f"Number the session's devices from 1 (device=1 for the first), or "
-                f"build the schedule with ks.esketamine_induction")
+                f"build the schedule with ks.esketamine_induction"
+            )
         elif doses[j].device != d.device - 1:
             raise DoseError(
                 f"{_device_text(i, d)} follows {_device_text(j, doses[j])}, not "
                 f"device {d.device - 1}; {rule}. Give it "
                 f"device={doses[j].device + 1} if it continues that session, or "
-                f"device=1 if it starts a new one")
+                f"device=1 if it starts a new one"
+            )
         elif d.time - doses[j].time > MAX_DEVICE_GAP_H:
             raise DoseError(
                 f"{_device_text(i, d)} comes {_gap_text(d.time - doses[j].time)} "
@@ -222,7 +244,8 @@ def sessions(regimen: Regimen) -> np.ndarray:
                 f"{MAX_DEVICE_GAP_H * 60:g} min allowed between devices of one "
                 f"session; {rule}. If it starts a new session give it device=1, "
                 f"otherwise move it within {MAX_DEVICE_GAP_H * 60:g} min of "
-                f"doses[{j}]")
+                f"doses[{j}]"
+            )
         elif j != i - 1:
             o = doses[i - 1]
             raise DoseError(
@@ -230,7 +253,8 @@ def sessions(regimen: Regimen) -> np.ndarray:
                 f"device, {_device_text(j, doses[j])}, by doses[{i - 1}] "
                 f"({o.route!r} at {o.time:.6g} h); {rule}, with no other dose "
                 f"between them. Give the other dose before the session's first "
-                f"device or after its last")
+                f"device or after its last"
+            )
         if d.device is not None:
             last[d.route] = i
         out[i] = k
@@ -257,12 +281,17 @@ def drug_factor(model: Model, i: int, d) -> float:
         return 1.0
     if d.drug == "ketamine" and model.racemic_fraction is not None:
         return model.racemic_fraction
-    hint = ("give the enantiomer amount (e.g. half the racemic dose) with "
-            f"drug={model.drug!r}, or use a racemic model" if d.drug == "ketamine"
-            else f"use a model of {d.drug}")
-    raise DoseError(f"doses[{i}] is {d.drug} but model {model.id!r} describes "
-                    f"{model.drug} ({model.enantiomer}) and declares no share of a "
-                    f"racemic dose (racemic_fraction); {hint}")
+    hint = (
+        "give the enantiomer amount (e.g. half the racemic dose) with "
+        f"drug={model.drug!r}, or use a racemic model"
+        if d.drug == "ketamine"
+        else f"use a model of {d.drug}"
+    )
+    raise DoseError(
+        f"doses[{i}] is {d.drug} but model {model.id!r} describes "
+        f"{model.drug} ({model.enantiomer}) and declares no share of a "
+        f"racemic dose (racemic_fraction); {hint}"
+    )
 
 
 def check_routes(model: Model, regimen: Regimen) -> None:
@@ -276,19 +305,22 @@ def check_routes(model: Model, regimen: Regimen) -> None:
         if route is None:
             raise DoseError(
                 f"doses[{i}] uses route {d.route!r}, which model {model.id!r} does not "
-                f"define; its routes are {', '.join(sorted(model.routes))}")
+                f"define; its routes are {', '.join(sorted(model.routes))}"
+            )
         if d.duration is not None and not route.intravenous:
             raise DoseError(
                 f"doses[{i}]: route {d.route!r} is extravascular; its input profile "
                 f"(bioavailability, lag, zero-order duration) comes from the model, so "
                 f"a dose duration ({d.duration:g} h) cannot be applied. Drop "
-                "duration=.")
+                "duration=."
+            )
         if route.device_mg is None and d.device is not None:
             raise DoseError(
                 f"doses[{i}] has device={d.device}, but route {d.route!r} of model "
                 f"{model.id!r} does not absorb per device (it declares no device "
                 f"amount), so the device would only regroup sessions silently. Drop "
-                f"device=")
+                f"device="
+            )
         if route.device_mg is not None and d.device is None:
             # counting every spray as the first device would overstate what the
             # later devices of a session deliver
@@ -297,21 +329,30 @@ def check_routes(model: Model, regimen: Regimen) -> None:
                 f"device=: this route absorbs per {route.device_mg:g}-mg device, less "
                 f"from the second device of a session on. Give each Dose its place "
                 f"in the session (device=1, 2, ... a few minutes apart), or build "
-                f"the schedule with ks.esketamine_induction, which sets them")
+                f"the schedule with ks.esketamine_induction, which sets them"
+            )
         if route.device_mg is not None:
             # a label's salt amount (32.3 mg HCl for 28 mg base) rounds to 0.02 %
             dev = route.device_mg
             mg = d.amount * d.base_factor * share
             if d.per_kg or abs(mg - dev) > DEVICE_RTOL * dev:
-                got = (f"{d.amount:g} mg/kg" if d.per_kg else f"{mg:.4g} mg" +
-                       (f" of base (from {d.amount:g} mg {d.salt})"
-                        if d.salt != "base" else ""))
+                got = (
+                    f"{d.amount:g} mg/kg"
+                    if d.per_kg
+                    else f"{mg:.4g} mg"
+                    + (
+                        f" of base (from {d.amount:g} mg {d.salt})"
+                        if d.salt != "base"
+                        else ""
+                    )
+                )
                 raise DoseError(
                     f"doses[{i}]: route {d.route!r} of model {model.id!r} takes one "
                     f"{dev:g}-mg device per Dose, because what it absorbs depends on "
                     f"the device's place in the session; got {got}. Give one Dose "
                     f"per device (device=1, 2, ... a few minutes apart), as "
-                    f"ks.esketamine_induction does.")
+                    f"ks.esketamine_induction does."
+                )
     sessions(regimen)  # devices numbered in order, within the gap (else DoseError)
 
 
@@ -330,9 +371,16 @@ def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:
     return tuple(c for c in model.compartment_names if c in seen)
 
 
-def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
-          weight: np.ndarray, n: int, *, prune: bool = True,
-          markers: bool = False) -> Lowered:
+def lower(
+    model: Model,
+    regimen: Regimen,
+    params: dict[str, np.ndarray] | list,
+    weight: np.ndarray,
+    n: int,
+    *,
+    prune: bool = True,
+    markers: bool = False,
+) -> Lowered:
     """``params``: individual parameters, or a list of them per occasion (session)
     when inter-occasion variability is drawn; then the rate matrix switches at the
     start of each session. ``markers`` adds a kind-4 event at each dose start (the
@@ -341,8 +389,9 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
     occ_params = params if isinstance(params, list) else [params]
     sess = sessions(regimen)
     switch = _rates_switch(model, occ_params)
-    targets = {pw.target for d in regimen.doses
-               for pw in model.routes[d.route].pathways}
+    targets = {
+        pw.target for d in regimen.doses for pw in model.routes[d.route].pathways
+    }
     keep = reachable(model, targets) if prune else model.compartment_names
     index = {c: i for i, c in enumerate(keep)}
 
@@ -352,11 +401,21 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
     for di, d in enumerate(regimen.doses):
         params = occ_params[sess[di]] if len(occ_params) > 1 else occ_params[0]
         if switch and (di == 0 or sess[di] != sess[di - 1]):
-            _add_rows(rows, np.full(n, d.time), np.zeros(n, dtype=np.int64),
-                      np.full(n, OCCASION, dtype=np.int64), np.full(n, float(sess[di])))
+            _add_rows(
+                rows,
+                np.full(n, d.time),
+                np.zeros(n, dtype=np.int64),
+                np.full(n, OCCASION, dtype=np.int64),
+                np.full(n, float(sess[di])),
+            )
         if markers:
-            _add_rows(rows, np.full(n, d.time), np.zeros(n, dtype=np.int64),
-                      np.full(n, MARK, dtype=np.int64), np.full(n, float(di)))
+            _add_rows(
+                rows,
+                np.full(n, d.time),
+                np.zeros(n, dtype=np.int64),
+                np.full(n, MARK, dtype=np.int64),
+                np.full(n, float(di)),
+            )
         mg = _dose_amount(model, di, d, weight, n)
         dose_mg[:, di] = mg
         _dose_rows(rows, model, di, d, mg, params, index, n)
@@ -365,15 +424,26 @@ def lower(model: Model, regimen: Regimen, params: dict[str, np.ndarray] | list,
     used = occ_params if switch else occ_params[:1]
     sel = np.array([model.compartment_index(c) for c in keep], dtype=np.int64)
     with np.errstate(all="ignore"):  # non-finite rates are named just below
-        A = np.stack([model.rate_matrices(p, n)[:, sel][:, :, sel] for p in used],
-                     axis=1)
+        A = np.stack(
+            [model.rate_matrices(p, n)[:, sel][:, :, sel] for p in used], axis=1
+        )
     A = np.ascontiguousarray(A)
     _check_rates(model, used, A, keep, n)
     obs_full, scale = _observation(model, occ_params, n)
-    obs = np.array([index[model.compartment_names[i]] for i in obs_full],
-                   dtype=np.int64)
-    return Lowered(A, ev_time, ev_cmt, ev_kind, ev_value, obs,
-                   np.ascontiguousarray(scale), keep, dose_mg)
+    obs = np.array(
+        [index[model.compartment_names[i]] for i in obs_full], dtype=np.int64
+    )
+    return Lowered(
+        A,
+        ev_time,
+        ev_cmt,
+        ev_kind,
+        ev_value,
+        obs,
+        np.ascontiguousarray(scale),
+        keep,
+        dose_mg,
+    )
 
 
 def _rates_switch(model: Model, occ_params: list) -> bool:
@@ -381,7 +451,10 @@ def _rates_switch(model: Model, occ_params: list) -> bool:
     rate_names = {f.rate for f in model.flows} | {c.volume for c in model.compartments}
     return len(occ_params) > 1 and any(
         not np.array_equal(occ_params[0][k], p[k])
-        for p in occ_params[1:] for k in rate_names if k is not None)
+        for p in occ_params[1:]
+        for k in rate_names
+        if k is not None
+    )
 
 
 def _add_rows(rows: tuple, time, cmt, kind, value) -> None:
@@ -399,7 +472,8 @@ def _dose_amount(model: Model, di: int, d, weight: np.ndarray, n: int) -> np.nda
             f"{model.id!r} has no weight covariate and none was given. Pass "
             f"subjects=ks.Subjects(covariates={{'weight': 70}}) (kg) or a "
             f"Population, or give the dose "
-            f"in mg")
+            f"in mg"
+        )
     if d.per_kg:
         with np.errstate(over="ignore", invalid="ignore"):
             mg = mg * weight
@@ -413,8 +487,11 @@ def _pathway_fractions(model: Model, d, params, n: int) -> list[np.ndarray]:
     route = model.routes[d.route]
     fracs = []
     for pw in route.pathways:
-        f = np.ones(n) if pw.fraction == "rest" else \
-            model.value_of(pw.fraction, params, n, 1.0)
+        f = (
+            np.ones(n)
+            if pw.fraction == "rest"
+            else model.value_of(pw.fraction, params, n, 1.0)
+        )
         if pw.later_devices is not None and (d.device or 1) >= 2:
             f = f * params[pw.later_devices]
         fracs.append(f)
@@ -426,13 +503,15 @@ def _pathway_fractions(model: Model, d, params, n: int) -> list[np.ndarray]:
                 raise DoseError(
                     f"route {d.route!r}: the other pathways take more than the "
                     f"whole dose for subject {s} (rest = {f[s]:.3g}); check the "
-                    "fraction parameters")
+                    "fraction parameters"
+                )
             fracs[pi] = f
     return fracs
 
 
-def _dose_rows(rows: tuple, model: Model, di: int, d, mg: np.ndarray, params,
-               index: dict, n: int) -> None:
+def _dose_rows(
+    rows: tuple, model: Model, di: int, d, mg: np.ndarray, params, index: dict, n: int
+) -> None:
     """The events of doses[di] (``mg`` per subject): per pathway, a bolus at the
     lagged start, or a rate step up at the start and down at the end of a
     zero-order input (a zero duration is a bolus plus a padding row, so that rows
@@ -444,8 +523,9 @@ def _dose_rows(rows: tuple, model: Model, di: int, d, mg: np.ndarray, params,
             amount = mg * frac
         _check_dose_values(amount, f"amount into {pw.target!r}", di, d, "mg")
         start = d.time + model.value_of(pw.lag, params, n, 0.0)
-        _check_dose_values(start, f"start into {pw.target!r} (after the lag)",
-                           di, d, "h")
+        _check_dose_values(
+            start, f"start into {pw.target!r} (after the lag)", di, d, "h"
+        )
         c = np.full(n, index[pw.target], dtype=np.int64)
         if d.duration is not None:
             dur = np.full(n, d.duration)
@@ -460,32 +540,48 @@ def _dose_rows(rows: tuple, model: Model, di: int, d, mg: np.ndarray, params,
             rate = amount / safe
         _check_dose_values(np.where(zero, 0.0, dur), "duration", di, d, "h")
         _check_dose_values(rate, f"input rate into {pw.target!r}", di, d, "mg/h")
-        _add_rows(rows, start, c, np.where(zero, BOLUS, RATE).astype(np.int64),
-                  np.where(zero, amount, rate))
-        _add_rows(rows, start + np.where(zero, 0.0, dur), c,
-                  np.where(zero, PAD, RATE).astype(np.int64),
-                  np.where(zero, 0.0, -rate))
+        _add_rows(
+            rows,
+            start,
+            c,
+            np.where(zero, BOLUS, RATE).astype(np.int64),
+            np.where(zero, amount, rate),
+        )
+        _add_rows(
+            rows,
+            start + np.where(zero, 0.0, dur),
+            c,
+            np.where(zero, PAD, RATE).astype(np.int64),
+            np.where(zero, 0.0, -rate),
+        )
 
 
-def _event_table(times: list, cmts: list, kinds: list, values: list,
-                 n: int) -> tuple[np.ndarray, ...]:
+def _event_table(
+    times: list, cmts: list, kinds: list, values: list, n: int
+) -> tuple[np.ndarray, ...]:
     """The (S, E) event arrays, each row sorted by time (stable: rows at one time
     keep the order they were added in)."""
     if not times:
-        return (np.zeros((n, 0)), np.zeros((n, 0), dtype=np.int64),
-                np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0)))
+        return (
+            np.zeros((n, 0)),
+            np.zeros((n, 0), dtype=np.int64),
+            np.zeros((n, 0), dtype=np.int64),
+            np.zeros((n, 0)),
+        )
     if all(_shared(t) for t in times):  # the usual case: one shared table
         order = np.argsort([t[0] for t in times], kind="stable")
         return tuple(
             np.tile(np.array([a[i][0] for i in order]), (n, 1))
             if all(_shared(x) for x in a)
             else np.stack([a[i] for i in order], axis=1)
-            for a in (times, cmts, kinds, values))
+            for a in (times, cmts, kinds, values)
+        )
     ev_time = np.stack(times, axis=1)
     order = np.argsort(ev_time, axis=1, kind="stable")
     return tuple(
         np.ascontiguousarray(np.take_along_axis(np.stack(a, axis=1), order, axis=1))
-        for a in (times, cmts, kinds, values))
+        for a in (times, cmts, kinds, values)
+    )
 
 
 def _observation(model: Model, occ_params: list, n: int) -> tuple:
@@ -503,7 +599,8 @@ def _observation(model: Model, occ_params: list, n: int) -> tuple:
             f"model {model.id!r}: the volume {vol!r} of analyte "
             f"{model.analytes[k].name!r} is {np.broadcast_to(v, (n,))[s]:g} L for "
             f"{_subjects_text(bad[:, k])}; concentrations need a finite volume > 0. "
-            f"Check that parameter's individual values")
+            f"Check that parameter's individual values"
+        )
     for m, p in enumerate(occ_params[1:], start=2):
         moved = np.any(model.observation(p, n)[1] != scale, axis=0)
         if moved.any():
@@ -514,7 +611,8 @@ def _observation(model: Model, occ_params: list, n: int) -> tuple:
                 f"of an observed compartment ({', '.join(vols)}) from occasion 1 to "
                 f"{m}; the exact kernels convert amounts with one volume per "
                 f"subject, so this is not supported. Put the IOV on clearances or "
-                f"absorption, or simulate with Population(iov=False)")
+                f"absorption, or simulate with Population(iov=False)"
+            )
     return obs_full, scale
 
 

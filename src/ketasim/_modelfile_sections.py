@@ -49,14 +49,22 @@ from .units import Unit, UnitError, parse_quantity, parse_unit
 # values
 
 
-def _number(t: _Table, key: str, v: float, rule: str, unit: str = "",
-            hint: str = "") -> float:
+def _number(
+    t: _Table, key: str, v: float, rule: str, unit: str = "", hint: str = ""
+) -> float:
     """``v`` (read at ``key`` of ``t``) checked against a :data:`RULE_TEXT` rule."""
-    ok = {"positive": v > 0, "nonnegative": v >= 0, "fraction": 0 <= v <= 1,
-          "finite": True}[rule] and math.isfinite(v)
+    ok = {
+        "positive": v > 0,
+        "nonnegative": v >= 0,
+        "fraction": 0 <= v <= 1,
+        "finite": True,
+    }[rule] and math.isfinite(v)
     if not ok:
-        t.fail(f"must be {RULE_TEXT[rule]}{' ' + unit if unit else ''}; got {v!r}",
-               key, hint)
+        t.fail(
+            f"must be {RULE_TEXT[rule]}{' ' + unit if unit else ''}; got {v!r}",
+            key,
+            hint,
+        )
     return v
 
 
@@ -71,8 +79,11 @@ def _covariate_value(t: _Table, key: str, v: float, cname: str) -> float:
         return float(v)
     lo, hi = COVARIATE_RANGES[cname]
     if not (math.isfinite(v) and lo <= v <= hi):
-        t.fail(f"must be a plausible {cname}, within [{lo:g}, {hi:g}] {unit}; got "
-               f"{v!r}", key, f"{cname} is in {unit}")
+        t.fail(
+            f"must be a plausible {cname}, within [{lo:g}, {hi:g}] {unit}; got {v!r}",
+            key,
+            f"{cname} is in {unit}",
+        )
     return float(v)
 
 
@@ -84,13 +95,19 @@ def _device_mg(t: _Table, text: str) -> float:
     except (UnitError, TypeError) as e:
         t.fail(str(e), "device", 'write an amount, e.g. "28 mg"')
     if u.dimension != "amount" or u.per_kg or not 0 < q.value * u.factor < math.inf:
-        t.fail(f"must be a fixed amount > 0 such as \"28 mg\"; got {text!r}", "device")
+        t.fail(f'must be a fixed amount > 0 such as "28 mg"; got {text!r}', "device")
     return q.value * u.factor
 
 
-def _need_param(t: _Table, key: str, dimension: str,
-                parameters: dict[str, Parameter], *, number_ok: bool = False,
-                required: bool = True) -> str | float | None:
+def _need_param(
+    t: _Table,
+    key: str,
+    dimension: str,
+    parameters: dict[str, Parameter],
+    *,
+    number_ok: bool = False,
+    required: bool = True,
+) -> str | float | None:
     """The name of a defined parameter of ``dimension`` read at ``key`` (or, when
     ``number_ok``, a fraction written as a number in [0, 1]); None if absent and
     not ``required``."""
@@ -99,16 +116,25 @@ def _need_param(t: _Table, key: str, dimension: str,
     if v is None:
         return None
     if isinstance(v, int | float):  # only fractions may be written as numbers
-        return _number(t, key, float(v), "fraction",
-                       hint="a fraction of the dose or flow, e.g. 0.5")
+        return _number(
+            t,
+            key,
+            float(v),
+            "fraction",
+            hint="a fraction of the dose or flow, e.g. 0.5",
+        )
     if v not in parameters:
-        t.fail(f"names an undefined parameter {v!r}", key,
-               f"define [parameters.{v}] or use one of "
-               f"{', '.join(parameters) or '(none)'}")
+        t.fail(
+            f"names an undefined parameter {v!r}",
+            key,
+            f"define [parameters.{v}] or use one of "
+            f"{', '.join(parameters) or '(none)'}",
+        )
     if parameters[v].dimension != dimension:
         p = parameters[v]
-        t.fail(f"needs a {dimension}; parameter {v!r} is a {p.dimension} "
-               f"({p.unit})", key)
+        t.fail(
+            f"needs a {dimension}; parameter {v!r} is a {p.dimension} ({p.unit})", key
+        )
     return v
 
 
@@ -121,13 +147,15 @@ def read_header(top: _Table) -> dict[str, Any]:
     sampling, grade, description, racemic fraction), as :class:`Model` keywords."""
     version = top.take("schema_version", int)
     if version != SCHEMA_VERSION:
-        top.fail(f"unsupported schema version {version}", "schema_version",
-                 f"this ketasim reads schema_version = {SCHEMA_VERSION}")
+        top.fail(
+            f"unsupported schema version {version}",
+            "schema_version",
+            f"this ketasim reads schema_version = {SCHEMA_VERSION}",
+        )
     header = {
         "id": top.take("id", str),
         "name": top.take("name", str),
-        "drug": top.take("drug", str, choices=("ketamine", "esketamine",
-                                                "arketamine")),
+        "drug": top.take("drug", str, choices=("ketamine", "esketamine", "arketamine")),
         "enantiomer": top.take("enantiomer", str, choices=ENANTIOMERS),
         "population": top.take("population", str),
         "sampling": top.take("sampling", str, choices=SAMPLING),
@@ -136,11 +164,16 @@ def read_header(top: _Table) -> dict[str, Any]:
     }
     enantiomer = header["enantiomer"]
     racemic_fraction = top.take("racemic_fraction", float, required=False)
-    if racemic_fraction is not None and (enantiomer == "racemic" or
-                                         not 0 < racemic_fraction <= 1):
-        top.fail("applies to enantiomer models, as the share (0-1] of a racemic "
-                 f"dose they describe; got {racemic_fraction!r} for a {enantiomer} "
-                 "model", "racemic_fraction", "S or R ketamine: 0.5")
+    if racemic_fraction is not None and (
+        enantiomer == "racemic" or not 0 < racemic_fraction <= 1
+    ):
+        top.fail(
+            "applies to enantiomer models, as the share (0-1] of a racemic "
+            f"dose they describe; got {racemic_fraction!r} for a {enantiomer} "
+            "model",
+            "racemic_fraction",
+            "S or R ketamine: 0.5",
+        )
     header["racemic_fraction"] = racemic_fraction
     return header
 
@@ -150,11 +183,15 @@ def read_references(top: _Table) -> list[Reference]:
     references = []
     for i, r in enumerate(top.take("references", list)):
         t = _Table(r, f"references[{i}]", top.file)
-        references.append(Reference(
-            key=t.take("key", str), citation=t.take("citation", str),
-            doi=t.take("doi", str, required=False),
-            year=t.take("year", int, required=False),
-            note=t.take("note", str, required=False, default="")))
+        references.append(
+            Reference(
+                key=t.take("key", str),
+                citation=t.take("citation", str),
+                doi=t.take("doi", str, required=False),
+                year=t.take("year", int, required=False),
+                note=t.take("note", str, required=False, default=""),
+            )
+        )
         t.done()
     if not references:
         top.fail("is empty", "references", "cite the paper every number comes from")
@@ -172,21 +209,26 @@ def read_covariates(top: _Table) -> dict[str, float]:
     for cname in list(ctab.data):
         t = _Table(ctab.take(cname, dict), f"covariates.{cname}", top.file)
         if cname not in KNOWN_COVARIATES:
-            ctab.fail("is not a known covariate", cname,
-                      f"known covariates: {', '.join(KNOWN_COVARIATES)}")
+            ctab.fail(
+                "is not a known covariate",
+                cname,
+                f"known covariates: {', '.join(KNOWN_COVARIATES)}",
+            )
         unit = t.take("unit", str)
         if unit != KNOWN_COVARIATES[cname]:
             t.fail(f"must be {KNOWN_COVARIATES[cname]!r}; got {unit!r}", "unit")
-        covariates[cname] = _covariate_value(t, "reference", t.take("reference",
-                                                                     float), cname)
+        covariates[cname] = _covariate_value(
+            t, "reference", t.take("reference", float), cname
+        )
         t.take("description", str, required=False)
         t.done()
     ctab.done()
     return covariates
 
 
-def read_validity(top: _Table,
-                  covariates: dict[str, float]) -> dict[str, tuple[float, float]]:
+def read_validity(
+    top: _Table, covariates: dict[str, float]
+) -> dict[str, tuple[float, float]]:
     """``[validity]``: a ``[low, high]`` range per declared covariate."""
     validity: dict[str, tuple[float, float]] = {}
     vtab = _Table(top.table("validity", required=False), "validity", top.file)
@@ -194,14 +236,18 @@ def read_validity(top: _Table,
         rng = vtab.take(cname, list)
         if cname not in covariates:
             vtab.fail("names a covariate not declared under [covariates]", cname)
-        if len(rng) != 2 or not all(isinstance(x, int | float) and
-                                    not isinstance(x, bool) for x in rng):
+        if len(rng) != 2 or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in rng
+        ):
             vtab.fail(f"must be [low, high], two numbers; got {rng!r}", cname)
         for x in rng:
             _covariate_value(vtab, cname, x, cname)
         if rng[0] > rng[1]:
-            vtab.fail(f"must be [low, high] with low <= high; got {rng!r}", cname,
-                      f"write [{rng[1]!r}, {rng[0]!r}]")
+            vtab.fail(
+                f"must be [low, high] with low <= high; got {rng!r}",
+                cname,
+                f"write [{rng[1]!r}, {rng[0]!r}]",
+            )
         validity[cname] = (float(rng[0]), float(rng[1]))
     vtab.done()
     return validity
@@ -211,9 +257,11 @@ def read_validity(top: _Table,
 # [parameters]
 
 
-def read_parameters(top: _Table, covariates: dict[str, float],
-                    references: list[Reference],
-                    ) -> tuple[dict[str, Parameter], dict[str, float], list[str]]:
+def read_parameters(
+    top: _Table,
+    covariates: dict[str, float],
+    references: list[Reference],
+) -> tuple[dict[str, Parameter], dict[str, float], list[str]]:
     """``[parameters]``: each typical value with its unit, source and grade.
 
     Returns the parameters (values in canonical units), the values as written (in
@@ -231,17 +279,26 @@ def read_parameters(top: _Table, covariates: dict[str, float],
         above = t.take("above_one", str, required=False)
         if above is not None:
             if u.dimension != "dimensionless":
-                t.fail(f"applies to fractions (unit '1' or '%'); {pname!r} is a "
-                       f"{u.dimension} ({unit})", "above_one")
+                t.fail(
+                    f"applies to fractions (unit '1' or '%'); {pname!r} is a "
+                    f"{u.dimension} ({unit})",
+                    "above_one",
+                )
             above_one.append(pname)
         raw_values[pname] = value
         ref = _parameter_reference(t, ptab, references)
         parameters[pname] = Parameter(
-            name=pname, value=value * u.factor, unit=unit, canonical_unit=u.canonical,
-            dimension=u.dimension, per_kg=u.per_kg,
+            name=pname,
+            value=value * u.factor,
+            unit=unit,
+            canonical_unit=u.canonical,
+            dimension=u.dimension,
+            per_kg=u.per_kg,
             description=t.take("description", str),
-            reference=ref, source=t.take("source", str),
-            grade=t.take("grade", str, choices=GRADES))
+            reference=ref,
+            source=t.take("source", str),
+            grade=t.take("grade", str, choices=GRADES),
+        )
         t.done()
     ptab.done()
     return parameters, raw_values, above_one
@@ -255,33 +312,47 @@ def _parameter_unit(t: _Table, unit: str, covariates: dict[str, float]) -> Unit:
     except UnitError as exc:
         t.fail(str(exc), "unit")
     if u.dimension is None or u.dims[3] not in (0, -1):
-        t.fail(f"unit {unit!r} is not a volume, clearance, rate constant, time "
-               f"or fraction", "unit")
+        t.fail(
+            f"unit {unit!r} is not a volume, clearance, rate constant, time "
+            f"or fraction",
+            "unit",
+        )
     if u.per_kg and u.dimension not in PER_KG_DIMENSIONS:
-        t.fail(f"unit {unit!r} is a {u.dimension} per kg of body weight; only "
-               f"volumes and clearances scale with weight", "unit",
-               "drop the /kg (e.g. '1/h', 'h'), or write the volume or clearance "
-               "the paper scales per kg")
+        t.fail(
+            f"unit {unit!r} is a {u.dimension} per kg of body weight; only "
+            f"volumes and clearances scale with weight",
+            "unit",
+            "drop the /kg (e.g. '1/h', 'h'), or write the volume or clearance "
+            "the paper scales per kg",
+        )
     if u.per_kg and "weight" not in covariates:
-        t.fail(f"per-kg unit {unit!r} needs the weight covariate", "unit",
-               "declare [covariates.weight] with unit = 'kg' and a reference")
+        t.fail(
+            f"per-kg unit {unit!r} needs the weight covariate",
+            "unit",
+            "declare [covariates.weight] with unit = 'kg' and a reference",
+        )
     return u
 
 
-def _parameter_reference(t: _Table, ptab: _Table,
-                         references: list[Reference]) -> str | None:
+def _parameter_reference(
+    t: _Table, ptab: _Table, references: list[Reference]
+) -> str | None:
     """A parameter's optional ``reference``: the key of one of ``references``."""
     ref_keys = {r.key for r in references}
     ref = t.take("reference", str, required=False)
     if ref is not None and ref not in ref_keys:
         # an entry no parameter cites is the likely misspelling: name it too
-        cited = {x.get("reference") for x in ptab.data.values()
-                 if isinstance(x, dict)}
-        odd = "".join(f"; references[{i}] (key {r.key!r}) is cited by no "
-                      f"parameter" for i, r in enumerate(references)
-                      if r.key not in cited)
-        t.fail(f"names an unknown reference {ref!r}", "reference",
-               f"references: {', '.join(sorted(ref_keys))}{odd}")
+        cited = {x.get("reference") for x in ptab.data.values() if isinstance(x, dict)}
+        odd = "".join(
+            f"; references[{i}] (key {r.key!r}) is cited by no parameter"
+            for i, r in enumerate(references)
+            if r.key not in cited
+        )
+        t.fail(
+            f"names an unknown reference {ref!r}",
+            "reference",
+            f"references: {', '.join(sorted(ref_keys))}{odd}",
+        )
     return ref
 
 
@@ -314,8 +385,11 @@ class Layout:
         """The name of a compartment or chain read at ``key`` of ``t``."""
         v = t.take(key, str, required=required)
         if v is not None and v not in self.names:
-            t.fail(f"names an undefined compartment {v!r}", key,
-                   f"compartments: {', '.join(self.names)}")
+            t.fail(
+                f"names an undefined compartment {v!r}",
+                key,
+                f"compartments: {', '.join(self.names)}",
+            )
         return v
 
 
@@ -333,8 +407,11 @@ def read_compartments(top: _Table, parameters: dict[str, Parameter]) -> Layout:
         an = t.take("analyte", str, required=False)
         sp = t.take("species", str, required=False)
         if sp is not None and an is not None:
-            t.fail("give `analyte` (measured here) or `species` (mass held, not "
-                   "measured), not both", "species")
+            t.fail(
+                "give `analyte` (measured here) or `species` (mass held, not "
+                "measured), not both",
+                "species",
+            )
         if sp is not None:
             species_of[cname] = sp
         count = t.take("count", int, required=False)
@@ -351,20 +428,29 @@ def read_compartments(top: _Table, parameters: dict[str, Parameter]) -> Layout:
         if count is None:
             compartments.append(Compartment(cname, role, vol, an, sp))
         else:
-            compartments += [Compartment(f"{cname}_{i + 1}", role, None, None, sp)
-                             for i in range(count)]
+            compartments += [
+                Compartment(f"{cname}_{i + 1}", role, None, None, sp)
+                for i in range(count)
+            ]
         if an is not None:
             analyte_of[cname] = an
     cmt_tab.done()
     if not any(c.role == "central" for c in compartments):
         top.fail("has no compartment with role = 'central'", "compartments")
-    return Layout(cmt_tab, compartments, chains, analyte_of, species_of,
-                  names=[c.name for c in compartments] + list(chains),
-                  volume_of={c.name: c.volume for c in compartments})
+    return Layout(
+        cmt_tab,
+        compartments,
+        chains,
+        analyte_of,
+        species_of,
+        names=[c.name for c in compartments] + list(chains),
+        volume_of={c.name: c.volume for c in compartments},
+    )
 
 
-def read_flows(top: _Table, parameters: dict[str, Parameter],
-               layout: Layout) -> list[Flow]:
+def read_flows(
+    top: _Table, parameters: dict[str, Parameter], layout: Layout
+) -> list[Flow]:
     """``[[flows]]``: each by a rate constant, clearance or mean transit time."""
     flows: list[Flow] = []
     for i, f in enumerate(top.take("flows", list, required=False, default=[])):
@@ -372,27 +458,41 @@ def read_flows(top: _Table, parameters: dict[str, Parameter],
     return flows
 
 
-def _read_flow(t: _Table, parameters: dict[str, Parameter],
-               layout: Layout) -> list[Flow]:
+def _read_flow(
+    t: _Table, parameters: dict[str, Parameter], layout: Layout
+) -> list[Flow]:
     """One ``[[flows]]`` entry; out of a transit chain, the chain's inner flows
     followed by the flow out of its last compartment."""
     src = layout.need(t, "from")
     dst = layout.need(t, "to", required=False)
     given = [k for k in ("k", "cl", "mtt") if k in t.data]
     if len(given) != 1:
-        t.fail("needs exactly one of `k` (rate constant), `cl` (clearance) or "
-               "`mtt` (mean transit time)")
+        t.fail(
+            "needs exactly one of `k` (rate constant), `cl` (clearance) or "
+            "`mtt` (mean transit time)"
+        )
     kind = given[0]
-    rate = _need_param(t, kind, {"k": "rate constant", "cl": "clearance",
-                                 "mtt": "time"}[kind], parameters)
+    rate = _need_param(
+        t,
+        kind,
+        {"k": "rate constant", "cl": "clearance", "mtt": "time"}[kind],
+        parameters,
+    )
     if kind == "cl" and layout.volume_of.get(src) is None:
-        t.fail(f"a clearance flow needs a volume on compartment {src!r}",
-               "cl", f"add `volume = ...` to [compartments.{src}] or use k")
+        t.fail(
+            f"a clearance flow needs a volume on compartment {src!r}",
+            "cl",
+            f"add `volume = ...` to [compartments.{src}] or use k",
+        )
     if src in layout.chains and kind != "mtt":
-        t.fail(f"flows out of transit chain {src!r} are set by its mean transit "
-               "time", kind, "use `mtt = ...`")
-    frac = _need_param(t, "fraction", "dimensionless", parameters, number_ok=True,
-                       required=False)
+        t.fail(
+            f"flows out of transit chain {src!r} are set by its mean transit time",
+            kind,
+            "use `mtt = ...`",
+        )
+    frac = _need_param(
+        t, "fraction", "dimensionless", parameters, number_ok=True, required=False
+    )
     if frac is not None and dst is None:
         t.fail("a fraction needs a target `to`", "fraction")
     if dst == src:
@@ -401,10 +501,20 @@ def _read_flow(t: _Table, parameters: dict[str, Parameter],
     n = layout.chains.get(src, 1)
     flows = []
     if src in layout.chains:
-        flows += [Flow(f"{src}_{j}", f"{src}_{j + 1}", "mtt", rate, None, n)
-                  for j in range(1, n)]
-    flows.append(Flow(layout.last(src), None if dst is None else layout.first(dst),
-                      kind, rate, frac, n))
+        flows += [
+            Flow(f"{src}_{j}", f"{src}_{j + 1}", "mtt", rate, None, n)
+            for j in range(1, n)
+        ]
+    flows.append(
+        Flow(
+            layout.last(src),
+            None if dst is None else layout.first(dst),
+            kind,
+            rate,
+            frac,
+            n,
+        )
+    )
     return flows
 
 
@@ -412,8 +522,9 @@ def _read_flow(t: _Table, parameters: dict[str, Parameter],
 # [routes]
 
 
-def read_routes(top: _Table, parameters: dict[str, Parameter],
-                layout: Layout) -> dict[str, Route]:
+def read_routes(
+    top: _Table, parameters: dict[str, Parameter], layout: Layout
+) -> dict[str, Route]:
     """``[routes]``: at least one, each a target or pathways, maybe a device."""
     routes: dict[str, Route] = {}
     rtab = _Table(top.table("routes"), "routes", top.file)
@@ -426,8 +537,9 @@ def read_routes(top: _Table, parameters: dict[str, Parameter],
     return routes
 
 
-def _read_route(t: _Table, rname: str, parameters: dict[str, Parameter],
-                layout: Layout) -> Route:
+def _read_route(
+    t: _Table, rname: str, parameters: dict[str, Parameter], layout: Layout
+) -> Route:
     """One ``[routes.<name>]``: its kind, its pathways and its device."""
     kind = t.take("kind", str, choices=("intravenous", "extravascular"))
     desc = t.take("description", str, required=False, default="")
@@ -437,32 +549,42 @@ def _read_route(t: _Table, rname: str, parameters: dict[str, Parameter],
     pathways = []
     for j, item in enumerate(items):
         # one pathway is written in the route's own table, several as a list
-        pt = t if item is None else _Table(item, f"routes.{rname}.pathways[{j}]",
-                                          t.file)
+        pt = (
+            t if item is None else _Table(item, f"routes.{rname}.pathways[{j}]", t.file)
+        )
         pw = _read_pathway(pt, parameters, layout)
         if item is not None:
             pt.done()
-        if kind == "intravenous" and (pw.fraction, pw.lag, pw.duration,
-                                      pw.later_devices) != (None,) * 4:
-            pt.fail("an intravenous route takes only `target`; bioavailability, "
-                    "lag and duration belong to extravascular routes")
+        if (
+            kind == "intravenous"
+            and (pw.fraction, pw.lag, pw.duration, pw.later_devices) != (None,) * 4
+        ):
+            pt.fail(
+                "an intravenous route takes only `target`; bioavailability, "
+                "lag and duration belong to extravascular routes"
+            )
         pathways.append(pw)
     if sum(pw.fraction == "rest" for pw in pathways) > 1:
         t.fail("only one pathway may take fraction = 'rest'", "pathways")
     device = t.take("device", str, required=False)
     device_mg = None if device is None else _device_mg(t, device)
     if device_mg is None and any(pw.later_devices for pw in pathways):
-        t.fail("is missing", "device", "a pathway with `later_devices` models "
-               "one device per Dose: give the device's amount, e.g. "
-               "`device = \"28 mg\"`")
+        t.fail(
+            "is missing",
+            "device",
+            "a pathway with `later_devices` models "
+            "one device per Dose: give the device's amount, e.g. "
+            '`device = "28 mg"`',
+        )
     if device_mg is not None and kind == "intravenous":
         t.fail("only extravascular routes have devices", "device")
     t.done()
     return Route(rname, kind, tuple(pathways), desc, device_mg)
 
 
-def _read_pathway(pt: _Table, parameters: dict[str, Parameter],
-                  layout: Layout) -> Pathway:
+def _read_pathway(
+    pt: _Table, parameters: dict[str, Parameter], layout: Layout
+) -> Pathway:
     """A route's pathway: target, fraction (or ``"rest"``), lag, duration and
     later-devices fraction (not checked against the route's kind here)."""
     rest = pt.data.get("fraction") == "rest"
@@ -470,13 +592,17 @@ def _read_pathway(pt: _Table, parameters: dict[str, Parameter],
         pt.take("fraction", str)
     return Pathway(
         target=layout.first(layout.need(pt, "target")),
-        fraction="rest" if rest else _need_param(
-            pt, "fraction", "dimensionless", parameters, number_ok=True,
-            required=False),
+        fraction="rest"
+        if rest
+        else _need_param(
+            pt, "fraction", "dimensionless", parameters, number_ok=True, required=False
+        ),
         lag=_need_param(pt, "lag", "time", parameters, required=False),
         duration=_need_param(pt, "duration", "time", parameters, required=False),
-        later_devices=_need_param(pt, "later_devices", "dimensionless", parameters,
-                                  required=False))
+        later_devices=_need_param(
+            pt, "later_devices", "dimensionless", parameters, required=False
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -493,30 +619,51 @@ def read_analytes(top: _Table, layout: Layout) -> list[Analyte]:
         cmt = layout.need(t, "compartment")
         mw = _number(t, "mw", t.take("mw", float), "positive", "g/mol")
         if not 1.0 <= mw <= 1e6:  # hydrogen to a large protein: a slip otherwise
-            t.fail(f"must be a molecular weight within [1, 1e6] g/mol; got {mw!r}",
-                   "mw", "ketamine is 237.73 g/mol")
+            t.fail(
+                f"must be a molecular weight within [1, 1e6] g/mol; got {mw!r}",
+                "mw",
+                "ketamine is 237.73 g/mol",
+            )
         if layout.volume_of.get(cmt) is None:
-            t.fail(f"compartment {cmt!r} has no volume, so no concentration",
-                   "compartment")
+            t.fail(
+                f"compartment {cmt!r} has no volume, so no concentration", "compartment"
+            )
         if layout.analyte_of.get(cmt) != aname:
-            t.fail(f"compartment {cmt!r} must declare analyte = {aname!r}",
-                   "compartment")
-        analytes.append(Analyte(
-            aname, cmt, mw,
-            formation=t.take("formation", str, required=False, default="molar",
-                             choices=("molar", "apparent")),
-            long_name=t.take("long_name", str, required=False, default=aname)))
+            t.fail(
+                f"compartment {cmt!r} must declare analyte = {aname!r}", "compartment"
+            )
+        analytes.append(
+            Analyte(
+                aname,
+                cmt,
+                mw,
+                formation=t.take(
+                    "formation",
+                    str,
+                    required=False,
+                    default="molar",
+                    choices=("molar", "apparent"),
+                ),
+                long_name=t.take("long_name", str, required=False, default=aname),
+            )
+        )
         t.done()
     atab.done()
     anames = {a.name for a in analytes}
     for cname, an in layout.analyte_of.items():
         if an not in anames:
-            layout.table.fail(f"names an undefined analyte {an!r}",
-                              f"{cname}.analyte", f"define [analytes.{an}]")
+            layout.table.fail(
+                f"names an undefined analyte {an!r}",
+                f"{cname}.analyte",
+                f"define [analytes.{an}]",
+            )
     for cname, sp in layout.species_of.items():
         if sp not in anames:
-            layout.table.fail(f"names an undefined analyte {sp!r}",
-                              f"{cname}.species", f"define [analytes.{sp}]")
+            layout.table.fail(
+                f"names an undefined analyte {sp!r}",
+                f"{cname}.species",
+                f"define [analytes.{sp}]",
+            )
     return analytes
 
 
@@ -524,13 +671,13 @@ def read_analytes(top: _Table, layout: Layout) -> list[Analyte]:
 # [variability] (IIV and IOV), [[correlations]]
 
 
-def read_variability(top: _Table,
-                     parameters: dict[str, Parameter]) -> list[Variability]:
+def read_variability(
+    top: _Table, parameters: dict[str, Parameter]
+) -> list[Variability]:
     """``[variability]``: per parameter, its distribution and the SD of its IIV
     and IOV random effects (from a cv, omega or omega2)."""
     variability: list[Variability] = []
-    var_tab = _Table(top.table("variability", required=False), "variability",
-                     top.file)
+    var_tab = _Table(top.table("variability", required=False), "variability", top.file)
     for pname in list(var_tab.data):
         t = _Table(var_tab.take(pname, dict), f"variability.{pname}", top.file)
         if pname not in parameters:
@@ -539,13 +686,19 @@ def read_variability(top: _Table,
         iiv = _omega(t, "")
         iov = _omega(t, "iov_")
         if iiv is None and iov is None:
-            t.fail("gives no variance", hint="add one of cv, omega, omega2 (IIV) or "
-                   "iov_cv, iov_omega, iov_omega2 (IOV)")
+            t.fail(
+                "gives no variance",
+                hint="add one of cv, omega, omega2 (IIV) or "
+                "iov_cv, iov_omega, iov_omega2 (IOV)",
+            )
         if dist == "logitnormal" and not 0 < parameters[pname].value < 1:
-            t.fail("logit-normal needs a typical value strictly between 0 and 1",
-                   "distribution")
-        variability.append(Variability(pname, dist, iiv or 0.0, iov or 0.0,
-                                       t.take("source", str)))
+            t.fail(
+                "logit-normal needs a typical value strictly between 0 and 1",
+                "distribution",
+            )
+        variability.append(
+            Variability(pname, dist, iiv or 0.0, iov or 0.0, t.take("source", str))
+        )
         t.done()
     var_tab.done()
     return variability
@@ -554,38 +707,50 @@ def read_variability(top: _Table,
 def _omega(t: _Table, prefix: str) -> float | None:
     """The SD of eta from at most one of ``cv``, ``omega``, ``omega2`` (IIV) or
     their ``iov_`` forms (``prefix``); None if none is given."""
-    given = {k: t.take(prefix + k, float, required=False)
-             for k in ("cv", "omega", "omega2")}
+    given = {
+        k: t.take(prefix + k, float, required=False) for k in ("cv", "omega", "omega2")
+    }
     given = {k: v for k, v in given.items() if v is not None}
     if len(given) > 1:
         t.fail(f"give only one of {', '.join(prefix + k for k in given)}")
     if not given:
         return None
-    (k, v), = given.items()
+    ((k, v),) = given.items()
     _number(t, prefix + k, v, "nonnegative")
     omega = omega_from(**{k: v})
     if not math.isfinite(omega):  # cv = 1e300: cv² overflows
-        t.fail(f"gives an infinite SD of eta; got {v!r}", prefix + k,
-               "a CV is a ratio, e.g. 0.3 for 30 %")
+        t.fail(
+            f"gives an infinite SD of eta; got {v!r}",
+            prefix + k,
+            "a CV is a ratio, e.g. 0.3 for 30 %",
+        )
     if omega > MAX_OMEGA:  # omega = 1e300: omega² overflows when etas are drawn
-        t.fail(f"gives an SD of eta (omega) of {omega:.4g}, above {MAX_OMEGA:g}, the "
-               f"largest accepted (a {math.exp(MAX_OMEGA):.0f}-fold spread at one "
-               f"SD, a log-normal CV of {math.sqrt(math.expm1(MAX_OMEGA ** 2)):.2g}); "
-               f"got {v!r}", prefix + k,
-               "cv is a ratio (0.3 for 30 %), omega the SD of eta, omega2 its "
-               "variance; check which one the source gives")
+        t.fail(
+            f"gives an SD of eta (omega) of {omega:.4g}, above {MAX_OMEGA:g}, the "
+            f"largest accepted (a {math.exp(MAX_OMEGA):.0f}-fold spread at one "
+            f"SD, a log-normal CV of {math.sqrt(math.expm1(MAX_OMEGA**2)):.2g}); "
+            f"got {v!r}",
+            prefix + k,
+            "cv is a ratio (0.3 for 30 %), omega the SD of eta, omega2 its "
+            "variance; check which one the source gives",
+        )
     if 0 < omega and omega * omega < sys.float_info.min:
         # omega = 1e-300: omega² is 0 (or subnormal) in double precision, so the
         # covariance matrix drawn from is singular (a LinAlgError at simulate)
-        t.fail(f"gives an SD of eta (omega) of {omega:.4g}, whose variance "
-               f"{omega * omega:.3g} underflows double precision (below "
-               f"{sys.float_info.min:.3g}); got {v!r}", prefix + k,
-               "write 0 for no variability")
+        t.fail(
+            f"gives an SD of eta (omega) of {omega:.4g}, whose variance "
+            f"{omega * omega:.3g} underflows double precision (below "
+            f"{sys.float_info.min:.3g}); got {v!r}",
+            prefix + k,
+            "write 0 for no variability",
+        )
     return omega
 
 
-def read_correlations(top: _Table, variability: list[Variability],
-                      ) -> list[tuple[str, str, float]]:
+def read_correlations(
+    top: _Table,
+    variability: list[Variability],
+) -> list[tuple[str, str, float]]:
     """``[[correlations]]``: pairs of parameters with IIV and their correlation,
     keeping the IIV covariance matrix positive definite after each."""
     correlations: list[tuple[str, str, float]] = []
@@ -597,29 +762,37 @@ def read_correlations(top: _Table, variability: list[Variability],
     return correlations
 
 
-def _read_correlation(t: _Table, omega_of: dict[str, float],
-                      earlier: list[tuple[str, str, float]]) -> tuple[str, str, float]:
+def _read_correlation(
+    t: _Table, omega_of: dict[str, float], earlier: list[tuple[str, str, float]]
+) -> tuple[str, str, float]:
     """One ``[[correlations]]`` entry as ``(a, b, rho)``, from a correlation or a
     covariance, a pair not in ``earlier``."""
     pair = t.take("parameters", list)
     if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
         t.fail(f"must name two parameters with IIV; got {pair!r}", "parameters")
     if pair[0] == pair[1]:
-        t.fail(f"names {pair[0]!r} twice; its variance belongs in "
-               f"[variability.{pair[0]}]", "parameters")
+        t.fail(
+            f"names {pair[0]!r} twice; its variance belongs in [variability.{pair[0]}]",
+            "parameters",
+        )
     for p in pair:
         if p not in omega_of:
-            t.fail(f"names {p!r}, which has no [variability.{p}]; got {pair!r}",
-                   "parameters", "a correlation is between two parameters with "
-                   "inter-individual variability")
+            t.fail(
+                f"names {p!r}, which has no [variability.{p}]; got {pair!r}",
+                "parameters",
+                "a correlation is between two parameters with "
+                "inter-individual variability",
+            )
         if omega_of[p] == 0:
-            t.fail(f"names {p!r}, whose inter-individual variance is 0 (it has "
-                   f"only IOV or omega = 0), so it cannot be correlated",
-                   "parameters", f"give [variability.{p}] a non-zero cv, omega "
-                   f"or omega2, or remove this correlation")
+            t.fail(
+                f"names {p!r}, whose inter-individual variance is 0 (it has "
+                f"only IOV or omega = 0), so it cannot be correlated",
+                "parameters",
+                f"give [variability.{p}] a non-zero cv, omega "
+                f"or omega2, or remove this correlation",
+            )
     if any({a, b} == set(pair) for a, b, _ in earlier):
-        t.fail(f"repeats the pair {pair!r} of an earlier correlation",
-               "parameters")
+        t.fail(f"repeats the pair {pair!r} of an earlier correlation", "parameters")
     rho = t.take("correlation", float, required=False)
     cov = t.take("covariance", float, required=False)
     if (rho is None) == (cov is None):
@@ -630,9 +803,12 @@ def _read_correlation(t: _Table, omega_of: dict[str, float],
         sd = omega_of[pair[0]] * omega_of[pair[1]]
         rho = cov / sd
         if not -1 < rho < 1:
-            t.fail(f"gives correlation {rho:.4g} = {cov!r} / ({pair[0]} omega × "
-                   f"{pair[1]} omega = {sd:.4g}); a correlation lies in (-1, 1)",
-                   key, "check the covariance against the variances")
+            t.fail(
+                f"gives correlation {rho:.4g} = {cov!r} / ({pair[0]} omega × "
+                f"{pair[1]} omega = {sd:.4g}); a correlation lies in (-1, 1)",
+                key,
+                "check the covariance against the variances",
+            )
     if not -1 < rho < 1:
         t.fail(f"must lie in (-1, 1); got {rho!r}", key)
     t.take("source", str)
@@ -640,8 +816,11 @@ def _read_correlation(t: _Table, omega_of: dict[str, float],
     return pair[0], pair[1], float(rho)
 
 
-def _positive_definite(t: _Table, variability: list[Variability],
-                       correlations: list[tuple[str, str, float]]) -> None:
+def _positive_definite(
+    t: _Table,
+    variability: list[Variability],
+    correlations: list[tuple[str, str, float]],
+) -> None:
     """The IIV covariance matrix with the correlations so far must have a Cholesky
     factor, as ``Population.etas`` needs to draw correlated random effects. It is
     built as ``population._omega_matrix`` builds it: parameters with omega > 0 in
@@ -649,7 +828,7 @@ def _positive_definite(t: _Table, variability: list[Variability],
     var = [v for v in variability if v.omega > 0]
     names = [v.parameter for v in var]
     sd = {v.parameter: v.omega for v in var}
-    om = np.diag([v.omega ** 2 for v in var])
+    om = np.diag([v.omega**2 for v in var])
     for a, b, rho in correlations:
         i, j = names.index(a), names.index(b)
         om[i, j] = om[j, i] = rho * sd[a] * sd[b]
@@ -660,32 +839,40 @@ def _positive_definite(t: _Table, variability: list[Variability],
         pass
     w, vec = np.linalg.eigh(om)
     involved = [names[k] for k in np.flatnonzero(np.abs(vec[:, 0]) > 0.1)]
-    t.fail(f"makes the inter-individual covariance matrix of "
-           f"{', '.join(involved)} not positive definite (smallest eigenvalue "
-           f"{w[0]:.3g}), so no random effects can be drawn from it",
-           hint="these correlations cannot all hold at once; check their signs "
-           "and sizes against the source")
+    t.fail(
+        f"makes the inter-individual covariance matrix of "
+        f"{', '.join(involved)} not positive definite (smallest eigenvalue "
+        f"{w[0]:.3g}), so no random effects can be drawn from it",
+        hint="these correlations cannot all hold at once; check their signs "
+        "and sizes against the source",
+    )
 
 
 # ---------------------------------------------------------------------------------
 # [[covariate_effects]], [[time_effects]]
 
 
-def read_covariate_effects(top: _Table, parameters: dict[str, Parameter],
-                           covariates: dict[str, float]) -> list[CovariateEffect]:
+def read_covariate_effects(
+    top: _Table, parameters: dict[str, Parameter], covariates: dict[str, float]
+) -> list[CovariateEffect]:
     """``[[covariate_effects]]``: power, linear, hinge, exponential or categorical
     effects of declared covariates on parameters, none repeated."""
     effects: list[CovariateEffect] = []
-    for i, e in enumerate(top.take("covariate_effects", list, required=False,
-                                   default=[])):
+    for i, e in enumerate(
+        top.take("covariate_effects", list, required=False, default=[])
+    ):
         t = _Table(e, f"covariate_effects[{i}]", top.file)
         effects.append(_read_covariate_effect(t, i, parameters, covariates, effects))
     return effects
 
 
-def _read_covariate_effect(t: _Table, i: int, parameters: dict[str, Parameter],
-                           covariates: dict[str, float],
-                           earlier: list[CovariateEffect]) -> CovariateEffect:
+def _read_covariate_effect(
+    t: _Table,
+    i: int,
+    parameters: dict[str, Parameter],
+    covariates: dict[str, float],
+    earlier: list[CovariateEffect],
+) -> CovariateEffect:
     """``[[covariate_effects]]`` entry ``i``: its coefficient and reference value
     checked for its kind and covariate, not a repeat of one in ``earlier``."""
     pname = t.take("parameter", str)
@@ -693,57 +880,78 @@ def _read_covariate_effect(t: _Table, i: int, parameters: dict[str, Parameter],
         t.fail(f"names an undefined parameter {pname!r}", "parameter")
     cov = t.take("covariate", str)
     if cov not in covariates:
-        t.fail(f"names covariate {cov!r} not declared under [covariates]",
-               "covariate")
+        t.fail(f"names covariate {cov!r} not declared under [covariates]", "covariate")
     kind = t.take("model", str, choices=tuple(EFFECT_KINDS))
-    coef = _number(t, EFFECT_KINDS[kind], t.take(EFFECT_KINDS[kind], float),
-                   "nonnegative" if kind == "categorical" else "finite",
-                   hint="a multiplicative factor on the parameter"
-                   if kind == "categorical" else "")
-    ref = _number(t, "reference", t.take("reference", float,
-                                         required=kind != "categorical",
-                                         default=1.0), "finite")
+    coef = _number(
+        t,
+        EFFECT_KINDS[kind],
+        t.take(EFFECT_KINDS[kind], float),
+        "nonnegative" if kind == "categorical" else "finite",
+        hint="a multiplicative factor on the parameter"
+        if kind == "categorical"
+        else "",
+    )
+    ref = _number(
+        t,
+        "reference",
+        t.take("reference", float, required=kind != "categorical", default=1.0),
+        "finite",
+    )
     if kind == "power" and ref <= 0:
-        t.fail(f"must be > 0 for a power effect, (c / reference)^exponent; got "
-               f"{ref!r}", "reference", f"the typical {cov}, e.g. "
-               f"{covariates[cov]:g} {KNOWN_COVARIATES[cov]}")
+        t.fail(
+            f"must be > 0 for a power effect, (c / reference)^exponent; got {ref!r}",
+            "reference",
+            f"the typical {cov}, e.g. {covariates[cov]:g} {KNOWN_COVARIATES[cov]}",
+        )
     if KNOWN_COVARIATES[cov] != "0/1" and "reference" in t.data:
         _covariate_value(t, "reference", ref, cov)  # a value of the covariate
-    if kind == "categorical" and KNOWN_COVARIATES[cov] == "0/1" \
-            and ref not in (0, 1):
-        t.fail(f"must be 0 or 1 ({cov} is a 0/1 flag); got {ref!r}", "reference",
-               f"reference = 1 applies the factor where {cov} = 1")
+    if kind == "categorical" and KNOWN_COVARIATES[cov] == "0/1" and ref not in (0, 1):
+        t.fail(
+            f"must be 0 or 1 ({cov} is a 0/1 flag); got {ref!r}",
+            "reference",
+            f"reference = 1 applies the factor where {cov} = 1",
+        )
     # the same effect twice multiplies the parameter by its factor twice
     for j, other in enumerate(earlier):
-        if (other.parameter, other.covariate, other.kind, other.reference) == \
-                (pname, cov, kind, ref):
-            t.fail(f"repeats covariate_effects[{j}]: both are a {kind} effect of "
-                   f"{cov} on {pname!r} with reference {ref:g}, so the effect "
-                   f"would be applied twice", hint=f"remove one of "
-                   f"covariate_effects[{j}] and covariate_effects[{i}]")
+        if (other.parameter, other.covariate, other.kind, other.reference) == (
+            pname,
+            cov,
+            kind,
+            ref,
+        ):
+            t.fail(
+                f"repeats covariate_effects[{j}]: both are a {kind} effect of "
+                f"{cov} on {pname!r} with reference {ref:g}, so the effect "
+                f"would be applied twice",
+                hint=f"remove one of covariate_effects[{j}] and covariate_effects[{i}]",
+            )
     effect = CovariateEffect(pname, cov, kind, ref, coef, t.take("source", str))
     t.done()
     return effect
 
 
-def read_time_effects(top: _Table, parameters: dict[str, Parameter],
-                      flows: list[Flow]) -> list[tuple[str, float]]:
+def read_time_effects(
+    top: _Table, parameters: dict[str, Parameter], flows: list[Flow]
+) -> list[tuple[str, float]]:
     """``[[time_effects]]``: linear changes in time of flow rates (clearances and
     rate constants), as ``(parameter, slope per hour)``."""
     time_effects = []
-    for i, e in enumerate(top.take("time_effects", list, required=False,
-                                   default=[])):
+    for i, e in enumerate(top.take("time_effects", list, required=False, default=[])):
         t = _Table(e, f"time_effects[{i}]", top.file)
         pname = t.take("parameter", str)
         if pname not in parameters:
             t.fail(f"names an undefined parameter {pname!r}", "parameter")
         if not any(f.rate == pname for f in flows):
-            t.fail(f"parameter {pname!r} sets no flow; only flow rates may vary in "
-                   "time", "parameter")
+            t.fail(
+                f"parameter {pname!r} sets no flow; only flow rates may vary in time",
+                "parameter",
+            )
         if any(f.rate == pname and f.kind == "mtt" for f in flows):
-            t.fail(f"parameter {pname!r} is a mean transit time; a linear time "
-                   "effect applies to clearances and rate constants only",
-                   "parameter")
+            t.fail(
+                f"parameter {pname!r} is a mean transit time; a linear time "
+                "effect applies to clearances and rate constants only",
+                "parameter",
+            )
         slope = _number(t, "slope", t.take("slope", float), "finite")
         unit = t.take("unit", str)
         try:
@@ -762,8 +970,7 @@ def read_time_effects(top: _Table, parameters: dict[str, Parameter],
 # [residual]
 
 
-def read_residual(top: _Table,
-                  analytes: list[Analyte]) -> dict[str, dict[str, float]]:
+def read_residual(top: _Table, analytes: list[Analyte]) -> dict[str, dict[str, float]]:
     """``[residual]``: per analyte, proportional, exponential and additive error
     (the additive SD converted to ng/mL)."""
     anames = {a.name for a in analytes}
@@ -783,11 +990,14 @@ def read_residual(top: _Table,
             _number(t, "additive", add, "nonnegative")
             unit = t.take("additive_unit", str)
             entry["additive_ng_per_ml"] = _to_ng_per_ml(
-                t, add, unit, next(a.mw for a in analytes if a.name == aname))
+                t, add, unit, next(a.mw for a in analytes if a.name == aname)
+            )
         t.take("source", str)
         if not entry:
-            t.fail("gives no error model", hint="add proportional, exponential or "
-                   "additive (+ additive_unit)")
+            t.fail(
+                "gives no error model",
+                hint="add proportional, exponential or additive (+ additive_unit)",
+            )
         t.done()
         residual[aname] = entry
     res_tab.done()

@@ -33,23 +33,31 @@ def route_map(model: Model, route_by_cmt) -> dict[int, str]:
     CMT 1 for the model's first intravenous route."""
     if route_by_cmt is not None:
         if not isinstance(route_by_cmt, dict):
-            raise TypeError(f"route_by_cmt must be a dict {{CMT: route}}, e.g. "
-                            f"{{1: 'iv'}}; got {type(route_by_cmt).__name__}")
+            raise TypeError(
+                f"route_by_cmt must be a dict {{CMT: route}}, e.g. "
+                f"{{1: 'iv'}}; got {type(route_by_cmt).__name__}"
+            )
         out = {}
         for k, v in route_by_cmt.items():
             if isinstance(k, bool) or not isinstance(k, int | np.integer):
-                raise TypeError(f"route_by_cmt keys are CMT numbers (int); got "
-                                f"{k!r} ({type(k).__name__})")
+                raise TypeError(
+                    f"route_by_cmt keys are CMT numbers (int); got "
+                    f"{k!r} ({type(k).__name__})"
+                )
             if not isinstance(v, str) or v not in model.routes:
-                raise ValueError(f"route_by_cmt[{k}] = {v!r} is not a route of "
-                                 f"model {model.id!r}; its routes: "
-                                 f"{', '.join(model.routes)}")
+                raise ValueError(
+                    f"route_by_cmt[{k}] = {v!r} is not a route of "
+                    f"model {model.id!r}; its routes: "
+                    f"{', '.join(model.routes)}"
+                )
             out[int(k)] = v
         return out
     iv = [r for r in model.routes.values() if r.intravenous]
     if not iv:
-        raise ValueError(f"model {model.id!r} has no intravenous route; give "
-                         "route_by_cmt={1: 'oral', ...} to map CMT to routes")
+        raise ValueError(
+            f"model {model.id!r} has no intravenous route; give "
+            "route_by_cmt={1: 'oral', ...} to map CMT to routes"
+        )
     return {1: iv[0].name}
 
 
@@ -79,8 +87,10 @@ def file_records(path: Path) -> list[tuple[int, list[str]]]:
             rows.append((prev + 1, r))  # a quoted field may span lines
             prev = reader.line_num
     if not rows:
-        raise ValueError(f"{path}: empty file; the first line must be a header "
-                         "(ID,TIME,EVID,AMT,...)")
+        raise ValueError(
+            f"{path}: empty file; the first line must be a header "
+            "(ID,TIME,EVID,AMT,...)"
+        )
     return rows
 
 
@@ -92,20 +102,31 @@ def columns(path: Path, names: list[str]) -> dict[str, int]:
     known = ", ".join(sorted(KNOWN | set(COVARIATE_COLUMNS)))
     for k, h in enumerate(header):
         if h not in KNOWN and h not in COVARIATE_COLUMNS:
-            raise ValueError(f"{path}: line 1 (header), column {k + 1}: unknown "
-                             f"column {h!r}; known: {known}")
+            raise ValueError(
+                f"{path}: line 1 (header), column {k + 1}: unknown "
+                f"column {h!r}; known: {known}"
+            )
         if h in header[:k]:
-            raise ValueError(f"{path}: line 1 (header): column {h} is given twice "
-                             f"(columns {header.index(h) + 1} and {k + 1}); keep one")
-        same = [g for g in header[:k] if COVARIATE_COLUMNS.get(g, g) ==
-                COVARIATE_COLUMNS.get(h)]
+            raise ValueError(
+                f"{path}: line 1 (header): column {h} is given twice "
+                f"(columns {header.index(h) + 1} and {k + 1}); keep one"
+            )
+        same = [
+            g
+            for g in header[:k]
+            if COVARIATE_COLUMNS.get(g, g) == COVARIATE_COLUMNS.get(h)
+        ]
         if same:
-            raise ValueError(f"{path}: line 1 (header): columns {same[0]} and {h} "
-                             f"both give covariate {COVARIATE_COLUMNS[h]}; keep one")
+            raise ValueError(
+                f"{path}: line 1 (header): columns {same[0]} and {h} "
+                f"both give covariate {COVARIATE_COLUMNS[h]}; keep one"
+            )
     for need in ("ID", "TIME", "EVID", "AMT"):
         if need not in header:
-            raise ValueError(f"{path}: line 1 (header) has no {need} column; found "
-                             f"{', '.join(header)}")
+            raise ValueError(
+                f"{path}: line 1 (header) has no {need} column; found "
+                f"{', '.join(header)}"
+            )
     return {h: i for i, h in enumerate(header)}
 
 
@@ -141,28 +162,41 @@ class Cells:
         try:
             v = float(text)
         except ValueError:
-            raise ValueError(f"{self.where(i, name, sid)}: not a number: {text!r}") \
-                from None
+            raise ValueError(
+                f"{self.where(i, name, sid)}: not a number: {text!r}"
+            ) from None
         if not np.isfinite(v):
-            raise ValueError(f"{self.where(i, name, sid)}: must be finite; got "
-                             f"{text!r}")
+            raise ValueError(
+                f"{self.where(i, name, sid)}: must be finite; got {text!r}"
+            )
         return v
 
     def whole(self, r, i, name, sid, default=None) -> int | None:
         """The cell as a whole number (int), ``default`` when absent or empty."""
         v = self.num(r, i, name, sid, default)
         if v is not None and not float(v).is_integer():
-            raise ValueError(f"{self.where(i, name, sid)}: must be a whole number; "
-                             f"got {self.text(r, name)!r}")
+            raise ValueError(
+                f"{self.where(i, name, sid)}: must be a whole number; "
+                f"got {self.text(r, name)!r}"
+            )
         return None if v is None else int(v)
 
     def record(self, r, i, sid, t, evid, mdv) -> Record:
         """The record as read (after its checks): every column's value or None."""
-        return Record(t, evid, mdv, self.num(r, i, "AMT", sid),
-                      self.num(r, i, "RATE", sid), self.num(r, i, "DUR", sid),
-                      self.whole(r, i, "CMT", sid), self.num(r, i, "II", sid),
-                      self.whole(r, i, "ADDL", sid), self.whole(r, i, "SS", sid),
-                      self.whole(r, i, "DEVICE", sid), i)
+        return Record(
+            t,
+            evid,
+            mdv,
+            self.num(r, i, "AMT", sid),
+            self.num(r, i, "RATE", sid),
+            self.num(r, i, "DUR", sid),
+            self.whole(r, i, "CMT", sid),
+            self.num(r, i, "II", sid),
+            self.whole(r, i, "ADDL", sid),
+            self.whole(r, i, "SS", sid),
+            self.whole(r, i, "DEVICE", sid),
+            i,
+        )
 
 
 @dataclass
@@ -190,8 +224,7 @@ class Subject:
     n_doses: int = 0  # doses with ADDL copies, for MAX_DOSES_PER_SUBJECT
 
 
-def read_records(cells: Cells, rows, model: Model, routes: dict[int, str]
-                 ) -> dict:
+def read_records(cells: Cells, rows, model: Model, routes: dict[int, str]) -> dict:
     """ID -> :class:`Subject` (in file order) from the records after the header:
     each record's subject and time, its EVID and MDV, then what it is (an
     observation, a dose, or an other event, kept as read). Blank lines are
@@ -202,8 +235,10 @@ def read_records(cells: Cells, rows, model: Model, routes: dict[int, str]
         if not any(c.strip() for c in r):
             continue
         if len(r) != len(cells.col):
-            raise ValueError(f"{cells.path}: line {i}: {len(r)} fields, the header "
-                             f"has {len(cells.col)}")
+            raise ValueError(
+                f"{cells.path}: line {i}: {len(r)} fields, the header "
+                f"has {len(cells.col)}"
+            )
         sid, t = subject_and_time(cells, r, i, subjects, current)
         current = sid
         sub = subjects[sid]
@@ -216,8 +251,10 @@ def read_records(cells: Cells, rows, model: Model, routes: dict[int, str]
             dose(cells, r, i, sid, sub, t, model, routes)
             sub.rows.append(cells.record(r, i, sid, t, evid, mdv))
     if not subjects:
-        raise ValueError(f"{cells.path}: no records after the header (line 1); a "
-                         "table needs at least one record")
+        raise ValueError(
+            f"{cells.path}: no records after the header (line 1); a "
+            "table needs at least one record"
+        )
     return subjects
 
 
@@ -227,8 +264,9 @@ def subject_and_time(cells: Cells, r, i, subjects: dict, current):
     be >= 0 and not before the subject's previous record."""
     sid = cells.num(r, i, "ID", None)
     if sid is None:
-        raise ValueError(f"{cells.where(i, 'ID')}: empty; every record needs its "
-                         "subject's ID")
+        raise ValueError(
+            f"{cells.where(i, 'ID')}: empty; every record needs its subject's ID"
+        )
     sid = int(sid) if float(sid).is_integer() else sid
     if sid != current and sid in subjects:
         raise ValueError(
@@ -236,11 +274,13 @@ def subject_and_time(cells: Cells, r, i, subjects: dict, current):
             f"ID {current} (its records began on line {subjects[sid].first_line}). "
             f"NONMEM would start a new individual here; ketasim labels subjects "
             f"by ID and refuses it: give this individual its own ID, or keep "
-            f"all records of ID {sid} together")
+            f"all records of ID {sid} together"
+        )
     t = cells.num(r, i, "TIME", sid)
     if t is None:
-        raise ValueError(f"{cells.where(i, 'TIME', sid)}: empty; every record needs "
-                         "a TIME (h)")
+        raise ValueError(
+            f"{cells.where(i, 'TIME', sid)}: empty; every record needs a TIME (h)"
+        )
     if t < 0:
         raise ValueError(f"{cells.where(i, 'TIME', sid)}: must be >= 0 h; got {t:g}")
     if sid not in subjects:
@@ -249,13 +289,16 @@ def subject_and_time(cells: Cells, r, i, subjects: dict, current):
     for h in COVARIATE_COLUMNS:
         if h in cells.col:
             sub.covariates.setdefault(h, {}).setdefault(
-                cells.num(r, i, h, sid), []).append(i)
+                cells.num(r, i, h, sid), []
+            ).append(i)
     cells.num(r, i, "DV", sid)  # not used, but a non-number there is a broken file
     if t < sub.last_time:
-        raise ValueError(f"{cells.where(i, 'TIME', sid)}: {t:g} h is before the "
-                         f"previous record of ID {sid} ({sub.last_time:g} h); "
-                         "sort each subject's records by time (resets, EVID 3 "
-                         "and 4, are not supported)")
+        raise ValueError(
+            f"{cells.where(i, 'TIME', sid)}: {t:g} h is before the "
+            f"previous record of ID {sid} ({sub.last_time:g} h); "
+            "sort each subject's records by time (resets, EVID 3 "
+            "and 4, are not supported)"
+        )
     sub.last_time = t
     return sid, t
 
@@ -265,33 +308,45 @@ def event(cells: Cells, r, i, sid) -> tuple[int, int | None]:
     EVID 0 and 2 records have no dose columns, EVID 1 and 2 records no MDV 0,
     and an EVID 2 record no CMT."""
     if not cells.given(r, "EVID"):
-        raise ValueError(f"{cells.where(i, 'EVID', sid)}: empty; write 0 "
-                         "(observation), 1 (dose) or 2 (other)")
+        raise ValueError(
+            f"{cells.where(i, 'EVID', sid)}: empty; write 0 "
+            "(observation), 1 (dose) or 2 (other)"
+        )
     evid = cells.whole(r, i, "EVID", sid)
     if evid not in (0, 1, 2):
-        raise ValueError(f"{cells.where(i, 'EVID', sid)}: EVID {evid} is not "
-                         "supported (0 observation, 1 dose, 2 other); resets "
-                         "(3, 4) are not implemented")
+        raise ValueError(
+            f"{cells.where(i, 'EVID', sid)}: EVID {evid} is not "
+            "supported (0 observation, 1 dose, 2 other); resets "
+            "(3, 4) are not implemented"
+        )
     mdv = cells.whole(r, i, "MDV", sid)
     if mdv is not None and mdv not in (0, 1):
-        raise ValueError(f"{cells.where(i, 'MDV', sid)}: must be 0 (observation) or "
-                         f"1 (no observation); got {cells.text(r, 'MDV')!r}")
+        raise ValueError(
+            f"{cells.where(i, 'MDV', sid)}: must be 0 (observation) or "
+            f"1 (no observation); got {cells.text(r, 'MDV')!r}"
+        )
     if evid in (0, 2):
         for name in ("AMT", "RATE", "DUR", "II", "ADDL", "SS", "DEVICE"):
             if cells.given(r, name) and cells.num(r, i, name, sid) != 0:
-                raise ValueError(f"{cells.where(i, name, sid)}: set on an EVID "
-                                 f"{evid} record (not a dose); make it a dose record "
-                                 "(EVID 1) or clear the column")
+                raise ValueError(
+                    f"{cells.where(i, name, sid)}: set on an EVID "
+                    f"{evid} record (not a dose); make it a dose record "
+                    "(EVID 1) or clear the column"
+                )
         cells.whole(r, i, "CMT", sid)
     if evid in (1, 2) and mdv == 0:
-        raise ValueError(f"{cells.where(i, 'MDV', sid)}: MDV 0 on an EVID {evid} "
-                         "record; NONMEM (PREDPP) needs MDV 1 on dose and other "
-                         "records: write 1, and put an observation on its own "
-                         "EVID 0 record")
+        raise ValueError(
+            f"{cells.where(i, 'MDV', sid)}: MDV 0 on an EVID {evid} "
+            "record; NONMEM (PREDPP) needs MDV 1 on dose and other "
+            "records: write 1, and put an observation on its own "
+            "EVID 0 record"
+        )
     if evid == 2 and (cells.whole(r, i, "CMT", sid) or 0) != 0:
-        raise ValueError(f"{cells.where(i, 'CMT', sid)}: CMT on an EVID 2 record "
-                         "switches a compartment on or off in NONMEM, which "
-                         "ketasim does not implement; clear CMT (or 0)")
+        raise ValueError(
+            f"{cells.where(i, 'CMT', sid)}: CMT on an EVID 2 record "
+            "switches a compartment on or off in NONMEM, which "
+            "ketasim does not implement; clear CMT (or 0)"
+        )
     return evid, mdv
 
 
@@ -309,8 +364,16 @@ def observation(sub: Subject, i: int, t: float, mdv: int | None) -> None:
     sub.predose.append(False)
 
 
-def dose(cells: Cells, r, i, sid, sub: Subject, t: float, model: Model,
-         routes: dict[int, str]) -> None:
+def dose(
+    cells: Cells,
+    r,
+    i,
+    sid,
+    sub: Subject,
+    t: float,
+    model: Model,
+    routes: dict[int, str],
+) -> None:
     """An EVID 1 record: its :class:`DoseRecord`, its dose and ADDL copies, and
     its steady state (SS); observations waiting at its time become pre-dose."""
     if t in sub.after_dose:
@@ -319,7 +382,8 @@ def dose(cells: Cells, r, i, sid, sub: Subject, t: float, model: Model,
             f"observation record ({line_text(sub.after_dose[t])}) that itself "
             f"follows a dose at the same time; a level between two doses given "
             f"at one time is not supported: put the observation before or after "
-            f"both doses")
+            f"both doses"
+        )
     for k in sub.waiting.pop(t, ()):  # NONMEM: the level before this dose
         sub.predose[k] = True
     sub.dose_times.add(t)
@@ -335,8 +399,11 @@ def dose(cells: Cells, r, i, sid, sub: Subject, t: float, model: Model,
         d = Dose((amt, "mg"), route=routes[cmt], time=t, duration=dur, device=device)
     except ValueError as exc:
         raise ValueError(f"{cells.path}: line {i}, ID {sid}: {exc}") from None
-    sub.records.append(DoseRecord(t, amt, rate, None if rate != -2 else dur,
-                                  cmt, ii, addl, ssv, device, i))
+    sub.records.append(
+        DoseRecord(
+            t, amt, rate, None if rate != -2 else dur, cmt, ii, addl, ssv, device, i
+        )
+    )
     if ssv:
         sub.steady.append((d, ii, ssv))
     sub.doses += [d] + [d.at(t + k * ii) for k in range(1, addl + 1)]
@@ -348,32 +415,40 @@ def dose_input(cells: Cells, r, i, sid, routes: dict[int, str]):
     > 0 mg/h, -2 duration from DUR) and its duration (h, None for a bolus)."""
     amt = cells.num(r, i, "AMT", sid)
     if amt is None or amt <= 0:
-        raise ValueError(f"{cells.where(i, 'AMT', sid)}: a dose needs AMT > 0 mg; "
-                         f"got {cells.text(r, 'AMT')!r}")
+        raise ValueError(
+            f"{cells.where(i, 'AMT', sid)}: a dose needs AMT > 0 mg; "
+            f"got {cells.text(r, 'AMT')!r}"
+        )
     cmt = cells.whole(r, i, "CMT", sid, 1)
     if cmt not in routes:
-        raise ValueError(f"{cells.where(i, 'CMT', sid)}: CMT {cmt} maps to no "
-                         f"route; map it with route_by_cmt (now {routes})")
+        raise ValueError(
+            f"{cells.where(i, 'CMT', sid)}: CMT {cmt} maps to no "
+            f"route; map it with route_by_cmt (now {routes})"
+        )
     rate = cells.num(r, i, "RATE", sid, 0.0)
     dur = None
     if cells.given(r, "DUR") and rate != -2:
-        raise ValueError(f"{cells.where(i, 'DUR', sid)}: DUR is set but RATE is "
-                         f"{rate:g}; a duration applies with RATE = -2")
+        raise ValueError(
+            f"{cells.where(i, 'DUR', sid)}: DUR is set but RATE is "
+            f"{rate:g}; a duration applies with RATE = -2"
+        )
     if rate == -2:
         dur = cells.num(r, i, "DUR", sid)
         if dur is None or dur <= 0:
-            raise ValueError(f"{cells.where(i, 'DUR', sid)}: RATE = -2 needs DUR > "
-                             "0 h")
+            raise ValueError(f"{cells.where(i, 'DUR', sid)}: RATE = -2 needs DUR > 0 h")
     elif rate > 0:
         dur = amt / rate
         if not dur <= MAX_TIME_H:  # Dose would name `duration`, not a column
             raise ValueError(
                 f"{cells.where(i, 'RATE', sid)}: AMT {amt:g} mg at RATE {rate:g} "
                 f"mg/h lasts {dur:.3g} h, beyond the {MAX_TIME_H:g} h ketasim "
-                f"simulates; check AMT (mg) and RATE (mg/h)")
+                f"simulates; check AMT (mg) and RATE (mg/h)"
+            )
     elif rate != 0:
-        raise ValueError(f"{cells.where(i, 'RATE', sid)}: must be 0 (bolus), > 0 "
-                         f"(mg/h) or -2 (duration from DUR); got {rate:g}")
+        raise ValueError(
+            f"{cells.where(i, 'RATE', sid)}: must be 0 (bolus), > 0 "
+            f"(mg/h) or -2 (duration from DUR); got {rate:g}"
+        )
     return amt, cmt, rate, dur
 
 
@@ -384,46 +459,58 @@ def check_repeats(cells: Cells, i, sid, sub: Subject, ii, addl, ssv) -> None:
     if ii < 0:
         raise ValueError(f"{cells.where(i, 'II', sid)}: must be >= 0 h; got {ii:g}")
     if addl < 0 or (addl > 0 and ii <= 0):
-        raise ValueError(f"{cells.where(i, 'ADDL', sid)}: ADDL {addl} needs II > 0 "
-                         f"h and ADDL >= 0; got II {ii:g}")
+        raise ValueError(
+            f"{cells.where(i, 'ADDL', sid)}: ADDL {addl} needs II > 0 "
+            f"h and ADDL >= 0; got II {ii:g}"
+        )
     if sub.n_doses + 1 + addl > MAX_DOSES_PER_SUBJECT:
         raise ValueError(
             f"{cells.where(i, 'ADDL', sid)}: ADDL {addl} would give ID {sid} "
             f"{sub.n_doses + 1 + addl} doses; at most {MAX_DOSES_PER_SUBJECT} "
             f"per subject (MAX_DOSES_PER_SUBJECT). Check ADDL; a very long "
-            f"regular course is better given as a steady state (SS)")
+            f"regular course is better given as a steady state (SS)"
+        )
     sub.n_doses += 1 + addl
     if ssv not in (0, 1, 2):
-        raise ValueError(f"{cells.where(i, 'SS', sid)}: must be 0, 1 or 2; got "
-                         f"{ssv}")
+        raise ValueError(f"{cells.where(i, 'SS', sid)}: must be 0, 1 or 2; got {ssv}")
     if ssv and ii <= 0:
         raise ValueError(f"{cells.where(i, 'SS', sid)}: SS {ssv} needs II > 0 h")
     if ssv == 1 and sub.doses:
-        raise ValueError(f"{cells.where(i, 'SS', sid)}: SS = 1 resets the subject, "
-                         "which is supported only on its first dose record; use "
-                         "SS = 2")
+        raise ValueError(
+            f"{cells.where(i, 'SS', sid)}: SS = 1 resets the subject, "
+            "which is supported only on its first dose record; use "
+            "SS = 2"
+        )
 
 
-def dose_device(cells: Cells, i, sid, model: Model, route: str, cmt: int,
-                device: int | None) -> int | None:
+def dose_device(
+    cells: Cells, i, sid, model: Model, route: str, cmt: int, device: int | None
+) -> int | None:
     """A dose record's DEVICE: None (0 or empty) or 1, 2, ...; required on a
     route that absorbs per device, refused on any other."""
     if device is not None and device < 0:
-        raise ValueError(f"{cells.where(i, 'DEVICE', sid)}: must be 0 (not a device "
-                         f"dose) or 1, 2, ...; got {device}")
+        raise ValueError(
+            f"{cells.where(i, 'DEVICE', sid)}: must be 0 (not a device "
+            f"dose) or 1, 2, ...; got {device}"
+        )
     device = device or None  # 0: not a device dose
     if model.routes[route].device_mg is not None and device is None:
-        fix = ("give this dose's DEVICE" if "DEVICE" in cells.col
-               else "add a DEVICE column")
+        fix = (
+            "give this dose's DEVICE"
+            if "DEVICE" in cells.col
+            else "add a DEVICE column"
+        )
         raise ValueError(
             f"{cells.where(i, 'DEVICE', sid)}: route {route!r} of model "
             f"{model.id!r} absorbs per device (less from the second of a session): "
-            f"{fix}, 1 for the first device of a session, 2, 3, ... after it")
+            f"{fix}, 1 for the first device of a session, 2, 3, ... after it"
+        )
     if model.routes[route].device_mg is None and device is not None:
         raise ValueError(
             f"{cells.where(i, 'DEVICE', sid)}: DEVICE {device} on route {route!r} "
             f"(CMT {cmt}) of model {model.id!r}, which does not absorb per device; "
-            f"write 0 or leave it empty")
+            f"write 0 or leave it empty"
+        )
     return device
 
 
@@ -435,27 +522,35 @@ def covariates(path: Path, subjects: dict) -> dict[str, np.ndarray]:
         for h, seen in sub.covariates.items():
             name = COVARIATE_COLUMNS[h]
             if len(seen) > 1:
-                parts = "; ".join(f"{'empty' if v is None else f'{v:.15g}'} on "
-                                  f"{line_text(ls)}" for v, ls in seen.items())
+                parts = "; ".join(
+                    f"{'empty' if v is None else f'{v:.15g}'} on {line_text(ls)}"
+                    for v, ls in seen.items()
+                )
                 raise ValueError(
                     f"{path}: ID {sid}, column {h}: changes within the subject "
                     f"({parts}). Time-varying covariates are not supported yet: "
                     f"ketasim gives each subject one {name}, and does not pick one "
-                    f"for you. Give every record of ID {sid} the same {h}")
-            (v, ls), = seen.items()
+                    f"for you. Give every record of ID {sid} the same {h}"
+                )
+            ((v, ls),) = seen.items()
             if v is None:
-                raise ValueError(f"{path}: ID {sid}, column {h}: covariate {name} "
-                                 f"is missing (empty on {line_text(ls)}); give its "
-                                 "value")
+                raise ValueError(
+                    f"{path}: ID {sid}, column {h}: covariate {name} "
+                    f"is missing (empty on {line_text(ls)}); give its "
+                    "value"
+                )
             try:  # the plausible-range and 0/1-flag rules simulate applies
                 covariate_values(name, v)
             except (ValueError, TypeError) as exc:
                 why = str(exc).replace(" for subject 0", "")
-                raise ValueError(f"{path}: {line_text(ls)}, ID {sid}, column {h}: "
-                                 f"{why}") from None
+                raise ValueError(
+                    f"{path}: {line_text(ls)}, ID {sid}, column {h}: {why}"
+                ) from None
             cov.setdefault(name, {})[sid] = v
-    return {name: np.array([v[sid] for sid in subjects], dtype=float)
-            for name, v in cov.items()}
+    return {
+        name: np.array([v[sid] for sid in subjects], dtype=float)
+        for name, v in cov.items()
+    }
 
 
 def regimens(subjects: dict) -> tuple[dict, dict, dict]:
@@ -469,6 +564,8 @@ def regimens(subjects: dict) -> tuple[dict, dict, dict]:
         dose_lines[sid] = tuple(sub.lines[k] for k in order)
         regs[sid] = Regimen(ds)
         if sub.steady:  # the SS doses' places after sorting in the ADDL copies
-            steady[sid] = [(next(k for k, x in enumerate(ds) if x is d), ii, v)
-                           for d, ii, v in sub.steady]
+            steady[sid] = [
+                (next(k for k, x in enumerate(ds) if x is d), ii, v)
+                for d, ii, v in sub.steady
+            ]
     return regs, steady, dose_lines

@@ -24,8 +24,9 @@ from .nonmem import (
 )
 
 
-def subject_predictions(model: Model, table: EventTable, sid, cov: dict,
-                        overrides, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def subject_predictions(
+    model: Model, table: EventTable, sid, cov: dict, overrides, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One subject's concentrations on ``t`` (analyte, time; ng/mL) and each of
     its observation records' predictions (analyte, observation): the level at
     the record's time, after the doses there, or for a pre-dose record the level
@@ -43,27 +44,46 @@ def subject_predictions(model: Model, table: EventTable, sid, cov: dict,
         if m == 0:
             level = np.zeros(len(model.analytes))
         else:
-            level = run(model, Regimen(reg.doses[:m]), params, cov,
-                        [s for s in steady if s[0] < m], np.array([tau]), sid,
-                        table)[:, 0]
+            level = run(
+                model,
+                Regimen(reg.doses[:m]),
+                params,
+                cov,
+                [s for s in steady if s[0] < m],
+                np.array([tau]),
+                sid,
+                table,
+            )[:, 0]
         dv[:, flags & (ot == tau)] = level[:, None]
     return full, dv
 
 
-def dataset(model: Model, table: EventTable, t: np.ndarray,
-            out: np.ndarray) -> xr.Dataset:
+def dataset(
+    model: Model, table: EventTable, t: np.ndarray, out: np.ndarray
+) -> xr.Dataset:
     """The concentrations (subject, analyte, time) as a Dataset, with which
     times each subject has an observation record at and its covariates."""
     seen = np.array([np.isin(t, table.observations[sid]) for sid in table.ids])
     ds = xr.Dataset(
-        {"concentration": (("subject", "analyte", "time"), out,
-                           {"units": "ng/mL", "long_name": "plasma concentration"}),
-         "observed_time": (("subject", "time"), seen,
-                           {"long_name": "the subject has an observation record at "
-                            "this time"})},
-        coords={"subject": list(table.ids), "analyte": list(model.analyte_names),
-                "time": ("time", t, {"units": "h"})},
-        attrs={"model_id": model.id, "source": "NONMEM event table"})
+        {
+            "concentration": (
+                ("subject", "analyte", "time"),
+                out,
+                {"units": "ng/mL", "long_name": "plasma concentration"},
+            ),
+            "observed_time": (
+                ("subject", "time"),
+                seen,
+                {"long_name": "the subject has an observation record at this time"},
+            ),
+        },
+        coords={
+            "subject": list(table.ids),
+            "analyte": list(model.analyte_names),
+            "time": ("time", t, {"units": "h"}),
+        },
+        attrs={"model_id": model.id, "source": "NONMEM event table"},
+    )
     for name, v in table.covariates.items():
         ds.coords[name] = ("subject", v)
     return ds
@@ -73,33 +93,58 @@ def add_table(ds: xr.Dataset, table: EventTable, dv: np.ndarray) -> xr.Dataset:
     """``ds`` with the table as read, for ``write_nonmem``: the dose records,
     every record, each observation record's time, pre-dose flag and prediction
     ``dv`` (subject, analyte, observation record)."""
-    doses = padded([table.records.get(sid, ()) for sid in table.ids],
-                   len(DOSE_ITEMS))
-    ds["nonmem_doses"] = (("subject", "nonmem_dose", "nonmem_item"), doses, {
-        "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
-        "DUR h, II h); NaN: no such record or item"})
+    doses = padded([table.records.get(sid, ()) for sid in table.ids], len(DOSE_ITEMS))
+    ds["nonmem_doses"] = (
+        ("subject", "nonmem_dose", "nonmem_item"),
+        doses,
+        {
+            "long_name": "the table's dose records as read (TIME h, AMT mg, RATE mg/h, "
+            "DUR h, II h); NaN: no such record or item"
+        },
+    )
     ds.coords["nonmem_item"] = list(DOSE_ITEMS)
-    every = padded([table.rows.get(sid, ()) for sid in table.ids],
-                   len(RECORD_ITEMS))
-    ds["nonmem_records"] = (("subject", "nonmem_record", "nonmem_field"), every, {
-        "long_name": "the table's records as read, in file order (TIME h, AMT mg, "
-        "RATE mg/h, DUR h, II h); NaN: empty, or no such record"})
+    every = padded([table.rows.get(sid, ()) for sid in table.ids], len(RECORD_ITEMS))
+    ds["nonmem_records"] = (
+        ("subject", "nonmem_record", "nonmem_field"),
+        every,
+        {
+            "long_name": "the table's records as read, in file order (TIME h, AMT mg, "
+            "RATE mg/h, DUR h, II h); NaN: empty, or no such record"
+        },
+    )
     ds.coords["nonmem_field"] = list(RECORD_ITEMS)
     ot = np.full((len(table.ids), dv.shape[2]), np.nan)
     pre = np.zeros((len(table.ids), dv.shape[2]), dtype=bool)
     for k, sid in enumerate(table.ids):
         v = table.observations[sid]
-        ot[k, :v.size] = v
-        pre[k, :v.size] = table.predose.get(sid, np.zeros(v.size, dtype=bool))
-    ds["nonmem_observations"] = (("subject", "nonmem_observation"), ot, {
-        "units": "h", "long_name": "the table's observation records' times; NaN "
-        "where a subject has fewer"})
-    ds["nonmem_predose"] = (("subject", "nonmem_observation"), pre, {
-        "long_name": "the observation record comes before a dose record at its "
-        "time (the level just before that dose)"})
-    ds["nonmem_dv"] = (("subject", "analyte", "nonmem_observation"), dv, {
-        "units": "ng/mL", "long_name": "prediction for each observation record "
-        "(pre-dose records: just before the dose)"})
+        ot[k, : v.size] = v
+        pre[k, : v.size] = table.predose.get(sid, np.zeros(v.size, dtype=bool))
+    ds["nonmem_observations"] = (
+        ("subject", "nonmem_observation"),
+        ot,
+        {
+            "units": "h",
+            "long_name": "the table's observation records' times; NaN "
+            "where a subject has fewer",
+        },
+    )
+    ds["nonmem_predose"] = (
+        ("subject", "nonmem_observation"),
+        pre,
+        {
+            "long_name": "the observation record comes before a dose record at its "
+            "time (the level just before that dose)"
+        },
+    )
+    ds["nonmem_dv"] = (
+        ("subject", "analyte", "nonmem_observation"),
+        dv,
+        {
+            "units": "ng/mL",
+            "long_name": "prediction for each observation record "
+            "(pre-dose records: just before the dose)",
+        },
+    )
     return ds
 
 
@@ -112,8 +157,9 @@ def require_covariates(model: Model, table: EventTable) -> None:
     subject would get the model's reference (e.g. 70 kg for a child)."""
     uses: dict[str, dict[str, list[str]]] = {}  # covariate -> how -> parameters
     for eff in model.covariate_effects:
-        uses.setdefault(eff.covariate, {}).setdefault(
-            f"{eff.kind} effect", []).append(eff.parameter)
+        uses.setdefault(eff.covariate, {}).setdefault(f"{eff.kind} effect", []).append(
+            eff.parameter
+        )
     per_kg = [n for n, p in model.parameters.items() if p.per_kg]
     if per_kg:
         uses.setdefault("weight", {})["per-kg parameter"] = per_kg
@@ -127,23 +173,27 @@ def require_covariates(model: Model, table: EventTable) -> None:
     names = ", ".join(cols[:-1]) + " or " + cols[-1] if len(cols) > 1 else cols[0]
 
     def how(n):
-        return ", ".join(f"{k}{'s' * (len(v) > 1)}"
-                         f"{'' if k.startswith('per-kg') else ' on'} {', '.join(v)}"
-                         for k, v in uses[n].items())
+        return ", ".join(
+            f"{k}{'s' * (len(v) > 1)}"
+            f"{'' if k.startswith('per-kg') else ' on'} {', '.join(v)}"
+            for k, v in uses[n].items()
+        )
 
     why = "; ".join(f"{n} ({how(n)})" for n in missing)
-    ref = ", ".join(f"{n} {model.covariates[n]:g}"
-                    + (f" {COVARIATE_UNIT[n]}" if n in ("weight", "age", "height")
-                       else "")
-                    for n in missing if n in model.covariates)
-    example = ", ".join(f"{COVARIATE_COLUMN[n]} ({COVARIATE_UNIT[n]})"
-                        for n in missing)
+    ref = ", ".join(
+        f"{n} {model.covariates[n]:g}"
+        + (f" {COVARIATE_UNIT[n]}" if n in ("weight", "age", "height") else "")
+        for n in missing
+        if n in model.covariates
+    )
+    example = ", ".join(f"{COVARIATE_COLUMN[n]} ({COVARIATE_UNIT[n]})" for n in missing)
     where = f"{table.source}: " if table.source else ""
     raise ValueError(
         f"{where}the table has no {names} column, but model {model.id!r} uses "
         f"{why}; without it every subject would get the model's reference"
         f"{f' ({ref})' if ref else ''}. Add the column{'s' * (len(cols) > 1)} "
-        f"{example}, one value per subject on every record")
+        f"{example}, one value per subject on every record"
+    )
 
 
 def table_dose_error(exc, table, sid, reg) -> str:
@@ -158,8 +208,10 @@ def table_dose_error(exc, table, sid, reg) -> str:
         return f"{table.source}: ID {sid}: {msg}"
     line, copy = lines[int(m.group(1))]
     what = "the dose" + (f" (ADDL copy {copy} of this record)" if copy else "")
-    return (f"{table.source}: line {line}, ID {sid}, column AMT: {what} "
-            f"{msg[m.end() - 1:]}")
+    return (
+        f"{table.source}: line {line}, ID {sid}, column AMT: {what} "
+        f"{msg[m.end() - 1 :]}"
+    )
 
 
 def run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
@@ -168,8 +220,8 @@ def run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
     DoseError naming the table's line."""
     from ._kernels.linear import population_linear, states
     from ._lower import check_magnitude, lower
-    from .dosing import DoseError
     from ._run import STATUS, SolveError
+    from .dosing import DoseError
 
     low = lower(model, reg, params, cov["weight"], 1)
     ev = [low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value]
@@ -179,18 +231,32 @@ def run(model, reg, params, cov, steady, t, sid, table) -> np.ndarray:
         check_magnitude(model, reg, low, float(t[-1]))
         for spec in steady:
             lines = table.dose_lines.get(sid, ())
-            at = (f"{table.source}: line {lines[spec[0]][0]}, ID {sid}, column SS: "
-                  if spec[0] < len(lines) else f"ID {sid}: ")
+            at = (
+                f"{table.source}: line {lines[spec[0]][0]}, ID {sid}, column SS: "
+                if spec[0] < len(lines)
+                else f"ID {sid}: "
+            )
             ev = with_steady_state(model, reg, params, cov, low, ev, spec, t, at)
     except DoseError as exc:
         raise DoseError(table_dose_error(exc, table, sid, reg)) from None
     status = np.zeros(1, dtype=np.int64)
     buf = np.empty((1, len(model.analytes), t.size))
-    population_linear(low.A, *ev, t, low.obs_cmt, low.obs_scale, buf, status,
-                      states(low.A.shape[2]), states(low.A.shape[2]))
+    population_linear(
+        low.A,
+        *ev,
+        t,
+        low.obs_cmt,
+        low.obs_scale,
+        buf,
+        status,
+        states(low.A.shape[2]),
+        states(low.A.shape[2]),
+    )
     if status[0]:
-        raise SolveError(f"ID {sid}: status {int(status[0])}: "
-                         f"{STATUS.get(int(status[0]), 'unknown')}")
+        raise SolveError(
+            f"ID {sid}: status {int(status[0])}: "
+            f"{STATUS.get(int(status[0]), 'unknown')}"
+        )
     return buf[0]
 
 
@@ -212,7 +278,8 @@ def with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
             f"{at}steady state (SS) at {d.time:g} h: the dose's input lasts "
             f"{one.ev_time.max():g} h (infusion, zero-order absorption or lag), longer "
             f"than II = {ii:g} h, so doses overlap at steady state, which is not "
-            f"implemented; give the doses explicitly (ADDL) instead of SS")
+            f"implemented; give the doses explicitly (ADDL) instead of SS"
+        )
     # state one interval after a single dose from zero, via the exact propagator
     A = one.A[0, 0]
     n = A.shape[0]
@@ -221,8 +288,13 @@ def with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
     r = np.zeros(n)
     times = list(one.ev_time[0]) + [ii]
     kinds = list(one.ev_kind[0]) + [-1]
-    for te, kd, cm, vl in zip(times, kinds, list(one.ev_cmt[0]) + [0],
-                              list(one.ev_value[0]) + [0.0], strict=True):
+    for te, kd, cm, vl in zip(
+        times,
+        kinds,
+        list(one.ev_cmt[0]) + [0],
+        list(one.ev_value[0]) + [0.0],
+        strict=True,
+    ):
         te = min(te, ii)
         h = te - tcur
         if h > 0:
@@ -248,7 +320,8 @@ def with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
             f"holds {float(np.abs(x_ss).sum()):.4g} mg ({total:.4g} mg in all with "
             f"the doses): concentrations could reach {peak:.3g} ng/mL and AUCs "
             f"{bound:.3g} ng*h/mL, above {MAX_MAGNITUDE:g}, where double precision "
-            f"overflows to inf. Check the amount (mg) and II (h)")
+            f"overflows to inf. Check the amount (mg) and II (h)"
+        )
     # compartments of `one` and `low` may differ (pruning): map by name
     names_low = list(low.compartments)
     add_t, add_c, add_v = [], [], []
@@ -268,10 +341,10 @@ def with_steady_state(model, reg, params, cov, low, ev, spec, t, at=""):
 def padded(per_subject: list, width: int) -> np.ndarray:
     """(subjects, most records, width) array of each record's ``items()``; NaN
     where a subject has fewer records."""
-    out = np.full((len(per_subject), max(map(len, per_subject), default=0), width),
-                  np.nan)
+    out = np.full(
+        (len(per_subject), max(map(len, per_subject), default=0), width), np.nan
+    )
     for k, rs in enumerate(per_subject):
         for j, rec in enumerate(rs):
             out[k, j] = rec.items()
     return out
-

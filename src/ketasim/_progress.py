@@ -52,9 +52,11 @@ class Bar:
         fill = int(f * self.width)
         el = time.perf_counter() - self.t0
         eta = el / f - el if f > 0 else 0.0
-        sys.stderr.write(f"\r{self.label} |{'█' * fill}{' ' * (self.width - fill)}| "
-                         f"{100 * f:5.1f}% {self.done}/{self.total}  {el:5.1f} s "
-                         f"(ETA {eta:4.0f} s)")
+        sys.stderr.write(
+            f"\r{self.label} |{'█' * fill}{' ' * (self.width - fill)}| "
+            f"{100 * f:5.1f}% {self.done}/{self.total}  {el:5.1f} s "
+            f"(ETA {eta:4.0f} s)"
+        )
         sys.stderr.flush()
 
     def __exit__(self, *exc):

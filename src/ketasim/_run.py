@@ -20,21 +20,23 @@ from .model import Model
 
 STATUS = {
     1: "the ODE solver reached max_steps; raise ks.ODE(max_steps=...) or loosen its "
-       "rtol/atol",
+    "rtol/atol",
     2: "the ODE step size underflowed; the problem may be ill-posed or need the "
-       "stiff method (ks.ODE(method='rosenbrock'))",
+    "stiff method (ks.ODE(method='rosenbrock'))",
     3: "the state became non-finite (NaN/inf); check the parameters and the rhs",
     4: "the exact propagation gave a non-finite value: the doses or rates overflow "
-       "double precision; check the dose amounts and units, the parameters, and the "
-       "dose and output times (hours)",
+    "double precision; check the dose amounts and units, the parameters, and the "
+    "dose and output times (hours)",
     5: "a compartment amount went negative beyond the tolerance (below -(atol + "
-       "rtol x its largest amount so far) after an accepted step), so the solution "
-       "is not trustworthy from there on; use ks.ODE(method='rosenbrock') for a "
-       "stiff model, tighter rtol/atol, or check that the rhs never removes more "
-       "drug than a compartment holds",
+    "rtol x its largest amount so far) after an accepted step), so the solution "
+    "is not trustworthy from there on; use ks.ODE(method='rosenbrock') for a "
+    "stiff model, tighter rtol/atol, or check that the rhs never removes more "
+    "drug than a compartment holds",
 }
-EXACT_TEXT = ("exact: matrix-exponential propagation (Taylor polynomial with "
-              "scaling and squaring)")
+EXACT_TEXT = (
+    "exact: matrix-exponential propagation (Taylor polynomial with "
+    "scaling and squaring)"
+)
 PROGRESS_MIN_WORK = 5e7  # output values (or ODE work units) before a bar is shown
 
 
@@ -66,8 +68,17 @@ class Run:
     solver: str
 
 
-def run_trajectories(model: Model, regimen: Regimen, t: np.ndarray, low: Lowered,
-                     params: dict, n: int, solver, output, progress) -> Run:
+def run_trajectories(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    low: Lowered,
+    params: dict,
+    n: int,
+    solver,
+    output,
+    progress,
+) -> Run:
     """Concentrations (and AUC, amounts) of the ``n`` lowered subjects at ``t``
     with ``solver`` (Exact or ODE); ``output`` is a Trajectories. ``params`` are
     the individual parameters (occasion 1's with IOV), which the ODE path's rhs
@@ -80,15 +91,36 @@ def run_trajectories(model: Model, regimen: Regimen, t: np.ndarray, low: Lowered
     check_magnitude(model, regimen, low, t[-1])
     if solver.name == "exact":
         run_exact(A, low, t, obs_cmt, obs_scale, buf, status, progress)
-        windows = (dose_windows(low, regimen, t, n)
-                   if regimen.doses and output.dose_windows else None)
+        windows = (
+            dose_windows(low, regimen, t, n)
+            if regimen.doses and output.dose_windows
+            else None
+        )
         return Run(buf, status, None, windows, EXACT_TEXT)
     from ._run_ode import run_ode
 
-    nsteps = run_ode(model, regimen, t, low, A, params, obs_cmt, obs_scale, buf,
-                     status, solver, output.auc, progress)
-    return Run(buf, status, nsteps, None,
-               f"ode: {solver.method} (Dormand-Prince 5(4) / Rodas4)")
+    nsteps = run_ode(
+        model,
+        regimen,
+        t,
+        low,
+        A,
+        params,
+        obs_cmt,
+        obs_scale,
+        buf,
+        status,
+        solver,
+        output.auc,
+        progress,
+    )
+    return Run(
+        buf,
+        status,
+        nsteps,
+        None,
+        f"ode: {solver.method} (Dormand-Prince 5(4) / Rodas4)",
+    )
 
 
 def _observed_outputs(model: Model, low: Lowered, n: int, output):
@@ -100,9 +132,11 @@ def _observed_outputs(model: Model, low: Lowered, n: int, output):
     ncmt = len(low.compartments)
     if output.auc:
         if model.rhs is not None:
-            raise ValueError("ks.Trajectories(auc=True) needs a model built from "
-                             "flows; for a user rhs integrate the returned "
-                             "concentrations (e.g. scipy's trapezoid)")
+            raise ValueError(
+                "ks.Trajectories(auc=True) needs a model built from "
+                "flows; for a user rhs integrate the returned "
+                "concentrations (e.g. scipy's trapezoid)"
+            )
         A, auc_cmt, auc_scale = with_auc(low)
         obs_cmt = np.concatenate([obs_cmt, auc_cmt])
         obs_scale = np.ascontiguousarray(np.hstack([obs_scale, auc_scale]))
@@ -117,13 +151,21 @@ def _buffer(output, shape: tuple) -> np.ndarray:
     out = output.out
     if out is None:
         return np.empty(shape)  # its size was checked before the subjects were built
-    if not (isinstance(out, np.ndarray) and out.dtype == np.float64
-            and out.shape == shape and out.flags.c_contiguous):
-        got = (f"{type(out).__name__} {getattr(out, 'dtype', '')} "
-               f"{getattr(out, 'shape', '')}")
-        raise ValueError(f"ks.Trajectories(out=...) must be a C-contiguous float64 "
-                         f"array of shape {shape} (subjects, analytes, times); got "
-                         f"{got}")
+    if not (
+        isinstance(out, np.ndarray)
+        and out.dtype == np.float64
+        and out.shape == shape
+        and out.flags.c_contiguous
+    ):
+        got = (
+            f"{type(out).__name__} {getattr(out, 'dtype', '')} "
+            f"{getattr(out, 'shape', '')}"
+        )
+        raise ValueError(
+            f"ks.Trajectories(out=...) must be a C-contiguous float64 "
+            f"array of shape {shape} (subjects, analytes, times); got "
+            f"{got}"
+        )
     return out
 
 
@@ -133,12 +175,23 @@ def run_exact(A, low: Lowered, t, obs_cmt, obs_scale, buf, status, progress) -> 
     from ._kernels.linear import population_linear, states
 
     n = buf.shape[0]
-    for a, b, bar in chunks(n, n * t.size * (8 if n < 2 else 1), progress,
-                            "simulating"):
-        population_linear(A[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
-                          low.ev_kind[a:b], low.ev_value[a:b], t, obs_cmt,
-                          obs_scale[a:b], buf[a:b], status[a:b],
-                          states(A.shape[2]), states(A.shape[2]))
+    for a, b, bar in chunks(
+        n, n * t.size * (8 if n < 2 else 1), progress, "simulating"
+    ):
+        population_linear(
+            A[a:b],
+            low.ev_time[a:b],
+            low.ev_cmt[a:b],
+            low.ev_kind[a:b],
+            low.ev_value[a:b],
+            t,
+            obs_cmt,
+            obs_scale[a:b],
+            buf[a:b],
+            status[a:b],
+            states(A.shape[2]),
+            states(A.shape[2]),
+        )
         bar.update(b - a)
 
 
@@ -162,9 +215,20 @@ def dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
     aux = np.empty((n, 2 * K, aux_t.size))
     status = np.zeros(n, dtype=np.int64)
-    population_linear(A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value,
-                      np.ascontiguousarray(aux_t[order]), obs_cmt, obs_scale, aux,
-                      status, generic_states(), ())
+    population_linear(
+        A,
+        low.ev_time,
+        low.ev_cmt,
+        low.ev_kind,
+        low.ev_value,
+        np.ascontiguousarray(aux_t[order]),
+        obs_cmt,
+        obs_scale,
+        aux,
+        status,
+        generic_states(),
+        (),
+    )
     vals = np.empty_like(aux)
     vals[:, :, order] = aux
     D = starts.size
@@ -177,8 +241,14 @@ def dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
     return np.ascontiguousarray(predose), np.ascontiguousarray(dose_auc)
 
 
-def run_metrics_chunk(low: Lowered, t: np.ndarray, starts: np.ndarray, level: float,
-                      out: tuple, status: np.ndarray) -> None:
+def run_metrics_chunk(
+    low: Lowered,
+    t: np.ndarray,
+    starts: np.ndarray,
+    level: float,
+    out: tuple,
+    status: np.ndarray,
+) -> None:
     """Per-dose metrics of one chunk of lowered subjects (lowered with
     ``markers=True``), written into ``out`` = (cmax, tmax, time above, cumulative
     AUC at each dose start and at the end, pre-dose level), the chunk's slices."""
@@ -191,9 +261,26 @@ def run_metrics_chunk(low: Lowered, t: np.ndarray, starts: np.ndarray, level: fl
     obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
     cmax, tmax, tab, aucs, pre = out
     population_linear_metrics(
-        A, low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value, t, obs_cmt,
-        obs_scale, starts, TIE_RTOL, level, cmax, tmax, tab, aucs, pre, status,
-        states(A.shape[2]), states(A.shape[2] - K))
+        A,
+        low.ev_time,
+        low.ev_cmt,
+        low.ev_kind,
+        low.ev_value,
+        t,
+        obs_cmt,
+        obs_scale,
+        starts,
+        TIE_RTOL,
+        level,
+        cmax,
+        tmax,
+        tab,
+        aucs,
+        pre,
+        status,
+        states(A.shape[2]),
+        states(A.shape[2] - K),
+    )
 
 
 def chunks(n: int, work: float, progress, label: str):
@@ -220,19 +307,24 @@ def subject_list(idx: np.ndarray, limit: int = 5) -> str:
 
 
 def time_effect_text(model: Model) -> str:
-    return ", ".join(f"{name} x (1 + {slope:g} t)" for name, slope in
-                     model.time_effects)
+    return ", ".join(
+        f"{name} x (1 + {slope:g} t)" for name, slope in model.time_effects
+    )
 
 
 def check_status(model: Model, run: Run, t: np.ndarray, errors: str) -> None:
     """With ``errors="raise"``, a SolveError naming the failed subjects."""
     if errors == "raise" and run.status.any():
-        raise SolveError(failure_message(model, run.status, run.buf, t,
-                                         "exact" if run.nsteps is None else "ode"))
+        raise SolveError(
+            failure_message(
+                model, run.status, run.buf, t, "exact" if run.nsteps is None else "ode"
+            )
+        )
 
 
-def failure_message(model: Model, status: np.ndarray, buf: np.ndarray,
-                    t: np.ndarray, solver: str) -> str:
+def failure_message(
+    model: Model, status: np.ndarray, buf: np.ndarray, t: np.ndarray, solver: str
+) -> str:
     """SolveError text: per status code, the subjects (first few), from which
     output time their values are NaN, and what produced it."""
     bad = np.flatnonzero(status)
@@ -242,20 +334,27 @@ def failure_message(model: Model, status: np.ndarray, buf: np.ndarray,
         why = STATUS.get(c, "unknown status")
         if c == 3 and model.rhs is not None:
             name = getattr(model.rhs, "__name__", "rhs")
-            why = (f"the state became non-finite (NaN/inf): the model's rhs {name} "
-                   f"returned non-finite derivatives (e.g. a division by a state or "
-                   f"parameter that reached 0) or the parameters are extreme")
+            why = (
+                f"the state became non-finite (NaN/inf): the model's rhs {name} "
+                f"returned non-finite derivatives (e.g. a division by a state or "
+                f"parameter that reached 0) or the parameters are extreme"
+            )
         elif c == 3 and model.time_effects:
-            why += (f"; this model's parameters change in time "
-                    f"({time_effect_text(model)}, t in h after the first dose), "
-                    f"up to the last output time {t[-1]:g} h: check the time "
-                    f"effects' slopes")
+            why += (
+                f"; this model's parameters change in time "
+                f"({time_effect_text(model)}, t in h after the first dose), "
+                f"up to the last output time {t[-1]:g} h: check the time "
+                f"effects' slopes"
+            )
         s = idx[0]
         nan = np.isnan(buf[s, 0]) if buf.shape[1] else np.zeros(t.size, bool)
         since = ""
         if nan.any() and solver == "ode":  # the ODE kernel fills NaN from there
-            since = (f" (NaN from t = {t[int(np.argmax(nan))]:g} h" +
-                     (f" for subject {s})" if idx.size > 1 else ")"))
+            since = f" (NaN from t = {t[int(np.argmax(nan))]:g} h" + (
+                f" for subject {s})" if idx.size > 1 else ")"
+            )
         parts.append(f"status {c} for {subject_list(idx)}{since}: {why}")
-    return (f"{bad.size} of {status.size} subjects failed: {'; '.join(parts)}. "
-            f"Pass errors='keep' to keep their rows (NaN) with the status.")
+    return (
+        f"{bad.size} of {status.size} subjects failed: {'; '.join(parts)}. "
+        f"Pass errors='keep' to keep their rows (NaN) with the status."
+    )

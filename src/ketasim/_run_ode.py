@@ -20,16 +20,30 @@ from .options import ODE_METHODS
 _rhs_cache: dict = {}
 
 
-def run_ode(model: Model, regimen: Regimen, t: np.ndarray, low: Lowered, A, params,
-            obs_cmt, obs_scale, buf, status, ode, auc: bool,
-            progress) -> np.ndarray:
+def run_ode(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    low: Lowered,
+    A,
+    params,
+    obs_cmt,
+    obs_scale,
+    buf,
+    status,
+    ode,
+    auc: bool,
+    progress,
+) -> np.ndarray:
     """Integrate every subject into ``buf`` with the tolerances, method and step
     limit of ``ode`` (an ODE); return the accepted steps per subject."""
     from ._kernels import ode as kernels_ode
 
     if A.shape[1] != 1:
-        raise ValueError("inter-occasion variability on rate parameters needs "
-                         "the exact solver (solver=ks.Exact())")
+        raise ValueError(
+            "inter-occasion variability on rate parameters needs "
+            "the exact solver (solver=ks.Exact())"
+        )
     n = buf.shape[0]
     A = A[:, 0]
     nstate = A.shape[-1] if model.rhs is None else len(low.compartments)
@@ -40,15 +54,32 @@ def run_ode(model: Model, regimen: Regimen, t: np.ndarray, low: Lowered, A, para
     kernels = kernels_ode.solver(nstate, rhs)
     x0 = np.zeros((n, nstate))
     nsteps = np.zeros(n, dtype=np.int64)
-    args = (t, obs_cmt, float(ode.rtol), float(ode.atol), ODE_METHODS[ode.method],
-            jac_const, int(ode.max_steps))
-    _integrate(model, kernels, p, x0, low, obs_scale, args, buf, status, nsteps,
-               progress)
+    args = (
+        t,
+        obs_cmt,
+        float(ode.rtol),
+        float(ode.atol),
+        ODE_METHODS[ode.method],
+        jac_const,
+        int(ode.max_steps),
+    )
+    _integrate(
+        model, kernels, p, x0, low, obs_scale, args, buf, status, nsteps, progress
+    )
     return nsteps
 
 
-def _rhs_parameters(model: Model, regimen: Regimen, t, low: Lowered, A, params,
-                    n: int, auc: bool, jac_const: bool):
+def _rhs_parameters(
+    model: Model,
+    regimen: Regimen,
+    t,
+    low: Lowered,
+    A,
+    params,
+    n: int,
+    auc: bool,
+    jac_const: bool,
+):
     """The kernel's rhs (None: its own dxdt = A x) and each subject's parameter
     vector for it."""
     if jac_const:
@@ -66,14 +97,27 @@ def _rhs_parameters(model: Model, regimen: Regimen, t, low: Lowered, A, params,
         # A(t) = A + (t - t0) A1 = (A - t0 A1) + t A1
         t0 = float(regimen.times[0]) if regimen.doses else 0.0
         check_time_effects(model, t0, float(t[-1]))
-        return rhs_ltv, np.ascontiguousarray(np.hstack([(A - t0 * A1).reshape(n, -1),
-                                                        A1.reshape(n, -1)]))
+        return rhs_ltv, np.ascontiguousarray(
+            np.hstack([(A - t0 * A1).reshape(n, -1), A1.reshape(n, -1)])
+        )
     return compiled(model.rhs), np.ascontiguousarray(
-        np.stack([params[k] for k in model.parameters], axis=1))
+        np.stack([params[k] for k in model.parameters], axis=1)
+    )
 
 
-def _integrate(model: Model, kernels, p, x0, low: Lowered, obs_scale, args, buf,
-               status, nsteps, progress) -> None:
+def _integrate(
+    model: Model,
+    kernels,
+    p,
+    x0,
+    low: Lowered,
+    obs_scale,
+    args,
+    buf,
+    status,
+    nsteps,
+    progress,
+) -> None:
     """The population kernel, a slice of subjects at a time, with an exception
     from a user's rhs (or numba's failure to compile it) said in its terms."""
     from numba.core.errors import NumbaError
@@ -88,12 +132,24 @@ def _integrate(model: Model, kernels, p, x0, low: Lowered, obs_scale, args, buf,
             # does not always re-raise (from a worker thread it can be lost)
             status[a:b] = -1
             kernels.solve_population(
-                p[a:b], x0[a:b], low.ev_time[a:b], low.ev_cmt[a:b],
-                low.ev_kind[a:b], low.ev_value[a:b], t, args[1], obs_scale[a:b],
-                *args[2:], buf[a:b], status[a:b], nsteps[a:b])
+                p[a:b],
+                x0[a:b],
+                low.ev_time[a:b],
+                low.ev_cmt[a:b],
+                low.ev_kind[a:b],
+                low.ev_value[a:b],
+                t,
+                args[1],
+                obs_scale[a:b],
+                *args[2:],
+                buf[a:b],
+                status[a:b],
+                nsteps[a:b],
+            )
             if (status[a:b] == -1).any():
-                raise kernel_exception(model, kernels, None, status, (a, b), p,
-                                       x0, low, obs_scale, args)
+                raise kernel_exception(
+                    model, kernels, None, status, (a, b), p, x0, low, obs_scale, args
+                )
             bar.update(b - a)
     except SolveError:
         raise
@@ -106,12 +162,14 @@ def _integrate(model: Model, kernels, p, x0, low: Lowered, obs_scale, args, buf,
             f"numba could not compile the model's rhs {name}(t, x, p, dxdt): "
             f"{first} -- the rhs must be plain numeric code numba can compile "
             f"(numpy arrays and math; no Python objects), writing dxdt in "
-            f"place; numba's full message follows") from exc
+            f"place; numba's full message follows"
+        ) from exc
     except Exception as exc:  # raised inside the kernel: by a user's rhs
         # (numba's parallel kernel wraps it in a SystemError, the original
         # as its cause)
-        raise kernel_exception(model, kernels, exc, status, (a, b), p, x0, low,
-                               obs_scale, args) from exc
+        raise kernel_exception(
+            model, kernels, exc, status, (a, b), p, x0, low, obs_scale, args
+        ) from exc
 
 
 def check_time_effects(model: Model, t0: float, t_end: float) -> None:
@@ -125,7 +183,8 @@ def check_time_effects(model: Model, t0: float, t_end: float) -> None:
                 f"time_effects of model {model.id!r}: {name} x (1 + {slope:g} t) "
                 f"(t in h after the first dose at {t0:g} h) reaches 0 at "
                 f"{t0 - 1.0 / slope:g} h, before the last output time {t_end:g} h; "
-                f"the model does not hold that long. End the output times earlier")
+                f"the model does not hold that long. End the output times earlier"
+            )
 
 
 def check_rhs_parameters(model: Model, p: np.ndarray) -> None:
@@ -139,11 +198,13 @@ def check_rhs_parameters(model: Model, p: np.ndarray) -> None:
             f"parameter {name!r} is {p[s, k]} for "
             f"{subject_list(np.flatnonzero(bad[:, k]))}; the model's rhs needs "
             f"finite parameter values. Check the overrides or covariates that "
-            f"produced it")
+            f"produced it"
+        )
 
 
-def kernel_exception(model, kernels, exc, status, span, p, x0, low, obs_scale,
-                     args) -> SolveError:
+def kernel_exception(
+    model, kernels, exc, status, span, p, x0, low, obs_scale, args
+) -> SolveError:
     """A SolveError for an exception raised inside the ODE kernel (by a user's
     rhs: ketasim's own kernels never raise), re-raised by numba (``exc``, a
     SystemError whose cause is the original) or lost in a worker thread (None;
@@ -157,12 +218,25 @@ def kernel_exception(model, kernels, exc, status, span, p, x0, low, obs_scale,
     subject = ""
     out = np.empty((obs_cmt.size, t.size))
     cut = np.flatnonzero(status[a:b] == -1) + a
-    for s in (cut if cut.size else range(a, b)):
+    for s in cut if cut.size else range(a, b):
         try:
-            kernels.solve_subject(p[s], x0[s], low.ev_time[s], low.ev_cmt[s],
-                                  low.ev_kind[s], low.ev_value[s], t, obs_cmt,
-                                  obs_scale[s], rtol, atol, method, jac_const,
-                                  max_steps, out)
+            kernels.solve_subject(
+                p[s],
+                x0[s],
+                low.ev_time[s],
+                low.ev_cmt[s],
+                low.ev_kind[s],
+                low.ev_value[s],
+                t,
+                obs_cmt,
+                obs_scale[s],
+                rtol,
+                atol,
+                method,
+                jac_const,
+                max_steps,
+                out,
+            )
         except Exception as again:  # the same failure, now attributable
             subject = f" for subject {s}"
             orig = again
@@ -170,18 +244,22 @@ def kernel_exception(model, kernels, exc, status, span, p, x0, low, obs_scale,
     if orig is None:  # the serial run did not raise again: nothing to name
         return SolveError(
             f"the ODE kernel stopped early for {subject_list(cut)} without a "
-            f"status (an exception in the model's rhs that numba did not pass on)")
+            f"status (an exception in the model's rhs that numba did not pass on)"
+        )
     what = f"{type(orig).__name__}: {orig}" if str(orig) else type(orig).__name__
     if model.rhs is None:
-        return SolveError(f"the ODE kernel raised {what}{subject}; ketasim's own "
-                          f"kernels never should (a bug: please report it with the "
-                          f"call)")
+        return SolveError(
+            f"the ODE kernel raised {what}{subject}; ketasim's own "
+            f"kernels never should (a bug: please report it with the "
+            f"call)"
+        )
     name = getattr(model.rhs, "__name__", "rhs")
     return SolveError(
         f"the model's rhs {name}(t, x, p, dxdt) raised {what}{subject} while "
         f"integrating. The rhs is called at any time and state the solver tries "
         f"(amounts may be slightly below 0 within atol), so it must not raise: "
-        f"return finite derivatives for every such input")
+        f"return finite derivatives for every such input"
+    )
 
 
 def compiled(rhs):

@@ -36,8 +36,9 @@ RESULT_MAX_BYTES = (_physical_memory() or 16 * 2**30) // 2
 _LIMIT_TEXT = "(half of this machine's memory)"
 
 
-def _per_subject_bytes(model: Model, regimen: Regimen, *, occasions: int,
-                       outputs: int, solver: str) -> int:
+def _per_subject_bytes(
+    model: Model, regimen: Regimen, *, occasions: int, outputs: int, solver: str
+) -> int:
     """Bytes of the per-subject arrays besides the output buffer, an upper
     estimate of their peak: covariates (drawn: their uniforms and intermediates),
     individual parameters per occasion with their random effects, the lowered dose
@@ -49,15 +50,21 @@ def _per_subject_bytes(model: Model, regimen: Regimen, *, occasions: int,
     C = len(model.compartment_names)
     P = len(model.parameters)
     D = len(regimen.doses)
-    events = sum(2 * len(model.routes[d.route].pathways) + 2
-                 if d.route in model.routes else 4 for d in regimen.doses)
-    n = (24  # covariates: 7 values, 6 uniforms and intermediates
-         + P * (3 * occasions + 2)  # parameters, etas and IOV etas per occasion
-         + 2 * 4 * events  # ev_time, ev_cmt, ev_kind, ev_value (and their lists)
-         + occasions * (C + K) ** 2 + 2 * C * C  # A (with AUC states), temporaries
-         + outputs + D  # obs_scale, dose_mg
-         + 3 * 2 * K * (2 * D + 1)  # exact per-dose windows: aux, vals, copies
-         + 3)  # status, ode_steps, subject
+    events = sum(
+        2 * len(model.routes[d.route].pathways) + 2 if d.route in model.routes else 4
+        for d in regimen.doses
+    )
+    n = (
+        24  # covariates: 7 values, 6 uniforms and intermediates
+        + P * (3 * occasions + 2)  # parameters, etas and IOV etas per occasion
+        + 2 * 4 * events  # ev_time, ev_cmt, ev_kind, ev_value (and their lists)
+        + occasions * (C + K) ** 2
+        + 2 * C * C  # A (with AUC states), temporaries
+        + outputs
+        + D  # obs_scale, dose_mg
+        + 3 * 2 * K * (2 * D + 1)  # exact per-dose windows: aux, vals, copies
+        + 3
+    )  # status, ode_steps, subject
     if solver == "ode":
         n += 3 * (C + K) ** 2 + C  # p (A - t0 A1, A1), x0
     return 8 * n
@@ -72,17 +79,28 @@ def check_memory(n: int, per_subject: int, detail: str, ways: str) -> None:
         raise ValueError(
             f"the result would need {size / 2**30:.3g} GiB at its peak ({n} subjects "
             f"x {per_subject:,} bytes: {detail}), more than the limit of "
-            f"{RESULT_MAX_BYTES / 2**30:.3g} GiB {_LIMIT_TEXT}. {ways}")
+            f"{RESULT_MAX_BYTES / 2**30:.3g} GiB {_LIMIT_TEXT}. {ways}"
+        )
 
 
-_WAYS = ("Use fewer subjects or fewer output times (a longer step, or only the "
-         "times you need), output=ks.Metrics() (per-dose metrics in bounded "
-         "memory), or chunks= (a lazy Dask result computed and written chunk by "
-         "chunk)")
+_WAYS = (
+    "Use fewer subjects or fewer output times (a longer step, or only the "
+    "times you need), output=ks.Metrics() (per-dose metrics in bounded "
+    "memory), or chunks= (a lazy Dask result computed and written chunk by "
+    "chunk)"
+)
 
 
-def check_trajectory_memory(model: Model, regimen: Regimen, t: np.ndarray, n: int,
-                            *, occasions: int, output, solver: str) -> None:
+def check_trajectory_memory(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    n: int,
+    *,
+    occasions: int,
+    output,
+    solver: str,
+) -> None:
     """The peak of an in-memory trajectory run (``output``, a Trajectories): the
     output buffer (analytes, AUC states, compartment amounts) x times, the
     observed copy with ``residual=True`` (its noise is drawn in bounded blocks),
@@ -94,10 +112,17 @@ def check_trajectory_memory(model: Model, regimen: Regimen, t: np.ndarray, n: in
 
     K = len(model.analytes)
     if amounts:
-        targets = {pw.target for d in regimen.doses if d.route in model.routes
-                   for pw in model.routes[d.route].pathways}
-        ncmt = (len(reachable(model, targets)) if model.rhs is None
-                else len(model.compartment_names))
+        targets = {
+            pw.target
+            for d in regimen.doses
+            if d.route in model.routes
+            for pw in model.routes[d.route].pathways
+        }
+        ncmt = (
+            len(reachable(model, targets))
+            if model.rhs is None
+            else len(model.compartment_names)
+        )
     else:
         ncmt = 0
     outputs = K * (1 + auc) + ncmt
@@ -106,17 +131,23 @@ def check_trajectory_memory(model: Model, regimen: Regimen, t: np.ndarray, n: in
     # residual=True: the observed copy, and the draws of one block of subjects
     # with the generator's temporaries (about 6 arrays), shared by the n subjects
     block = min(n, residual_block(t.size))
-    observed = (8 * K * t.size + -(-6 * 8 * 3 * t.size * block // n)
-                if residual else 0)
-    other = _per_subject_bytes(model, regimen, occasions=occasions, outputs=outputs,
-                               solver=solver)
-    detail = (f"{outputs} outputs ({what}) x {t.size} times x 8 bytes"
-              if not out_given else "the ks.Trajectories(out=...) buffer is yours")
+    observed = 8 * K * t.size + -(-6 * 8 * 3 * t.size * block // n) if residual else 0
+    other = _per_subject_bytes(
+        model, regimen, occasions=occasions, outputs=outputs, solver=solver
+    )
+    detail = (
+        f"{outputs} outputs ({what}) x {t.size} times x 8 bytes"
+        if not out_given
+        else "the ks.Trajectories(out=...) buffer is yours"
+    )
     if residual:
-        detail += (f", {K} analytes x {t.size} times x 8 bytes for the observed "
-                   f"concentrations (ks.Trajectories(residual=True))")
-    detail += f", {other:,} bytes of parameters, covariates, dose events and " \
-              f"per-dose values"
+        detail += (
+            f", {K} analytes x {t.size} times x 8 bytes for the observed "
+            f"concentrations (ks.Trajectories(residual=True))"
+        )
+    detail += (
+        f", {other:,} bytes of parameters, covariates, dose events and per-dose values"
+    )
     check_memory(n, buffer + observed + other, detail, _WAYS)
 
 
@@ -124,8 +155,12 @@ def occasions(model: Model, regimen: Regimen, population) -> int:
     """Occasions whose parameters a run draws: one per dosing session with
     inter-occasion variability (a population with ``iov=True`` and a model with
     IOV), else 1."""
-    if population is None or not population.iov or not regimen.doses or not any(
-            v.iov_omega > 0 for v in model.variability):
+    if (
+        population is None
+        or not population.iov
+        or not regimen.doses
+        or not any(v.iov_omega > 0 for v in model.variability)
+    ):
         return 1
     return int(sessions(regimen).max()) + 1
 
@@ -136,26 +171,41 @@ def residual_block(T: int) -> int:
     return max(1, 2**21 // (3 * T))
 
 
-def check_metrics_memory(model: Model, regimen: Regimen, n: int, chunk: int,
-                         occasions: int) -> None:
+def check_metrics_memory(
+    model: Model, regimen: Regimen, n: int, chunk: int, occasions: int
+) -> None:
     """The peak of a :class:`~ketasim.Metrics` run: per subject, its per-dose
     values (Cmax, Tmax, time above, pre-dose level, cumulative AUC and its
     differences: about 6 x analytes x doses), status, label and covariates, kept
     for all ``n``; plus the working arrays of one chunk of ``chunk`` subjects."""
     K, W = len(model.analytes), len(regimen.doses)
     kept = 8 * (6 * K * W + K + 9)
-    work = _per_subject_bytes(model, regimen, occasions=occasions,
-                              outputs=2 * K, solver="exact")
+    work = _per_subject_bytes(
+        model, regimen, occasions=occasions, outputs=2 * K, solver="exact"
+    )
     per = kept + -(-min(n, chunk) * work // n)
-    check_memory(n, per, f"{K} analytes x {W} doses x 6 per-dose values x 8 "
-                  f"bytes, covariates and status, and the working arrays of "
-                  f"{min(n, chunk)} subjects at a time", (
-                      "Use fewer subjects, or chunks= (a lazy Dask result computed "
-                      "and written chunk by chunk)"))
+    check_memory(
+        n,
+        per,
+        f"{K} analytes x {W} doses x 6 per-dose values x 8 "
+        f"bytes, covariates and status, and the working arrays of "
+        f"{min(n, chunk)} subjects at a time",
+        (
+            "Use fewer subjects, or chunks= (a lazy Dask result computed "
+            "and written chunk by chunk)"
+        ),
+    )
 
 
-def draw_subjects(model: Model, regimen: Regimen, t: np.ndarray, population,
-                  subjects, output, solver: str):
+def draw_subjects(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    population,
+    subjects,
+    output,
+    solver: str,
+):
     """The subjects of a trajectory run, ``(n, covariates, parameters)``: a
     population's patients (``subjects`` may add parameter overrides) or the
     ``subjects`` table, refused before they are built if the run would not fit in
@@ -163,17 +213,25 @@ def draw_subjects(model: Model, regimen: Regimen, t: np.ndarray, population,
     if population is not None:
         # before anything per patient is drawn: a Population of 3e9 patients
         # would otherwise fail in numpy's allocator (or be killed by the OS)
-        check_trajectory_memory(model, regimen, t, population.n,
-                                occasions=occasions(model, regimen, population),
-                                output=output, solver=solver)
-        n, cov, _, params = population_parameters(model, regimen, population,
-                                                  subjects.parameters)
+        check_trajectory_memory(
+            model,
+            regimen,
+            t,
+            population.n,
+            occasions=occasions(model, regimen, population),
+            output=output,
+            solver=solver,
+        )
+        n, cov, _, params = population_parameters(
+            model, regimen, population, subjects.parameters
+        )
         return n, cov, params
     # the subjects' table is the caller's, already in memory; what is built
     # from it (parameters, events, results) is checked before it is built
     n, cov, over = subject_table(model, subjects.covariates, subjects.parameters)
-    check_trajectory_memory(model, regimen, t, n, occasions=1, output=output,
-                            solver=solver)
+    check_trajectory_memory(
+        model, regimen, t, n, occasions=1, output=output, solver=solver
+    )
     return n, cov, model.individual_parameters(cov, overrides=over, n=n)
 
 
@@ -187,8 +245,9 @@ def warn_validity(model: Model, covariates: dict) -> None:
             warnings.warn(msg, ValidityWarning, stacklevel=stacklevel())
 
 
-def subject_table(model: Model, covariates, parameters, *, warn: bool = True,
-                  defaults: bool = True):
+def subject_table(
+    model: Model, covariates, parameters, *, warn: bool = True, defaults: bool = True
+):
     """Number of subjects, covariate arrays and parameter overrides, validated;
     a ValidityWarning for given covariates outside the model's ranges (``warn``).
 
@@ -204,13 +263,13 @@ def subject_table(model: Model, covariates, parameters, *, warn: bool = True,
     ``name + "/kg"`` -> values per kg of body weight, which
     ``Model.individual_parameters`` multiplies by each subject's weight (a
     population's patients have theirs only there)."""
-    covariates, parameters, arrays, per_kg = _read_tables(model, covariates,
-                                                          parameters)
+    covariates, parameters, arrays, per_kg = _read_tables(model, covariates, parameters)
     sizes = {a.size for a in arrays.values() if a.size != 1}
     if len(sizes) > 1:
         lens = {f"{k[1]}": a.size for k, a in arrays.items() if a.size != 1}
-        raise ValueError(f"per-subject arrays must all have the same length; got "
-                         f"{lens}")
+        raise ValueError(
+            f"per-subject arrays must all have the same length; got {lens}"
+        )
     n = sizes.pop() if sizes else 1
     cov = _covariates(model, covariates, arrays, n, warn=warn, defaults=defaults)
     over = {}
@@ -229,18 +288,24 @@ def _read_tables(model: Model, covariates, parameters):
 
     for arg, table in (("covariates", covariates), ("parameters", parameters)):
         if table is not None and not is_table(table):
-            raise TypeError(f"{arg} must be a mapping (name -> value or per-subject "
-                            f"array), e.g. a dict; got {type(table).__name__}")
+            raise TypeError(
+                f"{arg} must be a mapping (name -> value or per-subject "
+                f"array), e.g. a dict; got {type(table).__name__}"
+            )
     covariates = {} if covariates is None else dict(covariates)  # a DataFrame too
     parameters = {} if parameters is None else dict(parameters)
     for name in covariates:
         if name not in KNOWN_COVARIATES:
-            raise ValueError(f"unknown covariate {name!r}; known covariates: "
-                             f"{', '.join(KNOWN_COVARIATES)}")
+            raise ValueError(
+                f"unknown covariate {name!r}; known covariates: "
+                f"{', '.join(KNOWN_COVARIATES)}"
+            )
     for name in parameters:
         if name not in model.parameters:
-            raise ValueError(f"model {model.id!r} has no parameter {name!r}; its "
-                             f"parameters: {', '.join(model.parameters)}")
+            raise ValueError(
+                f"model {model.id!r} has no parameter {name!r}; its "
+                f"parameters: {', '.join(model.parameters)}"
+            )
     arrays = {}
     for name, v in covariates.items():
         arrays[("covariate", name)] = np.atleast_1d(covariate_values(name, v))
@@ -251,8 +316,9 @@ def _read_tables(model: Model, covariates, parameters):
     return covariates, parameters, arrays, per_kg
 
 
-def _covariates(model: Model, covariates: dict, arrays: dict, n: int, *,
-                warn: bool, defaults: bool) -> dict:
+def _covariates(
+    model: Model, covariates: dict, arrays: dict, n: int, *, warn: bool, defaults: bool
+) -> dict:
     """Every covariate the model uses, and weight, for ``n`` subjects: given,
     derived (weight from height and BMI) or the model's reference value (checked
     to describe the patient with ``defaults``); weight NaN (unknown) when neither
@@ -278,7 +344,8 @@ def _covariates(model: Model, covariates: dict, arrays: dict, n: int, *,
         check_derived_weight(cov["weight"])
     if defaults:
         check_defaulted_covariates(
-            model, set(covariates) | ({"weight"} if derived else set()), cov)
+            model, set(covariates) | ({"weight"} if derived else set()), cov
+        )
     if warn and not in_chunk():  # the covariates given (as a
         # Population's) and weight when derived from them
         from .population import validity_messages
@@ -295,26 +362,34 @@ def _check_override(model: Model, name: str, v: np.ndarray, per_kg: bool) -> Non
     allows more."""
     from ._validate import noun
 
-    fractions = {pw.fraction for r in model.routes.values() for pw in r.pathways} | \
-        {pw.later_devices for r in model.routes.values() for pw in r.pathways} | \
-        {f.fraction for f in model.flows}
+    fractions = (
+        {pw.fraction for r in model.routes.values() for pw in r.pathways}
+        | {pw.later_devices for r in model.routes.values() for pw in r.pathways}
+        | {f.fraction for f in model.flows}
+    )
     mtt = {f.rate for f in model.flows if f.kind == "mtt"}
     p = model.parameters[name]
     unit = p.canonical_unit.removesuffix("/kg") + ("/kg" if per_kg else "")
     strict = p.dimension in ("volume", "clearance", "rate constant") or name in mtt
     if np.any(v <= 0) if strict else np.any(v < 0):
         i = int(np.argmax(v <= 0 if strict else v < 0))
-        why = ("a mean transit time" if name in mtt and p.dimension == "time"
-               else f"a {noun(p.dimension)}")
-        raise ValueError(f"parameters[{name!r}] is {why} and must be "
-                         f"{'> 0' if strict else '>= 0'}; got {v[i]:g} {unit} "
-                         f"(subject {i})")
-    if name in fractions and name not in model.fractions_above_one \
-            and np.any(v > 1):
+        why = (
+            "a mean transit time"
+            if name in mtt and p.dimension == "time"
+            else f"a {noun(p.dimension)}"
+        )
+        raise ValueError(
+            f"parameters[{name!r}] is {why} and must be "
+            f"{'> 0' if strict else '>= 0'}; got {v[i]:g} {unit} "
+            f"(subject {i})"
+        )
+    if name in fractions and name not in model.fractions_above_one and np.any(v > 1):
         i = int(np.argmax(v > 1))
-        raise ValueError(f"parameters[{name!r}] is a fraction of a dose or a flow "
-                         f"(bioavailability, formation share) and must be <= 1; "
-                         f"got {v[i]:g} (subject {i})")
+        raise ValueError(
+            f"parameters[{name!r}] is a fraction of a dose or a flow "
+            f"(bioavailability, formation share) and must be <= 1; "
+            f"got {v[i]:g} (subject {i})"
+        )
 
 
 def with_units(model: Model, over: dict, n: int) -> dict:
@@ -325,15 +400,16 @@ def with_units(model: Model, over: dict, n: int) -> dict:
     for key, v in over.items():
         name = key.removesuffix("/kg")
         if v.size not in (1, n):
-            raise ValueError(f"parameters[{name!r}] needs 1 or {n} values (one per "
-                             f"subject); got {v.size}")
+            raise ValueError(
+                f"parameters[{name!r}] needs 1 or {n} values (one per "
+                f"subject); got {v.size}"
+            )
         unit = model.parameters[name].canonical_unit.removesuffix("/kg")
         out[name] = (np.broadcast_to(v, (n,)), unit + ("/kg" if key != name else ""))
     return out
 
 
-def population_parameters(model, regimen, population, parameters, idx=None,
-                          warn=True):
+def population_parameters(model, regimen, population, parameters, idx=None, warn=True):
     """Covariates, IIV and per-session IOV for the patients ``idx`` (default: all)
     of ``population``; ``parameters`` overrides have 1 or population.n values.
     Returns ``(n, covariates, overrides, parameters)``, the parameters a list per
@@ -347,8 +423,9 @@ def population_parameters(model, regimen, population, parameters, idx=None,
     _, _, over = subject_table(model, None, parameters, defaults=False)
     for name, v in over.items():
         if v.size not in (1, population.n):
-            raise ValueError(f"parameter {name!r} needs 1 or {population.n} values; "
-                             f"got {v.size}")
+            raise ValueError(
+                f"parameter {name!r} needs 1 or {population.n} values; got {v.size}"
+            )
     rel = idx - population.offset
     over = {k: np.broadcast_to(v, (population.n,))[rel] for k, v in over.items()}
     etas = population.etas(model, idx)

@@ -35,9 +35,11 @@ def warn_late_doses(regimen: Regimen, t: np.ndarray) -> None:
             f"({end:g} h = {end / 24:.3g} d), the first of them doses[{late[0]}] at "
             f"{starts[late[0]]:g} h: they are not simulated and their per-dose "
             f"metrics (Cmax, Tmax, AUC, pre-dose level, time above) are NaN. Extend "
-            f"the output times past {starts[-1]:g} h (e.g. ks.grid(\"{need + 1} d\", "
-            f"\"5 min\")) or leave those doses out of the regimen.",
-            GridWarning, stacklevel=stacklevel())
+            f'the output times past {starts[-1]:g} h (e.g. ks.grid("{need + 1} d", '
+            f'"5 min")) or leave those doses out of the regimen.',
+            GridWarning,
+            stacklevel=stacklevel(),
+        )
 
 
 GRID_MAX_POINTS = 10_000_000  # a year every 5 s; 80 MB of times, 80 MB per subject
@@ -75,15 +77,21 @@ def grid(end, step, *, start=0.0) -> np.ndarray:
     count = math.floor(span) + 1 if math.isfinite(span) else math.inf
     if count > GRID_MAX_POINTS:
         # exact up to a trillion; beyond, 3 digits (a 1e300 h span has 300 digits)
-        shown = (f"{count:,}" if count < 1e12 else f"{count:.3g}"
-                 if math.isfinite(count) else "more than 1e308")
+        shown = (
+            f"{count:,}"
+            if count < 1e12
+            else f"{count:.3g}"
+            if math.isfinite(count)
+            else "more than 1e308"
+        )
         raise ValueError(
             f"grid from {t0:g} h to {t1:g} h every {step!r} would have "
             f"{shown} points; at most {GRID_MAX_POINTS:,} are allowed "
             f"({count * 8 / 2**30:.3g} "
             f"GiB for the times alone, that much again per subject and analyte). "
             f"Use a longer step or a shorter span, or pass the times you need as "
-            f"an array")
+            f"an array"
+        )
     n = int(count)
     k = np.arange(n, dtype=float)
     if u.factor < 1:  # min, s: divide by the whole number of units per hour
@@ -101,7 +109,8 @@ def default_times(regimen: Regimen) -> np.ndarray:
             f"the default output times (every 5 min until 24 h after the last dose "
             f"ends at {last:g} h) would be {count:.4g} points, more than "
             f"{GRID_MAX_POINTS:,}; pass times= (e.g. ks.grid(...) with a longer "
-            f"step)")
+            f"step)"
+        )
     return grid(last + 24.0, "5 min")
 
 
@@ -109,32 +118,42 @@ def check_times(times) -> np.ndarray:
     """The caller's output times as a C-contiguous float64 array of hours: 1-D,
     non-empty, finite, sorted, within [0, MAX_TIME_H]."""
     if isinstance(times, str):
-        raise TypeError(f"times must be an array of hours; got the string {times!r}. "
-                        f"For a regular grid use ks.grid({times!r}, '5 min')")
+        raise TypeError(
+            f"times must be an array of hours; got the string {times!r}. "
+            f"For a regular grid use ks.grid({times!r}, '5 min')"
+        )
     try:
         t = np.asarray(times, dtype=float)
     except (TypeError, ValueError):
-        raise TypeError(f"times must be an array of hours (numbers); got "
-                        f"{type(times).__name__} {times!r:.80}") from None
+        raise TypeError(
+            f"times must be an array of hours (numbers); got "
+            f"{type(times).__name__} {times!r:.80}"
+        ) from None
     if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"times must be a non-empty 1-D array of hours; got shape "
-                         f"{t.shape}")
+        raise ValueError(
+            f"times must be a non-empty 1-D array of hours; got shape {t.shape}"
+        )
     bad = ~np.isfinite(t)
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"times must be finite; times[{i}] = {t[i]}")
     if t[0] < 0:
-        raise ValueError(f"times are hours after t = 0 and must be >= 0; got "
-                         f"times[0] = {t[0]:g}")
+        raise ValueError(
+            f"times are hours after t = 0 and must be >= 0; got times[0] = {t[0]:g}"
+        )
     late = t > MAX_TIME_H  # 1e300 h spans overflow the AUC, blamed on the dose
     if late.any():
         i = int(np.argmax(late))
-        raise ValueError(f"times must be at most {MAX_TIME_H:g} h (about 114 years "
-                         f"after t = 0); got times[{i}] = {t[i]:.10g} h. Check their "
-                         f"unit: times are hours")
+        raise ValueError(
+            f"times must be at most {MAX_TIME_H:g} h (about 114 years "
+            f"after t = 0); got times[{i}] = {t[i]:.10g} h. Check their "
+            f"unit: times are hours"
+        )
     dec = np.diff(t) < 0
     if dec.any():
         i = int(np.argmax(dec)) + 1
-        raise ValueError(f"times must be sorted: times[{i}] = {t[i]:g} h comes after "
-                         f"times[{i - 1}] = {t[i - 1]:g} h; use np.sort(times)")
+        raise ValueError(
+            f"times must be sorted: times[{i}] = {t[i]:g} h comes after "
+            f"times[{i - 1}] = {t[i - 1]:g} h; use np.sort(times)"
+        )
     return np.ascontiguousarray(t)

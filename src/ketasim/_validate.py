@@ -33,14 +33,16 @@ def check_bool(value, what: str) -> bool:
     true)."""
     if isinstance(value, bool | np.bool_):
         return bool(value)
-    raise TypeError(f"{what} must be True or False; got {value!r} "
-                    f"({type(value).__name__})")
+    raise TypeError(
+        f"{what} must be True or False; got {value!r} ({type(value).__name__})"
+    )
 
 
 def is_whole(value) -> bool:
     """A Python or NumPy integer (not a bool, not a float such as 2.0)."""
     return isinstance(value, numbers.Integral) and not isinstance(
-        value, bool | np.bool_)
+        value, bool | np.bool_
+    )
 
 
 def is_table(value) -> bool:
@@ -64,8 +66,10 @@ def is_real(value) -> bool:
 def check_proportion(value, what: str) -> float:
     """A real number in [0, 1] (finite), as float."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} is a proportion, a number in [0, 1]; got {value!r} "
-                        f"({type(value).__name__})")
+        raise TypeError(
+            f"{what} is a proportion, a number in [0, 1]; got {value!r} "
+            f"({type(value).__name__})"
+        )
     v = float(value)
     if not 0.0 <= v <= 1.0:  # NaN fails this too
         raise ValueError(f"{what} is a proportion in [0, 1]; got {value!r}")
@@ -88,45 +92,61 @@ def covariate_values(name: str, value, *, where: str = "") -> np.ndarray:
     try:
         raw = np.asarray(value)
     except Exception:  # a ragged list: numpy refuses to build the array
-        raise ValueError(f"covariate {name!r} must be {example}, or a 1-D array of "
-                         f"them (one per subject); got {value!r:.80}") from None
+        raise ValueError(
+            f"covariate {name!r} must be {example}, or a 1-D array of "
+            f"them (one per subject); got {value!r:.80}"
+        ) from None
     if raw.dtype.kind in "USO" or raw.dtype.kind == "c":
         text = next((v for v in np.ravel(raw) if isinstance(v, str)), None)
         hint = ""
         if text is not None:
             num = text.strip().split(" ")[0]
-            hint = (f". Write the number alone, in {unit}: {num}" if not flag else
-                    ". Write 1 or 0")
-        raise TypeError(f"covariate {name!r} must be {example}, or an array of "
-                        f"them (one per subject); got {value!r:.80} "
-                        f"({type(value).__name__}){hint}")
+            hint = (
+                f". Write the number alone, in {unit}: {num}"
+                if not flag
+                else ". Write 1 or 0"
+            )
+        raise TypeError(
+            f"covariate {name!r} must be {example}, or an array of "
+            f"them (one per subject); got {value!r:.80} "
+            f"({type(value).__name__}){hint}"
+        )
     if raw.dtype.kind == "b" and not flag:
-        raise TypeError(f"covariate {name!r} must be a number in {unit}; got the "
-                        f"boolean {value!r:.80}")
+        raise TypeError(
+            f"covariate {name!r} must be a number in {unit}; got the "
+            f"boolean {value!r:.80}"
+        )
     a = raw.astype(float)
     if a.ndim > 1:
-        raise ValueError(f"covariate {name!r} must be a scalar or 1-D array (one "
-                         f"value per subject); got shape {a.shape}")
+        raise ValueError(
+            f"covariate {name!r} must be a scalar or 1-D array (one "
+            f"value per subject); got shape {a.shape}"
+        )
     flat = np.atleast_1d(a)
     bad = ~np.isfinite(flat)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"covariate {name!r} must be finite; got {flat[i]} for "
-                         f"subject {i}{where}")
+        raise ValueError(
+            f"covariate {name!r} must be finite; got {flat[i]} for subject {i}{where}"
+        )
     if flag:
         bad = (flat != 0.0) & (flat != 1.0)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"covariate {name!r} is a 0/1 flag (1 = yes); got "
-                             f"{flat[i]:g} for subject {i}{where}")
+            raise ValueError(
+                f"covariate {name!r} is a 0/1 flag (1 = yes); got "
+                f"{flat[i]:g} for subject {i}{where}"
+            )
         return a
     lo, hi = COVARIATE_RANGES[name]
     bad = (flat < lo) | (flat > hi)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"covariate {name!r} must be in [{lo:g}, {hi:g}] {unit} (a "
-                         f"plausible human value; check the unit); got {flat[i]:g} "
-                         f"for subject {i}{where}")
+        raise ValueError(
+            f"covariate {name!r} must be in [{lo:g}, {hi:g}] {unit} (a "
+            f"plausible human value; check the unit); got {flat[i]:g} "
+            f"for subject {i}{where}"
+        )
     return a
 
 
@@ -136,10 +156,12 @@ def check_derived_weight(weight: np.ndarray, where: str = "") -> None:
     bad = ~((weight >= lo) & (weight <= hi))
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"weight derived from bmi x (height/100)^2 is "
-                         f"{weight[i]:.4g} kg for subject {i}{where}, outside "
-                         f"[{lo:g}, {hi:g}] kg; check height (cm) and bmi (kg/m2), "
-                         f"or give weight")
+        raise ValueError(
+            f"weight derived from bmi x (height/100)^2 is "
+            f"{weight[i]:.4g} kg for subject {i}{where}, outside "
+            f"[{lo:g}, {hi:g}] kg; check height (cm) and bmi (kg/m2), "
+            f"or give weight"
+        )
 
 
 #: Below this age (years) a patient is a child: the adult distribution of
@@ -173,10 +195,12 @@ def defaulted_covariate_problem(model, given, cov: dict) -> str | None:
     is used as before."""
     from .model import KNOWN_COVARIATES
 
-    fix = ("pass the patient's covariates, simulate(..., subjects=ks.Subjects("
-           "covariates={'weight': ..., 'age': ...})) (kg, years), or a Population "
-           "with a covariates table, Population(n, seed, covariates={'weight': "
-           "..., 'age': ...})")
+    fix = (
+        "pass the patient's covariates, simulate(..., subjects=ks.Subjects("
+        "covariates={'weight': ..., 'age': ...})) (kg, years), or a Population "
+        "with a covariates table, Population(n, seed, covariates={'weight': "
+        "..., 'age': ...})"
+    )
     for name, (lo, hi) in model.validity.items():
         if name in given or name not in model.covariates:
             continue
@@ -187,7 +211,8 @@ def defaulted_covariate_problem(model, given, cov: dict) -> str | None:
                 f"covariate {name!r} was not given, and its default, {ref:g} {unit} "
                 f"(the reference value of model {model.id!r}), is outside "
                 f"[{lo:g}, {hi:g}] {unit}, the range the model was estimated on: "
-                f"{fix}")
+                f"{fix}"
+            )
     if "weight" in given or "weight" not in model.covariates or "age" not in cov:
         return None
     age = np.asarray(cov["age"], dtype=float)
@@ -199,15 +224,17 @@ def defaulted_covariate_problem(model, given, cov: dict) -> str | None:
             f"covariate 'weight' was not given, and its default, "
             f"{model.covariates['weight']:g} kg (the reference value of model "
             f"{model.id!r}, an adult's weight), would be used for a patient aged "
-            f"{age[i]:g} y ({whose}; subject {i}), under {ADULT_AGE:g} y: {fix}")
+            f"{age[i]:g} y ({whose}; subject {i}), under {ADULT_AGE:g} y: {fix}"
+        )
     return None
 
 
 def finite_number(value, what: str) -> float:
     """A real, finite number (not a bool) as float."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a number; got {value!r} "
-                        f"({type(value).__name__})")
+        raise TypeError(
+            f"{what} must be a number; got {value!r} ({type(value).__name__})"
+        )
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"{what} must be finite; got {value!r}")
@@ -256,65 +283,93 @@ def parameter_values(model, name: str, value) -> tuple[np.ndarray, bool]:
     elif isinstance(value, str):
         m = _QTY.match(value)
         if m is None:
-            raise UnitError(f"cannot read {what} = {value!r}; write a number and a "
-                            f"unit such as '{p.value:.4g} {p.canonical_unit}'")
+            raise UnitError(
+                f"cannot read {what} = {value!r}; write a number and a "
+                f"unit such as '{p.value:.4g} {p.canonical_unit}'"
+            )
         num, unit = float(m.group(1)), (m.group(2) or "").strip() or None
     else:
         num = value
-    form = ("a number with a unit such as '80 L/h', a (values, unit) pair such as "
-            "(array, 'L/h'), or a ketasim Quantity")
+    form = (
+        "a number with a unit such as '80 L/h', a (values, unit) pair such as "
+        "(array, 'L/h'), or a ketasim Quantity"
+    )
     try:
         raw = np.asarray(num)
     except Exception:  # ragged lists
         raise TypeError(f"{what} must be {form}; got {_shown(value)}") from None
     if raw.dtype.kind not in "iuf":
-        hint = (". Per-subject values with a unit are one (array, unit) pair, not "
-                "a list of strings" if raw.dtype.kind in "USO" and raw.ndim else "")
-        raise TypeError(f"{what} must be {form}; got {_shown(value)} "
-                        f"({type(value).__name__}){hint}")
+        hint = (
+            ". Per-subject values with a unit are one (array, unit) pair, not "
+            "a list of strings"
+            if raw.dtype.kind in "USO" and raw.ndim
+            else ""
+        )
+        raise TypeError(
+            f"{what} must be {form}; got {_shown(value)} ({type(value).__name__}){hint}"
+        )
     a = raw.astype(float)
     if a.ndim > 1:
-        raise ValueError(f"{what} must be a scalar or 1-D array (one value per "
-                         f"subject); got shape {a.shape}")
+        raise ValueError(
+            f"{what} must be a scalar or 1-D array (one value per "
+            f"subject); got shape {a.shape}"
+        )
     bad = ~np.isfinite(a)
     if bad.any():
         i = int(np.argmax(np.atleast_1d(bad)))
-        raise ValueError(f"{what} must be finite; got {np.atleast_1d(a)[i]} (subject "
-                         f"{i})")
+        raise ValueError(
+            f"{what} must be finite; got {np.atleast_1d(a)[i]} (subject {i})"
+        )
     scalar = a.ndim == 0
     v = f"{float(a):g}" if scalar else "values"
     if unit is None:
         if p.dimension == "dimensionless":
             return a, False
         if p.per_kg:
-            how = (f"write '{v} {base}' for this subject's {p.dimension} or "
-                   f"'{p.value:.4g} {p.canonical_unit}' to scale with weight"
-                   if scalar else
-                   f"write (values, '{base}') for each subject's {p.dimension} or "
-                   f"(values, '{p.canonical_unit}') to scale with weight")
-            raise UnitError(f"{what} = {_shown(value)} has no unit, and {name} is per "
-                            f"kg in model {model.id!r} (typical {typical}): {how}")
+            how = (
+                f"write '{v} {base}' for this subject's {p.dimension} or "
+                f"'{p.value:.4g} {p.canonical_unit}' to scale with weight"
+                if scalar
+                else f"write (values, '{base}') for each subject's {p.dimension} or "
+                f"(values, '{p.canonical_unit}') to scale with weight"
+            )
+            raise UnitError(
+                f"{what} = {_shown(value)} has no unit, and {name} is per "
+                f"kg in model {model.id!r} (typical {typical}): {how}"
+            )
         if p.unit != p.canonical_unit:
-            how = (f"write '{v} {base}' or '{v} {p.unit}'" if scalar else
-                   f"write (values, '{base}') or (values, '{p.unit}')")
-            raise UnitError(f"{what} = {_shown(value)} has no unit, and model "
-                            f"{model.id!r} states {name} in {p.unit} (typical "
-                            f"{typical}) while ketasim prints it in {base}, so a bare "
-                            f"number is ambiguous: {how}")
+            how = (
+                f"write '{v} {base}' or '{v} {p.unit}'"
+                if scalar
+                else f"write (values, '{base}') or (values, '{p.unit}')"
+            )
+            raise UnitError(
+                f"{what} = {_shown(value)} has no unit, and model "
+                f"{model.id!r} states {name} in {p.unit} (typical "
+                f"{typical}) while ketasim prints it in {base}, so a bare "
+                f"number is ambiguous: {how}"
+            )
         return a, False
     try:
         u = parse_unit(unit)
     except UnitError as exc:
         raise UnitError(f"{what} = {_shown(value)}: {exc}") from None
-    if u.dimension != p.dimension or u.dims[3] not in (0, -1) or (
-            u.per_kg and p.dimension == "dimensionless"):
-        kind = (f"a {noun(u.dimension)}" if u.dimension
-                else "a quantity of another kind")
+    if (
+        u.dimension != p.dimension
+        or u.dims[3] not in (0, -1)
+        or (u.per_kg and p.dimension == "dimensionless")
+    ):
+        kind = f"a {noun(u.dimension)}" if u.dimension else "a quantity of another kind"
         if u.per_kg and u.dimension:
             kind += " per kg"
-        fix = (f"give it in {base} or {base}/kg" if p.dimension != "dimensionless"
-               else "give a bare number in [0, 1] (or a percentage, '50 %')")
-        raise UnitError(f"{what} = {_shown(value)} is {kind}, but {name} is a "
-                        f"{noun(p.dimension)} in model {model.id!r} (typical "
-                        f"{typical}); {fix}")
+        fix = (
+            f"give it in {base} or {base}/kg"
+            if p.dimension != "dimensionless"
+            else "give a bare number in [0, 1] (or a percentage, '50 %')"
+        )
+        raise UnitError(
+            f"{what} = {_shown(value)} is {kind}, but {name} is a "
+            f"{noun(p.dimension)} in model {model.id!r} (typical "
+            f"{typical}); {fix}"
+        )
     return a * u.factor, u.per_kg

@@ -31,7 +31,8 @@ def stacklevel() -> int:
     import sys
 
     frame, level = sys._getframe(1), 1
-    while frame is not None and (
-            frame.f_globals.get("__name__", "") + ".").startswith("ketasim."):
+    while frame is not None and (frame.f_globals.get("__name__", "") + ".").startswith(
+        "ketasim."
+    ):
         frame, level = frame.f_back, level + 1
     return level

@@ -48,8 +48,9 @@ class PKAccessor:
         """Time (h) above ``level``: ng/mL, or a string with its unit."""
         return self.metrics(per, above=level).time_above
 
-    def time_within(self, low: float | str, high: float | str,
-                    per: str = "session") -> xr.DataArray:
+    def time_within(
+        self, low: float | str, high: float | str, per: str = "session"
+    ) -> xr.DataArray:
         """Time (h) within [``low``, ``high``]: ng/mL, or strings with a unit."""
         return self.metrics(per, within=(low, high)).time_within
 
@@ -61,19 +62,23 @@ class PKAccessor:
         """Concentrations in nmol/L (ng/mL ÷ g/mol × 1000), for plotting: metrics
         take the ng/mL Dataset and ``unit="nmol/L"`` instead."""
         if self._ds.concentration.attrs.get("units") != "ng/mL":
-            raise _m.UnitError(f"molar() converts ng/mL; ds.concentration has units "
-                               f"{self._ds.concentration.attrs.get('units')!r}")
+            raise _m.UnitError(
+                f"molar() converts ng/mL; ds.concentration has units "
+                f"{self._ds.concentration.attrs.get('units')!r}"
+            )
         c = self._ds.concentration / self._ds.molecular_weight * 1000.0
         c.attrs = {"units": "nmol/L", "long_name": "plasma concentration (molar)"}
         return c
 
-    def summary(self, da: xr.DataArray,
-                q: Sequence[float] = (5, 50, 95)) -> xr.DataArray:
+    def summary(
+        self, da: xr.DataArray, q: Sequence[float] = (5, 50, 95)
+    ) -> xr.DataArray:
         """Population percentiles of a metric, keeping its units."""
         return _m.summary(da, q)
 
-    def pta(self, da: xr.DataArray, threshold: float | str, above: bool = True
-            ) -> xr.DataArray:
+    def pta(
+        self, da: xr.DataArray, threshold: float | str, above: bool = True
+    ) -> xr.DataArray:
         """Fraction of subjects with ``da`` >= ``threshold`` (a number in ``da``'s
         units, or a string with a unit of that kind)."""
         return _m.pta(da, threshold, above=above)

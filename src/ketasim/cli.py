@@ -30,27 +30,45 @@ def _demo(args) -> int:
     course = ks.six_infusion_course(salt=args.salt)
     days = [round(t / 24) for t in course.times]
     times = ks.grid("21 d", "1 min")
-    ds = ks.simulate(model, course, times=times,
-                     subjects=ks.Subjects(covariates={"weight": args.weight}))
+    ds = ks.simulate(
+        model,
+        course,
+        times=times,
+        subjects=ks.Subjects(covariates={"weight": args.weight}),
+    )
     analyte = model.analyte_names[0]
     m = ks.metrics(ds, per="dose").sel(analyte=analyte).isel(subject=0)
     print(f"ketasim {ks.__version__} demo — model {model.id!r}: {model.name}")
-    print(f"sampling: {model.sampling}; six infusions of 0.5 mg/kg {args.salt} over "
-          f"40 min on days {', '.join(map(str, days))}; weight {args.weight:g} kg\n")
-    print(f"{'infusion':>8} {'day':>4} {'Cmax (ng/mL)':>13} {'Tmax (min)':>11} "
-          f"{'AUC to next infusion (ng·h/mL)':>31}")
+    print(
+        f"sampling: {model.sampling}; six infusions of 0.5 mg/kg {args.salt} over "
+        f"40 min on days {', '.join(map(str, days))}; weight {args.weight:g} kg\n"
+    )
+    print(
+        f"{'infusion':>8} {'day':>4} {'Cmax (ng/mL)':>13} {'Tmax (min)':>11} "
+        f"{'AUC to next infusion (ng·h/mL)':>31}"
+    )
     for i in range(len(days)):
-        print(f"{i + 1:>8} {days[i]:>4} {float(m.cmax[i]):>13.1f} "
-              f"{float(m.tmax[i]) * 60:>11.0f} {float(m.auc[i]):>31.1f}")
+        print(
+            f"{i + 1:>8} {days[i]:>4} {float(m.cmax[i]):>13.1f} "
+            f"{float(m.tmax[i]) * 60:>11.0f} {float(m.auc[i]):>31.1f}"
+        )
 
     pop = ks.Population(args.n, seed=args.seed)
     t = ks.grid("21 d", "5 min")
-    scenarios = [ks.Scenario("ketamine 6 x 0.5 mg/kg IV", model, course,
-                             population=pop, times=t)]
+    scenarios = [
+        ks.Scenario("ketamine 6 x 0.5 mg/kg IV", model, course, population=pop, times=t)
+    ]
     if "perez_ruixo_2021" in ks.list_models():
         spray = ks.esketamine_induction("84 mg", weeks=3, continuation_weeks=0)
-        scenarios.append(ks.Scenario("esketamine spray 56/84 mg", "perez_ruixo_2021",
-                                     spray, population=pop, times=t))
+        scenarios.append(
+            ks.Scenario(
+                "esketamine spray 56/84 mg",
+                "perez_ruixo_2021",
+                spray,
+                population=pop,
+                times=t,
+            )
+        )
     print(f"\n{args.n} virtual adults (seed {args.seed}), days 0-21:")
     res = ks.run_scenarios(scenarios)
     for name in res.scenario.values:
@@ -106,12 +124,15 @@ def _run(args) -> int:
     from ketasim.scenariofile import load_scenarios
 
     sf = load_scenarios(args.scenario_file)
-    print(f"{sf.title}: {len(sf.scenarios)} scenario(s), {sf.times.size} output times "
-          f"to {sf.times[-1] / 24:g} d")
+    print(
+        f"{sf.title}: {len(sf.scenarios)} scenario(s), {sf.times.size} output times "
+        f"to {sf.times[-1] / 24:g} d"
+    )
     ds = ks.run_scenarios(sf.scenarios)
     print()
-    print(ks.compare(ds, per=sf.per, window=sf.window, above=sf.above,
-                     analyte=sf.analyte))
+    print(
+        ks.compare(ds, per=sf.per, window=sf.window, above=sf.above, analyte=sf.analyte)
+    )
     _write(ds, args)
     return 0
 
@@ -126,8 +147,11 @@ def _write(ds, args) -> None:
         matplotlib.use("Agg")
         from .plotting import plot_bands, plot_scenarios
 
-        fig = (plot_scenarios(ds, sharey=False) if "scenario" in ds.dims
-               else plot_bands(ds))
+        fig = (
+            plot_scenarios(ds, sharey=False)
+            if "scenario" in ds.dims
+            else plot_bands(ds)
+        )
         fig.savefig(args.plot, dpi=110)
         print(f"wrote {args.plot}")
 
@@ -138,32 +162,45 @@ def _simulate(args) -> int:
 
     model = ks.load_model(args.model)
     if args.duration and args.device is not None:
-        raise _UsageError("--device applies to nasal-spray devices, not to an "
-                          "infusion (--duration)")
+        raise _UsageError(
+            "--device applies to nasal-spray devices, not to an infusion (--duration)"
+        )
     if args.duration:
-        dose = ks.Dose.infusion(args.dose, duration=args.duration, route=args.route,
-                                salt=args.salt)
+        dose = ks.Dose.infusion(
+            args.dose, duration=args.duration, route=args.route, salt=args.salt
+        )
     else:
-        dose = ks.Dose.bolus(args.dose, route=args.route, salt=args.salt,
-                             device=args.device)
+        dose = ks.Dose.bolus(
+            args.dose, route=args.route, salt=args.salt, device=args.device
+        )
     if (args.every is None) != (args.count is None):
-        raise _UsageError("--every and --count go together: --every '3.5 d' --count "
-                          "4 gives four doses 3.5 days apart")
+        raise _UsageError(
+            "--every and --count go together: --every '3.5 d' --count "
+            "4 gives four doses 3.5 days apart"
+        )
     if args.count is not None and args.count < 1:
-        raise _UsageError(f"--count must be a whole number >= 1 (the number of "
-                          f"doses); got {args.count}")
-    reg = (ks.Regimen.every(dose, interval=args.every, n=args.count) if args.every
-           else ks.Regimen([dose]))
+        raise _UsageError(
+            f"--count must be a whole number >= 1 (the number of "
+            f"doses); got {args.count}"
+        )
+    reg = (
+        ks.Regimen.every(dose, interval=args.every, n=args.count)
+        if args.every
+        else ks.Regimen([dose])
+    )
     horizon = to_hours(args.horizon, what="--horizon")
     if not horizon > 0:
-        raise ValueError(f"--horizon must be a positive time such as '24 h'; got "
-                         f"{args.horizon!r}")
+        raise ValueError(
+            f"--horizon must be a positive time such as '24 h'; got {args.horizon!r}"
+        )
     last = reg.doses[-1].time + (dose.duration or 0.0)
     times = ks.grid(last + horizon, args.step)
     pop = _cli_population(model, args)
     ds = ks.simulate(model, reg, population=pop, times=times)
-    print(f"model {model.id!r}, {len(reg)} dose(s) of {dose}, {args.n} patients "
-          f"(seed {args.seed})\n")
+    print(
+        f"model {model.id!r}, {len(reg)} dose(s) of {dose}, {args.n} patients "
+        f"(seed {args.seed})\n"
+    )
     if len(reg) > 1:
         print(ks.compare(ds, per="dose", window=0))
         print()
@@ -198,22 +235,28 @@ def _cli_population(model, args):
         table[name] = np.full(args.n, float(value))
     lo, hi = model.validity.get("age", (ADULT_AGE, np.inf))
     if hi <= ADULT_AGE and set(table) != {"weight", "age"}:
-        rng = ", ".join(f"{k} {a:g}-{b:g} {'kg' if k == 'weight' else 'y'}"
-                        for k, (a, b) in model.validity.items()
-                        if k in ("age", "weight"))
-        missing = " and ".join(f for n, f in (("age", "--age (years)"),
-                                             ("weight", "--weight (kg)"))
-                               if n not in table)
+        rng = ", ".join(
+            f"{k} {a:g}-{b:g} {'kg' if k == 'weight' else 'y'}"
+            for k, (a, b) in model.validity.items()
+            if k in ("age", "weight")
+        )
+        missing = " and ".join(
+            f
+            for n, f in (("age", "--age (years)"), ("weight", "--weight (kg)"))
+            if n not in table
+        )
         raise _UsageError(
             f"model {model.id!r} was estimated on children ({rng}), and without "
             f"--age and --weight ketasim simulate draws adults (or, with --age "
             f"alone, children at adult weights): pass {missing}, the same for "
-            f"every patient, e.g. --age 6 --weight 20")
+            f"every patient, e.g. --age 6 --weight 20"
+        )
     if "age" in table and "weight" not in table and args.age < ADULT_AGE:
         raise _UsageError(
             f"--age {args.age:g} is under {ADULT_AGE:g} y, and without --weight the "
             f"patients would get adult weights (drawn for adults): pass --weight "
-            f"(kg) too")
+            f"(kg) too"
+        )
     return ks.Population(args.n, seed=args.seed, covariates=table or None)
 
 
@@ -260,56 +303,91 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _add_demo(sub) -> None:
-    demo = sub.add_parser("demo", help="run the six-infusion demonstration course",
-                          description=DEMO_HELP,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    demo.add_argument("--out-dir", default=".", help="where to write the PNG and "
-                      "NetCDF files (default: current directory)")
-    demo.add_argument("--model", default=DEFAULT_MODEL,
-                      help=f"bundled model name or model-file path (default: "
-                      f"{DEFAULT_MODEL})")
+    demo = sub.add_parser(
+        "demo",
+        help="run the six-infusion demonstration course",
+        description=DEMO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument(
+        "--out-dir",
+        default=".",
+        help="where to write the PNG and NetCDF files (default: current directory)",
+    )
+    demo.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled model name or model-file path (default: {DEFAULT_MODEL})",
+    )
     demo.add_argument("--weight", type=float, default=70.0, help="body weight, kg")
-    demo.add_argument("--salt", choices=("base", "hcl"), default="hcl",
-                      help="whether 0.5 mg/kg is ketamine HCl (default, as dispensed "
-                      "in depression trials) or base")
-    demo.add_argument("--n", type=int, default=1000, help="virtual patients "
-                      "(default 1000)")
+    demo.add_argument(
+        "--salt",
+        choices=("base", "hcl"),
+        default="hcl",
+        help="whether 0.5 mg/kg is ketamine HCl (default, as dispensed "
+        "in depression trials) or base",
+    )
+    demo.add_argument(
+        "--n", type=int, default=1000, help="virtual patients (default 1000)"
+    )
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
 
 def _add_run(sub) -> None:
-    run = sub.add_parser("run", help="run a scenario file and compare scenarios",
-                         description=RUN_HELP,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run a scenario file and compare scenarios",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("scenario_file", help="scenario file (TOML)")
     run.add_argument("--out", help="write the results to this NetCDF file")
     run.add_argument("--plot", help="write a figure (PNG) to this file")
 
 
 def _add_simulate(sub) -> None:
-    simp = sub.add_parser("simulate", help="one-off population run from flags",
-                          description=SIMULATE_HELP,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    simp = sub.add_parser(
+        "simulate",
+        help="one-off population run from flags",
+        description=SIMULATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     simp.add_argument("--model", default=DEFAULT_MODEL, help="bundled model or path")
     simp.add_argument("--route", default="iv", help="a route the model defines")
-    simp.add_argument("--dose", required=True, help="amount with unit: '35 mg', "
-                      "'0.5 mg/kg'")
+    simp.add_argument(
+        "--dose", required=True, help="amount with unit: '35 mg', '0.5 mg/kg'"
+    )
     simp.add_argument("--duration", help="infusion duration, e.g. '40 min' (IV only)")
     simp.add_argument("--salt", choices=("base", "hcl"), default="base")
-    simp.add_argument("--device", type=int, help="routes that absorb per device "
-                      "(perez_ruixo_2021 intranasal): the dose is this device of its "
-                      "session (1 = first); --dose is then one device's amount")
+    simp.add_argument(
+        "--device",
+        type=int,
+        help="routes that absorb per device "
+        "(perez_ruixo_2021 intranasal): the dose is this device of its "
+        "session (1 = first); --dose is then one device's amount",
+    )
     simp.add_argument("--every", help="repeat the dose at this interval, e.g. '3.5 d'")
     simp.add_argument("--count", type=int, help="number of doses, with --every")
-    simp.add_argument("--weight", type=float, help="body weight in kg, the same for "
-                      "every patient (default: drawn from the adult distribution); "
-                      "required, with --age, for a model estimated on children")
-    simp.add_argument("--age", type=float, help="age in years, the same for every "
-                      "patient (default: uniform 18-65 y); under 18 needs --weight")
+    simp.add_argument(
+        "--weight",
+        type=float,
+        help="body weight in kg, the same for "
+        "every patient (default: drawn from the adult distribution); "
+        "required, with --age, for a model estimated on children",
+    )
+    simp.add_argument(
+        "--age",
+        type=float,
+        help="age in years, the same for every "
+        "patient (default: uniform 18-65 y); under 18 needs --weight",
+    )
     simp.add_argument("--n", type=int, default=1000, help="patients (default 1000)")
     simp.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    simp.add_argument("--horizon", default="24 h", help="simulate this long after "
-                      "the last dose (default 24 h)")
+    simp.add_argument(
+        "--horizon",
+        default="24 h",
+        help="simulate this long after the last dose (default 24 h)",
+    )
     simp.add_argument("--step", default="5 min", help="output step (default 5 min)")
     simp.add_argument("--out", help="write the results to this NetCDF file")
     simp.add_argument("--plot", help="write a figure (PNG) to this file")
@@ -322,25 +400,38 @@ def _parser() -> _Parser:
         prog="ketasim",
         description="Pharmacokinetic simulation of ketamine and esketamine.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG)
-    parser.add_argument("--traceback", action="store_true",
-                        help="on an error show the full Python traceback instead "
-                        "of one line")
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error show the full Python traceback instead of one line",
+    )
     sub = parser.add_subparsers(dest="command", metavar="command")
     _add_demo(sub)
-    sub.add_parser("models", help="list the bundled models",
-                   description="List the bundled models: drug, enantiomer, evidence "
-                   "grade, routes, analytes, population.\n\nexample:\n  ketasim "
-                   "models", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_parser(
+        "models",
+        help="list the bundled models",
+        description="List the bundled models: drug, enantiomer, evidence "
+        "grade, routes, analytes, population.\n\nexample:\n  ketasim "
+        "models",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_run(sub)
     _add_simulate(sub)
-    docs = sub.add_parser("docs", help="write the model pages and API reference",
-                          description="example:\n  ketasim docs --out docs",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    docs = sub.add_parser(
+        "docs",
+        help="write the model pages and API reference",
+        description="example:\n  ketasim docs --out docs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     docs.add_argument("--out", default="docs", help="output directory")
-    cite = sub.add_parser("cite", help="print BibTeX for a model's references",
-                          description="example:\n  ketasim cite domino",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    cite = sub.add_parser(
+        "cite",
+        help="print BibTeX for a model's references",
+        description="example:\n  ketasim cite domino",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     cite.add_argument("model", help="bundled model name or model-file path")
     return parser
 
@@ -366,15 +457,23 @@ def _models(args) -> int:
 
     for name in ks.list_models():
         m = ks.load_model(name)
-        print(f"{name:<24} {m.drug:<11} {m.enantiomer:<8} grade {m.grade:<6} "
-              f"routes: {', '.join(m.routes)}; analytes: "
-              f"{', '.join(m.analyte_names)}; {m.population}")
+        print(
+            f"{name:<24} {m.drug:<11} {m.enantiomer:<8} grade {m.grade:<6} "
+            f"routes: {', '.join(m.routes)}; analytes: "
+            f"{', '.join(m.analyte_names)}; {m.population}"
+        )
     return 0
 
 
 #: subcommand -> what runs it (returns the exit status)
-_COMMANDS = {"demo": _demo, "run": _run, "simulate": _simulate, "docs": _docs,
-             "cite": _cite, "models": _models}
+_COMMANDS = {
+    "demo": _demo,
+    "run": _run,
+    "simulate": _simulate,
+    "docs": _docs,
+    "cite": _cite,
+    "models": _models,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,13 +19,17 @@ def _route_regimen(model, route):
 
     r = model.routes[route]
     if r.intravenous:
-        return Regimen([Dose.infusion("0.5 mg/kg", duration="40 min", route=route)]), \
-            "0.5 mg/kg over 40 min"
+        return Regimen(
+            [Dose.infusion("0.5 mg/kg", duration="40 min", route=route)]
+        ), "0.5 mg/kg over 40 min"
     if r.device_mg is not None:
         dev = f"{r.device_mg:g} mg"
-        return Regimen([Dose.bolus(dev, route=route, device=1),
-                        Dose.bolus(dev, route=route, time="5 min", device=2)]), \
-            f"{2 * r.device_mg:g} mg as two {r.device_mg:g}-mg devices 5 min apart"
+        return Regimen(
+            [
+                Dose.bolus(dev, route=route, device=1),
+                Dose.bolus(dev, route=route, time="5 min", device=2),
+            ]
+        ), f"{2 * r.device_mg:g} mg as two {r.device_mg:g}-mg devices 5 min apart"
     return Regimen([Dose.bolus("0.5 mg/kg", route=route)]), "0.5 mg/kg"
 
 
@@ -43,8 +47,11 @@ def _patient(model) -> dict | None:
     from ._validate import defaulted_covariate_problem
 
     cov = {k: np.array([v]) for k, v in model.covariates.items()}
-    return (None if defaulted_covariate_problem(model, set(), cov) is None
-            else dict(ILLUSTRATIVE_CHILD))
+    return (
+        None
+        if defaulted_covariate_problem(model, set(), cov) is None
+        else dict(ILLUSTRATIVE_CHILD)
+    )
 
 
 def model_page(model, outdir: Path) -> Path:
@@ -58,13 +65,17 @@ def model_page(model, outdir: Path) -> Path:
     from .simulate import grid, simulate
 
     outdir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {model.id}: {model.name}", "",
-             f"- drug: {model.drug} ({model.enantiomer})",
-             f"- population: {model.population}",
-             f"- sampling: {model.sampling}",
-             f"- evidence grade: {model.grade}",
-             f"- routes: {', '.join(model.routes)}",
-             f"- analytes: {', '.join(model.analyte_names)}", ""]
+    lines = [
+        f"# {model.id}: {model.name}",
+        "",
+        f"- drug: {model.drug} ({model.enantiomer})",
+        f"- population: {model.population}",
+        f"- sampling: {model.sampling}",
+        f"- evidence grade: {model.grade}",
+        f"- routes: {', '.join(model.routes)}",
+        f"- analytes: {', '.join(model.analyte_names)}",
+        "",
+    ]
     if model.description:
         lines += [model.description.strip(), ""]
     lines += ["## References", ""]
@@ -72,29 +83,53 @@ def model_page(model, outdir: Path) -> Path:
         lines.append(f"- `{r.key}`: {r.citation}" + (f" doi:{r.doi}" if r.doi else ""))
     # value and unit as ketasim reads them (Subjects(parameters=...) takes a bare
     # number in this unit where it is unambiguous), then as the model file states them
-    lines += ["", "## Parameters", "", "| name | value | unit | in the model file | "
-              "description | source | grade |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Parameters",
+        "",
+        "| name | value | unit | in the model file | description | source | grade |",
+        "|---|---|---|---|---|---|---|",
+    ]
     from .units import parse_unit
 
     for p in model.parameters.values():
         shown = p.value / parse_unit(p.unit).factor
-        lines.append(f"| {p.name} | {p.value:.4g} | {p.canonical_unit} | {shown:.4g} "
-                     f"{p.unit} | {p.description} | {p.source} | {p.grade} |")
+        lines.append(
+            f"| {p.name} | {p.value:.4g} | {p.canonical_unit} | {shown:.4g} "
+            f"{p.unit} | {p.description} | {p.source} | {p.grade} |"
+        )
     if model.variability:
-        lines += ["", "## Variability", "", "| parameter | distribution | IIV ω | "
-                  "IOV ω |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Variability",
+            "",
+            "| parameter | distribution | IIV ω | IOV ω |",
+            "|---|---|---|---|",
+        ]
         for v in model.variability:
-            lines.append(f"| {v.parameter} | {v.distribution} | {v.omega:.4g} | "
-                         f"{v.iov_omega:.4g} |")
+            lines.append(
+                f"| {v.parameter} | {v.distribution} | {v.omega:.4g} | "
+                f"{v.iov_omega:.4g} |"
+            )
     if model.covariate_effects:
-        lines += ["", "## Covariate effects", "", "| parameter | covariate | model | "
-                  "reference | coefficient |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Covariate effects",
+            "",
+            "| parameter | covariate | model | reference | coefficient |",
+            "|---|---|---|---|---|",
+        ]
         for e in model.covariate_effects:
-            lines.append(f"| {e.parameter} | {e.covariate} | {e.kind} | "
-                         f"{e.reference:g} | {e.coefficient:g} |")
+            lines.append(
+                f"| {e.parameter} | {e.covariate} | {e.kind} | "
+                f"{e.reference:g} | {e.coefficient:g} |"
+            )
     if model.validity:
-        lines += ["", "Validity: " + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi)
-                                                in model.validity.items())]
+        lines += [
+            "",
+            "Validity: "
+            + ", ".join(f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in model.validity.items()),
+        ]
     patient = _patient(model)
     shown = {**model.covariates, **(patient or {})}
     who = ", ".join(f"{k} {v:g}" for k, v in shown.items()) or "reference"
@@ -102,15 +137,18 @@ def model_page(model, outdir: Path) -> Path:
     if patient is None:
         lines += [f"Typical subject ({who}), no random effects:", ""]
     else:
-        lines += [f"An illustrative child ({who}; not a statistic of the study: the "
-                  f"model's reference weight, {model.covariates['weight']:g} kg, is "
-                  f"an adult's and simulate refuses it here), no random effects:",
-                  ""]
+        lines += [
+            f"An illustrative child ({who}; not a statistic of the study: the "
+            f"model's reference weight, {model.covariates['weight']:g} kg, is "
+            f"an adult's and simulate refuses it here), no random effects:",
+            "",
+        ]
     for route in model.routes:
         reg, what = _route_regimen(model, route)
         t = grid("24 h", "2 min")
-        ds = simulate(model, reg, times=t, subjects=Subjects(covariates=patient),
-                      progress=False)
+        ds = simulate(
+            model, reg, times=t, subjects=Subjects(covariates=patient), progress=False
+        )
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for a in model.analyte_names:
             c = ds.concentration.sel(analyte=a).isel(subject=0)
@@ -128,10 +166,18 @@ def model_page(model, outdir: Path) -> Path:
         fig.savefig(png, dpi=90)
         plt.close(fig)
         cmax = ds.concentration.max("time").isel(subject=0).values
-        lines += [f"### {route}: {what}", "", f"![{route}]({png.name})", "",
-                  "Cmax: " + ", ".join(f"{a} {c:.3g} ng/mL" for a, c in
-                                       zip(model.analyte_names, cmax, strict=True)),
-                  ""]
+        lines += [
+            f"### {route}: {what}",
+            "",
+            f"![{route}]({png.name})",
+            "",
+            "Cmax: "
+            + ", ".join(
+                f"{a} {c:.3g} ng/mL"
+                for a, c in zip(model.analyte_names, cmax, strict=True)
+            ),
+            "",
+        ]
     page = outdir / f"{model.id}.md"
     page.write_text("\n".join(lines) + "\n")
     return page
@@ -143,12 +189,18 @@ def write_model_pages(outdir: str | Path) -> list[Path]:
 
     outdir = Path(outdir)
     pages = [model_page(load_model(name), outdir) for name in list_models()]
-    index = ["# Bundled models", "", "| model | drug | population | routes | grade |",
-             "|---|---|---|---|---|"]
+    index = [
+        "# Bundled models",
+        "",
+        "| model | drug | population | routes | grade |",
+        "|---|---|---|---|---|",
+    ]
     for name in list_models():
         m = load_model(name)
-        index.append(f"| [{m.id}]({m.id}.md) | {m.drug} ({m.enantiomer}) | "
-                     f"{m.population} | {', '.join(m.routes)} | {m.grade} |")
+        index.append(
+            f"| [{m.id}]({m.id}.md) | {m.drug} ({m.enantiomer}) | "
+            f"{m.population} | {', '.join(m.routes)} | {m.grade} |"
+        )
     (outdir / "index.md").write_text("\n".join(index) + "\n")
     return pages
 
@@ -165,9 +217,15 @@ def _signature(obj) -> str:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
-    return str(sig.replace(parameters=[
-        p for p in sig.parameters.values()
-        if not (p.kind is p.VAR_KEYWORD and p.name in _HIDDEN)]))
+    return str(
+        sig.replace(
+            parameters=[
+                p
+                for p in sig.parameters.values()
+                if not (p.kind is p.VAR_KEYWORD and p.name in _HIDDEN)
+            ]
+        )
+    )
 
 
 def write_api_reference(path: str | Path) -> Path:
@@ -177,15 +235,22 @@ def write_api_reference(path: str | Path) -> Path:
     ``Subjects``)."""
     import ketasim
 
-    out = ["# ketasim API reference", "",
-           "Generated from the docstrings (`ketasim docs`). Units: h, mg, L, ng/mL.",
-           ""]
+    out = [
+        "# ketasim API reference",
+        "",
+        "Generated from the docstrings (`ketasim docs`). Units: h, mg, L, ng/mL.",
+        "",
+    ]
     for name in ketasim.__all__:
         obj = getattr(ketasim, name)
         if not (inspect.isclass(obj) or inspect.isfunction(obj)):
             continue
-        out += [f"## `ketasim.{name}{_signature(obj)}`", "", inspect.getdoc(obj) or "",
-                ""]
+        out += [
+            f"## `ketasim.{name}{_signature(obj)}`",
+            "",
+            inspect.getdoc(obj) or "",
+            "",
+        ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out))

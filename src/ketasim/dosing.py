@@ -18,8 +18,14 @@ from typing import TypeAlias
 from ._validate import is_real, is_whole
 from .units import SALT_TO_BASE, Quantity, parse_quantity, parse_unit, to_hours
 
-__all__ = ["MAX_DEVICE_GAP_H", "MAX_TIME_H", "AmountLike", "Dose", "DoseError",
-           "Regimen"]
+__all__ = [
+    "MAX_DEVICE_GAP_H",
+    "MAX_TIME_H",
+    "AmountLike",
+    "Dose",
+    "DoseError",
+    "Regimen",
+]
 
 SALT_FORMS = ("base", "hcl")
 
@@ -51,12 +57,16 @@ def check_time(hours: float, what: str) -> float:
     """``hours`` (a dose start, already in h) within [0, :data:`MAX_TIME_H`], or a
     DoseError naming ``what`` (``"time"``, ``"times[2]"``, ...)."""
     if not hours >= 0:
-        raise DoseError(f"{what} must be >= 0 h (hours after the start of the "
-                        f"simulation); got {hours:g} h")
+        raise DoseError(
+            f"{what} must be >= 0 h (hours after the start of the "
+            f"simulation); got {hours:g} h"
+        )
     if hours > MAX_TIME_H:
-        raise DoseError(f"{what} must be at most {MAX_TIME_H:g} h (about 114 years "
-                        f"after the start of the simulation); got {hours:.10g} h. "
-                        f"Check its unit (a number is read as hours)")
+        raise DoseError(
+            f"{what} must be at most {MAX_TIME_H:g} h (about 114 years "
+            f"after the start of the simulation); got {hours:.10g} h. "
+            f"Check its unit (a number is read as hours)"
+        )
     return hours
 
 
@@ -65,9 +75,11 @@ def check_span(last: float, what: str) -> None:
     ``what`` says which arguments put it there. Checked before the doses are
     built, so a mistyped count (``n=10**9``) is refused rather than run."""
     if not last <= MAX_TIME_H:
-        raise DoseError(f"{what} would place the last dose at {last:.4g} h, after "
-                        f"{MAX_TIME_H:g} h (about 114 years), the latest dose time "
-                        f"accepted; check these arguments and their units")
+        raise DoseError(
+            f"{what} would place the last dose at {last:.4g} h, after "
+            f"{MAX_TIME_H:g} h (about 114 years), the latest dose time "
+            f"accepted; check these arguments and their units"
+        )
 
 
 def _amount(value, what: str) -> tuple[float, str]:
@@ -76,11 +88,14 @@ def _amount(value, what: str) -> tuple[float, str]:
     if u.dimension != "amount":
         raise DoseError(f"{what} must be a drug amount in mg or mg/kg; got {value!r}")
     if not is_real(q.value):  # a Quantity built by hand may hold anything
-        raise DoseError(f"{what} must be a number with a unit such as '35 mg'; got "
-                        f"{value!r}")
+        raise DoseError(
+            f"{what} must be a number with a unit such as '35 mg'; got {value!r}"
+        )
     if not math.isfinite(q.value) or q.value < 0:
-        raise DoseError(f"{what} must be a finite amount >= 0; got {value!r}. "
-                        "Nothing is clamped: fix the value.")
+        raise DoseError(
+            f"{what} must be a finite amount >= 0; got {value!r}. "
+            "Nothing is clamped: fix the value."
+        )
     return q.value * u.factor, ("mg/kg" if u.per_kg else "mg")
 
 
@@ -139,10 +154,17 @@ class Dose:
     device: int | None = None
     drug: str | None = None
 
-    def __init__(self, amount: AmountLike, *, route: str,
-                 time: float | str = 0.0, duration: float | str | None = None,
-                 salt: str = "base", device: int | None = None,
-                 drug: str | None = None) -> None:
+    def __init__(
+        self,
+        amount: AmountLike,
+        *,
+        route: str,
+        time: float | str = 0.0,
+        duration: float | str | None = None,
+        salt: str = "base",
+        device: int | None = None,
+        drug: str | None = None,
+    ) -> None:
         value, unit = _amount(amount, "amount")
         object.__setattr__(self, "amount", value)
         object.__setattr__(self, "unit", unit)
@@ -158,43 +180,64 @@ class Dose:
 
     def __post_init__(self) -> None:
         if not isinstance(self.route, str) or not self.route:
-            raise DoseError(f"route must be a route name such as 'iv'; got "
-                            f"{self.route!r}")
+            raise DoseError(
+                f"route must be a route name such as 'iv'; got {self.route!r}"
+            )
         check_time(self.time, "time")
         if self.duration is not None and not self.duration > 0:
-            raise DoseError(f"duration must be > 0 h; got {self.duration:g} h. For a "
-                            "bolus leave duration=None (Dose.bolus).")
+            raise DoseError(
+                f"duration must be > 0 h; got {self.duration:g} h. For a "
+                "bolus leave duration=None (Dose.bolus)."
+            )
         if self.duration is not None and self.duration > MAX_TIME_H:
-            raise DoseError(f"duration must be at most {MAX_TIME_H:g} h (about 114 "
-                            f"years); got {self.duration:.10g} h. Check its unit (a "
-                            f"number is read as hours)")
+            raise DoseError(
+                f"duration must be at most {MAX_TIME_H:g} h (about 114 "
+                f"years); got {self.duration:.10g} h. Check its unit (a "
+                f"number is read as hours)"
+            )
         dev = self.device
         if dev is not None and (not is_whole(dev) or dev < 1):
-            raise DoseError(f"device must be a whole number >= 1 (1 = first device of "
-                            f"the session); got {self.device!r}")
+            raise DoseError(
+                f"device must be a whole number >= 1 (1 = first device of "
+                f"the session); got {self.device!r}"
+            )
         if dev is not None:
             object.__setattr__(self, "device", int(dev))  # numpy ints too
         if self.drug not in (None, "ketamine", "esketamine", "arketamine"):
-            raise DoseError(f"drug must be 'ketamine' (racemic), 'esketamine' or "
-                            f"'arketamine'; got {self.drug!r}")
+            raise DoseError(
+                f"drug must be 'ketamine' (racemic), 'esketamine' or "
+                f"'arketamine'; got {self.drug!r}"
+            )
         if self.salt not in SALT_FORMS:
             raise DoseError(f"salt must be 'base' or 'hcl'; got {self.salt!r}")
 
     # ---- constructors ---------------------------------------------------------
     @classmethod
-    def bolus(cls, amount: AmountLike, *, route: str = "iv",
-              time: float | str = 0.0, salt: str = "base", device: int | None = None,
-              drug: str | None = None) -> Dose:
+    def bolus(
+        cls,
+        amount: AmountLike,
+        *,
+        route: str = "iv",
+        time: float | str = 0.0,
+        salt: str = "base",
+        device: int | None = None,
+        drug: str | None = None,
+    ) -> Dose:
         """An instantaneous dose (``route`` defaults to ``"iv"``)."""
-        return cls(amount, route=route, time=time, salt=salt, device=device,
-                   drug=drug)
+        return cls(amount, route=route, time=time, salt=salt, device=device, drug=drug)
 
     @classmethod
-    def infusion(cls, amount: AmountLike | None = None, *,
-                 duration: float | str | None = None,
-                 rate: AmountLike | None = None,
-                 route: str = "iv", time: float | str = 0.0, salt: str = "base",
-                 drug: str | None = None) -> Dose:
+    def infusion(
+        cls,
+        amount: AmountLike | None = None,
+        *,
+        duration: float | str | None = None,
+        rate: AmountLike | None = None,
+        route: str = "iv",
+        time: float | str = 0.0,
+        salt: str = "base",
+        drug: str | None = None,
+    ) -> Dose:
         """A zero-order infusion given by two of ``amount``, ``duration``, ``rate``.
 
         ``rate`` is ``"mg/h"`` or ``"mg/kg/h"`` (``"mg/min"`` etc. accepted).
@@ -208,16 +251,24 @@ class Dose:
         """
         given = sum(x is not None for x in (amount, duration, rate))
         if given != 2:
-            raise DoseError("an infusion needs exactly two of amount, duration and "
-                            f"rate; got amount={amount!r}, duration={duration!r}, "
-                            f"rate={rate!r}")
+            raise DoseError(
+                "an infusion needs exactly two of amount, duration and "
+                f"rate; got amount={amount!r}, duration={duration!r}, "
+                f"rate={rate!r}"
+            )
         if rate is not None:
             q = parse_quantity(rate, what="rate")
             u = parse_unit(q.unit)
-            if u.dimension != "amount rate" or not is_real(q.value) \
-                    or not math.isfinite(q.value) or q.value <= 0:
-                raise DoseError(f"rate must be a positive amount per time such as "
-                                f"'0.75 mg/kg/h' or '26 mg/h'; got {rate!r}")
+            if (
+                u.dimension != "amount rate"
+                or not is_real(q.value)
+                or not math.isfinite(q.value)
+                or q.value <= 0
+            ):
+                raise DoseError(
+                    f"rate must be a positive amount per time such as "
+                    f"'0.75 mg/kg/h' or '26 mg/h'; got {rate!r}"
+                )
             r = q.value * u.factor
             unit = "mg/kg" if u.per_kg else "mg"
             if duration is not None:
@@ -226,11 +277,14 @@ class Dose:
             else:
                 a, aunit = _amount(amount, "amount")
                 if aunit != unit:
-                    raise DoseError(f"amount ({aunit}) and rate ({unit}/h) must both "
-                                    "be per kg or both absolute")
+                    raise DoseError(
+                        f"amount ({aunit}) and rate ({unit}/h) must both "
+                        "be per kg or both absolute"
+                    )
                 duration = a / r
-        return cls(amount, route=route, time=time, duration=duration, salt=salt,
-                   drug=drug)
+        return cls(
+            amount, route=route, time=time, duration=duration, salt=salt, drug=drug
+        )
 
     # ---- derived --------------------------------------------------------------
     @property
@@ -290,8 +344,10 @@ class Regimen:
         try:
             doses = tuple(doses)
         except TypeError:
-            raise DoseError(f"doses must be a sequence of Dose objects; got "
-                            f"{type(doses).__name__} {doses!r:.80}") from None
+            raise DoseError(
+                f"doses must be a sequence of Dose objects; got "
+                f"{type(doses).__name__} {doses!r:.80}"
+            ) from None
         object.__setattr__(self, "doses", tuple(doses))
         self.__post_init__()
 
@@ -305,27 +361,34 @@ class Regimen:
                     f"doses must be in time order: doses[{i}] at "
                     f"{self.doses[i].time:g} h comes after doses[{i - 1}] at "
                     f"{self.doses[i - 1].time:g} h. Sort them, or combine regimens "
-                    "with `+`, which merges by time.")
+                    "with `+`, which merges by time."
+                )
 
     @classmethod
-    def at(cls, times: Sequence[float | str], dose: Dose, *,
-           unit: str = "h") -> Regimen:
+    def at(
+        cls, times: Sequence[float | str], dose: Dose, *, unit: str = "h"
+    ) -> Regimen:
         """``dose`` at each of ``times`` (numbers in ``unit``, or strings). The
         times replace the dose's own, so a dose given with ``time=`` is rejected
         rather than silently moved."""
         if isinstance(dose, Dose) and dose.time != 0.0:
-            raise DoseError(f"Regimen.at places the dose at the given times, so its "
-                            f"own time ({dose.time:g} h) would be lost; build the dose "
-                            f"without time=, add the offset to the times, or use "
-                            f"Regimen.every(dose, ...), which starts at dose.time")
+            raise DoseError(
+                f"Regimen.at places the dose at the given times, so its "
+                f"own time ({dose.time:g} h) would be lost; build the dose "
+                f"without time=, add the offset to the times, or use "
+                f"Regimen.every(dose, ...), which starts at dose.time"
+            )
         if not isinstance(dose, Dose):
             raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
         if isinstance(times, str) or not isinstance(times, Iterable):
-            raise DoseError(f"times must be a sequence of times such as [0, 3, 7] "
-                            f"(in {unit!r}) or ['0 d', '3 d']; got {times!r:.80}")
+            raise DoseError(
+                f"times must be a sequence of times such as [0, 3, 7] "
+                f"(in {unit!r}) or ['0 d', '3 d']; got {times!r:.80}"
+            )
         if not isinstance(unit, str) or parse_unit(unit).dimension != "time":
-            raise DoseError(f"unit must be a time unit such as 'h' or 'd'; got "
-                            f"{unit!r}")
+            raise DoseError(
+                f"unit must be a time unit such as 'h' or 'd'; got {unit!r}"
+            )
         out = []
         for i, t in enumerate(times):
             if not isinstance(t, str):
@@ -344,9 +407,11 @@ class Regimen:
         step = to_hours(interval, what="interval")
         if not step > 0:
             raise DoseError(f"interval must be > 0 h; got {interval!r}")
-        check_span(dose.time + (n - 1) * step,
-                   f"n = {n} doses every {step:g} h (interval={interval!r}) from "
-                   f"{dose.time:g} h")
+        check_span(
+            dose.time + (n - 1) * step,
+            f"n = {n} doses every {step:g} h (interval={interval!r}) from "
+            f"{dose.time:g} h",
+        )
         return cls(dose._at(dose.time + k * step, "interval") for k in range(n))
 
     def then(self, other: Regimen, *, after: float | str = 0.0) -> Regimen:
@@ -356,19 +421,26 @@ class Regimen:
         if not self.doses:
             raise DoseError("cannot use .then() on an empty regimen")
         if not isinstance(other, Regimen):
-            raise DoseError(f"then() takes a Regimen; got {type(other).__name__} "
-                            f"(wrap a Dose as Regimen([dose]))")
+            raise DoseError(
+                f"then() takes a Regimen; got {type(other).__name__} "
+                f"(wrap a Dose as Regimen([dose]))"
+            )
         offset = self.doses[-1].time + to_hours(after, what="after")
         if offset < 0:
-            raise DoseError(f"after={after!r} places the next regimen's t = 0 at "
-                            f"{offset:g} h, before the start of the simulation; "
-                            f"after must be >= -{self.doses[-1].time:g} h here")
+            raise DoseError(
+                f"after={after!r} places the next regimen's t = 0 at "
+                f"{offset:g} h, before the start of the simulation; "
+                f"after must be >= -{self.doses[-1].time:g} h here"
+            )
         if other.doses:
-            check_span(offset + other.doses[-1].time,
-                       f"then(after={after!r}) after this regimen's last dose at "
-                       f"{self.doses[-1].time:g} h")
-        return Regimen(self.doses + tuple(d._at(d.time + offset, "after")
-                                          for d in other.doses))
+            check_span(
+                offset + other.doses[-1].time,
+                f"then(after={after!r}) after this regimen's last dose at "
+                f"{self.doses[-1].time:g} h",
+            )
+        return Regimen(
+            self.doses + tuple(d._at(d.time + offset, "after") for d in other.doses)
+        )
 
     def __add__(self, other: Regimen) -> Regimen:
         if not isinstance(other, Regimen):

@@ -101,9 +101,14 @@ def _edges(ds, starts):
     return np.append(e, t.size)
 
 
-def metrics(ds: xr.Dataset, per: str = "session", *, above: float | str | None = None,
-            within: tuple[float | str, float | str] | None = None,
-            unit: str = "ng/mL") -> xr.Dataset:
+def metrics(
+    ds: xr.Dataset,
+    per: str = "session",
+    *,
+    above: float | str | None = None,
+    within: tuple[float | str, float | str] | None = None,
+    unit: str = "ng/mL",
+) -> xr.Dataset:
     """Cmax, Tmax, AUC and trough (and time above/within thresholds) per ``per``
     window, as a Dataset (subject, analyte, ``per``) with units.
 
@@ -166,39 +171,52 @@ def _check_options(unit: str, within) -> None:
     """Refuse a result unit metrics does not give and a ``within`` that is not a
     pair, before any level is read."""
     if not isinstance(unit, str) or unit not in UNITS:
-        raise UnitError(f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax and "
-                        f"trough; AUC follows); got {unit!r}")
-    if within is not None and (isinstance(within, str)
-                               or not hasattr(within, "__len__") or len(within) != 2):
-        raise TypeError(f"within must be a pair (low, high) of concentrations in "
-                        f"ng/mL or strings with a unit; got {within!r}")
+        raise UnitError(
+            f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax and "
+            f"trough; AUC follows); got {unit!r}"
+        )
+    if within is not None and (
+        isinstance(within, str) or not hasattr(within, "__len__") or len(within) != 2
+    ):
+        raise TypeError(
+            f"within must be a pair (low, high) of concentrations in "
+            f"ng/mL or strings with a unit; got {within!r}"
+        )
 
 
-def _per_scenario(ds: xr.Dataset, per: str, above, within,
-                  unit: str) -> xr.Dataset:
+def _per_scenario(ds: xr.Dataset, per: str, above, within, unit: str) -> xr.Dataset:
     """:func:`metrics` of a scenario Dataset: each scenario on its own (a molar
     level converts by its own analytes' weights; its dose table without the other
     scenarios' padding), then concatenated along ``scenario``."""
-    parts = [metrics(ds.sel(scenario=s).dropna("dose", how="all")
-                     if "dose" in ds.dims else ds.sel(scenario=s), per,
-                     above=above, within=within, unit=unit)
-             .drop_vars("molecular_weight", errors="ignore")
-             for s in ds.scenario.values]
-    out = xr.concat(parts, dim="scenario", join="outer", coords="different",
-                    compat="equals")
+    parts = [
+        metrics(
+            ds.sel(scenario=s).dropna("dose", how="all")
+            if "dose" in ds.dims
+            else ds.sel(scenario=s),
+            per,
+            above=above,
+            within=within,
+            unit=unit,
+        ).drop_vars("molecular_weight", errors="ignore")
+        for s in ds.scenario.values
+    ]
+    out = xr.concat(
+        parts, dim="scenario", join="outer", coords="different", compat="equals"
+    )
     for name in ("auc", "trough"):  # exact in one scenario, on the grid in another
         methods = [p[name].attrs.get("method") for p in parts if name in p]
         if len(set(methods)) > 1:
             out[name].attrs["method"] = "; ".join(
-                f"{s}: {m}" for s, m in zip(ds.scenario.values, methods,
-                                            strict=True))
+                f"{s}: {m}" for s, m in zip(ds.scenario.values, methods, strict=True)
+            )
     if unit != "ng/mL":
         out.coords["molecular_weight"] = ds.molecular_weight
     return out
 
 
-def _levels(ds: xr.Dataset, above, within,
-            unit: str) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+def _levels(
+    ds: xr.Dataset, above, within, unit: str
+) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
     """The time-above and time-within levels as ``name -> (low, high, long_name)``,
     ng/mL per analyte (``high`` inf for time above); a (low, high) pair with low >=
     high is refused, naming the analyte."""
@@ -210,16 +228,19 @@ def _levels(ds: xr.Dataset, above, within,
         (lo, lo_text), (hi, hi_text) = (_level(ds, w, "within", unit) for w in within)
         wrong = np.flatnonzero(~(lo < hi) & np.isfinite(lo) & np.isfinite(hi))
         if wrong.size:
-            raise ValueError(f"within must be (low, high) with low < high; got "
-                             f"{within!r} (for analyte "
-                             f"{str(ds.analyte.values[wrong[0]])!r}: {lo[wrong[0]]:g} "
-                             f"and {hi[wrong[0]]:g} ng/mL)")
+            raise ValueError(
+                f"within must be (low, high) with low < high; got "
+                f"{within!r} (for analyte "
+                f"{str(ds.analyte.values[wrong[0]])!r}: {lo[wrong[0]]:g} "
+                f"and {hi[wrong[0]]:g} ng/mL)"
+            )
         levels["time_within"] = (lo, hi, f"time within [{lo_text}, {hi_text}]")
     return levels
 
 
-def _peaks(ds: xr.Dataset, per: str, starts: np.ndarray,
-           edges: np.ndarray) -> xr.Dataset:
+def _peaks(
+    ds: xr.Dataset, per: str, starts: np.ndarray, edges: np.ndarray
+) -> xr.Dataset:
     """The result Dataset with its coordinates, ``cmax`` and ``tmax`` per window,
     read on the output grid by the kernel (the Tmax tie rule: first maximum)."""
     from ._kernels.metrics import window_peaks
@@ -228,23 +249,38 @@ def _peaks(ds: xr.Dataset, per: str, starts: np.ndarray,
     W = starts.size
     cmax = np.full(c.shape[:2] + (W,), np.nan)
     tmax = np.full_like(cmax, np.nan)
-    window_peaks(np.ascontiguousarray(c.values), ds.time.values,
-                 edges.astype(np.int64), np.asarray(starts, dtype=float), TIE_RTOL,
-                 cmax, tmax)
+    window_peaks(
+        np.ascontiguousarray(c.values),
+        ds.time.values,
+        edges.astype(np.int64),
+        np.asarray(starts, dtype=float),
+        TIE_RTOL,
+        cmax,
+        tmax,
+    )
     tmax[np.isnan(cmax)] = np.nan  # no values (failed subject, padded analyte)
     out = xr.Dataset(coords={"subject": ds.subject, "analyte": ds.analyte})
     out.coords[per] = np.arange(W)
     out.coords[f"{per}_start"] = (per, starts, {"units": "h"})
-    out["cmax"] = (("subject", "analyte", per), cmax,
-                   {"units": "ng/mL", "long_name": f"Cmax per {per} (output grid)"})
-    out["tmax"] = (("subject", "analyte", per), tmax,
-                   {"units": "h", "long_name": f"Tmax after {per} start (first "
-                    "maximum on the output grid)"})
+    out["cmax"] = (
+        ("subject", "analyte", per),
+        cmax,
+        {"units": "ng/mL", "long_name": f"Cmax per {per} (output grid)"},
+    )
+    out["tmax"] = (
+        ("subject", "analyte", per),
+        tmax,
+        {
+            "units": "h",
+            "long_name": f"Tmax after {per} start (first maximum on the output grid)",
+        },
+    )
     return out
 
 
-def _mask_windows(ds: xr.Dataset, out: xr.Dataset, starts: np.ndarray,
-                  edges: np.ndarray) -> None:
+def _mask_windows(
+    ds: xr.Dataset, out: xr.Dataset, starts: np.ndarray, edges: np.ndarray
+) -> None:
     """NaN (in place) where the grid has nothing to read: windows with no output
     time from their start to the next window's start (the exact AUC still holds),
     windows at or after the last output time (not simulated, or empty), and the
@@ -285,8 +321,11 @@ def _mask_failed(ds: xr.Dataset, out: xr.Dataset) -> None:
     for name in out.data_vars:
         if out[name].dims[:1] == ("subject",):
             out[name].values[failed] = np.nan
-    out.coords["status"] = ("subject", status, {
-        "long_name": "solver status (0 = ok; the metrics of other subjects are NaN)"})
+    out.coords["status"] = (
+        "subject",
+        status,
+        {"long_name": "solver status (0 = ok; the metrics of other subjects are NaN)"},
+    )
 
 
 def failed_note(da, dim: str = "subject") -> str | None:
@@ -299,8 +338,10 @@ def failed_note(da, dim: str = "subject") -> str | None:
     bad = int((np.isfinite(status) & (status != 0)).sum())
     if not bad:
         return None
-    return (f"{bad} of {total} subjects failed (status != 0) and are left out "
-            f"(their metrics are NaN)")
+    return (
+        f"{bad} of {total} subjects failed (status != 0) and are left out "
+        f"(their metrics are NaN)"
+    )
 
 
 def check_units(ds: xr.Dataset, want: dict, who: str, hint: str = "") -> None:
@@ -314,14 +355,21 @@ def check_units(ds: xr.Dataset, want: dict, who: str, hint: str = "") -> None:
         if got == unit:
             continue
         if got is None:
-            raise UnitError(f"ds.{name} has no units attribute; {who} reads it in "
-                            f"{unit}. If the values are {unit}, set "
-                            f"ds.{name}.attrs['units'] = {unit!r}")
-        fix = (hint if "mol" in str(got) and hint else
-               f"; convert the values to {unit} and set ds.{name}.attrs['units'] = "
-               f"{unit!r}")
-        raise UnitError(f"{who} reads ds.{name} in {unit}, as ks.simulate returns "
-                        f"it; its units attribute is {got!r}{fix}")
+            raise UnitError(
+                f"ds.{name} has no units attribute; {who} reads it in "
+                f"{unit}. If the values are {unit}, set "
+                f"ds.{name}.attrs['units'] = {unit!r}"
+            )
+        fix = (
+            hint
+            if "mol" in str(got) and hint
+            else f"; convert the values to {unit} and set ds.{name}.attrs['units'] = "
+            f"{unit!r}"
+        )
+        raise UnitError(
+            f"{who} reads ds.{name} in {unit}, as ks.simulate returns "
+            f"it; its units attribute is {got!r}{fix}"
+        )
 
 
 def _check_input(ds) -> None:
@@ -332,28 +380,41 @@ def _check_input(ds) -> None:
         raise TypeError(
             "metrics needs the Dataset from ks.simulate (concentrations with their "
             f"dose table); got a DataArray{' in nmol/L' if molar else ''} "
-            f"{ds.name or ''}".rstrip() + ". For molar metrics pass the simulate "
-            "Dataset and unit='nmol/L'")
+            f"{ds.name or ''}".rstrip()
+            + ". For molar metrics pass the simulate "
+            "Dataset and unit='nmol/L'"
+        )
     if not isinstance(ds, xr.Dataset):
-        raise TypeError(f"metrics needs an xarray Dataset from ks.simulate or "
-                        f"ks.run_scenarios; got {type(ds).__name__}")
+        raise TypeError(
+            f"metrics needs an xarray Dataset from ks.simulate or "
+            f"ks.run_scenarios; got {type(ds).__name__}"
+        )
     if "concentration" not in ds:
         if ds.attrs.get("output") == "metrics" or "cmax" in ds:
             raise ValueError(
                 "ds holds metrics already (cmax, tmax, auc, predose per dose, from "
                 "simulate(..., output=ks.Metrics())), not concentration curves; for "
                 "metrics per session or course simulate with "
-                "output=ks.Trajectories() (the default)")
-        raise ValueError(f"ds has no 'concentration' variable; metrics needs a "
-                         f"result of ks.simulate or ks.run_scenarios (got variables "
-                         f"{', '.join(map(str, ds.data_vars)) or 'none'})")
+                "output=ks.Trajectories() (the default)"
+            )
+        raise ValueError(
+            f"ds has no 'concentration' variable; metrics needs a "
+            f"result of ks.simulate or ks.run_scenarios (got variables "
+            f"{', '.join(map(str, ds.data_vars)) or 'none'})"
+        )
     for name in ("dose_time", "dose_session"):
         if name not in ds.variables:
-            raise ValueError(f"ds has no {name!r}: metrics needs the dose table of "
-                             f"ks.simulate's result to find the windows")
-    check_units(ds, _INPUT_UNITS, "metrics",
-                " (for molar metrics pass the ng/mL Dataset from ks.simulate with "
-                "unit='nmol/L'; ds.pk.molar() is for the curves)")
+            raise ValueError(
+                f"ds has no {name!r}: metrics needs the dose table of "
+                f"ks.simulate's result to find the windows"
+            )
+    check_units(
+        ds,
+        _INPUT_UNITS,
+        "metrics",
+        " (for molar metrics pass the ng/mL Dataset from ks.simulate with "
+        "unit='nmol/L'; ds.pk.molar() is for the curves)",
+    )
 
 
 def _without_padding(ds: xr.Dataset) -> xr.Dataset:
@@ -365,8 +426,11 @@ def _without_padding(ds: xr.Dataset) -> xr.Dataset:
     if "predose" not in ds:
         return ds
     simulated = ds.dose_time.values <= ds.time.values[-1]
-    if simulated.any() and ds.predose.isel(dose=simulated).isnull().all() \
-            and ds.concentration.notnull().any():
+    if (
+        simulated.any()
+        and ds.predose.isel(dose=simulated).isnull().all()
+        and ds.concentration.notnull().any()
+    ):
         return ds.drop_vars([v for v in ("predose", "dose_auc") if v in ds])
     return ds
 
@@ -375,16 +439,22 @@ def _molecular_weights(ds: xr.Dataset, why: str) -> np.ndarray:
     """Each analyte's molecular weight (g/mol) from the ``molecular_weight``
     coordinate; NaN for analytes without values (a scenario's padding)."""
     if "molecular_weight" not in ds.variables:
-        raise ValueError(f"{why} needs each analyte's molecular weight; ds has no "
-                         f"'molecular_weight' (g/mol, on analyte) as ks.simulate "
-                         f"results have")
+        raise ValueError(
+            f"{why} needs each analyte's molecular weight; ds has no "
+            f"'molecular_weight' (g/mol, on analyte) as ks.simulate "
+            f"results have"
+        )
     mw = ds["molecular_weight"]
     if mw.dims != ("analyte",):
-        raise ValueError(f"{why}: ds.molecular_weight must be one value per analyte; "
-                         f"got dimensions {mw.dims}")
+        raise ValueError(
+            f"{why}: ds.molecular_weight must be one value per analyte; "
+            f"got dimensions {mw.dims}"
+        )
     if mw.attrs.get("units") != "g/mol":
-        raise UnitError(f"{why}: ds.molecular_weight must be in g/mol; its units "
-                        f"attribute is {mw.attrs.get('units')!r}")
+        raise UnitError(
+            f"{why}: ds.molecular_weight must be in g/mol; its units "
+            f"attribute is {mw.attrs.get('units')!r}"
+        )
     vals = np.array(mw.values, dtype=float)
     names = [str(a) for a in ds.analyte.values]
     have = set(present_analytes(ds))
@@ -392,8 +462,10 @@ def _molecular_weights(ds: xr.Dataset, why: str) -> np.ndarray:
         if name not in have:
             vals[k] = np.nan
         elif not (np.isfinite(vals[k]) and vals[k] > 0):
-            raise ValueError(f"{why}: analyte {name!r} has molecular_weight "
-                             f"{vals[k]!r} g/mol; it must be finite and > 0")
+            raise ValueError(
+                f"{why}: analyte {name!r} has molecular_weight "
+                f"{vals[k]!r} g/mol; it must be finite and > 0"
+            )
     return vals
 
 
@@ -415,14 +487,17 @@ def _level(ds: xr.Dataset, value, what: str, unit: str) -> tuple[np.ndarray, str
             if u.dimension == "molar concentration" and not u.per_kg:
                 nmol = q.value * (u.factor / parse_unit("nmol/L").factor)
                 if not (math.isfinite(nmol) and nmol >= 0):
-                    raise ValueError(f"{what} must be a finite concentration >= 0; "
-                                     f"got {value!r}") from None
+                    raise ValueError(
+                        f"{what} must be a finite concentration >= 0; got {value!r}"
+                    ) from None
                 mw = _molecular_weights(ds, f"{what}={value!r}")
                 return nmol * mw / 1000.0, f"{nmol:g} nmol/L"
     if bare and unit != "ng/mL":
-        raise UnitError(f"{what}={value!r} has no unit; with unit={unit!r} write it, "
-                        f"e.g. '{value} {unit}' or '{value} ng/mL' (a bare number "
-                        f"is ng/mL)")
+        raise UnitError(
+            f"{what}={value!r} has no unit; with unit={unit!r} write it, "
+            f"e.g. '{value} {unit}' or '{value} ng/mL' (a bare number "
+            f"is ng/mL)"
+        )
     ng = to_ng_per_ml(value, what=what)
     return np.full(K, ng), f"{ng:g} ng/mL"
 
@@ -433,17 +508,22 @@ def _auc(ds, groups, edges, dim, starts) -> xr.DataArray:
         # its simulated doses (the last of them runs to the last output time)
         da = ds.dose_auc.values
         simulated = ds.dose_time.values < ds.time.values[-1]  # non-empty windows
-        vals = np.stack([da[:, :, g[simulated[g]]].sum(axis=2) for g in groups],
-                        axis=2)
+        vals = np.stack([da[:, :, g[simulated[g]]].sum(axis=2) for g in groups], axis=2)
         method = "exact (integrated in the kernel)"
     else:
         t = ds.time.values
         cv = ds.concentration.values
-        vals = np.stack([np.trapezoid(cv[:, :, a:b + 1], t[a:b + 1], axis=2)
-                         if b > a else np.zeros(cv.shape[:2])
-                         for a, b in zip(edges[:-1], np.minimum(edges[1:],
-                                                                t.size - 1),
-                                         strict=True)], axis=2)
+        vals = np.stack(
+            [
+                np.trapezoid(cv[:, :, a : b + 1], t[a : b + 1], axis=2)
+                if b > a
+                else np.zeros(cv.shape[:2])
+                for a, b in zip(
+                    edges[:-1], np.minimum(edges[1:], t.size - 1), strict=True
+                )
+            ],
+            axis=2,
+        )
         method = "trapezoid on the output grid"
         if dim != "course":
             # a dose time between two output times: the curve jumps (or turns)
@@ -456,12 +536,17 @@ def _auc(ds, groups, edges, dim, starts) -> xr.DataArray:
                 vals[:, :, cut] = np.nan
                 which = ", ".join(str(w) for w in np.flatnonzero(cut))
                 times = ", ".join(f"{x:g}" for x in starts[off])
-                method += (f"; NaN for {dim} {which}: the {dim} start at {times} h "
-                           f"is not an output time, so the area cannot be split "
-                           f"there from the curve (include the dose times in "
-                           f"times=, or use a model the exact solver runs)")
-    return xr.DataArray(vals, dims=("subject", "analyte", dim), attrs={
-        "units": "ng*h/mL", "long_name": f"AUC per {dim}", "method": method})
+                method += (
+                    f"; NaN for {dim} {which}: the {dim} start at {times} h "
+                    f"is not an output time, so the area cannot be split "
+                    f"there from the curve (include the dose times in "
+                    f"times=, or use a model the exact solver runs)"
+                )
+    return xr.DataArray(
+        vals,
+        dims=("subject", "analyte", dim),
+        attrs={"units": "ng*h/mL", "long_name": f"AUC per {dim}", "method": method},
+    )
 
 
 def _trough(ds, groups, dim) -> xr.DataArray:
@@ -482,9 +567,15 @@ def _trough(ds, groups, dim) -> xr.DataArray:
             tn = starts[groups[w + 1][0]]
             j = np.searchsorted(t, tn, side="left")
             vals[:, :, w] = cv[:, :, max(j - 1, 0)]
-    return xr.DataArray(vals, dims=("subject", "analyte", dim), attrs={
-        "units": "ng/mL", "long_name": f"trough before the next {dim}",
-        "method": method})
+    return xr.DataArray(
+        vals,
+        dims=("subject", "analyte", dim),
+        attrs={
+            "units": "ng/mL",
+            "long_name": f"trough before the next {dim}",
+            "method": method,
+        },
+    )
 
 
 def _time_between(ds, edges, lo, hi, dim, name) -> xr.DataArray:
@@ -496,15 +587,16 @@ def _time_between(ds, edges, lo, hi, dim, name) -> xr.DataArray:
     W = edges.size - 1
     out = np.zeros((S, K, W))
     for s0 in range(0, S, 512):  # bounded temporaries on big populations
-        c = cv[s0:s0 + 512]
+        c = cv[s0 : s0 + 512]
         inside = _interval_time(c, t, lo) - _interval_time(c, t, hi)
         cum = np.concatenate([np.zeros(c.shape[:2] + (1,)), np.cumsum(inside, 2)], 2)
         for w in range(W):
             a, b = edges[w], min(edges[w + 1], t.size - 1)
             if a < t.size:  # else the window starts after the last output time
-                out[s0:s0 + 512, :, w] = cum[:, :, max(b, a)] - cum[:, :, a]
-    return xr.DataArray(out, dims=("subject", "analyte", dim),
-                        attrs={"units": "h", "long_name": name})
+                out[s0 : s0 + 512, :, w] = cum[:, :, max(b, a)] - cum[:, :, a]
+    return xr.DataArray(
+        out, dims=("subject", "analyte", dim), attrs={"units": "h", "long_name": name}
+    )
 
 
 def _interval_time(c, t, level):
@@ -523,8 +615,9 @@ def _interval_time(c, t, level):
     return np.where(both, dt, frac * dt)
 
 
-def summary(da: xr.DataArray, q: Sequence[float] = (5, 50, 95),
-            dim: str = "subject") -> xr.DataArray:
+def summary(
+    da: xr.DataArray, q: Sequence[float] = (5, 50, 95), dim: str = "subject"
+) -> xr.DataArray:
     """Population percentiles of a metric (default P5, median, P95), keeping units.
 
     NaN values (a failed subject, a window without output times) are left out of
@@ -545,8 +638,13 @@ def summary(da: xr.DataArray, q: Sequence[float] = (5, 50, 95),
     return out
 
 
-def pta(da: xr.DataArray, threshold: float | str, *, above: bool = True,
-        dim: str = "subject") -> xr.DataArray:
+def pta(
+    da: xr.DataArray,
+    threshold: float | str,
+    *,
+    above: bool = True,
+    dim: str = "subject",
+) -> xr.DataArray:
     """Probability of target attainment: fraction of subjects with the metric
     >= ``threshold`` (or <= when ``above=False``).
 
@@ -569,22 +667,30 @@ def pta(da: xr.DataArray, threshold: float | str, *, above: bool = True,
     counted = da.notnull().sum(dim)
     if "status" in da.coords:
         total = np.isfinite(np.asarray(da.coords["status"].values, dtype=float))
-        total = int(total.sum(axis=da.coords["status"].dims.index(dim))
-                    .max()) if total.ndim > 1 else int(total.sum())
+        total = (
+            int(total.sum(axis=da.coords["status"].dims.index(dim)).max())
+            if total.ndim > 1
+            else int(total.sum())
+        )
     else:
         total = da.sizes[dim]
-    lo, hi = int(counted.min()) if counted.size else 0, \
-        int(counted.max()) if counted.size else 0
+    lo, hi = (
+        int(counted.min()) if counted.size else 0,
+        int(counted.max()) if counted.size else 0,
+    )
     n = f"{lo}" if lo == hi else f"{lo} to {hi}"
     op = ">=" if above else "<="
     text = f"{da.name or 'metric'} {op} {level:g} {da.attrs.get('units', '')}"
-    out.attrs = {"units": "1", "long_name": f"P({text.rstrip()}) over {n} of "
-                 f"{total} subjects"}
+    out.attrs = {
+        "units": "1",
+        "long_name": f"P({text.rstrip()}) over {n} of {total} subjects",
+    }
     note = failed_note(da, dim)
     if note:
         out.attrs["left_out"] = note
     out.coords["n_subjects"] = counted.assign_attrs(
-        long_name="subjects counted (metric not NaN)")
+        long_name="subjects counted (metric not NaN)"
+    )
     return out
 
 
@@ -607,8 +713,10 @@ def _threshold(da: xr.DataArray, value) -> float:
     if getattr(value, "ndim", None) == 0:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-        raise TypeError(f"threshold must be a number in the metric's units or a "
-                        f"string with a unit; got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"threshold must be a number in the metric's units or a "
+            f"string with a unit; got {type(value).__name__} {value!r}"
+        )
     units = da.attrs.get("units")
     if isinstance(value, str):
         try:
@@ -618,27 +726,35 @@ def _threshold(da: xr.DataArray, value) -> float:
             try:
                 num = float(num)
             except ValueError:
-                raise UnitError(f"cannot read threshold {value!r}; write a number "
-                                f"and a unit, e.g. '100 ng/mL'") from None
+                raise UnitError(
+                    f"cannot read threshold {value!r}; write a number "
+                    f"and a unit, e.g. '100 ng/mL'"
+                ) from None
             q = Quantity(num, text.strip())
             if units is None:
-                raise UnitError(f"threshold {value!r} has a unit, but the metric has "
-                                f"no units attribute to convert it to; give a number "
-                                f"in the metric's units") from None
+                raise UnitError(
+                    f"threshold {value!r} has a unit, but the metric has "
+                    f"no units attribute to convert it to; give a number "
+                    f"in the metric's units"
+                ) from None
             try:
                 got = _unit(q.unit)
             except UnitError as exc:
                 raise UnitError(f"threshold {value!r}: {exc}") from None
             want = _unit(units)
             if got[1] != want[1]:
-                raise UnitError(f"threshold {value!r} is not in a unit of the "
-                                f"metric's kind ({units}); compute the metric with "
-                                f"unit= in the threshold's unit, or convert the "
-                                f"threshold") from None
+                raise UnitError(
+                    f"threshold {value!r} is not in a unit of the "
+                    f"metric's kind ({units}); compute the metric with "
+                    f"unit= in the threshold's unit, or convert the "
+                    f"threshold"
+                ) from None
             value = q.value * got[0] / want[0]
     if not math.isfinite(value):
         raise ValueError(f"threshold must be finite; got {value!r}")
     if value < 0:  # every attainment of a concentration, AUC or time is then 1
-        raise ValueError(f"threshold must be >= 0: concentrations, AUCs and times "
-                         f"are never negative; got {value:g} {units or ''}".rstrip())
+        raise ValueError(
+            f"threshold must be >= 0: concentrations, AUCs and times "
+            f"are never negative; got {value:g} {units or ''}".rstrip()
+        )
     return float(value)

@@ -244,14 +244,18 @@ class Model:
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def __repr__(self) -> str:
-        return (f"Model({self.id!r}: {self.drug} ({self.enantiomer}), "
-                f"{len(self.compartments)} compartments, routes "
-                f"{sorted(self.routes)}, analytes {[a.name for a in self.analytes]})")
+        return (
+            f"Model({self.id!r}: {self.drug} ({self.enantiomer}), "
+            f"{len(self.compartments)} compartments, routes "
+            f"{sorted(self.routes)}, analytes {[a.name for a in self.analytes]})"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # mapping proxies do not pickle (Dask ships models)
-        return {k: dict(v) if isinstance(v, MappingProxyType) else v
-                for k, v in self.__dict__.items()}
+        return {
+            k: dict(v) if isinstance(v, MappingProxyType) else v
+            for k, v in self.__dict__.items()
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
@@ -271,19 +275,25 @@ class Model:
 
         fn = getattr(rhs, "py_func", rhs)  # a numba dispatcher's Python function
         if not inspect.isfunction(fn):
-            raise TypeError(f"rhs must be a plain Python function (def or lambda) "
-                            f"rhs(t, x, p, dxdt), or one decorated with numba.njit, "
-                            f"which numba compiles; got {type(rhs).__name__} {rhs!r}")
+            raise TypeError(
+                f"rhs must be a plain Python function (def or lambda) "
+                f"rhs(t, x, p, dxdt), or one decorated with numba.njit, "
+                f"which numba compiles; got {type(rhs).__name__} {rhs!r}"
+            )
         try:
             inspect.signature(fn).bind(0.0, None, None, None)
         except TypeError:
-            raise TypeError(f"rhs must take four arguments (t, x, p, dxdt); "
-                            f"{fn.__name__} takes {inspect.signature(fn)}") from None
+            raise TypeError(
+                f"rhs must take four arguments (t, x, p, dxdt); "
+                f"{fn.__name__} takes {inspect.signature(fn)}"
+            ) from None
         if self.flows:
-            raise ValueError(f"model {self.id!r} defines flows; a user rhs replaces "
-                             f"all of its dynamics, so they would be ignored. Write "
-                             f"them into the rhs and build the model without flows "
-                             f"(compartments, routes and analytes stay)")
+            raise ValueError(
+                f"model {self.id!r} defines flows; a user rhs replaces "
+                f"all of its dynamics, so they would be ignored. Write "
+                f"them into the rhs and build the model without flows "
+                f"(compartments, routes and analytes stay)"
+            )
         return replace(self, rhs=rhs)
 
     @property
@@ -378,8 +388,13 @@ class Model:
                 return v
         return None
 
-    def value_of(self, ref: str | float | None, params: Mapping[str, np.ndarray],
-                 n: int, default: float) -> np.ndarray:
+    def value_of(
+        self,
+        ref: str | float | None,
+        params: Mapping[str, np.ndarray],
+        n: int,
+        default: float,
+    ) -> np.ndarray:
         """A parameter reference (name, number or None) as an (n,) array."""
         if ref is None:
             return np.full(n, default)
@@ -392,8 +407,13 @@ class Model:
         """True when the exact matrix-exponential solver applies."""
         return self.rhs is None and not self.time_effects
 
-    def rate_matrices(self, params: Mapping[str, np.ndarray], n: int,
-                      only: str | None = None, factor: float = 1.0) -> np.ndarray:
+    def rate_matrices(
+        self,
+        params: Mapping[str, np.ndarray],
+        n: int,
+        only: str | None = None,
+        factor: float = 1.0,
+    ) -> np.ndarray:
         """Rate matrices ``A`` (n, ncmt, ncmt) in 1/h with ``dx/dt = A x + r``.
 
         Metabolite formation into a ``molar`` analyte is scaled by the ratio of
@@ -421,8 +441,9 @@ class Model:
                 A[:, j, i] += k * frac * self._mw_ratio(f.source, f.target)
         return A
 
-    def time_derivative_matrices(self, params: Mapping[str, np.ndarray],
-                                 n: int) -> np.ndarray:
+    def time_derivative_matrices(
+        self, params: Mapping[str, np.ndarray], n: int
+    ) -> np.ndarray:
         """``A1`` with ``A(t) = A + t A1`` for the model's linear time effects
         (parameter × (1 + slope t))."""
         A1 = np.zeros((n, len(self.compartments), len(self.compartments)))
@@ -439,12 +460,15 @@ class Model:
             return 1.0
         return a_to.mw / a_from.mw
 
-    def observation(self, params: Mapping[str, np.ndarray], n: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def observation(
+        self, params: Mapping[str, np.ndarray], n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(compartment index per analyte, scale (n, n_analytes)) with
         concentration in ng/mL = amount (mg) × scale."""
-        cmts = np.array([self.compartment_index(a.compartment) for a in self.analytes],
-                        dtype=np.int64)
+        cmts = np.array(
+            [self.compartment_index(a.compartment) for a in self.analytes],
+            dtype=np.int64,
+        )
         scale = np.empty((n, len(self.analytes)))
         for k, a in enumerate(self.analytes):
             v = self._volume_param(a.compartment)
@@ -485,9 +509,13 @@ def parameter_roles(model: Model) -> dict[str, tuple[str, tuple[str, ...]]]:
     rules: dict[str, str] = {}
     uses: dict[str, list[str]] = {}
     for name, p in model.parameters.items():
-        rules[name] = ("positive" if p.dimension in ("volume", "clearance",
-                                                     "rate constant")
-                       else "nonnegative" if p.dimension == "time" else "finite")
+        rules[name] = (
+            "positive"
+            if p.dimension in ("volume", "clearance", "rate constant")
+            else "nonnegative"
+            if p.dimension == "time"
+            else "finite"
+        )
         uses[name] = []
 
     def use(name, rule: str, text: str):
@@ -505,13 +533,19 @@ def parameter_roles(model: Model) -> dict[str, tuple[str, tuple[str, ...]]]:
     what = {"k": "rate constant", "cl": "clearance"}
     for f in model.flows:
         if f.kind == "mtt":  # a chain's compartments are named <chain>_1 ... _count
-            use(f.rate, "positive", f"the mean transit time of transit chain "
-                f"{f.source.rsplit('_', 1)[0]!r}")
+            use(
+                f.rate,
+                "positive",
+                f"the mean transit time of transit chain "
+                f"{f.source.rsplit('_', 1)[0]!r}",
+            )
         else:
-            use(f.rate, "positive", f"the {what[f.kind]} of the flow from "
-                f"{f.source!r}")
-        use(f.fraction, "fraction",
-            f"the fraction of the flow from {f.source!r} reaching {f.target!r}")
+            use(f.rate, "positive", f"the {what[f.kind]} of the flow from {f.source!r}")
+        use(
+            f.fraction,
+            "fraction",
+            f"the fraction of the flow from {f.source!r} reaching {f.target!r}",
+        )
     for r in model.routes.values():
         for pw in r.pathways:
             into = f"route {r.name!r} into {pw.target!r}"
@@ -533,10 +567,13 @@ def _rule_ok(rule: str, v: np.ndarray) -> np.ndarray:
     return np.isfinite(v)
 
 
-def check_individual(model: Model, params: Mapping[str, np.ndarray],
-                     covariates: Mapping[str, np.ndarray],
-                     etas: Mapping[str, np.ndarray] | None = None,
-                     overrides: Mapping[str, np.ndarray] | None = None) -> None:
+def check_individual(
+    model: Model,
+    params: Mapping[str, np.ndarray],
+    covariates: Mapping[str, np.ndarray],
+    etas: Mapping[str, np.ndarray] | None = None,
+    overrides: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Refuse individual parameters the model cannot use.
 
     One vectorised pass per parameter (cheap next to the solve): each value must
@@ -579,37 +616,47 @@ def check_individual(model: Model, params: Mapping[str, np.ndarray],
             f"individual parameter {name!r} of subject {s} is {v.flat[s]:.6g} "
             f"{p.canonical_unit.removesuffix('/kg')} ({int(v.size - ok.sum())} of "
             f"{v.size} subjects affected); it must be {need} as "
-            f"{where}. {_origin(model, name, s, covariates, etas, overrides)}")
+            f"{where}. {_origin(model, name, s, covariates, etas, overrides)}"
+        )
     for route in model.routes.values():
-        named = [pw.fraction for pw in route.pathways
-                 if pw.fraction is not None and pw.fraction != "rest"]
+        named = [
+            pw.fraction
+            for pw in route.pathways
+            if pw.fraction is not None and pw.fraction != "rest"
+        ]
         if len(named) < 2 or any(f in model.fractions_above_one for f in named):
             continue
         n = np.size(next(iter(params.values()))) if params else 1
-        fracs = [np.broadcast_to(model.value_of(f, params, n, 1.0), (n,))
-                 for f in named]
+        fracs = [
+            np.broadcast_to(model.value_of(f, params, n, 1.0), (n,)) for f in named
+        ]
         total = sum(fracs)
         ok = total <= 1.0 + 1e-12  # rounding of fractions meant to sum to 1
         if not np.all(ok):
             s = int(np.argmin(ok))
-            parts = " + ".join(f"{f} {x[s]:.4g}" for f, x in zip(named, fracs,
-                                                                   strict=True))
+            parts = " + ".join(
+                f"{f} {x[s]:.4g}" for f, x in zip(named, fracs, strict=True)
+            )
             raise ValueError(
                 f"the pathway fractions of route {route.name!r} add up to "
                 f"{total[s]:.6g} > 1 for subject {s} ({parts}): more than the whole "
                 f"dose would be absorbed. Check the fraction parameters and their "
-                f"covariate and random effects")
+                f"covariate and random effects"
+            )
 
 
 def _origin(model: Model, name: str, s: int, covariates, etas, overrides) -> str:
     """How individual parameter ``name`` of subject ``s`` was computed, in words."""
+
     def at(a):
         a = np.asarray(a, dtype=float)
         return float(a.flat[s]) if a.size > 1 else float(a.flat[0])
 
     if name in overrides or name + "/kg" in overrides:
-        return ("It was given in ks.Subjects(parameters=...); give a value in the "
-                "range above")
+        return (
+            "It was given in ks.Subjects(parameters=...); give a value in the "
+            "range above"
+        )
     p = model.parameters[name]
     parts = [f"typical value {p.value:.6g} {p.canonical_unit}"]
     covs = []
@@ -618,16 +665,21 @@ def _origin(model: Model, name: str, s: int, covariates, etas, overrides) -> str
     for eff in model.covariate_effects:
         if eff.parameter == name:
             c = at(covariates[eff.covariate])
-            parts.append(f"{eff.kind} effect of {eff.covariate} = {c:.6g} "
-                         f"{KNOWN_COVARIATES[eff.covariate]} (factor "
-                         f"{float(_covariate_factor(eff, np.asarray(c))):.6g})")
+            parts.append(
+                f"{eff.kind} effect of {eff.covariate} = {c:.6g} "
+                f"{KNOWN_COVARIATES[eff.covariate]} (factor "
+                f"{float(_covariate_factor(eff, np.asarray(c))):.6g})"
+            )
             covs.append(eff.covariate)
     var = model._variability_for(name)
     if var is not None and name in etas:
         parts.append(f"{var.distribution} random effect eta = {at(etas[name]):.4g}")
-    hint = (f"check the covariates given ({', '.join(dict.fromkeys(covs))}) against "
-            "the model's validity ranges, or the model's covariate effects"
-            if covs else "check the model's parameter values and variability")
+    hint = (
+        f"check the covariates given ({', '.join(dict.fromkeys(covs))}) against "
+        "the model's validity ranges, or the model's covariate effects"
+        if covs
+        else "check the model's parameter values and variability"
+    )
     return f"It comes from {' × '.join(parts)}; {hint}"
 
 
@@ -645,8 +697,9 @@ def _covariate_factor(eff: CovariateEffect, c: np.ndarray) -> np.ndarray:
     raise ValueError(eff.kind)  # unreachable: the loader checks the menu
 
 
-def omega_from(cv: float | None = None, omega: float | None = None,
-               omega2: float | None = None) -> float:
+def omega_from(
+    cv: float | None = None, omega: float | None = None, omega2: float | None = None
+) -> float:
     """SD of eta from a log-normal CV, an SD or a variance (exactly one given)."""
     if cv is not None:
         return math.sqrt(math.log1p(cv * cv))

@@ -39,8 +39,13 @@ ROLES = ("depot", "central", "peripheral", "liver", "transit", "metabolite")
 ENANTIOMERS = ("racemic", "S", "R")
 SAMPLING = ("arterial", "venous", "mixed", "unknown")
 GRADES = ("P", "T", "C", "U", "choice")
-EFFECT_KINDS = {"power": "exponent", "linear": "slope", "hinge": "slope",
-                "exponential": "slope", "categorical": "factor"}
+EFFECT_KINDS = {
+    "power": "exponent",
+    "linear": "slope",
+    "hinge": "slope",
+    "exponential": "slope",
+    "categorical": "factor",
+}
 #: Largest SD of eta (omega, IIV or IOV) a model file may give: e^5 = 148-fold
 #: spread at one SD, a log-normal CV of about 2.7e5 (the largest bundled omega is
 #: 1.1). Beyond it is a misread number (a variance or percentage), and near 1e154
@@ -98,13 +103,17 @@ def load_model(name_or_path: str | Path) -> Model:
     if isinstance(name_or_path, Model):
         return name_or_path
     if not isinstance(name_or_path, str | Path):
-        raise TypeError(f"model must be a bundled model name such as 'domino' or a "
-                        f"path to a .toml model file; got "
-                        f"{type(name_or_path).__name__} {name_or_path!r:.80}")
+        raise TypeError(
+            f"model must be a bundled model name such as 'domino' or a "
+            f"path to a .toml model file; got "
+            f"{type(name_or_path).__name__} {name_or_path!r:.80}"
+        )
     if not str(name_or_path).strip():  # Path("") is ".", the working directory
-        raise FileNotFoundError(f"model must name a bundled model or a .toml file; "
-                                f"got the empty name {str(name_or_path)!r}. Bundled "
-                                f"models: {', '.join(list_models())}")
+        raise FileNotFoundError(
+            f"model must name a bundled model or a .toml file; "
+            f"got the empty name {str(name_or_path)!r}. Bundled "
+            f"models: {', '.join(list_models())}"
+        )
     p = Path(name_or_path)
     if p.suffix != ".toml" and (not p.exists() or p.is_dir()):
         cand = models_dir() / f"{name_or_path}.toml"
@@ -114,12 +123,14 @@ def load_model(name_or_path: str | Path) -> Model:
             raise FileNotFoundError(
                 f"no bundled model {str(name_or_path)!r}; bundled models: "
                 f"{', '.join(list_models())}. To load your own, pass a path to a "
-                f".toml file.")
+                f".toml file."
+            )
     if p.is_dir():  # else a bare IsADirectoryError
         raise FileNotFoundError(
             f"model {str(name_or_path)!r} is a directory, not a model file; pass a "
             f"path to a .toml model file or a bundled model name "
-            f"({', '.join(list_models())})")
+            f"({', '.join(list_models())})"
+        )
     raw = p.read_bytes()
     try:
         data = tomllib.loads(raw.decode("utf-8"))
@@ -139,16 +150,16 @@ class _Table:
         self.data = data
         self.used: set[str] = set()
 
-    def fail(self, message: str, key: str | None = None,
-             hint: str = "") -> NoReturn:
+    def fail(self, message: str, key: str | None = None, hint: str = "") -> NoReturn:
         k = f"{self.path}.{key}" if key and self.path else (key or self.path)
         raise ModelFileError(self.file, k or "<top>", message, hint)
 
     def sub(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def take(self, key: str, types, *, required: bool = True, default=None,
-             choices=None):
+    def take(
+        self, key: str, types, *, required: bool = True, default=None, choices=None
+    ):
         self.used.add(key)
         if key not in self.data:
             if required:
@@ -158,12 +169,14 @@ class _Table:
         if types is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, types) or (isinstance(v, bool) and types is not bool):
-            tn = types.__name__ if isinstance(types, type) else \
-                " or ".join(t.__name__ for t in types)
+            tn = (
+                types.__name__
+                if isinstance(types, type)
+                else " or ".join(t.__name__ for t in types)
+            )
             self.fail(f"must be {tn}; got {type(v).__name__} {v!r}", key)
         if choices is not None and v not in choices:
-            self.fail(f"must be one of {', '.join(map(repr, choices))}; got {v!r}",
-                      key)
+            self.fail(f"must be one of {', '.join(map(repr, choices))}; got {v!r}", key)
         return v
 
     def table(self, key: str, *, required: bool = True) -> dict:
@@ -173,12 +186,16 @@ class _Table:
     def done(self) -> None:
         extra = [k for k in self.data if k not in self.used]
         if extra:
-            self.fail(f"unknown key {extra[0]!r}", extra[0],
-                      f"allowed keys here: {', '.join(sorted(self.used))}")
+            self.fail(
+                f"unknown key {extra[0]!r}",
+                extra[0],
+                f"allowed keys here: {', '.join(sorted(self.used))}",
+            )
 
 
-def model_from_dict(data: dict[str, Any], *, file: Path | None = None,
-                    sha256: str = "") -> Model:
+def model_from_dict(
+    data: dict[str, Any], *, file: Path | None = None, sha256: str = ""
+) -> Model:
     """Build a :class:`Model` from a parsed model-file dictionary (strict).
 
     Besides the structure, every number is checked against how the model uses it
@@ -205,8 +222,7 @@ def model_from_dict(data: dict[str, Any], *, file: Path | None = None,
     references = s.read_references(top)
     covariates = s.read_covariates(top)
     validity = s.read_validity(top, covariates)
-    parameters, raw_values, above_one = s.read_parameters(top, covariates,
-                                                          references)
+    parameters, raw_values, above_one = s.read_parameters(top, covariates, references)
     layout = s.read_compartments(top, parameters)
     flows = s.read_flows(top, parameters, layout)
     routes = s.read_routes(top, parameters, layout)
@@ -219,13 +235,24 @@ def model_from_dict(data: dict[str, Any], *, file: Path | None = None,
     top.done()
 
     model = Model(
-        **header, parameters=parameters, compartments=tuple(layout.compartments),
-        flows=tuple(flows), routes=routes, analytes=tuple(analytes),
-        variability=tuple(variability), correlations=tuple(correlations),
-        covariate_effects=tuple(effects), covariates=covariates, validity=validity,
-        residual=residual, time_effects=tuple(time_effects),
-        references=tuple(references), path=file, sha256=sha256,
-        fractions_above_one=tuple(above_one))
+        **header,
+        parameters=parameters,
+        compartments=tuple(layout.compartments),
+        flows=tuple(flows),
+        routes=routes,
+        analytes=tuple(analytes),
+        variability=tuple(variability),
+        correlations=tuple(correlations),
+        covariate_effects=tuple(effects),
+        covariates=covariates,
+        validity=validity,
+        residual=residual,
+        time_effects=tuple(time_effects),
+        references=tuple(references),
+        path=file,
+        sha256=sha256,
+        fractions_above_one=tuple(above_one),
+    )
     _check_numbers(model, file, raw_values)
     return model
 
@@ -236,66 +263,96 @@ def _check_numbers(model: Model, file: Path | None, raw: dict[str, float]) -> No
     whole dose, and covariate effects over the model's validity ranges."""
     roles = parameter_roles(model)
     fraction_refs = {f.fraction for f in model.flows} | {
-        x for r in model.routes.values() for pw in r.pathways
-        for x in (pw.fraction, pw.later_devices)}
+        x
+        for r in model.routes.values()
+        for pw in r.pathways
+        for x in (pw.fraction, pw.later_devices)
+    }
     for name in model.fractions_above_one:
         if name not in fraction_refs:
             raise ModelFileError(
-                file, f"parameters.{name}.above_one", f"{name!r} is not used as a "
-                "fraction (of a flow or a route pathway)", "remove above_one")
+                file,
+                f"parameters.{name}.above_one",
+                f"{name!r} is not used as a fraction (of a flow or a route pathway)",
+                "remove above_one",
+            )
         v = model.parameters[name].value
         if v > MAX_APPARENT_FRACTION:  # values are finite (checked when read)
             p = model.parameters[name]
             got = f"{raw[name]:g}" + (f" {p.unit}" if p.unit != "1" else "")
             raise ModelFileError(
-                file, f"parameters.{name}.value", f"is a fraction marked above_one "
+                file,
+                f"parameters.{name}.value",
+                f"is a fraction marked above_one "
                 f"and must be at most {MAX_APPARENT_FRACTION:g} (an apparent "
-                f"{MAX_APPARENT_FRACTION * 100:g} %); got {got}", "a fraction is "
+                f"{MAX_APPARENT_FRACTION * 100:g} %); got {got}",
+                "a fraction is "
                 "written 0.45 (unit '1') or 45 (unit '%'); check the value and unit "
-                "against the source")
+                "against the source",
+            )
     for name, (rule, uses) in roles.items():
         p = model.parameters[name]
         v = p.value
-        ok = {"positive": v > 0, "nonnegative": v >= 0, "fraction": 0 <= v <= 1,
-              "finite": True}[rule] and math.isfinite(v)
+        ok = {
+            "positive": v > 0,
+            "nonnegative": v >= 0,
+            "fraction": 0 <= v <= 1,
+            "finite": True,
+        }[rule] and math.isfinite(v)
         need = RULE_TEXT[rule]
         lo, hi = TYPICAL_MAGNITUDE
-        if ok and p.dimension in SCALED_DIMENSIONS and v != 0 \
-                and not lo <= v <= hi:
+        if ok and p.dimension in SCALED_DIMENSIONS and v != 0 and not lo <= v <= hi:
             ok = False
             need = f"within [{lo:g}, {hi:g}] {p.canonical_unit}"
         if ok:
             continue
         got = f"{raw[name]!r}" + (f" {p.unit}" if p.unit != "1" else "")
         if raw[name] != v:
-            got += f" (= {v:.6g}" + (f" {p.canonical_unit})" if p.canonical_unit
-                                     != "1" else ")")
+            got += f" (= {v:.6g}" + (
+                f" {p.canonical_unit})" if p.canonical_unit != "1" else ")"
+            )
         where = uses[0] if uses else f"a {p.dimension}"
-        hint = ("a fraction, e.g. 0.45 (unit '1') or 45 (unit '%'); a published "
-                "apparent fraction above 1 needs above_one = \"why\""
-                if rule == "fraction" else
-                "check the value and its unit against the source")
-        raise ModelFileError(file, f"parameters.{name}.value",
-                             f"must be {need} as {where}; got {got}", hint)
+        hint = (
+            "a fraction, e.g. 0.45 (unit '1') or 45 (unit '%'); a published "
+            'apparent fraction above 1 needs above_one = "why"'
+            if rule == "fraction"
+            else "check the value and its unit against the source"
+        )
+        raise ModelFileError(
+            file,
+            f"parameters.{name}.value",
+            f"must be {need} as {where}; got {got}",
+            hint,
+        )
     for rname, r in model.routes.items():
-        named = [pw.fraction for pw in r.pathways
-                 if pw.fraction is not None and pw.fraction != "rest"]
+        named = [
+            pw.fraction
+            for pw in r.pathways
+            if pw.fraction is not None and pw.fraction != "rest"
+        ]
         if len(named) < 2 or any(f in model.fractions_above_one for f in named):
             continue
         vals = [model.parameters[f].value if isinstance(f, str) else f for f in named]
         if sum(vals) > 1.0 + 1e-12:  # rounding of fractions meant to sum to 1
-            parts = " + ".join(f"{f} {x:.4g}" if isinstance(f, str) else f"{x:.4g}"
-                               for f, x in zip(named, vals, strict=True))
+            parts = " + ".join(
+                f"{f} {x:.4g}" if isinstance(f, str) else f"{x:.4g}"
+                for f, x in zip(named, vals, strict=True)
+            )
             raise ModelFileError(
-                file, f"routes.{rname}.pathways", f"fractions add up to "
+                file,
+                f"routes.{rname}.pathways",
+                f"fractions add up to "
                 f"{sum(vals):.6g} > 1 ({parts}): more than the whole dose would be "
-                "absorbed", "the pathways share one dose; a published apparent "
-                "fraction above 1 needs above_one = \"why\" on its parameter")
+                "absorbed",
+                "the pathways share one dose; a published apparent "
+                'fraction above 1 needs above_one = "why" on its parameter',
+            )
     _check_effects(model, file, roles)
 
 
-def _check_effects(model: Model, file: Path | None,
-                   roles: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+def _check_effects(
+    model: Model, file: Path | None, roles: dict[str, tuple[str, tuple[str, ...]]]
+) -> None:
     """No covariate effect may make a parameter break its rule anywhere in the
     box of its covariates' validity ranges.
 
@@ -326,8 +383,11 @@ def _check_effects(model: Model, file: Path | None,
             unit = KNOWN_COVARIATES[cov]
             shown = "" if unit == "0/1" else f" {unit}"
             declared = cov in model.validity
-            lo, hi = model.validity[cov] if declared else \
-                COVARIATE_RANGES.get(cov, (0.0, 1.0))  # flags: 0 or 1
+            lo, hi = (
+                model.validity[cov]
+                if declared
+                else COVARIATE_RANGES.get(cov, (0.0, 1.0))
+            )  # flags: 0 or 1
             if unit == "0/1":
                 pts = np.array([x for x in (0.0, 1.0) if lo <= x <= hi])
             else:
@@ -341,23 +401,41 @@ def _check_effects(model: Model, file: Path | None,
             i = idx[-1]
             e = model.covariate_effects[i]
             key = f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}"
-            rng = (f"the model's validity range [{lo:g}, {hi:g}] {unit}" if declared
-                   else f"the plausible human range [{lo:g}, {hi:g}] {unit} ({cov} "
-                   f"has no [validity] range)")
-            fix = (f"check the {EFFECT_KINDS[e.kind]} and reference, or narrow "
-                   f"[validity] {cov} to where the effect holds" if declared else
-                   f"declare [validity] {cov} = [low, high], the range where the "
-                   f"effect holds, or check the {EFFECT_KINDS[e.kind]}")
+            rng = (
+                f"the model's validity range [{lo:g}, {hi:g}] {unit}"
+                if declared
+                else f"the plausible human range [{lo:g}, {hi:g}] {unit} ({cov} "
+                f"has no [validity] range)"
+            )
+            fix = (
+                f"check the {EFFECT_KINDS[e.kind]} and reference, or narrow "
+                f"[validity] {cov} to where the effect holds"
+                if declared
+                else f"declare [validity] {cov} = [low, high], the range where the "
+                f"effect holds, or check the {EFFECT_KINDS[e.kind]}"
+            )
             if bad.any():  # report the worst point: the first non-finite or the min
-                k = int(np.argmax(~np.isfinite(f))) if not np.isfinite(f).all() \
+                k = (
+                    int(np.argmax(~np.isfinite(f)))
+                    if not np.isfinite(f).all()
                     else int(np.argmin(f))
-                what = ("non-finite" if not np.isfinite(f[k]) else "negative"
-                        if f[k] < 0 else "zero")
+                )
+                what = (
+                    "non-finite"
+                    if not np.isfinite(f[k])
+                    else "negative"
+                    if f[k] < 0
+                    else "zero"
+                )
                 raise ModelFileError(
-                    file, key, f"makes parameter {pname!r} {what} (factor "
+                    file,
+                    key,
+                    f"makes parameter {pname!r} {what} (factor "
                     f"{f[k]:.4g}) at {cov} = {pts[k]:g}{shown}, inside {rng}; it "
                     f"must stay {RULE_TEXT[rule]} as "
-                    f"{uses[0] if uses else 'a ' + p.dimension}", fix)
+                    f"{uses[0] if uses else 'a ' + p.dimension}",
+                    fix,
+                )
             lo_v, hi_v = lo_v * f.min(), hi_v * f.max()
             at_max.append(f"{cov} = {pts[np.argmax(f)]:g}{shown}")
             worst = max(worst, (float(f.max()), i))
@@ -366,26 +444,33 @@ def _check_effects(model: Model, file: Path | None,
             i = worst[1]
             e = model.covariate_effects[i]
             raise ModelFileError(
-                file, f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}",
+                file,
+                f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}",
                 f"makes parameter {pname!r} range over [{lo_v:.4g}, {hi_v:.4g}] "
                 f"{p.canonical_unit} within the covariates' ranges, beyond "
                 f"[{lo_m:g}, {hi_m:g}] {p.canonical_unit}, where no "
-                f"pharmacokinetic model goes", "check the covariate effects on it "
-                "against the source")
+                f"pharmacokinetic model goes",
+                "check the covariate effects on it against the source",
+            )
         too_big = hi_v > 1 if rule == "fraction" else False
         if logit and not 0 < lo_v <= hi_v < 1:
             too_big = True
         if too_big:
             i = worst[1]
             e = model.covariate_effects[i]
-            need = "strictly between 0 and 1 under its logit-normal variability" \
-                if logit else RULE_TEXT["fraction"]
+            need = (
+                "strictly between 0 and 1 under its logit-normal variability"
+                if logit
+                else RULE_TEXT["fraction"]
+            )
             raise ModelFileError(
-                file, f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}",
+                file,
+                f"covariate_effects[{i}].{EFFECT_KINDS[e.kind]}",
                 f"makes fraction parameter {pname!r} range over [{lo_v:.4g}, "
                 f"{hi_v:.4g}] (largest at {', '.join(at_max)}) within the "
                 f"covariates' ranges; it must be {need}",
-                "check the covariate effects on it against the source")
+                "check the covariate effects on it against the source",
+            )
 
 
 def cite(model: str | Path | Model) -> str:

@@ -55,29 +55,82 @@ import xarray as xr
 from .model import Model
 from .modelfile import load_model
 
-__all__ = ["MAX_DOSES_PER_SUBJECT", "DoseRecord", "EventTable", "Record",
-           "read_nonmem", "simulate_nonmem", "write_nonmem"]
+__all__ = [
+    "MAX_DOSES_PER_SUBJECT",
+    "DoseRecord",
+    "EventTable",
+    "Record",
+    "read_nonmem",
+    "simulate_nonmem",
+    "write_nonmem",
+]
 
 MAX_DOSES_PER_SUBJECT = 100_000
 """Most dose records one subject may expand to (its records plus their ADDL
 copies): a bound on memory and time, far above any real course."""
 
-COVARIATE_COLUMNS = {"WT": "weight", "WEIGHT": "weight", "AGE": "age",
-                     "HT": "height", "HEIGHT": "height", "BMI": "bmi",
-                     "FEMALE": "female", "ASIAN": "asian", "JAPANESE": "japanese"}
-KNOWN = {"ID", "TIME", "EVID", "AMT", "RATE", "CMT", "II", "ADDL", "SS", "MDV", "DV",
-         "DUR", "DEVICE"}
+COVARIATE_COLUMNS = {
+    "WT": "weight",
+    "WEIGHT": "weight",
+    "AGE": "age",
+    "HT": "height",
+    "HEIGHT": "height",
+    "BMI": "bmi",
+    "FEMALE": "female",
+    "ASIAN": "asian",
+    "JAPANESE": "japanese",
+}
+KNOWN = {
+    "ID",
+    "TIME",
+    "EVID",
+    "AMT",
+    "RATE",
+    "CMT",
+    "II",
+    "ADDL",
+    "SS",
+    "MDV",
+    "DV",
+    "DUR",
+    "DEVICE",
+}
 # the columns of a dose record as read, in the order write_nonmem keeps them
 DOSE_ITEMS = ("TIME", "AMT", "RATE", "DUR", "CMT", "II", "ADDL", "SS", "DEVICE")
 # the columns of every record as read (Record), in the order simulate_nonmem
 # stores them (nonmem_records) for write_nonmem
-RECORD_ITEMS = ("TIME", "EVID", "MDV", "AMT", "RATE", "DUR", "CMT", "II", "ADDL",
-                "SS", "DEVICE")
+RECORD_ITEMS = (
+    "TIME",
+    "EVID",
+    "MDV",
+    "AMT",
+    "RATE",
+    "DUR",
+    "CMT",
+    "II",
+    "ADDL",
+    "SS",
+    "DEVICE",
+)
 # covariate name -> the column write_nonmem writes and errors suggest
-COVARIATE_COLUMN = {"weight": "WT", "age": "AGE", "height": "HT", "bmi": "BMI",
-                    "female": "FEMALE", "asian": "ASIAN", "japanese": "JAPANESE"}
-COVARIATE_UNIT = {"weight": "kg", "age": "y", "height": "cm", "bmi": "kg/m^2",
-                  "female": "0 or 1", "asian": "0 or 1", "japanese": "0 or 1"}
+COVARIATE_COLUMN = {
+    "weight": "WT",
+    "age": "AGE",
+    "height": "HT",
+    "bmi": "BMI",
+    "female": "FEMALE",
+    "asian": "ASIAN",
+    "japanese": "JAPANESE",
+}
+COVARIATE_UNIT = {
+    "weight": "kg",
+    "age": "y",
+    "height": "cm",
+    "bmi": "kg/m^2",
+    "female": "0 or 1",
+    "asian": "0 or 1",
+    "japanese": "0 or 1",
+}
 
 
 @dataclass(frozen=True)
@@ -104,9 +157,17 @@ class DoseRecord:
     def items(self) -> tuple:
         """The record's values in :data:`DOSE_ITEMS` order (NaN for no DUR or
         DEVICE)."""
-        return (self.time, self.amt, self.rate,
-                np.nan if self.dur is None else self.dur, self.cmt, self.ii,
-                self.addl, self.ss, np.nan if self.device is None else self.device)
+        return (
+            self.time,
+            self.amt,
+            self.rate,
+            np.nan if self.dur is None else self.dur,
+            self.cmt,
+            self.ii,
+            self.addl,
+            self.ss,
+            np.nan if self.device is None else self.device,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,9 +197,22 @@ class Record:
 
     def items(self) -> tuple:
         """The values in :data:`RECORD_ITEMS` order, NaN for None."""
-        return tuple(np.nan if v is None else float(v) for v in (
-            self.time, self.evid, self.mdv, self.amt, self.rate, self.dur, self.cmt,
-            self.ii, self.addl, self.ss, self.device))
+        return tuple(
+            np.nan if v is None else float(v)
+            for v in (
+                self.time,
+                self.evid,
+                self.mdv,
+                self.amt,
+                self.rate,
+                self.dur,
+                self.cmt,
+                self.ii,
+                self.addl,
+                self.ss,
+                self.device,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -172,8 +246,12 @@ class EventTable:
     source: str = ""
 
 
-def read_nonmem(source: str | Path, model: Model | str | Path, *,
-                route_by_cmt: dict[int, str] | None = None) -> EventTable:
+def read_nonmem(
+    source: str | Path,
+    model: Model | str | Path,
+    *,
+    route_by_cmt: dict[int, str] | None = None,
+) -> EventTable:
     """Read a NONMEM-style CSV event table into an :class:`EventTable`.
 
     Parameters
@@ -249,16 +327,25 @@ def read_nonmem(source: str | Path, model: Model | str | Path, *,
     covariates = read.covariates(path, subjects)
     regimens, steady, dose_lines = read.regimens(subjects)
     return EventTable(
-        tuple(subjects), regimens, covariates,
+        tuple(subjects),
+        regimens,
+        covariates,
         {k: np.array(s.observations, dtype=float) for k, s in subjects.items()},
-        steady, {k: tuple(s.records) for k, s in subjects.items()},
+        steady,
+        {k: tuple(s.records) for k, s in subjects.items()},
         {k: np.array(s.predose, dtype=bool) for k, s in subjects.items()},
-        {k: tuple(s.rows) for k, s in subjects.items()}, dose_lines, str(path))
+        {k: tuple(s.rows) for k, s in subjects.items()},
+        dose_lines,
+        str(path),
+    )
 
 
-def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
-                    times: Sequence[float] | np.ndarray | None = None
-                    ) -> xr.Dataset:
+def simulate_nonmem(
+    model: Model | str | Path,
+    table: EventTable,
+    *,
+    times: Sequence[float] | np.ndarray | None = None,
+) -> xr.Dataset:
     """Simulate every subject of ``table`` (its own regimen and covariates), at its
     observation times (or ``times``), with exact steady state for SS records.
 
@@ -314,13 +401,18 @@ def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
 
     model = load_model(model)
     if not isinstance(table, EventTable):
-        raise TypeError(f"table must be an EventTable (from read_nonmem); got "
-                        f"{type(table).__name__}")
+        raise TypeError(
+            f"table must be an EventTable (from read_nonmem); got "
+            f"{type(table).__name__}"
+        )
     if not model.linear_time_invariant:
         raise ValueError("simulate_nonmem needs a linear time-invariant model")
     obs_all = [v for v in table.observations.values() if v.size]
-    t = _check_times(times if times is not None else np.unique(np.concatenate(
-        obs_all or [np.array([0.0])])))
+    t = _check_times(
+        times
+        if times is not None
+        else np.unique(np.concatenate(obs_all or [np.array([0.0])]))
+    )
     # the kernel runs on the output times and every observation time, so each
     # record has its prediction whatever ``times`` is
     t_run = np.union1d(t, np.concatenate(obs_all)) if obs_all else t
@@ -336,14 +428,19 @@ def simulate_nonmem(model: Model | str | Path, table: EventTable, *,
         _, c, over = _subjects(model, cov, None, warn=False)
         full, pred = sim.subject_predictions(model, table, sid, c, over, t_run)
         out[k] = full[:, at_t]
-        dv[k, :, :pred.shape[1]] = pred
+        dv[k, :, : pred.shape[1]] = pred
     ds = sim.dataset(model, table, t, out)
     return sim.add_table(ds, table, dv)
 
 
-def write_nonmem(ds: xr.Dataset, path: str | Path, *, analyte: str | None = None,
-                 cmt_by_route: dict[str, int] | None = None,
-                 observations: str = "records") -> Path:
+def write_nonmem(
+    ds: xr.Dataset,
+    path: str | Path,
+    *,
+    analyte: str | None = None,
+    cmt_by_route: dict[str, int] | None = None,
+    observations: str = "records",
+) -> Path:
     """Write a simulation Dataset as a NONMEM-style CSV that ``read_nonmem`` reads
     back.
 
@@ -412,18 +509,24 @@ def write_nonmem(ds: xr.Dataset, path: str | Path, *, analyte: str | None = None
     from . import _nonmem_write as write
 
     if "scenario" in ds.dims:
-        raise ValueError(f"write_nonmem writes one scenario; select it first, e.g. "
-                         f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
+        raise ValueError(
+            f"write_nonmem writes one scenario; select it first, e.g. "
+            f"ds.sel(scenario={str(ds.scenario.values[0])!r})"
+        )
     if observations not in ("records", "times"):
-        raise ValueError(f"observations must be 'records' (the table's own) or "
-                         f"'times' (every output time); got {observations!r}")
+        raise ValueError(
+            f"observations must be 'records' (the table's own) or "
+            f"'times' (every output time); got {observations!r}"
+        )
     an = write.dv_analyte(ds, analyte)
     write.check_dv_units(ds)
     table = "nonmem_doses" in ds
     if table and cmt_by_route is not None:
-        raise ValueError("cmt_by_route is for a simulate() Dataset; this one is from "
-                         "simulate_nonmem, whose CMT values are written as read "
-                         "(read it with the same route_by_cmt)")
+        raise ValueError(
+            "cmt_by_route is for a simulate() Dataset; this one is from "
+            "simulate_nonmem, whose CMT values are written as read "
+            "(read it with the same route_by_cmt)"
+        )
     c = ds.concentration.sel(analyte=an).values
     t = ds.time.values
     subjects = write.written_subjects(ds)
@@ -459,4 +562,3 @@ def _num(x) -> str:
     """The shortest text that reads back as the same float (70.1, not
     70.099999999999994)."""
     return repr(float(x))
-

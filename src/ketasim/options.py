@@ -75,17 +75,24 @@ class ODE:
         for key in ("rtol", "atol"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int | float | np.number):
-                raise TypeError(f"ODE({key}=...) must be a number; got {v!r} "
-                                f"({type(v).__name__})")
+                raise TypeError(
+                    f"ODE({key}=...) must be a number; got {v!r} ({type(v).__name__})"
+                )
         if not (0 < self.rtol < 1 and 0 < self.atol < math.inf):
-            raise ValueError(f"ODE needs rtol in (0, 1) and atol finite and > 0 "
-                             f"(mg); got rtol={self.rtol}, atol={self.atol}")
+            raise ValueError(
+                f"ODE needs rtol in (0, 1) and atol finite and > 0 "
+                f"(mg); got rtol={self.rtol}, atol={self.atol}"
+            )
         if self.method not in ODE_METHODS:
-            raise ValueError(f"ODE(method=...) must be one of {tuple(ODE_METHODS)}; "
-                             f"got {self.method!r}")
+            raise ValueError(
+                f"ODE(method=...) must be one of {tuple(ODE_METHODS)}; "
+                f"got {self.method!r}"
+            )
         if not is_whole(self.max_steps) or self.max_steps < 1:
-            raise ValueError(f"ODE(max_steps=...) must be a whole number >= 1; got "
-                             f"{self.max_steps!r}")
+            raise ValueError(
+                f"ODE(max_steps=...) must be a whole number >= 1; got "
+                f"{self.max_steps!r}"
+            )
         object.__setattr__(self, "rtol", float(self.rtol))
         object.__setattr__(self, "atol", float(self.atol))
         object.__setattr__(self, "max_steps", int(self.max_steps))
@@ -134,21 +141,28 @@ class Trajectories:
     def __post_init__(self):
         for key in ("amounts", "auc", "residual", "dose_windows"):
             # a string such as "no" would read as True; numpy booleans become bools
-            object.__setattr__(self, key, check_bool(getattr(self, key),
-                                                     f"Trajectories({key}=...)"))
+            object.__setattr__(
+                self, key, check_bool(getattr(self, key), f"Trajectories({key}=...)")
+            )
         if self.out is not None:
             if not isinstance(self.out, np.ndarray):
-                raise TypeError(f"Trajectories(out=...) must be a numpy array; got "
-                                f"{type(self.out).__name__}")
+                raise TypeError(
+                    f"Trajectories(out=...) must be a numpy array; got "
+                    f"{type(self.out).__name__}"
+                )
             if self.amounts or self.auc:
-                raise ValueError("Trajectories(out=...) holds concentrations only; it "
-                                 "cannot be combined with amounts=True or auc=True")
+                raise ValueError(
+                    "Trajectories(out=...) holds concentrations only; it "
+                    "cannot be combined with amounts=True or auc=True"
+                )
 
     def __repr__(self) -> str:
         out = "None" if self.out is None else f"<array {self.out.shape}>"
-        return (f"Trajectories(amounts={self.amounts}, auc={self.auc}, "
-                f"residual={self.residual}, dose_windows={self.dose_windows}, "
-                f"out={out})")
+        return (
+            f"Trajectories(amounts={self.amounts}, auc={self.auc}, "
+            f"residual={self.residual}, dose_windows={self.dose_windows}, "
+            f"out={out})"
+        )
 
 
 @dataclass(frozen=True)
@@ -181,8 +195,9 @@ class Metrics:
 
     def __post_init__(self):
         if not is_whole(self.chunk) or self.chunk < 1:
-            raise ValueError(f"Metrics(chunk=...) must be a whole number >= 1; got "
-                             f"{self.chunk!r}")
+            raise ValueError(
+                f"Metrics(chunk=...) must be a whole number >= 1; got {self.chunk!r}"
+            )
         if self.above is not None:
             metrics_level(self.above)  # refuses a bad level now, by name
 
@@ -200,9 +215,12 @@ def metrics_level(above) -> float:
 
     if isinstance(above, str):
         try:
-            molar = parse_unit(parse_quantity(above, what="above",
-                                              default_unit="ng/mL").unit
-                               ).dimension == "molar concentration"
+            molar = (
+                parse_unit(
+                    parse_quantity(above, what="above", default_unit="ng/mL").unit
+                ).dimension
+                == "molar concentration"
+            )
         except UnitError:
             molar = False  # to_ng_per_ml says what is wrong
         if molar:
@@ -210,7 +228,8 @@ def metrics_level(above) -> float:
                 f"above={above!r} is a molar level; in Metrics(above=...) it is one "
                 f"level in ng/mL for every analyte (a molar level is a different "
                 f"mass level per analyte). Give it in ng/mL, or simulate the curves "
-                f"and use ks.metrics(ds, 'dose', above={above!r})")
+                f"and use ks.metrics(ds, 'dose', above={above!r})"
+            )
     return to_ng_per_ml(above, what="above")
 
 
@@ -251,6 +270,8 @@ class Subjects:
         for key in ("covariates", "parameters"):
             v = getattr(self, key)
             if v is not None and not is_table(v):
-                raise TypeError(f"Subjects({key}=...) must be a mapping of name -> "
-                                f"value or per-subject array (a dict or a pandas "
-                                f"DataFrame); got {type(v).__name__}")
+                raise TypeError(
+                    f"Subjects({key}=...) must be a mapping of name -> "
+                    f"value or per-subject array (a dict or a pandas "
+                    f"DataFrame); got {type(v).__name__}"
+                )

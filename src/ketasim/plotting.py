@@ -38,8 +38,9 @@ def _band(ax, ds, analyte, color, label, spaghetti, q):
     lo, med, hi = np.nanpercentile(c.values, q, axis=0)
     marker = "o" if x.size < 3 else None  # a line needs two points
     if c.shape[0] > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0,
-                        label=f"{label} P{q[0]}–P{q[2]}")
+        ax.fill_between(
+            x, lo, hi, color=color, alpha=0.25, lw=0, label=f"{label} P{q[0]}–P{q[2]}"
+        )
     ax.plot(x, med, color=color, lw=1.5, marker=marker, label=f"{label} median")
     for i in range(min(spaghetti, c.shape[0])):
         ax.plot(x, c.values[i], color=color, lw=0.5, alpha=0.5, marker=marker)
@@ -48,14 +49,22 @@ def _band(ax, ds, analyte, color, label, spaghetti, q):
     ax.grid(alpha=0.3)
 
 
-def plot_bands(ds: xr.Dataset, analyte: str | None = None, *, spaghetti: int = 5,
-               q: Sequence[float] = (5, 50, 95), ax: Axes | None = None,
-               log: bool = False) -> Figure:
+def plot_bands(
+    ds: xr.Dataset,
+    analyte: str | None = None,
+    *,
+    spaghetti: int = 5,
+    q: Sequence[float] = (5, 50, 95),
+    ax: Axes | None = None,
+    log: bool = False,
+) -> Figure:
     """Median and percentile band over subjects, with a few individual curves."""
     if "scenario" in ds.dims:
-        raise ValueError("plot_bands draws one result; for a scenario Dataset use "
-                         "plot_scenarios(ds), or select one scenario first: "
-                         f"ds.sel(scenario={str(ds.scenario.values[0])!r})")
+        raise ValueError(
+            "plot_bands draws one result; for a scenario Dataset use "
+            "plot_scenarios(ds), or select one scenario first: "
+            f"ds.sel(scenario={str(ds.scenario.values[0])!r})"
+        )
     plt = _plt()
     if ax is None:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -68,17 +77,27 @@ def plot_bands(ds: xr.Dataset, analyte: str | None = None, *, spaghetti: int = 5
     return fig
 
 
-def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *,
-                   q: Sequence[float] = (5, 50, 95), spaghetti: int = 0,
-                   log: bool = False, sharey: bool = True) -> Figure:
+def plot_scenarios(
+    ds: xr.Dataset,
+    analyte: str | None = None,
+    *,
+    q: Sequence[float] = (5, 50, 95),
+    spaghetti: int = 0,
+    log: bool = False,
+    sharey: bool = True,
+) -> Figure:
     """One panel per scenario (shared axes), median and percentile band."""
     plt = _plt()
     if "scenario" not in ds.dims:  # one result: one panel
-        ds = (ds.expand_dims("scenario") if "scenario" in ds.coords  # ds.sel(...)
-              else ds.expand_dims(scenario=[ds.attrs.get("model_id", "result")]))
+        ds = (
+            ds.expand_dims("scenario")
+            if "scenario" in ds.coords  # ds.sel(...)
+            else ds.expand_dims(scenario=[ds.attrs.get("model_id", "result")])
+        )
     names = [str(s) for s in ds.scenario.values]
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4),
-                             sharey=sharey, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(5 * len(names), 4), sharey=sharey, squeeze=False
+    )
     for ax, name in zip(axes[0], names, strict=True):
         one = ds.sel(scenario=name)
         an = analyte or _present(one)[0]
@@ -91,8 +110,14 @@ def plot_scenarios(ds: xr.Dataset, analyte: str | None = None, *,
     return fig
 
 
-def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
-                  analyte: str | None = None, unit: str = "ng/mL") -> Figure:
+def plot_exposure(
+    ds: xr.Dataset,
+    metric: str = "cmax",
+    *,
+    per: str = "session",
+    analyte: str | None = None,
+    unit: str = "ng/mL",
+) -> Figure:
     """Distribution over patients of a per-session (or per-dose) metric: one box per
     session, scenarios side by side.
 
@@ -103,8 +128,11 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
 
     plt = _plt()
     if "scenario" not in ds.dims:
-        ds = (ds.expand_dims("scenario") if "scenario" in ds.coords  # ds.sel(...)
-              else ds.expand_dims(scenario=[ds.attrs.get("model_id", "result")]))
+        ds = (
+            ds.expand_dims("scenario")
+            if "scenario" in ds.coords  # ds.sel(...)
+            else ds.expand_dims(scenario=[ds.attrs.get("model_id", "result")])
+        )
     fig, ax = plt.subplots(figsize=(9, 4))
     names = [str(s) for s in ds.scenario.values]
     width = 0.8 / len(names)
@@ -122,14 +150,21 @@ def plot_exposure(ds: xr.Dataset, metric: str = "cmax", *, per: str = "session",
         units = m.attrs.get("units", "")
         data = [m.values[:, w][np.isfinite(m.values[:, w])] for w in range(m.shape[1])]
         pos = np.arange(len(data)) + 1 + (k - (len(names) - 1) / 2) * width
-        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
-                        showfliers=False)
+        bp = ax.boxplot(
+            data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False
+        )
         for patch in bp["boxes"]:
             patch.set_facecolor(f"C{k}")
             patch.set_alpha(0.5)
         windows = max(windows, len(data))
-        ax.plot([], [], color=f"C{k}", lw=6, alpha=0.5,
-                label=f"{name} ({an})" if mixed else name)
+        ax.plot(
+            [],
+            [],
+            color=f"C{k}",
+            lw=6,
+            alpha=0.5,
+            label=f"{name} ({an})" if mixed else name,
+        )
     ax.set_xticks(np.arange(1, windows + 1))
     ax.set_xticklabels([str(i) for i in range(1, windows + 1)])
     ax.set_xlabel(per)

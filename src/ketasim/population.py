@@ -33,8 +33,9 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def normals(seed: int, stream: str, subjects: np.ndarray, ndraws: int,
-            offset: int = 0) -> np.ndarray:
+def normals(
+    seed: int, stream: str, subjects: np.ndarray, ndraws: int, offset: int = 0
+) -> np.ndarray:
     """Standard normals (len(subjects), ndraws): draw ``offset + k`` of each subject.
 
     Deterministic in (seed, stream, subject index, draw index) only."""
@@ -43,10 +44,12 @@ def normals(seed: int, stream: str, subjects: np.ndarray, ndraws: int,
     return ndtri(uniforms(seed, stream, subjects, ndraws, offset))
 
 
-def uniforms(seed: int, stream: str, subjects: np.ndarray, ndraws: int,
-             offset: int = 0) -> np.ndarray:
+def uniforms(
+    seed: int, stream: str, subjects: np.ndarray, ndraws: int, offset: int = 0
+) -> np.ndarray:
     key = np.random.SeedSequence([int(seed), STREAMS[stream]]).generate_state(
-        1, np.uint64)[0]
+        1, np.uint64
+    )[0]
     subj = np.asarray(subjects, dtype=np.uint64)[:, None]
     draw = np.arange(offset, offset + ndraws, dtype=np.uint64)[None, :]
     with np.errstate(over="ignore"):
@@ -144,38 +147,49 @@ class Population:
         if not is_whole(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a whole number >= 0; got {self.seed!r}")
         if not is_whole(self.offset) or self.offset < 0:
-            raise ValueError(f"offset must be a whole number >= 0; got "
-                             f"{self.offset!r}")
+            raise ValueError(f"offset must be a whole number >= 0; got {self.offset!r}")
         for name in ("female", "asian", "japanese"):
             object.__setattr__(self, name, check_proportion(getattr(self, name), name))
         if self.japanese > self.asian and self.japanese > 0:
-            raise ValueError(f"japanese ({self.japanese}) cannot exceed asian "
-                             f"({self.asian}): Japanese patients are flagged Asian too")
+            raise ValueError(
+                f"japanese ({self.japanese}) cannot exceed asian "
+                f"({self.asian}): Japanese patients are flagged Asian too"
+            )
         if not isinstance(self.age, tuple | list) or len(self.age) != 2:
-            raise TypeError(f"age must be a (low, high) range in years such as "
-                            f"(18, 65); got {self.age!r}")
+            raise TypeError(
+                f"age must be a (low, high) range in years such as "
+                f"(18, 65); got {self.age!r}"
+            )
         lo, hi = (finite_number(v, f"age[{i}]") for i, v in enumerate(self.age))
         amax = COVARIATE_RANGES["age"][1]
         if not 0 <= lo <= hi <= amax:
-            raise ValueError(f"age must be (low, high) years with 0 <= low <= high <= "
-                             f"{amax:g}; got {self.age!r}")
+            raise ValueError(
+                f"age must be (low, high) years with 0 <= low <= high <= "
+                f"{amax:g}; got {self.age!r}"
+            )
         object.__setattr__(self, "age", (lo, hi))
         for name in ("iiv", "iov"):  # Population(iiv="no") must not mean yes
             object.__setattr__(self, name, check_bool(getattr(self, name), name))
         if self.covariates is not None:
             if not is_table(self.covariates):
-                raise TypeError(f"covariates must be a mapping (name -> array of "
-                                f"{self.n} values), e.g. a dict or a DataFrame's "
-                                f"columns; got {type(self.covariates).__name__}")
+                raise TypeError(
+                    f"covariates must be a mapping (name -> array of "
+                    f"{self.n} values), e.g. a dict or a DataFrame's "
+                    f"columns; got {type(self.covariates).__name__}"
+                )
             table = {}
             for name, v in dict(self.covariates).items():
                 if name not in KNOWN_COVARIATES:
-                    raise ValueError(f"unknown covariate {name!r}; known covariates: "
-                                     f"{', '.join(KNOWN_COVARIATES)}")
+                    raise ValueError(
+                        f"unknown covariate {name!r}; known covariates: "
+                        f"{', '.join(KNOWN_COVARIATES)}"
+                    )
                 a = covariate_values(name, v)
                 if a.shape != (self.n,):
-                    raise ValueError(f"covariate {name!r} needs {self.n} values (one "
-                                     f"per patient); got shape {a.shape}")
+                    raise ValueError(
+                        f"covariate {name!r} needs {self.n} values (one "
+                        f"per patient); got shape {a.shape}"
+                    )
                 table[name] = a
             if "weight" not in table and {"height", "bmi"} <= set(table):
                 check_derived_weight(table["bmi"] * (table["height"] / 100.0) ** 2)
@@ -190,10 +204,12 @@ class Population:
         table = self.covariates or {}
         if "weight" in table or {"height", "bmi"} <= set(table):
             return
-        fix = ("give each patient's weight in kg (or height in cm and bmi) in the "
-               "covariates table, e.g. Population(n, seed, covariates={'weight': "
-               "..., 'age': ...}) with arrays of n values; ketasim draws adult sizes "
-               "only (no verified growth charts yet)")
+        fix = (
+            "give each patient's weight in kg (or height in cm and bmi) in the "
+            "covariates table, e.g. Population(n, seed, covariates={'weight': "
+            "..., 'age': ...}) with arrays of n values; ketasim draws adult sizes "
+            "only (no verified growth charts yet)"
+        )
         if "age" in table:
             young = table["age"] < ADULT_AGE
             if young.any():
@@ -202,13 +218,15 @@ class Population:
                     f"covariates['age'] has children (patient {i} is "
                     f"{table['age'][i]:g} y, under {ADULT_AGE:g}) but the table "
                     f"gives no weight, so they would get adult weights drawn from "
-                    f"the adult height and BMI distribution: {fix}")
+                    f"the adult height and BMI distribution: {fix}"
+                )
         elif self.age[0] < ADULT_AGE:
             raise ValueError(
                 f"age range {self.age[0]:g}-{self.age[1]:g} y reaches below "
                 f"{ADULT_AGE:g} y, but children would get adult weights (drawn from "
                 f"the adult height and BMI distribution): {fix}, or an adult age "
-                f"range such as age=(18, 65)")
+                f"range such as age=(18, 65)"
+            )
 
     @property
     def subjects(self) -> np.ndarray:
@@ -219,16 +237,30 @@ class Population:
         """Patients ``start .. stop-1`` of this population, the same patients (same
         random streams): how Dask chunks and metrics-only chunks split a run."""
         if not 0 <= start < stop <= self.n:
-            raise ValueError(f"subset needs 0 <= start < stop <= {self.n}; got "
-                             f"{start}, {stop}")
-        table = None if self.covariates is None else {
-            k: v[start:stop] for k, v in self.covariates.items()}
-        return Population(stop - start, self.seed, table, self.female, self.age,
-                          self.asian, self.japanese, self.iiv, self.iov,
-                          self.offset + start)
+            raise ValueError(
+                f"subset needs 0 <= start < stop <= {self.n}; got {start}, {stop}"
+            )
+        table = (
+            None
+            if self.covariates is None
+            else {k: v[start:stop] for k, v in self.covariates.items()}
+        )
+        return Population(
+            stop - start,
+            self.seed,
+            table,
+            self.female,
+            self.age,
+            self.asian,
+            self.japanese,
+            self.iiv,
+            self.iov,
+            self.offset + start,
+        )
 
-    def covariates_for(self, subjects: Sequence[int] | np.ndarray
-                       ) -> dict[str, np.ndarray]:
+    def covariates_for(
+        self, subjects: Sequence[int] | np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Covariates of the given subject indices (drawn, or from the table)."""
         from ._validate import ADULT_AGE
 
@@ -236,8 +268,10 @@ class Population:
         u = uniforms(self.seed, "covariates", idx, 6)
         female = (u[:, 0] < self.female).astype(float)
         height = np.where(
-            female == 1.0, _truncnorm(u[:, 1], 163.0, 6.5, 145.0, 205.0),
-            _truncnorm(u[:, 1], 176.0, 7.0, 145.0, 205.0))
+            female == 1.0,
+            _truncnorm(u[:, 1], 163.0, 6.5, 145.0, 205.0),
+            _truncnorm(u[:, 1], 176.0, 7.0, 145.0, 205.0),
+        )
         sd = np.sqrt(np.log1p(0.17**2))
         bmi = np.exp(_truncnorm(u[:, 2], np.log(25.5), sd, np.log(17.0), np.log(45.0)))
         lo, hi = self.age
@@ -271,8 +305,9 @@ class Population:
                 out["weight"] = out["bmi"] * (out["height"] / 100.0) ** 2
         return out
 
-    def etas(self, model: Model, subjects: Sequence[int] | np.ndarray
-             ) -> dict[str, np.ndarray]:
+    def etas(
+        self, model: Model, subjects: Sequence[int] | np.ndarray
+    ) -> dict[str, np.ndarray]:
         """Inter-individual random effects per parameter (correlated as the model
         says), shape (len(subjects),)."""
         idx = np.asarray(subjects, dtype=np.int64)
@@ -284,8 +319,9 @@ class Population:
         eta = z @ L.T
         return {v.parameter: eta[:, i] for i, v in enumerate(var)}
 
-    def iov_etas(self, model: Model, subjects: Sequence[int] | np.ndarray,
-                 n_occasions: int) -> dict[str, np.ndarray]:
+    def iov_etas(
+        self, model: Model, subjects: Sequence[int] | np.ndarray, n_occasions: int
+    ) -> dict[str, np.ndarray]:
         """Inter-occasion random effects, shape (len(subjects), n_occasions).
 
         Draws are laid out occasion by occasion (draw ``m * len(var) + i`` for
@@ -297,7 +333,8 @@ class Population:
         if not self.iov or not var:
             return {}
         z = normals(self.seed, "iov", idx, len(var) * n_occasions).reshape(
-            idx.size, n_occasions, len(var))
+            idx.size, n_occasions, len(var)
+        )
         return {v.parameter: z[:, :, i] * v.iov_omega for i, v in enumerate(var)}
 
     def check_validity(self, model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
@@ -314,10 +351,12 @@ def validity_messages(model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
         v = np.asarray(cov[name], dtype=float)
         out = (v < lo) | (v > hi)
         if out.any():
-            msgs.append(f"{int(out.sum())} of {v.size} patients have {name} "
-                        f"outside [{lo:g}, {hi:g}] {KNOWN_COVARIATES[name]}, the "
-                        f"range model {model.id!r} was estimated on (observed "
-                        f"{v.min():.3g}-{v.max():.3g})")
+            msgs.append(
+                f"{int(out.sum())} of {v.size} patients have {name} "
+                f"outside [{lo:g}, {hi:g}] {KNOWN_COVARIATES[name]}, the "
+                f"range model {model.id!r} was estimated on (observed "
+                f"{v.min():.3g}-{v.max():.3g})"
+            )
     return msgs
 
 
@@ -335,7 +374,8 @@ def _cholesky(model: Model, var) -> np.ndarray:
             f"(omega {', '.join(f'{v.omega:.3g}' for v in var)} and the "
             f"correlations) cannot be factorised to draw random effects ({exc}); "
             f"each omega must be finite and > 0 with omega² representable, and the "
-            f"correlations must hold together") from None
+            f"correlations must hold together"
+        ) from None
     return L
 
 

@@ -23,8 +23,13 @@ from .dosing import (
 )
 from .units import to_hours
 
-__all__ = ["MAX_DEVICES", "boosters", "clinic_course", "esketamine_induction",
-           "six_infusion_course"]
+__all__ = [
+    "MAX_DEVICES",
+    "boosters",
+    "clinic_course",
+    "esketamine_induction",
+    "six_infusion_course",
+]
 
 #: Most nasal devices one esketamine session may use (the label's largest dose,
 #: 84 mg, is 3 devices of 28 mg). A larger session dose is a unit slip, and
@@ -41,25 +46,31 @@ def _clock(value: str, what: str = "clock") -> float:
     return int(m.group(1)) + int(m.group(2)) / 60.0
 
 
-def session_days(sessions_per_week: int, n: int, what: str = "sessions"
-                 ) -> list[int]:
+def session_days(sessions_per_week: int, n: int, what: str = "sessions") -> list[int]:
     """Day numbers (day 0 = first session) of ``n`` sessions at a weekly rhythm;
     ``what`` names the argument ``n`` came from in errors. The last session must
     fall by :data:`~ketasim.dosing.MAX_TIME_H`, checked before the list is built."""
     if not is_whole(sessions_per_week) or sessions_per_week not in _WEEKLY_DAYS:
-        raise DoseError(f"sessions_per_week must be a whole number 1-5; got "
-                        f"{sessions_per_week!r}")
+        raise DoseError(
+            f"sessions_per_week must be a whole number 1-5; got {sessions_per_week!r}"
+        )
     if not is_whole(n) or n < 1:
-        raise DoseError(f"the number of sessions must be a whole number >= 1; got "
-                        f"{what} = {n!r}")
+        raise DoseError(
+            f"the number of sessions must be a whole number >= 1; got {what} = {n!r}"
+        )
     pattern = _WEEKLY_DAYS[sessions_per_week]
     last = 7 * ((n - 1) // len(pattern)) + pattern[(n - 1) % len(pattern)]
     check_span(24.0 * last, f"{what} = {n!r} sessions at {sessions_per_week} a week")
     return [7 * (i // len(pattern)) + pattern[i % len(pattern)] for i in range(n)]
 
 
-def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
-                  clock: str | Sequence[str] = "09:00") -> Regimen:
+def clinic_course(
+    dose: Dose,
+    *,
+    sessions_per_week: int = 2,
+    sessions: int = 6,
+    clock: str | Sequence[str] = "09:00",
+) -> Regimen:
     """``dose`` given in ``sessions`` sessions at ``sessions_per_week``.
 
     ``clock`` is the session time of day, or one per session (e.g. a Thursday
@@ -74,27 +85,39 @@ def clinic_course(dose: Dose, *, sessions_per_week: int = 2, sessions: int = 6,
     if not isinstance(dose, Dose):
         raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
     if dose.time != 0.0:
-        raise DoseError(f"clinic_course places the dose at the session times, so its "
-                        f"own time ({dose.time:g} h) would be lost; build the dose "
-                        f"without time= (use clock= for the time of day)")
+        raise DoseError(
+            f"clinic_course places the dose at the session times, so its "
+            f"own time ({dose.time:g} h) would be lost; build the dose "
+            f"without time= (use clock= for the time of day)"
+        )
     days = session_days(sessions_per_week, sessions)
     if not isinstance(clock, str | list | tuple):
-        raise DoseError(f"clock must be 'HH:MM' or a list of them, one per session; "
-                        f"got {clock!r}")
+        raise DoseError(
+            f"clock must be 'HH:MM' or a list of them, one per session; got {clock!r}"
+        )
     clocks = [clock] * sessions if isinstance(clock, str) else list(clock)
     if len(clocks) != sessions:
-        raise DoseError(f"clock needs one time per session ({sessions}); got "
-                        f"{len(clocks)}")
+        raise DoseError(
+            f"clock needs one time per session ({sessions}); got {len(clocks)}"
+        )
     hours = [_clock(c, f"clock[{i}]") for i, c in enumerate(clocks)]
     t0 = hours[0]
-    return Regimen(dose._at(d * 24.0 + h - t0, "sessions")
-                   for d, h in zip(days, hours, strict=True))
+    return Regimen(
+        dose._at(d * 24.0 + h - t0, "sessions")
+        for d, h in zip(days, hours, strict=True)
+    )
 
 
-def six_infusion_course(dose: AmountLike = "0.5 mg/kg", *,
-                        duration: float | str = "40 min", sessions_per_week: int = 2,
-                        sessions: int = 6, salt: str = "hcl", route: str = "iv",
-                        clock: str | Sequence[str] = "09:00") -> Regimen:
+def six_infusion_course(
+    dose: AmountLike = "0.5 mg/kg",
+    *,
+    duration: float | str = "40 min",
+    sessions_per_week: int = 2,
+    sessions: int = 6,
+    salt: str = "hcl",
+    route: str = "iv",
+    clock: str | Sequence[str] = "09:00",
+) -> Regimen:
     """The racemic ketamine course for depression: six 0.5 mg/kg infusions over
     40 min, twice weekly (days 0, 3, 7, 10, 14, 17), as ketamine HCl by default.
 
@@ -107,12 +130,14 @@ def six_infusion_course(dose: AmountLike = "0.5 mg/kg", *,
     """
     _amount(dose, "dose")  # a bad dose is named as the caller wrote it, not `amount`
     d = Dose.infusion(dose, duration=duration, route=route, salt=salt)
-    return clinic_course(d, sessions_per_week=sessions_per_week, sessions=sessions,
-                         clock=clock)
+    return clinic_course(
+        d, sessions_per_week=sessions_per_week, sessions=sessions, clock=clock
+    )
 
 
-def boosters(dose: Dose | None = None, *, every: float | str = "2 weeks",
-             count: int = 3) -> Regimen:
+def boosters(
+    dose: Dose | None = None, *, every: float | str = "2 weeks", count: int = 3
+) -> Regimen:
     """``count`` booster sessions, the first ``every`` after t = 0 (so that
     ``course.then(boosters(...))`` places the first booster ``every`` after the
     course's last session). Default dose: one 0.5 mg/kg HCl 40-min infusion.
@@ -132,36 +157,49 @@ def boosters(dose: Dose | None = None, *, every: float | str = "2 weeks",
         raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
     if not is_whole(count) or count < 1:
         raise DoseError(f"count must be a whole number >= 1; got {count!r}")
-    check_span(dose.time + count * step, f"count = {count!r} boosters every "
-               f"{step:g} h (every={every!r}) from {dose.time:g} h")
-    return Regimen(dose._at(dose.time + k * step, "every")
-                   for k in range(1, count + 1))
+    check_span(
+        dose.time + count * step,
+        f"count = {count!r} boosters every "
+        f"{step:g} h (every={every!r}) from {dose.time:g} h",
+    )
+    return Regimen(dose._at(dose.time + k * step, "every") for k in range(1, count + 1))
 
 
-def _session(amount_mg: float, t: float, device_mg: float, gap: float, route: str,
-             what: str) -> list[Dose]:
+def _session(
+    amount_mg: float, t: float, device_mg: float, gap: float, route: str, what: str
+) -> list[Dose]:
     """The devices of one session giving ``amount_mg`` (the argument ``what``)."""
     ratio = amount_mg / device_mg
     n = round(ratio) if ratio <= MAX_DEVICES + 0.5 else MAX_DEVICES + 1
     if n < 1 or n > MAX_DEVICES or abs(n * device_mg - amount_mg) > 1e-9:
-        raise DoseError(f"{what}: an esketamine nasal dose must be a multiple of the "
-                        f"{device_mg:g} mg device, from 1 to {MAX_DEVICES} devices "
-                        f"a session; got {what} = {amount_mg:g} mg")
-    check_span(t + (n - 1) * gap, f"device_interval = {gap:g} h between {n} devices "
-               f"from {t:g} h")
-    return [Dose.bolus(f"{device_mg} mg", route=route, time=t + k * gap, device=k + 1)
-            for k in range(n)]
+        raise DoseError(
+            f"{what}: an esketamine nasal dose must be a multiple of the "
+            f"{device_mg:g} mg device, from 1 to {MAX_DEVICES} devices "
+            f"a session; got {what} = {amount_mg:g} mg"
+        )
+    check_span(
+        t + (n - 1) * gap,
+        f"device_interval = {gap:g} h between {n} devices from {t:g} h",
+    )
+    return [
+        Dose.bolus(f"{device_mg} mg", route=route, time=t + k * gap, device=k + 1)
+        for k in range(n)
+    ]
 
 
-def esketamine_induction(dose: AmountLike = "56 mg", *,
-                         first_dose: AmountLike = "56 mg", weeks: int = 4,
-                         continuation_weeks: int = 4,
-                         maintenance_every: float | str = "2 weeks",
-                         maintenance_sessions: int = 0,
-                         maintenance_dose: AmountLike | None = None,
-                         device: AmountLike = "28 mg",
-                         device_interval: float | str = "5 min",
-                         route: str = "intranasal") -> Regimen:
+def esketamine_induction(
+    dose: AmountLike = "56 mg",
+    *,
+    first_dose: AmountLike = "56 mg",
+    weeks: int = 4,
+    continuation_weeks: int = 4,
+    maintenance_every: float | str = "2 weeks",
+    maintenance_sessions: int = 0,
+    maintenance_dose: AmountLike | None = None,
+    device: AmountLike = "28 mg",
+    device_interval: float | str = "5 min",
+    route: str = "intranasal",
+) -> Regimen:
     """Esketamine nasal spray (Spravato) schedule from the label.
 
     Induction weeks 1-4: twice weekly, ``first_dose`` (56 mg) on day 1, then
@@ -180,49 +218,65 @@ def esketamine_induction(dose: AmountLike = "56 mg", *,
     >>> len(r), r.doses[2].device, r.doses[2].time, r.doses[3].device
     (35, 1, 72.0, 2)
     """
+
     def mg(v, what):
         a, unit = _amount(v, what)
         if unit != "mg":
             raise DoseError(f"{what}: esketamine doses are fixed, in mg; got {v!r}")
         return a
 
-    for name, v, low in (("weeks", weeks, 1), ("continuation_weeks",
-                                                continuation_weeks, 0),
-                         ("maintenance_sessions", maintenance_sessions, 0)):
+    for name, v, low in (
+        ("weeks", weeks, 1),
+        ("continuation_weeks", continuation_weeks, 0),
+        ("maintenance_sessions", maintenance_sessions, 0),
+    ):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
             raise DoseError(f"{name} must be a whole number >= {low}; got {v!r}")
     weeks, continuation_weeks = int(weeks), int(continuation_weeks)
     maintenance_sessions = int(maintenance_sessions)
     dev = mg(device, "device")
     if not dev > 0:
-        raise DoseError(f"device must be > 0 mg (what one nasal device delivers, "
-                        f"28 mg for Spravato); got {device!r}")
+        raise DoseError(
+            f"device must be > 0 mg (what one nasal device delivers, "
+            f"28 mg for Spravato); got {device!r}"
+        )
     gap = to_hours(device_interval, what="device_interval")
     if not 0 < gap <= MAX_DEVICE_GAP_H:
         # devices further apart are not one session (see Dose's device=)
-        raise DoseError(f"device_interval must be > 0 and at most "
-                        f"{MAX_DEVICE_GAP_H * 60:g} min, the longest gap between "
-                        f"devices of one session (the label gives 5 min); got "
-                        f"{device_interval!r}")
+        raise DoseError(
+            f"device_interval must be > 0 and at most "
+            f"{MAX_DEVICE_GAP_H * 60:g} min, the longest gap between "
+            f"devices of one session (the label gives 5 min); got "
+            f"{device_interval!r}"
+        )
     first, every_dose = mg(first_dose, "first_dose"), mg(dose, "dose")
-    main, main_name = ((mg(maintenance_dose, "maintenance_dose"), "maintenance_dose")
-                       if maintenance_dose is not None else (every_dose, "dose"))
+    main, main_name = (
+        (mg(maintenance_dose, "maintenance_dose"), "maintenance_dose")
+        if maintenance_dose is not None
+        else (every_dose, "dose")
+    )
     step = to_hours(maintenance_every, what="maintenance_every")
     if not step > 0:
         raise DoseError(f"maintenance_every must be > 0; got {maintenance_every!r}")
     # the last session, before any list is built (weeks=10**9 would not return)
     t_cont = 7 * weeks * 24.0
-    t_main = t_cont + (168.0 * (continuation_weeks - 1) + step
-                       if continuation_weeks else 0.0)
-    check_span(max(t_cont + 168.0 * (continuation_weeks - 1),
-                   t_main + step * (maintenance_sessions - 1)),
-               f"weeks = {weeks}, continuation_weeks = {continuation_weeks}, "
-               f"maintenance_sessions = {maintenance_sessions} (maintenance_every="
-               f"{maintenance_every!r})")
+    t_main = t_cont + (
+        168.0 * (continuation_weeks - 1) + step if continuation_weeks else 0.0
+    )
+    check_span(
+        max(
+            t_cont + 168.0 * (continuation_weeks - 1),
+            t_main + step * (maintenance_sessions - 1),
+        ),
+        f"weeks = {weeks}, continuation_weeks = {continuation_weeks}, "
+        f"maintenance_sessions = {maintenance_sessions} (maintenance_every="
+        f"{maintenance_every!r})",
+    )
     plan: list[tuple[float, float, str]] = []
     for i, day in enumerate(session_days(2, 2 * weeks, "weeks")):
-        plan.append((day * 24.0, *((first, "first_dose") if i == 0
-                                   else (every_dose, "dose"))))
+        plan.append(
+            (day * 24.0, *((first, "first_dose") if i == 0 else (every_dose, "dose")))
+        )
     t = t_cont
     for _ in range(continuation_weeks):
         plan.append((t, every_dose, "dose"))

@@ -43,14 +43,16 @@ class Scenario:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"scenario name must be a non-empty string; got "
-                             f"{self.name!r}")
+            raise ValueError(
+                f"scenario name must be a non-empty string; got {self.name!r}"
+            )
         object.__setattr__(self, "model", load_model(self.model))
         if isinstance(self.regimen, Dose):
             object.__setattr__(self, "regimen", Regimen([self.regimen]))
         if not isinstance(self.regimen, Regimen):
-            raise TypeError(f"regimen must be a Regimen or Dose; got "
-                            f"{type(self.regimen).__name__}")
+            raise TypeError(
+                f"regimen must be a Regimen or Dose; got {type(self.regimen).__name__}"
+            )
 
     def run(self, **kw) -> xr.Dataset:
         """Simulate this scenario: :func:`ketasim.simulate` on its model, regimen,
@@ -59,8 +61,9 @@ class Scenario:
         to it."""
         from .simulate import simulate
 
-        return simulate(self.model, self.regimen, population=self.population,
-                        times=self.times, **kw)
+        return simulate(
+            self.model, self.regimen, population=self.population, times=self.times, **kw
+        )
 
 
 def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Dataset:
@@ -88,10 +91,12 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     if not scenarios:
         raise ValueError("run_scenarios needs at least one Scenario")
     if isinstance(kw.get("output"), Metrics):
-        raise ValueError("run_scenarios combines concentration curves; for "
-                         "metrics-only runs call ks.simulate(..., "
-                         "output=ks.Metrics(...)) for each scenario (sc.model, "
-                         "sc.regimen, sc.population)")
+        raise ValueError(
+            "run_scenarios combines concentration curves; for "
+            "metrics-only runs call ks.simulate(..., "
+            "output=ks.Metrics(...)) for each scenario (sc.model, "
+            "sc.regimen, sc.population)"
+        )
     names = [s.name for s in scenarios]
     if len(set(names)) != len(names):
         raise ValueError(f"scenario names must be unique; got {names}")
@@ -104,61 +109,105 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         if times is None:
             times = ds.time.values
         elif not np.array_equal(times, ds.time.values):
-            raise ValueError(f"scenario {sc.name!r} has different output times from "
-                             f"{names[0]!r}; give every scenario the same times=")
-        ds = ds.drop_vars([v for v in ("parameters", "parameter", "parameter_unit",
-                                       "occasion") if v in ds.variables])
+            raise ValueError(
+                f"scenario {sc.name!r} has different output times from "
+                f"{names[0]!r}; give every scenario the same times="
+            )
+        ds = ds.drop_vars(
+            [
+                v
+                for v in ("parameters", "parameter", "parameter_unit", "occasion")
+                if v in ds.variables
+            ]
+        )
         per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
         ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
         parts.append((ds, per_scenario))
     # per-subject coordinates (covariates) that differ between scenarios, e.g.
     # different Populations, get a scenario dimension; concat would keep the first
     # scenario's values for all of them
-    per_subject = dict.fromkeys(k for p, _ in parts for k, v in p.coords.items()
-                                if k != "subject" and v.dims == ("subject",))
+    per_subject = dict.fromkeys(
+        k
+        for p, _ in parts
+        for k, v in p.coords.items()
+        if k != "subject" and v.dims == ("subject",)
+    )
     first = parts[0][0]
-    same_subjects = all(np.array_equal(p.subject.values, first.subject.values)
-                        for p, _ in parts)
-    differ = [k for k in per_subject
-              if not same_subjects or not all(
-                  k in p.coords and k in first.coords and
-                  p[k].shape == first[k].shape and _equal(p[k].values, first[k].values)
-                  for p, _ in parts)]
+    same_subjects = all(
+        np.array_equal(p.subject.values, first.subject.values) for p, _ in parts
+    )
+    differ = [
+        k
+        for k in per_subject
+        if not same_subjects
+        or not all(
+            k in p.coords
+            and k in first.coords
+            and p[k].shape == first[k].shape
+            and _equal(p[k].values, first[k].values)
+            for p, _ in parts
+        )
+    ]
     if differ:
-        parts = [(p.reset_coords([k for k in differ if k in p.coords]), a)
-                 for p, a in parts]
+        parts = [
+            (p.reset_coords([k for k in differ if k in p.coords]), a) for p, a in parts
+        ]
     # molecular weights on the union of the analytes (concat would keep the first
     # scenario's, NaN for the analytes only other scenarios have)
-    mw_attrs = first.molecular_weight.attrs if "molecular_weight" in first.coords \
-        else {}
+    mw_attrs = (
+        first.molecular_weight.attrs if "molecular_weight" in first.coords else {}
+    )
     weights: dict[str, set] = {}
     for p, _ in parts:
         if "molecular_weight" in p.coords:
             for a, w in zip(p.analyte.values, p.molecular_weight.values, strict=True):
                 weights.setdefault(str(a), set()).add(float(w))
     if len(parts) > 1 and weights:
-        parts = [(p.drop_vars("molecular_weight", errors="ignore"), a)
-                 for p, a in parts]
+        parts = [
+            (p.drop_vars("molecular_weight", errors="ignore"), a) for p, a in parts
+        ]
     if len(parts) == 1:  # no copy of a possibly large result
         out = parts[0][0].expand_dims("scenario")
         for name in ("concentration", "auc", "amount", "observed"):
             if name in out:
                 out[name].attrs = dict(parts[0][0][name].attrs)
     else:
-        out = xr.concat([p[0] for p in parts], dim="scenario", join="outer",
-                        combine_attrs="drop_conflicts", coords="minimal",
-                        compat="override", data_vars="all")
+        out = xr.concat(
+            [p[0] for p in parts],
+            dim="scenario",
+            join="outer",
+            combine_attrs="drop_conflicts",
+            coords="minimal",
+            compat="override",
+            data_vars="all",
+        )
     out = out.assign_coords(scenario=("scenario", names)).set_coords(differ)
     if len(parts) > 1 and weights:
         if any(len(w) > 1 for w in weights.values()):  # one analyte, two weights
-            out.coords["molecular_weight"] = (("scenario", "analyte"), [
-                [float(sc.model.analytes[sc.model.analyte_names.index(str(a))].mw)
-                 if str(a) in sc.model.analyte_names else np.nan
-                 for a in out.analyte.values] for sc in scenarios], mw_attrs)
+            out.coords["molecular_weight"] = (
+                ("scenario", "analyte"),
+                [
+                    [
+                        float(
+                            sc.model.analytes[sc.model.analyte_names.index(str(a))].mw
+                        )
+                        if str(a) in sc.model.analyte_names
+                        else np.nan
+                        for a in out.analyte.values
+                    ]
+                    for sc in scenarios
+                ],
+                mw_attrs,
+            )
         else:
-            out.coords["molecular_weight"] = ("analyte", [
-                next(iter(weights[str(a)])) if str(a) in weights else np.nan
-                for a in out.analyte.values], mw_attrs)
+            out.coords["molecular_weight"] = (
+                "analyte",
+                [
+                    next(iter(weights[str(a)])) if str(a) in weights else np.nan
+                    for a in out.analyte.values
+                ],
+                mw_attrs,
+            )
     # provenance differs per scenario: keep it as coordinates along `scenario`
     keys = dict.fromkeys(k for _, a in parts for k in a)
     for k in keys:
@@ -166,7 +215,9 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         out.coords[k] = ("scenario", [str(v) for v in vals])
     out.attrs["scenarios"] = "; ".join(
         f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
-        f"{s.population.n if s.population else 1} subjects" for s in scenarios)
+        f"{s.population.n if s.population else 1} subjects"
+        for s in scenarios
+    )
     return out
 
 
@@ -177,9 +228,16 @@ def _equal(a: np.ndarray, b: np.ndarray) -> bool:
         return np.array_equal(a, b)
 
 
-def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
-            analyte: str | None = None, above: float | str | None = None,
-            q=(5, 50, 95), unit: str = "ng/mL") -> ComparisonTable:
+def compare(
+    ds: xr.Dataset,
+    *,
+    per: str = "course",
+    window: int = 0,
+    analyte: str | None = None,
+    above: float | str | None = None,
+    q=(5, 50, 95),
+    unit: str = "ng/mL",
+) -> ComparisonTable:
     """Scenario × metric table: median [P5, P95] over subjects.
 
     Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``), or of one
@@ -202,15 +260,20 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     if "scenario" not in ds.dims:
         ds = ds.expand_dims(scenario=["scenario"])
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
-        raise TypeError(f"window must be a whole number (0 = first, -1 = last); got "
-                        f"{window!r}")
+        raise TypeError(
+            f"window must be a whole number (0 = first, -1 = last); got {window!r}"
+        )
     if per == "course" and window != 0:
-        raise ValueError(f"window={window} picks a dose or a session; give "
-                         f"per='dose' or per='session' with it")
+        raise ValueError(
+            f"window={window} picks a dose or a session; give "
+            f"per='dose' or per='session' with it"
+        )
     analyte = analyte or str(ds.analyte.values[0])
     if analyte not in ds.analyte.values:
-        raise ValueError(f"no analyte {analyte!r} in these results; they have "
-                         f"{', '.join(repr(str(a)) for a in ds.analyte.values)}")
+        raise ValueError(
+            f"no analyte {analyte!r} in these results; they have "
+            f"{', '.join(repr(str(a)) for a in ds.analyte.values)}"
+        )
     streamed = "concentration" not in ds and "cmax" in ds  # output=Metrics()
     if streamed:
         _check_streamed(ds, per, above)
@@ -226,19 +289,23 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
         else:
             have = present_analytes(one)
             if analyte not in have:
-                raise ValueError(f"scenario {str(s)!r} has no analyte {analyte!r} (it "
-                                 f"has {', '.join(map(repr, have))}); compare "
-                                 f"scenarios of one analyte at a time with "
-                                 f"analyte=...")
+                raise ValueError(
+                    f"scenario {str(s)!r} has no analyte {analyte!r} (it "
+                    f"has {', '.join(map(repr, have))}); compare "
+                    f"scenarios of one analyte at a time with "
+                    f"analyte=..."
+                )
             m = metrics(one, per, above=above, unit=unit).sel(analyte=analyte)
         if per == "course":
             m = m.isel(course=0)
         else:
             count = m.sizes[per]
             if not -count <= window < count:
-                raise ValueError(f"window={window} but scenario {str(s)!r} has "
-                                 f"{count} {per}s (window 0 to {count - 1}, or "
-                                 f"-1 for the last)")
+                raise ValueError(
+                    f"window={window} but scenario {str(s)!r} has "
+                    f"{count} {per}s (window 0 to {count - 1}, or "
+                    f"-1 for the last)"
+                )
             m = m.isel({per: window})
             start = float(m[f"{per}_start"])
             if "time" in one.coords and start >= one.time.values[-1]:
@@ -247,14 +314,19 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
                     f"{count} in scenario {str(s)!r}, which starts at {start:g} h, "
                     f"at or after the last output time ({one.time.values[-1]:g} "
                     f"h): it has no output time, so no metric. Extend the output "
-                    f"times (times=) past it, or pick an earlier window")
+                    f"times (times=) past it, or pick an earlier window"
+                )
         if not np.isfinite(m.cmax.values).any():
-            what = ("over the course" if per == "course"
-                    else f"in the {per} of window={window}")
+            what = (
+                "over the course"
+                if per == "course"
+                else f"in the {per} of window={window}"
+            )
             raise ValueError(
                 f"scenario {str(s)!r} has no Cmax {what} for any subject: no output "
                 f"time falls in it, or every subject failed (status != 0). Give "
-                f"output times inside it (times=), or check the status")
+                f"output times inside it (times=), or check the status"
+            )
         note = failed_note(m)
         if note:
             notes.append(f"{s}: {note}" if ds.sizes["scenario"] > 1 else note)
@@ -263,9 +335,15 @@ def compare(ds: xr.Dataset, *, per: str = "course", window: int = 0,
     if above is not None:  # the level as metrics read it ("time above 50 ng/mL")
         level = rows[0][1].time_above.attrs["long_name"].removeprefix("time above ")
         cols.append((f"time > {level}", "time_above"))
-    label = ("over the course" if per == "course" else f"{per} {window + 1}"
-             if window >= 0 else f"last {per}" if window == -1
-             else f"{per} {window} (-1 is the last)")
+    label = (
+        "over the course"
+        if per == "course"
+        else f"{per} {window + 1}"
+        if window >= 0
+        else f"last {per}"
+        if window == -1
+        else f"{per} {window} (-1 is the last)"
+    )
     return ComparisonTable(rows, cols, q, analyte, label, notes)
 
 
@@ -273,16 +351,20 @@ def _check_streamed(ds: xr.Dataset, per: str, above) -> None:
     """compare on a result of simulate(output=Metrics()): it holds metrics per dose
     only, with its time above computed (or not) by simulate."""
     if per != "dose":
-        raise ValueError(f"this result is from simulate(output=ks.Metrics()), which "
-                         f"keeps metrics per dose only; compare it with per='dose' "
-                         f"(got per={per!r}), or simulate the curves "
-                         f"(output=ks.Trajectories(), the default) for metrics per "
-                         f"session or course")
+        raise ValueError(
+            f"this result is from simulate(output=ks.Metrics()), which "
+            f"keeps metrics per dose only; compare it with per='dose' "
+            f"(got per={per!r}), or simulate the curves "
+            f"(output=ks.Trajectories(), the default) for metrics per "
+            f"session or course"
+        )
     if above is not None:
-        raise ValueError(f"this result is from simulate(output=ks.Metrics()): its "
-                         f"levels were fixed when it was simulated, so compare "
-                         f"cannot compute the time above {above!r}; simulate with "
-                         f"output=ks.Metrics(above={above!r}) instead")
+        raise ValueError(
+            f"this result is from simulate(output=ks.Metrics()): its "
+            f"levels were fixed when it was simulated, so compare "
+            f"cannot compute the time above {above!r}; simulate with "
+            f"output=ks.Metrics(above={above!r}) instead"
+        )
 
 
 def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
@@ -291,8 +373,10 @@ def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
     from .metrics import UNITS, UnitError, _molecular_weights
 
     if not isinstance(unit, str) or unit not in UNITS:
-        raise UnitError(f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax; AUC "
-                        f"follows); got {unit!r}")
+        raise UnitError(
+            f"unit must be 'ng/mL' or 'nmol/L' (the unit of Cmax; AUC "
+            f"follows); got {unit!r}"
+        )
     m = one[["cmax", "tmax", "auc"]].copy(deep=True)
     m.coords["dose_start"] = ("dose", one.dose_time.values, {"units": "h"})
     if "status" in one:
@@ -302,8 +386,7 @@ def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
             m[name].values[failed] = np.nan
         m.coords["status"] = ("subject", status)
     if unit != "ng/mL":
-        mw = _molecular_weights(one.assign(concentration=one.cmax),
-                                f"unit={unit!r}")
+        mw = _molecular_weights(one.assign(concentration=one.cmax), f"unit={unit!r}")
         for name in ("cmax", "auc"):
             m[name].values[...] = m[name].values / mw[None, :, None] * 1000.0
             m[name].attrs["units"] = unit if name == "cmax" else UNITS[unit]
@@ -330,8 +413,9 @@ class ComparisonTable:
         self.notes = list(notes)
         self.analyte = analyte
         self.label = label  # which window: "over the course", "session 1", ...
-        self.columns = [f"{label} ({rows[0][1][var].attrs['units']})"
-                        for label, var in cols]
+        self.columns = [
+            f"{label} ({rows[0][1][var].attrs['units']})" for label, var in cols
+        ]
         self.data = {}
         for name, m in rows:
             self.data[name] = [np.nanpercentile(m[var].values, q) for _, var in cols]
@@ -339,9 +423,14 @@ class ComparisonTable:
     def to_dataset(self) -> xr.Dataset:
         names = list(self.data)
         arr = np.array([self.data[n] for n in names])  # (scenario, metric, q)
-        out = xr.Dataset({"value": (("scenario", "metric", "percentile"), arr)},
-                         coords={"scenario": names, "metric": self.columns,
-                                 "percentile": list(self.q)})
+        out = xr.Dataset(
+            {"value": (("scenario", "metric", "percentile"), arr)},
+            coords={
+                "scenario": names,
+                "metric": self.columns,
+                "percentile": list(self.q),
+            },
+        )
         if self.notes:
             out.attrs["left_out"] = "; ".join(self.notes)
         return out
@@ -355,9 +444,12 @@ class ComparisonTable:
         body = [[n] + c for n, c in self._cells()]
         w = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{x}}}" for x in w)
-        lines = [f"{self.analyte}, {self.label}: median [P{self.q[0]}, "
-                 f"P{self.q[2]}] over patients", fmt.format(*head),
-                 fmt.format(*["-" * x for x in w])]
+        lines = [
+            f"{self.analyte}, {self.label}: median [P{self.q[0]}, "
+            f"P{self.q[2]}] over patients",
+            fmt.format(*head),
+            fmt.format(*["-" * x for x in w]),
+        ]
         lines += [fmt.format(*r) for r in body]
         lines += self.notes
         return "\n".join(line.rstrip() for line in lines)
@@ -366,8 +458,12 @@ class ComparisonTable:
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{h}</th>" for h in ["scenario"] + self.columns)
-        body = "".join("<tr><td>" + n + "</td>" + "".join(f"<td>{c}</td>" for c in cs)
-                       + "</tr>" for n, cs in self._cells())
-        return (f"<p>{self.analyte}, {self.label}: median [P{self.q[0]}, "
-                f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>"
-                + "".join(f"<p>{n}</p>" for n in self.notes))
+        body = "".join(
+            "<tr><td>" + n + "</td>" + "".join(f"<td>{c}</td>" for c in cs) + "</tr>"
+            for n, cs in self._cells()
+        )
+        return (
+            f"<p>{self.analyte}, {self.label}: median [P{self.q[0]}, "
+            f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>"
+            + "".join(f"<p>{n}</p>" for n in self.notes)
+        )

@@ -54,8 +54,13 @@ from .units import UnitError, parse_quantity, parse_unit, to_ng_per_ml
 
 __all__ = ["ScenarioFile", "ScenarioFileError", "load_scenarios"]
 
-PROTOCOLS = ("six_infusion_course", "clinic_course", "esketamine_induction", "boosters",
-             "doses")
+PROTOCOLS = (
+    "six_infusion_course",
+    "clinic_course",
+    "esketamine_induction",
+    "boosters",
+    "doses",
+)
 
 
 class ScenarioFileError(ModelFileError):
@@ -89,9 +94,11 @@ def _call(t: _T, fn, **kw):
 
 
 def _dose(t: _T) -> Dose:
-    kw = {"route": t.take("route", str, required=False, default="iv"),
-          "time": t.take("time", (str, int, float), required=False, default=0.0),
-          "salt": t.take("salt", str, required=False, default="base")}
+    kw = {
+        "route": t.take("route", str, required=False, default="iv"),
+        "time": t.take("time", (str, int, float), required=False, default=0.0),
+        "salt": t.take("salt", str, required=False, default="base"),
+    }
     amount = t.take("amount", (str, list))
     dur = t.take("duration", (str, int, float), required=False)
     dev = t.take("device", int, required=False)
@@ -106,31 +113,57 @@ def _regimen(t: _T) -> Regimen:
     then = t.take("then", dict, required=False)
     after = t.take("after", (str, int, float), required=False, default=0.0)
     if "after" in t.data and then is None:
-        t.fail("applies to a `then` continuation; add [....then] or drop `after`",
-               "after")
+        t.fail(
+            "applies to a `then` continuation; add [....then] or drop `after`", "after"
+        )
     if proto == "doses":
         items = t.take("doses", list)
         if not items:  # a scenario without doses would simulate zeros silently
-            t.fail("is empty", "doses", "add at least one [[....doses]] table with "
-                   "an amount")
-        doses = [_dose(_T(d, f"{t.path}.doses[{i}]", t.file))
-                 for i, d in enumerate(items)]
+            t.fail(
+                "is empty",
+                "doses",
+                "add at least one [[....doses]] table with an amount",
+            )
+        doses = [
+            _dose(_T(d, f"{t.path}.doses[{i}]", t.file)) for i, d in enumerate(items)
+        ]
         reg = _call(t, Regimen, doses=doses)
     elif proto == "six_infusion_course":
-        kw = _kwargs(t, {"dose": str, "duration": str, "sessions_per_week": int,
-                         "sessions": int, "salt": str, "route": str,
-                         "clock": (str, list)})
+        kw = _kwargs(
+            t,
+            {
+                "dose": str,
+                "duration": str,
+                "sessions_per_week": int,
+                "sessions": int,
+                "salt": str,
+                "route": str,
+                "clock": (str, list),
+            },
+        )
         reg = _call(t, protocols.six_infusion_course, **kw)
     elif proto == "clinic_course":
         dose = _dose(_T(t.take("dose", dict), f"{t.path}.dose", t.file))
-        kw = _kwargs(t, {"sessions_per_week": int, "sessions": int,
-                         "clock": (str, list)})
+        kw = _kwargs(
+            t, {"sessions_per_week": int, "sessions": int, "clock": (str, list)}
+        )
         reg = _call(t, protocols.clinic_course, dose=dose, **kw)
     elif proto == "esketamine_induction":
-        kw = _kwargs(t, {"dose": str, "first_dose": str, "weeks": int,
-                         "continuation_weeks": int, "maintenance_every": str,
-                         "maintenance_sessions": int, "maintenance_dose": str,
-                         "device": str, "device_interval": str, "route": str})
+        kw = _kwargs(
+            t,
+            {
+                "dose": str,
+                "first_dose": str,
+                "weeks": int,
+                "continuation_weeks": int,
+                "maintenance_every": str,
+                "maintenance_sessions": int,
+                "maintenance_dose": str,
+                "device": str,
+                "device_interval": str,
+                "route": str,
+            },
+        )
         reg = _call(t, protocols.esketamine_induction, **kw)
     else:  # boosters
         d = t.take("dose", dict, required=False)
@@ -155,17 +188,28 @@ def _kwargs(t: _T, spec: dict) -> dict:
 
 def _population(t: _T, base: dict | None) -> Population | None:
     spec = dict(base or {})
-    for key, typ in (("n", int), ("seed", int), ("female", float), ("asian", float),
-                     ("japanese", float), ("iiv", bool), ("iov", bool)):
+    for key, typ in (
+        ("n", int),
+        ("seed", int),
+        ("female", float),
+        ("asian", float),
+        ("japanese", float),
+        ("iiv", bool),
+        ("iov", bool),
+    ):
         v = t.take(key, typ, required=False)
         if v is not None:
             spec[key] = v
     age = t.take("age", list, required=False)
     if age is not None:
-        if len(age) != 2 or not all(isinstance(a, int | float) and
-                                    not isinstance(a, bool) for a in age):
-            t.fail(f"must be [low, high] years (two numbers); got {age!r}", "age",
-                   "e.g. age = [18, 65]")
+        if len(age) != 2 or not all(
+            isinstance(a, int | float) and not isinstance(a, bool) for a in age
+        ):
+            t.fail(
+                f"must be [low, high] years (two numbers); got {age!r}",
+                "age",
+                "e.g. age = [18, 65]",
+            )
         spec["age"] = (float(age[0]), float(age[1]))
     t.done()
     if not spec:
@@ -194,9 +238,12 @@ def _above(o: _T, value) -> float | str:
     try:
         return to_ng_per_ml(value, what="output.above")
     except UnitError:
-        o.fail(f"must be a concentration: a number (ng/mL), a mass concentration "
-               f"such as '100 ng/mL' or '0.1 mg/L', or a molar one such as "
-               f"'0.4 umol/L'; got {value!r}", "above")
+        o.fail(
+            f"must be a concentration: a number (ng/mL), a mass concentration "
+            f"such as '100 ng/mL' or '0.1 mg/L', or a molar one such as "
+            f"'0.4 umol/L'; got {value!r}",
+            "above",
+        )
     except (ValueError, TypeError) as exc:
         o.fail(str(exc), "above")
     raise AssertionError  # o.fail raised
@@ -220,14 +267,22 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         raise ScenarioFileError(p, "<toml>", f"not valid TOML: {exc}") from None
     top = _T(data, "", p)
     if top.take("schema_version", int) != 1:
-        top.fail("unsupported schema version", "schema_version",
-                 "this ketasim reads schema_version = 1")
+        top.fail(
+            "unsupported schema version",
+            "schema_version",
+            "this ketasim reads schema_version = 1",
+        )
     title = top.take("title", str, required=False, default=p.stem)
     o = _T(top.take("output", dict), "output", p)
     end = o.take("end", str)
     step = o.take("step", str, required=False, default="5 min")
-    per = o.take("per", str, required=False, default="session",
-                 choices=("dose", "session", "course"))
+    per = o.take(
+        "per",
+        str,
+        required=False,
+        default="session",
+        choices=("dose", "session", "course"),
+    )
     window = o.take("window", int, required=False, default=0)
     if per == "course" and "window" in o.data:
         o.fail("applies to per = 'dose' or 'session', not to the course", "window")
@@ -241,8 +296,11 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
     except (ValueError, TypeError) as exc:  # name both keys: either may be at fault
         o.fail(f"end = {end!r}, step = {step!r}: {exc}")
     if not times[-1] > 0:  # one output time: no exposure to compare
-        o.fail(f"must be after 0 h, the start of the course; got {end!r}", "end",
-               'e.g. end = "21 d"')
+        o.fail(
+            f"must be after 0 h, the start of the course; got {end!r}",
+            "end",
+            'e.g. end = "21 d"',
+        )
     base = None
     pop_default = None
     if "population" in data:
@@ -255,26 +313,42 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         name = t.take("name", str)
         mref = t.take("model", str)
         if not mref.strip():
-            t.fail("is empty", "model", "give a bundled model name such as "
-                   "'domino' or the path of a .toml model file")
+            t.fail(
+                "is empty",
+                "model",
+                "give a bundled model name such as "
+                "'domino' or the path of a .toml model file",
+            )
         cand = p.parent / mref
         try:
             model = load_model(cand if mref.endswith(".toml") else mref)
         except OSError as exc:  # no such file, a directory, unreadable
-            t.fail(f"cannot load model {mref!r}: {exc}", "model",
-                   "give a bundled model name such as 'domino' or the path of a "
-                   ".toml model file, relative to the scenario file")
+            t.fail(
+                f"cannot load model {mref!r}: {exc}",
+                "model",
+                "give a bundled model name such as 'domino' or the path of a "
+                ".toml model file, relative to the scenario file",
+            )
         reg = _regimen(_T(t.take("regimen", dict), f"scenarios[{i}].regimen", p))
         pop = pop_default
         if "population" in item:
-            res = _population(_T(t.take("population", dict),
-                                 f"scenarios[{i}].population", p), base)
+            res = _population(
+                _T(t.take("population", dict), f"scenarios[{i}].population", p), base
+            )
             pop = None if res is None else res[0]
         t.done()
-        scenarios.append(_call(t, Scenario, name=name, model=model, regimen=reg,
-                               population=pop, times=times))
+        scenarios.append(
+            _call(
+                t,
+                Scenario,
+                name=name,
+                model=model,
+                regimen=reg,
+                population=pop,
+                times=times,
+            )
+        )
     if not scenarios:
         top.fail("is empty", "scenarios", "add at least one [[scenarios]] table")
     top.done()
-    return ScenarioFile(title, tuple(scenarios), times, per, window, above, analyte,
-                        p)
+    return ScenarioFile(title, tuple(scenarios), times, per, window, above, analyte, p)

@@ -40,8 +40,14 @@ from .modelfile import load_model
 from .options import ODE, Exact, Metrics, Subjects, Trajectories
 from .population import Population
 
-__all__ = ["GRID_MAX_POINTS", "GridWarning", "SolveError", "ValidityWarning", "grid",
-           "simulate"]
+__all__ = [
+    "GRID_MAX_POINTS",
+    "GridWarning",
+    "SolveError",
+    "ValidityWarning",
+    "grid",
+    "simulate",
+]
 
 
 _MOVED = {
@@ -152,32 +158,60 @@ def simulate(
             raise TypeError(f"simulate() got an unexpected keyword argument {name!r}")
         raise TypeError(f"simulate() no longer takes {name}=; write {where}")
     if solver is not None and not isinstance(solver, Exact | ODE):
-        raise TypeError(f"solver must be ks.Exact() or ks.ODE(...); got {solver!r}"
-                        f" ({type(solver).__name__})")
+        raise TypeError(
+            f"solver must be ks.Exact() or ks.ODE(...); got {solver!r}"
+            f" ({type(solver).__name__})"
+        )
     if output is None:
         output = Trajectories()
     if not isinstance(output, Trajectories | Metrics):
-        raise TypeError(f"output must be ks.Trajectories(...) or ks.Metrics(...); "
-                        f"got {output!r} ({type(output).__name__})")
+        raise TypeError(
+            f"output must be ks.Trajectories(...) or ks.Metrics(...); "
+            f"got {output!r} ({type(output).__name__})"
+        )
     if subjects is not None and not isinstance(subjects, Subjects):
-        raise TypeError(f"subjects must be ks.Subjects(covariates=..., "
-                        f"parameters=...); got {type(subjects).__name__}")
-    if subjects is not None and population is not None \
-            and subjects.covariates is not None:
-        raise ValueError("a population brings its own covariates: give them to "
-                         "Population(covariates=...), not to ks.Subjects(covariates="
-                         "...); with a population, subjects= may carry parameters= "
-                         "only (individual values that replace every patient's)")
-    return pipeline(model, regimen, times=times, population=population,
-                    subjects=subjects if subjects is not None else Subjects(),
-                    solver=solver, output=output, errors=errors, chunks=chunks,
-                    progress=progress)
+        raise TypeError(
+            f"subjects must be ks.Subjects(covariates=..., "
+            f"parameters=...); got {type(subjects).__name__}"
+        )
+    if (
+        subjects is not None
+        and population is not None
+        and subjects.covariates is not None
+    ):
+        raise ValueError(
+            "a population brings its own covariates: give them to "
+            "Population(covariates=...), not to ks.Subjects(covariates="
+            "...); with a population, subjects= may carry parameters= "
+            "only (individual values that replace every patient's)"
+        )
+    return pipeline(
+        model,
+        regimen,
+        times=times,
+        population=population,
+        subjects=subjects if subjects is not None else Subjects(),
+        solver=solver,
+        output=output,
+        errors=errors,
+        chunks=chunks,
+        progress=progress,
+    )
 
 
-def pipeline(model: Model | str | Path, regimen: Regimen | Dose, *, times,
-             population: Population | None, subjects: Subjects,
-             solver: Exact | ODE | None, output: Trajectories | Metrics,
-             errors: str, chunks: int | None, progress) -> xr.Dataset:
+def pipeline(
+    model: Model | str | Path,
+    regimen: Regimen | Dose,
+    *,
+    times,
+    population: Population | None,
+    subjects: Subjects,
+    solver: Exact | ODE | None,
+    output: Trajectories | Metrics,
+    errors: str,
+    chunks: int | None,
+    progress,
+) -> xr.Dataset:
     """The pipeline behind :func:`simulate`, its options as the option objects
     (``solver`` None: the model's default). ``population`` and ``subjects`` may
     both be given here: a population with parameter overrides (a Dask chunk)."""
@@ -185,28 +219,50 @@ def pipeline(model: Model | str | Path, regimen: Regimen | Dose, *, times,
     t = check_times(default_times(regimen) if times is None else times)
     warn_late_doses(regimen, t)
     if population is not None and not isinstance(population, Population):
-        raise TypeError(f"population must be a ketasim.Population; got "
-                        f"{type(population).__name__}")
+        raise TypeError(
+            f"population must be a ketasim.Population; got {type(population).__name__}"
+        )
     _check_output(model, solver, output, chunks)
     if chunks is not None:
         from ._dask import lazy
 
-        return lazy(model, regimen, t, chunks, population, subjects, solver, output,
-                    errors)
-    return run_in_memory(model, regimen, t, population, subjects, solver, output,
-                         errors, progress=progress)
+        return lazy(
+            model, regimen, t, chunks, population, subjects, solver, output, errors
+        )
+    return run_in_memory(
+        model,
+        regimen,
+        t,
+        population,
+        subjects,
+        solver,
+        output,
+        errors,
+        progress=progress,
+    )
 
 
-def run_in_memory(model: Model, regimen: Regimen, t: np.ndarray, population,
-                  subjects: Subjects, solver, output, errors: str, *,
-                  progress) -> xr.Dataset:
+def run_in_memory(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    population,
+    subjects: Subjects,
+    solver,
+    output,
+    errors: str,
+    *,
+    progress,
+) -> xr.Dataset:
     """The in-memory run of validated arguments: trajectories or metrics."""
     if isinstance(output, Metrics):
-        return _metrics(model, regimen, t, population, subjects, output, errors,
-                        progress)
+        return _metrics(
+            model, regimen, t, population, subjects, output, errors, progress
+        )
     # 1. subjects: covariates and individual parameters (their memory checked)
-    n, cov, params = draw_subjects(model, regimen, t, population, subjects, output,
-                                   solver.name)
+    n, cov, params = draw_subjects(
+        model, regimen, t, population, subjects, output, solver.name
+    )
     # 2. lower: doses -> event tables, flows -> rate matrices, observation scales
     low = lower(model, regimen, params, cov["weight"], n, prune=model.rhs is None)
     _check_rhs_occasions(model, params)
@@ -214,15 +270,20 @@ def run_in_memory(model: Model, regimen: Regimen, t: np.ndarray, population,
     # subject, occasion 1's (an rhs with IOV is refused above; IOV on rates needs
     # the exact solver)
     first = params[0] if isinstance(params, list) else params
-    result = run_trajectories(model, regimen, t, low, first, n, solver, output,
-                              progress)
+    result = run_trajectories(
+        model, regimen, t, low, first, n, solver, output, progress
+    )
     check_status(model, result, t, errors)
     # 4. assemble: `parameters` reports every occasion's values (IOV: an occasion
     # dimension)
-    labels = (population.subjects if population is not None
-              else np.arange(n) + (CHUNK_START.get() or 0))
-    return assemble_trajectories(model, regimen, t, low, params, cov, result, output,
-                                 solver, population, labels)
+    labels = (
+        population.subjects
+        if population is not None
+        else np.arange(n) + (CHUNK_START.get() or 0)
+    )
+    return assemble_trajectories(
+        model, regimen, t, low, params, cov, result, output, solver, population, labels
+    )
 
 
 def _prepare(model, regimen, solver, errors):
@@ -232,19 +293,24 @@ def _prepare(model, regimen, solver, errors):
     if isinstance(regimen, Dose):
         regimen = Regimen([regimen])
     if not isinstance(regimen, Regimen):
-        raise TypeError(f"regimen must be a Regimen or a Dose; got "
-                        f"{type(regimen).__name__}")
+        raise TypeError(
+            f"regimen must be a Regimen or a Dose; got {type(regimen).__name__}"
+        )
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep'; got {errors!r}")
     if model.rhs is None and not model.flows:
-        raise ValueError(f"model {model.id!r} has no flows and no rhs; add flows to "
-                         "the model file or attach an rhs with model.with_rhs(f)")
+        raise ValueError(
+            f"model {model.id!r} has no flows and no rhs; add flows to "
+            "the model file or attach an rhs with model.with_rhs(f)"
+        )
     if solver is None:
         solver = Exact() if model.linear_time_invariant else ODE()
     if solver.name == "exact" and not model.linear_time_invariant:
         why = "a user rhs" if model.rhs is not None else "time-varying parameters"
-        raise ValueError(f"the exact solver needs a linear time-invariant model; "
-                         f"this model has {why}, so use solver=ks.ODE()")
+        raise ValueError(
+            f"the exact solver needs a linear time-invariant model; "
+            f"this model has {why}, so use solver=ks.ODE()"
+        )
     return model, regimen, solver
 
 
@@ -252,36 +318,59 @@ def _check_output(model: Model, solver, output, chunks) -> None:
     """What to produce, against the model, solver and ``chunks``."""
     if isinstance(output, Metrics):
         if solver.name == "ode":
-            why = ("; this model has a user rhs" if model.rhs is not None else
-                   "; this model has time-varying parameters"
-                   if not model.linear_time_invariant else
-                   "; leave solver= out or pass solver=ks.Exact()")
-            raise ValueError(f"ks.Metrics() needs the exact solver (a linear "
-                             f"time-invariant model){why}. Or simulate the curves "
-                             f"(ks.Trajectories()) and use ks.metrics(ds)")
+            why = (
+                "; this model has a user rhs"
+                if model.rhs is not None
+                else "; this model has time-varying parameters"
+                if not model.linear_time_invariant
+                else "; leave solver= out or pass solver=ks.Exact()"
+            )
+            raise ValueError(
+                f"ks.Metrics() needs the exact solver (a linear "
+                f"time-invariant model){why}. Or simulate the curves "
+                f"(ks.Trajectories()) and use ks.metrics(ds)"
+            )
         return
     if chunks is not None and output.out is not None:
-        raise ValueError("chunks= builds a lazy Dask result; it cannot fill "
-                         "ks.Trajectories(out=...)")
+        raise ValueError(
+            "chunks= builds a lazy Dask result; it cannot fill ks.Trajectories(out=...)"
+        )
     if output.residual and not model.residual:
-        raise ValueError(f"model {model.id!r} defines no residual error model; "
-                         "ks.Trajectories(residual=True) needs a "
-                         "[residual.<analyte>] table")
+        raise ValueError(
+            f"model {model.id!r} defines no residual error model; "
+            "ks.Trajectories(residual=True) needs a "
+            "[residual.<analyte>] table"
+        )
 
 
 def _check_rhs_occasions(model: Model, params) -> None:
-    if isinstance(params, list) and model.rhs is not None and any(
+    if (
+        isinstance(params, list)
+        and model.rhs is not None
+        and any(
             not np.array_equal(params[0][k], q[k])
-            for q in params[1:] for k in model.parameters):
-        raise ValueError("inter-occasion variability on the parameters of a "
-                         "user rhs is not implemented: the rhs sees one value per "
-                         "subject. Simulate with Population(iov=False), or one "
-                         "session at a time")
+            for q in params[1:]
+            for k in model.parameters
+        )
+    ):
+        raise ValueError(
+            "inter-occasion variability on the parameters of a "
+            "user rhs is not implemented: the rhs sees one value per "
+            "subject. Simulate with Population(iov=False), or one "
+            "session at a time"
+        )
 
 
-def _metrics(model: Model, regimen: Regimen, t: np.ndarray, population,
-             subjects: Subjects, output: Metrics, errors: str,
-             progress) -> xr.Dataset:
+def _metrics(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    population,
+    subjects: Subjects,
+    output: Metrics,
+    errors: str,
+    progress,
+) -> xr.Dataset:
     """Per-dose metrics, streamed chunk by chunk over subjects (bounded memory):
     each chunk is drawn, lowered and run; only its metrics are kept."""
     from ._progress import Bar, show
@@ -291,17 +380,21 @@ def _metrics(model: Model, regimen: Regimen, t: np.ndarray, population,
     if population is not None:
         n, cov_all, over_all = population.n, None, None
     else:
-        n, cov_all, over_all = subject_table(model, subjects.covariates,
-                                             subjects.parameters)
+        n, cov_all, over_all = subject_table(
+            model, subjects.covariates, subjects.parameters
+        )
     starts = np.array(regimen.times, dtype=float)
     W, K, chunk = starts.size, len(model.analytes), output.chunk
-    check_metrics_memory(model, regimen, n, chunk, occasions(model, regimen,
-                                                             population))
+    check_metrics_memory(
+        model, regimen, n, chunk, occasions(model, regimen, population)
+    )
     # the kernel writes every window that holds an output time; the others (no
     # output time between the dose and the next) keep NaN, as on the post-hoc path
-    values = (*(np.full((n, K, W), np.nan) for _ in range(3)),  # cmax, tmax, above
-              np.full((n, K, W + 1), np.nan),  # cumulative AUC at each dose, end
-              np.full((n, K, W), np.nan))  # pre-dose level
+    values = (
+        *(np.full((n, K, W), np.nan) for _ in range(3)),  # cmax, tmax, above
+        np.full((n, K, W + 1), np.nan),  # cumulative AUC at each dose, end
+        np.full((n, K, W), np.nan),
+    )  # pre-dose level
     status = np.zeros(n, dtype=np.int64)
     level = output.level
     covs: dict[str, np.ndarray] = {}
@@ -313,26 +406,31 @@ def _metrics(model: Model, regimen: Regimen, t: np.ndarray, population,
                 # this chunk's labels only (population.subjects is all n)
                 idx = np.arange(population.offset + a, population.offset + b)
                 _, cov, _, params = population_parameters(
-                    model, regimen, population, subjects.parameters, idx, warn=False)
+                    model, regimen, population, subjects.parameters, idx, warn=False
+                )
             else:
                 cov = {k: v[a:b] for k, v in cov_all.items()}
                 params = model.individual_parameters(
-                    cov, overrides={k: v[a:b] for k, v in over_all.items()}, n=b - a)
+                    cov, overrides={k: v[a:b] for k, v in over_all.items()}, n=b - a
+                )
             for k, v in cov.items():
                 covs.setdefault(k, np.empty(n))[a:b] = v
             # 2. lower, 3. run
             low = lower(model, regimen, params, cov["weight"], b - a, markers=True)
             check_magnitude(model, regimen, low, t[-1])  # an overflow, by name
-            run_metrics_chunk(low, t, starts, level, tuple(v[a:b] for v in values),
-                              status[a:b])
+            run_metrics_chunk(
+                low, t, starts, level, tuple(v[a:b] for v in values), status[a:b]
+            )
             bar.update(b - a)
     if population is not None:  # all patients, once
         warn_validity(model, covs)
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":
-        raise SolveError(f"{bad.size} of {n} subjects failed (first: subject "
-                         f"{bad[0]}): {STATUS[4]}")
+        raise SolveError(
+            f"{bad.size} of {n} subjects failed (first: subject {bad[0]}): {STATUS[4]}"
+        )
     # 4. assemble
     labels = population.subjects if population is not None else np.arange(n)
-    return assemble_metrics(model, regimen, t, values, status, covs, labels,
-                            output.above, level, population)
+    return assemble_metrics(
+        model, regimen, t, values, status, covs, labels, output.above, level, population
+    )

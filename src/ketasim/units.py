@@ -72,9 +72,19 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int, int]]] = {
     "µmol": (1e-6, (0, 0, 0, 0, 1)),
     "nmol": (1e-9, (0, 0, 0, 0, 1)),
 }
-_ALIASES = {"hour": "h", "hours": "h", "hr": "h", "minute": "min", "minutes": "min",
-            "mins": "min", "l": "L", "ml": "mL", "sec": "s", "ul": "uL",
-            "µl": "µL"}
+_ALIASES = {
+    "hour": "h",
+    "hours": "h",
+    "hr": "h",
+    "minute": "min",
+    "minutes": "min",
+    "mins": "min",
+    "l": "L",
+    "ml": "mL",
+    "sec": "s",
+    "ul": "uL",
+    "µl": "µL",
+}
 
 # Named dimensions the model schema checks against.
 DIMENSIONS: dict[str, tuple[int, int, int, int, int]] = {
@@ -145,8 +155,10 @@ def parse_unit(text: str) -> Unit:
         For an unknown unit, saying which units are understood.
     """
     if not isinstance(text, str):
-        raise UnitError(f"a unit must be a string such as 'L/h'; got {text!r} "
-                        f"({type(text).__name__})")
+        raise UnitError(
+            f"a unit must be a string such as 'L/h'; got {text!r} "
+            f"({type(text).__name__})"
+        )
     hit = _cache.get(text)
     if hit is not None:
         return hit
@@ -182,8 +194,10 @@ class Quantity:
         """The value in canonical units of ``dimension`` (per-kg kept as per-kg)."""
         u = parse_unit(self.unit)
         if u.dimension != dimension:
-            raise UnitError(f"expected a {dimension}; got {self.value} {self.unit} "
-                            f"(a {u.dimension or 'quantity of unknown dimension'})")
+            raise UnitError(
+                f"expected a {dimension}; got {self.value} {self.unit} "
+                f"(a {u.dimension or 'quantity of unknown dimension'})"
+            )
         return self.value * u.factor
 
     def __str__(self) -> str:
@@ -205,8 +219,12 @@ def _is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def parse_quantity(value: str | tuple[float | str, str] | Quantity | float, *,
-                   what: str, default_unit: str | None = None) -> Quantity:
+def parse_quantity(
+    value: str | tuple[float | str, str] | Quantity | float,
+    *,
+    what: str,
+    default_unit: str | None = None,
+) -> Quantity:
     """Read ``"40 min"``, ``"0.5 mg/kg"``, ``(40, "min")``, a :class:`Quantity` or a
     bare number.
 
@@ -226,30 +244,38 @@ def parse_quantity(value: str | tuple[float | str, str] | Quantity | float, *,
     """
     if isinstance(value, Quantity):
         if not _is_number(value.value):
-            raise TypeError(f"{what} {value!r}: the value of a Quantity must be a "
-                            f"number; got {type(value.value).__name__} "
-                            f"{value.value!r}")
+            raise TypeError(
+                f"{what} {value!r}: the value of a Quantity must be a "
+                f"number; got {type(value.value).__name__} "
+                f"{value.value!r}"
+            )
         _unit_for(value.unit, what=what, value=value)
         return value
     if isinstance(value, bool):
-        raise TypeError(f"{what} must be a number or a string with a unit such as "
-                        f"'40 min'; got {value!r} (bool)")
+        raise TypeError(
+            f"{what} must be a number or a string with a unit such as "
+            f"'40 min'; got {value!r} (bool)"
+        )
     if isinstance(value, tuple) and len(value) == 2:
         num, unit = value
         bare = _QTY.match(num) if isinstance(num, str) else None
         if bare is not None and not bare.group(2):  # ("40", "min"): a plain number
             num = float(bare.group(1))
         if not _is_number(num):
-            raise TypeError(f"{what} {value!r}: a (number, unit) pair needs a number "
-                            f"first, such as (40, 'min'); got {type(num).__name__} "
-                            f"{num!r}")
+            raise TypeError(
+                f"{what} {value!r}: a (number, unit) pair needs a number "
+                f"first, such as (40, 'min'); got {type(num).__name__} "
+                f"{num!r}"
+            )
         _unit_for(unit, what=what, value=value)
         return Quantity(num, unit)
     if isinstance(value, str):
         m = _QTY.match(value)
         if m is None:
-            raise UnitError(f"cannot read {what} {value!r}; write a number and a unit, "
-                            f"e.g. '40 min' or '0.5 mg/kg'")
+            raise UnitError(
+                f"cannot read {what} {value!r}; write a number and a unit, "
+                f"e.g. '40 min' or '0.5 mg/kg'"
+            )
         num = float(m.group(1))
         unit = m.group(2).strip() if m.group(2) else default_unit
         if unit is None:
@@ -259,17 +285,19 @@ def parse_quantity(value: str | tuple[float | str, str] | Quantity | float, *,
     try:
         num = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a number or a string with a unit; got "
-                        f"{value!r} ({type(value).__name__})") from None
+        raise TypeError(
+            f"{what} must be a number or a string with a unit; got "
+            f"{value!r} ({type(value).__name__})"
+        ) from None
     if default_unit is None:
         example = f"{num:g} mg" if math.isfinite(num) and num >= 0 else "35 mg"
-        raise UnitError(f"{what} {value!r} has no unit; give a string such as "
-                        f"'{example}'")
+        raise UnitError(
+            f"{what} {value!r} has no unit; give a string such as '{example}'"
+        )
     return Quantity(num, default_unit)
 
 
-def to_hours(value: float | str | tuple[float, str] | Quantity, *,
-             what: str) -> float:
+def to_hours(value: float | str | tuple[float, str] | Quantity, *, what: str) -> float:
     """A time or duration in hours: a number is hours; ``"40 min"``, ``"3 d"``
     convert."""
     q = parse_quantity(value, what=what, default_unit="h")
@@ -291,16 +319,21 @@ def to_ng_per_ml(value: float | str, *, what: str) -> float:
         q = parse_quantity(value, what=what, default_unit="ng/mL")
         u = parse_unit(q.unit)
         if u.dimension != "concentration" or u.per_kg:
-            raise UnitError(f"{what} must be a concentration such as 100 or "
-                            f"'100 ng/mL'; got {value!r}")
+            raise UnitError(
+                f"{what} must be a concentration such as 100 or "
+                f"'100 ng/mL'; got {value!r}"
+            )
         level = q.value * (u.factor / parse_unit("ng/mL").factor)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         level = float(value)
     else:
-        raise TypeError(f"{what} must be one concentration in ng/mL (a number, or a "
-                        f"string such as '100 ng/mL'); got {type(value).__name__} "
-                        f"{value!r}")
+        raise TypeError(
+            f"{what} must be one concentration in ng/mL (a number, or a "
+            f"string such as '100 ng/mL'); got {type(value).__name__} "
+            f"{value!r}"
+        )
     if not (math.isfinite(level) and level >= 0):
-        raise ValueError(f"{what} must be a finite concentration >= 0 ng/mL; got "
-                         f"{value!r}")
+        raise ValueError(
+            f"{what} must be a finite concentration >= 0 ng/mL; got {value!r}"
+        )
     return level

@@ -87,12 +87,14 @@ METRICS = """\
 def _body(n: int | None, indent: str) -> list[str]:
     """Lines of one step of lane ``b`` (unrolled for n, or the generic loop)."""
     if n is None:
-        return [f"{indent}for i in range(n):",
-                f"{indent}    y[i] = c[i, b]",
-                f"{indent}    for k in range(n):",
-                f"{indent}        y[i] += E[i, k, b] * x[k, b]",
-                f"{indent}for i in range(n):",
-                f"{indent}    x[i, b] = y[i]"]
+        return [
+            f"{indent}for i in range(n):",
+            f"{indent}    y[i] = c[i, b]",
+            f"{indent}    for k in range(n):",
+            f"{indent}        y[i] += E[i, k, b] * x[k, b]",
+            f"{indent}for i in range(n):",
+            f"{indent}    x[i, b] = y[i]",
+        ]
     lines = [f"{indent}x{i} = x[{i}, b]" for i in range(n)]
     for i in range(n):
         terms = "".join(f" + E[{i}, {k}, b] * x{k}" for k in range(n))
@@ -104,37 +106,62 @@ def _body(n: int | None, indent: str) -> list[str]:
 def _functions(n: int | None) -> str:
     suffix = str(n) if n is not None else "generic"
     pre = ["    n = x.shape[0]", "    y = np.empty(n)"] if n is None else []
-    out = ["", "", "@njit(**_OPTS)", f"def step_{suffix}(E, c, x):",
-           "    B = x.shape[1]", *pre, "    for b in range(B):", *_body(n, "        ")]
-    out += ["", "", "@njit(**_OPTS)",
-            f"def run_out_{suffix}(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):",
-            '    """m steps; after step jj, out[s0 + b, k, j0 + jj] = x[obs_cmt[k], b]'
-            ' * scale[k, b]."""',
-            "    B = x.shape[1]", "    K = obs_cmt.shape[0]", "    TJ = tile.shape[1]",
-            *pre, "    done = 0", "    while done < m:",
-            "        mm = min(TJ, m - done)", "        for jj in range(mm):",
-            "            for b in range(B):",
-            *_body(n, "                "),
-            "            for k in range(K):", "                ck = obs_cmt[k]",
-            "                for b in range(B):",
-            "                    tile[k, jj, b] = x[ck, b] * scale[k, b]",
-            "        for k in range(K):", "            for b in range(B):",
-            "                for jj in range(mm):",
-            "                    out[s0 + b, k, j0 + done + jj] = tile[k, jj, b]",
-            "        done += mm"]
+    out = [
+        "",
+        "",
+        "@njit(**_OPTS)",
+        f"def step_{suffix}(E, c, x):",
+        "    B = x.shape[1]",
+        *pre,
+        "    for b in range(B):",
+        *_body(n, "        "),
+    ]
+    out += [
+        "",
+        "",
+        "@njit(**_OPTS)",
+        f"def run_out_{suffix}(E, c, x, out, s0, j0, m, obs_cmt, scale, tile):",
+        '    """m steps; after step jj, out[s0 + b, k, j0 + jj] = x[obs_cmt[k], b]'
+        ' * scale[k, b]."""',
+        "    B = x.shape[1]",
+        "    K = obs_cmt.shape[0]",
+        "    TJ = tile.shape[1]",
+        *pre,
+        "    done = 0",
+        "    while done < m:",
+        "        mm = min(TJ, m - done)",
+        "        for jj in range(mm):",
+        "            for b in range(B):",
+        *_body(n, "                "),
+        "            for k in range(K):",
+        "                ck = obs_cmt[k]",
+        "                for b in range(B):",
+        "                    tile[k, jj, b] = x[ck, b] * scale[k, b]",
+        "        for k in range(K):",
+        "            for b in range(B):",
+        "                for jj in range(mm):",
+        "                    out[s0 + b, k, j0 + done + jj] = tile[k, jj, b]",
+        "        done += mm",
+    ]
     # metrics: the last KC states are the AUC integrators of with_auc (their columns
     # of E are the unit vectors), so only the first nd = n - KC states are stepped
     # by the unrolled body, and each AUC row reads the old state (nd FMAs).
     pre_d = ["    nd = x.shape[0] - KC", "    y = np.empty(nd)"] if n is None else []
     if n is None:
-        loop = ["        for q in range(KC):", "            ra = nd + q",
-                "            for b in range(B):", "                acc = c[ra, b]",
-                "                for k in range(nd):",
-                "                    acc += E[ra, k, b] * x[k, b]",
-                "                x[ra, b] += acc",
-                "        for b in range(B):",
-                *[ln.replace("range(n)", "range(nd)")
-                  for ln in _body(None, "            ")]]
+        loop = [
+            "        for q in range(KC):",
+            "            ra = nd + q",
+            "            for b in range(B):",
+            "                acc = c[ra, b]",
+            "                for k in range(nd):",
+            "                    acc += E[ra, k, b] * x[k, b]",
+            "                x[ra, b] += acc",
+            "        for b in range(B):",
+            *[
+                ln.replace("range(n)", "range(nd)")
+                for ln in _body(None, "            ")
+            ],
+        ]
     else:
         # one analyte (KC == 1, the common case): its AUC row is fused into the lane
         # loop, between the loads of the old state and the stores of the new one;
@@ -143,8 +170,7 @@ def _functions(n: int | None) -> str:
         terms = "".join(f" + E[{n}, {k}, b] * x{k}" for k in range(n))
         # without input (c == 0, most steps: between infusions) the c loads go
         one = []
-        for cond, keep_c in (("if KC == 1 and not inp", False),
-                             ("elif KC == 1", True)):
+        for cond, keep_c in (("if KC == 1 and not inp", False), ("elif KC == 1", True)):
             auc_row = f"                x[{n}, b] += c[{n}, b]{terms}"
             lines = ["    " + ln for ln in body]
             if not keep_c:
@@ -152,24 +178,42 @@ def _functions(n: int | None) -> str:
                 # exactly as with c: fma(e0, x0, 0.0) rounds as e0 * x0 does
                 auc_row = auc_row.replace(f"c[{n}, b] + ", "0.0 + ")
                 lines = [re.sub(r"c\[\d+, b\] \+ ", "0.0 + ", ln) for ln in lines]
-            one += [f"        {cond}:", "            for b in range(B):",
-                    *lines[:n], auc_row, *lines[n:]]
-        many = ["        else:", "            for q in range(KC):",
-                f"                ra = {n} + q", "                for b in range(B):",
-                "                    x[ra, b] += c[ra, b]"
-                + "".join(f" + E[ra, {k}, b] * x[{k}, b]" for k in range(n)),
-                "            for b in range(B):", *["    " + ln for ln in body]]
+            one += [
+                f"        {cond}:",
+                "            for b in range(B):",
+                *lines[:n],
+                auc_row,
+                *lines[n:],
+            ]
+        many = [
+            "        else:",
+            "            for q in range(KC):",
+            f"                ra = {n} + q",
+            "                for b in range(B):",
+            "                    x[ra, b] += c[ra, b]"
+            + "".join(f" + E[ra, {k}, b] * x[{k}, b]" for k in range(n)),
+            "            for b in range(B):",
+            *["    " + ln for ln in body],
+        ]
         loop = [*one, *many]
-    out += ["", "", "@njit(**_OPTS)",
-            f"def run_met_{suffix}(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,",
-            "                 above, tie1, cprev, cur, lmax, ltm, lab, inp):",
-            '    """m steps inside one metrics window (see linear.block_linear); x'
-            ' holds\n    the stepped states, then KC AUC states; inp: c may be nonzero.'
-            '"""',
-            "    B = x.shape[1]", *pre_d, "    for jj in range(m):",
-            "        j = j0 + jj", "        dt = times[j] - times[j - 1]",
-            "        trel = times[j] - tstart", *loop,
-            METRICS.rstrip("\n")]
+    out += [
+        "",
+        "",
+        "@njit(**_OPTS)",
+        f"def run_met_{suffix}(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart,",
+        "                 above, tie1, cprev, cur, lmax, ltm, lab, inp):",
+        '    """m steps inside one metrics window (see linear.block_linear); x'
+        " holds\n    the stepped states, then KC AUC states; inp: c may be nonzero."
+        '"""',
+        "    B = x.shape[1]",
+        *pre_d,
+        "    for jj in range(m):",
+        "        j = j0 + jj",
+        "        dt = times[j] - times[j - 1]",
+        "        trel = times[j] - tstart",
+        *loop,
+        METRICS.rstrip("\n"),
+    ]
     return "\n".join(out)
 
 
@@ -179,11 +223,15 @@ def _level(n: int | None, target: str, inp: bool, ind: str) -> list[str]:
     if n is None:
         lines = [f"{ind}for p in range(P):", f"{ind}    acc = 0.0"]
         if inp:
-            lines += [f"{ind}    for i in range(nr):",
-                      f"{ind}        acc += Qk[i, p] * c[i, b]"]
-        return lines + [f"{ind}    for i in range(nr):",
-                        f"{ind}        acc += Rk[i, p] * xs[i]",
-                        f"{ind}    {target} = sc * acc"]
+            lines += [
+                f"{ind}    for i in range(nr):",
+                f"{ind}        acc += Qk[i, p] * c[i, b]",
+            ]
+        return lines + [
+            f"{ind}    for i in range(nr):",
+            f"{ind}        acc += Rk[i, p] * xs[i]",
+            f"{ind}    {target} = sc * acc",
+        ]
     cs = "".join(f" + Qk[{i}, p] * c{i}" for i in range(n)) if inp else ""
     terms = "0.0" + cs + "".join(f" + Rk[{i}, p] * x{i}" for i in range(n))
     return [f"{ind}for p in range(P):", f"{ind}    {target} = sc * ({terms})"]
@@ -221,25 +269,42 @@ def _pow_functions(n: int | None) -> str:
         load += [f"        c{i} = c[{i}, b]" for i in range(n)]
         save = [f"            x[{i}, b] = {v}" for i, v in enumerate(xs)]
         reload = [f"            {v} = x[{i}, b]" for i, v in enumerate(xs)]
-    adv = ([*save, "            advance_pow(EP, SP, c, x, b, y, inp)", *reload]
-           if n is None else _advance(xs, "            "))
+    adv = (
+        [*save, "            advance_pow(EP, SP, c, x, b, y, inp)", *reload]
+        if n is None
+        else _advance(xs, "            ")
+    )
     end = [] if n is None else [ln[4:] for ln in save]
-    out = ["", "", "@njit(**_OPTS)",
-           f"def run_pow_{suffix}(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):",
-           '    """m outputs, a multiple of P = R.shape[3], from powers of the step'
-           ' propagator\n    (see linear.fill_powers): the output p + 1 steps into a'
-           ' chunk is\n    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x)'
-           ' with x the state at the\n    start of the chunk; x <- EP x + SP c per'
-           ' chunk."""',
-           "    B = x.shape[1]", "    K = R.shape[1]", "    P = R.shape[3]", *pre,
-           "    for b in range(B):", *load,
-           "        for q in range(m // P):", "            base = j0 + q * P",
-           "            for k in range(K):", "                sc = scale[k, b]",
-           "                o = out[s0 + b, k, base:base + P]",
-           "                Rk = R[b, k]", "                Qk = Q[b, k]",
-           "                if inp:", *_level(n, "o[p]", True, "                    "),
-           "                else:", *_level(n, "o[p]", False, "                    "),
-           *adv, *end]
+    out = [
+        "",
+        "",
+        "@njit(**_OPTS)",
+        f"def run_pow_{suffix}(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):",
+        '    """m outputs, a multiple of P = R.shape[3], from powers of the step'
+        " propagator\n    (see linear.fill_powers): the output p + 1 steps into a"
+        " chunk is\n    scale[k, b] * (Q[b, k, :, p] · c[:, b] + R[b, k, :, p] · x)"
+        " with x the state at the\n    start of the chunk; x <- EP x + SP c per"
+        ' chunk."""',
+        "    B = x.shape[1]",
+        "    K = R.shape[1]",
+        "    P = R.shape[3]",
+        *pre,
+        "    for b in range(B):",
+        *load,
+        "        for q in range(m // P):",
+        "            base = j0 + q * P",
+        "            for k in range(K):",
+        "                sc = scale[k, b]",
+        "                o = out[s0 + b, k, base:base + P]",
+        "                Rk = R[b, k]",
+        "                Qk = Q[b, k]",
+        "                if inp:",
+        *_level(n, "o[p]", True, "                    "),
+        "                else:",
+        *_level(n, "o[p]", False, "                    "),
+        *adv,
+        *end,
+    ]
     return "\n".join(out)
 
 
@@ -269,27 +334,32 @@ def _dispatch(name: str, args: str, what: str) -> str:
     only the unrolled loops of the state count it is called with; n = 0 compiles a
     no-op (a path the kernel does not take), n > NMAX the generic loop."""
     table = ", ".join(f"{n}: {name}_{n}" for n in range(1, NMAX + 1))
-    return "\n".join([
-        "", "",
-        f"def {name}({args}, nt):",
-        f'    """{what}, for n = len(nt) states (numba kernels only)."""',
-        '    raise NotImplementedError("called from numba kernels only")',
-        "", "",
-        f"_{name.upper()} = {{{table}}}",
-        "", "",
-        f"@overload({name}, jit_options=_OPTS)",
-        f"def _{name}_variant({args}, nt):",
-        "    n = len(nt.types)",
-        "    if n == 0:",
-        f"        def nothing({args}, nt):",
-        "            pass",
-        "        return nothing",
-        f"    fn = _{name.upper()}.get(n, {name}_generic)",
-        "",
-        f"    def impl({args}, nt):",
-        f"        fn({args})",
-        "    return impl",
-    ])
+    return "\n".join(
+        [
+            "",
+            "",
+            f"def {name}({args}, nt):",
+            f'    """{what}, for n = len(nt) states (numba kernels only)."""',
+            '    raise NotImplementedError("called from numba kernels only")',
+            "",
+            "",
+            f"_{name.upper()} = {{{table}}}",
+            "",
+            "",
+            f"@overload({name}, jit_options=_OPTS)",
+            f"def _{name}_variant({args}, nt):",
+            "    n = len(nt.types)",
+            "    if n == 0:",
+            f"        def nothing({args}, nt):",
+            "            pass",
+            "        return nothing",
+            f"    fn = _{name.upper()}.get(n, {name}_generic)",
+            "",
+            f"    def impl({args}, nt):",
+            f"        fn({args})",
+            "    return impl",
+        ]
+    )
 
 
 def source() -> str:
@@ -298,14 +368,29 @@ def source() -> str:
         parts.append(_functions(n))
         parts.append(_pow_functions(n))
     parts.append(_dispatch("step", "E, c, x", "One step x <- E x + c"))
-    parts.append(_dispatch("run_out", "E, c, x, out, s0, j0, m, obs_cmt, scale, tile",
-                           "A run of m steps into out"))
-    parts.append(_dispatch("run_met", "E, c, x, j0, m, times, obs_cmt, scale, KC, "
-                                      "tstart, above, tie1, cprev, cur, lmax, ltm, "
-                                      "lab, inp", "A run of m steps into the metrics "
-                                      "(n stepped states, then KC AUC states)"))
-    parts.append(_dispatch("run_pow", "R, Q, EP, SP, c, x, out, s0, j0, m, scale, "
-                                      "inp, y", "m outputs from powers"))
+    parts.append(
+        _dispatch(
+            "run_out",
+            "E, c, x, out, s0, j0, m, obs_cmt, scale, tile",
+            "A run of m steps into out",
+        )
+    )
+    parts.append(
+        _dispatch(
+            "run_met",
+            "E, c, x, j0, m, times, obs_cmt, scale, KC, "
+            "tstart, above, tie1, cprev, cur, lmax, ltm, "
+            "lab, inp",
+            "A run of m steps into the metrics (n stepped states, then KC AUC states)",
+        )
+    )
+    parts.append(
+        _dispatch(
+            "run_pow",
+            "R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y",
+            "m outputs from powers",
+        )
+    )
     return "\n".join(parts) + "\n"
 
 

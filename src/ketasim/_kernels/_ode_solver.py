@@ -35,11 +35,20 @@ A41, A42, A43 = 44 / 45, -56 / 15, 32 / 9
 A51, A52, A53, A54 = 19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729
 A61, A62, A63, A64, A65 = 9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656
 B1, B3, B4, B5, B6 = 35 / 384, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84
-E1, E3, E4, E5, E6, E7 = (71 / 57600, -71 / 16695, 71 / 1920, -17253 / 339200,
-                          22 / 525, -1 / 40)
+E1, E3, E4, E5, E6, E7 = (
+    71 / 57600,
+    -71 / 16695,
+    71 / 1920,
+    -17253 / 339200,
+    22 / 525,
+    -1 / 40,
+)
 # dense output coefficients (Hairer's DOPRI5 contd5)
-D1, D3, D4 = -12715105075 / 11282082432, 87487479700 / 32700410799, \
-    -10690763975 / 1880347072
+D1, D3, D4 = (
+    -12715105075 / 11282082432,
+    87487479700 / 32700410799,
+    -10690763975 / 1880347072,
+)
 D5, D6, D7 = 701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423
 
 # Rodas4 (Hairer & Wanner, Solving ODEs II, VI.4), in the formulation
@@ -50,16 +59,40 @@ RALPHA = np.array([0.0, 0.386, 0.21, 0.63, 1.0, 1.0])
 RGAMMA = np.array([0.25, -0.1043, 0.1035, -0.3620000000000023e-01, 0.0, 0.0])
 RA = np.zeros((6, 6))
 RC = np.zeros((6, 6))
-_a = (0.1544000000000000e01, 0.9466785280815826, 0.2557011698983284,
-      0.3314825187068521e01, 0.2896124015972201e01, 0.9986419139977817,
-      0.1221224509226641e01, 0.6019134481288629e01, 0.1253708332932087e02,
-      -0.6878860361058950, 0.1221224509226641e01, 0.6019134481288629e01,
-      0.1253708332932087e02, -0.6878860361058950, 1.0)
-_c = (-0.5668800000000000e01, -0.2430093356833875e01, -0.2063599157091915,
-      -0.1073529058151375, -0.9594562251023355e01, -0.2047028614809616e02,
-      0.7496443313967647e01, -0.1024680431464352e02, -0.3399990352819905e02,
-      0.1170890893206160e02, 0.8083246795921522e01, -0.7981132988064893e01,
-      -0.3152159432874371e02, 0.1631930543123136e02, -0.6058818238834054e01)
+_a = (
+    0.1544000000000000e01,
+    0.9466785280815826,
+    0.2557011698983284,
+    0.3314825187068521e01,
+    0.2896124015972201e01,
+    0.9986419139977817,
+    0.1221224509226641e01,
+    0.6019134481288629e01,
+    0.1253708332932087e02,
+    -0.6878860361058950,
+    0.1221224509226641e01,
+    0.6019134481288629e01,
+    0.1253708332932087e02,
+    -0.6878860361058950,
+    1.0,
+)
+_c = (
+    -0.5668800000000000e01,
+    -0.2430093356833875e01,
+    -0.2063599157091915,
+    -0.1073529058151375,
+    -0.9594562251023355e01,
+    -0.2047028614809616e02,
+    0.7496443313967647e01,
+    -0.1024680431464352e02,
+    -0.3399990352819905e02,
+    0.1170890893206160e02,
+    0.8083246795921522e01,
+    -0.7981132988064893e01,
+    -0.3152159432874371e02,
+    0.1631930543123136e02,
+    -0.6058818238834054e01,
+)
 _k = 0
 for _i in range(1, 6):
     for _j in range(_i):
@@ -89,12 +122,12 @@ def _write(out_s, j, x, obs_cmt, obs_scale):
         out_s[k, j] = x[obs_cmt[k]] * obs_scale[k]
 
 
-
 @njit(cache=CACHE, nogil=True, inline="always", error_model="numpy")
 def _f(t, x, p, r, dxdt):
     rhs(t, x, p, dxdt)
     for i in range(N):
         dxdt[i] += r[i]
+
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
 def _negative(x, xn, peak, rtol, atol):
@@ -123,6 +156,7 @@ def _errnorm(err, x0, x1, rtol, atol):
         v = err[i] / sc
         acc += v * v
     return np.sqrt(acc / n)
+
 
 @njit(cache=CACHE, nogil=True, error_model="numpy")
 def _inverse(T, Wi):
@@ -164,6 +198,7 @@ def _inverse(T, Wi):
                     Wi[i, j] -= f * Wi[k, j]
     return True
 
+
 @njit(cache=CACHE, nogil=True, error_model="numpy")
 def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
     n = N
@@ -204,8 +239,30 @@ def _initial_step(t, x, p, r, f0, rtol, atol, span, order, x1, f1):
 # thread, best of 7: 0.0575 -> 0.0613 s CPU; dopri5 0.418 -> 0.444 s) and compiled
 # ~15 % slower (9.1 -> 10.5 s); as plain calls 25-45 % slower.
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
-             stiff, auto, jac_const, max_steps, counters, wk, J, W, Wi, K):
+def _segment(
+    p,
+    r,
+    x,
+    t0,
+    t1,
+    times,
+    j,
+    out_s,
+    obs_cmt,
+    obs_scale,
+    rtol,
+    atol,
+    stiff,
+    auto,
+    jac_const,
+    max_steps,
+    counters,
+    wk,
+    J,
+    W,
+    Wi,
+    K,
+):
     """Integrate x from t0 to t1 (no events inside), writing outputs with
     t0 < times[j] < t1 by dense output. counters = [steps, status, stiff]."""
     n = N
@@ -272,20 +329,29 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                 xs[i] = x[i] + h * (A41 * f0[i] + A42 * k2[i] + A43 * k3[i])
             _f(t + C4 * h, xs, p, r, k4)
             for i in range(n):
-                xs[i] = x[i] + h * (A51 * f0[i] + A52 * k2[i] + A53 * k3[i]
-                                    + A54 * k4[i])
+                xs[i] = x[i] + h * (
+                    A51 * f0[i] + A52 * k2[i] + A53 * k3[i] + A54 * k4[i]
+                )
             _f(t + C5 * h, xs, p, r, k5)
             for i in range(n):
-                xs[i] = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
-                                    + A64 * k4[i] + A65 * k5[i])
+                xs[i] = x[i] + h * (
+                    A61 * f0[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]
+                )
             _f(t + h, xs, p, r, k6)
             for i in range(n):
-                xn[i] = x[i] + h * (B1 * f0[i] + B3 * k3[i] + B4 * k4[i]
-                                    + B5 * k5[i] + B6 * k6[i])
+                xn[i] = x[i] + h * (
+                    B1 * f0[i] + B3 * k3[i] + B4 * k4[i] + B5 * k5[i] + B6 * k6[i]
+                )
             _f(t + h, xn, p, r, k7)
             for i in range(n):
-                err[i] = h * (E1 * f0[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i]
-                              + E6 * k6[i] + E7 * k7[i])
+                err[i] = h * (
+                    E1 * f0[i]
+                    + E3 * k3[i]
+                    + E4 * k4[i]
+                    + E5 * k5[i]
+                    + E6 * k6[i]
+                    + E7 * k7[i]
+                )
             en = _errnorm(err, x, xn, rtol, atol)
             if not np.isfinite(en):
                 if h < 1e-10:
@@ -307,10 +373,23 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                             i = obs_cmt[k]
                             dx = xn[i] - x[i]
                             bspl = h * f0[i] - dx
-                            rc5 = h * (D1 * f0[i] + D3 * k3[i] + D4 * k4[i]
-                                       + D5 * k5[i] + D6 * k6[i] + D7 * k7[i])
-                            out_s[k, j] = (x[i] + th * (dx + th1 * (bspl + th * (
-                                dx - h * k7[i] - bspl + th1 * rc5)))) * obs_scale[k]
+                            rc5 = h * (
+                                D1 * f0[i]
+                                + D3 * k3[i]
+                                + D4 * k4[i]
+                                + D5 * k5[i]
+                                + D6 * k6[i]
+                                + D7 * k7[i]
+                            )
+                            out_s[k, j] = (
+                                x[i]
+                                + th
+                                * (
+                                    dx
+                                    + th1
+                                    * (bspl + th * (dx - h * k7[i] - bspl + th1 * rc5))
+                                )
+                            ) * obs_scale[k]
                     j += 1
                 if auto:
                     # Hairer's stiffness test: h*|lambda| ~ h |k7-k6| / |xn-xs|
@@ -318,8 +397,13 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                     den = 0.0
                     for i in range(n):
                         num += (k7[i] - k6[i]) ** 2
-                        s6 = x[i] + h * (A61 * f0[i] + A62 * k2[i] + A63 * k3[i]
-                                         + A64 * k4[i] + A65 * k5[i])
+                        s6 = x[i] + h * (
+                            A61 * f0[i]
+                            + A62 * k2[i]
+                            + A63 * k3[i]
+                            + A64 * k4[i]
+                            + A65 * k5[i]
+                        )
                         den += (xn[i] - s6) ** 2
                     if den > 0.0 and h * np.sqrt(num / den) > 3.25:
                         nonstiff = 0
@@ -423,10 +507,17 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
                         for k in range(obs_cmt.shape[0]):  # observed states only
                             i = obs_cmt[k]
                             d = xn[i] - x[i]
-                            v = ((1.0 - th) * x[i] + th * xn[i] + th * (
-                                th - 1.0) * ((1.0 - 2.0 * th) * d
-                                             + (th - 1.0) * h * f0[i]
-                                             + th * h * k7[i]))
+                            v = (
+                                (1.0 - th) * x[i]
+                                + th * xn[i]
+                                + th
+                                * (th - 1.0)
+                                * (
+                                    (1.0 - 2.0 * th) * d
+                                    + (th - 1.0) * h * f0[i]
+                                    + th * h * k7[i]
+                                )
+                            )
                             if v < -(atol + rtol * peak[i]):  # as _negative
                                 counters[1] = NEGATIVE
                                 return j
@@ -454,9 +545,25 @@ def _segment(p, r, x, t0, t1, times, j, out_s, obs_cmt, obs_scale, rtol, atol,
         counters[2] = 1
     return j
 
+
 @njit(cache=CACHE, nogil=True, error_model="numpy")
-def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
-                  obs_scale, rtol, atol, method, jac_const, max_steps, out_s):
+def solve_subject(
+    p,
+    x0,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    rtol,
+    atol,
+    method,
+    jac_const,
+    max_steps,
+    out_s,
+):
     """One subject; returns (status, accepted steps)."""
     n = N
     T = times.shape[0]
@@ -490,9 +597,30 @@ def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
         t1 = times[T - 1]
         if e < nev and ev_time[e] < t1:
             t1 = ev_time[e]
-        j = _segment(p, r, x, t, t1, times, j, out_s, obs_cmt, obs_scale,
-                     rtol, atol, counters[2] == 1, method == 0, jac_const,
-                     max_steps, counters, wk, J, W, Wi, K)
+        j = _segment(
+            p,
+            r,
+            x,
+            t,
+            t1,
+            times,
+            j,
+            out_s,
+            obs_cmt,
+            obs_scale,
+            rtol,
+            atol,
+            counters[2] == 1,
+            method == 0,
+            jac_const,
+            max_steps,
+            counters,
+            wk,
+            J,
+            W,
+            Wi,
+            K,
+        )
         if counters[1] != OK:
             for jj in range(j, T):
                 for k in range(obs_cmt.shape[0]):
@@ -501,10 +629,27 @@ def solve_subject(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
         t = t1
     return OK, counters[0]
 
+
 @njit(parallel=True, cache=CACHE, error_model="numpy")
-def solve_population(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
-                     obs_cmt, obs_scale, rtol, atol, method, jac_const, max_steps,
-                     out, status, nsteps):
+def solve_population(
+    p,
+    x0,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    rtol,
+    atol,
+    method,
+    jac_const,
+    max_steps,
+    out,
+    status,
+    nsteps,
+):
     """All subjects in parallel (prange). Per subject s: ``p[s]`` the rhs
     parameters, ``x0[s]`` (N,) initial state, events ``ev_*[s]`` sorted by time
     (kind 0 bolus into ``ev_cmt``, 1 rate change), ``obs_scale[s]`` (K,);
@@ -514,9 +659,22 @@ def solve_population(p, x0, ev_time, ev_cmt, ev_kind, ev_value, times,
     steps)."""
     S = p.shape[0]
     for s in prange(S):
-        st, ns = solve_subject(p[s], x0[s], ev_time[s], ev_cmt[s],
-                               ev_kind[s], ev_value[s], times, obs_cmt,
-                               obs_scale[s], rtol, atol, method, jac_const,
-                               max_steps, out[s])
+        st, ns = solve_subject(
+            p[s],
+            x0[s],
+            ev_time[s],
+            ev_cmt[s],
+            ev_kind[s],
+            ev_value[s],
+            times,
+            obs_cmt,
+            obs_scale[s],
+            rtol,
+            atol,
+            method,
+            jac_const,
+            max_steps,
+            out[s],
+        )
         status[s] = st
         nsteps[s] = ns

@@ -81,19 +81,24 @@ def _with_states(fn):
     selects their no-op), this leaves a path the kernel never takes out of its
     compile: the trajectory kernel holds no metrics tables, the metrics kernel no
     trajectory power path."""
+
     def g(nt, *args):
         raise NotImplementedError("called from numba kernels only")
 
     @overload(g, jit_options=dict(cache=True, nogil=True))
     def _g(nt, *args):
         if len(nt.types) == 0:
+
             def nothing(nt, *args):
                 return 0
+
             return nothing
 
         def impl(nt, *args):
             return fn(*args)
+
         return impl
+
     return g
 
 
@@ -169,8 +174,9 @@ def _input_term(Gs, r, active, c):
 
 # block_linear and its steps. The steps are inlined into it (numba IR, with its
 # flags): the same code as one function, and no call per run or output.
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _lane_scale(obs_scale, s0, B, K):
     """(K, B) output factors (ng/mL per mg) of lanes s0 .. s0+B-1."""
     scale = np.empty((K, B))
@@ -180,8 +186,9 @@ def _lane_scale(obs_scale, s0, B, K):
     return scale
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _bad_lanes(A, s0, B, n):
     """Lanes with a non-finite rate: loops, not np.isfinite(A[s0 + b]), so that
     no temporary is allocated per lane."""
@@ -195,36 +202,52 @@ def _bad_lanes(A, s0, B, n):
     return bad
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _pow_scratch(B, K, n, mode):
     """Power path of trajectories (runs of >= _POW outputs, mode 0; empty in mode
     1): the tables Rp, Qp, EP, SP of one cached propagator (:func:`fill_powers`),
     its (n, n) scratch Mw, Sw, Tw and the state row ypow of run_pow."""
     npow = n if mode == 0 else 0
-    return (np.empty((B, K, npow, _POW)), np.empty((B, K, npow, _POW)),
-            np.empty((B, npow, npow)), np.empty((B, npow, npow)),
-            np.empty((npow, npow)), np.empty((npow, npow)), np.empty((npow, npow)),
-            np.empty(npow))
+    return (
+        np.empty((B, K, npow, _POW)),
+        np.empty((B, K, npow, _POW)),
+        np.empty((B, npow, npow)),
+        np.empty((B, npow, npow)),
+        np.empty((npow, npow)),
+        np.empty((npow, npow)),
+        np.empty((npow, npow)),
+        np.empty(npow),
+    )
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _met_scratch(B, KC, n, mode):
     """Metrics power path (mode 1; empty in mode 0): the tables Rm, Qm, Bm, EPm,
     SPm of one cached propagator (:func:`fill_met_tables`), its scratch Mm, and
     the scratch ym, bnd, acc, allab of :func:`met_chunks`."""
     nmet = n if mode == 1 else 0
     KM = KC if mode == 1 else 0
-    return (np.empty((KM, nmet, _PMET, B)), np.empty((KM, nmet, _PMET, B)),
-            np.empty((4, KM, nmet, B)), np.empty((nmet, nmet, B)),
-            np.empty((nmet, nmet, B)), np.empty((3, nmet, nmet, B)),
-            np.empty((nmet, B)), np.empty((3, B)), np.empty(B),
-            np.empty((KM, B), dtype=np.bool_))
+    return (
+        np.empty((KM, nmet, _PMET, B)),
+        np.empty((KM, nmet, _PMET, B)),
+        np.empty((4, KM, nmet, B)),
+        np.empty((nmet, nmet, B)),
+        np.empty((nmet, nmet, B)),
+        np.empty((3, nmet, nmet, B)),
+        np.empty((nmet, B)),
+        np.empty((3, B)),
+        np.empty(B),
+        np.empty((KM, B), dtype=np.bool_),
+    )
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _propagator(A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot):
     """The cache slot of step h's propagators (E, G), filled if new; a refilled
     slot's power tables are stale (rslot, mslot -> -1). ``pc``: (cache_h, cache_E,
@@ -238,8 +261,9 @@ def _propagator(A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot):
     return slot, nused, nextslot, rslot, mslot
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r):
     """Event e in every lane: a bolus jumps x, a rate change steps r. Returns
     whether any input rate is now nonzero."""
@@ -257,8 +281,9 @@ def _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r):
     return active
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _window_start(x, xpre, obs_cmt, scale, s0, B, KC, w, mauc, mpre):
     """Metrics window w starts: the pre-dose level (from the state before this
     time's events) and the cumulative AUC so far."""
@@ -268,11 +293,41 @@ def _window_start(x, xpre, obs_cmt, scale, s0, B, KC, w, mauc, mpre):
             mauc[s0 + b, k, w] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
-def _events(tj, A, ev_time, ev_cmt, ev_kind, ev_value, s0, B, e, t, occ, active, x,
-            r, c, xpre, tpre, pc, nused, nextslot, last, rslot, mslot, obs_cmt, scale,
-            KC, mode, mauc, mpre, ns):
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
+def _events(
+    tj,
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    s0,
+    B,
+    e,
+    t,
+    occ,
+    active,
+    x,
+    r,
+    c,
+    xpre,
+    tpre,
+    pc,
+    nused,
+    nextslot,
+    last,
+    rslot,
+    mslot,
+    obs_cmt,
+    scale,
+    KC,
+    mode,
+    mauc,
+    mpre,
+    ns,
+):
     """The events from e on at or before output time tj: step to each, then apply
     it (metrics mode: keep the state before the events of each event time in
     xpre). Returns (e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot)
@@ -284,7 +339,8 @@ def _events(tj, A, ev_time, ev_cmt, ev_kind, ev_value, s0, B, e, t, occ, active,
         h = ev_time[s0, e] - t
         if h > 0.0:
             slot, nused, nextslot, rslot, mslot = _propagator(
-                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot)
+                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot
+            )
             last = slot
             _input_term(cache_G[slot], r, active, c)
             step(cache_E[slot], c, x, ns)
@@ -299,28 +355,35 @@ def _events(tj, A, ev_time, ev_cmt, ev_kind, ev_value, s0, B, e, t, occ, active,
             nextslot = 0  # refill from slot 0 (_find looks at slots < nused)
             last = -1
         elif ev_kind[s0, e] == 4 and mode == 1:
-            _window_start(x, xpre, obs_cmt, scale, s0, B, KC, int(ev_value[s0, e]),
-                          mauc, mpre)
+            _window_start(
+                x, xpre, obs_cmt, scale, s0, B, KC, int(ev_value[s0, e]), mauc, mpre
+            )
         e += 1
     return e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _run_length(times, j, h, t_end):
     """How many outputs from j on follow one another with step h before t_end."""
     T = times.shape[0]
     m = 1
-    while (j + m < T and times[j + m] < t_end
-           and _same_h(h, times[j + m] - times[j + m - 1], times[j + m - 1])):
+    while (
+        j + m < T
+        and times[j + m] < t_end
+        and _same_h(h, times[j + m] - times[j + m - 1], times[j + m - 1])
+    ):
         m += 1
     return m
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
-def _traj_run(E, c, x, out, s0, j, m, h, obs_cmt, scale, tile, active, pw, rslot,
-              slot, ns, no):
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
+def _traj_run(
+    E, c, x, out, s0, j, m, h, obs_cmt, scale, tile, active, pw, rslot, slot, ns, no
+):
     """Trajectories (mode 0) at outputs j .. j+m-1: whole chunks of _POW outputs
     from powers of E (tables ``pw`` built for cache slot ``slot`` unless rslot
     is it already), the rest by steps through the tile; an output at the current
@@ -353,10 +416,33 @@ def _traj_run(E, c, x, out, s0, j, m, h, obs_cmt, scale, tile, active, pw, rslot
     return rslot
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
-def _met_run(E, c, x, j, m, times, obs_cmt, scale, KC, tstart, above, tie1,
-             cprev, cur, lmax, ltm, lab, active, mt, mslot, slot, nm):
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
+def _met_run(
+    E,
+    c,
+    x,
+    j,
+    m,
+    times,
+    obs_cmt,
+    scale,
+    KC,
+    tstart,
+    above,
+    tie1,
+    cprev,
+    cur,
+    lmax,
+    ltm,
+    lab,
+    active,
+    mt,
+    mslot,
+    slot,
+    nm,
+):
     """Metrics (mode 1) of outputs j .. j+m-1 inside one window: whole chunks of
     _PMET steps by met_chunks (tables ``mt`` built for cache slot ``slot`` unless
     mslot is it already), which jumps over chunks that change no metric, the rest
@@ -367,21 +453,82 @@ def _met_run(E, c, x, j, m, times, obs_cmt, scale, KC, tstart, above, tie1,
         if mslot != slot:
             _met_tables(nm, E, obs_cmt, Rm, Qm, Bm, EPm, SPm, Mm)
             mslot = slot
-        _met_chunks(nm, Rm, Qm, Bm, EPm, SPm, c, x, j, full, times, scale, tstart,
-                    above, tie1, cprev, lmax, ltm, lab, active, acc, allab, ym, bnd)
+        _met_chunks(
+            nm,
+            Rm,
+            Qm,
+            Bm,
+            EPm,
+            SPm,
+            c,
+            x,
+            j,
+            full,
+            times,
+            scale,
+            tstart,
+            above,
+            tie1,
+            cprev,
+            lmax,
+            ltm,
+            lab,
+            active,
+            acc,
+            allab,
+            ym,
+            bnd,
+        )
         j += full
         m -= full
         if m == 0:
             return mslot
-    run_met(E, c, x, j, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev,
-            cur, lmax, ltm, lab, active, nm)
+    run_met(
+        E,
+        c,
+        x,
+        j,
+        m,
+        times,
+        obs_cmt,
+        scale,
+        KC,
+        tstart,
+        above,
+        tie1,
+        cprev,
+        cur,
+        lmax,
+        ltm,
+        lab,
+        active,
+        nm,
+    )
     return mslot
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
-def _met_output(x, times, j, obs_cmt, scale, KC, starts, wi, wprev, above, tie1,
-                cprev, lmax, ltm, lab, ms, s0):
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
+def _met_output(
+    x,
+    times,
+    j,
+    obs_cmt,
+    scale,
+    KC,
+    starts,
+    wi,
+    wprev,
+    above,
+    tie1,
+    cprev,
+    lmax,
+    ltm,
+    lab,
+    ms,
+    s0,
+):
     """Metrics at one output j (x its state), the general case: the time above
     over the interval from the previous output; a new window flushes the previous
     one's metrics and starts afresh; then Cmax/Tmax (tie rule: a later sample
@@ -415,8 +562,9 @@ def _met_output(x, times, j, obs_cmt, scale, KC, starts, wi, wprev, above, tie1,
             cprev[k, b] = cv
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc):
     """Status per lane (NONFINITE for a non-finite rate or result: then its
     trajectories are all NaN) and, in metrics mode, the AUC at the end."""
@@ -436,9 +584,30 @@ def _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                 out, status, s0, B, mode, starts, tie, above, ms, mauc, mpre, ns, no,
-                 nm):
+def block_linear(
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    out,
+    status,
+    s0,
+    B,
+    mode,
+    starts,
+    tie,
+    above,
+    ms,
+    mauc,
+    mpre,
+    ns,
+    no,
+    nm,
+):
     """Subjects ``s0 .. s0+B-1``, which share their event times, stepped together.
 
     The state is (n, B) with the subject (lane) index innermost; a step is the
@@ -469,8 +638,14 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     cache_h = np.empty(_NCACHE)
     cache_E = np.empty((_NCACHE, n, n, B))
     cache_G = np.empty((_NCACHE, n, n, B))
-    pc = (cache_h, cache_E, cache_G, np.empty((n, n, B)),
-          np.empty((LANE_WORK, n, n, B)), np.empty(B, dtype=np.int64))
+    pc = (
+        cache_h,
+        cache_E,
+        cache_G,
+        np.empty((n, n, B)),
+        np.empty((LANE_WORK, n, n, B)),
+        np.empty(B, dtype=np.int64),
+    )
     nused = 0
     nextslot = 0
     last = -1
@@ -506,11 +681,38 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
     while j < T:
         tj = times[j]
         if e < nev and ev_time[s0, e] <= tj:  # events at or before this output
-            (e, t, occ, active, tpre, nused, nextslot, last, rslot,
-             mslot) = _events(tj, A, ev_time, ev_cmt, ev_kind, ev_value, s0, B, e, t,
-                              occ, active, x, r, c, xpre, tpre, pc, nused, nextslot,
-                              last, rslot, mslot, obs_cmt, scale, KC, mode, mauc,
-                              mpre, ns)
+            (e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot) = _events(
+                tj,
+                A,
+                ev_time,
+                ev_cmt,
+                ev_kind,
+                ev_value,
+                s0,
+                B,
+                e,
+                t,
+                occ,
+                active,
+                x,
+                r,
+                c,
+                xpre,
+                tpre,
+                pc,
+                nused,
+                nextslot,
+                last,
+                rslot,
+                mslot,
+                obs_cmt,
+                scale,
+                KC,
+                mode,
+                mauc,
+                mpre,
+                ns,
+            )
         t_ev = ev_time[s0, e] if e < nev else np.inf
         wprev = wi
         if mode == 1:
@@ -526,12 +728,30 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
                 t_end = min(t_end, starts[wi + 1])
             m = _run_length(times, j, h, t_end)
             slot, nused, nextslot, rslot, mslot = _propagator(
-                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot)
+                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot
+            )
             last = slot
             _input_term(cache_G[slot], r, active, c)
         if mode == 0:
-            rslot = _traj_run(cache_E[slot], c, x, out, s0, j, m, h, obs_cmt, scale,
-                              tile, active, pw, rslot, slot, ns, no)
+            rslot = _traj_run(
+                cache_E[slot],
+                c,
+                x,
+                out,
+                s0,
+                j,
+                m,
+                h,
+                obs_cmt,
+                scale,
+                tile,
+                active,
+                pw,
+                rslot,
+                slot,
+                ns,
+                no,
+            )
             t = times[j + m - 1]
             j += m
             continue
@@ -539,17 +759,55 @@ def block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scal
         # flush goes to met_chunks / run_met; the first output of a window, outputs
         # that coincide with an event and j == 0 take the general path below
         if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
-            mslot = _met_run(cache_E[slot], c, x, j, m, times, obs_cmt, scale, KC,
-                             starts[wi], above, tie1, cprev, cur, lmax, ltm, lab,
-                             active, mt, mslot, slot, nm)
+            mslot = _met_run(
+                cache_E[slot],
+                c,
+                x,
+                j,
+                m,
+                times,
+                obs_cmt,
+                scale,
+                KC,
+                starts[wi],
+                above,
+                tie1,
+                cprev,
+                cur,
+                lmax,
+                ltm,
+                lab,
+                active,
+                mt,
+                mslot,
+                slot,
+                nm,
+            )
             t = times[j + m - 1]
             j += m
             continue
         if h > 0.0:
             step(cache_E[slot], c, x, ns)
             t = tj
-        _met_output(x, times, j, obs_cmt, scale, KC, starts, wi, wprev, above, tie1,
-                    cprev, lmax, ltm, lab, ms, s0)
+        _met_output(
+            x,
+            times,
+            j,
+            obs_cmt,
+            scale,
+            KC,
+            starts,
+            wi,
+            wprev,
+            above,
+            tie1,
+            cprev,
+            lmax,
+            ltm,
+            lab,
+            ms,
+            s0,
+        )
         j += 1
     if mode == 1 and wi >= 0:
         _flush(ms, s0, B, KC, wi, lmax, ltm, lab)
@@ -714,8 +972,9 @@ def fill_met_tables(E, obs_cmt, R, Q, Bd, EP, SP, W):
     _copy3(S, SP)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _met_values(R, Q, x, c, k, p, inp, acc):
     """acc[b] = R[k, :, p, b] · x[:, b] (+ Q[k, :, p, b] · c[:, b] with input): the
     unscaled output p + 1 steps into a chunk, one fixed order of operations."""
@@ -732,8 +991,9 @@ def _met_values(R, Q, x, c, k, p, inp, acc):
                 acc[b] += Q[k, i, p, b] * c[i, b]
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _add_bounds(top, bot, v, hi, lo, mag):
     """Per lane b: hi += the largest and lo += the smallest of top[i] v[i] and
     bot[i] v[i] over the states i (bounds of a row of coefficients between bot and
@@ -750,8 +1010,31 @@ def _add_bounds(top, bot, v, hi, lo, mag):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
-               cprev, lmax, ltm, lab, inp, acc, allab, y, bnd):
+def met_chunks(
+    R,
+    Q,
+    Bd,
+    EP,
+    SP,
+    c,
+    x,
+    j0,
+    m,
+    times,
+    scale,
+    tstart,
+    above,
+    tie1,
+    cprev,
+    lmax,
+    ltm,
+    lab,
+    inp,
+    acc,
+    allab,
+    y,
+    bnd,
+):
     """Metrics of m outputs j0 .. j0+m-1 (m a multiple of P = R.shape[2]) inside
     one dose window, by chunks of P equal steps (tables: :func:`fill_met_tables`).
 
@@ -777,21 +1060,38 @@ def met_chunks(R, Q, Bd, EP, SP, c, x, j0, m, times, scale, tstart, above, tie1,
     for q0 in range(0, m, P):
         j = j0 + q0
         # which lanes could change a metric in this chunk (bounds of its outputs)
-        nfull, nab = _chunk_bounds(Bd, x, c, inp, scale, above, tie1, cprev, lmax,
-                                   allab, bnd)
+        nfull, nab = _chunk_bounds(
+            Bd, x, c, inp, scale, above, tie1, cprev, lmax, allab, bnd
+        )
         if nfull > 0:
-            _chunk_outputs(R, Q, x, c, inp, j, times, scale, tstart, above, tie1,
-                           cprev, lmax, ltm, lab, acc)
+            _chunk_outputs(
+                R,
+                Q,
+                x,
+                c,
+                inp,
+                j,
+                times,
+                scale,
+                tstart,
+                above,
+                tie1,
+                cprev,
+                lmax,
+                ltm,
+                lab,
+                acc,
+            )
         else:
             skipped += 1
-            _chunk_skip(R, Q, x, c, inp, j, times, scale, cprev, lab, nab, allab,
-                        acc)
+            _chunk_skip(R, Q, x, c, inp, j, times, scale, cprev, lab, nab, allab, acc)
         _chunk_jump(EP, SP, x, c, inp, y)
     return skipped
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _chunk_bounds(Bd, x, c, inp, scale, above, tie1, cprev, lmax, allab, bnd):
     """Bounds lo <= output <= hi of every output of a chunk, per analyte and lane,
     and whether they show that the lane stays above ``above`` (allab). Returns
@@ -836,10 +1136,12 @@ def _chunk_bounds(Bd, x, c, inp, scale, above, tie1, cprev, lmax, allab, bnd):
     return nfull, nab
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
-def _chunk_outputs(R, Q, x, c, inp, j, times, scale, tstart, above, tie1, cprev,
-                   lmax, ltm, lab, acc):
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
+def _chunk_outputs(
+    R, Q, x, c, inp, j, times, scale, tstart, above, tie1, cprev, lmax, ltm, lab, acc
+):
     """Every output of the chunk starting at output j, and the metrics updated
     as in run_met (time above, Cmax, Tmax by the tie rule)."""
     KC = R.shape[0]
@@ -869,8 +1171,9 @@ def _chunk_outputs(R, Q, x, c, inp, j, times, scale, tstart, above, tie1, cprev,
                 cprev[k, b] = cv
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _chunk_skip(R, Q, x, c, inp, j, times, scale, cprev, lab, nab, allab, acc):
     """A chunk that changes no metric but the time above: each step counts for
     the lanes that stay above; the level at its last output becomes cprev."""
@@ -889,8 +1192,9 @@ def _chunk_skip(R, Q, x, c, inp, j, times, scale, cprev, lab, nab, allab, acc):
             cprev[k, b] = acc[b] * scale[k, b]
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
-      inline="always")
+@njit(
+    cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
+)
 def _chunk_jump(EP, SP, x, c, inp, y):
     """x <- EP x + SP c: the state at the end of the chunk (y: (n, B) scratch)."""
     n = x.shape[0]
@@ -921,8 +1225,29 @@ _met_chunks = _with_states(met_chunks)
 # level that links in, re-optimises and emits all of block_linear (cold compile of
 # the first exact simulate 63 -> 49 s)
 @njit(cache=True, nogil=True, inline="always")
-def _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale, out,
-               status, ib, mode, starts, tie, above, ms, mauc, mpre, ns, no, nm):
+def _run_block(
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    out,
+    status,
+    ib,
+    mode,
+    starts,
+    tie,
+    above,
+    ms,
+    mauc,
+    mpre,
+    ns,
+    no,
+    nm,
+):
     """Block ``ib`` of up to ``_BLOCK`` subjects (metrics: ``_BLOCK_METRICS``),
     split into runs of consecutive subjects with identical event times (all of them
     for one shared regimen)."""
@@ -943,15 +1268,48 @@ def _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
             if not same:
                 break
             b += 1
-        block_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                     out, status, a, b - a, mode, starts, tie, above, ms, mauc, mpre,
-                     ns, no, nm)
+        block_linear(
+            A,
+            ev_time,
+            ev_cmt,
+            ev_kind,
+            ev_value,
+            times,
+            obs_cmt,
+            obs_scale,
+            out,
+            status,
+            a,
+            b - a,
+            mode,
+            starts,
+            tie,
+            above,
+            ms,
+            mauc,
+            mpre,
+            ns,
+            no,
+            nm,
+        )
         a = b
 
 
 @njit(parallel=True, cache=True)
-def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
-                      obs_scale, out, status, ns, no):
+def population_linear(
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    out,
+    status,
+    ns,
+    no,
+):
     """All subjects in parallel: ``A`` (S, M, n, n) 1/h (M occasions); events (S, E)
     sorted per row; ``times`` (T,) h; ``obs_scale`` (S, K); writes ``out`` (S, K, T),
     ``status`` (S,). ``ns = states(n)``: the kernel is compiled (and cached) per
@@ -972,15 +1330,53 @@ def population_linear(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
     for ib in prange(nb):
         # int64(ib): numba types the loop index int64 before the parfor pass and
         # uint64 after it; with one type the block code compiles once per kernel
-        _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                   out, status, np.int64(ib), 0, none1, 0.0, np.nan, ms, none3, none3,
-                   ns, no, ())
+        _run_block(
+            A,
+            ev_time,
+            ev_cmt,
+            ev_kind,
+            ev_value,
+            times,
+            obs_cmt,
+            obs_scale,
+            out,
+            status,
+            np.int64(ib),
+            0,
+            none1,
+            0.0,
+            np.nan,
+            ms,
+            none3,
+            none3,
+            ns,
+            no,
+            (),
+        )
 
 
 @njit(parallel=True, cache=True)
-def population_linear_metrics(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt,
-                              obs_scale, starts, tie, above, cmax, tmax, tabove, auc,
-                              pre, status, ns, nm):
+def population_linear_metrics(
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    starts,
+    tie,
+    above,
+    cmax,
+    tmax,
+    tabove,
+    auc,
+    pre,
+    status,
+    ns,
+    nm,
+):
     """Metrics-only mode: no trajectories are stored. ``obs_cmt``/``obs_scale`` list
     K concentration outputs then K cumulative-AUC states; events of kind 4 (value w)
     mark the start of window w (a dose). Per subject, analyte and window: ``cmax``,
@@ -996,6 +1392,26 @@ def population_linear_metrics(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_
     dummy = np.empty((1, 0, 0))
     ms = (cmax, tmax, tabove)
     for ib in prange(nb):
-        _run_block(A, ev_time, ev_cmt, ev_kind, ev_value, times, obs_cmt, obs_scale,
-                   dummy, status, np.int64(ib), 1, starts, tie, above, ms, auc, pre,
-                   ns, (), nm)
+        _run_block(
+            A,
+            ev_time,
+            ev_cmt,
+            ev_kind,
+            ev_value,
+            times,
+            obs_cmt,
+            obs_scale,
+            dummy,
+            status,
+            np.int64(ib),
+            1,
+            starts,
+            tie,
+            above,
+            ms,
+            auc,
+            pre,
+            ns,
+            (),
+            nm,
+        )

@@ -14,4 +14,5 @@ def rhs_ltv(t, x, p, dxdt):
             acc += (p[i * n + j] + t * p[nn + i * n + j]) * x[j]
         dxdt[i] = acc
 
+
 __all__ = ["rhs_ltv"]

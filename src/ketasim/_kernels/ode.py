@@ -83,17 +83,19 @@ def solver(n: int, rhs=None) -> SimpleNamespace:
         if key not in _SOLVERS:
             kernels = _cached_module(int(n), rhs) or _run_source(int(n), rhs)
             _SOLVERS[key] = SimpleNamespace(
-                n=int(n), rhs=kernels["rhs"], inverse=kernels["_inverse"],
+                n=int(n),
+                rhs=kernels["rhs"],
+                inverse=kernels["_inverse"],
                 solve_subject=kernels["solve_subject"],
                 solve_population=kernels["solve_population"],
-                cached=kernels["CACHE"])
+                cached=kernels["CACHE"],
+            )
         return _SOLVERS[key]
 
 
 def _run_source(N: int, rhs) -> dict:
     """The kernels in a fresh namespace, not cached on disk."""
-    names = {"N": N, "CACHE": False, "rhs": rhs,
-             "__name__": f"{__name__}._solver_{N}"}
+    names = {"N": N, "CACHE": False, "rhs": rhs, "__name__": f"{__name__}._solver_{N}"}
     exec(compile(SOURCE.read_text(encoding="utf-8"), str(SOURCE), "exec"), names)
     return names
 
@@ -128,14 +130,17 @@ def module_text(N: int, rhs) -> tuple[str, str] | None:
         dep = Path(sys.modules[rhs_ltv.__module__].__file__)
         digest = hashlib.sha256(dep.read_bytes()).hexdigest()
         tag = "ltv"
-        head = (f"# {dep.name} sha256 {digest}\n"
-                f"from {rhs_ltv.__module__} import rhs_ltv as rhs\n")
+        head = (
+            f"# {dep.name} sha256 {digest}\n"
+            f"from {rhs_ltv.__module__} import rhs_ltv as rhs\n"
+        )
     else:
         return None
-    text = (f"# ketasim: the ODE kernels for {N} states, right-hand side {tag!r}.\n"
-            f"# Written from {SOURCE.name} by ketasim._kernels.ode; do not edit.\n"
-            f"N, CACHE = {N}, True\n" + head
-            + SOURCE.read_text(encoding="utf-8"))
+    text = (
+        f"# ketasim: the ODE kernels for {N} states, right-hand side {tag!r}.\n"
+        f"# Written from {SOURCE.name} by ketasim._kernels.ode; do not edit.\n"
+        f"N, CACHE = {N}, True\n" + head + SOURCE.read_text(encoding="utf-8")
+    )
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return f"{tag}_n{N}_{digest}", text
 
