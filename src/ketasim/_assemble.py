@@ -159,9 +159,9 @@ def _parameter_table(params):
                 ("subject", "occasion", "parameter"),
                 table,
                 {
-                    "long_name": "individual parameters per occasion (canonical units, see "
-                    "parameter_unit); inter-occasion variability draws them "
-                    "anew for each dosing session (occasion = dose_session)"
+                    "long_name": "individual parameters per occasion (canonical "
+                    "units, see parameter_unit); inter-occasion variability draws "
+                    "them anew for each dosing session (occasion = dose_session)"
                 },
             ),
             occ[0],
