@@ -47,13 +47,16 @@ def test_w2_population_scenario_metrics(benchmark, n):
         for k in ("V1", "CL", "Q2", "V2", "Q3", "V3")
     }
     table = ks.Subjects(covariates={"weight": one.weight.values}, parameters=explicit)
-    core = lambda: ks.simulate(
-        model,
-        reg,
-        times=times,
-        subjects=table,
-        progress=False,
-    )
+
+    def core():
+        return ks.simulate(
+            model,
+            reg,
+            times=times,
+            subjects=table,
+            progress=False,
+        )
+
     ref = core()
     # the same numbers by both paths: rounding only
     np.testing.assert_allclose(

@@ -102,8 +102,8 @@ BAD = [
     (
         lambda: Regimen.at([0, 3], Dose.bolus("1 mg", time="5 min")),
         DoseError,
-        r"Regimen.at places the dose at the given times, so its own time \(0.0833333 h\)"
-        r" would be lost",
+        r"Regimen.at places the dose at the given times, so its own time "
+        r"\(0.0833333 h\) would be lost",
     ),
     (
         lambda: Regimen.at([0, math.inf], Dose.bolus("1 mg")),

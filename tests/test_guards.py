@@ -81,7 +81,8 @@ def test_default_times_of_a_very_long_regimen_ask_for_times():
         (
             lambda: ks.Dose("84 mg", route="iv", time="1e300 h"),
             r"time must be at most 1e\+06 h \(about 114 years after the start of the "
-            r"simulation\); got 1e\+300 h\. Check its unit \(a number is read as hours\)",
+            r"simulation\); got 1e\+300 h\. Check its unit "
+            r"\(a number is read as hours\)",
         ),
         (
             lambda: ks.Dose("6.4e-282 mg/kg", route="iv", time="1e300 h", duration=0.5),
@@ -205,22 +206,22 @@ def nothing_per_patient(monkeypatch):
     [
         (
             {},
-            r"the result would need [0-9.]+e\+04 GiB at its peak \(3000000000 subjects x "
-            r"[0-9,]+ bytes: 1 outputs \(concentrations\) x 289 times x 8 bytes, ",
+            r"the result would need [0-9.]+e\+04 GiB at its peak \(3000000000 subjects "
+            r"x [0-9,]+ bytes: 1 outputs \(concentrations\) x 289 times x 8 bytes, ",
         ),
         (
             dict(output=ks.Metrics()),
             r"\(3000000000 subjects x [0-9,]+ bytes: 1 analytes "
-            r"x 1 doses x 6 per-dose values x 8 bytes, covariates and status, and the working "
-            r"arrays of 65536 subjects at a time\), more than the limit of 1 GiB \(half of "
-            r"this machine's memory\)\. Use fewer subjects, or chunks=",
+            r"x 1 doses x 6 per-dose values x 8 bytes, covariates and status, and the "
+            r"working arrays of 65536 subjects at a time\), more than the limit of "
+            r"1 GiB \(half of this machine's memory\)\. Use fewer subjects, or chunks=",
         ),
         (
             dict(chunks=1000),
             r"\(3000000000 subjects x 256 bytes: subject labels and "
-            r"covariates, which a lazy result keeps in memory as coordinates\), more than "
-            r"the limit of 1 GiB .* Split the population into runs of fewer subjects "
-            r"\(population\.subset\(start, stop\)\)",
+            r"covariates, which a lazy result keeps in memory as coordinates\), more "
+            r"than the limit of 1 GiB .* Split the population into runs of fewer "
+            r"subjects \(population\.subset\(start, stop\)\)",
         ),
     ],
     ids=["trajectories", "metrics", "chunks"],

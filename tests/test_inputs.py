@@ -195,23 +195,23 @@ def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
             {"k10": 0.3},
             UnitError,
             r"parameters\['k10'\] = 0.3 has no unit, and model 'domino' states k10 in "
-            r"1/min \(typical 0.4381 1/min = 26.29 1/h\) while ketasim prints it in 1/h, "
-            r"so a bare number is ambiguous: write '0.3 1/h' or '0.3 1/min'",
+            r"1/min \(typical 0.4381 1/min = 26.29 1/h\) while ketasim prints it in "
+            r"1/h, so a bare number is ambiguous: write '0.3 1/h' or '0.3 1/min'",
         ),
         (
             "domino",
             {"V1": "80 L/h"},
             UnitError,
-            r"parameters\['V1'\] = '80 L/h' is a clearance, but V1 is a volume in model "
-            r"'domino' \(typical 0.063 L/kg\); give it in L or L/kg",
+            r"parameters\['V1'\] = '80 L/h' is a clearance, but V1 is a volume in "
+            r"model 'domino' \(typical 0.063 L/kg\); give it in L or L/kg",
         ),
         (
             "domino",
             {"F_IN": "0.5 1/kg"},
             UnitError,
-            r"parameters\['F_IN'\] = '0.5 1/kg' is a fraction \(dimensionless\) per kg, "
-            r"but F_IN is a fraction \(dimensionless\) in model 'domino' \(typical 0.48 "
-            r"1\); give a bare number in \[0, 1\] \(or a percentage, '50 %'\)",
+            r"parameters\['F_IN'\] = '0.5 1/kg' is a fraction \(dimensionless\) per "
+            r"kg, but F_IN is a fraction \(dimensionless\) in model 'domino' \(typical "
+            r"0.48 1\); give a bare number in \[0, 1\] \(or a percentage, '50 %'\)",
         ),
         (
             "domino",
@@ -223,8 +223,8 @@ def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
             "domino",
             {"V1": "five L"},
             UnitError,
-            r"cannot read parameters\['V1'\] = 'five L'; write a number and a unit such "
-            r"as '0.063 L/kg'",
+            r"cannot read parameters\['V1'\] = 'five L'; write a number and a unit "
+            r"such as '0.063 L/kg'",
         ),
         (
             "domino",
@@ -267,15 +267,15 @@ def test_bare_fraction_and_canonical_unit_are_accepted(f_in):
             "domino",
             {"F_IN": -0.1},
             ValueError,
-            r"parameters\['F_IN'\] is a fraction \(dimensionless\) and must be >= 0; got "
-            r"-0.1",
+            r"parameters\['F_IN'\] is a fraction \(dimensionless\) and must be >= 0; "
+            r"got -0.1",
         ),
         (
             "perez_ruixo_2021",
             {"FRn_dose": 1.2},
             ValueError,
-            r"parameters\['FRn_dose'\] is a fraction of a dose or a flow .* must be <= 1; "
-            r"got 1.2 \(subject 0\)",
+            r"parameters\['FRn_dose'\] is a fraction of a dose or a flow .* must be <= "
+            r"1; got 1.2 \(subject 0\)",
         ),
         (
             "simons_2022",
@@ -363,8 +363,8 @@ def test_individual_parameters_contract():
         (
             {"age": -1},
             ValueError,
-            r"covariate 'age' must be in \[0, 120\] y \(a plausible human value; check the "
-            r"unit\); got -1 for subject 0",
+            r"covariate 'age' must be in \[0, 120\] y \(a plausible human value; check "
+            r"the unit\); got -1 for subject 0",
         ),
         (
             {"height": [170, -170]},
@@ -374,7 +374,8 @@ def test_individual_parameters_contract():
         (
             {"weight": 1e300},
             ValueError,
-            r"covariate 'weight' must be in \[0.3, 400\] kg .* got 1e\+300 for subject 0",
+            r"covariate 'weight' must be in \[0.3, 400\] kg .* "
+            r"got 1e\+300 for subject 0",
         ),
         ({"bmi": 5}, ValueError, r"covariate 'bmi' must be in \[8, 100\] kg/m2"),
         (
@@ -413,8 +414,8 @@ def test_individual_parameters_contract():
         (
             {"height": 250, "bmi": 100},
             ValueError,
-            r"weight derived from bmi x \(height/100\)\^2 is 625 kg for subject 0, outside "
-            r"\[0.3, 400\] kg",
+            r"weight derived from bmi x \(height/100\)\^2 is 625 kg for subject 0, "
+            r"outside \[0.3, 400\] kg",
         ),
     ],
 )
@@ -479,15 +480,16 @@ def test_a_neonate_passes():
         (
             dict(age=(18, 200)),
             ValueError,
-            r"age must be \(low, high\) years with 0 <= low <= high <= 120; got \(18, 200\)",
+            r"age must be \(low, high\) years with 0 <= low <= high <= 120; "
+            r"got \(18, 200\)",
         ),
         (dict(age=40), TypeError, r"age must be a \(low, high\) range in years"),
         (dict(offset=-1), ValueError, r"offset must be a whole number >= 0; got -1"),
         (
             dict(covariates={"weight": ["70 kg"] * 3}),
             TypeError,
-            r"covariate 'weight' must be a number in kg.* Write the number alone, in kg: "
-            r"70",
+            r"covariate 'weight' must be a number in kg.* Write the number alone, in "
+            r"kg: 70",
         ),
         (
             dict(covariates={"female": [0, 1, 2]}),
@@ -689,14 +691,14 @@ _SPAN = (
         (
             lambda: ks.esketamine_induction(first_dose="0 mg"),
             DoseError,
-            r"^first_dose: an esketamine nasal dose must be a multiple of the 28 mg device, "
-            r"from 1 to 100 devices a session; got first_dose = 0 mg",
+            r"^first_dose: an esketamine nasal dose must be a multiple of the 28 mg "
+            r"device, from 1 to 100 devices a session; got first_dose = 0 mg",
         ),
         (
             lambda: ks.esketamine_induction(dose="1e300 mg"),
             DoseError,
-            r"^dose: an esketamine nasal dose must be a multiple of the 28 mg device, from 1 "
-            r"to 100 devices a session; got dose = 1e\+300 mg",
+            r"^dose: an esketamine nasal dose must be a multiple of the 28 mg device, "
+            r"from 1 to 100 devices a session; got dose = 1e\+300 mg",
         ),
         (
             lambda: ks.esketamine_induction(dose="2828 mg"),
@@ -752,8 +754,8 @@ _SPAN = (
         (
             lambda: Regimen.at([1.5, -1], Dose.bolus("1 mg")),
             DoseError,
-            r"^times\[1\] must be >= 0 h \(hours after the start of the simulation\); got "
-            r"-1 h",
+            r"^times\[1\] must be >= 0 h \(hours after the start of the simulation\); "
+            r"got -1 h",
         ),
         (
             lambda: Regimen.at([0, 2e6], Dose.bolus("1 mg")),
@@ -779,8 +781,8 @@ _SPAN = (
                 Regimen([Dose.bolus("1 mg")]), after="-3 h"
             ),
             DoseError,
-            r"^after='-3 h' places the next regimen's t = 0 at -1 h, before the start of the "
-            r"simulation; after must be >= -2 h here",
+            r"^after='-3 h' places the next regimen's t = 0 at -1 h, before the start "
+            r"of the simulation; after must be >= -2 h here",
         ),
     ],
 )
@@ -880,33 +882,35 @@ _NO_FIRST = (
         # two "first devices" 5 min apart were both fully absorbed
         (
             [_spray(1, 0), _spray(1, "5 min")],
-            r"^doses\[1\] \(device 1 of route 'intranasal' at 0\.0833333 h\) starts a new "
-            r"session only 5 min after doses\[0\] \(device 1 of route 'intranasal' at 0 "
-            r"h\); " + _RULE + r"\. If it is the next device of that session give "
-            r"device=2; a new session must start more than 60 min after the last device "
-            r"of the previous one$",
+            r"^doses\[1\] \(device 1 of route 'intranasal' at 0\.0833333 h\) starts a "
+            r"new session only 5 min after doses\[0\] \(device 1 of route "
+            r"'intranasal' at 0 h\); "
+            + _RULE
+            + r"\. If it is the next device of that session give "
+            r"device=2; a new session must start more than 60 min after the last "
+            r"device of the previous one$",
         ),
         # ... also when the earlier one was a later device of its session
         (
             [_spray(1, 0), _spray(2, "5 min"), _spray(1, "1 h")],
-            r"^doses\[2\] \(device 1 of route 'intranasal' at 1 h\) starts a new session "
-            r"only 55 min after doses\[1\] \(device 2 of route 'intranasal' at 0\.0833333 "
-            r"h\); .* give device=3; ",
+            r"^doses\[2\] \(device 1 of route 'intranasal' at 1 h\) starts a new "
+            r"session only 55 min after doses\[1\] \(device 2 of route 'intranasal' at "
+            r"0\.0833333 h\); .* give device=3; ",
         ),
         # device 2 three days later was put in session 0 with the reduced absorption
         (
             [_spray(1, 0), _spray(2, "3 d")],
             r"^doses\[1\] \(device 2 of route 'intranasal' at 72 h\) comes 72 h after "
-            r"doses\[0\] \(device 1 of route 'intranasal' at 0 h\), more than the 60 min "
-            r"allowed between devices of one session; "
+            r"doses\[0\] \(device 1 of route 'intranasal' at 0 h\), more than the 60 "
+            r"min allowed between devices of one session; "
             + _RULE
             + r"\. If it starts a new "
             r"session give it device=1, otherwise move it within 60 min of doses\[0\]$",
         ),
         (
             [_spray(1, 0), _spray(2, "61 min")],
-            r"^doses\[1\] \(device 2 of route 'intranasal' at 1\.01667 h\) comes 61 min "
-            r"after doses\[0\]",
+            r"^doses\[1\] \(device 2 of route 'intranasal' at 1\.01667 h\) comes 61 "
+            r"min after doses\[0\]",
         ),
         ([_spray(2, 0)], _NO_FIRST),  # a lone device 2
         ([_spray(2, 0), _spray(1, "5 min")], _NO_FIRST),  # device 2 before device 1
@@ -925,9 +929,9 @@ _NO_FIRST = (
         ),
         (
             [_spray(1, 0), Dose.bolus("1 mg", time="2 min"), _spray(2, "5 min")],
-            r"^doses\[2\] \(device 2 of route 'intranasal' at 0\.0833333 h\) is separated "
-            r"from its session's previous device, doses\[0\] \(device 1 of route "
-            r"'intranasal' at 0 h\), by doses\[1\] \('iv' at 0\.0333333 h\); "
+            r"^doses\[2\] \(device 2 of route 'intranasal' at 0\.0833333 h\) is "
+            r"separated from its session's previous device, doses\[0\] \(device 1 "
+            r"of route 'intranasal' at 0 h\), by doses\[1\] \('iv' at 0\.0333333 h\); "
             + _RULE
             + r", with no other dose between them\. Give the other dose before the "
             r"session's first device or after its last$",
@@ -1195,8 +1199,8 @@ def test_cli_adult_age_alone_keeps_drawn_weights(tmp_path, capsys):
         (
             ["--model", "domino", "--weight", "-3"],
             1,
-            "ketasim: error: --weight -3: covariate 'weight' must be in [0.3, 400] kg (a "
-            "plausible human value; check the unit); got -3 for subject 0\n",
+            "ketasim: error: --weight -3: covariate 'weight' must be in [0.3, 400] kg "
+            "(a plausible human value; check the unit); got -3 for subject 0\n",
         ),
         (
             ["--model", "domino", "--age", "nan", "--weight", "70"],

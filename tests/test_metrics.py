@@ -579,8 +579,8 @@ def _relabelled(units):
             {},
             ks.UnitError,
             r"metrics reads ds.concentration in ng/mL, as ks.simulate returns it; its "
-            r"units attribute is 'nmol/L' \(for molar metrics pass the ng/mL Dataset from "
-            r"ks.simulate with unit='nmol/L'",
+            r"units attribute is 'nmol/L' \(for molar metrics pass the ng/mL Dataset "
+            r"from ks.simulate with unit='nmol/L'",
         ),
         (
             lambda: _relabelled("mg/L"),

@@ -132,8 +132,8 @@ PARAMETER_CASES = [
         "FRn_dose",
         1.2,
         "[parameters.FRn_dose.value] must be "
-        "between 0 and 1 as the later-device factor of route 'intranasal' into 'nasal'; "
-        "got 1.2",
+        "between 0 and 1 as the later-device factor of route 'intranasal' into "
+        "'nasal'; got 1.2",
     ),
     (
         "perez_ruixo_2021",
@@ -320,8 +320,8 @@ SCALAR_CASES = [
         "simons_2022",
         ("analytes", "esketamine", "mw"),
         1e-300,
-        "[analytes.esketamine.mw] must be a molecular weight within [1, 1e6] g/mol; got "
-        "1e-300 — ketamine is 237.73 g/mol",
+        "[analytes.esketamine.mw] must be a molecular weight within [1, 1e6] g/mol; "
+        "got 1e-300 — ketamine is 237.73 g/mol",
     ),
     (
         "fanta_2015",
@@ -957,8 +957,8 @@ MAGNITUDE_CASES = [
         "flint_2017",
         ("parameters", "Q", "value"),
         1e300,
-        "[parameters.Q.value] must be within [1e-09, 1e+09] L/h as the clearance of the "
-        "flow from 'central'; got 1e+300 L/h — check the value and its unit",
+        "[parameters.Q.value] must be within [1e-09, 1e+09] L/h as the clearance of "
+        "the flow from 'central'; got 1e+300 L/h — check the value and its unit",
     ),
     (
         "herd_2007",
@@ -971,15 +971,15 @@ MAGNITUDE_CASES = [
         "flint_2017",
         ("covariate_effects", 2, "reference"),
         1e300,
-        "[covariate_effects[2].reference] must be a plausible weight, within [0.3, 400] "
-        "kg; got 1e+300",
+        "[covariate_effects[2].reference] must be a plausible weight, within "
+        "[0.3, 400] kg; got 1e+300",
     ),
     (
         "elkomy_2015",
         ("covariate_effects", 1, "reference"),
         1e-300,
-        "[covariate_effects[1].reference] must be a plausible weight, within [0.3, 400] "
-        "kg; got 1e-300",
+        "[covariate_effects[1].reference] must be a plausible weight, within "
+        "[0.3, 400] kg; got 1e-300",
     ),
     (
         "fanta_2015",
@@ -1042,7 +1042,8 @@ def test_unknown_reference_names_the_uncited_entry():
             ".",
             FileNotFoundError,
             r"^model '\.' is a directory, not a model file; pass a "
-            r"path to a \.toml model file or a bundled model name \(clements_nimmo_1981, ",
+            r"path to a \.toml model file or a bundled model name "
+            r"\(clements_nimmo_1981, ",
         ),
         (
             5,

@@ -300,8 +300,8 @@ BAD = [
     ),
     (
         "ID,TIME,EVID,AMT,DEVICE\n1,0,1,5,1\n",
-        "line 2, ID 1, column DEVICE: DEVICE 1 on route 'iv' (CMT 1) of model 'domino', "
-        "which does not absorb per device; write 0 or leave it empty",
+        "line 2, ID 1, column DEVICE: DEVICE 1 on route 'iv' (CMT 1) of model "
+        "'domino', which does not absorb per device; write 0 or leave it empty",
     ),
     # covariates in the plausible range simulate accepts (flags 0 or 1)
     (
@@ -740,9 +740,10 @@ def test_weight_from_height_and_bmi(tmp_path):
     [
         (
             lambda ds: ds.assign(concentration=ds.pk.molar()),
-            r"write_nonmem \(DV in ng/mL\) reads ds.concentration in ng/mL, as ks.simulate "
-            r"returns it; its units attribute is 'nmol/L' \(DV is ng/mL: write the ng/mL "
-            r"Dataset from ks.simulate; ds.pk.molar\(\) is for plotting\)",
+            r"write_nonmem \(DV in ng/mL\) reads ds.concentration in ng/mL, as "
+            r"ks.simulate returns it; its units attribute is 'nmol/L' \(DV is ng/mL: "
+            r"write the ng/mL Dataset from ks.simulate; ds.pk.molar\(\) is for "
+            r"plotting\)",
         ),
         (
             lambda ds: ds.assign(concentration=ds.concentration / 1000).pipe(
@@ -755,8 +756,8 @@ def test_weight_from_height_and_bmi(tmp_path):
         ),
         (
             lambda ds: ds.assign(concentration=ds.concentration.drop_attrs()),
-            r"ds.concentration has no units attribute; write_nonmem \(DV in ng/mL\) reads "
-            r"it in ng/mL",
+            r"ds.concentration has no units attribute; write_nonmem \(DV in ng/mL\) "
+            r"reads it in ng/mL",
         ),
     ],
 )

@@ -167,8 +167,9 @@ BAD = [
         lambda: ks.Metrics(above="400 nmol/L"),
         ks.UnitError,
         "above='400 nmol/L' is a molar level; in Metrics(above=...) it is one level in "
-        "ng/mL for every analyte (a molar level is a different mass level per analyte). "
-        "Give it in ng/mL, or simulate the curves and use ks.metrics(ds, 'dose', "
+        "ng/mL for every analyte (a molar level is a different mass level per "
+        "analyte). Give it in ng/mL, or simulate the curves and use "
+        "ks.metrics(ds, 'dose', "
         "above='400 nmol/L')",
     ),
     # Subjects
