@@ -88,6 +88,31 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     ('scenario', 'subject', 'analyte', 'time')
     """
     scenarios = list(scenarios)
+    names = _check_scenarios(scenarios, kw)
+    parts = _run_each(scenarios, names, progress, kw)
+    parts, differ = _per_subject_coordinates(parts)
+    parts, weights, mw_attrs = _split_molecular_weights(parts)
+    out = _concat(parts)
+    out = out.assign_coords(scenario=("scenario", names)).set_coords(differ)
+    if len(parts) > 1 and weights:
+        out.coords["molecular_weight"] = _molecular_weights(
+            out, scenarios, weights, mw_attrs
+        )
+    # provenance differs per scenario: keep it as coordinates along `scenario`
+    keys = dict.fromkeys(k for _, a in parts for k in a)
+    for k in keys:
+        vals = [a.get(k, "") for _, a in parts]
+        out.coords[k] = ("scenario", [str(v) for v in vals])
+    out.attrs["scenarios"] = "; ".join(
+        f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
+        f"{s.population.n if s.population else 1} subjects"
+        for s in scenarios
+    )
+    return out
+
+
+def _check_scenarios(scenarios: list, kw: dict) -> list[str]:
+    """At least one scenario, curves as the output, unique names."""
     if not scenarios:
         raise ValueError("run_scenarios needs at least one Scenario")
     if isinstance(kw.get("output"), Metrics):
@@ -100,6 +125,12 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
     names = [s.name for s in scenarios]
     if len(set(names)) != len(names):
         raise ValueError(f"scenario names must be unique; got {names}")
+    return names
+
+
+def _run_each(scenarios: list, names: list[str], progress, kw: dict) -> list:
+    """(Dataset, its provenance attrs) per scenario, on one time axis, without the
+    individual parameters (their names differ between models)."""
     parts = []
     times = None
     for sc in scenarios:
@@ -123,9 +154,13 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
         ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
         parts.append((ds, per_scenario))
-    # per-subject coordinates (covariates) that differ between scenarios, e.g.
-    # different Populations, get a scenario dimension; concat would keep the first
-    # scenario's values for all of them
+    return parts
+
+
+def _per_subject_coordinates(parts: list) -> tuple[list, list[str]]:
+    """Per-subject coordinates (covariates) that differ between scenarios, e.g.
+    different Populations, become variables (they get a scenario dimension);
+    concat would keep the first scenario's values for all of them."""
     per_subject = dict.fromkeys(
         k
         for p, _ in parts
@@ -152,8 +187,14 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         parts = [
             (p.reset_coords([k for k in differ if k in p.coords]), a) for p, a in parts
         ]
-    # molecular weights on the union of the analytes (concat would keep the first
-    # scenario's, NaN for the analytes only other scenarios have)
+    return parts, differ
+
+
+def _split_molecular_weights(parts: list) -> tuple[list, dict, dict]:
+    """Molecular weights per analyte over all scenarios, taken off the parts when
+    there are several (concat would keep the first scenario's, NaN for the
+    analytes only other scenarios have)."""
+    first = parts[0][0]
     mw_attrs = (
         first.molecular_weight.attrs if "molecular_weight" in first.coords else {}
     )
@@ -166,59 +207,53 @@ def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Datas
         parts = [
             (p.drop_vars("molecular_weight", errors="ignore"), a) for p, a in parts
         ]
+    return parts, weights, mw_attrs
+
+
+def _concat(parts: list) -> xr.Dataset:
+    """One Dataset along a new ``scenario`` dimension."""
     if len(parts) == 1:  # no copy of a possibly large result
         out = parts[0][0].expand_dims("scenario")
         for name in ("concentration", "auc", "amount", "observed"):
             if name in out:
                 out[name].attrs = dict(parts[0][0][name].attrs)
-    else:
-        out = xr.concat(
-            [p[0] for p in parts],
-            dim="scenario",
-            join="outer",
-            combine_attrs="drop_conflicts",
-            coords="minimal",
-            compat="override",
-            data_vars="all",
-        )
-    out = out.assign_coords(scenario=("scenario", names)).set_coords(differ)
-    if len(parts) > 1 and weights:
-        if any(len(w) > 1 for w in weights.values()):  # one analyte, two weights
-            out.coords["molecular_weight"] = (
-                ("scenario", "analyte"),
-                [
-                    [
-                        float(
-                            sc.model.analytes[sc.model.analyte_names.index(str(a))].mw
-                        )
-                        if str(a) in sc.model.analyte_names
-                        else np.nan
-                        for a in out.analyte.values
-                    ]
-                    for sc in scenarios
-                ],
-                mw_attrs,
-            )
-        else:
-            out.coords["molecular_weight"] = (
-                "analyte",
-                [
-                    next(iter(weights[str(a)])) if str(a) in weights else np.nan
-                    for a in out.analyte.values
-                ],
-                mw_attrs,
-            )
-    # provenance differs per scenario: keep it as coordinates along `scenario`
-    keys = dict.fromkeys(k for _, a in parts for k in a)
-    for k in keys:
-        vals = [a.get(k, "") for _, a in parts]
-        out.coords[k] = ("scenario", [str(v) for v in vals])
-    out.attrs["scenarios"] = "; ".join(
-        f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
-        f"{s.population.n if s.population else 1} subjects"
-        for s in scenarios
+        return out
+    return xr.concat(
+        [p[0] for p in parts],
+        dim="scenario",
+        join="outer",
+        combine_attrs="drop_conflicts",
+        coords="minimal",
+        compat="override",
+        data_vars="all",
     )
-    return out
+
+
+def _molecular_weights(out, scenarios: list, weights: dict, mw_attrs: dict):
+    """The molecular_weight coordinate on the union of the analytes: per analyte,
+    or per (scenario, analyte) when one analyte has two weights."""
+    if any(len(w) > 1 for w in weights.values()):  # one analyte, two weights
+        return (
+            ("scenario", "analyte"),
+            [
+                [
+                    float(sc.model.analytes[sc.model.analyte_names.index(str(a))].mw)
+                    if str(a) in sc.model.analyte_names
+                    else np.nan
+                    for a in out.analyte.values
+                ]
+                for sc in scenarios
+            ],
+            mw_attrs,
+        )
+    return (
+        "analyte",
+        [
+            next(iter(weights[str(a)])) if str(a) in weights else np.nan
+            for a in out.analyte.values
+        ],
+        mw_attrs,
+    )
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
