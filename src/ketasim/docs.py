@@ -211,19 +211,36 @@ def write_model_pages(outdir: str | Path) -> list[Path]:
 _HIDDEN = {"moved"}
 
 
+class _Annotation(str):
+    """A type hint printed as written: the modules use postponed annotations
+    (strings), which ``inspect`` would print quoted (``amount: 'AmountLike'``)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _plain(annotation):
+    return _Annotation(annotation) if isinstance(annotation, str) else annotation
+
+
 def _signature(obj) -> str:
-    """``obj``'s signature as the reference prints it (without :data:`_HIDDEN`)."""
+    """``obj``'s signature as the reference prints it (without :data:`_HIDDEN`;
+    type hints unquoted; a class without its ``-> None``)."""
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
+    returns = sig.return_annotation
+    if inspect.isclass(obj) or returns in ("None", None):
+        returns = inspect.Signature.empty
     return str(
         sig.replace(
             parameters=[
-                p
+                p.replace(annotation=_plain(p.annotation))
                 for p in sig.parameters.values()
                 if not (p.kind is p.VAR_KEYWORD and p.name in _HIDDEN)
-            ]
+            ],
+            return_annotation=_plain(returns),
         )
     )
 
