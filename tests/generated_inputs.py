@@ -1119,6 +1119,8 @@ def cli_args(draw):
         argv.setdefault("--count", "2")
     expect = _I if bad else "valid"
     line = ["simulate"] + [x for k, v in argv.items() for x in (k, v)]
+    if argv["--model"] == "domino":  # no IIV: typical patients, said so
+        line.append("--no-iiv")
 
     def run():
         import contextlib
@@ -1408,7 +1410,12 @@ def _model_regimen(m: ks.Model) -> ks.Regimen:
 def _simulate_model(m: ks.Model):
     reg = _model_regimen(m)
     times = np.linspace(0.0, reg.doses[-1].time + 24.0, 25)
-    pop = ks.Population(3, seed=1) if m.variability or m.covariate_effects else None
+    iiv = any(v.omega > 0 for v in m.variability)  # else refused (no IIV)
+    pop = (
+        ks.Population(3, seed=1, iiv=iiv)
+        if m.variability or m.covariate_effects
+        else None
+    )
     return ks.simulate(m, reg, times=times, population=pop)
 
 

@@ -165,7 +165,7 @@ def test_usage_errors_exit_2_on_one_line(capsys, argv, message):
 
 def test_figures_are_labelled():
     t = ks.grid("4 d", "30 min")
-    pop = ks.Population(30, seed=1)
+    pop = ks.Population(30, seed=1, iiv=False)
     ds = ks.run_scenarios(
         [
             ks.Scenario(
@@ -209,7 +209,7 @@ def test_figures_are_labelled():
 def test_figures_of_mixed_drugs_and_single_times():
     """Each scenario is drawn with its own drug; one output time still shows."""
     t = ks.grid("8 d", "1 h")
-    pop = ks.Population(10, seed=1)
+    pop = ks.Population(10, seed=1, iiv=False)
     ds = ks.run_scenarios(
         [
             ks.Scenario(
@@ -248,6 +248,12 @@ def test_docs_pages_for_every_model_and_route(tmp_path, capsys):
         m = ks.load_model(name)
         page = (tmp_path / "models" / f"{name}.md").read_text()
         assert m.references[0].citation[:30] in page
+        # variability stated per model, "none" where the file gives none
+        for what in ("(IIV)", "(IOV)", "residual error"):
+            line = next(x for x in page.splitlines() if what in x)
+            assert line.split(": ", 1)[1].strip()
+        if not any(v.omega > 0 for v in m.variability):
+            assert "- inter-individual variability (IIV): none (" in page
         for route in m.routes:
             assert (tmp_path / "models" / f"{name}-{route}.png").stat().st_size > 5000
             assert f"![{route}]" in page

@@ -236,7 +236,7 @@ def test_a_huge_population_is_refused_before_any_patient_is_drawn(
         ks.simulate(
             "domino",
             ks.Dose.bolus("5 mg"),
-            population=ks.Population(3_000_000_000, seed=1),
+            population=ks.Population(3_000_000_000, seed=1, iiv=False),
             **kw,
         )
     n, per = _needed(str(info.value))

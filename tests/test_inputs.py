@@ -328,7 +328,7 @@ def test_population_parameter_size_is_checked_in_dask_too():
             "domino",
             Dose.bolus("10 mg"),
             times=T,
-            population=ks.Population(4, seed=1),
+            population=ks.Population(4, seed=1, iiv=False),
             subjects=ks.Subjects(parameters={"k10": ([1.0, 2.0, 3.0], "1/h")}),
             chunks=2,
         )
@@ -1180,7 +1180,9 @@ def test_cli_adult_age_alone_keeps_drawn_weights(tmp_path, capsys):
     import xarray as xr
 
     nc = tmp_path / "adults.nc"
-    code, out = _cli(["--model", "domino", "--age", "40", "--out", str(nc)], capsys)
+    code, out = _cli(
+        ["--model", "domino", "--age", "40", "--no-iiv", "--out", str(nc)], capsys
+    )
     assert code == 0, out.err
     with xr.open_dataset(nc) as ds:
         np.testing.assert_array_equal(ds.age.values, [40.0] * 4)

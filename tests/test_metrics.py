@@ -88,7 +88,7 @@ def test_molar_units():
 
 def test_scenarios_and_compare():
     t = ks.grid("4 d", "10 min")
-    pop = ks.Population(20, seed=1)
+    pop = ks.Population(20, seed=1, iiv=False)
     ds = ks.run_scenarios(
         [
             ks.Scenario(
@@ -255,7 +255,7 @@ def test_doses_after_the_last_output_time(tmp_path):
 
 def test_compare_names_each_scenarios_analytes():
     t = ks.grid("1 d", "30 min")
-    pop = ks.Population(5, seed=1)
+    pop = ks.Population(5, seed=1, iiv=False)
     ds = ks.run_scenarios(
         [
             ks.Scenario(
@@ -324,7 +324,7 @@ def test_compare_one_window():
     """per='session' reports one session, the first by default, any other by
     window= (negative from the end), and its title says which."""
     t = ks.grid("8 d", "10 min")
-    pop = ks.Population(20, seed=4)
+    pop = ks.Population(20, seed=4, iiv=False)
     reg = ks.Regimen(
         [
             ks.Dose.bolus(f"{mg} mg", route="intranasal", time=f"{day} d")
@@ -414,7 +414,10 @@ def test_scenarios_with_different_populations_keep_their_covariates():
     """Covariates that differ between scenarios get a scenario dimension (they were
     the first scenario's for every scenario); a shared population keeps them 1-D."""
     t = ks.grid("1 d", "2 h")
-    small, other = ks.Population(2, seed=1), ks.Population(3, seed=9)
+    small, other = (
+        ks.Population(2, seed=1, iiv=False),
+        ks.Population(3, seed=9, iiv=False),
+    )
     ds = ks.run_scenarios(
         [
             ks.Scenario(
@@ -443,7 +446,7 @@ def test_scenarios_with_different_populations_keep_their_covariates():
     )
     assert same.weight.dims == ("subject",)
     # the same covariates on other patients (a later slice): labels differ
-    later = ks.Population(4, seed=1).subset(2, 4)
+    later = ks.Population(4, seed=1, iiv=False).subset(2, 4)
     shifted = ks.run_scenarios(
         [
             ks.Scenario(
@@ -984,7 +987,7 @@ def test_failed_subjects_have_nan_metrics_on_the_real_path():
         ks.Dose.infusion("1 mg/kg", duration="1 h"),
         solver=ks.ODE(max_steps=8),
         errors="keep",
-        population=ks.Population(3, seed=1),
+        population=ks.Population(3, seed=1, iiv=False),
         times=ks.grid("12 h", "10 min"),
     )
     assert ds.status.values.tolist() == [1, 1, 1]
@@ -996,7 +999,7 @@ def test_failed_subjects_have_nan_metrics_on_the_real_path():
 
 @pytest.mark.parametrize("per", ["dose", "session", "course"])
 def test_failed_subjects_are_nan_and_counted(per):
-    pop = ks.Population(5, seed=3)
+    pop = ks.Population(5, seed=3, iiv=False)
     reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=2)
     ok = ks.simulate("domino", reg, population=pop, times=ks.grid("1 d", "10 min"))
     ds = _with_failed(ok, [1, 3])
@@ -1031,7 +1034,7 @@ def test_failed_subjects_are_nan_and_counted(per):
 
 
 def test_compare_says_how_many_subjects_were_left_out():
-    pop = ks.Population(5, seed=3)
+    pop = ks.Population(5, seed=3, iiv=False)
     ok = ks.simulate(
         "domino", ks.Dose.bolus("20 mg"), population=pop, times=ks.grid("1 d", "10 min")
     )
@@ -1093,7 +1096,7 @@ def test_trapezoid_auc_is_not_split_at_a_dose_off_the_grid(tmp_path):
 def test_compare_on_a_metrics_only_result():
     """ks.Metrics() keeps metrics per dose: compare takes them per dose (the
     same table as from the curves) and refuses what they cannot give."""
-    pop = ks.Population(6, seed=2)
+    pop = ks.Population(6, seed=2, iiv=False)
     reg = ks.Regimen.every(ks.Dose.bolus("20 mg"), interval="12 h", n=2)
     t = ks.grid("1 d", "10 min")
     curves = ks.simulate("domino", reg, population=pop, times=t)

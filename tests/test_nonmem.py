@@ -89,7 +89,7 @@ def test_steady_state_infusion_multicompartment(tmp_path):
 
 
 def test_round_trip(tmp_path):
-    pop = ks.Population(3, seed=1)
+    pop = ks.Population(3, seed=1, iiv=False)
     reg = ks.Regimen(
         [
             ks.Dose.infusion("35 mg", duration="40 min"),
@@ -516,7 +516,7 @@ def test_write_needs_one_scenario(tmp_path):
                 "domino",
                 ks.Regimen.at([0, 12], ks.Dose.bolus("5 mg"), unit="h"),
                 times=t,
-                population=ks.Population(3, seed=1),
+                population=ks.Population(3, seed=1, iiv=False),
             ),
         ]
     )

@@ -205,7 +205,12 @@ def test_iov_on_a_user_rhs_parameter_is_rejected():
         match="inter-occasion variability on the "
         "parameters of a user rhs is not implemented",
     ):
-        ks.simulate(model, reg, times=[1.0, 25.0], population=ks.Population(3, seed=1))
+        ks.simulate(
+            model,
+            reg,
+            times=[1.0, 25.0],
+            population=ks.Population(3, seed=1, iiv=False),
+        )
 
 
 @pytest.mark.parametrize(

@@ -279,7 +279,7 @@ def test_iov_switches_rate_matrix_per_session(tmp_path, times):
     p = tmp_path / "iov.toml"
     p.write_text(IOV_MODEL)
     m = ks.load_model(p)
-    pop = ks.Population(3, seed=8)
+    pop = ks.Population(3, seed=8, iiv=False)
     reg = ks.Regimen(
         [
             ks.Dose.bolus("100 mg", route="oral"),
@@ -317,7 +317,7 @@ def test_adding_sessions_leaves_earlier_sessions_alone(tmp_path):
     p = tmp_path / "iov.toml"
     p.write_text(IOV_MODEL)
     m = ks.load_model(p)
-    pop = ks.Population(50, seed=3)
+    pop = ks.Population(50, seed=3, iiv=False)
     two, five = pop.iov_etas(m, pop.subjects, 2), pop.iov_etas(m, pop.subjects, 5)
     for name in ("ka", "F"):
         np.testing.assert_array_equal(five[name][:, :2], two[name])
@@ -341,8 +341,12 @@ def test_iov_block_path_equals_single_path(tmp_path):
         ]
     )
     times = ks.grid("12 h", "30 min")
-    big = ks.simulate(p, reg, population=ks.Population(40, seed=8), times=times)
-    small = ks.simulate(p, reg, population=ks.Population(3, seed=8), times=times)
+    big = ks.simulate(
+        p, reg, population=ks.Population(40, seed=8, iiv=False), times=times
+    )
+    small = ks.simulate(
+        p, reg, population=ks.Population(3, seed=8, iiv=False), times=times
+    )
     np.testing.assert_array_equal(
         big.concentration.values[:3], small.concentration.values
     )
@@ -394,13 +398,18 @@ def test_iov_on_an_observed_volume_is_rejected(tmp_path):
         match=r"changes the volume of an observed "
         r"compartment \(V\) from occasion 1 to 2",
     ):
-        ks.simulate(m, reg, population=ks.Population(3, seed=1), times=[1.0, 8.0])
+        ks.simulate(
+            m, reg, population=ks.Population(3, seed=1, iiv=False), times=[1.0, 8.0]
+        )
     one = ks.simulate(
-        m, reg.doses[0], population=ks.Population(3, seed=1), times=[1.0]
+        m, reg.doses[0], population=ks.Population(3, seed=1, iiv=False), times=[1.0]
     )  # one session: nothing switches
     assert np.all(one.concentration.values > 0)
     ks.simulate(
-        m, reg, population=ks.Population(3, seed=1, iov=False), times=[1.0, 8.0]
+        m,
+        reg,
+        population=ks.Population(3, seed=1, iov=False, iiv=False),
+        times=[1.0, 8.0],
     )
 
 

@@ -44,7 +44,7 @@ def write(tmp_path, data):
 BASE = {
     "schema_version": 1,
     "output": {"end": "2 d", "step": "30 min"},
-    "population": {"n": 10, "seed": 1},
+    "population": {"n": 10, "seed": 1, "iiv": False},  # domino has no IIV
     "scenarios": [
         {
             "name": "a",
@@ -207,6 +207,7 @@ def test_cli_simulate(tmp_path, capsys):
                 "20",
                 "--seed",
                 "1",
+                "--no-iiv",
                 "--out",
                 str(tmp_path / "x.nc"),
             ]
@@ -236,6 +237,7 @@ def test_cli_simulate(tmp_path, capsys):
                 "3",
                 "--n",
                 "5",
+                "--no-iiv",
             ]
         )
         == 0

@@ -197,6 +197,49 @@ def check_metrics_memory(
     )
 
 
+def has_iiv(model: Model) -> bool:
+    """Whether the model gives inter-individual variability (an omega > 0)."""
+    return any(v.omega > 0 for v in model.variability)
+
+
+def _population_call(population, **changes) -> str:
+    """``population`` as the call that makes it, ``changes`` applied: n, seed and
+    the fields that differ from their defaults (a covariates table by its names)."""
+    import dataclasses
+
+    from .population import Population
+
+    args = [f"{population.n}", f"seed={population.seed}"]
+    for f in dataclasses.fields(Population):
+        if f.name in ("n", "seed"):
+            continue
+        v = changes.get(f.name, getattr(population, f.name))
+        if f.name == "covariates":
+            if v is not None:
+                args.append(f"covariates={{{', '.join(map(repr, v))}: ...}}")
+        elif v != f.default or f.name in changes:
+            args.append(f"{f.name}={v!r}")
+    return f"Population({', '.join(args)})"
+
+
+def check_iiv(model: Model, population) -> None:
+    """Refuse a population that asks for inter-individual variability (``iiv=True``,
+    Population's default) on a model that gives none: its patients would be
+    identical apart from their covariates, without a word. Called once per
+    ``simulate`` (trajectories, metrics and the Dask path alike), before any
+    patient is drawn."""
+    if population is None or not population.iiv or has_iiv(model):
+        return
+    raise ValueError(
+        f"model {model.id!r} has no inter-individual variability (its file gives "
+        f"no omegas), so {_population_call(population)} would give "
+        f"{population.n} identical patients apart from their covariates. Pass "
+        f"{_population_call(population, iiv=False)} for typical patients that "
+        f"differ by covariates only, or choose a model with variability (ketasim "
+        f"models lists them)"
+    )
+
+
 def draw_subjects(
     model: Model,
     regimen: Regimen,

@@ -53,7 +53,10 @@ def _demo(args) -> int:
             f"{float(m.tmax[i]) * 60:>11.0f} {float(m.auc[i]):>31.1f}"
         )
 
-    pop = ks.Population(args.n, seed=args.seed)
+    from ._subjects import has_iiv
+
+    # a model without IIV gives typical patients, and says so below
+    pop = ks.Population(args.n, seed=args.seed, iiv=has_iiv(model))
     t = ks.grid("21 d", "5 min")
     scenarios = [
         ks.Scenario("ketamine 6 x 0.5 mg/kg IV", model, course, population=pop, times=t)
@@ -65,11 +68,12 @@ def _demo(args) -> int:
                 "esketamine spray 56/84 mg",
                 "perez_ruixo_2021",
                 spray,
-                population=pop,
+                population=ks.Population(args.n, seed=args.seed),
                 times=t,
             )
         )
-    print(f"\n{args.n} virtual adults (seed {args.seed}), days 0-21:")
+    typical = "" if pop.iiv else f"; {model.id} has no IIV: typical patients"
+    print(f"\n{args.n} virtual adults (seed {args.seed}{typical}), days 0-21:")
     res = ks.run_scenarios(scenarios)
     for name in res.scenario.values:
         an = present_analytes(res.sel(scenario=name))[0]
@@ -106,16 +110,18 @@ One-off population simulation from flags: a single dose (or an every/count serie
 of one route, summary of Cmax, Tmax and AUC per dose over patients.
 
 examples:
-  ketasim simulate --model domino --route iv --dose "0.5 mg/kg" --duration "40 min" \\
+  ketasim simulate --route iv --dose "0.5 mg/kg" --duration "40 min" \\
       --n 1000 --seed 1
   ketasim simulate --model domino --route intranasal --dose "56 mg" --every "3.5 d" \\
-      --count 4 --n 500 --seed 2 --out nasal.nc
+      --count 4 --n 500 --seed 2 --no-iiv --out nasal.nc
   ketasim simulate --model herd_2007 --dose "1 mg/kg" --duration "1 min" \\
       --age 6 --weight 20 --n 200
 
 Patients are adults (18-65 y; height, BMI and weight drawn for adults) unless
 --weight and --age fix them. A model estimated on children (herd_2007,
 flint_2017, ...) needs --age and --weight: ketasim has no child size distribution.
+A model without inter-individual variability (domino, ...: see ketasim models)
+needs --no-iiv: its patients are typical ones, differing by covariates only.
 """
 
 
@@ -197,9 +203,10 @@ def _simulate(args) -> int:
     times = ks.grid(last + horizon, args.step)
     pop = _cli_population(model, args)
     ds = ks.simulate(model, reg, population=pop, times=times)
+    typical = ", typical: no IIV" if args.no_iiv else ""
     print(
         f"model {model.id!r}, {len(reg)} dose(s) of {dose}, {args.n} patients "
-        f"(seed {args.seed})\n"
+        f"(seed {args.seed}{typical})\n"
     )
     if len(reg) > 1:
         print(ks.compare(ds, per="dose", window=0))
@@ -257,7 +264,19 @@ def _cli_population(model, args):
             f"patients would get adult weights (drawn for adults): pass --weight "
             f"(kg) too"
         )
-    return ks.Population(args.n, seed=args.seed, covariates=table or None)
+    from ._subjects import has_iiv
+
+    if not args.no_iiv and not has_iiv(model):
+        raise ValueError(
+            f"model {model.id!r} has no inter-individual variability (its file "
+            f"gives no omegas), so --n {args.n} would give {args.n} identical "
+            f"patients apart from their covariates. Pass --no-iiv for typical "
+            f"patients that differ by covariates only, or choose a model with "
+            f"variability (ketasim models lists them)"
+        )
+    return ks.Population(
+        args.n, seed=args.seed, covariates=table or None, iiv=not args.no_iiv
+    )
 
 
 class _UsageError(Exception):
@@ -384,6 +403,13 @@ def _add_simulate(sub) -> None:
     simp.add_argument("--n", type=int, default=1000, help="patients (default 1000)")
     simp.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     simp.add_argument(
+        "--no-iiv",
+        action="store_true",
+        help="typical patients that differ by covariates only, without "
+        "inter-individual variability; required for a model that has none "
+        "(ketasim models lists them)",
+    )
+    simp.add_argument(
         "--horizon",
         default="24 h",
         help="simulate this long after the last dose (default 24 h)",
@@ -413,8 +439,10 @@ def _parser() -> _Parser:
         "models",
         help="list the bundled models",
         description="List the bundled models: drug, enantiomer, evidence "
-        "grade, routes, analytes, population.\n\nexample:\n  ketasim "
-        "models",
+        "grade, variability (IIV and IOV: the number of parameters with "
+        "inter-individual and inter-occasion variability, or none; residual: "
+        "the residual error model, or none), routes, analytes, population."
+        "\n\nexample:\n  ketasim models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run(sub)
@@ -455,10 +483,14 @@ def _cite(args) -> int:
 def _models(args) -> int:
     import ketasim as ks
 
+    from .docs import variability_summary
+
     for name in ks.list_models():
         m = ks.load_model(name)
+        v = variability_summary(m, short=True)
         print(
             f"{name:<24} {m.drug:<11} {m.enantiomer:<8} grade {m.grade:<6} "
+            f"IIV {v['IIV']:<5} IOV {v['IOV']:<5} residual {v['residual']:<8} "
             f"routes: {', '.join(m.routes)}; analytes: "
             f"{', '.join(m.analyte_names)}; {m.population}"
         )

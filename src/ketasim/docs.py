@@ -11,7 +11,51 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_api_reference", "write_model_pages"]
+__all__ = ["variability_summary", "write_api_reference", "write_model_pages"]
+
+#: residual-error terms of a model file, as ``ketasim models`` abbreviates them
+_RESIDUAL_SHORT = {
+    "proportional": "prop",
+    "additive_ng_per_ml": "add",
+    "exponential": "exp",
+}
+
+
+def variability_summary(model, *, short: bool = False) -> dict[str, str]:
+    """What random variation ``model`` gives, ``{"IIV", "IOV", "residual"}`` ->
+    text, "none" where the model file gives none. ``short`` (``ketasim models``):
+    the number of parameters with IIV and IOV and the residual terms (prop, add,
+    exp); else (the model pages) the parameters and the residual error per
+    analyte."""
+    out = {}
+    for key, attr in (("IIV", "omega"), ("IOV", "iov_omega")):
+        names = [v.parameter for v in model.variability if getattr(v, attr) > 0]
+        if not names:
+            out[key] = "none"
+        elif short:
+            out[key] = str(len(names))
+        else:
+            out[key] = f"{', '.join(names)} ({len(names)} parameters)"
+    res = {a: r for a, r in model.residual.items() if r}
+    if not res:
+        out["residual"] = "none"
+    elif short:
+        kinds = {k for r in res.values() for k in r}
+        out["residual"] = "+".join(
+            _RESIDUAL_SHORT.get(k, k)
+            for k in sorted(kinds, key=list(_RESIDUAL_SHORT).index)
+        )
+    else:
+        out["residual"] = "; ".join(
+            f"{a}: "
+            + ", ".join(
+                f"{k.removesuffix('_ng_per_ml')} {v:.4g}"
+                + (" ng/mL" if k.endswith("_ng_per_ml") else "")
+                for k, v in r.items()
+            )
+            for a, r in res.items()
+        )
+    return out
 
 
 def _route_regimen(model, route):
@@ -74,6 +118,18 @@ def model_page(model, outdir: Path) -> Path:
         f"- evidence grade: {model.grade}",
         f"- routes: {', '.join(model.routes)}",
         f"- analytes: {', '.join(model.analyte_names)}",
+    ]
+    var = variability_summary(model)
+    iiv = var["IIV"]
+    if iiv == "none":
+        iiv = (
+            "none (the model file gives no omegas: a Population needs iiv=False, "
+            "typical patients differing by covariates only)"
+        )
+    lines += [
+        f"- inter-individual variability (IIV): {iiv}",
+        f"- inter-occasion variability (IOV): {var['IOV']}",
+        f"- residual error (SD): {var['residual']}",
         "",
     ]
     if model.description:

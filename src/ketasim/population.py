@@ -98,7 +98,10 @@ class Population:
     iiv, iov : bool
         Draw inter-individual / inter-occasion random effects (False gives
         typical-value patients differing only by covariates). Booleans only:
-        ``iiv="no"`` is an error, not a true value.
+        ``iiv="no"`` is an error, not a true value. ``simulate`` refuses
+        ``iiv=True`` on a model without inter-individual variability (its
+        patients would be identical apart from their covariates): say
+        ``iiv=False`` there.
 
     Notes
     -----

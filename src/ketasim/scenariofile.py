@@ -22,6 +22,9 @@ n = 1000
 seed = 1
 female = 0.5
 age = [18, 65]
+iiv = false             # domino has no inter-individual variability: typical
+                        # patients differing by covariates (omit it for a model
+                        # with variability)
 
 [[scenarios]]
 name = "course + boosters"

@@ -25,6 +25,7 @@ from ._assemble import assemble_metrics, assemble_trajectories
 from ._lower import check_magnitude, lower
 from ._run import STATUS, SolveError, check_status, run_metrics_chunk, run_trajectories
 from ._subjects import (
+    check_iiv,
     check_metrics_memory,
     draw_subjects,
     occasions,
@@ -97,6 +98,9 @@ def simulate(
     population : Population, optional
         Virtual patients: covariates, inter-individual variability and
         inter-occasion variability (one draw per dosing session) from one seed.
+        A model without inter-individual variability (no omegas; ``ketasim
+        models`` says which) refuses ``iiv=True``, Population's default: pass
+        ``Population(n, seed, iiv=False)`` for typical patients.
     subjects : Subjects, optional
         Known subjects instead: covariates and individual parameters per row, no
         random effects (:class:`~ketasim.Subjects`). With a ``population`` it may
@@ -222,6 +226,7 @@ def pipeline(
         raise TypeError(
             f"population must be a ketasim.Population; got {type(population).__name__}"
         )
+    check_iiv(model, population)  # stage 1's rule, once for every path
     _check_output(model, solver, output, chunks)
     if chunks is not None:
         from ._dask import lazy
