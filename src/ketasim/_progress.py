@@ -1,9 +1,8 @@
-"""A dependency-free progress bar for long runs (stderr; terminals and notebooks)."""
+"""Progress bars for long runs: tqdm on stderr, in terminals and notebooks only."""
 
 from __future__ import annotations
 
 import sys
-import time
 
 
 def wanted(progress) -> bool:
@@ -31,35 +30,33 @@ def show(progress, long: bool) -> bool:
 
 
 class Bar:
-    """``with Bar(total, "simulating") as bar: bar.update(k)``."""
+    """``with Bar(total, "simulating", enabled) as bar: bar.update(k)``: a tqdm bar
+    on stderr counting subjects, or nothing when not ``enabled`` (tqdm is then not
+    even imported) or when there is no stderr (pythonw, some services)."""
 
-    def __init__(self, total: int, label: str, enabled: bool, width: int = 30):
+    def __init__(self, total: int, label: str, enabled: bool):
         self.total = max(int(total), 1)
         self.label = label
-        self.enabled = enabled
-        self.width = width
+        self.enabled = enabled and sys.stderr is not None
         self.done = 0
-        self.t0 = time.perf_counter()
+        self._bar = None
+        if self.enabled:
+            from tqdm import tqdm
+
+            # the text bar, not tqdm.auto's widget: the same bar in a notebook
+            # and a terminal, and no ipywidgets needed
+            self._bar = tqdm(
+                total=self.total, desc=label, unit="subject", file=sys.stderr
+            )
 
     def __enter__(self):
         return self
 
     def update(self, k: int) -> None:
         self.done += k
-        if not self.enabled or sys.stderr is None:
-            return
-        f = min(self.done / self.total, 1.0)
-        fill = int(f * self.width)
-        el = time.perf_counter() - self.t0
-        eta = el / f - el if f > 0 else 0.0
-        sys.stderr.write(
-            f"\r{self.label} |{'█' * fill}{' ' * (self.width - fill)}| "
-            f"{100 * f:5.1f}% {self.done}/{self.total}  {el:5.1f} s "
-            f"(ETA {eta:4.0f} s)"
-        )
-        sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.update(k)
 
     def __exit__(self, *exc):
-        if self.enabled and sys.stderr is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.close()

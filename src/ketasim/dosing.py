@@ -334,6 +334,11 @@ class Regimen:
     (6, 408.0)
     >>> Regimen.every(d, interval="3.5 d", n=2).times
     (0.0, 84.0)
+    >>> Regimen.every(d, interval="3.5 d", n=2)
+    Regimen: 2 doses, 0 to 84 h (day 0 +00:00 to day 3 +12:00); route iv
+      #  time (h)  elapsed              amount  route  duration
+      0         0  day 0 +00:00  0.5 mg/kg HCl  iv     40 min
+      1        84  day 3 +12:00  0.5 mg/kg HCl  iv     40 min
     """
 
     doses: tuple[Dose, ...]
@@ -461,3 +466,85 @@ class Regimen:
     @property
     def routes(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(d.route for d in self.doses))
+
+    #: Regimens longer than this print their first and last ``_REPR_EDGE`` doses.
+    _REPR_ALL = 10
+    _REPR_EDGE = 5
+
+    def __repr__(self) -> str:
+        """A table, one dose a line: its index, time in h, elapsed days and
+        hh:mm (t = 0 is the first dose's clock time, which the regimen does not
+        know), amount with unit, route, duration, and the device and drug columns
+        when any dose has one. Long regimens show their first and last 5 doses,
+        like pandas."""
+        n = len(self.doses)
+        if n == 0:
+            return "Regimen(no doses)"
+        first, last = self.doses[0].time, self.doses[-1].time
+        span = (
+            f"{_hours(first)} h ({_elapsed(first)})"
+            if n == 1
+            else f"{_hours(first)} to {_hours(last)} h ({_elapsed(first)} to "
+            f"{_elapsed(last)})"
+        )
+        routes = self.routes
+        head = (
+            f"Regimen: {n} dose{'s' if n > 1 else ''}, {span}; "
+            f"route{'s' if len(routes) > 1 else ''} {', '.join(routes)}"
+        )
+        shown = (
+            list(range(n))
+            if n <= self._REPR_ALL
+            else [*range(self._REPR_EDGE), -1, *range(n - self._REPR_EDGE, n)]
+        )
+        cols = ["#", "time (h)", "elapsed", "amount", "route", "duration"]
+        optional = [
+            ("device", lambda d: "" if d.device is None else str(d.device)),
+            ("drug", lambda d: d.drug or ""),
+        ]
+        optional = [c for c in optional if any(c[1](d) for d in self.doses)]
+        cols += [name for name, _ in optional]
+        rows = [cols]
+        for i in shown:
+            if i < 0:
+                rows.append(None)
+                continue
+            d = self.doses[i]
+            amount = f"{d.amount:g} {d.unit}" + (" HCl" if d.salt == "hcl" else "")
+            row = [str(i), _hours(d.time), _elapsed(d.time), amount, d.route]
+            row.append("-" if d.duration is None else _duration(d.duration))
+            rows.append(row + [get(d) for _, get in optional])
+        width = [max(len(r[j]) for r in rows if r) for j in range(len(cols))]
+        right = {0, 1, 3}  # numbers align on the right
+        lines = [head]
+        for r in rows:
+            if r is None:
+                lines.append(f"  {'...':>{width[0]}}  ({n} doses in all)")
+                continue
+            cells = [
+                c.rjust(w) if j in right else c.ljust(w)
+                for j, (c, w) in enumerate(zip(r, width, strict=True))
+            ]
+            lines.append("  " + "  ".join(cells).rstrip())
+        return "\n".join(lines)
+
+
+def _hours(h: float) -> str:
+    """``408``, ``0.6667``: at most 4 decimals, no trailing zeros."""
+    return f"{h:.4f}".rstrip("0").rstrip(".")
+
+
+def _elapsed(h: float) -> str:
+    """Hours after t = 0 as days and hh:mm, ``"day 17 +00:40"``."""
+    minutes = round(h * 60.0)
+    days, minutes = divmod(minutes, 24 * 60)
+    return f"day {days} +{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _duration(h: float) -> str:
+    """``"40 min"`` under 1 h, ``"2.5 h"`` under 2 days, else ``"3 d"``."""
+    if h < 1.0:
+        return f"{h * 60.0:.4g} min"
+    if h < 48.0:
+        return f"{h:.4g} h"
+    return f"{h / 24.0:.4g} d"

@@ -140,7 +140,8 @@ def boosters(
 ) -> Regimen:
     """``count`` booster sessions, the first ``every`` after t = 0 (so that
     ``course.then(boosters(...))`` places the first booster ``every`` after the
-    course's last session). Default dose: one 0.5 mg/kg HCl 40-min infusion.
+    course's last session), or after the dose's own time if it was built with
+    ``time=``. Default dose: one 0.5 mg/kg HCl 40-min infusion.
 
     Examples
     --------
@@ -187,13 +188,32 @@ def _session(
     ]
 
 
+def _maintenance_given(sessions: int, every, dose) -> None:
+    """``maintenance_every``/``maintenance_dose`` describe maintenance sessions;
+    with ``maintenance_sessions = 0`` there are none, and they would be dropped."""
+    given = [
+        f"{name}={value!r}"
+        for name, value in (("maintenance_every", every), ("maintenance_dose", dose))
+        if value is not None
+    ]
+    if sessions == 0 and given:
+        raise DoseError(
+            f"{' and '.join(given)} given without maintenance_sessions: the "
+            f"schedule has no maintenance sessions (maintenance_sessions = 0, "
+            f"the default), so {'they' if len(given) > 1 else 'it'} would have "
+            f"no effect. Give the number of sessions, e.g. "
+            f"maintenance_sessions=6, {', '.join(given)}; or leave "
+            f"{'them' if len(given) > 1 else 'it'} out"
+        )
+
+
 def esketamine_induction(
     dose: AmountLike = "56 mg",
     *,
     first_dose: AmountLike = "56 mg",
     weeks: int = 4,
     continuation_weeks: int = 4,
-    maintenance_every: float | str = "2 weeks",
+    maintenance_every: float | str | None = None,
     maintenance_sessions: int = 0,
     maintenance_dose: AmountLike | None = None,
     device: AmountLike = "28 mg",
@@ -204,8 +224,11 @@ def esketamine_induction(
 
     Induction weeks 1-4: twice weekly, ``first_dose`` (56 mg) on day 1, then
     ``dose`` (56 or 84 mg). Weeks 5-8 (``continuation_weeks``): weekly ``dose``.
-    Then ``maintenance_sessions`` sessions every ``maintenance_every`` (weekly or
-    every 2 weeks). Each session is one 28-mg device after another,
+    Then ``maintenance_sessions`` sessions (none by default) every
+    ``maintenance_every`` (weekly or every 2 weeks; default 2 weeks) of
+    ``maintenance_dose`` (default ``dose``); ``maintenance_every`` or
+    ``maintenance_dose`` without ``maintenance_sessions`` would do nothing and is an
+    error. Each session is one 28-mg device after another,
     ``device_interval`` apart (Dose.device = 1, 2, 3), so models with a per-device
     nasal effect see each device. Doses are esketamine base, as labelled. A
     session's dose must be a whole number of devices, 1 to :data:`MAX_DEVICES`
@@ -255,6 +278,9 @@ def esketamine_induction(
         if maintenance_dose is not None
         else (every_dose, "dose")
     )
+    _maintenance_given(maintenance_sessions, maintenance_every, maintenance_dose)
+    if maintenance_every is None:
+        maintenance_every = "2 weeks"
     step = to_hours(maintenance_every, what="maintenance_every")
     if not step > 0:
         raise DoseError(f"maintenance_every must be > 0; got {maintenance_every!r}")

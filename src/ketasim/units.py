@@ -2,6 +2,7 @@
 
 Canonical units inside ketasim: time in h, drug amount in mg, volume in L, clearance in
 L/h, rate constants in 1/h, concentration in ng/mL (= µg/L), body weight in kg.
+Micrograms are ``ug``, ``µg`` or ``mcg`` alike (``"1 mcg/kg/min"``).
 Amounts inside the kernels are mg; mg/L × 1000 = ng/mL.
 
 A unit string is a product of factors separated by ``/`` (every factor after the first
@@ -51,6 +52,7 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int, int]]] = {
     "mg": (1.0, (1, 0, 0, 0, 0)),
     "ug": (1e-3, (1, 0, 0, 0, 0)),
     "µg": (1e-3, (1, 0, 0, 0, 0)),
+    "mcg": (1e-3, (1, 0, 0, 0, 0)),  # the clinical spelling of µg (mcg/kg/min)
     "ng": (1e-6, (1, 0, 0, 0, 0)),
     "L": (1.0, (0, 1, 0, 0, 0)),
     "dL": (0.1, (0, 1, 0, 0, 0)),
