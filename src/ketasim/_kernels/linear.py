@@ -19,7 +19,7 @@ Status codes (``status[s]``): 0 ok, 4 non-finite rate matrix or input.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.extending import overload
 
 from ._unrolled import NMAX, run_met, run_out, run_pow, step
@@ -1295,7 +1295,73 @@ def _run_block(
         a = b
 
 
-@njit(parallel=True, cache=True)
+def _pool_run(fn, nb, args):
+    """fn(*args, ib0, ib1) over block ranges split among numba.get_num_threads()
+    Python threads (fn is nogil). Blocks are independent, so results do not depend
+    on the split."""
+    import numba
+
+    nt = max(1, min(numba.get_num_threads(), nb))
+    if nt == 1:
+        fn(*args, 0, nb)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    # interleaved small ranges balance the load like a dynamic schedule
+    step = max(1, nb // (nt * 8))
+    ranges = [(a, min(nb, a + step)) for a in range(0, nb, step)]
+    with ThreadPoolExecutor(nt) as ex:
+        for f in [ex.submit(fn, *args, a, b) for a, b in ranges]:
+            f.result()
+
+
+# the serial drivers: blocks ib0 .. ib1-1 (the thread pool splits the range)
+@njit(cache=True, nogil=True)
+def _linear_blocks(
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    out,
+    status,
+    ns,
+    no,
+    ib0,
+    ib1,
+):
+    none1 = np.empty(0)
+    none3 = np.empty((0, 0, 0))
+    ms = (none3, none3, none3)
+    for ib in range(ib0, ib1):
+        _run_block(
+            A,
+            ev_time,
+            ev_cmt,
+            ev_kind,
+            ev_value,
+            times,
+            obs_cmt,
+            obs_scale,
+            out,
+            status,
+            ib,
+            0,
+            none1,
+            0.0,
+            np.nan,
+            ms,
+            none3,
+            none3,
+            ns,
+            no,
+            (),
+        )
+
+
 def population_linear(
     A,
     ev_time,
@@ -1310,10 +1376,13 @@ def population_linear(
     ns,
     no,
 ):
-    """All subjects in parallel: ``A`` (S, M, n, n) 1/h (M occasions); events (S, E)
-    sorted per row; ``times`` (T,) h; ``obs_scale`` (S, K); writes ``out`` (S, K, T),
-    ``status`` (S,). ``ns = states(n)``: the kernel is compiled (and cached) per
-    state count, with only that count's unrolled loops. ``no``: ``ns`` again for
+    """All subjects, blocks of them on numba.get_num_threads() Python threads (a
+    thread pool, not a parfor: the parallel lowering cost 6-17 s of CPU per
+    kernel in every cold compile, issue 21): ``A`` (S, M, n, n) 1/h (M
+    occasions); events (S, E) sorted per row; ``times`` (T,) h; ``obs_scale``
+    (S, K); writes ``out`` (S, K, T), ``status`` (S,). ``ns = states(n)``: the
+    kernel is compiled (and cached) per state count, with only that count's
+    unrolled loops. ``no``: ``ns`` again for
     the output loops of long trajectories (the power path and ``run_out``), or
     ``()`` for a few outputs per subject, which then take one ``step`` each and
     leave those loops out of the compile.
@@ -1324,13 +1393,10 @@ def population_linear(
     blocking or the thread count."""
     S = A.shape[0]
     nb = (S + _BLOCK - 1) // _BLOCK
-    none1 = np.empty(0)
-    none3 = np.empty((0, 0, 0))
-    ms = (none3, none3, none3)
-    for ib in prange(nb):
-        # int64(ib): numba types the loop index int64 before the parfor pass and
-        # uint64 after it; with one type the block code compiles once per kernel
-        _run_block(
+    _pool_run(
+        _linear_blocks,
+        nb,
+        (
             A,
             ev_time,
             ev_cmt,
@@ -1341,21 +1407,64 @@ def population_linear(
             obs_scale,
             out,
             status,
-            np.int64(ib),
-            0,
-            none1,
-            0.0,
-            np.nan,
-            ms,
-            none3,
-            none3,
             ns,
             no,
+        ),
+    )
+
+
+@njit(cache=True, nogil=True)
+def _metrics_blocks(
+    A,
+    ev_time,
+    ev_cmt,
+    ev_kind,
+    ev_value,
+    times,
+    obs_cmt,
+    obs_scale,
+    starts,
+    tie,
+    above,
+    cmax,
+    tmax,
+    tabove,
+    auc,
+    pre,
+    status,
+    ns,
+    nm,
+    ib0,
+    ib1,
+):
+    dummy = np.empty((1, 0, 0))
+    ms = (cmax, tmax, tabove)
+    for ib in range(ib0, ib1):
+        _run_block(
+            A,
+            ev_time,
+            ev_cmt,
+            ev_kind,
+            ev_value,
+            times,
+            obs_cmt,
+            obs_scale,
+            dummy,
+            status,
+            ib,
+            1,
+            starts,
+            tie,
+            above,
+            ms,
+            auc,
+            pre,
+            ns,
             (),
+            nm,
         )
 
 
-@njit(parallel=True, cache=True)
 def population_linear_metrics(
     A,
     ev_time,
@@ -1389,10 +1498,10 @@ def population_linear_metrics(
     states(n - K)``."""
     S = A.shape[0]
     nb = (S + _BLOCK_METRICS - 1) // _BLOCK_METRICS
-    dummy = np.empty((1, 0, 0))
-    ms = (cmax, tmax, tabove)
-    for ib in prange(nb):
-        _run_block(
+    _pool_run(
+        _metrics_blocks,
+        nb,
+        (
             A,
             ev_time,
             ev_cmt,
@@ -1401,17 +1510,16 @@ def population_linear_metrics(
             times,
             obs_cmt,
             obs_scale,
-            dummy,
-            status,
-            np.int64(ib),
-            1,
             starts,
-            tie,
-            above,
-            ms,
+            float(tie),
+            float(above),
+            cmax,
+            tmax,
+            tabove,
             auc,
             pre,
+            status,
             ns,
-            (),
             nm,
-        )
+        ),
+    )
