@@ -61,11 +61,9 @@ def _dispatchers(path: str) -> list:
         return [k.solve_population for k in ode._SOLVERS.values()]
     from ketasim._kernels import linear
 
-    return [
-        linear.population_linear_metrics
-        if path == "metrics"
-        else linear.population_linear
-    ]
+    # the numba drivers the thread pool runs (population_linear and
+    # population_linear_metrics are plain Python around them)
+    return [linear._metrics_blocks if path == "metrics" else linear._linear_blocks]
 
 
 class FirstCall:
