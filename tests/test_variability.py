@@ -136,3 +136,20 @@ def test_every_bundled_model_has_iiv_or_is_refused(name):
     ds = ks.simulate(m, reg, population=pop, times=[1.0, 4.0])
     c = ds.concentration.values
     assert not np.array_equal(c[0], c[1]) and not np.array_equal(c[1], c[2])
+
+
+def test_refusal_names_every_covariate_of_the_table():
+    n = 3
+    table = {"weight": np.array([60.0, 70, 80]), "age": np.array([30.0, 40, 50])}
+    with pytest.raises(ValueError) as info:
+        ks.simulate(
+            "domino", DOSE, population=ks.Population(n, seed=1, covariates=table)
+        )
+    assert (
+        "so Population(3, seed=1, covariates={'weight': ..., 'age': ...}) would give "
+        "3 identical patients" in str(info.value)
+    )
+    assert (
+        "Pass Population(3, seed=1, covariates={'weight': ..., 'age': ...}, "
+        "iiv=False)" in str(info.value)
+    )

@@ -216,7 +216,8 @@ def _population_call(population, **changes) -> str:
         v = changes.get(f.name, getattr(population, f.name))
         if f.name == "covariates":
             if v is not None:
-                args.append(f"covariates={{{', '.join(map(repr, v))}: ...}}")
+                table = ", ".join(f"{k!r}: ..." for k in v)
+                args.append(f"covariates={{{table}}}")
         elif v != f.default or f.name in changes:
             args.append(f"{f.name}={v!r}")
     return f"Population({', '.join(args)})"
