@@ -308,11 +308,12 @@ class Dose:
         new.__dict__.update(self.__dict__, time=float(hours))
         return new
 
+    def _amount_text(self) -> str:
+        """``"0.5 mg/kg HCl"``: the amount as given, with its unit and salt."""
+        return f"{self.amount:g} {self.unit}" + (" HCl" if self.salt == "hcl" else "")
+
     def __repr__(self) -> str:
-        s = f"{self.amount:g} {self.unit}"
-        if self.salt == "hcl":
-            s += " HCl"
-        s += f" {self.route} at {self.time:g} h"
+        s = f"{self._amount_text()} {self.route} at {self.time:g} h"
         if self.duration is not None:
             s += f" over {self.duration:.4g} h"
         if self.device is not None:
@@ -510,8 +511,7 @@ class Regimen:
                 rows.append(None)
                 continue
             d = self.doses[i]
-            amount = f"{d.amount:g} {d.unit}" + (" HCl" if d.salt == "hcl" else "")
-            row = [str(i), _hours(d.time), _elapsed(d.time), amount, d.route]
+            row = [str(i), _hours(d.time), _elapsed(d.time), d._amount_text(), d.route]
             row.append("-" if d.duration is None else _duration(d.duration))
             rows.append(row + [get(d) for _, get in optional])
         width = [max(len(r[j]) for r in rows if r) for j in range(len(cols))]
