@@ -30,6 +30,7 @@ from .protocols import (
 from .scenario import Scenario, compare, run_scenarios
 from .simulate import GridWarning, SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
+from .validation import validate
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -67,5 +68,6 @@ __all__ = [
     "simulate_nonmem",
     "six_infusion_course",
     "summary",
+    "validate",
     "write_nonmem",
 ]

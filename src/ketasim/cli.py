@@ -461,7 +461,38 @@ def _parser() -> _Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cite.add_argument("model", help="bundled model name or model-file path")
+    _add_validate(sub)
     return parser
+
+
+def _add_validate(sub) -> None:
+    val = sub.add_parser(
+        "validate",
+        help="check models against published observations",
+        description="Simulate the published observations listed for a bundled "
+        "model (models/observations/<model>.toml; every model when none is "
+        "named) and print observed vs predicted, the accepted range and pass or "
+        "fail. Exit status 1 when an observation fails (known limitations, "
+        "listed as known-fail, do not count)."
+        "\n\nexample:\n  ketasim validate clements_nimmo_1981",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    val.add_argument("model", nargs="?", help="bundled model name (default: all)")
+    val.add_argument(
+        "-n",
+        type=int,
+        default=200,
+        help="virtual patients per observation for models with IIV (default 200)",
+    )
+    val.add_argument("--seed", type=int, default=2026, help="random seed")
+
+
+def _validate(args) -> int:
+    from .validation import format_table, validate
+
+    res = validate(args.model, n=args.n, seed=args.seed)
+    print(format_table(res))
+    return 1 if bool((res.status == "fail").any()) else 0
 
 
 def _docs(args) -> int:
@@ -505,6 +536,7 @@ _COMMANDS = {
     "docs": _docs,
     "cite": _cite,
     "models": _models,
+    "validate": _validate,
 }
 
 

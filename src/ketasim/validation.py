@@ -1,0 +1,585 @@
+"""Validation of a model against published observations (``ketasim validate``).
+
+Each bundled model has a sibling data file ``models/observations/<id>.toml`` listing
+the published observations it should reproduce: the study, the regimen, the
+population, the statistic (mean, geometric mean, median or a typical value), the
+value with its unit, where in the paper it was read, and a tolerance with its
+justification. :func:`validate` simulates each observation for the typical subject
+and, when the model has inter-individual variability, for a virtual population
+with the observation's covariates; it compares the paper's statistic with the same
+statistic of the simulation and says pass or fail.
+
+Observation file schema (``schema_version = 1``)::
+
+    schema_version = 1
+    model = "clements_nimmo_1981"         # the model file's id
+    reproduces = "..."                     # what the model reproduces (summary)
+    cannot = "..."                         # what it cannot (summary)
+
+    [[references]]                         # the sources of the observations
+    key = "rolan2014"
+    citation = "Rolan P, ... Br J Clin Pharmacol 2014;77(6):1011-1016."
+    doi = "10.1111/bcp.12264"              # optional
+
+    [[observations]]
+    id = "rolan2014_sl_tmax"               # unique in the file
+    study = "Rolan 2014: 8 healthy men"
+    reference = "rolan2014"                # a references key
+    source = "abstract: median Tmax 0.75 h (range 0.25-1.0)"
+    doses = [{amount = "25 mg", route = "sublingual"}]   # Dose arguments; time
+                                           # and duration as "40 min", "6 h"
+    covariates = {weight = 70}             # the simulated subjects' covariates
+    analyte = "ketamine"
+    metric = "tmax"                        # see METRICS
+    statistic = "median"                   # typical | mean | geometric mean | median
+    value = 0.75
+    unit = "h"
+    n = 8                                  # optional: subjects in the study
+    spread = "range 0.25-1.0 h"            # optional: the paper's spread, as text
+    tolerance = {range = [0.25, 1.0]}      # {range = [lo, hi]} in `unit`,
+                                           # {fold = f} (obs/f .. obs*f) or
+                                           # {relative = r} (obs(1-r) .. obs(1+r))
+    tolerance_reason = "..."               # why this tolerance (required)
+    role = "calibration"                   # independent | self | calibration
+    known_limitation = "..."               # optional: expected to fail, and why
+
+Roles: ``independent`` observations come from a study the model was not fitted to;
+``self`` ones are the model's own paper's summary statistics (they catch
+transcription and unit errors, not model error); ``calibration`` ones were used to
+choose a parameter in the model file (a reproduced calibration target is not
+evidence). An observation with ``known_limitation`` is reported ``known-fail``
+when it fails (and ``fixed`` when it passes); ``validate`` passes when no
+observation has status ``fail``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .modelfile import ModelFileError, list_models, load_model, models_dir
+from .units import parse_unit
+
+__all__ = ["METRICS", "Observation", "load_observations", "validate"]
+
+#: metric -> (canonical unit, what it is)
+METRICS: dict[str, tuple[str, str]] = {
+    "concentration": ("ng/mL", "concentration at `time`"),
+    "cmax": ("ng/mL", "peak concentration (within `window` if given)"),
+    "tmax": ("h", "time of the peak after t = 0 (within `window` if given)"),
+    "auc": (
+        "ng*h/mL",
+        "area under the curve over `window` (default [0, inf]; inf extrapolates "
+        "the terminal log-linear phase)",
+    ),
+    "clearance": ("L/h", "dose / AUC(0-inf) after an intravenous regimen"),
+    "vss": ("L", "volume at steady state, CL x (AUMC/AUC - infusion duration/2)"),
+    "half_life": ("h", "terminal half-life, log-linear fit over `window`"),
+    "bioavailability": (
+        "1",
+        "dose-normalised AUC(0-inf) of `doses` over that of `reference_doses`",
+    ),
+}
+STATISTICS = ("typical", "mean", "geometric mean", "median")
+ROLES = ("independent", "self", "calibration")
+#: subjects in the population simulated for observations of a model with IIV
+POPULATION_N = 200
+#: hours simulated for metrics needing AUC to infinity unless `horizon` is given
+DEFAULT_HORIZON_H = 72.0
+_AUC_UNITS = {"ng*h/mL": 1.0, "ug*h/L": 1.0, "µg*h/L": 1.0, "ng*min/mL": 1 / 60}
+
+
+class ObservationError(ModelFileError):
+    """An observation file is malformed (names the file and key)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One published observation a model should reproduce (see module docs)."""
+
+    id: str
+    study: str
+    reference: str
+    source: str
+    doses: tuple[dict, ...]
+    analyte: str
+    metric: str
+    statistic: str
+    value: float
+    unit: str
+    tolerance: dict
+    tolerance_reason: str
+    role: str
+    covariates: dict = field(default_factory=dict)
+    time: float | None = None
+    window: tuple[float, float] | None = None
+    reference_doses: tuple[dict, ...] = ()
+    horizon: float | None = None
+    n: int | None = None
+    spread: str = ""
+    population: str = ""
+    known_limitation: str = ""
+
+    def bounds(self) -> tuple[float, float]:
+        """Accepted interval for the prediction, in the observation's unit."""
+        tol = self.tolerance
+        if "range" in tol:
+            lo, hi = tol["range"]
+            return float(lo), float(hi)
+        if "fold" in tol:
+            return self.value / tol["fold"], self.value * tol["fold"]
+        r = tol["relative"]
+        return self.value * (1 - r), self.value * (1 + r)
+
+
+# ---- reading ----------------------------------------------------------------------
+
+
+def observations_dir() -> Path:
+    """Folder of the observation files (``models/observations``)."""
+    return models_dir() / "observations"
+
+
+def _hours(value: Any, file: Path, key: str) -> float:
+    """A time as hours: a number (h), ``"inf"`` or a string with a unit."""
+    if isinstance(value, str) and value.strip() == "inf":
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ObservationError(file, key, f"must be a time; got {value!r}")
+    if isinstance(value, str):
+        try:
+            num, unit = value.split()
+            u = parse_unit(unit)
+            h = float(num) * u.factor
+        except ValueError as exc:
+            raise ObservationError(
+                file, key, f"must be hours or e.g. '40 min'; got {value!r}"
+            ) from exc
+        if u.dimension != "time":
+            raise ObservationError(file, key, f"must be a time; got {value!r}")
+        return h
+    if not math.isfinite(value) or value < 0:
+        raise ObservationError(file, key, f"must be >= 0 h; got {value!r}")
+    return float(value)
+
+
+_REQUIRED = (
+    "id",
+    "study",
+    "reference",
+    "source",
+    "doses",
+    "analyte",
+    "metric",
+    "statistic",
+    "value",
+    "unit",
+    "tolerance",
+    "tolerance_reason",
+    "role",
+)
+_OPTIONAL = (
+    "covariates",
+    "time",
+    "window",
+    "reference_doses",
+    "horizon",
+    "n",
+    "spread",
+    "population",
+    "known_limitation",
+)
+
+
+def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
+    at = f"observations[{i}]"
+    unknown = set(raw) - set(_REQUIRED) - set(_OPTIONAL)
+    if unknown:
+        raise ObservationError(
+            file, f"{at}.{sorted(unknown)[0]}", "unknown key", f"known: {_REQUIRED}"
+        )
+    for k in _REQUIRED:
+        if k not in raw:
+            raise ObservationError(file, f"{at}.{k}", "is required")
+    kw = dict(raw)
+    if kw["metric"] not in METRICS:
+        raise ObservationError(
+            file, f"{at}.metric", f"unknown metric {kw['metric']!r}", f"{list(METRICS)}"
+        )
+    if kw["statistic"] not in STATISTICS:
+        raise ObservationError(
+            file,
+            f"{at}.statistic",
+            f"must be one of {STATISTICS}; got {kw['statistic']!r}",
+        )
+    if kw["role"] not in ROLES:
+        raise ObservationError(
+            file, f"{at}.role", f"must be one of {ROLES}; got {kw['role']!r}"
+        )
+    if kw["reference"] not in refs:
+        raise ObservationError(
+            file, f"{at}.reference", f"{kw['reference']!r} is not a references key"
+        )
+    v = kw["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ObservationError(file, f"{at}.value", f"must be a number; got {v!r}")
+    kw["value"] = float(v)
+    _convert(1.0, kw["metric"], kw["unit"], 70.0, file, f"{at}.unit")
+    tol = kw["tolerance"]
+    if (
+        not isinstance(tol, dict)
+        or len(tol) != 1
+        or next(iter(tol))
+        not in (
+            "range",
+            "fold",
+            "relative",
+        )
+    ):
+        raise ObservationError(
+            file,
+            f"{at}.tolerance",
+            f"must be one of {{range = [lo, hi]}}, {{fold = f}}, {{relative = r}}; "
+            f"got {tol!r}",
+        )
+    if "fold" in tol and not tol["fold"] > 1:
+        raise ObservationError(file, f"{at}.tolerance", "fold must be > 1")
+    if "relative" in tol and not 0 < tol["relative"] < 1:
+        raise ObservationError(file, f"{at}.tolerance", "relative must be in (0, 1)")
+    if not str(kw["tolerance_reason"]).strip():
+        raise ObservationError(file, f"{at}.tolerance_reason", "must say why")
+    kw["doses"] = tuple(kw["doses"])
+    kw["reference_doses"] = tuple(kw.get("reference_doses", ()))
+    if kw["metric"] == "bioavailability" and not kw["reference_doses"]:
+        raise ObservationError(
+            file, f"{at}.reference_doses", "bioavailability needs reference_doses"
+        )
+    if kw["metric"] == "concentration":
+        if "time" not in kw:
+            raise ObservationError(file, f"{at}.time", "concentration needs a time")
+        kw["time"] = _hours(kw["time"], file, f"{at}.time")
+    if "window" in kw:
+        w = kw["window"]
+        kw["window"] = (
+            _hours(w[0], file, f"{at}.window[0]"),
+            _hours(w[1], file, f"{at}.window[1]"),
+        )
+    if "horizon" in kw:
+        kw["horizon"] = _hours(kw["horizon"], file, f"{at}.horizon")
+    return Observation(**kw)
+
+
+def load_observations(
+    model: str, *, file: str | Path | None = None
+) -> tuple[dict, list[Observation]]:
+    """The observation file of bundled ``model`` (or ``file``): (header,
+    observations).
+
+    The header holds ``reproduces``, ``cannot`` and ``references`` (key -> entry).
+    A model without a file raises :class:`ObservationError`."""
+    file = Path(file) if file is not None else observations_dir() / f"{model}.toml"
+    if not file.exists():
+        raise ObservationError(
+            file,
+            "",
+            f"model {model!r} has no observation file",
+            f"write {file} (schema in ketasim.validation)",
+        )
+    with open(file, "rb") as fh:
+        raw = tomllib.load(fh)
+    if raw.get("schema_version") != 1:
+        raise ObservationError(file, "schema_version", "must be 1")
+    if raw.get("model") != model:
+        raise ObservationError(
+            file,
+            "model",
+            f"must be {model!r} (the file stem); got {raw.get('model')!r}",
+        )
+    refs = {r["key"]: r for r in raw.get("references", [])}
+    obs = [
+        _observation(o, file, i, set(refs))
+        for i, o in enumerate(raw.get("observations", []))
+    ]
+    ids = [o.id for o in obs]
+    if len(set(ids)) != len(ids):
+        raise ObservationError(file, "observations", "ids must be unique")
+    header = {
+        "reproduces": raw.get("reproduces", ""),
+        "cannot": raw.get("cannot", ""),
+        "references": refs,
+        "file": file,
+    }
+    return header, obs
+
+
+# ---- simulating ---------------------------------------------------------------------
+
+
+def _convert(x, metric: str, unit: str, weight, file=None, key=""):
+    """``x`` in the metric's canonical unit -> ``unit`` (per kg divides by weight)."""
+    if metric == "auc":
+        if unit not in _AUC_UNITS:
+            raise ObservationError(
+                file, key, f"AUC unit must be one of {list(_AUC_UNITS)}; got {unit!r}"
+            )
+        return x / _AUC_UNITS[unit]
+    if metric in ("concentration", "cmax"):
+        if unit not in ("ng/mL", "ug/L", "µg/L"):
+            raise ObservationError(
+                file, key, f"concentration unit must be ng/mL or ug/L; got {unit!r}"
+            )
+        return x
+    want = {
+        "tmax": "time",
+        "half_life": "time",
+        "clearance": "clearance",
+        "vss": "volume",
+        "bioavailability": "dimensionless",
+    }[metric]
+    try:
+        u = parse_unit(unit)
+    except ValueError as exc:
+        raise ObservationError(file, key, str(exc)) from exc
+    if u.dimension != want or (u.per_kg and want in ("time", "dimensionless")):
+        raise ObservationError(
+            file, key, f"a {metric} needs a {want} unit; got {unit!r}"
+        )
+    y = x / u.factor
+    return y / weight if u.per_kg else y
+
+
+def _doses(specs: tuple[dict, ...]):
+    from .dosing import Dose, Regimen
+
+    return Regimen([Dose(**spec) for spec in specs])
+
+
+def _grid(regimen, horizon: float, extra: list[float]) -> np.ndarray:
+    """Output times: every minute for 12 h after each dose, then every 0.1 h."""
+    pts = [np.arange(0.0, horizon, 0.1), [horizon], extra]
+    for t in regimen.times:
+        pts.append(t + np.arange(0.0, min(12.0, horizon - t), 1 / 60))
+    g = np.unique(np.concatenate([np.asarray(p, float) for p in pts]))
+    return g[(g >= 0) & (g <= horizon)]
+
+
+def _terminal(t, c, lo, hi):
+    """Log-linear terminal slope (1/h) of the rows of c over [lo, hi]."""
+    sel = (t >= lo) & (t <= hi)
+    tt = t[sel]
+    lc = np.log(np.maximum(c[:, sel], 1e-300))
+    tm = tt - tt.mean()
+    slope = (lc - lc.mean(axis=1, keepdims=True)) @ tm / (tm @ tm)
+    return -slope
+
+
+def _auc_inf(t, c, lam):
+    auc = np.trapezoid(c, t, axis=1)
+    aumc = np.trapezoid(c * t, t, axis=1)
+    cl, tl = c[:, -1], t[-1]
+    return auc + cl / lam, aumc + cl * tl / lam + cl / lam**2
+
+
+def _run(model, regimen, cov: dict, times, population: bool, seed: int, n: int):
+    import ketasim as ks
+
+    if population:
+        table = {k: np.full(n, float(v)) for k, v in cov.items()}
+        pop = ks.Population(n, seed=seed, covariates=table, iov=False)
+        return ks.simulate(model, regimen, times=times, population=pop)
+    return ks.simulate(
+        model, regimen, times=times, subjects=ks.Subjects(covariates=cov or None)
+    )
+
+
+def _metric(model, obs: Observation, population: bool, seed: int, n: int) -> np.ndarray:
+    """The observation's metric per simulated subject, in the metric's canonical
+    unit (see METRICS)."""
+    regimen = _doses(obs.doses)
+    w = obs.window
+    horizon = obs.horizon or DEFAULT_HORIZON_H
+    if w is not None and math.isfinite(w[1]):
+        horizon = max(horizon, w[1])
+    extra = [obs.time] if obs.time is not None else []
+    times = _grid(regimen, horizon, extra)
+    ds = _run(model, regimen, obs.covariates, times, population, seed, n)
+    if obs.analyte not in ds.analyte.values:
+        raise ObservationError(
+            None,
+            f"{obs.id}.analyte",
+            f"model {model.id!r} has no analyte {obs.analyte!r}; it has "
+            f"{list(ds.analyte.values)}",
+        )
+    c = ds.concentration.sel(analyte=obs.analyte).values  # (subject, time) ng/mL
+    t = ds.time.values
+    m = obs.metric
+    if m == "concentration":
+        return c[:, np.searchsorted(t, obs.time)]
+    if m in ("cmax", "tmax"):
+        lo, hi = w if w is not None else (0.0, math.inf)
+        sel = (t >= lo) & (t <= hi)
+        i = np.argmax(c[:, sel], axis=1)
+        return c[:, sel].max(axis=1) if m == "cmax" else t[sel][i]
+    last = (t[-1] * 0.5, t[-1])
+    if m == "auc" and w is not None and math.isfinite(w[1]):
+        sel = (t >= w[0]) & (t <= w[1])
+        return np.trapezoid(c[:, sel], t[sel], axis=1)
+    lam = _terminal(t, c, *(w if (m == "half_life" and w) else last))
+    if m == "half_life":
+        return math.log(2) / lam
+    auc, aumc = _auc_inf(t, c, lam)
+    if m == "auc":
+        return auc
+    dose_mg = ds.dose_mg.sum("dose").values  # per subject, base
+    if m == "clearance":
+        return dose_mg / (auc * 1e-3)
+    if m == "vss":
+        tinf = np.mean([d.duration or 0.0 for d in regimen])
+        return dose_mg / (auc * 1e-3) * (aumc / auc - tinf / 2)
+    # bioavailability: same subjects (same seed) on the reference regimen
+    ref = _doses(obs.reference_doses)
+    rds = _run(model, ref, obs.covariates, _grid(ref, horizon, []), population, seed, n)
+    rc = rds.concentration.sel(analyte=obs.analyte).values
+    rt = rds.time.values
+    rauc, _ = _auc_inf(rt, rc, _terminal(rt, rc, rt[-1] * 0.5, rt[-1]))
+    return (auc / dose_mg) / (rauc / rds.dose_mg.sum("dose").values)
+
+
+def _statistic(x: np.ndarray, statistic: str) -> float:
+    if statistic == "geometric mean":
+        return float(np.exp(np.mean(np.log(x))))
+    if statistic == "mean":
+        return float(np.mean(x))
+    return float(np.median(x))
+
+
+def validate(
+    model: str | None = None, *, n: int = POPULATION_N, seed: int = 2026
+) -> xr.Dataset:
+    """Simulate the published observations of ``model`` (default: every bundled
+    model) and compare.
+
+    Returns a Dataset along ``observation`` with ``observed``, ``predicted`` (the
+    paper's statistic of the simulation: the typical subject for ``typical`` or a
+    model without IIV, else of ``n`` virtual patients drawn with ``seed``),
+    ``typical``,
+    the population's 5th/50th/95th percentiles (NaN without IIV), the accepted
+    ``lower``/``upper`` bounds, ``passed`` and ``status`` (pass, fail, known-fail,
+    fixed), with per-observation ``unit``, ``model``, ``metric``, ``role``,
+    ``statistic``, ``study`` and ``source`` coordinates. Values are in each row's
+    ``unit``.
+
+    Examples
+    --------
+    >>> import ketasim as ks
+    >>> res = ks.validate("hijazi_2003")  # doctest: +SKIP
+    >>> bool((res.status != "fail").all())  # doctest: +SKIP
+    True
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 10:
+        raise ValueError(
+            f"n (virtual patients per observation) must be an int >= 10; got {n!r}"
+        )
+    names = list_models() if model is None else [model]
+    rows = []
+    for name in names:
+        m = load_model(name)
+        _, obs = load_observations(m.id)
+        has_iiv = any(v.omega > 0 for v in m.variability)
+        for o in obs:
+            weight = float(o.covariates.get("weight", 70.0))
+            typ = float(_metric(m, o, False, seed, n)[0])
+            typ = _convert(typ, o.metric, o.unit, weight)
+            pcts = (math.nan,) * 3
+            pred = typ
+            if has_iiv:
+                x = _convert(_metric(m, o, True, seed, n), o.metric, o.unit, weight)
+                pcts = tuple(float(v) for v in np.percentile(x, [5, 50, 95]))
+                if o.statistic != "typical":
+                    pred = _statistic(x, o.statistic)
+            lo, hi = o.bounds()
+            ok = bool(lo <= pred <= hi)
+            if o.known_limitation:
+                status = "fixed" if ok else "known-fail"
+            else:
+                status = "pass" if ok else "fail"
+            rows.append((m.id, o, pred, typ, pcts, lo, hi, ok, status))
+
+    def col(f, dtype=float):
+        return np.array([f(r) for r in rows], dtype=dtype)
+
+    coords = {
+        "observation": [r[1].id for r in rows],
+        "model": ("observation", [r[0] for r in rows]),
+        "metric": ("observation", [r[1].metric for r in rows]),
+        "analyte": ("observation", [r[1].analyte for r in rows]),
+        "unit": ("observation", [r[1].unit for r in rows]),
+        "statistic": ("observation", [r[1].statistic for r in rows]),
+        "role": ("observation", [r[1].role for r in rows]),
+        "study": ("observation", [r[1].study for r in rows]),
+        "source": ("observation", [r[1].source for r in rows]),
+    }
+    per_row = "the row's `unit` coordinate"
+    ds = xr.Dataset(
+        {
+            "observed": ("observation", col(lambda r: r[1].value)),
+            "predicted": ("observation", col(lambda r: r[2])),
+            "typical": ("observation", col(lambda r: r[3])),
+            "p05": ("observation", col(lambda r: r[4][0])),
+            "p50": ("observation", col(lambda r: r[4][1])),
+            "p95": ("observation", col(lambda r: r[4][2])),
+            "lower": ("observation", col(lambda r: r[5])),
+            "upper": ("observation", col(lambda r: r[6])),
+            "passed": ("observation", col(lambda r: r[7], bool)),
+            "status": ("observation", col(lambda r: r[8], object).astype(str)),
+        },
+        coords=coords,
+    )
+    long = {
+        "observed": "published value (the paper's statistic)",
+        "predicted": "simulated value of the paper's statistic",
+        "typical": "typical subject",
+        "p05": "population 5th percentile",
+        "p50": "population median",
+        "p95": "population 95th percentile",
+        "lower": "lowest accepted prediction",
+        "upper": "highest accepted prediction",
+    }
+    for k, v in long.items():
+        ds[k].attrs = {"long_name": v, "units": per_row}
+    ds["passed"].attrs = {"long_name": "prediction within [lower, upper]"}
+    ds.attrs["population_n"] = n
+    ds.attrs["seed"] = seed
+    return ds
+
+
+def format_table(ds: xr.Dataset) -> str:
+    """The result of :func:`validate` as a plain-text table."""
+    head = (
+        f"{'model':<20} {'observation':<30} {'metric':<15} {'observed':>10} "
+        f"{'predicted':>10} {'accepted':>21} {'unit':<9} {'role':<11} status"
+    )
+    lines = [head, "-" * len(head)]
+    for i in range(ds.sizes["observation"]):
+        r = ds.isel(observation=i)
+        acc = f"[{float(r.lower):.3g}, {float(r.upper):.3g}]"
+        lines.append(
+            f"{r.model.values!s:<20} {r.observation.values!s:<30} "
+            f"{r.metric.values!s:<15} {float(r.observed):>10.4g} "
+            f"{float(r.predicted):>10.4g} {acc:>21} {r.unit.values!s:<9} "
+            f"{r.role.values!s:<11} {r.status.values}"
+        )
+    n = ds.sizes["observation"]
+    counts = {
+        s: int((ds.status == s).sum()) for s in ("pass", "fail", "known-fail", "fixed")
+    }
+    lines.append(
+        f"{n} observations: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    )
+    return "\n".join(lines)

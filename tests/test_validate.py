@@ -1,0 +1,222 @@
+"""``ketasim validate``: every bundled model against its published observations, and
+the validation metrics against closed forms (one-compartment) and scipy's expm
+(two-compartment)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import ketasim as ks
+from ketasim import validation as val
+from ketasim.cli import main
+
+#: models with no published observation read (their files say why)
+NO_OBSERVATIONS = {"flint_2017"}
+
+
+@pytest.mark.parametrize("name", ks.list_models())
+def test_every_model_has_observations_and_none_fails(name):
+    header, obs = val.load_observations(name)
+    assert header["reproduces"].strip() and header["cannot"].strip()
+    if name in NO_OBSERVATIONS:
+        assert obs == []
+        return
+    assert obs
+    res = ks.validate(name, n=20)
+    assert res.sizes["observation"] == len(obs)
+    bad = res.observation.values[(res.status == "fail").values]
+    assert not len(bad), f"{name}: failing observations {list(bad)}"
+    # a known limitation is reported as such, never as a plain pass
+    known = {o.id for o in obs if o.known_limitation}
+    for oid, status in zip(res.observation.values, res.status.values, strict=True):
+        assert status in (("known-fail", "fixed") if oid in known else ("pass",))
+
+
+def _obs(**kw):
+    base = dict(
+        id="x",
+        study="s",
+        reference="r",
+        source="src",
+        doses=({"amount": "10 mg", "route": "iv"},),
+        analyte="ketamine",
+        metric="auc",
+        statistic="typical",
+        value=1.0,
+        unit="ng*h/mL",
+        tolerance={"fold": 2.0},
+        tolerance_reason="test",
+        role="self",
+        covariates={"weight": 70},
+    )
+    base.update(kw)
+    return val.Observation(**base)
+
+
+def _metric(model, **kw):
+    return float(val._metric(ks.load_model(model), _obs(**kw), False, 1, 10)[0])
+
+
+# kamp_2020_meta: one compartment, CL 79 L/h, V 252 L at 70 kg
+CL, V = 79.0, 252.0
+K = CL / V
+
+
+def test_one_compartment_auc_clearance_vss_half_life_closed_form():
+    # AUC(0-inf) = D / CL (ng*h/mL = ug*h/L; 1 mg/L = 1000 ng/mL)
+    auc = _metric("kamp_2020_meta", metric="auc")
+    assert auc == pytest.approx(10 / CL * 1000, rel=1e-4)
+    assert _metric("kamp_2020_meta", metric="clearance") == pytest.approx(CL, rel=1e-4)
+    assert _metric("kamp_2020_meta", metric="vss") == pytest.approx(V, rel=1e-4)
+    t12 = _metric("kamp_2020_meta", metric="half_life", window=(12.0, 48.0))
+    assert t12 == pytest.approx(math.log(2) / K, rel=1e-9)
+
+
+def test_infusion_peak_time_and_concentration_closed_form():
+    dose = ({"amount": "35 mg", "route": "iv", "duration": "40 min"},)
+    rate, dur = 35 / (40 / 60), 40 / 60
+    cmax = _metric("kamp_2020_meta", metric="cmax", doses=dose)
+    assert cmax == pytest.approx(rate / CL * (1 - math.exp(-K * dur)) * 1e3, rel=1e-9)
+    assert _metric("kamp_2020_meta", metric="tmax", doses=dose) == pytest.approx(dur)
+    c3 = _metric("kamp_2020_meta", metric="concentration", doses=dose, time=3.0)
+    expect = rate / CL * (1 - math.exp(-K * dur)) * math.exp(-K * (3 - dur)) * 1e3
+    assert c3 == pytest.approx(expect, rel=1e-9)
+    # a window restricts the peak search; a partial AUC is the trapezoid of the grid
+    late = _metric("kamp_2020_meta", metric="cmax", doses=dose, window=(3.0, 10.0))
+    assert late == pytest.approx(expect, rel=1e-9)
+    part = _metric("kamp_2020_meta", metric="auc", doses=dose, window=(0.0, 12.0))
+    tail = expect * math.exp(-K * 9) / K
+    assert part == pytest.approx(35 / CL * 1e3 - tail, rel=1e-4)
+
+
+def test_two_compartment_clearance_and_vss_against_expm():
+    """clements_nimmo_1981 at 70 kg: CL = k10 V1 and Vss = V1 + V2; the AUC from
+    the matrix exponential of the rate matrix (scipy) as the independent oracle."""
+    v1 = 1.7522 * 70
+    k10, k12, k21 = 0.0109 * 60, 0.0186 * 60, 0.0137 * 60
+    a = np.array([[-(k10 + k12), k21], [k12, -k21]])
+    # integral of expm(A t) over [0, inf) = -A^-1; AUC of central = D/V1 (-A^-1)[0,0]
+    auc = 10 / v1 * -np.linalg.inv(a)[0, 0] * 1e3
+    assert scipy.linalg.expm(a * 200)[0, 0] < 1e-12  # the integral converged
+    got = _metric("clements_nimmo_1981", metric="auc", horizon=120.0)
+    assert got == pytest.approx(auc, rel=1e-4)
+    cl = _metric("clements_nimmo_1981", metric="clearance", horizon=120.0)
+    assert cl == pytest.approx(k10 * v1, rel=1e-4)
+    vss = _metric("clements_nimmo_1981", metric="vss", horizon=120.0)
+    assert vss == pytest.approx(v1 * (1 + k12 / k21), rel=1e-4)
+
+
+def test_bioavailability_is_the_dose_normalised_auc_ratio():
+    f = _metric(
+        "clements_nimmo_1981",
+        metric="bioavailability",
+        doses=({"amount": "25 mg", "route": "sublingual"},),
+        reference_doses=({"amount": "10 mg", "route": "iv"},),
+        horizon=120.0,
+    )
+    assert f == pytest.approx(0.29, rel=1e-4)  # F_SL in the model file
+
+
+def test_units_convert_and_per_kg_divides_by_weight():
+    assert val._convert(60.0, "clearance", "L/min", 70) == pytest.approx(1.0)
+    assert val._convert(4.2, "clearance", "mL/min/kg", 70) == pytest.approx(1.0)
+    assert val._convert(0.5, "tmax", "min", 70) == pytest.approx(30)
+    assert val._convert(0.41, "bioavailability", "%", 70) == pytest.approx(41)
+    assert val._convert(120.0, "auc", "ng*min/mL", 70) == pytest.approx(7200)
+
+
+HEAD = """schema_version = 1
+model = "kamp_2020_meta"
+reproduces = "r"
+cannot = "c"
+[[references]]
+key = "k"
+citation = "c"
+"""
+
+OBS = """[[observations]]
+id = "auc"
+study = "s"
+reference = "k"
+source = "src"
+doses = [{amount = "10 mg", route = "iv"}]
+analyte = "ketamine"
+metric = "auc"
+statistic = "typical"
+value = VALUE
+unit = "ug*h/L"
+tolerance = {relative = 0.05}
+tolerance_reason = "test"
+role = "independent"
+"""
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            ('metric = "auc"', 'metric = "peak"'),
+            r"\[observations\[0\]\.metric\] unknown metric 'peak'",
+        ),
+        (
+            ('statistic = "typical"', 'statistic = "mode"'),
+            r"statistic\] must be one of",
+        ),
+        (('role = "independent"', 'role = "guess"'), r"role\] must be one of"),
+        (('reference = "k"', 'reference = "nope"'), r"'nope' is not a references key"),
+        (
+            ("tolerance = {relative = 0.05}", "tolerance = {fold = 0.5}"),
+            r"fold must be > 1",
+        ),
+        (
+            ("tolerance = {relative = 0.05}", "tolerance = 0.05"),
+            r"tolerance\] must be one of",
+        ),
+        (('tolerance_reason = "test"', 'tolerance_reason = " "'), r"must say why"),
+        (('unit = "ug*h/L"', 'unit = "L/h"'), r"AUC unit must be one of"),
+        (("value = VALUE", 'value = "x"'), r"value\] must be a number; got 'x'"),
+        (
+            ('role = "independent"', 'role = "self"\ncolour = 1'),
+            r"colour\] unknown key",
+        ),
+    ],
+)
+def test_malformed_observation_files_are_refused(tmp_path, edit, message):
+    text = (HEAD + OBS).replace(*edit).replace("VALUE", "126.6")
+    f = tmp_path / "kamp_2020_meta.toml"
+    f.write_text(text)
+    with pytest.raises(val.ObservationError, match=message):
+        val.load_observations("kamp_2020_meta", file=f)
+
+
+@pytest.mark.parametrize(
+    "value,limitation,status,code",
+    [
+        (126.6, "", "pass", 0),  # 10 mg / 79 L/h = 126.6 ug*h/L
+        (60.0, "", "fail", 1),
+        (60.0, 'known_limitation = "why"\n', "known-fail", 0),
+        (126.6, 'known_limitation = "why"\n', "fixed", 0),
+    ],
+)
+def test_cli_status_and_exit_code(
+    tmp_path, monkeypatch, capsys, value, limitation, status, code
+):
+    d = tmp_path / "observations"
+    d.mkdir()
+    (d / "kamp_2020_meta.toml").write_text(
+        HEAD + OBS.replace("VALUE", str(value)) + limitation
+    )
+    monkeypatch.setattr(val, "observations_dir", lambda: d)
+    assert main(["validate", "kamp_2020_meta"]) == code
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split()[-1] == status
+    assert "1 observations: 1 " + status in out
+
+
+def test_unknown_model_is_an_error(capsys):
+    assert main(["validate", "no_such_model"]) == 1
+    assert "no_such_model" in capsys.readouterr().err
