@@ -11,7 +11,14 @@ import ketasim as ks
 from ketasim.cli import main
 from ketasim.docs import _patient, _route_regimen
 
-NO_IIV = ["domino", "elkomy_2015", "hijazi_2003", "hornik_2018", "sherwin_2015"]
+NO_IIV = [
+    "domino",
+    "elkomy_2015",
+    "hijazi_2003",
+    "hornik_2018",
+    "kamp_2020_meta",
+    "sherwin_2015",
+]
 DOSE = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
 TIMES = ks.grid("6 h", "30 min")
 
