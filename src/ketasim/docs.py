@@ -1,7 +1,11 @@
 """Generated documentation: one page per bundled model (with a plot of the typical
-profile for each route) and an API reference from the docstrings.
+profile for each route), the models table of the README and of the site's model
+index, and the API reference page (mkdocstrings directives, one per public name).
 
-``ketasim docs --out docs`` writes them; the pages in the repository were made so.
+``ketasim docs --out docs`` writes all of them (the model pages simulate every route,
+so it compiles the kernels of every model); ``python -m ketasim.docs`` rewrites only
+the tables and the API page, in a second, from the model files and
+``ketasim.__all__``. ``tests/test_docs.py`` fails when a committed copy is stale.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["variability_summary", "write_api_reference", "write_model_pages"]
+__all__ = [
+    "api_reference",
+    "models_table",
+    "update_readme",
+    "variability_summary",
+    "write_api_reference",
+    "write_model_pages",
+]
 
 #: residual-error terms of a model file, as ``ketasim models`` abbreviates them
 _RESIDUAL_SHORT = {
@@ -130,6 +141,7 @@ def model_page(model, outdir: Path) -> Path:
         f"- inter-individual variability (IIV): {iiv}",
         f"- inter-occasion variability (IOV): {var['IOV']}",
         f"- residual error (SD): {var['residual']}",
+        f"- validation: {model.validation or _NO_VALIDATION}",
         "",
     ]
     if model.description:
@@ -245,86 +257,174 @@ def write_model_pages(outdir: str | Path) -> list[Path]:
 
     outdir = Path(outdir)
     pages = [model_page(load_model(name), outdir) for name in list_models()]
-    index = [
-        "# Bundled models",
-        "",
-        "| model | drug | population | routes | grade |",
-        "|---|---|---|---|---|",
-    ]
-    for name in list_models():
-        m = load_model(name)
-        index.append(
-            f"| [{m.id}]({m.id}.md) | {m.drug} ({m.enantiomer}) | "
-            f"{m.population} | {', '.join(m.routes)} | {m.grade} |"
-        )
-    (outdir / "index.md").write_text("\n".join(index) + "\n")
+    write_models_index(outdir)
     return pages
 
 
-#: parameters left out of the printed signatures: simulate's ``**moved`` only
-#: catches the keywords of the old surface (``rtol=``, ``covariates=``, ...) to say
-#: which configuration object took each; it is not a way to call it
-_HIDDEN = {"moved"}
+#: what the models table says for a model file without ``validation``
+_NO_VALIDATION = "not stated in the model file"
 
 
-class _Annotation(str):
-    """A type hint printed as written: the modules use postponed annotations
-    (strings), which ``inspect`` would print quoted (``amount: 'AmountLike'``)."""
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _plain(annotation):
-    return _Annotation(annotation) if isinstance(annotation, str) else annotation
-
-
-def _signature(obj) -> str:
-    """``obj``'s signature as the reference prints it (without :data:`_HIDDEN`;
-    type hints unquoted; a class without its ``-> None``)."""
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        return "(...)"
-    returns = sig.return_annotation
-    if inspect.isclass(obj) or returns in ("None", None):
-        returns = inspect.Signature.empty
-    return str(
-        sig.replace(
-            parameters=[
-                p.replace(annotation=_plain(p.annotation))
-                for p in sig.parameters.values()
-                if not (p.kind is p.VAR_KEYWORD and p.name in _HIDDEN)
-            ],
-            return_annotation=_plain(returns),
-        )
+def _short_population(text: str) -> str:
+    """The first clause of a model file's ``population`` (up to " (", ", " or
+    "; "): the table's column; the model page prints all of it."""
+    cut = min(
+        (i for i in (text.find(" ("), text.find(", "), text.find("; ")) if i > 0),
+        default=len(text),
     )
+    return text[:cut]
 
 
-def write_api_reference(path: str | Path) -> Path:
-    """The public API (``ketasim.__all__``) with signatures and docstrings: the
-    functions and classes, among them the configuration objects of
-    :func:`~ketasim.simulate` (``Exact``, ``ODE``, ``Trajectories``, ``Metrics``,
-    ``Subjects``)."""
+def models_table(link: str | None = None) -> str:
+    """The bundled models as a Markdown table: drug, population (first clause),
+    routes (``per device`` where the model absorbs each nasal device apart), the
+    number of parameters with IIV and IOV, the residual error model, the evidence
+    grade and what the model was checked against (the model file's
+    ``validation``).
+
+    ``link``: the model names link to ``<link><id>.md`` (``"docs/models/"`` from
+    the README, ``""`` from the site's model index); ``None``: no links. The
+    default model is marked **default**.
+    """
+    from .modelfile import DEFAULT_MODEL, list_models, load_model
+
+    rows = [
+        "| model | drug | population | routes | IIV | IOV | residual error "
+        "| grade | validation |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in list_models():
+        m = load_model(name)
+        var = variability_summary(m, short=True)
+        shown = f"`{m.id}`" if link is None else f"[`{m.id}`]({link}{m.id}.md)"
+        if m.id == DEFAULT_MODEL:
+            shown += " (**default**)"
+        routes = ", ".join(
+            r + (" (per device)" if m.routes[r].device_mg is not None else "")
+            for r in m.routes
+        )
+        drug = m.drug if m.enantiomer != "racemic" else f"{m.drug} (racemic)"
+        cells = [
+            shown,
+            drug,
+            _short_population(m.population),
+            routes,
+            var["IIV"],
+            var["IOV"],
+            var["residual"],
+            m.grade,
+            m.validation or _NO_VALIDATION,
+        ]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def write_models_index(outdir: str | Path) -> Path:
+    """``<outdir>/index.md``, the site's model index (the models table, linked), and
+    ``<outdir>/.nav.yml``, the site's navigation of the model pages (titled by
+    model id; mkdocs-awesome-nav reads it)."""
+    from .modelfile import list_models
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / ".nav.yml").write_text(
+        "# generated by `python -m ketasim.docs`\nnav:\n  - Overview: index.md\n"
+        + "".join(f"  - {name}: {name}.md\n" for name in list_models())
+    )
+    path = outdir / "index.md"
+    path.write_text(
+        "# Bundled models\n\n"
+        "One TOML file per published model in `models/` (schema: `models/README.md` "
+        "in the repository); a page per model with its parameters, sources and the "
+        "typical profile of each route. IIV and IOV: the number of parameters with "
+        "inter-individual and inter-occasion variability. Evidence grades: P "
+        "primary text, T line-by-line transcription, C third-party code only, "
+        "`choice` a modelling choice the paper does not make.\n\n" + models_table("")
+    )
+    return path
+
+
+#: the markers around the generated models table in README.md
+README_TABLE_START = "<!-- models table: generated by `python -m ketasim.docs` -->"
+README_TABLE_END = "<!-- end of the generated models table -->"
+
+
+def update_readme(path: str | Path) -> bool:
+    """Rewrite the models table between :data:`README_TABLE_START` and
+    :data:`README_TABLE_END` in ``path``; True when the file changed."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = text.find(README_TABLE_START), text.find(README_TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{path} has no generated models table: expected the lines "
+            f"{README_TABLE_START!r} and {README_TABLE_END!r} around it"
+        )
+    new = (
+        text[: start + len(README_TABLE_START)]
+        + "\n\n"
+        + models_table("docs/models/")
+        + "\n"
+        + text[end:]
+    )
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+def api_reference() -> str:
+    """The API reference page: one mkdocstrings directive (``::: ketasim.name``) per
+    public function and class (``ketasim.__all__``, in its order); the site renders
+    each from its docstring and signature."""
     import ketasim
 
     out = [
-        "# ketasim API reference",
+        "# API reference",
         "",
-        "Generated from the docstrings (`ketasim docs`). Units: h, mg, L, ng/mL.",
+        "Every public function and class of `ketasim` (`ketasim.__all__`), rendered "
+        "from its docstring. Units: time in h, amounts in mg, volumes in L, "
+        "concentrations in ng/mL, unless a parameter says otherwise. Generated by "
+        "`python -m ketasim.docs`.",
         "",
     ]
     for name in ketasim.__all__:
         obj = getattr(ketasim, name)
-        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-            continue
-        out += [
-            f"## `ketasim.{name}{_signature(obj)}`",
-            "",
-            inspect.getdoc(obj) or "",
-            "",
-        ]
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            out += [f"::: ketasim.{name}", ""]
+    return "\n".join(out)
+
+
+def write_api_reference(path: str | Path) -> Path:
+    """Write :func:`api_reference` to ``path`` (``docs/api.md``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out))
+    path.write_text(api_reference())
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ketasim.docs [ROOT]``: rewrite the generated files that need no
+    simulation under the repository ``ROOT`` (default: the current directory):
+    README.md's models table, docs/models/index.md and docs/api.md. The model
+    pages themselves: ``ketasim docs --out docs``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ketasim.docs", description=main.__doc__
+    )
+    parser.add_argument("root", nargs="?", default=".", help="repository root")
+    root = Path(parser.parse_args(argv).root)
+    if not (root / "README.md").is_file():
+        parser.error(f"no README.md in {root.resolve()}: give the repository root")
+    changed = update_readme(root / "README.md")
+    write_models_index(root / "docs" / "models")
+    write_api_reference(root / "docs" / "api.md")
+    print(
+        f"README.md models table {'rewritten' if changed else 'up to date'}; "
+        f"wrote {root / 'docs' / 'models' / 'index.md'} and {root / 'docs' / 'api.md'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
