@@ -20,6 +20,18 @@ from .modelfile import (
 )
 from .nonmem import read_nonmem, simulate_nonmem, write_nonmem
 from .options import ODE, Exact, Metrics, Subjects, Trajectories
+from .planning import (
+    DoseFinding,
+    Target,
+    TCIPlan,
+    elasticities,
+    find_dose,
+    plot_tornado,
+    sweep,
+    tci,
+    tci_performance,
+    tornado,
+)
 from .population import Population
 from .protocols import (
     boosters,
@@ -37,6 +49,7 @@ __all__ = [
     "ODE",
     "Dose",
     "DoseError",
+    "DoseFinding",
     "Exact",
     "GridWarning",
     "Metrics",
@@ -47,6 +60,8 @@ __all__ = [
     "Scenario",
     "SolveError",
     "Subjects",
+    "TCIPlan",
+    "Target",
     "Trajectories",
     "UnitError",
     "ValidityWarning",
@@ -55,12 +70,15 @@ __all__ = [
     "cite",
     "clinic_course",
     "compare",
+    "elasticities",
     "esketamine_induction",
+    "find_dose",
     "grid",
     "list_models",
     "load_model",
     "metrics",
     "model_from_dict",
+    "plot_tornado",
     "pta",
     "read_nonmem",
     "run_scenarios",
@@ -68,6 +86,10 @@ __all__ = [
     "simulate_nonmem",
     "six_infusion_course",
     "summary",
+    "sweep",
+    "tci",
+    "tci_performance",
+    "tornado",
     "validate",
     "write_nonmem",
 ]

@@ -198,6 +198,11 @@ def _dose_table(regimen: Regimen, low: Lowered) -> dict:
         ),
         "dose_unit": ("dose", [d.unit for d in doses]),
         "dose_salt": ("dose", [d.salt for d in doses]),
+        "dose_weight_basis": (
+            "dose",
+            [d.weight_basis for d in doses],
+            {"long_name": "body weight an mg/kg dose scales with (ketasim.bodysize)"},
+        ),
         "dose_route": ("dose", [d.route for d in doses]),
         "dose_session": (
             "dose",

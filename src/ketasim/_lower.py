@@ -380,11 +380,14 @@ def lower(
     *,
     prune: bool = True,
     markers: bool = False,
+    covariates=None,
 ) -> Lowered:
     """``params``: individual parameters, or a list of them per occasion (session)
     when inter-occasion variability is drawn; then the rate matrix switches at the
     start of each session. ``markers`` adds a kind-4 event at each dose start (the
-    metrics-only kernel's window boundaries), ahead of that dose's own events."""
+    metrics-only kernel's window boundaries), ahead of that dose's own events.
+    ``covariates`` (name -> (n,) arrays): sex and height for doses per kg of
+    ideal, lean or adjusted body weight (``Dose.weight_basis``)."""
     check_routes(model, regimen)
     occ_params = params if isinstance(params, list) else [params]
     sess = sessions(regimen)
@@ -416,7 +419,7 @@ def lower(
                 np.full(n, MARK, dtype=np.int64),
                 np.full(n, float(di)),
             )
-        mg = _dose_amount(model, di, d, weight, n)
+        mg = _dose_amount(model, di, d, _basis_weight(d, di, weight, covariates), n)
         dose_mg[:, di] = mg
         _dose_rows(rows, model, di, d, mg, params, index, n)
     ev_time, ev_cmt, ev_kind, ev_value = _event_table(*rows, n)
@@ -461,6 +464,22 @@ def _add_rows(rows: tuple, time, cmt, kind, value) -> None:
     """Append one event per subject (four (n,) columns) to ``rows``."""
     for col, a in zip(rows, (time, cmt, kind, value), strict=True):
         col.append(a)
+
+
+def _basis_weight(d, di: int, weight: np.ndarray, covariates) -> np.ndarray:
+    """The weight (kg) doses[di] scales with: total body weight, or the ideal,
+    lean or adjusted weight its ``weight_basis`` names (``ketasim.bodysize``)."""
+    basis = getattr(d, "weight_basis", "total")
+    if basis == "total" or not d.per_kg:
+        return weight
+    from .bodysize import dosing_weight
+
+    cov = dict(covariates or {})
+    cov["weight"] = weight
+    try:
+        return dosing_weight(basis, cov)
+    except ValueError as exc:
+        raise DoseError(f"{_dose_text(di, d)}: {exc}") from None
 
 
 def _dose_amount(model: Model, di: int, d, weight: np.ndarray, n: int) -> np.ndarray:

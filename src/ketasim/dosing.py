@@ -133,6 +133,13 @@ class Dose:
         before device 1, two devices 1 minutes apart, a device 2 days later) is
         refused when the regimen is simulated. ``ks.esketamine_induction``
         numbers the devices for you.
+    weight_basis : {"total", "ideal", "lean", "adjusted"}, default "total"
+        The body weight an mg/kg dose scales with: total body weight, ideal
+        (Devine 1974), lean (Janmahasatian 2005) or adjusted body weight
+        (IBW + 0.4 (TBW - IBW)), computed per subject from sex, height and weight
+        (:mod:`ketasim.bodysize` gives the formulas and references). A subject
+        without the covariates a basis needs is an error naming them. Only for
+        mg/kg doses: an mg dose scales with nothing.
     drug : {"ketamine", "esketamine", "arketamine"}, optional
         What is given, when it may differ from the model's drug: racemic
         ``"ketamine"`` given to an S-ketamine model is an error unless the model
@@ -153,6 +160,7 @@ class Dose:
     salt: str = "base"
     device: int | None = None
     drug: str | None = None
+    weight_basis: str = "total"
 
     def __init__(
         self,
@@ -164,6 +172,7 @@ class Dose:
         salt: str = "base",
         device: int | None = None,
         drug: str | None = None,
+        weight_basis: str = "total",
     ) -> None:
         value, unit = _amount(amount, "amount")
         object.__setattr__(self, "amount", value)
@@ -176,6 +185,7 @@ class Dose:
         object.__setattr__(self, "salt", salt)
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "drug", drug)
+        object.__setattr__(self, "weight_basis", weight_basis)
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -210,6 +220,24 @@ class Dose:
             )
         if self.salt not in SALT_FORMS:
             raise DoseError(f"salt must be 'base' or 'hcl'; got {self.salt!r}")
+        self._check_weight_basis()
+
+    def _check_weight_basis(self) -> None:
+        from .bodysize import WEIGHT_BASES
+
+        basis = self.weight_basis
+        if not isinstance(basis, str) or basis not in WEIGHT_BASES:
+            raise DoseError(
+                f"weight_basis must be one of "
+                f"{', '.join(map(repr, WEIGHT_BASES))} (the body weight an mg/kg "
+                f"dose scales with); got {basis!r}"
+            )
+        if basis != "total" and not self.per_kg:
+            raise DoseError(
+                f"weight_basis={basis!r} names the weight an mg/kg dose scales "
+                f"with, but this dose is {self.amount:g} {self.unit}, which does "
+                f"not scale; give the amount in mg/kg or leave weight_basis out"
+            )
 
     # ---- constructors ---------------------------------------------------------
     @classmethod
@@ -222,9 +250,18 @@ class Dose:
         salt: str = "base",
         device: int | None = None,
         drug: str | None = None,
+        weight_basis: str = "total",
     ) -> Dose:
         """An instantaneous dose (``route`` defaults to ``"iv"``)."""
-        return cls(amount, route=route, time=time, salt=salt, device=device, drug=drug)
+        return cls(
+            amount,
+            route=route,
+            time=time,
+            salt=salt,
+            device=device,
+            drug=drug,
+            weight_basis=weight_basis,
+        )
 
     @classmethod
     def infusion(
@@ -237,6 +274,7 @@ class Dose:
         time: float | str = 0.0,
         salt: str = "base",
         drug: str | None = None,
+        weight_basis: str = "total",
     ) -> Dose:
         """A zero-order infusion given by two of ``amount``, ``duration``, ``rate``.
 
@@ -283,7 +321,13 @@ class Dose:
                     )
                 duration = a / r
         return cls(
-            amount, route=route, time=time, duration=duration, salt=salt, drug=drug
+            amount,
+            route=route,
+            time=time,
+            duration=duration,
+            salt=salt,
+            drug=drug,
+            weight_basis=weight_basis,
         )
 
     # ---- derived --------------------------------------------------------------
@@ -309,8 +353,13 @@ class Dose:
         return new
 
     def _amount_text(self) -> str:
-        """``"0.5 mg/kg HCl"``: the amount as given, with its unit and salt."""
-        return f"{self.amount:g} {self.unit}" + (" HCl" if self.salt == "hcl" else "")
+        """``"0.5 mg/kg HCl"``: the amount as given, with its unit and salt (and
+        ``"(lean)"`` when an mg/kg dose scales with a weight other than total)."""
+        return (
+            f"{self.amount:g} {self.unit}"
+            + (f" ({self.weight_basis})" if self.weight_basis != "total" else "")
+            + (" HCl" if self.salt == "hcl" else "")
+        )
 
     def __repr__(self) -> str:
         s = f"{self._amount_text()} {self.route} at {self.time:g} h"

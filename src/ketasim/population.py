@@ -360,6 +360,11 @@ def validity_messages(model: Model, cov: Mapping[str, np.ndarray]) -> list[str]:
                 f"range model {model.id!r} was estimated on (observed "
                 f"{v.min():.3g}-{v.max():.3g})"
             )
+    from .bodysize import unranged_weight_message
+
+    msg = unranged_weight_message(model, cov)  # weight-scaled, no weight range
+    if msg:
+        msgs.append(msg)
     return msgs
 
 

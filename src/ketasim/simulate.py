@@ -269,7 +269,15 @@ def run_in_memory(
         model, regimen, t, population, subjects, output, solver.name
     )
     # 2. lower: doses -> event tables, flows -> rate matrices, observation scales
-    low = lower(model, regimen, params, cov["weight"], n, prune=model.rhs is None)
+    low = lower(
+        model,
+        regimen,
+        params,
+        cov["weight"],
+        n,
+        prune=model.rhs is None,
+        covariates=cov,
+    )
     _check_rhs_occasions(model, params)
     # 3. run: the kernels; the ODE path's rhs and time effects see one value per
     # subject, occasion 1's (an rhs with IOV is refused above; IOV on rates needs
@@ -421,7 +429,15 @@ def _metrics(
             for k, v in cov.items():
                 covs.setdefault(k, np.empty(n))[a:b] = v
             # 2. lower, 3. run
-            low = lower(model, regimen, params, cov["weight"], b - a, markers=True)
+            low = lower(
+                model,
+                regimen,
+                params,
+                cov["weight"],
+                b - a,
+                markers=True,
+                covariates=cov,
+            )
             check_magnitude(model, regimen, low, t[-1])  # an overflow, by name
             run_metrics_chunk(
                 low, t, starts, level, tuple(v[a:b] for v in values), status[a:b]
