@@ -230,10 +230,10 @@ def test_figures_of_mixed_drugs_and_single_times():
     )
     fig = plot_exposure(ds, "cmax")
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "esketamine / ketamine cmax (ng/mL)"
+    assert ax.get_ylabel() == "ketamine / s_ketamine cmax (ng/mL)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "ket (ketamine)",
-        "esk (esketamine)",
+        "esk (s_ketamine)",
     ]
     boxes = [p for p in ax.patches]
     assert len(boxes) == 4  # two sessions each, none empty

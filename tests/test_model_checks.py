@@ -318,9 +318,9 @@ SCALAR_CASES = [
     ),
     (
         "simons_2022",
-        ("analytes", "esketamine", "mw"),
+        ("analytes", "s_ketamine", "mw"),
         1e-300,
-        "[analytes.esketamine.mw] must be a molecular weight within [1, 1e6] g/mol; "
+        "[analytes.s_ketamine.mw] must be a molecular weight within [1, 1e6] g/mol; "
         "got 1e-300 — ketamine is 237.73 g/mol",
     ),
     (
@@ -356,15 +356,15 @@ SCALAR_CASES = [
     ),
     (
         "perez_ruixo_2021",
-        ("residual", "esketamine", "exponential"),
+        ("residual", "s_ketamine", "exponential"),
         -0.276,
-        "[residual.esketamine.exponential] must be finite and >= 0; got -0.276",
+        "[residual.s_ketamine.exponential] must be finite and >= 0; got -0.276",
     ),
     (
         "perez_ruixo_2021",
-        ("residual", "esketamine", "exponential"),
+        ("residual", "s_ketamine", "exponential"),
         NAN,
-        "[residual.esketamine.exponential] must be finite and >= 0; got nan",
+        "[residual.s_ketamine.exponential] must be finite and >= 0; got nan",
     ),
     (
         "perez_ruixo_2021",
@@ -405,8 +405,8 @@ def test_scalar_rules(name, path, value, message):
 
 def test_additive_residual_sd_nonnegative():
     d = model_dict("perez_ruixo_2021")
-    d["residual"]["esketamine"].update(additive=-1.0, additive_unit="ng/mL")
-    refused(d, "[residual.esketamine.additive] must be finite and >= 0; got -1.0")
+    d["residual"]["s_ketamine"].update(additive=-1.0, additive_unit="ng/mL")
+    refused(d, "[residual.s_ketamine.additive] must be finite and >= 0; got -1.0")
 
 
 @pytest.mark.parametrize("value", [0.0, 1.5, NAN])

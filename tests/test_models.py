@@ -269,7 +269,7 @@ def test_fanta_clearance_oral_f_half_life_vss():
         output=ks.Trajectories(amounts=True),
     )
     body = ds.amount.sel(compartment=["central", "p1", "p2"]).sum("compartment")
-    vss = (body / ds.concentration.sel(analyte="esketamine") * 1000).item()
+    vss = (body / ds.concentration.sel(analyte="s_ketamine") * 1000).item()
     assert vss == pytest.approx(418.8, rel=0.01)
 
 
@@ -356,6 +356,6 @@ def test_simons_iov_draws_per_session():
         ds = ks.simulate(
             "simons_2022", reg, population=pop, times=ks.grid("48 h", "10 min")
         )
-    m = ks.metrics(ds, "session").cmax.sel(analyte="esketamine").values
+    m = ks.metrics(ds, "session").cmax.sel(analyte="s_ketamine").values
     assert not np.allclose(m[:, 0], m[:, 1], rtol=1e-3)  # IOV: sessions differ
     assert np.all(np.isfinite(m))

@@ -484,7 +484,7 @@ def test_devices_are_read_and_written(tmp_path):
         times=t,
         subjects=ks.Subjects(covariates={"weight": 70}),
     )
-    p = write_nonmem(ds, tmp_path / "spray.csv", analyte="esketamine")
+    p = write_nonmem(ds, tmp_path / "spray.csv", analyte="s_ketamine")
     routes = {1: "intranasal"}
     tab = read_nonmem(p, "perez_ruixo_2021", route_by_cmt=routes)
     assert [d.device for d in tab.regimens[0]] == [d.device for d in reg]
@@ -502,7 +502,7 @@ def test_devices_are_read_and_written(tmp_path):
             "perez_ruixo_2021",
             route_by_cmt=routes,
         )
-    with pytest.raises(ValueError, match=r"2 analytes \(esketamine, noresketamine\)"):
+    with pytest.raises(ValueError, match=r"2 analytes \(s_ketamine, s_norketamine\)"):
         write_nonmem(ds, tmp_path / "x.csv")
 
 

@@ -143,7 +143,7 @@ def test_the_table_as_read(table):
 
 def test_round_trip(tmp_path, table):
     ds = simulate_nonmem(MODEL, table)
-    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="s_ketamine")
     # the file itself: every record of the input, in its order, with the same
     # value in every column (DV aside)
     same_cells(tmp_path / "in.csv", p)
@@ -163,13 +163,13 @@ def test_round_trip(tmp_path, table):
     assert len(obs) == sum(v.size for v in table.observations.values())
     assert all(r["DV"] == "." for r in rows if r not in obs)
     subjects = [_id(x) for x in again.subject.values]
-    dv = again.nonmem_dv.sel(analyte="esketamine").values
+    dv = again.nonmem_dv.sel(analyte="s_ketamine").values
     for sid in table.ids:  # exact to the written precision (the shortest form)
         got = [float(r["DV"]) for r in obs if r["ID"] == _id(sid)]
         want = dv[subjects.index(_id(sid)), : len(got)]
         assert got == want.tolist()
     # the level after a dose at the observation's time: the concentration too
-    c = again.concentration.sel(analyte="esketamine", subject=1.0, time=24.0)
+    c = again.concentration.sel(analyte="s_ketamine", subject=1.0, time=24.0)
     assert (
         float(next(r["DV"] for r in obs if (r["ID"], r["TIME"]) == ("1", "24.0")))
         == c.item()
@@ -247,7 +247,7 @@ def test_written_dv_is_the_simulated_value(tmp_path, table):
     """Independently of the reader: each observation record's DV is the
     concentration simulate gives for that subject's regimen and covariates."""
     ds = simulate_nonmem(MODEL, table)
-    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="s_ketamine")
     rows = [r for r in written(p) if r["ID"] == "1" and r["EVID"] == "0"]
     rows = [r for r in rows if r["MDV"] != "1"]
     ref = ks.simulate(
@@ -260,7 +260,7 @@ def test_written_dv_is_the_simulated_value(tmp_path, table):
     )
     np.testing.assert_allclose(
         [float(r["DV"]) for r in rows],
-        ref.concentration.sel(analyte="esketamine").values[0],
+        ref.concentration.sel(analyte="s_ketamine").values[0],
         rtol=1e-12,
     )
 
@@ -271,7 +271,7 @@ def test_round_trip_through_netcdf(tmp_path, table):
     import xarray as xr
 
     with xr.open_dataset(tmp_path / "r.nc") as back:
-        p = write_nonmem(back.load(), tmp_path / "out.csv", analyte="esketamine")
+        p = write_nonmem(back.load(), tmp_path / "out.csv", analyte="s_ketamine")
     same_cells(tmp_path / "in.csv", p)
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
 
@@ -282,7 +282,7 @@ def test_times_that_include_the_records(tmp_path, table):
         np.concatenate(list(table.observations.values())), ks.grid("5 d", "1 h")
     )
     ds = simulate_nonmem(MODEL, table, times=grid)
-    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="s_ketamine")
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
 
 
@@ -290,10 +290,10 @@ def test_records_are_written_whatever_times_were_simulated(tmp_path, table):
     """Each observation record gets its own prediction even when ``times`` does
     not include its time."""
     ds = simulate_nonmem(MODEL, table, times=ks.grid("5 d", "1 h"))
-    p = write_nonmem(ds, tmp_path / "out.csv", analyte="esketamine")
+    p = write_nonmem(ds, tmp_path / "out.csv", analyte="s_ketamine")
     same_table(table, read_nonmem(p, MODEL, route_by_cmt=ROUTES))
     ref = write_nonmem(
-        simulate_nonmem(MODEL, table), tmp_path / "ref.csv", analyte="esketamine"
+        simulate_nonmem(MODEL, table), tmp_path / "ref.csv", analyte="s_ketamine"
     )
     a, b = written(p), written(ref)
     assert [{k: v for k, v in r.items() if k != "DV"} for r in a] == [
@@ -359,7 +359,7 @@ def test_observations_times_writes_every_output_time(tmp_path, table):
     t = np.array([1.0, 30.0])
     ds = simulate_nonmem(MODEL, table, times=t)
     p = write_nonmem(
-        ds, tmp_path / "out.csv", analyte="esketamine", observations="times"
+        ds, tmp_path / "out.csv", analyte="s_ketamine", observations="times"
     )
     back = read_nonmem(p, MODEL, route_by_cmt=ROUTES)
     for sid in table.ids:
@@ -370,7 +370,7 @@ def test_observations_times_writes_every_output_time(tmp_path, table):
         match=r"observations must be 'records' .* got "
         r"'all'",
     ):
-        write_nonmem(ds, tmp_path / "x.csv", analyte="esketamine", observations="all")
+        write_nonmem(ds, tmp_path / "x.csv", analyte="s_ketamine", observations="all")
 
 
 def test_cmt_by_route_is_for_simulate_datasets(tmp_path, table):
@@ -381,7 +381,7 @@ def test_cmt_by_route_is_for_simulate_datasets(tmp_path, table):
         "Dataset; this one is from simulate_nonmem",
     ):
         write_nonmem(
-            ds, tmp_path / "x.csv", analyte="esketamine", cmt_by_route={"iv": 1}
+            ds, tmp_path / "x.csv", analyte="s_ketamine", cmt_by_route={"iv": 1}
         )
 
 

@@ -7,6 +7,7 @@ compiles nothing: numba kernels compile (or load from numba's cache) on first us
 __version__ = "0.1.0"
 
 from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
+from ._analytes import analyte_name
 from .dosing import Dose, DoseError, Regimen
 from .metrics import metrics, pta, summary
 from .model import Model
@@ -66,6 +67,7 @@ __all__ = [
     "UnitError",
     "ValidityWarning",
     "__version__",
+    "analyte_name",
     "boosters",
     "cite",
     "clinic_course",

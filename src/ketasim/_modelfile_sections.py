@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _analytes
 from ._validate import COVARIATE_RANGES
 from .model import (
     KNOWN_COVARIATES,
@@ -408,8 +409,8 @@ def read_compartments(top: _Table, parameters: dict[str, Parameter]) -> Layout:
         t = _Table(cmt_tab.take(cname, dict), f"compartments.{cname}", top.file)
         role = t.take("role", str, choices=ROLES)
         vol = _need_param(t, "volume", "volume", parameters, required=False)
-        an = t.take("analyte", str, required=False)
-        sp = t.take("species", str, required=False)
+        an = _analyte_name(t, "analyte", t.take("analyte", str, required=False))
+        sp = _analyte_name(t, "species", t.take("species", str, required=False))
         if sp is not None and an is not None:
             t.fail(
                 "give `analyte` (measured here) or `species` (mass held, not "
@@ -618,8 +619,16 @@ def read_analytes(top: _Table, layout: Layout) -> list[Analyte]:
     it; then every analyte or species a compartment names must be defined."""
     analytes: list[Analyte] = []
     atab = _Table(top.table("analytes"), "analytes", top.file)
-    for aname in list(atab.data):
-        t = _Table(atab.take(aname, dict), f"analytes.{aname}", top.file)
+    for key in list(atab.data):
+        aname = _analyte_name(atab, key, key)
+        if aname in {a.name for a in analytes}:
+            atab.fail(
+                f"names analyte {aname!r} a second time",
+                key,
+                "common names are aliases (esketamine is s_ketamine): define "
+                "each analyte once",
+            )
+        t = _Table(atab.take(key, dict), f"analytes.{key}", top.file)
         cmt = layout.need(t, "compartment")
         mw = _number(t, "mw", t.take("mw", float), "positive", "g/mol")
         if not 1.0 <= mw <= 1e6:  # hydrogen to a large protein: a slip otherwise
@@ -669,6 +678,42 @@ def read_analytes(top: _Table, layout: Layout) -> list[Analyte]:
                 f"define [analytes.{sp}]",
             )
     return analytes
+
+
+def _analyte_name(t: _Table, key: str, name: str | None) -> str | None:
+    """An analyte name read at ``key`` of ``t`` in its canonical spelling: common
+    names are aliases (``esketamine`` -> ``s_ketamine``); other names are refused,
+    so every model names the same analyte the same way (models/README.md,
+    "Analyte names")."""
+    if name is None:
+        return None
+    c = _analytes.canonical(name)
+    if c is None:
+        t.fail(
+            f"names analyte {name!r}, which is not in ketasim's analyte naming",
+            key,
+            _analytes.CONVENTION_HINT,
+        )
+    return c
+
+
+def check_analyte_enantiomers(top: _Table, enantiomer: str, model_analytes) -> None:
+    """An S (or R) model measures S (or R) species only: its analytes and species
+    are ``s_`` (``r_``) names. A racemic model may name the racemate or both
+    enantiomers (an S + R model of a racemic dose)."""
+    prefix = {"S": "s_", "R": "r_"}.get(enantiomer)
+    if prefix is None:
+        return
+    for a in model_analytes:
+        if not a.name.startswith(prefix):
+            top.fail(
+                f"analyte {a.name!r} ({_analytes.describe(a.name)}) in a model "
+                f"of enantiomer = {enantiomer!r}",
+                f"analytes.{a.name}",
+                f"name the {enantiomer}-enantiomer "
+                f"{prefix + a.name.removeprefix('s_').removeprefix('r_')!r}"
+                f" (models/README.md, 'Analyte names')",
+            )
 
 
 # ---------------------------------------------------------------------------------
@@ -980,10 +1025,13 @@ def read_residual(top: _Table, analytes: list[Analyte]) -> dict[str, dict[str, f
     anames = {a.name for a in analytes}
     residual: dict[str, dict[str, float]] = {}
     res_tab = _Table(top.table("residual", required=False), "residual", top.file)
-    for aname in list(res_tab.data):
-        t = _Table(res_tab.take(aname, dict), f"residual.{aname}", top.file)
+    for key in list(res_tab.data):
+        aname = _analyte_name(res_tab, key, key)
+        t = _Table(res_tab.take(key, dict), f"residual.{key}", top.file)
         if aname not in anames:
-            res_tab.fail("is not a defined analyte", aname)
+            res_tab.fail("is not a defined analyte", key)
+        if aname in residual:
+            res_tab.fail(f"gives analyte {aname!r} a second error model", key)
         entry = {}
         for key in ("proportional", "exponential"):
             v = t.take(key, float, required=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from . import _analytes
 from .metrics import check_units, present_analytes
 from .nonmem import _num
 
@@ -36,9 +37,7 @@ def dv_analyte(ds: xr.Dataset, analyte: str | None) -> str:
                 f"analyte=... (and write one file per analyte)"
             )
         return have[0] if have else names[0]
-    if analyte not in names:
-        raise ValueError(f"no analyte {analyte!r}; the Dataset has {', '.join(names)}")
-    return analyte
+    return _analytes.resolve(analyte, names, "this Dataset")
 
 
 def check_dv_units(ds: xr.Dataset) -> None:

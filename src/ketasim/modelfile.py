@@ -227,6 +227,7 @@ def model_from_dict(
     flows = s.read_flows(top, parameters, layout)
     routes = s.read_routes(top, parameters, layout)
     analytes = s.read_analytes(top, layout)
+    s.check_analyte_enantiomers(top, header["enantiomer"], analytes)
     variability = s.read_variability(top, parameters)
     correlations = s.read_correlations(top, variability)
     effects = s.read_covariate_effects(top, parameters, covariates)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from . import _analytes
+
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with ketasim
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -33,6 +35,7 @@ def _present(ds: xr.Dataset) -> list[str]:
 
 
 def _band(ax, ds, analyte, color, label, spaghetti, q):
+    analyte = _analytes.resolve(analyte, ds.analyte.values, "these results")
     c = ds.concentration.sel(analyte=analyte)
     x, xlabel = _time_axis(ds.time.values)
     lo, med, hi = np.nanpercentile(c.values, q, axis=0)
@@ -138,7 +141,12 @@ def plot_exposure(
     width = 0.8 / len(names)
     units = ""
     windows = 0
-    drugs = {name: analyte or _present(ds.sel(scenario=name))[0] for name in names}
+    drugs = {
+        name: _analytes.resolve(analyte, ds.analyte.values, "these results")
+        if analyte is not None
+        else _present(ds.sel(scenario=name))[0]
+        for name in names
+    }
     mixed = len(set(drugs.values())) > 1
     for k, name in enumerate(names):
         one = ds.sel(scenario=name)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from . import _analytes
 from .dosing import Dose, Regimen
 from .metrics import failed_note, metrics, present_analytes
 from .model import Model
@@ -303,12 +304,9 @@ def compare(
             f"window={window} picks a dose or a session; give "
             f"per='dose' or per='session' with it"
         )
-    analyte = analyte or str(ds.analyte.values[0])
-    if analyte not in ds.analyte.values:
-        raise ValueError(
-            f"no analyte {analyte!r} in these results; they have "
-            f"{', '.join(repr(str(a)) for a in ds.analyte.values)}"
-        )
+    if analyte is None:
+        analyte = str(ds.analyte.values[0])
+    analyte = _analytes.resolve(analyte, ds.analyte.values, "these results")
     streamed = "concentration" not in ds and "cmax" in ds  # output=Metrics()
     if streamed:
         _check_streamed(ds, per, above)

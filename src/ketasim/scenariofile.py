@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import protocols
+from . import _analytes, protocols
 from .dosing import Dose, Regimen
 from .modelfile import ModelFileError, _Table
 from .population import Population
@@ -353,5 +353,11 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
         )
     if not scenarios:
         top.fail("is empty", "scenarios", "add at least one [[scenarios]] table")
+    if analyte is not None:  # an alias (esketamine) names its canonical analyte
+        names = dict.fromkeys(a for sc in scenarios for a in sc.model.analyte_names)
+        try:
+            analyte = _analytes.resolve(analyte, names, "the scenarios' models")
+        except ValueError as exc:
+            o.fail(str(exc), "analyte")
     top.done()
     return ScenarioFile(title, tuple(scenarios), times, per, window, above, analyte, p)
