@@ -65,7 +65,9 @@ def test_aliases(alias, name):
 
 
 def test_analyte_name_refuses_unknown_names():
-    with pytest.raises(ValueError, match=r"^'propofol' names no analyte: analyte names"):
+    with pytest.raises(
+        ValueError, match=r"^'propofol' names no analyte: analyte names"
+    ):
         ks.analyte_name("propofol")
     with pytest.raises(TypeError, match=r"^analyte name must be a str; got int 3$"):
         ks.analyte_name(3)

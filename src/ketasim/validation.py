@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from . import _analytes
 from .modelfile import ModelFileError, list_models, load_model, models_dir
 from .units import parse_unit
 
@@ -230,6 +231,8 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ObservationError(file, f"{at}.value", f"must be a number; got {v!r}")
     kw["value"] = float(v)
+    if isinstance(kw["analyte"], str):  # a common name is an alias (esketamine)
+        kw["analyte"] = _analytes.canonical(kw["analyte"]) or kw["analyte"]
     _convert(1.0, kw["metric"], kw["unit"], 70.0, file, f"{at}.unit")
     tol = kw["tolerance"]
     if (
