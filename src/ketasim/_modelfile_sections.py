@@ -145,8 +145,7 @@ def _need_param(
 
 def read_header(top: _Table) -> dict[str, Any]:
     """The top-level keys (schema version, id, name, drug, enantiomer, population,
-    sampling, grade, description, validation, racemic fraction), as :class:`Model`
-    keywords."""
+    sampling, grade, description, racemic fraction), as :class:`Model` keywords."""
     version = top.take("schema_version", int)
     if version != SCHEMA_VERSION:
         top.fail(
@@ -163,9 +162,6 @@ def read_header(top: _Table) -> dict[str, Any]:
         "sampling": top.take("sampling", str, choices=SAMPLING),
         "grade": top.take("grade", str, choices=GRADES),
         "description": top.take("description", str, required=False, default=""),
-        # what the model has been checked against (the models table of the README
-        # and the model pages print it)
-        "validation": top.take("validation", str, required=False, default=""),
     }
     enantiomer = header["enantiomer"]
     racemic_fraction = top.take("racemic_fraction", float, required=False)

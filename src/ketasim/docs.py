@@ -19,6 +19,7 @@ __all__ = [
     "api_reference",
     "models_table",
     "update_readme",
+    "validation_summary",
     "variability_summary",
     "write_api_reference",
     "write_model_pages",
@@ -141,11 +142,12 @@ def model_page(model, outdir: Path) -> Path:
         f"- inter-individual variability (IIV): {iiv}",
         f"- inter-occasion variability (IOV): {var['IOV']}",
         f"- residual error (SD): {var['residual']}",
-        f"- validation: {model.validation or _NO_VALIDATION}",
+        f"- validation (`ketasim validate {model.id}`): {validation_summary(model.id)}",
         "",
     ]
     if model.description:
         lines += [model.description.strip(), ""]
+    lines += _validation_section(model.id)
     lines += ["## References", ""]
     for r in model.references:
         lines.append(f"- `{r.key}`: {r.citation}" + (f" doi:{r.doi}" if r.doi else ""))
@@ -261,8 +263,54 @@ def write_model_pages(outdir: str | Path) -> list[Path]:
     return pages
 
 
-#: what the models table says for a model file without ``validation``
-_NO_VALIDATION = "not stated in the model file"
+def validation_summary(model_id: str) -> str:
+    """What ``models/observations/<id>.toml`` holds, counted without simulating: the
+    number of published observations by role (independent: a study the model was
+    not fitted to; self: the model's own paper; calibration: used to choose a
+    parameter) and the known limitations. ``tests/test_validate.py`` checks that
+    every other observation passes ``ketasim validate``; a model without an
+    observation file says so."""
+    from .validation import ObservationError, load_observations
+
+    try:
+        _, obs = load_observations(model_id)
+    except ObservationError:
+        return "no observation file"
+    if not obs:
+        return "no published observation read (the observation file says why)"
+    counts = ", ".join(
+        f"{k} {r}"
+        for r in ("independent", "self", "calibration")
+        if (k := sum(o.role == r for o in obs))
+    )
+    known = sum(bool(o.known_limitation) for o in obs)
+    plural = "s" if len(obs) > 1 else ""
+    text = f"{len(obs)} published observation{plural} ({counts}): "
+    text += f"{len(obs) - known} reproduced"
+    if known:
+        text += f", {known} known limitation{'s' if known > 1 else ''}"
+    return text
+
+
+def _validation_section(model_id: str) -> list[str]:
+    """The model page's validation paragraphs: what the observation file says the
+    model reproduces and cannot reproduce."""
+    from .validation import ObservationError, load_observations
+
+    try:
+        header, _ = load_observations(model_id)
+    except ObservationError:
+        return []
+    lines = ["## Validation", ""]
+    for key, title in (("reproduces", "Reproduces"), ("cannot", "Cannot reproduce")):
+        if header.get(key, "").strip():
+            lines += [f"**{title}.** " + " ".join(header[key].split()), ""]
+    lines += [
+        f"`ketasim validate {model_id}` simulates every observation and prints "
+        "the table.",
+        "",
+    ]
+    return lines
 
 
 def _short_population(text: str) -> str:
@@ -279,8 +327,7 @@ def models_table(link: str | None = None) -> str:
     """The bundled models as a Markdown table: drug, population (first clause),
     routes (``per device`` where the model absorbs each nasal device apart), the
     number of parameters with IIV and IOV, the residual error model, the evidence
-    grade and what the model was checked against (the model file's
-    ``validation``).
+    grade and :func:`validation_summary`.
 
     ``link``: the model names link to ``<link><id>.md`` (``"docs/models/"`` from
     the README, ``""`` from the site's model index); ``None``: no links. The
@@ -313,7 +360,7 @@ def models_table(link: str | None = None) -> str:
             var["IOV"],
             var["residual"],
             m.grade,
-            m.validation or _NO_VALIDATION,
+            validation_summary(m.id),
         ]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows) + "\n"
@@ -339,7 +386,10 @@ def write_models_index(outdir: str | Path) -> Path:
         "typical profile of each route. IIV and IOV: the number of parameters with "
         "inter-individual and inter-occasion variability. Evidence grades: P "
         "primary text, T line-by-line transcription, C third-party code only, "
-        "`choice` a modelling choice the paper does not make.\n\n" + models_table("")
+        "`choice` a modelling choice the paper does not make. Validation: the "
+        "published observations of `models/observations/<id>.toml` by role "
+        "(independent, self, calibration) and how many `ketasim validate` "
+        "reproduces.\n\n" + models_table("")
     )
     return path
 

@@ -237,9 +237,6 @@ class Model:
     #: as a fraction (``above_one = "why"``): a published apparent fraction such
     #: as a relative bioavailability of 116 %
     fractions_above_one: tuple[str, ...] = ()
-    #: what the model has been checked against (published numbers the tests
-    #: reproduce, and what was not checked); "" where the file does not say
-    validation: str = ""
     rhs: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
