@@ -258,7 +258,7 @@ def test_docs_pages_for_every_model_and_route(tmp_path, capsys):
             assert (tmp_path / "models" / f"{name}-{route}.png").stat().st_size > 5000
             assert f"![{route}]" in page
     api = (tmp_path / "api.md").read_text()
-    assert "::: ketasim.simulate\n" in api and "ng/mL" in api  # mkdocstrings page
+    assert "::: ketasim.simulate.simulate\n" in api and "ng/mL" in api  # mkdocstrings
 
 
 def test_saved_run_reopens_with_attributes_and_replots(tmp_path):

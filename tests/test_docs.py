@@ -191,6 +191,14 @@ def test_site_builds_strictly_and_the_guide_picks_up_new_pages(tmp_path):
     assert 'href="guide/zz-added-by-the-test/"' in home
     assert "Added by the test" in home
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    assert 'id="ketasim.simulate"' in api  # rendered from the docstring
+    missing = [
+        name
+        for name in ks.__all__
+        if callable(getattr(ks, name))
+        and f'id="ketasim.{name}"' not in api
+        and f'id="ketasim.{name}.{name}"' not in api
+    ]
+    assert not missing, f"not on the API page: {missing}"
+    assert "Relative tolerance, in (0, 1)." in api  # ODE's docstring, rendered
     nb = (tmp_path / "site" / "examples" / "dose_planning" / "index.html").read_text()
     assert "sampling: venous | grade: C" in nb  # a stored output of its first cell
