@@ -249,6 +249,7 @@ def model_page(model, outdir: Path) -> Path:
             ),
             "",
         ]
+    lines += validation_section(model, outdir)
     page = outdir / f"{model.id}.md"
     page.write_text("\n".join(lines) + "\n")
     return page
@@ -501,6 +502,93 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {root / 'docs' / 'models' / 'index.md'} and {root / 'docs' / 'api.md'}"
     )
     return 0
+
+
+#: virtual patients per observation on the model pages' validation plots
+_PAGE_VALIDATION_N = 40
+
+
+def validation_section(model, outdir: Path) -> list[str]:
+    """Markdown lines (and ``<id>-validation.png`` in ``outdir``) for the model's
+    published observations: a plot of predicted / observed with the accepted range
+    and the population's 5-95 % range, and the table of :func:`ketasim.validate`
+    (the text of the observation file is :func:`_validation_section`'s)."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .validation import load_observations, validate
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    _, obs = load_observations(model.id)
+    lines = ["## Observed vs predicted", ""]
+    if not obs:
+        lines += ["No published observation of this model's population was read.", ""]
+        return lines
+    res = validate(model.id, n=_PAGE_VALIDATION_N)
+    k = res.sizes["observation"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * k + 1.4))
+    colours = {"pass": "tab:green", "fail": "tab:red", "known-fail": "tab:orange"}
+    for i in range(k):
+        r = res.isel(observation=i)
+        obs_v = float(r.observed)
+        y = k - 1 - i
+        ax.plot(
+            [float(r.lower) / obs_v, float(r.upper) / obs_v],
+            [y, y],
+            "-",
+            color="0.75",
+            lw=6,
+            solid_capstyle="butt",
+        )
+        if np.isfinite(float(r.p05)):
+            ax.plot(
+                [float(r.p05) / obs_v, float(r.p95) / obs_v],
+                [y, y],
+                "-",
+                color="tab:blue",
+                lw=1,
+            )
+        ax.plot(
+            float(r.predicted) / obs_v,
+            y,
+            "o",
+            color=colours.get(str(r.status.values), "tab:blue"),
+        )
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ticks = [0.25, 0.5, 1, 2, 4]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(list(res.observation.values)[::-1], fontsize=8)
+    ax.set_xlabel("predicted / observed (grey: accepted; blue: population 5-95 %)")
+    ax.set_title(f"{model.id}: published observations", fontsize=10)
+    fig.tight_layout()
+    png = outdir / f"{model.id}-validation.png"
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    lines += [
+        f"![validation]({png.name})",
+        "",
+        f"Population: {_PAGE_VALIDATION_N} virtual patients per observation "
+        f"(seed {res.attrs['seed']}); `ketasim validate {model.id}` uses 200.",
+        "",
+        "| observation | metric | observed | predicted | accepted | unit | role "
+        "| status |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i in range(k):
+        r = res.isel(observation=i)
+        lines.append(
+            f"| {r.observation.values} | {r.metric.values} | "
+            f"{float(r.observed):.4g} | {float(r.predicted):.4g} | "
+            f"{float(r.lower):.3g}-{float(r.upper):.3g} | {r.unit.values} | "
+            f"{r.role.values} | {r.status.values} |"
+        )
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

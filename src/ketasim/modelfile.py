@@ -474,18 +474,62 @@ def _check_effects(
             )
 
 
+def bibliography() -> dict[str, dict]:
+    """The bundled bibliographic records (``models/bibliography/references.toml``)
+    keyed by lower-case DOI and by reference key."""
+    import tomllib
+
+    with open(models_dir() / "bibliography" / "references.toml", "rb") as fh:
+        raw = tomllib.load(fh)
+    out = {}
+    for key, rec in raw.items():
+        out[key] = rec
+        if rec.get("doi"):
+            out[rec["doi"].lower()] = rec
+    return out
+
+
+#: BibTeX fields of a verified @article, in print order
+_ARTICLE_FIELDS = ("author", "title", "journal", "year", "volume", "number", "pages")
+
+
 def cite(model: str | Path | Model) -> str:
     """BibTeX entries for a model's references (bundled name, path or Model).
+
+    A reference whose bibliographic record (``models/bibliography``) was checked
+    field by field prints as ``@article`` with author, title, journal, year,
+    volume, number, pages and doi. Any other prints as ``@misc`` whose note starts
+    ``UNVERIFIED`` and says what was not checked, with the model file's citation:
+    an unchecked reference is never presented as checked.
 
     Examples
     --------
     >>> print(cite("domino").splitlines()[0])
     @misc{domino,
+    >>> print(cite("fanta_2015").splitlines()[0])
+    @article{fanta2015,
     """
     m = load_model(model)
+    bib = bibliography()
     entries = []
     for r in m.references:
-        fields = [f"  note = {{{r.citation}}}"]
+        rec = bib.get((r.doi or "").lower()) or bib.get(r.key)
+        if rec is not None and rec.get("verified"):
+            fields = [
+                f"  {k} = {{{' and '.join(rec[k]) if k == 'author' else rec[k]}}}"
+                for k in _ARTICLE_FIELDS
+                if k in rec
+            ]
+            fields.append(f"  doi = {{{rec['doi']}}}")
+            fields.append(f"  note = {{Checked against: {rec['checked']}}}")
+            entries.append(f"@article{{{r.key},\n" + ",\n".join(fields) + "\n}")
+            continue
+        why = (
+            f"not checked: {rec['missing']}"
+            if rec is not None
+            else "no bibliographic record was checked"
+        )
+        fields = [f"  note = {{UNVERIFIED reference ({why}). {r.citation}}}"]
         if r.doi:
             fields.append(f"  doi = {{{r.doi}}}")
         if r.year:
