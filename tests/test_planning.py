@@ -384,3 +384,34 @@ def test_tornado_orders_by_swing_and_plots(one_compartment, tmp_path):
     ax = plot_tornado(td)
     ax.figure.savefig(tmp_path / "t.png")
     assert [t.get_text() for t in ax.get_yticklabels()] == ["CL", "V"]  # V on top
+
+
+def test_effect_site_tci_takes_ke0_from_the_model(tmp_path):
+    """A model parameter ke0 (0.5 /min) is used as a ke0 argument would be, and
+    tci_performance uses each patient's own value."""
+    base = tmp_path / "base"
+    base.mkdir()
+    text = _one_compartment(base).path.read_text() + (
+        '[parameters.ke0]\nvalue = 0.5\nunit = "1/min"\ndescription = "ke0"\n'
+        'source = "test"\ngrade = "choice"\n'
+    )
+    path = tmp_path / "one_ke0.toml"
+    path.write_text(text.replace('id = "one"', 'id = "one_ke0"'))
+    model = ks.load_model(path)
+    plan = tci(model, "2 mg/L", site="effect")
+    ref = tci(model, "2 mg/L", site="effect", ke0="0.5 1/min")
+    assert plan.ke0_source == "model" and ref.ke0_source == "argument"
+    assert plan.ke0 == pytest.approx(30.0)
+    np.testing.assert_allclose(plan.rates.values, ref.rates.values, rtol=1e-12)
+    pop = ks.Population(3, seed=1, iiv=False)
+    a = tci_performance(model, plan, pop)
+    b = tci_performance(model, ref, pop)
+    np.testing.assert_allclose(a.level.values, b.level.values, rtol=1e-12)
+
+
+def test_tci_performance_refuses_iiv_on_a_model_without_it():
+    plan = tci("domino", "150 ng/mL", duration="1 min")
+    with pytest.raises(ValueError, match=r"model 'domino' has no inter-individual"):
+        tci_performance("domino", plan, ks.Population(5, seed=1))
+    with pytest.raises(TypeError, match=r"plan must be a TCIPlan"):
+        tci_performance("domino", plan.regimen, ks.Population(5, seed=1, iiv=False))

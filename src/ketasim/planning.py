@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -633,7 +633,8 @@ class TCIPlan:
         ng/mL.
     site : {"plasma", "effect"}
     ke0 : float or None
-        1/h (effect site).
+        1/h (effect site): the argument, or the designed subject's from the
+        model (``ke0_source``).
     step : float
         Control step, h.
     reached : float
@@ -653,6 +654,9 @@ class TCIPlan:
     analyte: str
     route: str = "iv"
     subject: dict = field(default_factory=dict, repr=False)
+    #: "argument" (ke0 given to tci) or "model" (the model's effect site); None
+    #: for a plasma plan
+    ke0_source: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -756,17 +760,38 @@ def _system(model, params, cov, n, route, analyte, site, ke0, step):
     return E, G, c
 
 
-def _effect_ke0(model, params, ke0, site):
+def _model_ke0(model, params, analyte: str, n: int):
+    """ke0 (1/h) per subject from the model: its effect site of ``analyte`` (a
+    ke0 parameter, or a half-life, ke0 = ln 2 / t½), or a parameter named ``ke0``;
+    None when the model has neither."""
+    sites = [s for s in getattr(model, "effect_sites", ()) if s.analyte == analyte]
+    if len(sites) > 1:
+        raise ValueError(
+            f"model {model.id!r} has {len(sites)} effect sites of {analyte!r} "
+            f"({', '.join(s.name for s in sites)}) with different ke0: pass the "
+            f"one to target as ke0=(value, unit)"
+        )
+    if sites:
+        v = np.broadcast_to(np.asarray(params[sites[0].parameter], float), (n,))
+        return v.copy() if sites[0].kind == "ke0" else math.log(2.0) / v
+    if "ke0" in model.parameters:
+        return np.broadcast_to(np.asarray(params["ke0"], float), (n,)).copy()
+    return None
+
+
+def _effect_ke0(model, params, ke0, site, analyte):
+    """The design ke0 (1/h) and where it came from ("argument" or "model")."""
     if site != "effect":
         if ke0 is not None:
             raise ValueError(
                 "ke0= is for site='effect'; a plasma target does not use it"
             )
-        return None
+        return None, None
     if ke0 is not None:
-        return _rate_constant(ke0, "ke0")
-    if "ke0" in model.parameters:
-        return np.asarray(params["ke0"], dtype=float)
+        return _rate_constant(ke0, "ke0"), "argument"
+    k = _model_ke0(model, params, analyte, 1)
+    if k is not None:
+        return k, "model"
     raise ValueError(
         f"an effect-site target needs ke0 (the plasma-effect-site equilibration "
         f"rate constant): model {model.id!r} has none; pass ke0='0.5 1/min' "
@@ -816,7 +841,8 @@ def tci(
     site : {"plasma", "effect"}
     ke0 : str or (float, str), optional
         Effect-site equilibration rate constant with its unit (``"0.5 1/min"``);
-        default the model's ``ke0`` parameter, if it has one.
+        default the model's: its effect site of ``analyte`` (a ke0 or an
+        equilibration half-life) or a parameter named ``ke0``.
     analyte : str, optional
         The analyte targeted (default: the model's first, the parent drug).
     max_rate : str or (float, str), optional
@@ -889,7 +915,7 @@ def tci(
         raise ValueError(f"model {model.id!r} has no 'iv' route for an infusion")
     analyte = analyte or model.analytes[0].name
     cov, params = _one_subject(model, subjects)
-    k0 = _effect_ke0(model, params, ke0, site)
+    k0, k0_source = _effect_ke0(model, params, ke0, site, analyte)
     if horizon is None:
         H = h if site == "plasma" else min(T, 5.0 / float(np.max(k0)))
     else:
@@ -899,7 +925,8 @@ def tci(
     J = max(1, round(H / h))
     E, G, c = _system(model, params, cov, 1, "iv", analyte, site, k0, h)
     rates, pred = _design(E[0], G[0], c[0], level, n_steps, J, rmax)
-    return _plan(model, rates, pred, level, site, k0, h, analyte, cov)
+    plan = _plan(model, rates, pred, level, site, k0, h, analyte, cov)
+    return replace(plan, ke0_source=k0_source)
 
 
 def _design(E, G, c, level, n_steps, J, rmax):
@@ -1011,7 +1038,7 @@ def tci_performance(
     Varvel JR, Donoho DL, Shafer SL. Measuring the predictive performance of
     computer-controlled infusion pumps. J Pharmacokinet Biopharm 1992;20:63-94.
     """
-    from ._subjects import draw_subjects
+    from ._subjects import check_iiv, draw_subjects
 
     model = load_model(model)
     if not isinstance(plan, TCIPlan):
@@ -1020,15 +1047,27 @@ def tci_performance(
         raise TypeError(
             f"population must be a ks.Population; got {type(population).__name__}"
         )
+    check_iiv(model, population)  # as simulate: iiv=True needs the model's IIV
     h, n_steps = plan.step, plan.rates.size
     t = np.arange(n_steps + 1) * h
+    # the plan's steps are one dosing session: draw the patients for its first
+    # step alone (each step of plan.regimen would otherwise be an occasion of
+    # its own, with an inter-occasion draw each)
     n, cov, params = draw_subjects(
-        model, plan.regimen, t, population, Subjects(), Trajectories(), "exact"
+        model,
+        Regimen(plan.regimen.doses[:1]),
+        t,
+        population,
+        Subjects(),
+        Trajectories(),
+        "exact",
     )
     first = params[0] if isinstance(params, list) else params
+    # a ke0 the model gives is each patient's own (it may vary between them);
+    # one given to tci() is the same for all
     k0 = (
-        first["ke0"]
-        if plan.site == "effect" and "ke0" in model.parameters and plan.ke0 is None
+        _model_ke0(model, first, plan.analyte, n)
+        if plan.site == "effect" and plan.ke0_source == "model"
         else plan.ke0
     )
     E, G, c = _system(model, first, cov, n, "iv", plan.analyte, plan.site, k0, h)
@@ -1310,7 +1349,9 @@ def sweep(
         the regimen). With ``relative=True``: plain factors (``[0.8, 1, 1.2]``)
         applied to each subject's own value (or dose).
     relative : bool
-        Values are factors of each subject's individual value.
+        Values are factors of each subject's individual value. Without it, a
+        parameter value replaces every subject's (a population's variability in
+        that parameter is then gone; use ``relative=True`` to keep it).
 
     Returns
     -------
