@@ -51,6 +51,8 @@ LABELS = {
     "test_w2_population_scenario_metrics": "W2 via Population + run_scenarios + "
     "per-session metrics",
     "test_two_scenario_comparison": "two-scenario comparison (ks.compare)",
+    "test_scenario_comparison_cost": "run_scenarios, three drugs (domino, "
+    "perez_ruixo_2021, fanta_2015), 21 d every 5 min",
 }
 ORDER = [
     "test_w1_exact",
@@ -62,6 +64,7 @@ ORDER = [
     "test_w4_metrics",
     "test_w2_population_scenario_metrics",
     "test_two_scenario_comparison",
+    "test_scenario_comparison_cost",
     "test_scipy_lsoda_baseline",
 ]
 
@@ -141,6 +144,12 @@ def rows(data: dict) -> list[str]:
             notes.append(f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.1f}×")
         if "ratio_pipeline_over_core" in ex:
             notes.append(f"{ex['ratio_pipeline_over_core']:.2f}× the core simulate")
+        if "ratio_run_scenarios_over_simulations" in ex:
+            notes.append(
+                f"{ex['ratio_run_scenarios_over_simulations']:.2f}× the time and "
+                f"{ex['peak_ratio_run_scenarios_over_simulations']:.2f}× the peak "
+                f"memory ({ex['simulations_peak_mb']:.0f} MB) of its simulate calls"
+            )
         ratio_cell = "; ".join(notes) or "-"
         out.append(
             f"| {label} | {size} | {_s(st['median'])} | {_s(st['min'])} | "

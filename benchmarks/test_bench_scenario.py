@@ -1,5 +1,6 @@
 """Issue-4 workloads: W2 through Population + Scenario + metrics against the core
-kernel on the same patients, and a 5 000-patient two-scenario comparison."""
+kernel on the same patients, and a 5 000-patient two-scenario comparison; the
+cost of run_scenarios over three drugs against its simulate calls."""
 
 import statistics
 import time
@@ -34,7 +35,7 @@ def test_w2_population_scenario_metrics(benchmark, n):
         ds = ks.run_scenarios(
             [ks.Scenario("W2", model, reg, population=pop, times=times)], progress=False
         )
-        return ds, ks.metrics(ds, "session")
+        return ds, ks.metrics(ds["W2"], "session")
 
     ds, m = benchmark.pedantic(pipeline, rounds=3, iterations=1, warmup_rounds=1)
     # the same patients through the core: individual parameters read back
@@ -94,3 +95,78 @@ def test_two_scenario_comparison(benchmark, n):
     table = benchmark.pedantic(job, rounds=3, iterations=1, warmup_rounds=1)
     text = str(table)
     assert "six infusions" in text and "eight infusions" in text
+
+
+def _three_drugs(n: int):
+    """Racemic ketamine, esketamine spray and S-ketamine infusions: three models,
+    five analytes among them (the comparison that padding made cost 4-5x)."""
+    t = ks.grid("21 d", "5 min")
+    pop = ks.Population(n, seed=5)
+    return [
+        ks.Scenario(
+            "racemic ketamine iv",
+            "domino",
+            ks.six_infusion_course(),
+            population=ks.Population(n, seed=5, iiv=False),
+            times=t,
+        ),
+        ks.Scenario(
+            "esketamine spray",
+            "perez_ruixo_2021",
+            ks.esketamine_induction("84 mg", weeks=3, continuation_weeks=0),
+            population=pop,
+            times=t,
+        ),
+        ks.Scenario(
+            "S-ketamine iv",
+            "fanta_2015",
+            ks.six_infusion_course(dose="0.25 mg/kg"),
+            population=pop,
+            times=t,
+        ),
+    ]
+
+
+def _peak(fn) -> tuple[float, object]:
+    """Peak bytes numpy and Python allocate while ``fn`` runs (tracemalloc), and
+    its result."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()
+        return tracemalloc.get_traced_memory()[1], out
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("n", [50, pytest.param(2_000, marks=pytest.mark.slow)])
+def test_scenario_comparison_cost(benchmark, n):
+    """run_scenarios over three drugs against the sum of its three simulate calls,
+    in time (medians, same run) and peak traced memory (results kept, as a
+    comparison keeps them)."""
+    sc = _three_drugs(n)
+
+    def simulations():
+        return [s.run(progress=False) for s in sc]
+
+    def comparison():
+        return ks.run_scenarios(sc, progress=False)
+
+    res = benchmark.pedantic(comparison, rounds=3, iterations=1, warmup_rounds=1)
+    alone = simulations()
+    for s, ds in zip(sc, alone, strict=True):  # the same numbers, unpadded
+        np.testing.assert_array_equal(res[s.name].concentration, ds.concentration)
+    del alone
+    sims_s = _median_time(simulations)
+    sims_peak, _ = _peak(simulations)
+    comp_peak, _ = _peak(comparison)
+    benchmark.extra_info["simulations_s"] = sims_s
+    benchmark.extra_info["peak_ratio_run_scenarios_over_simulations"] = (
+        comp_peak / sims_peak
+    )
+    benchmark.extra_info["simulations_peak_mb"] = sims_peak / 1e6
+    if benchmark.stats is not None:
+        benchmark.extra_info["ratio_run_scenarios_over_simulations"] = (
+            benchmark.stats.stats.median / sims_s
+        )

@@ -40,6 +40,7 @@ from .protocols import (
     esketamine_induction,
     six_infusion_course,
 )
+from .results import ScenarioResults, open_results, save
 from .scenario import Scenario, compare, run_scenarios
 from .simulate import GridWarning, SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
@@ -59,6 +60,7 @@ __all__ = [
     "Population",
     "Regimen",
     "Scenario",
+    "ScenarioResults",
     "SolveError",
     "Subjects",
     "TCIPlan",
@@ -80,10 +82,12 @@ __all__ = [
     "load_model",
     "metrics",
     "model_from_dict",
+    "open_results",
     "plot_tornado",
     "pta",
     "read_nonmem",
     "run_scenarios",
+    "save",
     "simulate",
     "simulate_nonmem",
     "six_infusion_course",

@@ -13,8 +13,10 @@ The main job. (1) A 70 kg adult on the bundled default racemic model receives si
 0.5 mg/kg (ketamine HCl) 40-minute infusions on days 0, 3, 7, 10, 14 and 17;
 per-infusion Cmax, Tmax and AUC are printed. (2) The same course in 1 000 virtual
 adults is compared with twice-weekly esketamine nasal spray (56 mg, then 84 mg) when
-the esketamine model is bundled: a summary table is printed, a PNG figure and a
-NetCDF file written.
+the esketamine model is bundled: a summary table is printed (each scenario's own
+drug), and three files written: the per-session metrics of every patient
+(ketasim-demo-metrics.nc), the curves of the first 100 patients (ketasim-demo.nc;
+NetCDF-4, compressed, read with ks.open_results) and a figure (ketasim-demo.png).
 
 example:
   ketasim demo --out-dir results/ --n 1000 --seed 1
@@ -23,8 +25,6 @@ example:
 
 def _demo(args) -> int:
     import ketasim as ks
-
-    from .metrics import present_analytes
 
     model = ks.load_model(args.model)
     course = ks.six_infusion_course(salt=args.salt)
@@ -75,24 +75,52 @@ def _demo(args) -> int:
     typical = "" if pop.iiv else f"; {model.id} has no IIV: typical patients"
     print(f"\n{args.n} virtual adults (seed {args.seed}{typical}), days 0-21:")
     res = ks.run_scenarios(scenarios)
-    for name in res.scenario.values:
-        an = present_analytes(res.sel(scenario=name))[0]
-        print()
-        print(ks.compare(res.sel(scenario=[name]), per="session", analyte=an))
-    out = Path(args.out_dir)
+    print()
+    print(ks.compare(res, per="session"))
+    _demo_files(res, Path(args.out_dir), args.n)
+    return 0
+
+
+#: patients whose curves the demo writes (all patients' metrics are written)
+DEMO_CURVES = 100
+
+
+def _demo_files(res, out: Path, n: int) -> None:
+    """The demo's files: per-session metrics of every patient, the curves of the
+    first ``DEMO_CURVES`` (the 1 000 patients' curves are ~94 MB even compressed),
+    and the figure; says what each holds and how big it is."""
+    import ketasim as ks
+
     out.mkdir(parents=True, exist_ok=True)
-    nc = out / "ketasim-demo.nc"
-    res.to_netcdf(nc, engine="netcdf4")
+    k = min(n, DEMO_CURVES)
+    metrics = ks.save(ks.metrics(res, "session"), out / "ketasim-demo-metrics.nc")
+    curves = ks.save(
+        res.map(lambda ds: ds.isel(subject=slice(0, k))), out / "ketasim-demo.nc"
+    )
     png = out / "ketasim-demo.png"
     import matplotlib
 
     matplotlib.use("Agg")
     from .plotting import plot_scenarios
 
-    fig = plot_scenarios(res, sharey=False)
-    fig.savefig(png, dpi=110)
-    print(f"\nwrote {nc} and {png}")
-    return 0
+    plot_scenarios(res).savefig(png, dpi=110)
+    print("\nwrote (open the .nc files with ks.open_results(path)):")
+    for path, what in (
+        (metrics, f"per-session Cmax, Tmax, AUC and trough of all {n} patients"),
+        (
+            curves,
+            f"concentration curves of {k} of the {n} patients (a subsample: "
+            f"the first {k}), every 5 min",
+        ),
+        (png, "the figure"),
+    ):
+        print(f"  {path} ({_size(path)}): {what}")
+
+
+def _size(path: Path) -> str:
+    """A file's size, in kB or MB."""
+    b = path.stat().st_size
+    return f"{b / 1e6:.1f} MB" if b >= 1e6 else f"{b / 1e3:.0f} kB"
 
 
 RUN_HELP = """\
@@ -145,19 +173,21 @@ def _run(args) -> int:
 
 def _write(ds, args) -> None:
     if args.out:
-        ds.to_netcdf(args.out, engine="netcdf4")
-        print(f"\nwrote {args.out}")
+        from .results import save
+
+        path = save(ds, args.out)
+        print(
+            f"\nwrote {path} ({_size(path)}, compressed without loss; open it with "
+            f"ks.open_results({str(path)!r}))"
+        )
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         from .plotting import plot_bands, plot_scenarios
+        from .results import ScenarioResults
 
-        fig = (
-            plot_scenarios(ds, sharey=False)
-            if "scenario" in ds.dims
-            else plot_bands(ds)
-        )
+        fig = plot_scenarios(ds) if isinstance(ds, ScenarioResults) else plot_bands(ds)
         fig.savefig(args.plot, dpi=110)
         print(f"wrote {args.plot}")
 

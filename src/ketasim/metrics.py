@@ -114,11 +114,12 @@ def metrics(
 
     Parameters
     ----------
-    ds : xarray.Dataset
-        A trajectories result of :func:`ketasim.simulate` or
-        :func:`ketasim.run_scenarios`: ``concentration`` in ng/mL (as simulate
-        returns it; a Dataset labelled otherwise is refused), ``dose_time`` and
-        ``dose_session``, and, from the exact solver, ``dose_auc`` and ``predose``.
+    ds : xarray.Dataset or ScenarioResults
+        A trajectories result of :func:`ketasim.simulate`: ``concentration`` in
+        ng/mL (as simulate returns it; a Dataset labelled otherwise is refused),
+        ``dose_time`` and ``dose_session``, and, from the exact solver,
+        ``dose_auc`` and ``predose``. The results of :func:`ketasim.run_scenarios`
+        give a :class:`~ketasim.ScenarioResults` of metrics, one per scenario.
     per : {"dose", "session", "course"}
         The windows (see the module documentation).
     above : float or str, optional
@@ -146,6 +147,10 @@ def metrics(
     >>> ks.metrics(ds, per="session", unit="nmol/L").auc.attrs["units"]
     'nmol*h/L'
     """
+    from .results import ScenarioResults
+
+    if isinstance(ds, ScenarioResults):  # run_scenarios: metrics per scenario
+        return ds.map(metrics, per, above=above, within=within, unit=unit)
     _check_input(ds)
     _check_options(unit, within)
     if "scenario" in ds.dims:  # levels convert per scenario (its analytes' weights)

@@ -13,8 +13,8 @@ from .dosing import Dose, Regimen
 from .metrics import failed_note, metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
-from .options import Metrics
 from .population import Population
+from .results import ScenarioResults
 
 __all__ = ["Scenario", "compare", "run_scenarios"]
 
@@ -67,205 +67,54 @@ class Scenario:
         )
 
 
-def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> xr.Dataset:
-    """Run each scenario; return one Dataset with a ``scenario`` dimension.
+def run_scenarios(scenarios, *, progress: bool | str = "auto", **kw) -> ScenarioResults:
+    """Run each scenario; return their results side by side, by name.
 
-    Scenarios may use different models, routes and analytes (missing analytes are
-    NaN) and different doses (``dose`` is padded with NaN); output times must agree
-    (give each the same ``times``) so the curves share one axis. Keyword arguments
-    (``solver=ks.ODE(rtol=...)``, ``output=ks.Trajectories(auc=True)``,
-    ``errors``, ...) go to :func:`simulate`; the output must be curves
-    (:class:`~ketasim.Trajectories`, the default).
+    Each scenario's result is its :func:`simulate` result as it is (its own
+    analytes, doses, patients and output times), with ``attrs["scenario"]`` its
+    name, in a :class:`~ketasim.ScenarioResults`: nothing is padded to the other
+    scenarios' shapes, so a comparison costs what its simulations cost.
+    Scenarios may use different models, drugs, routes, populations and output
+    times. Keyword arguments (``solver=ks.ODE(rtol=...)``,
+    ``output=ks.Trajectories(auc=True)`` or ``ks.Metrics(...)``, ``errors``,
+    ``chunks``, ...) go to :func:`simulate` for every scenario.
+
+    :func:`compare` tabulates the results (each scenario's own analyte, or one
+    named), :func:`ketasim.metrics` gives their metrics per scenario, the plots
+    draw them, and :func:`ketasim.save` writes them to one compressed file.
 
     Examples
     --------
     >>> import ketasim as ks
     >>> t = ks.grid("2 d", "10 min")
-    >>> ds = ks.run_scenarios([
+    >>> res = ks.run_scenarios([
     ...     ks.Scenario("iv 35 mg", "domino", ks.Dose.bolus("35 mg"), times=t),
     ...     ks.Scenario("nasal 56 mg", "domino",
     ...                 ks.Dose.bolus("56 mg", route="intranasal"), times=t)])
-    >>> ds.concentration.dims
-    ('scenario', 'subject', 'analyte', 'time')
+    >>> list(res)
+    ['iv 35 mg', 'nasal 56 mg']
+    >>> res["nasal 56 mg"].concentration.dims
+    ('subject', 'analyte', 'time')
     """
     scenarios = list(scenarios)
-    names = _check_scenarios(scenarios, kw)
-    parts = _run_each(scenarios, names, progress, kw)
-    parts, differ = _per_subject_coordinates(parts)
-    parts, weights, mw_attrs = _split_molecular_weights(parts)
-    out = _concat(parts)
-    out = out.assign_coords(scenario=("scenario", names)).set_coords(differ)
-    if len(parts) > 1 and weights:
-        out.coords["molecular_weight"] = _molecular_weights(
-            out, scenarios, weights, mw_attrs
-        )
-    # provenance differs per scenario: keep it as coordinates along `scenario`
-    keys = dict.fromkeys(k for _, a in parts for k in a)
-    for k in keys:
-        vals = [a.get(k, "") for _, a in parts]
-        out.coords[k] = ("scenario", [str(v) for v in vals])
-    out.attrs["scenarios"] = "; ".join(
-        f"{s.name}: model {s.model.id}, {len(s.regimen)} doses, "
-        f"{s.population.n if s.population else 1} subjects"
-        for s in scenarios
-    )
-    return out
-
-
-def _check_scenarios(scenarios: list, kw: dict) -> list[str]:
-    """At least one scenario, curves as the output, unique names."""
     if not scenarios:
         raise ValueError("run_scenarios needs at least one Scenario")
-    if isinstance(kw.get("output"), Metrics):
-        raise ValueError(
-            "run_scenarios combines concentration curves; for "
-            "metrics-only runs call ks.simulate(..., "
-            "output=ks.Metrics(...)) for each scenario (sc.model, "
-            "sc.regimen, sc.population)"
-        )
-    names = [s.name for s in scenarios]
-    if len(set(names)) != len(names):
-        raise ValueError(f"scenario names must be unique; got {names}")
-    return names
-
-
-def _run_each(scenarios: list, names: list[str], progress, kw: dict) -> list:
-    """(Dataset, its provenance attrs) per scenario, on one time axis, without the
-    individual parameters (their names differ between models)."""
-    parts = []
-    times = None
     for sc in scenarios:
         if not isinstance(sc, Scenario):
             raise TypeError(f"expected Scenario objects; got {type(sc).__name__}")
+    names = [s.name for s in scenarios]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scenario names must be unique; got {names}")
+    out = {}
+    for sc in scenarios:
         ds = sc.run(progress=progress, **kw)
-        if times is None:
-            times = ds.time.values
-        elif not np.array_equal(times, ds.time.values):
-            raise ValueError(
-                f"scenario {sc.name!r} has different output times from "
-                f"{names[0]!r}; give every scenario the same times="
-            )
-        ds = ds.drop_vars(
-            [
-                v
-                for v in ("parameters", "parameter", "parameter_unit", "occasion")
-                if v in ds.variables
-            ]
-        )
-        per_scenario = {k: v for k, v in ds.attrs.items() if k != "ketasim_version"}
-        ds.attrs = {"ketasim_version": ds.attrs["ketasim_version"]}
-        parts.append((ds, per_scenario))
-    return parts
-
-
-def _per_subject_coordinates(parts: list) -> tuple[list, list[str]]:
-    """Per-subject coordinates (covariates) that differ between scenarios, e.g.
-    different Populations, become variables (they get a scenario dimension);
-    concat would keep the first scenario's values for all of them."""
-    per_subject = dict.fromkeys(
-        k
-        for p, _ in parts
-        for k, v in p.coords.items()
-        if k != "subject" and v.dims == ("subject",)
-    )
-    first = parts[0][0]
-    same_subjects = all(
-        np.array_equal(p.subject.values, first.subject.values) for p, _ in parts
-    )
-    differ = [
-        k
-        for k in per_subject
-        if not same_subjects
-        or not all(
-            k in p.coords
-            and k in first.coords
-            and p[k].shape == first[k].shape
-            and _equal(p[k].values, first[k].values)
-            for p, _ in parts
-        )
-    ]
-    if differ:
-        parts = [
-            (p.reset_coords([k for k in differ if k in p.coords]), a) for p, a in parts
-        ]
-    return parts, differ
-
-
-def _split_molecular_weights(parts: list) -> tuple[list, dict, dict]:
-    """Molecular weights per analyte over all scenarios, taken off the parts when
-    there are several (concat would keep the first scenario's, NaN for the
-    analytes only other scenarios have)."""
-    first = parts[0][0]
-    mw_attrs = (
-        first.molecular_weight.attrs if "molecular_weight" in first.coords else {}
-    )
-    weights: dict[str, set] = {}
-    for p, _ in parts:
-        if "molecular_weight" in p.coords:
-            for a, w in zip(p.analyte.values, p.molecular_weight.values, strict=True):
-                weights.setdefault(str(a), set()).add(float(w))
-    if len(parts) > 1 and weights:
-        parts = [
-            (p.drop_vars("molecular_weight", errors="ignore"), a) for p, a in parts
-        ]
-    return parts, weights, mw_attrs
-
-
-def _concat(parts: list) -> xr.Dataset:
-    """One Dataset along a new ``scenario`` dimension."""
-    if len(parts) == 1:  # no copy of a possibly large result
-        out = parts[0][0].expand_dims("scenario")
-        for name in ("concentration", "auc", "amount", "observed"):
-            if name in out:
-                out[name].attrs = dict(parts[0][0][name].attrs)
-        return out
-    return xr.concat(
-        [p[0] for p in parts],
-        dim="scenario",
-        join="outer",
-        combine_attrs="drop_conflicts",
-        coords="minimal",
-        compat="override",
-        data_vars="all",
-    )
-
-
-def _molecular_weights(out, scenarios: list, weights: dict, mw_attrs: dict):
-    """The molecular_weight coordinate on the union of the analytes: per analyte,
-    or per (scenario, analyte) when one analyte has two weights."""
-    if any(len(w) > 1 for w in weights.values()):  # one analyte, two weights
-        return (
-            ("scenario", "analyte"),
-            [
-                [
-                    float(sc.model.analytes[sc.model.analyte_names.index(str(a))].mw)
-                    if str(a) in sc.model.analyte_names
-                    else np.nan
-                    for a in out.analyte.values
-                ]
-                for sc in scenarios
-            ],
-            mw_attrs,
-        )
-    return (
-        "analyte",
-        [
-            next(iter(weights[str(a)])) if str(a) in weights else np.nan
-            for a in out.analyte.values
-        ],
-        mw_attrs,
-    )
-
-
-def _equal(a: np.ndarray, b: np.ndarray) -> bool:
-    try:
-        return np.array_equal(a, b, equal_nan=True)
-    except TypeError:  # strings: NaN does not arise
-        return np.array_equal(a, b)
+        ds.attrs["scenario"] = sc.name
+        out[sc.name] = ds
+    return ScenarioResults(out)
 
 
 def compare(
-    ds: xr.Dataset,
+    ds: xr.Dataset | ScenarioResults,
     *,
     per: str = "course",
     window: int = 0,
@@ -276,12 +125,21 @@ def compare(
 ) -> ComparisonTable:
     """Scenario × metric table: median [P5, P95] over subjects.
 
+    ``ds``: the results of :func:`run_scenarios`, a :func:`simulate` result (one
+    row), or a Dataset with a ``scenario`` dimension.
+
     Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``), or of one
     session or dose (``per="session"`` / ``"dose"``): ``window`` picks which, 0 for
     the first (default), -1 for each scenario's last; plus the time above
     ``above`` (ng/mL, or a string with its unit, as in :func:`ketasim.metrics`).
     ``unit``: "ng/mL" (Cmax in ng/mL, AUC in ng·h/mL) or "nmol/L" (nmol/L,
     nmol·h/L). The table's title names the window; each column its unit.
+
+    ``analyte``: by default each scenario's own first analyte (its model's parent
+    drug: ketamine for a racemic ketamine model, esketamine for an esketamine
+    one), so scenarios of different drugs sit side by side; when they differ the
+    table has an ``analyte`` column. Name one (``analyte="norketamine"``) to
+    compare that analyte in every scenario (each must have it).
 
     Subjects whose solve failed (``status`` != 0, kept with ``errors="keep"``)
     are left out, and a line under the table says how many ("2 of 1000 subjects
@@ -293,8 +151,6 @@ def compare(
     compare it with ``per="dose"`` (its time above is fixed by simulate, so
     ``above`` is refused).
     """
-    if "scenario" not in ds.dims:
-        ds = ds.expand_dims(scenario=["scenario"])
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
         raise TypeError(
             f"window must be a whole number (0 = first, -1 = last); got {window!r}"
@@ -304,66 +160,16 @@ def compare(
             f"window={window} picks a dose or a session; give "
             f"per='dose' or per='session' with it"
         )
-    if analyte is None:
-        analyte = str(ds.analyte.values[0])
-    analyte = _analytes.resolve(analyte, ds.analyte.values, "these results")
-    streamed = "concentration" not in ds and "cmax" in ds  # output=Metrics()
-    if streamed:
-        _check_streamed(ds, per, above)
+    parts = _parts(ds)
+    _check_analyte(parts, analyte)
     rows = []
     notes = []
-    for s in ds.scenario.values:
-        one = ds.sel(scenario=s)
-        if "dose" in one.dims:
-            one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
-            one = one.assign(dose_session=one.dose_session.astype(np.int64))
-        if streamed:
-            m = _streamed_metrics(one, unit).sel(analyte=analyte)
-        else:
-            have = present_analytes(one)
-            if analyte not in have:
-                raise ValueError(
-                    f"scenario {str(s)!r} has no analyte {analyte!r} (it "
-                    f"has {', '.join(map(repr, have))}); compare "
-                    f"scenarios of one analyte at a time with "
-                    f"analyte=..."
-                )
-            m = metrics(one, per, above=above, unit=unit).sel(analyte=analyte)
-        if per == "course":
-            m = m.isel(course=0)
-        else:
-            count = m.sizes[per]
-            if not -count <= window < count:
-                raise ValueError(
-                    f"window={window} but scenario {str(s)!r} has "
-                    f"{count} {per}s (window 0 to {count - 1}, or "
-                    f"-1 for the last)"
-                )
-            m = m.isel({per: window})
-            start = float(m[f"{per}_start"])
-            if "time" in one.coords and start >= one.time.values[-1]:
-                raise ValueError(
-                    f"window={window} picks {per} {window % count + 1} of "
-                    f"{count} in scenario {str(s)!r}, which starts at {start:g} h, "
-                    f"at or after the last output time ({one.time.values[-1]:g} "
-                    f"h): it has no output time, so no metric. Extend the output "
-                    f"times (times=) past it, or pick an earlier window"
-                )
-        if not np.isfinite(m.cmax.values).any():
-            what = (
-                "over the course"
-                if per == "course"
-                else f"in the {per} of window={window}"
-            )
-            raise ValueError(
-                f"scenario {str(s)!r} has no Cmax {what} for any subject: no output "
-                f"time falls in it, or every subject failed (status != 0). Give "
-                f"output times inside it (times=), or check the status"
-            )
+    for s, one in parts:
+        m, an = _row(s, one, per, window, analyte, above, unit)
         note = failed_note(m)
         if note:
-            notes.append(f"{s}: {note}" if ds.sizes["scenario"] > 1 else note)
-        rows.append((str(s), m))
+            notes.append(f"{s}: {note}" if len(parts) > 1 else note)
+        rows.append((s, m, an))
     cols = [("Cmax", "cmax"), ("Tmax", "tmax"), ("AUC", "auc")]
     if above is not None:  # the level as metrics read it ("time above 50 ng/mL")
         level = rows[0][1].time_above.attrs["long_name"].removeprefix("time above ")
@@ -377,7 +183,106 @@ def compare(
         if window == -1
         else f"{per} {window} (-1 is the last)"
     )
-    return ComparisonTable(rows, cols, q, analyte, label, notes)
+    return ComparisonTable(rows, cols, q, label, notes)
+
+
+def _parts(ds) -> list[tuple[str, xr.Dataset]]:
+    """(name, Dataset) per scenario, each without other scenarios' padding."""
+    if isinstance(ds, ScenarioResults):
+        return list(ds.items())
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(
+            f"compare takes the results of ks.run_scenarios or a ks.simulate "
+            f"result; got {type(ds).__name__}"
+        )
+    if "scenario" not in ds.dims:
+        name = (
+            str(ds.scenario.values)
+            if "scenario" in ds.coords
+            else str(ds.attrs.get("scenario", "scenario"))
+        )
+        return [(name, ds)]
+    parts = []
+    for s in ds.scenario.values:  # a padded Dataset with a scenario dimension
+        one = ds.sel(scenario=s)
+        if "dose" in one.dims:
+            one = one.isel(dose=np.flatnonzero(np.isfinite(one.dose_time.values)))
+            one = one.assign(dose_session=one.dose_session.astype(np.int64))
+        parts.append((str(s), one))
+    return parts
+
+
+def _present(one: xr.Dataset) -> list[str]:
+    """The analytes a scenario has values for."""
+    if "concentration" not in one and "cmax" in one:  # output=Metrics()
+        return [str(a) for a in one.analyte.values]
+    return present_analytes(one)
+
+
+def _check_analyte(parts: list, analyte) -> None:
+    """A named analyte must be a string some scenario has."""
+    if analyte is None:
+        return
+    if not isinstance(analyte, str):
+        raise TypeError(
+            f"analyte must be an analyte name (str) or None (each scenario's "
+            f"own); got {type(analyte).__name__} {analyte!r}"
+        )
+    have = dict.fromkeys(a for _, one in parts for a in _present(one))
+    _analytes.resolve(analyte, have, "these results")
+
+
+def _row(s: str, one, per: str, window: int, analyte, above, unit: str):
+    """The metrics of scenario ``s`` in the window compared, and its analyte."""
+    streamed = "concentration" not in one and "cmax" in one  # output=Metrics()
+    if streamed:
+        _check_streamed(one, per, above)
+    have = _present(one)
+    an = have[0]
+    if analyte is not None:
+        try:
+            an = _analytes.resolve(analyte, have, f"scenario {s!r}")
+        except ValueError:
+            raise ValueError(
+                f"scenario {s!r} has no analyte {analyte!r} (it has "
+                f"{', '.join(map(repr, have))}); leave analyte= out to compare "
+                f"each scenario's own analyte, or compare the scenarios that "
+                f"have it"
+            ) from None
+    if streamed:
+        m = _streamed_metrics(one, unit).sel(analyte=an)
+    else:
+        m = metrics(one, per, above=above, unit=unit).sel(analyte=an)
+    if per == "course":
+        m = m.isel(course=0)
+    else:
+        count = m.sizes[per]
+        if not -count <= window < count:
+            raise ValueError(
+                f"window={window} but scenario {s!r} has "
+                f"{count} {per}s (window 0 to {count - 1}, or "
+                f"-1 for the last)"
+            )
+        m = m.isel({per: window})
+        start = float(m[f"{per}_start"])
+        if "time" in one.coords and start >= one.time.values[-1]:
+            raise ValueError(
+                f"window={window} picks {per} {window % count + 1} of "
+                f"{count} in scenario {s!r}, which starts at {start:g} h, "
+                f"at or after the last output time ({one.time.values[-1]:g} "
+                f"h): it has no output time, so no metric. Extend the output "
+                f"times (times=) past it, or pick an earlier window"
+            )
+    if not np.isfinite(m.cmax.values).any():
+        what = (
+            "over the course" if per == "course" else f"in the {per} of window={window}"
+        )
+        raise ValueError(
+            f"scenario {s!r} has no Cmax {what} for any subject: no output "
+            f"time falls in it, or every subject failed (status != 0). Give "
+            f"output times inside it (times=), or check the status"
+        )
+    return m, an
 
 
 def _check_streamed(ds: xr.Dataset, per: str, above) -> None:
@@ -440,17 +345,21 @@ class ComparisonTable:
     """The result of :func:`compare`: prints as text, renders as HTML in notebooks,
     and converts to an xarray Dataset (``.to_dataset()``)."""
 
-    def __init__(self, rows, cols, q, analyte, label, notes=()):
+    def __init__(self, rows, cols, q, label, notes=()):
         self.q = q
         # subjects left out (failed solves), printed under the table
         self.notes = list(notes)
-        self.analyte = analyte
+        #: scenario name -> the analyte its row compares
+        self.analytes = {name: an for name, _, an in rows}
+        one = set(self.analytes.values())
+        #: the analyte of every row, or None when the scenarios' analytes differ
+        self.analyte = next(iter(one)) if len(one) == 1 else None
         self.label = label  # which window: "over the course", "session 1", ...
         self.columns = [
             f"{label} ({rows[0][1][var].attrs['units']})" for label, var in cols
         ]
         self.data = {}
-        for name, m in rows:
+        for name, m, _ in rows:
             self.data[name] = [np.nanpercentile(m[var].values, q) for _, var in cols]
 
     def to_dataset(self) -> xr.Dataset:
@@ -460,6 +369,7 @@ class ComparisonTable:
             {"value": (("scenario", "metric", "percentile"), arr)},
             coords={
                 "scenario": names,
+                "analyte": ("scenario", [self.analytes[n] for n in names]),
                 "metric": self.columns,
                 "percentile": list(self.q),
             },
@@ -468,18 +378,31 @@ class ComparisonTable:
             out.attrs["left_out"] = "; ".join(self.notes)
         return out
 
+    def _title(self) -> str:
+        what = self.analyte or "each scenario's own analyte"
+        return f"{what}, {self.label}: median [P{self.q[0]}, P{self.q[2]}]"
+
     def _cells(self):
         for name, vals in self.data.items():
-            yield name, [f"{_fmt(v[1])} [{_fmt(v[0])}, {_fmt(v[2])}]" for v in vals]
+            cells = [f"{_fmt(v[1])} [{_fmt(v[0])}, {_fmt(v[2])}]" for v in vals]
+            if self.analyte is None:
+                cells.insert(0, self.analytes[name])
+            yield name, cells
+
+    def _head(self) -> list[str]:
+        return (
+            ["scenario"]
+            + (["analyte"] if self.analyte is None else [])
+            + (self.columns)
+        )
 
     def __str__(self) -> str:
-        head = ["scenario"] + self.columns
+        head = self._head()
         body = [[n] + c for n, c in self._cells()]
         w = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{x}}}" for x in w)
         lines = [
-            f"{self.analyte}, {self.label}: median [P{self.q[0]}, "
-            f"P{self.q[2]}] over patients",
+            f"{self._title()} over patients",
             fmt.format(*head),
             fmt.format(*["-" * x for x in w]),
         ]
@@ -490,13 +413,11 @@ class ComparisonTable:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in ["scenario"] + self.columns)
+        head = "".join(f"<th>{h}</th>" for h in self._head())
         body = "".join(
             "<tr><td>" + n + "</td>" + "".join(f"<td>{c}</td>" for c in cs) + "</tr>"
             for n, cs in self._cells()
         )
-        return (
-            f"<p>{self.analyte}, {self.label}: median [P{self.q[0]}, "
-            f"P{self.q[2]}]</p><table><tr>{head}</tr>{body}</table>"
-            + "".join(f"<p>{n}</p>" for n in self.notes)
+        return f"<p>{self._title()}</p><table><tr>{head}</tr>{body}</table>" + "".join(
+            f"<p>{n}</p>" for n in self.notes
         )
