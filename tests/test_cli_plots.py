@@ -22,10 +22,11 @@ def test_demo_writes_outputs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Cmax (ng/mL)" in out and "AUC to next infusion" in out
     assert out.count("\n") > 10
-    ds = xr.open_dataset(tmp_path / "ketasim-demo.nc")
-    assert ds.concentration.attrs["units"] == "ng/mL"
-    assert ds.sizes["subject"] == 20
-    ds.close()
+    res = ks.open_results(tmp_path / "ketasim-demo.nc")
+    for ds in res.values():
+        assert ds.concentration.attrs["units"] == "ng/mL"
+        assert ds.sizes["subject"] == 20
+        ds.close()
     assert (tmp_path / "ketasim-demo.png").stat().st_size > 10_000
 
 
@@ -187,9 +188,14 @@ def test_figures_are_labelled():
         ]
     )
     fig = plot_scenarios(ds)
-    ax = fig.axes[0]
+    ax = fig.axes[1]  # a course: its first session zoomed, then the whole course
     assert ax.get_ylabel() == "ketamine (ng/mL)" and ax.get_xlabel() == "time (days)"
-    assert [a.get_title() for a in fig.axes] == ["a", "b"]
+    assert [a.get_title() for a in fig.axes] == [
+        "a: first session",
+        "a: course",
+        "b: first session",
+        "b: course",
+    ]
     fig = plot_exposure(ds, "auc")
     assert fig.axes[0].get_ylabel() == "ketamine auc (ng*h/mL)"
     fig = plot_bands(ds.sel(scenario="a"))
@@ -197,11 +203,11 @@ def test_figures_are_labelled():
     assert np.isfinite(fig.axes[0].lines[0].get_ydata()).all()
     with pytest.raises(
         ValueError,
-        match="plot_bands draws one result; for a scenario Dataset use plot_scenarios",
+        match="plot_bands draws one result; for scenario results use plot_scenarios",
     ):
         plot_bands(ds)
-    fig = plot_scenarios(ds.sel(scenario="a"))  # one panel, named
-    assert [a.get_title() for a in fig.axes] == ["a"]
+    fig = plot_scenarios(ds.sel(scenario="a"))  # one row, named
+    assert [a.get_title() for a in fig.axes] == ["a: first session", "a: course"]
     one = ks.simulate("domino", ks.Dose.bolus("5 mg"), times=t)
     assert [a.get_title() for a in plot_scenarios(one).axes] == ["domino"]
 
@@ -231,7 +237,7 @@ def test_figures_of_mixed_drugs_and_single_times():
     fig = plot_exposure(ds, "cmax")
     ax = fig.axes[0]
     assert ax.get_ylabel() == "ketamine / s_ketamine cmax (ng/mL)"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "ket (ketamine)",
         "esk (s_ketamine)",
     ]

@@ -58,7 +58,7 @@ BASE = {
 def test_minimal_file_runs(tmp_path):
     sf = load_scenarios(write(tmp_path, BASE))
     ds = ks.run_scenarios(sf.scenarios)
-    assert ds.sizes["subject"] == 10
+    assert ds["a"].sizes["subject"] == 10
 
 
 CASES = [
@@ -267,7 +267,7 @@ def test_molar_level_runs_as_the_api_takes_it(tmp_path, capsys):
     ds = ks.run_scenarios(sf.scenarios)
     table = ks.compare(ds, per=sf.per, above=sf.above)
     assert table.columns[-1] == "time > 1000 nmol/L (h)"
-    mw = float(ds.molecular_weight.sel(analyte="ketamine"))
+    mw = float(ds["a"].molecular_weight.sel(analyte="ketamine"))
     same = ks.compare(ds, per=sf.per, above=1000 * mw / 1000)
     assert (
         table.to_dataset().value.values.tolist()

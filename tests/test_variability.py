@@ -44,7 +44,7 @@ RUNS = {
     ),
     "run_scenarios": lambda pop: ks.run_scenarios(
         [ks.Scenario("a", "domino", DOSE, population=pop, times=TIMES)]
-    ),
+    )["a"],
 }
 
 

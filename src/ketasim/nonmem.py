@@ -508,7 +508,7 @@ def write_nonmem(
     # imported here, not at the top: _nonmem_write imports this module
     from . import _nonmem_write as write
 
-    if "scenario" in ds.dims:
+    if not isinstance(ds, xr.Dataset) or "scenario" in ds.dims:  # run_scenarios
         raise ValueError(
             f"write_nonmem writes one scenario; select it first, e.g. "
             f"ds.sel(scenario={str(ds.scenario.values[0])!r})"
