@@ -99,7 +99,7 @@ def test_two_scenario_comparison(benchmark, n):
 
 def _three_drugs(n: int):
     """Racemic ketamine, esketamine spray and S-ketamine infusions: three models,
-    five analyte curves per patient among them (the comparison that padding made cost 4-5x)."""
+    five analyte curves per patient (the comparison padding made cost 4-5x)."""
     t = ks.grid("21 d", "5 min")
     pop = ks.Population(n, seed=5)
     return [

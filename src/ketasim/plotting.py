@@ -64,7 +64,7 @@ def _drug(name: str, ds: xr.Dataset, analyte: str | None) -> str:
     an alias), or the scenario's own first analyte (its model's parent drug)."""
     if analyte is None:
         return _present(ds)[0]
-    where = f"scenario {name!r}" if name else "this result"
+    where = f"scenario {name!r}" if name else "these results"
     return _analytes.resolve(analyte, ds.analyte.values, where)
 
 
@@ -87,7 +87,7 @@ def _curves(ds: xr.Dataset, analyte: str, unit: str) -> tuple[np.ndarray, str]:
 
     if unit not in UNITS:
         raise UnitError(f"unit must be 'ng/mL' or 'nmol/L'; got {unit!r}")
-    analyte = _analytes.resolve(analyte, ds.analyte.values, "this result")
+    analyte = _analytes.resolve(analyte, ds.analyte.values, "these results")
     c = ds.concentration.sel(analyte=analyte)
     have = c.attrs.get("units", "ng/mL")
     values = np.asarray(c.values, dtype=float)

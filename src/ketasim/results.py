@@ -56,7 +56,7 @@ class ScenarioResults(Mapping):
     >>> list(res)
     ['ketamine iv', 'esketamine iv']
     >>> [str(a) for a in res["esketamine iv"].analyte.values]
-    ['esketamine', 's_norketamine']
+    ['s_ketamine', 's_norketamine']
     """
 
     def __init__(self, results: Mapping[str, xr.Dataset]) -> None:
