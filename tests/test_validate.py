@@ -281,3 +281,37 @@ def test_cli_cite(capsys):
     out = capsys.readouterr().out
     assert out.startswith("@article{kamp2020,\n  author = {Kamp, J. and Olofsen, E.")
     assert "  pages = {1192--1213},\n  doi = {10.1097/ALN.0000000000003577}," in out
+
+
+@pytest.mark.parametrize(
+    "kw,exc,message",
+    [
+        (
+            {"n": 5},
+            ValueError,
+            r"n \(virtual patients per observation\) must be an int >= 10; got 5",
+        ),
+        ({"n": True}, ValueError, r"must be an int >= 10; got True"),
+        ({"seed": -1}, ValueError, r"seed must be an int >= 0; got -1"),
+        ({"seed": 1.5}, ValueError, r"seed must be an int >= 0; got 1.5"),
+    ],
+)
+def test_validate_refuses_bad_arguments(kw, exc, message):
+    with pytest.raises(exc, match=message):
+        ks.validate("domino", **kw)
+
+
+def test_validate_refuses_a_non_string_model():
+    with pytest.raises(
+        TypeError, match=r"model must be a bundled model name .* got int"
+    ):
+        ks.validate(3)
+
+
+def test_model_without_observations_gives_an_empty_table(capsys):
+    res = ks.validate("flint_2017")
+    assert res.sizes["observation"] == 0
+    assert main(["validate", "flint_2017"]) == 0
+    assert (
+        "0 observations: no published observation was read" in capsys.readouterr().out
+    )

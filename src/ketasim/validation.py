@@ -489,6 +489,13 @@ def validate(
         raise ValueError(
             f"n (virtual patients per observation) must be an int >= 10; got {n!r}"
         )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
+    if model is not None and not isinstance(model, str):
+        raise TypeError(
+            f"model must be a bundled model name (str) or None for all; got "
+            f"{type(model).__name__}"
+        )
     names = list_models() if model is None else [model]
     rows = []
     for name in names:
@@ -579,6 +586,12 @@ def format_table(ds: xr.Dataset) -> str:
             f"{r.role.values!s:<11} {r.status.values}"
         )
     n = ds.sizes["observation"]
+    if n == 0:
+        lines.append(
+            "0 observations: no published observation was read for this model "
+            "(its file in models/observations/ says why)"
+        )
+        return "\n".join(lines)
     counts = {
         s: int((ds.status == s).sum()) for s in ("pass", "fail", "known-fail", "fixed")
     }
