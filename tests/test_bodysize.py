@@ -236,3 +236,14 @@ def test_a_published_weight_range_warns_instead():
         )
     text = " ".join(str(w.message) for w in rec)
     assert "outside [39, 170] kg" in text and "severely obese" not in text
+
+
+def test_dask_chunks_scale_each_patient_like_the_in_memory_run():
+    d = ks.Dose.infusion("0.5 mg/kg", duration="40 min", weight_basis="lean")
+    pop = ks.Population(4, seed=2, iiv=False)
+    a = ks.simulate("clements_nimmo_1981", d, population=pop, times=TIMES)
+    b = ks.simulate(
+        "clements_nimmo_1981", d, population=pop, times=TIMES, chunks=2
+    ).compute()
+    np.testing.assert_array_equal(a.dose_mg.values, b.dose_mg.values)
+    np.testing.assert_array_equal(a.concentration.values, b.concentration.values)

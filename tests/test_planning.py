@@ -180,6 +180,30 @@ def test_target_refuses_bad_arguments(kwargs, error, match):
         Target(**kwargs)
 
 
+def test_find_dose_refuses_wrong_units_and_misplaced_options():
+    with pytest.raises(ks.UnitError, match=r"value of an AUC target must be an AUC"):
+        Target("auc", "150 ng/mL")
+    with pytest.raises(ks.UnitError, match=r"must be a concentration"):
+        Target("cmax", "150 mg")
+    with pytest.raises(ValueError, match=r"bracket= is for the root search"):
+        find_dose(
+            MODEL,
+            ks.Dose.bolus("10 mg"),
+            Target("cmax", 150.0),
+            times=[0, 1],
+            bracket=(0.5, 2.0),
+        )
+    with pytest.raises(ValueError, match=r"bracket must be \(low, high\) factors with"):
+        find_dose(
+            MODEL,
+            ks.Dose.bolus("10 mg"),
+            Target("cmax", 150.0),
+            method="search",
+            times=[0, 1],
+            bracket=(2.0, 1.0),
+        )
+
+
 def test_find_dose_refuses_a_missing_window():
     with pytest.raises(ValueError, match=r"window 3 does not exist: the regimen has 1"):
         find_dose(

@@ -38,7 +38,7 @@ from .model import Model
 from .modelfile import load_model
 from .options import Exact, Subjects, Trajectories
 from .population import Population
-from .units import parse_quantity, parse_unit, to_hours, to_ng_per_ml
+from .units import UnitError, parse_quantity, parse_unit, to_hours, to_ng_per_ml
 
 __all__ = [
     "DoseFinding",
@@ -253,8 +253,11 @@ def _level_number(value, metric: str, what: str) -> float:
         probe = xr.DataArray(0.0, attrs={"units": "ng*h/mL"})
         try:
             v = _threshold(probe, value)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{what}: {exc}") from None
+        except (TypeError, ValueError):
+            raise UnitError(
+                f"{what} of an AUC target must be an AUC >= 0 in ng*h/mL (a number) "
+                f"or with its unit ('300 ng*h/mL', '0.3 mg*h/L'); got {value!r}"
+            ) from None
     if not (math.isfinite(v) and v >= 0):
         raise ValueError(f"{what} must be a finite level >= 0; got {value!r}")
     return float(v)
@@ -481,6 +484,13 @@ def find_dose(
         )
     if method == "auto":
         method = "linear" if linear else "search"
+    if bracket is not None:
+        _bracket(bracket)
+        if method == "linear":
+            raise ValueError(
+                "bracket= is for the root search (method='search'); linear scaling "
+                "needs none: leave it out, or pass method='search'"
+            )
     run = dict(population=population, subjects=subjects, times=times, solver=solver)
     if method == "linear":
         return _find_linear(model, regimen, target, run)
