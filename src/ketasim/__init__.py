@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
 from ._analytes import analyte_name
 from .dosing import Dose, DoseError, Regimen
+from .estimation import estimate, forecast, next_dose
 from .metrics import metrics, pta, summary
 from .model import Model
 from .modelfile import (
@@ -76,12 +77,15 @@ __all__ = [
     "compare",
     "elasticities",
     "esketamine_induction",
+    "estimate",
     "find_dose",
+    "forecast",
     "grid",
     "list_models",
     "load_model",
     "metrics",
     "model_from_dict",
+    "next_dose",
     "open_results",
     "plot_tornado",
     "pta",
