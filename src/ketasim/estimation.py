@@ -100,6 +100,7 @@ def _positive_level(v, what: str) -> float:
 
 
 def _analyte_index(model: Model, name, where: str) -> int:
+    name = name.item() if isinstance(name, np.generic) else name
     if name not in model.analyte_names:
         raise ValueError(
             f"{where}: analyte {name!r} is not in model {model.id!r}; its analytes: "
@@ -252,14 +253,14 @@ def _subject(sid, regimen, time, k, dv, lq, predose, rows) -> _Subject:
     bad = ~np.isfinite(time) | (time < 0)
     if bad.any():
         raise ValueError(
-            f"{where}: observation time {time[bad][0]!r} h is not a finite number "
-            f">= 0 (row {rows[bad][0]})"
+            f"{where}: observation time {float(time[bad][0])} h is not a finite "
+            f"number >= 0 (row {rows[bad][0]})"
         )
     bad = ~np.isfinite(dv)
     if bad.any():
         raise ValueError(
             f"{where}: observation at {time[bad][0]:g} h has concentration "
-            f"{dv[bad][0]!r}, not a finite number (row {rows[bad][0]}); drop the "
+            f"{float(dv[bad][0])}, not a finite number (row {rows[bad][0]}); drop the "
             f"row, or for a level below the limit of quantification give lloq"
         )
     if (dv < 0).any():
@@ -1263,20 +1264,23 @@ def _course(model: Model, estimates: xr.Dataset, doses, times: np.ndarray):
     return args, mean, covar, regimens, ids
 
 
-def _draws(mean, covar, status, n: int, seed: int) -> np.ndarray:
+def _draws(mean, covar, status, labels, n: int, seed: int) -> np.ndarray:
     """(S, n + 1, NT): the mode, then ``n`` draws from N(mode, covariance) per
-    subject (NaN for subjects whose estimate failed)."""
+    subject (NaN for subjects whose estimate failed). A subject's draws come from
+    its own generator, seeded by (seed, its label when a whole number, else its
+    position), so they do not depend on which other subjects are forecast."""
     S, NT = mean.shape
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((S, n, NT))
     out = np.full((S, n + 1, NT), np.nan)
     for s in range(S):
         if status[s] != 0:
             continue
+        lab = labels[s]
+        key = int(lab) if isinstance(lab, int | np.integer) and lab >= 0 else s
+        z = np.random.default_rng([seed, key]).standard_normal((n, NT))
         w, V = np.linalg.eigh((covar[s] + covar[s].T) / 2)
         L = V * np.sqrt(np.clip(w, 0.0, None))  # PSD factor; w >= -rounding
         out[s, 0] = mean[s]
-        out[s, 1:] = mean[s] + z[s] @ L.T
+        out[s, 1:] = mean[s] + z @ L.T
     return out
 
 
@@ -1338,7 +1342,9 @@ def forecast(
         the inter-occasion effects of sessions not yet observed from their
         prior).
     seed : int
-        Seed of the draws (numpy's default generator).
+        Seed of the draws (numpy's default generator, one per subject seeded by
+        the seed and the subject's label, so a subject's draws do not depend on
+        the others forecast with it).
     level : float
         Probability of the central interval (0.9: the 5th to 95th percentile).
 
@@ -1346,7 +1352,8 @@ def forecast(
     -------
     xarray.Dataset
         ``concentration`` (subject, analyte, time) at the posterior mode,
-        ``median``, ``lower`` and ``upper`` over the draws (ng/mL). The
+        ``concentration_median``, ``concentration_lower`` and
+        ``concentration_upper`` over the draws (ng/mL). The
         intervals are of the subject's true concentration (parameter
         uncertainty); a future measurement also carries the residual error.
     """
@@ -1356,7 +1363,7 @@ def forecast(
     _check_draws(n, seed, level)
     t = check_times(times)
     args, mean, covar, _, ids = _course(model, estimates, doses, t)
-    theta = _draws(mean, covar, estimates.status.values, n, seed)
+    theta = _draws(mean, covar, estimates.status.values, ids, n, seed)
     pred = _run_draws(args, theta)
     S, K = len(ids), len(model.analytes)
     pred = pred.reshape(S, n + 1, t.size, K).transpose(0, 1, 3, 2)
@@ -1370,17 +1377,17 @@ def forecast(
                 pred[:, 0],
                 {**attrs, "long_name": "concentration at the posterior mode"},
             ),
-            "median": (
+            "concentration_median": (
                 ("subject", "analyte", "time"),
                 med,
                 {**attrs, "long_name": "posterior median concentration"},
             ),
-            "lower": (
+            "concentration_lower": (
                 ("subject", "analyte", "time"),
                 lo,
                 {**attrs, "long_name": f"{100 * q:g}th percentile (posterior)"},
             ),
-            "upper": (
+            "concentration_upper": (
                 ("subject", "analyte", "time"),
                 hi,
                 {**attrs, "long_name": f"{100 * (1 - q):g}th percentile (posterior)"},
@@ -1473,7 +1480,7 @@ def next_dose(
             f"dose must be the index of a dose of every subject's course (0 to "
             f"{nd.min() - 1}); got {dose!r}"
         )
-    theta = _draws(mean, covar, estimates.status.values, n, seed)
+    theta = _draws(mean, covar, estimates.status.values, ids, n, seed)
     a0 = args["dose_mg"][:, dose].copy()
     with_dose = _run_draws(args, theta)[:, :, k]
     args["dose_mg"][:, dose] = 0.0

@@ -1,0 +1,451 @@
+"""MAP individual estimation (ks.estimate), forecasts and the one-dose solve.
+
+Oracles: an objective written out by hand here (scipy.linalg.expm predictions,
+scipy.stats for the censored terms) minimised by scipy.optimize; ks.simulate
+(the lowering and kernels of the simulation path) for the individual
+predictions; recovery of the parameters simulated patients were drawn with
+(coverage of the 90 % intervals); invariance to subject order and to chunking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.optimize
+import scipy.stats
+
+import ketasim as ks
+
+MODEL = "fanta_2015"  # IIV on V1, CL, VN, CLN (correlated), proportional errors
+ANALYTES = ("esketamine", "s_norketamine")
+TIMES = np.array([0.5, 1.0, 3.0, 6.0, 24.5, 30.0])
+COURSE = ks.Regimen(
+    [
+        ks.Dose.infusion("20 mg", duration="40 min"),
+        ks.Dose.infusion("0.3 mg/kg", duration="40 min", time=24),
+    ]
+)
+
+
+def _simulated(n: int, seed: int, times=TIMES, regimen=COURSE):
+    """Observations of ``n`` simulated patients with residual error (tidy
+    table) and the simulation Dataset (their true parameters)."""
+    ds = ks.simulate(
+        MODEL,
+        regimen,
+        times=times,
+        population=ks.Population(n, seed=seed),
+        output=ks.Trajectories(residual=True),
+    )
+    rows = {k: [] for k in ("subject", "time", "analyte", "concentration", "weight")}
+    for s in range(n):
+        for a in ANALYTES:
+            for i, t in enumerate(times):
+                rows["subject"].append(s)
+                rows["time"].append(t)
+                rows["analyte"].append(a)
+                rows["concentration"].append(float(ds.observed.sel(analyte=a)[s, i]))
+                rows["weight"].append(float(ds.weight[s]))
+    return {k: np.array(v) for k, v in rows.items()}, ds
+
+
+@pytest.fixture(scope="module")
+def small():
+    table, ds = _simulated(4, seed=11)
+    # subject 0: its last metabolite level is censored (M3)
+    lloq = np.full(table["time"].size, np.nan)
+    last = np.flatnonzero(
+        (table["subject"] == 0) & (table["analyte"] == "s_norketamine")
+    )[-1]
+    lloq[last] = table["concentration"][last] * 1.5
+    table["lloq"] = lloq
+    return table, ds, ks.estimate(MODEL, table, doses=COURSE)
+
+
+# ---------------------------------------------------------------------------
+# the independent reference: the same objective, by hand, minimised by scipy
+def _reference_objective(model, table, s, weight):
+    rows = table["subject"] == s
+    t_obs = table["time"][rows]
+    an = table["analyte"][rows]
+    y = table["concentration"][rows]
+    lloq = table["lloq"][rows]
+    var = [v for v in model.variability if v.omega > 0]
+    names = [v.parameter for v in var]
+    om = np.diag([v.omega**2 for v in var])
+    for a, b, rho in model.correlations:
+        i, j = names.index(a), names.index(b)
+        om[i, j] = om[j, i] = rho * var[i].omega * var[j].omega
+    om_inv = np.linalg.inv(om)
+    logdet = np.linalg.slogdet(2 * np.pi * om)[1]
+    nk = model.analytes[1]  # molar formation scales by the ratio of molecular
+    # weights; fanta_2015's metabolite parameters are apparent ones (no scaling)
+    mw = 1.0 if nk.formation == "apparent" else nk.mw / model.analytes[0].mw
+    # the course by hand: 20 mg over 40 min at 0 h, 0.3 mg/kg over 40 min at 24 h
+    infusions = [(0.0, 20.0), (24.0, 0.3 * weight)]
+
+    typical = {
+        k: p.value * (weight if p.per_kg else 1.0) for k, p in model.parameters.items()
+    }
+    for e in model.covariate_effects:  # fanta_2015: allometric weight powers
+        assert e.kind == "power" and e.covariate == "weight"
+        typical[e.parameter] *= (weight / e.reference) ** e.coefficient
+    edges = sorted({t for t0, _ in infusions for t in (t0, t0 + 40 / 60)})
+
+    def predict(eta):
+        p = dict(typical)
+        for k, e in zip(names, eta, strict=True):  # log-normal random effects
+            p[k] = typical[k] * np.exp(e)
+        # states: central, p1, p2, nk, nk_p
+        A = np.zeros((5, 5))
+        k10, k12, k13 = p["CL"] / p["V1"], p["Q1"] / p["V1"], p["Q2"] / p["V1"]
+        A[0, 0] = -(k10 + k12 + k13)
+        A[1, 0], A[0, 1], A[1, 1] = k12, p["Q1"] / p["Vp1"], -p["Q1"] / p["Vp1"]
+        A[2, 0], A[0, 2], A[2, 2] = k13, p["Q2"] / p["Vp2"], -p["Q2"] / p["Vp2"]
+        A[3, 0] = k10 * mw
+        A[3, 3] = -(p["CLN"] + p["QN"]) / p["VN"]
+        A[4, 3], A[3, 4], A[4, 4] = (
+            p["QN"] / p["VN"],
+            p["QN"] / p["VpN"],
+            -p["QN"] / p["VpN"],
+        )
+        x = np.zeros(5)
+        now = 0.0
+        out = np.empty((t_obs.size, 5))
+        stops = sorted({*edges, *t_obs})
+        for e in stops:  # march through infusion edges and sample times
+            rate = sum(
+                mg / (40 / 60) for t0, mg in infusions if t0 <= now < t0 + 40 / 60
+            )
+            M = np.zeros((6, 6))
+            M[:5, :5] = A * (e - now)
+            M[0, 5] = rate * (e - now)
+            x = (scipy.linalg.expm(M) @ np.append(x, 1.0))[:5]
+            now = e
+            out[t_obs == e] = x
+        return np.where(
+            an == "esketamine", 1000 * out[:, 0] / p["V1"], 1000 * out[:, 3] / p["VN"]
+        )
+
+    def ofv(eta):
+        f = predict(eta)
+        prop = np.where(an == "esketamine", 0.236, 0.143)  # the model file's
+        V = (prop * f) ** 2
+        cens = y < lloq
+        z = (lloq[cens] - f[cens]) / np.sqrt(V[cens])
+        r = y[~cens] - f[~cens]
+        return (
+            np.sum(np.log(2 * np.pi * V[~cens]) + r**2 / V[~cens])
+            - 2 * np.sum(scipy.stats.norm.logcdf(z))
+            + eta @ om_inv @ eta
+            + logdet
+        )
+
+    return ofv, predict
+
+
+@pytest.mark.parametrize("s", range(4))
+def test_matches_scipy_reference(small, s):
+    table, ds, est = small
+    model = ks.load_model(MODEL)
+    ofv, _ = _reference_objective(model, table, s, float(ds.weight[s]))
+    ref = scipy.optimize.minimize(
+        ofv, np.zeros(4), method="BFGS", options={"gtol": 1e-9, "xrtol": 1e-12}
+    )
+    eta = est.eta.sel(subject=s).values
+    assert est.status.sel(subject=s) == 0
+    np.testing.assert_allclose(eta, ref.x, atol=2e-4)
+    # the reported objective is the reference objective at the estimate
+    np.testing.assert_allclose(float(est.objective.sel(subject=s)), ofv(eta), rtol=1e-9)
+    assert float(est.objective.sel(subject=s)) <= ref.fun + 1e-7
+    # the Gauss-Newton covariance against the inverse of the reference's
+    # finite-difference Hessian (they differ by the residuals' curvature term)
+    h = 1e-3
+    H = np.empty((4, 4))
+    for i in range(4):
+        for j in range(4):
+            ei, ej = np.eye(4)[i] * h, np.eye(4)[j] * h
+            H[i, j] = (
+                ofv(eta + ei + ej)
+                - ofv(eta + ei - ej)
+                - ofv(eta - ei + ej)
+                + ofv(eta - ei - ej)
+            ) / (4 * h * h)
+    se_ref = np.sqrt(np.diag(np.linalg.inv(H / 2)))
+    np.testing.assert_allclose(est.eta_se.sel(subject=s).values, se_ref, rtol=0.3)
+
+
+def test_censored_observation_is_m3(small):
+    table, _, est = small
+    assert int(est.censored.sum()) == 1
+    s0 = est.sel(subject=0)
+    i = int(np.flatnonzero(s0.censored.values)[0])
+    assert np.isnan(s0.iwres.values[i])
+    assert s0.dv.values[i] == pytest.approx(np.nanmax(table["lloq"]))
+
+
+def test_ipred_matches_simulate(small):
+    """IPRED at the mode equals ks.simulate run with the estimated individual
+    parameters (the simulation path's own lowering and kernels); PRED with the
+    typical ones."""
+    _, ds, est = small
+    p = est.parameters
+    names = ["V1", "CL", "VN", "CLN"]
+    sim = ks.simulate(
+        MODEL,
+        COURSE,
+        times=TIMES,
+        subjects=ks.Subjects(
+            covariates={"weight": est.weight.values},
+            parameters={
+                k: (p.sel(parameter=k).values, "L" if "V" in k else "L/h")
+                for k in names
+            },
+        ),
+    )
+    typ = ks.simulate(
+        MODEL,
+        COURSE,
+        times=TIMES,
+        subjects=ks.Subjects(covariates={"weight": est.weight.values}),
+    )
+    for s in range(4):
+        e = est.sel(subject=s)
+        for a in ANALYTES:
+            sel = e.obs_analyte.values == a
+            c = sim.concentration.sel(analyte=a).values[s]
+            c0 = typ.concentration.sel(analyte=a).values[s]
+            np.testing.assert_allclose(e.ipred.values[sel], c, rtol=1e-10)
+            np.testing.assert_allclose(e.pred.values[sel], c0, rtol=1e-10)
+
+
+def test_pathways_lag_duration_and_logit_match_simulate():
+    """A route with two pathways (one the rest), a zero-order duration and a
+    logit-normal fraction (perez_ruixo_2021 intranasal, exponential error):
+    IPRED equals ks.simulate with the estimated parameters."""
+    model = "perez_ruixo_2021"
+    # two 28-mg devices 5 min apart: the second absorbs FRn x FRn_dose nasally
+    reg = ks.Regimen(
+        [
+            ks.Dose.bolus("28 mg", route="intranasal", time=t0, device=d)
+            for d, t0 in ((1, 0.0), (2, 5 / 60))
+        ]
+    )
+    t = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+    obs = {
+        "subject": np.zeros(6, dtype=int),
+        "time": t,
+        "analyte": ["esketamine"] * 6,
+        "concentration": np.array([20.0, 35.0, 30.0, 18.0, 9.0, 3.0]),
+        "age": np.full(6, 40.0),
+        "weight": np.full(6, 70.0),
+        "asian": np.zeros(6),
+        "japanese": np.zeros(6),
+    }
+    est = ks.estimate(model, obs, doses=reg)
+    assert est.status.item() == 0
+    p = est.parameters.isel(subject=0)
+    units = dict(zip(est.parameter.values, est.parameter_unit.values, strict=True))
+    sim = ks.simulate(
+        model,
+        reg,
+        times=t,
+        subjects=ks.Subjects(
+            covariates={k: obs[k][:1] for k in ("age", "weight", "asian", "japanese")},
+            parameters={k: (float(p.sel(parameter=k)), units[k]) for k in units},
+        ),
+    )
+    np.testing.assert_allclose(
+        est.ipred.values[0], sim.concentration.sel(analyte="esketamine")[0], rtol=1e-9
+    )
+
+
+# ---------------------------------------------------------------------------
+def test_recovery_and_coverage():
+    """Parameters of 300 simulated patients (both analytes, residual error
+    drawn as the model says): the 90 % intervals hold the true values about
+    90 % of the time, and the estimates are unbiased on the eta scale."""
+    table, ds = _simulated(300, seed=5)
+    est = ks.estimate(MODEL, table, doses=COURSE)
+    assert (est.status == 0).all()
+    names = ["V1", "CL", "VN", "CLN"]
+    true = ds.parameters.sel(parameter=names).values
+    lo = est.parameters_lower.sel(parameter=names).values
+    hi = est.parameters_upper.sel(parameter=names).values
+    inside = (lo <= true) & (true <= hi)
+    # binomial SD of a 90 % coverage over 1200 intervals: 0.009
+    assert 0.86 <= inside.mean() <= 0.94, inside.mean(axis=0)
+    bias = np.log(est.parameters.sel(parameter=names).values / true).mean(axis=0)
+    assert np.all(np.abs(bias) < 0.05), bias
+
+
+def test_order_and_chunk_invariance(small):
+    table, _, est = small
+    order = np.argsort(-table["subject"], kind="stable")  # subjects reversed
+    rev = ks.estimate(MODEL, {k: v[order] for k, v in table.items()}, doses=COURSE)
+    half = table["subject"] >= 2
+    part = ks.estimate(MODEL, {k: v[half] for k, v in table.items()}, doses=COURSE)
+    for s in range(4):
+        np.testing.assert_array_equal(
+            rev.theta.sel(subject=s).values, est.theta.sel(subject=s).values
+        )
+    for s in (2, 3):
+        np.testing.assert_array_equal(
+            part.theta.sel(subject=s).values, est.theta.sel(subject=s).values
+        )
+        np.testing.assert_array_equal(
+            part.objective.sel(subject=s).values, est.objective.sel(subject=s).values
+        )
+
+
+def test_nonmem_table_gives_the_same_estimates(small, tmp_path):
+    table, _, est = small
+    lines = ["ID,TIME,EVID,AMT,RATE,CMT,MDV,DV,WT"]
+    for s in range(4):
+        rows = table["subject"] == s
+        wt = table["weight"][rows][0]
+        lines.append(f"{s},0,1,20,30,1,1,.,{wt:.17g}")
+        obs = sorted(
+            zip(
+                table["time"][rows],
+                table["analyte"][rows],
+                table["concentration"][rows],
+                table["lloq"][rows],
+                strict=True,
+            ),
+            key=lambda r: r[0],
+        )
+        dosed = False
+        for t, a, c, lq in obs:
+            if t > 24 and not dosed:
+                amt, rate = 0.3 * wt, 0.3 * wt * 1.5  # mg, mg/h over 40 min
+                lines.append(f"{s},24,1,{amt:.17g},{rate:.17g},1,1,.,{wt:.17g}")
+                dosed = True
+            dv = 0.0 if c < lq else c
+            cmt = 2 if a == "esketamine" else 3
+            lines.append(f"{s},{t:.17g},0,.,.,{cmt},0,{dv:.17g},{wt:.17g}")
+    path = tmp_path / "levels.csv"
+    path.write_text("\n".join(lines) + "\n")
+    lloq = {"s_norketamine": float(np.nanmax(table["lloq"])), "esketamine": 1.0}
+    got = ks.estimate(
+        MODEL, path, analyte_by_cmt={2: "esketamine", 3: "s_norketamine"}, lloq=lloq
+    )
+    # the same levels as a table, with the same limits
+    plain = {k: v for k, v in table.items() if k != "lloq"}
+    want = ks.estimate(MODEL, plain, doses=COURSE, lloq=lloq)
+    assert int(want.censored.sum()) >= 2
+    np.testing.assert_array_equal(got.censored.values, want.censored.values)
+    # the file's RATE gives the 40-min duration to rounding, and the optimiser
+    # stops on steps below 1e-7
+    np.testing.assert_allclose(got.theta.values, want.theta.values, atol=1e-7)
+    np.testing.assert_allclose(got.objective.values, want.objective.values, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+def test_forecast_and_next_dose(small):
+    _, _, est = small
+    plan = COURSE + ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=48)])
+    at = 48 + 40 / 60
+    fc = ks.forecast(MODEL, est, plan, times=[*TIMES, 47.0, at], n=400, seed=1)
+    # at the mode, the forecast at the observation times is IPRED
+    for s in range(4):
+        e = est.sel(subject=s)
+        for a in ANALYTES:
+            sel = e.obs_analyte.values == a
+            np.testing.assert_allclose(
+                fc.concentration.sel(subject=s, analyte=a).values[: TIMES.size],
+                e.ipred.values[sel],
+                rtol=1e-12,
+            )
+    assert (fc.concentration_lower <= fc.concentration_upper).all()
+    nd = ks.next_dose(
+        MODEL, est, plan, dose=2, at=at, target="150 ng/mL", n=400, seed=1
+    )
+    assert nd.amount.attrs["units"] == "mg"
+    # that amount, simulated by ks.simulate with the modal parameters, against
+    # the forecast of the course with that amount (the kernel's prediction)
+    p = est.parameters
+    for s in range(4):
+        amt = float(nd.amount.sel(subject=s))
+        course = COURSE + ks.Regimen(
+            [ks.Dose.infusion(f"{amt} mg", duration="40 min", time=48)]
+        )
+        sim = ks.simulate(
+            MODEL,
+            course,
+            times=[at],
+            subjects=ks.Subjects(
+                covariates={"weight": est.weight.values[s : s + 1]},
+                parameters={
+                    k: (
+                        float(p.sel(subject=s, parameter=k)),
+                        "L" if "V" in k else "L/h",
+                    )
+                    for k in ("V1", "CL", "VN", "CLN")
+                },
+            ),
+        )
+        f2 = ks.forecast(
+            MODEL, est.isel(subject=[s]), course, times=[at], n=400, seed=1
+        )
+        c_mode = float(f2.concentration.sel(analyte="esketamine")[0, 0])
+        assert c_mode == pytest.approx(
+            float(sim.concentration.sel(analyte="esketamine")[0, 0]), rel=1e-10
+        )
+        # the median level over the posterior draws is the target
+        assert float(f2.concentration_median.sel(analyte="esketamine")[0, 0]) == (
+            pytest.approx(150.0, rel=0.01)
+        )
+
+
+# ---------------------------------------------------------------------------
+def _one(**change):
+    row = {
+        "subject": [1, 1],
+        "time": [1.0, 4.0],
+        "analyte": ["esketamine", "esketamine"],
+        "concentration": [80.0, 20.0],
+        "weight": [70.0, 70.0],
+    }
+    row.update(change)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"time": [0.2, 4.0]}, "observation at 0.2 h comes before any dose"),
+        ({"concentration": [-3.0, 20.0]}, "negative concentration -3"),
+        ({"concentration": [np.nan, 20.0]}, "concentration nan, not a finite"),
+        ({"concentration": [np.inf, 20.0]}, "concentration inf, not a finite"),
+        ({"analyte": ["ketamine", "esketamine"]}, "analyte 'ketamine' is not in"),
+        ({"weight": [70.0, 80.0]}, "covariate column 'weight' changes within"),
+    ],
+)
+def test_bad_data(change, match):
+    dose = ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=0.5)])
+    with pytest.raises(ValueError, match=match):
+        ks.estimate(MODEL, _one(**change), doses=dose)
+
+
+def test_observation_at_dose_time_before_absorption():
+    """An oral dose at 0 h and a level at 0 h: the model predicts zero there."""
+    dose = ks.Regimen([ks.Dose.bolus("50 mg", route="oral")])
+    with pytest.raises(ValueError, match=r"predicts 0 ng/mL at 0 h"):
+        ks.estimate(MODEL, _one(time=[0.0, 4.0]), doses=dose)
+
+
+def test_missing_covariate_and_models_without_iiv_or_residual():
+    dose = ks.Dose.infusion("20 mg", duration="40 min")
+    row = _one()
+    del row["weight"]
+    with pytest.raises(ValueError, match=r"uses covariate\(s\) weight, which the data"):
+        ks.estimate(MODEL, row, doses=dose)
+    m = ks.load_model(MODEL)
+    with pytest.raises(ValueError, match="has no inter-individual variability"):
+        ks.estimate(dataclasses.replace(m, variability=()), _one(), doses=dose)
+    with pytest.raises(ValueError, match="has no residual error model for analyte"):
+        ks.estimate(dataclasses.replace(m, residual={}), _one(), doses=dose)
