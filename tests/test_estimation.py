@@ -20,7 +20,7 @@ import scipy.stats
 import ketasim as ks
 
 MODEL = "fanta_2015"  # IIV on V1, CL, VN, CLN (correlated), proportional errors
-ANALYTES = ("esketamine", "s_norketamine")
+ANALYTES = ("s_ketamine", "s_norketamine")
 TIMES = np.array([0.5, 1.0, 3.0, 6.0, 24.5, 30.0])
 COURSE = ks.Regimen(
     [
@@ -127,12 +127,12 @@ def _reference_objective(model, table, s, weight):
             now = e
             out[t_obs == e] = x
         return np.where(
-            an == "esketamine", 1000 * out[:, 0] / p["V1"], 1000 * out[:, 3] / p["VN"]
+            an == "s_ketamine", 1000 * out[:, 0] / p["V1"], 1000 * out[:, 3] / p["VN"]
         )
 
     def ofv(eta):
         f = predict(eta)
-        prop = np.where(an == "esketamine", 0.236, 0.143)  # the model file's
+        prop = np.where(an == "s_ketamine", 0.236, 0.143)  # the model file's
         V = (prop * f) ** 2
         cens = y < lloq
         z = (lloq[cens] - f[cens]) / np.sqrt(V[cens])
@@ -259,7 +259,7 @@ def test_pathways_lag_duration_and_logit_match_simulate():
         ),
     )
     np.testing.assert_allclose(
-        est.ipred.values[0], sim.concentration.sel(analyte="esketamine")[0], rtol=1e-9
+        est.ipred.values[0], sim.concentration.sel(analyte="s_ketamine")[0], rtol=1e-9
     )
 
 
@@ -325,10 +325,11 @@ def test_nonmem_table_gives_the_same_estimates(small, tmp_path):
                 lines.append(f"{s},24,1,{amt:.17g},{rate:.17g},1,1,.,{wt:.17g}")
                 dosed = True
             dv = 0.0 if c < lq else c
-            cmt = 2 if a == "esketamine" else 3
+            cmt = 2 if a == "s_ketamine" else 3
             lines.append(f"{s},{t:.17g},0,.,.,{cmt},0,{dv:.17g},{wt:.17g}")
     path = tmp_path / "levels.csv"
     path.write_text("\n".join(lines) + "\n")
+    # a common name (esketamine: s_ketamine) works as the canonical one
     lloq = {"s_norketamine": float(np.nanmax(table["lloq"])), "esketamine": 1.0}
     got = ks.estimate(
         MODEL, path, analyte_by_cmt={2: "esketamine", 3: "s_norketamine"}, lloq=lloq
@@ -391,12 +392,12 @@ def test_forecast_and_next_dose(small):
         f2 = ks.forecast(
             MODEL, est.isel(subject=[s]), course, times=[at], n=400, seed=1
         )
-        c_mode = float(f2.concentration.sel(analyte="esketamine")[0, 0])
+        c_mode = float(f2.concentration.sel(analyte="s_ketamine")[0, 0])
         assert c_mode == pytest.approx(
-            float(sim.concentration.sel(analyte="esketamine")[0, 0]), rel=1e-10
+            float(sim.concentration.sel(analyte="s_ketamine")[0, 0]), rel=1e-10
         )
         # the median level over the posterior draws is the target
-        assert float(f2.concentration_median.sel(analyte="esketamine")[0, 0]) == (
+        assert float(f2.concentration_median.sel(analyte="s_ketamine")[0, 0]) == (
             pytest.approx(150.0, rel=0.01)
         )
 
@@ -421,7 +422,10 @@ def _one(**change):
         ({"concentration": [-3.0, 20.0]}, "negative concentration -3"),
         ({"concentration": [np.nan, 20.0]}, "concentration nan, not a finite"),
         ({"concentration": [np.inf, 20.0]}, "concentration inf, not a finite"),
-        ({"analyte": ["ketamine", "esketamine"]}, "analyte 'ketamine' is not in"),
+        (
+            {"analyte": ["ketamine", "esketamine"]},
+            "subject 1: no analyte 'ketamine' in model 'fanta_2015'",
+        ),
         ({"weight": [70.0, 80.0]}, "covariate column 'weight' changes within"),
     ],
 )

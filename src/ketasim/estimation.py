@@ -81,12 +81,8 @@ def _lloq_of(model: Model, lloq) -> dict[int, float]:
     if isinstance(lloq, Mapping):
         out = {}
         for name, v in lloq.items():
-            if name not in model.analyte_names:
-                raise ValueError(
-                    f"lloq names analyte {name!r}, which model {model.id!r} does not "
-                    f"have; its analytes: {', '.join(model.analyte_names)}"
-                )
-            out[model.analyte_names.index(name)] = _positive_level(v, f"lloq[{name!r}]")
+            k = _analyte_index(model, name, "lloq")
+            out[k] = _positive_level(v, f"lloq[{name!r}]")
         return out
     v = _positive_level(lloq, "lloq")
     return dict.fromkeys(range(len(model.analytes)), v)
@@ -100,14 +96,18 @@ def _positive_level(v, what: str) -> float:
 
 
 def _analyte_index(model: Model, name, where: str) -> int:
+    """Index of the model's analyte ``name`` names (canonical or common name)."""
+    from ._analytes import resolve
+
     name = name.item() if isinstance(name, np.generic) else name
-    if name not in model.analyte_names:
+    try:
+        found = resolve(name, model.analyte_names, f"model {model.id!r}")
+    except ValueError as exc:
         raise ValueError(
-            f"{where}: analyte {name!r} is not in model {model.id!r}; its analytes: "
-            f"{', '.join(model.analyte_names)}. Drop those rows or choose a model "
-            f"that describes {name}"
-        )
-    return model.analyte_names.index(name)
+            f"{where}: {exc}. Drop those rows or choose a model that describes "
+            f"that analyte"
+        ) from None
+    return model.analyte_names.index(found)
 
 
 def _columns(data) -> dict[str, np.ndarray]:
