@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
 from ._analytes import analyte_name
+from ._effect_metrics import discharge_time, effect, effect_time_above, peak_effect
 from .dosing import Dose, DoseError, Regimen
 from .estimation import estimate, forecast, next_dose
 from .metrics import metrics, pta, summary
@@ -75,6 +76,9 @@ __all__ = [
     "cite",
     "clinic_course",
     "compare",
+    "discharge_time",
+    "effect",
+    "effect_time_above",
     "elasticities",
     "esketamine_induction",
     "estimate",
@@ -87,6 +91,7 @@ __all__ = [
     "model_from_dict",
     "next_dose",
     "open_results",
+    "peak_effect",
     "plot_tornado",
     "pta",
     "read_nonmem",

@@ -41,8 +41,11 @@ def assemble_trajectories(
     """The trajectory result of ``run`` (a :class:`ketasim._run.Run`) for the
     ``subjects`` (labels); ``params`` the individual parameters, a list per
     occasion with IOV; ``solver`` the Exact or ODE it ran with."""
+    from ._effects import effects_on
+
+    on = effects_on(model, output)
     ds = _to_dataset(
-        model, regimen, t, low, params, cov, run, output.auc, solver, subjects
+        model, regimen, t, low, params, cov, run, output.auc, solver, subjects, on
     )
     if run.windows is not None:
         predose, dose_auc = run.windows
@@ -60,6 +63,10 @@ def assemble_trajectories(
                 "dose (the last: to the last output time)",
             },
         )
+    if on and model.effects:
+        p1 = params[0] if isinstance(params, list) else params
+        asked = getattr(output, "effects", None) is True
+        _add_effects(model, ds, p1, {d.route for d in regimen.doses}, asked)
     if population is not None:
         ds.attrs["seed"] = int(population.seed)
         ds.attrs["population"] = repr(population)
@@ -70,7 +77,17 @@ def assemble_trajectories(
 
 
 def _to_dataset(
-    model, regimen, t, low: Lowered, params, cov, run, auc, solver, subjects
+    model,
+    regimen,
+    t,
+    low: Lowered,
+    params,
+    cov,
+    run,
+    auc,
+    solver,
+    subjects,
+    effects: bool = False,
 ) -> xr.Dataset:
     """The trajectory result's core: concentrations (AUC, amounts), parameters,
     status, dose table, covariates as coordinates, provenance."""
@@ -120,6 +137,8 @@ def _to_dataset(
             buf[:, K:k2, :],
             {"units": "ng*h/mL", "long_name": "cumulative AUC from t = 0"},
         )
+    if effects and model.effect_sites:
+        k2 = _effect_site_data(model, buf, k2, data, coords)
     if buf.shape[1] != k2:
         data["amount"] = (
             ("subject", "compartment", "time"),
@@ -140,6 +159,85 @@ def _to_dataset(
         attrs["atol_units"] = "mg"
     return xr.Dataset(
         {k: var(*v) for k, v in data.items()}, coords=coordinates(coords), attrs=attrs
+    )
+
+
+def _effect_site_data(model, buf, k, data: dict, coords: dict) -> int:
+    """The effect-site concentrations (the kernel's states after the AUC ones)
+    into ``data``, their coordinates into ``coords``; returns the next output."""
+    E = len(model.effect_sites)
+    data["effect_site_concentration"] = (
+        ("subject", "effect_site", "time"),
+        buf[:, k : k + E, :],
+        {
+            "units": "ng/mL",
+            "long_name": "effect-site concentration (dCe/dt = ke0 (Cp - Ce))",
+        },
+    )
+    coords["effect_site"] = ("effect_site", list(model.effect_site_names))
+    coords["effect_site_analyte"] = (
+        "effect_site",
+        [s.analyte for s in model.effect_sites],
+    )
+    return k + E
+
+
+def _add_effects(model, ds: xr.Dataset, params, routes: set, warn: bool) -> None:
+    """The ``effect`` variable (subject, endpoint, time) from the concentrations
+    (plasma or effect-site) each endpoint's drivers name; each endpoint's unit,
+    long name, baseline and direction as coordinates along ``endpoint``. An
+    endpoint estimated after some routes only is NaN when a dose uses another,
+    with a note in ``effect.attrs`` (and a ValidityWarning when the effects were
+    asked for, ``Trajectories(effects=True)``; by default a model's effects come
+    along with its concentrations, and a film dose of a model whose endpoint is
+    for IV doses only is no reason to warn about the concentrations)."""
+    import warnings
+
+    from ._effects import endpoint_values
+    from ._warn import ValidityWarning, stacklevel
+
+    n = ds.sizes["subject"]
+
+    def conc_of(d):
+        if d.site is not None:
+            return ds.effect_site_concentration.sel(effect_site=d.site).values
+        return ds.concentration.sel(analyte=d.analyte).values
+
+    eps = model.effects
+    values = np.stack(
+        [endpoint_values(model, ep, conc_of, params, n) for ep in eps], axis=1
+    )
+    notes = []
+    for i, ep in enumerate(eps):
+        other = sorted(routes - set(ep.routes)) if ep.routes is not None else []
+        if other:
+            values[:, i, :] = np.nan
+            notes.append(
+                f"effect {ep.name!r} is NaN: estimated after route(s) "
+                f"{', '.join(ep.routes)} only, and this regimen uses "
+                f"{', '.join(other)}. {ep.routes_note}"
+            )
+    for note in notes if warn else ():
+        warnings.warn(note, ValidityWarning, stacklevel=stacklevel())
+    units = [ep.unit for ep in eps]
+    ds.coords["endpoint"] = ("endpoint", [ep.name for ep in eps])
+    ds.coords["endpoint_unit"] = ("endpoint", units)
+    ds.coords["endpoint_long_name"] = ("endpoint", [ep.long_name for ep in eps])
+    ds.coords["endpoint_baseline"] = ("endpoint", [ep.baseline for ep in eps])
+    ds.coords["endpoint_direction"] = (
+        "endpoint",
+        np.array([ep.direction for ep in eps], dtype=np.int64),
+        {"long_name": "+1 the drug raises the effect, -1 lowers it, 0 mixed"},
+    )
+    one = len(set(units)) == 1
+    ds["effect"] = xr.Variable(
+        ("subject", "endpoint", "time"),
+        values,
+        {
+            "units": units[0] if one else "per endpoint: see endpoint_unit",
+            "long_name": eps[0].long_name if len(eps) == 1 else "effect",
+            **({"note": " ".join(notes)} if notes else {}),
+        },
     )
 
 

@@ -1064,3 +1064,229 @@ def _to_ng_per_ml(t: _Table, value: float, unit: str, mw: float) -> float:
         return value * u.factor * mw * 1e6  # mol/L × g/mol = g/L; ×1e6 → ng/mL
     t.fail(f"must be a mass or molar concentration; got {unit!r}", "additive_unit")
     raise AssertionError
+
+
+# ---------------------------------------------------------------------------------
+# [effect_sites], [effects] (pharmacodynamics)
+
+
+def read_effect_sites(
+    top: _Table, parameters: dict[str, Parameter], analytes: list[Analyte]
+):
+    """``[effect_sites]``: per site, the analyte whose plasma concentration drives
+    it and exactly one of ``ke0`` (a rate constant parameter) or ``half_life``
+    (a time parameter: ke0 = ln 2 / t½)."""
+    from ._effects import EffectSite
+
+    sites = []
+    anames = [a.name for a in analytes]
+    stab = _Table(top.table("effect_sites", required=False), "effect_sites", top.file)
+    for sname in list(stab.data):
+        t = _Table(stab.take(sname, dict), f"effect_sites.{sname}", top.file)
+        an = _analyte_name(t, "analyte", t.take("analyte", str))
+        if an not in anames:
+            t.fail(
+                f"names an undefined analyte {an!r}",
+                "analyte",
+                f"analytes: {', '.join(anames)}",
+            )
+        has = [k for k in ("ke0", "half_life") if k in t.data]
+        if len(has) != 1:
+            t.fail(
+                "needs exactly one of ke0 (a rate constant parameter) or half_life "
+                f"(the equilibration half-life, a time parameter); got {has or 'none'}"
+            )
+        kind = has[0]
+        dim = "rate constant" if kind == "ke0" else "time"
+        pname = _need_param(t, kind, dim, parameters)
+        if not parameters[pname].value > 0:
+            t.fail(
+                f"parameter {pname!r} must be > 0; got {parameters[pname].value!r}",
+                kind,
+            )
+        desc = t.take("description", str, required=False, default="")
+        t.done()
+        sites.append(EffectSite(sname, an, pname, kind, desc))
+    stab.done()
+    return sites
+
+
+def read_effects(
+    top: _Table,
+    parameters: dict[str, Parameter],
+    analytes: list[Analyte],
+    sites: list,
+    references: list[Reference],
+    route_names: list[str] = (),
+):
+    """``[effects]``: pharmacodynamic endpoints (``models/README.md``,
+    "Effect sites and effects")."""
+    from ._effects import EFFECT_MODELS, INTERACTIONS, Endpoint
+
+    out = []
+    etab = _Table(top.table("effects", required=False), "effects", top.file)
+    for ename in list(etab.data):
+        t = _Table(etab.take(ename, dict), f"effects.{ename}", top.file)
+        model = t.take("model", str, choices=EFFECT_MODELS)
+        unit = t.take("unit", str)
+        if not unit.strip():
+            t.fail("is empty", "unit", 'the effect\'s unit, e.g. "cm" (10-cm VAS)')
+        long_name = t.take("long_name", str)
+        baseline = float(t.take("baseline", (int, float), required=False, default=0))
+        if not math.isfinite(baseline):
+            t.fail(f"must be finite; got {baseline!r}", "baseline")
+        emax = gamma = None
+        if model != "linear":
+            emax = float(t.take("emax", (int, float)))
+            if not math.isfinite(emax) or emax == 0:
+                t.fail(
+                    f"must be finite and not 0; got {emax!r}",
+                    "emax",
+                    "the largest change from baseline, negative for an effect "
+                    "the drug lowers",
+                )
+        if model == "sigmoid_emax":
+            g = t.take("gamma", (str, int, float))
+            if isinstance(g, str):
+                gamma = _need_param(t, "gamma", "dimensionless", parameters)
+                gv = parameters[gamma].value
+            else:
+                gamma = gv = float(g)
+            if not (math.isfinite(gv) and 0 < gv <= 100):
+                t.fail(f"must be a steepness in (0, 100]; got {gv!r}", "gamma")
+        interaction = t.take(
+            "interaction",
+            str,
+            required=False,
+            default="agonistic",
+            choices=INTERACTIONS,
+        )
+        drivers = _read_drivers(t, model, interaction, parameters, analytes, sites)
+        ref = t.take("reference", str, required=False)
+        if ref is not None and ref not in {r.key for r in references}:
+            t.fail(f"names an undefined reference {ref!r}", "reference")
+        routes = t.take("routes", list, required=False)
+        note = t.take("routes_note", str, required=routes is not None, default="")
+        if routes is not None:
+            bad = [r for r in routes if r not in route_names]
+            if not routes or bad:
+                t.fail(
+                    f"must list routes of this model; got {routes!r}",
+                    "routes",
+                    f"routes: {', '.join(route_names)}",
+                )
+            routes = tuple(routes)
+        source = t.take("source", str)
+        grade = t.take("grade", str, choices=GRADES)
+        t.done()
+        out.append(
+            Endpoint(
+                ename,
+                model,
+                unit,
+                long_name,
+                baseline,
+                emax,
+                gamma,
+                interaction,
+                tuple(drivers),
+                source,
+                grade,
+                ref,
+                routes,
+                note,
+            )
+        )
+    etab.done()
+    return out
+
+
+def _read_drivers(t: _Table, model, interaction, parameters, analytes, sites):
+    """``[[effects.<name>.drivers]]``: each an effect ``site`` or a plasma
+    ``analyte``, with its concentration parameter: ``c50`` (an agonist), ``c100``
+    (an antagonist after the first driver of an antagonistic endpoint) or, for a
+    linear endpoint, ``at`` and the effect ``change`` there."""
+    from ._effects import Driver
+
+    items = t.take("drivers", list)
+    if not items:
+        t.fail("is empty", "drivers", "add at least one [[....drivers]] table")
+    if interaction == "antagonistic" and (model == "linear" or len(items) < 2):
+        t.fail(
+            "antagonistic needs an emax or sigmoid_emax endpoint with two or more "
+            "drivers (the agonist first, then its antagonists)",
+            "interaction",
+        )
+    site_of = {s.name: s for s in sites}
+    anames = [a.name for a in analytes]
+    out = []
+    for i, item in enumerate(items):
+        d = _Table(item, f"{t.path}.drivers[{i}]", t.file)
+        if ("site" in d.data) == ("analyte" in d.data):
+            d.fail(
+                "needs exactly one of site (an effect-site concentration) or "
+                "analyte (the plasma concentration: a direct effect)"
+            )
+        site = d.take("site", str, required=False)
+        if site is not None:
+            if site not in site_of:
+                d.fail(
+                    f"names an undefined effect site {site!r}",
+                    "site",
+                    f"effect sites: {', '.join(site_of) or '(none)'}",
+                )
+            an = site_of[site].analyte
+        else:
+            an = _analyte_name(d, "analyte", d.take("analyte", str))
+            if an not in anames:
+                d.fail(
+                    f"names an undefined analyte {an!r}",
+                    "analyte",
+                    f"analytes: {', '.join(anames)}",
+                )
+        role = (
+            "at"
+            if model == "linear"
+            else "c100"
+            if interaction == "antagonistic" and i > 0
+            else "c50"
+        )
+        change = 0.0
+        if role == "at":
+            change = float(d.take("change", (int, float)))
+            if not math.isfinite(change):
+                d.fail(f"must be finite; got {change!r}", "change")
+        v = d.take(role, str)
+        if v not in parameters:
+            d.fail(
+                f"names an undefined parameter {v!r}",
+                role,
+                f"define [parameters.{v}] with a concentration unit (ng/mL or nmol/mL)",
+            )
+        p = parameters[v]
+        if p.dimension not in ("concentration", "molar concentration"):
+            d.fail(
+                f"needs a concentration; parameter {v!r} is a {p.dimension} ({p.unit})",
+                role,
+            )
+        if p.per_kg or not (math.isfinite(p.value) and p.value > 0):
+            d.fail(
+                f"parameter {v!r} must be a concentration > 0; got {p.value!r}", role
+            )
+        d.done()
+        out.append(Driver(an, site, v, role, change))
+    return out
+
+
+def check_effect_variability(top: _Table, sites: list, variability) -> None:
+    """An effect site's ke0 may vary between subjects, not between occasions: the
+    site's state carries over from one session to the next with one ke0."""
+    iov = {v.parameter for v in variability if v.iov_omega > 0}
+    for s in sites:
+        if s.parameter in iov:
+            top.fail(
+                f"gives {s.parameter!r}, the {s.kind} of effect site {s.name!r}, "
+                f"inter-occasion variability, which effect sites do not support",
+                f"variability.{s.parameter}",
+                "remove its iov_ entry (inter-individual variability is supported)",
+            )

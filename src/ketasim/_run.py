@@ -83,7 +83,7 @@ def run_trajectories(
     with ``solver`` (Exact or ODE); ``output`` is a Trajectories. ``params`` are
     the individual parameters (occasion 1's with IOV), which the ODE path's rhs
     and time effects see."""
-    A, obs_cmt, obs_scale = _observed_outputs(model, low, n, output)
+    A, obs_cmt, obs_scale = _observed_outputs(model, low, n, output, params)
     buf = _buffer(output, (n, obs_cmt.size, t.size))
     status = np.zeros(n, dtype=np.int64)
     # doses whose concentrations or AUC would overflow are refused by name here;
@@ -123,11 +123,11 @@ def run_trajectories(
     )
 
 
-def _observed_outputs(model: Model, low: Lowered, n: int, output):
+def _observed_outputs(model: Model, low: Lowered, n: int, output, params=None):
     """The rate matrices and the kernel's outputs: the analytes' compartments and
     their scales (amount -> ng/mL), then with ``output.auc`` the AUC states
-    (which extend the matrices), then with ``output.amounts`` every compartment
-    (scale 1, mg)."""
+    (which extend the matrices), then one state per effect site (ng/mL), then
+    with ``output.amounts`` every compartment (scale 1, mg)."""
     A, obs_cmt, obs_scale = low.A, low.obs_cmt, low.obs_scale
     ncmt = len(low.compartments)
     if output.auc:
@@ -140,6 +140,19 @@ def _observed_outputs(model: Model, low: Lowered, n: int, output):
         A, auc_cmt, auc_scale = with_auc(low)
         obs_cmt = np.concatenate([obs_cmt, auc_cmt])
         obs_scale = np.ascontiguousarray(np.hstack([obs_scale, auc_scale]))
+    from ._effects import effects_on, with_effect_sites
+
+    if model.effect_sites and effects_on(model, output):
+        if model.rhs is not None or model.time_effects:
+            raise ValueError(
+                f"model {model.id!r} has effect sites and "
+                f"{'a user rhs' if model.rhs is not None else 'time-varying flows'}; "
+                f"effect sites join the constant rate matrix of a model built from "
+                f"flows, so they are not supported here"
+            )
+        A, obs_cmt, obs_scale = with_effect_sites(
+            model, low, A, obs_cmt, obs_scale, params, n
+        )
     if output.amounts:
         obs_cmt = np.concatenate([obs_cmt, np.arange(ncmt, dtype=np.int64)])
         obs_scale = np.ascontiguousarray(np.hstack([obs_scale, np.ones((n, ncmt))]))

@@ -238,6 +238,10 @@ class Model:
     #: as a relative bioavailability of 116 %
     fractions_above_one: tuple[str, ...] = ()
     rhs: Callable | None = field(default=None, compare=False, repr=False)
+    #: effect compartments (``[effect_sites]``) and pharmacodynamic endpoints
+    #: (``[effects]``): :class:`ketasim._effects.EffectSite`, ``Endpoint``
+    effect_sites: tuple = ()
+    effects: tuple = ()
 
     def __post_init__(self) -> None:
         for name in ("parameters", "routes", "covariates", "validity", "residual"):
@@ -327,6 +331,74 @@ class Model:
             if a.name == name:
                 return a
         return None
+
+    # ---- effect sites ----------------------------------------------------------
+    @property
+    def effect_site_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.effect_sites)
+
+    def ke0(
+        self, site: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> float | np.ndarray:
+        """The plasma-effect-site equilibration rate constant ke0 (1/h) of an
+        effect site, for targeting an effect-site concentration.
+
+        Parameters
+        ----------
+        site : str, optional
+            An effect site name (:attr:`effect_site_names`); may be omitted when
+            the model has one, or given as its analyte's name (or alias).
+        params : mapping, optional
+            Individual parameters (canonical units, as in a result's
+            ``parameters``); default the typical values.
+
+        Returns
+        -------
+        float or ndarray
+            ke0 in 1/h (ln 2 / t½ for a site given by its half-life), one per
+            subject when ``params`` holds arrays.
+
+        Raises
+        ------
+        ValueError
+            The model has no effect site, or ``site`` names none of them.
+        """
+        from ._effects import ke0_per_hour
+
+        s = self._effect_site(site)
+        if params is None:
+            v = np.asarray(self.parameters[s.parameter].value, dtype=float)
+        else:
+            v = np.asarray(params[s.parameter], dtype=float)
+        out = ke0_per_hour(self, s, {s.parameter: v}, max(v.size, 1))
+        return float(out[0]) if v.ndim == 0 else out
+
+    def _effect_site(self, site: str | None):
+        from . import _analytes
+
+        if not self.effect_sites:
+            raise ValueError(
+                f"model {self.id!r} has no effect site (no [effect_sites] in its "
+                f"file), so no ke0"
+            )
+        if site is None:
+            if len(self.effect_sites) == 1:
+                return self.effect_sites[0]
+            raise ValueError(
+                f"model {self.id!r} has {len(self.effect_sites)} effect sites "
+                f"({', '.join(self.effect_site_names)}); name one"
+            )
+        for s in self.effect_sites:
+            if s.name == site:
+                return s
+        c = _analytes.canonical(site) if isinstance(site, str) else None
+        hits = [s for s in self.effect_sites if c is not None and s.analyte == c]
+        if len(hits) == 1:
+            return hits[0]
+        raise ValueError(
+            f"model {self.id!r} has no effect site {site!r}; its effect sites: "
+            f"{', '.join(self.effect_site_names)}"
+        )
 
     # ---- individual parameters -------------------------------------------------
     def individual_parameters(
@@ -553,6 +625,13 @@ def parameter_roles(model: Model) -> dict[str, tuple[str, tuple[str, ...]]]:
             use(pw.later_devices, "fraction", f"the later-device factor of {into}")
             use(pw.lag, "nonnegative", f"the lag time of {into}")
             use(pw.duration, "positive", f"the input duration of {into}")
+    for site in model.effect_sites:
+        what = "ke0" if site.kind == "ke0" else "equilibration half-life"
+        use(site.parameter, "positive", f"the {what} of effect site {site.name!r}")
+    for ep in model.effects:
+        for d in ep.drivers:
+            use(d.potency, "positive", f"the {d.role} of {d.label!r} in {ep.name!r}")
+        use(ep.gamma, "positive", f"the steepness (gamma) of effect {ep.name!r}")
     return {name: (rules[name], tuple(uses[name])) for name in rules}
 
 

@@ -233,6 +233,11 @@ def model_from_dict(
     effects = s.read_covariate_effects(top, parameters, covariates)
     time_effects = s.read_time_effects(top, parameters, flows)
     residual = s.read_residual(top, analytes)
+    effect_sites = s.read_effect_sites(top, parameters, analytes)
+    effects_pd = s.read_effects(
+        top, parameters, analytes, effect_sites, references, list(routes)
+    )
+    s.check_effect_variability(top, effect_sites, variability)
     top.done()
 
     model = Model(
@@ -253,6 +258,8 @@ def model_from_dict(
         path=file,
         sha256=sha256,
         fractions_above_one=tuple(above_one),
+        effect_sites=tuple(effect_sites),
+        effects=tuple(effects_pd),
     )
     _check_numbers(model, file, raw_values)
     return model

@@ -124,6 +124,12 @@ class Trajectories:
         Preallocated float64 C-contiguous buffer (subjects, analytes, times) for
         the concentrations; reusing one avoids page-fault cost on large runs. Holds
         concentrations only, so it cannot be combined with ``amounts`` or ``auc``.
+    effects : bool, optional
+        Effect-site concentrations (``effect_site_concentration``: subject,
+        effect_site, time; ng/mL) and pharmacodynamic effects (``effect``:
+        subject, endpoint, time). Default (None): for a model with ``[effects]``;
+        True: also for a model with effect sites only (e.g. a ke0 for targeting);
+        False: never. Each effect site is one more state of the exact propagation.
 
     Examples
     --------
@@ -137,6 +143,7 @@ class Trajectories:
     residual: bool = False
     dose_windows: bool = True
     out: np.ndarray | None = field(default=None, compare=False)
+    effects: bool | None = None
 
     def __post_init__(self):
         for key in ("amounts", "auc", "residual", "dose_windows"):
@@ -155,13 +162,24 @@ class Trajectories:
                     "Trajectories(out=...) holds concentrations only; it "
                     "cannot be combined with amounts=True or auc=True"
                 )
+        if self.effects is not None:
+            object.__setattr__(
+                self, "effects", check_bool(self.effects, "Trajectories(effects=...)")
+            )
+            if self.effects and self.out is not None:
+                raise ValueError(
+                    "Trajectories(out=...) holds concentrations only; it "
+                    "cannot be combined with effects=True"
+                )
 
     def __repr__(self) -> str:
         out = "None" if self.out is None else f"<array {self.out.shape}>"
         return (
             f"Trajectories(amounts={self.amounts}, auc={self.auc}, "
             f"residual={self.residual}, dose_windows={self.dose_windows}, "
-            f"out={out})"
+            f"out={out}"
+            + (f", effects={self.effects}" if self.effects is not None else "")
+            + ")"
         )
 
 
