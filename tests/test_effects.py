@@ -359,7 +359,7 @@ def test_discharge_time_window_and_nan():
     ds = ks.simulate(direct_emax(), reg, times=np.linspace(0, 6, 601))
     first = ks.discharge_time(ds, 4.0, endpoint="e", dose=0)
     assert np.isnan(first.values[0])  # still above when the second dose comes
-    assert "still above 4 cm" in first.attrs["note"]
+    assert "not yet below 4 cm" in first.attrs["note"]
     assert ks.discharge_time(ds, 9.9, endpoint="e", dose=1).values[0] == 0.0
 
 
@@ -485,6 +485,13 @@ def test_simons_pain_endpoint_is_for_iv_only():
     ck, cn = iv.effect_site_concentration.values[0]
     want = -3.8 * ck / 100.0 + 1.5 * cn / 50.0
     np.testing.assert_allclose(iv.effect.values[0, 0], want, rtol=1e-13)
+    with pytest.raises(ValueError, match=r"^side must be 'below' or 'above'; endpo"):
+        ks.discharge_time(iv, -0.5, endpoint="pain_change")
+    back = ks.discharge_time(iv, -0.5, endpoint="pain_change", side="above")
+    e, tt = iv.effect.values[0, 0], iv.time.values
+    i = np.flatnonzero(e < -0.5).max()  # the last output time below -0.5 cm
+    cross = tt[i] + (tt[i + 1] - tt[i]) * (e[i] + 0.5) / (e[i] - e[i + 1])
+    assert back.values[0] == pytest.approx(cross, rel=1e-12)
     assert ks.load_model("simons_2022").ke0("s_ketamine_pain") == pytest.approx(
         math.log(2) / (11.8 / 60), rel=1e-14
     )

@@ -557,6 +557,10 @@ def test_errors(call, exc, message):
 
 def test_racemic_dose_to_enantiomer_model(tmp_path):
     src = one_compartment(tmp_path).path.read_text()
+    # an S model measures S-ketamine (models/README.md, "Analyte names")
+    src = src.replace('analyte = "ketamine"', 'analyte = "s_ketamine"').replace(
+        "[analytes.ketamine]", "[analytes.s_ketamine]"
+    )
     s_model = tmp_path / "s.toml"
     s_model.write_text(
         src.replace(

@@ -203,14 +203,15 @@ def discharge_time(
     endpoint: str | None = None,
     analyte: str | None = None,
     dose: int = -1,
+    side: str | None = None,
 ) -> xr.DataArray:
     """Time (h) after the start of dose ``dose`` at which an effect (``endpoint``)
-    or a plasma concentration (``analyte``) falls to ``level`` or below and stays
-    there until the next dose (the last dose: until the last output time):
-    "discharge readiness".
+    or a plasma concentration (``analyte``) returns to ``level`` and stays on
+    its ``side`` until the next dose (the last dose: until the last output
+    time): "discharge readiness".
 
-    It is 0 when the curve never exceeds ``level`` after the dose, and NaN (with
-    ``attrs["note"]``) for a subject still above ``level`` at the window's last
+    It is 0 when the curve never leaves that side after the dose, and NaN (with
+    ``attrs["note"]``) for a subject still on the far side at the window's last
     output time (simulate longer). The crossing is linearly interpolated
     between output times.
 
@@ -226,6 +227,11 @@ def discharge_time(
         as ``"esketamine"``) whose curve is read.
     dose : int, default -1
         Which dose's window (0 the first, -1 the last).
+    side : {"below", "above"}, optional
+        The side of ``level`` the curve must settle on: by default "below" for a
+        concentration or an effect the drug raises, "above" for an effect it
+        lowers (a pain score returning up towards baseline); required for an
+        endpoint whose drivers push both ways.
     """
     if (endpoint is None) == (analyte is None):
         raise TypeError(
@@ -239,11 +245,25 @@ def discharge_time(
         curve = effect(ds, name)
         unit = curve.attrs["units"]
         what = name
+        direction = int(ds.endpoint_direction.sel(endpoint=name).values)
+        default = {1: "below", -1: "above"}.get(direction)
     else:
         what = _analytes.resolve(analyte, ds.analyte.values, "this result")
         lv = to_ng_per_ml(level, what="level")
         curve = ds.concentration.sel(analyte=what)
         unit = "ng/mL"
+        default = "below"
+    side = side if side is not None else default
+    if side not in ("below", "above"):
+        raise ValueError(
+            "side must be 'below' or 'above'"
+            + (
+                f"; endpoint {what!r} has drivers pushing both ways, so name "
+                f"the side to settle on"
+                if side is None
+                else f"; got {side!r}"
+            )
+        )
     if "dose_time" not in ds or ds.dose_time.size == 0:
         raise ValueError("this result has no doses (dose_time); nothing to time")
     starts = np.asarray(ds.dose_time.values, dtype=float)
@@ -261,9 +281,13 @@ def discharge_time(
     keep = (t >= t0) & (t <= t1)
     tw = t[keep]
     v = np.asarray(curve.transpose("subject", "time").values, dtype=float)[:, keep]
+    if side == "above":  # settle above the level: the mirror image settles below
+        v, lv_cmp = -v, -lv
+    else:
+        lv_cmp = lv
     out = np.full(v.shape[0], np.nan)
     if tw.size:
-        above = v > lv
+        above = v > lv_cmp
         any_above = above.any(axis=1)
         last = tw.size - 1 - np.argmax(above[:, ::-1], axis=1)
         for s in range(v.shape[0]):
@@ -276,18 +300,18 @@ def discharge_time(
             else:
                 i = last[s]
                 a, b = v[s, i], v[s, i + 1]
-                out[s] = tw[i] + (tw[i + 1] - tw[i]) * (a - lv) / (a - b) - t0
+                out[s] = tw[i] + (tw[i + 1] - tw[i]) * (a - lv_cmp) / (a - b) - t0
     out = _failed(ds, out)
     attrs = {
         "units": "h",
-        "long_name": f"time after dose {d} at which {what} falls to {lv:g} {unit} "
-        f"and stays below until the next dose",
+        "long_name": f"time after dose {d} from which {what} stays {side} "
+        f"{lv:g} {unit} until the next dose",
     }
     n_open = int(np.sum(np.isnan(out)))
     if n_open:
         attrs["note"] = (
-            f"{n_open} subject(s) NaN: still above {lv:g} {unit} at the window's "
-            f"last output time, or failed (status != 0); simulate longer"
+            f"{n_open} subject(s) NaN: not yet {side} {lv:g} {unit} at the "
+            f"window's last output time, or failed (status != 0); simulate longer"
         )
     return xr.DataArray(
         out, dims=("subject",), coords={"subject": ds.subject}, attrs=attrs
