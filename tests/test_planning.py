@@ -290,7 +290,7 @@ def test_effect_site_tci_peaks_at_the_target_without_overshoot():
 
 def test_tci_refuses_bad_arguments():
     with pytest.raises(ValueError, match=r"an effect-site target needs ke0"):
-        tci(MODEL, "150 ng/mL", site="effect")
+        tci("kamp_2020_meta", "150 ng/mL", site="effect")  # no effect site, no ke0
     with pytest.raises(ValueError, match=r"ke0 needs its unit"):
         tci(MODEL, "150 ng/mL", site="effect", ke0=0.5)
     with pytest.raises(ValueError, match=r"whole number of steps"):
