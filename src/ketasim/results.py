@@ -189,6 +189,8 @@ def save(
         zlib level 1-9 (default 4). Compression is lossless: numbers reopen
         bit for bit.
 
+    Notes
+    -----
     Every numeric array is compressed with zlib after the byte shuffle filter;
     strings (analyte names, dose routes) are stored as they are. Reopen with
     :func:`open_results` (or ``xarray.open_dataset`` / ``open_datatree``).
