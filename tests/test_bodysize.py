@@ -247,3 +247,29 @@ def test_dask_chunks_scale_each_patient_like_the_in_memory_run():
     ).compute()
     np.testing.assert_array_equal(a.dose_mg.values, b.dose_mg.values)
     np.testing.assert_array_equal(a.concentration.values, b.concentration.values)
+
+
+def test_scenario_files_take_a_weight_basis(tmp_path):
+    from ketasim.scenariofile import ScenarioFileError, load_scenarios
+
+    text = """schema_version = 1
+[output]
+end = "2 h"
+step = "30 min"
+[[scenarios]]
+name = "lean"
+model = "clements_nimmo_1981"
+[scenarios.regimen]
+protocol = "doses"
+[[scenarios.regimen.doses]]
+amount = "0.5 mg/kg"
+duration = "40 min"
+weight_basis = "WB"
+"""
+    p = tmp_path / "s.toml"
+    p.write_text(text.replace("WB", "lean"))
+    dose = load_scenarios(p).scenarios[0].regimen.doses[0]
+    assert dose.weight_basis == "lean" and dose.per_kg
+    p.write_text(text.replace("WB", "fat"))
+    with pytest.raises(ScenarioFileError, match=r"weight_basis must be one of"):
+        load_scenarios(p)

@@ -101,6 +101,8 @@ def _dose(t: _T) -> Dose:
         "route": t.take("route", str, required=False, default="iv"),
         "time": t.take("time", (str, int, float), required=False, default=0.0),
         "salt": t.take("salt", str, required=False, default="base"),
+        # the weight an mg/kg dose scales with (ketasim.bodysize)
+        "weight_basis": t.take("weight_basis", str, required=False, default="total"),
     }
     amount = t.take("amount", (str, list))
     dur = t.take("duration", (str, int, float), required=False)
