@@ -315,3 +315,61 @@ def test_model_without_observations_gives_an_empty_table(capsys):
     assert (
         "0 observations: no published observation was read" in capsys.readouterr().out
     )
+
+
+def test_population_percentile_is_the_percentile_of_the_drawn_clearances(
+    tmp_path, monkeypatch
+):
+    """hasan_2021_s is one compartment: each patient's dose/AUC is its CL parameter,
+    so the validated 95th percentile (and p05/p50) of clearance equals the
+    percentile of the CL values the same population draws (ks.simulate)."""
+    text = HEAD.replace("kamp_2020_meta", "hasan_2021_s") + OBS.replace(
+        'metric = "auc"', 'metric = "clearance"'
+    ).replace(
+        'statistic = "typical"', 'statistic = "percentile"\npercentile = 95'
+    ).replace('unit = "ug*h/L"', 'unit = "L/h"').replace(
+        'analyte = "ketamine"', 'analyte = "s_ketamine"'
+    ).replace('route = "iv"}', 'route = "iv", drug = "ketamine"}').replace(
+        "VALUE", "130"
+    )
+    d = tmp_path / "observations"
+    d.mkdir()
+    (d / "hasan_2021_s.toml").write_text(text)
+    monkeypatch.setattr(val, "observations_dir", lambda: d)
+    res = ks.validate("hasan_2021_s", n=50, seed=7)
+    pop = ks.Population(50, seed=7, covariates={"weight": np.full(50, 70.0)}, iov=False)
+    ds = ks.simulate(
+        "hasan_2021_s",
+        ks.Dose("10 mg", route="iv", drug="ketamine"),
+        population=pop,
+        times=[1.0],
+    )
+    cl = ds.parameters.sel(parameter="CL").values  # L/h
+    assert float(res.predicted[0]) == pytest.approx(np.percentile(cl, 95), rel=1e-4)
+    for name, q in (("p05", 5), ("p50", 50), ("p95", 95)):
+        assert float(res[name][0]) == pytest.approx(np.percentile(cl, q), rel=1e-4)
+    assert float(res.typical[0]) == pytest.approx(1620 * 60 / 1000, rel=1e-4)
+
+
+def test_percentile_statistic_needs_its_percentile(tmp_path):
+    f = tmp_path / "kamp_2020_meta.toml"
+    obs = OBS.replace("VALUE", "126.6")
+    f.write_text(
+        HEAD + obs.replace('statistic = "typical"', 'statistic = "percentile"')
+    )
+    with pytest.raises(val.ObservationError, match=r"percentile\] is required with"):
+        val.load_observations("kamp_2020_meta", file=f)
+    f.write_text(
+        HEAD
+        + obs.replace(
+            'statistic = "typical"', 'statistic = "percentile"\npercentile = 100'
+        )
+    )
+    with pytest.raises(val.ObservationError, match=r"must be a number in \(0, 100\)"):
+        val.load_observations("kamp_2020_meta", file=f)
+    f.write_text(HEAD + obs.replace('statistic = "typical"', 'statistic = "geomean"'))
+    _, (read,) = val.load_observations("kamp_2020_meta", file=f)
+    assert read.statistic == "geometric mean"
+    f.write_text("schema_version = 1\nmodel = ")
+    with pytest.raises(val.ObservationError, match="is not valid TOML"):
+        val.load_observations("kamp_2020_meta", file=f)

@@ -29,9 +29,12 @@ Observation file schema (``schema_version = 1``)::
     doses = [{amount = "25 mg", route = "sublingual"}]   # Dose arguments; time
                                            # and duration as "40 min", "6 h"
     covariates = {weight = 70}             # the simulated subjects' covariates
+                                           # (others: the model's reference values)
     analyte = "ketamine"
     metric = "tmax"                        # see METRICS
-    statistic = "median"                   # typical | mean | geometric mean | median
+    statistic = "median"                   # typical | mean | geometric mean (geomean)
+                                           # | median | percentile (with
+                                           # percentile = 95, in (0, 100))
     value = 0.75
     unit = "h"
     n = 8                                  # optional: subjects in the study
@@ -87,7 +90,9 @@ METRICS: dict[str, tuple[str, str]] = {
         "dose-normalised AUC(0-inf) of `doses` over that of `reference_doses`",
     ),
 }
-STATISTICS = ("typical", "mean", "geometric mean", "median")
+STATISTICS = ("typical", "mean", "geometric mean", "median", "percentile")
+#: other spellings of a statistic
+_STATISTIC_ALIASES = {"geomean": "geometric mean", "geometric_mean": "geometric mean"}
 ROLES = ("independent", "self", "calibration")
 #: subjects in the population simulated for observations of a model with IIV
 POPULATION_N = 200
@@ -123,6 +128,7 @@ class Observation:
     reference_doses: tuple[dict, ...] = ()
     horizon: float | None = None
     n: int | None = None
+    percentile: float | None = None
     spread: str = ""
     population: str = ""
     known_limitation: str = ""
@@ -192,6 +198,7 @@ _OPTIONAL = (
     "reference_doses",
     "horizon",
     "n",
+    "percentile",
     "spread",
     "population",
     "known_limitation",
@@ -209,6 +216,7 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
         if k not in raw:
             raise ObservationError(file, f"{at}.{k}", "is required")
     kw = dict(raw)
+    kw["statistic"] = _STATISTIC_ALIASES.get(kw["statistic"], kw["statistic"])
     if kw["metric"] not in METRICS:
         raise ObservationError(
             file, f"{at}.metric", f"unknown metric {kw['metric']!r}", f"{list(METRICS)}"
@@ -218,6 +226,19 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
             file,
             f"{at}.statistic",
             f"must be one of {STATISTICS}; got {kw['statistic']!r}",
+        )
+    q = kw.get("percentile")
+    if (kw["statistic"] == "percentile") != (q is not None):
+        raise ObservationError(
+            file,
+            f"{at}.percentile",
+            "is required with statistic = 'percentile' and only with it",
+        )
+    if q is not None and (
+        isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 100
+    ):
+        raise ObservationError(
+            file, f"{at}.percentile", f"must be a number in (0, 100); got {q!r}"
         )
     if kw["role"] not in ROLES:
         raise ObservationError(
@@ -294,8 +315,11 @@ def load_observations(
             f"model {model!r} has no observation file",
             f"write {file} (schema in ketasim.validation)",
         )
-    with open(file, "rb") as fh:
-        raw = tomllib.load(fh)
+    try:
+        with open(file, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ObservationError(file, "", f"is not valid TOML: {exc}") from exc
     if raw.get("schema_version") != 1:
         raise ObservationError(file, "schema_version", "must be 1")
     if raw.get("model") != model:
@@ -393,6 +417,9 @@ def _run(model, regimen, cov: dict, times, population: bool, seed: int, n: int):
     import ketasim as ks
 
     if population:
+        # covariates the observation does not give take the model's reference
+        # values, as for the typical subject (not the adult distribution)
+        cov = dict(model.covariates) | dict(cov)
         table = {k: np.full(n, float(v)) for k, v in cov.items()}
         pop = ks.Population(n, seed=seed, covariates=table, iov=False)
         return ks.simulate(model, regimen, times=times, population=pop)
@@ -454,7 +481,9 @@ def _metric(model, obs: Observation, population: bool, seed: int, n: int) -> np.
     return (auc / dose_mg) / (rauc / rds.dose_mg.sum("dose").values)
 
 
-def _statistic(x: np.ndarray, statistic: str) -> float:
+def _statistic(x: np.ndarray, statistic: str, q: float | None = None) -> float:
+    if statistic == "percentile":
+        return float(np.percentile(x, q))
     if statistic == "geometric mean":
         return float(np.exp(np.mean(np.log(x))))
     if statistic == "mean":
@@ -512,7 +541,7 @@ def validate(
                 x = _convert(_metric(m, o, True, seed, n), o.metric, o.unit, weight)
                 pcts = tuple(float(v) for v in np.percentile(x, [5, 50, 95]))
                 if o.statistic != "typical":
-                    pred = _statistic(x, o.statistic)
+                    pred = _statistic(x, o.statistic, o.percentile)
             lo, hi = o.bounds()
             ok = bool(lo <= pred <= hi)
             if o.known_limitation:
