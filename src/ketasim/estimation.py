@@ -182,11 +182,22 @@ def _from_table(model: Model, data, doses, lloq) -> tuple[list[_Subject], dict]:
     default_lloq = _lloq_of(model, lloq)
     subjects = []
     covariates: dict[str, list] = {}
+    # each analyte name resolved once (a wrong one: by subject, in the loop)
+    names = {}
+    for a in dict.fromkeys(cols["analyte"].tolist()):
+        try:
+            names[a] = _analyte_index(model, a, "")
+        except ValueError:
+            pass
+    _, first, inv = np.unique(cols["subject"], return_index=True, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(inv.ravel()))[:-1])
+    by_subject = {cols["subject"][g[0]].item(): g for g in groups}
     for sid in ids:
-        rows = np.flatnonzero(cols["subject"] == sid)
+        rows = by_subject[sid]
         k = np.array(
             [
-                _analyte_index(model, a, f"subject {sid!r}")
+                names[a] if a in names else _analyte_index(model, a, f"subject {sid!r}")
                 for a in cols["analyte"][rows]
             ],
             dtype=np.int64,
@@ -426,7 +437,9 @@ def _model_arrays(model: Model, keep: tuple[str, ...], routes: list[str]) -> dic
         flows.append(
             [
                 cidx[f.source],
-                cidx[f.target] if f.target is not None else -1,
+                # into a compartment left out (no observed analyte depends on
+                # it): for its source, the flow is a loss like elimination
+                cidx.get(f.target, -1) if f.target is not None else -1,
                 kind,
                 pnames.index(f.rate),
                 pnames.index(vol[f.source]) if kind == 1 else -1,
@@ -464,7 +477,10 @@ def _model_arrays(model: Model, keep: tuple[str, ...], routes: list[str]) -> dic
         "flows": np.array(flows, dtype=np.int64).reshape(-1, 7),
         "fconst": np.array(fconst, dtype=float).reshape(-1, 2),
         "ncmt": len(keep),
-        "obs_cmt": np.array([cidx[a.compartment] for a in model.analytes], np.int64),
+        # an analyte left out is not observed: its index is never read
+        "obs_cmt": np.array(
+            [cidx.get(a.compartment, 0) for a in model.analytes], np.int64
+        ),
         "obs_vol": np.array(
             [pnames.index(vol[a.compartment]) for a in model.analytes], np.int64
         ),
@@ -624,7 +640,14 @@ def _problem(model: Model, subjects: list[_Subject], cov_given: dict) -> _Proble
         model.routes
     )
     targets = {pw.target for r in routes for pw in model.routes[r].pathways}
-    keep = reachable(model, targets)
+    # only what the observed analytes depend on: W5 (parent observed) runs 3
+    # states, not 5
+    seen = {model.analytes[k].compartment for k in observed}
+    keep = tuple(
+        c
+        for c in reachable(model, targets)
+        if c in targets or _downstream(model, {c}) & seen
+    )
     args = _model_arrays(model, keep, routes)
     args.update(
         _dose_arrays(model, [s.regimen for s in subjects], cov["weight"], routes)
