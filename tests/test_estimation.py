@@ -453,3 +453,32 @@ def test_missing_covariate_and_models_without_iiv_or_residual():
         ks.estimate(dataclasses.replace(m, variability=()), _one(), doses=dose)
     with pytest.raises(ValueError, match="has no residual error model for analyte"):
         ks.estimate(dataclasses.replace(m, residual={}), _one(), doses=dose)
+
+
+def test_lean_weight_dose_matches_simulate():
+    """A per-kg dose on lean body weight is scaled as ks.simulate scales it."""
+    dose = ks.Dose.infusion("0.3 mg/kg", duration="40 min", weight_basis="lean")
+    cov = {"weight": 110.0, "height": 170.0, "female": 1.0}
+    t = np.array([0.5, 1.0, 3.0])
+    obs = {
+        "subject": [7, 7, 7],
+        "time": t,
+        "analyte": ["s_ketamine"] * 3,
+        "concentration": [60.0, 35.0, 9.0],
+        **{k: [v] * 3 for k, v in cov.items()},
+    }
+    est = ks.estimate(MODEL, obs, doses=dose)
+    p = est.parameters.isel(subject=0)
+    units = dict(zip(est.parameter.values, est.parameter_unit.values, strict=True))
+    sim = ks.simulate(
+        MODEL,
+        dose,
+        times=t,
+        subjects=ks.Subjects(
+            covariates={k: [v] for k, v in cov.items()},
+            parameters={k: (float(p.sel(parameter=k)), units[k]) for k in units},
+        ),
+    )
+    np.testing.assert_allclose(
+        est.ipred.values[0], sim.concentration.sel(analyte="s_ketamine")[0], rtol=1e-10
+    )

@@ -489,7 +489,27 @@ def _model_arrays(model: Model, keep: tuple[str, ...], routes: list[str]) -> dic
     }
 
 
-def _dose_arrays(model, subjects_regimens, weight, routes) -> dict:
+def _dose_weight(d, i: int, s: int, cov: dict) -> float:
+    """The weight (kg) per-kg doses[i] of subject ``s`` scales with: its total
+    body weight, or the ideal, lean or adjusted weight its ``weight_basis``
+    names (``ketasim.bodysize``)."""
+    from .bodysize import dosing_weight
+
+    basis = getattr(d, "weight_basis", "total")
+    one = {k: np.asarray(v, dtype=float)[s : s + 1] for k, v in cov.items()}
+    try:
+        w = one["weight"][0] if basis == "total" else dosing_weight(basis, one)[0]
+    except ValueError as exc:
+        raise DoseError(f"subject {s}, doses[{i}]: {exc}") from None
+    if not np.isfinite(w):
+        raise DoseError(
+            f"doses[{i}] is per kg, but subject {s} has no body weight; give a "
+            f"weight covariate or the dose in mg"
+        )
+    return float(w)
+
+
+def _dose_arrays(model, subjects_regimens, cov, routes) -> dict:
     """Per subject (padded): dose times (h), base mg (salt, drug share and weight
     applied), route index, duration (h; NaN: the route's own), device, session."""
     S = len(subjects_regimens)
@@ -509,12 +529,7 @@ def _dose_arrays(model, subjects_regimens, weight, routes) -> dict:
         for i, d in enumerate(reg.doses):
             a = d.amount * d.base_factor * drug_factor(model, i, d)
             if d.per_kg:
-                if not np.isfinite(weight[s]):
-                    raise DoseError(
-                        f"doses[{i}] is per kg, but subject {s} has no body weight; "
-                        f"give a weight covariate or the dose in mg"
-                    )
-                a *= weight[s]
+                a *= _dose_weight(d, i, s, cov)
             t[s, i], mg[s, i], route[s, i] = d.time, a, routes.index(d.route)
             dur[s, i] = np.nan if d.duration is None else d.duration
             dev[s, i] = d.device or 0
@@ -649,9 +664,7 @@ def _problem(model: Model, subjects: list[_Subject], cov_given: dict) -> _Proble
         if c in targets or _downstream(model, {c}) & seen
     )
     args = _model_arrays(model, keep, routes)
-    args.update(
-        _dose_arrays(model, [s.regimen for s in subjects], cov["weight"], routes)
-    )
+    args.update(_dose_arrays(model, [s.regimen for s in subjects], cov, routes))
     args.update(_obs_arrays(subjects))
     dist = np.zeros(len(pnames), dtype=np.int64)
     iiv_idx = np.full(len(pnames), -1, dtype=np.int64)
@@ -1242,7 +1255,7 @@ def _course(model: Model, estimates: xr.Dataset, doses, times: np.ndarray):
     targets = {pw.target for r in routes for pw in model.routes[r].pathways}
     keep = reachable(model, targets)
     args = _model_arrays(model, keep, routes)
-    args.update(_dose_arrays(model, [regimens[i] for i in ids], cov["weight"], routes))
+    args.update(_dose_arrays(model, [regimens[i] for i in ids], cov, routes))
     K, T = len(model.analytes), times.size
     args.update(
         ot=np.tile(np.repeat(times, K), (S, 1)),
