@@ -482,3 +482,14 @@ def test_lean_weight_dose_matches_simulate():
     np.testing.assert_allclose(
         est.ipred.values[0], sim.concentration.sel(analyte="s_ketamine")[0], rtol=1e-10
     )
+
+
+def test_nonmem_steady_state_is_refused(tmp_path):
+    path = tmp_path / "ss.csv"
+    path.write_text(
+        "ID,TIME,EVID,AMT,RATE,CMT,II,SS,MDV,DV,WT\n"
+        "1,0,1,20,30,1,24,1,1,.,70\n"
+        "1,2,0,.,.,.,.,.,0,40,70\n"
+    )
+    with pytest.raises(ValueError, match="ID 1 has a steady-state dose record"):
+        ks.estimate(MODEL, path, analyte_by_cmt=None)

@@ -309,6 +309,13 @@ def _from_nonmem(model, path, route_by_cmt, analyte_by_cmt, lloq):
     from .nonmem import read_nonmem
 
     table = read_nonmem(path, model, route_by_cmt=route_by_cmt)
+    steady = [sid for sid in table.ids if table.steady_state.get(sid)]
+    if steady:
+        raise ValueError(
+            f"{path}: ID {steady[0]} has a steady-state dose record (SS 1 or 2), "
+            f"which estimation does not implement (its predictions would start "
+            f"from zero); write the doses before it out, or use simulate_nonmem"
+        )
     dvs = _nonmem_observations(Path(path))
     default_lloq = _lloq_of(model, lloq)
     subjects = []
