@@ -422,3 +422,39 @@ def test_chunked_results_save_as_computed(tmp_path):
     lazy = ks.simulate("fanta_2015", dose, population=pop, times=t, chunks=4)
     back = ks.open_results(ks.save(lazy, tmp_path / "lazy.nc"))
     xr.testing.assert_identical(back.load(), lazy.compute())
+
+
+def test_compare_reads_a_padded_scenario_dataset_as_before(drugs):
+    """A Dataset with a scenario dimension (built by hand with xr.concat, or saved
+    by an older ketasim) is still compared scenario by scenario, each without the
+    others' NaN padding: the same table as the ScenarioResults gives."""
+    _, res = drugs
+    two = res.sel(scenario=["esketamine spray", "S-ketamine iv"])
+    padded = xr.concat(
+        [
+            ds.drop_vars(["parameters", "parameter", "parameter_unit"])
+            for ds in two.values()
+        ],
+        dim=xr.DataArray(list(two), dims="scenario", name="scenario"),
+        join="outer",
+        combine_attrs="drop_conflicts",
+        coords="minimal",
+        compat="override",
+        data_vars="all",
+    )
+    assert np.isnan(padded.dose_time.values).any()  # the shorter schedule is padded
+    a = ks.compare(padded, per="session", unit="nmol/L").to_dataset()
+    b = ks.compare(two, per="session", unit="nmol/L").to_dataset()
+    np.testing.assert_allclose(a.value.values, b.value.values, rtol=1e-12)
+
+
+def test_figures_refuse_a_unit_they_cannot_draw(drugs):
+    _, res = drugs
+    with pytest.raises(
+        ks.UnitError, match=r"unit must be 'ng/mL' or 'nmol/L'; got 'mg/L'"
+    ):
+        plot_scenarios(res, unit="mg/L")
+    with pytest.raises(
+        ValueError, match=r"^no analyte 'norketamine' in scenario 'racemic iv'"
+    ):
+        plot_scenarios(res, analyte="norketamine")
