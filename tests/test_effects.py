@@ -509,3 +509,15 @@ def test_endpoint_routes_must_exist():
     refused(
         d, r"\[effects\.e\.routes\] must list routes of this model; got \['nasal'\]"
     )
+
+
+def test_effect_sites_refused_with_time_varying_flows():
+    d = base(
+        time_effects=[{"parameter": "k", "slope": 0.01, "unit": "1/h", "source": "s"}]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^model 'one' has effect sites and time-varying flows; effect sites "
+        r"join the constant rate matrix",
+    ):
+        ks.simulate(ks.model_from_dict(d), ks.Dose.bolus("1 mg"), times=T, output=SITES)

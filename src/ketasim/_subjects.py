@@ -125,8 +125,17 @@ def check_trajectory_memory(
         )
     else:
         ncmt = 0
-    outputs = K * (1 + auc) + ncmt
-    what = "concentrations" + ", AUC" * auc + ", amounts" * amounts
+    from ._effects import effects_on
+
+    # effect sites are kernel outputs; each effect endpoint is one more array
+    E = len(model.effect_sites) + len(model.effects) if effects_on(model, output) else 0
+    outputs = K * (1 + auc) + ncmt + E
+    what = (
+        "concentrations"
+        + ", AUC" * auc
+        + ", amounts" * amounts
+        + ", effect sites and effects" * bool(E)
+    )
     buffer = 0 if out_given else 8 * outputs * t.size
     # residual=True: the observed copy, and the draws of one block of subjects
     # with the generator's temporaries (about 6 arrays), shared by the n subjects
