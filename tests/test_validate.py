@@ -301,11 +301,33 @@ def test_validate_refuses_bad_arguments(kw, exc, message):
         ks.validate("domino", **kw)
 
 
-def test_validate_refuses_a_non_string_model():
+def test_validate_refuses_a_model_of_another_type():
     with pytest.raises(
-        TypeError, match=r"model must be a bundled model name .* got int"
+        TypeError,
+        match=r"model must be a bundled model name, a model-file path, a "
+        r"Model or None for all; got int",
     ):
         ks.validate(3)
+    with pytest.raises(ValueError, match=r"observations= needs model="):
+        ks.validate(observations="x.toml")
+
+
+def test_own_model_file_with_own_observation_file(tmp_path, capsys):
+    """A model file outside the package (a copy of kamp_2020_meta under another
+    id) checked against an observation file given by path."""
+    src = (val.models_dir() / "kamp_2020_meta.toml").read_text()
+    mfile = tmp_path / "my_meta.toml"
+    mfile.write_text(src.replace('id = "kamp_2020_meta"', 'id = "my_meta"'))
+    ofile = tmp_path / "obs.toml"
+    ofile.write_text(
+        HEAD.replace("kamp_2020_meta", "my_meta") + OBS.replace("VALUE", "60")
+    )
+    res = ks.validate(mfile, observations=ofile)
+    assert list(res.model.values) == ["my_meta"]
+    assert list(res.status.values) == ["fail"]
+    argv = ["validate", str(mfile), "--observations", str(ofile)]
+    assert main(argv) == 1
+    assert "my_meta" in capsys.readouterr().out
 
 
 def test_model_without_observations_gives_an_empty_table(capsys):

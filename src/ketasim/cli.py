@@ -507,7 +507,14 @@ def _add_validate(sub) -> None:
         "\n\nexample:\n  ketasim validate clements_nimmo_1981",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    val.add_argument("model", nargs="?", help="bundled model name (default: all)")
+    val.add_argument(
+        "model", nargs="?", help="bundled model name or model-file path (default: all)"
+    )
+    val.add_argument(
+        "--observations",
+        metavar="FILE",
+        help="observation file (default: the bundled one of the model)",
+    )
     val.add_argument(
         "-n",
         type=int,
@@ -520,7 +527,7 @@ def _add_validate(sub) -> None:
 def _validate(args) -> int:
     from .validation import format_table, validate
 
-    res = validate(args.model, n=args.n, seed=args.seed)
+    res = validate(args.model, observations=args.observations, n=args.n, seed=args.seed)
     print(format_table(res))
     return 1 if bool((res.status == "fail").any()) else 0
 

@@ -67,6 +67,7 @@ import numpy as np
 import xarray as xr
 
 from . import _analytes
+from .model import Model
 from .modelfile import ModelFileError, list_models, load_model, models_dir
 from .units import parse_unit
 
@@ -492,20 +493,28 @@ def _statistic(x: np.ndarray, statistic: str, q: float | None = None) -> float:
 
 
 def validate(
-    model: str | None = None, *, n: int = POPULATION_N, seed: int = 2026
+    model: str | Path | Model | None = None,
+    *,
+    observations: str | Path | None = None,
+    n: int = POPULATION_N,
+    seed: int = 2026,
 ) -> xr.Dataset:
     """Simulate the published observations of ``model`` (default: every bundled
     model) and compare.
 
+    ``model`` is a bundled model name, a model-file path or a :class:`Model`;
+    ``observations`` an observation file (default: the bundled
+    ``models/observations/<id>.toml`` of the model's id), e.g. your own model
+    checked against your own observations.
+
     Returns a Dataset along ``observation`` with ``observed``, ``predicted`` (the
     paper's statistic of the simulation: the typical subject for ``typical`` or a
     model without IIV, else of ``n`` virtual patients drawn with ``seed``),
-    ``typical``,
-    the population's 5th/50th/95th percentiles (NaN without IIV), the accepted
-    ``lower``/``upper`` bounds, ``passed`` and ``status`` (pass, fail, known-fail,
-    fixed), with per-observation ``unit``, ``model``, ``metric``, ``role``,
-    ``statistic``, ``study`` and ``source`` coordinates. Values are in each row's
-    ``unit``.
+    ``typical``, the population's 5th/50th/95th percentiles (NaN without IIV), the
+    accepted ``lower``/``upper`` bounds, ``passed`` and ``status`` (pass, fail,
+    known-fail, fixed), with per-observation ``unit``, ``model``, ``metric``,
+    ``role``, ``statistic``, ``study`` and ``source`` coordinates. Values are in
+    each row's ``unit``.
 
     Examples
     --------
@@ -520,16 +529,21 @@ def validate(
         )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-    if model is not None and not isinstance(model, str):
+    if model is not None and not isinstance(model, (str, Path, Model)):
         raise TypeError(
-            f"model must be a bundled model name (str) or None for all; got "
-            f"{type(model).__name__}"
+            f"model must be a bundled model name, a model-file path, a Model or "
+            f"None for all; got {type(model).__name__}"
+        )
+    if observations is not None and model is None:
+        raise ValueError(
+            "observations= needs model=: name the model the file's observations "
+            "are simulated with"
         )
     names = list_models() if model is None else [model]
     rows = []
     for name in names:
         m = load_model(name)
-        _, obs = load_observations(m.id)
+        _, obs = load_observations(m.id, file=observations)
         has_iiv = any(v.omega > 0 for v in m.variability)
         for o in obs:
             weight = float(o.covariates.get("weight", 70.0))
