@@ -40,3 +40,18 @@ def test_notebook_cells_execute(path, monkeypatch):
         exec(compile(src, f"{path.name}", "exec"), ns)
     plt.close("all")
     assert "ds" in ns
+
+
+def test_route_comparison(tmp_path):
+    """The clinic route comparison: every arm has exposure in each session, and no
+    arm uses a benchmark-only route."""
+    from examples import route_comparison
+
+    png = tmp_path / "routes.png"
+    table = route_comparison.main(n=10, out=png)
+    assert png.stat().st_size > 10_000
+    arms = set(table.arm)
+    assert len(arms) == 5
+    assert (table["Cmax median (ng/mL)"] > 0).all()
+    home = table[table.arm == "IV + home troche 100 mg"]
+    assert len(home) == 8  # 4 clinic sessions + 4 evening troches

@@ -255,7 +255,10 @@ def test_fanta_clearance_oral_f_half_life_vss():
     m = "fanta_2015"
     a = auc_inf(m, Dose.bolus("10 mg"))
     assert 10 / a * 1000 == pytest.approx(95.2, rel=1e-6)
-    assert auc_inf(m, Dose.bolus("10 mg", route="oral")) / a == pytest.approx(
+    # S-norketamine is refused after oral doses (presystemic formation not
+    # modelled): the oral F is read from S-ketamine alone
+    po = ks.load_model(m).without_analytes("s_norketamine")
+    assert auc_inf(po, Dose.bolus("10 mg", route="oral")) / a == pytest.approx(
         0.08, rel=1e-6
     )
     t = ks.grid("60 h", "5 min")

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from . import accessor as _accessor  # noqa: F401  (registers ds.pk)
 from ._analytes import analyte_name
 from ._effect_metrics import discharge_time, effect, effect_time_above, peak_effect
+from ._warn import ModelLimitWarning
 from .dosing import Dose, DoseError, Regimen
 from .estimation import estimate, forecast, next_dose
 from .metrics import metrics, pta, summary
@@ -40,9 +41,11 @@ from .protocols import (
     boosters,
     clinic_course,
     esketamine_induction,
+    home_course,
     six_infusion_course,
 )
 from .results import ScenarioResults, open_results, save
+from .routes import Absorption, route_table
 from .scenario import Scenario, compare, run_scenarios
 from .simulate import GridWarning, SolveError, ValidityWarning, grid, simulate
 from .units import UnitError
@@ -51,6 +54,7 @@ from .validation import validate
 __all__ = [
     "DEFAULT_MODEL",
     "ODE",
+    "Absorption",
     "Dose",
     "DoseError",
     "DoseFinding",
@@ -59,6 +63,7 @@ __all__ = [
     "Metrics",
     "Model",
     "ModelFileError",
+    "ModelLimitWarning",
     "Population",
     "Regimen",
     "Scenario",
@@ -85,6 +90,7 @@ __all__ = [
     "find_dose",
     "forecast",
     "grid",
+    "home_course",
     "list_models",
     "load_model",
     "metrics",
@@ -95,6 +101,7 @@ __all__ = [
     "plot_tornado",
     "pta",
     "read_nonmem",
+    "route_table",
     "run_scenarios",
     "save",
     "simulate",

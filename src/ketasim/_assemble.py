@@ -482,6 +482,9 @@ def model_attrs(model: Model) -> dict:
         "model_grade": model.grade,
         "model_file": str(model.path) if model.path else "",
         "model_sha256": model.sha256,
+        # a model changed with Model.with_route: what it came from and what changed
+        "model_derived_from": model.derived_from or "",
+        "model_changes": "\n".join(model.changes),
         "references": "\n".join(
             r.citation + (f" doi:{r.doi}" if r.doi else "") for r in model.references
         ),

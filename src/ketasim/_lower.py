@@ -354,6 +354,42 @@ def check_routes(model: Model, regimen: Regimen) -> None:
                     f"ks.esketamine_induction does."
                 )
     sessions(regimen)  # devices numbered in order, within the gap (else DoseError)
+    check_analyte_limits(model, regimen)
+
+
+def check_analyte_limits(model: Model, regimen: Regimen) -> None:
+    """Doses after which the model cannot predict one of its analytes (its
+    file's ``[[analytes.<name>.limits]]``): ``refuse`` raises a DoseError, ``warn``
+    issues a :class:`~ketasim.ModelLimitWarning`; both name the dose and the
+    reason."""
+    import warnings
+
+    from ._warn import ModelLimitWarning, in_chunk, stacklevel
+
+    for a in model.analytes:
+        for lim in a.limits:
+            for i, d in enumerate(regimen.doses):
+                if lim.routes and d.route not in lim.routes:
+                    continue
+                if lim.shorter_than is not None and not (
+                    d.duration is None or d.duration < lim.shorter_than
+                ):
+                    continue
+                what = f"{_dose_text(i, d)}" + (
+                    ""
+                    if lim.shorter_than is None
+                    else f", {'a bolus' if d.duration is None else 'an input'}"
+                    f" shorter than {lim.shorter_than:g} h"
+                )
+                text = (
+                    f"model {model.id!r} cannot predict {a.name} after {what}: "
+                    f"{lim.reason}"
+                )
+                if lim.action == "refuse":
+                    raise DoseError(text)
+                if not in_chunk():
+                    warnings.warn(text, ModelLimitWarning, stacklevel=stacklevel())
+                break  # one warning per limit and run
 
 
 def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:
@@ -525,6 +561,9 @@ def _pathway_fractions(model: Model, d, params, n: int) -> list[np.ndarray]:
                     "fraction parameters"
                 )
             fracs[pi] = f
+    for pi, pw in enumerate(route.pathways):
+        if pw.bioavailability is not None:  # first pass of what enters the pathway
+            fracs[pi] = fracs[pi] * model.value_of(pw.bioavailability, params, n, 1.0)
     return fracs
 
 

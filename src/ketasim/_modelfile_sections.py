@@ -23,6 +23,7 @@ from .model import (
     KNOWN_COVARIATES,
     RULE_TEXT,
     Analyte,
+    AnalyteLimit,
     Compartment,
     CovariateEffect,
     Flow,
@@ -558,7 +559,8 @@ def _read_route(
             pt.done()
         if (
             kind == "intravenous"
-            and (pw.fraction, pw.lag, pw.duration, pw.later_devices) != (None,) * 4
+            and (pw.fraction, pw.lag, pw.duration, pw.later_devices, pw.bioavailability)
+            != (None,) * 5
         ):
             pt.fail(
                 "an intravenous route takes only `target`; bioavailability, "
@@ -579,8 +581,27 @@ def _read_route(
         )
     if device_mg is not None and kind == "intravenous":
         t.fail("only extravascular routes have devices", "device")
+    grade, evidence = _evidence(t)
+    benchmark = t.take("benchmark_only", bool, required=False, default=False)
     t.done()
-    return Route(rname, kind, tuple(pathways), desc, device_mg)
+    return Route(
+        rname, kind, tuple(pathways), desc, device_mg, grade, evidence, benchmark
+    )
+
+
+def _evidence(t: _Table) -> tuple[str | None, str]:
+    """A route's or analyte's ``grade`` (P T C U choice) and ``evidence`` (where
+    its numbers come from): both or neither."""
+    grade = t.take("grade", str, required=False, choices=GRADES)
+    evidence = t.take("evidence", str, required=False, default="")
+    if (grade is None) != (not evidence.strip()):
+        t.fail(
+            "is missing",
+            "evidence" if grade is not None else "grade",
+            "a route or analyte states its evidence grade together with where "
+            'its numbers come from: grade = "P" and evidence = "paper, table"',
+        )
+    return grade, evidence
 
 
 def _read_pathway(
@@ -602,6 +623,14 @@ def _read_pathway(
         duration=_need_param(pt, "duration", "time", parameters, required=False),
         later_devices=_need_param(
             pt, "later_devices", "dimensionless", parameters, required=False
+        ),
+        bioavailability=_need_param(
+            pt,
+            "bioavailability",
+            "dimensionless",
+            parameters,
+            number_ok=True,
+            required=False,
         ),
     )
 
@@ -654,6 +683,7 @@ def read_analytes(top: _Table, layout: Layout) -> list[Analyte]:
                     choices=("molar", "apparent"),
                 ),
                 long_name=t.take("long_name", str, required=False, default=aname),
+                **_analyte_evidence(t, key),
             )
         )
         t.done()
@@ -710,6 +740,46 @@ def check_analyte_enantiomers(top: _Table, enantiomer: str, model_analytes) -> N
                 f"{prefix + a.name.removeprefix('s_').removeprefix('r_')!r}"
                 f" (models/README.md, 'Analyte names')",
             )
+
+
+def _analyte_evidence(t: _Table, aname: str) -> dict[str, Any]:
+    """An analyte's ``grade``, ``evidence`` and ``[[analytes.<name>.limits]]``:
+    doses after which the model cannot predict it (``action`` refuse or warn, the
+    ``routes`` concerned, ``shorter_than`` for boluses and short inputs, and the
+    ``reason``)."""
+    grade, evidence = _evidence(t)
+    limits = []
+    for j, item in enumerate(t.take("limits", list, required=False, default=[])):
+        lt = _Table(item, f"analytes.{aname}.limits[{j}]", t.file)
+        action = lt.take("action", str, choices=("refuse", "warn"))
+        reason = lt.take("reason", str)
+        routes = lt.take("routes", list, required=False, default=[])
+        if not all(isinstance(r, str) and r for r in routes):
+            lt.fail(f"must be a list of route names; got {routes!r}", "routes")
+        shorter = lt.take("shorter_than", str, required=False)
+        hours = None
+        if shorter is not None:
+            try:
+                q = parse_quantity(shorter, what="shorter_than")
+                u = parse_unit(q.unit)
+            except (UnitError, TypeError) as e:
+                lt.fail(str(e), "shorter_than", 'write a duration, e.g. "6 h"')
+            hours = q.value * u.factor
+            if u.dimension != "time" or not 0 < hours < math.inf:
+                lt.fail(
+                    f'must be a duration > 0 such as "6 h"; got {shorter!r}',
+                    "shorter_than",
+                )
+        if not routes and hours is None:
+            lt.fail(
+                "is missing",
+                "routes",
+                "say which doses the limit concerns: routes = [...] and/or "
+                'shorter_than = "6 h"',
+            )
+        lt.done()
+        limits.append(AnalyteLimit(action, reason, tuple(routes), hours))
+    return {"grade": grade, "evidence": evidence, "limits": tuple(limits)}
 
 
 # ---------------------------------------------------------------------------------

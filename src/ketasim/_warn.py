@@ -15,6 +15,12 @@ class GridWarning(UserWarning):
     per-dose metrics are NaN."""
 
 
+class ModelLimitWarning(UserWarning):
+    """A dose falls outside what a model can predict for one of its analytes
+    (its file's ``[[analytes.<name>.limits]]`` say why); the numbers are returned
+    but should not be trusted."""
+
+
 # while a Dask task simulates its chunk: the index of the chunk's first subject in
 # the whole run (the call itself has warned already); None outside chunks
 CHUNK_START = contextvars.ContextVar("ketasim_chunk_start", default=None)

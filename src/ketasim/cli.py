@@ -559,10 +559,20 @@ def _models(args) -> int:
         print(
             f"{name:<24} {m.drug:<11} {m.enantiomer:<8} grade {m.grade:<6} "
             f"IIV {v['IIV']:<5} IOV {v['IOV']:<5} residual {v['residual']:<8} "
-            f"routes: {', '.join(m.routes)}; analytes: "
+            f"routes: {', '.join(_route_grade(r) for r in m.routes.values())}; "
+            f"analytes: "
             f"{', '.join(m.analyte_names)}; {m.population}"
         )
     return 0
+
+
+def _route_grade(route) -> str:
+    """``oral (P)``, ``intranasal (choice, benchmark only)``: a route and its
+    evidence grade, as ``ketasim models`` lists them."""
+    tags = [route.grade or "grade not stated"]
+    if route.benchmark_only:
+        tags.append("benchmark only")
+    return f"{route.name} ({', '.join(tags)})"
 
 
 #: subcommand -> what runs it (returns the exit status)

@@ -19,6 +19,7 @@ from .units import MG_PER_L_TO_NG_PER_ML
 
 __all__ = [
     "Analyte",
+    "AnalyteLimit",
     "Compartment",
     "CovariateEffect",
     "Flow",
@@ -135,7 +136,9 @@ class Pathway:
 
     ``fraction = "rest"`` takes what the route's other pathways leave (1 − their
     sum). ``later_devices`` scales ``fraction`` for the second and later device of a
-    session (``Dose.device >= 2``), as for nasal-spray devices.
+    session (``Dose.device >= 2``), as for nasal-spray devices. ``bioavailability``
+    is the share of what enters the pathway that reaches ``target`` (first pass of a
+    swallowed part): the pathway delivers ``fraction × bioavailability`` of the dose.
     """
 
     target: str
@@ -143,19 +146,28 @@ class Pathway:
     lag: str | None = None
     duration: str | None = None
     later_devices: str | None = None
+    bioavailability: str | float | None = None
 
 
 @dataclass(frozen=True)
 class Route:
     """``device_mg``: the amount of one device (nasal spray) when the route models
     one device per Dose, as routes with a per-device effect (``later_devices``)
-    do; a Dose on such a route must be exactly one device."""
+    do; a Dose on such a route must be exactly one device.
+
+    ``grade`` is the evidence grade of the route as a whole (P, T, C, U, choice,
+    or ``"user"`` for a route added with :meth:`Model.with_route`), ``evidence``
+    says where its numbers come from, and ``benchmark_only`` marks a route kept
+    only to exercise the code (a benchmark workload), not for predictions."""
 
     name: str
     kind: str  # "intravenous" or "extravascular"
     pathways: tuple[Pathway, ...]
     description: str = ""
     device_mg: float | None = None
+    grade: str | None = None
+    evidence: str = ""
+    benchmark_only: bool = False
 
     @property
     def intravenous(self) -> bool:
@@ -177,6 +189,23 @@ class Analyte:
     mw: float
     formation: str = "molar"
     long_name: str = ""
+    grade: str | None = None  # evidence grade of this analyte's part of the model
+    evidence: str = ""
+    #: what the model cannot predict for this analyte: AnalyteLimit entries
+    limits: tuple[AnalyteLimit, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnalyteLimit:
+    """Doses after which a model cannot predict an analyte: doses on ``routes``
+    (all routes when empty), or only boluses and inputs shorter than
+    ``shorter_than`` h when it is given. ``action`` is ``"refuse"`` (simulate
+    raises) or ``"warn"`` (a :class:`ModelLimitWarning`); ``reason`` says why."""
+
+    action: str
+    reason: str
+    routes: tuple[str, ...] = ()
+    shorter_than: float | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +271,10 @@ class Model:
     #: (``[effects]``): :class:`ketasim._effects.EffectSite`, ``Endpoint``
     effect_sites: tuple = ()
     effects: tuple = ()
+    #: provenance of a model derived from a published one (:meth:`with_route`):
+    #: the id it was derived from and what was changed, one line each
+    derived_from: str | None = None
+    changes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("parameters", "routes", "covariates", "validity", "residual"):
@@ -299,6 +332,22 @@ class Model:
                 f"(compartments, routes and analytes stay)"
             )
         return replace(self, rhs=rhs)
+
+    def with_route(self, name: str, *pathways: Any, **kwargs: Any) -> Model:
+        """This model with route ``name`` added or replaced: a NEW model whose id
+        and provenance say so. See :func:`ketasim.routes.with_route`."""
+        from .routes import with_route
+
+        return with_route(self, name, *pathways, **kwargs)
+
+    def without_analytes(self, *names: str, id: str | None = None) -> Model:
+        """This model without the analytes ``names`` (their compartments stay,
+        unobserved): a NEW model whose id and provenance say so, e.g. to simulate
+        the parent drug after doses the model cannot predict a metabolite for.
+        See :func:`ketasim.routes.without_analytes`."""
+        from .routes import without_analytes
+
+        return without_analytes(self, *names, id=id)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -623,6 +672,7 @@ def parameter_roles(model: Model) -> dict[str, tuple[str, tuple[str, ...]]]:
             into = f"route {r.name!r} into {pw.target!r}"
             use(pw.fraction, "fraction", f"the fraction of {into}")
             use(pw.later_devices, "fraction", f"the later-device factor of {into}")
+            use(pw.bioavailability, "fraction", f"the bioavailability of {into}")
             use(pw.lag, "nonnegative", f"the lag time of {into}")
             use(pw.duration, "positive", f"the input duration of {into}")
     for site in model.effect_sites:

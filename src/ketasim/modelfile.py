@@ -269,12 +269,22 @@ def _check_numbers(model: Model, file: Path | None, raw: dict[str, float]) -> No
     """Typical values against how the model uses each parameter
     (:func:`~ketasim.model.parameter_roles`), each route's fractions against the
     whole dose, and covariate effects over the model's validity ranges."""
+    for a in model.analytes:
+        for j, lim in enumerate(a.limits):
+            for r in lim.routes:
+                if r not in model.routes:
+                    raise ModelFileError(
+                        file,
+                        f"analytes.{a.name}.limits[{j}].routes",
+                        f"names an undefined route {r!r}",
+                        f"the model's routes are {', '.join(model.routes)}",
+                    )
     roles = parameter_roles(model)
     fraction_refs = {f.fraction for f in model.flows} | {
         x
         for r in model.routes.values()
         for pw in r.pathways
-        for x in (pw.fraction, pw.later_devices)
+        for x in (pw.fraction, pw.later_devices, pw.bioavailability)
     }
     for name in model.fractions_above_one:
         if name not in fraction_refs:

@@ -28,6 +28,7 @@ __all__ = [
     "boosters",
     "clinic_course",
     "esketamine_induction",
+    "home_course",
     "six_infusion_course",
 ]
 
@@ -164,6 +165,118 @@ def boosters(
         f"{step:g} h (every={every!r}) from {dose.time:g} h",
     )
     return Regimen(dose._at(dose.time + k * step, "every") for k in range(1, count + 1))
+
+
+#: Weekdays (day 0 = the first dosing day) of at-home doses per week; 7 = daily.
+_HOME_DAYS = {**_WEEKLY_DAYS, 6: (0, 1, 2, 3, 4, 5), 7: (0, 1, 2, 3, 4, 5, 6)}
+#: Most doses an at-home day may hold (``clock`` times): hourly dosing.
+MAX_HOME_DOSES_PER_DAY = 24
+
+
+def home_course(
+    dose: Dose,
+    *,
+    per_week: int = 7,
+    weeks: int = 4,
+    clock: str | Sequence[str] = "20:00",
+    first_day: int = 0,
+    origin: str = "09:00",
+) -> Regimen:
+    """At-home doses (a lozenge/troche, a sublingual or oral dose) at fixed clock
+    times, daily or on fixed weekdays, for ``weeks`` weeks.
+
+    Times are hours after ``origin``, the clock time of t = 0 on day 0: by default
+    09:00, the default session time of :func:`clinic_course` and
+    :func:`six_infusion_course`, so that a home course merges with a clinic course
+    by ``+`` (both start on day 0) or follows it by ``course.then(...)`` (day 0 is
+    then the day of the last clinic session).
+
+    Parameters
+    ----------
+    dose : Dose
+        The home dose (built without ``time=``), on a route of the model used.
+    per_week : int, default 7
+        Dosing days a week: 7 daily; 2 on days 0 and 3; 3 on days 0, 2, 4 of each
+        week (as :func:`clinic_course`); 1-7.
+    weeks : int, default 4
+        Weeks of home dosing.
+    clock : str or list of str, default "20:00"
+        Time(s) of day of the doses on each dosing day (``["08:00", "20:00"]``:
+        twice a day).
+    first_day : int, default 0
+        Day of the first home dose, counted from day 0 (0 = the same day as t = 0).
+    origin : str, default "09:00"
+        Clock time of t = 0 on day 0.
+
+    Raises
+    ------
+    DoseError
+        A bad count, clock or day; a dose before t = 0 (a clock time earlier than
+        ``origin`` on day 0: start on ``first_day=1``).
+
+    Examples
+    --------
+    >>> troche = Dose.bolus("50 mg", route="troche")
+    >>> home_course(troche, per_week=3, weeks=1).times
+    (11.0, 59.0, 107.0)
+    >>> clinic = clinic_course(Dose.bolus("25 mg", route="sublingual"), sessions=2)
+    >>> (clinic + home_course(troche, per_week=2, weeks=1, first_day=1)).times
+    (0.0, 35.0, 72.0, 107.0)
+    """
+    if not isinstance(dose, Dose):
+        raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
+    if dose.time != 0.0:
+        raise DoseError(
+            f"home_course places the dose at the clock times, so its own time "
+            f"({dose.time:g} h) would be lost; build the dose without time= (use "
+            f"clock= and first_day=)"
+        )
+    if dose.device is not None:
+        raise DoseError(
+            "home_course gives one dose per clock time; a nasal-device dose "
+            "(device=) belongs in ks.esketamine_induction"
+        )
+    if not is_whole(per_week) or per_week not in _HOME_DAYS:
+        raise DoseError(
+            f"per_week must be a whole number 1-7 (7 = daily); got {per_week!r}"
+        )
+    for name, v, low in (("weeks", weeks, 1), ("first_day", first_day, 0)):
+        if not is_whole(v) or v < low:
+            raise DoseError(f"{name} must be a whole number >= {low}; got {v!r}")
+    if not isinstance(clock, str | list | tuple) or not clock:
+        raise DoseError(
+            f"clock must be 'HH:MM' or a list of them (the doses of a dosing "
+            f"day); got {clock!r}"
+        )
+    clocks = [clock] if isinstance(clock, str) else list(clock)
+    if len(clocks) > MAX_HOME_DOSES_PER_DAY:
+        raise DoseError(
+            f"clock gives {len(clocks)} doses a day; at most {MAX_HOME_DOSES_PER_DAY}"
+        )
+    hours = sorted(_clock(c, f"clock[{i}]") for i, c in enumerate(clocks))
+    if len(set(hours)) != len(hours):
+        raise DoseError(f"clock lists the same time twice: {clocks!r}")
+    t0 = _clock(origin, "origin")
+    pattern = _HOME_DAYS[per_week]
+    last_day = first_day + 7 * (weeks - 1) + pattern[-1]
+    check_span(
+        24.0 * last_day + hours[-1] - t0,
+        f"weeks = {weeks!r}, first_day = {first_day!r}",
+    )
+    if 24.0 * first_day + hours[0] - t0 < 0:
+        raise DoseError(
+            f"the first home dose at {clocks[0] if len(clocks) == 1 else min(clocks)}"
+            f" on day {first_day} comes before t = 0 ({origin} on day 0); start "
+            f"on first_day={first_day + 1}, or set origin to the clock time of "
+            f"t = 0"
+        )
+    times = [
+        24.0 * (first_day + 7 * w + d) + h - t0
+        for w in range(int(weeks))
+        for d in pattern
+        for h in hours
+    ]
+    return Regimen(dose._at(t, "clock") for t in times)
 
 
 def _session(

@@ -62,6 +62,7 @@ PROTOCOLS = (
     "clinic_course",
     "esketamine_induction",
     "boosters",
+    "home_course",
     "doses",
 )
 
@@ -170,16 +171,83 @@ def _regimen(t: _T) -> Regimen:
             },
         )
         reg = _call(t, protocols.esketamine_induction, **kw)
+    elif proto == "home_course":
+        dose = _dose(_T(t.take("dose", dict), f"{t.path}.dose", t.file))
+        kw = _kwargs(
+            t,
+            {
+                "per_week": int,
+                "weeks": int,
+                "clock": (str, list),
+                "first_day": int,
+                "origin": str,
+            },
+        )
+        reg = _call(t, protocols.home_course, dose=dose, **kw)
     else:  # boosters
         d = t.take("dose", dict, required=False)
         dose = None if d is None else _dose(_T(d, f"{t.path}.dose", t.file))
         kw = _kwargs(t, {"every": str, "count": int})
         reg = _call(t, protocols.boosters, dose=dose, **kw)
+    plus = t.take("plus", list, required=False, default=[])
     t.done()
     if then is not None:
         nxt = _regimen(_T(then, f"{t.path}.then", t.file))
         reg = _call(t, reg.then, other=nxt, after=after)
+    for j, item in enumerate(plus):  # merged by time, as Regimen + Regimen
+        reg = reg + _regimen(_T(item, f"{t.path}.plus[{j}]", t.file))
     return reg
+
+
+def _with_route(model, name: str, pws: tuple, kw: dict):
+    return model.with_route(name, *pws, **kw)
+
+
+def _routes(t: _T, model):
+    """``[scenarios.routes.<name>]``: routes added to (or replacing one of) the
+    scenario's model with Model.with_route; the scenario runs the NEW model. Keys
+    of one pathway (bioavailability, ka or tmax, lag, duration, into, depot), or
+    ``[[....pathways]]`` tables with those keys plus ``fraction``; and
+    ``description``, ``evidence``, ``id``."""
+    from .routes import Absorption
+
+    keys = ("bioavailability", "ka", "tmax", "lag", "duration", "into", "depot")
+    num = (str, int, float)
+    types = {"bioavailability": (int, float), "into": str, "depot": str}
+
+    def pathway(pt: _T, with_fraction: bool) -> dict:
+        kw = {}
+        for k in keys + (("fraction",) if with_fraction else ()):
+            v = pt.take(
+                k, types.get(k, num) if k != "fraction" else num, required=False
+            )
+            if v is not None:
+                kw[k] = v
+        return kw
+
+    for name in list(t.data):
+        rt = _T(t.take(name, dict), f"{t.path}.{name}", t.file)
+        meta = {
+            k: rt.take(k, str, required=False)
+            for k in ("description", "evidence", "id")
+        }
+        meta = {k: v for k, v in meta.items() if v is not None}
+        items = rt.take("pathways", list, required=False)
+        if items is not None:
+            pws = []
+            for j, item in enumerate(items):
+                pt = _T(item, f"{rt.path}.pathways[{j}]", t.file)
+                kw = pathway(pt, True)
+                pt.done()
+                pws.append(_call(pt, Absorption, **kw))
+            rt.done()
+            model = _call(rt, _with_route, model=model, name=name, pws=pws, kw=meta)
+        else:
+            kw = pathway(rt, False)
+            rt.done()
+            model = _call(rt, _with_route, model=model, name=name, pws=(), kw=kw | meta)
+    t.done()
+    return model
 
 
 def _kwargs(t: _T, spec: dict) -> dict:
@@ -333,6 +401,10 @@ def load_scenarios(path: str | Path) -> ScenarioFile:
                 "model",
                 "give a bundled model name such as 'domino' or the path of a "
                 ".toml model file, relative to the scenario file",
+            )
+        if "routes" in item:  # your own routes on this scenario's model
+            model = _routes(
+                _T(t.take("routes", dict), f"scenarios[{i}].routes", p), model
             )
         reg = _regimen(_T(t.take("regimen", dict), f"scenarios[{i}].regimen", p))
         pop = pop_default

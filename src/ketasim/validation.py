@@ -439,6 +439,14 @@ def _metric(model, obs: Observation, population: bool, seed: int, n: int) -> np.
         horizon = max(horizon, w[1])
     extra = [obs.time] if obs.time is not None else []
     times = _grid(regimen, horizon, extra)
+    # an analyte the model refuses after these doses (fanta_2015: S-norketamine
+    # after oral doses) is left out, unless the observation is about it
+    from .routes import refused_analytes
+
+    refused = {a for d in regimen.doses for a in refused_analytes(model, d.route)}
+    refused.discard(obs.analyte)
+    if refused:
+        model = model.without_analytes(*sorted(refused))
     ds = _run(model, regimen, obs.covariates, times, population, seed, n)
     if obs.analyte not in ds.analyte.values:
         raise ObservationError(
