@@ -515,3 +515,13 @@ def test_model_file_route_keys_are_checked(tmp_path, edit, key, match):
     with pytest.raises(ModelFileError, match=match) as err:
         ks.load_model(path)
     assert err.value.key == key
+
+
+def test_scenario_file_home_course_merges_with_clinic_sessions():
+    """examples/route_comparison.toml: [[regimen.plus]] with protocol home_course
+    merges the evening troches into the clinic course by time."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "route_comparison.toml"
+    sf = load_scenarios(path)
+    reg = next(s for s in sf.scenarios if s.name == "IV + home troche 100 mg").regimen
+    assert reg.times == (0.0, 35.0, 72.0, 107.0, 168.0, 203.0, 240.0, 275.0)
+    assert [d.route for d in reg] == ["iv", "troche"] * 4
