@@ -27,6 +27,7 @@ effect with a baseline ``E0``:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,7 +179,9 @@ def _nonnegative(c: np.ndarray, what: str) -> np.ndarray:
     A negative beyond 1e-9 x the subject's largest value is no roundoff: NaN, so
     the effect shows the trouble instead of hiding it."""
     c = np.array(c, dtype=float)
-    top = np.nanmax(np.abs(c), axis=-1, keepdims=True) if c.size else c
+    with warnings.catch_warnings():  # a failed subject's all-NaN row stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        top = np.nanmax(np.abs(c), axis=-1, keepdims=True) if c.size else c
     tiny = (c < 0) & (c >= -1e-9 * top)
     c[tiny] = 0.0
     c[c < 0] = np.nan
