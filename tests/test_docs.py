@@ -108,6 +108,22 @@ def test_readme_quick_start_prints_what_the_readme_shows():
     assert out.getvalue().strip() == shown.strip()
 
 
+#: guide pages whose Python blocks run as written, in order, sharing one namespace
+#: per page (pages with pasted output are checked by their authors' tests)
+RUNNABLE_GUIDE = ["dosing.md", "protocols.md", "populations.md", "metrics.md"]
+
+
+@pytest.mark.parametrize("page", RUNNABLE_GUIDE)
+def test_guide_examples_run(page):
+    text = (ROOT / "docs" / "guide" / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    namespace: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for i, code in enumerate(blocks):
+            exec(compile(code, f"docs/guide/{page}, block {i + 1}", "exec"), namespace)
+
+
 # ---- nothing refers to files outside the repository ---------------------------------
 # built from pieces so that this file does not match itself
 _OUTSIDE = re.compile(
