@@ -439,3 +439,26 @@ def test_tci_performance_refuses_iiv_on_a_model_without_it():
         tci_performance("domino", plan, ks.Population(5, seed=1))
     with pytest.raises(TypeError, match=r"plan must be a TCIPlan"):
         tci_performance("domino", plan.regimen, ks.Population(5, seed=1, iiv=False))
+
+
+@pytest.mark.parametrize(
+    "model,analyte,ke0_per_h",
+    [
+        ("domino", "ketamine", 0.652 * 60.0),  # [effect_sites] ke0 (opentiva)
+        # a half-life site: ke0 = ln 2 / 11.8 min (Olofsen 2012, simons_2022)
+        ("simons_2022", "s_ketamine", math.log(2.0) / (11.8 / 60.0)),
+    ],
+)
+def test_effect_site_tci_uses_the_models_effect_site(model, analyte, ke0_per_h):
+    sub = ks.Subjects(covariates={"weight": 70.0})
+    plan = tci(model, "100 ng/mL", site="effect", analyte=analyte, subjects=sub)
+    ref = tci(
+        model,
+        "100 ng/mL",
+        site="effect",
+        analyte=analyte,
+        subjects=sub,
+        ke0=(ke0_per_h, "1/h"),
+    )
+    assert plan.ke0_source == "model" and plan.ke0 == pytest.approx(ke0_per_h)
+    np.testing.assert_allclose(plan.rates.values, ref.rates.values, rtol=1e-9)
