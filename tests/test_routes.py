@@ -414,6 +414,8 @@ def test_ketasim_models_lists_route_grades():
     ).stdout
     assert "intranasal (choice, benchmark only)" in out
     assert "troche (choice)" in out and "sublingual (P)" in out
+    assert "s_norketamine (T, limited: refuse)" in out  # fanta_2015, after oral
+    assert "s_norketamine (T, limited: warn)" in out  # flint_2017, after a bolus
 
 
 def test_fanta_refuses_s_norketamine_after_oral_doses():

@@ -561,7 +561,7 @@ def _models(args) -> int:
             f"IIV {v['IIV']:<5} IOV {v['IOV']:<5} residual {v['residual']:<8} "
             f"routes: {', '.join(_route_grade(r) for r in m.routes.values())}; "
             f"analytes: "
-            f"{', '.join(m.analyte_names)}; {m.population}"
+            f"{', '.join(_analyte_grade(a) for a in m.analytes)}; {m.population}"
         )
     return 0
 
@@ -573,6 +573,15 @@ def _route_grade(route) -> str:
     if route.benchmark_only:
         tags.append("benchmark only")
     return f"{route.name} ({', '.join(tags)})"
+
+
+def _analyte_grade(analyte) -> str:
+    """``s_norketamine (T, limited)``: an analyte, its evidence grade, and whether
+    the model file lists doses after which it cannot be predicted."""
+    tags = [analyte.grade or "grade not stated"]
+    if analyte.limits:
+        tags.append("limited: " + "/".join(lim.action for lim in analyte.limits))
+    return f"{analyte.name} ({', '.join(tags)})"
 
 
 #: subcommand -> what runs it (returns the exit status)
