@@ -48,6 +48,7 @@ from .results import ScenarioResults, open_results, save
 from .routes import Absorption, route_table
 from .scenario import Scenario, compare, run_scenarios
 from .simulate import GridWarning, SolveError, ValidityWarning, grid, simulate
+from .uncertainty import draw_typical_values, simulate_trials, trial_ci
 from .units import UnitError
 from .validation import validate
 
@@ -82,6 +83,7 @@ __all__ = [
     "clinic_course",
     "compare",
     "discharge_time",
+    "draw_typical_values",
     "effect",
     "effect_time_above",
     "elasticities",
@@ -106,12 +108,14 @@ __all__ = [
     "save",
     "simulate",
     "simulate_nonmem",
+    "simulate_trials",
     "six_infusion_course",
     "summary",
     "sweep",
     "tci",
     "tci_performance",
     "tornado",
+    "trial_ci",
     "validate",
     "write_nonmem",
 ]

@@ -1360,3 +1360,91 @@ def check_effect_variability(top: _Table, sites: list, variability) -> None:
                 f"variability.{s.parameter}",
                 "remove its iov_ entry (inter-individual variability is supported)",
             )
+
+
+# 95 % two-sided normal quantile: a published 95 % CI is estimate +- Z95 x SE
+_Z95 = 1.959963984540054
+
+
+def read_precision(top: _Table, parameters: dict[str, Parameter]) -> list:
+    """``[precision]``: per parameter, the published precision of its typical value
+    (a standard error ``se`` in the parameter's unit, a relative standard error
+    ``rse`` (a ratio, 0.1 for 10 %) or a 95 % confidence interval ``ci95 = [lo,
+    hi]`` in the parameter's unit), the ``scale`` the paper estimated it on
+    ("linear" or "log"), its ``source`` and ``grade`` (P, T or C: a number not
+    read in a source, grade U, is not encoded).
+
+    Stored as the SE on that scale (:class:`~ketasim.model.Precision`): linear, in
+    the canonical unit (se x unit factor; rse x value; CI half-width / 1.96); log,
+    the SE of log(value) (se / value and rse by the delta method; CI: (ln hi - ln
+    lo) / (2 x 1.96))."""
+    from .model import Precision
+
+    out: list[Precision] = []
+    ptab = _Table(top.table("precision", required=False), "precision", top.file)
+    for pname in list(ptab.data):
+        t = _Table(ptab.take(pname, dict), f"precision.{pname}", top.file)
+        if pname not in parameters:
+            ptab.fail("is not a defined parameter", pname)
+        p = parameters[pname]
+        scale = t.take("scale", str, choices=("linear", "log"))
+        given = {
+            k: t.take(k, types, required=False)
+            for k, types in (("se", float), ("rse", float), ("ci95", list))
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if len(given) != 1:
+            t.fail(
+                "needs exactly one of se, rse, ci95"
+                + (f"; got {', '.join(given)}" if given else ""),
+                hint="se in the parameter's unit, rse as a ratio (0.1 for 10 %), "
+                "ci95 = [low, high] in the parameter's unit",
+            )
+        ((key, v),) = given.items()
+        factor = parse_unit(p.unit).factor
+        if scale == "log" and not p.value > 0:
+            t.fail(
+                f"scale 'log' needs a typical value > 0; {pname} is {p.value:g} "
+                f"{p.canonical_unit}",
+                "scale",
+            )
+        if key == "ci95":
+            if len(v) != 2 or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in v
+            ):
+                t.fail(f"must be [low, high], two numbers; got {v!r}", key)
+            lo, hi = (_number(t, key, float(x) * factor, "finite") for x in v)
+            if not lo < p.value < hi:
+                t.fail(
+                    f"must contain the typical value ({p.value / factor:g} {p.unit}) "
+                    f"with low < high; got {v!r}",
+                    key,
+                    "check the interval and the unit against the source",
+                )
+            if scale == "log" and lo <= 0:
+                t.fail(f"on scale 'log' needs low > 0; got {v!r}", key)
+            se = (
+                (hi - lo) / (2 * _Z95)
+                if scale == "linear"
+                else (math.log(hi) - math.log(lo)) / (2 * _Z95)
+            )
+        else:
+            _number(t, key, v, "positive")
+            if key == "rse" and not v < 10:
+                t.fail(
+                    f"is a ratio (0.1 for 10 %) and must be < 10; got {v!r}",
+                    key,
+                )
+            if scale == "linear" and p.value == 0 and key == "rse":
+                t.fail("is relative to a typical value of 0", key, "give se")
+            if key == "se":
+                se = v * factor if scale == "linear" else v * factor / p.value
+            else:
+                se = v * abs(p.value) if scale == "linear" else v
+        if not (math.isfinite(se) and se > 0):
+            t.fail(f"gives a standard error of {se!r}, not finite and > 0", key)
+        grade = t.take("grade", str, choices=("P", "T", "C"))
+        out.append(Precision(pname, float(se), scale, t.take("source", str), grade))
+        t.done()
+    ptab.done()
+    return out

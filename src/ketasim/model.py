@@ -26,6 +26,7 @@ __all__ = [
     "Model",
     "Parameter",
     "Pathway",
+    "Precision",
     "Reference",
     "Route",
     "Variability",
@@ -218,6 +219,21 @@ class Variability:
 
 
 @dataclass(frozen=True)
+class Precision:
+    """The published precision of a fixed effect (typical value): the standard
+    error of its estimate on the scale the paper estimated it. ``scale`` "linear":
+    the estimate is normal, ``se`` in the parameter's canonical unit; "log": the
+    log of the estimate is normal, ``se`` the SE of log(value) (dimensionless,
+    about the RSE)."""
+
+    parameter: str
+    se: float
+    scale: str  # "linear" or "log"
+    source: str
+    grade: str
+
+
+@dataclass(frozen=True)
 class CovariateEffect:
     """Multiplicative effect of a covariate on a parameter.
 
@@ -275,6 +291,8 @@ class Model:
     #: the id it was derived from and what was changed, one line each
     derived_from: str | None = None
     changes: tuple[str, ...] = ()
+    #: published precision of typical values (``[precision]``): :class:`Precision`
+    precision: tuple[Precision, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("parameters", "routes", "covariates", "validity", "residual"):

@@ -238,6 +238,7 @@ def model_from_dict(
         top, parameters, analytes, effect_sites, references, list(routes)
     )
     s.check_effect_variability(top, effect_sites, variability)
+    precision = s.read_precision(top, parameters)
     top.done()
 
     model = Model(
@@ -260,6 +261,7 @@ def model_from_dict(
         fractions_above_one=tuple(above_one),
         effect_sites=tuple(effect_sites),
         effects=tuple(effects_pd),
+        precision=tuple(precision),
     )
     _check_numbers(model, file, raw_values)
     return model

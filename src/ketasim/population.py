@@ -23,7 +23,7 @@ __all__ = ["Population"]
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-STREAMS = {"covariates": 1, "iiv": 2, "iov": 3, "residual": 4}
+STREAMS = {"covariates": 1, "iiv": 2, "iov": 3, "residual": 4, "uncertainty": 5}
 _MAX_DRAWS = 1 << 24
 
 
