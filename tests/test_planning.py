@@ -378,6 +378,8 @@ def test_sweep_labels_a_dimension_with_units(one_compartment):
     np.testing.assert_allclose(doses.cmax.squeeze(), [1000.0, 4000.0])
     with pytest.raises(ValueError, match=r"values\[0\] = '1 mg/kg' is mg/kg"):
         sweep(one_compartment, d, "dose", ["1 mg/kg"], times=[0, 1])
+    with pytest.raises(ValueError, match=r"values of 'V' must be a volume with its"):
+        sweep(one_compartment, d, "V", ["10 L/h"], times=[0, 1])
     with pytest.raises(ValueError, match=r"'Vc' is not a parameter of model 'one'"):
         sweep(one_compartment, d, "Vc", ["1 L"], times=[0, 1])
 

@@ -312,10 +312,15 @@ def _subject_metric(
         )
     da = da.isel({target_like.per: target_like.window})
     if not np.isfinite(da.values).any():
+        why = (
+            "a trough is the level just before the next window's first dose, and "
+            "this window has none (or no output time covers it)"
+            if target_like.metric == "trough"
+            else "no output time falls in that window; pass times= that cover it"
+        )
         raise ValueError(
-            f"{target_like.metric} of {target_like.per} {target_like.window} is NaN "
-            f"for every subject: no output time falls in that window; pass times= "
-            f"that cover it"
+            f"{target_like.metric} of {target_like.per} {target_like.window} (0 = "
+            f"the first) is NaN for every subject: {why}"
         )
     return da
 
@@ -1403,6 +1408,12 @@ def sweep(
         else:
             read = _values(values, name)
             unit = read[0][1]
+            want = model.parameters[name].dimension
+            if parse_unit(unit).dimension != want:
+                raise ValueError(
+                    f"values of {name!r} must be a {want} with its unit (as "
+                    f"{model.parameters[name].unit!r}); got {unit!r}"
+                )
             items = [(v, (np.full(base.shape, v), u)) for v, u in read]
         for label, vals in items:
             sub = _with_parameters(subjects, population, {name: vals})
