@@ -493,3 +493,54 @@ def test_nonmem_steady_state_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="ID 1 has a steady-state dose record"):
         ks.estimate(MODEL, path, analyte_by_cmt=None)
+
+
+def test_xarray_table_and_default_model(small):
+    """A one-dimensional xarray Dataset reads as the same table; the default
+    model (no residual error model) is refused by name."""
+    import xarray as xr
+
+    table, _, est = small
+    ds = xr.Dataset({k: ("row", v) for k, v in table.items()})
+    ds["time"].attrs["units"] = "h"
+    got = ks.estimate(MODEL, ds, doses=COURSE)
+    np.testing.assert_array_equal(got.theta.values, est.theta.values)
+    ds["concentration"].attrs["units"] = "mg/L"
+    with pytest.raises(ValueError, match="has units 'mg/L'; estimate reads"):
+        ks.estimate(MODEL, ds, doses=COURSE)
+    row = _one(analyte=["ketamine", "ketamine"])
+    with pytest.raises(ValueError, match="no residual error model for analyte"):
+        ks.estimate(ks.DEFAULT_MODEL, row, doses=ks.Dose.bolus("10 mg"))
+
+
+def test_inter_occasion_effects():
+    """simons_2022 (IOV on CLH1, MTT_KN and absorption): levels after the first
+    of two sessions only. The second session's kappas keep their prior (mode 0,
+    variance omega_iov^2), and a forecast of a third session draws its kappas
+    from the prior too."""
+    m = ks.load_model("simons_2022")
+    reg = ks.Regimen.at([0, 72], ks.Dose.infusion("20 mg", duration="40 min"))
+    t = [0.5, 2.0, 6.0]
+    obs = {
+        "subject": [1] * 6,
+        "time": t * 2,
+        "analyte": ["s_ketamine"] * 3 + ["s_norketamine"] * 3,
+        "concentration": [90.0, 30.0, 8.0, 20.0, 25.0, 15.0],
+        "weight": [70.0] * 6,
+    }
+    est = ks.estimate(m, obs, doses=reg)
+    assert est.status.item() == 0
+    assert est.parameters.dims == ("subject", "occasion", "parameter")
+    labels = list(est.random_effect.values)
+    iov = {v.parameter: v.iov_omega for v in m.variability if v.iov_omega > 0}
+    for name, om in iov.items():
+        k2 = labels.index(f"kappa_{name}_occ2")
+        assert est.theta.values[0, k2] == 0.0
+        assert est.theta_covariance.values[0, k2, k2] == pytest.approx(om**2)
+    k1 = labels.index("kappa_CLH1_occ1")  # a metabolite clearance: no data on it
+    assert est.theta.values[0, k1] == 0.0
+    k1 = labels.index("kappa_MTT_KN_occ1")  # formation of s_norketamine: data
+    assert est.theta.values[0, k1] != 0.0
+    plan = reg + ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=144)])
+    fc = ks.forecast(m, est, plan, times=[145.0], n=50, seed=3)
+    assert np.isfinite(fc.concentration_upper).all()
