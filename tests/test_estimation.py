@@ -40,16 +40,16 @@ def _simulated(n: int, seed: int, times=TIMES, regimen=COURSE):
         population=ks.Population(n, seed=seed),
         output=ks.Trajectories(residual=True),
     )
-    rows = {k: [] for k in ("subject", "time", "analyte", "concentration", "weight")}
-    for s in range(n):
-        for a in ANALYTES:
-            for i, t in enumerate(times):
-                rows["subject"].append(s)
-                rows["time"].append(t)
-                rows["analyte"].append(a)
-                rows["concentration"].append(float(ds.observed.sel(analyte=a)[s, i]))
-                rows["weight"].append(float(ds.weight[s]))
-    return {k: np.array(v) for k, v in rows.items()}, ds
+    obs = np.stack([ds.observed.sel(analyte=a).values for a in ANALYTES], axis=1)
+    T, K = times.size, len(ANALYTES)
+    table = {
+        "subject": np.repeat(np.arange(n), K * T),
+        "time": np.tile(times, n * K),
+        "analyte": np.tile(np.repeat(ANALYTES, T), n),
+        "concentration": obs.reshape(-1),  # (subject, analyte, time) order
+        "weight": np.repeat(ds.weight.values, K * T),
+    }
+    return table, ds
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +147,13 @@ def _reference_objective(model, table, s, weight):
     return ofv, len(names)
 
 
-@pytest.mark.parametrize("s", range(4))
+@pytest.mark.parametrize("s", range(3))
 def test_matches_scipy_reference(small, s):
     table, ds, est = small
     model = ks.load_model(MODEL)
     ofv, q = _reference_objective(model, table, s, float(ds.weight[s]))
     ref = scipy.optimize.minimize(
-        ofv, np.zeros(q), method="BFGS", options={"gtol": 1e-9, "xrtol": 1e-12}
+        ofv, np.zeros(q), method="BFGS", options={"gtol": 1e-5}
     )
     eta = est.eta.sel(subject=s).values
     assert est.status.sel(subject=s) == 0
@@ -166,7 +166,7 @@ def test_matches_scipy_reference(small, s):
     h = 1e-3
     H = np.empty((q, q))
     for i in range(q):
-        for j in range(q):
+        for j in range(i, q):
             ei, ej = np.eye(q)[i] * h, np.eye(q)[j] * h
             H[i, j] = (
                 ofv(eta + ei + ej)
@@ -174,6 +174,7 @@ def test_matches_scipy_reference(small, s):
                 - ofv(eta - ei + ej)
                 + ofv(eta - ei - ej)
             ) / (4 * h * h)
+            H[j, i] = H[i, j]
     se_ref = np.sqrt(np.diag(np.linalg.inv(H / 2)))
     np.testing.assert_allclose(est.eta_se.sel(subject=s).values, se_ref, rtol=0.3)
 
