@@ -193,3 +193,20 @@ def test_precision_section_is_read_strictly(kamp_dict, entry, match):
         ModelFileError, match=r"precision\.Vx.*is not a defined parameter"
     ):
         _with_precision(kamp_dict, {"Vx": {"rse": 0.1}})
+
+
+def test_dask_partitions_give_the_same_numbers():
+    reg = ks.six_infusion_course()
+    pop = ks.Population(4, seed=9, iiv=False)
+    t = ks.grid("17.5 d", "1 h")
+    eager = ks.simulate_trials("kamp_2020_meta", reg, pop, 5, times=t)
+    for chunks in (1, 2, 5):
+        lazy = ks.simulate_trials("kamp_2020_meta", reg, pop, 5, times=t, chunks=chunks)
+        assert lazy.cmax.chunks is not None
+        assert lazy.cmax.attrs["units"] == "ng/mL"
+        got = lazy.compute()
+        for name in ("cmax", "auc", "tmax", "predose", "weight", "patient"):
+            np.testing.assert_array_equal(got[name].values, eager[name].values)
+        assert got.attrs["population"] == eager.attrs["population"]
+    with pytest.raises(ValueError, match=r"chunks must be a whole number of trials"):
+        ks.simulate_trials("kamp_2020_meta", reg, pop, 5, times=t, chunks=0)

@@ -121,6 +121,7 @@ def simulate_trials(
     times=None,
     output: Metrics | None = None,
     errors: str = "raise",
+    chunks: int | None = None,
 ) -> xr.Dataset:
     """Simulate ``replicates`` trials of ``population.n`` patients each, the
     typical values of each trial drawn from the model's published precision
@@ -146,6 +147,10 @@ def simulate_trials(
         ``output.chunk`` patients.
     errors : {"raise", "keep"}
         As :func:`ketasim.simulate`.
+    chunks : int, optional
+        Return a Dask-backed Dataset computed ``chunks`` trials per task, lazily
+        (the same numbers as the in-memory run). Covariates are drawn at the call,
+        for the validity warnings.
 
     Returns
     -------
@@ -164,15 +169,8 @@ def simulate_trials(
     ...     duration="40 min"), ks.Population(200, seed=1, iiv=False), 20)
     >>> ci = ks.trial_ci(ds.cmax.isel(dose=0, analyte=0))
     """
-    from ._assemble import assemble_metrics
-    from ._lower import check_magnitude, lower
-    from ._run import STATUS, SolveError, run_metrics_chunk
     from ._subjects import (
         check_iiv,
-        check_metrics_memory,
-        occasions,
-        population_parameters,
-        warn_validity,
     )
     from ._times import check_times, default_times, warn_late_doses
     from .simulate import _prepare
@@ -205,7 +203,54 @@ def simulate_trials(
     warn_late_doses(regimen, t)
     check_iiv(model, population)
     typical = draw_typical_values(model, replicates, population.seed)
-    n, K = population.n, replicates
+    K = replicates
+    if chunks is None:
+        ds = _block(model, regimen, t, population, typical, 0, K, output, errors)
+    else:
+        ds = _lazy(model, regimen, t, population, typical, K, output, errors, chunks)
+    for name, v in typical.items():
+        p = model.parameters[name]
+        ds[f"typical_{name}"] = xr.DataArray(
+            v,
+            dims="replicate",
+            attrs={
+                "units": p.canonical_unit,
+                "long_name": f"typical {name} of the replicate (drawn): "
+                f"{p.description}",
+            },
+        )
+    ds.attrs["replicates"] = K
+    ds.attrs["uncertainty_seed"] = int(population.seed)
+    ds.attrs["uncertainty"] = "; ".join(_described(model, pr) for pr in model.precision)
+    return ds
+
+
+def _block(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    population: Population,
+    typical: dict[str, np.ndarray],
+    r0: int,
+    r1: int,
+    output: Metrics,
+    errors: str,
+    *,
+    warn: bool = True,
+) -> xr.Dataset:
+    """Trials ``r0 .. r1 - 1``: their patients drawn, lowered and run in chunks of
+    ``output.chunk`` patients; the metrics with (replicate, subject) dimensions."""
+    from ._assemble import assemble_metrics
+    from ._lower import check_magnitude, lower
+    from ._run import STATUS, SolveError, run_metrics_chunk
+    from ._subjects import (
+        check_metrics_memory,
+        occasions,
+        population_parameters,
+        warn_validity,
+    )
+
+    n, K = population.n, r1 - r0
     N = n * K
     starts = np.array(regimen.times, dtype=float)
     W, A, chunk = starts.size, len(model.analytes), output.chunk
@@ -219,21 +264,21 @@ def simulate_trials(
     )
     status = np.zeros(N, dtype=np.int64)
     covs: dict[str, np.ndarray] = {}
-    models = [_with_typical(model, typical, k) for k in range(K)]
+    models = [_with_typical(model, typical, k) for k in range(r0, r1)]
     # trial k: subjects k*n .. k*n + n - 1 of the seed (a covariates table, indexed
     # from the offset, is the same cohort in every trial)
     pops = [
         dataclasses.replace(population, offset=population.offset + k * n)
-        for k in range(K)
+        for k in range(r0, r1)
     ]
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
         parts = []
-        for k in range(a // n, (b - 1) // n + 1):
-            lo, hi = max(a, k * n) - k * n, min(b, (k + 1) * n) - k * n
-            idx = population.offset + k * n + np.arange(lo, hi)
+        for j in range(a // n, (b - 1) // n + 1):
+            lo, hi = max(a, j * n) - j * n, min(b, (j + 1) * n) - j * n
+            idx = pops[j].offset + np.arange(lo, hi)
             _, cov, _, params = population_parameters(
-                models[k], regimen, pops[k], None, idx, warn=False
+                models[j], regimen, pops[j], None, idx, warn=False
             )
             parts.append((cov, params))
         cov = {c: np.concatenate([p[0][c] for p in parts]) for c in parts[0][0]}
@@ -253,14 +298,15 @@ def simulate_trials(
         run_metrics_chunk(
             low, t, starts, output.level, tuple(v[a:b] for v in values), status[a:b]
         )
-    warn_validity(model, covs)
+    if warn:
+        warn_validity(model, covs)
     bad = np.flatnonzero(status)
     if bad.size and errors == "raise":
         raise SolveError(
-            f"{bad.size} of {N} patients failed (first: replicate {bad[0] // n}, "
-            f"subject {bad[0] % n}): {STATUS[4]}"
+            f"{bad.size} of {N} patients failed (first: replicate "
+            f"{r0 + bad[0] // n}, subject {bad[0] % n}): {STATUS[4]}"
         )
-    patient = population.offset + np.arange(N)
+    patient = population.offset + r0 * n + np.arange(N)
     flat = assemble_metrics(
         model,
         regimen,
@@ -273,22 +319,95 @@ def simulate_trials(
         output.level,
         population,
     )
-    ds = _split(flat, K, n)
-    for name, v in typical.items():
-        p = model.parameters[name]
-        ds[f"typical_{name}"] = xr.DataArray(
-            v,
-            dims="replicate",
-            attrs={
-                "units": p.canonical_unit,
-                "long_name": f"typical {name} of the replicate (drawn): "
-                f"{p.description}",
-            },
+    return _split(flat, K, n, r0)
+
+
+def _lazy(
+    model: Model,
+    regimen: Regimen,
+    t: np.ndarray,
+    population: Population,
+    typical: dict[str, np.ndarray],
+    K: int,
+    output: Metrics,
+    errors: str,
+    chunks,
+) -> xr.Dataset:
+    """A Dask-backed result: one task per ``chunks`` trials (the same numbers as
+    the in-memory run: each trial's draws depend on its index only). Covariates are
+    drawn now, for the validity warnings of every patient (cheap); the metrics when
+    computed."""
+    import dask
+    import dask.array as da
+
+    from ._subjects import warn_validity
+    from ._validate import is_whole
+
+    if isinstance(chunks, bool) or not is_whole(chunks) or chunks < 1:
+        raise ValueError(
+            f"chunks must be a whole number of trials >= 1; got {chunks!r}"
         )
-    ds.attrs["replicates"] = K
-    ds.attrs["uncertainty_seed"] = int(population.seed)
-    ds.attrs["uncertainty"] = "; ".join(_described(model, pr) for pr in model.precision)
-    return ds
+    chunks = int(chunks)
+    n = population.n
+    trials = [
+        dataclasses.replace(population, offset=population.offset + k * n)
+        for k in range(K)
+    ]
+    drawn = [p.covariates_for(p.subjects) for p in trials]
+    covs = {c: np.concatenate([d[c] for d in drawn]) for c in drawn[0]}
+    warn_validity(model, covs)
+    # the layout of a result (names, dims, dtypes, attrs) from one small trial
+    template = _block(
+        model,
+        regimen,
+        t,
+        dataclasses.replace(population, n=1, covariates=_first(population)),
+        typical,
+        0,
+        1,
+        output,
+        "keep",
+        warn=False,
+    )
+    blocks = [(r0, min(K, r0 + chunks)) for r0 in range(0, K, chunks)]
+    run = dask.delayed(_block, pure=True)
+    tasks = [
+        run(model, regimen, t, population, typical, r0, r1, output, errors, warn=False)
+        for r0, r1 in blocks
+    ]
+
+    def lazy(name: str, v: xr.DataArray):
+        if "replicate" not in v.dims:
+            return v.dims, v.values, v.attrs
+        pieces = []
+        for (r0, r1), task in zip(blocks, tasks, strict=True):
+            shape = tuple(
+                (r1 - r0) if d == "replicate" else n if d == "subject" else s
+                for d, s in zip(v.dims, v.shape, strict=True)
+            )
+            get = dask.delayed(lambda b, k=name: b[k].values, pure=True)(task)
+            pieces.append(da.from_delayed(get, shape, dtype=v.dtype))
+        axis = v.dims.index("replicate")
+        return v.dims, da.concatenate(pieces, axis=axis), v.attrs
+
+    data = {k: lazy(k, v) for k, v in template.data_vars.items()}
+    coords = {
+        k: lazy(k, v)
+        for k, v in template.coords.items()
+        if k not in ("replicate", "subject")
+    }
+    coords["subject"] = ("subject", np.arange(n), template["subject"].attrs)
+    coords["replicate"] = ("replicate", np.arange(K), template["replicate"].attrs)
+    attrs = dict(template.attrs)
+    attrs["population"] = repr(population)
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _first(population: Population):
+    """A covariates table of the population's first patient (None without one)."""
+    if population.covariates is None:
+        return None
+    return {k: v[:1] for k, v in population.covariates.items()}
 
 
 def _described(model: Model, pr) -> str:
@@ -305,7 +424,7 @@ def _described(model: Model, pr) -> str:
     )
 
 
-def _split(flat: xr.Dataset, K: int, n: int) -> xr.Dataset:
+def _split(flat: xr.Dataset, K: int, n: int, r0: int = 0) -> xr.Dataset:
     """The flat (K n subjects) Dataset with its ``subject`` dimension split into
     (replicate, subject)."""
 
@@ -327,7 +446,11 @@ def _split(flat: xr.Dataset, K: int, n: int) -> xr.Dataset:
         {"long_name": "the patient's index in the population's seed"},
     )
     coords["subject"] = ("subject", np.arange(n), {"long_name": "patient in trial"})
-    coords["replicate"] = ("replicate", np.arange(K), {"long_name": "trial replicate"})
+    coords["replicate"] = (
+        "replicate",
+        r0 + np.arange(K),
+        {"long_name": "trial replicate"},
+    )
     return xr.Dataset(data, coords=coords, attrs=dict(flat.attrs))
 
 
