@@ -545,3 +545,28 @@ def test_inter_occasion_effects():
     plan = reg + ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=144)])
     fc = ks.forecast(m, est, plan, times=[145.0], n=50, seed=3)
     assert np.isfinite(fc.concentration_upper).all()
+
+
+def test_course_must_begin_with_the_estimated_doses(small):
+    _, _, est = small
+    plan = COURSE + ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=48)])
+    with pytest.raises(ValueError, match=r"dose must be the index of a planned dose"):
+        ks.next_dose(MODEL, est, plan, dose=1, at=49.0, target=100.0, n=20)
+    other = ks.Regimen(
+        [
+            ks.Dose.infusion("30 mg", duration="40 min"),
+            *COURSE.doses[1:],
+            *plan.doses[2:],
+        ]
+    )
+    with pytest.raises(ValueError, match=r"amounts included \(base mg 20"):
+        ks.forecast(MODEL, est, other, times=[49.0], n=20)
+    shifted = ks.Regimen([d.at(d.time + 1) for d in plan.doses])
+    with pytest.raises(ValueError, match=r"the course must begin with the 2 doses"):
+        ks.forecast(MODEL, est, shifted, times=[49.0], n=20)
+
+
+def test_lloq_must_be_finite_and_positive():
+    dose = ks.Dose.infusion("20 mg", duration="40 min")
+    with pytest.raises(ValueError, match="lloq must be a finite number > 0"):
+        ks.estimate(MODEL, _one(lloq=[np.inf, np.nan]), doses=dose)

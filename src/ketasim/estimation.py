@@ -281,8 +281,12 @@ def _subject(sid, regimen, time, k, dv, lq, predose, rows) -> _Subject:
             f"{dv[i]:g} ng/mL (row {rows[i]}); concentrations must be >= 0 (a "
             f"level below the limit of quantification: give lloq)"
         )
-    if np.any(lq <= 0):
-        raise ValueError(f"{where}: lloq must be > 0 ng/mL; got {lq[lq <= 0][0]:g}")
+    bad = (lq <= 0) | np.isinf(lq)
+    if bad.any():
+        raise ValueError(
+            f"{where}: lloq must be a finite number > 0 ng/mL (or NaN: none); got "
+            f"{lq[bad][0]:g}"
+        )
     censored = dv < lq  # NaN lloq: never
     value = np.where(censored, lq, dv)
     pre = np.zeros(time.size, dtype=bool) if predose is None else predose
@@ -927,6 +931,17 @@ def estimate(
 
 
 def _check_status(subjects, status, ipred, a) -> None:
+    slow = np.flatnonzero(status == 1)
+    if slow.size:
+        import warnings
+
+        warnings.warn(
+            f"{slow.size} of {status.size} subjects did not converge (first: "
+            f"{subjects[int(slow[0])].id!r}); their estimates are the last "
+            f"iterate, with status 1 in the result",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     bad = np.flatnonzero(status >= 2)
     if not bad.size:
         return
@@ -1263,6 +1278,16 @@ def _course(model: Model, estimates: xr.Dataset, doses, times: np.ndarray):
     keep = reachable(model, targets)
     args = _model_arrays(model, keep, routes)
     args.update(_dose_arrays(model, [regimens[i] for i in ids], cov, routes))
+    seen_mg = estimates.dose_mg.values
+    for s, sid in enumerate(ids):
+        m = np.isfinite(seen_mg[s])
+        if not np.allclose(args["dose_mg"][s, : m.sum()], seen_mg[s, m], rtol=1e-12):
+            raise ValueError(
+                f"subject {sid!r}: the first {m.sum()} doses of the course must be "
+                f"the doses the estimates were made from, amounts included (base "
+                f"mg {', '.join(f'{x:g}' for x in seen_mg[s, m])}); got "
+                f"{', '.join(f'{x:g}' for x in args['dose_mg'][s, : m.sum()])}"
+            )
     K, T = len(model.analytes), times.size
     args.update(
         ot=np.tile(np.repeat(times, K), (S, 1)),
@@ -1514,13 +1539,15 @@ def next_dose(
         model, estimates, doses, np.array([t_at])
     )
     nd = args["nd"]
+    first = int(np.isfinite(estimates.dose_mg.values).sum(axis=1).max())
     if (
         isinstance(dose, bool)
         or not isinstance(dose, int)
-        or not (0 <= dose < nd.min())
+        or not (first <= dose < nd.min())
     ):
         raise ValueError(
-            f"dose must be the index of a dose of every subject's course (0 to "
+            f"dose must be the index of a planned dose of every subject's course, "
+            f"after the {first} the estimates were made from ({first} to "
             f"{nd.min() - 1}); got {dose!r}"
         )
     theta = _draws(mean, covar, estimates.status.values, ids, n, seed)
