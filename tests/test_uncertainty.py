@@ -210,3 +210,28 @@ def test_dask_partitions_give_the_same_numbers():
         assert got.attrs["population"] == eager.attrs["population"]
     with pytest.raises(ValueError, match=r"chunks must be a whole number of trials"):
         ks.simulate_trials("kamp_2020_meta", reg, pop, 5, times=t, chunks=0)
+
+
+def test_correlated_estimates_are_drawn_with_their_correlation(kamp_dict):
+    d = copy.deepcopy(kamp_dict)
+    d["precision_correlations"] = [
+        {"parameters": ["V", "CL"], "correlation": 0.6, "source": "test"}
+    ]
+    m = model_from_dict(d)
+    typ = ks.draw_typical_values(m, 4000, 8)
+    r = np.corrcoef(typ["V"], typ["CL"])[0, 1]
+    # SE of a sample correlation: (1 - r^2) / sqrt(n), 0.0101 here
+    assert r == pytest.approx(0.6, abs=0.045)
+    assert typ["CL"].std(ddof=1) == pytest.approx(SE_CL, rel=0.05)
+    assert typ["V"].std(ddof=1) == pytest.approx(SE_V, rel=0.05)
+    bad = copy.deepcopy(d)
+    bad["precision_correlations"][0]["correlation"] = 1.0
+    with pytest.raises(ModelFileError, match=r"must be in \(-1, 1\); got 1\.0"):
+        model_from_dict(bad)
+    bad["precision_correlations"][0] = {
+        "parameters": ["V", "ka"],
+        "correlation": 0.1,
+        "source": "t",
+    }
+    with pytest.raises(ModelFileError, match=r"'ka' has no \[precision\.ka\] entry"):
+        model_from_dict(bad)

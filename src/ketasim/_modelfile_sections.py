@@ -1448,3 +1448,47 @@ def read_precision(top: _Table, parameters: dict[str, Parameter]) -> list:
         t.done()
     ptab.done()
     return out
+
+
+def read_precision_correlations(top: _Table, precision: list) -> list:
+    """``[[precision_correlations]]``: the correlation of two estimates with
+    published precision (from the covariance matrix of the estimates: cov / (se1
+    se2)), on the scales of their ``[precision]`` entries; the correlation matrix
+    must stay positive definite."""
+    items = top.take("precision_correlations", list, required=False, default=[])
+    names = [p.parameter for p in precision]
+    out: list[tuple[str, str, float]] = []
+    R = np.eye(len(names))
+    for i, item in enumerate(items):
+        t = _Table(item, f"precision_correlations[{i}]", top.file)
+        pair = t.take("parameters", list)
+        if (
+            len(pair) != 2
+            or not all(isinstance(x, str) for x in pair)
+            or pair[0] == pair[1]
+        ):
+            t.fail(f"must be two different parameter names; got {pair!r}", "parameters")
+        for x in pair:
+            if x not in names:
+                t.fail(
+                    f"{x!r} has no [precision.{x}] entry; correlations are between "
+                    f"estimates with published precision",
+                    "parameters",
+                )
+        r = t.take("correlation", float)
+        if not (math.isfinite(r) and -1 < r < 1):
+            t.fail(f"must be in (-1, 1); got {r!r}", "correlation")
+        t.take("source", str)
+        t.done()
+        a, b = names.index(pair[0]), names.index(pair[1])
+        if R[a, b] != 0:
+            t.fail(f"the pair {pair!r} is given twice", "parameters")
+        R[a, b] = R[b, a] = r
+        if np.linalg.eigvalsh(R).min() <= 0:
+            t.fail(
+                "makes the correlation matrix of the estimates not positive definite",
+                "correlation",
+                "check the values against the source's covariance matrix",
+            )
+        out.append((pair[0], pair[1], r))
+    return out

@@ -293,6 +293,9 @@ class Model:
     changes: tuple[str, ...] = ()
     #: published precision of typical values (``[precision]``): :class:`Precision`
     precision: tuple[Precision, ...] = ()
+    #: correlations of those estimates (``[[precision_correlations]]``):
+    #: (parameter, parameter, correlation) on the scales of their precision
+    precision_correlations: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("parameters", "routes", "covariates", "validity", "residual"):

@@ -239,6 +239,7 @@ def model_from_dict(
     )
     s.check_effect_variability(top, effect_sites, variability)
     precision = s.read_precision(top, parameters)
+    precision_corr = s.read_precision_correlations(top, precision)
     top.done()
 
     model = Model(
@@ -262,6 +263,7 @@ def model_from_dict(
         effect_sites=tuple(effect_sites),
         effects=tuple(effects_pd),
         precision=tuple(precision),
+        precision_correlations=tuple(precision_corr),
     )
     _check_numbers(model, file, raw_values)
     return model

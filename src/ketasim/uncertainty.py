@@ -51,8 +51,8 @@ def draw_typical_values(
     keep their typical value in every replicate (they are not returned).
 
     ``scale = "linear"``: value + se z; ``scale = "log"``: value exp(se z); z
-    standard normal, independent between parameters (the model files give no
-    covariance of the estimates). A draw that leaves the parameter's valid range (a
+    standard normal, correlated as ``[[precision_correlations]]`` says (else
+    independent between parameters). A draw that leaves the parameter's valid range (a
     volume, clearance or rate constant <= 0, a fraction outside [0, 1]) is refused,
     naming the replicate: it is not clamped or redrawn."""
     from .model import parameter_roles
@@ -64,6 +64,13 @@ def draw_typical_values(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a whole number >= 0; got {seed!r}")
     z = normals(int(seed), "uncertainty", np.arange(replicates), len(model.precision))
+    if model.precision_correlations:  # correlated estimates: z L^T, R = L L^T
+        names = [p.parameter for p in model.precision]
+        R = np.eye(len(names))
+        for a, b, r in model.precision_correlations:
+            i, j = names.index(a), names.index(b)
+            R[i, j] = R[j, i] = r
+        z = z @ np.linalg.cholesky(R).T
     roles = parameter_roles(model)
     out = {}
     for j, pr in enumerate(model.precision):
