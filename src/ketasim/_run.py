@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._lower import Lowered, check_magnitude, with_auc
+from ._progress import compile_notice
 from ._times import late_doses
 from .dosing import Regimen
 from .model import Model
@@ -38,6 +39,9 @@ EXACT_TEXT = (
     "scaling and squaring)"
 )
 PROGRESS_MIN_WORK = 5e7  # output values (or ODE work units) before a bar is shown
+# cold compile of each kernel (s, CPU on a 2-core machine; benchmarks/first_call.py),
+# said by the notice of a first call (ketasim._progress.compile_notice)
+COMPILE_S = {"exact": 10, "metrics": 12, "ode": 15}
 
 
 class SolveError(RuntimeError):
@@ -90,12 +94,18 @@ def run_trajectories(
     # the kernels' status codes stay a last line of defence
     check_magnitude(model, regimen, low, t[-1])
     if solver.name == "exact":
+        want = bool(regimen.doses and output.dose_windows)
+        with compile_notice(
+            f"exact solver for {A.shape[2]}-state systems", progress, COMPILE_S["exact"]
+        ):
+            # a run of no subjects: the kernels compile (or load from the
+            # cache) here, under the notice, before any progress bar
+            low0 = _no_subjects(low)
+            run_exact_slice(A[:0], low0, t, obs_cmt, obs_scale[:0], buf[:0], status[:0])
+            if want:
+                dose_windows(low0, regimen, t, 0, output.auc)
         run_exact(A, low, t, obs_cmt, obs_scale, buf, status, progress)
-        windows = (
-            dose_windows(low, regimen, t, n)
-            if regimen.doses and output.dose_windows
-            else None
-        )
+        windows = dose_windows(low, regimen, t, n, output.auc) if want else None
         return Run(buf, status, None, windows, EXACT_TEXT)
     from ._run_ode import run_ode
 
@@ -185,37 +195,68 @@ def _buffer(output, shape: tuple) -> np.ndarray:
 def run_exact(A, low: Lowered, t, obs_cmt, obs_scale, buf, status, progress) -> None:
     """The exact propagation, a slice of subjects at a time (for the progress
     bar; each subject's arithmetic is the same in any slicing)."""
-    from ._kernels.linear import population_linear, states
-
     n = buf.shape[0]
     for a, b, bar in chunks(
         n, n * t.size * (8 if n < 2 else 1), progress, "simulating"
     ):
-        population_linear(
-            A[a:b],
-            low.ev_time[a:b],
-            low.ev_cmt[a:b],
-            low.ev_kind[a:b],
-            low.ev_value[a:b],
-            t,
-            obs_cmt,
-            obs_scale[a:b],
-            buf[a:b],
-            status[a:b],
-            states(A.shape[2]),
-            states(A.shape[2]),
+        s = slice(a, b)
+        run_exact_slice(
+            A[s], _subset(low, s), t, obs_cmt, obs_scale[s], buf[s], status[s]
         )
         bar.update(b - a)
 
 
-def dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
+def run_exact_slice(A, low: Lowered, t, obs_cmt, obs_scale, buf, status) -> None:
+    """The exact kernel on these subjects (all of ``low``'s rows)."""
+    from ._kernels.linear import population_linear, states
+
+    population_linear(
+        A,
+        low.ev_time,
+        low.ev_cmt,
+        low.ev_kind,
+        low.ev_value,
+        t,
+        obs_cmt,
+        obs_scale,
+        buf,
+        status,
+        states(A.shape[2]),
+        states(A.shape[2]),
+    )
+
+
+def _subset(low: Lowered, s: slice) -> Lowered:
+    """The per-subject arrays of ``low`` for the subjects ``s``."""
+    from dataclasses import replace
+
+    return replace(
+        low,
+        A=low.A[s],
+        ev_time=low.ev_time[s],
+        ev_cmt=low.ev_cmt[s],
+        ev_kind=low.ev_kind[s],
+        ev_value=low.ev_value[s],
+        obs_scale=low.obs_scale[s],
+        dose_mg=low.dose_mg[s],
+    )
+
+
+def _no_subjects(low: Lowered) -> Lowered:
+    return _subset(low, slice(0, 0))
+
+
+def dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int, same: bool):
     """Exact per-dose quantities from a second, cheap kernel run whose only output
     times are the dose times: the concentration just before each dose and the AUC
-    between consecutive doses (integrator states, not trapezoids). With so few
-    outputs its speed hardly matters, so it runs the generic loops, one step per
-    output (no output loops for long runs): one small kernel for every model, not
-    one more compile per state count."""
-    from ._kernels.linear import generic_states, population_linear
+    between consecutive doses (integrator states, not trapezoids). It runs the
+    trajectories' kernel, compiled already (a kernel of its own cost ~7 s more in
+    every first call): ``same``, the trajectories ran with these AUC states
+    (``Trajectories(auc=True)``); otherwise their kernel was compiled for the
+    model's n states and takes the generic loops for these n + K (the unrolled
+    loops' arithmetic, in the same order; with so few outputs their speed hardly
+    matters)."""
+    from ._kernels.linear import population_linear, states
 
     starts = np.array(regimen.times)
     end = t[-1]
@@ -239,8 +280,8 @@ def dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int):
         obs_scale,
         aux,
         status,
-        generic_states(),
-        (),
+        states(A.shape[2] if same else low.A.shape[2]),
+        states(A.shape[2] if same else low.A.shape[2]),
     )
     vals = np.empty_like(aux)
     vals[:, :, order] = aux
@@ -261,10 +302,12 @@ def run_metrics_chunk(
     level: float,
     out: tuple,
     status: np.ndarray,
+    progress=False,
 ) -> None:
     """Per-dose metrics of one chunk of lowered subjects (lowered with
     ``markers=True``), written into ``out`` = (cmax, tmax, time above, cumulative
-    AUC at each dose start and at the end, pre-dose level), the chunk's slices."""
+    AUC at each dose start and at the end, pre-dose level), the chunk's slices.
+    ``progress``: as simulate's, for the notice of a first compile."""
     from ._kernels.linear import population_linear_metrics, states
     from .metrics import TIE_RTOL
 
@@ -273,27 +316,33 @@ def run_metrics_chunk(
     obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
     obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
     cmax, tmax, tab, aucs, pre = out
-    population_linear_metrics(
-        A,
-        low.ev_time,
-        low.ev_cmt,
-        low.ev_kind,
-        low.ev_value,
-        t,
-        obs_cmt,
-        obs_scale,
-        starts,
-        TIE_RTOL,
-        level,
-        cmax,
-        tmax,
-        tab,
-        aucs,
-        pre,
-        status,
-        states(A.shape[2]),
-        states(A.shape[2] - K),
+    notice = compile_notice(
+        f"metrics kernel for {A.shape[2]}-state systems",
+        progress,
+        COMPILE_S["metrics"],
     )
+    with notice:
+        population_linear_metrics(
+            A,
+            low.ev_time,
+            low.ev_cmt,
+            low.ev_kind,
+            low.ev_value,
+            t,
+            obs_cmt,
+            obs_scale,
+            starts,
+            TIE_RTOL,
+            level,
+            cmax,
+            tmax,
+            tab,
+            aucs,
+            pre,
+            status,
+            states(A.shape[2]),
+            states(A.shape[2] - K),
+        )
 
 
 def chunks(n: int, work: float, progress, label: str):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._lower import Lowered
-from ._run import SolveError, chunks, subject_list
+from ._progress import compile_notice
+from ._run import COMPILE_S, SolveError, chunks, subject_list
 from .dosing import Regimen
 from .model import Model
 from .options import ODE_METHODS
@@ -63,9 +64,13 @@ def run_ode(
         jac_const,
         int(ode.max_steps),
     )
-    _integrate(
-        model, kernels, p, x0, low, obs_scale, args, buf, status, nsteps, progress
+    what = "ODE solver" + (
+        f" for {nstate}-state systems" if model.rhs is None else " for this rhs"
     )
+    with compile_notice(what, progress, COMPILE_S["ode"]):
+        _integrate(
+            model, kernels, p, x0, low, obs_scale, args, buf, status, nsteps, progress
+        )
     return nsteps
 
 

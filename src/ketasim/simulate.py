@@ -440,7 +440,13 @@ def _metrics(
             )
             check_magnitude(model, regimen, low, t[-1])  # an overflow, by name
             run_metrics_chunk(
-                low, t, starts, level, tuple(v[a:b] for v in values), status[a:b]
+                low,
+                t,
+                starts,
+                level,
+                tuple(v[a:b] for v in values),
+                status[a:b],
+                progress,
             )
             bar.update(b - a)
     if population is not None:  # all patients, once

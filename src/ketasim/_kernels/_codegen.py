@@ -328,12 +328,39 @@ def advance_pow(EP, SP, c, x, b, y, inp):
 """
 
 
-def _dispatch(name: str, args: str, what: str) -> str:
+def _dispatch(name: str, args: str, what: str, fallback: bool = False) -> str:
     """``name(args, nt)`` for the kernels: an overload that picks the variant for
     n = len(nt) *at compile time* (nt: a tuple of n zeros), so a kernel compiles
     only the unrolled loops of the state count it is called with; n = 0 compiles a
-    no-op (a path the kernel does not take), n > NMAX the generic loop."""
+    no-op (a path the kernel does not take), n > NMAX the generic loop. With
+    ``fallback``, arrays of another state count than n take the generic loop (a
+    run-time test on x.shape[0]): the trajectory kernel of n states then also runs
+    the n + K states of the exact dose windows (ketasim._run.dose_windows), which
+    took a kernel and a compile of their own."""
     table = ", ".join(f"{n}: {name}_{n}" for n in range(1, NMAX + 1))
+    if fallback:
+        impl = [
+            f"    def impl({args}, nt):",
+            "        if x.shape[0] == N:",
+            f"            fn({args})",
+            "        else:",
+            f"            {name}_generic({args})",
+            "    return impl",
+        ]
+        pick = [
+            f"    fn = _{name.upper()}.get(n)",
+            "    if fn is None:",
+            f"        fn = {name}_generic",
+            "",
+            f"        def impl({args}, nt):",
+            f"            fn({args})",
+            "        return impl",
+            "    N = n",
+            "",
+        ]
+    else:
+        impl = [f"    def impl({args}, nt):", f"        fn({args})", "    return impl"]
+        pick = [f"    fn = _{name.upper()}.get(n, {name}_generic)", ""]
     return "\n".join(
         [
             "",
@@ -353,11 +380,8 @@ def _dispatch(name: str, args: str, what: str) -> str:
             f"        def nothing({args}, nt):",
             "            pass",
             "        return nothing",
-            f"    fn = _{name.upper()}.get(n, {name}_generic)",
-            "",
-            f"    def impl({args}, nt):",
-            f"        fn({args})",
-            "    return impl",
+            *pick,
+            *impl,
         ]
     )
 
@@ -367,12 +391,13 @@ def source() -> str:
     for n in [*range(1, NMAX + 1), None]:
         parts.append(_functions(n))
         parts.append(_pow_functions(n))
-    parts.append(_dispatch("step", "E, c, x", "One step x <- E x + c"))
+    parts.append(_dispatch("step", "E, c, x", "One step x <- E x + c", True))
     parts.append(
         _dispatch(
             "run_out",
             "E, c, x, out, s0, j0, m, obs_cmt, scale, tile",
             "A run of m steps into out",
+            True,
         )
     )
     parts.append(

@@ -1748,10 +1748,20 @@ def _step_variant(E, c, x, nt):
         def nothing(E, c, x, nt):
             pass
         return nothing
-    fn = _STEP.get(n, step_generic)
+    fn = _STEP.get(n)
+    if fn is None:
+        fn = step_generic
+
+        def impl(E, c, x, nt):
+            fn(E, c, x)
+        return impl
+    N = n
 
     def impl(E, c, x, nt):
-        fn(E, c, x)
+        if x.shape[0] == N:
+            fn(E, c, x)
+        else:
+            step_generic(E, c, x)
     return impl
 
 
@@ -1770,10 +1780,20 @@ def _run_out_variant(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
         def nothing(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
             pass
         return nothing
-    fn = _RUN_OUT.get(n, run_out_generic)
+    fn = _RUN_OUT.get(n)
+    if fn is None:
+        fn = run_out_generic
+
+        def impl(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
+            fn(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        return impl
+    N = n
 
     def impl(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
-        fn(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        if x.shape[0] == N:
+            fn(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     return impl
 
 

@@ -351,9 +351,9 @@ def _events(
         active = _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r)
         if ev_kind[s0, e] == 3:  # occasions come from the shared regimen
             occ = int(ev_value[s0, e])
-            nused = 0  # new rate matrix: cached propagators are stale
-            nextslot = 0  # refill from slot 0 (_find looks at slots < nused)
-            last = -1
+            nused = np.int64(0)  # new rate matrix: cached propagators are stale
+            nextslot = np.int64(0)  # refill from slot 0 (_find looks at < nused)
+            last = np.int64(-1)
         elif ev_kind[s0, e] == 4 and mode == 1:
             _window_start(
                 x, xpre, obs_cmt, scale, s0, B, KC, int(ev_value[s0, e]), mauc, mpre
@@ -394,7 +394,9 @@ def _traj_run(
     B = x.shape[1]
     if h > 0.0:
         full = m - m % _POW
-        if full > 0 and len(no) > 0:
+        # the power path for the kernel's own state count only (the dose windows'
+        # n + K states take run_out's generic loop: few outputs, no long runs)
+        if full > 0 and len(no) > 0 and x.shape[0] == len(no):
             if rslot != slot:
                 _pow_tables(no, E, obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
                 rslot = slot
@@ -646,9 +648,12 @@ def block_linear(
         np.empty((LANE_WORK, n, n, B)),
         np.empty(B, dtype=np.int64),
     )
-    nused = 0
-    nextslot = 0
-    last = -1
+    # np.int64(...), np.bool_(...): plain typed values, not literals; a literal
+    # argument made numba compile each callee a second time (Literal[int](0)
+    # as well as int64: _fill, _find, _flush, _input_term; ~1 s of a cold compile)
+    nused = np.int64(0)
+    nextslot = np.int64(0)
+    last = np.int64(-1)
     x = np.zeros((n, B))
     r = np.zeros((n, B))
     c = np.zeros((n, B))
@@ -670,10 +675,10 @@ def block_linear(
     # same time: a value at a dose time is the state after the dose
     xpre = np.zeros((n if mode == 1 else 0, B))
     tpre = -1.0
-    wi = -1
+    wi = np.int64(-1)
     W = 0 if mode == 0 else starts.shape[0]
-    occ = 0
-    active = False
+    occ = np.int64(0)
+    active = np.bool_(False)
     t = 0.0
     e = 0
     j = 0
