@@ -97,13 +97,16 @@ def run_trajectories(
         want = bool(regimen.doses and output.dose_windows)
         with compile_notice(
             f"exact solver for {A.shape[2]}-state systems", progress, COMPILE_S["exact"]
-        ):
-            # a run of no subjects: the kernels compile (or load from the
-            # cache) here, under the notice, before any progress bar
-            low0 = _no_subjects(low)
-            run_exact_slice(A[:0], low0, t, obs_cmt, obs_scale[:0], buf[:0], status[:0])
-            if want:
-                dose_windows(low0, regimen, t, 0, output.auc)
+        ) as notice:
+            if notice is not None:
+                # a run of no subjects first: the kernels compile (or load from
+                # the cache) here, before any progress bar
+                low0 = _no_subjects(low)
+                run_exact_slice(
+                    A[:0], low0, t, obs_cmt, obs_scale[:0], buf[:0], status[:0]
+                )
+                if want:
+                    dose_windows(low0, regimen, t, 0, output.auc)
         run_exact(A, low, t, obs_cmt, obs_scale, buf, status, progress)
         windows = dose_windows(low, regimen, t, n, output.auc) if want else None
         return Run(buf, status, None, windows, EXACT_TEXT)
