@@ -140,7 +140,10 @@ def test_refusals():
     dose = ks.Dose.bolus("35 mg")
     pop = ks.Population(3, seed=1, iiv=False)
     with pytest.raises(
-        ValueError, match=r"model 'domino' gives no published precision"
+        ValueError,
+        match=r"model 'domino' gives no published precision of its typical values "
+        r"\(no \[precision\] section in its model file\), so replicate trials cannot "
+        r"be drawn\. Choose a model that gives it \(bundled: kamp_2020_meta\)",
     ):
         ks.simulate_trials("domino", dose, ks.Population(3, seed=1), 2)
     with pytest.raises(ValueError, match=r"gives no published precision"):

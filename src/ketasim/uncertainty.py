@@ -36,10 +36,18 @@ def _check_precision(model: Model) -> None:
         raise ValueError(
             f"model {model.id!r} gives no published precision of its typical values "
             f"(no [precision] section in its model file), so replicate trials cannot "
-            f"be drawn. Choose a model that gives it (ketasim models: kamp_2020_meta "
-            f"does), or add [precision.<parameter>] with se, rse or ci95 read in the "
-            f"paper, its scale and source"
+            f"be drawn. Choose a model that gives it (bundled: "
+            f"{', '.join(with_precision()) or 'none'}), or add "
+            f"[precision.<parameter>] with se, rse or ci95 read in the paper, its "
+            f"scale and source"
         )
+
+
+def with_precision() -> list[str]:
+    """The bundled models whose files give the precision of typical values."""
+    from .modelfile import list_models, load_model
+
+    return [m for m in list_models() if load_model(m).precision]
 
 
 def draw_typical_values(
