@@ -1407,8 +1407,18 @@ def _model_regimen(m: ks.Model) -> ks.Regimen:
     return ks.Regimen(out)
 
 
+def predictable(m: ks.Model, reg: ks.Regimen) -> ks.Model:
+    """``m`` without the analytes it refuses after ``reg``'s routes (fanta_2015:
+    S-norketamine after oral doses), so every route can be exercised."""
+    from ketasim.routes import refused_analytes
+
+    drop = sorted({a for d in reg.doses for a in refused_analytes(m, d.route)})
+    return m.without_analytes(*drop) if drop else m
+
+
 def _simulate_model(m: ks.Model):
     reg = _model_regimen(m)
+    m = predictable(m, reg)
     times = np.linspace(0.0, reg.doses[-1].time + 24.0, 25)
     iiv = any(v.omega > 0 for v in m.variability)  # else refused (no IIV)
     pop = (

@@ -417,6 +417,7 @@ def population_runs(draw):
 def _run(name, n, s, **kw):
     m = gi.model(name)
     reg = gi._model_regimen(m)
+    m = gi.predictable(m, reg)
     times = np.linspace(0.0, reg.doses[-1].time + 24.0, 49)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ks.ValidityWarning)

@@ -294,7 +294,9 @@ def drug_factor(model: Model, i: int, d) -> float:
     )
 
 
-def check_routes(model: Model, regimen: Regimen) -> None:
+def check_routes(
+    model: Model, regimen: Regimen, analytes: set[str] | None = None
+) -> None:
     """Every dose's route exists in the model and fits it (duration only for IV;
     ``device=`` exactly on routes that absorb per device, numbered as
     :func:`sessions` requires), and its drug is the model's (or a racemic dose the
@@ -354,10 +356,12 @@ def check_routes(model: Model, regimen: Regimen) -> None:
                     f"ks.esketamine_induction does."
                 )
     sessions(regimen)  # devices numbered in order, within the gap (else DoseError)
-    check_analyte_limits(model, regimen)
+    check_analyte_limits(model, regimen, analytes)
 
 
-def check_analyte_limits(model: Model, regimen: Regimen) -> None:
+def check_analyte_limits(
+    model: Model, regimen: Regimen, analytes: set[str] | None = None
+) -> None:
     """Doses after which the model cannot predict one of its analytes (its
     file's ``[[analytes.<name>.limits]]``): ``refuse`` raises a DoseError, ``warn``
     issues a :class:`~ketasim.ModelLimitWarning`; both name the dose and the
@@ -367,6 +371,8 @@ def check_analyte_limits(model: Model, regimen: Regimen) -> None:
     from ._warn import ModelLimitWarning, in_chunk, stacklevel
 
     for a in model.analytes:
+        if analytes is not None and a.name not in analytes:
+            continue  # not used by the caller (estimation from other analytes)
         for lim in a.limits:
             for i, d in enumerate(regimen.doses):
                 if lim.routes and d.route not in lim.routes:

@@ -652,9 +652,10 @@ def _problem(model: Model, subjects: list[_Subject], cov_given: dict) -> _Proble
                 f"(log-normal) residual error, which needs a level > 0; a level "
                 f"below the limit of quantification: give lloq"
             )
+    used = {model.analyte_names[k] for k in observed}  # limits of these only
     for s in subjects:
         try:
-            check_routes(model, s.regimen)
+            check_routes(model, s.regimen, analytes=used)
         except DoseError as exc:
             raise DoseError(f"subject {s.id!r}: {exc}") from None
     S = len(subjects)
