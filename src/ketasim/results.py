@@ -198,6 +198,12 @@ def save(
     if isinstance(complevel, bool) or complevel not in range(1, 10):
         raise ValueError(f"complevel must be a whole number 1-9; got {complevel!r}")
     path = Path(path)
+    if not path.parent.is_dir():
+        # netCDF reports a missing folder as "Permission denied"
+        raise FileNotFoundError(
+            f"cannot save to {str(path)!r}: its folder {str(path.parent)!r} does not "
+            f"exist; create it first"
+        )
     if isinstance(result, ScenarioResults):
         root = xr.Dataset(attrs={_MARK: json.dumps(result.names)})
         root.to_netcdf(path, mode="w", engine="netcdf4")

@@ -62,6 +62,13 @@ class Scenario:
         to it."""
         from .simulate import simulate
 
+        own = sorted(set(kw) & {"model", "regimen", "population", "times"})
+        if own:
+            raise TypeError(
+                f"{', '.join(own)} belong to each Scenario(name, model, regimen, "
+                f"population=..., times=...), not to run()/run_scenarios(); got "
+                f"{', '.join(f'{k}=' for k in own)} for scenario {self.name!r}"
+            )
         return simulate(
             self.model, self.regimen, population=self.population, times=self.times, **kw
         )

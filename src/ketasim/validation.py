@@ -154,9 +154,10 @@ def observations_dir() -> Path:
     return models_dir() / "observations"
 
 
-def _hours(value: Any, file: Path, key: str) -> float:
-    """A time as hours: a number (h), ``"inf"`` or a string with a unit."""
-    if isinstance(value, str) and value.strip() == "inf":
+def _hours(value: Any, file: Path, key: str, *, inf: bool = False) -> float:
+    """A time as hours, finite and >= 0: a number (h) or a string with a unit;
+    ``"inf"`` only where ``inf`` (the end of an AUC window)."""
+    if inf and isinstance(value, str) and value.strip() == "inf":
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ObservationError(file, key, f"must be a time; got {value!r}")
@@ -169,12 +170,16 @@ def _hours(value: Any, file: Path, key: str) -> float:
             raise ObservationError(
                 file, key, f"must be hours or e.g. '40 min'; got {value!r}"
             ) from exc
-        if u.dimension != "time":
+        if u.dimension != "time" or u.per_kg:
             raise ObservationError(file, key, f"must be a time; got {value!r}")
-        return h
-    if not math.isfinite(value) or value < 0:
-        raise ObservationError(file, key, f"must be >= 0 h; got {value!r}")
-    return float(value)
+    else:
+        h = float(value)
+    if math.isnan(h) or h < 0 or (h == math.inf and not inf):
+        end = " (or 'inf')" if inf else ""
+        raise ObservationError(
+            file, key, f"must be a finite time >= 0 h{end}; got {value!r}"
+        )
+    return h
 
 
 _REQUIRED = (
@@ -204,6 +209,30 @@ _OPTIONAL = (
     "population",
     "known_limitation",
 )
+
+
+def _number(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _check_tolerance(tol: dict, file: Path, key: str) -> None:
+    """A range [lo, hi] of numbers with lo < hi, a fold > 1 or a relative in (0, 1)."""
+    if "range" in tol:
+        r = tol["range"]
+        if not (
+            isinstance(r, list) and len(r) == 2 and all(map(_number, r)) and r[0] < r[1]
+        ):
+            raise ObservationError(
+                file, key, f"range must be two numbers [lo, hi] with lo < hi; got {r!r}"
+            )
+    if "fold" in tol and not (_number(tol["fold"]) and tol["fold"] > 1):
+        raise ObservationError(
+            file, key, f"fold must be > 1 (a number); got {tol['fold']!r}"
+        )
+    if "relative" in tol and not (_number(tol["relative"]) and 0 < tol["relative"] < 1):
+        raise ObservationError(
+            file, key, f"relative must be in (0, 1) (a number); got {tol['relative']!r}"
+        )
 
 
 def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
@@ -273,10 +302,7 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
             f"must be one of {{range = [lo, hi]}}, {{fold = f}}, {{relative = r}}; "
             f"got {tol!r}",
         )
-    if "fold" in tol and not tol["fold"] > 1:
-        raise ObservationError(file, f"{at}.tolerance", "fold must be > 1")
-    if "relative" in tol and not 0 < tol["relative"] < 1:
-        raise ObservationError(file, f"{at}.tolerance", "relative must be in (0, 1)")
+    _check_tolerance(tol, file, f"{at}.tolerance")
     if not str(kw["tolerance_reason"]).strip():
         raise ObservationError(file, f"{at}.tolerance_reason", "must say why")
     kw["doses"] = tuple(kw["doses"])
@@ -291,10 +317,24 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
         kw["time"] = _hours(kw["time"], file, f"{at}.time")
     if "window" in kw:
         w = kw["window"]
+        if not isinstance(w, list) or len(w) != 2:
+            raise ObservationError(
+                file, f"{at}.window", f"must be two times [start, end]; got {w!r}"
+            )
         kw["window"] = (
             _hours(w[0], file, f"{at}.window[0]"),
-            _hours(w[1], file, f"{at}.window[1]"),
+            _hours(w[1], file, f"{at}.window[1]", inf=True),
         )
+        if not kw["window"][0] < kw["window"][1]:
+            raise ObservationError(
+                file, f"{at}.window", f"must start before its end; got {w!r}"
+            )
+    if "n" in kw:
+        n = kw["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ObservationError(
+                file, f"{at}.n", f"must be a whole number of subjects >= 1; got {n!r}"
+            )
     if "horizon" in kw:
         kw["horizon"] = _hours(kw["horizon"], file, f"{at}.horizon")
     return Observation(**kw)
