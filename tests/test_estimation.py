@@ -524,14 +524,23 @@ def test_inter_occasion_effects():
     reg = ks.Regimen.at([0, 72], ks.Dose.infusion("20 mg", duration="40 min"))
     t = [0.5, 2.0, 6.0]
     obs = {
-        "subject": [1] * 6,
-        "time": t * 2,
-        "analyte": ["s_ketamine"] * 3 + ["s_norketamine"] * 3,
-        "concentration": [90.0, 30.0, 8.0, 20.0, 25.0, 15.0],
-        "weight": [70.0] * 6,
+        "subject": [1] * 6 + [2] * 6,
+        "time": t * 4,
+        "analyte": (["s_ketamine"] * 3 + ["s_norketamine"] * 3) * 2,
+        "concentration": [90.0, 30.0, 8.0, 20.0, 25.0, 15.0]
+        + [70.0, 20.0, 5.0, 30.0, 28.0, 12.0],
+        "weight": [70.0] * 12,
     }
     est = ks.estimate(m, obs, doses=reg)
-    assert est.status.item() == 0
+    assert (est.status == 0).all()
+    # occasion 1 of both subjects informs MTT_KN's kappa, nothing CLH1's
+    shr = est.shrinkage_iov
+    assert np.isnan(shr.sel(iov_parameter="CLH1"))
+    k = est.theta.sel(random_effect="kappa_MTT_KN_occ1").values
+    omega = next(v.iov_omega for v in m.variability if v.parameter == "MTT_KN")
+    assert float(shr.sel(iov_parameter="MTT_KN")) == pytest.approx(
+        1 - np.std(k, ddof=1) / omega
+    )
     assert est.parameters.dims == ("subject", "occasion", "parameter")
     labels = list(est.random_effect.values)
     iov = {v.parameter: v.iov_omega for v in m.variability if v.iov_omega > 0}

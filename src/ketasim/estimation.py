@@ -846,11 +846,14 @@ def estimate(
         variability (subject, occasion, parameter)) in canonical units (see
         ``parameter_unit``), ``parameters_se`` (delta method) and
         ``parameters_lower``/``parameters_upper`` (90 % interval of the
-        approximate posterior); ``eta`` and ``eta_se`` (subject, eta) and
-        ``eta_covariance``; ``shrinkage`` (eta); per observation ``time``,
-        ``analyte``, ``dv``, ``censored``, ``ipred`` and ``pred`` (ng/mL) and
-        ``iwres``; ``objective`` and ``status``. Covariates are ``subject``
-        coordinates.
+        approximate posterior); ``eta`` and ``eta_se`` (subject,
+        eta_parameter); ``theta`` and ``theta_covariance`` (all random effects,
+        inter-occasion ones per occasion); ``shrinkage`` (eta_parameter;
+        ``shrinkage_iov`` for inter-occasion effects); per observation (sorted
+        by time) ``time`` (h), ``obs_analyte``, ``dv``, ``censored``, ``ipred``
+        and ``pred`` (ng/mL) and ``iwres``; ``objective``, ``status`` and
+        ``iterations``; ``dose_time`` and ``dose_mg`` (the doses seen).
+        Covariates are ``subject`` coordinates.
 
     Notes
     -----
@@ -1035,6 +1038,14 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
         1 - np.std(theta[ok, q], ddof=1) / v.omega if ok.sum() > 1 else np.nan
         for q, v in enumerate(prob.iiv)
     ]
+    # inter-occasion: over the (subject, occasion) pairs whose kappa the data
+    # can move (occasions after a subject's last level keep their prior)
+    on = a["col_on"] & ok[:, None]
+    shrink_iov = []
+    for r, v in enumerate(prob.iov):
+        cols = [Q + m * R + r for m in range(M)]
+        k = theta[:, cols][on[:, cols]]
+        shrink_iov.append(1 - np.std(k, ddof=1) / v.iov_omega if k.size > 1 else np.nan)
     ds = xr.Dataset(
         {
             "parameters": (
@@ -1096,6 +1107,22 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
                     "converged subjects (Savic & Karlsson 2009)",
                     "units": "1",
                 },
+            ),
+            **(
+                {
+                    "shrinkage_iov": (
+                        ("iov_parameter",),
+                        np.array(shrink_iov, dtype=float),
+                        {
+                            "long_name": "kappa shrinkage 1 - SD(kappa) / "
+                            "omega_iov over the converged subjects' occasions "
+                            "that have levels (NaN: fewer than 2)",
+                            "units": "1",
+                        },
+                    )
+                }
+                if R
+                else {}
             ),
             "time": (
                 ("subject", "obs"),
@@ -1195,6 +1222,7 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
             "parameter": pnames,
             "parameter_unit": ("parameter", punit),
             "eta_parameter": eta_names,
+            **({"iov_parameter": [v.parameter for v in prob.iov]} if R else {}),
             "random_effect": _theta_labels(prob, M),
             "random_effect_2": _theta_labels(prob, M),
             **({"occasion": np.arange(1, M + 1)} if R else {}),
