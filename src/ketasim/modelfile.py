@@ -513,6 +513,26 @@ def bibliography() -> dict[str, dict]:
 #: BibTeX fields of a verified @article, in print order
 _ARTICLE_FIELDS = ("author", "title", "journal", "year", "volume", "number", "pages")
 
+#: LaTeX's special characters in free text, escaped so that an entry pasted into
+#: a .bib file compiles ("40 %" would start a comment, "Otto_2021" a subscript)
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "_": r"\_",
+    "$": r"\$",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def _tex(text: object) -> str:
+    """``text`` with LaTeX's special characters escaped (for BibTeX free text)."""
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+
 
 def cite(model: str | Path | Model) -> str:
     """BibTeX entries for a model's references (bundled name, path or Model).
@@ -536,13 +556,14 @@ def cite(model: str | Path | Model) -> str:
     for r in m.references:
         rec = bib.get((r.doi or "").lower()) or bib.get(r.key)
         if rec is not None and rec.get("verified"):
+            text = {"author": " and ".join(rec.get("author", ()))}
             fields = [
-                f"  {k} = {{{' and '.join(rec[k]) if k == 'author' else rec[k]}}}"
+                f"  {k} = {{{_tex(text.get(k, rec[k]))}}}"
                 for k in _ARTICLE_FIELDS
                 if k in rec
             ]
             fields.append(f"  doi = {{{rec['doi']}}}")
-            fields.append(f"  note = {{Checked against: {rec['checked']}}}")
+            fields.append(f"  note = {{Checked against: {_tex(rec['checked'])}}}")
             entries.append(f"@article{{{r.key},\n" + ",\n".join(fields) + "\n}")
             continue
         why = (
@@ -550,12 +571,14 @@ def cite(model: str | Path | Model) -> str:
             if rec is not None
             else "no bibliographic record was checked"
         )
-        fields = [f"  note = {{UNVERIFIED reference ({why}). {r.citation}}}"]
+        fields = [
+            f"  note = {{UNVERIFIED reference ({_tex(why)}). {_tex(r.citation)}}}"
+        ]
         if r.doi:
             fields.append(f"  doi = {{{r.doi}}}")
         if r.year:
             fields.append(f"  year = {{{r.year}}}")
         if r.note:
-            fields.append(f"  annote = {{{r.note}}}")
+            fields.append(f"  annote = {{{_tex(r.note)}}}")
         entries.append(f"@misc{{{r.key},\n" + ",\n".join(fields) + "\n}")
     return "\n\n".join(entries)
