@@ -39,9 +39,10 @@ EXACT_TEXT = (
     "scaling and squaring)"
 )
 PROGRESS_MIN_WORK = 5e7  # output values (or ODE work units) before a bar is shown
-# cold compile of each kernel (s, CPU on a 2-core machine; benchmarks/first_call.py),
-# said by the notice of a first call (ketasim._progress.compile_notice)
-COMPILE_S = {"exact": 10, "metrics": 12, "ode": 15}
+# cold compile of each kernel (s, CPU of a first W1 call on an empty numba cache,
+# 2-core Xeon, 2026-12-07, benchmarks/first_call.py), said by the notice of a first
+# call (ketasim._progress.compile_notice)
+COMPILE_S = {"exact": 15, "metrics": 20, "ode": 13}
 
 
 class SolveError(RuntimeError):
