@@ -238,3 +238,13 @@ def test_correlated_estimates_are_drawn_with_their_correlation(kamp_dict):
     }
     with pytest.raises(ModelFileError, match=r"'ka' has no \[precision\.ka\] entry"):
         model_from_dict(bad)
+
+
+def test_a_covariates_table_is_the_same_cohort_in_every_trial():
+    pop = ks.Population(3, seed=1, iiv=False, covariates={"weight": [50.0, 70, 90]})
+    dose = ks.Dose.bolus("35 mg")
+    ds = ks.simulate_trials("kamp_2020_meta", dose, pop, 3, times=[0, 1, 2])
+    np.testing.assert_array_equal(ds.weight.values, np.tile([50.0, 70, 90], (3, 1)))
+    np.testing.assert_array_equal(ds.patient.values, np.arange(9).reshape(3, 3))
+    assert ds.typical_CL.attrs["units"] == "L/h"
+    assert ds.typical_V.attrs["units"] == "L"
