@@ -46,3 +46,26 @@ def test_saved_scenarios_reopen_identical_with_their_units(tmp_path):
     rac = back["rac"]
     c0 = rac.concentration.sel(analyte="ketamine").isel(time=0).values
     np.testing.assert_allclose(c0, 10.0 / (252.0 * rac.weight.values / 70.0) * 1e3)
+
+
+def test_compare_in_nmol_is_ng_per_ml_over_mw_and_carries_each_unit():
+    res = ks.run_scenarios(
+        [ks.Scenario("s", "hasan_2021_s", ks.Dose.bolus("10 mg"), times=T)]
+    )
+    ng = ks.compare(res).to_dataset()
+    nmol = ks.compare(res, unit="nmol/L").to_dataset()
+    assert list(ng.metric_unit.values) == ["ng/mL", "h", "ng*h/mL"]
+    assert list(nmol.metric_unit.values) == ["nmol/L", "h", "nmol*h/L"]
+    assert nmol.value.attrs["units"] == "see metric_unit"
+    assert nmol.percentile.attrs["units"] == "%"
+    mw = 237.73  # S-ketamine free base, g/mol
+    # one typical subject: Cmax = 10 mg / V, AUC(0-6 h) = 10 mg / CL (1 - e^-6k)
+    cl, v = 1620 * 60 / 1000, 6.6 * 70
+    cmax_ng = 10.0 / v * 1000
+    auc_ng = 10.0 / cl * (1 - np.exp(-cl / v * 6.0)) * 1000
+    np.testing.assert_allclose(
+        ng.value.values[0, [0, 2], 1], [cmax_ng, auc_ng], rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        nmol.value.values[0, [0, 2], :], ng.value.values[0, [0, 2], :] / mw * 1000
+    )

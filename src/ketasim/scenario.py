@@ -365,6 +365,8 @@ class ComparisonTable:
         self.columns = [
             f"{label} ({rows[0][1][var].attrs['units']})" for label, var in cols
         ]
+        #: the unit of each column (metric)
+        self.units = [str(rows[0][1][var].attrs["units"]) for _, var in cols]
         self.data = {}
         for name, m, _ in rows:
             self.data[name] = [np.nanpercentile(m[var].values, q) for _, var in cols]
@@ -378,8 +380,13 @@ class ComparisonTable:
                 "scenario": names,
                 "analyte": ("scenario", [self.analytes[n] for n in names]),
                 "metric": self.columns,
-                "percentile": list(self.q),
+                "metric_unit": ("metric", self.units),
+                "percentile": ("percentile", list(self.q), {"units": "%"}),
             },
+        )
+        # one unit per metric: a single units label would be false for the rest
+        out["value"].attrs["units"] = (
+            self.units[0] if len(set(self.units)) == 1 else "see metric_unit"
         )
         if self.notes:
             out.attrs["left_out"] = "; ".join(self.notes)
