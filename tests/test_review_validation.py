@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import ketasim as ks
 from ketasim.validation import ObservationError, load_observations
 
 HEAD = """schema_version = 1
@@ -117,3 +118,87 @@ def test_a_sample_size_must_be_a_positive_integer(tmp_path, bad):
 def test_a_molar_concentration_unit_is_refused_by_name(tmp_path):
     with pytest.raises(ObservationError, match=re.escape("got 'nmol/L'")):
         _load(tmp_path, unit='"nmol/L"')
+
+
+# kamp_2020_meta (V 252 L, CL 79 L/h at 70 kg, one compartment), by hand:
+# AUC of 10 mg = 10/79 mg*h/L = 126.58 ug*h/L; C(1 h) = 10/252 e^(-79/252) mg/L
+# = 29.05 ng/mL; t1/2 = ln 2 * 252/79 = 2.211 h; Vss = 252/70 = 3.6 L/kg
+KAMP_CLOSED_FORMS = """schema_version = 1
+model = "kamp_2020_meta"
+[[references]]
+key = "k"
+citation = "c"
+[[observations]]
+id = "auc10"
+study = "s"
+reference = "k"
+source = "t"
+doses = [{amount = "10 mg", route = "iv"}]
+covariates = {weight = 70}
+analyte = "ketamine"
+metric = "auc"
+statistic = "typical"
+value = 126.6
+unit = "ug*h/L"
+tolerance = {relative = 0.01}
+tolerance_reason = "x"
+role = "independent"
+[[observations]]
+id = "cmax_c0"
+study = "s"
+reference = "k"
+source = "t"
+doses = [{amount = "10 mg", route = "iv"}]
+covariates = {weight = 70}
+analyte = "ketamine"
+metric = "concentration"
+time = "60 min"
+statistic = "typical"
+value = 29.05
+unit = "ng/mL"
+tolerance = {relative = 0.01}
+tolerance_reason = "x"
+role = "independent"
+[[observations]]
+id = "thalf"
+study = "s"
+reference = "k"
+source = "t"
+doses = [{amount = "10 mg", route = "iv"}]
+covariates = {weight = 70}
+analyte = "ketamine"
+metric = "half_life"
+window = ["4 h", "24 h"]
+statistic = "typical"
+value = 2.211
+unit = "h"
+tolerance = {relative = 0.01}
+tolerance_reason = "x"
+role = "independent"
+[[observations]]
+id = "vss"
+study = "s"
+reference = "k"
+source = "t"
+doses = [{amount = "10 mg", route = "iv", duration = "30 min"}]
+covariates = {weight = 70}
+analyte = "ketamine"
+metric = "vss"
+statistic = "typical"
+value = 3.6
+unit = "L/kg"
+tolerance = {relative = 0.01}
+tolerance_reason = "x"
+role = "independent"
+"""
+
+
+def test_validate_reproduces_closed_forms_within_one_percent(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text(KAMP_CLOSED_FORMS)
+    r = ks.validate("kamp_2020_meta", observations=f)
+    assert list(r.status.values) == ["pass"] * 4
+    expected = [10 / 79 * 1000, 10 / 252 * 2.718281828459045 ** (-79 / 252) * 1000]
+    expected += [0.6931471805599453 * 252 / 79, 252 / 70]
+    assert r.predicted.values == pytest.approx(expected, rel=1e-3)
+    assert list(r.unit.values) == ["ug*h/L", "ng/mL", "h", "L/kg"]
