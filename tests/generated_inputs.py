@@ -142,6 +142,8 @@ def names_field(message: str, fields) -> bool:
 
 def check_result(res) -> str | None:
     """``None`` for a valid result, else what is wrong with it."""
+    if isinstance(res, ks.ScenarioResults):  # run_scenarios: one Dataset per scenario
+        res = list(res.values())
     items = res if isinstance(res, list | tuple) else [res]
     for ds in items:
         if ds is None:
