@@ -67,8 +67,27 @@ def test_devine_below_five_feet_warns_and_absurd_heights_are_refused():
             ideal_body_weight(90.0, 0)
     with pytest.raises(ValueError, match=r"female must be 0 \(man\) or 1"):
         ideal_body_weight(170.0, 0.5)
-    with pytest.raises(ValueError, match=r"height must be finite and > 0 cm"):
+    with pytest.raises(ValueError, match=r"covariate 'height' must be finite; got nan"):
         lean_body_weight(70.0, np.nan, 0)
+
+
+def test_body_size_functions_refuse_height_in_metres_and_weight_in_grams():
+    # 1.8 m for 180 cm gave a lean body weight of 0.0139 kg (BMI 246 914)
+    msg = (
+        r"covariate 'height' must be in \[30, 250\] cm \(a plausible human value; "
+        r"check the unit\); got 1.8 for subject 0"
+    )
+    for fn in (lean_body_weight, adjusted_body_weight):
+        with pytest.raises(ValueError, match=msg):
+            fn(80.0, 1.8, 0)
+    with pytest.raises(ValueError, match=msg):
+        ideal_body_weight(1.8, 0)
+    with pytest.raises(
+        ValueError,
+        match=r"covariate 'weight' must be in \[0.3, 400\] kg \(a plausible human "
+        r"value; check the unit\); got 80000 for subject 1",
+    ):
+        lean_body_weight([80.0, 80000.0], 180.0, 0)
 
 
 def test_dosing_weight_names_what_is_missing():

@@ -80,14 +80,14 @@ def _check_female(female: np.ndarray) -> None:
         )
 
 
-def _check_positive(x: np.ndarray, name: str, unit: str) -> None:
-    bad = ~(np.isfinite(x) & (x > 0))
-    if bad.any():
-        i = int(np.argmax(bad.ravel()))
-        raise ValueError(
-            f"{name} must be finite and > 0 {unit} for every subject; got "
-            f"{x.ravel()[i]!r} for subject {i}"
-        )
+def _check_covariate(x: np.ndarray, name: str) -> None:
+    """``x`` finite and inside the plausible human range ``simulate`` accepts
+    for covariate ``name`` (``_validate.COVARIATE_RANGES``: height 30-250 cm,
+    weight 0.3-400 kg), with the same message: a height in metres (1.8) or a
+    weight in g is refused, not turned into a number."""
+    from ._validate import covariate_values
+
+    covariate_values(name, x.ravel())
 
 
 def ideal_body_weight(height, female) -> np.ndarray:
@@ -99,7 +99,7 @@ def ideal_body_weight(height, female) -> np.ndarray:
     Parameters
     ----------
     height : float or array_like
-        Height in cm.
+        Height in cm, 30-250 (else refused: a height in metres is an error).
     female : 0/1 or array_like
         1 for a woman, 0 for a man.
 
@@ -122,7 +122,7 @@ def ideal_body_weight(height, female) -> np.ndarray:
     59.3
     """
     h, f = _arrays(height, female)
-    _check_positive(h, "height", "cm")
+    _check_covariate(h, "height")
     _check_female(f)
     ibw = np.where(f == 1.0, 45.5, 50.0) + 2.3 * (h / _CM_PER_INCH - 60.0)
     if (ibw <= 0).any():
@@ -156,9 +156,9 @@ def lean_body_weight(weight, height, female) -> np.ndarray:
     Parameters
     ----------
     weight : float or array_like
-        Total body weight in kg.
+        Total body weight in kg, 0.3-400 (else refused).
     height : float or array_like
-        Height in cm.
+        Height in cm, 30-250 (else refused: a height in metres is an error).
     female : 0/1 or array_like
         1 for a woman, 0 for a man.
 
@@ -178,8 +178,8 @@ def lean_body_weight(weight, height, female) -> np.ndarray:
     61.73
     """
     w, h, f = _arrays(weight, height, female)
-    _check_positive(w, "weight", "kg")
-    _check_positive(h, "height", "cm")
+    _check_covariate(w, "weight")
+    _check_covariate(h, "height")
     _check_female(f)
     bmi = w / (h / 100.0) ** 2
     return np.where(
@@ -207,7 +207,8 @@ def adjusted_body_weight(weight, height, female) -> np.ndarray:
     93.0
     """
     w, h, f = _arrays(weight, height, female)
-    _check_positive(w, "weight", "kg")
+    _check_covariate(w, "weight")
+    _check_covariate(h, "height")
     ibw = ideal_body_weight(h, f)
     return ibw + ADJUSTED_FACTOR * (w - ibw)
 
