@@ -205,7 +205,7 @@ def test_find_dose_refuses_wrong_units_and_misplaced_options():
 
 
 def test_find_dose_refuses_a_missing_window():
-    with pytest.raises(ValueError, match=r"window 3 does not exist: the regimen has 1"):
+    with pytest.raises(ValueError, match=r"window=3 does not exist: the regimen has 1"):
         find_dose(
             MODEL,
             ks.Dose.bolus("10 mg"),
@@ -464,3 +464,43 @@ def test_effect_site_tci_uses_the_models_effect_site(model, analyte, ke0_per_h):
     )
     assert plan.ke0_source == "model" and plan.ke0 == pytest.approx(ke0_per_h)
     np.testing.assert_allclose(plan.rates.values, ref.rates.values, rtol=1e-9)
+
+
+def test_plasma_tci_warns_when_the_pump_limit_cannot_reach_the_target():
+    # 1 mg/h for 10 min into V1 = 122.7 L cannot approach 150 ng/mL; it used to
+    # return reached = nan without a word
+    with pytest.warns(
+        ks.ValidityWarning,
+        match=r"the plasma target 150 ng/mL is not reached within the plan \(10 min\) "
+        r"at max_rate 1 mg/h: the predicted plasma level at the end is 1\.182 ng/mL; "
+        r"raise max_rate or lengthen duration",
+    ):
+        plan = tci(MODEL, "150 ng/mL", max_rate="1 mg/h", duration="10 min")
+    assert math.isnan(plan.reached) and "target not reached" in repr(plan)
+    # the level it names is the constant 1 mg/h infusion's, by expm (independent)
+    A = np.array([[-(K10 + K12), K21], [K12, -K21]])
+    T = 10.0 / 60.0
+    x = np.linalg.solve(A, expm(A * T) - np.eye(2)) @ np.array([1.0, 0.0])
+    assert float(plan.predicted[-1]) == pytest.approx(1000.0 * x[0] / V1_70, rel=1e-9)
+
+
+def test_trough_of_the_last_session_says_no_session_follows_it():
+    with pytest.raises(
+        ValueError,
+        match=r"trough of session 1 is NaN for every subject: a trough is the level "
+        r"just before the next session's first dose, and session 1 is the last of 1 "
+        r"\(no session follows it\)",
+    ):
+        find_dose(
+            MODEL,
+            ks.Dose.bolus("10 mg"),
+            Target("trough", "1 ng/mL"),
+            times=np.linspace(0.0, 48.0, 49),
+        )
+
+
+def test_elasticities_refuse_an_empty_parameter_list():
+    with pytest.raises(
+        ValueError, match=r"parameters must name at least one parameter; got \[\]"
+    ):
+        elasticities(MODEL, ks.Dose.bolus("10 mg"), parameters=[], times=[0, 1])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -307,20 +308,24 @@ def _subject_metric(
     n = da.sizes[target_like.per]
     if target_like.window >= n:
         raise ValueError(
-            f"window {target_like.window} does not exist: the regimen has {n} "
-            f"{target_like.per} window(s) (0 to {n - 1})"
+            f"window={target_like.window} does not exist: the regimen has {n} "
+            f"{target_like.per} window(s) (window=0 to {n - 1}, 0 = the first)"
         )
     da = da.isel({target_like.per: target_like.window})
     if not np.isfinite(da.values).any():
-        why = (
-            "a trough is the level just before the next window's first dose, and "
-            "this window has none (or no output time covers it)"
-            if target_like.metric == "trough"
-            else "no output time falls in that window; pass times= that cover it"
-        )
+        # messages number windows from 1, as Target's repr does
+        what = f"{target_like.per} {target_like.window + 1}"
+        if target_like.metric == "trough" and target_like.window == n - 1:
+            why = (
+                f"a trough is the level just before the next {target_like.per}'s "
+                f"first dose, and {what} is the last of {n} (no {target_like.per} "
+                f"follows it); add the following dose to the regimen, or use "
+                f"metric='cmax' or 'auc'"
+            )
+        else:
+            why = "no output time falls in that window; pass times= that cover it"
         raise ValueError(
-            f"{target_like.metric} of {target_like.per} {target_like.window} (0 = "
-            f"the first) is NaN for every subject: {why}"
+            f"{target_like.metric} of {what} is NaN for every subject: {why}"
         )
     return da
 
@@ -678,8 +683,12 @@ class TCIPlan:
             f"TCIPlan({self.site} target {self.target:g} ng/mL of {self.analyte}, "
             f"{self.rates.size} steps of {self.step * 3600:g} s, "
             f"{len(self.regimen)} infusions, "
-            f"{float(self.rates.sum()) * self.step:.4g} mg in all, target reached "
-            f"at {self.reached * 60:.3g} min)"
+            f"{float(self.rates.sum()) * self.step:.4g} mg in all, "
+            + (
+                f"target reached at {self.reached * 60:.3g} min)"
+                if math.isfinite(self.reached)
+                else "target not reached)"
+            )
         )
 
 
@@ -861,7 +870,10 @@ def tci(
     analyte : str, optional
         The analyte targeted (default: the model's first, the parent drug).
     max_rate : str or (float, str), optional
-        Pump limit, mg/h (``"1200 mg/h"``); None: no limit.
+        Pump limit, mg/h (``"1200 mg/h"``); None: no limit. If the limit keeps
+        the level from coming within 1 % of the target by the end of the plan,
+        the plan is still returned (``reached`` is NaN) with a ValidityWarning
+        naming the level reached.
     horizon : float or str, optional
         How far ahead (h) a step's rate is checked against overshoot; default one
         step for plasma, 5 / ke0 (at most ``duration``) for the effect site.
@@ -941,6 +953,19 @@ def tci(
     E, G, c = _system(model, params, cov, 1, "iv", analyte, site, k0, h)
     rates, pred = _design(E[0], G[0], c[0], level, n_steps, J, rmax)
     plan = _plan(model, rates, pred, level, site, k0, h, analyte, cov)
+    if not math.isfinite(plan.reached):
+        # a pump limit is a real constraint, so the plan (the best the pump can
+        # do) is returned, with a warning rather than an error
+        from ._warn import ValidityWarning, stacklevel
+
+        warnings.warn(
+            f"the {site} target {level:g} ng/mL is not reached within the plan "
+            f"({T * 60:g} min) at max_rate {rmax:g} mg/h: the predicted {site} "
+            f"level at the end is {float(pred[-1]):.4g} ng/mL; raise max_rate or "
+            f"lengthen duration (plan.reached is NaN)",
+            ValidityWarning,
+            stacklevel=stacklevel(),
+        )
     return replace(plan, ke0_source=k0_source)
 
 
@@ -1224,6 +1249,11 @@ def _parameter_names(model, ds, parameters) -> list[str]:
     if isinstance(parameters, str):
         parameters = [parameters]
     out = list(parameters)
+    if not out:
+        raise ValueError(
+            f"parameters must name at least one parameter; got {parameters!r}. "
+            f"Model {model.id!r} has: {', '.join(names)} (or pass None for all)"
+        )
     for p in out:
         if p not in names:
             raise ValueError(
