@@ -395,8 +395,10 @@ def _traj_run(
     if h > 0.0:
         full = m - m % _POW
         # the power path for the kernel's own state count only (the dose windows'
-        # n + K states take run_out's generic loop: few outputs, no long runs)
-        if full > 0 and len(no) > 0 and x.shape[0] == len(no):
+        # n + K states take run_out's generic loop: few outputs, no long runs);
+        # the generic kernel (more than NMAX states) takes it for any count
+        own = len(no) > NMAX or x.shape[0] == len(no)
+        if full > 0 and len(no) > 0 and own:
             if rslot != slot:
                 _pow_tables(no, E, obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
                 rslot = slot
