@@ -580,3 +580,24 @@ def test_lloq_must_be_finite_and_positive():
     dose = ks.Dose.infusion("20 mg", duration="40 min")
     with pytest.raises(ValueError, match="lloq must be a finite number > 0"):
         ks.estimate(MODEL, _one(lloq=[np.inf, np.nan]), doses=dose)
+
+
+def test_a_molar_lloq_converts_by_each_analytes_molecular_weight():
+    from ketasim.estimation import _lloq_of
+
+    model = ks.load_model(MODEL)  # ketamine and norketamine
+    got = _lloq_of(model, "0.01 umol/L")
+    # nmol/L x (g/mol) / 1000 = ng/mL, each analyte by its own molecular weight
+    want = {k: 10.0 * a.mw / 1000.0 for k, a in enumerate(model.analytes)}
+    assert got == pytest.approx(want, rel=1e-12)
+    assert len({round(v, 9) for v in got.values()}) == len(model.analytes) == 2
+    name = model.analytes[1].name
+    assert _lloq_of(model, {name: "5 nmol/L"}) == pytest.approx(
+        {1: 5.0 * model.analytes[1].mw / 1000.0}
+    )
+    with pytest.raises(
+        ks.UnitError,
+        match=r"lloq must be a concentration such as 100 or '100 ng/mL' or "
+        r"'400 nmol/L'; got '0.01 umol/kg'",
+    ):
+        _lloq_of(model, "0.01 umol/kg")

@@ -504,3 +504,22 @@ def test_elasticities_refuse_an_empty_parameter_list():
         ValueError, match=r"parameters must name at least one parameter; got \[\]"
     ):
         elasticities(MODEL, ks.Dose.bolus("10 mg"), parameters=[], times=[0, 1])
+
+
+def test_molar_targets_convert_by_the_analytes_molecular_weight():
+    # nmol/L x (g/mol) / 1000 = ng/mL; ketamine base C13H16ClNO, 237.72 g/mol
+    mw = ks.load_model(MODEL).analytes[0].mw
+    assert mw == pytest.approx(237.72, abs=0.01)
+    target = Target("cmax", "0.63 umol/L")
+    assert repr(target) == "Target(median session 1 cmax = 0.63 umol/L)"
+    with pytest.raises(ValueError, match=r"the level '0.63 umol/L' is molar"):
+        _ = target.level
+    assert target.in_ng_per_ml(mw).level == pytest.approx(630.0 * mw / 1000.0)
+    dose = ks.Dose.bolus("10 mg")
+    molar = find_dose(MODEL, dose, target, times=[0.0, 1.0])
+    mass = find_dose(MODEL, dose, Target("cmax", 630.0 * mw / 1000.0), times=[0.0, 1.0])
+    assert molar.factor == pytest.approx(mass.factor, rel=1e-12)
+    plan = tci(MODEL, "0.6 umol/L", duration="10 min")
+    assert plan.target == pytest.approx(600.0 * mw / 1000.0, rel=1e-12)
+    with pytest.raises(ks.UnitError, match=r"must be a concentration such as 100"):
+        Target("cmax", "0.63 umol/kg")

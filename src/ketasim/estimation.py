@@ -75,21 +75,24 @@ class _Subject:
 
 
 def _lloq_of(model: Model, lloq) -> dict[int, float]:
-    """``lloq`` (None, one level or analyte -> level) as analyte index -> ng/mL."""
+    """``lloq`` (None, one level or analyte -> level) as analyte index -> ng/mL;
+    a molar level (``"0.01 umol/L"``) converts by each analyte's molecular
+    weight."""
     if lloq is None:
         return {}
     if isinstance(lloq, Mapping):
         out = {}
         for name, v in lloq.items():
             k = _analyte_index(model, name, "lloq")
-            out[k] = _positive_level(v, f"lloq[{name!r}]")
+            out[k] = _positive_level(v, f"lloq[{name!r}]", model.analytes[k].mw)
         return out
-    v = _positive_level(lloq, "lloq")
-    return dict.fromkeys(range(len(model.analytes)), v)
+    return {
+        k: _positive_level(lloq, "lloq", a.mw) for k, a in enumerate(model.analytes)
+    }
 
 
-def _positive_level(v, what: str) -> float:
-    level = to_ng_per_ml(v, what=what)
+def _positive_level(v, what: str, mw: float | None = None) -> float:
+    level = to_ng_per_ml(v, what=what, mw=mw)
     if not level > 0:
         raise ValueError(f"{what} must be > 0 ng/mL; got {v!r}")
     return level
@@ -831,9 +834,11 @@ def estimate(
         Regimen. Not with a NONMEM file (its dose records are the doses).
     lloq : float, str or mapping, optional
         Lower limit of quantification (ng/mL; one for all analytes or analyte ->
-        level), where the table has no ``lloq`` column. An observation below its
-        limit is censored: it enters through the probability that the
-        concentration is below the limit (Beal's M3), whatever value it holds.
+        level), where the table has no ``lloq`` column. A molar limit
+        (``"0.01 umol/L"``) converts by each analyte's molecular weight. An
+        observation below its limit is censored: it enters through the
+        probability that the concentration is below the limit (Beal's M3),
+        whatever value it holds.
     route_by_cmt : dict, optional
         NONMEM dose CMT -> route (as :func:`~ketasim.read_nonmem`).
     analyte_by_cmt : dict, optional

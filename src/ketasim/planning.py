@@ -39,7 +39,14 @@ from .model import Model
 from .modelfile import load_model
 from .options import Exact, Subjects, Trajectories
 from .population import Population
-from .units import UnitError, parse_quantity, parse_unit, to_hours, to_ng_per_ml
+from .units import (
+    UnitError,
+    is_molar,
+    parse_quantity,
+    parse_unit,
+    to_hours,
+    to_ng_per_ml,
+)
 
 __all__ = [
     "DoseFinding",
@@ -174,7 +181,9 @@ class Target:
                     "'100 ng/mL'); value= is the probability (e.g. 0.9)"
                 )
             _probability(self.value)
-            _level_number(self.threshold, self.metric, "threshold")
+            # a molar level is checked here in its own unit (mw 1 keeps the
+            # sign); find_dose converts it by the analyte's molecular weight
+            _level_number(self.threshold, self.metric, "threshold", mw=1.0)
         else:
             if self.threshold is not None:
                 raise ValueError(
@@ -182,7 +191,7 @@ class Target:
                     f"statistic={self.statistic!r} the target level is value= "
                     f"(got threshold={self.threshold!r})"
                 )
-            level = _level_number(self.value, self.metric, "value")
+            level = _level_number(self.value, self.metric, "value", mw=1.0)
             if not level > 0:
                 raise ValueError(
                     f"value must be a level > 0 (no dose gives a {self.statistic} "
@@ -190,12 +199,37 @@ class Target:
                 )
 
     @property
+    def molar(self) -> bool:
+        """The level is molar (``"0.63 umol/L"``): its ng/mL depends on the
+        analyte's molecular weight, which :func:`find_dose` takes from the model."""
+        return is_molar(self.threshold if self.statistic == "pta" else self.value)
+
+    @property
     def level(self) -> float:
         """The target level in ng/mL (Cmax, trough) or ng*h/mL (AUC): ``value``,
-        or ``threshold`` for ``"pta"``."""
+        or ``threshold`` for ``"pta"``. A molar level has none until converted
+        (:meth:`in_ng_per_ml`)."""
+        if self.molar:
+            raise ValueError(
+                f"the level {self._raw()!r} is molar: its ng/mL depends on the "
+                f"analyte's molecular weight; use target.in_ng_per_ml(mw) (g/mol) "
+                f"or pass the target to find_dose, which converts it"
+            )
         if self.statistic == "pta":
             return _level_number(self.threshold, self.metric, "threshold")
         return _level_number(self.value, self.metric, "value")
+
+    def _raw(self):
+        return self.threshold if self.statistic == "pta" else self.value
+
+    def in_ng_per_ml(self, mw: float) -> Target:
+        """This target with a molar level converted to ng/mL by ``mw`` (the
+        analyte's molecular weight, g/mol): ng/mL = nmol/L x mw / 1000."""
+        if not self.molar:
+            return self
+        ng = _level_number(self._raw(), self.metric, "value", mw=mw)
+        key = "threshold" if self.statistic == "pta" else "value"
+        return replace(self, **{key: float(ng)})
 
     @property
     def units(self) -> str:
@@ -205,13 +239,13 @@ class Target:
         return f"{self.per} {self.window + 1} {self.metric}"  # 1-based in text
 
     def __repr__(self) -> str:
+        level = self._raw().strip() if self.molar else f"{self.level:g} {self.units}"
         if self.statistic == "pta":
             op = ">=" if self.above else "<="
             return (
-                f"Target(P({self._what()} {op} {self.level:g} {self.units}) = "
-                f"{_probability(self.value):g})"
+                f"Target(P({self._what()} {op} {level}) = {_probability(self.value):g})"
             )
-        return f"Target({self.statistic} {self._what()} = {self.level:g} {self.units})"
+        return f"Target({self.statistic} {self._what()} = {level})"
 
 
 def _probability(value) -> float:
@@ -243,11 +277,12 @@ def _probability(value) -> float:
     return p
 
 
-def _level_number(value, metric: str, what: str) -> float:
+def _level_number(value, metric: str, what: str, mw: float | None = None) -> float:
     """A level in ng/mL (cmax, trough) or ng*h/mL (auc), read from a number in
-    those units or a string with a unit."""
+    those units or a string with a unit; a molar Cmax or trough converts by
+    ``mw`` (g/mol)."""
     if metric != "auc":
-        v = to_ng_per_ml(value, what=what)
+        v = to_ng_per_ml(value, what=what, mw=mw)
     else:
         from .metrics import _threshold
 
@@ -479,6 +514,15 @@ def find_dose(
             f"target must be a ks.Target(metric, value, ...); got "
             f"{type(target).__name__}"
         )
+    if target.molar:  # "0.63 umol/L": by the targeted analyte's molecular weight
+        name = target.analyte or model.analytes[0].name
+        hit = [a for a in model.analytes if a.name == name]
+        if not hit:
+            raise ValueError(
+                f"analyte {name!r} is not one of model {model.id!r}'s analytes "
+                f"{[a.name for a in model.analytes]}"
+            )
+        target = target.in_ng_per_ml(hit[0].mw)
     if method not in ("auto", "linear", "search"):
         raise ValueError(f"method must be 'auto', 'linear' or 'search'; got {method!r}")
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
@@ -909,7 +953,15 @@ def tci(
         )
     if site not in ("plasma", "effect"):
         raise ValueError(f"site must be 'plasma' or 'effect'; got {site!r}")
-    level = to_ng_per_ml(target, what="target")
+    analyte = analyte or model.analytes[0].name
+    mws = [a.mw for a in model.analytes if a.name == analyte]
+    if not mws:
+        raise ValueError(
+            f"analyte {analyte!r} is not one of model {model.id!r}'s analytes "
+            f"{[a.name for a in model.analytes]}"
+        )
+    # a molar target ("0.6 umol/L") converts by the targeted analyte's MW
+    level = to_ng_per_ml(target, what="target", mw=mws[0])
     if not (math.isfinite(level) and level > 0):
         raise ValueError(f"target must be a level > 0 ng/mL; got {target!r}")
     h = to_hours(step, what="step")
@@ -940,7 +992,6 @@ def tci(
             raise ValueError(f"max_rate must be > 0; got {max_rate!r}")
     if "iv" not in model.routes:
         raise ValueError(f"model {model.id!r} has no 'iv' route for an infusion")
-    analyte = analyte or model.analytes[0].name
     cov, params = _one_subject(model, subjects)
     k0, k0_source = _effect_ke0(model, params, ke0, site, analyte)
     if horizon is None:

@@ -312,20 +312,39 @@ def to_hours(value: float | str | tuple[float, str] | Quantity, *, what: str) ->
     return h
 
 
-def to_ng_per_ml(value: float | str, *, what: str) -> float:
+def is_molar(value) -> bool:
+    """True for a string with a molar concentration unit (``"0.6 umol/L"``)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        q = parse_quantity(value, what="level", default_unit="ng/mL")
+        return parse_unit(q.unit).dimension == "molar concentration"
+    except UnitError:
+        return False
+
+
+def to_ng_per_ml(value: float | str, *, what: str, mw: float | None = None) -> float:
     """A concentration level in ng/mL: a number is ng/mL; ``"100 ng/mL"``,
-    ``"0.1 mg/L"`` convert. Finite and >= 0, or an error naming ``what``."""
+    ``"0.1 mg/L"`` convert. With ``mw`` (the analyte's molecular weight, g/mol)
+    a molar level converts too: ng/mL = mol/L x mw x 1e6 (``"1 nmol/L"`` is
+    mw / 1000 ng/mL, the inverse of ``ds.pk.molar()``). Finite and >= 0, or an
+    error naming ``what``."""
     if getattr(value, "ndim", None) == 0:  # numpy or xarray scalar
         value = value.item()
     if isinstance(value, str):
         q = parse_quantity(value, what=what, default_unit="ng/mL")
         u = parse_unit(q.unit)
-        if u.dimension != "concentration" or u.per_kg:
+        if u.dimension == "molar concentration" and not u.per_kg and mw is not None:
+            level = q.value * u.factor * float(mw) * 1e6
+        elif u.dimension != "concentration" or u.per_kg:
             raise UnitError(
                 f"{what} must be a concentration such as 100 or "
-                f"'100 ng/mL'; got {value!r}"
+                f"'100 ng/mL'"
+                + (" or '400 nmol/L'" if mw is not None else "")
+                + f"; got {value!r}"
             )
-        level = q.value * (u.factor / parse_unit("ng/mL").factor)
+        else:
+            level = q.value * (u.factor / parse_unit("ng/mL").factor)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         level = float(value)
     else:
