@@ -242,6 +242,26 @@ def test_sigmoid_emax_on_the_effect_site():
     e = ks.effect(ds)
     assert e.attrs["units"] == "cm" and e.attrs["long_name"] == "drug high (VAS)"
     assert ds.effect.attrs["units"] == "cm"
+    # the baseline is a number in the endpoint's unit, and says so
+    assert float(ds.endpoint_baseline.values[0]) == 1.0
+    assert ds.endpoint_baseline.attrs["units"] == "cm"
+
+
+def test_endpoints_in_different_units_carry_no_single_units_label():
+    # one convention for arrays whose unit varies along a dimension: no units
+    # attribute, long_name points to the per-element unit coordinate
+    d = base(
+        effects={
+            "high": endpoint(baseline=1.0),
+            "bis": endpoint(unit="1", long_name="BIS", baseline=95.0, emax=-60.0),
+        }
+    )
+    ds = ks.simulate(ks.model_from_dict(d), ks.Dose.bolus("100 mg"), times=T)
+    assert list(ds.endpoint_unit.values) == ["cm", "1"]
+    for name in ("effect", "endpoint_baseline"):
+        assert "units" not in ds[name].attrs
+        assert ds[name].attrs["long_name"].endswith("(units: see endpoint_unit)")
+    assert ks.effect(ds, "bis").attrs["units"] == "1"
 
 
 def two_analytes(**extra):

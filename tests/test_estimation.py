@@ -601,3 +601,16 @@ def test_a_molar_lloq_converts_by_each_analytes_molecular_weight():
         r"'400 nmol/L'; got '0.01 umol/kg'",
     ):
         _lloq_of(model, "0.01 umol/kg")
+
+
+def test_units_follow_simulates_conventions(small):
+    """Covariate coordinates carry their unit as simulate's do; the parameter
+    arrays, whose unit varies along ``parameter``, carry none (a units label
+    must be one unit) and point to ``parameter_unit`` as simulate's do."""
+    _, ds, est = small
+    assert est.weight.attrs == {"units": "kg"} == ds.weight.attrs
+    for name in ("parameters", "parameters_se", "parameters_lower", "parameters_upper"):
+        assert "units" not in est[name].attrs
+        assert "see parameter_unit" in est[name].attrs["long_name"]
+    assert "units" not in ds.parameters.attrs
+    assert {"L", "L/h"} <= set(est.parameter_unit.values)  # mixed units

@@ -56,7 +56,9 @@ def test_compare_in_nmol_is_ng_per_ml_over_mw_and_carries_each_unit():
     nmol = ks.compare(res, unit="nmol/L").to_dataset()
     assert list(ng.metric_unit.values) == ["ng/mL", "h", "ng*h/mL"]
     assert list(nmol.metric_unit.values) == ["nmol/L", "h", "nmol*h/L"]
-    assert nmol.value.attrs["units"] == "see metric_unit"
+    # mixed units along metric: no units attr (CF), long_name points to metric_unit
+    assert "units" not in nmol.value.attrs
+    assert nmol.value.attrs["long_name"] == "metric value (units: see metric_unit)"
     assert nmol.percentile.attrs["units"] == "%"
     mw = 237.73  # S-ketamine free base, g/mol
     # one typical subject: Cmax = 10 mg / V, AUC(0-6 h) = 10 mg / CL (1 - e^-6k)

@@ -223,19 +223,29 @@ def _add_effects(model, ds: xr.Dataset, params, routes: set, warn: bool) -> None
     ds.coords["endpoint"] = ("endpoint", [ep.name for ep in eps])
     ds.coords["endpoint_unit"] = ("endpoint", units)
     ds.coords["endpoint_long_name"] = ("endpoint", [ep.long_name for ep in eps])
-    ds.coords["endpoint_baseline"] = ("endpoint", [ep.baseline for ep in eps])
+    one = len(set(units)) == 1
+    ds.coords["endpoint_baseline"] = (
+        "endpoint",
+        [ep.baseline for ep in eps],
+        {"long_name": "effect without drug", "units": units[0]}
+        if one
+        else {"long_name": "effect without drug (units: see endpoint_unit)"},
+    )
     ds.coords["endpoint_direction"] = (
         "endpoint",
         np.array([ep.direction for ep in eps], dtype=np.int64),
         {"long_name": "+1 the drug raises the effect, -1 lowers it, 0 mixed"},
     )
-    one = len(set(units)) == 1
     ds["effect"] = xr.Variable(
         ("subject", "endpoint", "time"),
         values,
         {
-            "units": units[0] if one else "per endpoint: see endpoint_unit",
             "long_name": eps[0].long_name if len(eps) == 1 else "effect",
+            **(
+                {"units": units[0]}
+                if one
+                else {"long_name": "effect (units: see endpoint_unit)"}
+            ),
             **({"note": " ".join(notes)} if notes else {}),
         },
     )

@@ -46,7 +46,7 @@ import xarray as xr
 from ._lower import check_routes, drug_factor, reachable, sessions
 from ._subjects import subject_table
 from .dosing import Dose, DoseError, Regimen
-from .model import Model
+from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
 from .units import to_hours, to_ng_per_ml
 
@@ -1059,7 +1059,6 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
                 {
                     "long_name": "individual parameters at the posterior mode "
                     "(canonical units, see parameter_unit)",
-                    "units": "see parameter_unit",
                 },
             ),
             "parameters_se": (
@@ -1069,8 +1068,7 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
                     "long_name": "approximate standard error of the individual "
                     "parameters (delta method on the Gauss-Newton posterior "
                     "covariance; 0 for parameters without random effects, whose "
-                    "fixed effects are taken as known)",
-                    "units": "see parameter_unit",
+                    "fixed effects are taken as known; units: see parameter_unit)",
                 },
             ),
             "parameters_lower": (
@@ -1078,16 +1076,15 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
                 stack(lo_occ),
                 {
                     "long_name": "5th percentile of the approximate posterior "
-                    "(normal on the eta scale)",
-                    "units": "see parameter_unit",
+                    "(normal on the eta scale; units: see parameter_unit)",
                 },
             ),
             "parameters_upper": (
                 pdims,
                 stack(hi_occ),
                 {
-                    "long_name": "95th percentile of the approximate posterior",
-                    "units": "see parameter_unit",
+                    "long_name": "95th percentile of the approximate posterior "
+                    "(units: see parameter_unit)",
                 },
             ),
             "eta": (
@@ -1231,7 +1228,12 @@ def _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters):
             "random_effect": _theta_labels(prob, M),
             "random_effect_2": _theta_labels(prob, M),
             **({"occasion": np.arange(1, M + 1)} if R else {}),
-            **{k: ("subject", v) for k, v in prob.cov.items()},
+            **{
+                k: ("subject", v, {"units": KNOWN_COVARIATES[k]})
+                if k in KNOWN_COVARIATES
+                else ("subject", v)
+                for k, v in prob.cov.items()
+            },
         },
         attrs={
             "model_id": model.id,

@@ -384,10 +384,15 @@ class ComparisonTable:
                 "percentile": ("percentile", list(self.q), {"units": "%"}),
             },
         )
-        # one unit per metric: a single units label would be false for the rest
-        out["value"].attrs["units"] = (
-            self.units[0] if len(set(self.units)) == 1 else "see metric_unit"
-        )
+        # one unit per metric: a single units label would be false for the rest.
+        # The package's convention for an array whose unit varies along a
+        # dimension (as simulate's parameters and dose_amount): no units
+        # attribute (CF: units must be one parseable unit), long_name names the
+        # per-element unit coordinate
+        if len(set(self.units)) == 1:
+            out["value"].attrs["units"] = self.units[0]
+        else:
+            out["value"].attrs["long_name"] = "metric value (units: see metric_unit)"
         if self.notes:
             out.attrs["left_out"] = "; ".join(self.notes)
         return out
