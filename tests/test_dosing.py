@@ -1,9 +1,11 @@
 """Dose and Regimen: construction, units, and every error message."""
 
 import math
+import warnings
 
 import pytest
 
+import ketasim as ks
 from ketasim import Dose, DoseError, Regimen, UnitError
 
 
@@ -117,3 +119,40 @@ BAD = [
 def test_bad_input_is_rejected_not_clamped(call, exc, message):
     with pytest.raises(exc, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda: ks.Dose.bolus("35 g"), r"a dose of 35000 mg is far above"),
+        (lambda: ks.Dose.bolus("1e9 mg"), r"a dose of 1e\+09 mg is far above"),
+        (
+            lambda: ks.Dose.bolus("25 mg/kg", route="im"),
+            r"a dose of 25 mg/kg is far above any plausible single ketamine dose "
+            r"\(more than 20 mg/kg; the label's largest induction dose is 13 mg/kg "
+            r"intramuscularly\)\. Check the unit: '35000 mg' written for 35000 ug",
+        ),
+        (
+            lambda: ks.Dose.infusion("35000 mg", duration="40 min"),
+            r"a dose of 35000 mg is far above .* \(more than 2000 mg per hour of "
+            r"infusion;",
+        ),
+        (
+            lambda: ks.Dose.infusion("72 g", duration="24 h"),
+            r"a dose of 72000 mg over 24 h \(3000 mg per hour\) is far above",
+        ),
+    ],
+)
+def test_a_dose_far_above_any_ketamine_dose_warns(make, said):
+    with pytest.warns(ks.ValidityWarning, match=said):
+        make()
+
+
+def test_large_but_real_doses_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ks.Dose.bolus("13 mg/kg", route="im")  # the label's largest induction dose
+        ks.Dose.bolus("1950 mg", route="im")  # 13 mg/kg x 150 kg
+        ks.Dose.infusion("20 mg/kg", duration="1 min")  # per hour, counting 1 h
+        ks.Dose.infusion("10 g", duration="72 h")  # 139 mg/h: days of sedation
+        ks.Dose.infusion("10 mg/kg", duration="1 h")  # status epilepticus rates

@@ -48,6 +48,19 @@ MAX_TIME_H = 1e6
 #: and it would silently get a later device's smaller absorption.
 MAX_DEVICE_GAP_H = 1.0
 
+#: A single dose above this (mg, or mg/kg for a per-kg dose; an infusion's
+#: amount per hour, counting at least 1 h) gets a ValidityWarning: it is far
+#: beyond clinical and anaesthetic ketamine dosing, and the likely cause is a
+#: unit slip ("35000 mg" written for 35000 ug is 1000 times the dose). The
+#: KETALAR (ketamine hydrochloride) label gives induction doses of 1-4.5 mg/kg
+#: intravenously and 6.5-13 mg/kg intramuscularly, the largest single doses it
+#: names; 20 mg/kg is 1.5 times that, and 2000 mg is 13 mg/kg for a 150-kg
+#: patient. Long infusions (sedation, status epilepticus, up to about
+#: 10 mg/kg/h) stay below the per-hour limit. A warning, not an error: the model
+#: is linear and still computes such a dose; the user confirms it is meant.
+PLAUSIBLE_DOSE_MG = 2000.0
+PLAUSIBLE_DOSE_MG_PER_KG = 20.0
+
 
 class DoseError(ValueError):
     """A dose or regimen is invalid; the message says what, got what, and the fix."""
@@ -221,6 +234,35 @@ class Dose:
         if self.salt not in SALT_FORMS:
             raise DoseError(f"salt must be 'base' or 'hcl'; got {self.salt!r}")
         self._check_weight_basis()
+        self._check_plausible()
+
+    def _check_plausible(self) -> None:
+        """A ValidityWarning for an amount far above any ketamine dose
+        (:data:`PLAUSIBLE_DOSE_MG`, :data:`PLAUSIBLE_DOSE_MG_PER_KG`)."""
+        limit = PLAUSIBLE_DOSE_MG_PER_KG if self.per_kg else PLAUSIBLE_DOSE_MG
+        hours = 1.0 if self.duration is None else max(self.duration, 1.0)
+        if not self.amount / hours > limit:
+            return
+        import warnings
+
+        from ._warn import ValidityWarning, stacklevel
+
+        what = (
+            f"{self.amount:g} {self.unit}"
+            if self.duration is None or self.duration <= 1.0
+            else f"{self.amount:g} {self.unit} over {self.duration:g} h "
+            f"({self.amount / hours:g} {self.unit} per hour)"
+        )
+        warnings.warn(
+            f"a dose of {what} is far above any plausible single ketamine dose "
+            f"(more than {limit:g} {self.unit}"
+            f"{' per hour of infusion' if self.duration is not None else ''}; "
+            f"the label's largest induction dose is 13 mg/kg intramuscularly). "
+            f"Check the unit: '35000 mg' written for 35000 ug is 1000 times the "
+            f"dose",
+            ValidityWarning,
+            stacklevel=stacklevel(),
+        )
 
     def _check_weight_basis(self) -> None:
         from .bodysize import WEIGHT_BASES
