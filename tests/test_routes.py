@@ -527,3 +527,20 @@ def test_scenario_file_home_course_merges_with_clinic_sessions():
     reg = next(s for s in sf.scenarios if s.name == "IV + home troche 100 mg").regimen
     assert reg.times == (0.0, 35.0, 72.0, 107.0, 168.0, 203.0, 240.0, 275.0)
     assert [d.route for d in reg] == ["iv", "troche"] * 4
+
+
+@pytest.mark.parametrize("name, enan", [("hasan_2021_s", "S"), ("hasan_2021_r", "R")])
+def test_hasan_models_say_how_to_dose_the_studys_racemate(name, enan):
+    """The study dosed racemic ketamine; a dose without drug= is the enantiomer
+    itself (the documented default), so the model says to pass drug="ketamine",
+    and that gives exactly half the enantiomer (racemic_fraction 0.5)."""
+    model = ks.load_model(name)
+    text = " ".join(model.description.split())
+    assert 'give its doses as racemic ketamine, Dose(..., drug="ketamine")' in text
+    assert f'"10 mg" alone is twice the {enan}-ketamine of 10 mg racemate' in text
+    t = [0.5, 1.0, 4.0]
+    plain = ks.simulate(name, ks.Dose.bolus("10 mg"), times=t)
+    racemic = ks.simulate(name, ks.Dose.bolus("10 mg", drug="ketamine"), times=t)
+    np.testing.assert_allclose(
+        racemic.concentration.values, 0.5 * plain.concentration.values, rtol=1e-12
+    )
