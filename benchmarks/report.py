@@ -53,6 +53,9 @@ LABELS = {
     "test_two_scenario_comparison": "two-scenario comparison (ks.compare)",
     "test_scenario_comparison_cost": "run_scenarios, three drugs (domino, "
     "perez_ruixo_2021, fanta_2015), 21 d every 5 min",
+    "test_find_dose_linear_costs_one_simulation": "find_dose (median session-1 Cmax "
+    "= 150 ng/mL), W2 course, linear model",
+    "test_tci_plan_40_min_at_10_s": "tci plan, 40 min at 10-s steps, one subject",
 }
 ORDER = [
     "test_w1_exact",
@@ -65,6 +68,10 @@ ORDER = [
     "test_w2_population_scenario_metrics",
     "test_two_scenario_comparison",
     "test_scenario_comparison_cost",
+    "test_w5_estimate",
+    "test_w6_trials",
+    "test_find_dose_linear_costs_one_simulation",
+    "test_tci_plan_40_min_at_10_s",
     "test_scipy_lsoda_baseline",
 ]
 
@@ -150,6 +157,18 @@ def rows(data: dict) -> list[str]:
                 f"{ex['peak_ratio_run_scenarios_over_simulations']:.2f}× the peak "
                 f"memory ({ex['simulations_peak_mb']:.0f} MB) of its simulate calls"
             )
+        if "ratio_loop_over_ketasim" in ex:
+            notes.append(
+                f"{ex['ratio_loop_over_ketasim']:.1f}× faster than a loop of "
+                "simulate calls"
+            )
+        if "ratio_wall" in ex:  # find_dose against one simulate + metrics
+            notes.append(
+                f"{ex['ratio_wall']:.2f}× (wall), {ex['ratio_cpu']:.2f}× (CPU) one "
+                "simulate + metrics"
+            )
+        if "replicates" in ex:
+            size = f"{_n(ex['replicates'])} trials × {_n(ex['patients_per_trial'])}"
         ratio_cell = "; ".join(notes) or "-"
         out.append(
             f"| {label} | {size} | {_s(st['median'])} | {_s(st['min'])} | "
