@@ -7,7 +7,11 @@ import contextvars
 
 
 class ValidityWarning(UserWarning):
-    """Patients lie outside the covariate ranges a model was estimated on."""
+    """An input is valid but implausible or outside what the result supports: patients
+    outside the covariate (or weight) ranges a model was estimated on, a single dose
+    above any clinical or anaesthetic dose (over 2000 mg or 20 mg/kg, or that much per
+    hour of an infusion), or a target-controlled infusion whose pump limit keeps it
+    from reaching its target. The message names the value received."""
 
 
 class GridWarning(UserWarning):
