@@ -65,6 +65,19 @@ def session_days(sessions_per_week: int, n: int, what: str = "sessions") -> list
     return [7 * (i // len(pattern)) + pattern[i % len(pattern)] for i in range(n)]
 
 
+def _check_untimed(dose: Dose, who: str, times: str, use: str) -> None:
+    """``dose`` is a Dose without its own time: ``who`` places it at its
+    ``times``, so a time= would be lost (the message says to ``use`` instead)."""
+    if not isinstance(dose, Dose):
+        raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
+    if dose.time != 0.0:
+        raise DoseError(
+            f"{who} places the dose at the {times}, so its own time "
+            f"({dose.time:g} h) would be lost; build the dose without time= "
+            f"(use {use})"
+        )
+
+
 def clinic_course(
     dose: Dose,
     *,
@@ -83,14 +96,7 @@ def clinic_course(
     >>> clinic_course(d, sessions_per_week=2, sessions=4).times
     (0.0, 72.0, 168.0, 240.0)
     """
-    if not isinstance(dose, Dose):
-        raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
-    if dose.time != 0.0:
-        raise DoseError(
-            f"clinic_course places the dose at the session times, so its "
-            f"own time ({dose.time:g} h) would be lost; build the dose "
-            f"without time= (use clock= for the time of day)"
-        )
+    _check_untimed(dose, "clinic_course", "session times", "clock= for the time of day")
     days = session_days(sessions_per_week, sessions)
     if not isinstance(clock, str | list | tuple):
         raise DoseError(
@@ -223,14 +229,7 @@ def home_course(
     >>> (clinic + home_course(troche, per_week=2, weeks=1, first_day=1)).times
     (0.0, 35.0, 72.0, 107.0)
     """
-    if not isinstance(dose, Dose):
-        raise DoseError(f"dose must be a Dose; got {type(dose).__name__}")
-    if dose.time != 0.0:
-        raise DoseError(
-            f"home_course places the dose at the clock times, so its own time "
-            f"({dose.time:g} h) would be lost; build the dose without time= (use "
-            f"clock= and first_day=)"
-        )
+    _check_untimed(dose, "home_course", "clock times", "clock= and first_day=")
     if dose.device is not None:
         raise DoseError(
             "home_course gives one dose per clock time; a nasal-device dose "
