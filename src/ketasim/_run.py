@@ -216,10 +216,7 @@ def run_exact_slice(A, low: Lowered, t, obs_cmt, obs_scale, buf, status) -> None
 
     population_linear(
         A,
-        low.ev_time,
-        low.ev_cmt,
-        low.ev_kind,
-        low.ev_value,
+        *_events(low),
         t,
         obs_cmt,
         obs_scale,
@@ -228,6 +225,21 @@ def run_exact_slice(A, low: Lowered, t, obs_cmt, obs_scale, buf, status) -> None
         states(A.shape[2]),
         states(A.shape[2]),
     )
+
+
+def _events(low: Lowered) -> tuple:
+    """``low``'s event table in the kernels' argument order: time (h),
+    compartment, kind, value (mg or mg/h)."""
+    return low.ev_time, low.ev_cmt, low.ev_kind, low.ev_value
+
+
+def _with_auc_outputs(low: Lowered) -> tuple:
+    """``low``'s rate matrices with the AUC states added, and the outputs to
+    observe: its observed compartments and scales, then the AUC states."""
+    A, auc_cmt, auc_scale = with_auc(low)
+    obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
+    obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
+    return A, obs_cmt, obs_scale
 
 
 def _subset(low: Lowered, s: slice) -> Lowered:
@@ -267,18 +279,13 @@ def dose_windows(low: Lowered, regimen: Regimen, t: np.ndarray, n: int, same: bo
     before = np.nextafter(starts, -np.inf).clip(0.0)
     aux_t = np.concatenate([before, starts.clip(max=end), [end]])
     order = np.argsort(aux_t, kind="stable")
-    A, auc_cmt, auc_scale = with_auc(low)
     K = low.obs_cmt.size
-    obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
-    obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
+    A, obs_cmt, obs_scale = _with_auc_outputs(low)
     aux = np.empty((n, 2 * K, aux_t.size))
     status = np.zeros(n, dtype=np.int64)
     population_linear(
         A,
-        low.ev_time,
-        low.ev_cmt,
-        low.ev_kind,
-        low.ev_value,
+        *_events(low),
         np.ascontiguousarray(aux_t[order]),
         obs_cmt,
         obs_scale,
@@ -316,9 +323,7 @@ def run_metrics_chunk(
     from .metrics import TIE_RTOL
 
     K = low.obs_cmt.size
-    A, auc_cmt, auc_scale = with_auc(low)
-    obs_cmt = np.concatenate([low.obs_cmt, auc_cmt])
-    obs_scale = np.ascontiguousarray(np.hstack([low.obs_scale, auc_scale]))
+    A, obs_cmt, obs_scale = _with_auc_outputs(low)
     cmax, tmax, tab, aucs, pre = out
     notice = compile_notice(
         f"metrics kernel for {A.shape[2]}-state systems",
@@ -328,10 +333,7 @@ def run_metrics_chunk(
     with notice:
         population_linear_metrics(
             A,
-            low.ev_time,
-            low.ev_cmt,
-            low.ev_kind,
-            low.ev_value,
+            *_events(low),
             t,
             obs_cmt,
             obs_scale,
