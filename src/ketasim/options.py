@@ -266,6 +266,13 @@ class Subjects:
         ``female``/``asian``/``japanese`` exactly 0 or 1), finite and humanly
         plausible (age 0–120 y, height 30–250 cm, weight 0.3–400 kg, BMI
         8–100 kg/m²). Missing covariates take the model's reference values.
+        Time-varying (piecewise-constant) covariates: add an ``id`` column and a
+        ``time`` column (h; each subject's rows together, times strictly
+        increasing, the first at 0), several rows per subject; a row's values
+        hold from its time on, until the subject's next row. Exact solver and
+        ``Trajectories(dose_windows=False)`` when a change moves an observed
+        volume; the result gains ``subject_id``, ``segment_start`` and
+        ``<name>_by_segment``, and ``parameters`` a ``segment`` dimension.
     parameters : mapping, optional
         Parameter name -> *individual* values, which replace typical value ×
         covariates × random effect: ``"80 L/h"``, ``(80, "L/h")`` or per subject

@@ -34,6 +34,7 @@ from ._subjects import (
     warn_validity,
 )
 from ._times import GRID_MAX_POINTS, check_times, default_times, grid, warn_late_doses
+from ._tvcov import is_time_varying, run_time_varying
 from ._warn import CHUNK_START, GridWarning, ValidityWarning
 from .dosing import Dose, Regimen
 from .model import Model
@@ -228,6 +229,11 @@ def pipeline(
         )
     check_iiv(model, population)  # stage 1's rule, once for every path
     _check_output(model, solver, output, chunks)
+    if chunks is not None and is_time_varying(subjects.covariates):
+        raise ValueError(
+            "chunks= is not supported with time-varying covariates (a covariate "
+            "table with a 'time' column); run in memory (chunks=None)"
+        )
     if chunks is not None:
         from ._dask import lazy
 
@@ -260,6 +266,8 @@ def run_in_memory(
     progress,
 ) -> xr.Dataset:
     """The in-memory run of validated arguments: trajectories or metrics."""
+    if population is None and is_time_varying(subjects.covariates):
+        return run_time_varying(model, regimen, t, subjects, solver, output, errors)
     if isinstance(output, Metrics):
         return _metrics(
             model, regimen, t, population, subjects, output, errors, progress
