@@ -287,7 +287,7 @@ BAD = [
     (
         "ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,1,0,.,70\n1,2,0,.,72\n1,3,0,.,70\n",
         "ID 1, column WT: changes within the subject (70 on lines 2-3, 5; 72 on line "
-        "4). Time-varying covariates are not supported yet",
+        "4). ketasim gives each subject one weight",
     ),
     (
         "ID,TIME,EVID,AMT,AGE\n1,0,1,5,40\n2,0,1,5,30\n2,1,0,.,.\n",

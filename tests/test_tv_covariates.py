@@ -160,3 +160,54 @@ def test_unsupported_outputs_are_refused():
         )
     with pytest.raises(ValueError, match="chunks= is not supported"):
         ks.simulate(MODEL, DOSES, times=T, subjects=sub, chunks=1)
+
+
+def test_nonmem_table_with_a_changing_wt_equals_the_python_form(tmp_path):
+    csv = tmp_path / "tv.csv"
+    csv.write_text(
+        "ID,TIME,EVID,AMT,RATE,WT\n"
+        "3,0,1,35,52.5,70\n"  # 0.5 mg/kg of 70 kg over 40 min
+        "3,0.25,0,.,.,70\n"
+        "3,0.5,0,.,.,85\n"  # 85 kg from 0.5 h on
+        "3,10,0,.,.,85\n"
+        "3,20,0,.,.,60\n"  # 60 kg from 20 h on
+        "3,30,1,30,45,60\n"  # 0.5 mg/kg of 60 kg over 40 min
+        "3,40,0,.,.,60\n"
+    )
+    table = ks.read_nonmem(csv, MODEL, time_varying=True)
+    python_form = {"id": [3, 3, 3], "time": [0.0, 0.5, 20.0], "weight": [70, 85, 60]}
+    assert list(table.covariates) == ["id", "time", "weight"]
+    for k, v in python_form.items():
+        np.testing.assert_array_equal(table.covariates[k], v)
+    run = ks.simulate(
+        MODEL,
+        table.regimens[3],
+        times=T,
+        subjects=ks.Subjects(covariates=table.covariates),
+        output=ks.Trajectories(dose_windows=False),
+    )
+    ref = _reference(np.array([0.0, 0.5, 20.0]), np.array([70.0, 85.0, 60.0]), T)
+    np.testing.assert_allclose(
+        run.concentration.values[0, 0], ref, rtol=1e-7, atol=1e-9
+    )
+    with pytest.raises(ValueError, match="was read with time_varying=True"):
+        ks.simulate_nonmem(MODEL, table)
+    # the default reading still refuses the change, naming ID, column and lines
+    with pytest.raises(
+        ValueError,
+        match=r"ID 3, column WT: changes within the subject \(70 on lines 2-3; 85 on",
+    ):
+        ks.read_nonmem(csv, MODEL)
+
+
+def test_nonmem_empty_or_implausible_time_varying_values_are_refused(tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,2,0,.,.\n")
+    with pytest.raises(ValueError, match="line 3, ID 1, column WT: covariate weight"):
+        ks.read_nonmem(csv, MODEL, time_varying=True)
+    csv.write_text("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,2,0,.,900\n")
+    with pytest.raises(ValueError, match="line 3, ID 1, column WT: "):
+        ks.read_nonmem(csv, MODEL, time_varying=True)
+    csv.write_text("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,2,0,.,80\n1,2,0,.,75\n")
+    with pytest.raises(ValueError, match="line 4, ID 1: the covariates change at"):
+        ks.read_nonmem(csv, MODEL, time_varying=True)

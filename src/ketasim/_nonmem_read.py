@@ -220,6 +220,8 @@ class Subject:
     steady: list = field(default_factory=list)  # (Dose, II, SS) per SS record
     # covariate column -> {value or None: [line, ...]}
     covariates: dict = field(default_factory=dict)
+    # (line, TIME, {column: value or None}) per record, for time-varying tables
+    covariate_rows: list = field(default_factory=list)
     last_time: float = -np.inf
     n_doses: int = 0  # doses with ADDL copies, for MAX_DOSES_PER_SUBJECT
 
@@ -291,6 +293,13 @@ def subject_and_time(cells: Cells, r, i, subjects: dict, current):
             sub.covariates.setdefault(h, {}).setdefault(
                 cells.num(r, i, h, sid), []
             ).append(i)
+    sub.covariate_rows.append(
+        (
+            i,
+            t,
+            {h: cells.num(r, i, h, sid) for h in COVARIATE_COLUMNS if h in cells.col},
+        )
+    )
     cells.num(r, i, "DV", sid)  # not used, but a non-number there is a broken file
     if t < sub.last_time:
         raise ValueError(
@@ -528,9 +537,10 @@ def covariates(path: Path, subjects: dict) -> dict[str, np.ndarray]:
                 )
                 raise ValueError(
                     f"{path}: ID {sid}, column {h}: changes within the subject "
-                    f"({parts}). Time-varying covariates are not supported yet: "
-                    f"ketasim gives each subject one {name}, and does not pick one "
-                    f"for you. Give every record of ID {sid} the same {h}"
+                    f"({parts}). ketasim gives each subject one {name}, and does not "
+                    f"pick one for you. Give every record of ID {sid} the same "
+                    f"{h}, or read it as a time-varying covariate with "
+                    f"read_nonmem(..., time_varying=True)"
                 )
             ((v, ls),) = seen.items()
             if v is None:
@@ -569,3 +579,53 @@ def regimens(subjects: dict) -> tuple[dict, dict, dict]:
                 for d, ii, v in sub.steady
             ]
     return regs, steady, dose_lines
+
+
+def covariate_table(path: Path, subjects: dict) -> dict[str, np.ndarray]:
+    """The covariates as a time-varying table, the form of
+    ``ks.Subjects(covariates=...)``: columns ``id``, ``time`` (h) and one per
+    covariate, a row at each subject's start (time 0: its first record's values
+    hold from the start) and at each record whose values differ from those in
+    force (NONMEM's convention as ketasim reads it: a record's value holds from
+    that record on). Empty or implausible values and two different values at one
+    TIME of one subject are errors naming the line, the ID and the column."""
+    names = {
+        h: COVARIATE_COLUMNS[h]
+        for sub in subjects.values()
+        for _, _, vals in sub.covariate_rows
+        for h in vals
+    }
+    out: dict = {"id": [], "time": [], **{n: [] for n in names.values()}}
+    for sid, sub in subjects.items():
+        prev = None
+        for i, t, vals in sub.covariate_rows:
+            for h, v in vals.items():
+                if v is None:
+                    raise ValueError(
+                        f"{path}: line {i}, ID {sid}, column {h}: covariate "
+                        f"{names[h]} is empty; give its value on every record"
+                    )
+                try:  # the plausible-range and 0/1-flag rules simulate applies
+                    covariate_values(names[h], v)
+                except (ValueError, TypeError) as exc:
+                    why = str(exc).replace(" for subject 0", "")
+                    raise ValueError(
+                        f"{path}: line {i}, ID {sid}, column {h}: {why}"
+                    ) from None
+            if prev is not None and vals == prev[1]:
+                continue
+            if prev is not None and t == prev[0]:
+                raise ValueError(
+                    f"{path}: line {i}, ID {sid}: the covariates change at "
+                    f"TIME {t:g} h, where an earlier record of the subject has "
+                    f"other values; give one set of values per time"
+                )
+            out["id"].append(sid)
+            out["time"].append(0.0 if prev is None else t)
+            for h, v in vals.items():
+                out[names[h]].append(v)
+            prev = (t, vals)
+    return {
+        k: np.array(v) if k == "id" else np.array(v, dtype=float)
+        for k, v in out.items()
+    }

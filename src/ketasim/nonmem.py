@@ -251,6 +251,7 @@ def read_nonmem(
     model: Model | str | Path,
     *,
     route_by_cmt: dict[int, str] | None = None,
+    time_varying: bool = False,
 ) -> EventTable:
     """Read a NONMEM-style CSV event table into an :class:`EventTable`.
 
@@ -263,6 +264,13 @@ def read_nonmem(
     route_by_cmt : dict, optional
         CMT number -> route of ``model``; default ``{1: <the model's intravenous
         route>}``.
+    time_varying : bool
+        Read the covariates as time-varying: ``covariates`` is then a table with
+        ``id``, ``time`` (h) and one column per covariate, a row at time 0 per
+        subject (its first record's values) and one at each record whose values
+        change (a record's value holds from that record on), the form
+        ``ks.simulate(..., subjects=ks.Subjects(covariates=...))`` takes.
+        ``simulate_nonmem`` refuses such a table.
 
     Returns
     -------
@@ -297,8 +305,8 @@ def read_nonmem(
     - DV: ignored, but must be empty or a finite number.
     - Covariates WT/WEIGHT (kg), AGE (y), HT/HEIGHT (cm), BMI (kg/m^2), FEMALE,
       ASIAN, JAPANESE: one value per subject, given on every record. A
-      covariate that changes within a subject (time-varying covariates are not
-      supported yet) or is empty on some of its records is an error naming the
+      covariate that changes within a subject (unless ``time_varying=True``)
+      or is empty on some of its records is an error naming the
       column, the ID and the lines; nothing is reduced to a first value. Values
       must be plausible (the ranges ``simulate`` accepts; flags 0 or 1).
 
@@ -324,7 +332,11 @@ def read_nonmem(
     rows = read.file_records(path)
     cells = read.Cells(path, read.columns(path, rows[0][1]))
     subjects = read.read_records(cells, rows[1:], model, routes)
-    covariates = read.covariates(path, subjects)
+    covariates = (
+        read.covariate_table(path, subjects)
+        if time_varying
+        else read.covariates(path, subjects)
+    )
     regimens, steady, dose_lines = read.regimens(subjects)
     return EventTable(
         tuple(subjects),
@@ -417,6 +429,13 @@ def simulate_nonmem(
     # record has its prediction whatever ``times`` is
     t_run = np.union1d(t, np.concatenate(obs_all)) if obs_all else t
     at_t = np.searchsorted(t_run, t)
+    if "time" in table.covariates:
+        raise ValueError(
+            "simulate_nonmem takes one covariate value per subject; this table "
+            "was read with time_varying=True. Simulate a subject with "
+            "ks.simulate(model, table.regimens[id], subjects=ks.Subjects("
+            "covariates=...)) given that subject's rows of table.covariates"
+        )
     sim.require_covariates(model, table)
     # validity: once for the whole table, not once per subject
     _subjects(model, dict(table.covariates), None)
