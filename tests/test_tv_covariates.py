@@ -211,3 +211,18 @@ def test_nonmem_empty_or_implausible_time_varying_values_are_refused(tmp_path):
     csv.write_text("ID,TIME,EVID,AMT,WT\n1,0,1,5,70\n1,2,0,.,80\n1,2,0,.,75\n")
     with pytest.raises(ValueError, match="line 4, ID 1: the covariates change at"):
         ks.read_nonmem(csv, MODEL, time_varying=True)
+
+
+def test_the_guide_page_prints_what_it_shows():
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).parents[1] / "docs" / "guide" / "covariates.md"
+    blocks = re.findall(r"```(python|text)\n(.*?)```", page.read_text(), re.S)
+    (_, code), (_, shown) = blocks[0], blocks[1]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/guide/covariates.md", "exec"), {})
+    assert out.getvalue().strip() == shown.strip()
