@@ -84,6 +84,30 @@ def test_weight_change_mid_course_matches_solve_ivp():
     np.testing.assert_allclose(ds.dose_mg.values[0], [35.0, 30.0])
 
 
+def test_ode_path_matches_solve_ivp_and_the_exact_path():
+    cov = {
+        "id": [7, 7, 7, 9],
+        "time": [0.0, 0.5, 20.0, 0.0],
+        "weight": [70.0, 85.0, 60.0, 90.0],
+    }
+    ode = ks.simulate(
+        MODEL,
+        DOSES,
+        times=T,
+        subjects=ks.Subjects(covariates=cov),
+        solver=ks.ODE(rtol=1e-10, atol=1e-12),
+        output=ks.Trajectories(amounts=True),
+    )
+    got = ode.concentration.sel(analyte="ketamine").values
+    ref7 = _reference(np.array([0.0, 0.5, 20.0]), np.array([70.0, 85.0, 60.0]), T)
+    np.testing.assert_allclose(got[0], ref7, rtol=1e-6, atol=1e-8)
+    exact = _run(cov, amounts=True)
+    np.testing.assert_allclose(
+        ode.amount.values, exact.amount.values, rtol=1e-6, atol=1e-9
+    )
+    np.testing.assert_array_equal(ode.status.values, [0, 0])
+
+
 def test_amounts_are_continuous_across_a_change():
     cov = {"id": [1, 1], "time": [0.0, 20.0], "weight": [70.0, 100.0]}
     ds = _run(cov, amounts=True)
@@ -148,8 +172,6 @@ def test_unsupported_outputs_are_refused():
     sub = ks.Subjects(covariates=cov)
     with pytest.raises(ValueError, match="dose_windows=False"):
         ks.simulate(MODEL, DOSES, times=T, subjects=sub)
-    with pytest.raises(ValueError, match="exact solver only"):
-        ks.simulate(MODEL, DOSES, times=T, subjects=sub, solver=ks.ODE())
     with pytest.raises(ValueError, match="auc=, residual= and out="):
         ks.simulate(
             MODEL,

@@ -1,4 +1,4 @@
-"""Time-varying (piecewise-constant) covariates on the exact path.
+"""Time-varying (piecewise-constant) covariates on the exact and ODE paths.
 
 A ``Subjects(covariates=...)`` table with a ``time`` column (h) and an ``id``
 column gives several rows per subject; each row's values hold from its time on
@@ -10,6 +10,10 @@ convert amounts to concentrations with one scale per subject (segment 1's), so
 the observed outputs are rescaled after the run with the scale of the segment in
 force at each output time (a change at an output time counts from that time on).
 Doses per kg use the weight in force at the dose's time.
+
+The ODE path integrates each subject's segments one after the other, each from
+the amounts the previous one ended with, at a shifted time 0 (the models are
+time-invariant), with the infusions running at its start and its own volume.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import numpy as np
 import xarray as xr
 
 from ._lower import (
+    BOLUS,
     OCCASION,
+    RATE,
     Lowered,
     _add_rows,
     _basis_weight,
@@ -131,12 +137,6 @@ def split(covariates) -> tuple[np.ndarray, list[np.ndarray], list[dict]]:
 
 
 def _check_output(model: Model, solver, output) -> None:
-    if isinstance(solver, ODE):
-        raise ValueError(
-            "time-varying covariates (a covariate table with a 'time' column) run "
-            "on the exact solver only; pass solver=ks.Exact() (the ODE path sees "
-            "one parameter value per subject)"
-        )
     if model.rhs is not None or model.time_effects:
         raise ValueError(
             f"model {model.id!r} has a user rhs or time effects; time-varying "
@@ -235,7 +235,7 @@ def run_time_varying(
 ) -> xr.Dataset:
     """The in-memory run of a subjects table with time-varying covariates."""
     from ._assemble import assemble_trajectories
-    from ._run import check_status, run_trajectories
+    from ._run import check_status
     from .options import Exact
 
     solver = solver if solver is not None else Exact()
@@ -250,9 +250,39 @@ def run_time_varying(
         seg_cov.append(cov)
         seg_params.append(model.individual_parameters(cov, overrides=over, n=n))
     check_trajectory_memory(
-        model, regimen, t, n, occasions=len(segments), output=output, solver="exact"
+        model, regimen, t, n, occasions=len(segments), output=output, solver=solver.name
     )
     low, scales = lower_segments(model, regimen, seg_params, seg_cov, starts, n)
+    if isinstance(solver, ODE):
+        result = _run_ode_segments(model, t, low, scales, starts, solver, output)
+    else:
+        result = _run_exact(
+            model, regimen, t, low, scales, starts, solver, output, seg_params
+        )
+    check_status(model, result, t, errors)
+    params = seg_params if len(seg_params) > 1 else seg_params[0]
+    ds = assemble_trajectories(
+        model,
+        regimen,
+        t,
+        low,
+        params,
+        seg_cov[0],
+        result,
+        output,
+        solver,
+        None,
+        np.arange(n),
+    )
+    return _label_segments(ds, ids, starts, seg_cov)
+
+
+def _run_exact(model, regimen, t, low, scales, starts, solver, output, seg_params):
+    """The exact kernels with an occasion per segment; the observed amounts
+    rescaled with the volume in force at each output time."""
+    from ._run import run_trajectories
+
+    n = low.A.shape[0]
     if output.dose_windows and np.any(scales != scales[0]):
         raise ValueError(
             "the covariate changes change an observed volume, and the per-dose "
@@ -273,22 +303,7 @@ def run_time_varying(
         / scales[0][:, :, None]
     )
     result.buf[:, :k, :] *= ratio
-    check_status(model, result, t, errors)
-    params = seg_params if len(seg_params) > 1 else seg_params[0]
-    ds = assemble_trajectories(
-        model,
-        regimen,
-        t,
-        low,
-        params,
-        seg_cov[0],
-        result,
-        output,
-        solver,
-        None,
-        np.arange(n),
-    )
-    return _label_segments(ds, ids, starts, seg_cov)
+    return result
 
 
 def _label_segments(ds, ids, starts, seg_cov) -> xr.Dataset:
@@ -329,3 +344,81 @@ def _label_segments(ds, ids, starts, seg_cov) -> xr.Dataset:
         "piecewise constant; each row's values hold from segment_start on"
     )
     return ds
+
+
+def _run_ode_segments(model, t, low, scales, starts, solver, output):
+    """The ODE path, one kernel call per subject and segment: each segment starts
+    from the amounts the previous one ended with, at its own shifted time 0, with
+    its own rate matrix, the infusions running at its start and its own volume."""
+    from ._kernels import ode as kernels_ode
+    from ._run import Run
+    from .options import ODE_METHODS
+
+    n, _, ncmt, _ = low.A.shape
+    k = low.obs_cmt.size
+    kernels = kernels_ode.solver(ncmt, None)
+    obs_cmt = np.concatenate([low.obs_cmt, np.arange(ncmt, dtype=np.int64)])
+    rows = k + ncmt if output.amounts else k
+    buf = np.full((n, rows, t.size), np.nan)
+    status = np.zeros(n, dtype=np.int64)
+    nsteps = np.zeros(n, dtype=np.int64)
+    for s in range(n):
+        x = np.zeros(ncmt)
+        ts = starts[s]
+        ev_t, ev_c, ev_k, ev_v = (
+            low.ev_time[s],
+            low.ev_cmt[s],
+            low.ev_kind[s],
+            low.ev_value[s],
+        )
+        for j, a in enumerate(ts):
+            b = ts[j + 1] if j + 1 < len(ts) else np.inf
+            before = (ev_k == RATE) & (ev_t < a)
+            rate = np.zeros(ncmt)
+            np.add.at(rate, ev_c[before], ev_v[before])
+            on = np.flatnonzero(rate != 0.0)
+            inside = (ev_t >= a) & (ev_t < b) & ((ev_k == BOLUS) | (ev_k == RATE))
+            e_time = np.concatenate([np.zeros(on.size), ev_t[inside] - a])
+            e_cmt = np.concatenate([on, ev_c[inside]]).astype(np.int64)
+            e_kind = np.concatenate([np.full(on.size, RATE), ev_k[inside]]).astype(
+                np.int64
+            )
+            e_val = np.concatenate([rate[on], ev_v[inside]])
+            idx = np.flatnonzero((t >= a) & (t < b))
+            times = t[idx] - a
+            if np.isfinite(b):
+                times = np.append(times, b - a)
+            if times.size == 0:
+                continue
+            scale = np.concatenate([scales[j][s], np.ones(ncmt)])
+            out = np.empty((k + ncmt, times.size))
+            st, steps = kernels.solve_subject(
+                np.ascontiguousarray(low.A[s, j].ravel()),
+                x,
+                e_time,
+                e_cmt,
+                e_kind,
+                e_val,
+                np.ascontiguousarray(times),
+                obs_cmt,
+                scale,
+                float(solver.rtol),
+                float(solver.atol),
+                ODE_METHODS[solver.method],
+                True,
+                int(solver.max_steps),
+                out,
+            )
+            nsteps[s] += steps
+            buf[s, :, idx] = out[:rows, : idx.size].T
+            if st != 0:
+                status[s] = st
+                break
+            x = out[k:, -1].copy()
+    return Run(
+        buf,
+        status,
+        nsteps,
+        None,
+        f"ode: {solver.method} (Dormand-Prince 5(4) / Rodas4)",
+    )

@@ -269,9 +269,9 @@ class Subjects:
         Time-varying (piecewise-constant) covariates: add an ``id`` column and a
         ``time`` column (h; each subject's rows together, times strictly
         increasing, the first at 0), several rows per subject; a row's values
-        hold from its time on, until the subject's next row. Exact solver and
-        ``Trajectories(dose_windows=False)`` when a change moves an observed
-        volume; the result gains ``subject_id``, ``segment_start`` and
+        hold from its time on, until the subject's next row. Models built from
+        flows; ``Trajectories(dose_windows=False)`` when a change moves an
+        observed volume; the result gains ``subject_id``, ``segment_start`` and
         ``<name>_by_segment``, and ``parameters`` a ``segment`` dimension.
     parameters : mapping, optional
         Parameter name -> *individual* values, which replace typical value ×
