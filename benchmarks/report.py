@@ -70,6 +70,7 @@ ORDER = [
     "test_scenario_comparison_cost",
     "test_w5_estimate",
     "test_w6_trials",
+    "test_w7_time_varying_weight",
     "test_find_dose_linear_costs_one_simulation",
     "test_tci_plan_40_min_at_10_s",
     "test_scipy_lsoda_baseline",
@@ -161,6 +162,11 @@ def rows(data: dict) -> list[str]:
             notes.append(
                 f"{ex['ratio_loop_over_ketasim']:.1f}× faster than a loop of "
                 "simulate calls"
+            )
+        if "ratio_over_constant_covariates" in ex:
+            notes.append(
+                f"{ex['ratio_over_constant_covariates']:.1f}× the same subjects "
+                "with constant covariates"
             )
         if "ratio_wall" in ex:  # find_dose against one simulate + metrics
             notes.append(
