@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .units import mol_per_l_to_ng_per_ml
+
 #: Endpoint models and the driver keys each takes.
 EFFECT_MODELS = ("linear", "emax", "sigmoid_emax")
 INTERACTIONS = ("agonistic", "antagonistic")
@@ -145,7 +147,7 @@ def concentration_ng_per_ml(model, name: str, analyte: str, params, n: int):
     v = np.broadcast_to(np.asarray(params[name], dtype=float), (n,))
     if p.dimension == "molar concentration":
         mw = next(a.mw for a in model.analytes if a.name == analyte)
-        return v * mw * 1e6
+        return mol_per_l_to_ng_per_ml(v, mw)
     return v * 1000.0
 
 

@@ -45,7 +45,13 @@ from .modelfile import (
     SCHEMA_VERSION,
     _Table,
 )
-from .units import Unit, UnitError, parse_quantity, parse_unit
+from .units import (
+    Unit,
+    UnitError,
+    mol_per_l_to_ng_per_ml,
+    parse_quantity,
+    parse_unit,
+)
 
 # ---------------------------------------------------------------------------------
 # values
@@ -1131,7 +1137,7 @@ def _to_ng_per_ml(t: _Table, value: float, unit: str, mw: float) -> float:
     if u.dimension == "concentration":
         return value * u.factor * 1000.0
     if u.dimension == "molar concentration":
-        return value * u.factor * mw * 1e6  # mol/L × g/mol = g/L; ×1e6 → ng/mL
+        return mol_per_l_to_ng_per_ml(value * u.factor, mw)
     t.fail(f"must be a mass or molar concentration; got {unit!r}", "additive_unit")
     raise AssertionError
 

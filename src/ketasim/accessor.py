@@ -8,6 +8,7 @@ from typing import Any
 import xarray as xr
 
 from . import metrics as _m
+from .units import ng_per_ml_to_nmol_per_l
 
 
 @xr.register_dataset_accessor("pk")
@@ -66,7 +67,7 @@ class PKAccessor:
                 f"molar() converts ng/mL; ds.concentration has units "
                 f"{self._ds.concentration.attrs.get('units')!r}"
             )
-        c = self._ds.concentration / self._ds.molecular_weight * 1000.0
+        c = ng_per_ml_to_nmol_per_l(self._ds.concentration, self._ds.molecular_weight)
         c.attrs = {"units": "nmol/L", "long_name": "plasma concentration (molar)"}
         return c
 

@@ -59,7 +59,14 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from .units import Quantity, UnitError, parse_quantity, parse_unit, to_ng_per_ml
+from .units import (
+    Quantity,
+    UnitError,
+    ng_per_ml_to_nmol_per_l,
+    parse_quantity,
+    parse_unit,
+    to_ng_per_ml,
+)
 
 __all__ = ["metrics", "pta", "summary"]
 
@@ -309,7 +316,9 @@ def _to_molar(ds: xr.Dataset, out: xr.Dataset, unit: str) -> None:
     out.coords["molecular_weight"] = ds.molecular_weight
     for name in ("cmax", "trough", "auc"):
         if name in out:
-            out[name].values[...] = out[name].values / mw[None, :, None] * 1000.0
+            out[name].values[...] = ng_per_ml_to_nmol_per_l(
+                out[name].values, mw[None, :, None]
+            )
             out[name].attrs["units"] = unit if name != "auc" else UNITS[unit]
 
 

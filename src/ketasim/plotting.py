@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from . import _analytes
+from .units import ng_per_ml_to_nmol_per_l
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with ketasim
     from matplotlib.axes import Axes
@@ -98,7 +99,7 @@ def _curves(ds: xr.Dataset, analyte: str, unit: str) -> tuple[np.ndarray, str]:
                 f"the ng/mL result of ks.simulate"
             )
         mw = float(ds.molecular_weight.sel(analyte=analyte))
-        values = values / mw * 1000.0
+        values = ng_per_ml_to_nmol_per_l(values, mw)
     return values, unit
 
 

@@ -315,7 +315,7 @@ def _check_streamed(ds: xr.Dataset, per: str, above) -> None:
 def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
     """The per-dose metrics of a ks.Metrics() result as :func:`metrics` gives
     them: failed subjects NaN, ``status`` attached, in ``unit``."""
-    from .metrics import UNITS, UnitError, _molecular_weights
+    from .metrics import UNITS, UnitError, _to_molar
 
     if not isinstance(unit, str) or unit not in UNITS:
         raise UnitError(
@@ -331,10 +331,7 @@ def _streamed_metrics(one: xr.Dataset, unit: str) -> xr.Dataset:
             m[name].values[failed] = np.nan
         m.coords["status"] = ("subject", status)
     if unit != "ng/mL":
-        mw = _molecular_weights(one.assign(concentration=one.cmax), f"unit={unit!r}")
-        for name in ("cmax", "auc"):
-            m[name].values[...] = m[name].values / mw[None, :, None] * 1000.0
-            m[name].attrs["units"] = unit if name == "cmax" else UNITS[unit]
+        _to_molar(one.assign(concentration=one.cmax), m, unit)
     return m
 
 

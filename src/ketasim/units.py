@@ -40,6 +40,18 @@ SALT_TO_BASE = MW_KETAMINE / MW_KETAMINE_HCL
 MG_PER_L_TO_NG_PER_ML = 1000.0
 
 
+def mol_per_l_to_ng_per_ml(value, mw):
+    """A molar concentration (mol/L) in ng/mL: mol/L x g/mol = g/L, x 1e6 -> ng/mL.
+    ``value`` and ``mw`` (g/mol) may be numbers or arrays."""
+    return value * mw * 1e6
+
+
+def ng_per_ml_to_nmol_per_l(value, mw):
+    """A mass concentration (ng/mL) in nmol/L: ng/mL / (g/mol) x 1000. ``value``
+    and ``mw`` (g/mol) may be numbers, arrays or DataArrays."""
+    return value / mw * 1000.0
+
+
 class UnitError(ValueError):
     """A unit or quantity string could not be understood."""
 
@@ -335,7 +347,7 @@ def to_ng_per_ml(value: float | str, *, what: str, mw: float | None = None) -> f
         q = parse_quantity(value, what=what, default_unit="ng/mL")
         u = parse_unit(q.unit)
         if u.dimension == "molar concentration" and not u.per_kg and mw is not None:
-            level = q.value * u.factor * float(mw) * 1e6
+            level = mol_per_l_to_ng_per_ml(q.value * u.factor, float(mw))
         elif u.dimension != "concentration" or u.per_kg:
             raise UnitError(
                 f"{what} must be a concentration such as 100 or "
