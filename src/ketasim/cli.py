@@ -525,10 +525,12 @@ def _add_validate(sub) -> None:
 
 
 def _validate(args) -> int:
-    from .validation import format_table, validate
+    from .validation import format_summary, format_table, validate
 
     res = validate(args.model, observations=args.observations, n=args.n, seed=args.seed)
     print(format_table(res))
+    print()
+    print(format_summary(res, args.observations))
     return 1 if bool((res.status == "fail").any()) else 0
 
 

@@ -34,7 +34,8 @@ Observation file schema (``schema_version = 1``)::
     metric = "tmax"                        # see METRICS
     statistic = "median"                   # typical | mean | geometric mean (geomean)
                                            # | median | percentile (with
-                                           # percentile = 95, in (0, 100))
+                                           # percentile = 95, in (0, 100)) | the
+                                           # spread across subjects: sd, geometric sd
     value = 0.75
     unit = "h"
     n = 8                                  # optional: subjects in the study
@@ -45,6 +46,18 @@ Observation file schema (``schema_version = 1``)::
     tolerance_reason = "..."               # why this tolerance (required)
     role = "calibration"                   # independent | self | calibration
     known_limitation = "..."               # optional: expected to fail, and why
+    relative_to = {covariates = {weight = 75}}  # optional: a ratio (unit "1"), the
+                                           # metric over the same metric with these
+                                           # of doses / covariates / window replaced,
+                                           # per subject (same seed, same subjects)
+
+A ``relative_to`` observation checks a published ratio: dose proportionality (AUC
+of 84 mg over AUC of 28 mg), accumulation (Cmax in the last dosing interval over
+Cmax in the first, ``window`` replaced), a covariate effect (exposure at 55 kg over
+exposure at 75 kg: a geometric mean ratio). ``sd`` and ``geometric sd`` compare the
+spread of the metric across the virtual population with the spread the paper
+reports (SD; geometric SD, the exp of the SD of the logs); a model without
+inter-individual variability predicts no spread (0 and 1).
 
 Roles: ``independent`` observations come from a study the model was not fitted to;
 ``self`` ones are the model's own paper's summary statistics (they catch
@@ -71,7 +84,14 @@ from .model import Model
 from .modelfile import ModelFileError, list_models, load_model, models_dir
 from .units import parse_unit
 
-__all__ = ["METRICS", "Observation", "load_observations", "validate"]
+__all__ = [
+    "METRICS",
+    "Observation",
+    "format_summary",
+    "format_table",
+    "load_observations",
+    "validate",
+]
 
 #: metric -> (canonical unit, what it is)
 METRICS: dict[str, tuple[str, str]] = {
@@ -91,9 +111,26 @@ METRICS: dict[str, tuple[str, str]] = {
         "dose-normalised AUC(0-inf) of `doses` over that of `reference_doses`",
     ),
 }
-STATISTICS = ("typical", "mean", "geometric mean", "median", "percentile")
+STATISTICS = (
+    "typical",
+    "mean",
+    "geometric mean",
+    "median",
+    "percentile",
+    "sd",
+    "geometric sd",
+)
+#: statistics of the spread across subjects (not of the metric's location)
+SPREAD_STATISTICS = ("sd", "geometric sd")
 #: other spellings of a statistic
-_STATISTIC_ALIASES = {"geomean": "geometric mean", "geometric_mean": "geometric mean"}
+_STATISTIC_ALIASES = {
+    "geomean": "geometric mean",
+    "geometric_mean": "geometric mean",
+    "gsd": "geometric sd",
+    "geometric_sd": "geometric sd",
+}
+#: what ``relative_to`` may replace
+_RELATIVE_KEYS = ("doses", "covariates", "window")
 ROLES = ("independent", "self", "calibration")
 #: subjects in the population simulated for observations of a model with IIV
 POPULATION_N = 200
@@ -133,6 +170,7 @@ class Observation:
     spread: str = ""
     population: str = ""
     known_limitation: str = ""
+    relative_to: dict | None = None
 
     def bounds(self) -> tuple[float, float]:
         """Accepted interval for the prediction, in the observation's unit."""
@@ -208,6 +246,7 @@ _OPTIONAL = (
     "spread",
     "population",
     "known_limitation",
+    "relative_to",
 )
 
 
@@ -233,6 +272,40 @@ def _check_tolerance(tol: dict, file: Path, key: str) -> None:
         raise ObservationError(
             file, key, f"relative must be in (0, 1) (a number); got {tol['relative']!r}"
         )
+
+
+def _window(w, file: Path, key: str) -> tuple[float, float]:
+    """``[start, end]`` as hours (end may be ``"inf"``), start < end."""
+    if not isinstance(w, list) or len(w) != 2:
+        raise ObservationError(file, key, f"must be two times [start, end]; got {w!r}")
+    out = (_hours(w[0], file, f"{key}[0]"), _hours(w[1], file, f"{key}[1]", inf=True))
+    if not out[0] < out[1]:
+        raise ObservationError(file, key, f"must start before its end; got {w!r}")
+    return out
+
+
+def _relative_to(rel, file: Path, key: str) -> dict:
+    """The ``relative_to`` table: one or more of doses, covariates, window."""
+    if not isinstance(rel, dict) or not rel or set(rel) - set(_RELATIVE_KEYS):
+        raise ObservationError(
+            file,
+            key,
+            f"must be a table of one or more of {_RELATIVE_KEYS}; got {rel!r}",
+        )
+    out = dict(rel)
+    if "doses" in out:
+        if not isinstance(out["doses"], list) or not out["doses"]:
+            raise ObservationError(
+                file, f"{key}.doses", f"must be a list of doses; got {out['doses']!r}"
+            )
+        out["doses"] = tuple(out["doses"])
+    if "covariates" in out and not isinstance(out["covariates"], dict):
+        raise ObservationError(
+            file, f"{key}.covariates", f"must be a table; got {out['covariates']!r}"
+        )
+    if "window" in out:
+        out["window"] = _window(out["window"], file, f"{key}.window")
+    return out
 
 
 def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
@@ -284,7 +357,17 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
     kw["value"] = float(v)
     if isinstance(kw["analyte"], str):  # a common name is an alias (esketamine)
         kw["analyte"] = _analytes.canonical(kw["analyte"]) or kw["analyte"]
-    _convert(1.0, kw["metric"], kw["unit"], 70.0, file, f"{at}.unit")
+    if "relative_to" in kw:
+        kw["relative_to"] = _relative_to(kw["relative_to"], file, f"{at}.relative_to")
+        if kw["unit"] != "1":
+            raise ObservationError(
+                file,
+                f"{at}.unit",
+                f"an observation with relative_to is a ratio: unit must be '1'; "
+                f"got {kw['unit']!r}",
+            )
+    else:
+        _convert(1.0, kw["metric"], kw["unit"], 70.0, file, f"{at}.unit")
     tol = kw["tolerance"]
     if (
         not isinstance(tol, dict)
@@ -316,19 +399,7 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
             raise ObservationError(file, f"{at}.time", "concentration needs a time")
         kw["time"] = _hours(kw["time"], file, f"{at}.time")
     if "window" in kw:
-        w = kw["window"]
-        if not isinstance(w, list) or len(w) != 2:
-            raise ObservationError(
-                file, f"{at}.window", f"must be two times [start, end]; got {w!r}"
-            )
-        kw["window"] = (
-            _hours(w[0], file, f"{at}.window[0]"),
-            _hours(w[1], file, f"{at}.window[1]", inf=True),
-        )
-        if not kw["window"][0] < kw["window"][1]:
-            raise ObservationError(
-                file, f"{at}.window", f"must start before its end; got {w!r}"
-            )
+        kw["window"] = _window(kw["window"], file, f"{at}.window")
     if "n" in kw:
         n = kw["n"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -471,7 +542,24 @@ def _run(model, regimen, cov: dict, times, population: bool, seed: int, n: int):
 
 def _metric(model, obs: Observation, population: bool, seed: int, n: int) -> np.ndarray:
     """The observation's metric per simulated subject, in the metric's canonical
-    unit (see METRICS)."""
+    unit (see METRICS); with ``relative_to``, the per-subject ratio to the same
+    metric with those fields replaced (the same seed draws the same subjects)."""
+    if obs.relative_to is None:
+        return _one_metric(model, obs, population, seed, n)
+    from dataclasses import replace
+
+    rel = dict(obs.relative_to)
+    if "covariates" in rel:
+        rel["covariates"] = dict(obs.covariates) | rel["covariates"]
+    ref = replace(obs, relative_to=None, **rel)
+    num = _one_metric(model, replace(obs, relative_to=None), population, seed, n)
+    return num / _one_metric(model, ref, population, seed, n)
+
+
+def _one_metric(
+    model, obs: Observation, population: bool, seed: int, n: int
+) -> np.ndarray:
+    """:func:`_metric` of one regimen (no ``relative_to``)."""
     regimen = _doses(obs.doses)
     w = obs.window
     horizon = obs.horizon or DEFAULT_HORIZON_H
@@ -531,6 +619,10 @@ def _metric(model, obs: Observation, population: bool, seed: int, n: int) -> np.
 
 
 def _statistic(x: np.ndarray, statistic: str, q: float | None = None) -> float:
+    if statistic == "sd":
+        return float(np.std(x, ddof=1))
+    if statistic == "geometric sd":
+        return float(np.exp(np.std(np.log(x), ddof=1)))
     if statistic == "percentile":
         return float(np.percentile(x, q))
     if statistic == "geometric mean":
@@ -595,12 +687,19 @@ def validate(
         has_iiv = any(v.omega > 0 for v in m.variability)
         for o in obs:
             weight = float(o.covariates.get("weight", 70.0))
-            typ = float(_metric(m, o, False, seed, n)[0])
-            typ = _convert(typ, o.metric, o.unit, weight)
+
+            def conv(x, o=o, weight=weight):
+                if o.relative_to is not None:  # a ratio: no unit to convert
+                    return x
+                return _convert(x, o.metric, o.unit, weight)
+
+            typ = conv(float(_metric(m, o, False, seed, n)[0]))
             pcts = (math.nan,) * 3
             pred = typ
+            if o.statistic in SPREAD_STATISTICS:  # no IIV: no spread
+                pred = 1.0 if o.statistic == "geometric sd" else 0.0
             if has_iiv:
-                x = _convert(_metric(m, o, True, seed, n), o.metric, o.unit, weight)
+                x = conv(_metric(m, o, True, seed, n))
                 pcts = tuple(float(v) for v in np.percentile(x, [5, 50, 95]))
                 if o.statistic != "typical":
                     pred = _statistic(x, o.statistic, o.percentile)
@@ -625,6 +724,10 @@ def validate(
         "role": ("observation", [r[1].role for r in rows]),
         "study": ("observation", [r[1].study for r in rows]),
         "source": ("observation", [r[1].source for r in rows]),
+        "known_limitation": (
+            "observation",
+            [r[1].known_limitation for r in rows],
+        ),
     }
     per_row = "the row's `unit` coordinate"
     ds = xr.Dataset(
@@ -657,6 +760,8 @@ def validate(
     ds["passed"].attrs = {"long_name": "prediction within [lower, upper]"}
     ds.attrs["population_n"] = n
     ds.attrs["seed"] = seed
+    # the models checked, space-separated (one with no observation has no row)
+    ds.attrs["models"] = " ".join(load_model(name).id for name in names)
     return ds
 
 
@@ -689,4 +794,53 @@ def format_table(ds: xr.Dataset) -> str:
     lines.append(
         f"{n} observations: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     )
+    return "\n".join(lines)
+
+
+def format_summary(ds: xr.Dataset, observations: str | Path | None = None) -> str:
+    """Per model of :func:`validate`'s result: what its observation file says it
+    reproduces and cannot reproduce, its counts by status, and each known-fail with
+    its reason (``observations``: the file used, if not the bundled one)."""
+    import textwrap
+
+    def wrap(text: str, first: str) -> list[str]:
+        return textwrap.wrap(
+            " ".join(text.split()),
+            width=88,
+            initial_indent=first,
+            subsequent_indent="    ",
+        )
+
+    lines: list[str] = []
+    models = ds.attrs.get("models", "").split() or list(
+        dict.fromkeys(str(v) for v in ds.model.values)
+    )
+    for mid in models:
+        header, _ = load_observations(mid, file=observations)
+        sel = ds.isel(observation=np.flatnonzero(ds.model.values == mid))
+        status = [str(s) for s in sel.status.values]
+        counts = ", ".join(
+            f"{status.count(s)} {s}"
+            for s in ("pass", "fail", "known-fail", "fixed")
+            if status.count(s)
+        )
+        roles = [str(r) for r in sel.role.values]
+        indep = sum(
+            r == "independent" and s in ("pass", "fixed")
+            for r, s in zip(roles, status, strict=True)
+        )
+        if not status:
+            lines.append(f"{mid}: no published observation read")
+        else:
+            lines.append(
+                f"{mid}: {counts} ({indep} of {roles.count('independent')} "
+                f"independent observations reproduced)"
+            )
+        lines += wrap(header.get("reproduces", "") or "-", "  reproduces: ")
+        lines += wrap(header.get("cannot", "") or "-", "  cannot: ")
+        for oid, s, why in zip(
+            sel.observation.values, status, sel.known_limitation.values, strict=True
+        ):
+            if s in ("known-fail", "fail"):
+                lines += wrap(str(why) or "no documented reason", f"  {s} {oid}: ")
     return "\n".join(lines)
