@@ -608,7 +608,8 @@ def validation_section(model, outdir: Path) -> list[str]:
             lw=6,
             solid_capstyle="butt",
         )
-        if np.isfinite(float(r.p05)):
+        spread = str(r.statistic.values) in ("sd", "geometric sd")
+        if np.isfinite(float(r.p05)) and not spread:  # p05-p95 are of the metric
             ax.plot(
                 [float(r.p05) / obs_v, float(r.p95) / obs_v],
                 [y, y],
@@ -653,6 +654,13 @@ def validation_section(model, outdir: Path) -> list[str]:
             f"{float(r.lower):.3g}-{float(r.upper):.3g} | {r.unit.values} | "
             f"{r.role.values} | {r.status.values} |"
         )
+    known = [
+        f"- `{r.observation.values}`: {r.known_limitation.values}"
+        for r in (res.isel(observation=i) for i in range(k))
+        if str(r.status.values) == "known-fail"
+    ]
+    if known:
+        lines += ["", "Known limitations (status known-fail):", "", *known]
     return [*lines, ""]
 
 

@@ -551,9 +551,15 @@ def _metric(model, obs: Observation, population: bool, seed: int, n: int) -> np.
     rel = dict(obs.relative_to)
     if "covariates" in rel:
         rel["covariates"] = dict(obs.covariates) | rel["covariates"]
-    ref = replace(obs, relative_to=None, **rel)
-    num = _one_metric(model, replace(obs, relative_to=None), population, seed, n)
-    return num / _one_metric(model, ref, population, seed, n)
+    # both regimens over the same span (the longer window), so that no dose of
+    # either falls after the simulated times
+    ends = [w[1] for w in (obs.window, rel.get("window")) if w and math.isfinite(w[1])]
+    horizon = max([obs.horizon or DEFAULT_HORIZON_H, *ends])
+    ref = replace(obs, relative_to=None, horizon=horizon, **rel)
+    num = replace(obs, relative_to=None, horizon=horizon)
+    return _one_metric(model, num, population, seed, n) / _one_metric(
+        model, ref, population, seed, n
+    )
 
 
 def _one_metric(
@@ -767,8 +773,9 @@ def validate(
 
 def format_table(ds: xr.Dataset) -> str:
     """The result of :func:`validate` as a plain-text table."""
+    w = max([30, *(len(str(v)) for v in ds.observation.values)])
     head = (
-        f"{'model':<20} {'observation':<30} {'metric':<15} {'observed':>10} "
+        f"{'model':<20} {'observation':<{w}} {'metric':<15} {'observed':>10} "
         f"{'predicted':>10} {'accepted':>21} {'unit':<9} {'role':<11} status"
     )
     lines = [head, "-" * len(head)]
@@ -776,7 +783,7 @@ def format_table(ds: xr.Dataset) -> str:
         r = ds.isel(observation=i)
         acc = f"[{float(r.lower):.3g}, {float(r.upper):.3g}]"
         lines.append(
-            f"{r.model.values!s:<20} {r.observation.values!s:<30} "
+            f"{r.model.values!s:<20} {r.observation.values!s:<{w}} "
             f"{r.metric.values!s:<15} {float(r.observed):>10.4g} "
             f"{float(r.predicted):>10.4g} {acc:>21} {r.unit.values!s:<9} "
             f"{r.role.values!s:<11} {r.status.values}"
