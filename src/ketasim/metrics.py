@@ -629,10 +629,60 @@ def _interval_time(c, t, level):
     return np.where(both, dt, frac * dt)
 
 
+def check_percentiles(q, *, band: bool = False, what: str = "q") -> tuple[float, ...]:
+    """The caller's percentiles (0-100, not fractions) as a tuple of floats.
+
+    ``band=True``: exactly (low, 50, high) with low < 50 < high, as the tables and
+    figures that label the middle one "median" and the outer two the band need.
+    Percentiles all at or below 1 (such as ``(0.05, 0.5, 0.95)``, the fractions
+    ``numpy.quantile`` takes) are refused: read as percent they would give P0.05,
+    P0.5 and P0.95 without a word.
+    """
+    example = "(5, 50, 95)"
+    if isinstance(q, (str, bytes)) or not isinstance(q, Sequence | np.ndarray):
+        raise TypeError(
+            f"{what} must be a sequence of percentiles (0-100) such as {example}; "
+            f"got {q!r}"
+        )
+    vals = []
+    for p in q:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(
+                f"{what} must hold numbers (percentiles, 0-100) such as {example}; "
+                f"got {q!r}"
+            )
+        if not (math.isfinite(p) and 0 <= p <= 100):
+            raise ValueError(
+                f"{what} must hold percentiles from 0 to 100 such as {example}; "
+                f"got {p!r} in {q!r}"
+            )
+        vals.append(float(p))
+    if not vals:
+        raise ValueError(f"{what} must hold at least one percentile; got {q!r}")
+    if max(vals) <= 1 and any(v > 0 for v in vals):
+        raise ValueError(
+            f"{what} is in percent (0-100); got {q!r}, which would be "
+            f"{', '.join(f'P{v:g}' for v in vals)}. For fractions multiply by 100: "
+            f"{tuple(round(v * 100, 10) for v in vals)!r} (for percentiles that low, "
+            f"use DataArray.quantile)"
+        )
+    if band and not (len(vals) == 3 and vals[0] < 50 == vals[1] < vals[2]):
+        raise ValueError(
+            f"{what} must be three percentiles (low, 50, high) with low < 50 < high, "
+            f"such as {example}: the middle one is shown as the median and the "
+            f"outer two as the band; got {q!r}"
+        )
+    return tuple(vals)
+
+
 def summary(
     da: xr.DataArray, q: Sequence[float] = (5, 50, 95), dim: str = "subject"
 ) -> xr.DataArray:
     """Population percentiles of a metric (default P5, median, P95), keeping units.
+
+    ``q``: percentiles from 0 to 100 (not fractions: ``(0.05, 0.5, 0.95)`` is
+    refused, see :func:`check_percentiles`); the result's ``quantile`` coordinate
+    holds them, in percent.
 
     NaN values (a failed subject, a window without output times) are left out of
     the percentiles. When subjects failed (``status`` != 0, kept with
@@ -641,6 +691,7 @@ def summary(
     subjects failed (status != 0) and are left out (their metrics are NaN)"``:
     an attribute rather than a warning, so that it stays with the numbers.
     """
+    q = check_percentiles(q)
     with warnings.catch_warnings():  # a window or analyte with no value: NaN
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         out = da.quantile(np.asarray(q) / 100.0, dim=dim)

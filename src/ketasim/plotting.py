@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from . import _analytes
+from .metrics import check_percentiles
 from .units import ng_per_ml_to_nmol_per_l
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not with ketasim
@@ -268,6 +269,7 @@ def plot_bands(
     session zoomed (time in min or h from its start) beside the course overview
     (days), where each session's Cmax P-range over patients is marked. With
     ``ax`` the whole time axis is drawn on it. ``unit``: "ng/mL" or "nmol/L".
+    ``q``: the (low, 50, high) percentiles of the band, default (5, 50, 95).
     """
     if not isinstance(ds, xr.Dataset) or "scenario" in ds.dims:
         first = ds.scenario.values[0]
@@ -276,6 +278,7 @@ def plot_bands(
             "plot_scenarios(ds), or select one scenario first: "
             f"ds.sel(scenario={str(first)!r})"
         )
+    check_percentiles(q, band=True)  # drawn as median and P<q0>-P<q2> band
     plt = _plt()
     analyte = _drug("", ds, analyte)
     zoom = _course_zoom(ds, analyte, unit, q) if ax is None else None
@@ -330,6 +333,7 @@ def plot_scenarios(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+    check_percentiles(q, band=True)  # drawn as median and P<q0>-P<q2> band
     plt = _plt()
     parts = _parts(ds)
     drugs = {name: _drug(name, one, analyte) for name, one in parts}

@@ -10,7 +10,7 @@ import xarray as xr
 
 from . import _analytes
 from .dosing import Dose, Regimen
-from .metrics import failed_note, metrics, present_analytes
+from .metrics import check_percentiles, failed_note, metrics, present_analytes
 from .model import Model
 from .modelfile import load_model
 from .population import Population
@@ -141,6 +141,7 @@ def compare(
     ``above`` (ng/mL, or a string with its unit, as in :func:`ketasim.metrics`).
     ``unit``: "ng/mL" (Cmax in ng/mL, AUC in ng·h/mL) or "nmol/L" (nmol/L,
     nmol·h/L). The table's title names the window; each column its unit.
+    ``q``: the (low, 50, high) percentiles of the band, default (5, 50, 95).
 
     ``analyte``: by default each scenario's own first analyte (its model's parent
     drug: ketamine for a racemic ketamine model, esketamine for an esketamine
@@ -167,6 +168,7 @@ def compare(
             f"window={window} picks a dose or a session; give "
             f"per='dose' or per='session' with it"
         )
+    check_percentiles(q, band=True)  # the title says "median [P<q0>, P<q2>]"
     parts = _parts(ds)
     _check_analyte(parts, analyte)
     rows = []
