@@ -62,6 +62,43 @@ PLAUSIBLE_DOSE_MG = 2000.0
 PLAUSIBLE_DOSE_MG_PER_KG = 20.0
 
 
+def check_plausible(
+    amount: float, unit: str, duration: float | None, *, what: str | None = None
+) -> None:
+    """A ValidityWarning when ``amount`` (mg, or mg/kg with ``unit`` "mg/kg"),
+    given at once (``duration`` None) or over ``duration`` h, is more than
+    :data:`PLAUSIBLE_DOSE_MG` (:data:`PLAUSIBLE_DOSE_MG_PER_KG`), or that much per
+    hour of an infusion longer than an hour. Every dose built by ketasim goes
+    through it: a user's :class:`Dose`, the doses ``find_dose`` and ``sweep``
+    return or simulate, a TCI plan's hours. ``what`` replaces the amount's
+    description in the message."""
+    limit = PLAUSIBLE_DOSE_MG_PER_KG if unit == "mg/kg" else PLAUSIBLE_DOSE_MG
+    hours = 1.0 if duration is None else max(duration, 1.0)
+    if not amount / hours > limit:
+        return
+    import warnings
+
+    from ._warn import ValidityWarning, stacklevel
+
+    if what is None:
+        what = (
+            f"{amount:g} {unit}"
+            if duration is None or duration <= 1.0
+            else f"{amount:g} {unit} over {duration:g} h "
+            f"({amount / hours:g} {unit} per hour)"
+        )
+    warnings.warn(
+        f"a dose of {what} is far above any plausible single ketamine dose "
+        f"(more than {limit:g} {unit}"
+        f"{' per hour of infusion' if duration is not None else ''}; "
+        f"the label's largest induction dose is 13 mg/kg intramuscularly). "
+        f"Check the unit: '35000 mg' written for 35000 ug is 1000 times the "
+        f"dose",
+        ValidityWarning,
+        stacklevel=stacklevel(),
+    )
+
+
 class DoseError(ValueError):
     """A dose or regimen is invalid; the message says what, got what, and the fix."""
 
@@ -239,30 +276,7 @@ class Dose:
     def _check_plausible(self) -> None:
         """A ValidityWarning for an amount far above any ketamine dose
         (:data:`PLAUSIBLE_DOSE_MG`, :data:`PLAUSIBLE_DOSE_MG_PER_KG`)."""
-        limit = PLAUSIBLE_DOSE_MG_PER_KG if self.per_kg else PLAUSIBLE_DOSE_MG
-        hours = 1.0 if self.duration is None else max(self.duration, 1.0)
-        if not self.amount / hours > limit:
-            return
-        import warnings
-
-        from ._warn import ValidityWarning, stacklevel
-
-        what = (
-            f"{self.amount:g} {self.unit}"
-            if self.duration is None or self.duration <= 1.0
-            else f"{self.amount:g} {self.unit} over {self.duration:g} h "
-            f"({self.amount / hours:g} {self.unit} per hour)"
-        )
-        warnings.warn(
-            f"a dose of {what} is far above any plausible single ketamine dose "
-            f"(more than {limit:g} {self.unit}"
-            f"{' per hour of infusion' if self.duration is not None else ''}; "
-            f"the label's largest induction dose is 13 mg/kg intramuscularly). "
-            f"Check the unit: '35000 mg' written for 35000 ug is 1000 times the "
-            f"dose",
-            ValidityWarning,
-            stacklevel=stacklevel(),
-        )
+        check_plausible(self.amount, self.unit, self.duration)
 
     def _check_weight_basis(self) -> None:
         from .bodysize import WEIGHT_BASES

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .dosing import Dose, DoseError, Regimen
+from .dosing import Dose, DoseError, Regimen, check_plausible
 from .metrics import metrics as _metrics
 from .model import Model
 from .modelfile import load_model
@@ -365,8 +365,12 @@ def _subject_metric(
     return da
 
 
-def _scaled(regimen: Regimen, factor: float) -> Regimen:
-    """``regimen`` with every dose amount multiplied by ``factor`` (> 0)."""
+def _scaled(regimen: Regimen, factor: float, *, check: bool = False) -> Regimen:
+    """``regimen`` with every dose amount multiplied by ``factor`` (> 0). With
+    ``check``, each distinct scaled dose gets a user-built Dose's plausibility
+    check (a ValidityWarning above 2000 mg or 20 mg/kg, per hour for infusions):
+    for the doses returned or simulated at the user's request, not for the trial
+    factors of a root search."""
     out = []
     for d in regimen.doses:
         new = object.__new__(Dose)
@@ -377,6 +381,11 @@ def _scaled(regimen: Regimen, factor: float) -> Regimen:
                 f"target is out of reach"
             )
         out.append(new)
+    if check:
+        for amount, unit, duration in dict.fromkeys(
+            (d.amount, d.unit, d.duration) for d in out
+        ):
+            check_plausible(amount, unit, duration)
     return Regimen(out)
 
 
@@ -668,7 +677,7 @@ def _bracket(bracket) -> tuple[float, float]:
 
 
 def _finding(regimen, factor, achieved, target, method, n) -> DoseFinding:
-    scaled = _scaled(regimen, factor)
+    scaled = _scaled(regimen, factor, check=True)
     units = "1" if target.statistic == "pta" else target.units
     return DoseFinding(
         scaled.doses[0], scaled, float(factor), achieved, units, target, method, n
@@ -1004,6 +1013,7 @@ def tci(
     E, G, c = _system(model, params, cov, 1, "iv", analyte, site, k0, h)
     rates, pred = _design(E[0], G[0], c[0], level, n_steps, J, rmax)
     plan = _plan(model, rates, pred, level, site, k0, h, analyte, cov)
+    _check_plan_plausible(rates, h)
     if not math.isfinite(plan.reached):
         # a pump limit is a real constraint, so the plan (the best the pump can
         # do) is returned, with a warning rather than an error
@@ -1018,6 +1028,30 @@ def tci(
             stacklevel=stacklevel(),
         )
     return replace(plan, ke0_source=k0_source)
+
+
+def _check_plan_plausible(rates: np.ndarray, h: float) -> None:
+    """A TCI plan (``rates`` mg/h per control step of ``h`` h) is one infusion of
+    varying rate: it gets a user-built infusion's plausibility check on the most
+    it gives within any hour (the whole plan when shorter than an hour), a
+    ValidityWarning above 2000 mg per hour."""
+    n = rates.size
+    if h >= 1.0:  # steps of an hour or more: the fastest step's hour
+        k = int(np.argmax(rates))
+        worst = float(rates[k])
+        what = f"{worst:g} mg within one hour of the TCI plan (from {k * h * 60:g} min)"
+    else:
+        w = min(n, max(1, math.floor(1.0 / h + 1e-9)))  # steps within an hour
+        sums = np.convolve(rates * h, np.ones(w), mode="valid")
+        k = int(np.argmax(sums))
+        worst = float(sums[k])
+        what = (
+            f"{worst:g} mg over the whole TCI plan ({n * h * 60:g} min)"
+            if w == n
+            else f"{worst:g} mg within one hour of the TCI plan (from "
+            f"{k * h * 60:g} min)"
+        )
+    check_plausible(worst, "mg", min(n * h, 1.0), what=what)
 
 
 def _design(E, G, c, level, n_steps, J, rmax):
@@ -1469,7 +1503,8 @@ def sweep(
         items = _factors(values) if relative else _doses(values, regimen)
         unit = "1" if relative else regimen.doses[0].unit
         for label, factor in items:
-            ds = simulate(model, _scaled(regimen, factor), subjects=subjects, **run)
+            scaled = _scaled(regimen, factor, check=True)
+            ds = simulate(model, scaled, subjects=subjects, **run)
             out.append(_metrics(ds, per=per))
             coord.append(label)
     else:
