@@ -83,3 +83,39 @@ def test_compare_refuses_a_band_it_would_mislabel(course, q):
 def test_plot_refuses_a_band_it_would_mislabel(course):
     with pytest.raises(ValueError, match=r"q must be three percentiles \(low, 50, "):
         plot_bands(course, q=(50, 5, 95))
+
+
+# ---- every returned covariate carries its unit ---------------------------------------
+def test_tci_performance_covariates_carry_units():
+    plan = ks.tci(ks.DEFAULT_MODEL, "100 ng/mL", duration="10 min", step="1 min")
+    perf = ks.tci_performance(ks.DEFAULT_MODEL, plan, ks.Population(4, seed=1))
+    units = {k: perf[k].attrs.get("units") for k in ("weight", "height", "age", "bmi")}
+    assert units == {"weight": "kg", "height": "cm", "age": "y", "bmi": "kg/m2"}
+
+
+def test_simulate_nonmem_covariates_carry_units(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("ID,TIME,EVID,AMT,WT\n1,0,1,35,70\n1,1,0,.,70\n2,0,1,35,90\n")
+    ds = ks.simulate_nonmem("domino", ks.read_nonmem(path, "domino"))
+    assert ds.weight.attrs["units"] == "kg"
+    np.testing.assert_array_equal(ds.weight.values, [70.0, 90.0])
+
+
+# ---- a nasal-spray DEVICE on CMT 1 (the IV route by default) -------------------------
+def test_device_on_the_default_cmt_says_how_to_map_the_nasal_route(tmp_path):
+    path = tmp_path / "spray.csv"
+    path.write_text(
+        "ID,TIME,EVID,AMT,CMT,DEVICE,WT,AGE,ASIAN,JAPANESE\n"
+        "1,0,1,28,1,1,70,40,0,0\n1,1,0,.,2,.,70,40,0,0\n"
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"DEVICE 1 on route 'iv' \(CMT 1\) of model 'perez_ruixo_2021', which "
+        r"does not absorb per device; write 0 or leave it empty; or, if CMT 1 holds "
+        r"the intranasal doses, map it: read_nonmem\(\.\.\., "
+        r"route_by_cmt=\{1: 'intranasal'\}\)",
+    ):
+        ks.read_nonmem(path, "perez_ruixo_2021")
+    table = ks.read_nonmem(path, "perez_ruixo_2021", route_by_cmt={1: "intranasal"})
+    assert table.regimens[1].doses[0].route == "intranasal"
+    assert table.regimens[1].doses[0].device == 1

@@ -515,10 +515,17 @@ def dose_device(
             f"{fix}, 1 for the first device of a session, 2, 3, ... after it"
         )
     if model.routes[route].device_mg is None and device is not None:
+        per_device = [r for r, spec in model.routes.items() if spec.device_mg]
+        remap = (
+            f"; or, if CMT {cmt} holds the {' or '.join(per_device)} doses, map it: "
+            f"read_nonmem(..., route_by_cmt={{{cmt}: {per_device[0]!r}}})"
+            if per_device
+            else ""
+        )
         raise ValueError(
             f"{cells.where(i, 'DEVICE', sid)}: DEVICE {device} on route {route!r} "
             f"(CMT {cmt}) of model {model.id!r}, which does not absorb per device; "
-            f"write 0 or leave it empty"
+            f"write 0 or leave it empty{remap}"
         )
     return device
 

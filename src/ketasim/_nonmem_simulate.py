@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from .dosing import Regimen
-from .model import Model
+from .model import KNOWN_COVARIATES, Model
 from .nonmem import (
     COVARIATE_COLUMN,
     COVARIATE_UNIT,
@@ -85,7 +85,8 @@ def dataset(
         attrs={"model_id": model.id, "source": "NONMEM event table"},
     )
     for name, v in table.covariates.items():
-        ds.coords[name] = ("subject", v)
+        units = KNOWN_COVARIATES.get(name)
+        ds.coords[name] = ("subject", v, {"units": units} if units else {})
     return ds
 
 

@@ -35,7 +35,7 @@ import xarray as xr
 
 from .dosing import Dose, DoseError, Regimen, check_plausible
 from .metrics import metrics as _metrics
-from .model import Model
+from .model import KNOWN_COVARIATES, Model
 from .modelfile import load_model
 from .options import Exact, Subjects, Trajectories
 from .population import Population
@@ -1242,7 +1242,12 @@ def tci_performance(
         coords={
             "subject": population.subjects,
             "time": ("time", t, {"units": "h"}),
-            **{k: ("subject", np.asarray(v)) for k, v in cov.items()},
+            **{
+                k: ("subject", np.asarray(v), {"units": KNOWN_COVARIATES[k]})
+                if k in KNOWN_COVARIATES
+                else ("subject", np.asarray(v))
+                for k, v in cov.items()
+            },
         },
         attrs={
             "target": plan.target,
