@@ -119,3 +119,37 @@ def test_device_on_the_default_cmt_says_how_to_map_the_nasal_route(tmp_path):
     table = ks.read_nonmem(path, "perez_ruixo_2021", route_by_cmt={1: "intranasal"})
     assert table.regimens[1].doses[0].route == "intranasal"
     assert table.regimens[1].doses[0].device == 1
+
+
+# ---- a probability prints without a "1" unit -----------------------------------------
+def test_find_dose_pta_prints_a_probability_and_meets_it():
+    pop = ks.Population(40, seed=2)
+    times = ks.grid("2 h", "2 min")
+    dose = ks.Dose.infusion("0.5 mg/kg", duration="40 min")
+    target = ks.Target("cmax", 0.9, statistic="pta", threshold="100 ng/mL")
+    found = ks.find_dose(ks.DEFAULT_MODEL, dose, target, population=pop, times=times)
+    assert found.units == "1"
+    assert "achieved 0.9; linear scaling" in repr(found)
+    ds = ks.simulate(ks.DEFAULT_MODEL, found.regimen, population=pop, times=times)
+    peak = ds.concentration.max("time").sel(analyte="ketamine").values
+    assert np.mean(peak >= 100 * (1 - 1e-9)) >= 0.9
+
+
+# ---- an empty subjects table ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "kw, named",
+    [
+        ({"covariates": {"weight": []}}, "covariate 'weight'"),
+        ({"covariates": {"weight": [70.0], "age": []}}, "covariate 'age'"),
+        ({"parameters": {"V1": ([], "L")}}, "parameter 'V1'"),
+    ],
+)
+def test_an_empty_subjects_table_is_refused(kw, named):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{named} has no values \(an empty array\): a subjects table needs "
+        r"at least one subject; give one value per subject, or leave it out",
+    ):
+        ks.simulate(
+            ks.DEFAULT_MODEL, ks.Dose.bolus("35 mg"), subjects=ks.Subjects(**kw)
+        )

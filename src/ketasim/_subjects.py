@@ -317,6 +317,13 @@ def subject_table(
     ``Model.individual_parameters`` multiplies by each subject's weight (a
     population's patients have theirs only there)."""
     covariates, parameters, arrays, per_kg = _read_tables(model, covariates, parameters)
+    empty = [f"{kind} {name!r}" for (kind, name), a in arrays.items() if a.size == 0]
+    if empty:
+        raise ValueError(
+            f"{empty[0]} has no values (an empty array): a subjects table needs at "
+            f"least one subject; give one value per subject, or leave it out "
+            f"(then the model's reference covariate or typical parameter applies)"
+        )
     sizes = {a.size for a in arrays.values() if a.size != 1}
     if len(sizes) > 1:
         lens = {f"{k[1]}": a.size for k, a in arrays.items() if a.size != 1}

@@ -48,7 +48,10 @@ GRID_MAX_POINTS = 10_000_000  # a year every 5 s; 80 MB of times, 80 MB per subj
 
 
 def grid(end, step, *, start=0.0) -> np.ndarray:
-    """Output times in hours from ``start`` to ``end`` inclusive every ``step``.
+    """Output times in hours from ``start`` every ``step`` up to ``end``: the last
+    time is the last whole step at or before ``end``, so ``end`` itself is included
+    only when the span is a whole number of steps (``grid("1 h", "25 min")`` ends at
+    50 min; metrics "over the course" then end there too).
 
     Multiples are formed as ``k * value / divisor`` in the step's own unit, so whole
     hours land exactly (``grid("24 h", "5 min")[12] == 1.0``) and event times such as

@@ -450,8 +450,9 @@ class DoseFinding:
     def __repr__(self) -> str:
         return (
             f"DoseFinding({self.dose._amount_text()} per dose ({self.factor:.6g} x "
-            f"the regimen given): {self.target!r} achieved {self.achieved:.6g} "
-            f"{self.units}; {self.method}, {self.evaluations} simulation"
+            f"the regimen given): {self.target!r} achieved {self.achieved:.6g}"
+            f"{'' if self.units == '1' else ' ' + self.units}; "  # '1': a probability
+            f"{self.method}, {self.evaluations} simulation"
             f"{'s' if self.evaluations != 1 else ''})"
         )
 
