@@ -153,3 +153,44 @@ def test_an_empty_subjects_table_is_refused(kw, named):
         ks.simulate(
             ks.DEFAULT_MODEL, ks.Dose.bolus("35 mg"), subjects=ks.Subjects(**kw)
         )
+
+
+# ---- measured levels in the wrong unit -----------------------------------------------
+def _levels(conc):
+    return {
+        "subject": ["A"] * 3,
+        "time": [2 / 3, 2.0, 4.0],
+        "analyte": ["esketamine"] * 3,
+        "concentration": conc,
+        "weight": [70.0] * 3,
+    }
+
+
+_INFUSION = ks.Dose.infusion("0.25 mg/kg", duration="40 min")
+
+
+def test_levels_a_thousand_times_off_warn_about_the_unit():
+    # the typical fanta_2015 levels of this infusion (ng/mL), then the same in mg/L
+    typical = ks.simulate(
+        "fanta_2015",
+        _INFUSION,
+        times=[2 / 3, 2.0, 4.0],
+        subjects=ks.Subjects(covariates={"weight": 70.0}),
+    )
+    ng = typical.concentration.sel(analyte="s_ketamine").values[0]
+    ks.estimate("fanta_2015", _levels(list(ng)), doses=_INFUSION)  # no warning
+    with pytest.warns(
+        ks.ValidityWarning,
+        match=r"subject 'A': the measured levels are a median 0\.001 times the "
+        r"model's population prediction .* Levels are read in ng/mL",
+    ):
+        ks.estimate("fanta_2015", _levels(list(ng / 1000)), doses=_INFUSION)
+
+
+def test_levels_with_unit_text_say_which_unit():
+    with pytest.raises(
+        TypeError,
+        match=r"column 'concentration' must hold plain numbers in ng/mL; got "
+        r"\['100 ng/mL', .*Convert the values to ng/mL and drop the unit text",
+    ):
+        ks.estimate("fanta_2015", _levels(["100 ng/mL"] * 3), doses=_INFUSION)

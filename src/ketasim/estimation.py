@@ -229,7 +229,10 @@ def _float_column(cols: dict, name: str) -> np.ndarray:
         return cols[name].astype(float)
     except (TypeError, ValueError):
         raise TypeError(
-            f"column {name!r} must hold numbers; got {cols[name][:3].tolist()}..."
+            f"column {name!r} must hold plain numbers in "
+            f"{'h' if name == 'time' else 'ng/mL'}; got {cols[name][:3].tolist()}... "
+            f"Convert the values to {'h' if name == 'time' else 'ng/mL'} and drop "
+            f"the unit text"
         ) from None
 
 
@@ -935,8 +938,38 @@ def estimate(
         iters,
     )
     _check_status(subjects, status, ipred, a)
+    _check_scale(subjects, pred, a)
     # the prior's normalising constant for the occasions each subject has
     return _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters)
+
+
+def _check_scale(subjects, pred, a) -> None:
+    """Warn (ValidityWarning) for each subject whose measured levels are a median
+    100-fold or more above or below the population prediction (random effects 0)
+    at the same times: levels are read in ng/mL, and a table in mg/L or ug/mL
+    (1000 times smaller) would otherwise be fitted without a word."""
+    import warnings
+
+    from ._warn import ValidityWarning
+
+    n_obs = a["ot"].shape[1]
+    use = (np.arange(n_obs)[None, :] < a["no"][:, None]) & ~a["cens"]
+    use &= (a["dv"] > 0) & (pred > 0)
+    with np.errstate(all="ignore"):
+        lr = np.log10(a["dv"] / pred)
+    for s, sub in enumerate(subjects):
+        r = lr[s, use[s]]
+        if r.size == 0 or abs(np.median(r)) < 2.0:
+            continue
+        warnings.warn(
+            f"subject {sub.id!r}: the measured levels are a median "
+            f"{10 ** np.median(r):.3g} times the model's population prediction "
+            f"at their times (random effects 0). Levels are read in ng/mL (a level "
+            f"in mg/L or ug/mL is 1000 times smaller): check the unit, the times "
+            f"and the doses. The estimates fit the levels as given",
+            ValidityWarning,
+            stacklevel=3,
+        )
 
 
 def _check_status(subjects, status, ipred, a) -> None:
