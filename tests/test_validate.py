@@ -15,7 +15,7 @@ from ketasim import validation as val
 from ketasim.cli import main
 
 #: models with no published observation read (their files say why)
-NO_OBSERVATIONS = {"flint_2017"}
+NO_OBSERVATIONS: set[str] = set()
 
 
 @pytest.mark.parametrize("name", ks.list_models())
@@ -330,13 +330,45 @@ def test_own_model_file_with_own_observation_file(tmp_path, capsys):
     assert "my_meta" in capsys.readouterr().out
 
 
-def test_model_without_observations_gives_an_empty_table(capsys):
-    res = ks.validate("flint_2017")
+def test_model_without_observations_gives_an_empty_table(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "observations"
+    d.mkdir()
+    (d / "kamp_2020_meta.toml").write_text(HEAD)
+    monkeypatch.setattr(val, "observations_dir", lambda: d)
+    res = ks.validate("kamp_2020_meta")
     assert res.sizes["observation"] == 0
-    assert main(["validate", "flint_2017"]) == 0
-    assert (
-        "0 observations: no published observation was read" in capsys.readouterr().out
-    )
+    assert main(["validate", "kamp_2020_meta"]) == 0
+    out = capsys.readouterr().out
+    assert "0 observations: no published observation was read" in out
+    assert "kamp_2020_meta: no published observation read" in out
+
+
+def test_a_limit_warning_about_another_analyte_is_not_the_observations_concern():
+    """flint_2017 warns that it cannot predict S-norketamine after a bolus; an
+    observation of S-ketamine after a bolus does not repeat that warning, while
+    simulating the same regimen does."""
+    import warnings
+
+    from ketasim._warn import ModelLimitWarning
+
+    dose = {"amount": "2 mg/kg", "route": "iv"}
+    with pytest.warns(ModelLimitWarning, match="cannot predict s_norketamine"):
+        ks.simulate(
+            "flint_2017",
+            ks.Dose(**dose),
+            times=[0.1],
+            subjects=ks.Subjects(covariates={"weight": 18, "age": 4}),
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelLimitWarning)
+        c = _metric(
+            "flint_2017",
+            metric="cmax",
+            analyte="s_ketamine",
+            doses=(dose,),
+            covariates={"weight": 18, "age": 4},
+        )
+    assert c > 0
 
 
 def test_population_percentile_is_the_percentile_of_the_drawn_clearances(
