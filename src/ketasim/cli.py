@@ -502,8 +502,9 @@ def _add_validate(sub) -> None:
         description="Simulate the published observations listed for a bundled "
         "model (models/observations/<model>.toml; every model when none is "
         "named) and print observed vs predicted, the accepted range and pass or "
-        "fail. Exit status 1 when an observation fails (known limitations, "
-        "listed as known-fail, do not count)."
+        "fail, then per model what it reproduces, what it cannot and the reason "
+        "of each known limitation. Exit status 1 when an observation fails (known "
+        "limitations, listed as known-fail, do not count)."
         "\n\nexample:\n  ketasim validate clements_nimmo_1981",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

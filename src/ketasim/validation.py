@@ -683,8 +683,11 @@ def validate(
     ``typical``, the population's 5th/50th/95th percentiles (NaN without IIV), the
     accepted ``lower``/``upper`` bounds, ``passed`` and ``status`` (pass, fail,
     known-fail, fixed), with per-observation ``unit``, ``model``, ``metric``,
-    ``role``, ``statistic``, ``study`` and ``source`` coordinates. Values are in
-    each row's ``unit``.
+    ``analyte``, ``role``, ``statistic``, ``study``, ``source`` and
+    ``known_limitation`` coordinates; ``attrs["models"]`` names the models checked
+    (space-separated; one without observations has no row). Values are in each
+    row's ``unit`` (a ``relative_to`` ratio is unitless, ``"1"``);
+    :func:`format_table` and :func:`format_summary` print it.
 
     Examples
     --------
