@@ -1066,7 +1066,7 @@ CLI_FLAGS = {  # flag -> (valid values, invalid values, names a message may use)
     ),
     "--duration": (
         ["40 min", "1 h"],
-        ["0 min", "-40 min", "40 mg", "soon"],
+        ["0 min", "-40 min", "40 mg", "soon", "40"],
         ("--duration", "duration"),
     ),
     "--route": (["iv", "intranasal"], ["rectal", ""], ("--route", "route")),
@@ -1074,7 +1074,7 @@ CLI_FLAGS = {  # flag -> (valid values, invalid values, names a message may use)
     "--device": ([], ["1", "0", "-1", "x"], ("--device", "device")),
     "--every": (
         ["12 h", "1 d"],
-        ["0 h", "-1 d", "1 mg", "often"],
+        ["0 h", "-1 d", "1 mg", "often", "12"],
         ("--every", "every", "interval"),
     ),
     "--count": (["2", "3"], ["0", "-1", "1.5", "x"], ("--count", "count")),
@@ -1082,12 +1082,12 @@ CLI_FLAGS = {  # flag -> (valid values, invalid values, names a message may use)
     "--seed": (["0", "7"], ["-1", "x"], ("--seed", "seed")),
     "--horizon": (
         ["6 h", "1 d"],
-        ["-1 h", "0 h", "1 kg", "x", "nan h"],
+        ["-1 h", "0 h", "1 kg", "x", "nan h", "24"],
         ("--horizon", "horizon"),
     ),
     "--step": (
         ["30 min", "1 h"],
-        ["0 min", "-5 min", "5 kg", "1e-9 h"],
+        ["0 min", "-5 min", "5 kg", "1e-9 h", "5"],
         ("--step", "step"),
     ),
     "--model": (

@@ -53,7 +53,8 @@ CLI_ERRORS = [
         ["simulate", "--dose", "5 mg", "--route", "nasal", "--n", "2"],
         DoseError,
         "doses[0] uses route 'nasal', which model 'clements_nimmo_1981' does not "
-        "define; its routes are intranasal, iv, oral, sublingual",
+        "define; its routes are intranasal, intranasal_singh2022, iv, oral, "
+        "sublingual, troche",
     ),
     (
         ["simulate", "--dose", "5 parsecs", "--n", "2"],

@@ -194,3 +194,21 @@ def test_levels_with_unit_text_say_which_unit():
         r"\['100 ng/mL', .*Convert the values to ng/mL and drop the unit text",
     ):
         ks.estimate("fanta_2015", _levels(["100 ng/mL"] * 3), doses=_INFUSION)
+
+
+# ---- the command line: a time flag needs its unit ------------------------------------
+@pytest.mark.parametrize(
+    "flag, value", [("--duration", "40"), ("--every", "12"), ("--step", "5")]
+)
+def test_cli_time_flags_without_a_unit_are_refused(flag, value, capsys):
+    from ketasim.cli import main
+
+    argv = ["simulate", "--dose", "0.5 mg/kg", "--n", "2", flag, value]
+    if flag == "--every":
+        argv += ["--count", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"ketasim: error: {flag} '{value}' has no unit; write it with one, e.g. "
+        f"{flag} '{value} min' or {flag} '{value} h'"
+    )

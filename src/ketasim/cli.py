@@ -197,6 +197,8 @@ def _simulate(args) -> int:
     from ketasim.units import to_hours
 
     model = ks.load_model(args.model)
+    for flag in ("duration", "every", "horizon", "step"):
+        _time_has_unit(getattr(args, flag), f"--{flag}")
     if args.duration and args.device is not None:
         raise _UsageError(
             "--device applies to nasal-spray devices, not to an infusion (--duration)"
@@ -246,6 +248,19 @@ def _simulate(args) -> int:
         print(ks.compare(ds, per="course"))
     _write(ds, args)
     return 0
+
+
+def _time_has_unit(value: str | None, flag: str) -> None:
+    """A time flag with a unit: a bare number would be read as hours, which
+    '--duration 40' (meant as minutes) silently gets wrong."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return  # None (not given) or text with a unit, read by to_hours
+    raise _UsageError(
+        f"{flag} {value!r} has no unit; write it with one, e.g. {flag} "
+        f"'{value} min' or {flag} '{value} h'"
+    )
 
 
 def _cli_population(model, args):
