@@ -20,6 +20,7 @@ from ._validate import covariate_values
 from .dosing import MAX_TIME_H, Dose, Regimen
 from .model import Model
 from .nonmem import (
+    CENSORING_COLUMNS,
     COVARIATE_COLUMNS,
     KNOWN,
     MAX_DOSES_PER_SUBJECT,
@@ -99,9 +100,10 @@ def columns(path: Path, names: list[str]) -> dict[str, int]:
     name is known, none is given twice (also as two names of one covariate, such
     as WT and WEIGHT) and ID, TIME, EVID and AMT are there."""
     header = [h.strip().upper() for h in names]
-    known = ", ".join(sorted(KNOWN | set(COVARIATE_COLUMNS)))
+    accepted = KNOWN | set(COVARIATE_COLUMNS) | set(CENSORING_COLUMNS)
+    known = ", ".join(sorted(accepted))
     for k, h in enumerate(header):
-        if h not in KNOWN and h not in COVARIATE_COLUMNS:
+        if h not in accepted:
             raise ValueError(
                 f"{path}: line 1 (header), column {k + 1}: unknown "
                 f"column {h!r}; known: {known}"
@@ -121,6 +123,12 @@ def columns(path: Path, names: list[str]) -> dict[str, int]:
                 f"{path}: line 1 (header): columns {same[0]} and {h} "
                 f"both give covariate {COVARIATE_COLUMNS[h]}; keep one"
             )
+    marks = [h for h in header if h in CENSORING_COLUMNS]
+    if len(marks) > 1:
+        raise ValueError(
+            f"{path}: line 1 (header): columns {marks[0]} and {marks[1]} both mark "
+            f"observations below the limit of quantification; keep one"
+        )
     for need in ("ID", "TIME", "EVID", "AMT"):
         if need not in header:
             raise ValueError(
@@ -212,6 +220,7 @@ class Subject:
     rows: list = field(default_factory=list)  # Record per record, file order
     observations: list = field(default_factory=list)  # times (h)
     predose: list = field(default_factory=list)  # bool per observation
+    censored: list = field(default_factory=list)  # bool per observation (M3)
     # time -> [index into observations]: observations no dose at their time has
     # followed yet (once one does, they are pre-dose levels)
     waiting: dict = field(default_factory=dict)
@@ -245,10 +254,11 @@ def read_records(cells: Cells, rows, model: Model, routes: dict[int, str]) -> di
         current = sid
         sub = subjects[sid]
         evid, mdv = event(cells, r, i, sid)
+        below = censored(cells, r, i, sid, evid, mdv)
         if evid in (0, 2):
             sub.rows.append(cells.record(r, i, sid, t, evid, mdv))
         if evid == 0:
-            observation(sub, i, t, mdv)
+            observation(sub, i, t, mdv, below)
         elif evid == 1:
             dose(cells, r, i, sid, sub, t, model, routes)
             sub.rows.append(cells.record(r, i, sid, t, evid, mdv))
@@ -359,10 +369,57 @@ def event(cells: Cells, r, i, sid) -> tuple[int, int | None]:
     return evid, mdv
 
 
-def observation(sub: Subject, i: int, t: float, mdv: int | None) -> None:
-    """An EVID 0 record: an observation unless MDV is 1. Until a dose record at
-    its time follows, it is waiting to become a pre-dose level; after one it is
-    the level after that dose."""
+def censoring_column(cells: Cells) -> str | None:
+    """The table's censoring column (CENS, BLQ or BQL), None without one."""
+    return next((h for h in CENSORING_COLUMNS if h in cells.col), None)
+
+
+def censored(cells: Cells, r, i, sid, evid: int, mdv: int | None) -> bool:
+    """The record's censoring flag (NONMEM M3: 1 below the LLOQ, DV holding the
+    LLOQ; 0 or empty not): only an observation may be censored, and its DV must
+    then be a level > 0."""
+    name = censoring_column(cells)
+    if name is None:
+        return False
+    flag = cells.whole(r, i, name, sid, 0)
+    if flag == -1:
+        raise ValueError(
+            f"{cells.where(i, name, sid)}: -1 marks a level above an upper limit "
+            f"of quantification, which ketasim does not model; write the measured "
+            f"level with {name} 0, or drop the record"
+        )
+    if flag not in (0, 1):
+        raise ValueError(
+            f"{cells.where(i, name, sid)}: must be 0 (measured) or 1 (below the "
+            f"limit of quantification, DV holding the limit); got "
+            f"{cells.text(r, name)!r}"
+        )
+    if not flag:
+        return False
+    if evid != 0 or mdv == 1:
+        raise ValueError(
+            f"{cells.where(i, name, sid)}: {name} 1 on a record that is not an "
+            f"observation (EVID {evid}, MDV {mdv}); only an observation record "
+            f"(EVID 0, MDV 0) can be below the limit of quantification: write 0 "
+            f"or leave it empty"
+        )
+    dv = cells.num(r, i, "DV", sid)
+    if dv is None or not dv > 0:
+        got = cells.text(r, "DV") if "DV" in cells.col else "no DV column"
+        raise ValueError(
+            f"{cells.where(i, 'DV', sid)}: {name} 1 marks a level below the lower "
+            f"limit of quantification, and DV must then hold that limit (ng/mL, "
+            f"> 0; NONMEM's M3 convention); got {got!r}"
+        )
+    return True
+
+
+def observation(
+    sub: Subject, i: int, t: float, mdv: int | None, below: bool = False
+) -> None:
+    """An EVID 0 record: an observation unless MDV is 1 (``below``: below the
+    LLOQ). Until a dose record at its time follows, it is waiting to become a
+    pre-dose level; after one it is the level after that dose."""
     if mdv:
         return
     if t in sub.dose_times:
@@ -371,6 +428,7 @@ def observation(sub: Subject, i: int, t: float, mdv: int | None) -> None:
         sub.waiting.setdefault(t, []).append(len(sub.observations))
     sub.observations.append(t)
     sub.predose.append(False)
+    sub.censored.append(below)
 
 
 def dose(

@@ -36,6 +36,7 @@ shrinkage, 1 - SD(eta) / omega).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,9 +264,10 @@ def _regimens(ids: list, doses) -> dict:
     return out
 
 
-def _subject(sid, regimen, time, k, dv, lq, predose, rows) -> _Subject:
+def _subject(sid, regimen, time, k, dv, lq, predose, rows, flagged=None) -> _Subject:
     """One subject's observations, checked and sorted by time (a pre-dose level
-    before the doses at its time)."""
+    before the doses at its time). Censored: below ``lq``, or ``flagged`` (a
+    NONMEM censoring column; their ``lq`` is their DV, the LLOQ)."""
     where = f"subject {sid!r}"
     bad = ~np.isfinite(time) | (time < 0)
     if bad.any():
@@ -294,6 +296,8 @@ def _subject(sid, regimen, time, k, dv, lq, predose, rows) -> _Subject:
             f"{lq[bad][0]:g}"
         )
     censored = dv < lq  # NaN lloq: never
+    if flagged is not None:
+        censored |= flagged
     value = np.where(censored, lq, dv)
     pre = np.zeros(time.size, dtype=bool) if predose is None else predose
     doses = regimen.doses
@@ -328,6 +332,7 @@ def _from_nonmem(model, path, route_by_cmt, analyte_by_cmt, lloq):
         )
     dvs = _nonmem_observations(Path(path))
     default_lloq = _lloq_of(model, lloq)
+    column = table.censoring
     subjects = []
     for sid in table.ids:
         t = table.observations[sid]
@@ -345,8 +350,47 @@ def _from_nonmem(model, path, route_by_cmt, analyte_by_cmt, lloq):
         )
         lq = np.array([default_lloq.get(int(a), np.nan) for a in k])
         pre = table.predose.get(sid, np.zeros(t.size, dtype=bool))
-        subjects.append(_subject(sid, table.regimens[sid], t, k, dv, lq, pre, lines))
-    return subjects, dict(table.covariates)
+        flagged = None
+        if column is not None:
+            flagged = table.censored[sid]
+            _check_lloq_agrees(model, path, column, sid, k, dv, lq, flagged, lines)
+            lq = np.where(flagged, dv, np.nan)  # the column decides
+        subjects.append(
+            _subject(sid, table.regimens[sid], t, k, dv, lq, pre, lines, flagged)
+        )
+    n = sum(int(s.censored.sum()) for s in subjects)
+    if column is not None:
+        note = (
+            f"column {column} of {path}: {n} observation(s) below the LLOQ, DV "
+            f"holding the LLOQ (NONMEM M3 convention)"
+            + ("; lloq= agrees with it" if lloq is not None else "")
+        )
+    elif lloq is not None:
+        note = f"lloq=: {n} observation(s) of {path} below it"
+    else:
+        note = f"none: {path} has no CENS/BLQ/BQL column and no lloq= was given"
+    return subjects, dict(table.covariates), note
+
+
+def _check_lloq_agrees(model, path, column, sid, k, dv, lq, flagged, lines) -> None:
+    """lloq= given with a censoring column must say what the column says: a
+    flagged record's DV (its LLOQ) is lloq=, and no unflagged DV is below it."""
+    for j in np.flatnonzero(np.isfinite(lq)):
+        name = model.analytes[int(k[j])].name
+        if flagged[j] and not math.isclose(dv[j], lq[j], rel_tol=1e-6):
+            raise ValueError(
+                f"{path}: line {lines[j]}, ID {sid}: {column} 1 with DV {dv[j]:g} "
+                f"ng/mL, the record's LLOQ, but lloq= gives {lq[j]:g} ng/mL for "
+                f"{name}; the {column} column marks the censored records by "
+                f"itself: drop lloq=, or correct the file"
+            )
+        if not flagged[j] and dv[j] < lq[j]:
+            raise ValueError(
+                f"{path}: line {lines[j]}, ID {sid}: DV {dv[j]:g} ng/mL is below "
+                f"lloq= {lq[j]:g} ng/mL for {name}, but {column} is 0 (measured); "
+                f"the {column} column marks the censored records by itself: drop "
+                f"lloq=, or correct the file"
+            )
 
 
 def _nonmem_observations(path: Path):
@@ -841,7 +885,13 @@ def estimate(
         (``"0.01 umol/L"``) converts by each analyte's molecular weight. An
         observation below its limit is censored: it enters through the
         probability that the concentration is below the limit (Beal's M3),
-        whatever value it holds.
+        whatever value it holds. A NONMEM file with a censoring column (CENS,
+        BLQ or BQL: 1 where the level is below the LLOQ and DV holds the LLOQ,
+        NONMEM's M3 convention) needs no ``lloq``: the column marks the censored
+        records; an ``lloq`` given with it must agree (a flagged record's DV is
+        its ``lloq``, no unflagged DV is below it), else it is an error naming
+        the record. ``attrs["censoring"]`` of the result says where the limits
+        came from.
     route_by_cmt : dict, optional
         NONMEM dose CMT -> route (as :func:`~ketasim.read_nonmem`).
     analyte_by_cmt : dict, optional
@@ -897,7 +947,7 @@ def estimate(
             raise ValueError(
                 "a NONMEM file brings its own dose records; do not pass doses="
             )
-        subjects, cov_given = _from_nonmem(
+        subjects, cov_given, censoring = _from_nonmem(
             model, data, route_by_cmt, analyte_by_cmt, lloq
         )
     else:
@@ -912,6 +962,20 @@ def estimate(
                 "every subject, or subject -> Regimen"
             )
         subjects, cov_given = _from_table(model, data, doses, lloq)
+        n = sum(int(s.censored.sum()) for s in subjects)
+        given = [
+            x
+            for x, on in [
+                ("the lloq column", "lloq" in _columns(data)),
+                ("lloq=", lloq is not None),
+            ]
+            if on
+        ]
+        censoring = (
+            f"{' and '.join(given)}: {n} observation(s) below the LLOQ"
+            if given
+            else "none: no lloq column and no lloq= given"
+        )
     prob = _problem(model, subjects, cov_given)
     a = prob.args
     S = len(subjects)
@@ -940,7 +1004,9 @@ def estimate(
     _check_status(subjects, status, ipred, a)
     _check_scale(subjects, pred, a)
     # the prior's normalising constant for the occasions each subject has
-    return _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters)
+    ds = _assemble(prob, subjects, theta, H, ofv, ipred, pred, status, iters)
+    ds.attrs["censoring"] = censoring
+    return ds
 
 
 def _check_scale(subjects, pred, a) -> None:

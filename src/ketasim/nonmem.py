@@ -5,7 +5,9 @@ Columns (case-insensitive): ID, TIME (h), EVID (0 observation, 1 dose, 2 other â
 ignored), AMT (mg), RATE (mg/h; 0 bolus; -2 duration from DUR, h), CMT, II (h), ADDL,
 SS (0, 1, 2), MDV (0 or 1; 1 on an EVID 0 row: not an observation), DV, DEVICE
 (position of a nasal-spray device within its session, 1, 2, ...; required for routes
-whose absorption depends on it), and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT,
+whose absorption depends on it), a censoring column (CENS, BLQ or BQL: 1 on an
+observation below the lower limit of quantification, DV holding that limit, NONMEM's
+M3 convention), and covariate columns (WT/WEIGHT, AGE, HT/HEIGHT,
 BMI, FEMALE, ASIAN, JAPANESE; one value per subject: a covariate that changes within
 a subject is an error, time-varying covariates are not supported yet). Each
 subject's records are contiguous (an ID that comes back after another is an error,
@@ -18,7 +20,8 @@ the level just before it (a baseline or trough sample), one listed after it the
 level after. A table read, simulated with :func:`simulate_nonmem` and written with
 :func:`write_nonmem` reads back as the same table: every record in its order (EVID
 0 with MDV 0, 1 or empty, EVID 1, EVID 2), each column as read (an empty cell is
-written as ``.``), the covariates, and the simulated DV on each observation.
+written as ``.``), the covariates, and the simulated DV on each observation (a
+censoring column is not written: the DV is a simulated level).
 
 A covariate the model uses (a covariate effect, or weight for per-kg parameters)
 must have its column (WT, AGE, ...; weight may also come from HT and BMI):
@@ -80,6 +83,10 @@ COVARIATE_COLUMNS = {
     "ASIAN": "asian",
     "JAPANESE": "japanese",
 }
+#: columns that mark an observation below the lower limit of quantification,
+#: NONMEM's M3 convention (Beal 2001; Ahn et al. 2008): 1 on such a record, whose
+#: DV holds the LLOQ; 0 or empty on any other. A table may have one of them.
+CENSORING_COLUMNS = ("CENS", "BLQ", "BQL")
 KNOWN = {
     "ID",
     "TIME",
@@ -229,6 +236,10 @@ class EventTable:
     EVID 2 records too), which ``write_nonmem`` writes back; ``dose_lines`` per
     dose of ``regimens`` (in its order) the line of the record it comes from and
     its ADDL copy number (0: the record's own dose); ``source`` the file read.
+    ``censoring`` names the table's censoring column (CENS, BLQ or BQL; None
+    when it has none) and ``censored`` marks, per observation, those below the
+    lower limit of quantification, whose DV holds that limit (NONMEM's M3
+    convention); all False without the column.
     """
 
     ids: tuple
@@ -244,6 +255,10 @@ class EventTable:
     # id -> ((line, ADDL copy), ...) per dose of regimens[id]
     dose_lines: dict = field(default_factory=dict)
     source: str = ""
+    # id -> bool per observation: below the LLOQ (its DV is the LLOQ), from the
+    # censoring column ``censoring`` (CENS, BLQ or BQL; None: the table has none)
+    censored: dict = field(default_factory=dict)
+    censoring: str | None = None
 
 
 def read_nonmem(
@@ -302,7 +317,14 @@ def read_nonmem(
       a device dose; 1, 2, ...: the device's place in its session; required for
       a route that absorbs per device, refused on any other route). On EVID 0
       and 2 records the dose columns must be empty or 0.
-    - DV: ignored, but must be empty or a finite number.
+    - DV: ignored, but must be empty or a finite number (``estimate`` reads
+      it: the measured concentration, ng/mL).
+    - CENS, BLQ or BQL (one of them): 1 marks an observation below the lower
+      limit of quantification, whose DV holds that limit (ng/mL, > 0): NONMEM's
+      M3 convention (``censored``; ``estimate`` uses the probability of being
+      below it). 0 or empty: not censored. 1 on a record that is not an
+      observation (EVID 1 or 2, or MDV 1) is an error, and so is -1 (above an
+      upper limit, which ketasim does not model) or any other value.
     - Covariates WT/WEIGHT (kg), AGE (y), HT/HEIGHT (cm), BMI (kg/m^2), FEMALE,
       ASIAN, JAPANESE: one value per subject, given on every record. A
       covariate that changes within a subject (unless ``time_varying=True``)
@@ -349,6 +371,8 @@ def read_nonmem(
         {k: tuple(s.rows) for k, s in subjects.items()},
         dose_lines,
         str(path),
+        {k: np.array(s.censored, dtype=bool) for k, s in subjects.items()},
+        read.censoring_column(cells),
     )
 
 
