@@ -212,3 +212,25 @@ def test_cli_time_flags_without_a_unit_are_refused(flag, value, capsys):
         f"ketasim: error: {flag} '{value}' has no unit; write it with one, e.g. "
         f"{flag} '{value} min' or {flag} '{value} h'"
     )
+
+
+# ---- save writes NetCDF-4 whatever the name: another format's name is refused -------
+@pytest.mark.parametrize(
+    "name, instead",
+    [
+        ("r.csv", r"for a table use ds\.to_dataframe\(\)\.to_csv\(path\)"),
+        ("r.XLSX", r"for a spreadsheet use ds\.to_dataframe\(\)\.to_excel\(path\)"),
+        ("r.zarr", r"for Zarr use ds\.to_zarr\(path\)"),
+    ],
+)
+def test_save_refuses_another_formats_name(tmp_path, course, name, instead):
+    path = tmp_path / name
+    with pytest.raises(
+        ValueError,
+        match=rf"^save writes NetCDF-4, but '.*{name}' names a \.{name[2:]} file, "
+        rf"which it would not be; save to a '\.nc' path, or {instead}",
+    ):
+        ks.save(course, path)
+    assert not path.exists()
+    back = ks.open_results(ks.save(course, tmp_path / "r.nc")).load()
+    assert back.identical(course)

@@ -166,6 +166,19 @@ def _encoding(ds: xr.Dataset, complevel: int) -> dict:
     }
 
 
+#: suffixes of other formats a user may expect save to write (it writes NetCDF-4
+#: whatever the name): what to use for each instead
+_NOT_NETCDF = {
+    ".csv": "a table use ds.to_dataframe().to_csv(path) (or ks.write_nonmem)",
+    ".tsv": "a table use ds.to_dataframe().to_csv(path, sep='\\t')",
+    ".txt": "a table use ds.to_dataframe().to_csv(path)",
+    ".xlsx": "a spreadsheet use ds.to_dataframe().to_excel(path)",
+    ".parquet": "Parquet use ds.to_dataframe().to_parquet(path)",
+    ".json": "JSON use ds.to_dict() with the json module",
+    ".zarr": "Zarr use ds.to_zarr(path)",
+}
+
+
 def save(
     result: xr.Dataset | ScenarioResults,
     path: str | Path,
@@ -184,7 +197,9 @@ def save(
         root group's attribute ``ketasim_scenarios`` lists the names in that
         order (JSON). Nothing is padded.
     path : str or Path
-        The file (conventionally ``.nc``); overwritten if it exists.
+        The file (conventionally ``.nc``); overwritten if it exists. A name
+        ending in another format's suffix (``.csv``, ``.xlsx``, ``.zarr``, ...)
+        is refused, saying what writes that format.
     complevel : int
         zlib level 1-9 (default 4). Compression is lossless: numbers reopen
         bit for bit.
@@ -198,6 +213,12 @@ def save(
     if isinstance(complevel, bool) or complevel not in range(1, 10):
         raise ValueError(f"complevel must be a whole number 1-9; got {complevel!r}")
     path = Path(path)
+    other = _NOT_NETCDF.get(path.suffix.lower())
+    if other:
+        raise ValueError(
+            f"save writes NetCDF-4, but {str(path)!r} names a {path.suffix} file, "
+            f"which it would not be; save to a '.nc' path, or for {other}"
+        )
     if not path.parent.is_dir():
         # netCDF reports a missing folder as "Permission denied"
         raise FileNotFoundError(
