@@ -234,3 +234,79 @@ def test_save_refuses_another_formats_name(tmp_path, course, name, instead):
     assert not path.exists()
     back = ks.open_results(ks.save(course, tmp_path / "r.nc")).load()
     assert back.identical(course)
+
+
+# ---- a model of your own: a percentage written as a CV, a salt's molecular weight ---
+def _one_compartment(**change):
+    d = {
+        "schema_version": 1,
+        "id": "mine",
+        "name": "one compartment",
+        "drug": "ketamine",
+        "enantiomer": "racemic",
+        "population": "adults",
+        "sampling": "venous",
+        "grade": "choice",
+        "references": [{"key": "me", "citation": "Me 2026"}],
+        "parameters": {
+            "CL": {"value": 60.0, "unit": "L/h", "description": "clearance"},
+            "V": {"value": 100.0, "unit": "L", "description": "volume"},
+        },
+        "compartments": {
+            "central": {"role": "central", "volume": "V", "analyte": "ketamine"}
+        },
+        "flows": [{"from": "central", "cl": "CL"}],
+        "routes": {"iv": {"kind": "intravenous", "target": "central"}},
+        "analytes": {"ketamine": {"compartment": "central", "mw": 237.73}},
+        "variability": {"CL": {"distribution": "lognormal", "cv": 0.3, "source": "x"}},
+    }
+    for p in d["parameters"].values():
+        p.update(source="made up", grade="choice")
+    for path, value in change.items():
+        *head, leaf = path.split(".")
+        t = d
+        for k in head:
+            t = t[k]
+        t[leaf] = value
+    return d
+
+
+def test_own_model_matches_the_closed_form():
+    m = ks.model_from_dict(_one_compartment())
+    ds = ks.simulate(m, ks.Dose.bolus("100 mg"), times=[0.0, 1.0, 2.0])
+    want = 1000.0 * np.exp(-0.6 * np.array([0.0, 1.0, 2.0]))  # 100 mg / 100 L
+    np.testing.assert_allclose(ds.concentration.values.ravel(), want, rtol=1e-12)
+
+
+def test_a_cv_written_in_percent_is_refused():
+    with pytest.raises(
+        ks.ModelFileError,
+        match=r"\[variability\.CL\.cv\] is a CV above 3 \(300%\); got 30\.0 — a CV "
+        r"is a ratio, 0\.3 for 30 %; if the source gives a CV that large, write "
+        r"the SD of eta as omega",
+    ):
+        ks.model_from_dict(_one_compartment(**{"variability.CL.cv": 30.0}))
+    m = ks.model_from_dict(_one_compartment(**{"variability.CL.cv": 3.0}))
+    omega = next(v.omega for v in m.variability if v.parameter == "CL")
+    assert omega == pytest.approx(np.sqrt(np.log(10.0)), rel=1e-12)
+
+
+@pytest.mark.parametrize("mw", [2377.3, 274.19, 23.773])  # x10, the HCl salt, /10
+def test_an_analyte_molecular_weight_must_be_its_free_base(mw):
+    with pytest.raises(
+        ks.ModelFileError,
+        match=r"\[analytes\.ketamine\.mw\] must be the molecular weight of "
+        r"ketamine's free base, C13H16ClNO: 237\.73 g/mol; got "
+        + str(mw).replace(".", r"\."),
+    ):
+        ks.model_from_dict(_one_compartment(**{"analytes.ketamine.mw": mw}))
+
+
+def test_free_base_weights_match_the_bundled_models():
+    """Independent of the formula table: the molecular weights the bundled model
+    files state (237.73, 223.70, 239.70 g/mol) are within 0.01 g/mol of it."""
+    from ketasim._analytes import base_molecular_weight
+
+    for name in ks.list_models():
+        for a in ks.load_model(name).analytes:
+            assert abs(a.mw - base_molecular_weight(a.name)[0]) < 0.01, (name, a)

@@ -54,6 +54,36 @@ for _short, _compound in _ABBREVIATIONS.items():
 
 CANONICAL: tuple[str, ...] = tuple(p + c for p in PREFIXES for c in COMPOUNDS)
 
+#: Molecular formula of each compound's free base (enantiomers share it).
+FORMULAS: dict[str, dict[str, int]] = {
+    "ketamine": {"C": 13, "H": 16, "Cl": 1, "N": 1, "O": 1},
+    "norketamine": {"C": 12, "H": 14, "Cl": 1, "N": 1, "O": 1},
+    "hydroxynorketamine": {"C": 12, "H": 14, "Cl": 1, "N": 1, "O": 2},
+    "dehydronorketamine": {"C": 12, "H": 12, "Cl": 1, "N": 1, "O": 1},
+    "hydroxyketamine": {"C": 13, "H": 16, "Cl": 1, "N": 1, "O": 2},
+}
+
+#: Standard atomic weights (g/mol; IUPAC conventional values for C, H, Cl, N, O).
+ATOMIC_WEIGHTS: dict[str, float] = {
+    "C": 12.011,
+    "H": 1.008,
+    "Cl": 35.45,
+    "N": 14.007,
+    "O": 15.999,
+}
+
+
+def base_molecular_weight(name: str) -> tuple[float, str] | None:
+    """The free base's molecular weight (g/mol) of a canonical analyte name and
+    its formula (``(237.73, "C13H16ClNO")`` for ``s_ketamine``); None for a name
+    outside :data:`COMPOUNDS`."""
+    compound = name.removeprefix("s_").removeprefix("r_")
+    atoms = FORMULAS.get(compound)
+    if atoms is None:
+        return None
+    mw = sum(ATOMIC_WEIGHTS[e] * n for e, n in atoms.items())
+    return mw, "".join(f"{e}{n if n > 1 else ''}" for e, n in atoms.items())
+
 
 def _normalise(name: str) -> str:
     """Lower case, optical-rotation signs dropped, ``(S)`` -> ``s``, separators

@@ -668,6 +668,15 @@ def read_analytes(top: _Table, layout: Layout) -> list[Analyte]:
                 "mw",
                 "ketamine is 237.73 g/mol",
             )
+        known = _analytes.base_molecular_weight(aname)
+        if known is not None and abs(mw - known[0]) > 0.005 * known[0]:
+            t.fail(
+                f"must be the molecular weight of {aname}'s free base, "
+                f"{known[1]}: {known[0]:.2f} g/mol; got {mw!r}",
+                "mw",
+                "doses and levels are base amounts (a salt's weight, such as the "
+                "hydrochloride's, belongs in the dose's salt=)",
+            )
         if layout.volume_of.get(cmt) is None:
             t.fail(
                 f"compartment {cmt!r} has no volume, so no concentration", "compartment"
@@ -825,6 +834,11 @@ def read_variability(
     return variability
 
 
+#: the largest ``cv`` accepted (a ratio; the bundled files' largest is 1.32): a
+#: larger one is far likelier a percentage written as a ratio
+MAX_CV = 3.0
+
+
 def _omega(t: _Table, prefix: str) -> float | None:
     """The SD of eta from at most one of ``cv``, ``omega``, ``omega2`` (IIV) or
     their ``iov_`` forms (``prefix``); None if none is given."""
@@ -844,6 +858,13 @@ def _omega(t: _Table, prefix: str) -> float | None:
             f"gives an infinite SD of eta; got {v!r}",
             prefix + k,
             "a CV is a ratio, e.g. 0.3 for 30 %",
+        )
+    if k == "cv" and v > MAX_CV:  # cv = 30 written for 30 %: omega 2.6, no error
+        t.fail(
+            f"is a CV above {MAX_CV:g} ({MAX_CV:.0%}); got {v!r}",
+            prefix + k,
+            "a CV is a ratio, 0.3 for 30 %; if the source gives a CV that large, "
+            f"write the SD of eta as {prefix}omega",
         )
     if omega > MAX_OMEGA:  # omega = 1e300: omega² overflows when etas are drawn
         t.fail(
