@@ -544,3 +544,30 @@ def test_hasan_models_say_how_to_dose_the_studys_racemate(name, enan):
     np.testing.assert_allclose(
         racemic.concentration.values, 0.5 * plain.concentration.values, rtol=1e-12
     )
+
+
+def test_without_analytes_drops_their_effect_sites_and_endpoints():
+    full = ks.load_model("simons_2022")
+    m = full.without_analytes("s_norketamine", "s_hydroxynorketamine")
+    kept_sites = [s.name for s in full.effect_sites if s.analyte == "s_ketamine"]
+    assert [s.name for s in m.effect_sites] == kept_sites
+    lost = [e for e in full.effects if {d.analyte for d in e.drivers} - {"s_ketamine"}]
+    assert lost, "simons_2022 should have an endpoint driven by a metabolite"
+    assert [e.name for e in m.effects] == [
+        e.name for e in full.effects if e not in lost
+    ]
+    for e in lost:
+        assert any(c.startswith(f"endpoint {e.name!r} dropped") for c in m.changes)
+    # what is kept is unchanged: parent and its effect site as in the full model
+    dose = ks.Dose.infusion("20 mg", duration="20 min", route="iv")
+    out = ks.Trajectories(effects=True)
+    a = ks.simulate(full, dose, times=ks.grid("6 h", "10 min"), output=out)
+    b = ks.simulate(m, dose, times=ks.grid("6 h", "10 min"), output=out)
+    np.testing.assert_array_equal(
+        b.concentration.sel(analyte="s_ketamine"),
+        a.concentration.sel(analyte="s_ketamine"),
+    )
+    np.testing.assert_array_equal(
+        b.effect_site_concentration.sel(effect_site=kept_sites),
+        a.effect_site_concentration.sel(effect_site=kept_sites),
+    )

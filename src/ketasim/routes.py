@@ -437,7 +437,9 @@ def without_analytes(model: Model, *names: str, id: str | None = None) -> Model:
     """``model`` without the analytes ``names``: a new model (id
     ``"<model>-<names>"`` unless given, ``derived_from`` and ``changes`` say so).
     The compartments stay, so the remaining analytes are unchanged; the dropped
-    ones are neither returned nor checked against their limits.
+    ones are neither returned nor checked against their limits. Their effect sites
+    go with them, and so does every endpoint one of them drives (an endpoint that
+    lost a driver would be another model); ``changes`` lists each.
 
     Examples
     --------
@@ -466,16 +468,36 @@ def without_analytes(model: Model, *names: str, id: str | None = None) -> Model:
         raise ValueError(
             f"id must be a new model id, different from {model.id!r}; got {id!r}"
         )
+    # An effect site of a dropped analyte goes with it, and so does every endpoint
+    # driven by a dropped analyte: an endpoint that lost a driver would be another
+    # pharmacodynamic model, so it is dropped rather than silently changed.
+    sites = tuple(s for s in model.effect_sites if s.analyte not in names)
+    effects = tuple(
+        e for e in model.effects if not any(d.analyte in names for d in e.drivers)
+    )
     return replace(
         model,
         id=new_id,
         name=f"{model.name} [without {', '.join(names)}]",
         analytes=kept,
         residual={k: v for k, v in model.residual.items() if k not in names},
+        effect_sites=sites,
+        effects=effects,
         derived_from=model.derived_from or model.id,
         changes=(
             *model.changes,
             *(f"analyte {n!r} dropped" for n in names),
+            *(
+                f"effect site {s.name!r} dropped with its analyte {s.analyte!r}"
+                for s in model.effect_sites
+                if s not in sites
+            ),
+            *(
+                f"endpoint {e.name!r} dropped: driven by "
+                f"{', '.join(sorted({d.analyte for d in e.drivers} & set(names)))}"
+                for e in model.effects
+                if e not in effects
+            ),
         ),
         sha256="",
     )
