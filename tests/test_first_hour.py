@@ -310,3 +310,18 @@ def test_free_base_weights_match_the_bundled_models():
     for name in ks.list_models():
         for a in ks.load_model(name).analytes:
             assert abs(a.mw - base_molecular_weight(a.name)[0]) < 0.01, (name, a)
+
+
+# ---- discharge time at a molar level -------------------------------------------------
+def test_discharge_time_reads_a_molar_level_by_the_analytes_weight():
+    ds = ks.simulate(
+        ks.DEFAULT_MODEL,
+        ks.Dose.infusion("35 mg", duration="40 min"),
+        times=ks.grid("8 h", "1 min"),
+    )
+    mw = float(ds.molecular_weight.sel(analyte="ketamine"))
+    # 200 nmol/L is 200 x 237.73 / 1000 ng/mL (nmol/L x g/mol = ng/L)
+    molar = ks.discharge_time(ds, "200 nmol/L", analyte="ketamine")
+    mass = ks.discharge_time(ds, 200 * mw / 1000, analyte="ketamine")
+    assert molar.item() == mass.item()
+    assert 0 < mass.item() < 8

@@ -221,7 +221,8 @@ def discharge_time(
         A trajectory result.
     level : float or str
         An effect level in the endpoint's unit, or a concentration (a number in
-        ng/mL, or e.g. ``"50 ng/mL"``, ``"0.05 mg/L"``).
+        ng/mL, or e.g. ``"50 ng/mL"``, ``"0.05 mg/L"``, or a molar level such as
+        ``"200 nmol/L"``, converted by the analyte's molecular weight).
     endpoint, analyte : str
         Exactly one: the effect endpoint or the analyte (a name or an alias such
         as ``"esketamine"``) whose curve is read.
@@ -249,7 +250,12 @@ def discharge_time(
         default = {1: "below", -1: "above"}.get(direction)
     else:
         what = _analytes.resolve(analyte, ds.analyte.values, "this result")
-        lv = to_ng_per_ml(level, what="level")
+        mw = (  # a molar level ("100 nmol/L") converts by the analyte's weight
+            float(ds.molecular_weight.sel(analyte=what))
+            if "molecular_weight" in ds.coords
+            else None
+        )
+        lv = to_ng_per_ml(level, what="level", mw=mw)
         curve = ds.concentration.sel(analyte=what)
         unit = "ng/mL"
         default = "below"
