@@ -94,7 +94,8 @@ def test_dosing_weight_names_what_is_missing():
     with pytest.raises(ValueError, match=r"needs each subject's height \(cm\), and "):
         dosing_weight("lean", {"weight": np.array([70.0]), "female": np.array([0.0])})
     with pytest.raises(
-        ValueError, match=r"sex \(female = 0 or 1\), and subject 1 \(1 of 2 subjects\)"
+        ValueError,
+        match=r"sex \(female = 0 or 1\), and subject 1 lacks it \(1 of 2 subjects do\)",
     ):
         dosing_weight(
             "ideal",

@@ -325,3 +325,24 @@ def test_discharge_time_reads_a_molar_level_by_the_analytes_weight():
     mass = ks.discharge_time(ds, 200 * mw / 1000, analyte="ketamine")
     assert molar.item() == mass.item()
     assert 0 < mass.item() < 8
+
+
+# ---- a lean-weight dose for children whose height is unknown -------------------------
+def test_lean_weight_dose_without_height_names_who_lacks_it():
+    kids = ks.Population(
+        3,
+        seed=3,
+        covariates={"weight": np.array([12.0, 20.0, 31.5]), "age": [2.0, 6.0, 9.0]},
+        iiv=False,
+    )
+    with pytest.raises(
+        ks.DoseError,
+        match=r"a dose per kg of lean body weight needs each subject's height "
+        r"\(cm\), and subject 0 lacks it \(3 of 3 subjects do\)\. Give 'height'",
+    ):
+        ks.simulate(
+            "herd_2007",
+            ks.Dose.bolus("1 mg/kg", weight_basis="lean"),
+            population=kids,
+            times=[0.0, 1.0],
+        )

@@ -235,16 +235,16 @@ def dosing_weight(basis: str, covariates: Mapping[str, np.ndarray]) -> np.ndarra
             np.ones(w.shape, bool) if v is None else np.isnan(np.asarray(v, float))
         )
         if unknown.any():
-            where = (
-                "no subject"
+            missing = (
+                "no subject has it"
                 if v is None
-                else f"subject {int(np.argmax(unknown))} "
-                f"({int(unknown.sum())} of {unknown.size} subjects)"
+                else f"subject {int(np.argmax(unknown))} lacks it "
+                f"({int(unknown.sum())} of {unknown.size} subjects do)"
             )
             what = "sex (female = 0 or 1)" if name == "female" else "height (cm)"
             raise ValueError(
                 f"a dose per kg of {basis} body weight needs each subject's "
-                f"{what}, and {where} has it. Give {name!r} in "
+                f"{what}, and {missing}. Give {name!r} in "
                 f"ks.Subjects(covariates=...) or Population(covariates=...), or "
                 f"dose per kg of total body weight"
             )
