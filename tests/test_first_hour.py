@@ -35,6 +35,7 @@ def test_summary_percentiles_match_numpy():
     want = np.percentile(da.values, [10, 50, 90], axis=0)
     np.testing.assert_allclose(got.values, want, rtol=1e-12)
     assert list(got["quantile"].values) == [10, 50, 90]
+    assert got["quantile"].dtype.kind == "i"  # as given: prints 10, not 10.0
     assert got.attrs["units"] == "ng/mL"
 
 

@@ -691,7 +691,7 @@ def summary(
     subjects failed (status != 0) and are left out (their metrics are NaN)"``:
     an attribute rather than a warning, so that it stays with the numbers.
     """
-    q = check_percentiles(q)
+    check_percentiles(q)  # percent, not fractions; the coordinate keeps q as given
     with warnings.catch_warnings():  # a window or analyte with no value: NaN
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         out = da.quantile(np.asarray(q) / 100.0, dim=dim)
