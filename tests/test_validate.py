@@ -5,6 +5,7 @@ the validation metrics against closed forms (one-compartment) and scipy's expm
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -471,8 +472,10 @@ def test_spread_statistics_are_the_sd_of_the_drawn_clearances(tmp_path, monkeypa
     sd = text.replace('statistic = "typical"', 'statistic = "sd"').replace(
         "VALUE", "20"
     )
-    gsd = text.replace('statistic = "typical"', 'statistic = "gsd"').replace(
-        "VALUE", "1.25"
+    gsd = (
+        text.replace('statistic = "typical"', 'statistic = "gsd"')
+        .replace("VALUE", "1.25")
+        .replace('unit = "L/h"', 'unit = "1"')
     )
     d = tmp_path / "observations"
     d.mkdir()
@@ -492,11 +495,16 @@ def test_spread_statistics_are_the_sd_of_the_drawn_clearances(tmp_path, monkeypa
     assert float(res.predicted[1]) == pytest.approx(
         math.exp(np.std(np.log(cl), ddof=1)), rel=1e-4
     )
+    # a spread row has no typical subject or percentiles: those of the metric
+    # (L/h) would be labelled with the row's unit ('1' for the geometric SD)
+    assert list(res.unit.values) == ["L/h", "1"]
+    for name in ("typical", "p05", "p50", "p95"):
+        assert np.isnan(res[name].values).all(), name
     (d / "kamp_2020_meta.toml").write_text(
         HEAD
-        + OBS.replace('statistic = "typical"', 'statistic = "geometric sd"').replace(
-            "VALUE", "1.5"
-        )
+        + OBS.replace('statistic = "typical"', 'statistic = "geometric sd"')
+        .replace("VALUE", "1.5")
+        .replace('unit = "ug*h/L"', 'unit = "1"')
     )
     none = ks.validate("kamp_2020_meta", n=10)
     assert float(none.predicted[0]) == 1.0 and str(none.status[0].values) == "fail"
@@ -517,6 +525,43 @@ def test_malformed_relative_to_is_refused(tmp_path, extra, message):
     f = tmp_path / "kamp_2020_meta.toml"
     f.write_text(HEAD + OBS.replace("VALUE", "3") + extra)
     with pytest.raises(val.ObservationError, match=message):
+        val.load_observations("kamp_2020_meta", file=f)
+
+
+@pytest.mark.parametrize(
+    "unit,value,message",
+    [
+        (
+            "ug*h/L",
+            "1.9",
+            "[observations[0].unit] a geometric SD (the exp of the SD of the logs) "
+            "has no unit: unit must be '1'; got 'ug*h/L'",
+        ),
+        (
+            "ng/mL",
+            "1.9",
+            "[observations[0].unit] a geometric SD (the exp of the SD of the logs) "
+            "has no unit: unit must be '1'; got 'ng/mL'",
+        ),
+        (
+            "1",
+            "0.64",
+            "[observations[0].value] a geometric SD (the exp of the SD of the logs) "
+            "is >= 1; got 0.64 (an SD of the logs, s, is the geometric SD exp(s))",
+        ),
+    ],
+)
+def test_a_geometric_sd_is_unitless_and_at_least_one(tmp_path, unit, value, message):
+    """A geometric SD is exp(SD of the logs): a pure number >= 1, whatever the
+    metric's unit (it was accepted with unit 'ng/mL' and printed with it)."""
+    f = tmp_path / "kamp_2020_meta.toml"
+    text = (
+        OBS.replace('statistic = "typical"', 'statistic = "geometric sd"')
+        .replace("VALUE", value)
+        .replace('unit = "ug*h/L"', f'unit = "{unit}"')
+    )
+    f.write_text(HEAD + text)
+    with pytest.raises(val.ObservationError, match=f"{re.escape(message)}$"):
         val.load_observations("kamp_2020_meta", file=f)
 
 

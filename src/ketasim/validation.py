@@ -35,7 +35,9 @@ Observation file schema (``schema_version = 1``)::
     statistic = "median"                   # typical | mean | geometric mean (geomean)
                                            # | median | percentile (with
                                            # percentile = 95, in (0, 100)) | the
-                                           # spread across subjects: sd, geometric sd
+                                           # spread across subjects: sd (in
+                                           # the metric's unit), geometric sd
+                                           # (unit "1", >= 1)
     value = 0.75
     unit = "h"
     n = 8                                  # optional: subjects in the study
@@ -366,6 +368,21 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
                 f"an observation with relative_to is a ratio: unit must be '1'; "
                 f"got {kw['unit']!r}",
             )
+    elif kw["statistic"] == "geometric sd":
+        if kw["unit"] != "1":
+            raise ObservationError(
+                file,
+                f"{at}.unit",
+                f"a geometric SD (the exp of the SD of the logs) has no unit: unit "
+                f"must be '1'; got {kw['unit']!r}",
+            )
+        if kw["value"] < 1:
+            raise ObservationError(
+                file,
+                f"{at}.value",
+                f"a geometric SD (the exp of the SD of the logs) is >= 1; got "
+                f"{kw['value']:g} (an SD of the logs, s, is the geometric SD exp(s))",
+            )
     else:
         _convert(1.0, kw["metric"], kw["unit"], 70.0, file, f"{at}.unit")
     tol = kw["tolerance"]
@@ -680,13 +697,16 @@ def validate(
     Returns a Dataset along ``observation`` with ``observed``, ``predicted`` (the
     paper's statistic of the simulation: the typical subject for ``typical`` or a
     model without IIV, else of ``n`` virtual patients drawn with ``seed``),
-    ``typical``, the population's 5th/50th/95th percentiles (NaN without IIV), the
+    ``typical``, the population's 5th/50th/95th percentiles (NaN without IIV; NaN,
+    as ``typical``, on a row of a spread statistic, sd or geometric sd, whose
+    metric's values are not in the row's unit or not its statistic), the
     accepted ``lower``/``upper`` bounds, ``passed`` and ``status`` (pass, fail,
     known-fail, fixed), with per-observation ``unit``, ``model``, ``metric``,
     ``analyte``, ``role``, ``statistic``, ``study``, ``source`` and
     ``known_limitation`` coordinates; ``attrs["models"]`` names the models checked
     (space-separated; one without observations has no row). Values are in each
-    row's ``unit`` (a ``relative_to`` ratio is unitless, ``"1"``);
+    row's ``unit`` (a ``relative_to`` ratio and a geometric SD are unitless,
+    ``"1"``);
     :func:`format_table` and :func:`format_summary` print it.
 
     Examples
@@ -722,20 +742,25 @@ def validate(
             weight = float(o.covariates.get("weight", 70.0))
 
             def conv(x, o=o, weight=weight):
-                if o.relative_to is not None:  # a ratio: no unit to convert
+                # a ratio, or a geometric SD (unchanged by a unit's scale): no
+                # unit to convert
+                if o.relative_to is not None or o.statistic == "geometric sd":
                     return x
                 return _convert(x, o.metric, o.unit, weight)
 
             typ = conv(float(_metric(m, o, False, seed, n)[0]))
             pcts = (math.nan,) * 3
             pred = typ
-            if o.statistic in SPREAD_STATISTICS:  # no IIV: no spread
+            spread = o.statistic in SPREAD_STATISTICS
+            if spread:  # no IIV: no spread
                 pred = 1.0 if o.statistic == "geometric sd" else 0.0
             if has_iiv:
                 x = conv(_metric(m, o, True, seed, n))
                 pcts = tuple(float(v) for v in np.percentile(x, [5, 50, 95]))
                 if o.statistic != "typical":
                     pred = _statistic(x, o.statistic, o.percentile)
+            if spread:  # the typical subject and percentiles are of the metric,
+                typ, pcts = math.nan, (math.nan,) * 3  # not of its spread
             lo, hi = o.bounds()
             ok = bool(lo <= pred <= hi)
             if o.known_limitation:
