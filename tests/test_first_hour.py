@@ -347,3 +347,25 @@ def test_lean_weight_dose_without_height_names_who_lacks_it():
             population=kids,
             times=[0.0, 1.0],
         )
+
+
+# ---- a one-element column next to longer ones ----------------------------------------
+def test_a_one_element_covariate_list_next_to_longer_ones_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"^per-subject arrays must all have the same length; covariate 'age' "
+        r"has 1 value and the others 2\. For one value shared by every subject give "
+        r"a plain number \(age=40\), not a one-element list",
+    ):
+        ks.simulate(
+            ks.DEFAULT_MODEL,
+            ks.Dose.bolus("35 mg"),
+            subjects=ks.Subjects(covariates={"weight": [70.0, 80.0], "age": [40.0]}),
+        )
+    ds = ks.simulate(  # a plain number is shared
+        ks.DEFAULT_MODEL,
+        ks.Dose.bolus("35 mg"),
+        times=[0.0, 1.0],
+        subjects=ks.Subjects(covariates={"weight": [70.0, 80.0], "age": 40.0}),
+    )
+    np.testing.assert_array_equal(ds.age.values, [40.0, 40.0])

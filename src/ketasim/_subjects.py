@@ -317,6 +317,11 @@ def subject_table(
     ``Model.individual_parameters`` multiplies by each subject's weight (a
     population's patients have theirs only there)."""
     covariates, parameters, arrays, per_kg = _read_tables(model, covariates, parameters)
+    listed = {  # covariates given as sequences (one value per subject), not scalars
+        name
+        for name, v in covariates.items()
+        if not isinstance(v, str) and np.ndim(v) == 1
+    }
     empty = [f"{kind} {name!r}" for (kind, name), a in arrays.items() if a.size == 0]
     if empty:
         raise ValueError(
@@ -331,6 +336,14 @@ def subject_table(
             f"per-subject arrays must all have the same length; got {lens}"
         )
     n = sizes.pop() if sizes else 1
+    short = sorted(k for k in listed if arrays[("covariate", k)].size == 1)
+    if n > 1 and short:
+        raise ValueError(
+            f"per-subject arrays must all have the same length; covariate "
+            f"{short[0]!r} has 1 value and the others {n}. For one value shared by "
+            f"every subject give a plain number ({short[0]}="
+            f"{arrays[('covariate', short[0])][0]:g}), not a one-element list"
+        )
     cov = _covariates(model, covariates, arrays, n, warn=warn, defaults=defaults)
     over = {}
     for name in parameters:
