@@ -439,6 +439,21 @@ def test_fanta_refuses_s_norketamine_after_oral_doses():
     assert ds.attrs["model_changes"] == "analyte 's_norketamine' dropped"
     with pytest.raises(ValueError, match=r"name the analytes to drop, among"):
         ks.load_model("fanta_2015").without_analytes("norketamine")
+    # a common name (alias) drops the analyte it stands for, and a name given
+    # twice (or as name and alias) drops it once: the same model as above
+    for names in (("noresketamine",), ("s_norketamine", "S-norketamine")):
+        same = ks.load_model("fanta_2015").without_analytes(*names)
+        assert (same.id, same.analyte_names, same.changes) == (
+            po.id,
+            po.analyte_names,
+            po.changes,
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"^name the analytes to drop, among 's_ketamine', 's_norketamine'; "
+        r"got 'r_norketamine', 3$",
+    ):
+        ks.load_model("fanta_2015").without_analytes("s_ketamine", "r_norketamine", 3)
     # a route added by the user inherits the limit of the oral route
     m = ks.load_model("fanta_2015").with_route("buccal", bioavailability=0.3, ka=2)
     with pytest.raises(DoseError, match=r"cannot predict s_norketamine"):

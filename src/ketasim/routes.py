@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _analytes
 from .model import Compartment, Flow, Model, Parameter, Pathway, Route
 from .units import parse_quantity, parse_unit, to_hours
 
@@ -434,8 +435,10 @@ def with_route(
 
 
 def without_analytes(model: Model, *names: str, id: str | None = None) -> Model:
-    """``model`` without the analytes ``names``: a new model (id
-    ``"<model>-<names>"`` unless given, ``derived_from`` and ``changes`` say so).
+    """``model`` without the analytes ``names`` (the model's names or their common
+    names, such as ``"noresketamine"``; each dropped once): a new model (id
+    ``"<model>-<names>"`` of the model's names unless given, ``derived_from`` and
+    ``changes`` say so).
     The compartments stay, so the remaining analytes are unchanged; the dropped
     ones are neither returned nor checked against their limits. Their effect sites
     go with them, and so does every endpoint one of them drives (an endpoint that
@@ -451,12 +454,22 @@ def without_analytes(model: Model, *names: str, id: str | None = None) -> Model:
     if not isinstance(model, Model):
         raise TypeError(f"model must be a ketasim Model; got {type(model).__name__}")
     have = model.analyte_names
-    unknown = [n for n in names if n not in have]
+
+    def found(name) -> str | None:  # a model's name or a common one (alias)
+        try:
+            return _analytes.resolve(name, have, f"model {model.id!r}")
+        except (TypeError, ValueError):
+            return None
+
+    resolved = [found(n) for n in names]
+    unknown = [n for n, r in zip(names, resolved, strict=True) if r is None]
     if not names or unknown:
         raise ValueError(
             f"name the analytes to drop, among {', '.join(map(repr, have))}; got "
             f"{', '.join(map(repr, unknown or names)) or 'none'}"
         )
+    # canonical names, each once ('noresketamine' and 's_norketamine' are one)
+    names = tuple(dict.fromkeys(resolved))
     kept = tuple(a for a in model.analytes if a.name not in names)
     if not kept:
         raise ValueError(
