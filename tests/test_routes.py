@@ -89,6 +89,23 @@ def test_default_model_routes_peak_where_their_files_say(cn, route, tmax_h):
     assert tmax_of(cn, route) == pytest.approx(tmax_h, abs=0.5 / 60)
 
 
+def test_singh_spray_route_gives_its_table_6_bioavailability_and_tmax(cn):
+    """intranasal_singh2022 against the numbers typed from Singh 2022
+    (Pharmacotherapy) Table 6: AUC after 30 mg IN over AUC after 30 mg IV is the
+    30-mg F, 13 %; the peak falls within the table's geometric-mean Tmax of the
+    three doses, 14-23 min; and the Yanagihara spray's 45 % is a different product
+    (the two routes differ by F only)."""
+    t = np.arange(0, 120, 0.25)
+    _, auc_in, _ = _curve(cn, ks.Dose.bolus("30 mg", route="intranasal_singh2022"), t)
+    _, auc_yan, _ = _curve(cn, ks.Dose.bolus("30 mg", route="intranasal"), t)
+    _, auc_iv, _ = _curve(cn, ks.Dose.bolus("30 mg"), t)
+    assert auc_in[-1] / auc_iv[-1] == pytest.approx(0.13, rel=1e-8)
+    assert auc_yan[-1] / auc_iv[-1] == pytest.approx(0.45, rel=1e-8)
+    fine = np.arange(0, 2, 1.0 / 600)  # 6 s
+    c, *_ = _curve(cn, ks.Dose.bolus("30 mg", route="intranasal_singh2022"), fine)
+    assert 14 <= fine[np.argmax(c)] * 60 <= 23
+
+
 # ---- your own route ---------------------------------------------------------
 
 
