@@ -369,3 +369,38 @@ def test_a_one_element_covariate_list_next_to_longer_ones_is_refused():
         subjects=ks.Subjects(covariates={"weight": [70.0, 80.0], "age": 40.0}),
     )
     np.testing.assert_array_equal(ds.age.values, [40.0, 40.0])
+
+
+# ---- boosters() without a dose after a course of another dose ------------------------
+@pytest.mark.parametrize(
+    "course, ends",
+    [
+        (
+            lambda: ks.esketamine_induction("84 mg", weeks=1, continuation_weeks=0),
+            r"Dose\(28 mg intranasal at 72\.1667 h, device 3\)",
+        ),
+        (
+            lambda: ks.six_infusion_course(dose="0.25 mg/kg"),
+            r"Dose\(0\.25 mg/kg HCl iv at 408 h over 0\.6667 h\)",
+        ),
+    ],
+)
+def test_default_boosters_after_another_dose_are_refused(course, ends):
+    with pytest.raises(
+        ks.DoseError,
+        match=r"^boosters\(\) without dose= gives 0\.5 mg/kg HCl iv infusions over "
+        rf"40 min, but the regimen before \.then\(\) ends with {ends}; give the "
+        r"booster dose: boosters\(dose=\.\.\., every=\.\.\., count=\.\.\.\)",
+    ):
+        course().then(ks.boosters(every="2 weeks", count=2))
+
+
+def test_default_boosters_follow_the_six_infusion_course():
+    reg = ks.six_infusion_course().then(ks.boosters(every="2 weeks", count=2))
+    assert [round(t / 24) for t in reg.times[-3:]] == [17, 31, 45]
+    assert reg.doses[-1]._at(0.0, "t") == reg.doses[0]  # the same infusion
+    quarter = ks.Dose.infusion("0.25 mg/kg", duration="40 min", salt="hcl")
+    reg = ks.six_infusion_course(dose="0.25 mg/kg").then(
+        ks.boosters(quarter, every="2 weeks", count=1)
+    )
+    assert reg.doses[-1]._at(0.0, "t") == reg.doses[0]

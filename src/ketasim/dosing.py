@@ -536,7 +536,16 @@ class Regimen:
                 f"then() takes a Regimen; got {type(other).__name__} "
                 f"(wrap a Dose as Regimen([dose]))"
             )
-        offset = self.doses[-1].time + to_hours(after, what="after")
+        default = getattr(other, "_default_booster", None)  # boosters() without dose
+        last = self.doses[-1]
+        if default is not None and last._at(default.time, "time") != default:
+            raise DoseError(
+                f"boosters() without dose= gives {default._amount_text()} "
+                f"{default.route} infusions over {default.duration * 60:g} min, but "
+                f"the regimen before .then() ends with {last}; give the booster "
+                f"dose: boosters(dose=..., every=..., count=...)"
+            )
+        offset = last.time + to_hours(after, what="after")
         if offset < 0:
             raise DoseError(
                 f"after={after!r} places the next regimen's t = 0 at "

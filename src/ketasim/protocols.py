@@ -148,7 +148,9 @@ def boosters(
     """``count`` booster sessions, the first ``every`` after t = 0 (so that
     ``course.then(boosters(...))`` places the first booster ``every`` after the
     course's last session), or after the dose's own time if it was built with
-    ``time=``. Default dose: one 0.5 mg/kg HCl 40-min infusion.
+    ``time=``. Default dose: one 0.5 mg/kg HCl 40-min infusion; ``.then()``
+    refuses it after a regimen whose last dose differs (an esketamine spray
+    session, a 0.25 mg/kg course), which needs its booster ``dose`` given.
 
     Examples
     --------
@@ -156,7 +158,8 @@ def boosters(
     >>> [round(t / 24) for t in course.times[-3:]]
     [17, 31, 45]
     """
-    if dose is None:
+    default = dose is None
+    if default:
         dose = Dose.infusion("0.5 mg/kg", duration="40 min", salt="hcl")
     step = to_hours(every, what="every")
     if not step > 0:
@@ -170,7 +173,10 @@ def boosters(
         f"count = {count!r} boosters every "
         f"{step:g} h (every={every!r}) from {dose.time:g} h",
     )
-    return Regimen(dose._at(dose.time + k * step, "every") for k in range(1, count + 1))
+    reg = Regimen(dose._at(dose.time + k * step, "every") for k in range(1, count + 1))
+    if default:  # Regimen.then() checks that it matches the course it follows
+        object.__setattr__(reg, "_default_booster", dose)
+    return reg
 
 
 #: Weekdays (day 0 = the first dosing day) of at-home doses per week; 7 = daily.
