@@ -10,6 +10,7 @@ predictions; recovery of the parameters simulated patients were drawn with
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -434,6 +435,42 @@ def test_bad_data(change, match):
     dose = ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=0.5)])
     with pytest.raises(ValueError, match=match):
         ks.estimate(MODEL, _one(**change), doses=dose)
+
+
+@pytest.mark.parametrize(
+    ("weight", "exc", "message"),
+    [
+        (
+            ["70 kg", "70 kg"],
+            TypeError,
+            "observation table, subject 1: covariate 'weight' must be a number in "
+            "kg, or an array of them (one per subject); got array(['70 kg', '70 kg'], "
+            "dtype=object) (ndarray). Write the number alone, in kg: 70",
+        ),
+        (
+            [np.nan, np.nan],
+            ValueError,
+            "observation table, subject 1: covariate 'weight' must be finite; got nan",
+        ),
+        (
+            [-70.0, -70.0],
+            ValueError,
+            "observation table, subject 1: covariate 'weight' must be in [0.3, 400] "
+            "kg (a plausible human value; check the unit); got -70",
+        ),
+    ],
+)
+def test_covariate_columns_are_checked_naming_the_tables_subject(weight, exc, message):
+    """A covariate column is checked as any covariate is, and the message names
+    the table's subject (1), not a position (it said 'for subject 0'; text with a
+    unit gave numpy's bare 'could not convert string to float')."""
+    dose = ks.Regimen([ks.Dose.infusion("20 mg", duration="40 min", time=0.5)])
+    data = _one(weight=np.array(weight, dtype=object))
+    with pytest.raises(exc, match=f"^{re.escape(message)}$"):
+        ks.estimate(MODEL, data, doses=dose)
+    # numbers held as objects (a pandas object column) are still numbers
+    data = _one(weight=np.array([70, 70], dtype=object), time=[1.0, 4.0])
+    assert ks.estimate(MODEL, data, doses=dose).weight.values.tolist() == [70.0]
 
 
 def test_observation_at_dose_time_before_absorption():

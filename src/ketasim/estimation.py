@@ -214,7 +214,7 @@ def _from_table(model: Model, data, doses, lloq) -> tuple[list[_Subject], dict]:
         )
         for name in cols:
             if name in KNOWN_COVARIATES:
-                v = np.unique(cols[name][rows].astype(float))
+                v = np.unique(_covariate_column(cols[name][rows], name, sid))
                 if v.size != 1:
                     raise ValueError(
                         f"covariate column {name!r} changes within subject {sid!r} "
@@ -223,6 +223,25 @@ def _from_table(model: Model, data, doses, lloq) -> tuple[list[_Subject], dict]:
                     )
                 covariates.setdefault(name, []).append(v[0])
     return subjects, {k: np.array(v) for k, v in covariates.items()}
+
+
+def _covariate_column(values: np.ndarray, name: str, sid) -> np.ndarray:
+    """Covariate column ``name`` on subject ``sid``'s rows, checked as any
+    covariate is (plain numbers in its unit, finite, plausible); the message
+    names the table's subject, not a position."""
+    import re
+
+    from ._validate import covariate_values
+
+    try:
+        values = values.astype(float)  # numbers held as objects (a pandas column)
+    except (TypeError, ValueError):
+        pass  # text ('70 kg'): covariate_values says what to write
+    try:
+        return np.atleast_1d(covariate_values(name, values))
+    except (TypeError, ValueError) as exc:
+        msg = re.sub(r" for subject \d+", "", str(exc))  # a row position
+        raise type(exc)(f"observation table, subject {sid!r}: {msg}") from None
 
 
 def _float_column(cols: dict, name: str) -> np.ndarray:
