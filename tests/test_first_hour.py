@@ -404,3 +404,33 @@ def test_default_boosters_follow_the_six_infusion_course():
         ks.boosters(quarter, every="2 weeks", count=1)
     )
     assert reg.doses[-1]._at(0.0, "t") == reg.doses[0]
+
+
+# ---- a percentile statistic written as a fraction ------------------------------------
+def test_target_percentile_written_as_a_fraction_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"statistic percentiles are in percent, 'p0'\.\.'p100': 'p95' for the "
+        r"95th; got 'p0\.95', which would be the 0\.95th percentile\. For a "
+        r"fraction multiply by 100 \('p95'\)",
+    ):
+        ks.Target("cmax", "150 ng/mL", statistic="p0.95")
+    assert "p1 " in repr(ks.Target("cmax", "150 ng/mL", statistic="p1"))
+
+
+def test_trial_ci_percentile_written_as_a_fraction_is_refused():
+    rng = np.random.default_rng(1)
+    da = xr.DataArray(
+        rng.lognormal(5, 0.2, (40, 50)),
+        dims=("replicate", "subject"),
+        attrs={"units": "ng/mL"},
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"statistic is a percentile in percent \(95 for the 95th\); got 0\.95, "
+        r"which would be the 0\.95th percentile\. For a fraction multiply by 100",
+    ):
+        ks.trial_ci(da, 0.95)
+    ci = ks.trial_ci(da, 95)  # the P95 of each trial, then its spread over trials
+    per_trial = np.percentile(da.values, 95, axis=1)
+    np.testing.assert_allclose(ci.statistic.values, per_trial, rtol=1e-12)

@@ -85,6 +85,12 @@ def _check_statistic(statistic) -> float | str:
     if statistic == "median":
         return 50.0
     m = _QUANTILE.match(statistic)
+    if m and 0.0 < (p := float(m.group(1))) < 1.0:  # 'p0.95': a fraction, not P0.95
+        raise ValueError(
+            f"statistic percentiles are in percent, 'p0'..'p100': 'p95' for the "
+            f"95th; got {statistic!r}, which would be the {p:g}th percentile. For "
+            f"a fraction multiply by 100 ('p{p * 100:g}')"
+        )
     if m and 0.0 <= float(m.group(1)) <= 100.0:
         return float(m.group(1))
     raise ValueError(

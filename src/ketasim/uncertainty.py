@@ -516,6 +516,17 @@ def trial_ci(
     elif (
         not isinstance(statistic, bool)
         and isinstance(statistic, float | int)
+        and 0 < statistic < 1
+        and statistic != int(statistic)
+    ):
+        raise ValueError(
+            f"statistic is a percentile in percent (95 for the 95th); got "
+            f"{statistic!r}, which would be the {statistic:g}th percentile. For a "
+            f"fraction multiply by 100 ({statistic * 100:g})"
+        )
+    elif (
+        not isinstance(statistic, bool)
+        and isinstance(statistic, float | int)
         and 0 < statistic < 100
     ):
         per = da.quantile(statistic / 100.0, "subject", skipna=False).drop_vars(
