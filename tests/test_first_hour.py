@@ -434,3 +434,21 @@ def test_trial_ci_percentile_written_as_a_fraction_is_refused():
     ci = ks.trial_ci(da, 95)  # the P95 of each trial, then its spread over trials
     per_trial = np.percentile(da.values, 95, axis=1)
     np.testing.assert_allclose(ci.statistic.values, per_trial, rtol=1e-12)
+
+
+# ---- sweep values without a unit: a unit, or factors with relative=True -------------
+def test_sweep_bare_values_point_to_relative():
+    with pytest.raises(
+        ks.UnitError,
+        match=r"values\[0\] = 0\.5 has no unit; give the values of 'CL' with their "
+        r"unit \(\['0\.5 L/min/kg', \.\.\.\] or \(array, 'L/min/kg'\)\), or factors "
+        r"of its typical value with relative=True",
+    ):
+        ks.sweep(
+            ks.DEFAULT_MODEL,
+            ks.Dose.bolus("35 mg"),
+            "CL",
+            [0.5, 1, 2],
+            population=ks.Population(3, seed=1),
+            times=[0.0, 1.0],
+        )

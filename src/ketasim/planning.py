@@ -1534,7 +1534,7 @@ def sweep(
                 for f, _ in _factors(values)
             ]
         else:
-            read = _values(values, name)
+            read = _values(values, name, model.parameters[name].unit)
             unit = read[0][1]
             want = model.parameters[name].dimension
             if parse_unit(unit).dimension != want:
@@ -1584,8 +1584,9 @@ def _doses(values, regimen) -> list[tuple[float, float]]:
     return out
 
 
-def _values(values, name) -> list[tuple[float, str]]:
-    """Parameter values with units -> [(value, unit)], one unit for all."""
+def _values(values, name, unit: str = "L/h") -> list[tuple[float, str]]:
+    """Parameter values with units -> [(value, unit)], one unit for all (``unit``:
+    the parameter's, for the message on a bare number)."""
     if isinstance(values, tuple) and len(values) == 2 and isinstance(values[1], str):
         arr = np.atleast_1d(np.asarray(values[0], dtype=float))
         values = [(float(v), values[1]) for v in arr]
@@ -1593,6 +1594,12 @@ def _values(values, name) -> list[tuple[float, str]]:
         values = [values]
     out = []
     for i, v in enumerate(values):
+        if isinstance(v, numbers.Real):  # 0.5 meant as a factor, or in which unit?
+            raise UnitError(
+                f"values[{i}] = {v!r} has no unit; give the values of {name!r} with "
+                f"their unit (['{v:g} {unit}', ...] or (array, '{unit}')), or factors "
+                f"of its typical value with relative=True"
+            )
         q = parse_quantity(v, what=f"values[{i}]")
         if not (isinstance(q.value, numbers.Real) and math.isfinite(q.value)):
             raise ValueError(f"values[{i}] must be finite; got {v!r}")
