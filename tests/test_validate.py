@@ -181,6 +181,21 @@ role = "independent"
         (('unit = "ug*h/L"', 'unit = "L/h"'), r"AUC unit must be one of"),
         (("value = VALUE", 'value = "x"'), r"value\] must be a number; got 'x'"),
         (
+            ("value = VALUE", "value = -126.6"),
+            r"tolerance\] a relative tolerance needs a value > 0 \(it scales the "
+            r"value\); got value -126\.6: give the accepted interval as a range$",
+        ),
+        (
+            ("value = VALUE\n", "value = 0\n"),
+            r"tolerance\] a relative tolerance needs a value > 0",
+        ),
+        (
+            ("tolerance = {relative = 0.05}", "tolerance = {range = [12.7, 12.9]}"),
+            r"tolerance\] the range \[12\.7, 12\.9\] does not contain the "
+            r"observation's own value 126\.6; an accepted interval must contain the "
+            r"published value \(check both for a typo\)$",
+        ),
+        (
             ('role = "independent"', 'role = "self"\ncolour = 1'),
             r"colour\] unknown key",
         ),
