@@ -190,12 +190,6 @@ role = "independent"
             r"tolerance\] a relative tolerance needs a value > 0",
         ),
         (
-            ("tolerance = {relative = 0.05}", "tolerance = {range = [12.7, 12.9]}"),
-            r"tolerance\] the range \[12\.7, 12\.9\] does not contain the "
-            r"observation's own value 126\.6; an accepted interval must contain the "
-            r"published value \(check both for a typo\)$",
-        ),
-        (
             ('role = "independent"', 'role = "self"\ncolour = 1'),
             r"colour\] unknown key",
         ),
