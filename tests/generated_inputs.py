@@ -729,7 +729,7 @@ OPTIONS = {
     "ODE": {
         "rtol": (
             [1e-6, 1e-8, np.float64(1e-4)],
-            [0.0, 1.0, -1e-6, NAN, INF, "1e-6", True, None],
+            [0.0, 1.0, -1e-6, NAN, INF, "1e-6", True, None, 1e-20],
         ),
         "atol": ([1e-9, 1e-12], [0.0, -1e-9, INF, NAN, "1e-9", False]),
         "method": (["auto", "dopri5", "rosenbrock"], ["rk45", "Dopri5", 1, None]),

@@ -452,3 +452,14 @@ def test_sweep_bare_values_point_to_relative():
             population=ks.Population(3, seed=1),
             times=[0.0, 1.0],
         )
+
+
+# ---- a relative tolerance double precision cannot meet ------------------------------
+def test_ode_rtol_below_a_hundred_epsilon_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"ODE\(rtol=\.\.\.\) must be at least 2\.22e-14 \(100 x the double "
+        r"precision epsilon; .*got rtol=1e-20",
+    ):
+        ks.ODE(rtol=1e-20)
+    assert ks.ODE(rtol=1e-13).rtol == 1e-13

@@ -41,6 +41,11 @@ class Exact:
     name = "exact"
 
 
+#: the smallest relative tolerance ODE accepts: 100 x double precision epsilon,
+#: the floor scipy.integrate.solve_ivp applies (it raises rtol to it with a warning)
+RTOL_MIN = 100 * np.finfo(float).eps
+
+
 @dataclass(frozen=True)
 class ODE:
     """Adaptive ODE integration, for models with a user rhs or time effects.
@@ -48,7 +53,8 @@ class ODE:
     Parameters
     ----------
     rtol : float
-        Relative tolerance, in (0, 1).
+        Relative tolerance, in [2.2e-14, 1) (below 100 x the double precision
+        epsilon it cannot be met).
     atol : float
         Absolute tolerance in mg (amounts), finite and > 0.
     method : {"auto", "dopri5", "rosenbrock"}
@@ -82,6 +88,12 @@ class ODE:
             raise ValueError(
                 f"ODE needs rtol in (0, 1) and atol finite and > 0 "
                 f"(mg); got rtol={self.rtol}, atol={self.atol}"
+            )
+        if self.rtol < RTOL_MIN:  # as scipy's solve_ivp floor, 100 eps
+            raise ValueError(
+                f"ODE(rtol=...) must be at least {RTOL_MIN:.3g} (100 x the double "
+                f"precision epsilon; a smaller one cannot be met, so the solver "
+                f"would not deliver it); got rtol={self.rtol!r}"
             )
         if self.method not in ODE_METHODS:
             raise ValueError(
