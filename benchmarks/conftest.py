@@ -61,9 +61,10 @@ def _dispatchers(path: str) -> list:
         return [k.solve_population for k in ode._SOLVERS.values()]
     from ketasim._kernels import linear
 
-    # the numba drivers the thread pool runs (population_linear and
-    # population_linear_metrics are plain Python around them)
-    return [linear._metrics_blocks if path == "metrics" else linear._linear_blocks]
+    # the numba kernel the thread pool runs (population_linear and
+    # population_linear_metrics are plain Python around it); its trajectory and
+    # metrics compiles differ in the last state-count tuple (nm: () or not)
+    return [linear.block_linear]
 
 
 class FirstCall:
@@ -80,7 +81,7 @@ class FirstCall:
             # dispatchers of this path compiled before this call: the call below
             # is a compile or cache load only if it compiles one not among them
             # (ODE solvers built for other models by earlier tests do not count)
-            before = {id(d) for d in _dispatchers(path) if d.signatures}
+            before = {(id(d), s) for d in _dispatchers(path) for s in d.signatures}
             dose, times = w.w1()
 
             kw = {
@@ -98,14 +99,19 @@ class FirstCall:
             t = time.perf_counter()
             run()
             second = time.perf_counter() - t
-            used = [d for d in _dispatchers(path) if d.signatures]
-            new = [d for d in used if id(d) not in before]
-            stats = [d.stats for d in new]
+            # signatures, not dispatchers: one kernel serves the exact and the
+            # metrics path (different state-count tuples)
+            new = [
+                (d, s)
+                for d in _dispatchers(path)
+                for s in d.signatures
+                if (id(d), s) not in before
+            ]
             if not new:
                 kind = "already compiled in this process (earlier tests)"
-            elif any(sum(s.cache_hits.values()) for s in stats):
+            elif any(d.stats.cache_hits.get(s, 0) for d, s in new):
                 kind = "numba cache load"
-            elif all(s.cache_path is None for s in stats):
+            elif all(d.stats.cache_path is None for d, s in new):
                 kind = "numba compile (this path is not disk-cached)"
             else:
                 kind = "numba compile (cold cache)"

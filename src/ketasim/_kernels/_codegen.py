@@ -17,11 +17,11 @@ outputs of a chunk of P steps are rows of E^(p+1) times the state at the chunk s
 (tables from ``linear.fill_powers``), a loop over p that vectorises with the lane
 loop outside, and the state jumps by E^P per chunk.
 
-The kernels call ``step(..., nt)``, ``run_out``, ``run_met`` and ``run_pow`` with a
-state-count tuple ``nt`` (``linear.states(n)``); each is a numba ``overload`` that
-picks the variant for ``len(nt)`` while the kernel is compiled, so a kernel holds
-(and compiles) the loops of one state count only, and a model with a new state count
-compiles its own kernel once (cached on disk).
+The kernels call ``step(..., n)``, ``run_out``, ``run_met`` and ``run_pow`` with
+n = len(nt) of a state-count tuple argument ``nt`` (``linear.states(n)``): a
+constant while the kernel compiles, so these inlined dispatchers keep only the
+variant for n and a kernel holds (and compiles) the loops of one state count; a
+model with a new state count compiles its own kernel once (cached on disk).
 
 Every lane computes ``y_i = fma(E[i, n-1], x_{n-1}, … fma(E[i, 0], x_0, c_i))`` in
 the same order whether it runs in a vector or a scalar remainder loop, so a subject's
@@ -48,7 +48,6 @@ step for the B lanes (subjects) of ``x`` (n, B), which is updated in place.
 
 import numpy as np
 from numba import njit
-from numba.extending import overload
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={{"contract"}})
 
@@ -329,59 +328,39 @@ def advance_pow(EP, SP, c, x, b, y, inp):
 
 
 def _dispatch(name: str, args: str, what: str, fallback: bool = False) -> str:
-    """``name(args, nt)`` for the kernels: an overload that picks the variant for
-    n = len(nt) *at compile time* (nt: a tuple of n zeros), so a kernel compiles
-    only the unrolled loops of the state count it is called with; n = 0 compiles a
-    no-op (a path the kernel does not take), n > NMAX the generic loop. With
-    ``fallback``, arrays of another state count than n take the generic loop (a
-    run-time test on x.shape[0]): the trajectory kernel of n states then also runs
-    the n + K states of the exact dose windows (ketasim._run.dose_windows), which
-    took a kernel and a compile of their own."""
-    table = ", ".join(f"{n}: {name}_{n}" for n in range(1, NMAX + 1))
-    if fallback:
-        impl = [
-            f"    def impl({args}, nt):",
-            "        if x.shape[0] == N:",
-            f"            fn({args})",
-            "        else:",
-            f"            {name}_generic({args})",
-            "    return impl",
-        ]
-        pick = [
-            f"    fn = _{name.upper()}.get(n)",
-            "    if fn is None:",
-            f"        fn = {name}_generic",
-            "",
-            f"        def impl({args}, nt):",
-            f"            fn({args})",
-            "        return impl",
-            "    N = n",
-            "",
-        ]
-    else:
-        impl = [f"    def impl({args}, nt):", f"        fn({args})", "    return impl"]
-        pick = [f"    fn = _{name.upper()}.get(n, {name}_generic)", ""]
+    """``name(args, n)`` for the kernels, inlined into them: the variant for n
+    states. The kernels pass n = len(nt) of their state-count tuple argument
+    (``linear.states(n)``), a constant while numba compiles, so every branch but
+    one is pruned before typing and a kernel compiles only the unrolled loops of
+    its own state count (n = 0: nothing, a path the kernel does not take; n >
+    NMAX: the generic loop). Inlined, the choice is no function of its own that
+    would be compiled, linked and optimised again. With ``fallback``, arrays of
+    another state count than n take the generic loop (a run-time test on
+    x.shape[0]): the trajectory kernel of n states then also runs the n + K
+    states of the exact dose windows (ketasim._run.dose_windows), which took a
+    kernel and a compile of their own."""
+    body = ["    if n == 0:", "        pass"]
+    for k in range(1, NMAX + 1):
+        body.append(f"    elif n == {k}:")
+        if fallback:
+            body += [
+                f"        if x.shape[0] == {k}:",
+                f"            {name}_{k}({args})",
+                "        else:",
+                f"            {name}_generic({args})",
+            ]
+        else:
+            body.append(f"        {name}_{k}({args})")
+    body += ["    else:", f"        {name}_generic({args})"]
     return "\n".join(
         [
             "",
             "",
-            f"def {name}({args}, nt):",
-            f'    """{what}, for n = len(nt) states (numba kernels only)."""',
-            '    raise NotImplementedError("called from numba kernels only")',
-            "",
-            "",
-            f"_{name.upper()} = {{{table}}}",
-            "",
-            "",
-            f"@overload({name}, jit_options=_OPTS)",
-            f"def _{name}_variant({args}, nt):",
-            "    n = len(nt.types)",
-            "    if n == 0:",
-            f"        def nothing({args}, nt):",
-            "            pass",
-            "        return nothing",
-            *pick,
-            *impl,
+            '@njit(**_OPTS, inline="always")',
+            f"def {name}({args}, n):",
+            f'    """{what}, for n states: n = len(nt) of the kernel\'s state-count',
+            '    tuple, a constant while it compiles (see _codegen._dispatch)."""',
+            *body,
         ]
     )
 

@@ -7,7 +7,6 @@ step for the B lanes (subjects) of ``x`` (n, B), which is updated in place.
 
 import numpy as np
 from numba import njit
-from numba.extending import overload
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
@@ -1733,109 +1732,153 @@ def run_pow_generic(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y):
                 xs[i] = x[i, b]
 
 
-def step(E, c, x, nt):
-    """One step x <- E x + c, for n = len(nt) states (numba kernels only)."""
-    raise NotImplementedError("called from numba kernels only")
-
-
-_STEP = {1: step_1, 2: step_2, 3: step_3, 4: step_4, 5: step_5, 6: step_6, 7: step_7, 8: step_8}
-
-
-@overload(step, jit_options=_OPTS)
-def _step_variant(E, c, x, nt):
-    n = len(nt.types)
+@njit(**_OPTS, inline="always")
+def step(E, c, x, n):
+    """One step x <- E x + c, for n states: n = len(nt) of the kernel's state-count
+    tuple, a constant while it compiles (see _codegen._dispatch)."""
     if n == 0:
-        def nothing(E, c, x, nt):
-            pass
-        return nothing
-    fn = _STEP.get(n)
-    if fn is None:
-        fn = step_generic
-
-        def impl(E, c, x, nt):
-            fn(E, c, x)
-        return impl
-    N = n
-
-    def impl(E, c, x, nt):
-        if x.shape[0] == N:
-            fn(E, c, x)
+        pass
+    elif n == 1:
+        if x.shape[0] == 1:
+            step_1(E, c, x)
         else:
             step_generic(E, c, x)
-    return impl
+    elif n == 2:
+        if x.shape[0] == 2:
+            step_2(E, c, x)
+        else:
+            step_generic(E, c, x)
+    elif n == 3:
+        if x.shape[0] == 3:
+            step_3(E, c, x)
+        else:
+            step_generic(E, c, x)
+    elif n == 4:
+        if x.shape[0] == 4:
+            step_4(E, c, x)
+        else:
+            step_generic(E, c, x)
+    elif n == 5:
+        if x.shape[0] == 5:
+            step_5(E, c, x)
+        else:
+            step_generic(E, c, x)
+    elif n == 6:
+        if x.shape[0] == 6:
+            step_6(E, c, x)
+        else:
+            step_generic(E, c, x)
+    elif n == 7:
+        if x.shape[0] == 7:
+            step_7(E, c, x)
+        else:
+            step_generic(E, c, x)
+    elif n == 8:
+        if x.shape[0] == 8:
+            step_8(E, c, x)
+        else:
+            step_generic(E, c, x)
+    else:
+        step_generic(E, c, x)
 
 
-def run_out(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
-    """A run of m steps into out, for n = len(nt) states (numba kernels only)."""
-    raise NotImplementedError("called from numba kernels only")
-
-
-_RUN_OUT = {1: run_out_1, 2: run_out_2, 3: run_out_3, 4: run_out_4, 5: run_out_5, 6: run_out_6, 7: run_out_7, 8: run_out_8}
-
-
-@overload(run_out, jit_options=_OPTS)
-def _run_out_variant(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
-    n = len(nt.types)
+@njit(**_OPTS, inline="always")
+def run_out(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, n):
+    """A run of m steps into out, for n states: n = len(nt) of the kernel's state-count
+    tuple, a constant while it compiles (see _codegen._dispatch)."""
     if n == 0:
-        def nothing(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
-            pass
-        return nothing
-    fn = _RUN_OUT.get(n)
-    if fn is None:
-        fn = run_out_generic
-
-        def impl(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
-            fn(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        return impl
-    N = n
-
-    def impl(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, nt):
-        if x.shape[0] == N:
-            fn(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        pass
+    elif n == 1:
+        if x.shape[0] == 1:
+            run_out_1(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
         else:
             run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-    return impl
+    elif n == 2:
+        if x.shape[0] == 2:
+            run_out_2(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    elif n == 3:
+        if x.shape[0] == 3:
+            run_out_3(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    elif n == 4:
+        if x.shape[0] == 4:
+            run_out_4(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    elif n == 5:
+        if x.shape[0] == 5:
+            run_out_5(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    elif n == 6:
+        if x.shape[0] == 6:
+            run_out_6(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    elif n == 7:
+        if x.shape[0] == 7:
+            run_out_7(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    elif n == 8:
+        if x.shape[0] == 8:
+            run_out_8(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        else:
+            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+    else:
+        run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
 
 
-def run_met(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp, nt):
-    """A run of m steps into the metrics (n stepped states, then KC AUC states), for n = len(nt) states (numba kernels only)."""
-    raise NotImplementedError("called from numba kernels only")
-
-
-_RUN_MET = {1: run_met_1, 2: run_met_2, 3: run_met_3, 4: run_met_4, 5: run_met_5, 6: run_met_6, 7: run_met_7, 8: run_met_8}
-
-
-@overload(run_met, jit_options=_OPTS)
-def _run_met_variant(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp, nt):
-    n = len(nt.types)
+@njit(**_OPTS, inline="always")
+def run_met(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp, n):
+    """A run of m steps into the metrics (n stepped states, then KC AUC states), for n states: n = len(nt) of the kernel's state-count
+    tuple, a constant while it compiles (see _codegen._dispatch)."""
     if n == 0:
-        def nothing(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp, nt):
-            pass
-        return nothing
-    fn = _RUN_MET.get(n, run_met_generic)
+        pass
+    elif n == 1:
+        run_met_1(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 2:
+        run_met_2(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 3:
+        run_met_3(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 4:
+        run_met_4(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 5:
+        run_met_5(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 6:
+        run_met_6(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 7:
+        run_met_7(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    elif n == 8:
+        run_met_8(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
+    else:
+        run_met_generic(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
 
-    def impl(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp, nt):
-        fn(E, c, x, j0, m, times, obs_cmt, scale, KC, tstart, above, tie1, cprev, cur, lmax, ltm, lab, inp)
-    return impl
 
-
-def run_pow(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y, nt):
-    """m outputs from powers, for n = len(nt) states (numba kernels only)."""
-    raise NotImplementedError("called from numba kernels only")
-
-
-_RUN_POW = {1: run_pow_1, 2: run_pow_2, 3: run_pow_3, 4: run_pow_4, 5: run_pow_5, 6: run_pow_6, 7: run_pow_7, 8: run_pow_8}
-
-
-@overload(run_pow, jit_options=_OPTS)
-def _run_pow_variant(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y, nt):
-    n = len(nt.types)
+@njit(**_OPTS, inline="always")
+def run_pow(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y, n):
+    """m outputs from powers, for n states: n = len(nt) of the kernel's state-count
+    tuple, a constant while it compiles (see _codegen._dispatch)."""
     if n == 0:
-        def nothing(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y, nt):
-            pass
-        return nothing
-    fn = _RUN_POW.get(n, run_pow_generic)
-
-    def impl(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y, nt):
-        fn(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
-    return impl
+        pass
+    elif n == 1:
+        run_pow_1(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 2:
+        run_pow_2(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 3:
+        run_pow_3(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 4:
+        run_pow_4(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 5:
+        run_pow_5(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 6:
+        run_pow_6(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 7:
+        run_pow_7(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    elif n == 8:
+        run_pow_8(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)
+    else:
+        run_pow_generic(R, Q, EP, SP, c, x, out, s0, j0, m, scale, inp, y)

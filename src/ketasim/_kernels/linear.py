@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.extending import overload
 
 from ._unrolled import NMAX, run_met, run_out, run_pow, step
 from .expm import LANE_WORK, lane_mul_add, lane_propagators
@@ -73,33 +72,6 @@ def generic_states() -> tuple:
     the arrays) for any model: one kernel, compiled once, for passes whose speed
     does not matter (a few output times per subject)."""
     return states(NMAX + 1)
-
-
-def _with_states(fn):
-    """``g(nt, *args)``, for the kernels: ``fn(*args)``, or nothing at all when the
-    state-count tuple ``nt`` is empty. Like the unrolled variants (``nt = ()``
-    selects their no-op), this leaves a path the kernel never takes out of its
-    compile: the trajectory kernel holds no metrics tables, the metrics kernel no
-    trajectory power path."""
-
-    def g(nt, *args):
-        raise NotImplementedError("called from numba kernels only")
-
-    @overload(g, jit_options=dict(cache=True, nogil=True))
-    def _g(nt, *args):
-        if len(nt.types) == 0:
-
-            def nothing(nt, *args):
-                return 0
-
-            return nothing
-
-        def impl(nt, *args):
-            return fn(*args)
-
-        return impl
-
-    return g
 
 
 @njit(cache=True, nogil=True)
@@ -226,11 +198,11 @@ def _pow_scratch(B, K, n, mode):
     cache=True, nogil=True, error_model="numpy", fastmath={"contract"}, inline="always"
 )
 def _met_scratch(B, KC, n, mode):
-    """Metrics power path (mode 1; empty in mode 0): the tables Rm, Qm, Bm, EPm,
+    """Metrics power path (mode > 0; empty in mode 0): the tables Rm, Qm, Bm, EPm,
     SPm of one cached propagator (:func:`fill_met_tables`), its scratch Mm, and
     the scratch ym, bnd, acc, allab of :func:`met_chunks`."""
-    nmet = n if mode == 1 else 0
-    KM = KC if mode == 1 else 0
+    nmet = n if mode > 0 else 0
+    KM = KC if mode > 0 else 0
     return (
         np.empty((KM, nmet, _PMET, B)),
         np.empty((KM, nmet, _PMET, B)),
@@ -345,7 +317,7 @@ def _events(
             _input_term(cache_G[slot], r, active, c)
             step(cache_E[slot], c, x, ns)
             t = ev_time[s0, e]
-        if mode == 1 and ev_time[s0, e] != tpre:
+        if mode > 0 and ev_time[s0, e] != tpre:
             _copy2(x, xpre)
             tpre = ev_time[s0, e]
         active = _apply_event(ev_cmt, ev_kind, ev_value, s0, B, e, x, r)
@@ -354,7 +326,7 @@ def _events(
             nused = np.int64(0)  # new rate matrix: cached propagators are stale
             nextslot = np.int64(0)  # refill from slot 0 (_find looks at < nused)
             last = np.int64(-1)
-        elif ev_kind[s0, e] == 4 and mode == 1:
+        elif ev_kind[s0, e] == 4 and mode > 0:
             _window_start(
                 x, xpre, obs_cmt, scale, s0, B, KC, int(ev_value[s0, e]), mauc, mpre
             )
@@ -387,8 +359,9 @@ def _traj_run(
     """Trajectories (mode 0) at outputs j .. j+m-1: whole chunks of _POW outputs
     from powers of E (tables ``pw`` built for cache slot ``slot`` unless rslot
     is it already), the rest by steps through the tile; an output at the current
-    time (h == 0), or no output loops compiled (no == ()), by a plain step per
-    output. Returns rslot."""
+    time (h == 0), or no output loops compiled (no == 0), by a plain step per
+    output. ``ns``, ``no``: the lengths of the kernel's state-count tuples
+    (constants while it compiles). Returns rslot."""
     Rp, Qp, EP, SP, Mw, Sw, Tw, ypow = pw
     K = obs_cmt.shape[0]
     B = x.shape[1]
@@ -397,17 +370,17 @@ def _traj_run(
         # the power path for the kernel's own state count only (the dose windows'
         # n + K states take run_out's generic loop: few outputs, no long runs);
         # the generic kernel (more than NMAX states) takes it for any count
-        own = len(no) > NMAX or x.shape[0] == len(no)
-        if full > 0 and len(no) > 0 and own:
+        own = no > NMAX or x.shape[0] == no
+        if full > 0 and no > 0 and own:
             if rslot != slot:
-                _pow_tables(no, E, obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
+                fill_powers(E, obs_cmt, Rp, Qp, EP, SP, Mw, Sw, Tw)
                 rslot = slot
             run_pow(Rp, Qp, EP, SP, c, x, out, s0, j, full, scale, active, ypow, no)
             j += full
             m -= full
             if m == 0:
                 return rslot
-    if h > 0.0 and len(no) > 0:
+    if h > 0.0 and no > 0:
         run_out(E, c, x, out, s0, j, m, obs_cmt, scale, tile, no)
     else:
         for jj in range(m):
@@ -447,18 +420,18 @@ def _met_run(
     slot,
     nm,
 ):
-    """Metrics (mode 1) of outputs j .. j+m-1 inside one window: whole chunks of
+    """Metrics (mode > 0) of outputs j .. j+m-1 inside one window: whole chunks of
     _PMET steps by met_chunks (tables ``mt`` built for cache slot ``slot`` unless
     mslot is it already), which jumps over chunks that change no metric, the rest
-    step by step (run_met). Returns mslot."""
+    step by step (run_met); ``nm``: the length of the kernel's metrics
+    state-count tuple. Returns mslot."""
     Rm, Qm, Bm, EPm, SPm, Mm, ym, bnd, acc, allab = mt
     full = m - m % _PMET
     if full > 0:
         if mslot != slot:
-            _met_tables(nm, E, obs_cmt, Rm, Qm, Bm, EPm, SPm, Mm)
+            fill_met_tables(E, obs_cmt, Rm, Qm, Bm, EPm, SPm, Mm)
             mslot = slot
-        _met_chunks(
-            nm,
+        met_chunks(
             Rm,
             Qm,
             Bm,
@@ -575,7 +548,7 @@ def _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc):
     K = obs_cmt.shape[0]
     for b in range(B):
         status[s0 + b] = OK
-        if mode == 1:
+        if mode > 0:
             for k in range(KC):
                 mauc[s0 + b, k, W] = x[obs_cmt[KC + k], b] * scale[KC + k, b]
                 if bad[b] or not np.isfinite(mauc[s0 + b, k, W]):
@@ -585,6 +558,20 @@ def _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc):
             if bad[b] or not np.isfinite(out[s0 + b, k, T - 1]):
                 out[s0 + b, :, :] = np.nan
                 status[s0 + b] = NONFINITE
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _same_times(ev_time, s0, s1):
+    """How many subjects from s0 on (before s1) share subject s0's event times:
+    they are stepped together."""
+    nev = ev_time.shape[1]
+    b = s0 + 1
+    while b < s1:
+        for e in range(nev):
+            if ev_time[b, e] != ev_time[s0, e]:
+                return b - s0
+        b += 1
+    return b - s0
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
@@ -599,9 +586,6 @@ def block_linear(
     obs_scale,
     out,
     status,
-    s0,
-    B,
-    mode,
     starts,
     tie,
     above,
@@ -611,8 +595,17 @@ def block_linear(
     ns,
     no,
     nm,
+    ib0,
+    ib1,
 ):
-    """Subjects ``s0 .. s0+B-1``, which share their event times, stepped together.
+    """Blocks ``ib0 .. ib1-1`` of subjects (``_BLOCK`` a block for trajectories,
+    ``_BLOCK_METRICS`` for metrics); within a block, each run of consecutive
+    subjects ``s0 .. s0+B-1`` that share their event times (all of them for one
+    shared regimen) is stepped together. The thread pool of
+    :func:`population_linear` splits the blocks; this function is its numba entry
+    point, with no driver above it (a numba function that calls another links
+    in, re-optimises and re-emits the callee's code: one level less is ~1 s less
+    of every cold compile).
 
     The state is (n, B) with the subject (lane) index innermost; a step is the
     generated, unrolled ``x <- E x + c`` of :mod:`._unrolled`, which LLVM
@@ -625,200 +618,220 @@ def block_linear(
     grid, and every lane's arithmetic is the same in a vector or scalar loop, so a
     subject's result does not depend on ``B``.
 
-    ``mode`` 0 writes trajectories into ``out`` (S, K, T); mode 1 streams per-window
-    metrics (see :func:`population_linear_metrics`). ``ns``, ``no``, ``nm``
-    (:func:`states`) select the unrolled variants at compile time: of ``step`` (all
-    n states), of ``run_out``/``run_pow`` and the power tables (n, or () in mode 1)
-    and of ``run_met`` and the metrics chunks (n minus the AUC states, or () in
-    mode 0). An empty tuple compiles a path to nothing, so the trajectory kernel
-    holds no metrics code and the metrics kernel no trajectory power path.
+    ``nm = ()`` writes trajectories into ``out`` (S, K, T) (mode 0); otherwise the
+    kernel streams per-window metrics (mode > 0, see
+    :func:`population_linear_metrics`). ``ns``, ``no``, ``nm`` (:func:`states`)
+    select the unrolled variants at compile time: of ``step`` (all n states), of
+    ``run_out``/``run_pow`` (n, or () in metrics mode) and of ``run_met`` (n minus
+    the AUC states, or () for trajectories). Their lengths are constants while
+    numba compiles, so the branches of the other mode and the other state counts
+    are pruned before typing: the trajectory kernel holds no metrics code, the
+    metrics kernel no trajectory power path.
     """
-    n = A.shape[2]
-    T = times.shape[0]
-    K = obs_cmt.shape[0]
-    nev = ev_time.shape[1]
-    KC = K // 2 if mode == 1 else K
-    # propagators of up to _NCACHE step lengths (round robin), and their scratch
-    cache_h = np.empty(_NCACHE)
-    cache_E = np.empty((_NCACHE, n, n, B))
-    cache_G = np.empty((_NCACHE, n, n, B))
-    pc = (
-        cache_h,
-        cache_E,
-        cache_G,
-        np.empty((n, n, B)),
-        np.empty((LANE_WORK, n, n, B)),
-        np.empty(B, dtype=np.int64),
-    )
-    # np.int64(...), np.bool_(...): plain typed values, not literals; a literal
-    # argument made numba compile each callee a second time (Literal[int](0)
-    # as well as int64: _fill, _find, _flush, _input_term; ~1 s of a cold compile)
-    nused = np.int64(0)
-    nextslot = np.int64(0)
-    last = np.int64(-1)
-    x = np.zeros((n, B))
-    r = np.zeros((n, B))
-    c = np.zeros((n, B))
-    scale = _lane_scale(obs_scale, s0, B, K)
-    bad = _bad_lanes(A, s0, B, n)
-    tile = np.empty((K, _TILE, B))
-    cprev = np.zeros((KC, B))
-    cur = np.zeros((KC, B))
-    lmax = np.full((KC, B), -np.inf)
-    ltm = np.full((KC, B), np.nan)
-    lab = np.zeros((KC, B))
-    tie1 = 1.0 + tie
-    pw = _pow_scratch(B, K, n, mode)
-    rslot = -1  # the cache slot pw's tables were built from
-    mt = _met_scratch(B, KC, n, mode)
-    mslot = -1  # the cache slot mt's tables were built from
-    # metrics: the state just before the events of the latest event time, so that
-    # a dose's pre-dose level excludes other doses (or lagged inputs) given at the
-    # same time: a value at a dose time is the state after the dose
-    xpre = np.zeros((n if mode == 1 else 0, B))
-    tpre = -1.0
-    wi = np.int64(-1)
-    W = 0 if mode == 0 else starts.shape[0]
-    occ = np.int64(0)
-    active = np.bool_(False)
-    t = 0.0
-    e = 0
-    j = 0
-    slot = 0  # the cache slot of the current step (read only after a step h > 0)
-    while j < T:
-        tj = times[j]
-        if e < nev and ev_time[s0, e] <= tj:  # events at or before this output
-            (e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot) = _events(
-                tj,
-                A,
-                ev_time,
-                ev_cmt,
-                ev_kind,
-                ev_value,
-                s0,
-                B,
-                e,
-                t,
-                occ,
-                active,
+    # 0: trajectories, > 0: metrics. len() of a tuple argument is a constant to
+    # numba (and so are these names, defined once), so the branches of the other
+    # mode, here and in the helpers inlined below, and of the other state counts
+    # in the dispatchers of _unrolled, are pruned before typing: each kernel
+    # types, lowers and optimises only its own code
+    mode = len(nm)
+    n_s = len(ns)
+    n_o = len(no)
+    S = A.shape[0]
+    size = _BLOCK if mode == 0 else _BLOCK_METRICS
+    s0 = ib0 * size
+    s_end = min(S, ib1 * size)
+    while s0 < s_end:
+        # the run: subjects s0 .. s0+B-1 of one block that share their event times
+        B = _same_times(ev_time, s0, min(s_end, (s0 // size + 1) * size))
+        n = A.shape[2]
+        T = times.shape[0]
+        K = obs_cmt.shape[0]
+        nev = ev_time.shape[1]
+        KC = K // 2 if mode > 0 else K
+        # propagators of up to _NCACHE step lengths (round robin), and their scratch
+        cache_h = np.empty(_NCACHE)
+        cache_E = np.empty((_NCACHE, n, n, B))
+        cache_G = np.empty((_NCACHE, n, n, B))
+        pc = (
+            cache_h,
+            cache_E,
+            cache_G,
+            np.empty((n, n, B)),
+            np.empty((LANE_WORK, n, n, B)),
+            np.empty(B, dtype=np.int64),
+        )
+        # np.int64(...), np.bool_(...): plain typed values, not literals; a literal
+        # argument made numba compile each callee a second time (Literal[int](0)
+        # as well as int64: _fill, _find, _flush, _input_term; ~1 s of a cold compile)
+        nused = np.int64(0)
+        nextslot = np.int64(0)
+        last = np.int64(-1)
+        x = np.zeros((n, B))
+        r = np.zeros((n, B))
+        c = np.zeros((n, B))
+        scale = _lane_scale(obs_scale, s0, B, K)
+        bad = _bad_lanes(A, s0, B, n)
+        tile = np.empty((K, _TILE, B))
+        cprev = np.zeros((KC, B))
+        cur = np.zeros((KC, B))
+        lmax = np.full((KC, B), -np.inf)
+        ltm = np.full((KC, B), np.nan)
+        lab = np.zeros((KC, B))
+        tie1 = 1.0 + tie
+        pw = _pow_scratch(B, K, n, mode)
+        rslot = -1  # the cache slot pw's tables were built from
+        mt = _met_scratch(B, KC, n, mode)
+        mslot = -1  # the cache slot mt's tables were built from
+        # metrics: the state just before the events of the latest event time, so that
+        # a dose's pre-dose level excludes other doses (or lagged inputs) given at the
+        # same time: a value at a dose time is the state after the dose
+        xpre = np.zeros((n if mode > 0 else 0, B))
+        tpre = -1.0
+        wi = np.int64(-1)
+        W = 0 if mode == 0 else starts.shape[0]
+        occ = np.int64(0)
+        active = np.bool_(False)
+        t = 0.0
+        e = 0
+        j = np.int64(0)
+        slot = 0  # the cache slot of the current step (read only after a step h > 0)
+        while j < T:
+            tj = times[j]
+            if e < nev and ev_time[s0, e] <= tj:  # events at or before this output
+                (e, t, occ, active, tpre, nused, nextslot, last, rslot, mslot) = (
+                    _events(
+                        tj,
+                        A,
+                        ev_time,
+                        ev_cmt,
+                        ev_kind,
+                        ev_value,
+                        s0,
+                        B,
+                        e,
+                        t,
+                        occ,
+                        active,
+                        x,
+                        r,
+                        c,
+                        xpre,
+                        tpre,
+                        pc,
+                        nused,
+                        nextslot,
+                        last,
+                        rslot,
+                        mslot,
+                        obs_cmt,
+                        scale,
+                        KC,
+                        mode,
+                        mauc,
+                        mpre,
+                        n_s,
+                    )
+                )
+            t_ev = ev_time[s0, e] if e < nev else np.inf
+            wprev = wi
+            if mode > 0:
+                while wi + 1 < W and tj >= starts[wi + 1]:
+                    wi += 1
+            h = tj - t
+            # the run: outputs j .. j+m-1, each one step h after the previous, before
+            # the next event (and, for metrics, inside one window)
+            m = 1
+            if h > 0.0:
+                t_end = t_ev
+                if mode > 0 and wi + 1 < W:
+                    t_end = min(t_end, starts[wi + 1])
+                m = _run_length(times, j, h, t_end)
+                slot, nused, nextslot, rslot, mslot = _propagator(
+                    A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot
+                )
+                last = slot
+                _input_term(cache_G[slot], r, active, c)
+            if mode == 0:
+                rslot = _traj_run(
+                    cache_E[slot],
+                    c,
+                    x,
+                    out,
+                    s0,
+                    j,
+                    m,
+                    h,
+                    obs_cmt,
+                    scale,
+                    tile,
+                    active,
+                    pw,
+                    rslot,
+                    slot,
+                    n_s,
+                    n_o,
+                )
+                t = times[j + m - 1]
+                j += m
+                continue
+            # metrics: a run of m > 1 (or one step) inside window wi with nothing to
+            # flush goes to met_chunks / run_met; the first output of a window, outputs
+            # that coincide with an event and j == 0 take the general path below
+            if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
+                mslot = _met_run(
+                    cache_E[slot],
+                    c,
+                    x,
+                    j,
+                    m,
+                    times,
+                    obs_cmt,
+                    scale,
+                    KC,
+                    starts[wi],
+                    above,
+                    tie1,
+                    cprev,
+                    cur,
+                    lmax,
+                    ltm,
+                    lab,
+                    active,
+                    mt,
+                    mslot,
+                    slot,
+                    mode,
+                )
+                t = times[j + m - 1]
+                j += m
+                continue
+            if h > 0.0:
+                step(cache_E[slot], c, x, n_s)
+                t = tj
+            _met_output(
                 x,
-                r,
-                c,
-                xpre,
-                tpre,
-                pc,
-                nused,
-                nextslot,
-                last,
-                rslot,
-                mslot,
-                obs_cmt,
-                scale,
-                KC,
-                mode,
-                mauc,
-                mpre,
-                ns,
-            )
-        t_ev = ev_time[s0, e] if e < nev else np.inf
-        wprev = wi
-        if mode == 1:
-            while wi + 1 < W and tj >= starts[wi + 1]:
-                wi += 1
-        h = tj - t
-        # the run: outputs j .. j+m-1, each one step h after the previous, before
-        # the next event (and, for metrics, inside one window)
-        m = 1
-        if h > 0.0:
-            t_end = t_ev
-            if mode == 1 and wi + 1 < W:
-                t_end = min(t_end, starts[wi + 1])
-            m = _run_length(times, j, h, t_end)
-            slot, nused, nextslot, rslot, mslot = _propagator(
-                A, s0, occ, h, t, pc, nused, nextslot, last, rslot, mslot
-            )
-            last = slot
-            _input_term(cache_G[slot], r, active, c)
-        if mode == 0:
-            rslot = _traj_run(
-                cache_E[slot],
-                c,
-                x,
-                out,
-                s0,
-                j,
-                m,
-                h,
-                obs_cmt,
-                scale,
-                tile,
-                active,
-                pw,
-                rslot,
-                slot,
-                ns,
-                no,
-            )
-            t = times[j + m - 1]
-            j += m
-            continue
-        # metrics: a run of m > 1 (or one step) inside window wi with nothing to
-        # flush goes to met_chunks / run_met; the first output of a window, outputs
-        # that coincide with an event and j == 0 take the general path below
-        if h > 0.0 and wi == wprev and wi >= 0 and j > 0:
-            mslot = _met_run(
-                cache_E[slot],
-                c,
-                x,
-                j,
-                m,
                 times,
+                j,
                 obs_cmt,
                 scale,
                 KC,
-                starts[wi],
+                starts,
+                wi,
+                wprev,
                 above,
                 tie1,
                 cprev,
-                cur,
                 lmax,
                 ltm,
                 lab,
-                active,
-                mt,
-                mslot,
-                slot,
-                nm,
+                ms,
+                s0,
             )
-            t = times[j + m - 1]
-            j += m
-            continue
-        if h > 0.0:
-            step(cache_E[slot], c, x, ns)
-            t = tj
-        _met_output(
-            x,
-            times,
-            j,
-            obs_cmt,
-            scale,
-            KC,
-            starts,
-            wi,
-            wprev,
-            above,
-            tie1,
-            cprev,
-            lmax,
-            ltm,
-            lab,
-            ms,
-            s0,
-        )
-        j += 1
-    if mode == 1 and wi >= 0:
-        _flush(ms, s0, B, KC, wi, lmax, ltm, lab)
-    _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc)
+            j += 1
+        if mode > 0 and wi >= 0:
+            _flush(ms, s0, B, KC, wi, lmax, ltm, lab)
+        _finish(x, out, status, s0, B, T, mode, obs_cmt, scale, bad, KC, W, mauc)
+        s0 += B
 
 
 # Element loops, not ``dst[:, :] = src``: a slice copy from an array compiles numba's
@@ -839,7 +852,7 @@ def _copy3(src, dst):
                 dst[i, k, b] = src[i, k, b]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _fill(A, s0, occ, h, Es, Gs, Al, work, sq):
     """Propagators of step h for every lane into Es, Gs (n, n, B), all lanes at
     once (:func:`.expm.lane_propagators`). Al: (n, n, B) scratch."""
@@ -1221,87 +1234,6 @@ def _chunk_jump(EP, SP, x, c, inp, y):
             x[i, b] = y[i, b]
 
 
-# the mode-specific paths of block_linear, compiled only into the kernel that takes
-# them (no: trajectory outputs, nm: metrics)
-_pow_tables = _with_states(fill_powers)
-_met_tables = _with_states(fill_met_tables)
-_met_chunks = _with_states(met_chunks)
-
-
-# inlined into the parallel loop's body: a function of its own would be one more
-# level that links in, re-optimises and emits all of block_linear (cold compile of
-# the first exact simulate 63 -> 49 s)
-@njit(cache=True, nogil=True, inline="always")
-def _run_block(
-    A,
-    ev_time,
-    ev_cmt,
-    ev_kind,
-    ev_value,
-    times,
-    obs_cmt,
-    obs_scale,
-    out,
-    status,
-    ib,
-    mode,
-    starts,
-    tie,
-    above,
-    ms,
-    mauc,
-    mpre,
-    ns,
-    no,
-    nm,
-):
-    """Block ``ib`` of up to ``_BLOCK`` subjects (metrics: ``_BLOCK_METRICS``),
-    split into runs of consecutive subjects with identical event times (all of them
-    for one shared regimen)."""
-    S = A.shape[0]
-    size = _BLOCK if mode == 0 else _BLOCK_METRICS
-    s0 = ib * size
-    s1 = min(S, s0 + size)
-    nev = ev_time.shape[1]
-    a = s0
-    while a < s1:
-        b = a + 1
-        while b < s1:
-            same = True
-            for e in range(nev):
-                if ev_time[b, e] != ev_time[a, e]:
-                    same = False
-                    break
-            if not same:
-                break
-            b += 1
-        block_linear(
-            A,
-            ev_time,
-            ev_cmt,
-            ev_kind,
-            ev_value,
-            times,
-            obs_cmt,
-            obs_scale,
-            out,
-            status,
-            a,
-            b - a,
-            mode,
-            starts,
-            tie,
-            above,
-            ms,
-            mauc,
-            mpre,
-            ns,
-            no,
-            nm,
-        )
-        a = b
-
-
 def _pool_run(fn, nb, args):
     """fn(*args, ib0, ib1) over block ranges split among numba.get_num_threads()
     Python threads (fn is nogil). Blocks are independent, so results do not depend
@@ -1320,53 +1252,6 @@ def _pool_run(fn, nb, args):
     with ThreadPoolExecutor(nt) as ex:
         for f in [ex.submit(fn, *args, a, b) for a, b in ranges]:
             f.result()
-
-
-# the serial drivers: blocks ib0 .. ib1-1 (the thread pool splits the range)
-@njit(cache=True, nogil=True)
-def _linear_blocks(
-    A,
-    ev_time,
-    ev_cmt,
-    ev_kind,
-    ev_value,
-    times,
-    obs_cmt,
-    obs_scale,
-    out,
-    status,
-    ns,
-    no,
-    ib0,
-    ib1,
-):
-    none1 = np.empty(0)
-    none3 = np.empty((0, 0, 0))
-    ms = (none3, none3, none3)
-    for ib in range(ib0, ib1):
-        _run_block(
-            A,
-            ev_time,
-            ev_cmt,
-            ev_kind,
-            ev_value,
-            times,
-            obs_cmt,
-            obs_scale,
-            out,
-            status,
-            ib,
-            0,
-            none1,
-            0.0,
-            np.nan,
-            ms,
-            none3,
-            none3,
-            ns,
-            no,
-            (),
-        )
 
 
 def population_linear(
@@ -1400,8 +1285,9 @@ def population_linear(
     blocking or the thread count."""
     S = A.shape[0]
     nb = (S + _BLOCK - 1) // _BLOCK
+    none3 = np.empty((0, 0, 0))
     _pool_run(
-        _linear_blocks,
+        block_linear,
         nb,
         (
             A,
@@ -1414,62 +1300,17 @@ def population_linear(
             obs_scale,
             out,
             status,
+            np.empty(0),
+            0.0,
+            np.nan,
+            (none3, none3, none3),
+            none3,
+            none3,
             ns,
             no,
+            (),
         ),
     )
-
-
-@njit(cache=True, nogil=True)
-def _metrics_blocks(
-    A,
-    ev_time,
-    ev_cmt,
-    ev_kind,
-    ev_value,
-    times,
-    obs_cmt,
-    obs_scale,
-    starts,
-    tie,
-    above,
-    cmax,
-    tmax,
-    tabove,
-    auc,
-    pre,
-    status,
-    ns,
-    nm,
-    ib0,
-    ib1,
-):
-    dummy = np.empty((1, 0, 0))
-    ms = (cmax, tmax, tabove)
-    for ib in range(ib0, ib1):
-        _run_block(
-            A,
-            ev_time,
-            ev_cmt,
-            ev_kind,
-            ev_value,
-            times,
-            obs_cmt,
-            obs_scale,
-            dummy,
-            status,
-            ib,
-            1,
-            starts,
-            tie,
-            above,
-            ms,
-            auc,
-            pre,
-            ns,
-            (),
-            nm,
-        )
 
 
 def population_linear_metrics(
@@ -1506,7 +1347,7 @@ def population_linear_metrics(
     S = A.shape[0]
     nb = (S + _BLOCK_METRICS - 1) // _BLOCK_METRICS
     _pool_run(
-        _metrics_blocks,
+        block_linear,
         nb,
         (
             A,
@@ -1517,16 +1358,16 @@ def population_linear_metrics(
             times,
             obs_cmt,
             obs_scale,
+            np.empty((1, 0, 0)),
+            status,
             starts,
             float(tie),
             float(above),
-            cmax,
-            tmax,
-            tabove,
+            (cmax, tmax, tabove),
             auc,
             pre,
-            status,
             ns,
+            (),
             nm,
         ),
     )
