@@ -463,3 +463,17 @@ def test_ode_rtol_below_a_hundred_epsilon_is_refused():
     ):
         ks.ODE(rtol=1e-20)
     assert ks.ODE(rtol=1e-13).rtol == 1e-13
+
+
+# ---- a route added without ka, tmax or depot says it is absorbed at once ------------
+def test_with_route_without_absorption_says_at_once():
+    m = ks.load_model(ks.DEFAULT_MODEL)
+    im = m.with_route("im", bioavailability=0.93, evidence="a test")
+    assert im.changes[-1] == (
+        "route 'im' added: bioavailability 0.93, absorbed at once (no ka, tmax or "
+        "depot) [evidence: a test]"
+    )
+    dose = ks.Dose.bolus("35 mg", route="im")
+    got = ks.simulate(im, dose, times=[0.0, 1.0]).concentration.values.ravel()
+    iv = ks.simulate(m, ks.Dose.bolus("32.55 mg"), times=[0.0, 1.0])  # 0.93 x 35
+    np.testing.assert_allclose(got, iv.concentration.values.ravel(), rtol=1e-12)

@@ -162,6 +162,8 @@ class Absorption:
             parts.append(f"lag {self.lag:.4g} h")
         if self.duration is not None:
             parts.append(f"zero-order over {self.duration:.4g} h")
+        elif self.ka is None and self.tmax is None and self.depot is None and parts:
+            parts.append("absorbed at once (no ka, tmax or depot)")
         return ", ".join(parts) or "the whole dose at once"
 
 
