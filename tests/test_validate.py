@@ -561,6 +561,28 @@ def test_spread_statistics_are_the_sd_of_the_drawn_clearances(tmp_path, monkeypa
             'relative_to = {doses = [{amount = "5 mg", route = "iv"}]}\n',
             r"is a ratio: unit must be '1'; got 'ug\*h/L'",
         ),
+        (
+            "relative_to = {covariates = {weight = -75}}\n",
+            r"\[observations\[0\]\.relative_to\.covariates\.weight\] covariate "
+            r"'weight' must be in \[0\.3, 400\] kg \(a plausible human value; check "
+            r"the unit\); got -75$",
+        ),
+        (
+            "relative_to = {covariates = 75}\n",
+            r"relative_to\.covariates\] must be a table such as \{weight = 70\}; "
+            r"got 75$",
+        ),
+        (
+            'covariates = {weight = "70 kg"}\n',
+            r"\[observations\[0\]\.covariates\.weight\] covariate 'weight' must "
+            r"be a number in kg, .*; got '70 kg' \(str\)\. Write the number alone, "
+            r"in kg: 70$",
+        ),
+        (
+            "covariates = {wieght = 70}\n",
+            r"\[observations\[0\]\.covariates\.wieght\] unknown covariate "
+            r"'wieght'; known: weight, height, age, bmi, female, asian, japanese$",
+        ),
     ],
 )
 def test_malformed_relative_to_is_refused(tmp_path, extra, message):

@@ -286,6 +286,34 @@ def _window(w, file: Path, key: str) -> tuple[float, float]:
     return out
 
 
+def _covariates(cov, file: Path, key: str) -> dict:
+    """A covariates table (name -> number in the covariate's unit), checked as a
+    simulation checks covariates, where the file gives it."""
+    import re
+
+    from ._validate import covariate_values
+    from .model import KNOWN_COVARIATES
+
+    if not isinstance(cov, dict):
+        raise ObservationError(
+            file, key, f"must be a table such as {{weight = 70}}; got {cov!r}"
+        )
+    out = {}
+    for name, v in cov.items():
+        if name not in KNOWN_COVARIATES:
+            raise ObservationError(
+                file,
+                f"{key}.{name}",
+                f"unknown covariate {name!r}; known: {', '.join(KNOWN_COVARIATES)}",
+            )
+        try:
+            out[name] = float(covariate_values(name, v))
+        except (TypeError, ValueError) as exc:
+            msg = re.sub(r" for subject \d+", "", str(exc))  # one value, no subject
+            raise ObservationError(file, f"{key}.{name}", msg) from None
+    return out
+
+
 def _relative_to(rel, file: Path, key: str) -> dict:
     """The ``relative_to`` table: one or more of doses, covariates, window."""
     if not isinstance(rel, dict) or not rel or set(rel) - set(_RELATIVE_KEYS):
@@ -301,10 +329,8 @@ def _relative_to(rel, file: Path, key: str) -> dict:
                 file, f"{key}.doses", f"must be a list of doses; got {out['doses']!r}"
             )
         out["doses"] = tuple(out["doses"])
-    if "covariates" in out and not isinstance(out["covariates"], dict):
-        raise ObservationError(
-            file, f"{key}.covariates", f"must be a table; got {out['covariates']!r}"
-        )
+    if "covariates" in out:
+        out["covariates"] = _covariates(out["covariates"], file, f"{key}.covariates")
     if "window" in out:
         out["window"] = _window(out["window"], file, f"{key}.window")
     return out
@@ -359,6 +385,8 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
     kw["value"] = float(v)
     if isinstance(kw["analyte"], str):  # a common name is an alias (esketamine)
         kw["analyte"] = _analytes.canonical(kw["analyte"]) or kw["analyte"]
+    if "covariates" in kw:
+        kw["covariates"] = _covariates(kw["covariates"], file, f"{at}.covariates")
     if "relative_to" in kw:
         kw["relative_to"] = _relative_to(kw["relative_to"], file, f"{at}.relative_to")
         if kw["unit"] != "1":
