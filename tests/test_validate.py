@@ -593,6 +593,53 @@ def test_malformed_relative_to_is_refused(tmp_path, extra, message):
 
 
 @pytest.mark.parametrize(
+    "doses,key,message",
+    [
+        (
+            '[{amount = "10 mgg", route = "iv"}]',
+            "doses[0]",
+            "amount '10 mgg': unknown unit 'mgg'",
+        ),
+        (
+            '[{amount = "10 mg", rout = "iv"}]',
+            "doses[0]",
+            "unexpected keyword argument 'rout'",
+        ),
+        ('"10 mg"', "doses", "must be a list of doses such as"),
+        ("[]", "doses", "must be a list of doses such as"),
+        ('["10 mg"]', "doses[0]", "must be a table such as"),
+    ],
+)
+def test_observation_doses_are_checked_where_the_file_gives_them(
+    tmp_path, doses, key, message
+):
+    """A malformed dose names the file and key when the file is read (it was
+    numpy/Dose's bare TypeError or UnitError when validate simulated it)."""
+    f = tmp_path / "kamp_2020_meta.toml"
+    text = OBS.replace('[{amount = "10 mg", route = "iv"}]', doses)
+    f.write_text(HEAD + text.replace("VALUE", "126.6"))
+    with pytest.raises(val.ObservationError) as err:
+        val.load_observations("kamp_2020_meta", file=f)
+    assert err.value.key == f"observations[0].{key}"
+    assert message in str(err.value)
+
+
+def test_a_route_the_model_lacks_is_named_with_the_file(tmp_path):
+    f = tmp_path / "obs.toml"
+    text = OBS.replace('route = "iv"}]', 'route = "nasal"}]').replace("VALUE", "126.6")
+    f.write_text(HEAD + text)
+    with pytest.raises(
+        val.ObservationError,
+        match=re.escape(
+            f"{f}: [observations[0].doses[0]] route 'nasal' is not a route of "
+            f"model 'kamp_2020_meta'; its routes are iv"
+        )
+        + "$",
+    ):
+        ks.validate("kamp_2020_meta", observations=f)
+
+
+@pytest.mark.parametrize(
     "unit,value,message",
     [
         (

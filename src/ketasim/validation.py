@@ -286,6 +286,58 @@ def _window(w, file: Path, key: str) -> tuple[float, float]:
     return out
 
 
+def _dose_specs(specs, file: Path, key: str) -> tuple[dict, ...]:
+    """A list of dose tables, each a valid :class:`~ketasim.Dose` (amount with
+    its unit, known keys), checked where the file gives it; whether the model
+    has the route is checked when it is simulated."""
+    import warnings
+
+    from .dosing import Dose
+
+    if not isinstance(specs, list) or not specs:
+        raise ObservationError(
+            file,
+            key,
+            f'must be a list of doses such as [{{amount = "10 mg", route = "iv"}}]; '
+            f"got {specs!r}",
+        )
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise ObservationError(
+                file,
+                f"{key}[{i}]",
+                f'must be a table such as {{amount = "10 mg", route = "iv"}}; got '
+                f"{spec!r}",
+            )
+        try:
+            with warnings.catch_warnings():  # a plausibility warning: at simulation
+                warnings.simplefilter("ignore")
+                Dose(**spec)
+        except (TypeError, ValueError) as exc:
+            raise ObservationError(file, f"{key}[{i}]", str(exc)) from None
+    return tuple(specs)
+
+
+def _check_routes(model: Model, obs: Observation, file: Path, at: str) -> None:
+    """Every dose of ``obs`` uses a route ``model`` defines (said with the file
+    and key; the simulation would say it without them)."""
+    rel = (obs.relative_to or {}).get("doses", ())
+    for key, specs in (
+        ("doses", obs.doses),
+        ("reference_doses", obs.reference_doses),
+        ("relative_to.doses", rel),
+    ):
+        for j, spec in enumerate(specs):
+            route = spec.get("route", "iv")
+            if route not in model.routes:
+                raise ObservationError(
+                    file,
+                    f"{at}.{key}[{j}]",
+                    f"route {route!r} is not a route of model {model.id!r}; its "
+                    f"routes are {', '.join(model.routes)}",
+                )
+
+
 def _covariates(cov, file: Path, key: str) -> dict:
     """A covariates table (name -> number in the covariate's unit), checked as a
     simulation checks covariates, where the file gives it."""
@@ -324,11 +376,7 @@ def _relative_to(rel, file: Path, key: str) -> dict:
         )
     out = dict(rel)
     if "doses" in out:
-        if not isinstance(out["doses"], list) or not out["doses"]:
-            raise ObservationError(
-                file, f"{key}.doses", f"must be a list of doses; got {out['doses']!r}"
-            )
-        out["doses"] = tuple(out["doses"])
+        out["doses"] = _dose_specs(out["doses"], file, f"{key}.doses")
     if "covariates" in out:
         out["covariates"] = _covariates(out["covariates"], file, f"{key}.covariates")
     if "window" in out:
@@ -440,7 +488,11 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
         )
     if not str(kw["tolerance_reason"]).strip():
         raise ObservationError(file, f"{at}.tolerance_reason", "must say why")
-    kw["doses"] = tuple(kw["doses"])
+    kw["doses"] = _dose_specs(kw["doses"], file, f"{at}.doses")
+    if "reference_doses" in kw:
+        kw["reference_doses"] = _dose_specs(
+            kw["reference_doses"], file, f"{at}.reference_doses"
+        )
     kw["reference_doses"] = tuple(kw.get("reference_doses", ()))
     if kw["metric"] == "bioavailability" and not kw["reference_doses"]:
         raise ObservationError(
@@ -773,7 +825,11 @@ def validate(
         m = load_model(name)
         _, obs = load_observations(m.id, file=observations)
         has_iiv = any(v.omega > 0 for v in m.variability)
-        for o in obs:
+        file = (
+            Path(observations) if observations else observations_dir() / f"{m.id}.toml"
+        )
+        for i, o in enumerate(obs):
+            _check_routes(m, o, file, f"observations[{i}]")
             weight = float(o.covariates.get("weight", 70.0))
 
             def conv(x, o=o, weight=weight):
