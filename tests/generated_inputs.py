@@ -532,9 +532,14 @@ def regimens(draw):
         def build():
             return ks.Regimen.every(d, interval=interval, n=n)
     elif kind == "at":
-        times = sorted(
+        times = sorted(  # distinct: Regimen.at refuses a time twice
             draw(
-                st.lists(st.sampled_from([0, 1.5, 12, 24, 72]), min_size=1, max_size=4)
+                st.lists(
+                    st.sampled_from([0, 1.5, 12, 24, 72]),
+                    min_size=1,
+                    max_size=4,
+                    unique=True,
+                )
             )
         )
         unit = draw(st.sampled_from(["h", "d", "min"]))

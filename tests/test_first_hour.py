@@ -477,3 +477,17 @@ def test_with_route_without_absorption_says_at_once():
     got = ks.simulate(im, dose, times=[0.0, 1.0]).concentration.values.ravel()
     iv = ks.simulate(m, ks.Dose.bolus("32.55 mg"), times=[0.0, 1.0])  # 0.93 x 35
     np.testing.assert_allclose(got, iv.concentration.values.ravel(), rtol=1e-12)
+
+
+# ---- Regimen.at with a time twice ----------------------------------------------------
+@pytest.mark.parametrize(
+    "times, i, first, h", [([0, 0, 7], 1, 0, "0"), (["1 d", 3, 24], 2, 0, "24")]
+)
+def test_regimen_at_refuses_a_time_twice(times, i, first, h):
+    with pytest.raises(
+        ks.DoseError,
+        match=rf"^times\[{i}\] is {h} h again \(as times\[{first}\]\): Regimen\.at "
+        r"gives one dose per time\. For a larger dose at that time give its amount; "
+        r"for two doses at once combine regimens with \+",
+    ):
+        ks.Regimen.at(times, ks.Dose.bolus("35 mg"))

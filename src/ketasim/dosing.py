@@ -501,11 +501,20 @@ class Regimen:
                 f"unit must be a time unit such as 'h' or 'd'; got {unit!r}"
             )
         out = []
+        seen: dict[float, int] = {}  # time (h) -> its first index
         for i, t in enumerate(times):
             if not isinstance(t, str):
                 t = (t, unit)
             what = f"times[{i}]"
             out.append(dose._at(to_hours(t, what=what), what))
+            first = seen.setdefault(out[-1].time, i)
+            if first != i:  # [0, 0, 7]: a typo, or a double dose written twice
+                raise DoseError(
+                    f"times[{i}] is {out[-1].time:g} h again (as times[{first}]): "
+                    f"Regimen.at gives one dose per time. For a larger dose at that "
+                    f"time give its amount; for two doses at once combine regimens "
+                    f"with +"
+                )
         return cls(out)
 
     @classmethod
