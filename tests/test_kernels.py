@@ -549,6 +549,65 @@ def test_split_block_against_expm(lag_model):
         )
 
 
+def _time_above_linear(t, c, level):
+    """Time above ``level`` with the curve linear between grid points."""
+    total = 0.0
+    for a, b, ca, cb in zip(t[:-1], t[1:], c[:-1], c[1:], strict=True):
+        if ca >= level and cb >= level:
+            total += b - a
+        elif ca < level <= cb:
+            total += b - (a + (level - ca) / (cb - ca) * (b - a))
+        elif cb < level <= ca:
+            total += a + (level - ca) / (cb - ca) * (b - a) - a
+    return total
+
+
+def test_split_block_metrics_against_expm(lag_model):
+    """The metrics mode of a block split by lags (0.37 and 0.52 h fall between the
+    5-min grid points): Cmax and Tmax on the grid, the exact AUC over 0-6 h and the
+    time above 50 ng/mL with the curve linear between grid points, each against
+    scipy's matrix exponential (an integrator state for the AUC)."""
+    import scipy.linalg
+
+    lags = np.array([0.1, 0.37, 0.1, 0.52, 0.37])
+    times = ks.grid("6 h", "5 min")
+    ds = ks.simulate(
+        lag_model,
+        ks.Dose.bolus("56 mg", route="intranasal"),
+        times=times,
+        subjects=ks.Subjects(parameters={"TLAG": lags}),
+        output=ks.Metrics(above=50.0),
+        progress=False,
+    )
+    k10, k12, k21, k13, k31 = (60 * k for k in (0.4381, 0.5921, 0.2470, 0.5900, 0.0146))
+    ka, v1 = 2.5, 0.063 * 70
+    A = np.zeros((5, 5))  # depot, central, peripherals (mg), AUC (ng*h/mL)
+    A[:4, :4] = [
+        [-ka, 0, 0, 0],
+        [ka, -(k10 + k12 + k13), k21, k31],
+        [0, k12, -k21, 0],
+        [0, k13, 0, -k31],
+    ]
+    A[4, 1] = 1000 / v1
+    x0 = np.array([0.48 * 56, 0, 0, 0, 0])
+    for i, lag in enumerate(lags):
+        c = np.array(
+            [
+                0.0
+                if t < lag
+                else (scipy.linalg.expm(A * (t - lag)) @ x0)[1] * 1000 / v1
+                for t in times
+            ]
+        )
+        auc = (scipy.linalg.expm(A * (times[-1] - lag)) @ x0)[4]
+        got = {k: float(ds[k].values[i].squeeze()) for k in ("cmax", "tmax", "auc")}
+        assert got["cmax"] == pytest.approx(c.max(), rel=1e-9), i
+        assert got["tmax"] == times[np.argmax(c)], i
+        assert got["auc"] == pytest.approx(auc, rel=1e-9), i
+        above = float(ds.time_above.values[i].squeeze())
+        assert above == pytest.approx(_time_above_linear(times, c, 50.0), rel=1e-9), i
+
+
 # -- paths left out of a kernel's compile ------------------------------------------
 
 
