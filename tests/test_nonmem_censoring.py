@@ -231,3 +231,24 @@ def test_estimate_refuses_lloq_that_contradicts_the_column(
     path = _write(tmp_path, SMALL.format(dv=dv, cens=cens))
     with pytest.raises(ValueError, match=f"^{re.escape(f'{path}: {message}')}$"):
         ks.estimate(MODEL, path, analyte_by_cmt=BY_CMT, lloq=lloq)
+
+
+def test_an_id_without_observations_warns_that_it_is_the_prior(tmp_path):
+    """An ID with dose records only is estimated as the population prior (random
+    effects 0); the result said nothing. It warns, naming the ID."""
+    path = _write(
+        tmp_path,
+        f"{HEAD},CENS\n"
+        "1,0,1,20,30,1,1,.,70,0\n"
+        "1,1,0,.,.,2,0,50,70,0\n"
+        "1,6,0,.,.,2,0,2,70,1\n"
+        "2,0,1,20,30,1,1,.,70,0\n",
+    )
+    with pytest.warns(
+        ks.ValidityWarning,
+        match=f"^{re.escape(str(path))}: ID 2 has no observation \\(EVID 0, MDV 0\\): "
+        r"its estimates are the population prior \(random effects 0\), not fitted "
+        r"to levels$",
+    ):
+        est = ks.estimate(MODEL, path, analyte_by_cmt=BY_CMT)
+    np.testing.assert_array_equal(est.eta.sel(subject=2).values, 0.0)

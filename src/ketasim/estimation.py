@@ -352,6 +352,20 @@ def _from_nonmem(model, path, route_by_cmt, analyte_by_cmt, lloq):
     dvs = _nonmem_observations(Path(path))
     default_lloq = _lloq_of(model, lloq)
     column = table.censoring
+    bare = [sid for sid in table.ids if table.observations[sid].size == 0]
+    if bare:
+        import warnings
+
+        from ._warn import ValidityWarning
+
+        one = len(bare) == 1
+        warnings.warn(
+            f"{path}: ID {', '.join(map(str, bare))} {'has' if one else 'have'} no "
+            f"observation (EVID 0, MDV 0): {'its' if one else 'their'} estimates "
+            f"are the population prior (random effects 0), not fitted to levels",
+            ValidityWarning,
+            stacklevel=3,
+        )
     subjects = []
     for sid in table.ids:
         t = table.observations[sid]
