@@ -32,8 +32,11 @@ def main(n: int = 20_000, chunks: int = 5_000) -> None:
         model, course, population=pop, times=times, output=ks.Metrics(above=100.0)
     )
     print(
-        ks.summary(m.auc.sum("dose").sel(analyte="ketamine")).round(0).values,
-        "ng*h/mL (P5, median, P95 course AUC)",
+        ks.summary(m.auc.sum("dose", keep_attrs=True).sel(analyte="ketamine"))
+        .round(0)
+        .values,
+        m.auc.attrs["units"],
+        "(P5, median, P95 course AUC)",
     )
 
 

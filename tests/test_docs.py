@@ -266,7 +266,7 @@ def test_site_builds_strictly_and_the_guide_picks_up_new_pages(built_site):
         and f'id="ketasim.{name}.{name}"' not in api
     ]
     assert not missing, f"not on the API page: {missing}"
-    assert "Relative tolerance, in (0, 1)." in api  # ODE's docstring, rendered
+    assert "Relative tolerance, in [2.2e-14, 1)" in api  # ODE's docstring, rendered
     nb = (site / "examples" / "dose_planning" / "index.html").read_text()
     assert "sampling: venous | grade: C" in nb  # a stored output of its first cell
 

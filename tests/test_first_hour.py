@@ -491,3 +491,18 @@ def test_regimen_at_refuses_a_time_twice(times, i, first, h):
         r"for two doses at once combine regimens with \+",
     ):
         ks.Regimen.at(times, ks.Dose.bolus("35 mg"))
+
+
+# ---- summary of values without a unit ------------------------------------------------
+def test_summary_refuses_values_without_a_unit(course):
+    cl = course.parameters.sel(parameter="CL")  # its unit: parameter_unit
+    with pytest.raises(
+        ValueError,
+        match=r"^summary: 'parameters' has no attrs\['units'\], so its result would "
+        r"carry no unit; label it with its unit, e.g\. da\.assign_attrs\(units='L/h'\)",
+    ):
+        ks.summary(cl)
+    unit = str(course.parameter_unit.sel(parameter="CL").values)
+    got = ks.summary(cl.assign_attrs(units=unit))
+    assert got.attrs["units"] == unit
+    np.testing.assert_allclose(got.values, np.percentile(cl.values, [5, 50, 95]))

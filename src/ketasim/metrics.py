@@ -675,6 +675,24 @@ def check_percentiles(q, *, band: bool = False, what: str = "q") -> tuple[float,
     return tuple(vals)
 
 
+def _need_units(da, what: str) -> None:
+    """``da`` must be a DataArray labelled with its unit (``attrs["units"]``), or
+    the summary would carry none (``ds.parameters`` keeps its units in the
+    ``parameter_unit`` coordinate; older xarray drops attributes in reductions)."""
+    if not isinstance(da, xr.DataArray):
+        raise TypeError(
+            f"{what} takes one metric as an xarray DataArray (e.g. m.cmax); got "
+            f"{type(da).__name__}"
+        )
+    if "units" not in da.attrs:
+        raise ValueError(
+            f"{what}: {da.name or 'this DataArray'!r} has no attrs['units'], so its "
+            f"result would carry no unit; label it with its unit, e.g. "
+            f"da.assign_attrs(units='L/h') (a reduction that dropped it: "
+            f".sum(..., keep_attrs=True))"
+        )
+
+
 def summary(
     da: xr.DataArray, q: Sequence[float] = (5, 50, 95), dim: str = "subject"
 ) -> xr.DataArray:
@@ -692,6 +710,7 @@ def summary(
     an attribute rather than a warning, so that it stays with the numbers.
     """
     check_percentiles(q)  # percent, not fractions; the coordinate keeps q as given
+    _need_units(da, "summary")
     with warnings.catch_warnings():  # a window or analyte with no value: NaN
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         out = da.quantile(np.asarray(q) / 100.0, dim=dim)
