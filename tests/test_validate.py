@@ -383,6 +383,49 @@ def test_a_limit_warning_about_another_analyte_is_not_the_observations_concern()
     assert c > 0
 
 
+def test_a_limit_warning_is_filtered_by_its_analyte_not_its_text(monkeypatch):
+    """Which analyte a ModelLimitWarning is about is its ``analyte``, not a
+    substring of its text: 'ketamine' is inside 'norketamine', so a racemic
+    model's norketamine warning was passed on to a ketamine observation. A
+    warning about the observed analyte, or about none named, is passed on."""
+    import types
+    import warnings
+
+    from ketasim._warn import ModelLimitWarning
+
+    def fake_run(model, *args):
+        for about in ("norketamine", "ketamine", None):
+            warnings.warn(
+                ModelLimitWarning(
+                    f"cannot predict {about} after doses[0]", analyte=about
+                ),
+                stacklevel=2,
+            )
+        return "ds"
+
+    monkeypatch.setattr(val, "_run", fake_run)
+    model = types.SimpleNamespace(analyte_names=("ketamine", "norketamine"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert val._run_quiet_about_others(model, "ketamine") == "ds"
+    assert [w.message.analyte for w in seen] == ["ketamine", None]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        val._run_quiet_about_others(model, "norketamine")
+    assert [w.message.analyte for w in seen] == ["norketamine", None]
+
+
+def test_the_model_limit_warning_names_its_analyte():
+    with pytest.warns(ks.ModelLimitWarning) as seen:
+        ks.simulate(
+            "flint_2017",
+            ks.Dose("2 mg/kg", route="iv"),
+            times=[0.1],
+            subjects=ks.Subjects(covariates={"weight": 18, "age": 4}),
+        )
+    assert [w.message.analyte for w in seen] == ["s_norketamine"]
+
+
 def test_population_percentile_is_the_percentile_of_the_drawn_clearances(
     tmp_path, monkeypatch
 ):

@@ -394,7 +394,10 @@ def check_analyte_limits(
                 if lim.action == "refuse":
                     raise DoseError(text)
                 if not in_chunk():
-                    warnings.warn(text, ModelLimitWarning, stacklevel=stacklevel())
+                    warnings.warn(
+                        ModelLimitWarning(text, analyte=a.name),
+                        stacklevel=stacklevel(),
+                    )
                 break  # one warning per limit and run
 
 

@@ -22,7 +22,12 @@ class GridWarning(UserWarning):
 class ModelLimitWarning(UserWarning):
     """A dose falls outside what a model can predict for one of its analytes
     (its file's ``[[analytes.<name>.limits]]`` say why); the numbers are returned
-    but should not be trusted."""
+    but should not be trusted. ``analyte`` names that analyte (None if not
+    given)."""
+
+    def __init__(self, *args: object, analyte: str | None = None) -> None:
+        super().__init__(*args)
+        self.analyte = analyte
 
 
 # while a Dask task simulates its chunk: the index of the chunk's first subject in

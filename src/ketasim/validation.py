@@ -653,15 +653,13 @@ def _run_quiet_about_others(model, analyte: str, *args):
 
     from ._warn import ModelLimitWarning
 
-    others = [a for a in model.analyte_names if a != analyte]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = _run(model, *args)
     for w in caught:
-        text = str(w.message)
-        if issubclass(w.category, ModelLimitWarning) and analyte not in text:
-            if any(a in text for a in others):
-                continue
+        about = getattr(w.message, "analyte", None)  # the analyte it names
+        if issubclass(w.category, ModelLimitWarning) and about not in (None, analyte):
+            continue
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return ds
 
