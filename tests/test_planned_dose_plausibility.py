@@ -159,3 +159,27 @@ def test_a_tci_plan_longer_than_an_hour_is_checked_on_its_largest_hour():
     # 150 ng/mL: about 25 mg in its first hour, no warning
     plan, said = _validity_warnings(lambda: tci(MODEL, "150 ng/mL", duration="3 h"))
     assert said == [] and plan.rates.size == 1080
+
+
+def test_a_tci_plan_with_steps_not_dividing_an_hour_is_checked_on_a_full_hour():
+    """40-min steps over 2 h to 10 000 ng/mL (the hand-written controller): the
+    most given within any hour is a 40-min step and a third of the next, 2 489 mg;
+    the check summed whole steps within the hour (one step, 1 974 mg) and said
+    nothing."""
+    h = 40.0 / 60.0
+    ref = _reference_tci(10000.0, h, 3)  # mg/h per step
+    hourly = max(
+        ref[0] * h + ref[1] * (1 - h),
+        ref[0] * (1 - h) + ref[1] * h,
+        ref[1] * h + ref[2] * (1 - h),
+        ref[1] * (1 - h) + ref[2] * h,
+    )
+    assert hourly > 2000.0 > (ref * h).max()
+    assert hourly == pytest.approx(ref[0] * h + ref[1] * (1 - h), rel=1e-12)
+    with pytest.warns(
+        ks.ValidityWarning,
+        match=rf"^a dose of {hourly:g} mg within one hour of the TCI plan "
+        rf"\(from 0 min\) {FAR_ABOVE} \(more than 2000 mg per hour of infusion;",
+    ):
+        plan = tci(MODEL, "10000 ng/mL", duration="2 h", step="40 min")
+    np.testing.assert_allclose(plan.rates.values, ref, rtol=1e-9)
