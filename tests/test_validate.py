@@ -638,6 +638,32 @@ def test_malformed_relative_to_is_refused(tmp_path, extra, message):
 
 
 @pytest.mark.parametrize(
+    "extra,what",
+    [
+        ("relative_to = {covariates = {}}\n", "covariates"),
+        (
+            "covariates = {weight = 70}\nrelative_to = {covariates = {weight = 70}}\n",
+            "covariates",
+        ),
+        ('relative_to = {doses = [{amount = "10 mg", route = "iv"}]}\n', "doses"),
+        ("window = [0, 4]\nrelative_to = {window = [0, 4]}\n", "window"),
+    ],
+)
+def test_a_relative_to_that_replaces_nothing_is_refused(tmp_path, extra, what):
+    """A ratio of a regimen to itself is 1 whatever the model: it checks nothing."""
+    f = tmp_path / "kamp_2020_meta.toml"
+    obs = OBS.replace("VALUE", "1").replace('unit = "ug*h/L"', 'unit = "1"')
+    f.write_text(HEAD + obs + extra)
+    message = (
+        f"[observations[0].relative_to] replaces nothing (the observation's own "
+        f"{what}): the ratio would be 1 whatever the model; give the reference "
+        f"regimen's doses, covariates or window"
+    )
+    with pytest.raises(val.ObservationError, match=f"{re.escape(message)}$"):
+        val.load_observations("kamp_2020_meta", file=f)
+
+
+@pytest.mark.parametrize(
     "doses,key,message",
     [
         (

@@ -512,6 +512,20 @@ def _observation(raw: dict, file: Path, i: int, refs: set[str]) -> Observation:
             )
     if "horizon" in kw:
         kw["horizon"] = _hours(kw["horizon"], file, f"{at}.horizon")
+    rel = kw.get("relative_to")
+    if rel is not None and all(
+        (dict(kw.get("covariates", {})) | v == dict(kw.get("covariates", {})))
+        if k == "covariates"
+        else v == kw.get(k)
+        for k, v in rel.items()
+    ):
+        raise ObservationError(
+            file,
+            f"{at}.relative_to",
+            f"replaces nothing (the observation's own {', '.join(rel)}): the ratio "
+            f"would be 1 whatever the model; give the reference regimen's doses, "
+            f"covariates or window",
+        )
     return Observation(**kw)
 
 
