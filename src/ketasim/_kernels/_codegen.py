@@ -340,17 +340,13 @@ def _dispatch(name: str, args: str, what: str, fallback: bool = False) -> str:
     states of the exact dose windows (ketasim._run.dose_windows), which took a
     kernel and a compile of their own."""
     body = ["    if n == 0:", "        pass"]
+    if fallback:  # one generic call, not one per branch: less IR to inline
+        body += [
+            "    elif n > NMAX or x.shape[0] != n:",
+            f"        {name}_generic({args})",
+        ]
     for k in range(1, NMAX + 1):
-        body.append(f"    elif n == {k}:")
-        if fallback:
-            body += [
-                f"        if x.shape[0] == {k}:",
-                f"            {name}_{k}({args})",
-                "        else:",
-                f"            {name}_generic({args})",
-            ]
-        else:
-            body.append(f"        {name}_{k}({args})")
+        body += [f"    elif n == {k}:", f"        {name}_{k}({args})"]
     body += ["    else:", f"        {name}_generic({args})"]
     return "\n".join(
         [

@@ -1738,46 +1738,24 @@ def step(E, c, x, n):
     tuple, a constant while it compiles (see _codegen._dispatch)."""
     if n == 0:
         pass
+    elif n > NMAX or x.shape[0] != n:
+        step_generic(E, c, x)
     elif n == 1:
-        if x.shape[0] == 1:
-            step_1(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_1(E, c, x)
     elif n == 2:
-        if x.shape[0] == 2:
-            step_2(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_2(E, c, x)
     elif n == 3:
-        if x.shape[0] == 3:
-            step_3(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_3(E, c, x)
     elif n == 4:
-        if x.shape[0] == 4:
-            step_4(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_4(E, c, x)
     elif n == 5:
-        if x.shape[0] == 5:
-            step_5(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_5(E, c, x)
     elif n == 6:
-        if x.shape[0] == 6:
-            step_6(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_6(E, c, x)
     elif n == 7:
-        if x.shape[0] == 7:
-            step_7(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_7(E, c, x)
     elif n == 8:
-        if x.shape[0] == 8:
-            step_8(E, c, x)
-        else:
-            step_generic(E, c, x)
+        step_8(E, c, x)
     else:
         step_generic(E, c, x)
 
@@ -1788,46 +1766,24 @@ def run_out(E, c, x, out, s0, j0, m, obs_cmt, scale, tile, n):
     tuple, a constant while it compiles (see _codegen._dispatch)."""
     if n == 0:
         pass
+    elif n > NMAX or x.shape[0] != n:
+        run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 1:
-        if x.shape[0] == 1:
-            run_out_1(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_1(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 2:
-        if x.shape[0] == 2:
-            run_out_2(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_2(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 3:
-        if x.shape[0] == 3:
-            run_out_3(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_3(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 4:
-        if x.shape[0] == 4:
-            run_out_4(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_4(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 5:
-        if x.shape[0] == 5:
-            run_out_5(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_5(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 6:
-        if x.shape[0] == 6:
-            run_out_6(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_6(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 7:
-        if x.shape[0] == 7:
-            run_out_7(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_7(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     elif n == 8:
-        if x.shape[0] == 8:
-            run_out_8(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
-        else:
-            run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
+        run_out_8(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
     else:
         run_out_generic(E, c, x, out, s0, j0, m, obs_cmt, scale, tile)
 
