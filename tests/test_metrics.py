@@ -1104,7 +1104,7 @@ def test_compare_refuses_a_window_after_the_grid():
     with pytest.raises(
         ValueError,
         match=r"window=-1 picks session 3 of 3 in scenario "
-        r"'scenario', which starts at 24 h, at or after the last "
+        r"'domino', which starts at 24 h, at or after the last "
         r"output time \(20 h\): it has no output time",
     ):
         ks.compare(ds, per="session", window=-1)

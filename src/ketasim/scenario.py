@@ -133,7 +133,7 @@ def compare(
     """Scenario × metric table: median [P5, P95] over subjects.
 
     ``ds``: the results of :func:`run_scenarios`, a :func:`simulate` result (one
-    row), or a Dataset with a ``scenario`` dimension.
+    row, named by its model id), or a Dataset with a ``scenario`` dimension.
 
     Metrics: Cmax, AUC, Tmax over the whole course (``per="course"``), or of one
     session or dose (``per="session"`` / ``"dose"``): ``window`` picks which, 0 for
@@ -208,7 +208,7 @@ def _parts(ds) -> list[tuple[str, xr.Dataset]]:
         name = (
             str(ds.scenario.values)
             if "scenario" in ds.coords
-            else str(ds.attrs.get("scenario", "scenario"))
+            else str(ds.attrs.get("scenario", ds.attrs.get("model_id", "scenario")))
         )
         return [(name, ds)]
     parts = []
