@@ -506,3 +506,16 @@ def test_summary_refuses_values_without_a_unit(course):
     got = ks.summary(cl.assign_attrs(units=unit))
     assert got.attrs["units"] == unit
     np.testing.assert_allclose(got.values, np.percentile(cl.values, [5, 50, 95]))
+
+
+# ---- an EventTable prints as one short line ------------------------------------------
+def test_event_table_prints_one_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(
+        "ID,TIME,EVID,AMT,WT\n1,0,1,35,70\n1,1,0,.,70\n1,2,0,.,70\n2,0,1,35,90\n"
+    )
+    table = ks.read_nonmem(path, "domino")
+    assert repr(table) == (
+        f"EventTable({str(path)!r}: 2 subjects (ID 1, 2), 2 doses, 2 observation "
+        f"records; covariates weight)"
+    )

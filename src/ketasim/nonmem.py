@@ -260,6 +260,20 @@ class EventTable:
     censored: dict = field(default_factory=dict)
     censoring: str | None = None
 
+    def __repr__(self) -> str:
+        """One line: the file, subjects, doses, observations and covariates (the
+        fields themselves print one subject at a time: ``table.regimens[id]``)."""
+        ids = ", ".join(map(str, self.ids[:5])) + (", ..." if len(self.ids) > 5 else "")
+        doses = sum(len(r.doses) for r in self.regimens.values())
+        obs = sum(len(o) for o in self.observations.values())
+        cov = ", ".join(k for k in self.covariates if k not in ("id", "time"))
+        n = len(self.ids)
+        return (
+            f"EventTable({self.source!r}: {n} subject{'s' if n != 1 else ''} "
+            f"(ID {ids}), "
+            f"{doses} doses, {obs} observation records; covariates {cov or 'none'})"
+        )
+
 
 def read_nonmem(
     source: str | Path,
