@@ -519,3 +519,22 @@ def test_event_table_prints_one_line(tmp_path):
         f"EventTable({str(path)!r}: 2 subjects (ID 1, 2), 2 doses, 2 observation "
         f"records; covariates weight)"
     )
+
+
+# ---- a scenario file without its protocol lists the choices --------------------------
+def test_scenario_without_protocol_lists_the_choices(tmp_path):
+    from ketasim.scenariofile import load_scenarios
+
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'schema_version = 1\n[output]\nend = "2 d"\nstep = "5 min"\n'
+        "[population]\nn = 5\nseed = 1\n[[scenarios]]\nname = 'a'\n"
+        "model = 'clements_nimmo_1981'\n[scenarios.regimen]\nsessions = 1\n"
+    )
+    with pytest.raises(
+        ks.ModelFileError,
+        match=r"\[scenarios\[0\]\.regimen\.protocol\] is missing — add `protocol = "
+        r"\.\.\.`, one of 'six_infusion_course', 'clinic_course', "
+        r"'esketamine_induction', 'boosters', 'home_course', 'doses'",
+    ):
+        load_scenarios(path)

@@ -163,7 +163,10 @@ class _Table:
         self.used.add(key)
         if key not in self.data:
             if required:
-                self.fail("is missing", key, f"add `{key} = ...`")
+                hint = f"add `{key} = ...`" + (
+                    f", one of {', '.join(map(repr, choices))}" if choices else ""
+                )
+                self.fail("is missing", key, hint)
             return default
         v = self.data[key]
         if types is float and isinstance(v, int) and not isinstance(v, bool):
