@@ -538,3 +538,13 @@ def test_scenario_without_protocol_lists_the_choices(tmp_path):
         r"'esketamine_induction', 'boosters', 'home_course', 'doses'",
     ):
         load_scenarios(path)
+
+
+# ---- a regimen without doses ---------------------------------------------------------
+def test_a_regimen_without_doses_warns():
+    with pytest.warns(
+        ks.ValidityWarning,
+        match=r"^the regimen has no doses, so every concentration is 0; give the doses",
+    ):
+        ds = ks.simulate(ks.DEFAULT_MODEL, ks.Regimen([]), times=[0.0, 1.0])
+    assert float(ds.concentration.max()) == 0.0

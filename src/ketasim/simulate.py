@@ -35,7 +35,7 @@ from ._subjects import (
 )
 from ._times import GRID_MAX_POINTS, check_times, default_times, grid, warn_late_doses
 from ._tvcov import is_time_varying, run_time_varying
-from ._warn import CHUNK_START, GridWarning, ValidityWarning
+from ._warn import CHUNK_START, GridWarning, ValidityWarning, stacklevel
 from .dosing import Dose, Regimen
 from .model import Model
 from .modelfile import load_model
@@ -316,6 +316,15 @@ def _prepare(model, regimen, solver, errors):
     if not isinstance(regimen, Regimen):
         raise TypeError(
             f"regimen must be a Regimen or a Dose; got {type(regimen).__name__}"
+        )
+    if not regimen.doses:  # a filtered-away regimen, not usually meant
+        import warnings
+
+        warnings.warn(
+            "the regimen has no doses, so every concentration is 0; give the doses "
+            "(ks.Regimen([...]), a protocol such as ks.six_infusion_course())",
+            ValidityWarning,
+            stacklevel=stacklevel(),
         )
     if errors not in ("raise", "keep"):
         raise ValueError(f"errors must be 'raise' or 'keep'; got {errors!r}")
