@@ -595,7 +595,12 @@ def validation_section(model, outdir: Path) -> list[str]:
     res = validate(model.id, n=_PAGE_VALIDATION_N)
     k = res.sizes["observation"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * k + 1.4))
-    colours = {"pass": "tab:green", "fail": "tab:red", "known-fail": "tab:orange"}
+    colours = {
+        "pass": "tab:green",
+        "fail": "tab:red",
+        "known-fail": "tab:orange",
+        "uninformative": "0.5",
+    }
     for i in range(k):
         r = res.isel(observation=i)
         obs_v = float(r.observed)

@@ -66,8 +66,11 @@ Roles: ``independent`` observations come from a study the model was not fitted t
 transcription and unit errors, not model error); ``calibration`` ones were used to
 choose a parameter in the model file (a reproduced calibration target is not
 evidence). An observation with ``known_limitation`` is reported ``known-fail``
-when it fails (and ``fixed`` when it passes); ``validate`` passes when no
-observation has status ``fail``.
+when it fails (and ``fixed`` when it passes). A covariate ratio the model cannot
+respond to (it has no effect of the replaced covariates: the ratio is exactly 1 for
+every subject) is ``uninformative`` when 1 is within its tolerance: it would pass
+whatever the published value, so it is not counted as reproduced. ``validate``
+passes when no observation has status ``fail``.
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ STATISTICS = (
 )
 #: statistics of the spread across subjects (not of the metric's location)
 SPREAD_STATISTICS = ("sd", "geometric sd")
+#: the statuses of a row of :func:`validate`, in the order they are counted
+STATUSES = ("pass", "fail", "known-fail", "fixed", "uninformative")
 #: other spellings of a statistic
 _STATISTIC_ALIASES = {
     "geomean": "geometric mean",
@@ -800,8 +805,9 @@ def validate(
     as ``typical``, on a row of a spread statistic, sd or geometric sd, whose
     metric's values are not in the row's unit or not its statistic), the
     accepted ``lower``/``upper`` bounds, ``passed`` and ``status`` (pass, fail,
-    known-fail, fixed), with per-observation ``unit``, ``model``, ``metric``,
-    ``analyte``, ``role``, ``statistic``, ``study``, ``source`` and
+    known-fail, fixed, uninformative: see the module docstring), with
+    per-observation ``unit``, ``model``, ``metric``, ``analyte``, ``role``,
+    ``statistic``, ``study``, ``source`` and
     ``known_limitation`` coordinates; ``attrs["models"]`` names the models checked
     (space-separated; one without observations has no row). Values are in each
     row's ``unit`` (a ``relative_to`` ratio and a geometric SD are unitless,
@@ -866,7 +872,9 @@ def validate(
                 typ, pcts = math.nan, (math.nan,) * 3  # not of its spread
             lo, hi = o.bounds()
             ok = bool(lo <= pred <= hi)
-            if o.known_limitation:
+            if ok and _blind_to(o, typ, x if has_iiv else None):
+                status = "uninformative"
+            elif o.known_limitation:
                 status = "fixed" if ok else "known-fail"
             else:
                 status = "pass" if ok else "fail"
@@ -926,6 +934,18 @@ def validate(
     return ds
 
 
+def _blind_to(obs: Observation, typical: float, subjects) -> bool:
+    """True when ``obs`` is a covariate ratio the model cannot respond to: only
+    covariates are replaced and the ratio is 1 (to 1e-12) for the typical subject
+    and every virtual patient, so the model has no effect of those covariates and
+    the observation would pass whatever its published value near 1."""
+    rel = obs.relative_to
+    if rel is None or set(rel) != {"covariates"} or obs.statistic in SPREAD_STATISTICS:
+        return False
+    vals = [typical] if subjects is None else [typical, *np.ravel(subjects)]
+    return all(abs(v - 1.0) <= 1e-12 for v in vals)
+
+
 def format_table(ds: xr.Dataset) -> str:
     """The result of :func:`validate` as a plain-text table."""
     w = max([30, *(len(str(v)) for v in ds.observation.values)])
@@ -950,9 +970,7 @@ def format_table(ds: xr.Dataset) -> str:
             "(its file in models/observations/ says why)"
         )
         return "\n".join(lines)
-    counts = {
-        s: int((ds.status == s).sum()) for s in ("pass", "fail", "known-fail", "fixed")
-    }
+    counts = {s: int((ds.status == s).sum()) for s in STATUSES}
     lines.append(
         f"{n} observations: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     )
@@ -982,9 +1000,7 @@ def format_summary(ds: xr.Dataset, observations: str | Path | None = None) -> st
         sel = ds.isel(observation=np.flatnonzero(ds.model.values == mid))
         status = [str(s) for s in sel.status.values]
         counts = ", ".join(
-            f"{status.count(s)} {s}"
-            for s in ("pass", "fail", "known-fail", "fixed")
-            if status.count(s)
+            f"{status.count(s)} {s}" for s in STATUSES if status.count(s)
         )
         roles = [str(r) for r in sel.role.values]
         indep = sum(
