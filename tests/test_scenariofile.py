@@ -33,6 +33,12 @@ def test_regimen_protocols_resolved():
     reg = sf.scenarios[0].regimen
     assert [round(t / 24) for t in reg.times] == [0, 3, 7, 10, 14, 17, 31, 45, 59]
     assert reg.doses[0].salt == "hcl" and sf.above == 100.0
+    # the example's virtual patients differ: its model draws between-patient
+    # variability and the file does not switch it off (it once ran 500 identical
+    # patients on a model without IIV)
+    for sc in sf.scenarios:
+        assert any(v.omega > 0 for v in sc.model.variability), sc.name
+        assert sc.population.iiv is True, sc.name
 
 
 def write(tmp_path, data):
