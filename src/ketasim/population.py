@@ -207,8 +207,8 @@ class Population:
     log-normal, this is not a normal in log height, so it is drawn by inverting
     its CDF numerically (65-point grid, within 0.001 cm) at the same uniform as the
     unconditioned
-    height. A 50 kg man is then 146–171.5 cm, BMI 17–23.4, not up to 192 cm and
-    BMI 13.5. Where no height fits (w under 35.7 kg or over 189.1 kg) the BMI
+    height. A 50 kg man is then at most √(50/17) m = 171.5 cm (BMI >= 17), not 192 cm
+    (BMI 13.5). Where no height fits (w under 35.7 kg or over 189.1 kg) the BMI
     truncation is dropped and height stays in 145–205 cm. BMI being independent
     of height and sex, a given height leaves BMI's draw as it is. Sex is not
     conditioned on the given sizes: ``female`` is the proportion asked for.
