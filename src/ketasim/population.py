@@ -204,14 +204,15 @@ class Population:
     so f(h | w) ∝ φ((h − m)/s) φ((log w − 2 log(h/100) − log 25.5)/σ), σ² =
     log(1 + 0.17²), on the heights where both truncations hold (145–205 cm and
     BMI 17–45, i.e. √(w/45) ≤ h/100 ≤ √(w/17)). Height being normal, not
-    log-normal, this is not a normal in log height, so it is drawn by inverting
-    its CDF numerically (65-point grid, within 0.001 cm) at the same uniform as the
-    unconditioned
-    height. A 50 kg man is then at most √(50/17) m = 171.5 cm (BMI >= 17), not 192 cm
-    (BMI 13.5). Where no height fits (w under 35.7 kg or over 189.1 kg) the BMI
-    truncation is dropped and height stays in 145–205 cm. BMI being independent
-    of height and sex, a given height leaves BMI's draw as it is. Sex is not
-    conditioned on the given sizes: ``female`` is the proportion asked for.
+    log-normal, this is not a normal in log height (the closed form for log-normal
+    height does not apply), so it is drawn by inverting its CDF numerically
+    (65-point grid, within 0.001 cm) at the same uniform as the unconditioned
+    height. A 50 kg man is then at most √(50/17) m = 171.5 cm (BMI >= 17), not
+    192 cm (BMI 13.5). Where no height fits (w under 35.7 kg or over 189.1 kg) the
+    BMI truncation is dropped and height stays in 145–205 cm. BMI being
+    independent of height and sex, a given height leaves BMI's draw as it is. Sex
+    is not conditioned on the given sizes: ``female`` is the proportion asked for.
+
     There is no distribution for children: drawing their sizes from growth charts
     (weight and height for age and sex) would need a verified source, which
     ketasim does not have yet, so a paediatric cohort's weights come from the
