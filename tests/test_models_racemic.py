@@ -364,7 +364,7 @@ def wa(weight, age):
 
 
 VALIDITY = [
-    ("herd_2007", wa(32.5, 8.3), wa(32.5, 30.0), "age"),
+    ("herd_2007", wa(32.5, 8.3), wa(60.0, 30.0), "age"),  # 32.5 kg adult: BMI < 15
     ("herd_2007", wa(32.5, 8.3), wa(90.0, 13.0), "weight"),
     ("elkomy_2015", wa(20.0, 5.0), wa(70.0, 30.0), "age"),
     ("sherwin_2015", wa(20.0, 5.0), wa(70.0, 30.0), "age"),

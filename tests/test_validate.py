@@ -520,7 +520,7 @@ def test_relative_to_dose_covariate_and_window_ratios_closed_form():
 def test_relative_to_divides_each_virtual_patient_by_itself():
     """With IIV (clements_nimmo_1981: CL and V1, both per kg), a ratio is taken per
     patient over the same drawn patients: AUC(30 mg) / AUC(10 mg) is 3 and
-    AUC(35 kg) / AUC(140 kg) is 140/35 = 4 for every one of them (other draws for
+    AUC(45 kg) / AUC(135 kg) is 135/45 = 3 for every one of them (other draws for
     the reference would scatter the ratios by the 30 % IIV)."""
     m = ks.load_model("clements_nimmo_1981")
     dose = val._metric(
@@ -537,8 +537,8 @@ def test_relative_to_divides_each_virtual_patient_by_itself():
     weight = val._metric(
         m,
         _obs(
-            covariates={"weight": 35},
-            relative_to={"covariates": {"weight": 140}},
+            covariates={"weight": 45},
+            relative_to={"covariates": {"weight": 135}},
             unit="1",
         ),
         True,
@@ -547,7 +547,7 @@ def test_relative_to_divides_each_virtual_patient_by_itself():
     )
     assert dose.shape == weight.shape == (40,)
     np.testing.assert_allclose(dose, 3.0, rtol=1e-9)
-    np.testing.assert_allclose(weight, 4.0, rtol=1e-9)
+    np.testing.assert_allclose(weight, 3.0, rtol=1e-9)
 
 
 def test_spread_statistics_are_the_sd_of_the_drawn_clearances(tmp_path, monkeypatch):
