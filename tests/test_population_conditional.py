@@ -252,3 +252,34 @@ def test_a_given_bmi_outside_15_to_60_warns(table, shown):
         f"height cm, bmi kg/m²) and rows"
     ]
     np.testing.assert_array_equal(cov["bmi"], table["bmi"])
+
+
+def test_a_given_sex_picks_the_height_distribution():
+    """The table's ``female`` (not a sex drawn from the ``female`` proportion)
+    chooses the height distribution. Oracles: scipy's truncated-normal quantiles of
+    the covariate stream's height uniforms (no weight given), and the quadrature
+    mean of the conditional density (weight given)."""
+    n = 400
+    table = {"female": np.r_[np.ones(n // 2), np.zeros(n // 2)]}
+    pop = ks.Population(n, seed=5, female=0.3, covariates=table)
+    cov = pop.covariates_for(pop.subjects)
+    np.testing.assert_array_equal(cov["female"], table["female"])
+    u = uniforms(5, "covariates", pop.subjects, 6)
+    mean = np.where(table["female"] == 1, WOMEN[0], MEN[0])
+    sd = np.where(table["female"] == 1, WOMEN[1], MEN[1])
+    h = stats.truncnorm.ppf(u[:, 1], (145 - mean) / sd, (205 - mean) / sd, mean, sd)
+    np.testing.assert_allclose(cov["height"], h, rtol=1e-12)
+    # a subset (a Dask chunk) reads the table's rows at its own offset
+    sub = pop.subset(150, 250)
+    np.testing.assert_allclose(sub.covariates_for(sub.subjects)["height"], h[150:250])
+
+    m = 20000
+    pop = ks.Population(
+        m, seed=11, female=0.0, covariates={"female": [1] * m, "weight": [50.0] * m}
+    )
+    hw = pop.covariates_for(pop.subjects)["height"]
+    f = lambda x: joint_density_given_weight(x, 50.0, *WOMEN)  # noqa: E731
+    z = integrate.quad(f, 145, 205, limit=200, points=[150, 170, 190])[0]
+    mu = integrate.quad(lambda x: x * f(x), 145, 205, limit=200)[0] / z
+    v = integrate.quad(lambda x: (x - mu) ** 2 * f(x), 145, 205, limit=200)[0] / z
+    assert abs(hw.mean() - mu) < 4 * np.sqrt(v / m), (hw.mean(), mu)

@@ -454,6 +454,10 @@ class Population:
         u = uniforms(self.seed, "covariates", idx, 6)
         female = (u[:, 0] < self.female).astype(float)
         given = set(self.covariates or ())
+        if "female" in given:  # the table's sex, not a drawn one, picks the height
+            female = np.asarray(self.covariates["female"], dtype=float)[
+                idx - self.offset
+            ]
         if "weight" in given and not given & {"height", "bmi"}:
             # height given the weight, under the same joint model and uniform
             w = self.covariates["weight"][idx - self.offset]
