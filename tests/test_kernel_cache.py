@@ -37,6 +37,7 @@ CHILD = textwrap.dedent(
     """
 )
 EXP_LINE = "        d = np.exp(A[i, i])\n"
+NEW_EXP_LINE = "        d = 2.0 * np.exp(A[i, i])\n"
 
 
 def _run(root: Path, cache: Path) -> dict:
@@ -144,3 +145,49 @@ def test_no_kernel_compiles_in_code_from_outside_the_kernel_directory():
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("ketasim") for a in node.names)
     assert seen > 20  # the walk did find the kernels' calls into one another
+
+
+# a process that imported expm.py, then had its sources changed under it (a
+# checkout or an upgrade while a notebook runs), then imported map.py: map._step
+# compiles the old expm code it has in memory
+MID_RUN_EDIT = textwrap.dedent(
+    """
+    import json
+    from pathlib import Path
+    import numpy as np
+    from ketasim._kernels import expm
+    p = Path(expm.__file__)
+    p.write_text(p.read_text(encoding="utf-8").replace(OLD, NEW), encoding="utf-8")
+    from ketasim._kernels import map as kmap
+    x = np.array([1.0])
+    kmap._step(np.array([[-0.5]]), x, np.array([0.0]), 2.0, np.empty((2, 2)),
+               np.empty((6, 2, 2)))
+    print(json.dumps({"x": float(x[0])}))
+    """
+)
+
+
+def test_a_kernel_compiled_after_its_sources_changed_mid_run_is_not_reused(tmp_path):
+    """The kernel compiled in that process mixes old and new code; its cache entry
+    must not be loaded by a later process, which has to compile the new code
+    (2 exp(-1)), not return the old exp(-1)."""
+    root = (tmp_path / "src").resolve()
+    src = Path(ketasim.__file__).resolve().parent
+    shutil.copytree(src, root / "ketasim", ignore=shutil.ignore_patterns("__pycache__"))
+    cache = tmp_path / "numba-cache"
+    child = f"OLD, NEW = {EXP_LINE!r}, {NEW_EXP_LINE!r}\n"
+    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(cache))
+    r = subprocess.run(
+        [sys.executable, "-c", child + MID_RUN_EDIT],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(r.stdout.strip().splitlines()[-1])["x"] == pytest.approx(
+        math.exp(-1.0), rel=1e-15
+    )  # the old expm.py in memory
+    later = _run(root, cache)
+    assert later["x"] == pytest.approx(2.0 * math.exp(-1.0), rel=1e-15)
+    assert (later["misses"], later["hits"]) == (1, 0)

@@ -16,6 +16,9 @@ compiles again once and is cached anew. Where the cache lives is unchanged
 (``NUMBA_CACHE_DIR`` if set, else ``__pycache__`` next to the sources, else the
 user-wide directory): the locators are numba's own with only the stamp replaced.
 Every other function, the user's included, gets numba's locators as before.
+A kernel module imported after the sources changed under a running process
+(a checkout or an upgrade while a notebook runs) may compile in old code still in
+memory: its kernels get a stamp no later process computes, so they are never loaded.
 
 No kernel calls numba code outside this directory (``tests/test_kernel_cache.py``
 checks it). The ODE kernels are cached from module files written by ``ode.py``
@@ -86,6 +89,10 @@ def _in_kernel_dir(py_file: str) -> bool:
         return False
 
 
+#: the stamp when this process stamped its first kernel
+_FIRST: dict[str, str] = {}
+
+
 class _KernelStamp:
     """Mixin over one of numba's source-file locators: only for files of
     ``ketasim/_kernels``, stamped with :func:`source_stamp`."""
@@ -98,9 +105,16 @@ class _KernelStamp:
 
     def get_source_stamp(self):
         try:
-            return ("ketasim._kernels", source_stamp())
+            stamp = source_stamp()
         except OSError:  # a file unreadable: numba's own stamp of the defining file
             return super().get_source_stamp()
+        first = _FIRST.setdefault("stamp", stamp)
+        if stamp != first:
+            # the sources changed after this process imported its first kernel: a
+            # kernel compiled now may inline old code still in memory, so it gets
+            # a stamp no later process computes and is never loaded again
+            return ("ketasim._kernels", stamp, "changed mid-run", first, os.getpid())
+        return ("ketasim._kernels", stamp)
 
 
 LOCATORS = tuple(
