@@ -67,8 +67,9 @@ transcription and unit errors, not model error); ``calibration`` ones were used 
 choose a parameter in the model file (a reproduced calibration target is not
 evidence). An observation with ``known_limitation`` is reported ``known-fail``
 when it fails (and ``fixed`` when it passes). A covariate ratio the model cannot
-respond to (it has no effect of the replaced covariates: the ratio is exactly 1 for
-every subject) is ``uninformative`` when 1 is within its tolerance: it would pass
+respond to (the ratio is exactly 1 for every subject: no effect of the replaced
+covariates on the metric, or none it resolves, as a Tmax on the time grid) is
+``uninformative`` when 1 is within its tolerance: it would pass
 whatever the published value, so it is not counted as reproduced. ``validate``
 passes when no observation has status ``fail``.
 """
@@ -937,8 +938,9 @@ def validate(
 def _blind_to(obs: Observation, typical: float, subjects) -> bool:
     """True when ``obs`` is a covariate ratio the model cannot respond to: only
     covariates are replaced and the ratio is 1 (to 1e-12) for the typical subject
-    and every virtual patient, so the model has no effect of those covariates and
-    the observation would pass whatever its published value near 1."""
+    and every virtual patient: the model has no effect of those covariates on
+    this metric (or none the metric resolves, e.g. a Tmax read on the time grid),
+    so the observation would pass whatever its published value near 1."""
     rel = obs.relative_to
     if rel is None or set(rel) != {"covariates"} or obs.statistic in SPREAD_STATISTICS:
         return False
