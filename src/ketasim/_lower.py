@@ -401,18 +401,23 @@ def check_analyte_limits(
                 break  # one warning per limit and run
 
 
-def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:
-    """Compartments reachable from ``targets`` through flows, plus observed ones,
-    in model order. Pruning the rest keeps W2's IV-only run at 3 states, not 4."""
-    seen = set(targets)
-    frontier = list(targets)
+def downstream(model: Model, start: set[str]) -> set[str]:
+    """``start`` and the compartments whose amounts depend on them (through flows)."""
+    seen = set(start)
+    frontier = list(start)
     while frontier:
         c = frontier.pop()
         for f in model.flows:
             if f.source == c and f.target is not None and f.target not in seen:
                 seen.add(f.target)
                 frontier.append(f.target)
-    seen |= {a.compartment for a in model.analytes}
+    return seen
+
+
+def reachable(model: Model, targets: set[str]) -> tuple[str, ...]:
+    """Compartments reachable from ``targets`` through flows, plus observed ones,
+    in model order. Pruning the rest keeps W2's IV-only run at 3 states, not 4."""
+    seen = downstream(model, targets) | {a.compartment for a in model.analytes}
     return tuple(c for c in model.compartment_names if c in seen)
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._lower import check_routes, drug_factor, reachable, sessions
+from ._lower import check_routes, downstream, drug_factor, reachable, sessions
 from ._subjects import subject_table
 from .dosing import Dose, DoseError, Regimen
 from .model import KNOWN_COVARIATES, Model
@@ -703,6 +703,34 @@ def _check_model(model: Model, observed: set[int]) -> tuple[list, list, np.ndarr
     return iiv, iov, res
 
 
+def _effect_args(model: Model, pnames, base: dict, args: dict, iiv, iov) -> dict:
+    """The MAP kernels' random-effect arguments: per parameter (``pnames`` order)
+    its typical values ``base`` (subject x parameter), its random effects'
+    distribution ``dist`` (0 none, 1 log-normal, 2 normal) and its column among
+    the IIV and IOV effects (``iiv_idx``, ``iov_idx``; -1 none); ``Q``, ``R`` the
+    numbers of IIV and IOV effects and ``nocc`` each subject's occasions (from
+    the dose arrays in ``args``)."""
+    dist = np.zeros(len(pnames), dtype=np.int64)
+    iiv_idx = np.full(len(pnames), -1, dtype=np.int64)
+    iov_idx = np.full(len(pnames), -1, dtype=np.int64)
+    for v in model.variability:
+        dist[pnames.index(v.parameter)] = 1 if v.distribution == "lognormal" else 2
+    for q, v in enumerate(iiv):
+        iiv_idx[pnames.index(v.parameter)] = q
+    for q, v in enumerate(iov):
+        iov_idx[pnames.index(v.parameter)] = q
+    nocc = np.where(args["nd"] > 0, args["dose_occ"].max(axis=1) + 1, 1)
+    return dict(
+        base=np.stack([base[k] for k in pnames], axis=1),
+        dist=dist,
+        iiv_idx=iiv_idx,
+        iov_idx=iov_idx,
+        Q=len(iiv),
+        R=len(iov),
+        nocc=nocc.astype(np.int64),
+    )
+
+
 def _required_covariates(model: Model, cov_given: dict, doses_per_kg: bool) -> None:
     need = {e.covariate for e in model.covariate_effects}
     if doses_per_kg or any(p.per_kg for p in model.parameters.values()):
@@ -756,35 +784,15 @@ def _problem(model: Model, subjects: list[_Subject], cov_given: dict) -> _Proble
     keep = tuple(
         c
         for c in reachable(model, targets)
-        if c in targets or _downstream(model, {c}) & seen
+        if c in targets or downstream(model, {c}) & seen
     )
     args = _model_arrays(model, keep, routes)
     args.update(_dose_arrays(model, [s.regimen for s in subjects], cov, routes))
     args.update(_obs_arrays(subjects))
-    dist = np.zeros(len(pnames), dtype=np.int64)
-    iiv_idx = np.full(len(pnames), -1, dtype=np.int64)
-    iov_idx = np.full(len(pnames), -1, dtype=np.int64)
-    for v in model.variability:
-        j = pnames.index(v.parameter)
-        dist[j] = 1 if v.distribution == "lognormal" else 2
-    for q, v in enumerate(iiv):
-        iiv_idx[pnames.index(v.parameter)] = q
-    for q, v in enumerate(iov):
-        iov_idx[pnames.index(v.parameter)] = q
-    nocc = np.where(args["nd"] > 0, args["dose_occ"].max(axis=1) + 1, 1)
-    Q, R = len(iiv), len(iov)
+    args.update(_effect_args(model, pnames, base, args, iiv, iov))
+    nocc = args["nocc"]
     col_on = _active_columns(model, subjects, args, iiv, iov, int(nocc.max()))
-    args.update(
-        base=np.stack([base[k] for k in pnames], axis=1),
-        dist=dist,
-        iiv_idx=iiv_idx,
-        iov_idx=iov_idx,
-        Q=Q,
-        R=R,
-        nocc=nocc.astype(np.int64),
-        col_on=col_on,
-        res=res,
-    )
+    args.update(col_on=col_on, res=res)
     return _Problem(
         model,
         [s.id for s in subjects],
@@ -795,19 +803,6 @@ def _problem(model: Model, subjects: list[_Subject], cov_given: dict) -> _Proble
         int(nocc.max()),
         args,
     )
-
-
-def _downstream(model: Model, start: set[str]) -> set[str]:
-    """Compartments whose amounts depend on those in ``start`` (through flows)."""
-    seen = set(start)
-    todo = list(start)
-    while todo:
-        c = todo.pop()
-        for f in model.flows:
-            if f.source == c and f.target is not None and f.target not in seen:
-                seen.add(f.target)
-                todo.append(f.target)
-    return seen
 
 
 def _influence(model: Model, name: str) -> set[str]:
@@ -825,7 +820,7 @@ def _influence(model: Model, name: str) -> set[str]:
             name in (p.fraction, p.lag, p.duration, p.later_devices) for p in r.pathways
         ):
             hit |= {p.target for p in r.pathways}
-    return _downstream(model, hit)
+    return downstream(model, hit)
 
 
 def _active_columns(model, subjects, args, iiv, iov, M) -> np.ndarray:
@@ -1465,17 +1460,8 @@ def _course(model: Model, estimates: xr.Dataset, doses, times: np.ndarray):
     )
     iiv = [v for v in model.variability if v.omega > 0]
     iov = [v for v in model.variability if v.iov_omega > 0]
-    dist = np.zeros(len(pnames), dtype=np.int64)
-    iiv_idx = np.full(len(pnames), -1, dtype=np.int64)
-    iov_idx = np.full(len(pnames), -1, dtype=np.int64)
-    for v in model.variability:
-        dist[pnames.index(v.parameter)] = 1 if v.distribution == "lognormal" else 2
-    for q, v in enumerate(iiv):
-        iiv_idx[pnames.index(v.parameter)] = q
-    for q, v in enumerate(iov):
-        iov_idx[pnames.index(v.parameter)] = q
-    nocc = np.where(args["nd"] > 0, args["dose_occ"].max(axis=1) + 1, 1)
-    Q, R = len(iiv), len(iov)
+    args.update(_effect_args(model, pnames, base, args, iiv, iov))
+    nocc, Q, R = args["nocc"], args["Q"], args["R"]
     M = max(int(nocc.max()), 1)
     NT = Q + M * R
     th = estimates.theta.values
@@ -1488,15 +1474,6 @@ def _course(model: Model, estimates: xr.Dataset, doses, times: np.ndarray):
     for m in range(max(0, (n0 - Q) // R if R else 0), M):
         for r, v in enumerate(iov):
             covar[:, Q + m * R + r, Q + m * R + r] = v.iov_omega**2
-    args.update(
-        base=np.stack([base[k] for k in pnames], axis=1),
-        dist=dist,
-        iiv_idx=iiv_idx,
-        iov_idx=iov_idx,
-        Q=Q,
-        R=R,
-        nocc=nocc.astype(np.int64),
-    )
     return args, mean, covar, regimens, ids
 
 
